@@ -1,0 +1,352 @@
+//! Product catalogs: per release, which image each container uses on which Kubernetes versions.
+//!
+//! The shipped catalogs are TOML files in `manifests/`, compiled into the binary so that ferry works alone
+//! on any machine; a user may add their own file of the same schema with `--catalog-file`. Every file is
+//! validated when it is loaded, so a typo in a table never becomes a wrong bundle.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::k8s::{KubeRange, KubeVersion};
+use crate::reference::Reference;
+
+/// The catalogs built into the binary: (file name, contents).
+const BUILT_IN: &[(&str, &str)] = &[
+    ("huawei-csi-4.8.0.toml", include_str!("../manifests/huawei-csi-4.8.0.toml")),
+    ("huawei-csi-4.5.0.toml", include_str!("../manifests/huawei-csi-4.5.0.toml")),
+];
+
+/// Where a release's data came from, for messages and `ferry catalogs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    BuiltIn(&'static str),
+    File(PathBuf),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::BuiltIn(name) => write!(f, "built-in manifests/{name}"),
+            Origin::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// One product release: the rows of the vendor's image table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    pub catalog: String,
+    pub release: String,
+    pub title: String,
+    /// The lowest Kubernetes minor version the release supports; no row may start below it.
+    pub min_kubernetes: KubeVersion,
+    pub services: Vec<Service>,
+    pub images: Vec<CatalogImage>,
+    #[serde(skip, default = "unknown_origin")]
+    pub origin: Origin,
+}
+
+fn unknown_origin() -> Origin {
+    Origin::BuiltIn("?")
+}
+
+/// A workload of the product (a Deployment or DaemonSet) whose containers use the images.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: String,
+    /// The name accepted by `--service`, e.g. `controller`.
+    pub short: String,
+}
+
+/// One row of a vendor's table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogImage {
+    pub container: String,
+    /// The reference exactly as the vendor's table writes it.
+    pub image: String,
+    /// The Kubernetes requirement exactly as the table writes it, kept for traceability.
+    pub kubernetes: String,
+    pub kubernetes_range: KubeRange,
+    pub services: Vec<String>,
+    pub source: ImageSource,
+    /// The key in the vendor's Helm chart values that sets this image, e.g. `images.sidecar.attacher`.
+    #[serde(default)]
+    pub helm_value: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl CatalogImage {
+    /// The fully qualified reference (validated at load time, so this cannot fail).
+    pub fn reference(&self) -> Reference {
+        self.image.parse().expect("catalog references are validated when loaded")
+    }
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSource {
+    /// A public registry named in the reference.
+    Registry,
+    /// The vendor's release package, which ships the image as a docker-save tarball.
+    Vendor,
+}
+
+impl fmt::Display for ImageSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ImageSource::Registry => "registry",
+            ImageSource::Vendor => "vendor",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: not a valid catalog: {message}")]
+    Parse { origin: Origin, message: String },
+    #[error("{origin}: {message}")]
+    Invalid { origin: Origin, message: String },
+    #[error("unknown catalog '{name}'; available: {available}")]
+    UnknownCatalog { name: String, available: String },
+    #[error("{catalog} has no release '{release}'; available: {available}")]
+    UnknownRelease { catalog: String, release: String, available: String },
+    #[error("{catalog} {release} has no service '{service}'; available: {available}")]
+    UnknownService { catalog: String, release: String, service: String, available: String },
+}
+
+/// Every release ferry knows: the built-in ones plus any loaded from files.
+#[derive(Debug, Clone)]
+pub struct Catalogs {
+    releases: Vec<Release>,
+}
+
+impl Catalogs {
+    /// The built-in catalogs, then each user file; a user's release replaces a built-in one of the same
+    /// name and version, so an operator can correct a table without waiting for a ferry release.
+    pub fn load(user_files: &[PathBuf]) -> Result<Catalogs, CatalogError> {
+        let mut releases = Vec::new();
+        for (name, text) in BUILT_IN {
+            releases.push(parse_release(text, Origin::BuiltIn(name))?);
+        }
+        for path in user_files {
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| CatalogError::Read { path: path.clone(), source })?;
+            let release = parse_release(&text, Origin::File(path.clone()))?;
+            releases.retain(|r: &Release| !(r.catalog == release.catalog && r.release == release.release));
+            releases.push(release);
+        }
+        releases.sort_by(|a, b| a.catalog.cmp(&b.catalog).then_with(|| compare_versions(&b.release, &a.release)));
+        Ok(Catalogs { releases })
+    }
+
+    /// Releases sorted by catalog name, newest release first.
+    pub fn releases(&self) -> &[Release] {
+        &self.releases
+    }
+
+    /// Finds `name@release`, or the newest release of `name` when no release is given.
+    pub fn find(&self, spec: &str) -> Result<&Release, CatalogError> {
+        let (name, release) = match spec.split_once('@') {
+            Some((name, release)) => (name, Some(release)),
+            None => (spec, None),
+        };
+        let of_catalog: Vec<&Release> = self.releases.iter().filter(|r| r.catalog == name).collect();
+        if of_catalog.is_empty() {
+            let names: BTreeSet<&str> = self.releases.iter().map(|r| r.catalog.as_str()).collect();
+            return Err(CatalogError::UnknownCatalog {
+                name: name.to_string(),
+                available: names.into_iter().collect::<Vec<_>>().join(", "),
+            });
+        }
+        match release {
+            None => Ok(of_catalog[0]),
+            Some(wanted) => {
+                let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
+                of_catalog.iter().copied().find(|r| r.release == wanted).ok_or_else(|| CatalogError::UnknownRelease {
+                    catalog: name.to_string(),
+                    release: wanted.to_string(),
+                    available: of_catalog.iter().map(|r| r.release.as_str()).collect::<Vec<_>>().join(", "),
+                })
+            }
+        }
+    }
+}
+
+impl Release {
+    /// `catalog@release`, the name users type.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.catalog, self.release)
+    }
+
+    /// Finds a service by its full or short name.
+    pub fn service(&self, name: &str) -> Result<&Service, CatalogError> {
+        self.services.iter().find(|s| s.name == name || s.short == name).ok_or_else(|| CatalogError::UnknownService {
+            catalog: self.catalog.clone(),
+            release: self.release.clone(),
+            service: name.to_string(),
+            available: self.services.iter().map(|s| format!("{} ({})", s.short, s.name)).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+fn parse_release(text: &str, origin: Origin) -> Result<Release, CatalogError> {
+    let mut release: Release =
+        toml::from_str(text).map_err(|e| CatalogError::Parse { origin: origin.clone(), message: e.to_string() })?;
+    release.origin = origin;
+    validate(&release)?;
+    Ok(release)
+}
+
+/// Checks what a table can get wrong: unparseable references or requirements, a parsed range that
+/// disagrees with the written one, rows below the release's minimum, unknown services, and two images
+/// for one container on the same Kubernetes version.
+fn validate(release: &Release) -> Result<(), CatalogError> {
+    let invalid = |message: String| CatalogError::Invalid { origin: release.origin.clone(), message };
+    if release.catalog.is_empty() || release.catalog.contains(['@', '/', ' ']) {
+        return Err(invalid(format!("catalog name '{}' must be non-empty without '@', '/' or spaces", release.catalog)));
+    }
+    if release.images.is_empty() {
+        return Err(invalid("a release needs at least one image".into()));
+    }
+    for image in &release.images {
+        let row = |message: String| invalid(format!("image '{}' ({}): {message}", image.image, image.container));
+        image.image.parse::<Reference>().map_err(|e| row(e.to_string()))?;
+        let written: KubeRange = image.kubernetes.parse().map_err(|e: crate::k8s::VersionError| row(e.to_string()))?;
+        if written != image.kubernetes_range {
+            return Err(row(format!(
+                "kubernetes = '{}' means {written}, but kubernetes_range says {}",
+                image.kubernetes, image.kubernetes_range
+            )));
+        }
+        if image.kubernetes_range.min < release.min_kubernetes {
+            return Err(row(format!(
+                "its range {} starts below the release's min_kubernetes {}",
+                image.kubernetes_range, release.min_kubernetes
+            )));
+        }
+        if image.services.is_empty() {
+            return Err(row("names no service".into()));
+        }
+        if let Some(unknown) = image.services.iter().find(|s| !release.services.iter().any(|known| &known.name == *s)) {
+            return Err(row(format!("service '{unknown}' is not declared in [[services]]")));
+        }
+    }
+    for (i, a) in release.images.iter().enumerate() {
+        for b in &release.images[i + 1..] {
+            if a.container == b.container && ranges_overlap(a.kubernetes_range, b.kubernetes_range) {
+                return Err(invalid(format!(
+                    "container '{}' has two images for the same Kubernetes version: '{}' ({}) and '{}' ({})",
+                    a.container, a.image, a.kubernetes_range, b.image, b.kubernetes_range
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn ranges_overlap(a: KubeRange, b: KubeRange) -> bool {
+    a.contains(b.min) || b.contains(a.min)
+}
+
+/// Orders release strings numerically where they are numbers (4.10.0 after 4.8.0).
+fn compare_versions(a: &str, b: &str) -> Ordering {
+    let key = |s: &str| s.split(['.', '-']).map(|p| p.parse::<u64>().map_err(|_| p.to_string())).collect::<Vec<_>>();
+    key(a).cmp(&key(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_file_is_valid() {
+        let catalogs = Catalogs::load(&[]).expect("built-in catalogs load");
+        assert_eq!(catalogs.releases().len(), BUILT_IN.len());
+    }
+
+    #[test]
+    fn bare_name_means_newest_release() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        assert_eq!(catalogs.find("huawei-csi").unwrap().release, "4.8.0");
+        assert_eq!(catalogs.find("huawei-csi@4.5.0").unwrap().release, "4.5.0");
+        assert_eq!(catalogs.find("huawei-csi@v4.5.0").unwrap().release, "4.5.0");
+    }
+
+    #[test]
+    fn unknown_names_list_what_exists() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let err = catalogs.find("huawei-csi@9.9.9").unwrap_err().to_string();
+        assert!(err.contains("4.8.0") && err.contains("4.5.0"), "{err}");
+        let err = catalogs.find("nope").unwrap_err().to_string();
+        assert!(err.contains("huawei-csi"), "{err}");
+    }
+
+    #[test]
+    fn newer_release_numbers_sort_first() {
+        assert_eq!(compare_versions("4.10.0", "4.8.0"), Ordering::Greater);
+        assert_eq!(compare_versions("4.5.0", "4.8.0"), Ordering::Less);
+    }
+
+    fn release_with_rows(rows: &str) -> String {
+        format!(
+            "catalog = \"x\"\nrelease = \"1.0\"\ntitle = \"t\"\nmin_kubernetes = \"1.16\"\n\
+             [[services]]\nname = \"svc\"\nshort = \"s\"\n{rows}"
+        )
+    }
+
+    fn row(container: &str, image: &str, written: &str, range: &str) -> String {
+        format!(
+            "[[images]]\ncontainer = \"{container}\"\nimage = \"{image}\"\nkubernetes = \"{written}\"\n\
+             kubernetes_range = {range}\nservices = [\"svc\"]\nsource = \"registry\"\n"
+        )
+    }
+
+    fn load_err(text: &str) -> String {
+        parse_release(text, Origin::BuiltIn("test.toml")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn overlapping_rows_of_one_container_are_refused() {
+        let text = release_with_rows(&format!(
+            "{}{}",
+            row("a", "a:1", "v1.16+", "{ min = \"1.16\" }"),
+            row("a", "a:2", "v1.17-v1.19", "{ min = \"1.17\", max = \"1.19\" }")
+        ));
+        assert!(load_err(&text).contains("two images for the same Kubernetes version"));
+    }
+
+    #[test]
+    fn rows_below_the_release_minimum_are_refused() {
+        let text = release_with_rows(&row("a", "a:1", "v1.15+", "{ min = \"1.15\" }"));
+        assert!(load_err(&text).contains("starts below"));
+    }
+
+    #[test]
+    fn written_and_parsed_ranges_must_agree() {
+        let text = release_with_rows(&row("a", "a:1", "v1.17+", "{ min = \"1.16\" }"));
+        assert!(load_err(&text).contains("means 1.17+"));
+    }
+
+    #[test]
+    fn bad_references_and_unknown_fields_are_refused() {
+        let text = release_with_rows(&row("a", "Bad:Ref:", "v1.16+", "{ min = \"1.16\" }"));
+        assert!(load_err(&text).contains("invalid image reference"));
+        let text = release_with_rows(&format!("{}colour = \"red\"\n", row("a", "a:1", "v1.16+", "{ min = \"1.16\" }")));
+        assert!(load_err(&text).contains("colour"));
+    }
+}

@@ -1,0 +1,39 @@
+//! The one error type commands return, and the one place that decides its exit code.
+
+use crate::catalog::CatalogError;
+use crate::k8s::VersionError;
+use crate::reference::ReferenceError;
+use crate::resolve::ResolveError;
+
+/// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
+pub const EXIT_FAILURE: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot write output")]
+    Output(#[source] std::io::Error),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Catalog(CatalogError::Read { .. }) | Error::Output(_) => EXIT_FAILURE,
+            Error::Catalog(_) | Error::Resolve(_) | Error::Version(_) | Error::Reference(_) | Error::Usage(_) => {
+                EXIT_USAGE
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

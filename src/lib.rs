@@ -1,0 +1,15 @@
+//! ferry: carry container images across an air gap.
+//!
+//! The modules follow the pipeline: `reference` and `digest` name things; `k8s`, `catalog` and
+//! `resolve` decide which images a release needs; `commands` run each subcommand over them.
+
+pub mod catalog;
+pub mod cli;
+pub mod commands;
+pub mod digest;
+pub mod error;
+pub mod k8s;
+pub mod reference;
+pub mod resolve;
+
+pub use error::{Error, Result};

@@ -1,0 +1,4 @@
+//! ferry integration tests: one binary, one module per area.
+
+mod cli;
+mod ferry;
