@@ -3,13 +3,17 @@
 //! The modules follow the pipeline: `reference` and `digest` name things; `k8s`, `catalog` and
 //! `resolve` decide which images a release needs; `commands` run each subcommand over them.
 
+pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod digest;
 pub mod error;
+pub mod image;
 pub mod k8s;
+pub mod progress;
 pub mod reference;
+pub mod registry;
 pub mod resolve;
 
 pub use error::{Error, Result};

@@ -1,0 +1,185 @@
+//! The image model every stage shares: descriptors, platforms, manifests, and [`Image`], one
+//! single-platform image whose blobs are all in the cache. Pull and vendor import produce `Image`s;
+//! the archive writer, verifier and delivery consume them.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::reference::Reference;
+
+pub mod media {
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+    pub const DOCKER_SCHEMA1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+    /// What ferry asks registries for: every manifest and index type it can carry.
+    pub const ACCEPTED: &[&str] = &[DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX];
+
+    pub fn is_index(media_type: &str) -> bool {
+        media_type == DOCKER_LIST || media_type == OCI_INDEX
+    }
+}
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Descriptor {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// `os/architecture[/variant]`, as in `linux/arm/v7`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn linux_amd64() -> Platform {
+        Platform { os: "linux".into(), architecture: "amd64".into(), variant: None }
+    }
+
+    /// Whether an index entry serves this platform. A missing variant on either side matches, except
+    /// that arm64's implicit variant is v8 (as containerd normalizes it).
+    pub fn matches(&self, other: &Platform) -> bool {
+        let variant = |p: &Platform| match (p.architecture.as_str(), p.variant.as_deref()) {
+            ("arm64", Some("v8")) => None,
+            (_, v) => v.map(str::to_string),
+        };
+        self.os == other.os
+            && self.architecture == other.architecture
+            && (self.variant.is_none() || variant(self) == variant(other))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a platform (expected os/architecture[/variant], e.g. linux/amd64 or linux/arm/v7)")]
+pub struct PlatformError(String);
+
+impl FromStr for Platform {
+    type Err = PlatformError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = text.split('/').collect();
+        let valid = |s: &&str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(valid) {
+            return Err(PlatformError(text.to_string()));
+        }
+        Ok(Platform {
+            os: parts[0].to_ascii_lowercase(),
+            architecture: parts[1].to_ascii_lowercase(),
+            variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(variant) = &self.variant {
+            write!(f, "/{variant}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The fields of a single-platform manifest (Docker schema 2 or OCI) that ferry needs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+/// A manifest list or image index.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Index {
+    #[serde(rename = "schemaVersion")]
+    pub schema_version: u32,
+    #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+}
+
+/// Where an image's bytes came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ImageSource {
+    /// Pulled from a registry; `fetched_from` is the host actually contacted (a mirror, perhaps).
+    Registry { fetched_from: String },
+    /// Read from a docker-save tarball of the vendor's package.
+    Vendor { file: PathBuf },
+}
+
+/// One single-platform image whose manifest, config and layers are all in the blob cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// The upstream name (fully qualified, with a tag unless pulled by digest only).
+    pub reference: Reference,
+    pub source: ImageSource,
+    pub platform: Platform,
+    /// The upstream manifest list / index this manifest was picked from, if any.
+    pub index_digest: Option<Digest>,
+    /// The single-platform manifest; its bytes are the blob `manifest.digest`.
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+}
+
+impl Image {
+    /// Total bytes of manifest, config and layers.
+    pub fn size(&self) -> u64 {
+        self.manifest.size + self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+
+    /// Config and layers: the blobs a manifest points to.
+    pub fn blobs(&self) -> impl Iterator<Item = &Descriptor> {
+        std::iter::once(&self.config).chain(&self.layers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platforms_parse_with_variants() {
+        let arm: Platform = "linux/arm/v7".parse().unwrap();
+        assert_eq!(arm.variant.as_deref(), Some("v7"));
+        assert_eq!(arm.to_string(), "linux/arm/v7");
+        assert!("linux".parse::<Platform>().is_err());
+        assert!("linux/amd64/v1/x".parse::<Platform>().is_err());
+    }
+
+    #[test]
+    fn platform_matching_follows_containerd() {
+        let want: Platform = "linux/arm64".parse().unwrap();
+        assert!(want.matches(&"linux/arm64/v8".parse().unwrap()));
+        let v7: Platform = "linux/arm/v7".parse().unwrap();
+        assert!(!v7.matches(&"linux/arm/v6".parse().unwrap()));
+        assert!(!Platform::linux_amd64().matches(&"linux/arm64".parse().unwrap()));
+    }
+}
