@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::image::Platform;
 use crate::k8s::KubeVersion;
+use crate::reference::Reference;
+use crate::registry::Mirror;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,6 +45,9 @@ pub enum Command {
     /// List the images a release needs for a Kubernetes version.
     #[command(after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s")]
     List(ListArgs),
+    /// Fetch a release's images (and any --image) into the local cache, verified and resumable.
+    #[command(after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64")]
+    Pull(PullArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,4 +74,64 @@ pub struct KubeSelection {
     /// Every distinct image set across the Kubernetes versions the release supports.
     #[arg(long = "all-k8s")]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub images: ImageSelection,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
+}
+
+/// Which images: a catalog release for a Kubernetes version, plus any images named directly.
+#[derive(Debug, Args)]
+pub struct ImageSelection {
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image names every image.
+    #[arg(value_name = "CATALOG[@RELEASE]", requires = "version")]
+    pub release: Option<String>,
+    /// The cluster's Kubernetes version (required with a catalog release).
+    #[arg(long = "k8s", value_name = "VERSION")]
+    pub version: Option<KubeVersion>,
+    /// Only the images of one service of the release (e.g. controller, node).
+    #[arg(long, requires = "release")]
+    pub service: Option<String>,
+    /// Add an image by reference (repeatable); works without a catalog release.
+    #[arg(long = "image", value_name = "REF")]
+    pub extra: Vec<Reference>,
+}
+
+/// Where and how to fetch: platform, cache, registries, vendor images.
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The nodes' platform, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
+    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Platform,
+    /// Parallel downloads.
+    #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+    /// The blob cache [default: $XDG_CACHE_HOME/ferry, or ~/.cache/ferry].
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Fetch FROM's images from HOST instead, under PREFIX; images keep their upstream names (repeatable).
+    #[arg(long = "mirror", value_name = "FROM=HOST[:PORT][/PREFIX]")]
+    pub mirrors: Vec<Mirror>,
+    /// Use plain HTTP for this registry host (loopback hosts fall back to it on their own) (repeatable).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure: Vec<String>,
+    /// Trust this CA certificate (PEM) for registries, besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Directory with the vendor's image tarballs (docker-save archives from its release package).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["vendor_registry", "skip_vendor"])]
+    pub vendor_dir: Option<PathBuf>,
+    /// Registry (and path prefix) where an operator pushed the vendor's images, e.g. 10.0.0.5:5000/huawei.
+    #[arg(long, value_name = "HOST/PREFIX", conflicts_with = "skip_vendor")]
+    pub vendor_registry: Option<String>,
+    /// Leave out the images only the vendor's package provides.
+    #[arg(long)]
+    pub skip_vendor: bool,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }

@@ -1,8 +1,10 @@
 //! The one error type commands return, and the one place that decides its exit code.
 
+use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
+use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
@@ -19,8 +21,14 @@ pub enum Error {
     Version(#[from] VersionError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
 }
@@ -28,7 +36,14 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Catalog(CatalogError::Read { .. }) | Error::Output(_) => EXIT_FAILURE,
+            Error::Registry(RegistryError::BadMirror(_) | RegistryError::CaCert { .. } | RegistryError::BadCaCert { .. }) => {
+                EXIT_USAGE
+            }
+            Error::Catalog(CatalogError::Read { .. })
+            | Error::Output(_)
+            | Error::Registry(_)
+            | Error::Cache(_)
+            | Error::Runtime(_) => EXIT_FAILURE,
             Error::Catalog(_) | Error::Resolve(_) | Error::Version(_) | Error::Reference(_) | Error::Usage(_) => {
                 EXIT_USAGE
             }

@@ -2,12 +2,17 @@
 
 mod catalogs;
 mod list;
+mod pull;
 
 use std::io::Write;
 
+use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
+use crate::fetch::{fetch, Fetched, FetchSettings, Plan, VendorSource};
+use crate::progress::{Reporter, Silent, TerminalReporter};
+use crate::registry::RegistryOptions;
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
@@ -16,6 +21,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
+        Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
     }?;
     out.flush().map_err(Error::Output)
 }
@@ -43,4 +49,41 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
         writeln!(out, "{line}").map_err(Error::Output)?;
     }
     Ok(())
+}
+
+/// The outcome of the fetch step shared by pull and bundle.
+struct FetchRun {
+    plan: Plan,
+    store: BlobStore,
+    fetched: Fetched,
+    reporter: Box<dyn Reporter>,
+}
+
+/// Plans, then fetches every image into the cache; the step `pull` and `bundle` share.
+fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArgs) -> Result<FetchRun> {
+    let plan = Plan::new(catalogs, selection.release.as_deref(), selection.version, selection.service.as_deref(), &selection.extra)?;
+    let store = BlobStore::open(&args.cache_dir.clone().unwrap_or_else(BlobStore::default_root))?;
+    let settings = FetchSettings {
+        platform: args.platform.clone(),
+        jobs: usize::from(args.jobs),
+        registry: RegistryOptions {
+            mirrors: args.mirrors.clone(),
+            insecure: args.insecure.clone(),
+            ca_certs: args.ca_certs.clone(),
+            ..Default::default()
+        },
+        vendor: match (&args.vendor_dir, &args.vendor_registry, args.skip_vendor) {
+            (Some(dir), _, _) => VendorSource::Dir(dir.clone()),
+            (_, Some(registry), _) => VendorSource::Registry(registry.clone()),
+            (_, _, true) => VendorSource::Skip,
+            _ => VendorSource::Unspecified,
+        },
+    };
+    let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
+    let fetched = runtime()?.block_on(fetch(&store, &plan, &settings, reporter.as_ref()))?;
+    Ok(FetchRun { plan, store, fetched, reporter })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
 }

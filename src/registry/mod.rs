@@ -1,3 +1,222 @@
-//! Talking to OCI registries: credentials, TLS, retries, and the pull of manifests and blobs.
+//! Talking to OCI registries: where to fetch an image from (mirrors, frozen registries), credentials,
+//! TLS, retries, and the transfer of manifests and blobs.
 
 pub mod auth;
+mod client;
+pub mod retry;
+mod tls;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use client::RegistryClient;
+
+use crate::cache::CacheError;
+use crate::digest::Digest;
+use crate::reference::Reference;
+use retry::{status_verdict, Classify, Verdict};
+
+/// k8s.gcr.io is frozen; registry.k8s.io serves the same images with the same digests.
+const FROZEN_REGISTRIES: &[(&str, &str)] = &[("k8s.gcr.io", "registry.k8s.io")];
+
+/// Registry settings shared by pull and push.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub mirrors: Vec<Mirror>,
+    /// Hosts reached over plain HTTP (loopback hosts may use it without being listed, as with Docker).
+    pub insecure: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for every registry.
+    pub ca_certs: Vec<PathBuf>,
+    pub retry: retry::RetryPolicy,
+}
+
+/// `--mirror FROM=HOST[:PORT][/PREFIX]`: fetch FROM's images from HOST, under PREFIX.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    pub from: String,
+    pub host: String,
+    pub prefix: Option<String>,
+}
+
+impl std::str::FromStr for Mirror {
+    type Err = RegistryError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || RegistryError::BadMirror(text.to_string());
+        let (from, to) = text.split_once('=').ok_or_else(bad)?;
+        let to = to.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+        let (host, prefix) = match to.split_once('/') {
+            Some((host, prefix)) => (host, Some(prefix.to_string())),
+            None => (to, None),
+        };
+        if from.is_empty() || host.is_empty() || from.contains('/') || prefix.as_deref().is_some_and(str::is_empty) {
+            return Err(bad());
+        }
+        Ok(Mirror { from: from.to_string(), host: host.to_string(), prefix })
+    }
+}
+
+/// Where an upstream image is actually fetched from, and why, when that is not its own registry.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub reference: Reference,
+    pub notes: Vec<String>,
+}
+
+impl RegistryOptions {
+    /// Maps an upstream reference to the place to fetch it: frozen registries to their successors (unless a
+    /// mirror names them), then mirrors. The image keeps its upstream name everywhere else.
+    pub fn locate(&self, upstream: &Reference) -> Location {
+        let mut notes = Vec::new();
+        let mut registry = upstream.registry().to_string();
+        let mirror_for = |registry: &str| self.mirrors.iter().find(|m| m.from == registry);
+        if mirror_for(&registry).is_none() {
+            if let Some((_, successor)) = FROZEN_REGISTRIES.iter().find(|(frozen, _)| *frozen == registry) {
+                notes.push(format!("{registry} is frozen; fetching {upstream} from {successor}, which serves the same digests"));
+                registry = successor.to_string();
+            }
+        }
+        let reference = match mirror_for(&registry) {
+            Some(mirror) => {
+                let repository = match &mirror.prefix {
+                    Some(prefix) => format!("{prefix}/{}", upstream.repository()),
+                    None => upstream.repository().to_string(),
+                };
+                upstream.relocated(&mirror.host, repository)
+            }
+            None => upstream.relocated(&registry, upstream.repository().to_string()),
+        };
+        Location { reference, notes }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid --mirror '{0}': expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s")]
+    BadMirror(String),
+    #[error("cannot read CA certificate {path}")]
+    CaCert {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    BadCaCert { path: PathBuf },
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot set up the HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("cannot fetch the manifest of {image} from {registry} (after {attempts} attempt(s))")]
+    Manifest {
+        image: String,
+        registry: String,
+        attempts: u32,
+        #[source]
+        cause: FetchError,
+    },
+    #[error("cannot fetch blob {digest} of {image} from {registry} (after {attempts} attempt(s))")]
+    Blob {
+        image: String,
+        digest: Digest,
+        registry: String,
+        attempts: u32,
+        #[source]
+        cause: FetchError,
+    },
+    #[error(
+        "{image} has a Docker schema 1 manifest, which no current runtime loads and whose digest cannot be \
+         preserved; ask its publisher for a schema 2 or OCI image"
+    )]
+    Schema1 { image: String },
+    #[error("{image} has no manifest for platform {wanted}; it has: {available}")]
+    PlatformMissing { image: String, wanted: String, available: String },
+    #[error("{image} is linux/{actual} only, but {wanted} was asked for")]
+    PlatformMismatch { image: String, wanted: String, actual: String },
+    #[error("{image}: the registry returned manifest {actual}, but the reference pins {expected}")]
+    PinnedDigest { image: String, expected: Digest, actual: Digest },
+    #[error("{image}: the registry sent an unreadable manifest ({media_type}): {message}")]
+    BadManifest { image: String, media_type: String, message: String },
+}
+
+/// Why one attempt at a registry request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Oci(#[from] oci_client::errors::OciDistributionError),
+    #[error("the registry answered HTTP {status}{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    Status { status: u16, retry_after: Option<Duration> },
+    #[error(transparent)]
+    Network(#[from] reqwest::Error),
+    #[error("the connection ended after {received} of {expected} bytes")]
+    Truncated { received: u64, expected: u64 },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error(transparent)]
+    Credentials(#[from] auth::AuthError),
+}
+
+impl Classify for FetchError {
+    fn verdict(&self) -> Verdict {
+        use oci_client::errors::OciDistributionError as Oci;
+        match self {
+            FetchError::Status { status: 429, retry_after: Some(delay) } => Verdict::RetryAfter(*delay),
+            // A 401 on a blob after a token was issued means the token expired; a fresh one follows.
+            FetchError::Status { status: 401, .. } => Verdict::Transient,
+            FetchError::Status { status, .. } => status_verdict(*status),
+            FetchError::Network(_) | FetchError::Truncated { .. } => Verdict::Transient,
+            // A wrong digest may be a byte flipped on the way; a fresh download settles it, a bounded number of times.
+            FetchError::Cache(CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. }) => Verdict::Transient,
+            FetchError::Cache(_) | FetchError::Credentials(_) => Verdict::Fatal,
+            FetchError::Oci(Oci::ServerError { code, .. }) => status_verdict(*code),
+            FetchError::Oci(Oci::RequestError(_) | Oci::IoError(_)) => Verdict::Transient,
+            FetchError::Oci(_) => Verdict::Fatal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(mirrors: &[&str]) -> RegistryOptions {
+        RegistryOptions { mirrors: mirrors.iter().map(|m| m.parse().unwrap()).collect(), ..Default::default() }
+    }
+
+    fn locate(options: &RegistryOptions, image: &str) -> (String, usize) {
+        let location = options.locate(&image.parse().unwrap());
+        (location.reference.to_string(), location.notes.len())
+    }
+
+    #[test]
+    fn mirrors_keep_the_repository_path_under_their_prefix() {
+        let options = options(&["registry.k8s.io=127.0.0.1:5000/k8s", "quay.io=mirror.local"]);
+        assert_eq!(
+            locate(&options, "registry.k8s.io/sig-storage/csi-attacher:v4.4.0"),
+            ("127.0.0.1:5000/k8s/sig-storage/csi-attacher:v4.4.0".into(), 0)
+        );
+        assert_eq!(locate(&options, "quay.io/k8scsi/csi-attacher:v1.2.1"), ("mirror.local/k8scsi/csi-attacher:v1.2.1".into(), 0));
+        assert_eq!(locate(&options, "docker.io/library/busybox:1"), ("docker.io/library/busybox:1".into(), 0));
+    }
+
+    #[test]
+    fn frozen_k8s_gcr_io_is_fetched_from_its_successor_and_says_so() {
+        assert_eq!(
+            locate(&options(&[]), "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0"),
+            ("registry.k8s.io/sig-storage/livenessprobe:v2.5.0".into(), 1)
+        );
+        let mirrored = options(&["registry.k8s.io=127.0.0.1:5000"]);
+        assert_eq!(
+            locate(&mirrored, "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0"),
+            ("127.0.0.1:5000/sig-storage/livenessprobe:v2.5.0".into(), 1)
+        );
+        let explicit = options(&["k8s.gcr.io=127.0.0.1:5001"]);
+        assert_eq!(locate(&explicit, "k8s.gcr.io/a/b:1"), ("127.0.0.1:5001/a/b:1".into(), 0));
+    }
+
+    #[test]
+    fn malformed_mirrors_are_refused() {
+        for text in ["registry.k8s.io", "=host", "a=", "a/b=host", "a=host//x"] {
+            assert!(text.parse::<Mirror>().is_err(), "{text}");
+        }
+    }
+}

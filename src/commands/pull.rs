@@ -1,0 +1,30 @@
+use std::io::Write;
+
+use super::{fetch_images, FetchRun};
+use crate::catalog::Catalogs;
+use crate::cli::PullArgs;
+use crate::error::{Error, Result};
+use crate::progress::human_bytes;
+
+pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
+    let FetchRun { fetched, reporter, .. } = fetch_images(catalogs, &args.images, &args.fetch)?;
+    for image in &fetched.images {
+        writeln!(out, "{}  {}", image.reference, image.manifest.digest).map_err(Error::Output)?;
+    }
+    for skipped in &fetched.skipped {
+        writeln!(out, "{skipped}  skipped (--skip-vendor)").map_err(Error::Output)?;
+    }
+    let pull = &fetched.pull;
+    if pull.downloaded_bytes == 0 {
+        reporter.phase(&format!("{} image(s): nothing downloaded, every blob was already in the cache", fetched.images.len()));
+    } else {
+        reporter.phase(&format!(
+            "{} image(s): downloaded {} in {} blob(s); {} blob(s) were already cached",
+            fetched.images.len(),
+            human_bytes(pull.downloaded_bytes),
+            pull.downloaded_blobs,
+            pull.cached_blobs
+        ));
+    }
+    Ok(())
+}
