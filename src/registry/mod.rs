@@ -49,7 +49,7 @@ impl std::str::FromStr for Mirror {
             Some((host, prefix)) => (host, Some(prefix.to_string())),
             None => (to, None),
         };
-        if from.is_empty() || host.is_empty() || from.contains('/') || prefix.as_deref().is_some_and(str::is_empty) {
+        if from.is_empty() || host.is_empty() || from.contains('/') || prefix.as_deref().is_some_and(|p| p.split('/').any(str::is_empty)) {
             return Err(bad());
         }
         Ok(Mirror { from: from.to_string(), host: host.to_string(), prefix })
