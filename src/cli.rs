@@ -88,11 +88,14 @@ pub struct PullArgs {
 #[derive(Debug, Args)]
 pub struct ImageSelection {
     /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image names every image.
-    #[arg(value_name = "CATALOG[@RELEASE]", requires = "version")]
+    #[arg(value_name = "CATALOG[@RELEASE]")]
     pub release: Option<String>,
-    /// The cluster's Kubernetes version (required with a catalog release).
-    #[arg(long = "k8s", value_name = "VERSION")]
-    pub version: Option<KubeVersion>,
+    /// The cluster's Kubernetes version; repeat it for clusters of several versions.
+    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
+    pub versions: Vec<KubeVersion>,
+    /// Every distinct image set across the Kubernetes versions the release supports.
+    #[arg(long = "all-k8s", requires = "release", conflicts_with = "versions")]
+    pub all_versions: bool,
     /// Only the images of one service of the release (e.g. controller, node).
     #[arg(long, requires = "release")]
     pub service: Option<String>,

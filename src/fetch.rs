@@ -7,12 +7,12 @@ use crate::cache::BlobStore;
 use crate::catalog::{Catalogs, ImageSource as CatalogSource, Release};
 use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
-use crate::k8s::KubeVersion;
+use crate::k8s::{KubeRange, KubeVersion};
 use crate::progress::Reporter;
 use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::{Reference, DOCKER_HUB};
 use crate::registry::{Location, RegistryOptions};
-use crate::resolve::resolve;
+use crate::resolve::{image_sets, resolve};
 
 /// An image to carry, as the plan names it.
 #[derive(Debug, Clone)]
@@ -21,46 +21,70 @@ pub struct Wanted {
     pub source: CatalogSource,
 }
 
-/// The images one run carries.
+/// The images of one bundle: one release's image set for a span of Kubernetes versions, plus any images
+/// named directly.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    /// The catalog release and Kubernetes version, when a release was named.
-    pub release: Option<(Release, KubeVersion)>,
+    pub release: Option<Release>,
+    /// The Kubernetes versions this image set serves, when a release was named.
+    pub span: Option<KubeRange>,
+    pub service: Option<String>,
     pub images: Vec<Wanted>,
 }
 
-impl Plan {
-    /// The images of `release` (if any) for `version` and `service`, then each `extra` image not already in.
-    pub fn new(
-        catalogs: &Catalogs,
-        release: Option<&str>,
-        version: Option<KubeVersion>,
-        service: Option<&str>,
-        extra: &[Reference],
-    ) -> Result<Plan> {
-        let mut images = Vec::new();
-        let release = match (release, version) {
-            (Some(spec), Some(version)) => {
-                let release = catalogs.find(spec)?;
-                let service = service.map(|name| release.service(name)).transpose()?;
-                for row in resolve(release, version, service)? {
-                    images.push(Wanted { reference: row.reference(), source: row.source });
-                }
-                Some((release.clone(), version))
-            }
-            (Some(_), None) => return Err(Error::Usage("a catalog release needs --k8s VERSION".into())),
-            (None, _) => None,
-        };
-        for reference in extra {
-            if !images.iter().any(|w: &Wanted| &w.reference == reference) {
-                images.push(Wanted { reference: reference.clone(), source: CatalogSource::Registry });
-            }
-        }
-        if images.is_empty() {
+/// What the user asked for: a release (for some Kubernetes versions) and/or images by reference.
+#[derive(Debug, Clone, Default)]
+pub struct Selection<'a> {
+    pub release: Option<&'a str>,
+    pub versions: &'a [KubeVersion],
+    pub all_versions: bool,
+    pub service: Option<&'a str>,
+    pub extra: &'a [Reference],
+}
+
+/// One plan per distinct image set the selection touches, lowest Kubernetes versions first. Two requested
+/// versions served by the same set (1.21 and 1.28 for CSI 4.8.0) give one plan.
+pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
+    let extra = || selection.extra.iter().map(|r| Wanted { reference: r.clone(), source: CatalogSource::Registry });
+    let Some(spec) = selection.release else {
+        if selection.extra.is_empty() {
             return Err(Error::Usage("nothing to fetch: name a catalog release (e.g. huawei-csi@4.8.0 --k8s 1.28) or --image REF".into()));
         }
-        Ok(Plan { release, images })
+        return Ok(vec![Plan { release: None, span: None, service: None, images: extra().collect() }]);
+    };
+    if selection.versions.is_empty() && !selection.all_versions {
+        return Err(Error::Usage(format!("{spec} needs --k8s VERSION or --all-k8s")));
     }
+    let release = catalogs.find(spec)?;
+    let service = selection.service.map(|name| release.service(name)).transpose()?;
+    for &version in selection.versions {
+        resolve(release, version, service)?; // an unsupported version is an error, never an empty set
+    }
+    let mut plans = Vec::new();
+    for set in image_sets(release, service) {
+        if !selection.all_versions && !selection.versions.iter().any(|v| set.span.contains(*v)) {
+            continue;
+        }
+        let mut images: Vec<Wanted> = set.images.iter().map(|row| Wanted { reference: row.reference(), source: row.source }).collect();
+        for wanted in extra() {
+            if !images.iter().any(|w| w.reference == wanted.reference) {
+                images.push(wanted);
+            }
+        }
+        plans.push(Plan { release: Some(release.clone()), span: Some(set.span), service: service.map(|s| s.short.clone()), images });
+    }
+    Ok(plans)
+}
+
+/// Every image of several plans, each once: what one fetch gets for several bundles.
+pub fn union(plans: &[Plan]) -> Plan {
+    let mut images: Vec<Wanted> = Vec::new();
+    for wanted in plans.iter().flat_map(|p| &p.images) {
+        if !images.iter().any(|w| w.reference == wanted.reference) {
+            images.push(wanted.clone());
+        }
+    }
+    Plan { release: plans.first().and_then(|p| p.release.clone()), span: None, service: None, images }
 }
 
 /// Where the images that only the vendor's package has come from.
@@ -176,7 +200,8 @@ mod tests {
     #[test]
     fn a_plan_without_vendor_source_names_each_missing_image() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        let plan = Plan::new(&catalogs, Some("huawei-csi@4.8.0"), Some("1.28".parse().unwrap()), None, &[]).unwrap();
+        let versions = ["1.28".parse().unwrap()];
+        let plan = &plans(&catalogs, &Selection { release: Some("huawei-csi@4.8.0"), versions: &versions, ..Default::default() }).unwrap()[0];
         let vendor: Vec<&Wanted> = plan.images.iter().filter(|w| w.source == CatalogSource::Vendor).collect();
         let message = missing_vendor_images(&vendor).to_string();
         for name in ["storage-backend-controller:4.8.0", "storage-backend-sidecar:4.8.0", "library/huawei-csi:4.8.0", "huawei-csi-extender:4.8.0"] {
@@ -189,9 +214,23 @@ mod tests {
     fn extra_images_join_the_plan_once() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let extra: Vec<Reference> = vec!["registry.k8s.io/sig-storage/csi-resizer:v1.9.0".parse().unwrap(), "busybox:1.36".parse().unwrap()];
-        let plan = Plan::new(&catalogs, Some("huawei-csi@4.8.0"), Some("1.28".parse().unwrap()), Some("node"), &extra).unwrap();
+        let versions = ["1.28".parse().unwrap()];
+        let selection = Selection { release: Some("huawei-csi@4.8.0"), versions: &versions, service: Some("node"), extra: &extra, ..Default::default() };
+        let plan = &plans(&catalogs, &selection).unwrap()[0];
         let names: Vec<String> = plan.images.iter().map(|w| w.reference.to_string()).collect();
         assert_eq!(names.len(), 5, "{names:?}");
         assert_eq!(names.last().unwrap(), "docker.io/library/busybox:1.36");
+    }
+
+    #[test]
+    fn versions_served_by_one_set_make_one_plan() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let versions: Vec<KubeVersion> = ["1.21", "1.28", "1.18"].iter().map(|v| v.parse().unwrap()).collect();
+        let selection = Selection { release: Some("huawei-csi@4.8.0"), versions: &versions, ..Default::default() };
+        let spans: Vec<String> = plans(&catalogs, &selection).unwrap().iter().map(|p| p.span.unwrap().to_string()).collect();
+        assert_eq!(spans, ["1.17-1.19", "1.20+"]);
+        let all = plans(&catalogs, &Selection { release: Some("huawei-csi@4.8.0"), all_versions: true, ..Default::default() }).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(union(&all).images.len(), 16, "every row of the 4.8.0 table once");
     }
 }

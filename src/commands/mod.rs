@@ -10,7 +10,7 @@ use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
-use crate::fetch::{fetch, Fetched, FetchSettings, Plan, VendorSource};
+use crate::fetch::{fetch, plans, union, FetchSettings, Fetched, Plan, Selection, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
 
@@ -53,7 +53,7 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
 
 /// The outcome of the fetch step shared by pull and bundle.
 struct FetchRun {
-    plan: Plan,
+    plans: Vec<Plan>,
     store: BlobStore,
     fetched: Fetched,
     reporter: Box<dyn Reporter>,
@@ -61,7 +61,16 @@ struct FetchRun {
 
 /// Plans, then fetches every image into the cache; the step `pull` and `bundle` share.
 fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArgs) -> Result<FetchRun> {
-    let plan = Plan::new(catalogs, selection.release.as_deref(), selection.version, selection.service.as_deref(), &selection.extra)?;
+    let plans = plans(
+        catalogs,
+        &Selection {
+            release: selection.release.as_deref(),
+            versions: &selection.versions,
+            all_versions: selection.all_versions,
+            service: selection.service.as_deref(),
+            extra: &selection.extra,
+        },
+    )?;
     let store = BlobStore::open(&args.cache_dir.clone().unwrap_or_else(BlobStore::default_root))?;
     let settings = FetchSettings {
         platform: args.platform.clone(),
@@ -80,8 +89,8 @@ fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArg
         },
     };
     let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
-    let fetched = runtime()?.block_on(fetch(&store, &plan, &settings, reporter.as_ref()))?;
-    Ok(FetchRun { plan, store, fetched, reporter })
+    let fetched = runtime()?.block_on(fetch(&store, &union(&plans), &settings, reporter.as_ref()))?;
+    Ok(FetchRun { plans, store, fetched, reporter })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
