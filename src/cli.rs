@@ -48,6 +48,9 @@ pub enum Command {
     /// Fetch a release's images (and any --image) into the local cache, verified and resumable.
     #[command(after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64")]
     Pull(PullArgs),
+    /// Pull, then write one tarball (per distinct image set) that docker, containerd and podman load.
+    #[command(after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.")]
+    Bundle(BundleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,4 +140,19 @@ pub struct FetchArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BundleArgs {
+    #[command(flatten)]
+    pub images: ImageSelection,
+    /// The bundle file, or a directory for the default name(s), which say what is inside
+    /// (e.g. huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar) [default: the current directory].
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Cut the bundle into numbered parts of at most SIZE (4G: parts that fit a FAT32 stick; also 700M, 512K).
+    #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
+    pub split: Option<u64>,
+    #[command(flatten)]
+    pub fetch: FetchArgs,
 }

@@ -6,6 +6,7 @@ use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
+use crate::tarball::TarballError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
 pub const EXIT_FAILURE: u8 = 1;
@@ -25,8 +26,16 @@ pub enum Error {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Tarball(#[from] TarballError),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot create {path}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -43,6 +52,8 @@ impl Error {
             | Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
+            | Error::Tarball(_)
+            | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,
             Error::Catalog(_) | Error::Resolve(_) | Error::Version(_) | Error::Reference(_) | Error::Usage(_) => {
                 EXIT_USAGE

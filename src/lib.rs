@@ -17,5 +17,6 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod tarball;
 
 pub use error::{Error, Result};

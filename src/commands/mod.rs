@@ -1,5 +1,6 @@
 //! One function per subcommand: turn parsed arguments into library calls and print the result.
 
+mod bundle;
 mod catalogs;
 mod list;
 mod pull;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
+        Command::Bundle(args) => bundle::run(&catalogs, &args, &mut out),
     }?;
     out.flush().map_err(Error::Output)
 }

@@ -1,0 +1,79 @@
+//! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
+
+mod output;
+mod write;
+
+pub use output::sibling;
+pub use write::{write_bundle, WriteOptions, Written};
+
+use std::path::PathBuf;
+
+use crate::cache::CacheError;
+use crate::digest::Digest;
+
+pub const LAYOUT_JSON: &str = "oci-layout";
+pub const METADATA_JSON: &str = "ferry.json";
+pub const INDEX_JSON: &str = "index.json";
+pub const MANIFEST_JSON: &str = "manifest.json";
+pub const BLOBS_DIR: &str = "blobs/sha256/";
+
+pub mod names {
+    use crate::digest::Digest;
+
+    /// `blobs/sha256/<hex>`: where a blob lives inside the bundle.
+    pub fn blob_path(digest: &Digest) -> String {
+        format!("{}{}", super::BLOBS_DIR, digest.hex())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TarballError {
+    #[error("{image}: blob {digest} is not in the cache; pull again")]
+    MissingBlob { image: String, digest: Digest },
+    #[error("cannot write bundle {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("disk full while writing {path}; nothing was left at that path")]
+    DiskFull { path: PathBuf },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+/// Parses `--split` sizes: `4G`, `700M`, `512K`, `1T` (powers of 1024) or plain bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let scale: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("'{text}' is not a size (expected e.g. 4G, 700M, 512K)")),
+    };
+    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size (expected e.g. 4G, 700M, 512K)"))?;
+    match number.checked_mul(scale) {
+        Some(0) | None => Err(format!("'{text}' is not a usable part size")),
+        Some(bytes) => Ok(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(parse_size("4G"), Ok(4 << 30));
+        assert_eq!(parse_size("700M"), Ok(700 << 20));
+        assert_eq!(parse_size("512kb"), Ok(512 << 10));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        for bad in ["", "G", "4X", "0", "-1G", "99999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}
