@@ -1,4 +1,9 @@
-//! ferry integration tests: one binary, one module per area.
+//! ferry integration tests: one binary, one module per area. Registries, containerd, dockerd and podman
+//! are real, started by `services` on loopback; `faults` only injects failures in front of them.
 
 mod cli;
+mod faults;
 mod ferry;
+mod pull;
+mod seed;
+mod services;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, what the integration tests start for real: CNCF Distribution
+# (docker-registry), skopeo, containerd, dockerd, podman, htpasswd and openssl. Skips apt when all present.
+set -euo pipefail
+needed=(docker-registry skopeo containerd ctr podman htpasswd openssl dockerd docker)
+missing=()
+for binary in "${needed[@]}"; do
+    command -v "$binary" >/dev/null 2>&1 || missing+=("$binary")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+echo "installing test services (missing: ${missing[*]})" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq docker-registry skopeo containerd podman apache2-utils openssl >/dev/null
+# dockerd 20.10 without its recommends (no daemon is started by the package on this machine).
+apt-get install -y -qq --no-install-recommends docker.io >/dev/null

@@ -1,0 +1,210 @@
+//! `ferry pull` against a real registry (CNCF Distribution), through injected faults, with TLS and auth.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::faults::{Fault, FaultProxy, Rule};
+use crate::ferry::{command, ferry, run};
+use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
+use crate::services::{require, Registry};
+
+/// Uncompressed bytes per test image: small enough to be fast, large enough for several TCP reads.
+pub const TEST_IMAGE_SIZE: usize = 400_000;
+
+pub fn blob_files(cache: &Path) -> Vec<String> {
+    std::fs::read_dir(cache.join("ferry-v1/blobs/sha256")).map_or(Vec::new(), |d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+}
+
+fn partial_files(cache: &Path) -> usize {
+    std::fs::read_dir(cache.join("ferry-v1/partial")).map_or(0, |d| d.count())
+}
+
+fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> crate::ferry::Run {
+    let mirror = format!("registry.k8s.io={mirror}");
+    let mut args = vec!["pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--skip-vendor", "--mirror", &mirror, "--cache-dir"];
+    let cache = cache.to_str().unwrap();
+    args.push(cache);
+    args.extend_from_slice(extra);
+    ferry(&args)
+}
+
+fn printed_digests(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let (name, digest) = (words.next()?, words.next()?);
+            digest.starts_with("sha256:").then(|| (name.to_string(), digest.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn pull_survives_503s_cuts_and_429_then_a_warm_cache_downloads_nothing() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let seeded = seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        vec![
+            Rule::new("/blobs/", Fault::Status { status: 503 }, 3),
+            Rule::new("/manifests/", Fault::Status { status: 503 }, 1),
+            Rule::new("/blobs/", Fault::TooManyRequests { retry_after_secs: 1 }, 1),
+            Rule::new("/blobs/", Fault::CutBody { after_bytes: 50_000 }, 2),
+        ],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let first = pull_480(proxy.addr(), cache.path(), &["--jobs", "4"]).success();
+
+    let printed = printed_digests(&first.stdout());
+    assert_eq!(printed.len(), 7, "{}", first.stdout());
+    assert_eq!(first.stdout().matches("skipped (--skip-vendor)").count(), 4, "{}", first.stdout());
+    for (upstream, image) in &seeded {
+        let expected = image.manifest_for("linux/amd64");
+        assert!(printed.contains(&(upstream.clone(), expected.to_string())), "{upstream} {expected} in {printed:?}");
+    }
+    let seen = proxy.seen();
+    assert!(seen.iter().any(|s| s.status == 503) && seen.iter().any(|s| s.status == 429), "faults fired: {seen:?}");
+    let resumed: Vec<_> = seen.iter().filter(|s| s.range.as_deref().is_some_and(|r| r.starts_with("bytes=") && !r.starts_with("bytes=0-"))).collect();
+    assert!(!resumed.is_empty(), "a cut download resumes with a Range request: {seen:?}");
+    assert!(first.stderr().contains("retry"), "retries are reported: {}", first.stderr());
+    assert_eq!(partial_files(cache.path()), 0);
+
+    let blobs_before = blob_files(cache.path());
+    let again = pull_480(proxy.addr(), cache.path(), &[]).success();
+    assert!(again.stderr().contains("nothing downloaded"), "{}", again.stderr());
+    assert_eq!(printed_digests(&again.stdout()), printed);
+    let blob_gets_second_run = proxy.seen().len() - seen.len();
+    assert!(
+        proxy.seen()[seen.len()..].iter().all(|s| !s.path.contains("/blobs/")),
+        "the warm run fetched no blob ({blob_gets_second_run} requests, all manifests)"
+    );
+    assert_eq!(blob_files(cache.path()), blobs_before);
+}
+
+#[test]
+fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let seeded = push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS, TEST_IMAGE_SIZE);
+    let proxy = FaultProxy::start(registry.addr(), vec![Rule::new("/blobs/", Fault::FlipByte { offset: 1000 }, usize::MAX)]);
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", proxy.addr());
+    let run = ferry(&[
+        "pull", "--image", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q",
+    ])
+    .fails_with(1);
+    let stderr = run.stderr();
+    assert!(stderr.contains("cannot fetch blob sha256:"), "{stderr}");
+    assert!(stderr.contains("does not match its digest"), "{stderr}");
+    let named = stderr.split("blob sha256:").nth(1).unwrap()[..64].to_string();
+    assert!(!blob_files(cache.path()).contains(&named), "the corrupted blob is not in the cache");
+    assert_eq!(partial_files(cache.path()), 0, "no corrupted partial kept to resume from");
+    assert!(!seeded.top_digest.is_empty());
+}
+
+#[test]
+fn platform_selection_and_missing_platforms() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let listed = push_image(registry.addr(), "sig-storage/csi-attacher", "v4.4.0", Format::OciIndex, &PLATFORMS, 100_000);
+    let single = push_image(registry.addr(), "k8scsi/csi-attacher", "v1.2.1", Format::DockerSingle, &["linux/amd64"], 100_000);
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().to_str().unwrap();
+    let k8s = format!("registry.k8s.io={}", registry.addr());
+    let quay = format!("quay.io={}", registry.addr());
+    let pull = |image: &str, platform: &str| {
+        ferry(&["pull", "--image", image, "--platform", platform, "--mirror", &k8s, "--mirror", &quay, "--cache-dir", cache, "-q"])
+    };
+    for platform in ["linux/arm64", "linux/s390x", "linux/amd64"] {
+        let out = pull("registry.k8s.io/sig-storage/csi-attacher:v4.4.0", platform).success().stdout();
+        assert!(out.contains(listed.manifest_for(platform)), "{platform}: {out}");
+    }
+    let missing = pull("registry.k8s.io/sig-storage/csi-attacher:v4.4.0", "linux/arm/v7").fails_with(1).stderr();
+    assert!(missing.contains("no manifest for platform linux/arm/v7; it has: linux/amd64, linux/arm64, linux/ppc64le, linux/s390x"), "{missing}");
+    let out = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/amd64").success().stdout();
+    assert!(out.contains(&single.top_digest), "{out}");
+    let wrong = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/arm64").fails_with(1).stderr();
+    assert!(wrong.contains("linux/amd64 only"), "{wrong}");
+}
+
+#[test]
+fn digest_pinned_references_are_checked() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let seeded = push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::DockerList, &PLATFORMS[..2], 100_000);
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let pinned = format!("registry.k8s.io/sig-storage/csi-resizer:v1.9.0@{}", seeded.top_digest);
+    let ok = ferry(&["pull", "--image", &pinned, "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q"]).success();
+    assert!(ok.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", ok.stdout());
+    let wrong = format!("registry.k8s.io/sig-storage/csi-resizer:v1.9.0@sha256:{}", "0".repeat(64));
+    let run = ferry(&["pull", "--image", &wrong, "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q"]).fails_with(1);
+    assert!(run.stderr().contains("csi-resizer"), "{}", run.stderr());
+}
+
+#[test]
+fn frozen_k8s_gcr_io_is_fetched_from_registry_k8s_io_and_said() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let seeded = push_image(registry.addr(), "sig-storage/livenessprobe", "v2.5.0", Format::DockerList, &PLATFORMS[..2], 100_000);
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let run = ferry(&["pull", "--image", "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0", "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap()]).success();
+    assert!(run.stdout().starts_with("k8s.gcr.io/sig-storage/livenessprobe:v2.5.0  "), "keeps its upstream name: {}", run.stdout());
+    assert!(run.stdout().contains(seeded.manifest_for("linux/amd64")));
+    assert!(run.stderr().contains("k8s.gcr.io is frozen"), "{}", run.stderr());
+}
+
+#[test]
+fn tls_registry_with_docker_config_credentials_and_ca_cert() {
+    let Some(plain) = require(Registry::plain()) else { return };
+    let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else { return };
+    let seeded: Seeded = push_image(plain.addr(), "csi/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS, 100_000);
+    // Copied with skopeo, an independent client, keeping the digests.
+    let copy = Command::new("skopeo")
+        .args(["copy", "--all", "--preserve-digests", "--src-tls-verify=false"])
+        .args(private.skopeo_args("dest"))
+        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", plain.addr()))
+        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", private.addr()))
+        .output()
+        .expect("skopeo runs");
+    assert!(copy.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&copy.stderr));
+
+    let cache = tempfile::tempdir().unwrap();
+    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
+    let ca = private.ca_cert().to_str().unwrap().to_string();
+    let args = ["pull", "--image", &image, "--ca-cert", &ca, "--cache-dir", cache.path().to_str().unwrap()];
+    let anonymous = run(command().args(args).env("DOCKER_CONFIG", cache.path().join("none"))).fails_with(1);
+    assert!(anonymous.stderr().to_lowercase().contains("auth"), "{}", anonymous.stderr());
+
+    let authed = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).success();
+    assert!(authed.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", authed.stdout());
+    for text in [authed.stdout(), authed.stderr(), anonymous.stderr()] {
+        assert!(!text.contains(private.password()), "the password never appears");
+    }
+
+    let untrusted = run(command().args(["pull", "--image", &image, "--cache-dir", cache.path().to_str().unwrap()]).env("DOCKER_CONFIG", private.docker_config()))
+        .fails_with(1);
+    assert!(untrusted.stderr().contains(private.addr()), "names the registry: {}", untrusted.stderr());
+}
+
+#[test]
+fn two_processes_share_one_cache_safely() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let args = ["pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--skip-vendor", "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q"];
+    let children: Vec<_> = (0..2).map(|_| command().args(args).stdout(std::process::Stdio::piped()).spawn().unwrap()).collect();
+    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
+    assert_eq!(outputs[0].stdout, outputs[1].stdout);
+    let warm = ferry(&args[..args.len() - 1]).success();
+    assert!(warm.stderr().contains("nothing downloaded"), "a complete, valid cache: {}", warm.stderr());
+}
+
+#[test]
+fn vendor_images_need_a_source() {
+    let run = ferry(&["pull", "huawei-csi@4.8.0", "--k8s", "1.28"]).fails_with(2);
+    let stderr = run.stderr();
+    for name in ["storage-backend-controller:4.8.0", "storage-backend-sidecar:4.8.0", "huawei-csi:4.8.0", "huawei-csi-extender:4.8.0"] {
+        assert!(stderr.contains(name), "{stderr}");
+    }
+    assert!(stderr.contains("--vendor-dir") && stderr.contains("--vendor-registry") && stderr.contains("--skip-vendor"), "{stderr}");
+}
