@@ -92,22 +92,40 @@ impl BlobStore {
             return Ok(());
         }
         let mut partial = self.begin(digest, Some(bytes.len() as u64))?;
+        if self.contains(digest, Some(bytes.len() as u64)) {
+            return Ok(()); // another process stored it while this one waited for the lock
+        }
         partial.restart()?;
         partial.write(bytes)?;
         partial.commit()
+    }
+
+    /// A private temporary file on the cache's filesystem, for a blob whose digest is known only once
+    /// written (a layer ferry compresses itself); see [`BlobStore::adopt`].
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CacheError> {
+        let dir = self.root.join("partial");
+        tempfile::Builder::new().prefix(".new-").tempfile_in(&dir).map_err(io_error(&dir, "cannot create temporary file"))
+    }
+
+    /// Moves a finished temporary file into the store under `digest`, which the caller computed while
+    /// writing it.
+    pub fn adopt(&self, temp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), CacheError> {
+        let path = self.path(digest);
+        temp.as_file().sync_data().map_err(io_error(temp.path(), "cannot flush temporary file"))?;
+        temp.persist(&path).map_err(|e| CacheError::Io { path, action: "cannot store blob", source: e.error })?;
+        Ok(())
+    }
+
+    /// A small file of derived facts (e.g. which compressed blob a layer became), under `notes/<kind>/`.
+    pub fn note_path(&self, kind: &str, key: &Digest) -> PathBuf {
+        self.root.join("notes").join(kind).join(key.hex())
     }
 
     /// Starts or resumes writing `digest`. Blocks while another process writes the same blob; then the
     /// caller should check [`BlobStore::contains`] again, as that process may have finished it.
     pub fn begin(&self, digest: &Digest, size: Option<u64>) -> Result<Partial, CacheError> {
         let path = self.root.join("partial").join(digest.hex());
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_error(&path, "cannot open partial download"))?;
-        file.lock().map_err(io_error(&path, "cannot lock partial download"))?;
+        let mut file = lock_partial(&path)?;
         // Earlier bytes were hashed by a process that is gone; hash them again to resume.
         let mut hasher = Sha256::new();
         let len = io::copy(&mut (&mut file).take(u64::MAX), &mut HashSink(&mut hasher))
@@ -117,6 +135,25 @@ impl BlobStore {
             partial.restart()?;
         }
         Ok(partial)
+    }
+}
+
+/// Opens and locks `path`. While this process waited for the lock, the holder may have committed the file
+/// (renamed it into the store) or deleted it; a lock on that old inode protects nothing, so open again.
+fn lock_partial(path: &Path) -> Result<File, CacheError> {
+    use std::os::unix::fs::MetadataExt;
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_error(path, "cannot open partial download"))?;
+        file.lock().map_err(io_error(path, "cannot lock partial download"))?;
+        let locked = file.metadata().map_err(io_error(path, "cannot inspect partial download"))?;
+        if fs::metadata(path).is_ok_and(|current| current.ino() == locked.ino() && current.dev() == locked.dev()) {
+            return Ok(file);
+        }
     }
 }
 
@@ -238,6 +275,24 @@ mod tests {
         resumed.write(b"second half").unwrap();
         resumed.commit().unwrap();
         assert_eq!(store.read(&digest).unwrap(), b"first half, second half");
+    }
+
+    #[test]
+    fn a_writer_that_waited_never_touches_the_stored_blob() {
+        let (_dir, store) = store();
+        let digest = Digest::of(b"manifest");
+        let first = store.begin(&digest, Some(8)).unwrap();
+        let waiting = {
+            let store = store.clone();
+            let digest = digest.clone();
+            std::thread::spawn(move || store.put(&digest, b"manifest"))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut first = first;
+        first.write(b"manifest").unwrap();
+        first.commit().unwrap();
+        waiting.join().unwrap().unwrap();
+        assert_eq!(store.read(&digest).unwrap(), b"manifest");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
 use crate::tarball::TarballError;
+use crate::vendor::VendorError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
 pub const EXIT_FAILURE: u8 = 1;
@@ -28,6 +29,8 @@ pub enum Error {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Tarball(#[from] TarballError),
+    #[error(transparent)]
+    Vendor(#[from] VendorError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot create {path}")]
@@ -48,11 +51,13 @@ impl Error {
             Error::Registry(RegistryError::BadMirror(_) | RegistryError::CaCert { .. } | RegistryError::BadCaCert { .. }) => {
                 EXIT_USAGE
             }
+            Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
             Error::Catalog(CatalogError::Read { .. })
             | Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
             | Error::Tarball(_)
+            | Error::Vendor(_)
             | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,
             Error::Catalog(_) | Error::Resolve(_) | Error::Version(_) | Error::Reference(_) | Error::Usage(_) => {

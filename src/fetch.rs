@@ -13,6 +13,7 @@ use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::{Reference, DOCKER_HUB};
 use crate::registry::{Location, RegistryOptions};
 use crate::resolve::{image_sets, resolve};
+use crate::vendor::import_all;
 
 /// An image to carry, as the plan names it.
 #[derive(Debug, Clone)]
@@ -118,7 +119,14 @@ pub struct Fetched {
     pub pull: PullReport,
 }
 
-pub async fn fetch(store: &BlobStore, plan: &Plan, settings: &FetchSettings, reporter: &dyn Reporter) -> Result<Fetched> {
+/// Pulls the registry images and, at the same time on other threads, imports the vendor's.
+pub fn fetch(
+    runtime: &tokio::runtime::Runtime,
+    store: &BlobStore,
+    plan: &Plan,
+    settings: &FetchSettings,
+    reporter: &dyn Reporter,
+) -> Result<Fetched> {
     let vendor: Vec<&Wanted> = plan.images.iter().filter(|w| w.source == CatalogSource::Vendor).collect();
     let mut pull_items: Vec<PullItem> = plan
         .images
@@ -139,11 +147,22 @@ pub async fn fetch(store: &BlobStore, plan: &Plan, settings: &FetchSettings, rep
         }
         VendorSource::Dir(_) => {}
     }
-    let report = pull(store, &settings.registry, &pull_items, &settings.platform, settings.jobs, reporter).await?;
-    let mut fetched: Vec<Image> = report.images.clone();
-    if let VendorSource::Dir(dir) = &settings.vendor {
-        // VENDOR-IMPORT: wired up when src/vendor.rs lands.
-        return Err(Error::Usage(format!("--vendor-dir {} is not wired up yet", dir.display())));
+    let vendor_refs: Vec<Reference> = vendor.iter().map(|w| w.reference.clone()).collect();
+    let (report, imported) = std::thread::scope(|scope| {
+        let imported = scope.spawn(|| match &settings.vendor {
+            VendorSource::Dir(dir) if !vendor_refs.is_empty() => import_all(store, dir, &vendor_refs, reporter),
+            _ => Ok(Vec::new()),
+        });
+        let report = runtime.block_on(pull(store, &settings.registry, &pull_items, &settings.platform, settings.jobs, reporter));
+        (report, imported.join().expect("vendor import does not panic"))
+    });
+    let report = report?;
+    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported?).collect();
+    if let Some(wrong) = fetched.iter().find(|i| !settings.platform.matches(&i.platform)) {
+        return Err(Error::Usage(format!(
+            "{} from the vendor's package is {}, but {} was asked for",
+            wrong.reference, wrong.platform, settings.platform
+        )));
     }
     // Plan order, so that listings and bundles read like the vendor's table.
     let images = plan

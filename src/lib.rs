@@ -18,5 +18,6 @@ pub mod reference;
 pub mod registry;
 pub mod resolve;
 pub mod tarball;
+pub mod vendor;
 
 pub use error::{Error, Result};

@@ -91,7 +91,7 @@ fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArg
         },
     };
     let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
-    let fetched = runtime()?.block_on(fetch(&store, &union(&plans), &settings, reporter.as_ref()))?;
+    let fetched = fetch(&runtime()?, &store, &union(&plans), &settings, reporter.as_ref())?;
     Ok(FetchRun { plans, store, fetched, reporter })
 }
 

@@ -50,10 +50,9 @@ impl Rule {
     }
 }
 
-/// One request the proxy saw: method, path, Range header, and the status it answered.
+/// One request the proxy saw: path, Range header, and the status it answered.
 #[derive(Debug, Clone)]
 pub struct Seen {
-    pub method: String,
     pub path: String,
     pub range: Option<String>,
     pub status: u16,
@@ -151,7 +150,7 @@ fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a s
 impl Shared {
     fn record(&self, request: &Request, status: u16) {
         let range = header_value(&request.headers, "range").map(str::to_string);
-        self.seen.lock().unwrap().push(Seen { method: request.method.clone(), path: request.path.clone(), range, status });
+        self.seen.lock().unwrap().push(Seen { path: request.path.clone(), range, status });
     }
 
     fn serve(&self, client: TcpStream) -> std::io::Result<()> {

@@ -1,6 +1,7 @@
 //! ferry integration tests: one binary, one module per area. Registries, containerd, dockerd and podman
 //! are real, started by `services` on loopback; `faults` only injects failures in front of them.
 
+mod bundle;
 mod cli;
 mod faults;
 mod ferry;

@@ -28,8 +28,6 @@ pub enum Format {
 /// What a test needs to know about a seeded image.
 #[derive(Debug, Clone)]
 pub struct Seeded {
-    pub repository: String,
-    pub tag: String,
     /// The digest of the list/index (or of the single manifest).
     pub top_digest: String,
     /// (platform, manifest digest) per platform.
@@ -173,7 +171,7 @@ pub fn push_image(addr: &str, repository: &str, tag: &str, format: Format, platf
         let digest = sha256(&bytes);
         if format == Format::DockerSingle {
             push_manifest(addr, repository, tag, manifest_type, &bytes);
-            return Seeded { repository: repository.into(), tag: tag.into(), top_digest: digest.clone(), manifests: vec![(platform.to_string(), digest)] };
+            return Seeded { top_digest: digest.clone(), manifests: vec![(platform.to_string(), digest)] };
         }
         push_manifest(addr, repository, &digest, manifest_type, &bytes);
         let mut parts = platform.split('/');
@@ -187,7 +185,7 @@ pub fn push_image(addr: &str, repository: &str, tag: &str, format: Format, platf
     let list_type = if oci { OCI_INDEX } else { DOCKER_LIST };
     let list = serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": list_type, "manifests": entries})).unwrap();
     let top_digest = push_manifest(addr, repository, tag, list_type, &list);
-    Seeded { repository: repository.into(), tag: tag.into(), top_digest, manifests }
+    Seeded { top_digest, manifests }
 }
 
 /// The 7 public images of Huawei CSI 4.8.0 for Kubernetes 1.20+, under their upstream repository paths

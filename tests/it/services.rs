@@ -82,6 +82,15 @@ impl Drop for Daemon {
     }
 }
 
+/// Whether something speaking HTTP listens at `addr` (a TLS server answers plain HTTP with a 400 too).
+fn answers_http(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = [0u8; 5];
+    stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"HTTP/"
+}
+
 fn run(command: &mut Command) -> Output {
     command.output().unwrap_or_else(|e| panic!("cannot run {:?}: {e}", command.get_program()))
 }
@@ -111,7 +120,19 @@ impl Registry {
         Registry::start(Some((user, password)))
     }
 
+    /// Starts on a free port; tries again on another if the port was taken meanwhile by a parallel test.
     fn start(auth: Option<(&str, &str)>) -> Result<Registry, String> {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Registry::start_once(auth) {
+                Ok(registry) => return Ok(registry),
+                Err(why) => last = why,
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once(auth: Option<(&str, &str)>) -> Result<Registry, String> {
         have("docker-registry")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{}", free_port());
@@ -142,7 +163,7 @@ impl Registry {
             dir.path().join("registry.log"),
         )?;
         let probe = addr.clone();
-        daemon.wait_until("docker-registry", || std::net::TcpStream::connect(&probe).is_ok())?;
+        daemon.wait_until("docker-registry", || answers_http(&probe))?;
         Ok(Registry { _daemon: daemon, addr, tls, dir })
     }
 
