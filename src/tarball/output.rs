@@ -66,36 +66,36 @@ impl Output {
     }
 
     fn start_part(&mut self) -> io::Result<()> {
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        let name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".partial").tempfile_in(dir)?;
+        let name = file_name(&self.path);
+        let temp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".partial").tempfile_in(dir_of(&self.path))?;
         self.parts.push(Part { temp: BufWriter::with_capacity(1 << 20, temp), hasher: Sha256::new(), bytes: 0 });
         Ok(())
     }
 
-    /// Flushes and renames every part into place, then writes the checksum files.
+    /// Writes the checksum files beside the parts, then renames everything into place. Every file is written
+    /// and synced before the first rename, so a full disk fails while no new file is visible yet.
     pub fn finish(mut self) -> Result<Finished, OutputError> {
-        let mut files = Vec::new();
+        let mut staged = Vec::new();
         let mut part_sums = String::new();
-        let parts = std::mem::take(&mut self.parts);
-        let split = self.part_size.is_some();
-        for (index, part) in parts.into_iter().enumerate() {
+        for (index, part) in std::mem::take(&mut self.parts).into_iter().enumerate() {
             let temp = part.temp.into_inner().map_err(|e| e.into_error())?;
             publishable(temp.as_file())?;
             let target = self.part_path(index);
-            temp.persist(&target).map_err(|e| e.error)?;
-            part_sums.push_str(&format!("{}  {}\n", hex::encode(part.hasher.finalize()), file_name(&target)));
-            files.push(target);
+            part_sums.push_str(&checksum_line(Digest::from_hasher(part.hasher), &target));
+            staged.push((temp, target));
         }
+        let files = staged.iter().map(|(_, target)| target.clone()).collect();
         let sha256 = Digest::from_hasher(std::mem::take(&mut self.whole));
-        let whole_sum = format!("{}  {}\n", sha256.hex(), file_name(&self.path));
-        let mut checksum_files = vec![write_atomically(&sibling(&self.path, ".sha256"), &whole_sum)?];
-        if split {
-            checksum_files.push(write_atomically(&sibling(&self.path, ".parts.sha256"), &part_sums)?);
+        let mut sums = vec![(sibling(&self.path, ".sha256"), checksum_line(sha256.clone(), &self.path))];
+        if self.part_size.is_some() {
+            sums.push((sibling(&self.path, ".parts.sha256"), part_sums));
         }
+        let mut checksum_files = Vec::new();
+        for (target, text) in sums {
+            staged.push((staged_text(&target, &text)?, target.clone()));
+            checksum_files.push(target);
+        }
+        place_all(staged)?;
         Ok(Finished { files, checksum_files, sha256, bytes: self.bytes })
     }
 }
@@ -147,11 +147,36 @@ fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn write_atomically(path: &Path, text: &str) -> io::Result<PathBuf> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new().prefix(".ferry-").tempfile_in(dir)?;
+/// The directory a file is created in; temporary files must be there for the final rename to be atomic.
+fn dir_of(path: &Path) -> &Path {
+    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+/// One line of a `sha256sum -c` file; the name is relative so the check works wherever the files are carried.
+fn checksum_line(digest: Digest, path: &Path) -> String {
+    format!("{}  {}\n", digest.hex(), file_name(path))
+}
+
+/// A synced temporary file holding `text`, beside `path`, ready to be renamed to it.
+fn staged_text(path: &Path, text: &str) -> io::Result<NamedTempFile> {
+    let mut temp = tempfile::Builder::new().prefix(".ferry-").tempfile_in(dir_of(path))?;
     temp.write_all(text.as_bytes())?;
     publishable(temp.as_file())?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(path.to_path_buf())
+    Ok(temp)
+}
+
+/// Renames every staged file into place. Should one rename fail, the files already placed are removed
+/// again: parts without their checksums, or a bundle beside a stale checksum, would mislead whoever finds them.
+fn place_all(staged: Vec<(NamedTempFile, PathBuf)>) -> io::Result<()> {
+    let mut placed = Vec::new();
+    for (temp, target) in staged {
+        if let Err(error) = temp.persist(&target) {
+            for path in &placed {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error.error);
+        }
+        placed.push(target);
+    }
+    Ok(())
 }

@@ -285,6 +285,22 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_cannot_be_placed_takes_the_whole_bundle_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
+        let images = two_images(&store);
+        // A directory in the way of the checksum file (unsplit) or of the second part (split).
+        for (blocked, split) in [("b.tar.sha256", None), ("b.tar.part-001", Some(2048))] {
+            let out = dir.path().join(format!("out-{blocked}"));
+            std::fs::create_dir_all(out.join(blocked).join("in the way")).unwrap();
+            let options = WriteOptions { mtime: 0, split };
+            write(&out, &store, &images, "b.tar", &options).unwrap_err();
+            let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, [blocked], "no bundle, part or checksum without the rest");
+        }
+    }
+
+    #[test]
     fn split_parts_rejoin_into_the_whole() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
