@@ -51,6 +51,11 @@ pub enum Command {
     /// Pull, then write one tarball (per distinct image set) that docker, containerd and podman load.
     #[command(after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.")]
     Bundle(BundleArgs),
+    /// Prove a bundle complete and intact: every byte, every reference, in one pass. Exit 0 intact, 1 not.
+    #[command(after_help = "PATH may be a bundle, a gzipped bundle, or the first part (x.tar.part-000) of a split one.\nA PATH.sha256 (and PATH.parts.sha256) beside it are checked too; without them, the content still is.")]
+    Verify(VerifyArgs),
+    /// Show what a bundle holds: images, sizes, shared layers, and its metadata.
+    Inspect(InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -155,4 +160,28 @@ pub struct BundleArgs {
     pub split: Option<u64>,
     #[command(flatten)]
     pub fetch: FetchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bundle (or its first part).
+    pub path: PathBuf,
+    /// Also check that the bundle holds every image its release needs on this Kubernetes version.
+    #[arg(long, value_name = "VERSION")]
+    pub k8s: Option<KubeVersion>,
+    /// Also decompress every layer and check it against its config's diff_ids.
+    #[arg(long)]
+    pub deep: bool,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The bundle (or its first part).
+    pub path: PathBuf,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -7,7 +7,9 @@ use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
 use crate::tarball::TarballError;
+use crate::tarball::read::ReadError;
 use crate::vendor::VendorError;
+use crate::verify::VerifyError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
 pub const EXIT_FAILURE: u8 = 1;
@@ -31,8 +33,18 @@ pub enum Error {
     Tarball(#[from] TarballError),
     #[error(transparent)]
     Vendor(#[from] VendorError),
+    #[error("{} is damaged or incomplete", .0.display())]
+    Damaged(std::path::PathBuf),
+    #[error("the bundle is damaged")]
+    Unreadable(#[source] ReadError),
     #[error("{0}")]
     Usage(String),
+    #[error("cannot read {path}")]
+    Input {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create {path}")]
     Io {
         path: std::path::PathBuf,
@@ -52,12 +64,15 @@ impl Error {
                 EXIT_USAGE
             }
             Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
+            Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Catalog(CatalogError::Read { .. })
             | Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
             | Error::Tarball(_)
             | Error::Vendor(_)
+            | Error::Damaged(_)
+            | Error::Unreadable(_)
             | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,
             Error::Catalog(_) | Error::Resolve(_) | Error::Version(_) | Error::Reference(_) | Error::Usage(_) => {
@@ -68,3 +83,12 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<VerifyError> for Error {
+    fn from(error: VerifyError) -> Self {
+        match error {
+            VerifyError::Read(ReadError::Open { path, source }) => Error::Input { path, source },
+            VerifyError::Read(read) => Error::Unreadable(read),
+        }
+    }
+}

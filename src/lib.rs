@@ -19,5 +19,6 @@ pub mod registry;
 pub mod resolve;
 pub mod tarball;
 pub mod vendor;
+pub mod verify;
 
 pub use error::{Error, Result};

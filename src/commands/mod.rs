@@ -4,6 +4,7 @@ mod bundle;
 mod catalogs;
 mod list;
 mod pull;
+mod verify;
 
 use std::io::Write;
 
@@ -24,6 +25,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
         Command::Bundle(args) => bundle::run(&catalogs, &args, &mut out),
+        Command::Verify(args) => verify::run(&catalogs, &args, &mut out),
+        Command::Inspect(args) => verify::inspect(&catalogs, &args, &mut out),
     }?;
     out.flush().map_err(Error::Output)
 }

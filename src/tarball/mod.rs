@@ -1,10 +1,15 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
 mod output;
+pub mod read;
 mod write;
 
+/// Fixtures for other modules' tests.
+#[cfg(test)]
+pub(crate) use write::tests::two_images;
+
 pub use output::sibling;
-pub use write::{write_bundle, WriteOptions, Written};
+pub use write::{pretty, write_bundle, WriteOptions, Written};
 
 use std::path::PathBuf;
 
@@ -12,6 +17,10 @@ use crate::cache::CacheError;
 use crate::digest::Digest;
 
 pub const LAYOUT_JSON: &str = "oci-layout";
+pub const LAYOUT_BYTES: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+/// Index annotations pinning the two documents that are not blobs.
+pub const METADATA_DIGEST: &str = "io.github.ferry.metadata.digest";
+pub const DOCKER_MANIFEST_DIGEST: &str = "io.github.ferry.docker-manifest.digest";
 pub const METADATA_JSON: &str = "ferry.json";
 pub const INDEX_JSON: &str = "index.json";
 pub const MANIFEST_JSON: &str = "manifest.json";

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use super::output::{Output, OutputError};
-use super::{names, TarballError, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use super::{
+    names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
+};
 use crate::cache::BlobStore;
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Image};
@@ -65,12 +67,11 @@ pub fn write_bundle(
 
     let output = Output::create(path, options.split).map_err(|e| output_error(path, e))?;
     let mut tar = tar::Builder::new(output);
-    let documents = [
-        (LAYOUT_JSON, br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()),
-        (METADATA_JSON, pretty(metadata)),
-        (INDEX_JSON, pretty(&oci_index(images))),
-        (MANIFEST_JSON, pretty(&docker_manifest(images))),
-    ];
+    let metadata = pretty(metadata);
+    let docker = pretty(&docker_manifest(images));
+    let index = pretty(&oci_index(images, &Digest::of(&metadata), &Digest::of(&docker)));
+    let documents =
+        [(LAYOUT_JSON, LAYOUT_BYTES.to_vec()), (METADATA_JSON, metadata), (INDEX_JSON, index), (MANIFEST_JSON, docker)];
     for (name, bytes) in &documents {
         append(&mut tar, name, bytes.len() as u64, &mut bytes.as_slice(), options.mtime).map_err(|e| write_error(path, e))?;
     }
@@ -102,7 +103,9 @@ fn distinct_blobs(images: &[Image]) -> BTreeMap<Digest, Descriptor> {
     blobs
 }
 
-fn pretty(value: &serde_json::Value) -> Vec<u8> {
+/// The one serialization of every JSON document in a bundle; `verify` re-serializes what it reads and
+/// compares bytes, so a flipped byte that still parses is caught too.
+pub fn pretty(value: &serde_json::Value) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
     bytes.push(b'\n');
     bytes
@@ -110,7 +113,9 @@ fn pretty(value: &serde_json::Value) -> Vec<u8> {
 
 /// One descriptor per image, straight at its single-platform manifest, named the way containerd and podman
 /// read names. No `platform` field: containerd's filter lets such descriptors through on any host.
-fn oci_index(images: &[Image]) -> serde_json::Value {
+/// The index's own annotations pin `ferry.json` and `manifest.json` by digest, so that `verify` can prove
+/// every byte of the bundle from the index down.
+fn oci_index(images: &[Image], metadata: &Digest, docker: &Digest) -> serde_json::Value {
     let manifests: Vec<serde_json::Value> = images
         .iter()
         .map(|image| {
@@ -128,7 +133,12 @@ fn oci_index(images: &[Image]) -> serde_json::Value {
             descriptor
         })
         .collect();
-    json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": manifests})
+    json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_INDEX,
+        "manifests": manifests,
+        "annotations": {METADATA_DIGEST: metadata, DOCKER_MANIFEST_DIGEST: docker},
+    })
 }
 
 /// docker load's view: fully qualified RepoTags, so podman does not file them under `localhost/`.
@@ -175,7 +185,7 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::image::{ImageSource, Platform};
     use crate::progress::Silent;

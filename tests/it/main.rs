@@ -8,3 +8,4 @@ mod ferry;
 mod pull;
 mod seed;
 mod services;
+mod verify;
