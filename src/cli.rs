@@ -56,6 +56,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a bundle holds: images, sizes, shared layers, and its metadata.
     Inspect(InspectArgs),
+    /// Verify a bundle, then push every image into a private registry with its upstream digest.
+    #[command(after_help = "Names keep their upstream path under the target:\n  registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> HOST/PREFIX/sig-storage/csi-provisioner:v3.6.0\n  docker.io/library/huawei-csi:4.8.0              -> HOST/PREFIX/huawei-csi:4.8.0\nCredentials come from DOCKER_CONFIG/config.json (auths, credHelpers, credsStore) or REGISTRY_AUTH_FILE.")]
+    Push(PushArgs),
+    /// Verify a bundle, then load it into this node's container runtime (containerd first, as kubelet uses it).
+    Load(LoadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -184,4 +189,49 @@ pub struct InspectArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The bundle (or its first part).
+    pub path: PathBuf,
+    /// The private registry, with an optional path prefix: HOST[:PORT][/PREFIX].
+    #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
+    pub to: crate::deliver::push::Target,
+    /// Trust this CA certificate (PEM), besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).
+    #[arg(long = "ca-cert", value_name = "PEM")]
+    pub ca_certs: Vec<PathBuf>,
+    /// Use plain HTTP for this host (repeatable; loopback hosts fall back to it on their own).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure: Vec<String>,
+    /// Images pushed in parallel.
+    #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Print where each image would go, and push nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the images: section of the vendor's Helm chart values, pointing at the pushed images.
+    #[arg(long, value_name = "FILE")]
+    pub helm_values: Option<PathBuf>,
+    /// Print the mapping as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The bundle (or its first part).
+    pub path: PathBuf,
+    /// The runtime to load into [default: the first found: containerd, then docker, then podman].
+    #[arg(long, value_enum)]
+    pub runtime: Option<crate::deliver::load::Runtime>,
+    /// containerd namespace (kubelet's is k8s.io).
+    #[arg(long, default_value = "k8s.io")]
+    pub namespace: String,
+    /// The runtime's socket (containerd or docker).
+    #[arg(long, value_name = "SOCKET")]
+    pub address: Option<PathBuf>,
 }

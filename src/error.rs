@@ -2,6 +2,8 @@
 
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
+use crate::deliver::load::LoadError;
+use crate::deliver::push::PushError;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
@@ -31,6 +33,10 @@ pub enum Error {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Tarball(#[from] TarballError),
+    #[error(transparent)]
+    Push(#[from] PushError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
     #[error(transparent)]
     Vendor(#[from] VendorError),
     #[error("{} is damaged or incomplete", .0.display())]
@@ -65,12 +71,15 @@ impl Error {
             }
             Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
+            Error::Push(PushError::Mapping(_) | PushError::Compressed(_)) | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
             Error::Catalog(CatalogError::Read { .. })
             | Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
             | Error::Tarball(_)
             | Error::Vendor(_)
+            | Error::Push(_)
+            | Error::Load(_)
             | Error::Damaged(_)
             | Error::Unreadable(_)
             | Error::Io { .. }

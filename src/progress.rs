@@ -109,7 +109,7 @@ impl Reporter for TerminalReporter {
                     bar.finish_and_clear();
                 }
             }
-            None => eprintln!("pulled {image}"),
+            None => eprintln!("done: {image}"),
         }
     }
 

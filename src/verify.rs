@@ -71,6 +71,11 @@ pub struct Report {
     pub missing: Vec<String>,
     pub blobs: usize,
     pub metadata: Option<Value>,
+    /// Where each blob's bytes are in the tar stream (offset, size), for delivery.
+    #[serde(skip)]
+    pub locations: BTreeMap<Digest, (u64, u64)>,
+    #[serde(skip)]
+    pub source: Option<Source>,
 }
 
 impl Report {
@@ -104,6 +109,7 @@ struct Contents {
     blobs: BTreeMap<Digest, SeenBlob>,
     kept_total: u64,
     problems: Vec<String>,
+    locations: BTreeMap<Digest, (u64, u64)>,
 }
 
 /// Hashes the raw file(s) on a second thread: per part and whole.
@@ -166,6 +172,8 @@ pub fn verify(path: &Path, options: &VerifyOptions, catalogs: &Catalogs) -> Resu
         missing: Vec::new(),
         blobs: contents.blobs.len(),
         metadata: None,
+        locations: std::mem::take(&mut contents.locations),
+        source: Some(source),
     };
     contents.cross_check(&mut report, options.deep);
     if let Some(version) = options.kubernetes {
@@ -176,7 +184,7 @@ pub fn verify(path: &Path, options: &VerifyOptions, catalogs: &Catalogs) -> Resu
 
 impl Contents {
     fn take(&mut self, entry: Entry<'_>, deep: bool) -> io::Result<()> {
-        let Entry { name, size, data } = entry;
+        let Entry { name, size, offset, data } = entry;
         let Some(hex) = name.strip_prefix(crate::tarball::BLOBS_DIR) else {
             if size > MAX_DOCUMENT {
                 self.problems.push(format!("{name} is {size} bytes, more than the {MAX_DOCUMENT} allowed"));
@@ -188,6 +196,7 @@ impl Contents {
             return Ok(());
         };
         let named = Digest::from_hex(hex).expect("the reader accepts only hex blob names");
+        self.locations.insert(named.clone(), (offset, size));
         let mut first = [0u8; 1];
         let got = data.read(&mut first)?;
         let mut data = first[..got].chain(data);

@@ -2,6 +2,7 @@
 
 mod bundle;
 mod catalogs;
+mod deliver;
 mod list;
 mod pull;
 mod verify;
@@ -27,6 +28,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(args) => bundle::run(&catalogs, &args, &mut out),
         Command::Verify(args) => verify::run(&catalogs, &args, &mut out),
         Command::Inspect(args) => verify::inspect(&catalogs, &args, &mut out),
+        Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
+        Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
     }?;
     out.flush().map_err(Error::Output)
 }
@@ -98,6 +101,6 @@ fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArg
     Ok(FetchRun { plans, store, fetched, reporter })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
 }

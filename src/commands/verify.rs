@@ -26,7 +26,7 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
     }
 }
 
-fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
+pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
     match &report.checksum {
         Checksum::Verified { files } => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();

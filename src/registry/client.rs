@@ -131,6 +131,59 @@ impl RegistryClient {
     }
 }
 
+impl RegistryClient {
+    /// Obtains push rights on `target`'s repository (a token, or basic credentials) for what follows.
+    pub async fn authorize_push(&self, target: &Reference) -> Result<(), FetchError> {
+        let auth = self.auth_for(target.registry())?;
+        self.oci.auth(&to_oci(target), &auth, RegistryOperation::Push).await?;
+        Ok(())
+    }
+
+    pub async fn blob_exists(&self, target: &Reference, digest: &Digest) -> Result<bool, FetchError> {
+        Ok(self.oci.blob_exists(&to_oci(target), &digest.to_string()).await?)
+    }
+
+    /// Asks the registry to link a blob it holds in `from`'s repository into `target`'s: no upload.
+    pub async fn mount_blob(&self, target: &Reference, from: &Reference, digest: &Digest) -> Result<(), FetchError> {
+        Ok(self.oci.mount_blob(&to_oci(target), &to_oci(from), &digest.to_string()).await?)
+    }
+
+    /// Uploads a blob from a reader, in chunks, never holding it whole in memory.
+    pub async fn push_blob(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+        size: u64,
+        reader: impl std::io::Read + Send + 'static,
+    ) -> Result<(), FetchError> {
+        let chunks = futures_util::stream::unfold(Some(reader), |reader| async move {
+            let mut reader = reader?;
+            let mut buffer = vec![0u8; PUSH_CHUNK];
+            match crate::io::read_full(&mut reader, &mut buffer) {
+                Ok(0) => None,
+                Ok(n) => {
+                    buffer.truncate(n);
+                    Some((Ok(bytes::Bytes::from(buffer)), Some(reader)))
+                }
+                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), None)),
+            }
+        });
+        self.oci.push_blob_stream(&to_oci(target), chunks, &digest.to_string(), Some(size)).await?;
+        Ok(())
+    }
+
+    /// Puts a manifest's exact bytes, so the registry files it under the same digest.
+    pub async fn push_manifest(&self, target: &Reference, bytes: Vec<u8>, media_type: &str) -> Result<(), FetchError> {
+        let content_type = reqwest::header::HeaderValue::from_str(media_type)
+            .map_err(|_| FetchError::Status { status: 400, retry_after: None })?;
+        self.oci.push_manifest_raw(&to_oci(target), bytes, content_type).await?;
+        Ok(())
+    }
+}
+
+/// Chunks of an upload: large enough for few round trips, small enough to keep memory flat.
+const PUSH_CHUNK: usize = 8 << 20;
+
 /// The host oci-client contacts for a reference (Docker Hub's API lives at index.docker.io).
 fn oci_host(location: &Reference) -> String {
     to_oci(location).resolve_registry().to_string()

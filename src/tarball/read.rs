@@ -57,6 +57,38 @@ pub struct Source {
 }
 
 impl Source {
+    /// Reads `size` bytes at `offset` of the joined parts; only for uncompressed bundles.
+    pub fn open_range(&self, offset: u64, size: u64) -> io::Result<impl Read + Send + 'static> {
+        let mut skip = offset;
+        let mut pieces: Vec<(PathBuf, u64)> = Vec::new();
+        for file in &self.files {
+            let length = std::fs::metadata(file)?.len();
+            if skip >= length {
+                skip -= length;
+                continue;
+            }
+            pieces.push((file.clone(), skip));
+            skip = 0;
+        }
+        let readers = pieces.into_iter().map(|(file, start)| -> io::Result<Box<dyn Read + Send>> {
+            let mut file = File::open(file)?;
+            io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
+            Ok(Box::new(file))
+        });
+        let mut joined: Box<dyn Read + Send> = Box::new(io::empty());
+        for reader in readers {
+            joined = Box::new(joined.chain(reader?));
+        }
+        Ok(joined.take(size))
+    }
+
+    /// Whether the bundle is gzipped (then entries cannot be read in place).
+    pub fn is_gzipped(&self) -> io::Result<bool> {
+        let mut magic = [0u8; 2];
+        let n = File::open(&self.files[0])?.read(&mut magic)?;
+        Ok(n == 2 && magic == [0x1f, 0x8b])
+    }
+
     /// `x.tar`, `x.tar.gz`, or `x.tar.part-000` (then every following part is read too).
     pub fn locate(path: &Path) -> Result<Source, ReadError> {
         let open_error = |source| ReadError::Open { path: path.to_path_buf(), source };
@@ -117,6 +149,8 @@ impl Read for Chained<'_> {
 pub struct Entry<'r> {
     pub name: String,
     pub size: u64,
+    /// Where the data starts in the (decompressed, parts joined) tar stream.
+    pub offset: u64,
     pub data: &'r mut dyn Read,
 }
 
@@ -192,16 +226,7 @@ fn io_error(offset: u64, source: io::Error) -> ReadError {
 
 /// Fills `buf` completely, or says how much came before the end.
 fn fill(input: &mut Position<'_>, buf: &mut [u8]) -> Result<usize, ReadError> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match input.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(io_error(input.offset, e)),
-        }
-    }
-    Ok(filled)
+    crate::io::read_full(input, buf).map_err(|e| io_error(input.offset, e))
 }
 
 fn read_entries(reader: &mut dyn Read, visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>) -> Result<(), ReadError> {
@@ -223,9 +248,9 @@ fn read_entries(reader: &mut dyn Read, visit: &mut dyn FnMut(Entry<'_>) -> io::R
             return Err(ReadError::Refused { name, reason: "a second entry of the same name".into(), offset: at });
         }
         let mut data = Position { inner: &mut input, offset: 0 };
-        let mut limited = (&mut data).take(size);
         let data_start = at + BLOCK as u64;
-        visit(Entry { name: name.clone(), size, data: &mut limited })
+        let mut limited = (&mut data).take(size);
+        visit(Entry { name: name.clone(), size, offset: data_start, data: &mut limited })
             .map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;
         io::copy(&mut limited, &mut io::sink()).map_err(|e| io_error(data_start, e))?;
         if data.offset < size {

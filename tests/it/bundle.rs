@@ -20,7 +20,7 @@ fn sha256sum_check(dir: &Path, file: &str) {
 }
 
 /// The fully qualified names of a CSI 4.8.0 / Kubernetes 1.28 bundle.
-fn expected_names() -> BTreeSet<String> {
+pub fn expected_names() -> BTreeSet<String> {
     let public = [
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
         "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
@@ -43,16 +43,16 @@ fn docker_full_name(name: &str) -> String {
     }
 }
 
-struct Csi480 {
+pub struct Csi480 {
     _registry: Registry,
-    seeded: Vec<(String, Seeded)>,
+    pub seeded: Vec<(String, Seeded)>,
     mirror: String,
     vendor: tempfile::TempDir,
-    work: tempfile::TempDir,
+    pub work: tempfile::TempDir,
 }
 
 impl Csi480 {
-    fn start() -> Option<Csi480> {
+    pub fn start() -> Option<Csi480> {
         let registry = require(Registry::plain())?;
         let seeded = seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
         let vendor = tempfile::tempdir().unwrap();
@@ -61,7 +61,7 @@ impl Csi480 {
         Some(Csi480 { _registry: registry, seeded, mirror, vendor, work: tempfile::tempdir().unwrap() })
     }
 
-    fn bundle(&self, cache: &str, output: &str, extra: &[&str]) -> Run {
+    pub fn bundle(&self, cache: &str, output: &str, extra: &[&str]) -> Run {
         let out = self.work.path().join(output);
         let mut args = vec![
             "bundle", "huawei-csi@4.8.0", "--k8s", "1.28", "--mirror", &self.mirror, "--cache-dir", cache, "-o", out.to_str().unwrap(), "-q",

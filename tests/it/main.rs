@@ -3,6 +3,7 @@
 
 mod bundle;
 mod cli;
+mod deliver;
 mod faults;
 mod ferry;
 mod pull;

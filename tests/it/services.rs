@@ -310,6 +310,11 @@ impl Dockerd {
         Ok(Dockerd { _daemon: daemon, host, _dir: dir })
     }
 
+    /// The socket path, for `--address`.
+    pub fn socket(&self) -> String {
+        self.host.trim_start_matches("unix://").to_string()
+    }
+
     pub fn docker(&self, args: &[&str]) -> Output {
         run(Command::new("docker").env("DOCKER_HOST", &self.host).args(args))
     }
@@ -332,11 +337,20 @@ impl Podman {
     }
 
     pub fn podman(&self, args: &[&str]) -> Output {
-        run(Command::new("podman")
-            .args(["--storage-driver", "vfs", "--root"])
-            .arg(self.dir.path().join("root"))
-            .arg("--runroot")
-            .arg(self.dir.path().join("run"))
-            .args(args))
+        run(Command::new("podman").env("CONTAINERS_STORAGE_CONF", self.storage_conf()).args(args))
+    }
+
+    /// A storage.conf for this instance, for `CONTAINERS_STORAGE_CONF`: how ferry's own `podman load` finds it.
+    pub fn storage_conf(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("storage.conf");
+        if !path.exists() {
+            let conf = format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+                self.dir.path().join("root").display(),
+                self.dir.path().join("run").display()
+            );
+            std::fs::write(&path, conf).unwrap();
+        }
+        path
     }
 }

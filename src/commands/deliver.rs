@@ -1,0 +1,72 @@
+use std::io::Write;
+
+use serde_json::json;
+
+use super::verify::write_verdicts;
+use super::{runtime, write_json};
+use crate::catalog::Catalogs;
+use crate::cli::{LoadArgs, PushArgs};
+use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
+use crate::deliver::push::{plan, push as push_bundle};
+use crate::deliver::helm_values;
+use crate::error::{Error, Result};
+use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
+use crate::registry::RegistryOptions;
+use crate::verify::{verify, Report, VerifyOptions};
+
+/// Nothing is delivered from a bundle that is not provably intact.
+fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Report> {
+    let report = verify(path, &VerifyOptions::default(), catalogs)?;
+    if !report.intact() {
+        write_verdicts(out, &report).map_err(Error::Output)?;
+        return Err(Error::Damaged(path.to_path_buf()));
+    }
+    Ok(report)
+}
+
+pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
+    let report = verified(catalogs, &args.path, out)?;
+    if args.dry_run {
+        for (upstream, target, digest) in plan(&report, &args.to)? {
+            writeln!(out, "{upstream} -> {target}  {digest}").map_err(Error::Output)?;
+        }
+        return Ok(());
+    }
+    let options = RegistryOptions { insecure: args.insecure.clone(), ca_certs: args.ca_certs.clone(), ..Default::default() };
+    let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
+    let summary = runtime()?.block_on(push_bundle(&report, &args.to, &options, usize::from(args.jobs), reporter.as_ref()))?;
+    if let Some(file) = &args.helm_values {
+        let values = helm_values(&report, &summary.images, catalogs).ok_or_else(|| {
+            Error::Usage("the bundle names no catalog release ferry knows, so there are no Helm values to write".into())
+        })?;
+        std::fs::write(file, values).map_err(|source| Error::Io { path: file.clone(), source })?;
+    }
+    if args.json {
+        return write_json(out, &json!(summary));
+    }
+    for image in &summary.images {
+        writeln!(out, "{} -> {}  {}", image.source, image.target, image.digest).map_err(Error::Output)?;
+    }
+    reporter.phase(&format!(
+        "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
+        summary.images.len(),
+        human_bytes(summary.uploaded_bytes),
+        summary.uploaded_blobs,
+        summary.mounted_blobs,
+        summary.present_blobs
+    ));
+    Ok(())
+}
+
+pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
+    let report = verified(catalogs, &args.path, out)?;
+    let options = LoadOptions { runtime: args.runtime, namespace: args.namespace.clone(), address: args.address.clone() };
+    let (runtime, socket) = detect(&options)?;
+    let said = load_bundle(report.source.as_ref().expect("verified"), runtime, socket.as_deref(), &args.namespace)?;
+    eprint!("{said}");
+    for image in &report.images {
+        let digest = image.manifest.as_ref().map(ToString::to_string).unwrap_or_default();
+        writeln!(out, "loaded {}  {digest}  into {runtime:?}", image.name).map_err(Error::Output)?;
+    }
+    Ok(())
+}

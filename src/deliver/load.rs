@@ -1,0 +1,136 @@
+//! Load a verified bundle into the node's container runtime by running the runtime's own tool, feeding it
+//! the tar on stdin (parts joined, gzip undone), so split and compressed bundles load as they are.
+
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::tarball::read::Source;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    Containerd,
+    Docker,
+    Podman,
+}
+
+/// Where runtimes listen by default; containerd first, because it is what kubelet uses.
+const CONTAINERD_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock"];
+const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("no container runtime found: no containerd socket ({}), no {DOCKER_SOCKET}, no podman; name one with --runtime and --address", CONTAINERD_SOCKETS.join(", "))]
+    NoRuntime,
+    #[error("cannot run {tool}; is it installed? Run by hand: {command}")]
+    Spawn {
+        tool: String,
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{tool} failed ({status}): {output}\nRun by hand to retry: {command}")]
+    Failed { tool: String, status: String, output: String, command: String },
+    #[error("cannot read the bundle while loading it")]
+    Read(#[source] io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    pub runtime: Option<Runtime>,
+    pub namespace: String,
+    pub address: Option<PathBuf>,
+}
+
+/// The runtime to use and its socket: the one asked for, or the first found.
+pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadError> {
+    let exists = |p: &str| Path::new(p).exists();
+    let containerd = || options.address.clone().or_else(|| CONTAINERD_SOCKETS.iter().find(|s| exists(s)).map(PathBuf::from));
+    match options.runtime {
+        Some(Runtime::Containerd) => Ok((Runtime::Containerd, containerd())),
+        Some(Runtime::Docker) => Ok((Runtime::Docker, options.address.clone())),
+        Some(Runtime::Podman) => Ok((Runtime::Podman, None)),
+        None => {
+            if let Some(socket) = containerd() {
+                Ok((Runtime::Containerd, Some(socket)))
+            } else if exists(DOCKER_SOCKET) {
+                Ok((Runtime::Docker, Some(PathBuf::from(DOCKER_SOCKET))))
+            } else if which("podman") {
+                Ok((Runtime::Podman, None))
+            } else {
+                Err(LoadError::NoRuntime)
+            }
+        }
+    }
+}
+
+fn which(binary: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
+/// The command that loads the bundle: as ferry runs it (reading stdin), and as a person would type it.
+fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, bundle: &Path) -> (Command, String) {
+    let bundle = bundle.display();
+    match runtime {
+        Runtime::Containerd => {
+            let mut command = Command::new("ctr");
+            let mut shown = String::from("ctr");
+            if let Some(socket) = socket {
+                command.arg("--address").arg(socket);
+                shown.push_str(&format!(" --address {}", socket.display()));
+            }
+            command.args(["-n", namespace, "images", "import", "-"]);
+            (command, format!("{shown} -n {namespace} images import {bundle}"))
+        }
+        Runtime::Docker => {
+            let mut command = Command::new("docker");
+            let mut shown = String::new();
+            if let Some(socket) = socket {
+                command.env("DOCKER_HOST", format!("unix://{}", socket.display()));
+                shown = format!("DOCKER_HOST=unix://{} ", socket.display());
+            }
+            command.arg("load");
+            (command, format!("{shown}docker load -i {bundle}"))
+        }
+        Runtime::Podman => {
+            let mut command = Command::new("podman");
+            command.arg("load");
+            (command, format!("podman load -i {bundle}"))
+        }
+    }
+}
+
+/// Runs the runtime's loader with the bundle on stdin; returns what it printed.
+pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace: &str) -> Result<String, LoadError> {
+    let (mut command, shown) = command(runtime, socket, namespace, &source.files[0]);
+    let tool = format!("{:?}", command.get_program());
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| LoadError::Spawn { tool: tool.clone(), command: shown.clone(), source })?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let feeding = (|| -> io::Result<()> {
+        let mut joined: Box<dyn Read> = Box::new(io::empty());
+        for file in &source.files {
+            joined = Box::new(joined.chain(io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?)));
+        }
+        if source.is_gzipped()? {
+            joined = Box::new(MultiGzDecoder::new(joined));
+        }
+        io::copy(&mut joined, &mut stdin)?;
+        Ok(())
+    })();
+    drop(stdin);
+    let output = child.wait_with_output().map_err(LoadError::Read)?;
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    if !output.status.success() {
+        return Err(LoadError::Failed { tool, status: output.status.to_string(), output: said.trim().to_string(), command: shown });
+    }
+    // The loader succeeded, so the feed did too; a feed error with a successful loader is still reported.
+    feeding.map_err(LoadError::Read)?;
+    Ok(said)
+}

@@ -1,0 +1,253 @@
+//! Push a verified bundle into a private registry, bytes unchanged, so every manifest keeps its upstream
+//! digest: blobs the registry has are skipped (HEAD), blobs pushed to another repository in this run are
+//! mounted instead of uploaded again, the rest are uploaded in chunks straight from the bundle file.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use futures_util::{stream, StreamExt, TryStreamExt};
+use serde::Serialize;
+use tokio::sync::Mutex;
+
+use crate::digest::Digest;
+use crate::image::Manifest;
+use crate::progress::Reporter;
+use crate::reference::{Reference, DOCKER_HUB};
+use crate::registry::{FetchError, RegistryClient, RegistryError, RegistryOptions};
+use crate::verify::Report;
+
+/// `--to HOST[:PORT][/PREFIX]`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub prefix: Option<String>,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+        let (host, prefix) = text.split_once('/').map_or((text, None), |(h, p)| (h, Some(p.to_string())));
+        if host.is_empty() || prefix.as_deref().is_some_and(|p| p.split('/').any(str::is_empty)) {
+            return Err(format!("'{text}' is not HOST[:PORT][/PREFIX]"));
+        }
+        Ok(Target { host: host.to_string(), prefix })
+    }
+}
+
+impl Target {
+    /// `registry.k8s.io/sig-storage/x:v1` → `HOST/PREFIX/sig-storage/x:v1`; Docker Hub's `library/` is
+    /// dropped (`docker.io/library/huawei-csi:4.8.0` → `HOST/PREFIX/huawei-csi:4.8.0`).
+    pub fn map(&self, upstream: &Reference) -> Result<Reference, String> {
+        let path = match upstream.registry() {
+            DOCKER_HUB => upstream.repository().strip_prefix("library/").unwrap_or(upstream.repository()),
+            _ => upstream.repository(),
+        };
+        let repository = self.prefix.as_ref().map_or(path.to_string(), |p| format!("{p}/{path}"));
+        let text = format!("{}/{repository}", self.host);
+        let name: Reference = format!("{text}:x").parse().map_err(|e: crate::reference::ReferenceError| e.to_string())?;
+        Ok(upstream.relocated(name.registry(), name.repository().to_string()))
+    }
+}
+
+/// One image pushed: where it came from, where it went, and its manifest digest.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pushed {
+    pub source: String,
+    pub target: String,
+    pub digest: Digest,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PushSummary {
+    pub images: Vec<Pushed>,
+    pub uploaded_blobs: usize,
+    pub uploaded_bytes: u64,
+    pub mounted_blobs: usize,
+    pub present_blobs: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("{0}")]
+    Mapping(String),
+    #[error(
+        "{} is gzipped; push reads blobs in place from an uncompressed bundle: gunzip it first",
+        .0.display()
+    )]
+    Compressed(std::path::PathBuf),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot read the bundle")]
+    Read(#[source] std::io::Error),
+    #[error("cannot push {what} of {image} to {target} (after {attempts} attempt(s))")]
+    Push {
+        what: String,
+        image: String,
+        target: String,
+        attempts: u32,
+        #[source]
+        cause: FetchError,
+    },
+}
+
+/// The mapping from each image in the bundle to its name in the target registry.
+pub fn plan(report: &Report, target: &Target) -> Result<Vec<(Reference, Reference, Digest)>, PushError> {
+    report
+        .images
+        .iter()
+        .map(|image| {
+            let upstream: Reference = image.name.parse().map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
+            let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
+            Ok((upstream, mapped, image.manifest.clone().expect("an intact bundle names every manifest")))
+        })
+        .collect()
+}
+
+struct Pusher<'a> {
+    client: RegistryClient,
+    report: &'a Report,
+    options: &'a RegistryOptions,
+    reporter: &'a dyn Reporter,
+    /// Which target reference already holds each blob pushed in this run, for mounting; the lock makes two
+    /// images sharing a blob wait for one upload instead of racing two.
+    holders: Mutex<HashMap<Digest, std::sync::Arc<Mutex<Option<Reference>>>>>,
+    uploaded_bytes: AtomicU64,
+    uploaded: AtomicUsize,
+    mounted: AtomicUsize,
+    present: AtomicUsize,
+}
+
+pub async fn push(
+    report: &Report,
+    target: &Target,
+    options: &RegistryOptions,
+    jobs: usize,
+    reporter: &dyn Reporter,
+) -> Result<PushSummary, PushError> {
+    let source = report.source.as_ref().expect("a verified report knows its source");
+    if source.is_gzipped().unwrap_or(false) {
+        return Err(PushError::Compressed(report.bundle.clone()));
+    }
+    let mapping = plan(report, target)?;
+    let hosts = std::iter::once(target.host.clone()).collect();
+    let pusher = Pusher {
+        client: RegistryClient::connect(options, &hosts).await?,
+        report,
+        options,
+        reporter,
+        holders: Mutex::new(HashMap::new()),
+        uploaded_bytes: AtomicU64::new(0),
+        uploaded: AtomicUsize::new(0),
+        mounted: AtomicUsize::new(0),
+        present: AtomicUsize::new(0),
+    };
+    let images: Vec<Pushed> = stream::iter(&mapping)
+        .map(|(upstream, mapped, digest)| pusher.push_image(upstream, mapped, digest))
+        .buffered(jobs.max(1))
+        .try_collect()
+        .await?;
+    Ok(PushSummary {
+        images,
+        uploaded_blobs: pusher.uploaded.load(Ordering::Relaxed),
+        uploaded_bytes: pusher.uploaded_bytes.load(Ordering::Relaxed),
+        mounted_blobs: pusher.mounted.load(Ordering::Relaxed),
+        present_blobs: pusher.present.load(Ordering::Relaxed),
+    })
+}
+
+impl Pusher<'_> {
+    async fn retry<T, F, Fut>(&self, image: &Reference, target: &Reference, what: &str, operation: F) -> Result<T, PushError>
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FetchError>>,
+    {
+        self.options
+            .retry
+            .run(operation, |attempt, error| self.reporter.retry(&image.to_string(), what, attempt, &error.to_string()))
+            .await
+            .map_err(|failure| PushError::Push {
+                what: what.to_string(),
+                image: image.to_string(),
+                target: target.to_string(),
+                attempts: failure.attempts,
+                cause: failure.last,
+            })
+    }
+
+    async fn push_image(&self, upstream: &Reference, target: &Reference, digest: &Digest) -> Result<Pushed, PushError> {
+        self.retry(upstream, target, "authorization", |_| self.client.authorize_push(target)).await?;
+        let manifest_bytes = self.read_blob(digest)?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).expect("verify parsed this manifest");
+        for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
+            self.push_blob(upstream, target, &blob.digest).await?;
+        }
+        // An OCI manifest may omit its media type; then it is one.
+        let media_type = manifest.media_type.clone().unwrap_or_else(|| crate::image::media::OCI_MANIFEST.to_string());
+        self.retry(upstream, target, "manifest", |_| self.client.push_manifest(target, manifest_bytes.clone(), &media_type)).await?;
+        self.reporter.image_done(&target.to_string());
+        Ok(Pushed { source: upstream.to_string(), target: target.to_string(), digest: digest.clone() })
+    }
+
+    async fn push_blob(&self, upstream: &Reference, target: &Reference, digest: &Digest) -> Result<(), PushError> {
+        let slot = self.holders.lock().await.entry(digest.clone()).or_default().clone();
+        let mut holder = slot.lock().await;
+        let what = format!("blob {digest}");
+        if self.retry(upstream, target, &what, |_| self.client.blob_exists(target, digest)).await? {
+            self.present.fetch_add(1, Ordering::Relaxed);
+        } else if let Some(from) = holder.as_ref().filter(|from| from.repository() != target.repository()) {
+            let mounted = self.client.mount_blob(target, from, digest).await;
+            if mounted.is_ok() && self.client.blob_exists(target, digest).await.unwrap_or(false) {
+                self.mounted.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.upload(upstream, target, digest, &what).await?;
+            }
+        } else {
+            self.upload(upstream, target, digest, &what).await?;
+        }
+        *holder = Some(target.clone());
+        Ok(())
+    }
+
+    async fn upload(&self, upstream: &Reference, target: &Reference, digest: &Digest, what: &str) -> Result<(), PushError> {
+        let (offset, size) = self.report.locations[digest];
+        let source = self.report.source.as_ref().expect("known");
+        self.retry(upstream, target, what, |_| async move {
+            let reader = source.open_range(offset, size).map_err(|e| FetchError::Oci(e.into()))?;
+            self.client.push_blob(target, digest, size, reader).await
+        })
+        .await?;
+        self.uploaded.fetch_add(1, Ordering::Relaxed);
+        self.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
+        self.reporter.bytes(&target.to_string(), digest, size);
+        Ok(())
+    }
+
+    /// A small blob (a manifest) read from the bundle.
+    fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, PushError> {
+        let (offset, size) = self.report.locations[digest];
+        let mut bytes = Vec::with_capacity(size as usize);
+        let source = self.report.source.as_ref().expect("known");
+        let mut reader = source.open_range(offset, size).map_err(PushError::Read)?;
+        std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(PushError::Read)?;
+        Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_paths_go_under_the_target() {
+        let target: Target = "10.0.0.5:5000/csi".parse().unwrap();
+        let map = |s: &str| target.map(&s.parse().unwrap()).unwrap().to_string();
+        assert_eq!(map("registry.k8s.io/sig-storage/csi-provisioner:v3.6.0"), "10.0.0.5:5000/csi/sig-storage/csi-provisioner:v3.6.0");
+        assert_eq!(map("docker.io/library/huawei-csi:4.8.0"), "10.0.0.5:5000/csi/huawei-csi:4.8.0");
+        assert_eq!(map("quay.io/k8scsi/csi-attacher:v1.2.1"), "10.0.0.5:5000/csi/k8scsi/csi-attacher:v1.2.1");
+        let bare: Target = "registry.local".parse().unwrap();
+        assert_eq!(bare.map(&"huawei-csi:4.8.0".parse().unwrap()).unwrap().to_string(), "registry.local/huawei-csi:4.8.0");
+        assert!("host//x".parse::<Target>().is_err());
+    }
+}
