@@ -4,6 +4,8 @@
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
@@ -33,6 +35,9 @@ struct Part {
 }
 
 pub struct Output {
+    /// Set by Ctrl-C while this output is open; the next write fails, and dropping the temporaries removes them.
+    interrupted: Arc<AtomicBool>,
+    signal: Option<signal_hook::SigId>,
     path: PathBuf,
     part_size: Option<u64>,
     parts: Vec<Part>,
@@ -50,7 +55,10 @@ pub struct Finished {
 impl Output {
     pub fn create(path: &Path, split: Option<u64>) -> Result<Output, OutputError> {
         let part_size = split.map(|size| if size == FAT32_LIMIT { size - 1 } else { size.max(1) });
-        let mut output = Output { path: path.to_path_buf(), part_size, parts: Vec::new(), whole: Sha256::new(), bytes: 0 };
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let signal = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()).ok();
+        let mut output =
+            Output { interrupted, signal, path: path.to_path_buf(), part_size, parts: Vec::new(), whole: Sha256::new(), bytes: 0 };
         if split.is_some() && output.part_path(0).exists() {
             return Err(OutputError::Exists(output.part_path(0)));
         }
@@ -75,6 +83,9 @@ impl Output {
     /// Writes the checksum files beside the parts, then renames everything into place. Every file is written
     /// and synced before the first rename, so a full disk fails while no new file is visible yet.
     pub fn finish(mut self) -> Result<Finished, OutputError> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(OutputError::Io(io::Error::other("interrupted by Ctrl-C")));
+        }
         let mut staged = Vec::new();
         let mut part_sums = String::new();
         for (index, part) in std::mem::take(&mut self.parts).into_iter().enumerate() {
@@ -100,8 +111,25 @@ impl Output {
     }
 }
 
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(signal) = self.signal.take() {
+            signal_hook::low_level::unregister(signal);
+        }
+        // A finished output was placed whole; a Ctrl-C that came too late to stop it changes nothing.
+        if self.interrupted.load(Ordering::SeqCst) && !self.parts.is_empty() {
+            self.parts.clear(); // removes the temporaries
+            eprintln!("interrupted: no bundle was written");
+            std::process::exit(130);
+        }
+    }
+}
+
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(io::Error::other("interrupted by Ctrl-C"));
+        }
         let room = match self.part_size {
             Some(size) => {
                 let used = self.parts.last().map_or(0, |p| p.bytes);

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Benchmarks ferry against skopeo, docker (pull + save) and containerd (ctr pull + export), on the same
+# images in one run: a local CNCF Distribution registry seeded with images shaped like Huawei CSI 4.8.0 for
+# Kubernetes 1.28 (7 multi-arch public images, ~18 MB compressed each, sharing a base layer, content that
+# gzip halves) plus 4 vendor docker-save tarballs (~75 MB each, uncompressed layers).
+# Each tool builds the same linux/amd64 bundle; tools alternate; each is run ROUNDS times; the table shows
+# median wall time, peak RSS (of the client process tree: dockerd and containerd do their work in their
+# daemons, whose memory is not counted), output bytes, and ferry's ratios.
+# It also times `ferry verify` against `sha256sum` on the same file, and with BIG=1 bundles a 2 GB image
+# to show that ferry's memory stays flat.
+#
+# Usage: bash examples/bench.sh            (ROUNDS=3 PUBLIC_MB=36 VENDOR_MB=75 BIG=0 by default)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-3}
+PUBLIC_MB=${PUBLIC_MB:-36}   # uncompressed bytes per public image and platform (gzip halves them)
+VENDOR_MB=${VENDOR_MB:-75}   # uncompressed bytes per vendor image
+BIG=${BIG:-0}
+
+bash .ci/install-deps.sh
+command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
+cargo build --release --quiet --bin ferry --example bench_seed
+FERRY=$PWD/target/release/ferry
+SEED=$PWD/target/release/examples/bench_seed
+
+W=$(mktemp -d /tmp/ferry-bench.XXXXXX)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; sleep 1; rm -rf "$W"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 1 300); do if eval "$1" >/dev/null 2>&1; then return 0; fi; sleep 0.1; done; echo "timed out: $1" >&2; exit 1; }
+
+PORT=$(free_port); ADDR=127.0.0.1:$PORT
+cat > "$W/registry.yml" <<EOF
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $W/registry}}
+http: {addr: $ADDR}
+EOF
+docker-registry serve "$W/registry.yml" >"$W/registry.log" 2>&1 & PIDS+=($!)
+wait_for "curl -sf http://$ADDR/v2/"
+
+mkdir -p "$W/c" "$W/d"
+cat > "$W/c/config.toml" <<EOF
+version = 2
+root = "$W/c/root"
+state = "$W/c/state"
+[grpc]
+  address = "$W/c/c.sock"
+EOF
+containerd --config "$W/c/config.toml" >"$W/c/log" 2>&1 & PIDS+=($!)
+CTR=(ctr --address "$W/c/c.sock" -n bench)
+wait_for "${CTR[*]} version"
+dockerd --iptables=false --ip6tables=false --bridge=none --storage-driver=vfs --data-root "$W/d/root" \
+  --exec-root "$W/d/exec" --pidfile "$W/d/pid" -H "unix://$W/d/d.sock" --containerd "$W/c/c.sock" >"$W/d/log" 2>&1 & PIDS+=($!)
+export DOCKER_HOST=unix://$W/d/d.sock
+wait_for "docker version"
+
+echo "seeding $ADDR: 7 public images x 4 platforms x ${PUBLIC_MB} MB, 4 vendor images x ${VENDOR_MB} MB ..." >&2
+"$SEED" "$ADDR" "$W/vendor" $((PUBLIC_MB * 1000000)) $((VENDOR_MB * 1000000)) > "$W/seeded.txt"
+PUBLIC=$(awk '{print $1}' "$W/seeded.txt" | sed 's#^registry.k8s.io/##')
+VENDOR_NAMES="storage-backend-controller:4.8.0 storage-backend-sidecar:4.8.0 huawei-csi:4.8.0 huawei-csi-extender:4.8.0"
+
+run_ferry() { # $1 = cache dir, $2 = output
+  "$FERRY" bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir "$W/vendor" --mirror "registry.k8s.io=$ADDR" \
+    --cache-dir "$1" -o "$2" -q >/dev/null
+}
+ferry_cold() { rm -rf "$W/cache-cold"; run_ferry "$W/cache-cold" "$1"; }
+ferry_warm() { run_ferry "$W/cache-warm" "$1"; }
+skopeo_all() { # one copy per image into one docker-archive each (skopeo writes one image per docker-archive)
+  rm -rf "$1"; mkdir -p "$1"
+  for image in $PUBLIC; do
+    skopeo copy -q --src-tls-verify=false "docker://$ADDR/$image" "docker-archive:$1/$(echo "$image" | tr '/:' '__').tar:registry.k8s.io/$image"
+  done
+  for tarball in "$W"/vendor/*.tar; do skopeo copy -q "docker-archive:$tarball" "docker-archive:$1/$(basename "$tarball")"; done
+}
+docker_all() {
+  docker image rm -f $(docker images -q) >/dev/null 2>&1 || true
+  local names=()
+  for image in $PUBLIC; do
+    docker pull -q "$ADDR/$image" >/dev/null && docker tag "$ADDR/$image" "registry.k8s.io/$image"
+    names+=("registry.k8s.io/$image")
+  done
+  for tarball in "$W"/vendor/*.tar; do docker load -q -i "$tarball" >/dev/null; done
+  docker save -o "$1" "${names[@]}" $VENDOR_NAMES
+}
+ctr_all() {
+  "${CTR[@]}" images rm $("${CTR[@]}" images ls -q) >/dev/null 2>&1 || true
+  local names=()
+  for image in $PUBLIC; do
+    "${CTR[@]}" images pull --plain-http --platform linux/amd64 "$ADDR/$image" >/dev/null
+    names+=("$ADDR/$image")
+  done
+  for tarball in "$W"/vendor/*.tar; do "${CTR[@]}" images import "$tarball" >/dev/null; done
+  "${CTR[@]}" images export --platform linux/amd64 "$1" "${names[@]}" $(for n in $VENDOR_NAMES; do echo "docker.io/library/$n"; done)
+}
+
+: > "$W/results"
+run_ferry "$W/cache-warm" "$W/prime.tar"   # the warm cache, filled before any timing
+measure() { # label, function, output path
+  local label=$1 fn=$2 out=$3
+  sync
+  /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f "$fn" run_ferry); $(declare -p W ADDR FERRY PUBLIC VENDOR_NAMES CTR 2>/dev/null); export DOCKER_HOST=$DOCKER_HOST; $fn '$out'"
+  local bytes; bytes=$(du -sb "$out" | cut -f1)
+  echo "$label $(cat "$W/time") $bytes" >> "$W/results"
+}
+
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS" >&2
+  measure ferry-cold ferry_cold "$W/out-ferry-cold.tar"
+  measure skopeo skopeo_all "$W/out-skopeo"
+  measure ferry-warm ferry_warm "$W/out-ferry-warm.tar"
+  measure docker docker_all "$W/out-docker.tar"
+  measure ctr ctr_all "$W/out-ctr.tar"
+done
+
+# verify against sha256sum on the same file, page cache warm for both
+BUNDLE=$W/out-ferry-warm.tar
+rm -f "$BUNDLE.sha256"
+cat "$BUNDLE" > /dev/null
+verify_it() { "$FERRY" verify "$BUNDLE" >/dev/null; }
+sha_it() { sha256sum "$BUNDLE" >/dev/null; }
+for round in $(seq 1 "$ROUNDS"); do
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" verify "$BUNDLE" >/dev/null; echo "ferry-verify $(cat "$W/time") 0" >> "$W/results"
+  /usr/bin/time -f "%e %M" -o "$W/time" sha256sum "$BUNDLE" >/dev/null; echo "sha256sum $(cat "$W/time") 0" >> "$W/results"
+done
+
+if [ "$BIG" = 1 ]; then
+  echo "seeding a 2 GB image ..." >&2
+  "$SEED" big "$ADDR" 2000000000 > /dev/null
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" bundle --image registry.k8s.io/bench/big:v1 --mirror "registry.k8s.io=$ADDR" \
+    --cache-dir "$W/cache-big" -o "$W/big.tar" -q
+  echo "ferry-2GB $(cat "$W/time") $(stat -c %s "$W/big.tar")" >> "$W/results"
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" verify "$W/big.tar" >/dev/null
+  echo "verify-2GB $(cat "$W/time") 0" >> "$W/results"
+fi
+
+python3 - "$W/results" "$(nproc)" <<'EOF'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    label, wall, rss, size = line.split()
+    rows.setdefault(label, []).append((float(wall), int(rss), int(size)))
+med = {k: (statistics.median(w for w, _, _ in v), max(r for _, r, _ in v), statistics.median(s for _, _, s in v)) for k, v in rows.items()}
+print(f"ferry benchmark: {len(next(iter(rows.values())))} rounds, {sys.argv[2]} cores; median wall, peak RSS of the client process tree")
+print(f"{'tool':<14}{'wall s':>9}{'peak RSS MiB':>14}{'output MB':>11}")
+for k, (w, r, s) in med.items():
+    print(f"{k:<14}{w:>9.2f}{r/1024:>14.1f}{s/1e6:>11.1f}")
+def ratio(a, b, i):
+    return med[a][i] / med[b][i] if a in med and b in med and med[b][i] else float("nan")
+print()
+print(f"ferry cold / skopeo wall   {ratio('ferry-cold','skopeo',0):.2f}  (target <= 0.50)")
+print(f"ferry warm / skopeo wall   {ratio('ferry-warm','skopeo',0):.2f}  (target <= 0.15)")
+print(f"ferry cold / docker wall   {ratio('ferry-cold','docker',0):.2f}")
+print(f"ferry cold / ctr wall      {ratio('ferry-cold','ctr',0):.2f}")
+print(f"ferry bytes / docker save  {ratio('ferry-cold','docker',2):.2f}  (target <= 0.75)")
+print(f"ferry bytes / skopeo       {ratio('ferry-cold','skopeo',2):.2f}")
+print(f"ferry bytes / ctr export   {ratio('ferry-cold','ctr',2):.2f}")
+print(f"ferry peak RSS MiB         {max(med[k][1] for k in med if k.startswith('ferry'))/1024:.1f}  (target <= 64)")
+print(f"verify / sha256sum wall    {ratio('ferry-verify','sha256sum',0):.2f}  (target <= 1.20)")
+EOF
