@@ -108,6 +108,8 @@ fn metadata(plan: &Plan, platform: &Platform, images: &[Image], skipped: &[&Refe
         "platform": platform.to_string(),
         "images": images,
         "skipped": skipped.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+        // Vendor layers are compressed by ferry; the same setting is what makes rebuilds byte-identical.
+        "vendor_layer_compression": crate::vendor::COMPRESSION,
     })
 }
 

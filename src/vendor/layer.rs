@@ -17,17 +17,18 @@ use crate::digest::{Digest, Hashing};
 
 /// The one compression setting, part of every note's key: another backend or level gives other bytes.
 ///
-/// zlib-rs at level 2. Measured with flate2 on two 90 MB tars of /usr (release build, one core):
-/// - level 1: 43-50 % of the input at 157-185 MB/s; PERF-NOTES saw 71 % on its vendor layer, as zlib-rs's
-///   level 1 is deflate_quick (static Huffman codes);
-/// - level 2: 36-42 % at 91-116 MB/s (PERF-NOTES: 44.6 % at 139 MB/s);
-/// - level 3: 4 % fewer bytes than level 2 for 10-25 % more time; level 6: 7 % fewer for twice the time.
+/// zlib-rs at level 1. Measured with flate2 (release build, one core):
+/// - on 90 MB of /usr/lib binaries: level 1 keeps 43.4 % at 215 MB/s, level 2 35.7 % at 121 MB/s,
+///   level 3 34.4 % at 108 MB/s; on other /usr tars level 1 kept 43-50 %, level 2 36-42 %;
+/// - PERF-NOTES saw 71 % at level 1 on its layer (zlib-rs's level 1 is deflate_quick, static Huffman
+///   codes), so a vendor whose layers compress that badly would get a larger bundle.
 ///
-/// A cold cache compresses once; the bundle is then carried across the air gap and loaded on every node.
-/// Level 2 costs about 1.7 s for the 344 MB of vendor layers on 2 cores (one layer per core) where level 1
-/// costs about 1 s, and saves a sixth to a third of the bytes.
-pub const COMPRESSION: &str = "gzip-zlib-rs-2";
-const LEVEL: u32 = 2;
+/// The benchmark's targets decide it: a cold bundle must take at most half of skopeo's time, and the
+/// bundle at most 0.75x docker save's bytes. With level 2 the cold build measured 0.63x skopeo (vendor
+/// compression was 80 % of it) at 0.60x docker's bytes; level 1 makes compression 1.8x faster and still
+/// leaves the size far inside its target (see README's benchmark table).
+pub const COMPRESSION: &str = "gzip-zlib-rs-1";
+const LEVEL: u32 = 1;
 
 /// What went into the store: its digest and size, and the digest of its uncompressed content.
 #[derive(Debug)]
