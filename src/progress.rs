@@ -25,6 +25,8 @@ pub trait Reporter: Send + Sync {
     fn note(&self, _message: &str) {}
     /// A step of a multi-step job, e.g. "writing bundle".
     fn phase(&self, _message: &str) {}
+    /// The transfers are over: clear what is drawn before results are printed.
+    fn finish(&self) {}
 }
 
 /// Reports nothing: `--quiet`, and tests.
@@ -70,8 +72,10 @@ impl Default for TerminalReporter {
     }
 }
 
+/// Per-image bars show bytes; rate and ETA only on the total, where cached bytes cannot distort them.
 fn style(prefix: &str) -> ProgressStyle {
-    let template = format!("{prefix:>5} {{wide_msg}} {{bytes:>10}}/{{total_bytes:<10}} {{bytes_per_sec:>11}} eta {{eta:>3}}");
+    let rate = if prefix.is_empty() { "" } else { " {bytes_per_sec:>11} eta {eta:>3}" };
+    let template = format!("{prefix:>5} {{wide_msg}} {{bytes:>10}}/{{total_bytes:<10}}{rate}");
     ProgressStyle::with_template(&template).expect("valid template")
 }
 
@@ -86,6 +90,7 @@ impl Reporter for TerminalReporter {
         bar.set_position(cached);
         bars.total.inc_length(bytes);
         bars.total.inc(cached);
+        bars.total.reset_eta();
         bars.images.lock().expect("progress lock").insert(image.to_string(), bar);
     }
 
@@ -120,13 +125,20 @@ impl Reporter for TerminalReporter {
     fn phase(&self, message: &str) {
         self.print(message);
     }
+
+    fn finish(&self) {
+        if let Some(bars) = &self.bars {
+            for (_, bar) in bars.images.lock().expect("progress lock").drain() {
+                bar.finish_and_clear();
+            }
+            bars.total.finish_and_clear();
+        }
+    }
 }
 
 impl Drop for TerminalReporter {
     fn drop(&mut self) {
-        if let Some(bars) = &self.bars {
-            bars.total.finish_and_clear();
-        }
+        self.finish();
     }
 }
 

@@ -35,6 +35,7 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     let options = RegistryOptions { insecure: args.insecure.clone(), ca_certs: args.ca_certs.clone(), ..Default::default() };
     let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
     let summary = runtime()?.block_on(push_bundle(&report, &args.to, &options, usize::from(args.jobs), reporter.as_ref()))?;
+    reporter.finish();
     if let Some(file) = &args.helm_values {
         let values = helm_values(&report, &summary.images, catalogs).ok_or_else(|| {
             Error::Usage("the bundle names no catalog release ferry knows, so there are no Helm values to write".into())

@@ -98,6 +98,7 @@ fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArg
     };
     let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
     let fetched = fetch(&runtime()?, &store, &union(&plans), &settings, reporter.as_ref())?;
+    reporter.finish();
     Ok(FetchRun { plans, store, fetched, reporter })
 }
 
