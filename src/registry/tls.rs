@@ -75,7 +75,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
-        let err = trusted_certificates(&[path.clone()], []).err().unwrap();
+        let err = trusted_certificates(std::slice::from_ref(&path), []).err().unwrap();
         assert!(err.to_string().contains("ca.pem"), "{err}");
         let missing = trusted_certificates(&[dir.path().join("absent.pem")], []).err().unwrap();
         assert!(matches!(missing, RegistryError::CaCert { .. }));

@@ -217,7 +217,7 @@ pub const VENDOR_480: [&str; 4] =
 /// Writes a docker-save archive (legacy layout: `<id>/layer.tar`, `<config hex>.json`) for `name_tag`, as
 /// `docker save` of Docker 20 writes and vendors ship; returns the config digest (docker's image ID).
 pub fn vendor_tarball(path: &Path, name_tag: &str, size: usize) -> String {
-    let layers = [layer_tar(&format!("vendor-base"), size / 2), layer_tar(&format!("vendor-{name_tag}"), size / 2)];
+    let layers = [layer_tar("vendor-base", size / 2), layer_tar(&format!("vendor-{name_tag}"), size / 2)];
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
     let config = config("linux/amd64", &diff_ids);
     let config_digest = sha256(&config);
