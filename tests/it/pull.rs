@@ -208,3 +208,108 @@ fn vendor_images_need_a_source() {
     }
     assert!(stderr.contains("--vendor-dir") && stderr.contains("--vendor-registry") && stderr.contains("--skip-vendor"), "{stderr}");
 }
+
+/// A private registry holding one image, copied there with skopeo; returns (registry, image reference).
+fn private_registry_with_image() -> Option<(Registry, Registry, String, Seeded)> {
+    let plain = require(Registry::plain())?;
+    let private = require(Registry::tls_with_auth("ferry", "s3cret-Pa55"))?;
+    let seeded = push_image(plain.addr(), "csi/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..2], 80_000);
+    let copy = Command::new("skopeo")
+        .args(["copy", "--all", "--preserve-digests", "--src-tls-verify=false"])
+        .args(private.skopeo_args("dest"))
+        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", plain.addr()))
+        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", private.addr()))
+        .output()
+        .expect("skopeo runs");
+    assert!(copy.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&copy.stderr));
+    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
+    Some((plain, private, image, seeded))
+}
+
+/// Removes a certs.d directory ferry was given for one test, even when the test fails.
+struct CertsDir(std::path::PathBuf);
+
+impl Drop for CertsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn certs_d_ca_files_are_trusted_like_dockers_and_podmans() {
+    let Some((_plain, private, image, seeded)) = private_registry_with_image() else { return };
+    for base in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        let cache = tempfile::tempdir().unwrap();
+        let args = ["pull", "--image", &image, "--cache-dir", cache.path().to_str().unwrap(), "-q"];
+        let untrusted = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).fails_with(1);
+        assert!(untrusted.stderr().contains(private.addr()), "{}", untrusted.stderr());
+        let dir = CertsDir(Path::new(base).join(private.addr()));
+        let writable = std::fs::create_dir_all(&dir.0).map_err(|e| format!("cannot write {base} (run as root): {e}"));
+        if require(writable).is_none() {
+            return;
+        }
+        std::fs::copy(private.ca_cert(), dir.0.join("ca.crt")).unwrap();
+        let trusted = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).success();
+        assert!(trusted.stdout().contains(seeded.manifest_for("linux/amd64")), "{base}: {}", trusted.stdout());
+    }
+}
+
+#[test]
+fn credentials_from_podman_auth_json_and_from_a_credential_helper() {
+    let Some((_plain, private, image, seeded)) = private_registry_with_image() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let ca = private.ca_cert().to_str().unwrap().to_string();
+    let cache = work.path().join("cache");
+    let args = ["pull", "--image", &image, "--ca-cert", &ca, "--cache-dir", cache.to_str().unwrap(), "-q"];
+    let empty_docker_config = work.path().join("no-docker-config");
+
+    let auth_json = private.docker_config().join("config.json");
+    let podman = run(command().args(args).env("REGISTRY_AUTH_FILE", &auth_json).env("DOCKER_CONFIG", &empty_docker_config)).success();
+    assert!(podman.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", podman.stdout());
+
+    // A credential helper on PATH, answering as docker-credential-* helpers do.
+    let bin = work.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-ferrytest");
+    std::fs::write(&helper, format!("#!/bin/sh\nread host\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"ferry\",\"Secret\":\"{}\"}}'\n", private.password())).unwrap();
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let config = work.path().join("helper-config");
+    std::fs::create_dir_all(&config).unwrap();
+    std::fs::write(config.join("config.json"), format!("{{\"credHelpers\": {{\"{}\": \"ferrytest\"}}}}", private.addr())).unwrap();
+    std::fs::remove_dir_all(&cache).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let helped = run(command().args(args).env("DOCKER_CONFIG", &config).env("PATH", path)).success();
+    assert!(helped.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", helped.stdout());
+    for text in [podman.stderr(), helped.stderr(), helped.stdout()] {
+        assert!(!text.contains(private.password()));
+    }
+}
+
+#[test]
+fn vendor_images_from_a_vendor_registry() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    seed_csi_480(registry.addr(), 100_000);
+    let vendor = tempfile::tempdir().unwrap();
+    crate::seed::vendor_dir_480(vendor.path(), 100_000);
+    for name_tag in crate::seed::VENDOR_480 {
+        let tarball = vendor.path().join(format!("{}.tar", name_tag.replace(':', "-")));
+        let copy = Command::new("skopeo")
+            .args(["copy", "--dest-tls-verify=false"])
+            .arg(format!("docker-archive:{}", tarball.display()))
+            .arg(format!("docker://{}/huawei/{name_tag}", registry.addr()))
+            .output()
+            .expect("skopeo runs");
+        assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let vendor_registry = format!("{}/huawei", registry.addr());
+    let run = ferry(&[
+        "pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--mirror", &mirror, "--vendor-registry", &vendor_registry,
+        "--cache-dir", cache.path().to_str().unwrap(), "-q",
+    ])
+    .success();
+    let printed = printed_digests(&run.stdout());
+    assert_eq!(printed.len(), 11, "{}", run.stdout());
+    assert!(printed.iter().any(|(name, _)| name == "docker.io/library/huawei-csi:4.8.0"), "upstream names kept: {printed:?}");
+}
