@@ -313,3 +313,24 @@ fn vendor_images_from_a_vendor_registry() {
     assert_eq!(printed.len(), 11, "{}", run.stdout());
     assert!(printed.iter().any(|(name, _)| name == "docker.io/library/huawei-csi:4.8.0"), "upstream names kept: {printed:?}");
 }
+
+#[test]
+fn http_proxy_from_the_environment_is_used() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let seeded = push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::DockerList, &PLATFORMS[..1], 50_000);
+    // The proxy forwards absolute-form requests to the registry, which accepts them: a forward proxy.
+    let proxy = FaultProxy::start(registry.addr(), Vec::new());
+    let cache = tempfile::tempdir().unwrap();
+    let image = format!("{}/sig-storage/csi-resizer:v1.9.0", registry.addr());
+    let run = run(
+        command()
+            .args(["pull", "--image", &image, "--insecure-registry", registry.addr(), "--cache-dir", cache.path().to_str().unwrap(), "-q"])
+            .env("HTTP_PROXY", format!("http://{}", proxy.addr()))
+            .env("http_proxy", format!("http://{}", proxy.addr()))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy"),
+    )
+    .success();
+    assert!(run.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", run.stdout());
+    assert!(proxy.seen().iter().any(|s| s.path.contains("/blobs/")), "requests went through the proxy: {:?}", proxy.seen());
+}
