@@ -160,7 +160,8 @@ pub struct BundleArgs {
     /// (e.g. huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar) [default: the current directory].
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
-    /// Cut the bundle into numbered parts of at most SIZE (4G: parts that fit a FAT32 stick; also 700M, 512K).
+    /// Cut the bundle into numbered parts of at most SIZE: 4G means 4 GiB - 1 byte, the most a FAT32 stick
+    /// holds in one file; other sizes (700M, 512K, 8G) are taken as given.
     #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
     pub split: Option<u64>,
     #[command(flatten)]

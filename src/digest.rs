@@ -88,23 +88,6 @@ impl<T> Hashing<T> {
         Hashing { inner, hasher: Sha256::new(), bytes: 0 }
     }
 
-    /// Resumes hashing after `bytes` already hashed into `hasher`.
-    pub fn resume(inner: T, hasher: Sha256, bytes: u64) -> Self {
-        Hashing { inner, hasher, bytes }
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
-    }
-
-    pub fn get_mut(&mut self) -> &mut T {
-        &mut self.inner
-    }
-
     pub fn finish(self) -> (T, Digest, u64) {
         (self.inner, Digest::from_hasher(self.hasher), self.bytes)
     }

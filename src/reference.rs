@@ -44,11 +44,6 @@ impl Reference {
         self.digest.as_ref()
     }
 
-    /// `registry/repository`, without tag or digest.
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
-    }
-
     /// The same image in another registry, under another repository path.
     pub fn relocated(&self, registry: &str, repository: String) -> Reference {
         Reference { registry: registry.to_string(), repository, ..self.clone() }

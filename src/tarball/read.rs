@@ -327,7 +327,7 @@ fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Read
         return Err(refuse("the name points outside the bundle"));
     }
     let known = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON].contains(&name.as_str())
-        || name.strip_prefix(BLOBS_DIR).is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+        || name.strip_prefix(BLOBS_DIR).is_some_and(|hex| crate::digest::Digest::from_hex(hex).is_ok());
     if !known {
         return Err(refuse("a ferry bundle has no such entry"));
     }
