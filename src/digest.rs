@@ -4,7 +4,6 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// A sha256 content digest. Other algorithms are refused: every registry ferry meets uses sha256,
@@ -63,18 +62,7 @@ impl fmt::Debug for Digest {
     }
 }
 
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_as_string!(Digest);
 
 /// Hashes and counts every byte that passes through, in either direction.
 pub struct Hashing<T> {

@@ -14,6 +14,25 @@
 // failed run, so their size costs nothing measurable, and boxing them would only blur the types.
 #![allow(clippy::result_large_err)]
 
+/// Serializes a type as its `Display` string and deserializes it through `FromStr`, so JSON and TOML
+/// carry `sha256:…`, `1.28` and `registry/repo:tag` as people write them, and parsing validates them.
+macro_rules! serde_as_string {
+    ($type:ty) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod cache;
 pub mod catalog;
 pub mod cli;

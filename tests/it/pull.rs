@@ -153,21 +153,8 @@ fn frozen_k8s_gcr_io_is_fetched_from_registry_k8s_io_and_said() {
 
 #[test]
 fn tls_registry_with_docker_config_credentials_and_ca_cert() {
-    let Some(plain) = require(Registry::plain()) else { return };
-    let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else { return };
-    let seeded: Seeded = push_image(plain.addr(), "csi/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS, 100_000);
-    // Copied with skopeo, an independent client, keeping the digests.
-    let copy = Command::new("skopeo")
-        .args(["copy", "--all", "--preserve-digests", "--src-tls-verify=false"])
-        .args(private.skopeo_args("dest"))
-        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", plain.addr()))
-        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", private.addr()))
-        .output()
-        .expect("skopeo runs");
-    assert!(copy.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&copy.stderr));
-
+    let Some((_plain, private, image, seeded)) = private_registry_with_image() else { return };
     let cache = tempfile::tempdir().unwrap();
-    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
     let ca = private.ca_cert().to_str().unwrap().to_string();
     let args = ["pull", "--image", &image, "--ca-cert", &ca, "--cache-dir", cache.path().to_str().unwrap()];
     let anonymous = run(command().args(args).env("DOCKER_CONFIG", cache.path().join("none"))).fails_with(1);
@@ -209,7 +196,8 @@ fn vendor_images_need_a_source() {
     assert!(stderr.contains("--vendor-dir") && stderr.contains("--vendor-registry") && stderr.contains("--skip-vendor"), "{stderr}");
 }
 
-/// A private registry holding one image, copied there with skopeo; returns (registry, image reference).
+/// A TLS + htpasswd registry holding one multi-platform image, copied there with skopeo (an independent
+/// client) keeping its digests; returns (the plain source registry, the private one, the image, its digests).
 fn private_registry_with_image() -> Option<(Registry, Registry, String, Seeded)> {
     let plain = require(Registry::plain())?;
     let private = require(Registry::tls_with_auth("ferry", "s3cret-Pa55"))?;
