@@ -53,6 +53,15 @@ impl Reference {
         Reference { digest: Some(digest), ..self.clone() }
     }
 
+    /// The same reference without its digest when it has a tag (`x:v1@sha256:…` → `x:v1`); a digest-only
+    /// reference stays as it is.
+    pub fn by_tag_if_tagged(&self) -> Reference {
+        match self.tag {
+            Some(_) => Reference { digest: None, ..self.clone() },
+            None => self.clone(),
+        }
+    }
+
     /// `registry/repository:tag` — the name a loader files the image under. Digest-only references
     /// have no such name.
     pub fn tagged_name(&self) -> Option<String> {
@@ -180,6 +189,15 @@ mod tests {
         let pinned: Reference = format!("quay.io/a/b@{digest}").parse().unwrap();
         assert_eq!(pinned.tag(), None, "a digest reference gets no implicit latest");
         assert_eq!(pinned.tagged_name(), None);
+    }
+
+    #[test]
+    fn a_tagged_reference_can_drop_its_digest() {
+        let digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let both: Reference = format!("quay.io/a/b:v1@{digest}").parse().unwrap();
+        assert_eq!(both.by_tag_if_tagged().to_string(), "quay.io/a/b:v1");
+        let pinned: Reference = format!("quay.io/a/b@{digest}").parse().unwrap();
+        assert_eq!(pinned.by_tag_if_tagged(), pinned);
     }
 
     #[test]

@@ -68,7 +68,8 @@ impl RegistryClient {
             ..Default::default()
         };
         Ok(RegistryClient {
-            oci: oci_client::Client::new(config),
+            // try_from, not new: new falls back to a default client (no extra CAs, no proxy) on errors.
+            oci: oci_client::Client::try_from(config).map_err(RegistryError::OciClient)?,
             http,
             plain_http,
             credentials: CredentialStore::from_environment()?,
@@ -172,8 +173,10 @@ impl RegistryClient {
         Ok(())
     }
 
-    /// Puts a manifest's exact bytes, so the registry files it under the same digest.
+    /// Puts a manifest's exact bytes, so the registry files it under the same digest. A tagged target is
+    /// pushed by tag: oci-client panics on registries that answer a digest push without a Location (ECR).
     pub async fn push_manifest(&self, target: &Reference, bytes: Vec<u8>, media_type: &str) -> Result<(), FetchError> {
+        let target = &target.by_tag_if_tagged();
         let content_type = reqwest::header::HeaderValue::from_str(media_type)
             .map_err(|_| FetchError::Status { status: 400, retry_after: None })?;
         self.oci.push_manifest_raw(&to_oci(target), bytes, content_type).await?;

@@ -106,6 +106,8 @@ pub enum RegistryError {
     Auth(#[from] auth::AuthError),
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
+    #[error("cannot set up the registry client")]
+    OciClient(#[source] oci_client::errors::OciDistributionError),
     #[error("cannot fetch the manifest of {image} from {registry} (after {attempts} attempt(s))")]
     Manifest {
         image: String,
@@ -168,6 +170,13 @@ impl Classify for FetchError {
             FetchError::Cache(CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. }) => Verdict::Transient,
             FetchError::Cache(_) | FetchError::Credentials(_) => Verdict::Fatal,
             FetchError::Oci(Oci::ServerError { code, .. }) => status_verdict(*code),
+            // oci-client turns a 4xx with a JSON error body into an envelope without the status; a rate limit
+            // is then only recognizable by its code.
+            FetchError::Oci(Oci::RegistryError { envelope, .. })
+                if envelope.errors.iter().any(|e| e.code == oci_client::errors::OciErrorCode::Toomanyrequests) =>
+            {
+                Verdict::Transient
+            }
             FetchError::Oci(Oci::RequestError(_) | Oci::IoError(_)) => Verdict::Transient,
             FetchError::Oci(_) => Verdict::Fatal,
         }
@@ -211,6 +220,22 @@ mod tests {
         );
         let explicit = options(&["k8s.gcr.io=127.0.0.1:5001"]);
         assert_eq!(locate(&explicit, "k8s.gcr.io/a/b:1"), ("127.0.0.1:5001/a/b:1".into(), 0));
+    }
+
+    #[test]
+    fn rate_limits_are_retried_however_oci_client_reports_them() {
+        use oci_client::errors::{OciDistributionError, OciEnvelope, OciError, OciErrorCode};
+        let envelope = |code| OciDistributionError::RegistryError {
+            envelope: OciEnvelope { errors: vec![OciError { code, message: String::new(), detail: serde_json::Value::Null }] },
+            url: "https://quay.io/v2/a/manifests/b".into(),
+        };
+        assert_eq!(FetchError::Oci(envelope(OciErrorCode::Toomanyrequests)).verdict(), Verdict::Transient);
+        assert_eq!(FetchError::Oci(envelope(OciErrorCode::ManifestUnknown)).verdict(), Verdict::Fatal);
+        let server = |code| FetchError::Oci(OciDistributionError::ServerError { code, url: String::new(), message: String::new() });
+        assert_eq!(server(503).verdict(), Verdict::Transient);
+        assert_eq!(server(404).verdict(), Verdict::Fatal);
+        let limited = FetchError::Status { status: 429, retry_after: Some(Duration::from_secs(3)) };
+        assert_eq!(limited.verdict(), Verdict::RetryAfter(Duration::from_secs(3)));
     }
 
     #[test]
