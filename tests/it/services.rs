@@ -76,7 +76,16 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// SIGTERM first, so dockerd and containerd unmount what they mounted; SIGKILL after 10 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
