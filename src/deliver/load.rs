@@ -70,9 +70,36 @@ fn which(binary: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
 }
 
+/// How a person gives the bundle to a loader by hand.
+enum Input {
+    File(String),
+    /// A pipeline to put before the loader: the parts must be joined or the gzip undone first (ctr and
+    /// podman read only a plain tar).
+    Piped(String),
+}
+
+impl Input {
+    fn of(source: &Source) -> Input {
+        let gzipped = source.is_gzipped().unwrap_or(false);
+        let files = match source.files.as_slice() {
+            [file] if !gzipped => return Input::File(file.display().to_string()),
+            [file] => file.display().to_string(),
+            _ => format!("{}.part-*", source.whole.display()),
+        };
+        Input::Piped(format!("cat {files}{} | ", if gzipped { " | gunzip" } else { "" }))
+    }
+
+    /// `tool` as typed by hand: followed by `file_option` and the file, or reading stdin after `stdin_option`.
+    fn shown(&self, tool: &str, file_option: &str, stdin_option: &str) -> String {
+        match self {
+            Input::File(file) => format!("{tool}{file_option} {file}"),
+            Input::Piped(pipeline) => format!("{pipeline}{tool}{stdin_option}"),
+        }
+    }
+}
+
 /// The command that loads the bundle: as ferry runs it (reading stdin), and as a person would type it.
-fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, bundle: &Path) -> (Command, String) {
-    let bundle = bundle.display();
+fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, input: &Input) -> (Command, String) {
     match runtime {
         Runtime::Containerd => {
             let mut command = Command::new("ctr");
@@ -82,7 +109,7 @@ fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, bundle: &Pa
                 shown.push_str(&format!(" --address {}", socket.display()));
             }
             command.args(["-n", namespace, "images", "import", "-"]);
-            (command, format!("{shown} -n {namespace} images import {bundle}"))
+            (command, input.shown(&format!("{shown} -n {namespace} images import"), "", " -"))
         }
         Runtime::Docker => {
             let mut command = Command::new("docker");
@@ -92,19 +119,19 @@ fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, bundle: &Pa
                 shown = format!("DOCKER_HOST=unix://{} ", socket.display());
             }
             command.arg("load");
-            (command, format!("{shown}docker load -i {bundle}"))
+            (command, input.shown(&format!("{shown}docker load"), " -i", ""))
         }
         Runtime::Podman => {
             let mut command = Command::new("podman");
             command.arg("load");
-            (command, format!("podman load -i {bundle}"))
+            (command, input.shown("podman load", " -i", ""))
         }
     }
 }
 
 /// Runs the runtime's loader with the bundle on stdin; returns what it printed.
 pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace: &str) -> Result<String, LoadError> {
-    let (mut command, shown) = command(runtime, socket, namespace, &source.files[0]);
+    let (mut command, shown) = command(runtime, socket, namespace, &Input::of(source));
     let tool = format!("{:?}", command.get_program());
     let mut child = command
         .stdin(Stdio::piped())
@@ -112,20 +139,15 @@ pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace:
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| LoadError::Spawn { tool: tool.clone(), command: shown.clone(), source })?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let feeding = (|| -> io::Result<()> {
-        let mut joined: Box<dyn Read> = Box::new(io::empty());
-        for file in &source.files {
-            joined = Box::new(joined.chain(io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?)));
-        }
-        if source.is_gzipped()? {
-            joined = Box::new(MultiGzDecoder::new(joined));
-        }
-        io::copy(&mut joined, &mut stdin)?;
-        Ok(())
-    })();
-    drop(stdin);
-    let output = child.wait_with_output().map_err(LoadError::Read)?;
+    let stdin = child.stdin.take().expect("piped");
+    // Fed on a thread of its own while the tool's output is drained here: a tool that writes much before
+    // it reads would otherwise fill its output pipe while ferry fills its input pipe, each waiting forever.
+    let (feeding, output) = std::thread::scope(|scope| {
+        let feeder = scope.spawn(move || feed(source, stdin));
+        let output = child.wait_with_output();
+        (feeder.join().expect("feeding does not panic"), output)
+    });
+    let output = output.map_err(LoadError::Read)?;
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if !output.status.success() {
         return Err(LoadError::Failed { tool, status: output.status.to_string(), output: said.trim().to_string(), command: shown });
@@ -133,4 +155,40 @@ pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace:
     // The loader succeeded, so the feed did too; a feed error with a successful loader is still reported.
     feeding.map_err(LoadError::Read)?;
     Ok(said)
+}
+
+/// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end.
+fn feed(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
+    let mut joined: Box<dyn Read> = Box::new(io::empty());
+    for file in &source.files {
+        joined = Box::new(joined.chain(io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?)));
+    }
+    if source.is_gzipped()? {
+        joined = Box::new(MultiGzDecoder::new(joined));
+    }
+    io::copy(&mut joined, &mut stdin)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(runtime: Runtime, files: &[&str], gzipped: bool) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = files.iter().map(|f| dir.path().join(f)).collect();
+        std::fs::write(&files[0], if gzipped { &[0x1f, 0x8b][..] } else { b"ustar" }).unwrap();
+        let source = Source { files, whole: dir.path().join("b.tar") };
+        let text = command(runtime, None, "k8s.io", &Input::of(&source)).1;
+        text.replace(&format!("{}/", dir.path().display()), "")
+    }
+
+    /// The command printed on failure must work when typed: ctr and podman take neither parts nor gzip.
+    #[test]
+    fn the_command_to_run_by_hand_joins_parts_and_undoes_gzip() {
+        assert_eq!(shown(Runtime::Containerd, &["b.tar"], false), "ctr -n k8s.io images import b.tar");
+        assert_eq!(shown(Runtime::Docker, &["b.tar"], false), "docker load -i b.tar");
+        assert_eq!(shown(Runtime::Containerd, &["b.tar.part-000", "b.tar.part-001"], false), "cat b.tar.part-* | ctr -n k8s.io images import -");
+        assert_eq!(shown(Runtime::Podman, &["b.tar.gz"], true), "cat b.tar.gz | gunzip | podman load");
+    }
 }

@@ -81,6 +81,8 @@ pub enum PushError {
     Registry(#[from] RegistryError),
     #[error("cannot read the bundle")]
     Read(#[source] std::io::Error),
+    #[error("{} changed since it was verified; verify it again", .0.display())]
+    Changed(std::path::PathBuf),
     #[error("cannot push {what} of {image} to {target} (after {attempts} attempt(s))")]
     Push {
         what: String,
@@ -99,8 +101,12 @@ pub fn plan(report: &Report, target: &Target) -> Result<Vec<(Reference, Referenc
         .iter()
         .map(|image| {
             let upstream: Reference = image.name.parse().map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
+            let manifest = image.manifest.clone().expect("an intact bundle names every manifest");
             let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
-            Ok((upstream, mapped, image.manifest.clone().expect("an intact bundle names every manifest")))
+            // An image pulled by digest alone is pushed by the digest of what is pushed: the upstream pin
+            // may be that of a multi-platform index the bundle does not carry.
+            let mapped = if mapped.digest().is_some() { mapped.with_digest(manifest.clone()) } else { mapped };
+            Ok((upstream, mapped, manifest))
         })
         .collect()
 }
@@ -178,8 +184,8 @@ impl Pusher<'_> {
 
     async fn push_image(&self, upstream: &Reference, target: &Reference, digest: &Digest) -> Result<Pushed, PushError> {
         self.retry(upstream, target, "authorization", |_| self.client.authorize_push(target)).await?;
-        let manifest_bytes = self.read_blob(digest)?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).expect("verify parsed this manifest");
+        let manifest_bytes = read_manifest(self.report, digest)?;
+        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
             self.push_blob(upstream, target, &blob.digest).await?;
         }
@@ -223,16 +229,20 @@ impl Pusher<'_> {
         self.reporter.bytes(&target.to_string(), digest, size);
         Ok(())
     }
+}
 
-    /// A small blob (a manifest) read from the bundle.
-    fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>, PushError> {
-        let (offset, size) = self.report.locations[digest];
-        let mut bytes = Vec::with_capacity(size as usize);
-        let source = self.report.source.as_ref().expect("known");
-        let mut reader = source.open_range(offset, size).map_err(PushError::Read)?;
-        std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(PushError::Read)?;
-        Ok(bytes)
+/// A manifest read from the bundle again, and checked again: a registry takes a manifest pushed by tag
+/// as it comes, and the bundle may have changed since it was verified.
+fn read_manifest(report: &Report, digest: &Digest) -> Result<Vec<u8>, PushError> {
+    let (offset, size) = report.locations[digest];
+    let mut bytes = Vec::with_capacity(size as usize);
+    let source = report.source.as_ref().expect("known");
+    let mut reader = source.open_range(offset, size).map_err(PushError::Read)?;
+    std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(PushError::Read)?;
+    if Digest::of(&bytes) != *digest {
+        return Err(PushError::Changed(report.bundle.clone()));
     }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -249,5 +259,25 @@ mod tests {
         let bare: Target = "registry.local".parse().unwrap();
         assert_eq!(bare.map(&"huawei-csi:4.8.0".parse().unwrap()).unwrap().to_string(), "registry.local/huawei-csi:4.8.0");
         assert!("host//x".parse::<Target>().is_err());
+    }
+
+    #[test]
+    fn a_manifest_that_changed_since_verify_is_not_pushed() {
+        use crate::cache::BlobStore;
+        use crate::progress::Silent;
+        use crate::tarball::{write_bundle, WriteOptions};
+        use crate::verify::{verify, VerifyOptions};
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
+        let images = crate::tarball::two_images(&store);
+        let path = dir.path().join("b.tar");
+        write_bundle(&store, &images, &serde_json::json!({}), &path, &WriteOptions::default(), &Silent).unwrap();
+        let report = verify(&path, &VerifyOptions::default(), &crate::catalog::Catalogs::load(&[]).unwrap()).unwrap();
+        let digest = &images[0].manifest.digest;
+        assert!(read_manifest(&report, digest).is_ok());
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[report.locations[digest].0 as usize + 20] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(read_manifest(&report, digest), Err(PushError::Changed(_))));
     }
 }

@@ -9,7 +9,9 @@
 
 use std::collections::HashSet;
 use std::fs::File;
+use std::ffi::OsStr;
 use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
@@ -21,6 +23,9 @@ const BLOCK: usize = 512;
 /// layers are already compressed, so a real bundle gzips about 1:1; a gzip bomb expands a thousandfold.
 const MAX_EXPANSION: u64 = 100;
 const EXPANSION_MARGIN: u64 = 64 << 20;
+/// Entries in one bundle: a thousand images of sixty blobs each. What is kept per entry (its name, its
+/// digest, where it is) is small, but a hostile tar of empty entries has one every 512 bytes.
+const MAX_ENTRIES: usize = 1 << 16;
 /// Zeros tolerated after the end-of-archive blocks (tar writers pad to records of up to this size).
 const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 
@@ -93,19 +98,20 @@ impl Source {
     pub fn locate(path: &Path) -> Result<Source, ReadError> {
         let open_error = |source| ReadError::Open { path: path.to_path_buf(), source };
         std::fs::metadata(path).map_err(open_error)?;
-        let text = path.to_string_lossy();
-        let Some(whole) = text.strip_suffix(".part-000") else {
+        // Bytes, not text: a name that is not UTF-8 must still find its parts.
+        let Some(whole) = path.as_os_str().as_bytes().strip_suffix(b".part-000") else {
             return Ok(Source { files: vec![path.to_path_buf()], whole: path.to_path_buf() });
         };
+        let whole = PathBuf::from(OsStr::from_bytes(whole));
         let mut files = Vec::new();
         for index in 0.. {
-            let part = PathBuf::from(format!("{whole}.part-{index:03}"));
+            let part = super::sibling(&whole, &format!(".part-{index:03}"));
             if !part.exists() {
                 break;
             }
             files.push(part);
         }
-        Ok(Source { files, whole: PathBuf::from(whole) })
+        Ok(Source { files, whole })
     }
 }
 
@@ -244,6 +250,9 @@ fn read_entries(reader: &mut dyn Read, visit: &mut dyn FnMut(Entry<'_>) -> io::R
             return end_of_archive(&mut input);
         }
         let (name, size) = parse_header(&header, at)?;
+        if seen.len() == MAX_ENTRIES {
+            return Err(ReadError::Refused { name, reason: format!("a bundle has at most {MAX_ENTRIES} entries"), offset: at });
+        }
         if !seen.insert(name.clone()) {
             return Err(ReadError::Refused { name, reason: "a second entry of the same name".into(), offset: at });
         }
@@ -349,4 +358,60 @@ fn size_field(field: &[u8]) -> Option<u64> {
         return field[1..].iter().try_fold(u64::from(field[0] & 0x7f), |acc, &b| acc.checked_mul(256).map(|a| a + u64::from(b)));
     }
     octal(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header of an empty entry, as `tar` writes it.
+    fn empty_entry(name: &str) -> [u8; BLOCK] {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name).unwrap();
+        header.set_size(0);
+        header.set_mode(0o644);
+        header.set_cksum();
+        *header.as_bytes()
+    }
+
+    struct Nothing;
+
+    impl Observer for Nothing {
+        fn part_started(&mut self, _: usize) {}
+        fn bytes(&mut self, _: &[u8]) {}
+    }
+
+    /// Memory grows with the entries, and a hostile tar of empty ones has one every 512 bytes.
+    #[test]
+    fn the_number_of_entries_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar");
+        let mut bytes = Vec::with_capacity((MAX_ENTRIES + 3) * BLOCK);
+        for i in 0..=MAX_ENTRIES {
+            bytes.extend_from_slice(&empty_entry(&format!("{BLOBS_DIR}{i:064x}")));
+        }
+        bytes.resize(bytes.len() + 2 * BLOCK, 0);
+        std::fs::write(&path, bytes).unwrap();
+        let source = Source::locate(&path).unwrap();
+        let mut entries = 0;
+        let err = read_bundle(&source, &mut Nothing, |_| {
+            entries += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(matches!(err, ReadError::Refused { .. }), "{err}");
+        assert_eq!(entries, MAX_ENTRIES);
+    }
+
+    #[test]
+    fn the_parts_of_a_bundle_whose_name_is_not_utf8_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |suffix: &str| dir.path().join(OsStr::from_bytes(&[b"b\xff.tar", suffix.as_bytes()].concat()));
+        for suffix in [".part-000", ".part-001"] {
+            std::fs::write(name(suffix), b"").unwrap();
+        }
+        let source = Source::locate(&name(".part-000")).unwrap();
+        assert_eq!(source.files, [name(".part-000"), name(".part-001")]);
+        assert_eq!(source.whole, name(""));
+    }
 }

@@ -122,3 +122,41 @@ fn load_without_a_runtime_says_what_to_do() {
         .fails_with(1);
     assert!(failed.stderr().contains("ctr --address /nonexistent/containerd.sock -n k8s.io images import"), "{}", failed.stderr());
 }
+
+/// A loader that says a lot before it reads its input (as `ctr` does on a terminal, or any tool in a verbose
+/// mood) must not deadlock against ferry writing the bundle to it.
+#[test]
+fn load_feeds_a_chatty_loader_without_deadlock() {
+    use crate::seed::{push_image, Format, PLATFORMS};
+    let Some(registry) = require(Registry::plain()) else { return };
+    push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..1], 400_000);
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("b.tar");
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let cache = work.path().join("cache");
+    run(command().args(["bundle", "--image", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "--mirror", &mirror])
+        .args(["--cache-dir", cache.to_str().unwrap(), "-o", bundle.to_str().unwrap(), "-q"]))
+    .success();
+    let bin = work.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let ctr = bin.join("ctr");
+    std::fs::write(&ctr, "#!/bin/sh\nhead -c 1000000 /dev/zero | tr '\\0' x >&2\ncat > /dev/null\necho imported\n").unwrap();
+    std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut child = command()
+        .args(["load", bundle.to_str().unwrap(), "--runtime", "containerd", "--address", "/nonexistent.sock"])
+        .env("PATH", path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("ferry load is stuck feeding a loader that writes before it reads");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(child.wait().unwrap().success());
+}

@@ -220,3 +220,24 @@ fn a_missing_bundle_is_a_usage_error() {
     let run = ferry(&["verify", "/nonexistent/bundle.tar"]).fails_with(2);
     assert!(run.stderr().contains("cannot read /nonexistent/bundle.tar"), "{}", run.stderr());
 }
+
+#[test]
+fn bundles_of_digest_pinned_images_verify_and_push() {
+    let Some(registry) = require(Registry::plain()) else { return };
+    let pinned = push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..2], 50_000);
+    let only = push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::OciIndex, &PLATFORMS[..2], 50_000);
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("b.tar");
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let tagged = format!("registry.k8s.io/sig-storage/livenessprobe:v2.12.0@{}", pinned.top_digest);
+    let bare = format!("registry.k8s.io/sig-storage/csi-resizer@{}", only.top_digest);
+    let cache = work.path().join("cache");
+    ferry(&["bundle", "--image", &tagged, "--image", &bare, "--mirror", &mirror, "--cache-dir", cache.to_str().unwrap(), "-o", bundle.to_str().unwrap(), "-q"])
+        .success();
+    let run = verify(&bundle, &[]).success();
+    assert!(run.stdout().contains(&format!("ok    {bare}")), "the digest-pinned image is named by its reference: {}", run.stdout());
+    let to = format!("{}/pinned", registry.addr());
+    let pushed = ferry(&["push", bundle.to_str().unwrap(), "--to", &to, "-q"]).success();
+    let manifest = only.manifest_for("linux/amd64");
+    assert!(pushed.stdout().contains(&format!("{to}/sig-storage/csi-resizer@{manifest}")), "{}", pushed.stdout());
+}
