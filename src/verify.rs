@@ -505,6 +505,12 @@ fn check_completeness(report: &mut Report, version: KubeVersion, catalogs: &Cata
     }
 }
 
+/// `<hex>  <name>` (or `<hex> *<name>`, binary mode), hex in either case as `sha256sum -c` accepts it.
+fn checksum_line(line: &str) -> Option<(String, Digest)> {
+    let (hex, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
+    Some((name.trim().to_string(), Digest::from_hex(&hex.trim().to_ascii_lowercase()).ok()?))
+}
+
 /// Compares the bytes read with every `sha256sum -c` file beside the bundle.
 fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
     let mut expected: Vec<(PathBuf, Vec<(String, Digest)>)> = Vec::new();
@@ -516,11 +522,20 @@ fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
     let mut files = Vec::new();
     for file in candidates {
         if let Ok(text) = std::fs::read_to_string(&file) {
-            let lines = text.lines().filter_map(|l| {
-                let (hex, name) = l.split_once("  ").or_else(|| l.split_once(" *"))?;
-                Some((name.trim().to_string(), Digest::from_hex(hex.trim()).ok()?))
-            });
-            expected.push((file.clone(), lines.collect()));
+            let mut lines = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                // A line that does not read as `sha256sum` output must not pass as a checked one.
+                let Some(parsed) = checksum_line(line) else {
+                    return Checksum::Mismatch {
+                        file,
+                        name: line.to_string(),
+                        expected: "a line '<64 hex digits>  <file name>'".into(),
+                        actual: "an unreadable line".into(),
+                    };
+                };
+                lines.push(parsed);
+            }
+            expected.push((file.clone(), lines));
             files.push(file);
         }
     }

@@ -103,6 +103,9 @@ fn a_sha256_mismatch_is_reported() {
     std::fs::write(&sums, format!("{}  b.tar\n", "0".repeat(64))).unwrap();
     let run = verify(&bundle, &[]).fails_with(1);
     assert!(run.stdout().contains("checksum: MISMATCH"), "{}", run.stdout());
+    std::fs::write(&sums, "this is not a checksum line\n").unwrap();
+    let run = verify(&bundle, &[]).fails_with(1);
+    assert!(run.stdout().contains("an unreadable line"), "a garbled checksum file is not a pass: {}", run.stdout());
 }
 
 #[test]
