@@ -198,7 +198,7 @@ pub struct PushArgs {
     pub path: PathBuf,
     /// The private registry, with an optional path prefix: HOST[:PORT][/PREFIX].
     #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
-    pub to: crate::deliver::push::Target,
+    pub to: crate::registry::Target,
     /// Trust this CA certificate (PEM), besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).
     #[arg(long = "ca-cert", value_name = "PEM")]
     pub ca_certs: Vec<PathBuf>,

@@ -10,8 +10,8 @@ use crate::image::{Image, Platform};
 use crate::k8s::{KubeRange, KubeVersion};
 use crate::progress::Reporter;
 use crate::pull::{pull, PullItem, PullReport};
-use crate::reference::{Reference, DOCKER_HUB};
-use crate::registry::{Location, RegistryOptions};
+use crate::reference::Reference;
+use crate::registry::{Location, RegistryOptions, Target};
 use crate::resolve::{image_sets, resolve};
 use crate::vendor::import_all;
 
@@ -67,11 +67,7 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
             continue;
         }
         let mut images: Vec<Wanted> = set.images.iter().map(|row| Wanted { reference: row.reference(), source: row.source }).collect();
-        for wanted in extra() {
-            if !images.iter().any(|w| w.reference == wanted.reference) {
-                images.push(wanted);
-            }
-        }
+        add_once(&mut images, extra());
         plans.push(Plan { release: Some(release.clone()), span: Some(set.span), service: service.map(|s| s.short.clone()), images });
     }
     Ok(plans)
@@ -80,12 +76,17 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
 /// Every image of several plans, each once: what one fetch gets for several bundles.
 pub fn union(plans: &[Plan]) -> Plan {
     let mut images: Vec<Wanted> = Vec::new();
-    for wanted in plans.iter().flat_map(|p| &p.images) {
+    add_once(&mut images, plans.iter().flat_map(|p| p.images.iter().cloned()));
+    Plan { release: plans.first().and_then(|p| p.release.clone()), span: None, service: None, images }
+}
+
+/// Appends each image not already listed, keeping the first listing's order.
+fn add_once(images: &mut Vec<Wanted>, more: impl IntoIterator<Item = Wanted>) {
+    for wanted in more {
         if !images.iter().any(|w| w.reference == wanted.reference) {
-            images.push(wanted.clone());
+            images.push(wanted);
         }
     }
-    Plan { release: plans.first().and_then(|p| p.release.clone()), span: None, service: None, images }
 }
 
 /// Where the images that only the vendor's package has come from.
@@ -173,22 +174,13 @@ pub fn fetch(
     Ok(Fetched { images, skipped, pull: report })
 }
 
-/// `--vendor-registry HOST/PREFIX`: `docker.io/library/huawei-csi:4.8.0` is at `HOST/PREFIX/huawei-csi:4.8.0`.
+/// `--vendor-registry HOST/PREFIX`: `docker.io/library/huawei-csi:4.8.0` is at `HOST/PREFIX/huawei-csi:4.8.0`,
+/// the naming `ferry push` uses, so a registry ferry filled serves as a vendor registry.
 fn vendor_location(target: &str, upstream: &Reference) -> Result<Location> {
-    let target = target.trim_end_matches('/');
-    let (host, prefix) = target.split_once('/').map_or((target, None), |(h, p)| (h, Some(p)));
-    let path = if upstream.registry() == DOCKER_HUB {
-        upstream.repository().strip_prefix("library/").unwrap_or(upstream.repository())
-    } else {
-        upstream.repository()
-    };
-    let repository = prefix.map_or(path.to_string(), |p| format!("{p}/{path}"));
-    // Parse what we built so a bad --vendor-registry is reported as such, not as a network error.
-    let text = format!("{host}/{repository}:{}", upstream.tag().unwrap_or("latest"));
-    let parsed: Reference = text
-        .parse()
-        .map_err(|_| Error::Usage(format!("--vendor-registry '{target}' does not make a valid image reference ({text})")))?;
-    Ok(Location { reference: upstream.relocated(parsed.registry(), parsed.repository().to_string()), notes: Vec::new() })
+    // A bad --vendor-registry is reported as such, not later as a network error.
+    let bad = |why: String| Error::Usage(format!("--vendor-registry '{target}' does not make a valid image reference: {why}"));
+    let reference = target.parse::<Target>().map_err(bad)?.map(upstream).map_err(bad)?;
+    Ok(Location { reference, notes: Vec::new() })
 }
 
 fn missing_vendor_images(vendor: &[&Wanted]) -> Error {

@@ -20,7 +20,7 @@ use crate::reference::Reference;
 use crate::resolve::resolve;
 use crate::tarball::read::{read_bundle, Entry, Observer, ReadError, Source};
 use crate::tarball::{
-    names, pretty, sibling, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
+    file_name, names, pretty, sibling, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
 };
 
 /// JSON documents larger than this are refused (containerd's own limit).
@@ -542,7 +542,6 @@ fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
     if files.is_empty() {
         return Checksum::Absent;
     }
-    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut actual: Vec<(String, &Digest)> = vec![(file_name(&source.whole), whole)];
     if split {
         actual.extend(source.files.iter().map(|p| file_name(p)).zip(parts));

@@ -12,44 +12,9 @@ use tokio::sync::Mutex;
 use crate::digest::Digest;
 use crate::image::Manifest;
 use crate::progress::Reporter;
-use crate::reference::{Reference, DOCKER_HUB};
-use crate::registry::{FetchError, RegistryClient, RegistryError, RegistryOptions};
+use crate::reference::Reference;
+use crate::registry::{FetchError, RegistryClient, RegistryError, RegistryOptions, Target};
 use crate::verify::Report;
-
-/// `--to HOST[:PORT][/PREFIX]`.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub host: String,
-    pub prefix: Option<String>,
-}
-
-impl std::str::FromStr for Target {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
-        let (host, prefix) = text.split_once('/').map_or((text, None), |(h, p)| (h, Some(p.to_string())));
-        if host.is_empty() || prefix.as_deref().is_some_and(|p| p.split('/').any(str::is_empty)) {
-            return Err(format!("'{text}' is not HOST[:PORT][/PREFIX]"));
-        }
-        Ok(Target { host: host.to_string(), prefix })
-    }
-}
-
-impl Target {
-    /// `registry.k8s.io/sig-storage/x:v1` → `HOST/PREFIX/sig-storage/x:v1`; Docker Hub's `library/` is
-    /// dropped (`docker.io/library/huawei-csi:4.8.0` → `HOST/PREFIX/huawei-csi:4.8.0`).
-    pub fn map(&self, upstream: &Reference) -> Result<Reference, String> {
-        let path = match upstream.registry() {
-            DOCKER_HUB => upstream.repository().strip_prefix("library/").unwrap_or(upstream.repository()),
-            _ => upstream.repository(),
-        };
-        let repository = self.prefix.as_ref().map_or(path.to_string(), |p| format!("{p}/{path}"));
-        let text = format!("{}/{repository}", self.host);
-        let name: Reference = format!("{text}:x").parse().map_err(|e: crate::reference::ReferenceError| e.to_string())?;
-        Ok(upstream.relocated(name.registry(), name.repository().to_string()))
-    }
-}
 
 /// One image pushed: where it came from, where it went, and its manifest digest.
 #[derive(Debug, Clone, Serialize)]
@@ -248,18 +213,6 @@ fn read_manifest(report: &Report, digest: &Digest) -> Result<Vec<u8>, PushError>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upstream_paths_go_under_the_target() {
-        let target: Target = "10.0.0.5:5000/csi".parse().unwrap();
-        let map = |s: &str| target.map(&s.parse().unwrap()).unwrap().to_string();
-        assert_eq!(map("registry.k8s.io/sig-storage/csi-provisioner:v3.6.0"), "10.0.0.5:5000/csi/sig-storage/csi-provisioner:v3.6.0");
-        assert_eq!(map("docker.io/library/huawei-csi:4.8.0"), "10.0.0.5:5000/csi/huawei-csi:4.8.0");
-        assert_eq!(map("quay.io/k8scsi/csi-attacher:v1.2.1"), "10.0.0.5:5000/csi/k8scsi/csi-attacher:v1.2.1");
-        let bare: Target = "registry.local".parse().unwrap();
-        assert_eq!(bare.map(&"huawei-csi:4.8.0".parse().unwrap()).unwrap().to_string(), "registry.local/huawei-csi:4.8.0");
-        assert!("host//x".parse::<Target>().is_err());
-    }
 
     #[test]
     fn a_manifest_that_changed_since_verify_is_not_pushed() {

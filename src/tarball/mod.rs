@@ -8,7 +8,7 @@ mod write;
 #[cfg(test)]
 pub(crate) use write::tests::two_images;
 
-pub use output::sibling;
+pub use output::{file_name, sibling};
 pub use write::{pretty, write_bundle, WriteOptions, Written};
 
 use std::path::PathBuf;

@@ -167,13 +167,9 @@ pub fn read_bundle(
     observer: &mut dyn Observer,
     mut visit: impl FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<u64, ReadError> {
-    let mut first = [0u8; 2];
-    {
-        let head = File::open(&source.files[0]).map_err(|e| ReadError::Open { path: source.files[0].clone(), source: e })?;
-        let _ = head.take(2).read(&mut first);
-    }
+    let gzipped = source.is_gzipped().map_err(|e| ReadError::Open { path: source.files[0].clone(), source: e })?;
     let mut chained = Chained { files: source.files.clone().into_iter(), current: None, index: 0, observer, raw_bytes: 0 };
-    if first == [0x1f, 0x8b] {
+    if gzipped {
         read_entries(&mut Guarded { inner: MultiGzDecoder::new(&mut chained), out: 0 }, &mut visit)?;
     } else {
         read_entries(&mut chained, &mut visit)?;
