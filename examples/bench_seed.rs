@@ -12,7 +12,14 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let [_, big, addr, bytes] = args.as_slice() {
         assert_eq!(big, "big", "usage: bench_seed big REGISTRY_ADDR BYTES");
-        let seeded = seed::push_image(addr, "bench/big", "v1", seed::Format::DockerSingle, &["linux/amd64"], bytes.parse().expect("a byte count"));
+        let seeded = seed::push_image(
+            addr,
+            "bench/big",
+            "v1",
+            seed::Format::DockerSingle,
+            &["linux/amd64"],
+            bytes.parse().expect("a byte count"),
+        );
         println!("registry.k8s.io/bench/big:v1 {}", seeded.top_digest);
         return;
     }
@@ -20,7 +27,10 @@ fn main() {
         eprintln!("usage: bench_seed REGISTRY_ADDR VENDOR_DIR PUBLIC_BYTES VENDOR_BYTES");
         std::process::exit(2);
     };
-    let (public, vendor): (usize, usize) = (public.parse().expect("a byte count"), vendor.parse().expect("a byte count"));
+    let (public, vendor): (usize, usize) = (
+        public.parse().expect("a byte count"),
+        vendor.parse().expect("a byte count"),
+    );
     for (upstream, seeded) in seed::seed_csi_480(addr, public) {
         println!("{upstream} {}", seeded.manifest_for("linux/amd64"));
     }

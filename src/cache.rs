@@ -31,13 +31,25 @@ pub enum CacheError {
         source: io::Error,
     },
     #[error("blob {expected} does not match its digest: received {actual_size} bytes hashing to {actual}")]
-    DigestMismatch { expected: Digest, actual: Digest, actual_size: u64 },
+    DigestMismatch {
+        expected: Digest,
+        actual: Digest,
+        actual_size: u64,
+    },
     #[error("blob {digest} has {actual} bytes, but its descriptor says {expected}")]
-    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
 }
 
 fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> CacheError + 'a {
-    move |source| CacheError::Io { path: path.to_path_buf(), action, source }
+    move |source| CacheError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -48,7 +60,9 @@ pub struct BlobStore {
 impl BlobStore {
     /// The default location: `$XDG_CACHE_HOME/ferry` (or the platform's cache directory).
     pub fn default_root() -> PathBuf {
-        dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("ferry")
+        dirs::cache_dir()
+            .unwrap_or_else(std::env::temp_dir)
+            .join("ferry")
     }
 
     /// Opens (creating when needed) the store under `root`.
@@ -60,7 +74,10 @@ impl BlobStore {
         let tag = root.join("CACHEDIR.TAG");
         if !tag.exists() {
             // Tells backup tools this directory can be rebuilt; see https://bford.info/cachedir/
-            let _ = fs::write(&tag, "Signature: 8a477f597d28d172789f06886806bc55\n# ferry's blob cache\n");
+            let _ = fs::write(
+                &tag,
+                "Signature: 8a477f597d28d172789f06886806bc55\n# ferry's blob cache\n",
+            );
         }
         Ok(BlobStore { root })
     }
@@ -72,7 +89,8 @@ impl BlobStore {
     /// Whether a complete blob is stored. Its content was verified before it was stored, so the size
     /// check only guards against a descriptor that disagrees.
     pub fn contains(&self, digest: &Digest, size: Option<u64>) -> bool {
-        fs::metadata(self.path(digest)).is_ok_and(|m| m.is_file() && size.is_none_or(|s| s == m.len()))
+        fs::metadata(self.path(digest))
+            .is_ok_and(|m| m.is_file() && size.is_none_or(|s| s == m.len()))
     }
 
     /// Reads a small stored blob (a manifest or config) whole.
@@ -104,15 +122,24 @@ impl BlobStore {
     /// written (a layer ferry compresses itself); see [`BlobStore::adopt`].
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CacheError> {
         let dir = self.root.join("partial");
-        tempfile::Builder::new().prefix(".new-").tempfile_in(&dir).map_err(io_error(&dir, "cannot create temporary file"))
+        tempfile::Builder::new()
+            .prefix(".new-")
+            .tempfile_in(&dir)
+            .map_err(io_error(&dir, "cannot create temporary file"))
     }
 
     /// Moves a finished temporary file into the store under `digest`, which the caller computed while
     /// writing it.
     pub fn adopt(&self, temp: tempfile::NamedTempFile, digest: &Digest) -> Result<(), CacheError> {
         let path = self.path(digest);
-        temp.as_file().sync_data().map_err(io_error(temp.path(), "cannot flush temporary file"))?;
-        temp.persist(&path).map_err(|e| CacheError::Io { path, action: "cannot store blob", source: e.error })?;
+        temp.as_file()
+            .sync_data()
+            .map_err(io_error(temp.path(), "cannot flush temporary file"))?;
+        temp.persist(&path).map_err(|e| CacheError::Io {
+            path,
+            action: "cannot store blob",
+            source: e.error,
+        })?;
         Ok(())
     }
 
@@ -130,7 +157,15 @@ impl BlobStore {
         let mut hasher = Sha256::new();
         let len = io::copy(&mut (&mut file).take(u64::MAX), &mut HashSink(&mut hasher))
             .map_err(io_error(&path, "cannot read partial download"))?;
-        let mut partial = Partial { file, path, hasher, len, digest: digest.clone(), size, final_path: self.path(digest) };
+        let mut partial = Partial {
+            file,
+            path,
+            hasher,
+            len,
+            digest: digest.clone(),
+            size,
+            final_path: self.path(digest),
+        };
         if size.is_some_and(|s| len > s) {
             partial.restart()?;
         }
@@ -149,9 +184,14 @@ fn lock_partial(path: &Path) -> Result<File, CacheError> {
             .create(true)
             .open(path)
             .map_err(io_error(path, "cannot open partial download"))?;
-        file.lock().map_err(io_error(path, "cannot lock partial download"))?;
-        let locked = file.metadata().map_err(io_error(path, "cannot inspect partial download"))?;
-        if fs::metadata(path).is_ok_and(|current| current.ino() == locked.ino() && current.dev() == locked.dev()) {
+        file.lock()
+            .map_err(io_error(path, "cannot lock partial download"))?;
+        let locked = file
+            .metadata()
+            .map_err(io_error(path, "cannot inspect partial download"))?;
+        if fs::metadata(path)
+            .is_ok_and(|current| current.ino() == locked.ino() && current.dev() == locked.dev())
+        {
             return Ok(file);
         }
     }
@@ -189,21 +229,29 @@ impl Partial {
 
     /// Throws away what was stored, for a server that cannot resume or a resume that went wrong.
     pub fn restart(&mut self) -> Result<(), CacheError> {
-        self.file.set_len(0).map_err(io_error(&self.path, "cannot truncate partial download"))?;
+        self.file
+            .set_len(0)
+            .map_err(io_error(&self.path, "cannot truncate partial download"))?;
         self.hasher = Sha256::new();
         self.len = 0;
         Ok(())
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), CacheError> {
-        self.file.write_all(chunk).map_err(io_error(&self.path, "cannot write partial download"))?;
+        self.file
+            .write_all(chunk)
+            .map_err(io_error(&self.path, "cannot write partial download"))?;
         self.hasher.update(chunk);
         self.len += chunk.len() as u64;
         if let Some(expected) = self.size {
             if self.len > expected {
                 let (digest, actual) = (self.digest.clone(), self.len);
                 self.restart()?;
-                return Err(CacheError::SizeMismatch { digest, expected, actual });
+                return Err(CacheError::SizeMismatch {
+                    digest,
+                    expected,
+                    actual,
+                });
             }
         }
         Ok(())
@@ -214,20 +262,29 @@ impl Partial {
     pub fn commit(mut self) -> Result<(), CacheError> {
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
         let mismatch = if actual != self.digest {
-            Some(CacheError::DigestMismatch { expected: self.digest.clone(), actual, actual_size: self.len })
-        } else {
-            self.size.filter(|&s| s != self.len).map(|expected| CacheError::SizeMismatch {
-                digest: self.digest.clone(),
-                expected,
-                actual: self.len,
+            Some(CacheError::DigestMismatch {
+                expected: self.digest.clone(),
+                actual,
+                actual_size: self.len,
             })
+        } else {
+            self.size
+                .filter(|&s| s != self.len)
+                .map(|expected| CacheError::SizeMismatch {
+                    digest: self.digest.clone(),
+                    expected,
+                    actual: self.len,
+                })
         };
         if let Some(error) = mismatch {
             let _ = fs::remove_file(&self.path);
             return Err(error);
         }
-        self.file.sync_data().map_err(io_error(&self.path, "cannot flush partial download"))?;
-        fs::rename(&self.path, &self.final_path).map_err(io_error(&self.final_path, "cannot store blob"))
+        self.file
+            .sync_data()
+            .map_err(io_error(&self.path, "cannot flush partial download"))?;
+        fs::rename(&self.path, &self.final_path)
+            .map_err(io_error(&self.final_path, "cannot store blob"))
     }
 }
 
@@ -248,7 +305,10 @@ mod tests {
         store.put(&digest, b"layer bytes").unwrap();
         assert!(store.contains(&digest, Some(11)));
         assert_eq!(store.read(&digest).unwrap(), b"layer bytes");
-        assert!(!store.contains(&digest, Some(12)), "a size that disagrees is not a hit");
+        assert!(
+            !store.contains(&digest, Some(12)),
+            "a size that disagrees is not a hit"
+        );
     }
 
     #[test]
@@ -260,7 +320,11 @@ mod tests {
         let err = partial.commit().unwrap_err();
         assert!(matches!(err, CacheError::DigestMismatch { .. }), "{err}");
         assert!(!store.contains(&digest, None));
-        assert_eq!(store.begin(&digest, None).unwrap().offset(), 0, "no wrong bytes left to resume from");
+        assert_eq!(
+            store.begin(&digest, None).unwrap().offset(),
+            0,
+            "no wrong bytes left to resume from"
+        );
     }
 
     #[test]
@@ -300,7 +364,10 @@ mod tests {
         let (_dir, store) = store();
         let digest = Digest::of(b"abc");
         let mut partial = store.begin(&digest, Some(3)).unwrap();
-        assert!(matches!(partial.write(b"abcd"), Err(CacheError::SizeMismatch { .. })));
+        assert!(matches!(
+            partial.write(b"abcd"),
+            Err(CacheError::SizeMismatch { .. })
+        ));
         assert_eq!(partial.offset(), 0);
     }
 }

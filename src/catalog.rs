@@ -16,8 +16,14 @@ use crate::reference::Reference;
 
 /// The catalogs built into the binary: (file name, contents).
 const BUILT_IN: &[(&str, &str)] = &[
-    ("huawei-csi-4.8.0.toml", include_str!("../manifests/huawei-csi-4.8.0.toml")),
-    ("huawei-csi-4.5.0.toml", include_str!("../manifests/huawei-csi-4.5.0.toml")),
+    (
+        "huawei-csi-4.8.0.toml",
+        include_str!("../manifests/huawei-csi-4.8.0.toml"),
+    ),
+    (
+        "huawei-csi-4.5.0.toml",
+        include_str!("../manifests/huawei-csi-4.5.0.toml"),
+    ),
 ];
 
 /// Where a release's data came from, for messages and `ferry catalogs`.
@@ -86,7 +92,9 @@ pub struct CatalogImage {
 impl CatalogImage {
     /// The fully qualified reference (validated at load time, so this cannot fail).
     pub fn reference(&self) -> Reference {
-        self.image.parse().expect("catalog references are validated when loaded")
+        self.image
+            .parse()
+            .expect("catalog references are validated when loaded")
     }
 }
 
@@ -124,9 +132,18 @@ pub enum CatalogError {
     #[error("unknown catalog '{name}'; available: {available}")]
     UnknownCatalog { name: String, available: String },
     #[error("{catalog} has no release '{release}'; available: {available}")]
-    UnknownRelease { catalog: String, release: String, available: String },
+    UnknownRelease {
+        catalog: String,
+        release: String,
+        available: String,
+    },
     #[error("{catalog} {release} has no service '{service}'; available: {available}")]
-    UnknownService { catalog: String, release: String, service: String, available: String },
+    UnknownService {
+        catalog: String,
+        release: String,
+        service: String,
+        available: String,
+    },
 }
 
 /// Every release ferry knows: the built-in ones plus any loaded from files.
@@ -144,13 +161,21 @@ impl Catalogs {
             releases.push(parse_release(text, Origin::BuiltIn(name))?);
         }
         for path in user_files {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| CatalogError::Read { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+                path: path.clone(),
+                source,
+            })?;
             let release = parse_release(&text, Origin::File(path.clone()))?;
-            releases.retain(|r: &Release| !(r.catalog == release.catalog && r.release == release.release));
+            releases.retain(|r: &Release| {
+                !(r.catalog == release.catalog && r.release == release.release)
+            });
             releases.push(release);
         }
-        releases.sort_by(|a, b| a.catalog.cmp(&b.catalog).then_with(|| compare_versions(&b.release, &a.release)));
+        releases.sort_by(|a, b| {
+            a.catalog
+                .cmp(&b.catalog)
+                .then_with(|| compare_versions(&b.release, &a.release))
+        });
         Ok(Catalogs { releases })
     }
 
@@ -165,7 +190,8 @@ impl Catalogs {
             Some((name, release)) => (name, Some(release)),
             None => (spec, None),
         };
-        let of_catalog: Vec<&Release> = self.releases.iter().filter(|r| r.catalog == name).collect();
+        let of_catalog: Vec<&Release> =
+            self.releases.iter().filter(|r| r.catalog == name).collect();
         if of_catalog.is_empty() {
             let names: BTreeSet<&str> = self.releases.iter().map(|r| r.catalog.as_str()).collect();
             return Err(CatalogError::UnknownCatalog {
@@ -177,11 +203,19 @@ impl Catalogs {
             None => Ok(of_catalog[0]),
             Some(wanted) => {
                 let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
-                of_catalog.iter().copied().find(|r| r.release == wanted).ok_or_else(|| CatalogError::UnknownRelease {
-                    catalog: name.to_string(),
-                    release: wanted.to_string(),
-                    available: of_catalog.iter().map(|r| r.release.as_str()).collect::<Vec<_>>().join(", "),
-                })
+                of_catalog
+                    .iter()
+                    .copied()
+                    .find(|r| r.release == wanted)
+                    .ok_or_else(|| CatalogError::UnknownRelease {
+                        catalog: name.to_string(),
+                        release: wanted.to_string(),
+                        available: of_catalog
+                            .iter()
+                            .map(|r| r.release.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    })
             }
         }
     }
@@ -195,18 +229,28 @@ impl Release {
 
     /// Finds a service by its full or short name.
     pub fn service(&self, name: &str) -> Result<&Service, CatalogError> {
-        self.services.iter().find(|s| s.name == name || s.short == name).ok_or_else(|| CatalogError::UnknownService {
-            catalog: self.catalog.clone(),
-            release: self.release.clone(),
-            service: name.to_string(),
-            available: self.services.iter().map(|s| format!("{} ({})", s.short, s.name)).collect::<Vec<_>>().join(", "),
-        })
+        self.services
+            .iter()
+            .find(|s| s.name == name || s.short == name)
+            .ok_or_else(|| CatalogError::UnknownService {
+                catalog: self.catalog.clone(),
+                release: self.release.clone(),
+                service: name.to_string(),
+                available: self
+                    .services
+                    .iter()
+                    .map(|s| format!("{} ({})", s.short, s.name))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
 fn parse_release(text: &str, origin: Origin) -> Result<Release, CatalogError> {
-    let mut release: Release =
-        toml::from_str(text).map_err(|e| CatalogError::Parse { origin: origin.clone(), message: e.to_string() })?;
+    let mut release: Release = toml::from_str(text).map_err(|e| CatalogError::Parse {
+        origin: origin.clone(),
+        message: e.to_string(),
+    })?;
     release.origin = origin;
     validate(&release)?;
     Ok(release)
@@ -216,17 +260,34 @@ fn parse_release(text: &str, origin: Origin) -> Result<Release, CatalogError> {
 /// disagrees with the written one, rows below the release's minimum, unknown services, and two images
 /// for one container on the same Kubernetes version.
 fn validate(release: &Release) -> Result<(), CatalogError> {
-    let invalid = |message: String| CatalogError::Invalid { origin: release.origin.clone(), message };
+    let invalid = |message: String| CatalogError::Invalid {
+        origin: release.origin.clone(),
+        message,
+    };
     if release.catalog.is_empty() || release.catalog.contains(['@', '/', ' ']) {
-        return Err(invalid(format!("catalog name '{}' must be non-empty without '@', '/' or spaces", release.catalog)));
+        return Err(invalid(format!(
+            "catalog name '{}' must be non-empty without '@', '/' or spaces",
+            release.catalog
+        )));
     }
     if release.images.is_empty() {
         return Err(invalid("a release needs at least one image".into()));
     }
     for image in &release.images {
-        let row = |message: String| invalid(format!("image '{}' ({}): {message}", image.image, image.container));
-        image.image.parse::<Reference>().map_err(|e| row(e.to_string()))?;
-        let written: KubeRange = image.kubernetes.parse().map_err(|e: crate::k8s::VersionError| row(e.to_string()))?;
+        let row = |message: String| {
+            invalid(format!(
+                "image '{}' ({}): {message}",
+                image.image, image.container
+            ))
+        };
+        image
+            .image
+            .parse::<Reference>()
+            .map_err(|e| row(e.to_string()))?;
+        let written: KubeRange = image
+            .kubernetes
+            .parse()
+            .map_err(|e: crate::k8s::VersionError| row(e.to_string()))?;
         if written != image.kubernetes_range {
             return Err(row(format!(
                 "kubernetes = '{}' means {written}, but kubernetes_range says {}",
@@ -242,13 +303,20 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
         if image.services.is_empty() {
             return Err(row("names no service".into()));
         }
-        if let Some(unknown) = image.services.iter().find(|s| !release.services.iter().any(|known| &known.name == *s)) {
-            return Err(row(format!("service '{unknown}' is not declared in [[services]]")));
+        if let Some(unknown) = image
+            .services
+            .iter()
+            .find(|s| !release.services.iter().any(|known| &known.name == *s))
+        {
+            return Err(row(format!(
+                "service '{unknown}' is not declared in [[services]]"
+            )));
         }
     }
     for (i, a) in release.images.iter().enumerate() {
         for b in &release.images[i + 1..] {
-            if a.container == b.container && ranges_overlap(a.kubernetes_range, b.kubernetes_range) {
+            if a.container == b.container && ranges_overlap(a.kubernetes_range, b.kubernetes_range)
+            {
                 return Err(invalid(format!(
                     "container '{}' has two images for the same Kubernetes version: '{}' ({}) and '{}' ({})",
                     a.container, a.image, a.kubernetes_range, b.image, b.kubernetes_range
@@ -265,7 +333,11 @@ fn ranges_overlap(a: KubeRange, b: KubeRange) -> bool {
 
 /// Orders release strings numerically where they are numbers (4.10.0 after 4.8.0).
 fn compare_versions(a: &str, b: &str) -> Ordering {
-    let key = |s: &str| s.split(['.', '-']).map(|p| p.parse::<u64>().map_err(|_| p.to_string())).collect::<Vec<_>>();
+    let key = |s: &str| {
+        s.split(['.', '-'])
+            .map(|p| p.parse::<u64>().map_err(|_| p.to_string()))
+            .collect::<Vec<_>>()
+    };
     key(a).cmp(&key(b))
 }
 
@@ -317,7 +389,9 @@ mod tests {
     }
 
     fn load_err(text: &str) -> String {
-        parse_release(text, Origin::BuiltIn("test.toml")).unwrap_err().to_string()
+        parse_release(text, Origin::BuiltIn("test.toml"))
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -325,7 +399,12 @@ mod tests {
         let text = release_with_rows(&format!(
             "{}{}",
             row("a", "a:1", "v1.16+", "{ min = \"1.16\" }"),
-            row("a", "a:2", "v1.17-v1.19", "{ min = \"1.17\", max = \"1.19\" }")
+            row(
+                "a",
+                "a:2",
+                "v1.17-v1.19",
+                "{ min = \"1.17\", max = \"1.19\" }"
+            )
         ));
         assert!(load_err(&text).contains("two images for the same Kubernetes version"));
     }
@@ -346,7 +425,10 @@ mod tests {
     fn bad_references_and_unknown_fields_are_refused() {
         let text = release_with_rows(&row("a", "Bad:Ref:", "v1.16+", "{ min = \"1.16\" }"));
         assert!(load_err(&text).contains("invalid image reference"));
-        let text = release_with_rows(&format!("{}colour = \"red\"\n", row("a", "a:1", "v1.16+", "{ min = \"1.16\" }")));
+        let text = release_with_rows(&format!(
+            "{}colour = \"red\"\n",
+            row("a", "a:1", "v1.16+", "{ min = \"1.16\" }")
+        ));
         assert!(load_err(&text).contains("colour"));
     }
 }

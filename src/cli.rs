@@ -43,21 +43,31 @@ pub enum Command {
         json: bool,
     },
     /// List the images a release needs for a Kubernetes version.
-    #[command(after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s")]
+    #[command(
+        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s"
+    )]
     List(ListArgs),
     /// Fetch a release's images (and any --image) into the local cache, verified and resumable.
-    #[command(after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64")]
+    #[command(
+        after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64"
+    )]
     Pull(PullArgs),
     /// Pull, then write one tarball (per distinct image set) that docker, containerd and podman load.
-    #[command(after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.")]
+    #[command(
+        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes."
+    )]
     Bundle(BundleArgs),
     /// Prove a bundle complete and intact: every byte, every reference, in one pass. Exit 0 intact, 1 not.
-    #[command(after_help = "PATH may be a bundle, a gzipped bundle, or the first part (x.tar.part-000) of a split one.\nA PATH.sha256 (and PATH.parts.sha256) beside it are checked too; without them, the content still is.")]
+    #[command(
+        after_help = "PATH may be a bundle, a gzipped bundle, or the first part (x.tar.part-000) of a split one.\nA PATH.sha256 (and PATH.parts.sha256) beside it are checked too; without them, the content still is."
+    )]
     Verify(VerifyArgs),
     /// Show what a bundle holds: images, sizes, shared layers, and its metadata.
     Inspect(InspectArgs),
     /// Verify a bundle, then push every image into a private registry with its upstream digest.
-    #[command(after_help = "Names keep their upstream path under the target:\n  registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> HOST/PREFIX/sig-storage/csi-provisioner:v3.6.0\n  docker.io/library/huawei-csi:4.8.0              -> HOST/PREFIX/huawei-csi:4.8.0\nCredentials come from DOCKER_CONFIG/config.json (auths, credHelpers, credsStore) or REGISTRY_AUTH_FILE.")]
+    #[command(
+        after_help = "Names keep their upstream path under the target:\n  registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> HOST/PREFIX/sig-storage/csi-provisioner:v3.6.0\n  docker.io/library/huawei-csi:4.8.0              -> HOST/PREFIX/huawei-csi:4.8.0\nCredentials come from DOCKER_CONFIG/config.json (auths, credHelpers, credsStore) or REGISTRY_AUTH_FILE."
+    )]
     Push(PushArgs),
     /// Verify a bundle, then load it into this node's container runtime (containerd first, as kubelet uses it).
     Load(LoadArgs),

@@ -24,7 +24,9 @@ impl Digest {
     }
 
     pub fn from_hasher(hasher: Sha256) -> Digest {
-        Digest { hex: hex::encode(hasher.finalize()) }
+        Digest {
+            hex: hex::encode(hasher.finalize()),
+        }
     }
 
     /// The 64 hex digits, as used in `blobs/sha256/<hex>` paths.
@@ -42,11 +44,19 @@ impl FromStr for Digest {
     type Err = DigestError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let hex = text.strip_prefix("sha256:").ok_or_else(|| DigestError(text.to_string()))?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let hex = text
+            .strip_prefix("sha256:")
+            .ok_or_else(|| DigestError(text.to_string()))?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError(text.to_string()));
         }
-        Ok(Digest { hex: hex.to_string() })
+        Ok(Digest {
+            hex: hex.to_string(),
+        })
     }
 }
 
@@ -73,7 +83,11 @@ pub struct Hashing<T> {
 
 impl<T> Hashing<T> {
     pub fn new(inner: T) -> Self {
-        Hashing { inner, hasher: Sha256::new(), bytes: 0 }
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
     }
 
     pub fn finish(self) -> (T, Digest, u64) {
@@ -117,7 +131,13 @@ mod tests {
 
     #[test]
     fn refuses_other_shapes() {
-        for text in ["sha512:abcd", "sha256:ABC", "e3b0c442", "sha256:../../etc/passwd", ""] {
+        for text in [
+            "sha512:abcd",
+            "sha256:ABC",
+            "e3b0c442",
+            "sha256:../../etc/passwd",
+            "",
+        ] {
             assert!(text.parse::<Digest>().is_err(), "{text}");
         }
     }

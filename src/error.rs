@@ -8,8 +8,8 @@ use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
-use crate::tarball::TarballError;
 use crate::tarball::read::ReadError;
+use crate::tarball::TarballError;
 use crate::vendor::VendorError;
 use crate::verify::VerifyError;
 
@@ -66,12 +66,15 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Registry(RegistryError::BadMirror(_) | RegistryError::CaCert { .. } | RegistryError::BadCaCert { .. }) => {
-                EXIT_USAGE
-            }
+            Error::Registry(
+                RegistryError::BadMirror(_)
+                | RegistryError::CaCert { .. }
+                | RegistryError::BadCaCert { .. },
+            ) => EXIT_USAGE,
             Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
-            Error::Push(PushError::Mapping(_) | PushError::Compressed(_)) | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
+            Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
+            | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
             Error::Catalog(CatalogError::Read { .. })
             | Error::Output(_)
             | Error::Registry(_)
@@ -84,9 +87,11 @@ impl Error {
             | Error::Unreadable(_)
             | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,
-            Error::Catalog(_) | Error::Resolve(_) | Error::Version(_) | Error::Reference(_) | Error::Usage(_) => {
-                EXIT_USAGE
-            }
+            Error::Catalog(_)
+            | Error::Resolve(_)
+            | Error::Version(_)
+            | Error::Reference(_)
+            | Error::Usage(_) => EXIT_USAGE,
         }
     }
 }

@@ -46,18 +46,33 @@ pub struct Selection<'a> {
 /// One plan per distinct image set the selection touches, lowest Kubernetes versions first. Two requested
 /// versions served by the same set (1.21 and 1.28 for CSI 4.8.0) give one plan.
 pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
-    let extra = || selection.extra.iter().map(|r| Wanted { reference: r.clone(), source: CatalogSource::Registry });
+    let extra = || {
+        selection.extra.iter().map(|r| Wanted {
+            reference: r.clone(),
+            source: CatalogSource::Registry,
+        })
+    };
     let Some(spec) = selection.release else {
         if selection.extra.is_empty() {
             return Err(Error::Usage("nothing to fetch: name a catalog release (e.g. huawei-csi@4.8.0 --k8s 1.28) or --image REF".into()));
         }
-        return Ok(vec![Plan { release: None, span: None, service: None, images: extra().collect() }]);
+        return Ok(vec![Plan {
+            release: None,
+            span: None,
+            service: None,
+            images: extra().collect(),
+        }]);
     };
     if selection.versions.is_empty() && !selection.all_versions {
-        return Err(Error::Usage(format!("{spec} needs --k8s VERSION or --all-k8s")));
+        return Err(Error::Usage(format!(
+            "{spec} needs --k8s VERSION or --all-k8s"
+        )));
     }
     let release = catalogs.find(spec)?;
-    let service = selection.service.map(|name| release.service(name)).transpose()?;
+    let service = selection
+        .service
+        .map(|name| release.service(name))
+        .transpose()?;
     for &version in selection.versions {
         resolve(release, version, service)?; // an unsupported version is an error, never an empty set
     }
@@ -66,9 +81,21 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
         if !selection.all_versions && !selection.versions.iter().any(|v| set.span.contains(*v)) {
             continue;
         }
-        let mut images: Vec<Wanted> = set.images.iter().map(|row| Wanted { reference: row.reference(), source: row.source }).collect();
+        let mut images: Vec<Wanted> = set
+            .images
+            .iter()
+            .map(|row| Wanted {
+                reference: row.reference(),
+                source: row.source,
+            })
+            .collect();
         add_once(&mut images, extra());
-        plans.push(Plan { release: Some(release.clone()), span: Some(set.span), service: service.map(|s| s.short.clone()), images });
+        plans.push(Plan {
+            release: Some(release.clone()),
+            span: Some(set.span),
+            service: service.map(|s| s.short.clone()),
+            images,
+        });
     }
     Ok(plans)
 }
@@ -76,8 +103,16 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
 /// Every image of several plans, each once: what one fetch gets for several bundles.
 pub fn union(plans: &[Plan]) -> Plan {
     let mut images: Vec<Wanted> = Vec::new();
-    add_once(&mut images, plans.iter().flat_map(|p| p.images.iter().cloned()));
-    Plan { release: plans.first().and_then(|p| p.release.clone()), span: None, service: None, images }
+    add_once(
+        &mut images,
+        plans.iter().flat_map(|p| p.images.iter().cloned()),
+    );
+    Plan {
+        release: plans.first().and_then(|p| p.release.clone()),
+        span: None,
+        service: None,
+        images,
+    }
 }
 
 /// Appends each image not already listed, keeping the first listing's order.
@@ -128,12 +163,19 @@ pub fn fetch(
     settings: &FetchSettings,
     reporter: &dyn Reporter,
 ) -> Result<Fetched> {
-    let vendor: Vec<&Wanted> = plan.images.iter().filter(|w| w.source == CatalogSource::Vendor).collect();
+    let vendor: Vec<&Wanted> = plan
+        .images
+        .iter()
+        .filter(|w| w.source == CatalogSource::Vendor)
+        .collect();
     let mut pull_items: Vec<PullItem> = plan
         .images
         .iter()
         .filter(|w| w.source == CatalogSource::Registry)
-        .map(|w| PullItem { upstream: w.reference.clone(), location: settings.registry.locate(&w.reference) })
+        .map(|w| PullItem {
+            upstream: w.reference.clone(),
+            location: settings.registry.locate(&w.reference),
+        })
         .collect();
     let mut skipped = Vec::new();
     match &settings.vendor {
@@ -143,7 +185,10 @@ pub fn fetch(
         VendorSource::Registry(target) => {
             for wanted in &vendor {
                 let location = vendor_location(target, &wanted.reference)?;
-                pull_items.push(PullItem { upstream: wanted.reference.clone(), location });
+                pull_items.push(PullItem {
+                    upstream: wanted.reference.clone(),
+                    location,
+                });
             }
         }
         VendorSource::Dir(_) => {}
@@ -151,15 +196,30 @@ pub fn fetch(
     let vendor_refs: Vec<Reference> = vendor.iter().map(|w| w.reference.clone()).collect();
     let (report, imported) = std::thread::scope(|scope| {
         let imported = scope.spawn(|| match &settings.vendor {
-            VendorSource::Dir(dir) if !vendor_refs.is_empty() => import_all(store, dir, &vendor_refs, reporter),
+            VendorSource::Dir(dir) if !vendor_refs.is_empty() => {
+                import_all(store, dir, &vendor_refs, reporter)
+            }
             _ => Ok(Vec::new()),
         });
-        let report = runtime.block_on(pull(store, &settings.registry, &pull_items, &settings.platform, settings.jobs, reporter));
-        (report, imported.join().expect("vendor import does not panic"))
+        let report = runtime.block_on(pull(
+            store,
+            &settings.registry,
+            &pull_items,
+            &settings.platform,
+            settings.jobs,
+            reporter,
+        ));
+        (
+            report,
+            imported.join().expect("vendor import does not panic"),
+        )
     });
     let report = report?;
     let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported?).collect();
-    if let Some(wrong) = fetched.iter().find(|i| !settings.platform.matches(&i.platform)) {
+    if let Some(wrong) = fetched
+        .iter()
+        .find(|i| !settings.platform.matches(&i.platform))
+    {
         return Err(Error::Usage(format!(
             "{} from the vendor's package is {}, but {} was asked for",
             wrong.reference, wrong.platform, settings.platform
@@ -169,18 +229,38 @@ pub fn fetch(
     let images = plan
         .images
         .iter()
-        .filter_map(|w| fetched.iter().position(|i| i.reference == w.reference).map(|at| fetched.swap_remove(at)))
+        .filter_map(|w| {
+            fetched
+                .iter()
+                .position(|i| i.reference == w.reference)
+                .map(|at| fetched.swap_remove(at))
+        })
         .collect();
-    Ok(Fetched { images, skipped, pull: report })
+    Ok(Fetched {
+        images,
+        skipped,
+        pull: report,
+    })
 }
 
 /// `--vendor-registry HOST/PREFIX`: `docker.io/library/huawei-csi:4.8.0` is at `HOST/PREFIX/huawei-csi:4.8.0`,
 /// the naming `ferry push` uses, so a registry ferry filled serves as a vendor registry.
 fn vendor_location(target: &str, upstream: &Reference) -> Result<Location> {
     // A bad --vendor-registry is reported as such, not later as a network error.
-    let bad = |why: String| Error::Usage(format!("--vendor-registry '{target}' does not make a valid image reference: {why}"));
-    let reference = target.parse::<Target>().map_err(bad)?.map(upstream).map_err(bad)?;
-    Ok(Location { reference, notes: Vec::new() })
+    let bad = |why: String| {
+        Error::Usage(format!(
+            "--vendor-registry '{target}' does not make a valid image reference: {why}"
+        ))
+    };
+    let reference = target
+        .parse::<Target>()
+        .map_err(bad)?
+        .map(upstream)
+        .map_err(bad)?;
+    Ok(Location {
+        reference,
+        notes: Vec::new(),
+    })
 }
 
 fn missing_vendor_images(vendor: &[&Wanted]) -> Error {
@@ -202,7 +282,10 @@ mod tests {
     fn vendor_images_map_under_the_vendor_registry() {
         let upstream: Reference = "huawei-csi:4.8.0".parse().unwrap();
         let location = vendor_location("10.0.0.5:5000/huawei", &upstream).unwrap();
-        assert_eq!(location.reference.to_string(), "10.0.0.5:5000/huawei/huawei-csi:4.8.0");
+        assert_eq!(
+            location.reference.to_string(),
+            "10.0.0.5:5000/huawei/huawei-csi:4.8.0"
+        );
         let bare = vendor_location("10.0.0.5:5000", &upstream).unwrap();
         assert_eq!(bare.reference.to_string(), "10.0.0.5:5000/huawei-csi:4.8.0");
         assert!(vendor_location("10.0.0.5:5000/UPPER", &upstream).is_err());
@@ -212,23 +295,58 @@ mod tests {
     fn a_plan_without_vendor_source_names_each_missing_image() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let versions = ["1.28".parse().unwrap()];
-        let plan = &plans(&catalogs, &Selection { release: Some("huawei-csi@4.8.0"), versions: &versions, ..Default::default() }).unwrap()[0];
-        let vendor: Vec<&Wanted> = plan.images.iter().filter(|w| w.source == CatalogSource::Vendor).collect();
+        let plan = &plans(
+            &catalogs,
+            &Selection {
+                release: Some("huawei-csi@4.8.0"),
+                versions: &versions,
+                ..Default::default()
+            },
+        )
+        .unwrap()[0];
+        let vendor: Vec<&Wanted> = plan
+            .images
+            .iter()
+            .filter(|w| w.source == CatalogSource::Vendor)
+            .collect();
         let message = missing_vendor_images(&vendor).to_string();
-        for name in ["storage-backend-controller:4.8.0", "storage-backend-sidecar:4.8.0", "library/huawei-csi:4.8.0", "huawei-csi-extender:4.8.0"] {
+        for name in [
+            "storage-backend-controller:4.8.0",
+            "storage-backend-sidecar:4.8.0",
+            "library/huawei-csi:4.8.0",
+            "huawei-csi-extender:4.8.0",
+        ] {
             assert!(message.contains(name), "{message}");
         }
-        assert!(message.contains("--vendor-dir") && message.contains("--skip-vendor"), "{message}");
+        assert!(
+            message.contains("--vendor-dir") && message.contains("--skip-vendor"),
+            "{message}"
+        );
     }
 
     #[test]
     fn extra_images_join_the_plan_once() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        let extra: Vec<Reference> = vec!["registry.k8s.io/sig-storage/csi-resizer:v1.9.0".parse().unwrap(), "busybox:1.36".parse().unwrap()];
+        let extra: Vec<Reference> = vec![
+            "registry.k8s.io/sig-storage/csi-resizer:v1.9.0"
+                .parse()
+                .unwrap(),
+            "busybox:1.36".parse().unwrap(),
+        ];
         let versions = ["1.28".parse().unwrap()];
-        let selection = Selection { release: Some("huawei-csi@4.8.0"), versions: &versions, service: Some("node"), extra: &extra, ..Default::default() };
+        let selection = Selection {
+            release: Some("huawei-csi@4.8.0"),
+            versions: &versions,
+            service: Some("node"),
+            extra: &extra,
+            ..Default::default()
+        };
         let plan = &plans(&catalogs, &selection).unwrap()[0];
-        let names: Vec<String> = plan.images.iter().map(|w| w.reference.to_string()).collect();
+        let names: Vec<String> = plan
+            .images
+            .iter()
+            .map(|w| w.reference.to_string())
+            .collect();
         assert_eq!(names.len(), 5, "{names:?}");
         assert_eq!(names.last().unwrap(), "docker.io/library/busybox:1.36");
     }
@@ -236,12 +354,35 @@ mod tests {
     #[test]
     fn versions_served_by_one_set_make_one_plan() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        let versions: Vec<KubeVersion> = ["1.21", "1.28", "1.18"].iter().map(|v| v.parse().unwrap()).collect();
-        let selection = Selection { release: Some("huawei-csi@4.8.0"), versions: &versions, ..Default::default() };
-        let spans: Vec<String> = plans(&catalogs, &selection).unwrap().iter().map(|p| p.span.unwrap().to_string()).collect();
+        let versions: Vec<KubeVersion> = ["1.21", "1.28", "1.18"]
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let selection = Selection {
+            release: Some("huawei-csi@4.8.0"),
+            versions: &versions,
+            ..Default::default()
+        };
+        let spans: Vec<String> = plans(&catalogs, &selection)
+            .unwrap()
+            .iter()
+            .map(|p| p.span.unwrap().to_string())
+            .collect();
         assert_eq!(spans, ["1.17-1.19", "1.20+"]);
-        let all = plans(&catalogs, &Selection { release: Some("huawei-csi@4.8.0"), all_versions: true, ..Default::default() }).unwrap();
+        let all = plans(
+            &catalogs,
+            &Selection {
+                release: Some("huawei-csi@4.8.0"),
+                all_versions: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(all.len(), 3);
-        assert_eq!(union(&all).images.len(), 16, "every row of the 4.8.0 table once");
+        assert_eq!(
+            union(&all).images.len(),
+            16,
+            "every row of the 4.8.0 table once"
+        );
     }
 }

@@ -105,15 +105,30 @@ impl FromStr for KubeRange {
         let trimmed = text.trim();
         let version = |part: &str| part.trim().parse::<KubeVersion>().map_err(|_| bad());
         let range = if let Some(open) = trimmed.strip_suffix('+') {
-            KubeRange { min: version(open)?, max: None }
-        } else if let Some(minor) = trimmed.strip_suffix(".x").or_else(|| trimmed.strip_suffix(".X")) {
+            KubeRange {
+                min: version(open)?,
+                max: None,
+            }
+        } else if let Some(minor) = trimmed
+            .strip_suffix(".x")
+            .or_else(|| trimmed.strip_suffix(".X"))
+        {
             let exact = version(minor)?;
-            KubeRange { min: exact, max: Some(exact) }
+            KubeRange {
+                min: exact,
+                max: Some(exact),
+            }
         } else if let Some((low, high)) = trimmed.split_once('-') {
-            KubeRange { min: version(low)?, max: Some(version(high)?) }
+            KubeRange {
+                min: version(low)?,
+                max: Some(version(high)?),
+            }
         } else {
             let exact = version(trimmed)?;
-            KubeRange { min: exact, max: Some(exact) }
+            KubeRange {
+                min: exact,
+                max: Some(exact),
+            }
         };
         if range.max.is_some_and(|max| max < range.min) {
             return Err(VersionError::EmptyRange(text.to_string()));
@@ -157,15 +172,23 @@ mod tests {
 
     #[test]
     fn nonsense_versions_are_refused() {
-        for text in ["", "1", "v", "1.x", "one.two", "1.28.3.4", "1..28", "1.28.x", "-1.2"] {
-            assert!(text.parse::<KubeVersion>().is_err(), "{text} should be refused");
+        for text in [
+            "", "1", "v", "1.x", "one.two", "1.28.3.4", "1..28", "1.28.x", "-1.2",
+        ] {
+            assert!(
+                text.parse::<KubeVersion>().is_err(),
+                "{text} should be refused"
+            );
         }
     }
 
     #[test]
     fn vendor_requirements_parse() {
         let open = |min| KubeRange { min, max: None };
-        let closed = |min, max| KubeRange { min, max: Some(max) };
+        let closed = |min, max| KubeRange {
+            min,
+            max: Some(max),
+        };
         for (text, expected) in [
             ("v1.16+", open(v(1, 16))),
             ("v1.20+", open(v(1, 20))),
@@ -180,9 +203,15 @@ mod tests {
 
     #[test]
     fn bad_requirements_are_refused() {
-        assert!(matches!("v1.19-v1.17".parse::<KubeRange>(), Err(VersionError::EmptyRange(_))));
+        assert!(matches!(
+            "v1.19-v1.17".parse::<KubeRange>(),
+            Err(VersionError::EmptyRange(_))
+        ));
         for text in ["", "+", "v1+", "latest", "v1.16.x+", "1.16-"] {
-            assert!(text.parse::<KubeRange>().is_err(), "{text} should be refused");
+            assert!(
+                text.parse::<KubeRange>().is_err(),
+                "{text} should be refused"
+            );
         }
     }
 
@@ -198,7 +227,10 @@ mod tests {
     #[test]
     fn display_is_compact() {
         assert_eq!("v1.20+".parse::<KubeRange>().unwrap().to_string(), "1.20+");
-        assert_eq!("v1.17-v1.19".parse::<KubeRange>().unwrap().to_string(), "1.17-1.19");
+        assert_eq!(
+            "v1.17-v1.19".parse::<KubeRange>().unwrap().to_string(),
+            "1.17-1.19"
+        );
         assert_eq!("v.1.16.x".parse::<KubeRange>().unwrap().to_string(), "1.16");
     }
 }

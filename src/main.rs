@@ -7,7 +7,9 @@ fn main() -> ExitCode {
     let cli = ferry::cli::Cli::parse();
     match ferry::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ferry::Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(ferry::Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err}");
             let mut cause = err.source();

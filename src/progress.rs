@@ -51,7 +51,11 @@ impl TerminalReporter {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let total = multi.add(ProgressBar::new(0).with_style(style("total")));
             total.enable_steady_tick(Duration::from_millis(200));
-            Bars { multi, total, images: Mutex::new(HashMap::new()) }
+            Bars {
+                multi,
+                total,
+                images: Mutex::new(HashMap::new()),
+            }
         });
         TerminalReporter { bars }
     }
@@ -74,7 +78,11 @@ impl Default for TerminalReporter {
 
 /// Per-image bars show bytes; rate and ETA only on the total, where cached bytes cannot distort them.
 fn style(prefix: &str) -> ProgressStyle {
-    let rate = if prefix.is_empty() { "" } else { " {bytes_per_sec:>11} eta {eta:>3}" };
+    let rate = if prefix.is_empty() {
+        ""
+    } else {
+        " {bytes_per_sec:>11} eta {eta:>3}"
+    };
     let template = format!("{prefix:>5} {{wide_msg}} {{bytes:>10}}/{{total_bytes:<10}}{rate}");
     ProgressStyle::with_template(&template).expect("valid template")
 }
@@ -82,16 +90,25 @@ fn style(prefix: &str) -> ProgressStyle {
 impl Reporter for TerminalReporter {
     fn image_start(&self, image: &str, bytes: u64, cached: u64) {
         let Some(bars) = &self.bars else {
-            eprintln!("pull {image}: {} to fetch, {} cached", human_bytes(bytes - cached), human_bytes(cached));
+            eprintln!(
+                "pull {image}: {} to fetch, {} cached",
+                human_bytes(bytes - cached),
+                human_bytes(cached)
+            );
             return;
         };
-        let bar = bars.multi.insert_before(&bars.total, ProgressBar::new(bytes).with_style(style("")));
+        let bar = bars
+            .multi
+            .insert_before(&bars.total, ProgressBar::new(bytes).with_style(style("")));
         bar.set_message(image.to_string());
         bar.set_position(cached);
         bars.total.inc_length(bytes);
         bars.total.inc(cached);
         bars.total.reset_eta();
-        bars.images.lock().expect("progress lock").insert(image.to_string(), bar);
+        bars.images
+            .lock()
+            .expect("progress lock")
+            .insert(image.to_string(), bar);
     }
 
     fn bytes(&self, image: &str, _blob: &Digest, n: u64) {

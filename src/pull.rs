@@ -45,9 +45,18 @@ pub async fn pull(
     if items.is_empty() {
         return Ok(report);
     }
-    let hosts: BTreeSet<String> = items.iter().map(|i| i.location.reference.registry().to_string()).collect();
+    let hosts: BTreeSet<String> = items
+        .iter()
+        .map(|i| i.location.reference.registry().to_string())
+        .collect();
     let client = RegistryClient::connect(options, &hosts).await?;
-    let puller = Puller { client, store, retry: &options.retry, reporter, downloaded: AtomicU64::new(0) };
+    let puller = Puller {
+        client,
+        store,
+        retry: &options.retry,
+        reporter,
+        downloaded: AtomicU64::new(0),
+    };
     for note in items.iter().flat_map(|i| &i.location.notes) {
         reporter.note(note);
     }
@@ -69,13 +78,21 @@ pub async fn pull(
                 cached += layer.size;
                 report.cached_blobs += usize::from(seen.insert(layer.digest.clone()));
             } else if seen.insert(layer.digest.clone()) {
-                jobs_list.push(BlobJob { image: name.clone(), location: location_of(items, image), blob: layer.clone() });
+                jobs_list.push(BlobJob {
+                    image: name.clone(),
+                    location: location_of(items, image),
+                    blob: layer.clone(),
+                });
             }
         }
         reporter.image_start(&name, total, cached);
     }
     report.downloaded_blobs = jobs_list.len();
-    stream::iter(&jobs_list).map(|job| puller.fetch_blob(job)).buffer_unordered(jobs.max(1)).try_collect::<Vec<()>>().await?;
+    stream::iter(&jobs_list)
+        .map(|job| puller.fetch_blob(job))
+        .buffer_unordered(jobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
     for image in &images {
         reporter.image_done(&image.reference.to_string());
     }
@@ -85,7 +102,11 @@ pub async fn pull(
 }
 
 fn location_of(items: &[PullItem], image: &Image) -> Reference {
-    items.iter().find(|i| i.upstream == image.reference).map(|i| i.location.reference.clone()).expect("every image comes from an item")
+    items
+        .iter()
+        .find(|i| i.upstream == image.reference)
+        .map(|i| i.location.reference.clone())
+        .expect("every image comes from an item")
 }
 
 struct BlobJob {
@@ -111,44 +132,70 @@ impl Puller<'_> {
         let top_digest = Digest::of(&top);
         if let Some(pinned) = item.upstream.digest() {
             if *pinned != top_digest {
-                return Err(RegistryError::PinnedDigest { image, expected: pinned.clone(), actual: top_digest });
+                return Err(RegistryError::PinnedDigest {
+                    image,
+                    expected: pinned.clone(),
+                    actual: top_digest,
+                });
             }
         }
         let top_type = media_type_of(&image, &top)?;
         let (index_digest, manifest_bytes, manifest_type) = if media::is_index(&top_type) {
             let chosen = choose_platform(&image, &top, platform)?;
-            let bytes = self.fetch_manifest(&image, &location.with_digest(chosen.digest.clone())).await?;
+            let bytes = self
+                .fetch_manifest(&image, &location.with_digest(chosen.digest.clone()))
+                .await?;
             let actual = Digest::of(&bytes);
             if actual != chosen.digest {
-                return Err(RegistryError::PinnedDigest { image, expected: chosen.digest, actual });
+                return Err(RegistryError::PinnedDigest {
+                    image,
+                    expected: chosen.digest,
+                    actual,
+                });
             }
             let manifest_type = media_type_of(&image, &bytes)?;
             (Some(top_digest), bytes, manifest_type)
         } else {
             (None, top, top_type)
         };
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(|e| RegistryError::BadManifest {
-            image: image.clone(),
-            media_type: manifest_type.clone(),
-            message: e.to_string(),
-        })?;
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| RegistryError::BadManifest {
+                image: image.clone(),
+                media_type: manifest_type.clone(),
+                message: e.to_string(),
+            })?;
         let manifest_digest = Digest::of(&manifest_bytes);
-        self.store.put(&manifest_digest, &manifest_bytes).map_err(|cause| RegistryError::Blob {
+        self.store
+            .put(&manifest_digest, &manifest_bytes)
+            .map_err(|cause| RegistryError::Blob {
+                image: image.clone(),
+                digest: manifest_digest.clone(),
+                registry: location.registry().to_string(),
+                attempts: 1,
+                cause: cause.into(),
+            })?;
+        let config_job = BlobJob {
             image: image.clone(),
-            digest: manifest_digest.clone(),
-            registry: location.registry().to_string(),
-            attempts: 1,
-            cause: cause.into(),
-        })?;
-        let config_job = BlobJob { image: image.clone(), location: location.clone(), blob: manifest.config.clone() };
+            location: location.clone(),
+            blob: manifest.config.clone(),
+        };
         self.fetch_blob(&config_job).await?;
-        let image_platform = config_platform(&image, &self.store.read(&manifest.config.digest).unwrap_or_default())?;
+        let image_platform = config_platform(
+            &image,
+            &self.store.read(&manifest.config.digest).unwrap_or_default(),
+        )?;
         if !platform.matches(&image_platform) {
-            return Err(RegistryError::PlatformMismatch { image, wanted: platform.to_string(), actual: image_platform.to_string() });
+            return Err(RegistryError::PlatformMismatch {
+                image,
+                wanted: platform.to_string(),
+                actual: image_platform.to_string(),
+            });
         }
         Ok(Image {
             reference: item.upstream.clone(),
-            source: ImageSource::Registry { fetched_from: location.registry().to_string() },
+            source: ImageSource::Registry {
+                fetched_from: location.registry().to_string(),
+            },
             platform: image_platform,
             index_digest,
             manifest: Descriptor {
@@ -163,9 +210,19 @@ impl Puller<'_> {
         })
     }
 
-    async fn fetch_manifest(&self, image: &str, location: &Reference) -> Result<Vec<u8>, RegistryError> {
+    async fn fetch_manifest(
+        &self,
+        image: &str,
+        location: &Reference,
+    ) -> Result<Vec<u8>, RegistryError> {
         self.retry
-            .run(|_| self.client.manifest(location), |attempt, error| self.reporter.retry(image, "manifest", attempt, &error.to_string()))
+            .run(
+                |_| self.client.manifest(location),
+                |attempt, error| {
+                    self.reporter
+                        .retry(image, "manifest", attempt, &error.to_string())
+                },
+            )
             .await
             .map_err(|failure| RegistryError::Manifest {
                 image: image.to_string(),
@@ -178,7 +235,13 @@ impl Puller<'_> {
     async fn fetch_blob(&self, job: &BlobJob) -> Result<(), RegistryError> {
         let what = format!("blob {}", job.blob.digest);
         self.retry
-            .run(|_| self.blob_attempt(job), |attempt, error| self.reporter.retry(&job.image, &what, attempt, &error.to_string()))
+            .run(
+                |_| self.blob_attempt(job),
+                |attempt, error| {
+                    self.reporter
+                        .retry(&job.image, &what, attempt, &error.to_string())
+                },
+            )
             .await
             .map_err(|failure| RegistryError::Blob {
                 image: job.image.clone(),
@@ -197,13 +260,17 @@ impl Puller<'_> {
         }
         let (store, wanted) = (self.store.clone(), digest.clone());
         // Taking the partial file's lock blocks while another ferry process downloads the same blob.
-        let mut partial =
-            tokio::task::spawn_blocking(move || store.begin(&wanted, Some(size))).await.expect("cache task does not panic")?;
+        let mut partial = tokio::task::spawn_blocking(move || store.begin(&wanted, Some(size)))
+            .await
+            .expect("cache task does not panic")?;
         if self.store.contains(digest, Some(size)) {
             return Ok(());
         }
         if partial.offset() < size {
-            let response = self.client.blob(&job.location, digest, partial.offset()).await?;
+            let response = self
+                .client
+                .blob(&job.location, digest, partial.offset())
+                .await?;
             if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
                 partial.restart()?;
             }
@@ -211,11 +278,15 @@ impl Puller<'_> {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk?;
                 partial.write(&chunk)?;
-                self.downloaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                self.downloaded
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 self.reporter.bytes(&job.image, digest, chunk.len() as u64);
             }
             if partial.offset() < size {
-                return Err(FetchError::Truncated { received: partial.offset(), expected: size });
+                return Err(FetchError::Truncated {
+                    received: partial.offset(),
+                    expected: size,
+                });
             }
         }
         partial.commit()?;
@@ -239,8 +310,15 @@ fn media_type_of(image: &str, bytes: &[u8]) -> Result<String, RegistryError> {
         message: e.to_string(),
     })?;
     let declared = probe.media_type.as_deref();
-    if probe.schema_version == Some(1) || matches!(declared, Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)) {
-        return Err(RegistryError::Schema1 { image: image.to_string() });
+    if probe.schema_version == Some(1)
+        || matches!(
+            declared,
+            Some(media::DOCKER_SCHEMA1 | media::DOCKER_SCHEMA1_SIGNED)
+        )
+    {
+        return Err(RegistryError::Schema1 {
+            image: image.to_string(),
+        });
     }
     Ok(match declared {
         Some(declared) => declared.to_string(),
@@ -250,13 +328,22 @@ fn media_type_of(image: &str, bytes: &[u8]) -> Result<String, RegistryError> {
 }
 
 /// Picks the wanted platform's manifest from a list or index, skipping attestations (`unknown/unknown`).
-fn choose_platform(image: &str, index_bytes: &[u8], wanted: &Platform) -> Result<Descriptor, RegistryError> {
-    let index: Index = serde_json::from_slice(index_bytes).map_err(|e| RegistryError::BadManifest {
-        image: image.to_string(),
-        media_type: "index".into(),
-        message: e.to_string(),
-    })?;
-    if let Some(found) = index.manifests.iter().find(|m| m.platform.as_ref().is_some_and(|p| wanted.matches(p))) {
+fn choose_platform(
+    image: &str,
+    index_bytes: &[u8],
+    wanted: &Platform,
+) -> Result<Descriptor, RegistryError> {
+    let index: Index =
+        serde_json::from_slice(index_bytes).map_err(|e| RegistryError::BadManifest {
+            image: image.to_string(),
+            media_type: "index".into(),
+            message: e.to_string(),
+        })?;
+    if let Some(found) = index
+        .manifests
+        .iter()
+        .find(|m| m.platform.as_ref().is_some_and(|p| wanted.matches(p)))
+    {
         return Ok(found.clone());
     }
     let available: Vec<String> = index
@@ -266,7 +353,11 @@ fn choose_platform(image: &str, index_bytes: &[u8], wanted: &Platform) -> Result
         .filter(|p| p.os != "unknown")
         .map(Platform::to_string)
         .collect();
-    Err(RegistryError::PlatformMissing { image: image.to_string(), wanted: wanted.to_string(), available: available.join(", ") })
+    Err(RegistryError::PlatformMissing {
+        image: image.to_string(),
+        wanted: wanted.to_string(),
+        available: available.join(", "),
+    })
 }
 
 /// The platform an image config declares.
@@ -282,7 +373,11 @@ fn config_platform(image: &str, config: &[u8]) -> Result<Platform, RegistryError
         media_type: "config".into(),
         message: e.to_string(),
     })?;
-    Ok(Platform { os: probe.os, architecture: probe.architecture, variant: probe.variant })
+    Ok(Platform {
+        os: probe.os,
+        architecture: probe.architecture,
+        variant: probe.variant,
+    })
 }
 
 #[cfg(test)]
@@ -308,28 +403,64 @@ mod tests {
 
     #[test]
     fn picks_the_wanted_platform_with_its_variant() {
-        let list = index(&["linux/amd64", "linux/arm/v6", "linux/arm/v7", "linux/arm64/v8"]);
-        assert_eq!(choose_platform("x", &list, &"linux/arm/v7".parse().unwrap()).unwrap().size, 102);
-        assert_eq!(choose_platform("x", &list, &"linux/arm64".parse().unwrap()).unwrap().size, 103);
-        assert_eq!(choose_platform("x", &list, &Platform::linux_amd64()).unwrap().size, 100);
+        let list = index(&[
+            "linux/amd64",
+            "linux/arm/v6",
+            "linux/arm/v7",
+            "linux/arm64/v8",
+        ]);
+        assert_eq!(
+            choose_platform("x", &list, &"linux/arm/v7".parse().unwrap())
+                .unwrap()
+                .size,
+            102
+        );
+        assert_eq!(
+            choose_platform("x", &list, &"linux/arm64".parse().unwrap())
+                .unwrap()
+                .size,
+            103
+        );
+        assert_eq!(
+            choose_platform("x", &list, &Platform::linux_amd64())
+                .unwrap()
+                .size,
+            100
+        );
     }
 
     #[test]
     fn a_missing_platform_names_the_ones_that_exist() {
         let list = index(&["linux/amd64", "linux/arm64", "unknown/unknown"]);
-        let err = choose_platform("quay.io/a/b:1", &list, &"linux/s390x".parse().unwrap()).unwrap_err().to_string();
+        let err = choose_platform("quay.io/a/b:1", &list, &"linux/s390x".parse().unwrap())
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "quay.io/a/b:1 has no manifest for platform linux/s390x; it has: linux/amd64, linux/arm64");
     }
 
     #[test]
     fn schema_1_is_refused_by_name() {
-        let err = media_type_of("quay.io/k8scsi/old:v1", br#"{"schemaVersion": 1, "name": "k8scsi/old"}"#).unwrap_err();
-        assert!(err.to_string().starts_with("quay.io/k8scsi/old:v1 has a Docker schema 1 manifest"), "{err}");
+        let err = media_type_of(
+            "quay.io/k8scsi/old:v1",
+            br#"{"schemaVersion": 1, "name": "k8scsi/old"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("quay.io/k8scsi/old:v1 has a Docker schema 1 manifest"),
+            "{err}"
+        );
     }
 
     #[test]
     fn media_type_is_inferred_when_omitted() {
-        assert_eq!(media_type_of("x", br#"{"schemaVersion": 2, "manifests": []}"#).unwrap(), media::OCI_INDEX);
-        assert_eq!(media_type_of("x", br#"{"schemaVersion": 2, "config": {}, "layers": []}"#).unwrap(), media::OCI_MANIFEST);
+        assert_eq!(
+            media_type_of("x", br#"{"schemaVersion": 2, "manifests": []}"#).unwrap(),
+            media::OCI_INDEX
+        );
+        assert_eq!(
+            media_type_of("x", br#"{"schemaVersion": 2, "config": {}, "layers": []}"#).unwrap(),
+            media::OCI_MANIFEST
+        );
     }
 }

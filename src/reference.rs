@@ -4,7 +4,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-
 use crate::digest::Digest;
 
 pub const DOCKER_HUB: &str = "docker.io";
@@ -45,19 +44,29 @@ impl Reference {
 
     /// The same image in another registry, under another repository path.
     pub fn relocated(&self, registry: &str, repository: String) -> Reference {
-        Reference { registry: registry.to_string(), repository, ..self.clone() }
+        Reference {
+            registry: registry.to_string(),
+            repository,
+            ..self.clone()
+        }
     }
 
     /// The same repository and tag, pinned to `digest`.
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { digest: Some(digest), ..self.clone() }
+        Reference {
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     /// The same reference without its digest when it has a tag (`x:v1@sha256:…` → `x:v1`); a digest-only
     /// reference stays as it is.
     pub fn by_tag_if_tagged(&self) -> Reference {
         match self.tag {
-            Some(_) => Reference { digest: None, ..self.clone() },
+            Some(_) => Reference {
+                digest: None,
+                ..self.clone()
+            },
             None => self.clone(),
         }
     }
@@ -65,7 +74,9 @@ impl Reference {
     /// `registry/repository:tag` — the name a loader files the image under. Digest-only references
     /// have no such name.
     pub fn tagged_name(&self) -> Option<String> {
-        self.tag.as_ref().map(|tag| format!("{}/{}:{tag}", self.registry, self.repository))
+        self.tag
+            .as_ref()
+            .map(|tag| format!("{}/{}:{tag}", self.registry, self.repository))
     }
 }
 
@@ -73,39 +84,67 @@ impl FromStr for Reference {
     type Err = ReferenceError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let fail = |reason| ReferenceError { reference: text.to_string(), reason };
+        let fail = |reason| ReferenceError {
+            reference: text.to_string(),
+            reason,
+        };
         if text.is_empty() || text.trim() != text {
             return Err(fail("it is empty or has surrounding spaces"));
         }
         let (rest, digest) = match text.split_once('@') {
-            Some((rest, digest)) => {
-                (rest, Some(digest.parse::<Digest>().map_err(|_| fail("the digest is not sha256:<64 hex>"))?))
-            }
+            Some((rest, digest)) => (
+                rest,
+                Some(
+                    digest
+                        .parse::<Digest>()
+                        .map_err(|_| fail("the digest is not sha256:<64 hex>"))?,
+                ),
+            ),
             None => (text, None),
         };
         // A tag's colon comes after the last slash; an earlier colon belongs to a registry port.
         let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
         let (name, tag) = match rest[last_slash..].rfind(':') {
-            Some(i) => (&rest[..last_slash + i], Some(rest[last_slash + i + 1..].to_string())),
+            Some(i) => (
+                &rest[..last_slash + i],
+                Some(rest[last_slash + i + 1..].to_string()),
+            ),
             None => (rest, None),
         };
         if let Some(tag) = &tag {
             if !valid_tag(tag) {
-                return Err(fail("the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(fail(
+                    "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (registry, repository) = split_registry(name);
-        let registry = if registry == "index.docker.io" { DOCKER_HUB } else { registry };
+        let registry = if registry == "index.docker.io" {
+            DOCKER_HUB
+        } else {
+            registry
+        };
         let repository = if registry == DOCKER_HUB && !repository.contains('/') {
             format!("library/{repository}")
         } else {
             repository.to_string()
         };
         if !repository.split('/').all(valid_path_component) {
-            return Err(fail("repository path components must be lowercase [a-z0-9] separated by . _ __ or -"));
+            return Err(fail(
+                "repository path components must be lowercase [a-z0-9] separated by . _ __ or -",
+            ));
         }
-        let tag = if tag.is_none() && digest.is_none() { Some("latest".to_string()) } else { tag };
-        Ok(Reference { registry: registry.to_string(), repository, tag, digest })
+        let tag = if tag.is_none() && digest.is_none() {
+            Some("latest".to_string())
+        } else {
+            tag
+        };
+        Ok(Reference {
+            registry: registry.to_string(),
+            repository,
+            tag,
+            digest,
+        })
     }
 }
 
@@ -121,7 +160,9 @@ fn split_registry(name: &str) -> (&str, &str) {
 fn valid_tag(tag: &str) -> bool {
     let mut chars = tag.chars();
     tag.len() <= 128
-        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
@@ -132,7 +173,9 @@ fn valid_path_component(component: &str) -> bool {
         return false;
     }
     // Separators are one `.`, one or two `_`, or any run of `-`, always between alphanumerics.
-    component.split(|c: char| alnum(c)).all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.chars().all(|c| c == '-'))
+    component
+        .split(|c: char| alnum(c))
+        .all(|sep| matches!(sep, "" | "." | "_" | "__") || sep.chars().all(|c| c == '-'))
 }
 
 impl fmt::Display for Reference {
@@ -169,12 +212,21 @@ mod tests {
         for (input, expected) in [
             ("huawei-csi:4.8.0", "docker.io/library/huawei-csi:4.8.0"),
             ("busybox", "docker.io/library/busybox:latest"),
-            ("index.docker.io/library/busybox:1", "docker.io/library/busybox:1"),
+            (
+                "index.docker.io/library/busybox:1",
+                "docker.io/library/busybox:1",
+            ),
             ("bitnami/redis:7", "docker.io/bitnami/redis:7"),
-            ("registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0"),
+            (
+                "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+                "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+            ),
             ("localhost/foo", "localhost/foo:latest"),
             ("127.0.0.1:5000/a/b:c", "127.0.0.1:5000/a/b:c"),
-            ("quay.io/k8scsi/csi-attacher:v1.2.1", "quay.io/k8scsi/csi-attacher:v1.2.1"),
+            (
+                "quay.io/k8scsi/csi-attacher:v1.2.1",
+                "quay.io/k8scsi/csi-attacher:v1.2.1",
+            ),
         ] {
             assert_eq!(normalized(input), expected, "{input}");
         }
@@ -187,7 +239,11 @@ mod tests {
         assert_eq!(both.tag(), Some("v1"));
         assert_eq!(both.digest().unwrap().to_string(), digest);
         let pinned: Reference = format!("quay.io/a/b@{digest}").parse().unwrap();
-        assert_eq!(pinned.tag(), None, "a digest reference gets no implicit latest");
+        assert_eq!(
+            pinned.tag(),
+            None,
+            "a digest reference gets no implicit latest"
+        );
         assert_eq!(pinned.tagged_name(), None);
     }
 
@@ -210,8 +266,21 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        for text in ["", "UPPER/case", "a//b", "foo:", "foo:-bad", "foo@sha256:123", "a/b c", "-a/b", "a/b_"] {
-            assert!(text.parse::<Reference>().is_err(), "{text:?} should be refused");
+        for text in [
+            "",
+            "UPPER/case",
+            "a//b",
+            "foo:",
+            "foo:-bad",
+            "foo@sha256:123",
+            "a/b c",
+            "-a/b",
+            "a/b_",
+        ] {
+            assert!(
+                text.parse::<Reference>().is_err(),
+                "{text:?} should be refused"
+            );
         }
     }
 }

@@ -7,8 +7,14 @@ use crate::k8s::{KubeRange, KubeVersion};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error("{release} does not support Kubernetes {version}: its images cover Kubernetes {supported}")]
-    Unsupported { release: String, version: KubeVersion, supported: String },
+    #[error(
+        "{release} does not support Kubernetes {version}: its images cover Kubernetes {supported}"
+    )]
+    Unsupported {
+        release: String,
+        version: KubeVersion,
+        supported: String,
+    },
 }
 
 /// Images that serve one span of Kubernetes versions identically.
@@ -37,7 +43,11 @@ pub fn resolve<'a>(
     Ok(images)
 }
 
-fn rows_for<'a>(release: &'a Release, version: KubeVersion, service: Option<&Service>) -> Vec<&'a CatalogImage> {
+fn rows_for<'a>(
+    release: &'a Release,
+    version: KubeVersion,
+    service: Option<&Service>,
+) -> Vec<&'a CatalogImage> {
     release
         .images
         .iter()
@@ -48,9 +58,25 @@ fn rows_for<'a>(release: &'a Release, version: KubeVersion, service: Option<&Ser
 
 /// The versions some row of the release covers, from its lowest to its highest (or open-ended).
 pub fn supported_span(release: &Release) -> KubeRange {
-    let min = release.images.iter().map(|i| i.kubernetes_range.min).min().unwrap_or(release.min_kubernetes);
-    let open = release.images.iter().any(|i| i.kubernetes_range.max.is_none());
-    let max = if open { None } else { release.images.iter().filter_map(|i| i.kubernetes_range.max).max() };
+    let min = release
+        .images
+        .iter()
+        .map(|i| i.kubernetes_range.min)
+        .min()
+        .unwrap_or(release.min_kubernetes);
+    let open = release
+        .images
+        .iter()
+        .any(|i| i.kubernetes_range.max.is_none());
+    let max = if open {
+        None
+    } else {
+        release
+            .images
+            .iter()
+            .filter_map(|i| i.kubernetes_range.max)
+            .max()
+    };
     KubeRange { min, max }
 }
 
@@ -76,16 +102,27 @@ pub fn image_sets<'a>(release: &'a Release, service: Option<&Service>) -> Vec<Im
     let boundaries: Vec<KubeVersion> = boundaries.into_iter().collect();
     let mut sets: Vec<ImageSet<'a>> = Vec::new();
     for (i, &start) in boundaries.iter().enumerate() {
-        let end = boundaries.get(i + 1).map(|next| KubeVersion::new(next.major, next.minor.saturating_sub(1)));
+        let end = boundaries
+            .get(i + 1)
+            .map(|next| KubeVersion::new(next.major, next.minor.saturating_sub(1)));
         if rows_for(release, start, None).is_empty() {
             continue;
         }
         let images = rows_for(release, start, service);
         match sets.last_mut() {
-            Some(previous) if same_images(&previous.images, &images) && previous.span.max.map(|m| m.next_minor()) == Some(start) => {
+            Some(previous)
+                if same_images(&previous.images, &images)
+                    && previous.span.max.map(|m| m.next_minor()) == Some(start) =>
+            {
                 previous.span.max = end;
             }
-            _ => sets.push(ImageSet { span: KubeRange { min: start, max: end }, images }),
+            _ => sets.push(ImageSet {
+                span: KubeRange {
+                    min: start,
+                    max: end,
+                },
+                images,
+            }),
         }
     }
     sets
@@ -108,14 +145,22 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find(release).unwrap();
         let service = service.map(|s| release.service(s).unwrap());
-        resolve(release, v(version), service).unwrap().iter().map(|i| i.image.clone()).collect()
+        resolve(release, v(version), service)
+            .unwrap()
+            .iter()
+            .map(|i| i.image.clone())
+            .collect()
     }
 
     const LIVENESS_480: &str = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
     const RESIZER_480: &str = "registry.k8s.io/sig-storage/csi-resizer:v1.9.0";
     const REGISTRAR_480: &str = "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.9.0";
-    const VENDOR_480: [&str; 4] =
-        ["storage-backend-controller:4.8.0", "storage-backend-sidecar:4.8.0", "huawei-csi:4.8.0", "huawei-csi-extender:4.8.0"];
+    const VENDOR_480: [&str; 4] = [
+        "storage-backend-controller:4.8.0",
+        "storage-backend-sidecar:4.8.0",
+        "huawei-csi:4.8.0",
+        "huawei-csi-extender:4.8.0",
+    ];
 
     /// The whole 4.8.0 table, per version at each boundary, in table order.
     #[test]
@@ -145,15 +190,39 @@ mod tests {
             "registry.k8s.io/sig-storage/csi-provisioner:v3.6.0",
             "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
         ];
-        let with_vendor = |rows: &[&str]| rows.iter().chain(VENDOR_480.iter()).map(|s| s.to_string()).collect::<Vec<_>>();
+        let with_vendor = |rows: &[&str]| {
+            rows.iter()
+                .chain(VENDOR_480.iter())
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        };
         for version in ["1.16", "v1.16.0", "1.16.15"] {
-            assert_eq!(images("huawei-csi@4.8.0", version, None), with_vendor(&span_116), "{version}");
+            assert_eq!(
+                images("huawei-csi@4.8.0", version, None),
+                with_vendor(&span_116),
+                "{version}"
+            );
         }
         for version in ["1.17", "1.18.3", "1.19", "v1.19.16"] {
-            assert_eq!(images("huawei-csi@4.8.0", version, None), with_vendor(&span_117), "{version}");
+            assert_eq!(
+                images("huawei-csi@4.8.0", version, None),
+                with_vendor(&span_117),
+                "{version}"
+            );
         }
-        for version in ["1.20", "1.20.0-rc.1", "1.28", "1.28.3+k3s1", "v1.27.9-eks-5e0fdde", "1.31"] {
-            assert_eq!(images("huawei-csi@4.8.0", version, None), with_vendor(&span_120), "{version}");
+        for version in [
+            "1.20",
+            "1.20.0-rc.1",
+            "1.28",
+            "1.28.3+k3s1",
+            "v1.27.9-eks-5e0fdde",
+            "1.31",
+        ] {
+            assert_eq!(
+                images("huawei-csi@4.8.0", version, None),
+                with_vendor(&span_120),
+                "{version}"
+            );
         }
     }
 
@@ -161,7 +230,11 @@ mod tests {
     fn csi_480_per_service() {
         let node = [LIVENESS_480, REGISTRAR_480, "huawei-csi:4.8.0"];
         for version in ["1.16", "1.18", "1.28"] {
-            assert_eq!(images("huawei-csi@4.8.0", version, Some("node")), node, "{version}");
+            assert_eq!(
+                images("huawei-csi@4.8.0", version, Some("node")),
+                node,
+                "{version}"
+            );
         }
         let controller_128 = [
             LIVENESS_480,
@@ -171,8 +244,15 @@ mod tests {
             "registry.k8s.io/sig-storage/csi-provisioner:v3.6.0",
             "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
         ];
-        let expected: Vec<String> = controller_128.iter().chain(VENDOR_480.iter()).map(|s| s.to_string()).collect();
-        assert_eq!(images("huawei-csi@4.8.0", "1.28", Some("huawei-csi-controller")), expected);
+        let expected: Vec<String> = controller_128
+            .iter()
+            .chain(VENDOR_480.iter())
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            images("huawei-csi@4.8.0", "1.28", Some("huawei-csi-controller")),
+            expected
+        );
         let controller_116 = images("huawei-csi@4.8.0", "1.16", Some("controller"));
         assert!(!controller_116.iter().any(|i| i.contains("registrar")));
         assert!(controller_116.contains(&"quay.io/k8scsi/csi-attacher:v1.2.1".to_string()));
@@ -185,11 +265,25 @@ mod tests {
             "k8s.gcr.io/sig-storage/csi-resizer:v1.4.0",
             "k8s.gcr.io/sig-storage/csi-node-driver-registrar:v2.3.0",
         ];
-        let vendor =
-            ["storage-backend-controller:4.5.0", "storage-backend-sidecar:4.5.0", "huawei-csi:4.5.0", "huawei-csi-extender:4.5.0"];
-        let expect = |middle: &[&str]| common.iter().chain(middle).chain(vendor.iter()).map(|s| s.to_string()).collect::<Vec<_>>();
+        let vendor = [
+            "storage-backend-controller:4.5.0",
+            "storage-backend-sidecar:4.5.0",
+            "huawei-csi:4.5.0",
+            "huawei-csi-extender:4.5.0",
+        ];
+        let expect = |middle: &[&str]| {
+            common
+                .iter()
+                .chain(middle)
+                .chain(vendor.iter())
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+        };
         // The 4.5.0 table lists no snapshotter for 1.16: transcribed as the vendor wrote it.
-        let span_116 = expect(&["quay.io/k8scsi/csi-provisioner:v1.4.0", "quay.io/k8scsi/csi-attacher:v1.2.1"]);
+        let span_116 = expect(&[
+            "quay.io/k8scsi/csi-provisioner:v1.4.0",
+            "quay.io/k8scsi/csi-attacher:v1.2.1",
+        ]);
         let span_117 = expect(&[
             "k8s.gcr.io/sig-storage/csi-snapshotter:v4.2.1",
             "k8s.gcr.io/sig-storage/snapshot-controller:v4.2.1",
@@ -198,9 +292,17 @@ mod tests {
         ]);
         assert_eq!(images("huawei-csi@4.5.0", "1.16.9", None), span_116);
         for version in ["1.17", "1.19.16", "1.20", "1.30.0-rc.1"] {
-            assert_eq!(images("huawei-csi@4.5.0", version, None), span_117, "{version}");
+            assert_eq!(
+                images("huawei-csi@4.5.0", version, None),
+                span_117,
+                "{version}"
+            );
         }
-        let node = ["k8s.gcr.io/sig-storage/livenessprobe:v2.5.0", "k8s.gcr.io/sig-storage/csi-node-driver-registrar:v2.3.0", "huawei-csi:4.5.0"];
+        let node = [
+            "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0",
+            "k8s.gcr.io/sig-storage/csi-node-driver-registrar:v2.3.0",
+            "huawei-csi:4.5.0",
+        ];
         assert_eq!(images("huawei-csi@4.5.0", "1.16", Some("node")), node);
         assert_eq!(images("huawei-csi@4.5.0", "1.25", Some("node")), node);
     }
@@ -219,12 +321,22 @@ mod tests {
     fn distinct_sets_and_their_spans() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let spans = |id: &str| {
-            image_sets(catalogs.find(id).unwrap(), None).iter().map(|s| (s.span.to_string(), s.images.len())).collect::<Vec<_>>()
+            image_sets(catalogs.find(id).unwrap(), None)
+                .iter()
+                .map(|s| (s.span.to_string(), s.images.len()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(
             spans("huawei-csi@4.8.0"),
-            [("1.16".to_string(), 9), ("1.17-1.19".to_string(), 11), ("1.20+".to_string(), 11)]
+            [
+                ("1.16".to_string(), 9),
+                ("1.17-1.19".to_string(), 11),
+                ("1.20+".to_string(), 11)
+            ]
         );
-        assert_eq!(spans("huawei-csi@4.5.0"), [("1.16".to_string(), 9), ("1.17+".to_string(), 11)]);
+        assert_eq!(
+            spans("huawei-csi@4.5.0"),
+            [("1.16".to_string(), 9), ("1.17+".to_string(), 11)]
+        );
     }
 }

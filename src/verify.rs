@@ -20,7 +20,8 @@ use crate::reference::Reference;
 use crate::resolve::resolve;
 use crate::tarball::read::{read_bundle, Entry, Observer, ReadError, Source};
 use crate::tarball::{
-    file_name, names, pretty, sibling, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
+    file_name, names, pretty, sibling, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES,
+    LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
 };
 
 /// JSON documents larger than this are refused (containerd's own limit).
@@ -53,7 +54,12 @@ pub enum Checksum {
     Verified { files: Vec<PathBuf> },
     /// No checksum file travelled with the bundle.
     Absent,
-    Mismatch { file: PathBuf, name: String, expected: String, actual: String },
+    Mismatch {
+        file: PathBuf,
+        name: String,
+        expected: String,
+        actual: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,12 +149,19 @@ impl OuterHasher {
             parts.extend(part.map(Digest::from_hasher));
             (parts, Digest::from_hasher(whole))
         });
-        OuterHasher { sender: Some(sender), worker: Some(worker) }
+        OuterHasher {
+            sender: Some(sender),
+            worker: Some(worker),
+        }
     }
 
     fn finish(mut self) -> (Vec<Digest>, Digest) {
         drop(self.sender.take());
-        self.worker.take().expect("started").join().expect("hasher thread does not panic")
+        self.worker
+            .take()
+            .expect("started")
+            .join()
+            .expect("hasher thread does not panic")
     }
 }
 
@@ -160,15 +173,25 @@ impl Observer for OuterHasher {
     }
 
     fn bytes(&mut self, chunk: &[u8]) {
-        let _ = self.sender.as_ref().expect("open").send(Some(chunk.to_vec()));
+        let _ = self
+            .sender
+            .as_ref()
+            .expect("open")
+            .send(Some(chunk.to_vec()));
     }
 }
 
-pub fn verify(path: &Path, options: &VerifyOptions, catalogs: &Catalogs) -> Result<Report, VerifyError> {
+pub fn verify(
+    path: &Path,
+    options: &VerifyOptions,
+    catalogs: &Catalogs,
+) -> Result<Report, VerifyError> {
     let source = Source::locate(path)?;
     let mut hasher = OuterHasher::start();
     let mut contents = Contents::default();
-    let bytes = read_bundle(&source, &mut hasher, |entry| contents.take(entry, options.deep))?;
+    let bytes = read_bundle(&source, &mut hasher, |entry| {
+        contents.take(entry, options.deep)
+    })?;
     let (parts, whole) = hasher.finish();
     let checksum = check_sums(&source, &parts, &whole);
     let mut report = Report {
@@ -192,10 +215,17 @@ pub fn verify(path: &Path, options: &VerifyOptions, catalogs: &Catalogs) -> Resu
 
 impl Contents {
     fn take(&mut self, entry: Entry<'_>, deep: bool) -> io::Result<()> {
-        let Entry { name, size, offset, data } = entry;
+        let Entry {
+            name,
+            size,
+            offset,
+            data,
+        } = entry;
         let Some(hex) = name.strip_prefix(crate::tarball::BLOBS_DIR) else {
             if size > MAX_DOCUMENT {
-                self.problems.push(format!("{name} is {size} bytes, more than the {MAX_DOCUMENT} allowed"));
+                self.problems.push(format!(
+                    "{name} is {size} bytes, more than the {MAX_DOCUMENT} allowed"
+                ));
                 return Ok(());
             }
             let mut bytes = Vec::with_capacity(size as usize);
@@ -208,10 +238,14 @@ impl Contents {
         let mut first = [0u8; 1];
         let got = data.read(&mut first)?;
         let mut data = first[..got].chain(data);
-        let keep = got == 1 && first[0] == b'{' && size <= MAX_KEPT_BLOB && self.kept_total + size <= MAX_KEPT_TOTAL;
+        let keep = got == 1
+            && first[0] == b'{'
+            && size <= MAX_KEPT_BLOB
+            && self.kept_total + size <= MAX_KEPT_TOTAL;
         let gzip_layer = deep && got == 1 && first[0] == 0x1f;
         let mut kept = keep.then(|| Vec::with_capacity(size as usize));
-        let mut inflater = gzip_layer.then(|| flate2::write::MultiGzDecoder::new(Hashing::new(io::sink())));
+        let mut inflater =
+            gzip_layer.then(|| flate2::write::MultiGzDecoder::new(Hashing::new(io::sink())));
         let mut hashing = Hashing::new(io::sink());
         let mut buffer = vec![0u8; 256 * 1024];
         let mut inflate_failed = false;
@@ -232,27 +266,44 @@ impl Contents {
         let uncompressed = match inflater.map(|i| i.finish()) {
             Some(Ok(hashing)) if !inflate_failed => Some(hashing.finish().1),
             Some(_) => {
-                self.problems.push(format!("blob {named} is not valid gzip"));
+                self.problems
+                    .push(format!("blob {named} is not valid gzip"));
                 None
             }
             None => None,
         };
         if actual != named {
-            self.problems.push(format!("blob {named} is damaged: its content hashes to {actual}"));
+            self.problems.push(format!(
+                "blob {named} is damaged: its content hashes to {actual}"
+            ));
         }
         self.kept_total += kept.as_ref().map_or(0, |k| k.len() as u64);
-        self.blobs.insert(named, SeenBlob { size, actual: Some(actual), kept, uncompressed });
+        self.blobs.insert(
+            named,
+            SeenBlob {
+                size,
+                actual: Some(actual),
+                kept,
+                uncompressed,
+            },
+        );
         Ok(())
     }
 
     /// A blob that is present, intact and of the size its descriptor says; else why not.
     fn check_blob(&self, digest: &Digest, size: u64, what: &str) -> Result<&SeenBlob, String> {
-        let blob = self.blobs.get(digest).ok_or_else(|| format!("{what} {digest} is missing"))?;
+        let blob = self
+            .blobs
+            .get(digest)
+            .ok_or_else(|| format!("{what} {digest} is missing"))?;
         if blob.actual.as_ref() != Some(digest) {
             return Err(format!("{what} {digest} is damaged"));
         }
         if blob.size != size {
-            return Err(format!("{what} {digest} has {} bytes, but its descriptor says {size}", blob.size));
+            return Err(format!(
+                "{what} {digest} has {} bytes, but its descriptor says {size}",
+                blob.size
+            ));
         }
         Ok(blob)
     }
@@ -266,7 +317,9 @@ impl Contents {
         match serde_json::from_slice::<Value>(bytes) {
             Ok(value) if pretty(&value) == *bytes => Some(value),
             Ok(_) => {
-                problems.push(format!("{name} is damaged: it is not byte for byte what ferry writes"));
+                problems.push(format!(
+                    "{name} is damaged: it is not byte for byte what ferry writes"
+                ));
                 None
             }
             Err(e) => {
@@ -281,23 +334,31 @@ impl Contents {
         if self.documents.get(LAYOUT_JSON).map(Vec::as_slice) != Some(LAYOUT_BYTES) {
             problems.push(format!("{LAYOUT_JSON} is missing or damaged"));
         }
-        let Some(index) = self.document(INDEX_JSON, problems) else { return };
+        let Some(index) = self.document(INDEX_JSON, problems) else {
+            return;
+        };
         if index["schemaVersion"] != 2 || index["mediaType"] != media::OCI_INDEX {
             problems.push(format!("{INDEX_JSON} is not an OCI image index"));
         }
         let metadata = self.document(METADATA_JSON, problems);
         let docker = self.document(MANIFEST_JSON, problems);
-        for (name, key) in [(METADATA_JSON, METADATA_DIGEST), (MANIFEST_JSON, DOCKER_MANIFEST_DIGEST)] {
+        for (name, key) in [
+            (METADATA_JSON, METADATA_DIGEST),
+            (MANIFEST_JSON, DOCKER_MANIFEST_DIGEST),
+        ] {
             let actual = self.documents.get(name).map(|b| Digest::of(b).to_string());
             if index["annotations"][key].as_str() != actual.as_deref() {
-                problems.push(format!("{name} does not match the digest {INDEX_JSON} records for it"));
+                problems.push(format!(
+                    "{name} does not match the digest {INDEX_JSON} records for it"
+                ));
             }
         }
         let descriptors = index["manifests"].as_array().cloned().unwrap_or_default();
         let mut referenced = BTreeSet::new();
         let mut budget = Budget(MAX_PARSED);
         for (position, descriptor) in descriptors.iter().enumerate() {
-            let verdict = self.check_image(position, descriptor, deep, &mut referenced, &mut budget);
+            let verdict =
+                self.check_image(position, descriptor, deep, &mut referenced, &mut budget);
             report.images.push(verdict);
         }
         for unreferenced in self.blobs.keys().filter(|d| !referenced.contains(*d)) {
@@ -307,7 +368,12 @@ impl Contents {
             check_docker_manifest(&docker, &mut report.images);
         }
         if let Some(metadata) = &metadata {
-            check_metadata(metadata, &descriptors, &mut report.images, &mut report.problems);
+            check_metadata(
+                metadata,
+                &descriptors,
+                &mut report.images,
+                &mut report.problems,
+            );
         }
         report.metadata = metadata;
     }
@@ -320,16 +386,30 @@ impl Contents {
         referenced: &mut BTreeSet<Digest>,
         budget: &mut Budget,
     ) -> ImageVerdict {
-        let name = index_name(descriptor).map_or(format!("image #{}", position + 1), str::to_string);
-        let mut verdict = ImageVerdict { name, manifest: None, platform: None, size: 0, layers: Vec::new(), problems: Vec::new() };
-        let parsed: Result<crate::image::Descriptor, _> = serde_json::from_value(descriptor.clone());
+        let name =
+            index_name(descriptor).map_or(format!("image #{}", position + 1), str::to_string);
+        let mut verdict = ImageVerdict {
+            name,
+            manifest: None,
+            platform: None,
+            size: 0,
+            layers: Vec::new(),
+            problems: Vec::new(),
+        };
+        let parsed: Result<crate::image::Descriptor, _> =
+            serde_json::from_value(descriptor.clone());
         let Ok(descriptor) = parsed else {
-            verdict.problems.push(format!("its entry in {INDEX_JSON} is not a valid descriptor"));
+            verdict.problems.push(format!(
+                "its entry in {INDEX_JSON} is not a valid descriptor"
+            ));
             return verdict;
         };
         referenced.insert(descriptor.digest.clone());
         verdict.manifest = Some(descriptor.digest.clone());
-        let manifest_blob = match self.check_blob(&descriptor.digest, descriptor.size, "manifest").and_then(|blob| budget.spend(blob)) {
+        let manifest_blob = match self
+            .check_blob(&descriptor.digest, descriptor.size, "manifest")
+            .and_then(|blob| budget.spend(blob))
+        {
             Ok(blob) => blob,
             Err(problem) => {
                 verdict.problems.push(problem);
@@ -339,19 +419,32 @@ impl Contents {
         let manifest: Manifest = match manifest_blob.kept.as_deref().map(serde_json::from_slice) {
             Some(Ok(manifest)) => manifest,
             _ => {
-                verdict.problems.push(format!("manifest {} is not a readable image manifest", descriptor.digest));
+                verdict.problems.push(format!(
+                    "manifest {} is not a readable image manifest",
+                    descriptor.digest
+                ));
                 return verdict;
             }
         };
         if let Err(problem) = check_index_entry(&descriptor, &manifest) {
             verdict.problems.push(problem);
         }
-        verdict.size = descriptor.size + manifest.config.size + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        verdict.size = descriptor.size
+            + manifest.config.size
+            + manifest.layers.iter().map(|l| l.size).sum::<u64>();
         verdict.layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
-        referenced.extend(std::iter::once(manifest.config.digest.clone()).chain(verdict.layers.iter().cloned()));
-        let config = self.check_blob(&manifest.config.digest, manifest.config.size, "config").and_then(|blob| budget.spend(blob)).and_then(|blob| {
-            blob.kept.as_deref().and_then(|b| serde_json::from_slice::<Value>(b).ok()).ok_or_else(|| format!("config {} is not JSON", manifest.config.digest))
-        });
+        referenced.extend(
+            std::iter::once(manifest.config.digest.clone()).chain(verdict.layers.iter().cloned()),
+        );
+        let config = self
+            .check_blob(&manifest.config.digest, manifest.config.size, "config")
+            .and_then(|blob| budget.spend(blob))
+            .and_then(|blob| {
+                blob.kept
+                    .as_deref()
+                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+                    .ok_or_else(|| format!("config {} is not JSON", manifest.config.digest))
+            });
         let config = match config {
             Ok(config) => config,
             Err(problem) => {
@@ -360,21 +453,41 @@ impl Contents {
             }
         };
         verdict.platform = config["os"].as_str().map(|os| {
-            let variant = config["variant"].as_str().map(|v| format!("/{v}")).unwrap_or_default();
-            format!("{os}/{}{variant}", config["architecture"].as_str().unwrap_or("?"))
+            let variant = config["variant"]
+                .as_str()
+                .map(|v| format!("/{v}"))
+                .unwrap_or_default();
+            format!(
+                "{os}/{}{variant}",
+                config["architecture"].as_str().unwrap_or("?")
+            )
         });
-        let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         if !config.is_null() && diff_ids.len() != manifest.layers.len() {
-            verdict.problems.push(format!("its config lists {} diff_ids for {} layers", diff_ids.len(), manifest.layers.len()));
+            verdict.problems.push(format!(
+                "its config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers.len()
+            ));
         }
         for (i, layer) in manifest.layers.iter().enumerate() {
             match self.check_blob(&layer.digest, layer.size, "layer") {
                 Err(problem) => verdict.problems.push(problem),
                 Ok(blob) if deep => {
-                    let content = if layer.media_type.ends_with("gzip") { blob.uncompressed.clone() } else { Some(layer.digest.clone()) };
+                    let content = if layer.media_type.ends_with("gzip") {
+                        blob.uncompressed.clone()
+                    } else {
+                        Some(layer.digest.clone())
+                    };
                     let expected = diff_ids.get(i).copied();
                     if content.as_ref().map(ToString::to_string).as_deref() != expected {
-                        verdict.problems.push(format!("layer {} does not decompress to the diff_id its config records", layer.digest));
+                        verdict.problems.push(format!(
+                            "layer {} does not decompress to the diff_id its config records",
+                            layer.digest
+                        ));
                     }
                 }
                 Ok(_) => {}
@@ -387,21 +500,37 @@ impl Contents {
 /// The fields of an index entry no digest covers must be what ferry writes, as runtimes act on them: the
 /// manifest's own media type, no platform, and either no annotations or the image's name and its tag.
 fn check_index_entry(descriptor: &Descriptor, manifest: &Manifest) -> Result<(), String> {
-    let declared = manifest.media_type.as_deref().unwrap_or(media::OCI_MANIFEST);
+    let declared = manifest
+        .media_type
+        .as_deref()
+        .unwrap_or(media::OCI_MANIFEST);
     if descriptor.media_type != declared {
-        return Err(format!("its media type in {INDEX_JSON} is {}, but its manifest is {declared}", descriptor.media_type));
+        return Err(format!(
+            "its media type in {INDEX_JSON} is {}, but its manifest is {declared}",
+            descriptor.media_type
+        ));
     }
     if descriptor.platform.is_some() {
         return Err(format!("its entry in {INDEX_JSON} names a platform"));
     }
-    let Some(annotations) = &descriptor.annotations else { return Ok(()) };
+    let Some(annotations) = &descriptor.annotations else {
+        return Ok(());
+    };
     let name = annotations.get(NAME_ANNOTATION).map_or("", String::as_str);
-    let reference = name.parse::<Reference>().ok().filter(|r| r.tagged_name().as_deref() == Some(name));
+    let reference = name
+        .parse::<Reference>()
+        .ok()
+        .filter(|r| r.tagged_name().as_deref() == Some(name));
     let expected = reference.as_ref().and_then(Reference::tag).map(|tag| {
-        BTreeMap::from([(NAME_ANNOTATION.to_string(), name.to_string()), (REF_NAME_ANNOTATION.to_string(), tag.to_string())])
+        BTreeMap::from([
+            (NAME_ANNOTATION.to_string(), name.to_string()),
+            (REF_NAME_ANNOTATION.to_string(), tag.to_string()),
+        ])
     });
     if expected.as_ref() != Some(annotations) {
-        return Err(format!("its annotations in {INDEX_JSON} are not its name and tag"));
+        return Err(format!(
+            "its annotations in {INDEX_JSON} are not its name and tag"
+        ));
     }
     Ok(())
 }
@@ -425,22 +554,40 @@ fn check_docker_manifest(docker: &Value, images: &mut [ImageVerdict]) {
     let count = images.len();
     if entries.len() != count {
         for image in images.iter_mut() {
-            image.problems.push(format!("{MANIFEST_JSON} lists {} images, the index {count}", entries.len()));
+            image.problems.push(format!(
+                "{MANIFEST_JSON} lists {} images, the index {count}",
+                entries.len()
+            ));
         }
         return;
     }
     for (entry, image) in entries.iter().zip(images.iter_mut()) {
-        let tags: Vec<&str> = entry["RepoTags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let tags: Vec<&str> = entry["RepoTags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         if !(tags.is_empty() || tags == [image.name.as_str()]) {
-            image.problems.push(format!("{MANIFEST_JSON} names it {tags:?}"));
+            image
+                .problems
+                .push(format!("{MANIFEST_JSON} names it {tags:?}"));
         }
         let layers: Vec<String> = image.layers.iter().map(names::blob_path).collect();
-        let listed: Vec<&str> = entry["Layers"].as_array().map(|l| l.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let listed: Vec<&str> = entry["Layers"]
+            .as_array()
+            .map(|l| l.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         if listed != layers.iter().map(String::as_str).collect::<Vec<_>>() {
-            image.problems.push(format!("its layers in {MANIFEST_JSON} differ from its manifest's"));
+            image.problems.push(format!(
+                "its layers in {MANIFEST_JSON} differ from its manifest's"
+            ));
         }
-        if !entry["Config"].as_str().is_some_and(|c| c.starts_with(crate::tarball::BLOBS_DIR)) {
-            image.problems.push(format!("its Config in {MANIFEST_JSON} points outside the bundle's blobs"));
+        if !entry["Config"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(crate::tarball::BLOBS_DIR))
+        {
+            image.problems.push(format!(
+                "its Config in {MANIFEST_JSON} points outside the bundle's blobs"
+            ));
         }
     }
 }
@@ -453,39 +600,70 @@ fn index_name(descriptor: &Value) -> Option<&str> {
 /// `ferry.json` must list exactly the images inside, in the index's order, with their digests and sizes.
 /// It names each by the reference it was pulled as, pin included, which the index cannot hold: the index
 /// name is that reference's tagged name, and an image with none takes its name from `ferry.json`.
-fn check_metadata(metadata: &Value, descriptors: &[Value], images: &mut [ImageVerdict], problems: &mut Vec<String>) {
+fn check_metadata(
+    metadata: &Value,
+    descriptors: &[Value],
+    images: &mut [ImageVerdict],
+    problems: &mut Vec<String>,
+) {
     let listed = metadata["images"].as_array().cloned().unwrap_or_default();
     if listed.len() != images.len() {
-        problems.push(format!("{METADATA_JSON} lists {} images, but the bundle holds {}", listed.len(), images.len()));
+        problems.push(format!(
+            "{METADATA_JSON} lists {} images, but the bundle holds {}",
+            listed.len(),
+            images.len()
+        ));
     }
     for ((entry, descriptor), image) in listed.iter().zip(descriptors).zip(images.iter_mut()) {
         let name = entry["name"].as_str().unwrap_or_default();
-        let tagged = name.parse::<crate::reference::Reference>().ok().map(|r| r.tagged_name());
+        let tagged = name
+            .parse::<crate::reference::Reference>()
+            .ok()
+            .map(|r| r.tagged_name());
         match (tagged, index_name(descriptor)) {
             (Some(Some(tagged)), Some(indexed)) if tagged == indexed => {}
             (Some(None), None) => image.name = name.to_string(),
             _ => {
-                problems.push(format!("{METADATA_JSON} lists {name} where the bundle holds {}", image.name));
+                problems.push(format!(
+                    "{METADATA_JSON} lists {name} where the bundle holds {}",
+                    image.name
+                ));
                 continue;
             }
         }
-        if entry["manifest"]["digest"].as_str() != image.manifest.as_ref().map(ToString::to_string).as_deref() {
-            image.problems.push(format!("{METADATA_JSON} records another manifest digest for it"));
+        if entry["manifest"]["digest"].as_str()
+            != image.manifest.as_ref().map(ToString::to_string).as_deref()
+        {
+            image.problems.push(format!(
+                "{METADATA_JSON} records another manifest digest for it"
+            ));
         }
         if entry["size"].as_u64() != Some(image.size) {
-            image.problems.push(format!("{METADATA_JSON} records {} bytes for it, the bundle holds {}", entry["size"], image.size));
+            image.problems.push(format!(
+                "{METADATA_JSON} records {} bytes for it, the bundle holds {}",
+                entry["size"], image.size
+            ));
         }
         if image.platform.is_some() && entry["platform"].as_str() != image.platform.as_deref() {
-            image.problems.push(format!("{METADATA_JSON} records platform {}", entry["platform"]));
+            image.problems.push(format!(
+                "{METADATA_JSON} records platform {}",
+                entry["platform"]
+            ));
         }
     }
 }
 
 /// With `--k8s`: every image the catalog lists for that version must be inside.
 fn check_completeness(report: &mut Report, version: KubeVersion, catalogs: &Catalogs) {
-    let Some(metadata) = &report.metadata else { return };
-    let (Some(catalog), Some(release)) = (metadata["catalog"].as_str(), metadata["release"].as_str()) else {
-        report.problems.push(format!("{METADATA_JSON} names no catalog release, so --k8s cannot be checked"));
+    let Some(metadata) = &report.metadata else {
+        return;
+    };
+    let (Some(catalog), Some(release)) =
+        (metadata["catalog"].as_str(), metadata["release"].as_str())
+    else {
+        report.problems.push(format!(
+            "{METADATA_JSON} names no catalog release, so --k8s cannot be checked"
+        ));
         return;
     };
     let release = match catalogs.find(&format!("{catalog}@{release}")) {
@@ -495,12 +673,18 @@ fn check_completeness(report: &mut Report, version: KubeVersion, catalogs: &Cata
             return;
         }
     };
-    let service = metadata["service"].as_str().and_then(|s| release.service(s).ok());
+    let service = metadata["service"]
+        .as_str()
+        .and_then(|s| release.service(s).ok());
     match resolve(release, version, service) {
         Err(e) => report.problems.push(e.to_string()),
         Ok(rows) => {
             let inside: BTreeSet<&str> = report.images.iter().map(|i| i.name.as_str()).collect();
-            report.missing = rows.iter().map(|r| r.reference().to_string()).filter(|r| !inside.contains(r.as_str())).collect();
+            report.missing = rows
+                .iter()
+                .map(|r| r.reference().to_string())
+                .filter(|r| !inside.contains(r.as_str()))
+                .collect();
         }
     }
 }
@@ -508,7 +692,10 @@ fn check_completeness(report: &mut Report, version: KubeVersion, catalogs: &Cata
 /// `<hex>  <name>` (or `<hex> *<name>`, binary mode), hex in either case as `sha256sum -c` accepts it.
 fn checksum_line(line: &str) -> Option<(String, Digest)> {
     let (hex, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
-    Some((name.trim().to_string(), Digest::from_hex(&hex.trim().to_ascii_lowercase()).ok()?))
+    Some((
+        name.trim().to_string(),
+        Digest::from_hex(&hex.trim().to_ascii_lowercase()).ok()?,
+    ))
 }
 
 /// Compares the bytes read with every `sha256sum -c` file beside the bundle.
@@ -551,10 +738,20 @@ fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
             match actual.iter().find(|(n, _)| n == name) {
                 Some((_, got)) if *got == digest => {}
                 Some((_, got)) => {
-                    return Checksum::Mismatch { file: file.clone(), name: name.clone(), expected: digest.to_string(), actual: got.to_string() }
+                    return Checksum::Mismatch {
+                        file: file.clone(),
+                        name: name.clone(),
+                        expected: digest.to_string(),
+                        actual: got.to_string(),
+                    }
                 }
                 None => {
-                    return Checksum::Mismatch { file: file.clone(), name: name.clone(), expected: digest.to_string(), actual: "not read".into() }
+                    return Checksum::Mismatch {
+                        file: file.clone(),
+                        name: name.clone(),
+                        expected: digest.to_string(),
+                        actual: "not read".into(),
+                    }
                 }
             }
         }
@@ -584,7 +781,15 @@ mod tests {
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
         let images = crate::tarball::two_images(&store);
         let path = dir.path().join("b.tar");
-        write_bundle(&store, &images, &serde_json::json!({"images": []}), &path, &WriteOptions::default(), &Silent).unwrap();
+        write_bundle(
+            &store,
+            &images,
+            &serde_json::json!({"images": []}),
+            &path,
+            &WriteOptions::default(),
+            &Silent,
+        )
+        .unwrap();
         std::fs::remove_file(dir.path().join("b.tar.sha256")).unwrap();
         let original = std::fs::read(&path).unwrap();
         (dir, path, original)
@@ -596,12 +801,31 @@ mod tests {
     fn no_mutation_of_a_bundle_passes_and_none_panics() {
         let (dir, path, original) = fixture_bundle();
         let catalogs = Catalogs::load(&[]).unwrap();
-        let deep = VerifyOptions { deep: true, kubernetes: None };
+        let deep = VerifyOptions {
+            deep: true,
+            kubernetes: None,
+        };
         let baseline = verify(&path, &deep, &catalogs).unwrap();
-        assert!(baseline.images.len() == 2 && baseline.problems.iter().all(|p| p.contains("ferry.json lists")), "{:?}", baseline.problems);
+        assert!(
+            baseline.images.len() == 2
+                && baseline
+                    .problems
+                    .iter()
+                    .all(|p| p.contains("ferry.json lists")),
+            "{:?}",
+            baseline.problems
+        );
         // The fixture is not flawless (its ferry.json lists no images, its configs no diff_ids, its layers are not gzip): a mutation
         // passes if it adds no finding to those.
-        let findings = |r: &Report| (r.problems.clone(), r.images.iter().map(|i| i.problems.clone()).collect::<Vec<_>>());
+        let findings = |r: &Report| {
+            (
+                r.problems.clone(),
+                r.images
+                    .iter()
+                    .map(|i| i.problems.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
         let baseline = findings(&baseline);
 
         let mutated = dir.path().join("m.tar");
@@ -621,7 +845,11 @@ mod tests {
             }
             std::fs::write(&mutated, &bytes).unwrap();
             if let Ok(report) = verify(&mutated, &deep, &catalogs) {
-                assert_ne!(findings(&report), baseline, "round {round}: a mutation at byte {at} passed unnoticed");
+                assert_ne!(
+                    findings(&report),
+                    baseline,
+                    "round {round}: a mutation at byte {at} passed unnoticed"
+                );
             }
         }
     }
@@ -632,12 +860,24 @@ mod tests {
     fn no_change_to_any_byte_of_the_index_passes() {
         let (dir, path, original) = fixture_bundle();
         let catalogs = Catalogs::load(&[]).unwrap();
-        let findings = |r: &Report| (r.problems.clone(), r.images.iter().map(|i| i.problems.clone()).collect::<Vec<_>>());
+        let findings = |r: &Report| {
+            (
+                r.problems.clone(),
+                r.images
+                    .iter()
+                    .map(|i| i.problems.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
         let baseline = findings(&verify(&path, &VerifyOptions::default(), &catalogs).unwrap());
         // index.json is the third entry: header at 2048, data after it (the first two fit in one block each).
         let header = 4 * BLOCK_SIZE;
         assert_eq!(&original[header..header + 10], b"index.json");
-        let size = usize::from_str_radix(std::str::from_utf8(&original[header + 124..header + 135]).unwrap(), 8).unwrap();
+        let size = usize::from_str_radix(
+            std::str::from_utf8(&original[header + 124..header + 135]).unwrap(),
+            8,
+        )
+        .unwrap();
         let mutated = dir.path().join("m.tar");
         for at in header + BLOCK_SIZE..header + BLOCK_SIZE + size {
             let mut bytes = original.clone();
@@ -649,7 +889,11 @@ mod tests {
             std::fs::write(&mutated, &bytes).unwrap();
             let report = verify(&mutated, &VerifyOptions::default(), &catalogs).unwrap();
             let context = String::from_utf8_lossy(&original[at - 30..at + 5]).replace('\n', " ");
-            assert_ne!(findings(&report), baseline, "a change at byte {at} passed unnoticed: {context}");
+            assert_ne!(
+                findings(&report),
+                baseline,
+                "a change at byte {at} passed unnoticed: {context}"
+            );
         }
     }
     /// An index that names one large manifest over and over must not make verify parse it every time: the
@@ -677,9 +921,20 @@ mod tests {
         }
         let path = dir.path().join("b.tar");
         std::fs::write(&path, tar.into_inner().unwrap()).unwrap();
-        let report = verify(&path, &VerifyOptions::default(), &Catalogs::load(&[]).unwrap()).unwrap();
-        let unchecked = report.images.iter().filter(|i| i.problems.iter().any(|p| p.starts_with("not checked"))).count();
-        assert!((1..300).contains(&unchecked), "{unchecked} of 300 images not checked");
+        let report = verify(
+            &path,
+            &VerifyOptions::default(),
+            &Catalogs::load(&[]).unwrap(),
+        )
+        .unwrap();
+        let unchecked = report
+            .images
+            .iter()
+            .filter(|i| i.problems.iter().any(|p| p.starts_with("not checked")))
+            .count();
+        assert!(
+            (1..300).contains(&unchecked),
+            "{unchecked} of 300 images not checked"
+        );
     }
-
 }

@@ -18,18 +18,42 @@ use crate::tarball::{write_bundle, WriteOptions};
 const METADATA_FORMAT: u32 = 1;
 
 pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Result<()> {
-    let options = WriteOptions { mtime: source_date_epoch()?, split: args.split };
-    let FetchRun { plans, store, fetched, reporter } = fetch_images(catalogs, &args.images, &args.fetch)?;
+    let options = WriteOptions {
+        mtime: source_date_epoch()?,
+        split: args.split,
+    };
+    let FetchRun {
+        plans,
+        store,
+        fetched,
+        reporter,
+    } = fetch_images(catalogs, &args.images, &args.fetch)?;
     let several = plans.len() > 1;
     if several {
         if let Some(dir) = &args.output {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.clone(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.clone(),
+                source,
+            })?;
         }
     }
     for plan in &plans {
-        let images: Vec<Image> =
-            plan.images.iter().filter_map(|w| fetched.images.iter().find(|i| i.reference == w.reference).cloned()).collect();
-        let skipped: Vec<&Reference> = fetched.skipped.iter().filter(|s| plan.images.iter().any(|w| &w.reference == *s)).collect();
+        let images: Vec<Image> = plan
+            .images
+            .iter()
+            .filter_map(|w| {
+                fetched
+                    .images
+                    .iter()
+                    .find(|i| i.reference == w.reference)
+                    .cloned()
+            })
+            .collect();
+        let skipped: Vec<&Reference> = fetched
+            .skipped
+            .iter()
+            .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
+            .collect();
         let name = default_file_name(plan, &args.fetch.platform);
         // -o names the file, or the directory for the default names (always so for several bundles).
         let path = match &args.output {
@@ -38,7 +62,14 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             None => PathBuf::from(name),
         };
         let metadata = metadata(plan, &args.fetch.platform, &images, &skipped);
-        let written = write_bundle(&store, &images, &metadata, &path, &options, reporter.as_ref())?;
+        let written = write_bundle(
+            &store,
+            &images,
+            &metadata,
+            &path,
+            &options,
+            reporter.as_ref(),
+        )?;
         writeln!(
             out,
             "{}  {} image(s), {}, sha256 {}{}",
@@ -46,7 +77,11 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             images.len(),
             human_bytes(written.bytes),
             written.sha256.hex(),
-            if written.files.len() > 1 { format!(", {} parts", written.files.len()) } else { String::new() }
+            if written.files.len() > 1 {
+                format!(", {} parts", written.files.len())
+            } else {
+                String::new()
+            }
         )
         .map_err(Error::Output)?;
         for skipped in &skipped {
@@ -67,8 +102,15 @@ fn default_file_name(plan: &Plan, platform: &Platform) -> String {
         Some(span) => format!("-k8s{span}"),
         None => String::new(),
     };
-    let service = plan.service.as_ref().map(|s| format!("-{s}")).unwrap_or_default();
-    format!("{}-{}{span}{service}-{platform}.tar", release.catalog, release.release)
+    let service = plan
+        .service
+        .as_ref()
+        .map(|s| format!("-{s}"))
+        .unwrap_or_default();
+    format!(
+        "{}-{}{span}{service}-{platform}.tar",
+        release.catalog, release.release
+    )
 }
 
 /// `ferry.json`: what the bundle holds and why. Nothing machine- or time-specific, so that two people
@@ -116,9 +158,11 @@ fn metadata(plan: &Plan, platform: &Platform, images: &[Image], skipped: &[&Refe
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/
 fn source_date_epoch() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(text) if !text.is_empty() => {
-            text.trim().parse().map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH='{text}' is not a number of seconds")))
-        }
+        Ok(text) if !text.is_empty() => text.trim().parse().map_err(|_| {
+            Error::Usage(format!(
+                "SOURCE_DATE_EPOCH='{text}' is not a number of seconds"
+            ))
+        }),
         _ => Ok(0),
     }
 }
@@ -131,8 +175,19 @@ mod tests {
     #[test]
     fn file_names_say_what_is_inside() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        let all = plans(&catalogs, &Selection { release: Some("huawei-csi@4.8.0"), all_versions: true, ..Default::default() }).unwrap();
-        let names: Vec<String> = all.iter().map(|p| default_file_name(p, &Platform::linux_amd64())).collect();
+        let all = plans(
+            &catalogs,
+            &Selection {
+                release: Some("huawei-csi@4.8.0"),
+                all_versions: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let names: Vec<String> = all
+            .iter()
+            .map(|p| default_file_name(p, &Platform::linux_amd64()))
+            .collect();
         assert_eq!(
             names,
             [
@@ -142,7 +197,17 @@ mod tests {
             ]
         );
         let extra = ["busybox:1".parse().unwrap()];
-        let loose = plans(&catalogs, &Selection { extra: &extra, ..Default::default() }).unwrap();
-        assert_eq!(default_file_name(&loose[0], &"linux/arm/v7".parse().unwrap()), "images-linux-arm-v7.tar");
+        let loose = plans(
+            &catalogs,
+            &Selection {
+                extra: &extra,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            default_file_name(&loose[0], &"linux/arm/v7".parse().unwrap()),
+            "images-linux-arm-v7.tar"
+        );
     }
 }

@@ -25,7 +25,13 @@ pub fn run(catalogs: &Catalogs, json: bool, out: &mut dyn Write) -> Result<()> {
             .collect();
         return write_json(out, &json!(releases));
     }
-    let mut rows = vec![vec!["RELEASE".into(), "KUBERNETES".into(), "ROWS".into(), "TITLE".into(), "FROM".into()]];
+    let mut rows = vec![vec![
+        "RELEASE".into(),
+        "KUBERNETES".into(),
+        "ROWS".into(),
+        "TITLE".into(),
+        "FROM".into(),
+    ]];
     for r in catalogs.releases() {
         rows.push(vec![
             r.id(),

@@ -6,9 +6,9 @@ use super::verify::write_verdicts;
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs};
+use crate::deliver::helm_values;
 use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
 use crate::deliver::push::{plan, push as push_bundle};
-use crate::deliver::helm_values;
 use crate::error::{Error, Result};
 use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
@@ -32,21 +32,43 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
         }
         return Ok(());
     }
-    let options = RegistryOptions { insecure: args.insecure.clone(), ca_certs: args.ca_certs.clone(), ..Default::default() };
-    let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
-    let summary = runtime()?.block_on(push_bundle(&report, &args.to, &options, usize::from(args.jobs), reporter.as_ref()))?;
+    let options = RegistryOptions {
+        insecure: args.insecure.clone(),
+        ca_certs: args.ca_certs.clone(),
+        ..Default::default()
+    };
+    let reporter: Box<dyn Reporter> = if args.quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(TerminalReporter::new())
+    };
+    let summary = runtime()?.block_on(push_bundle(
+        &report,
+        &args.to,
+        &options,
+        usize::from(args.jobs),
+        reporter.as_ref(),
+    ))?;
     reporter.finish();
     if let Some(file) = &args.helm_values {
         let values = helm_values(&report, &summary.images, catalogs).ok_or_else(|| {
             Error::Usage("the bundle names no catalog release ferry knows, so there are no Helm values to write".into())
         })?;
-        std::fs::write(file, values).map_err(|source| Error::Io { path: file.clone(), source })?;
+        std::fs::write(file, values).map_err(|source| Error::Io {
+            path: file.clone(),
+            source,
+        })?;
     }
     if args.json {
         return write_json(out, &json!(summary));
     }
     for image in &summary.images {
-        writeln!(out, "{} -> {}  {}", image.source, image.target, image.digest).map_err(Error::Output)?;
+        writeln!(
+            out,
+            "{} -> {}  {}",
+            image.source, image.target, image.digest
+        )
+        .map_err(Error::Output)?;
     }
     reporter.phase(&format!(
         "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
@@ -61,13 +83,27 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     let report = verified(catalogs, &args.path, out)?;
-    let options = LoadOptions { runtime: args.runtime, namespace: args.namespace.clone(), address: args.address.clone() };
+    let options = LoadOptions {
+        runtime: args.runtime,
+        namespace: args.namespace.clone(),
+        address: args.address.clone(),
+    };
     let (runtime, socket) = detect(&options)?;
-    let said = load_bundle(report.source.as_ref().expect("verified"), runtime, socket.as_deref(), &args.namespace)?;
+    let said = load_bundle(
+        report.source.as_ref().expect("verified"),
+        runtime,
+        socket.as_deref(),
+        &args.namespace,
+    )?;
     eprint!("{said}");
     for image in &report.images {
-        let digest = image.manifest.as_ref().map(ToString::to_string).unwrap_or_default();
-        writeln!(out, "loaded {}  {digest}  into {runtime:?}", image.name).map_err(Error::Output)?;
+        let digest = image
+            .manifest
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        writeln!(out, "loaded {}  {digest}  into {runtime:?}", image.name)
+            .map_err(Error::Output)?;
     }
     Ok(())
 }

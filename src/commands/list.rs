@@ -10,10 +10,21 @@ use crate::resolve::{describe_span, image_sets, resolve};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
     let release = catalogs.find(&args.release)?;
-    let service = args.service.as_deref().map(|name| release.service(name)).transpose()?;
+    let service = args
+        .service
+        .as_deref()
+        .map(|name| release.service(name))
+        .transpose()?;
     if let Some(version) = args.kubernetes.version {
         let images = resolve(release, version, service)?;
-        return if args.json { write_json(out, &json!(images.iter().map(|i| image_json(i)).collect::<Vec<_>>())) } else { write_rows(out, &images) };
+        return if args.json {
+            write_json(
+                out,
+                &json!(images.iter().map(|i| image_json(i)).collect::<Vec<_>>()),
+            )
+        } else {
+            write_rows(out, &images)
+        };
     }
     let sets = image_sets(release, service);
     if sets.is_empty() {
@@ -37,15 +48,23 @@ pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<
         if i > 0 {
             writeln!(out).map_err(Error::Output)?;
         }
-        writeln!(out, "# Kubernetes {} ({} images)", describe_span(set.span), set.images.len()).map_err(Error::Output)?;
+        writeln!(
+            out,
+            "# Kubernetes {} ({} images)",
+            describe_span(set.span),
+            set.images.len()
+        )
+        .map_err(Error::Output)?;
         write_rows(out, &set.images)?;
     }
     Ok(())
 }
 
 fn write_rows(out: &mut dyn Write, images: &[&CatalogImage]) -> Result<()> {
-    let rows: Vec<Vec<String>> =
-        images.iter().map(|i| vec![i.image.clone(), i.container.clone(), i.source.to_string()]).collect();
+    let rows: Vec<Vec<String>> = images
+        .iter()
+        .map(|i| vec![i.image.clone(), i.container.clone(), i.source.to_string()])
+        .collect();
     write_table(out, &rows)
 }
 

@@ -43,8 +43,15 @@ fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> Result<()> {
 /// Writes rows as left-aligned columns separated by two spaces.
 fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
@@ -68,7 +75,11 @@ struct FetchRun {
 }
 
 /// Plans, then fetches every image into the cache; the step `pull` and `bundle` share.
-fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArgs) -> Result<FetchRun> {
+fn fetch_images(
+    catalogs: &Catalogs,
+    selection: &ImageSelection,
+    args: &FetchArgs,
+) -> Result<FetchRun> {
     let plans = plans(
         catalogs,
         &Selection {
@@ -79,7 +90,12 @@ fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArg
             extra: &selection.extra,
         },
     )?;
-    let store = BlobStore::open(&args.cache_dir.clone().unwrap_or_else(BlobStore::default_root))?;
+    let store = BlobStore::open(
+        &args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(BlobStore::default_root),
+    )?;
     let settings = FetchSettings {
         platform: args.platform.clone(),
         jobs: usize::from(args.jobs),
@@ -96,12 +112,30 @@ fn fetch_images(catalogs: &Catalogs, selection: &ImageSelection, args: &FetchArg
             _ => VendorSource::Unspecified,
         },
     };
-    let reporter: Box<dyn Reporter> = if args.quiet { Box::new(Silent) } else { Box::new(TerminalReporter::new()) };
-    let fetched = fetch(&runtime()?, &store, &union(&plans), &settings, reporter.as_ref())?;
+    let reporter: Box<dyn Reporter> = if args.quiet {
+        Box::new(Silent)
+    } else {
+        Box::new(TerminalReporter::new())
+    };
+    let fetched = fetch(
+        &runtime()?,
+        &store,
+        &union(&plans),
+        &settings,
+        reporter.as_ref(),
+    )?;
     reporter.finish();
-    Ok(FetchRun { plans, store, fetched, reporter })
+    Ok(FetchRun {
+        plans,
+        store,
+        fetched,
+        reporter,
+    })
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)
 }

@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::progress::human_bytes;
 
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
-    let FetchRun { fetched, reporter, .. } = fetch_images(catalogs, &args.images, &args.fetch)?;
+    let FetchRun {
+        fetched, reporter, ..
+    } = fetch_images(catalogs, &args.images, &args.fetch)?;
     for image in &fetched.images {
         writeln!(out, "{}  {}", image.reference, image.manifest.digest).map_err(Error::Output)?;
     }
@@ -16,7 +18,10 @@ pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<
     }
     let pull = &fetched.pull;
     if pull.downloaded_bytes == 0 {
-        reporter.phase(&format!("{} image(s): nothing downloaded, every blob was already in the cache", fetched.images.len()));
+        reporter.phase(&format!(
+            "{} image(s): nothing downloaded, every blob was already in the cache",
+            fetched.images.len()
+        ));
     } else {
         reporter.phase(&format!(
             "{} image(s): downloaded {} in {} blob(s); {} blob(s) were already cached",

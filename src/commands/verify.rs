@@ -12,7 +12,10 @@ use crate::progress::human_bytes;
 use crate::verify::{verify, Checksum, Report, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
-    let options = VerifyOptions { deep: args.deep, kubernetes: args.k8s };
+    let options = VerifyOptions {
+        deep: args.deep,
+        kubernetes: args.k8s,
+    };
     let report = verify(&args.path, &options, catalogs)?;
     if args.json {
         write_json(out, &json!({"intact": report.intact(), "report": report}))?;
@@ -38,7 +41,11 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
         }
     }
     for image in &report.images {
-        let digest = image.manifest.as_ref().map(Digest::to_string).unwrap_or_default();
+        let digest = image
+            .manifest
+            .as_ref()
+            .map(Digest::to_string)
+            .unwrap_or_default();
         if image.problems.is_empty() {
             writeln!(out, "ok    {}  {digest}", image.name)?;
         } else {
@@ -49,14 +56,27 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
         }
     }
     for missing in &report.missing {
-        writeln!(out, "MISSING  {missing} (the catalog lists it for this Kubernetes version)")?;
+        writeln!(
+            out,
+            "MISSING  {missing} (the catalog lists it for this Kubernetes version)"
+        )?;
     }
     for problem in &report.problems {
         writeln!(out, "problem: {problem}")?;
     }
-    let bad = report.images.iter().filter(|i| !i.problems.is_empty()).count();
+    let bad = report
+        .images
+        .iter()
+        .filter(|i| !i.problems.is_empty())
+        .count();
     if report.intact() {
-        writeln!(out, "intact: {} images, {} blobs, {}; every byte checked", report.images.len(), report.blobs, human_bytes(report.bytes))
+        writeln!(
+            out,
+            "intact: {} images, {} blobs, {}; every byte checked",
+            report.images.len(),
+            report.blobs,
+            human_bytes(report.bytes)
+        )
     } else {
         writeln!(
             out,
@@ -88,33 +108,100 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
                 })
             })
             .collect();
-        return write_json(out, &json!({"images": images, "bytes": stored, "referenced_bytes": referenced, "metadata": metadata, "intact": report.intact()}));
+        return write_json(
+            out,
+            &json!({"images": images, "bytes": stored, "referenced_bytes": referenced, "metadata": metadata, "intact": report.intact()}),
+        );
     }
-    let mut rows = vec![["IMAGE", "PLATFORM", "MANIFEST", "SIZE", "LAYERS", "SHARED"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["IMAGE", "PLATFORM", "MANIFEST", "SIZE", "LAYERS", "SHARED"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for image in &report.images {
         rows.push(vec![
             image.name.clone(),
             image.platform.clone().unwrap_or_else(|| "?".into()),
-            image.manifest.as_ref().map(|d| d.to_string()[..19].to_string()).unwrap_or_default(),
+            image
+                .manifest
+                .as_ref()
+                .map(|d| d.to_string()[..19].to_string())
+                .unwrap_or_default(),
             human_bytes(image.size),
             image.layers.len().to_string(),
-            image.layers.iter().filter(|l| users[l] > 1).count().to_string(),
+            image
+                .layers
+                .iter()
+                .filter(|l| users[l] > 1)
+                .count()
+                .to_string(),
         ]);
     }
     write_table(out, &rows)?;
     let line = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(Error::Output);
     line(out, String::new())?;
-    line(out, format!("bundle:     {} ({}, {} blobs)", report.bundle.display(), human_bytes(stored), report.blobs))?;
-    line(out, format!("sharing:    images reference {}; shared blobs save {}", human_bytes(referenced), human_bytes(referenced.saturating_sub(stored))))?;
-    let field = |key: &str| metadata[key].as_str().map(str::to_string).unwrap_or_else(|| "-".into());
-    line(out, format!("release:    {} {}", field("catalog"), field("release")))?;
-    line(out, format!("kubernetes: {}", metadata["kubernetes"]["span"].as_str().unwrap_or("-")))?;
+    line(
+        out,
+        format!(
+            "bundle:     {} ({}, {} blobs)",
+            report.bundle.display(),
+            human_bytes(stored),
+            report.blobs
+        ),
+    )?;
+    line(
+        out,
+        format!(
+            "sharing:    images reference {}; shared blobs save {}",
+            human_bytes(referenced),
+            human_bytes(referenced.saturating_sub(stored))
+        ),
+    )?;
+    let field = |key: &str| {
+        metadata[key]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| "-".into())
+    };
+    line(
+        out,
+        format!("release:    {} {}", field("catalog"), field("release")),
+    )?;
+    line(
+        out,
+        format!(
+            "kubernetes: {}",
+            metadata["kubernetes"]["span"].as_str().unwrap_or("-")
+        ),
+    )?;
     line(out, format!("platform:   {}", field("platform")))?;
-    line(out, format!("made by:    ferry {}", metadata["ferry"]["version"].as_str().unwrap_or("?")))?;
-    let skipped: Vec<&str> = metadata["skipped"].as_array().map(|s| s.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
-    line(out, format!("skipped:    {}", if skipped.is_empty() { "nothing".to_string() } else { skipped.join(", ") }))?;
+    line(
+        out,
+        format!(
+            "made by:    ferry {}",
+            metadata["ferry"]["version"].as_str().unwrap_or("?")
+        ),
+    )?;
+    let skipped: Vec<&str> = metadata["skipped"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    line(
+        out,
+        format!(
+            "skipped:    {}",
+            if skipped.is_empty() {
+                "nothing".to_string()
+            } else {
+                skipped.join(", ")
+            }
+        ),
+    )?;
     if !report.intact() {
-        line(out, "warning:    this bundle is damaged; run `ferry verify` for the details".into())?;
+        line(
+            out,
+            "warning:    this bundle is damaged; run `ferry verify` for the details".into(),
+        )?;
     }
     Ok(())
 }

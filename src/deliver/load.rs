@@ -17,7 +17,10 @@ pub enum Runtime {
 }
 
 /// Where runtimes listen by default; containerd first, because it is what kubelet uses.
-const CONTAINERD_SOCKETS: &[&str] = &["/run/containerd/containerd.sock", "/run/k3s/containerd/containerd.sock"];
+const CONTAINERD_SOCKETS: &[&str] = &[
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+];
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,12 @@ pub enum LoadError {
         source: io::Error,
     },
     #[error("{tool} failed ({status}): {output}\nRun by hand to retry: {command}")]
-    Failed { tool: String, status: String, output: String, command: String },
+    Failed {
+        tool: String,
+        status: String,
+        output: String,
+        command: String,
+    },
     #[error("cannot read the bundle while loading it")]
     Read(#[source] io::Error),
 }
@@ -47,7 +55,14 @@ pub struct LoadOptions {
 /// The runtime to use and its socket: the one asked for, or the first found.
 pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadError> {
     let exists = |p: &str| Path::new(p).exists();
-    let containerd = || options.address.clone().or_else(|| CONTAINERD_SOCKETS.iter().find(|s| exists(s)).map(PathBuf::from));
+    let containerd = || {
+        options.address.clone().or_else(|| {
+            CONTAINERD_SOCKETS
+                .iter()
+                .find(|s| exists(s))
+                .map(PathBuf::from)
+        })
+    };
     match options.runtime {
         Some(Runtime::Containerd) => Ok((Runtime::Containerd, containerd())),
         Some(Runtime::Docker) => Ok((Runtime::Docker, options.address.clone())),
@@ -67,7 +82,8 @@ pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadE
 }
 
 fn which(binary: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
 }
 
 /// How a person gives the bundle to a loader by hand.
@@ -86,7 +102,10 @@ impl Input {
             [file] => file.display().to_string(),
             _ => format!("{}.part-*", source.whole.display()),
         };
-        Input::Piped(format!("cat {files}{} | ", if gzipped { " | gunzip" } else { "" }))
+        Input::Piped(format!(
+            "cat {files}{} | ",
+            if gzipped { " | gunzip" } else { "" }
+        ))
     }
 
     /// `tool` as typed by hand: followed by `file_option` and the file, or reading stdin after `stdin_option`.
@@ -99,7 +118,12 @@ impl Input {
 }
 
 /// The command that loads the bundle: as ferry runs it (reading stdin), and as a person would type it.
-fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, input: &Input) -> (Command, String) {
+fn command(
+    runtime: Runtime,
+    socket: Option<&Path>,
+    namespace: &str,
+    input: &Input,
+) -> (Command, String) {
     match runtime {
         Runtime::Containerd => {
             let mut command = Command::new("ctr");
@@ -109,7 +133,10 @@ fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, input: &Inp
                 shown.push_str(&format!(" --address {}", socket.display()));
             }
             command.args(["-n", namespace, "images", "import", "-"]);
-            (command, input.shown(&format!("{shown} -n {namespace} images import"), "", " -"))
+            (
+                command,
+                input.shown(&format!("{shown} -n {namespace} images import"), "", " -"),
+            )
         }
         Runtime::Docker => {
             let mut command = Command::new("docker");
@@ -119,7 +146,10 @@ fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, input: &Inp
                 shown = format!("DOCKER_HOST=unix://{} ", socket.display());
             }
             command.arg("load");
-            (command, input.shown(&format!("{shown}docker load"), " -i", ""))
+            (
+                command,
+                input.shown(&format!("{shown}docker load"), " -i", ""),
+            )
         }
         Runtime::Podman => {
             let mut command = Command::new("podman");
@@ -130,7 +160,12 @@ fn command(runtime: Runtime, socket: Option<&Path>, namespace: &str, input: &Inp
 }
 
 /// Runs the runtime's loader with the bundle on stdin; returns what it printed.
-pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace: &str) -> Result<String, LoadError> {
+pub fn load(
+    source: &Source,
+    runtime: Runtime,
+    socket: Option<&Path>,
+    namespace: &str,
+) -> Result<String, LoadError> {
     let (mut command, shown) = command(runtime, socket, namespace, &Input::of(source));
     let tool = format!("{:?}", command.get_program());
     let mut child = command
@@ -138,7 +173,11 @@ pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace:
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| LoadError::Spawn { tool: tool.clone(), command: shown.clone(), source })?;
+        .map_err(|source| LoadError::Spawn {
+            tool: tool.clone(),
+            command: shown.clone(),
+            source,
+        })?;
     let stdin = child.stdin.take().expect("piped");
     // Fed on a thread of its own while the tool's output is drained here: a tool that writes much before
     // it reads would otherwise fill its output pipe while ferry fills its input pipe, each waiting forever.
@@ -148,9 +187,18 @@ pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace:
         (feeder.join().expect("feeding does not panic"), output)
     });
     let output = output.map_err(LoadError::Read)?;
-    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     if !output.status.success() {
-        return Err(LoadError::Failed { tool, status: output.status.to_string(), output: said.trim().to_string(), command: shown });
+        return Err(LoadError::Failed {
+            tool,
+            status: output.status.to_string(),
+            output: said.trim().to_string(),
+            command: shown,
+        });
     }
     // The loader succeeded, so the feed did too; a feed error with a successful loader is still reported.
     feeding.map_err(LoadError::Read)?;
@@ -161,7 +209,10 @@ pub fn load(source: &Source, runtime: Runtime, socket: Option<&Path>, namespace:
 fn feed(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
     let mut joined: Box<dyn Read> = Box::new(io::empty());
     for file in &source.files {
-        joined = Box::new(joined.chain(io::BufReader::with_capacity(1 << 20, std::fs::File::open(file)?)));
+        joined = Box::new(joined.chain(io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(file)?,
+        )));
     }
     if source.is_gzipped()? {
         joined = Box::new(MultiGzDecoder::new(joined));
@@ -177,8 +228,15 @@ mod tests {
     fn shown(runtime: Runtime, files: &[&str], gzipped: bool) -> String {
         let dir = tempfile::tempdir().unwrap();
         let files: Vec<PathBuf> = files.iter().map(|f| dir.path().join(f)).collect();
-        std::fs::write(&files[0], if gzipped { &[0x1f, 0x8b][..] } else { b"ustar" }).unwrap();
-        let source = Source { files, whole: dir.path().join("b.tar") };
+        std::fs::write(
+            &files[0],
+            if gzipped { &[0x1f, 0x8b][..] } else { b"ustar" },
+        )
+        .unwrap();
+        let source = Source {
+            files,
+            whole: dir.path().join("b.tar"),
+        };
         let text = command(runtime, None, "k8s.io", &Input::of(&source)).1;
         text.replace(&format!("{}/", dir.path().display()), "")
     }
@@ -186,9 +244,25 @@ mod tests {
     /// The command printed on failure must work when typed: ctr and podman take neither parts nor gzip.
     #[test]
     fn the_command_to_run_by_hand_joins_parts_and_undoes_gzip() {
-        assert_eq!(shown(Runtime::Containerd, &["b.tar"], false), "ctr -n k8s.io images import b.tar");
-        assert_eq!(shown(Runtime::Docker, &["b.tar"], false), "docker load -i b.tar");
-        assert_eq!(shown(Runtime::Containerd, &["b.tar.part-000", "b.tar.part-001"], false), "cat b.tar.part-* | ctr -n k8s.io images import -");
-        assert_eq!(shown(Runtime::Podman, &["b.tar.gz"], true), "cat b.tar.gz | gunzip | podman load");
+        assert_eq!(
+            shown(Runtime::Containerd, &["b.tar"], false),
+            "ctr -n k8s.io images import b.tar"
+        );
+        assert_eq!(
+            shown(Runtime::Docker, &["b.tar"], false),
+            "docker load -i b.tar"
+        );
+        assert_eq!(
+            shown(
+                Runtime::Containerd,
+                &["b.tar.part-000", "b.tar.part-001"],
+                false
+            ),
+            "cat b.tar.part-* | ctr -n k8s.io images import -"
+        );
+        assert_eq!(
+            shown(Runtime::Podman, &["b.tar.gz"], true),
+            "cat b.tar.gz | gunzip | podman load"
+        );
     }
 }

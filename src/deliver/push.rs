@@ -60,17 +60,30 @@ pub enum PushError {
 }
 
 /// The mapping from each image in the bundle to its name in the target registry.
-pub fn plan(report: &Report, target: &Target) -> Result<Vec<(Reference, Reference, Digest)>, PushError> {
+pub fn plan(
+    report: &Report,
+    target: &Target,
+) -> Result<Vec<(Reference, Reference, Digest)>, PushError> {
     report
         .images
         .iter()
         .map(|image| {
-            let upstream: Reference = image.name.parse().map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
-            let manifest = image.manifest.clone().expect("an intact bundle names every manifest");
+            let upstream: Reference = image
+                .name
+                .parse()
+                .map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
+            let manifest = image
+                .manifest
+                .clone()
+                .expect("an intact bundle names every manifest");
             let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
             // An image pulled by digest alone is pushed by the digest of what is pushed: the upstream pin
             // may be that of a multi-platform index the bundle does not carry.
-            let mapped = if mapped.digest().is_some() { mapped.with_digest(manifest.clone()) } else { mapped };
+            let mapped = if mapped.digest().is_some() {
+                mapped.with_digest(manifest.clone())
+            } else {
+                mapped
+            };
             Ok((upstream, mapped, manifest))
         })
         .collect()
@@ -97,7 +110,10 @@ pub async fn push(
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, PushError> {
-    let source = report.source.as_ref().expect("a verified report knows its source");
+    let source = report
+        .source
+        .as_ref()
+        .expect("a verified report knows its source");
     if source.is_gzipped().unwrap_or(false) {
         return Err(PushError::Compressed(report.bundle.clone()));
     }
@@ -129,14 +145,23 @@ pub async fn push(
 }
 
 impl Pusher<'_> {
-    async fn retry<T, F, Fut>(&self, image: &Reference, target: &Reference, what: &str, operation: F) -> Result<T, PushError>
+    async fn retry<T, F, Fut>(
+        &self,
+        image: &Reference,
+        target: &Reference,
+        what: &str,
+        operation: F,
+    ) -> Result<T, PushError>
     where
         F: FnMut(u32) -> Fut,
         Fut: std::future::Future<Output = Result<T, FetchError>>,
     {
         self.options
             .retry
-            .run(operation, |attempt, error| self.reporter.retry(&image.to_string(), what, attempt, &error.to_string()))
+            .run(operation, |attempt, error| {
+                self.reporter
+                    .retry(&image.to_string(), what, attempt, &error.to_string())
+            })
             .await
             .map_err(|failure| PushError::Push {
                 what: what.to_string(),
@@ -147,29 +172,74 @@ impl Pusher<'_> {
             })
     }
 
-    async fn push_image(&self, upstream: &Reference, target: &Reference, digest: &Digest) -> Result<Pushed, PushError> {
-        self.retry(upstream, target, "authorization", |_| self.client.authorize_push(target)).await?;
+    async fn push_image(
+        &self,
+        upstream: &Reference,
+        target: &Reference,
+        digest: &Digest,
+    ) -> Result<Pushed, PushError> {
+        self.retry(upstream, target, "authorization", |_| {
+            self.client.authorize_push(target)
+        })
+        .await?;
         let manifest_bytes = read_manifest(self.report, digest)?;
-        let manifest: Manifest = serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
             self.push_blob(upstream, target, &blob.digest).await?;
         }
         // An OCI manifest may omit its media type; then it is one.
-        let media_type = manifest.media_type.clone().unwrap_or_else(|| crate::image::media::OCI_MANIFEST.to_string());
-        self.retry(upstream, target, "manifest", |_| self.client.push_manifest(target, manifest_bytes.clone(), &media_type)).await?;
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| crate::image::media::OCI_MANIFEST.to_string());
+        self.retry(upstream, target, "manifest", |_| {
+            self.client
+                .push_manifest(target, manifest_bytes.clone(), &media_type)
+        })
+        .await?;
         self.reporter.image_done(&target.to_string());
-        Ok(Pushed { source: upstream.to_string(), target: target.to_string(), digest: digest.clone() })
+        Ok(Pushed {
+            source: upstream.to_string(),
+            target: target.to_string(),
+            digest: digest.clone(),
+        })
     }
 
-    async fn push_blob(&self, upstream: &Reference, target: &Reference, digest: &Digest) -> Result<(), PushError> {
-        let slot = self.holders.lock().await.entry(digest.clone()).or_default().clone();
+    async fn push_blob(
+        &self,
+        upstream: &Reference,
+        target: &Reference,
+        digest: &Digest,
+    ) -> Result<(), PushError> {
+        let slot = self
+            .holders
+            .lock()
+            .await
+            .entry(digest.clone())
+            .or_default()
+            .clone();
         let mut holder = slot.lock().await;
         let what = format!("blob {digest}");
-        if self.retry(upstream, target, &what, |_| self.client.blob_exists(target, digest)).await? {
+        if self
+            .retry(upstream, target, &what, |_| {
+                self.client.blob_exists(target, digest)
+            })
+            .await?
+        {
             self.present.fetch_add(1, Ordering::Relaxed);
-        } else if let Some(from) = holder.as_ref().filter(|from| from.repository() != target.repository()) {
+        } else if let Some(from) = holder
+            .as_ref()
+            .filter(|from| from.repository() != target.repository())
+        {
             let mounted = self.client.mount_blob(target, from, digest).await;
-            if mounted.is_ok() && self.client.blob_exists(target, digest).await.unwrap_or(false) {
+            if mounted.is_ok()
+                && self
+                    .client
+                    .blob_exists(target, digest)
+                    .await
+                    .unwrap_or(false)
+            {
                 self.mounted.fetch_add(1, Ordering::Relaxed);
             } else {
                 self.upload(upstream, target, digest, &what).await?;
@@ -181,11 +251,19 @@ impl Pusher<'_> {
         Ok(())
     }
 
-    async fn upload(&self, upstream: &Reference, target: &Reference, digest: &Digest, what: &str) -> Result<(), PushError> {
+    async fn upload(
+        &self,
+        upstream: &Reference,
+        target: &Reference,
+        digest: &Digest,
+        what: &str,
+    ) -> Result<(), PushError> {
         let (offset, size) = self.report.locations[digest];
         let source = self.report.source.as_ref().expect("known");
         self.retry(upstream, target, what, |_| async move {
-            let reader = source.open_range(offset, size).map_err(|e| FetchError::Oci(e.into()))?;
+            let reader = source
+                .open_range(offset, size)
+                .map_err(|e| FetchError::Oci(e.into()))?;
             self.client.push_blob(target, digest, size, reader).await
         })
         .await?;
@@ -224,13 +302,29 @@ mod tests {
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
         let images = crate::tarball::two_images(&store);
         let path = dir.path().join("b.tar");
-        write_bundle(&store, &images, &serde_json::json!({}), &path, &WriteOptions::default(), &Silent).unwrap();
-        let report = verify(&path, &VerifyOptions::default(), &crate::catalog::Catalogs::load(&[]).unwrap()).unwrap();
+        write_bundle(
+            &store,
+            &images,
+            &serde_json::json!({}),
+            &path,
+            &WriteOptions::default(),
+            &Silent,
+        )
+        .unwrap();
+        let report = verify(
+            &path,
+            &VerifyOptions::default(),
+            &crate::catalog::Catalogs::load(&[]).unwrap(),
+        )
+        .unwrap();
         let digest = &images[0].manifest.digest;
         assert!(read_manifest(&report, digest).is_ok());
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[report.locations[digest].0 as usize + 20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(matches!(read_manifest(&report, digest), Err(PushError::Changed(_))));
+        assert!(matches!(
+            read_manifest(&report, digest),
+            Err(PushError::Changed(_))
+        ));
     }
 }

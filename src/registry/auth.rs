@@ -59,7 +59,11 @@ pub enum AuthError {
     #[error("{path}: the 'auth' entry for {registry} is not base64 of user:password")]
     BadAuthEntry { path: PathBuf, registry: String },
     #[error("credential helper docker-credential-{helper} failed for {registry}: {message}")]
-    Helper { helper: String, registry: String, message: String },
+    Helper {
+        helper: String,
+        registry: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -101,14 +105,19 @@ impl CredentialStore {
         }
         match std::env::var_os("DOCKER_CONFIG") {
             Some(dir) => candidates.push(Path::new(&dir).join("config.json")),
-            None => candidates.extend(dirs::home_dir().map(|home| home.join(".docker/config.json"))),
+            None => {
+                candidates.extend(dirs::home_dir().map(|home| home.join(".docker/config.json")))
+            }
         }
         let mut files = Vec::new();
         for path in candidates {
             match std::fs::read(&path) {
                 Ok(bytes) => {
-                    let config: ConfigFile = serde_json::from_slice(&bytes)
-                        .map_err(|e| AuthError::Parse { path: path.clone(), message: e.to_string() })?;
+                    let config: ConfigFile =
+                        serde_json::from_slice(&bytes).map_err(|e| AuthError::Parse {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        })?;
                     files.push((path, config));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -121,10 +130,19 @@ impl CredentialStore {
     /// The credentials for `registry` (a host[:port] as contacted), or `None` for anonymous access.
     pub fn lookup(&self, registry: &str) -> Result<Option<Credentials>, AuthError> {
         for (path, config) in &self.files {
-            if let Some(helper) = config.cred_helpers.iter().find(|(key, _)| same_registry(key, registry)).map(|(_, h)| h) {
+            if let Some(helper) = config
+                .cred_helpers
+                .iter()
+                .find(|(key, _)| same_registry(key, registry))
+                .map(|(_, h)| h)
+            {
                 return run_helper(helper, registry);
             }
-            if let Some((key, entry)) = config.auths.iter().find(|(key, _)| same_registry(key, registry)) {
+            if let Some((key, entry)) = config
+                .auths
+                .iter()
+                .find(|(key, _)| same_registry(key, registry))
+            {
                 if let Some(credentials) = decode_entry(path, key, entry)? {
                     return Ok(Some(credentials));
                 }
@@ -142,7 +160,9 @@ impl CredentialStore {
 /// Docker writes keys as `host`, `https://host`, `host/v2/` and, for Docker Hub, `https://index.docker.io/v1/`.
 fn same_registry(key: &str, registry: &str) -> bool {
     let host = |s: &str| {
-        let s = s.trim_start_matches("https://").trim_start_matches("http://");
+        let s = s
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
         let s = s.split('/').next().unwrap_or_default();
         match s {
             "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".to_string(),
@@ -152,18 +172,33 @@ fn same_registry(key: &str, registry: &str) -> bool {
     host(key) == host(registry)
 }
 
-fn decode_entry(path: &Path, registry: &str, entry: &AuthEntry) -> Result<Option<Credentials>, AuthError> {
+fn decode_entry(
+    path: &Path,
+    registry: &str,
+    entry: &AuthEntry,
+) -> Result<Option<Credentials>, AuthError> {
     if let (Some(username), Some(password)) = (&entry.username, &entry.password) {
-        return Ok(Some(Credentials { username: username.clone(), password: Secret(password.clone()) }));
+        return Ok(Some(Credentials {
+            username: username.clone(),
+            password: Secret(password.clone()),
+        }));
     }
     let Some(encoded) = entry.auth.as_deref().filter(|a| !a.is_empty()) else {
         return Ok(None);
     };
-    let bad = || AuthError::BadAuthEntry { path: path.to_path_buf(), registry: registry.to_string() };
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad())?;
+    let bad = || AuthError::BadAuthEntry {
+        path: path.to_path_buf(),
+        registry: registry.to_string(),
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (username, password) = decoded.split_once(':').ok_or_else(bad)?;
-    Ok(Some(Credentials { username: username.to_string(), password: Secret(password.to_string()) }))
+    Ok(Some(Credentials {
+        username: username.to_string(),
+        password: Secret(password.to_string()),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -176,7 +211,11 @@ struct HelperReply {
 
 /// Runs `docker-credential-NAME get` with the registry on stdin, as docker does.
 fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, AuthError> {
-    let fail = |message: String| AuthError::Helper { helper: helper.to_string(), registry: registry.to_string(), message };
+    let fail = |message: String| AuthError::Helper {
+        helper: helper.to_string(),
+        registry: registry.to_string(),
+        message,
+    };
     let mut child = Command::new(format!("docker-credential-{helper}"))
         .arg("get")
         .stdin(Stdio::piped())
@@ -185,7 +224,9 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, AuthE
         .spawn()
         .map_err(|e| fail(format!("cannot run it: {e}")))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(registry.as_bytes()).map_err(|e| fail(format!("cannot write to it: {e}")))?;
+        stdin
+            .write_all(registry.as_bytes())
+            .map_err(|e| fail(format!("cannot write to it: {e}")))?;
     }
     let output = child.wait_with_output().map_err(|e| fail(e.to_string()))?;
     if !output.status.success() {
@@ -196,9 +237,12 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credentials>, AuthE
         }
         return Err(fail(format!("exit status {}", output.status)));
     }
-    let reply: HelperReply =
-        serde_json::from_slice(&output.stdout).map_err(|_| fail("its answer is not the expected JSON".into()))?;
-    Ok(Some(Credentials { username: reply.username, password: Secret(reply.secret) }))
+    let reply: HelperReply = serde_json::from_slice(&output.stdout)
+        .map_err(|_| fail("its answer is not the expected JSON".into()))?;
+    Ok(Some(Credentials {
+        username: reply.username,
+        password: Secret(reply.secret),
+    }))
 }
 
 #[cfg(test)]
@@ -210,7 +254,12 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(&path, json).unwrap();
         let config = serde_json::from_str(json).unwrap();
-        (dir, CredentialStore { files: vec![(path, config)] })
+        (
+            dir,
+            CredentialStore {
+                files: vec![(path, config)],
+            },
+        )
     }
 
     #[test]
@@ -229,7 +278,10 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let credentials = Credentials { username: "alice".into(), password: Secret("s3cret".into()) };
+        let credentials = Credentials {
+            username: "alice".into(),
+            password: Secret("s3cret".into()),
+        };
         assert!(!format!("{credentials:?}").contains("s3cret"));
         assert_eq!(Secret("s3cret".into()).to_string(), "***");
     }

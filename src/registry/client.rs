@@ -35,20 +35,31 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// Sets up TLS trust and the scheme of each host ferry will contact (`hosts`, as contacted: mirrors
     /// included). Loopback hosts are probed: HTTPS when they answer it, plain HTTP otherwise.
-    pub async fn connect(options: &RegistryOptions, hosts: &BTreeSet<String>) -> Result<RegistryClient, RegistryError> {
-        let certificates = trusted_certificates(&options.ca_certs, hosts.iter().map(String::as_str))?;
+    pub async fn connect(
+        options: &RegistryOptions,
+        hosts: &BTreeSet<String>,
+    ) -> Result<RegistryClient, RegistryError> {
+        let certificates =
+            trusted_certificates(&options.ca_certs, hosts.iter().map(String::as_str))?;
         let mut http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT);
         for file in &certificates {
-            for certificate in reqwest::Certificate::from_pem_bundle(&file.pem).map_err(|_| RegistryError::BadCaCert { path: file.path.clone() })? {
+            for certificate in reqwest::Certificate::from_pem_bundle(&file.pem).map_err(|_| {
+                RegistryError::BadCaCert {
+                    path: file.path.clone(),
+                }
+            })? {
                 http = http.add_root_certificate(certificate);
             }
         }
         let http = http.build().map_err(RegistryError::Client)?;
         let mut plain_http: BTreeSet<String> = options.insecure.iter().cloned().collect();
-        let undeclared_loopback: Vec<&String> = hosts.iter().filter(|h| is_loopback(h) && !plain_http.contains(*h)).collect();
+        let undeclared_loopback: Vec<&String> = hosts
+            .iter()
+            .filter(|h| is_loopback(h) && !plain_http.contains(*h))
+            .collect();
         for host in undeclared_loopback {
             if !answers(&http, "https", host).await && answers(&http, "http", host).await {
                 plain_http.insert(host.clone());
@@ -58,7 +69,10 @@ impl RegistryClient {
             protocol: ClientProtocol::HttpsExcept(plain_http.iter().cloned().collect()),
             extra_root_certificates: certificates
                 .iter()
-                .map(|f| Certificate { encoding: CertificateEncoding::Pem, data: f.pem.clone() })
+                .map(|f| Certificate {
+                    encoding: CertificateEncoding::Pem,
+                    data: f.pem.clone(),
+                })
                 .collect(),
             // ferry picks platforms itself; never let the client fall back to the host's.
             platform_resolver: None,
@@ -87,16 +101,31 @@ impl RegistryClient {
     /// Fetches a manifest or index by tag or digest; returns its exact bytes.
     pub async fn manifest(&self, location: &Reference) -> Result<Vec<u8>, FetchError> {
         let auth = self.auth_for(location.registry())?;
-        let (bytes, _digest) = self.oci.pull_manifest_raw(&to_oci(location), &auth, media::ACCEPTED).await?;
+        let (bytes, _digest) = self
+            .oci
+            .pull_manifest_raw(&to_oci(location), &auth, media::ACCEPTED)
+            .await?;
         Ok(bytes.to_vec())
     }
 
     /// Starts a blob download at `offset`; the response is 206 when the registry resumed, 200 when it sent
     /// the whole blob.
-    pub async fn blob(&self, location: &Reference, digest: &Digest, offset: u64) -> Result<reqwest::Response, FetchError> {
+    pub async fn blob(
+        &self,
+        location: &Reference,
+        digest: &Digest,
+        offset: u64,
+    ) -> Result<reqwest::Response, FetchError> {
         let host = oci_host(location);
-        let scheme = if self.plain_http.contains(location.registry()) { "http" } else { "https" };
-        let url = format!("{scheme}://{host}/v2/{}/blobs/{digest}", location.repository());
+        let scheme = if self.plain_http.contains(location.registry()) {
+            "http"
+        } else {
+            "https"
+        };
+        let url = format!(
+            "{scheme}://{host}/v2/{}/blobs/{digest}",
+            location.repository()
+        );
         let mut request = self.http.get(&url);
         if offset > 0 {
             request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
@@ -111,11 +140,22 @@ impl RegistryClient {
         let response = request.send().await?;
         let status = response.status().as_u16();
         if status == 401 {
-            self.tokens.lock().await.remove(&(host, location.repository().to_string()));
+            self.tokens
+                .lock()
+                .await
+                .remove(&(host, location.repository().to_string()));
         }
         if !(status == 200 || status == 206) {
-            let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
-            return Err(FetchError::Status { status, retry_after });
+            let retry_after = parse_retry_after(
+                response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()),
+            );
+            return Err(FetchError::Status {
+                status,
+                retry_after,
+            });
         }
         Ok(response)
     }
@@ -126,7 +166,10 @@ impl RegistryClient {
             return Ok(token.clone());
         }
         let auth = self.auth_for(location.registry())?;
-        let token = self.oci.auth(&to_oci(location), &auth, RegistryOperation::Pull).await?;
+        let token = self
+            .oci
+            .auth(&to_oci(location), &auth, RegistryOperation::Pull)
+            .await?;
         self.tokens.lock().await.insert(key, token.clone());
         Ok(token)
     }
@@ -136,17 +179,34 @@ impl RegistryClient {
     /// Obtains push rights on `target`'s repository (a token, or basic credentials) for what follows.
     pub async fn authorize_push(&self, target: &Reference) -> Result<(), FetchError> {
         let auth = self.auth_for(target.registry())?;
-        self.oci.auth(&to_oci(target), &auth, RegistryOperation::Push).await?;
+        self.oci
+            .auth(&to_oci(target), &auth, RegistryOperation::Push)
+            .await?;
         Ok(())
     }
 
-    pub async fn blob_exists(&self, target: &Reference, digest: &Digest) -> Result<bool, FetchError> {
-        Ok(self.oci.blob_exists(&to_oci(target), &digest.to_string()).await?)
+    pub async fn blob_exists(
+        &self,
+        target: &Reference,
+        digest: &Digest,
+    ) -> Result<bool, FetchError> {
+        Ok(self
+            .oci
+            .blob_exists(&to_oci(target), &digest.to_string())
+            .await?)
     }
 
     /// Asks the registry to link a blob it holds in `from`'s repository into `target`'s: no upload.
-    pub async fn mount_blob(&self, target: &Reference, from: &Reference, digest: &Digest) -> Result<(), FetchError> {
-        Ok(self.oci.mount_blob(&to_oci(target), &to_oci(from), &digest.to_string()).await?)
+    pub async fn mount_blob(
+        &self,
+        target: &Reference,
+        from: &Reference,
+        digest: &Digest,
+    ) -> Result<(), FetchError> {
+        Ok(self
+            .oci
+            .mount_blob(&to_oci(target), &to_oci(from), &digest.to_string())
+            .await?)
     }
 
     /// Uploads a blob from a reader, in chunks, never holding it whole in memory.
@@ -166,20 +226,35 @@ impl RegistryClient {
                     buffer.truncate(n);
                     Some((Ok(bytes::Bytes::from(buffer)), Some(reader)))
                 }
-                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), None)),
+                Err(e) => Some((
+                    Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    None,
+                )),
             }
         });
-        self.oci.push_blob_stream(&to_oci(target), chunks, &digest.to_string(), Some(size)).await?;
+        self.oci
+            .push_blob_stream(&to_oci(target), chunks, &digest.to_string(), Some(size))
+            .await?;
         Ok(())
     }
 
     /// Puts a manifest's exact bytes, so the registry files it under the same digest. A tagged target is
     /// pushed by tag: oci-client panics on registries that answer a digest push without a Location (ECR).
-    pub async fn push_manifest(&self, target: &Reference, bytes: Vec<u8>, media_type: &str) -> Result<(), FetchError> {
+    pub async fn push_manifest(
+        &self,
+        target: &Reference,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> Result<(), FetchError> {
         let target = &target.by_tag_if_tagged();
-        let content_type = reqwest::header::HeaderValue::from_str(media_type)
-            .map_err(|_| FetchError::Status { status: 400, retry_after: None })?;
-        self.oci.push_manifest_raw(&to_oci(target), bytes, content_type).await?;
+        let content_type =
+            reqwest::header::HeaderValue::from_str(media_type).map_err(|_| FetchError::Status {
+                status: 400,
+                retry_after: None,
+            })?;
+        self.oci
+            .push_manifest_raw(&to_oci(target), bytes, content_type)
+            .await?;
         Ok(())
     }
 }
@@ -193,9 +268,14 @@ fn oci_host(location: &Reference) -> String {
 }
 
 fn to_oci(reference: &Reference) -> oci_client::Reference {
-    let (registry, repository) = (reference.registry().to_string(), reference.repository().to_string());
+    let (registry, repository) = (
+        reference.registry().to_string(),
+        reference.repository().to_string(),
+    );
     match (reference.tag(), reference.digest()) {
-        (_, Some(digest)) => oci_client::Reference::with_digest(registry, repository, digest.to_string()),
+        (_, Some(digest)) => {
+            oci_client::Reference::with_digest(registry, repository, digest.to_string())
+        }
         (Some(tag), None) => oci_client::Reference::with_tag(registry, repository, tag.to_string()),
         (None, None) => oci_client::Reference::with_tag(registry, repository, "latest".to_string()),
     }
@@ -203,5 +283,9 @@ fn to_oci(reference: &Reference) -> oci_client::Reference {
 
 /// Whether `host` answers the registry API's root over `scheme` at all (any status will do).
 async fn answers(http: &reqwest::Client, scheme: &str, host: &str) -> bool {
-    http.get(format!("{scheme}://{host}/v2/")).timeout(Duration::from_secs(5)).send().await.is_ok()
+    http.get(format!("{scheme}://{host}/v2/"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .is_ok()
 }

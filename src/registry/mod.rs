@@ -44,15 +44,28 @@ impl std::str::FromStr for Mirror {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || RegistryError::BadMirror(text.to_string());
         let (from, to) = text.split_once('=').ok_or_else(bad)?;
-        let to = to.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+        let to = to
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
         let (host, prefix) = match to.split_once('/') {
             Some((host, prefix)) => (host, Some(prefix.to_string())),
             None => (to, None),
         };
-        if from.is_empty() || host.is_empty() || from.contains('/') || prefix.as_deref().is_some_and(|p| p.split('/').any(str::is_empty)) {
+        if from.is_empty()
+            || host.is_empty()
+            || from.contains('/')
+            || prefix
+                .as_deref()
+                .is_some_and(|p| p.split('/').any(str::is_empty))
+        {
             return Err(bad());
         }
-        Ok(Mirror { from: from.to_string(), host: host.to_string(), prefix })
+        Ok(Mirror {
+            from: from.to_string(),
+            host: host.to_string(),
+            prefix,
+        })
     }
 }
 
@@ -68,12 +81,24 @@ impl std::str::FromStr for Target {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
-        let (host, prefix) = text.split_once('/').map_or((text, None), |(h, p)| (h, Some(p.to_string())));
-        if host.is_empty() || prefix.as_deref().is_some_and(|p| p.split('/').any(str::is_empty)) {
+        let text = text
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .trim_end_matches('/');
+        let (host, prefix) = text
+            .split_once('/')
+            .map_or((text, None), |(h, p)| (h, Some(p.to_string())));
+        if host.is_empty()
+            || prefix
+                .as_deref()
+                .is_some_and(|p| p.split('/').any(str::is_empty))
+        {
             return Err(format!("'{text}' is not HOST[:PORT][/PREFIX]"));
         }
-        Ok(Target { host: host.to_string(), prefix })
+        Ok(Target {
+            host: host.to_string(),
+            prefix,
+        })
     }
 }
 
@@ -82,12 +107,20 @@ impl Target {
     /// dropped (`docker.io/library/huawei-csi:4.8.0` → `HOST/PREFIX/huawei-csi:4.8.0`).
     pub fn map(&self, upstream: &Reference) -> Result<Reference, String> {
         let path = match upstream.registry() {
-            DOCKER_HUB => upstream.repository().strip_prefix("library/").unwrap_or(upstream.repository()),
+            DOCKER_HUB => upstream
+                .repository()
+                .strip_prefix("library/")
+                .unwrap_or(upstream.repository()),
             _ => upstream.repository(),
         };
-        let repository = self.prefix.as_ref().map_or(path.to_string(), |p| format!("{p}/{path}"));
+        let repository = self
+            .prefix
+            .as_ref()
+            .map_or(path.to_string(), |p| format!("{p}/{path}"));
         let text = format!("{}/{repository}", self.host);
-        let name: Reference = format!("{text}:x").parse().map_err(|e: crate::reference::ReferenceError| e.to_string())?;
+        let name: Reference = format!("{text}:x")
+            .parse()
+            .map_err(|e: crate::reference::ReferenceError| e.to_string())?;
         Ok(upstream.relocated(name.registry(), name.repository().to_string()))
     }
 }
@@ -107,7 +140,10 @@ impl RegistryOptions {
         let mut registry = upstream.registry().to_string();
         let mirror_for = |registry: &str| self.mirrors.iter().find(|m| m.from == registry);
         if mirror_for(&registry).is_none() {
-            if let Some((_, successor)) = FROZEN_REGISTRIES.iter().find(|(frozen, _)| *frozen == registry) {
+            if let Some((_, successor)) = FROZEN_REGISTRIES
+                .iter()
+                .find(|(frozen, _)| *frozen == registry)
+            {
                 notes.push(format!("{registry} is frozen; fetching {upstream} from {successor}, which serves the same digests"));
                 registry = successor.to_string();
             }
@@ -167,13 +203,29 @@ pub enum RegistryError {
     )]
     Schema1 { image: String },
     #[error("{image} has no manifest for platform {wanted}; it has: {available}")]
-    PlatformMissing { image: String, wanted: String, available: String },
+    PlatformMissing {
+        image: String,
+        wanted: String,
+        available: String,
+    },
     #[error("{image} is linux/{actual} only, but {wanted} was asked for")]
-    PlatformMismatch { image: String, wanted: String, actual: String },
+    PlatformMismatch {
+        image: String,
+        wanted: String,
+        actual: String,
+    },
     #[error("{image}: the registry returned manifest {actual}, but the reference pins {expected}")]
-    PinnedDigest { image: String, expected: Digest, actual: Digest },
+    PinnedDigest {
+        image: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("{image}: the registry sent an unreadable manifest ({media_type}): {message}")]
-    BadManifest { image: String, media_type: String, message: String },
+    BadManifest {
+        image: String,
+        media_type: String,
+        message: String,
+    },
 }
 
 /// Why one attempt at a registry request failed.
@@ -182,7 +234,10 @@ pub enum FetchError {
     #[error(transparent)]
     Oci(#[from] oci_client::errors::OciDistributionError),
     #[error("the registry answered HTTP {status}{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
-    Status { status: u16, retry_after: Option<Duration> },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
     #[error(transparent)]
     Network(#[from] reqwest::Error),
     #[error("the connection ended after {received} of {expected} bytes")]
@@ -197,19 +252,27 @@ impl Classify for FetchError {
     fn verdict(&self) -> Verdict {
         use oci_client::errors::OciDistributionError as Oci;
         match self {
-            FetchError::Status { status: 429, retry_after: Some(delay) } => Verdict::RetryAfter(*delay),
+            FetchError::Status {
+                status: 429,
+                retry_after: Some(delay),
+            } => Verdict::RetryAfter(*delay),
             // A 401 on a blob after a token was issued means the token expired; a fresh one follows.
             FetchError::Status { status: 401, .. } => Verdict::Transient,
             FetchError::Status { status, .. } => status_verdict(*status),
             FetchError::Network(_) | FetchError::Truncated { .. } => Verdict::Transient,
             // A wrong digest may be a byte flipped on the way; a fresh download settles it, a bounded number of times.
-            FetchError::Cache(CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. }) => Verdict::Transient,
+            FetchError::Cache(
+                CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. },
+            ) => Verdict::Transient,
             FetchError::Cache(_) | FetchError::Credentials(_) => Verdict::Fatal,
             FetchError::Oci(Oci::ServerError { code, .. }) => status_verdict(*code),
             // oci-client turns a 4xx with a JSON error body into an envelope without the status; a rate limit
             // is then only recognizable by its code.
             FetchError::Oci(Oci::RegistryError { envelope, .. })
-                if envelope.errors.iter().any(|e| e.code == oci_client::errors::OciErrorCode::Toomanyrequests) =>
+                if envelope
+                    .errors
+                    .iter()
+                    .any(|e| e.code == oci_client::errors::OciErrorCode::Toomanyrequests) =>
             {
                 Verdict::Transient
             }
@@ -224,7 +287,10 @@ mod tests {
     use super::*;
 
     fn options(mirrors: &[&str]) -> RegistryOptions {
-        RegistryOptions { mirrors: mirrors.iter().map(|m| m.parse().unwrap()).collect(), ..Default::default() }
+        RegistryOptions {
+            mirrors: mirrors.iter().map(|m| m.parse().unwrap()).collect(),
+            ..Default::default()
+        }
     }
 
     fn locate(options: &RegistryOptions, image: &str) -> (String, usize) {
@@ -237,10 +303,19 @@ mod tests {
         let options = options(&["registry.k8s.io=127.0.0.1:5000/k8s", "quay.io=mirror.local"]);
         assert_eq!(
             locate(&options, "registry.k8s.io/sig-storage/csi-attacher:v4.4.0"),
-            ("127.0.0.1:5000/k8s/sig-storage/csi-attacher:v4.4.0".into(), 0)
+            (
+                "127.0.0.1:5000/k8s/sig-storage/csi-attacher:v4.4.0".into(),
+                0
+            )
         );
-        assert_eq!(locate(&options, "quay.io/k8scsi/csi-attacher:v1.2.1"), ("mirror.local/k8scsi/csi-attacher:v1.2.1".into(), 0));
-        assert_eq!(locate(&options, "docker.io/library/busybox:1"), ("docker.io/library/busybox:1".into(), 0));
+        assert_eq!(
+            locate(&options, "quay.io/k8scsi/csi-attacher:v1.2.1"),
+            ("mirror.local/k8scsi/csi-attacher:v1.2.1".into(), 0)
+        );
+        assert_eq!(
+            locate(&options, "docker.io/library/busybox:1"),
+            ("docker.io/library/busybox:1".into(), 0)
+        );
     }
 
     #[test]
@@ -255,34 +330,75 @@ mod tests {
             ("127.0.0.1:5000/sig-storage/livenessprobe:v2.5.0".into(), 1)
         );
         let explicit = options(&["k8s.gcr.io=127.0.0.1:5001"]);
-        assert_eq!(locate(&explicit, "k8s.gcr.io/a/b:1"), ("127.0.0.1:5001/a/b:1".into(), 0));
+        assert_eq!(
+            locate(&explicit, "k8s.gcr.io/a/b:1"),
+            ("127.0.0.1:5001/a/b:1".into(), 0)
+        );
     }
 
     #[test]
     fn rate_limits_are_retried_however_oci_client_reports_them() {
         use oci_client::errors::{OciDistributionError, OciEnvelope, OciError, OciErrorCode};
         let envelope = |code| OciDistributionError::RegistryError {
-            envelope: OciEnvelope { errors: vec![OciError { code, message: String::new(), detail: serde_json::Value::Null }] },
+            envelope: OciEnvelope {
+                errors: vec![OciError {
+                    code,
+                    message: String::new(),
+                    detail: serde_json::Value::Null,
+                }],
+            },
             url: "https://quay.io/v2/a/manifests/b".into(),
         };
-        assert_eq!(FetchError::Oci(envelope(OciErrorCode::Toomanyrequests)).verdict(), Verdict::Transient);
-        assert_eq!(FetchError::Oci(envelope(OciErrorCode::ManifestUnknown)).verdict(), Verdict::Fatal);
-        let server = |code| FetchError::Oci(OciDistributionError::ServerError { code, url: String::new(), message: String::new() });
+        assert_eq!(
+            FetchError::Oci(envelope(OciErrorCode::Toomanyrequests)).verdict(),
+            Verdict::Transient
+        );
+        assert_eq!(
+            FetchError::Oci(envelope(OciErrorCode::ManifestUnknown)).verdict(),
+            Verdict::Fatal
+        );
+        let server = |code| {
+            FetchError::Oci(OciDistributionError::ServerError {
+                code,
+                url: String::new(),
+                message: String::new(),
+            })
+        };
         assert_eq!(server(503).verdict(), Verdict::Transient);
         assert_eq!(server(404).verdict(), Verdict::Fatal);
-        let limited = FetchError::Status { status: 429, retry_after: Some(Duration::from_secs(3)) };
-        assert_eq!(limited.verdict(), Verdict::RetryAfter(Duration::from_secs(3)));
+        let limited = FetchError::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            limited.verdict(),
+            Verdict::RetryAfter(Duration::from_secs(3))
+        );
     }
 
     #[test]
     fn upstream_paths_go_under_the_target() {
         let target: Target = "10.0.0.5:5000/csi".parse().unwrap();
         let map = |s: &str| target.map(&s.parse().unwrap()).unwrap().to_string();
-        assert_eq!(map("registry.k8s.io/sig-storage/csi-provisioner:v3.6.0"), "10.0.0.5:5000/csi/sig-storage/csi-provisioner:v3.6.0");
-        assert_eq!(map("docker.io/library/huawei-csi:4.8.0"), "10.0.0.5:5000/csi/huawei-csi:4.8.0");
-        assert_eq!(map("quay.io/k8scsi/csi-attacher:v1.2.1"), "10.0.0.5:5000/csi/k8scsi/csi-attacher:v1.2.1");
+        assert_eq!(
+            map("registry.k8s.io/sig-storage/csi-provisioner:v3.6.0"),
+            "10.0.0.5:5000/csi/sig-storage/csi-provisioner:v3.6.0"
+        );
+        assert_eq!(
+            map("docker.io/library/huawei-csi:4.8.0"),
+            "10.0.0.5:5000/csi/huawei-csi:4.8.0"
+        );
+        assert_eq!(
+            map("quay.io/k8scsi/csi-attacher:v1.2.1"),
+            "10.0.0.5:5000/csi/k8scsi/csi-attacher:v1.2.1"
+        );
         let bare: Target = "registry.local".parse().unwrap();
-        assert_eq!(bare.map(&"huawei-csi:4.8.0".parse().unwrap()).unwrap().to_string(), "registry.local/huawei-csi:4.8.0");
+        assert_eq!(
+            bare.map(&"huawei-csi:4.8.0".parse().unwrap())
+                .unwrap()
+                .to_string(),
+            "registry.local/huawei-csi:4.8.0"
+        );
         assert!("host//x".parse::<Target>().is_err());
     }
 

@@ -49,13 +49,20 @@ impl RetryPolicy {
         if let Verdict::RetryAfter(wanted) = verdict {
             return wanted.min(self.max_retry_after);
         }
-        let ceiling = self.base_delay.saturating_mul(1 << attempt.min(16)).min(self.max_delay);
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_delay);
         ceiling.mul_f64(0.5 + fastrand::f64() / 2.0)
     }
 
     /// Runs `operation` until it succeeds, fails fatally, or runs out of attempts. `on_retry` hears of each
     /// retry (attempt number, the error) so progress can say why it is waiting.
-    pub async fn run<T, E, F, Fut>(&self, mut operation: F, mut on_retry: impl FnMut(u32, &E)) -> Result<T, RetryError<E>>
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        mut operation: F,
+        mut on_retry: impl FnMut(u32, &E),
+    ) -> Result<T, RetryError<E>>
     where
         E: Classify,
         F: FnMut(u32) -> Fut,
@@ -68,7 +75,10 @@ impl RetryPolicy {
                 Err(error) => {
                     let verdict = error.verdict();
                     if verdict == Verdict::Fatal || attempt >= self.attempts {
-                        return Err(RetryError { attempts: attempt, last: error });
+                        return Err(RetryError {
+                            attempts: attempt,
+                            last: error,
+                        });
                     }
                     on_retry(attempt, &error);
                     tokio::time::sleep(self.delay(attempt, verdict)).await;
@@ -113,14 +123,28 @@ mod tests {
     }
 
     fn fast() -> RetryPolicy {
-        RetryPolicy { attempts: 4, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2), ..Default::default() }
+        RetryPolicy {
+            attempts: 4,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..Default::default()
+        }
     }
 
     #[tokio::test]
     async fn transient_failures_are_retried_until_success() {
         let mut retries = 0;
         let result = fast()
-            .run(|attempt| async move { if attempt < 3 { Err(Failure(Verdict::Transient)) } else { Ok(attempt) } }, |_, _| retries += 1)
+            .run(
+                |attempt| async move {
+                    if attempt < 3 {
+                        Err(Failure(Verdict::Transient))
+                    } else {
+                        Ok(attempt)
+                    }
+                },
+                |_, _| retries += 1,
+            )
             .await;
         assert_eq!(result.unwrap(), 3);
         assert_eq!(retries, 2);
@@ -128,19 +152,40 @@ mod tests {
 
     #[tokio::test]
     async fn fatal_failures_stop_at_once_and_attempts_are_bounded() {
-        let fatal = fast().run(|_| async { Err::<(), _>(Failure(Verdict::Fatal)) }, |_, _| {}).await.unwrap_err();
+        let fatal = fast()
+            .run(
+                |_| async { Err::<(), _>(Failure(Verdict::Fatal)) },
+                |_, _| {},
+            )
+            .await
+            .unwrap_err();
         assert_eq!(fatal.attempts, 1);
-        let endless = fast().run(|_| async { Err::<(), _>(Failure(Verdict::Transient)) }, |_, _| {}).await.unwrap_err();
+        let endless = fast()
+            .run(
+                |_| async { Err::<(), _>(Failure(Verdict::Transient)) },
+                |_, _| {},
+            )
+            .await
+            .unwrap_err();
         assert_eq!(endless.attempts, 4);
     }
 
     #[test]
     fn retry_after_is_honoured_within_a_ceiling() {
         let policy = RetryPolicy::default();
-        assert_eq!(policy.delay(1, Verdict::RetryAfter(Duration::from_secs(2))), Duration::from_secs(2));
-        assert_eq!(policy.delay(1, Verdict::RetryAfter(Duration::from_secs(3600))), Duration::from_secs(60));
+        assert_eq!(
+            policy.delay(1, Verdict::RetryAfter(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            policy.delay(1, Verdict::RetryAfter(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
         assert_eq!(parse_retry_after(Some(" 7 ")), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
     }
 
     #[test]
@@ -149,7 +194,14 @@ mod tests {
         for attempt in 1..20 {
             let delay = policy.delay(attempt, Verdict::Transient);
             assert!(delay <= policy.max_delay, "{delay:?}");
-            assert!(delay >= policy.base_delay.saturating_mul(1 << attempt.min(16)).min(policy.max_delay) / 2);
+            assert!(
+                delay
+                    >= policy
+                        .base_delay
+                        .saturating_mul(1 << attempt.min(16))
+                        .min(policy.max_delay)
+                        / 2
+            );
         }
     }
 }

@@ -29,7 +29,10 @@ pub fn trusted_certificates<'a>(
     paths
         .into_iter()
         .map(|path| {
-            let pem = std::fs::read(&path).map_err(|source| RegistryError::CaCert { path: path.clone(), source })?;
+            let pem = std::fs::read(&path).map_err(|source| RegistryError::CaCert {
+                path: path.clone(),
+                source,
+            })?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                 return Err(RegistryError::BadCaCert { path });
             }
@@ -39,9 +42,14 @@ pub fn trusted_certificates<'a>(
 }
 
 fn crt_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<PathBuf> =
-        entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "crt")).collect();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
     files.sort();
     files
 }
@@ -62,7 +70,13 @@ mod tests {
 
     #[test]
     fn loopback_hosts_are_recognised() {
-        for host in ["127.0.0.1:5000", "localhost", "localhost:443", "[::1]:5000", "127.1.2.3"] {
+        for host in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:443",
+            "[::1]:5000",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback(host), "{host}");
         }
         for host in ["registry.k8s.io", "10.0.0.1:5000", "localhost.example.com"] {
@@ -75,9 +89,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
         std::fs::write(&path, "not a certificate").unwrap();
-        let err = trusted_certificates(std::slice::from_ref(&path), []).err().unwrap();
+        let err = trusted_certificates(std::slice::from_ref(&path), [])
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("ca.pem"), "{err}");
-        let missing = trusted_certificates(&[dir.path().join("absent.pem")], []).err().unwrap();
+        let missing = trusted_certificates(&[dir.path().join("absent.pem")], [])
+            .err()
+            .unwrap();
         assert!(matches!(missing, RegistryError::CaCert { .. }));
     }
 }

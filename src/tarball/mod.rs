@@ -54,16 +54,29 @@ pub enum TarballError {
 /// Parses `--split` sizes: `4G`, `700M`, `512K`, `1T` (powers of 1024) or plain bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let scale: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let scale: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,
         "G" => 1 << 30,
         "T" => 1 << 40,
-        _ => return Err(format!("'{text}' is not a size (expected e.g. 4G, 700M, 512K)")),
+        _ => {
+            return Err(format!(
+                "'{text}' is not a size (expected e.g. 4G, 700M, 512K)"
+            ))
+        }
     };
-    let number: u64 = number.parse().map_err(|_| format!("'{text}' is not a size (expected e.g. 4G, 700M, 512K)"))?;
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (expected e.g. 4G, 700M, 512K)"))?;
     match number.checked_mul(scale) {
         Some(0) | None => Err(format!("'{text}' is not a usable part size")),
         Some(bytes) => Ok(bytes),

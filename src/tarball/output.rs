@@ -54,11 +54,25 @@ pub struct Finished {
 
 impl Output {
     pub fn create(path: &Path, split: Option<u64>) -> Result<Output, OutputError> {
-        let part_size = split.map(|size| if size == FAT32_LIMIT { size - 1 } else { size.max(1) });
+        let part_size = split.map(|size| {
+            if size == FAT32_LIMIT {
+                size - 1
+            } else {
+                size.max(1)
+            }
+        });
         let interrupted = Arc::new(AtomicBool::new(false));
-        let signal = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()).ok();
-        let mut output =
-            Output { interrupted, signal, path: path.to_path_buf(), part_size, parts: Vec::new(), whole: Sha256::new(), bytes: 0 };
+        let signal =
+            signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()).ok();
+        let mut output = Output {
+            interrupted,
+            signal,
+            path: path.to_path_buf(),
+            part_size,
+            parts: Vec::new(),
+            whole: Sha256::new(),
+            bytes: 0,
+        };
         if split.is_some() && output.part_path(0).exists() {
             return Err(OutputError::Exists(output.part_path(0)));
         }
@@ -75,8 +89,15 @@ impl Output {
 
     fn start_part(&mut self) -> io::Result<()> {
         let name = file_name(&self.path);
-        let temp = tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(".partial").tempfile_in(dir_of(&self.path))?;
-        self.parts.push(Part { temp: BufWriter::with_capacity(1 << 20, temp), hasher: Sha256::new(), bytes: 0 });
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(dir_of(&self.path))?;
+        self.parts.push(Part {
+            temp: BufWriter::with_capacity(1 << 20, temp),
+            hasher: Sha256::new(),
+            bytes: 0,
+        });
         Ok(())
     }
 
@@ -97,7 +118,10 @@ impl Output {
         }
         let files = staged.iter().map(|(_, target)| target.clone()).collect();
         let sha256 = Digest::from_hasher(std::mem::take(&mut self.whole));
-        let mut sums = vec![(sibling(&self.path, ".sha256"), checksum_line(sha256.clone(), &self.path))];
+        let mut sums = vec![(
+            sibling(&self.path, ".sha256"),
+            checksum_line(sha256.clone(), &self.path),
+        )];
         if self.part_size.is_some() {
             sums.push((sibling(&self.path, ".parts.sha256"), part_sums));
         }
@@ -107,7 +131,12 @@ impl Output {
             checksum_files.push(target);
         }
         place_all(staged)?;
-        Ok(Finished { files, checksum_files, sha256, bytes: self.bytes })
+        Ok(Finished {
+            files,
+            checksum_files,
+            sha256,
+            bytes: self.bytes,
+        })
     }
 }
 
@@ -173,12 +202,16 @@ pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// The last component of `path` as text, as checksum files name it.
 pub fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The directory a file is created in; temporary files must be there for the final rename to be atomic.
 fn dir_of(path: &Path) -> &Path {
-    path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// One line of a `sha256sum -c` file; the name is relative so the check works wherever the files are carried.
@@ -188,7 +221,9 @@ fn checksum_line(digest: Digest, path: &Path) -> String {
 
 /// A synced temporary file holding `text`, beside `path`, ready to be renamed to it.
 fn staged_text(path: &Path, text: &str) -> io::Result<NamedTempFile> {
-    let mut temp = tempfile::Builder::new().prefix(".ferry-").tempfile_in(dir_of(path))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".ferry-")
+        .tempfile_in(dir_of(path))?;
     temp.write_all(text.as_bytes())?;
     publishable(temp.as_file())?;
     Ok(temp)

@@ -8,8 +8,8 @@
 //! The raw bytes are also handed to an observer (the outer checksum runs on another thread).
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -48,7 +48,11 @@ pub enum ReadError {
     #[error("not a bundle: {reason} (at byte {offset})")]
     Malformed { reason: String, offset: u64 },
     #[error("refused entry '{name}' at byte {offset}: {reason}")]
-    Refused { name: String, reason: String, offset: u64 },
+    Refused {
+        name: String,
+        reason: String,
+        offset: u64,
+    },
     #[error("gzip bomb: the compressed bundle expands more than {MAX_EXPANSION} times")]
     Bomb,
 }
@@ -75,11 +79,13 @@ impl Source {
             pieces.push((file.clone(), skip));
             skip = 0;
         }
-        let readers = pieces.into_iter().map(|(file, start)| -> io::Result<Box<dyn Read + Send>> {
-            let mut file = File::open(file)?;
-            io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
-            Ok(Box::new(file))
-        });
+        let readers = pieces
+            .into_iter()
+            .map(|(file, start)| -> io::Result<Box<dyn Read + Send>> {
+                let mut file = File::open(file)?;
+                io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
+                Ok(Box::new(file))
+            });
         let mut joined: Box<dyn Read + Send> = Box::new(io::empty());
         for reader in readers {
             joined = Box::new(joined.chain(reader?));
@@ -96,11 +102,17 @@ impl Source {
 
     /// `x.tar`, `x.tar.gz`, or `x.tar.part-000` (then every following part is read too).
     pub fn locate(path: &Path) -> Result<Source, ReadError> {
-        let open_error = |source| ReadError::Open { path: path.to_path_buf(), source };
+        let open_error = |source| ReadError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         std::fs::metadata(path).map_err(open_error)?;
         // Bytes, not text: a name that is not UTF-8 must still find its parts.
         let Some(whole) = path.as_os_str().as_bytes().strip_suffix(b".part-000") else {
-            return Ok(Source { files: vec![path.to_path_buf()], whole: path.to_path_buf() });
+            return Ok(Source {
+                files: vec![path.to_path_buf()],
+                whole: path.to_path_buf(),
+            });
         };
         let whole = PathBuf::from(OsStr::from_bytes(whole));
         let mut files = Vec::new();
@@ -134,7 +146,9 @@ impl Read for Chained<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             if self.current.is_none() {
-                let Some(next) = self.files.next() else { return Ok(0) };
+                let Some(next) = self.files.next() else {
+                    return Ok(0);
+                };
                 self.observer.part_started(self.index);
                 self.index += 1;
                 self.current = Some(BufReader::with_capacity(1 << 20, File::open(next)?));
@@ -167,10 +181,25 @@ pub fn read_bundle(
     observer: &mut dyn Observer,
     mut visit: impl FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<u64, ReadError> {
-    let gzipped = source.is_gzipped().map_err(|e| ReadError::Open { path: source.files[0].clone(), source: e })?;
-    let mut chained = Chained { files: source.files.clone().into_iter(), current: None, index: 0, observer, raw_bytes: 0 };
+    let gzipped = source.is_gzipped().map_err(|e| ReadError::Open {
+        path: source.files[0].clone(),
+        source: e,
+    })?;
+    let mut chained = Chained {
+        files: source.files.clone().into_iter(),
+        current: None,
+        index: 0,
+        observer,
+        raw_bytes: 0,
+    };
     if gzipped {
-        read_entries(&mut Guarded { inner: MultiGzDecoder::new(&mut chained), out: 0 }, &mut visit)?;
+        read_entries(
+            &mut Guarded {
+                inner: MultiGzDecoder::new(&mut chained),
+                out: 0,
+            },
+            &mut visit,
+        )?;
     } else {
         read_entries(&mut chained, &mut visit)?;
     }
@@ -187,7 +216,9 @@ impl Read for Guarded<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.out += n as u64;
-        if self.out > self.inner.get_ref().raw_bytes.saturating_mul(MAX_EXPANSION) + EXPANSION_MARGIN {
+        if self.out
+            > self.inner.get_ref().raw_bytes.saturating_mul(MAX_EXPANSION) + EXPANSION_MARGIN
+        {
             return Err(io::Error::other(BombMarker));
         }
         Ok(n)
@@ -231,44 +262,85 @@ fn fill(input: &mut Position<'_>, buf: &mut [u8]) -> Result<usize, ReadError> {
     crate::io::read_full(input, buf).map_err(|e| io_error(input.offset, e))
 }
 
-fn read_entries(reader: &mut dyn Read, visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>) -> Result<(), ReadError> {
-    let mut input = Position { inner: reader, offset: 0 };
+fn read_entries(
+    reader: &mut dyn Read,
+    visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>,
+) -> Result<(), ReadError> {
+    let mut input = Position {
+        inner: reader,
+        offset: 0,
+    };
     let mut seen = HashSet::new();
     let mut header = [0u8; BLOCK];
     loop {
         let at = input.offset;
         match fill(&mut input, &mut header)? {
-            0 => return Err(ReadError::Truncated { what: "the archive (no end-of-archive marker)".into(), offset: at }),
+            0 => {
+                return Err(ReadError::Truncated {
+                    what: "the archive (no end-of-archive marker)".into(),
+                    offset: at,
+                })
+            }
             BLOCK => {}
-            _ => return Err(ReadError::Truncated { what: "a header".into(), offset: at }),
+            _ => {
+                return Err(ReadError::Truncated {
+                    what: "a header".into(),
+                    offset: at,
+                })
+            }
         }
         if header.iter().all(|&b| b == 0) {
             return end_of_archive(&mut input);
         }
         let (name, size) = parse_header(&header, at)?;
         if seen.len() == MAX_ENTRIES {
-            return Err(ReadError::Refused { name, reason: format!("a bundle has at most {MAX_ENTRIES} entries"), offset: at });
+            return Err(ReadError::Refused {
+                name,
+                reason: format!("a bundle has at most {MAX_ENTRIES} entries"),
+                offset: at,
+            });
         }
         if !seen.insert(name.clone()) {
-            return Err(ReadError::Refused { name, reason: "a second entry of the same name".into(), offset: at });
+            return Err(ReadError::Refused {
+                name,
+                reason: "a second entry of the same name".into(),
+                offset: at,
+            });
         }
-        let mut data = Position { inner: &mut input, offset: 0 };
+        let mut data = Position {
+            inner: &mut input,
+            offset: 0,
+        };
         let data_start = at + BLOCK as u64;
         let mut limited = (&mut data).take(size);
-        visit(Entry { name: name.clone(), size, offset: data_start, data: &mut limited })
-            .map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;
+        visit(Entry {
+            name: name.clone(),
+            size,
+            offset: data_start,
+            data: &mut limited,
+        })
+        .map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;
         io::copy(&mut limited, &mut io::sink()).map_err(|e| io_error(data_start, e))?;
         if data.offset < size {
-            return Err(ReadError::Truncated { what: format!("the data of {name}"), offset: data_start + data.offset });
+            return Err(ReadError::Truncated {
+                what: format!("the data of {name}"),
+                offset: data_start + data.offset,
+            });
         }
         let padding = (BLOCK - (size % BLOCK as u64) as usize) % BLOCK;
         let mut pad = [0u8; BLOCK];
         let at = input.offset;
         if fill(&mut input, &mut pad[..padding])? < padding {
-            return Err(ReadError::Truncated { what: format!("the padding after {name}"), offset: at });
+            return Err(ReadError::Truncated {
+                what: format!("the padding after {name}"),
+                offset: at,
+            });
         }
         if pad[..padding].iter().any(|&b| b != 0) {
-            return Err(ReadError::Malformed { reason: format!("non-zero padding after {name}"), offset: at });
+            return Err(ReadError::Malformed {
+                reason: format!("non-zero padding after {name}"),
+                offset: at,
+            });
         }
     }
 }
@@ -278,21 +350,33 @@ fn end_of_archive(input: &mut Position<'_>) -> Result<(), ReadError> {
     let mut block = [0u8; BLOCK];
     let at = input.offset;
     if fill(input, &mut block)? < BLOCK {
-        return Err(ReadError::Truncated { what: "the end-of-archive marker".into(), offset: at });
+        return Err(ReadError::Truncated {
+            what: "the end-of-archive marker".into(),
+            offset: at,
+        });
     }
     if block.iter().any(|&b| b != 0) {
-        return Err(ReadError::Malformed { reason: "a damaged end-of-archive marker".into(), offset: at });
+        return Err(ReadError::Malformed {
+            reason: "a damaged end-of-archive marker".into(),
+            offset: at,
+        });
     }
     let mut trailing = 0u64;
     loop {
         let at = input.offset;
         let n = fill(input, &mut block)?;
         if block[..n].iter().any(|&b| b != 0) {
-            return Err(ReadError::Malformed { reason: "data after the end-of-archive marker".into(), offset: at });
+            return Err(ReadError::Malformed {
+                reason: "data after the end-of-archive marker".into(),
+                offset: at,
+            });
         }
         trailing += n as u64;
         if trailing > MAX_TRAILING_ZEROS {
-            return Err(ReadError::Malformed { reason: "too much padding after the end-of-archive marker".into(), offset: at });
+            return Err(ReadError::Malformed {
+                reason: "too much padding after the end-of-archive marker".into(),
+                offset: at,
+            });
         }
         if n < BLOCK {
             return Ok(());
@@ -302,11 +386,27 @@ fn end_of_archive(input: &mut Position<'_>) -> Result<(), ReadError> {
 
 /// Checks one USTAR header and returns the entry's name and size.
 fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), ReadError> {
-    let malformed = |reason: &str| ReadError::Malformed { reason: reason.to_string(), offset };
-    let recorded = octal(&header[148..156]).ok_or_else(|| malformed("a header checksum that is not a number"))?;
-    let computed: u64 = header.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { u64::from(b) }).sum();
+    let malformed = |reason: &str| ReadError::Malformed {
+        reason: reason.to_string(),
+        offset,
+    };
+    let recorded = octal(&header[148..156])
+        .ok_or_else(|| malformed("a header checksum that is not a number"))?;
+    let computed: u64 = header
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(b)
+            }
+        })
+        .sum();
     if recorded != computed {
-        return Err(malformed("a header whose checksum does not match (a damaged header)"));
+        return Err(malformed(
+            "a header whose checksum does not match (a damaged header)",
+        ));
     }
     if &header[257..262] != b"ustar" {
         return Err(malformed("a header that is not USTAR"));
@@ -315,33 +415,54 @@ fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Read
         let field = |range: std::ops::Range<usize>| {
             let bytes = &header[range];
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-            String::from_utf8(bytes[..end].to_vec()).map_err(|_| malformed("an entry name that is not UTF-8"))
+            String::from_utf8(bytes[..end].to_vec())
+                .map_err(|_| malformed("an entry name that is not UTF-8"))
         };
         let (prefix, name) = (field(345..500)?, field(0..100)?);
-        if prefix.is_empty() { name } else { format!("{prefix}/{name}") }
+        if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        }
     };
-    let refuse = |reason: &str| ReadError::Refused { name: name.clone(), reason: reason.to_string(), offset };
+    let refuse = |reason: &str| ReadError::Refused {
+        name: name.clone(),
+        reason: reason.to_string(),
+        offset,
+    };
     match header[156] {
         b'0' | 0 => {}
         b'1' | b'2' => return Err(refuse("links are not allowed in a bundle")),
-        b'3' | b'4' | b'6' => return Err(refuse("device files and FIFOs are not allowed in a bundle")),
+        b'3' | b'4' | b'6' => {
+            return Err(refuse("device files and FIFOs are not allowed in a bundle"))
+        }
         b'5' => return Err(refuse("directories are not allowed in a bundle")),
-        other => return Err(refuse(&format!("entry type '{}' is not allowed in a bundle", other.escape_ascii()))),
+        other => {
+            return Err(refuse(&format!(
+                "entry type '{}' is not allowed in a bundle",
+                other.escape_ascii()
+            )))
+        }
     }
     if name.starts_with('/') || name.split('/').any(|part| part == ".." || part == ".") {
         return Err(refuse("the name points outside the bundle"));
     }
     let known = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON].contains(&name.as_str())
-        || name.strip_prefix(BLOBS_DIR).is_some_and(|hex| crate::digest::Digest::from_hex(hex).is_ok());
+        || name
+            .strip_prefix(BLOBS_DIR)
+            .is_some_and(|hex| crate::digest::Digest::from_hex(hex).is_ok());
     if !known {
         return Err(refuse("a ferry bundle has no such entry"));
     }
-    let size = size_field(&header[124..136]).ok_or_else(|| malformed("a size that is not a number"))?;
+    let size =
+        size_field(&header[124..136]).ok_or_else(|| malformed("a size that is not a number"))?;
     Ok((name, size))
 }
 
 fn octal(field: &[u8]) -> Option<u64> {
-    let text = std::str::from_utf8(field).ok()?.trim_matches(|c: char| c == '\0' || c == ' ');
+    let text = std::str::from_utf8(field)
+        .ok()?
+        .trim_matches(|c: char| c == '\0' || c == ' ');
     if text.is_empty() {
         return None;
     }
@@ -351,7 +472,11 @@ fn octal(field: &[u8]) -> Option<u64> {
 /// Octal, or GNU base-256 for sizes of 8 GiB and more.
 fn size_field(field: &[u8]) -> Option<u64> {
     if field[0] & 0x80 != 0 {
-        return field[1..].iter().try_fold(u64::from(field[0] & 0x7f), |acc, &b| acc.checked_mul(256).map(|a| a + u64::from(b)));
+        return field[1..]
+            .iter()
+            .try_fold(u64::from(field[0] & 0x7f), |acc, &b| {
+                acc.checked_mul(256).map(|a| a + u64::from(b))
+            });
     }
     octal(field)
 }
@@ -402,7 +527,11 @@ mod tests {
     #[test]
     fn the_parts_of_a_bundle_whose_name_is_not_utf8_are_found() {
         let dir = tempfile::tempdir().unwrap();
-        let name = |suffix: &str| dir.path().join(OsStr::from_bytes(&[b"b\xff.tar", suffix.as_bytes()].concat()));
+        let name = |suffix: &str| {
+            dir.path().join(OsStr::from_bytes(
+                &[b"b\xff.tar", suffix.as_bytes()].concat(),
+            ))
+        };
         for suffix in [".part-000", ".part-001"] {
             std::fs::write(name(suffix), b"").unwrap();
         }

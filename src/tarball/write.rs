@@ -15,7 +15,8 @@ use serde_json::json;
 
 use super::output::{Output, OutputError};
 use super::{
-    names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
+    names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON,
+    MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
 };
 use crate::cache::BlobStore;
 use crate::digest::Digest;
@@ -57,27 +58,57 @@ pub fn write_bundle(
     for image in images {
         for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
             if !store.contains(&blob.digest, Some(blob.size)) {
-                return Err(TarballError::MissingBlob { image: image.reference.to_string(), digest: blob.digest.clone() });
+                return Err(TarballError::MissingBlob {
+                    image: image.reference.to_string(),
+                    digest: blob.digest.clone(),
+                });
             }
         }
     }
     let referenced: u64 = images.iter().map(Image::size).sum();
     let stored: u64 = blobs.values().map(|d| d.size).sum();
-    reporter.phase(&format!("writing {} ({} images, {} blobs)", path.display(), images.len(), blobs.len()));
+    reporter.phase(&format!(
+        "writing {} ({} images, {} blobs)",
+        path.display(),
+        images.len(),
+        blobs.len()
+    ));
 
     let output = Output::create(path, options.split).map_err(|e| output_error(path, e))?;
     let mut tar = tar::Builder::new(output);
     let metadata = pretty(metadata);
     let docker = pretty(&docker_manifest(images));
-    let index = pretty(&oci_index(images, &Digest::of(&metadata), &Digest::of(&docker)));
-    let documents =
-        [(LAYOUT_JSON, LAYOUT_BYTES.to_vec()), (METADATA_JSON, metadata), (INDEX_JSON, index), (MANIFEST_JSON, docker)];
+    let index = pretty(&oci_index(
+        images,
+        &Digest::of(&metadata),
+        &Digest::of(&docker),
+    ));
+    let documents = [
+        (LAYOUT_JSON, LAYOUT_BYTES.to_vec()),
+        (METADATA_JSON, metadata),
+        (INDEX_JSON, index),
+        (MANIFEST_JSON, docker),
+    ];
     for (name, bytes) in &documents {
-        append(&mut tar, name, bytes.len() as u64, &mut bytes.as_slice(), options.mtime).map_err(|e| write_error(path, e))?;
+        append(
+            &mut tar,
+            name,
+            bytes.len() as u64,
+            &mut bytes.as_slice(),
+            options.mtime,
+        )
+        .map_err(|e| write_error(path, e))?;
     }
     for (digest, descriptor) in &blobs {
         let mut file = store.open_blob(digest)?;
-        append(&mut tar, &names::blob_path(digest), descriptor.size, &mut file, options.mtime).map_err(|e| write_error(path, e))?;
+        append(
+            &mut tar,
+            &names::blob_path(digest),
+            descriptor.size,
+            &mut file,
+            options.mtime,
+        )
+        .map_err(|e| write_error(path, e))?;
     }
     tar.finish().map_err(|e| write_error(path, e))?;
     let output = tar.into_inner().map_err(|e| write_error(path, e))?;
@@ -97,7 +128,9 @@ fn distinct_blobs(images: &[Image]) -> BTreeMap<Digest, Descriptor> {
     let mut blobs = BTreeMap::new();
     for image in images {
         for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
-            blobs.entry(blob.digest.clone()).or_insert_with(|| blob.clone());
+            blobs
+                .entry(blob.digest.clone())
+                .or_insert_with(|| blob.clone());
         }
     }
     blobs
@@ -124,7 +157,8 @@ fn oci_index(images: &[Image], metadata: &Digest, docker: &Digest) -> serde_json
                 "digest": image.manifest.digest,
                 "size": image.manifest.size,
             });
-            if let (Some(name), Some(tag)) = (image.reference.tagged_name(), image.reference.tag()) {
+            if let (Some(name), Some(tag)) = (image.reference.tagged_name(), image.reference.tag())
+            {
                 descriptor["annotations"] = json!({
                     "io.containerd.image.name": name,
                     "org.opencontainers.image.ref.name": tag,
@@ -156,7 +190,13 @@ fn docker_manifest(images: &[Image]) -> serde_json::Value {
     json!(entries)
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, size: u64, data: &mut dyn io::Read, mtime: u64) -> io::Result<()> {
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    size: u64,
+    data: &mut dyn io::Read,
+    mtime: u64,
+) -> io::Result<()> {
     let mut header = tar::Header::new_ustar();
     header.set_path(name)?;
     header.set_size(size);
@@ -175,11 +215,21 @@ fn write_error(path: &Path, source: io::Error) -> TarballError {
 
 fn output_error(path: &Path, error: OutputError) -> TarballError {
     match error {
-        OutputError::Io(source) if source.kind() == io::ErrorKind::StorageFull => TarballError::DiskFull { path: path.to_path_buf() },
-        OutputError::Io(source) => TarballError::Write { path: path.to_path_buf(), source },
+        OutputError::Io(source) if source.kind() == io::ErrorKind::StorageFull => {
+            TarballError::DiskFull {
+                path: path.to_path_buf(),
+            }
+        }
+        OutputError::Io(source) => TarballError::Write {
+            path: path.to_path_buf(),
+            source,
+        },
         OutputError::Exists(existing) => TarballError::Write {
             path: existing,
-            source: io::Error::new(io::ErrorKind::AlreadyExists, "a part of an earlier bundle is in the way"),
+            source: io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "a part of an earlier bundle is in the way",
+            ),
         },
     }
 }
@@ -194,7 +244,13 @@ pub(crate) mod tests {
     fn put(store: &BlobStore, bytes: &[u8], media_type: &str) -> Descriptor {
         let digest = Digest::of(bytes);
         store.put(&digest, bytes).unwrap();
-        Descriptor { media_type: media_type.into(), digest, size: bytes.len() as u64, platform: None, annotations: None }
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        }
     }
 
     /// Two images sharing a base layer, as the sig-storage images do.
@@ -235,8 +291,21 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn write(dir: &Path, store: &BlobStore, images: &[Image], name: &str, options: &WriteOptions) -> Result<Written, TarballError> {
-        write_bundle(store, images, &json!({"catalog": "test"}), &dir.join(name), options, &Silent)
+    fn write(
+        dir: &Path,
+        store: &BlobStore,
+        images: &[Image],
+        name: &str,
+        options: &WriteOptions,
+    ) -> Result<Written, TarballError> {
+        write_bundle(
+            store,
+            images,
+            &json!({"catalog": "test"}),
+            &dir.join(name),
+            options,
+            &Silent,
+        )
     }
 
     #[test]
@@ -244,25 +313,62 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
         let images = two_images(&store);
-        let written = write(dir.path(), &store, &images, "b.tar", &WriteOptions::default()).unwrap();
+        let written = write(
+            dir.path(),
+            &store,
+            &images,
+            "b.tar",
+            &WriteOptions::default(),
+        )
+        .unwrap();
         let entries = entries(&dir.path().join("b.tar"));
         let names: Vec<&str> = entries.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(&names[..4], [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON]);
+        assert_eq!(
+            &names[..4],
+            [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON]
+        );
         // 2 manifests + 2 configs + 2 own layers + 1 shared layer.
         assert_eq!(names.len() - 4, 7);
         assert_eq!(written.blobs, 7);
-        assert_eq!(written.saved_by_sharing, "shared base layer bytes".len() as u64);
+        assert_eq!(
+            written.saved_by_sharing,
+            "shared base layer bytes".len() as u64
+        );
         for (name, bytes) in &entries[4..] {
-            assert_eq!(*name, names::blob_path(&Digest::of(bytes)), "every blob hashes to its name");
+            assert_eq!(
+                *name,
+                names::blob_path(&Digest::of(bytes)),
+                "every blob hashes to its name"
+            );
         }
         let index: serde_json::Value = serde_json::from_slice(&entries[2].1).unwrap();
-        assert_eq!(index["manifests"][1]["annotations"]["io.containerd.image.name"], "docker.io/library/huawei-csi:4.8.0");
-        assert_eq!(index["manifests"][1]["annotations"]["org.opencontainers.image.ref.name"], "4.8.0");
-        assert_eq!(index["manifests"][0]["digest"], images[0].manifest.digest.to_string());
+        assert_eq!(
+            index["manifests"][1]["annotations"]["io.containerd.image.name"],
+            "docker.io/library/huawei-csi:4.8.0"
+        );
+        assert_eq!(
+            index["manifests"][1]["annotations"]["org.opencontainers.image.ref.name"],
+            "4.8.0"
+        );
+        assert_eq!(
+            index["manifests"][0]["digest"],
+            images[0].manifest.digest.to_string()
+        );
         let manifest: serde_json::Value = serde_json::from_slice(&entries[3].1).unwrap();
-        assert_eq!(manifest[0]["RepoTags"][0], "registry.k8s.io/sig-storage/a:v1");
-        for path in manifest[0]["Layers"].as_array().unwrap().iter().chain([&manifest[0]["Config"]]) {
-            assert!(names.contains(&path.as_str().unwrap()), "{path} is an entry");
+        assert_eq!(
+            manifest[0]["RepoTags"][0],
+            "registry.k8s.io/sig-storage/a:v1"
+        );
+        for path in manifest[0]["Layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain([&manifest[0]["Config"]])
+        {
+            assert!(
+                names.contains(&path.as_str().unwrap()),
+                "{path} is an entry"
+            );
         }
     }
 
@@ -271,7 +377,10 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
         let images = two_images(&store);
-        let options = WriteOptions { mtime: 1_700_000_000, split: None };
+        let options = WriteOptions {
+            mtime: 1_700_000_000,
+            split: None,
+        };
         let first = write(dir.path(), &store, &images, "one.tar", &options).unwrap();
         write(dir.path(), &store, &images, "two.tar", &options).unwrap();
         let one = std::fs::read(dir.path().join("one.tar")).unwrap();
@@ -291,7 +400,11 @@ pub(crate) mod tests {
         std::fs::create_dir(&out).unwrap();
         let err = write(&out, &store, &images, "b.tar", &WriteOptions::default()).unwrap_err();
         assert!(err.to_string().contains("huawei-csi"), "{err}");
-        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "no bundle, no temporary file");
+        assert_eq!(
+            std::fs::read_dir(&out).unwrap().count(),
+            0,
+            "no bundle, no temporary file"
+        );
     }
 
     #[test]
@@ -305,8 +418,15 @@ pub(crate) mod tests {
             std::fs::create_dir_all(out.join(blocked).join("in the way")).unwrap();
             let options = WriteOptions { mtime: 0, split };
             write(&out, &store, &images, "b.tar", &options).unwrap_err();
-            let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
-            assert_eq!(left, [blocked], "no bundle, part or checksum without the rest");
+            let left: Vec<_> = std::fs::read_dir(&out)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                left,
+                [blocked],
+                "no bundle, part or checksum without the rest"
+            );
         }
     }
 
@@ -315,8 +435,25 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
         let images = two_images(&store);
-        let whole = write(dir.path(), &store, &images, "whole.tar", &WriteOptions::default()).unwrap();
-        let split = write(dir.path(), &store, &images, "split.tar", &WriteOptions { mtime: 0, split: Some(2048) }).unwrap();
+        let whole = write(
+            dir.path(),
+            &store,
+            &images,
+            "whole.tar",
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        let split = write(
+            dir.path(),
+            &store,
+            &images,
+            "split.tar",
+            &WriteOptions {
+                mtime: 0,
+                split: Some(2048),
+            },
+        )
+        .unwrap();
         assert!(split.files.len() > 2, "{:?}", split.files);
         let mut joined = Vec::new();
         for part in &split.files {
@@ -328,7 +465,10 @@ pub(crate) mod tests {
         assert_eq!(split.sha256, whole.sha256);
         let parts = std::fs::read_to_string(dir.path().join("split.tar.parts.sha256")).unwrap();
         assert_eq!(parts.lines().count(), split.files.len());
-        assert!(parts.starts_with(&format!("{}  split.tar.part-000\n", Digest::of(&std::fs::read(&split.files[0]).unwrap()).hex())));
+        assert!(parts.starts_with(&format!(
+            "{}  split.tar.part-000\n",
+            Digest::of(&std::fs::read(&split.files[0]).unwrap()).hex()
+        )));
         let sum = std::fs::read_to_string(dir.path().join("split.tar.sha256")).unwrap();
         assert_eq!(sum, format!("{}  split.tar\n", whole.sha256.hex()));
     }

@@ -87,7 +87,10 @@ impl Compression {
 /// The images of the docker-save tarball at `path`, checked as [`DockerSave::open`] checks them.
 /// [`VendorError::NotDockerSave`] when it has no manifest.json.
 pub(super) fn saved_images(path: &Path) -> Result<Vec<SavedImage>, VendorError> {
-    let file = File::open(path).map_err(|source| VendorError::Read { archive: path.to_path_buf(), source })?;
+    let file = File::open(path).map_err(|source| VendorError::Read {
+        archive: path.to_path_buf(),
+        source,
+    })?;
     Ok(list(path, &file)?.images)
 }
 
@@ -104,7 +107,10 @@ pub(super) struct DockerSave {
 
 impl DockerSave {
     pub fn open(path: &Path, store: &BlobStore) -> Result<DockerSave, VendorError> {
-        let read_error = |source| VendorError::Read { archive: path.to_path_buf(), source };
+        let read_error = |source| VendorError::Read {
+            archive: path.to_path_buf(),
+            source,
+        };
         let file = File::open(path).map_err(read_error)?;
         let (file, gunzipped) = match compression_at(&file, 0, u64::MAX).map_err(read_error)? {
             Compression::Gzip => {
@@ -114,7 +120,12 @@ impl DockerSave {
             _ => (file, None),
         };
         let listing = list(path, &file)?;
-        Ok(DockerSave { path: path.to_path_buf(), file, listing, _gunzipped: gunzipped })
+        Ok(DockerSave {
+            path: path.to_path_buf(),
+            file,
+            listing,
+            _gunzipped: gunzipped,
+        })
     }
 
     /// The image tagged `reference`.
@@ -124,7 +135,10 @@ impl DockerSave {
                 return Ok(image);
             }
         }
-        Err(VendorError::NotInArchive { archive: self.path.clone(), reference: reference.clone() })
+        Err(VendorError::NotInArchive {
+            archive: self.path.clone(),
+            reference: reference.clone(),
+        })
     }
 
     /// Where the entry `name` (following symlinks) lies.
@@ -134,7 +148,11 @@ impl DockerSave {
 
     /// The bytes of one entry; several may be read at the same time.
     pub fn read(&self, span: Span) -> Section<'_> {
-        Section { file: &self.file, offset: span.offset, remaining: span.size }
+        Section {
+            file: &self.file,
+            offset: span.offset,
+            remaining: span.size,
+        }
     }
 
     /// A small entry (a config) whole, refused when larger than `limit`.
@@ -145,10 +163,12 @@ impl DockerSave {
 
     /// How the entry at `span` is compressed.
     pub fn compression(&self, name: &str, span: Span) -> Result<Compression, VendorError> {
-        compression_at(&self.file, span.offset, span.size).map_err(|source| VendorError::ReadEntry {
-            archive: self.path.clone(),
-            entry: name.to_string(),
-            source,
+        compression_at(&self.file, span.offset, span.size).map_err(|source| {
+            VendorError::ReadEntry {
+                archive: self.path.clone(),
+                entry: name.to_string(),
+                source,
+            }
         })
     }
 }
@@ -162,13 +182,18 @@ pub(super) struct Section<'a> {
 
 impl Read for Section<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         if want == 0 {
             return Ok(0);
         }
         let n = self.file.read_at(&mut buf[..want], self.offset)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the tar file ends inside this entry"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the tar file ends inside this entry",
+            ));
         }
         self.offset += n as u64;
         self.remaining -= n as u64;
@@ -197,7 +222,10 @@ impl Listing {
                 None => break,
             }
         }
-        Err(VendorError::MissingEntry { archive: archive.to_path_buf(), entry: name.to_string() })
+        Err(VendorError::MissingEntry {
+            archive: archive.to_path_buf(),
+            entry: name.to_string(),
+        })
     }
 
     /// Refuses what docker would not load, and names manifest.json gives that the tar lacks.
@@ -205,7 +233,11 @@ impl Listing {
         for image in &self.images {
             if image.layers.len() > MAX_LAYERS {
                 let (entry, count) = (image.config.clone(), image.layers.len());
-                return Err(VendorError::TooManyLayers { archive: archive.to_path_buf(), entry, count });
+                return Err(VendorError::TooManyLayers {
+                    archive: archive.to_path_buf(),
+                    entry,
+                    count,
+                });
             }
             for name in std::iter::once(&image.config).chain(&image.layers) {
                 self.span(archive, name)?;
@@ -217,10 +249,14 @@ impl Listing {
 
 /// Lists the tar in `file` (gunzipping it when its magic bytes say so); `archive` names it in errors.
 fn list(archive: &Path, mut file: &File) -> Result<Listing, VendorError> {
-    let read_error = |source| VendorError::Read { archive: archive.to_path_buf(), source };
+    let read_error = |source| VendorError::Read {
+        archive: archive.to_path_buf(),
+        source,
+    };
     file.rewind().map_err(read_error)?; // a freshly gunzipped file was just written to its end
     if compression_at(file, 0, u64::MAX).map_err(read_error)? == Compression::Gzip {
-        let mut tar = tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)));
+        let mut tar =
+            tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)));
         index(archive, tar.entries().map_err(read_error)?)
     } else {
         let mut tar = tar::Archive::new(file);
@@ -229,7 +265,10 @@ fn list(archive: &Path, mut file: &File) -> Result<Listing, VendorError> {
 }
 
 fn index<R: Read>(archive: &Path, entries: tar::Entries<'_, R>) -> Result<Listing, VendorError> {
-    let read_error = |source| VendorError::Read { archive: archive.to_path_buf(), source };
+    let read_error = |source| VendorError::Read {
+        archive: archive.to_path_buf(),
+        source,
+    };
     let mut listing = Listing::default();
     let mut manifest = None;
     for entry in entries {
@@ -241,14 +280,25 @@ fn index<R: Read>(archive: &Path, entries: tar::Entries<'_, R>) -> Result<Listin
             let resolved = link_target(archive, &name, &target)?;
             listing.links.insert(name, resolved);
         } else if kind.is_file() {
-            let span = Span { offset: entry.raw_file_position(), size: entry.size() };
+            let span = Span {
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            };
             if name == MANIFEST_JSON {
-                manifest = Some(read_limited(archive, &name, &mut entry, span.size, MAX_MANIFEST_JSON)?);
+                manifest = Some(read_limited(
+                    archive,
+                    &name,
+                    &mut entry,
+                    span.size,
+                    MAX_MANIFEST_JSON,
+                )?);
             }
             listing.files.insert(name, span);
         }
     }
-    let manifest = manifest.ok_or_else(|| VendorError::NotDockerSave { archive: archive.to_path_buf() })?;
+    let manifest = manifest.ok_or_else(|| VendorError::NotDockerSave {
+        archive: archive.to_path_buf(),
+    })?;
     listing.images = serde_json::from_slice(&manifest).map_err(|source| VendorError::Json {
         archive: archive.to_path_buf(),
         entry: MANIFEST_JSON.into(),
@@ -261,9 +311,13 @@ fn index<R: Read>(archive: &Path, entries: tar::Entries<'_, R>) -> Result<Listin
 /// A name from a tar header or manifest.json as a clean relative path (`./a//b` is `a/b`). Absolute
 /// names, names with `..` and names that are not UTF-8 are refused.
 fn clean_name(archive: &Path, raw: &[u8]) -> Result<String, VendorError> {
-    std::str::from_utf8(raw).ok().and_then(|name| join_inside(Vec::new(), name, false)).ok_or_else(|| {
-        VendorError::UnsafePath { archive: archive.to_path_buf(), entry: String::from_utf8_lossy(raw).into() }
-    })
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|name| join_inside(Vec::new(), name, false))
+        .ok_or_else(|| VendorError::UnsafePath {
+            archive: archive.to_path_buf(),
+            entry: String::from_utf8_lossy(raw).into(),
+        })
 }
 
 /// A symlink's target as an archive name: relative to the link's directory, where docker's
@@ -271,12 +325,13 @@ fn clean_name(archive: &Path, raw: &[u8]) -> Result<String, VendorError> {
 fn link_target(archive: &Path, link: &str, raw: &[u8]) -> Result<String, VendorError> {
     let mut directory: Vec<&str> = link.split('/').collect();
     directory.pop();
-    std::str::from_utf8(raw).ok().and_then(|target| join_inside(directory, target, true)).ok_or_else(|| {
-        VendorError::UnsafePath {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|target| join_inside(directory, target, true))
+        .ok_or_else(|| VendorError::UnsafePath {
             archive: archive.to_path_buf(),
             entry: format!("{link} -> {}", String::from_utf8_lossy(raw)),
-        }
-    })
+        })
 }
 
 /// `path` appended to `base` component by component; `None` when it is absolute, or has `..` where
@@ -299,16 +354,30 @@ fn join_inside<'a>(mut base: Vec<&'a str>, path: &'a str, parent: bool) -> Optio
 }
 
 /// Reads an entry whole after checking its size against `limit`.
-fn read_limited(archive: &Path, entry: &str, reader: impl Read, size: u64, limit: u64) -> Result<Vec<u8>, VendorError> {
+fn read_limited(
+    archive: &Path,
+    entry: &str,
+    reader: impl Read,
+    size: u64,
+    limit: u64,
+) -> Result<Vec<u8>, VendorError> {
     if size > limit {
-        return Err(VendorError::TooLarge { archive: archive.to_path_buf(), entry: entry.to_string(), size, limit });
+        return Err(VendorError::TooLarge {
+            archive: archive.to_path_buf(),
+            entry: entry.to_string(),
+            size,
+            limit,
+        });
     }
     let mut bytes = Vec::with_capacity(size as usize);
-    reader.take(size).read_to_end(&mut bytes).map_err(|source| VendorError::ReadEntry {
-        archive: archive.to_path_buf(),
-        entry: entry.to_string(),
-        source,
-    })?;
+    reader
+        .take(size)
+        .read_to_end(&mut bytes)
+        .map_err(|source| VendorError::ReadEntry {
+            archive: archive.to_path_buf(),
+            entry: entry.to_string(),
+            source,
+        })?;
     Ok(bytes)
 }
 
@@ -331,9 +400,15 @@ fn compression_at(file: &File, offset: u64, size: u64) -> io::Result<Compression
 fn gunzip(archive: &Path, file: File, store: &BlobStore) -> Result<(File, TempPath), VendorError> {
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
-    io::copy(&mut MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)), &mut output)
-        .and_then(|_| output.flush())
-        .map_err(|source| VendorError::Gunzip { archive: archive.to_path_buf(), source })?;
+    io::copy(
+        &mut MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)),
+        &mut output,
+    )
+    .and_then(|_| output.flush())
+    .map_err(|source| VendorError::Gunzip {
+        archive: archive.to_path_buf(),
+        source,
+    })?;
     drop(output);
     Ok(temp.into_parts())
 }
@@ -345,11 +420,29 @@ mod tests {
     #[test]
     fn names_are_cleaned_and_kept_inside_the_archive() {
         let archive = Path::new("x.tar");
-        assert_eq!(clean_name(archive, b"./blobs//sha256/ab").unwrap(), "blobs/sha256/ab");
-        for bad in [&b"../etc/passwd"[..], b"/etc/passwd", b"a/../../b", b"a/../b", b"\xff"] {
-            assert!(matches!(clean_name(archive, bad), Err(VendorError::UnsafePath { .. })), "{bad:?}");
+        assert_eq!(
+            clean_name(archive, b"./blobs//sha256/ab").unwrap(),
+            "blobs/sha256/ab"
+        );
+        for bad in [
+            &b"../etc/passwd"[..],
+            b"/etc/passwd",
+            b"a/../../b",
+            b"a/../b",
+            b"\xff",
+        ] {
+            assert!(
+                matches!(
+                    clean_name(archive, bad),
+                    Err(VendorError::UnsafePath { .. })
+                ),
+                "{bad:?}"
+            );
         }
-        assert_eq!(link_target(archive, "def/layer.tar", b"../abc/layer.tar").unwrap(), "abc/layer.tar");
+        assert_eq!(
+            link_target(archive, "def/layer.tar", b"../abc/layer.tar").unwrap(),
+            "abc/layer.tar"
+        );
         assert!(link_target(archive, "def/layer.tar", b"../../etc/passwd").is_err());
         assert!(link_target(archive, "def/layer.tar", b"/etc/passwd").is_err());
     }
@@ -357,7 +450,10 @@ mod tests {
     #[test]
     fn compression_is_told_by_magic_bytes() {
         assert_eq!(Compression::of(&[0x1f, 0x8b, 8, 0]), Compression::Gzip);
-        assert_eq!(Compression::of(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::of(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
         assert_eq!(Compression::of(b"usr/"), Compression::None);
         assert_eq!(Compression::of(&[0x1f]), Compression::None);
     }

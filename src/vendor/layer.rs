@@ -46,18 +46,29 @@ pub(super) fn gzip(input: impl Read, output: impl Write) -> io::Result<Written> 
     io::copy(&mut content, &mut encoder)?;
     let (_, digest, size) = encoder.finish()?.finish();
     let (_, diff_id, _) = content.finish();
-    Ok(Written { digest, size, diff_id })
+    Ok(Written {
+        digest,
+        size,
+        diff_id,
+    })
 }
 
 /// Copies an already gzipped layer from `input` into `output` as it is, hashing its content on the way.
 pub(super) fn keep(input: impl Read, output: impl Write) -> io::Result<Written> {
-    let mut stored = Tee { input, copy: Hashing::new(output) };
+    let mut stored = Tee {
+        input,
+        copy: Hashing::new(output),
+    };
     let mut content = Hashing::new(io::sink());
     // The decoder reads every gzip member to the end of the input, so every byte passes through the tee.
     io::copy(&mut MultiGzDecoder::new(&mut stored), &mut content)?;
     let (_, digest, size) = stored.copy.finish();
     let (_, diff_id, _) = content.finish();
-    Ok(Written { digest, size, diff_id })
+    Ok(Written {
+        digest,
+        size,
+        diff_id,
+    })
 }
 
 /// Writes everything read through it to `copy`.
@@ -80,14 +91,27 @@ pub(super) fn remembered(store: &BlobStore, diff_id: &Digest) -> Option<(Digest,
     let note = fs::read_to_string(store.note_path(COMPRESSION, diff_id)).ok()?;
     let (digest, size) = note.trim_end().split_once(' ')?;
     let (digest, size): (Digest, u64) = (digest.parse().ok()?, size.parse().ok()?);
-    store.contains(&digest, Some(size)).then_some((digest, size))
+    store
+        .contains(&digest, Some(size))
+        .then_some((digest, size))
 }
 
 /// Notes which blob `diff_id` became.
-pub(super) fn remember(store: &BlobStore, diff_id: &Digest, written: &Written) -> Result<(), CacheError> {
+pub(super) fn remember(
+    store: &BlobStore,
+    diff_id: &Digest,
+    written: &Written,
+) -> Result<(), CacheError> {
     let note = store.note_path(COMPRESSION, diff_id);
-    write_atomically(&note, format!("{} {}\n", written.digest, written.size).as_bytes())
-        .map_err(|source| CacheError::Io { path: note, action: "cannot write note", source })
+    write_atomically(
+        &note,
+        format!("{} {}\n", written.digest, written.size).as_bytes(),
+    )
+    .map_err(|source| CacheError::Io {
+        path: note,
+        action: "cannot write note",
+        source,
+    })
 }
 
 /// Writes a temporary file beside `path` and renames it, so that a reader never sees half a file.
@@ -111,9 +135,16 @@ mod tests {
         let written = gzip(&input[..], &mut first).unwrap();
         gzip(&input[..], &mut second).unwrap();
         assert_eq!(first, second);
-        assert_eq!(&first[..4], &[0x1f, 0x8b, 8, 0], "deflate, no flags: no file name, comment or extra field");
+        assert_eq!(
+            &first[..4],
+            &[0x1f, 0x8b, 8, 0],
+            "deflate, no flags: no file name, comment or extra field"
+        );
         assert_eq!(&first[4..8], &[0, 0, 0, 0], "mtime 0");
-        assert_eq!((written.digest, written.size), (Digest::of(&first), first.len() as u64));
+        assert_eq!(
+            (written.digest, written.size),
+            (Digest::of(&first), first.len() as u64)
+        );
         assert_eq!(written.diff_id, Digest::of(&input));
     }
 
@@ -124,6 +155,9 @@ mod tests {
         let mut stored = Vec::new();
         let written = keep(&gzipped[..], &mut stored).unwrap();
         assert_eq!(stored, gzipped);
-        assert_eq!((written.digest, written.diff_id), (Digest::of(&gzipped), Digest::of(b"content")));
+        assert_eq!(
+            (written.digest, written.diff_id),
+            (Digest::of(&gzipped), Digest::of(b"content"))
+        );
     }
 }

@@ -66,12 +66,23 @@ pub enum VendorError {
     },
     #[error("vendor archive {archive}: refusing '{entry}': its path leads outside the archive")]
     UnsafePath { archive: PathBuf, entry: String },
-    #[error("vendor archive {archive}: manifest.json names {entry}, which the archive does not hold")]
+    #[error(
+        "vendor archive {archive}: manifest.json names {entry}, which the archive does not hold"
+    )]
     MissingEntry { archive: PathBuf, entry: String },
     #[error("vendor archive {archive}: {entry} has {size} bytes, more than the {limit} a loader accepts")]
-    TooLarge { archive: PathBuf, entry: String, size: u64, limit: u64 },
+    TooLarge {
+        archive: PathBuf,
+        entry: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("vendor archive {archive}: the image of {entry} has {count} layers; docker loads at most {MAX_LAYERS}")]
-    TooManyLayers { archive: PathBuf, entry: String, count: usize },
+    TooManyLayers {
+        archive: PathBuf,
+        entry: String,
+        count: usize,
+    },
     #[error("vendor archive {archive}: the RepoTag '{tag}' is not an image reference")]
     BadTag {
         archive: PathBuf,
@@ -80,9 +91,17 @@ pub enum VendorError {
         source: ReferenceError,
     },
     #[error("vendor archive {archive} has no image tagged {reference}")]
-    NotInArchive { archive: PathBuf, reference: Reference },
+    NotInArchive {
+        archive: PathBuf,
+        reference: Reference,
+    },
     #[error("vendor archive {archive}: manifest.json names {layers} layers, but {entry} has {diff_ids} diff_ids")]
-    LayerCount { archive: PathBuf, entry: String, layers: usize, diff_ids: usize },
+    LayerCount {
+        archive: PathBuf,
+        entry: String,
+        layers: usize,
+        diff_ids: usize,
+    },
     #[error(
         "vendor archive {archive}: layer {entry} is zstd-compressed, which ferry cannot check against its diff_id"
     )]
@@ -98,13 +117,22 @@ pub enum VendorError {
         "vendor archive {archive}: layer {entry} hashes to {actual}, but the config says {expected}: \
          the archive was altered or damaged"
     )]
-    DiffIdMismatch { archive: PathBuf, entry: String, expected: Digest, actual: Digest },
+    DiffIdMismatch {
+        archive: PathBuf,
+        entry: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error(
         "the vendor directory {dir} has no image {reference}; it has: {}\n\
          (the tarballs are in the vendor's release package, e.g. its image/ directory)",
         names(.available)
     )]
-    Missing { dir: PathBuf, reference: Reference, available: Vec<Reference> },
+    Missing {
+        dir: PathBuf,
+        reference: Reference,
+        available: Vec<Reference>,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
 }
@@ -113,7 +141,11 @@ fn names(references: &[Reference]) -> String {
     if references.is_empty() {
         return "no docker-save archives".into();
     }
-    references.iter().map(Reference::to_string).collect::<Vec<_>>().join(", ")
+    references
+        .iter()
+        .map(Reference::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The docker-save archives of a vendor directory, indexed by the images they hold.
@@ -143,7 +175,10 @@ impl VendorDir {
                 }
             }
         }
-        Ok(VendorDir { dir: dir.to_path_buf(), images })
+        Ok(VendorDir {
+            dir: dir.to_path_buf(),
+            images,
+        })
     }
 
     /// The archive holding `reference`.
@@ -167,14 +202,21 @@ impl VendorDir {
 
 /// Collects archive files by name; symlinked directories are not followed, so a loop cannot trap the walk.
 fn find_archives(dir: &Path, into: &mut Vec<PathBuf>) -> Result<(), VendorError> {
-    let dir_error = |source| VendorError::Dir { path: dir.to_path_buf(), source };
+    let dir_error = |source| VendorError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
     for entry in std::fs::read_dir(dir).map_err(dir_error)? {
         let entry = entry.map_err(dir_error)?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_lowercase();
         if entry.file_type().map_err(dir_error)?.is_dir() {
             find_archives(&path, into)?;
-        } else if [".tar", ".tar.gz", ".tgz"].iter().any(|suffix| name.ends_with(suffix)) && path.is_file() {
+        } else if [".tar", ".tar.gz", ".tgz"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+            && path.is_file()
+        {
             into.push(path);
         }
     }
@@ -200,7 +242,10 @@ pub fn import_all(
     reporter: &dyn Reporter,
 ) -> Result<Vec<Image>, VendorError> {
     let vendor = VendorDir::scan(dir)?;
-    let requests = references.iter().map(|r| Ok((vendor.require(r)?, r))).collect::<Result<Vec<_>, VendorError>>()?;
+    let requests = references
+        .iter()
+        .map(|r| Ok((vendor.require(r)?, r)))
+        .collect::<Result<Vec<_>, VendorError>>()?;
     import_each(store, &requests, reporter)
 }
 
@@ -260,16 +305,27 @@ fn import_each(
             archives.insert(path, DockerSave::open(path, store)?);
         }
     }
-    let images =
-        requests.iter().map(|&(path, reference)| prepare(&archives[path], reference)).collect::<Result<Vec<_>, _>>()?;
+    let images = requests
+        .iter()
+        .map(|&(path, reference)| prepare(&archives[path], reference))
+        .collect::<Result<Vec<_>, _>>()?;
     let (jobs, blobs) = plan_layers(store, &images);
-    let names: Vec<String> = images.iter().map(|image| image.reference.to_string()).collect();
+    let names: Vec<String> = images
+        .iter()
+        .map(|image| image.reference.to_string())
+        .collect();
     for (at, image) in images.iter().enumerate() {
         let total: u64 = image.layers.iter().map(|l| l.span.size).sum();
-        let to_store: u64 = jobs.iter().filter(|job| job.owner == at).map(|job| job.layer.span.size).sum();
+        let to_store: u64 = jobs
+            .iter()
+            .filter(|job| job.owner == at)
+            .map(|job| job.layer.span.size)
+            .sum();
         reporter.image_start(&names[at], total, total - to_store);
     }
-    let stored = in_parallel(&jobs, |job| bring_in(store, job, &names[job.owner], reporter))?;
+    let stored = in_parallel(&jobs, |job| {
+        bring_in(store, job, &names[job.owner], reporter)
+    })?;
     let mut imported = Vec::with_capacity(images.len());
     for ((image, blobs), name) in images.into_iter().zip(blobs).zip(&names) {
         let layers = blobs
@@ -285,14 +341,18 @@ fn import_each(
     Ok(imported)
 }
 
-fn prepare<'a>(archive: &'a DockerSave, reference: &'a Reference) -> Result<Prepared<'a>, VendorError> {
+fn prepare<'a>(
+    archive: &'a DockerSave,
+    reference: &'a Reference,
+) -> Result<Prepared<'a>, VendorError> {
     let saved = archive.image(reference)?;
     let config = archive.read_small(&saved.config, MAX_CONFIG)?;
-    let probe: ConfigProbe = serde_json::from_slice(&config).map_err(|source| VendorError::Json {
-        archive: archive.path.clone(),
-        entry: saved.config.clone(),
-        source,
-    })?;
+    let probe: ConfigProbe =
+        serde_json::from_slice(&config).map_err(|source| VendorError::Json {
+            archive: archive.path.clone(),
+            entry: saved.config.clone(),
+            source,
+        })?;
     let diff_ids = probe.rootfs.diff_ids;
     if diff_ids.len() != saved.layers.len() {
         return Err(VendorError::LayerCount {
@@ -312,14 +372,32 @@ fn prepare<'a>(archive: &'a DockerSave, reference: &'a Reference) -> Result<Prep
                 Compression::None => false,
                 Compression::Gzip => true,
                 Compression::Zstd => {
-                    return Err(VendorError::Zstd { archive: archive.path.clone(), entry: entry.clone() });
+                    return Err(VendorError::Zstd {
+                        archive: archive.path.clone(),
+                        entry: entry.clone(),
+                    });
                 }
             };
-            Ok(SavedLayer { entry: entry.clone(), span, diff_id, gzipped })
+            Ok(SavedLayer {
+                entry: entry.clone(),
+                span,
+                diff_id,
+                gzipped,
+            })
         })
         .collect::<Result<_, VendorError>>()?;
-    let platform = Platform { os: probe.os, architecture: probe.architecture, variant: probe.variant };
-    Ok(Prepared { reference, archive, config, platform, layers })
+    let platform = Platform {
+        os: probe.os,
+        architecture: probe.architecture,
+        variant: probe.variant,
+    };
+    Ok(Prepared {
+        reference,
+        archive,
+        config,
+        platform,
+        layers,
+    })
 }
 
 /// What makes two layers one job: gzipping gives bytes that depend only on the content, so one job per
@@ -332,7 +410,10 @@ enum JobKey<'a> {
 
 /// Decides where each layer's blob comes from: an uncompressed layer gzipped by an earlier run is
 /// reused; every other layer is brought in by a job of this run.
-fn plan_layers<'a>(store: &BlobStore, images: &'a [Prepared<'a>]) -> (Vec<Job<'a>>, Vec<Vec<LayerBlob>>) {
+fn plan_layers<'a>(
+    store: &BlobStore,
+    images: &'a [Prepared<'a>],
+) -> (Vec<Job<'a>>, Vec<Vec<LayerBlob>>) {
     let mut jobs = Vec::new();
     let mut job_of = HashMap::new();
     let mut blobs = Vec::new();
@@ -348,7 +429,11 @@ fn plan_layers<'a>(store: &BlobStore, images: &'a [Prepared<'a>]) -> (Vec<Job<'a
                 JobKey::Compress(&layer.diff_id)
             };
             let at = *job_of.entry(key).or_insert_with(|| {
-                jobs.push(Job { archive: image.archive, layer, owner });
+                jobs.push(Job {
+                    archive: image.archive,
+                    layer,
+                    owner,
+                });
                 jobs.len() - 1
             });
             image_blobs.push(LayerBlob::Job(at));
@@ -360,15 +445,33 @@ fn plan_layers<'a>(store: &BlobStore, images: &'a [Prepared<'a>]) -> (Vec<Job<'a
 
 /// Stores one layer (gzipping it unless it is gzip already) into a temporary file in the cache, checks it
 /// against its diff_id, then moves it into place under the digest learned while writing.
-fn bring_in(store: &BlobStore, job: &Job, owner: &str, reporter: &dyn Reporter) -> Result<Descriptor, VendorError> {
+fn bring_in(
+    store: &BlobStore,
+    job: &Job,
+    owner: &str,
+    reporter: &dyn Reporter,
+) -> Result<Descriptor, VendorError> {
     let (archive, layer) = (&job.archive.path, job.layer);
-    let failed = |source| VendorError::Layer { archive: archive.clone(), entry: layer.entry.clone(), source };
-    let read = Progress { inner: job.archive.read(layer.span), report: |n| reporter.bytes(owner, &layer.diff_id, n) };
+    let failed = |source| VendorError::Layer {
+        archive: archive.clone(),
+        entry: layer.entry.clone(),
+        source,
+    };
+    let read = Progress {
+        inner: job.archive.read(layer.span),
+        report: |n| reporter.bytes(owner, &layer.diff_id, n),
+    };
     let input = BufReader::with_capacity(1 << 18, read);
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
-    let written = if layer.gzipped { layer::keep(input, &mut output) } else { layer::gzip(input, &mut output) };
-    let written = written.and_then(|written| output.flush().map(|()| written)).map_err(failed)?;
+    let written = if layer.gzipped {
+        layer::keep(input, &mut output)
+    } else {
+        layer::gzip(input, &mut output)
+    };
+    let written = written
+        .and_then(|written| output.flush().map(|()| written))
+        .map_err(failed)?;
     drop(output);
     if written.diff_id != layer.diff_id {
         return Err(VendorError::DiffIdMismatch {
@@ -401,8 +504,13 @@ impl<R: Read, F: Fn(u64)> Read for Progress<R, F> {
 
 /// Runs `work` on every item, one thread per core. After a failure no new item starts; the first failure
 /// in item order is returned.
-fn in_parallel<T: Sync, U: Send, E: Send>(items: &[T], work: impl Fn(&T) -> Result<U, E> + Sync) -> Result<Vec<U>, E> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+fn in_parallel<T: Sync, U: Send, E: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<U, E> + Sync,
+) -> Result<Vec<U>, E> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let mut done: Vec<(usize, Result<U, E>)> = std::thread::scope(|scope| {
@@ -423,7 +531,11 @@ fn in_parallel<T: Sync, U: Send, E: Send>(items: &[T], work: impl Fn(&T) -> Resu
             .collect();
         workers
             .into_iter()
-            .flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .flat_map(|worker| {
+                worker
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
             .collect()
     });
     done.sort_by_key(|(at, _)| *at);
@@ -431,14 +543,25 @@ fn in_parallel<T: Sync, U: Send, E: Send>(items: &[T], work: impl Fn(&T) -> Resu
 }
 
 /// Stores the config as it is and a new OCI manifest naming it and `layers`.
-fn finish(store: &BlobStore, image: Prepared, layers: Vec<Descriptor>) -> Result<Image, VendorError> {
+fn finish(
+    store: &BlobStore,
+    image: Prepared,
+    layers: Vec<Descriptor>,
+) -> Result<Image, VendorError> {
     let config = store_document(store, media::OCI_CONFIG, &image.config)?;
-    let manifest = Manifest { schema_version: 2, media_type: Some(media::OCI_MANIFEST.into()), config, layers };
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config,
+        layers,
+    };
     // serde_json writes struct fields in declaration order, without spaces: the bytes are fixed.
     let manifest_bytes = serde_json::to_vec(&manifest).expect("a manifest serializes");
     Ok(Image {
         reference: image.reference.clone(),
-        source: ImageSource::Vendor { file: image.archive.path.clone() },
+        source: ImageSource::Vendor {
+            file: image.archive.path.clone(),
+        },
         platform: image.platform,
         index_digest: None,
         manifest: store_document(store, media::OCI_MANIFEST, &manifest_bytes)?,
@@ -447,7 +570,11 @@ fn finish(store: &BlobStore, image: Prepared, layers: Vec<Descriptor>) -> Result
     })
 }
 
-fn store_document(store: &BlobStore, media_type: &str, bytes: &[u8]) -> Result<Descriptor, CacheError> {
+fn store_document(
+    store: &BlobStore,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<Descriptor, CacheError> {
     let digest = Digest::of(bytes);
     store.put(&digest, bytes)?;
     Ok(Descriptor {
@@ -460,7 +587,13 @@ fn store_document(store: &BlobStore, media_type: &str, bytes: &[u8]) -> Result<D
 }
 
 fn layer_descriptor(digest: Digest, size: u64) -> Descriptor {
-    Descriptor { media_type: media::OCI_LAYER_GZIP.into(), digest, size, platform: None, annotations: None }
+    Descriptor {
+        media_type: media::OCI_LAYER_GZIP.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: None,
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,14 @@ use crate::progress::Silent;
 /// An uncompressed layer: a tar holding one file of `size` compressible, seeded pseudo-random bytes.
 fn layer_tar(seed: u64, size: usize) -> Vec<u8> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let words = ["storage ", "backend ", "volume ", "lun ", "snapshot ", "csi "];
+    let words = [
+        "storage ",
+        "backend ",
+        "volume ",
+        "lun ",
+        "snapshot ",
+        "csi ",
+    ];
     let mut content = Vec::with_capacity(size + 16);
     while content.len() < size {
         content.extend_from_slice(words[rng.usize(..words.len())].as_bytes());
@@ -22,7 +29,9 @@ fn layer_tar(seed: u64, size: usize) -> Vec<u8> {
     let mut header = tar::Header::new_gnu();
     header.set_size(size as u64);
     header.set_mode(0o644);
-    builder.append_data(&mut header, format!("opt/file-{seed}"), &content[..]).unwrap();
+    builder
+        .append_data(&mut header, format!("opt/file-{seed}"), &content[..])
+        .unwrap();
     builder.into_inner().unwrap()
 }
 
@@ -34,7 +43,9 @@ fn gzipped(bytes: &[u8]) -> Vec<u8> {
 
 fn gunzipped(bytes: &[u8]) -> Vec<u8> {
     let mut content = Vec::new();
-    MultiGzDecoder::new(bytes).read_to_end(&mut content).unwrap();
+    MultiGzDecoder::new(bytes)
+        .read_to_end(&mut content)
+        .unwrap();
     content
 }
 
@@ -63,7 +74,11 @@ impl Saved {
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         }))
         .unwrap();
-        Saved { tag: tag.into(), config, layers }
+        Saved {
+            tag: tag.into(),
+            config,
+            layers,
+        }
     }
 
     fn config_hex(&self) -> String {
@@ -72,7 +87,10 @@ impl Saved {
 
     /// `<id>/layer.tar`, the id standing for docker's chain ID.
     fn legacy_layer_name(&self, at: usize) -> String {
-        format!("{}/layer.tar", Digest::of(format!("{}{at}", self.config_hex()).as_bytes()).hex())
+        format!(
+            "{}/layer.tar",
+            Digest::of(format!("{}{at}", self.config_hex()).as_bytes()).hex()
+        )
     }
 }
 
@@ -110,7 +128,10 @@ fn legacy(images: &[&Saved]) -> Vec<(String, Entry)> {
             }
             layer_names.push(name);
         }
-        entries.push(file(format!("{}.json", image.config_hex()), image.config.clone()));
+        entries.push(file(
+            format!("{}.json", image.config_hex()),
+            image.config.clone(),
+        ));
         items.push(
             json!({"Config": format!("{}.json", image.config_hex()), "RepoTags": [image.tag], "Layers": layer_names}),
         );
@@ -122,12 +143,17 @@ fn legacy(images: &[&Saved]) -> Vec<(String, Entry)> {
 /// What `docker save` of Docker 25 writes: `blobs/sha256/<hex>` beside oci-layout and index.json.
 fn docker_25(image: &Saved) -> Vec<(String, Entry)> {
     let blob = |bytes: &[u8]| format!("blobs/sha256/{}", Digest::of(bytes).hex());
-    let mut entries: Vec<_> = image.layers.iter().map(|layer| file(blob(layer), layer.clone())).collect();
+    let mut entries: Vec<_> = image
+        .layers
+        .iter()
+        .map(|layer| file(blob(layer), layer.clone()))
+        .collect();
     entries.push(file(blob(&image.config), image.config.clone()));
     entries.push(file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#));
     let layers: Vec<String> = image.layers.iter().map(|layer| blob(layer)).collect();
-    entries
-        .push(manifest_json(vec![json!({"Config": blob(&image.config), "RepoTags": [image.tag], "Layers": layers})]));
+    entries.push(manifest_json(vec![
+        json!({"Config": blob(&image.config), "RepoTags": [image.tag], "Layers": layers}),
+    ]));
     entries.push(file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#));
     entries
 }
@@ -173,13 +199,20 @@ fn import_one(store: &BlobStore, archive: &Path, tag: &str) -> Result<Image, Ven
 /// Checks everything a loader will: the stored config is the vendor's, each layer blob hashes to its
 /// descriptor and gunzips to its diff_id, and the stored manifest is OCI and names them all.
 fn assert_imported(store: &BlobStore, image: &Image, saved: &Saved) {
-    assert_eq!(image.config.digest, Digest::of(&saved.config), "the image ID stays the vendor's");
+    assert_eq!(
+        image.config.digest,
+        Digest::of(&saved.config),
+        "the image ID stays the vendor's"
+    );
     assert_eq!(store.read(&image.config.digest).unwrap(), saved.config);
     let probe: ConfigProbe = serde_json::from_slice(&saved.config).unwrap();
     assert_eq!(image.layers.len(), probe.rootfs.diff_ids.len());
     for (layer, diff_id) in image.layers.iter().zip(&probe.rootfs.diff_ids) {
         let blob = store.read(&layer.digest).unwrap();
-        assert_eq!((Digest::of(&blob), blob.len() as u64), (layer.digest.clone(), layer.size));
+        assert_eq!(
+            (Digest::of(&blob), blob.len() as u64),
+            (layer.digest.clone(), layer.size)
+        );
         assert_eq!(layer.media_type, media::OCI_LAYER_GZIP);
         assert_eq!(&Digest::of(&gunzipped(&blob)), diff_id);
     }
@@ -190,10 +223,17 @@ fn assert_imported(store: &BlobStore, image: &Image, saved: &Saved) {
     assert_eq!(manifest["schemaVersion"], 2);
     assert_eq!(manifest["mediaType"], media::OCI_MANIFEST);
     assert_eq!(manifest["config"]["mediaType"], media::OCI_CONFIG);
-    assert_eq!(manifest["config"]["digest"], image.config.digest.to_string());
+    assert_eq!(
+        manifest["config"]["digest"],
+        image.config.digest.to_string()
+    );
     let layer_digests: Vec<String> = image.layers.iter().map(|l| l.digest.to_string()).collect();
-    let manifest_digests: Vec<&str> =
-        manifest["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap()).collect();
+    let manifest_digests: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
     assert_eq!(manifest_digests, layer_digests);
     assert_eq!(image.index_digest, None);
 }
@@ -201,17 +241,41 @@ fn assert_imported(store: &BlobStore, image: &Image, saved: &Saved) {
 #[test]
 fn scan_finds_every_layout_under_normalized_names() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Saved::new("storage-backend-controller:4.8.0", "linux/amd64", vec![layer_tar(1, 3000)]);
+    let controller = Saved::new(
+        "storage-backend-controller:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 3000)],
+    );
     let csi = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 3000)]);
-    let extender = Saved::new("example.com/vendor/huawei-csi-extender:4.8.0", "linux/amd64", vec![layer_tar(3, 3000)]);
-    write_tar(&dir.path().join("controller.tar"), &legacy(&[&controller]), false);
+    let extender = Saved::new(
+        "example.com/vendor/huawei-csi-extender:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(3, 3000)],
+    );
+    write_tar(
+        &dir.path().join("controller.tar"),
+        &legacy(&[&controller]),
+        false,
+    );
     write_tar(&dir.path().join("image/csi.tar"), &docker_25(&csi), false);
-    write_tar(&dir.path().join("image/arm/extender.tar.gz"), &legacy(&[&extender]), true);
-    write_tar(&dir.path().join("helm/esdk.tgz"), &[file("esdk/Chart.yaml", "name: esdk\n")], true);
+    write_tar(
+        &dir.path().join("image/arm/extender.tar.gz"),
+        &legacy(&[&extender]),
+        true,
+    );
+    write_tar(
+        &dir.path().join("helm/esdk.tgz"),
+        &[file("esdk/Chart.yaml", "name: esdk\n")],
+        true,
+    );
     fs::write(dir.path().join("README.txt"), "not an archive").unwrap();
 
     let vendor = VendorDir::scan(dir.path()).unwrap();
-    let available: Vec<String> = vendor.available().iter().map(Reference::to_string).collect();
+    let available: Vec<String> = vendor
+        .available()
+        .iter()
+        .map(Reference::to_string)
+        .collect();
     assert_eq!(
         available,
         [
@@ -220,7 +284,10 @@ fn scan_finds_every_layout_under_normalized_names() {
             "example.com/vendor/huawei-csi-extender:4.8.0"
         ]
     );
-    assert_eq!(vendor.find(&reference("huawei-csi:4.8.0")), Some(dir.path().join("image/csi.tar").as_path()));
+    assert_eq!(
+        vendor.find(&reference("huawei-csi:4.8.0")),
+        Some(dir.path().join("image/csi.tar").as_path())
+    );
     assert_eq!(
         vendor.find(&reference("example.com/vendor/huawei-csi-extender:4.8.0")),
         Some(dir.path().join("image/arm/extender.tar.gz").as_path())
@@ -231,26 +298,45 @@ fn scan_finds_every_layout_under_normalized_names() {
 #[test]
 fn a_legacy_save_imports_with_its_config_kept_and_its_layers_gzipped() {
     let (dir, store) = store();
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/arm/v7", vec![layer_tar(1, 20_000), layer_tar(2, 9_000)]);
+    let saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/arm/v7",
+        vec![layer_tar(1, 20_000), layer_tar(2, 9_000)],
+    );
     let archive = dir.path().join("huawei-csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
 
     let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
     assert_imported(&store, &image, &saved);
-    assert_eq!(image.reference.to_string(), "docker.io/library/huawei-csi:4.8.0");
+    assert_eq!(
+        image.reference.to_string(),
+        "docker.io/library/huawei-csi:4.8.0"
+    );
     assert_eq!(image.source, ImageSource::Vendor { file: archive });
     assert_eq!(image.platform.to_string(), "linux/arm/v7");
-    assert!(image.layers[0].size < 20_000 / 2, "the layer is compressed: {}", image.layers[0].size);
+    assert!(
+        image.layers[0].size < 20_000 / 2,
+        "the layer is compressed: {}",
+        image.layers[0].size
+    );
 }
 
 #[test]
 fn a_docker_25_save_imports_through_its_manifest_json() {
     let (dir, store) = store();
-    let saved =
-        Saved::new("storage-backend-sidecar:4.8.0", "linux/amd64", vec![layer_tar(1, 5_000), layer_tar(2, 5_000)]);
+    let saved = Saved::new(
+        "storage-backend-sidecar:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 5_000), layer_tar(2, 5_000)],
+    );
     let archive = dir.path().join("sidecar.tar");
     write_tar(&archive, &docker_25(&saved), false);
-    let image = import_one(&store, &archive, "docker.io/library/storage-backend-sidecar:4.8.0").unwrap();
+    let image = import_one(
+        &store,
+        &archive,
+        "docker.io/library/storage-backend-sidecar:4.8.0",
+    )
+    .unwrap();
     assert_imported(&store, &image, &saved);
     assert_eq!(image.platform, Platform::linux_amd64());
 }
@@ -258,22 +344,44 @@ fn a_docker_25_save_imports_through_its_manifest_json() {
 #[test]
 fn a_gzipped_archive_imports_like_a_plain_one_and_leaves_no_copy() {
     let (dir, store) = store();
-    let saved = Saved::new("huawei-csi-extender:4.8.0", "linux/amd64", vec![layer_tar(1, 5_000)]);
+    let saved = Saved::new(
+        "huawei-csi-extender:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 5_000)],
+    );
     write_tar(&dir.path().join("plain.tar"), &legacy(&[&saved]), false);
     write_tar(&dir.path().join("packed.tgz"), &legacy(&[&saved]), true);
-    let plain = import_one(&store, &dir.path().join("plain.tar"), "huawei-csi-extender:4.8.0").unwrap();
-    let packed = import_one(&store, &dir.path().join("packed.tgz"), "huawei-csi-extender:4.8.0").unwrap();
+    let plain = import_one(
+        &store,
+        &dir.path().join("plain.tar"),
+        "huawei-csi-extender:4.8.0",
+    )
+    .unwrap();
+    let packed = import_one(
+        &store,
+        &dir.path().join("packed.tgz"),
+        "huawei-csi-extender:4.8.0",
+    )
+    .unwrap();
     assert_imported(&store, &packed, &saved);
     assert_eq!(packed.manifest, plain.manifest);
     let partial = dir.path().join("ferry-v1/partial");
-    assert_eq!(fs::read_dir(partial).unwrap().count(), 0, "the gunzipped copy is gone");
+    assert_eq!(
+        fs::read_dir(partial).unwrap().count(),
+        0,
+        "the gunzipped copy is gone"
+    );
 }
 
 #[test]
 fn an_already_gzipped_layer_is_kept_byte_for_byte() {
     let (dir, store) = store();
     let vendor_gzip = gzipped(&layer_tar(1, 8_000));
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![vendor_gzip.clone(), layer_tar(2, 8_000)]);
+    let saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![vendor_gzip.clone(), layer_tar(2, 8_000)],
+    );
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
     let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
@@ -287,10 +395,16 @@ fn a_layer_saved_twice_is_found_through_its_symlink() {
     let saved = Saved::new(
         "huawei-csi:4.8.0",
         "linux/amd64",
-        vec![layer_tar(1, 4_000), layer_tar(2, 4_000), layer_tar(1, 4_000)],
+        vec![
+            layer_tar(1, 4_000),
+            layer_tar(2, 4_000),
+            layer_tar(1, 4_000),
+        ],
     );
     let entries = legacy(&[&saved]);
-    assert!(entries.iter().any(|(_, entry)| matches!(entry, Entry::Link(target) if target.starts_with("../"))));
+    assert!(entries
+        .iter()
+        .any(|(_, entry)| matches!(entry, Entry::Link(target) if target.starts_with("../"))));
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &entries, false);
     let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
@@ -301,7 +415,11 @@ fn a_layer_saved_twice_is_found_through_its_symlink() {
 #[test]
 fn a_warm_import_compresses_nothing_again() {
     let (dir, store) = store();
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 30_000)]);
+    let saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 30_000)],
+    );
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
     let cold = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
@@ -331,14 +449,21 @@ fn a_warm_import_compresses_nothing_again() {
 #[test]
 fn imports_into_fresh_caches_give_the_same_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 20_000), layer_tar(2, 20_000)]);
+    let saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 20_000), layer_tar(2, 20_000)],
+    );
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
     let ((_a, first), (_b, second)) = (store(), store());
     let one = import_one(&first, &archive, "huawei-csi:4.8.0").unwrap();
     let two = import_one(&second, &archive, "huawei-csi:4.8.0").unwrap();
     assert_eq!(one.manifest.digest, two.manifest.digest);
-    assert_eq!(first.read(&one.manifest.digest).unwrap(), second.read(&two.manifest.digest).unwrap());
+    assert_eq!(
+        first.read(&one.manifest.digest).unwrap(),
+        second.read(&two.manifest.digest).unwrap()
+    );
 }
 
 #[test]
@@ -350,17 +475,37 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
     let saved: Vec<Saved> = tags
         .iter()
         .enumerate()
-        .map(|(at, tag)| Saved::new(tag, "linux/amd64", vec![base.clone(), layer_tar(at as u64, 2_000)]))
+        .map(|(at, tag)| {
+            Saved::new(
+                tag,
+                "linux/amd64",
+                vec![base.clone(), layer_tar(at as u64, 2_000)],
+            )
+        })
         .collect();
-    let paths: Vec<PathBuf> = tags.iter().map(|tag| vendor.join(format!("{}.tar", tag.replace(':', "-")))).collect();
+    let paths: Vec<PathBuf> = tags
+        .iter()
+        .map(|tag| vendor.join(format!("{}.tar", tag.replace(':', "-"))))
+        .collect();
     for (image, path) in saved.iter().zip(&paths) {
         write_tar(path, &legacy(&[image]), false);
     }
     let references: Vec<Reference> = tags.iter().map(|tag| reference(tag)).collect();
 
-    let archives: Vec<DockerSave> = paths.iter().map(|path| DockerSave::open(path, &store).unwrap()).collect();
-    let prepared: Vec<Prepared> = archives.iter().zip(&references).map(|(a, r)| prepare(a, r).unwrap()).collect();
-    assert_eq!(plan_layers(&store, &prepared).0.len(), 3, "the shared base is one job");
+    let archives: Vec<DockerSave> = paths
+        .iter()
+        .map(|path| DockerSave::open(path, &store).unwrap())
+        .collect();
+    let prepared: Vec<Prepared> = archives
+        .iter()
+        .zip(&references)
+        .map(|(a, r)| prepare(a, r).unwrap())
+        .collect();
+    assert_eq!(
+        plan_layers(&store, &prepared).0.len(),
+        3,
+        "the shared base is one job"
+    );
 
     let images = import_all(&store, &vendor, &references, &Silent).unwrap();
     for ((image, saved), wanted) in images.iter().zip(&saved).zip(&references) {
@@ -381,7 +526,11 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
         matches!(&err, VendorError::Missing { available, .. } if available == &[reference("huawei-csi:4.8.0")]),
         "{err}"
     );
-    assert!(err.to_string().contains("it has: docker.io/library/huawei-csi:4.8.0"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("it has: docker.io/library/huawei-csi:4.8.0"),
+        "{err}"
+    );
     let err = import_one(&store, &vendor.join("csi.tar"), "huawei-csi:4.5.0").unwrap_err();
     assert!(matches!(err, VendorError::NotInArchive { .. }), "{err}");
 }
@@ -389,17 +538,32 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
 #[test]
 fn a_tampered_layer_is_refused_naming_it() {
     let (dir, store) = store();
-    let mut saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 5_000), layer_tar(2, 5_000)]);
+    let mut saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 5_000), layer_tar(2, 5_000)],
+    );
     let expected = Digest::of(&saved.layers[1]);
     saved.layers[1] = layer_tar(3, 5_000);
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
     let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
-    let VendorError::DiffIdMismatch { archive: named, entry, expected: said, actual } = &err else { panic!("{err}") };
+    let VendorError::DiffIdMismatch {
+        archive: named,
+        entry,
+        expected: said,
+        actual,
+    } = &err
+    else {
+        panic!("{err}")
+    };
     assert_eq!((named, entry), (&archive, &saved.legacy_layer_name(1)));
     assert_eq!((said, actual), (&expected, &Digest::of(&saved.layers[1])));
     let tampered = layer::gzip(&saved.layers[1][..], io::sink()).unwrap();
-    assert!(!store.contains(&tampered.digest, None), "the wrong layer is not stored");
+    assert!(
+        !store.contains(&tampered.digest, None),
+        "the wrong layer is not stored"
+    );
     assert!(!store.note_path(COMPRESSION, &expected).exists());
 }
 
@@ -409,7 +573,10 @@ fn paths_leading_outside_the_archive_are_refused() {
     let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
     let layer_name = saved.legacy_layer_name(0);
     let cases: Vec<(&str, Vec<(String, Entry)>)> = vec![
-        ("entry", [legacy(&[&saved]), vec![file("../evil", "x")]].concat()),
+        (
+            "entry",
+            [legacy(&[&saved]), vec![file("../evil", "x")]].concat(),
+        ),
         ("manifest.json", {
             let mut entries = legacy(&[&saved]);
             let item = json!({"Config": format!("{}.json", saved.config_hex()), "RepoTags": [saved.tag], "Layers": ["../../etc/passwd"]});
@@ -418,7 +585,10 @@ fn paths_leading_outside_the_archive_are_refused() {
         }),
         ("symlink", {
             let mut entries = legacy(&[&saved]);
-            let at = entries.iter().position(|(name, _)| name == &layer_name).unwrap();
+            let at = entries
+                .iter()
+                .position(|(name, _)| name == &layer_name)
+                .unwrap();
             entries[at].1 = Entry::Link("../../etc/passwd".into());
             entries
         }),
@@ -427,7 +597,10 @@ fn paths_leading_outside_the_archive_are_refused() {
         let archive = dir.path().join(format!("{case}.tar"));
         write_tar(&archive, &entries, false);
         let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
-        assert!(matches!(&err, VendorError::UnsafePath { archive: named, .. } if named == &archive), "{case}: {err}");
+        assert!(
+            matches!(&err, VendorError::UnsafePath { archive: named, .. } if named == &archive),
+            "{case}: {err}"
+        );
         assert!(err.to_string().contains(".."), "{case}: {err}");
     }
 }
@@ -438,12 +611,24 @@ fn entries_missing_from_the_archive_are_refused() {
     let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
     let config_name = format!("{}.json", saved.config_hex());
     for missing in [config_name, saved.legacy_layer_name(0)] {
-        let entries: Vec<_> = legacy(&[&saved]).into_iter().filter(|(name, _)| name != &missing).collect();
+        let entries: Vec<_> = legacy(&[&saved])
+            .into_iter()
+            .filter(|(name, _)| name != &missing)
+            .collect();
         let archive = dir.path().join("csi.tar");
         write_tar(&archive, &entries, false);
         let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
-        assert!(matches!(&err, VendorError::MissingEntry { entry, .. } if entry == &missing), "{err}");
-        assert!(matches!(VendorDir::scan(dir.path()), Err(VendorError::MissingEntry { .. })), "scan refuses it too");
+        assert!(
+            matches!(&err, VendorError::MissingEntry { entry, .. } if entry == &missing),
+            "{err}"
+        );
+        assert!(
+            matches!(
+                VendorDir::scan(dir.path()),
+                Err(VendorError::MissingEntry { .. })
+            ),
+            "scan refuses it too"
+        );
     }
 }
 
@@ -453,17 +638,35 @@ fn oversized_json_and_too_many_layers_are_refused() {
     let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
 
     let mut entries = legacy(&[&saved]);
-    let Entry::File(manifest) = &mut entries.last_mut().unwrap().1 else { unreachable!() };
+    let Entry::File(manifest) = &mut entries.last_mut().unwrap().1 else {
+        unreachable!()
+    };
     manifest.extend(std::iter::repeat_n(b' ', 1 << 20));
     write_tar(&dir.path().join("big-manifest.tar"), &entries, false);
-    let err = import_one(&store, &dir.path().join("big-manifest.tar"), "huawei-csi:4.8.0").unwrap_err();
-    assert!(matches!(&err, VendorError::TooLarge { entry, .. } if entry == "manifest.json"), "{err}");
+    let err = import_one(
+        &store,
+        &dir.path().join("big-manifest.tar"),
+        "huawei-csi:4.8.0",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, VendorError::TooLarge { entry, .. } if entry == "manifest.json"),
+        "{err}"
+    );
 
     let mut big = saved.config.clone();
     big.extend(std::iter::repeat_n(b' ', 4 << 20));
-    let big = Saved { config: big, ..Saved::new(&saved.tag, "linux/amd64", saved.layers.clone()) };
+    let big = Saved {
+        config: big,
+        ..Saved::new(&saved.tag, "linux/amd64", saved.layers.clone())
+    };
     write_tar(&dir.path().join("big-config.tar"), &legacy(&[&big]), false);
-    let err = import_one(&store, &dir.path().join("big-config.tar"), "huawei-csi:4.8.0").unwrap_err();
+    let err = import_one(
+        &store,
+        &dir.path().join("big-config.tar"),
+        "huawei-csi:4.8.0",
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, VendorError::TooLarge { entry, .. } if entry == &format!("{}.json", big.config_hex())),
         "{err}"
@@ -472,11 +675,16 @@ fn oversized_json_and_too_many_layers_are_refused() {
     let deep = Saved::new(
         "huawei-csi:4.8.0",
         "linux/amd64",
-        (0..=MAX_LAYERS as u64).map(|seed| layer_tar(seed, 10)).collect(),
+        (0..=MAX_LAYERS as u64)
+            .map(|seed| layer_tar(seed, 10))
+            .collect(),
     );
     write_tar(&dir.path().join("deep.tar"), &legacy(&[&deep]), false);
     let err = import_one(&store, &dir.path().join("deep.tar"), "huawei-csi:4.8.0").unwrap_err();
-    assert!(matches!(err, VendorError::TooManyLayers { count: 126, .. }), "{err}");
+    assert!(
+        matches!(err, VendorError::TooManyLayers { count: 126, .. }),
+        "{err}"
+    );
 }
 
 #[test]

@@ -7,16 +7,31 @@ use std::process::{Command, Output};
 use crate::faults::FaultProxy;
 use crate::ferry::{ferry, Run};
 use crate::pull::TEST_IMAGE_SIZE;
-use crate::seed::{push_image, seed_csi_480, vendor_dir_480, Format, Seeded, PLATFORMS, VENDOR_480};
+use crate::seed::{
+    push_image, seed_csi_480, vendor_dir_480, Format, Seeded, PLATFORMS, VENDOR_480,
+};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn sha256sum_check(dir: &Path, file: &str) {
-    let check = Command::new("sha256sum").arg("-c").arg(file).current_dir(dir).output().unwrap();
-    assert!(check.status.success(), "sha256sum -c {file}: {}", text(&check));
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg(file)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sha256sum -c {file}: {}",
+        text(&check)
+    );
 }
 
 /// The fully qualified names of a CSI 4.8.0 / Kubernetes 1.28 bundle.
@@ -30,7 +45,11 @@ pub fn expected_names() -> BTreeSet<String> {
         "registry.k8s.io/sig-storage/csi-provisioner:v3.6.0",
         "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
     ];
-    public.iter().map(|s| s.to_string()).chain(VENDOR_480.iter().map(|v| format!("docker.io/library/{v}"))).collect()
+    public
+        .iter()
+        .map(|s| s.to_string())
+        .chain(VENDOR_480.iter().map(|v| format!("docker.io/library/{v}")))
+        .collect()
 }
 
 /// docker prints Docker Hub names in their short form; it files them under the full one.
@@ -58,13 +77,29 @@ impl Csi480 {
         let vendor = tempfile::tempdir().unwrap();
         vendor_dir_480(vendor.path(), TEST_IMAGE_SIZE);
         let mirror = format!("registry.k8s.io={}", registry.addr());
-        Some(Csi480 { _registry: registry, seeded, mirror, vendor, work: tempfile::tempdir().unwrap() })
+        Some(Csi480 {
+            _registry: registry,
+            seeded,
+            mirror,
+            vendor,
+            work: tempfile::tempdir().unwrap(),
+        })
     }
 
     pub fn bundle(&self, cache: &str, output: &str, extra: &[&str]) -> Run {
         let out = self.work.path().join(output);
         let mut args = vec![
-            "bundle", "huawei-csi@4.8.0", "--k8s", "1.28", "--mirror", &self.mirror, "--cache-dir", cache, "-o", out.to_str().unwrap(), "-q",
+            "bundle",
+            "huawei-csi@4.8.0",
+            "--k8s",
+            "1.28",
+            "--mirror",
+            &self.mirror,
+            "--cache-dir",
+            cache,
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
         ];
         let vendor = self.vendor.path().to_str().unwrap().to_string();
         args.extend(["--vendor-dir", &vendor]);
@@ -86,50 +121,90 @@ fn csi_480_bundle_is_checksummed_reproducible_and_loads_everywhere() {
     // Determinism: a warm rebuild and a build from an empty cache give the same bytes.
     csi.bundle(cache, "warm.tar", &[]).success();
     let fresh_cache = csi.work.path().join("fresh-cache");
-    csi.bundle(fresh_cache.to_str().unwrap(), "fresh.tar", &[]).success();
+    csi.bundle(fresh_cache.to_str().unwrap(), "fresh.tar", &[])
+        .success();
     let bytes = std::fs::read(&bundle).unwrap();
-    assert!(bytes == std::fs::read(csi.work.path().join("warm.tar")).unwrap(), "warm rebuild is byte-identical");
-    assert!(bytes == std::fs::read(csi.work.path().join("fresh.tar")).unwrap(), "cold rebuild is byte-identical");
+    assert!(
+        bytes == std::fs::read(csi.work.path().join("warm.tar")).unwrap(),
+        "warm rebuild is byte-identical"
+    );
+    assert!(
+        bytes == std::fs::read(csi.work.path().join("fresh.tar")).unwrap(),
+        "cold rebuild is byte-identical"
+    );
 
-    let Some(containerd) = require(Containerd::start()) else { return };
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
     let import = containerd.ctr(&["images", "import", bundle.to_str().unwrap()]);
     assert!(import.status.success(), "ctr import: {}", text(&import));
     let listed = String::from_utf8_lossy(&containerd.ctr(&["images", "ls"]).stdout).into_owned();
     for name in expected_names() {
-        assert!(listed.lines().any(|l| l.starts_with(&format!("{name} "))), "containerd has {name}:\n{listed}");
+        assert!(
+            listed.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "containerd has {name}:\n{listed}"
+        );
     }
     for (upstream, seeded) in &csi.seeded {
-        let line = listed.lines().find(|l| l.starts_with(&format!("{upstream} "))).unwrap();
-        assert!(line.contains(seeded.manifest_for("linux/amd64")), "containerd shows the upstream digest for {upstream}: {line}");
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{upstream} ")))
+            .unwrap();
+        assert!(
+            line.contains(seeded.manifest_for("linux/amd64")),
+            "containerd shows the upstream digest for {upstream}: {line}"
+        );
     }
 
-    let Some(dockerd) = require(Dockerd::start(&containerd)) else { return };
+    let Some(dockerd) = require(Dockerd::start(&containerd)) else {
+        return;
+    };
     let load = dockerd.docker(&["load", "-i", bundle.to_str().unwrap()]);
     assert!(load.status.success(), "docker load: {}", text(&load));
-    let loaded: BTreeSet<String> =
-        String::from_utf8_lossy(&load.stdout).lines().filter_map(|l| l.strip_prefix("Loaded image: ")).map(docker_full_name).collect();
+    let loaded: BTreeSet<String> = String::from_utf8_lossy(&load.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Loaded image: "))
+        .map(docker_full_name)
+        .collect();
     assert_eq!(loaded, expected_names());
 
-    let Some(podman) = require(Podman::new()) else { return };
+    let Some(podman) = require(Podman::new()) else {
+        return;
+    };
     let load = podman.podman(&["load", "-i", bundle.to_str().unwrap()]);
     assert!(load.status.success(), "podman load: {}", text(&load));
     let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout).lines().map(str::to_string).collect();
-    assert_eq!(names, expected_names(), "podman files every image under its fully qualified name");
+    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        names,
+        expected_names(),
+        "podman files every image under its fully qualified name"
+    );
 }
 
 #[test]
 fn split_parts_rejoin_and_check() {
     let Some(csi) = Csi480::start() else { return };
     let cache = csi.work.path().join("cache");
-    csi.bundle(cache.to_str().unwrap(), "whole.tar", &[]).success();
-    let run = csi.bundle(cache.to_str().unwrap(), "split.tar", &["--split", "512K"]).success();
+    csi.bundle(cache.to_str().unwrap(), "whole.tar", &[])
+        .success();
+    let run = csi
+        .bundle(cache.to_str().unwrap(), "split.tar", &["--split", "512K"])
+        .success();
     assert!(run.stdout().contains("parts"), "{}", run.stdout());
     sha256sum_check(csi.work.path(), "split.tar.parts.sha256");
     let mut parts: Vec<_> = std::fs::read_dir(csi.work.path())
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("split.tar.part-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("split.tar.part-")
+        })
         .collect();
     parts.sort();
     assert!(parts.len() > 2);
@@ -146,7 +221,9 @@ fn split_parts_rejoin_and_check() {
 
 #[test]
 fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
-    let Some(registry) = require(Registry::plain()) else { return };
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
     let rows = [
         ("sig-storage/livenessprobe", "v2.12.0"),
         ("sig-storage/csi-resizer", "v1.9.0"),
@@ -162,19 +239,43 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         ("k8scsi/csi-attacher", "v1.2.1"),
     ];
     for (repository, tag) in rows {
-        push_image(registry.addr(), repository, tag, Format::DockerList, &PLATFORMS[..2], 60_000);
+        push_image(
+            registry.addr(),
+            repository,
+            tag,
+            Format::DockerList,
+            &PLATFORMS[..2],
+            60_000,
+        );
     }
     let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let work = tempfile::tempdir().unwrap();
-    let (k8s, quay) = (format!("registry.k8s.io={}", proxy.addr()), format!("quay.io={}", proxy.addr()));
+    let (k8s, quay) = (
+        format!("registry.k8s.io={}", proxy.addr()),
+        format!("quay.io={}", proxy.addr()),
+    );
     let out = work.path().join("bundles");
     let cache = work.path().join("cache");
     let run = ferry(&[
-        "bundle", "huawei-csi@4.8.0", "--all-k8s", "--skip-vendor", "--mirror", &k8s, "--mirror", &quay,
-        "--cache-dir", cache.to_str().unwrap(), "-o", out.to_str().unwrap(), "-q",
+        "bundle",
+        "huawei-csi@4.8.0",
+        "--all-k8s",
+        "--skip-vendor",
+        "--mirror",
+        &k8s,
+        "--mirror",
+        &quay,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
     ])
     .success();
-    let mut files: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     files.sort();
     assert_eq!(
         files,
@@ -189,9 +290,21 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         "{}",
         run.stdout()
     );
-    let blob_gets: Vec<String> = proxy.seen().into_iter().filter(|s| s.path.contains("/blobs/")).map(|s| s.path).collect();
-    let digests: BTreeSet<&str> = blob_gets.iter().map(|p| p.rsplit('/').next().unwrap()).collect();
-    assert_eq!(digests.len(), blob_gets.len(), "each blob fetched once across the three bundles: {blob_gets:?}");
+    let blob_gets: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/blobs/"))
+        .map(|s| s.path)
+        .collect();
+    let digests: BTreeSet<&str> = blob_gets
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        digests.len(),
+        blob_gets.len(),
+        "each blob fetched once across the three bundles: {blob_gets:?}"
+    );
     for file in files.iter().filter(|f| f.ends_with(".sha256")) {
         sha256sum_check(&out, file);
     }
@@ -199,17 +312,39 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
 
 #[test]
 fn a_failed_bundle_leaves_no_file_at_its_path() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..1], 50_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        50_000,
+    );
     let work = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
     let out = work.path().join("x.tar");
     let run = ferry(&[
-        "bundle", "--image", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "--image", "registry.k8s.io/sig-storage/absent:v1",
-        "--mirror", &mirror, "--cache-dir", work.path().join("cache").to_str().unwrap(), "-o", out.to_str().unwrap(), "-q",
+        "bundle",
+        "--image",
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "--image",
+        "registry.k8s.io/sig-storage/absent:v1",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
     ])
     .fails_with(1);
     assert!(run.stderr().contains("absent"), "{}", run.stderr());
-    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left, ["cache"], "nothing but the cache");
 }

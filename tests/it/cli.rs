@@ -8,42 +8,92 @@ fn listed(args: &[&str]) -> Vec<(String, String)> {
         .as_array()
         .expect("an array")
         .iter()
-        .map(|o| (o["name"].as_str().unwrap().to_string(), o["image"].as_str().unwrap().to_string()))
+        .map(|o| {
+            (
+                o["name"].as_str().unwrap().to_string(),
+                o["image"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
-    rows.iter().map(|(n, i)| (n.to_string(), i.to_string())).collect()
+    rows.iter()
+        .map(|(n, i)| (n.to_string(), i.to_string()))
+        .collect()
 }
 
 #[test]
 fn list_480_for_118_is_exactly_the_tables_117_to_119_rows() {
     let expected = pairs(&[
-        ("livenessprobe", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0"),
-        ("csi-resizer", "registry.k8s.io/sig-storage/csi-resizer:v1.9.0"),
-        ("csi-node-driver-registrar", "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.9.0"),
-        ("csi-snapshotter", "registry.k8s.io/sig-storage/csi-snapshotter:v4.2.1"),
-        ("snapshot-controller", "registry.k8s.io/sig-storage/snapshot-controller:v4.2.1"),
-        ("csi-provisioner", "registry.k8s.io/sig-storage/csi-provisioner:v3.0.0"),
-        ("csi-attacher", "registry.k8s.io/sig-storage/csi-attacher:v4.4.0"),
-        ("storage-backend-controller", "storage-backend-controller:4.8.0"),
+        (
+            "livenessprobe",
+            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        ),
+        (
+            "csi-resizer",
+            "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
+        ),
+        (
+            "csi-node-driver-registrar",
+            "registry.k8s.io/sig-storage/csi-node-driver-registrar:v2.9.0",
+        ),
+        (
+            "csi-snapshotter",
+            "registry.k8s.io/sig-storage/csi-snapshotter:v4.2.1",
+        ),
+        (
+            "snapshot-controller",
+            "registry.k8s.io/sig-storage/snapshot-controller:v4.2.1",
+        ),
+        (
+            "csi-provisioner",
+            "registry.k8s.io/sig-storage/csi-provisioner:v3.0.0",
+        ),
+        (
+            "csi-attacher",
+            "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
+        ),
+        (
+            "storage-backend-controller",
+            "storage-backend-controller:4.8.0",
+        ),
         ("storage-backend-sidecar", "storage-backend-sidecar:4.8.0"),
         ("huawei-csi-driver", "huawei-csi:4.8.0"),
         ("huawei-csi-extender", "huawei-csi-extender:4.8.0"),
     ]);
-    assert_eq!(listed(&["list", "huawei-csi@4.8.0", "--k8s", "1.18", "--json"]), expected);
+    assert_eq!(
+        listed(&["list", "huawei-csi@4.8.0", "--k8s", "1.18", "--json"]),
+        expected
+    );
 }
 
 #[test]
 fn list_json_carries_services_source_and_requirement() {
     let run = ferry(&["list", "huawei-csi@4.8.0", "--k8s", "v1.16.4", "--json"]).success();
     let rows = run.json();
-    let attacher = rows.as_array().unwrap().iter().find(|r| r["name"] == "csi-attacher").unwrap();
+    let attacher = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "csi-attacher")
+        .unwrap();
     assert_eq!(attacher["image"], "quay.io/k8scsi/csi-attacher:v1.2.1");
-    assert_eq!(attacher["k8s"], "v.1.16.x", "the requirement as the table writes it");
+    assert_eq!(
+        attacher["k8s"], "v.1.16.x",
+        "the requirement as the table writes it"
+    );
     assert_eq!(attacher["source"], "registry");
-    assert_eq!(attacher["services"], serde_json::json!(["huawei-csi-controller"]));
-    let driver = rows.as_array().unwrap().iter().find(|r| r["name"] == "huawei-csi-driver").unwrap();
+    assert_eq!(
+        attacher["services"],
+        serde_json::json!(["huawei-csi-controller"])
+    );
+    let driver = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "huawei-csi-driver")
+        .unwrap();
     assert_eq!(driver["source"], "vendor");
     assert_eq!(driver["reference"], "docker.io/library/huawei-csi:4.8.0");
     assert_eq!(driver["helm_value"], "images.huaweiCSIService");
@@ -52,27 +102,57 @@ fn list_json_carries_services_source_and_requirement() {
 #[test]
 fn node_service_gets_only_its_three_images() {
     let expected = pairs(&[
-        ("livenessprobe", "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0"),
-        ("csi-node-driver-registrar", "k8s.gcr.io/sig-storage/csi-node-driver-registrar:v2.3.0"),
+        (
+            "livenessprobe",
+            "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0",
+        ),
+        (
+            "csi-node-driver-registrar",
+            "k8s.gcr.io/sig-storage/csi-node-driver-registrar:v2.3.0",
+        ),
         ("huawei-csi-driver", "huawei-csi:4.5.0"),
     ]);
-    assert_eq!(listed(&["list", "huawei-csi@4.5.0", "--k8s", "1.28.3+k3s1", "--service", "node", "--json"]), expected);
+    assert_eq!(
+        listed(&[
+            "list",
+            "huawei-csi@4.5.0",
+            "--k8s",
+            "1.28.3+k3s1",
+            "--service",
+            "node",
+            "--json"
+        ]),
+        expected
+    );
 }
 
 #[test]
 fn plain_output_is_one_image_a_line() {
-    let out = ferry(&["list", "huawei-csi", "--k8s", "1.28"]).success().stdout();
+    let out = ferry(&["list", "huawei-csi", "--k8s", "1.28"])
+        .success()
+        .stdout();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 11, "{out}");
-    assert!(lines[0].starts_with("registry.k8s.io/sig-storage/livenessprobe:v2.12.0 "), "{out}");
-    assert!(lines[0].split_whitespace().eq(["registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "livenessprobe", "registry"]));
+    assert!(
+        lines[0].starts_with("registry.k8s.io/sig-storage/livenessprobe:v2.12.0 "),
+        "{out}"
+    );
+    assert!(lines[0].split_whitespace().eq([
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "livenessprobe",
+        "registry"
+    ]));
 }
 
 #[test]
 fn unsupported_version_fails_naming_the_range() {
     let run = ferry(&["list", "huawei-csi@4.8.0", "--k8s", "1.15"]).fails_with(2);
     assert!(run.stdout().is_empty());
-    assert!(run.stderr().contains("does not support Kubernetes 1.15"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("does not support Kubernetes 1.15"),
+        "{}",
+        run.stderr()
+    );
     assert!(run.stderr().contains("1.16 and later"), "{}", run.stderr());
 }
 
@@ -80,14 +160,30 @@ fn unsupported_version_fails_naming_the_range() {
 fn unknown_release_lists_what_exists() {
     let run = ferry(&["list", "huawei-csi@4.9.9", "--k8s", "1.28"]).fails_with(2);
     assert!(run.stderr().contains("4.8.0, 4.5.0"), "{}", run.stderr());
-    let run = ferry(&["list", "huawei-csi@4.8.0", "--k8s", "1.28", "--service", "web"]).fails_with(2);
-    assert!(run.stderr().contains("controller") && run.stderr().contains("node"), "{}", run.stderr());
+    let run = ferry(&[
+        "list",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--service",
+        "web",
+    ])
+    .fails_with(2);
+    assert!(
+        run.stderr().contains("controller") && run.stderr().contains("node"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
 fn bad_version_text_is_a_usage_error() {
     let run = ferry(&["list", "huawei-csi", "--k8s", "latest"]).fails_with(2);
-    assert!(run.stderr().contains("not a Kubernetes version"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("not a Kubernetes version"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
@@ -98,18 +194,41 @@ fn all_k8s_shows_each_distinct_set_with_its_span() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["k8s"].as_str().unwrap().to_string(), s["images"].as_array().unwrap().len()))
+        .map(|s| {
+            (
+                s["k8s"].as_str().unwrap().to_string(),
+                s["images"].as_array().unwrap().len(),
+            )
+        })
         .collect();
-    assert_eq!(spans, [("1.16".into(), 9), ("1.17-1.19".into(), 11), ("1.20+".into(), 11)]);
-    let text = ferry(&["list", "huawei-csi@4.8.0", "--all-k8s"]).success().stdout();
-    assert!(text.contains("# Kubernetes 1.17-1.19 (11 images)"), "{text}");
-    assert!(text.contains("# Kubernetes 1.20 and later (11 images)"), "{text}");
+    assert_eq!(
+        spans,
+        [
+            ("1.16".into(), 9),
+            ("1.17-1.19".into(), 11),
+            ("1.20+".into(), 11)
+        ]
+    );
+    let text = ferry(&["list", "huawei-csi@4.8.0", "--all-k8s"])
+        .success()
+        .stdout();
+    assert!(
+        text.contains("# Kubernetes 1.17-1.19 (11 images)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# Kubernetes 1.20 and later (11 images)"),
+        "{text}"
+    );
 }
 
 #[test]
 fn catalogs_lists_built_in_and_user_files() {
     let out = ferry(&["catalogs"]).success().stdout();
-    assert!(out.contains("huawei-csi@4.8.0") && out.contains("huawei-csi@4.5.0"), "{out}");
+    assert!(
+        out.contains("huawei-csi@4.8.0") && out.contains("huawei-csi@4.5.0"),
+        "{out}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("demo.toml");
@@ -122,14 +241,25 @@ fn catalogs_lists_built_in_and_user_files() {
     )
     .unwrap();
     let file = path.to_str().unwrap();
-    let out = ferry(&["--catalog-file", file, "catalogs"]).success().stdout();
-    assert!(out.contains("demo@1.0.0") && out.contains("huawei-csi@4.8.0"), "{out}");
-    let listed = ferry(&["list", "demo", "--k8s", "1.30", "--catalog-file", file]).success().stdout();
+    let out = ferry(&["--catalog-file", file, "catalogs"])
+        .success()
+        .stdout();
+    assert!(
+        out.contains("demo@1.0.0") && out.contains("huawei-csi@4.8.0"),
+        "{out}"
+    );
+    let listed = ferry(&["list", "demo", "--k8s", "1.30", "--catalog-file", file])
+        .success()
+        .stdout();
     assert!(listed.starts_with("nginx:1.27"), "{listed}");
 
     std::fs::write(&path, "catalog = \"demo\"\n").unwrap();
     let run = ferry(&["--catalog-file", file, "catalogs"]).fails_with(2);
-    assert!(run.stderr().contains(file), "the error names the file: {}", run.stderr());
+    assert!(
+        run.stderr().contains(file),
+        "the error names the file: {}",
+        run.stderr()
+    );
 }
 
 #[test]

@@ -12,72 +12,156 @@ use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 fn skopeo_digest(registry: &Registry, image: &str) -> String {
     let output = Command::new("skopeo")
         .args(["inspect", "--raw"])
-        .args(registry.skopeo_args("src").iter().map(|a| a.replace("--src-", "--")))
+        .args(
+            registry
+                .skopeo_args("src")
+                .iter()
+                .map(|a| a.replace("--src-", "--")),
+        )
         .arg(format!("docker://{image}"))
         .output()
         .unwrap();
-    assert!(output.status.success(), "skopeo inspect {image}: {}", String::from_utf8_lossy(&output.stderr));
-    format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&output.stdout)))
+    assert!(
+        output.status.success(),
+        "skopeo inspect {image}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&output.stdout))
+    )
 }
 
 #[test]
 fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
     let Some(csi) = Csi480::start() else { return };
-    let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else { return };
+    let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else {
+        return;
+    };
     let cache = csi.work.path().join("cache");
-    csi.bundle(cache.to_str().unwrap(), "csi.tar", &[]).success();
+    csi.bundle(cache.to_str().unwrap(), "csi.tar", &[])
+        .success();
     let bundle = csi.work.path().join("csi.tar");
     let to = format!("{}/csi", private.addr());
     let values = csi.work.path().join("values.yaml");
     let args = [
-        "push", bundle.to_str().unwrap(), "--to", &to, "--ca-cert", private.ca_cert().to_str().unwrap(), "--helm-values", values.to_str().unwrap(),
+        "push",
+        bundle.to_str().unwrap(),
+        "--to",
+        &to,
+        "--ca-cert",
+        private.ca_cert().to_str().unwrap(),
+        "--helm-values",
+        values.to_str().unwrap(),
     ];
-    let first = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).success();
+    let first = run(command()
+        .args(args)
+        .env("DOCKER_CONFIG", private.docker_config()))
+    .success();
     assert_eq!(first.stdout().lines().count(), 11, "{}", first.stdout());
-    assert!(first.stderr().contains("mounted") && !first.stderr().contains("mounted 0,"), "shared layers are mounted: {}", first.stderr());
+    assert!(
+        first.stderr().contains("mounted") && !first.stderr().contains("mounted 0,"),
+        "shared layers are mounted: {}",
+        first.stderr()
+    );
     for (upstream, seeded) in &csi.seeded {
         let pushed = upstream.replace("registry.k8s.io", &to);
-        assert_eq!(skopeo_digest(&private, &pushed), seeded.manifest_for("linux/amd64"), "{pushed} keeps its upstream digest");
+        assert_eq!(
+            skopeo_digest(&private, &pushed),
+            seeded.manifest_for("linux/amd64"),
+            "{pushed} keeps its upstream digest"
+        );
     }
-    let listed = run(command().args(["inspect", bundle.to_str().unwrap(), "--json"])).success().json();
+    let listed = run(command().args(["inspect", bundle.to_str().unwrap(), "--json"]))
+        .success()
+        .json();
     for image in listed["images"].as_array().unwrap() {
         let name = image["name"].as_str().unwrap();
         if let Some(vendor) = name.strip_prefix("docker.io/library/") {
-            assert_eq!(skopeo_digest(&private, &format!("{to}/{vendor}")), image["manifest"].as_str().unwrap());
+            assert_eq!(
+                skopeo_digest(&private, &format!("{to}/{vendor}")),
+                image["manifest"].as_str().unwrap()
+            );
         }
     }
-    let again = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).success();
-    assert!(again.stderr().contains("uploaded 0 B in 0 blob(s)"), "the second push uploads nothing: {}", again.stderr());
-    for text in [first.stdout(), first.stderr(), again.stderr(), std::fs::read_to_string(&values).unwrap()] {
-        assert!(!text.contains(private.password()), "the password never appears");
+    let again = run(command()
+        .args(args)
+        .env("DOCKER_CONFIG", private.docker_config()))
+    .success();
+    assert!(
+        again.stderr().contains("uploaded 0 B in 0 blob(s)"),
+        "the second push uploads nothing: {}",
+        again.stderr()
+    );
+    for text in [
+        first.stdout(),
+        first.stderr(),
+        again.stderr(),
+        std::fs::read_to_string(&values).unwrap(),
+    ] {
+        assert!(
+            !text.contains(private.password()),
+            "the password never appears"
+        );
     }
     let values = std::fs::read_to_string(&values).unwrap();
     assert!(values.contains("images:\n"), "{values}");
-    assert!(values.contains(&format!("  huaweiCSIService: \"{to}/huawei-csi:4.8.0\"")), "{values}");
-    assert!(values.contains(&format!("    attacher: \"{to}/sig-storage/csi-attacher:v4.4.0\"")), "{values}");
+    assert!(
+        values.contains(&format!("  huaweiCSIService: \"{to}/huawei-csi:4.8.0\"")),
+        "{values}"
+    );
+    assert!(
+        values.contains(&format!(
+            "    attacher: \"{to}/sig-storage/csi-attacher:v4.4.0\""
+        )),
+        "{values}"
+    );
 
     let anonymous = run(command().args(args).env("DOCKER_CONFIG", csi.work.path())).fails_with(1);
-    assert!(anonymous.stderr().contains(private.addr()), "{}", anonymous.stderr());
+    assert!(
+        anonymous.stderr().contains(private.addr()),
+        "{}",
+        anonymous.stderr()
+    );
 }
 
 #[test]
 fn push_refuses_a_damaged_bundle_and_dry_run_prints_the_mapping() {
     let Some(csi) = Csi480::start() else { return };
     let cache = csi.work.path().join("cache");
-    csi.bundle(cache.to_str().unwrap(), "csi.tar", &[]).success();
+    csi.bundle(cache.to_str().unwrap(), "csi.tar", &[])
+        .success();
     let bundle = csi.work.path().join("csi.tar");
-    let dry = run(command().args(["push", bundle.to_str().unwrap(), "--to", "10.0.0.5:5000/csi", "--dry-run"])).success();
+    let dry = run(command().args([
+        "push",
+        bundle.to_str().unwrap(),
+        "--to",
+        "10.0.0.5:5000/csi",
+        "--dry-run",
+    ]))
+    .success();
     assert!(
         dry.stdout().contains("registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> 10.0.0.5:5000/csi/sig-storage/csi-provisioner:v3.6.0"),
         "{}",
         dry.stdout()
     );
-    assert!(dry.stdout().contains("docker.io/library/huawei-csi:4.8.0 -> 10.0.0.5:5000/csi/huawei-csi:4.8.0"), "{}", dry.stdout());
+    assert!(
+        dry.stdout()
+            .contains("docker.io/library/huawei-csi:4.8.0 -> 10.0.0.5:5000/csi/huawei-csi:4.8.0"),
+        "{}",
+        dry.stdout()
+    );
     let mut bytes = std::fs::read(&bundle).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
     std::fs::write(&bundle, bytes).unwrap();
-    let refused = run(command().args(["push", bundle.to_str().unwrap(), "--to", "10.0.0.5:5000/csi"])).fails_with(1);
+    let refused = run(command().args([
+        "push",
+        bundle.to_str().unwrap(),
+        "--to",
+        "10.0.0.5:5000/csi",
+    ]))
+    .fails_with(1);
     assert!(refused.stderr().contains("damaged"), "{}", refused.stderr());
 }
 
@@ -85,42 +169,105 @@ fn push_refuses_a_damaged_bundle_and_dry_run_prints_the_mapping() {
 fn load_into_containerd_docker_and_podman() {
     let Some(csi) = Csi480::start() else { return };
     let cache = csi.work.path().join("cache");
-    csi.bundle(cache.to_str().unwrap(), "csi.tar", &["--split", "1M"]).success();
+    csi.bundle(cache.to_str().unwrap(), "csi.tar", &["--split", "1M"])
+        .success();
     let first_part = csi.work.path().join("csi.tar.part-000");
     let first_part = first_part.to_str().unwrap();
 
-    let Some(containerd) = require(Containerd::start()) else { return };
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
     let socket = containerd.socket().to_str().unwrap().to_string();
-    let loaded = run(command().args(["load", first_part, "--runtime", "containerd", "--address", &socket])).success();
+    let loaded = run(command().args([
+        "load",
+        first_part,
+        "--runtime",
+        "containerd",
+        "--address",
+        &socket,
+    ]))
+    .success();
     assert_eq!(loaded.stdout().lines().count(), 11, "{}", loaded.stdout());
-    let listed = String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
-    let names: BTreeSet<String> = listed.lines().filter(|l| !l.starts_with("sha256:")).map(str::to_string).collect();
-    assert_eq!(names, expected_names(), "containerd's k8s.io namespace has every image");
+    let listed =
+        String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
+    let names: BTreeSet<String> = listed
+        .lines()
+        .filter(|l| !l.starts_with("sha256:"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        names,
+        expected_names(),
+        "containerd's k8s.io namespace has every image"
+    );
     for (upstream, seeded) in &csi.seeded {
-        assert!(loaded.stdout().contains(&format!("loaded {upstream}  {}", seeded.manifest_for("linux/amd64"))), "{}", loaded.stdout());
+        assert!(
+            loaded.stdout().contains(&format!(
+                "loaded {upstream}  {}",
+                seeded.manifest_for("linux/amd64")
+            )),
+            "{}",
+            loaded.stdout()
+        );
     }
 
-    let Some(dockerd) = require(Dockerd::start(&containerd)) else { return };
+    let Some(dockerd) = require(Dockerd::start(&containerd)) else {
+        return;
+    };
     let docker_socket = dockerd.socket();
-    run(command().args(["load", first_part, "--runtime", "docker", "--address", &docker_socket])).success();
+    run(command().args([
+        "load",
+        first_part,
+        "--runtime",
+        "docker",
+        "--address",
+        &docker_socket,
+    ]))
+    .success();
     let images = dockerd.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(String::from_utf8_lossy(&images.stdout).lines().count(), 11);
 
-    let Some(podman) = require(Podman::new()) else { return };
-    run(command().args(["load", first_part, "--runtime", "podman"]).env("CONTAINERS_STORAGE_CONF", podman.storage_conf())).success();
+    let Some(podman) = require(Podman::new()) else {
+        return;
+    };
+    run(command()
+        .args(["load", first_part, "--runtime", "podman"])
+        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
+    .success();
     let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout).lines().map(str::to_string).collect();
+    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     assert_eq!(names, expected_names());
 }
 
 #[test]
 fn load_without_a_runtime_says_what_to_do() {
     let Some(csi) = Csi480::start() else { return };
-    csi.bundle(csi.work.path().join("cache").to_str().unwrap(), "csi.tar", &[]).success();
+    csi.bundle(
+        csi.work.path().join("cache").to_str().unwrap(),
+        "csi.tar",
+        &[],
+    )
+    .success();
     let bundle = csi.work.path().join("csi.tar");
-    let failed = run(command().args(["load", bundle.to_str().unwrap(), "--runtime", "containerd", "--address", "/nonexistent/containerd.sock"]))
-        .fails_with(1);
-    assert!(failed.stderr().contains("ctr --address /nonexistent/containerd.sock -n k8s.io images import"), "{}", failed.stderr());
+    let failed = run(command().args([
+        "load",
+        bundle.to_str().unwrap(),
+        "--runtime",
+        "containerd",
+        "--address",
+        "/nonexistent/containerd.sock",
+    ]))
+    .fails_with(1);
+    assert!(
+        failed
+            .stderr()
+            .contains("ctr --address /nonexistent/containerd.sock -n k8s.io images import"),
+        "{}",
+        failed.stderr()
+    );
 }
 
 /// A loader that says a lot before it reads its input (as `ctr` does on a terminal, or any tool in a verbose
@@ -128,23 +275,60 @@ fn load_without_a_runtime_says_what_to_do() {
 #[test]
 fn load_feeds_a_chatty_loader_without_deadlock() {
     use crate::seed::{push_image, Format, PLATFORMS};
-    let Some(registry) = require(Registry::plain()) else { return };
-    push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..1], 400_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        400_000,
+    );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
     let cache = work.path().join("cache");
-    run(command().args(["bundle", "--image", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "--mirror", &mirror])
-        .args(["--cache-dir", cache.to_str().unwrap(), "-o", bundle.to_str().unwrap(), "-q"]))
+    run(command()
+        .args([
+            "bundle",
+            "--image",
+            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+            "--mirror",
+            &mirror,
+        ])
+        .args([
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "-o",
+            bundle.to_str().unwrap(),
+            "-q",
+        ]))
     .success();
     let bin = work.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let ctr = bin.join("ctr");
-    std::fs::write(&ctr, "#!/bin/sh\nhead -c 1000000 /dev/zero | tr '\\0' x >&2\ncat > /dev/null\necho imported\n").unwrap();
+    std::fs::write(
+        &ctr,
+        "#!/bin/sh\nhead -c 1000000 /dev/zero | tr '\\0' x >&2\ncat > /dev/null\necho imported\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&ctr, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let mut child = command()
-        .args(["load", bundle.to_str().unwrap(), "--runtime", "containerd", "--address", "/nonexistent.sock"])
+        .args([
+            "load",
+            bundle.to_str().unwrap(),
+            "--runtime",
+            "containerd",
+            "--address",
+            "/nonexistent.sock",
+        ])
         .env("PATH", path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -32,7 +32,12 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(path_contains: &str, fault: Fault, times: usize) -> Rule {
-        Rule { path_contains: path_contains.into(), fault, times, fired: AtomicUsize::new(0) }
+        Rule {
+            path_contains: path_contains.into(),
+            fault,
+            times,
+            fired: AtomicUsize::new(0),
+        }
     }
 
     /// Fires for a GET of a matching path; faults on the body only when the body reaches the bytes they
@@ -40,13 +45,20 @@ impl Rule {
     fn take(&self, method: &str, path: &str, body_len: Option<usize>) -> bool {
         let reaches = match (&self.fault, body_len) {
             (Fault::Status { .. } | Fault::TooManyRequests { .. }, None) => true,
-            (Fault::CutBody { after_bytes: at } | Fault::FlipByte { offset: at }, Some(len)) => len > *at,
+            (Fault::CutBody { after_bytes: at } | Fault::FlipByte { offset: at }, Some(len)) => {
+                len > *at
+            }
             _ => false,
         };
         reaches
             && method == "GET"
             && path.contains(&self.path_contains)
-            && self.fired.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.times).then_some(n + 1)).is_ok()
+            && self
+                .fired
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n < self.times).then_some(n + 1)
+                })
+                .is_ok()
     }
 }
 
@@ -70,7 +82,12 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap().to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::new(Shared { upstream: upstream.to_string(), proxy: addr.clone(), rules, seen: seen.clone() });
+        let shared = Arc::new(Shared {
+            upstream: upstream.to_string(),
+            proxy: addr.clone(),
+            rules,
+            seen: seen.clone(),
+        });
         let stopping = stop.clone();
         std::thread::spawn(move || {
             for connection in listener.incoming() {
@@ -124,7 +141,10 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
         return Ok(None);
     }
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or_default().to_string(), parts.next().unwrap_or_default().to_string());
+    let (method, path) = (
+        parts.next().unwrap_or_default().to_string(),
+        parts.next().unwrap_or_default().to_string(),
+    );
     let mut headers = Vec::new();
     loop {
         let mut header = String::new();
@@ -137,28 +157,47 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
             headers.push((name.trim().to_string(), value.trim().to_string()));
         }
     }
-    let length = header_value(&headers, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let length = header_value(&headers, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
-    Ok(Some(Request { method, path, headers, body }))
+    Ok(Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    }))
 }
 
 fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 impl Shared {
     fn record(&self, request: &Request, status: u16) {
         let range = header_value(&request.headers, "range").map(str::to_string);
-        self.seen.lock().unwrap().push(Seen { path: request.path.clone(), range, status });
+        self.seen.lock().unwrap().push(Seen {
+            path: request.path.clone(),
+            range,
+            status,
+        });
     }
 
     fn serve(&self, client: TcpStream) -> std::io::Result<()> {
         client.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut reader = BufReader::new(client.try_clone()?);
         let mut client = client;
-        let Some(request) = read_request(&mut reader)? else { return Ok(()) };
-        let rule = self.rules.iter().find(|r| r.take(&request.method, &request.path, None));
+        let Some(request) = read_request(&mut reader)? else {
+            return Ok(());
+        };
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.take(&request.method, &request.path, None));
         match rule.map(|r| &r.fault) {
             Some(Fault::Status { status }) => {
                 self.record(&request, *status);
@@ -166,15 +205,26 @@ impl Shared {
             }
             Some(Fault::TooManyRequests { retry_after_secs }) => {
                 self.record(&request, 429);
-                return answer(&mut client, 429, &format!("Retry-After: {retry_after_secs}\r\n"));
+                return answer(
+                    &mut client,
+                    429,
+                    &format!("Retry-After: {retry_after_secs}\r\n"),
+                );
             }
             _ => {}
         }
         let (head, mut body) = self.forward(&request)?;
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         self.record(&request, status);
         client.write_all(head.as_bytes())?;
-        let rule = self.rules.iter().find(|r| r.take(&request.method, &request.path, Some(body.len())));
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| r.take(&request.method, &request.path, Some(body.len())));
         match rule.map(|r| &r.fault) {
             Some(Fault::CutBody { after_bytes }) => {
                 body.truncate(*after_bytes);
@@ -197,12 +247,18 @@ impl Shared {
                 head.push_str(&format!("{name}: {value}\r\n"));
             }
         }
-        head.push_str(&format!("Host: {}\r\nConnection: close\r\n\r\n", self.upstream));
+        head.push_str(&format!(
+            "Host: {}\r\nConnection: close\r\n\r\n",
+            self.upstream
+        ));
         upstream.write_all(head.as_bytes())?;
         upstream.write_all(&request.body)?;
         let mut response = Vec::new();
         upstream.read_to_end(&mut response)?;
-        let split = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |p| p + 4);
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(response.len(), |p| p + 4);
         let head = String::from_utf8_lossy(&response[..split]).replace(&self.upstream, &self.proxy);
         // Registries answer keep-alive requests with chunked bodies only when asked; with Connection: close
         // and HEAD/GET of blobs and manifests, Distribution sends Content-Length, so the body is plain bytes.
@@ -211,7 +267,8 @@ impl Shared {
 }
 
 fn answer(client: &mut TcpStream, status: u16, extra_headers: &str) -> std::io::Result<()> {
-    let body = format!("{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status}\"}}]}}");
+    let body =
+        format!("{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status}\"}}]}}");
     let head = format!(
         "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
         body.len()

@@ -21,18 +21,31 @@ impl Run {
 
     /// Panics with both streams unless ferry exited 0.
     pub fn success(self) -> Self {
-        assert!(self.output.status.success(), "ferry failed ({:?})\nstdout:\n{}\nstderr:\n{}", self.code(), self.stdout(), self.stderr());
+        assert!(
+            self.output.status.success(),
+            "ferry failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+            self.code(),
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 
     /// Panics unless ferry exited with `code`.
     pub fn fails_with(self, code: i32) -> Self {
-        assert_eq!(self.code(), Some(code), "expected exit {code}\nstdout:\n{}\nstderr:\n{}", self.stdout(), self.stderr());
+        assert_eq!(
+            self.code(),
+            Some(code),
+            "expected exit {code}\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.output.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout()))
+        serde_json::from_slice(&self.output.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout()))
     }
 }
 
@@ -45,5 +58,7 @@ pub fn ferry(args: &[&str]) -> Run {
 }
 
 pub fn run(command: &mut Command) -> Run {
-    Run { output: command.output().expect("ferry binary runs") }
+    Run {
+        output: command.output().expect("ferry binary runs"),
+    }
 }

@@ -12,7 +12,10 @@ use crate::services::{require, Registry};
 pub const TEST_IMAGE_SIZE: usize = 400_000;
 
 pub fn blob_files(cache: &Path) -> Vec<String> {
-    std::fs::read_dir(cache.join("ferry-v1/blobs/sha256")).map_or(Vec::new(), |d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+    std::fs::read_dir(cache.join("ferry-v1/blobs/sha256")).map_or(Vec::new(), |d| {
+        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    })
 }
 
 fn partial_files(cache: &Path) -> usize {
@@ -21,7 +24,16 @@ fn partial_files(cache: &Path) -> usize {
 
 fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> crate::ferry::Run {
     let mirror = format!("registry.k8s.io={mirror}");
-    let mut args = vec!["pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--skip-vendor", "--mirror", &mirror, "--cache-dir"];
+    let mut args = vec![
+        "pull",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--skip-vendor",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+    ];
     let cache = cache.to_str().unwrap();
     args.push(cache);
     args.extend_from_slice(extra);
@@ -34,22 +46,38 @@ fn printed_digests(stdout: &str) -> Vec<(String, String)> {
         .filter_map(|line| {
             let mut words = line.split_whitespace();
             let (name, digest) = (words.next()?, words.next()?);
-            digest.starts_with("sha256:").then(|| (name.to_string(), digest.to_string()))
+            digest
+                .starts_with("sha256:")
+                .then(|| (name.to_string(), digest.to_string()))
         })
         .collect()
 }
 
 #[test]
 fn pull_survives_503s_cuts_and_429_then_a_warm_cache_downloads_nothing() {
-    let Some(registry) = require(Registry::plain()) else { return };
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
     let seeded = seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
     let proxy = FaultProxy::start(
         registry.addr(),
         vec![
             Rule::new("/blobs/", Fault::Status { status: 503 }, 3),
             Rule::new("/manifests/", Fault::Status { status: 503 }, 1),
-            Rule::new("/blobs/", Fault::TooManyRequests { retry_after_secs: 1 }, 1),
-            Rule::new("/blobs/", Fault::CutBody { after_bytes: 50_000 }, 2),
+            Rule::new(
+                "/blobs/",
+                Fault::TooManyRequests {
+                    retry_after_secs: 1,
+                },
+                1,
+            ),
+            Rule::new(
+                "/blobs/",
+                Fault::CutBody {
+                    after_bytes: 50_000,
+                },
+                2,
+            ),
         ],
     );
     let cache = tempfile::tempdir().unwrap();
@@ -57,25 +85,56 @@ fn pull_survives_503s_cuts_and_429_then_a_warm_cache_downloads_nothing() {
 
     let printed = printed_digests(&first.stdout());
     assert_eq!(printed.len(), 7, "{}", first.stdout());
-    assert_eq!(first.stdout().matches("skipped (--skip-vendor)").count(), 4, "{}", first.stdout());
+    assert_eq!(
+        first.stdout().matches("skipped (--skip-vendor)").count(),
+        4,
+        "{}",
+        first.stdout()
+    );
     for (upstream, image) in &seeded {
         let expected = image.manifest_for("linux/amd64");
-        assert!(printed.contains(&(upstream.clone(), expected.to_string())), "{upstream} {expected} in {printed:?}");
+        assert!(
+            printed.contains(&(upstream.clone(), expected.to_string())),
+            "{upstream} {expected} in {printed:?}"
+        );
     }
     let seen = proxy.seen();
-    assert!(seen.iter().any(|s| s.status == 503) && seen.iter().any(|s| s.status == 429), "faults fired: {seen:?}");
-    let resumed: Vec<_> = seen.iter().filter(|s| s.range.as_deref().is_some_and(|r| r.starts_with("bytes=") && !r.starts_with("bytes=0-"))).collect();
-    assert!(!resumed.is_empty(), "a cut download resumes with a Range request: {seen:?}");
-    assert!(first.stderr().contains("retry"), "retries are reported: {}", first.stderr());
+    assert!(
+        seen.iter().any(|s| s.status == 503) && seen.iter().any(|s| s.status == 429),
+        "faults fired: {seen:?}"
+    );
+    let resumed: Vec<_> = seen
+        .iter()
+        .filter(|s| {
+            s.range
+                .as_deref()
+                .is_some_and(|r| r.starts_with("bytes=") && !r.starts_with("bytes=0-"))
+        })
+        .collect();
+    assert!(
+        !resumed.is_empty(),
+        "a cut download resumes with a Range request: {seen:?}"
+    );
+    assert!(
+        first.stderr().contains("retry"),
+        "retries are reported: {}",
+        first.stderr()
+    );
     assert_eq!(partial_files(cache.path()), 0);
 
     let blobs_before = blob_files(cache.path());
     let again = pull_480(proxy.addr(), cache.path(), &[]).success();
-    assert!(again.stderr().contains("nothing downloaded"), "{}", again.stderr());
+    assert!(
+        again.stderr().contains("nothing downloaded"),
+        "{}",
+        again.stderr()
+    );
     assert_eq!(printed_digests(&again.stdout()), printed);
     let blob_gets_second_run = proxy.seen().len() - seen.len();
     assert!(
-        proxy.seen()[seen.len()..].iter().all(|s| !s.path.contains("/blobs/")),
+        proxy.seen()[seen.len()..]
+            .iter()
+            .all(|s| !s.path.contains("/blobs/")),
         "the warm run fetched no blob ({blob_gets_second_run} requests, all manifests)"
     );
     assert_eq!(blob_files(cache.path()), blobs_before);
@@ -83,117 +142,333 @@ fn pull_survives_503s_cuts_and_429_then_a_warm_cache_downloads_nothing() {
 
 #[test]
 fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    let seeded = push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS, TEST_IMAGE_SIZE);
-    let proxy = FaultProxy::start(registry.addr(), vec![Rule::new("/blobs/", Fault::FlipByte { offset: 1000 }, usize::MAX)]);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let seeded = push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS,
+        TEST_IMAGE_SIZE,
+    );
+    let proxy = FaultProxy::start(
+        registry.addr(),
+        vec![Rule::new(
+            "/blobs/",
+            Fault::FlipByte { offset: 1000 },
+            usize::MAX,
+        )],
+    );
     let cache = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", proxy.addr());
     let run = ferry(&[
-        "pull", "--image", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q",
+        "pull",
+        "--image",
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
     ])
     .fails_with(1);
     let stderr = run.stderr();
     assert!(stderr.contains("cannot fetch blob sha256:"), "{stderr}");
     assert!(stderr.contains("does not match its digest"), "{stderr}");
     let named = stderr.split("blob sha256:").nth(1).unwrap()[..64].to_string();
-    assert!(!blob_files(cache.path()).contains(&named), "the corrupted blob is not in the cache");
-    assert_eq!(partial_files(cache.path()), 0, "no corrupted partial kept to resume from");
+    assert!(
+        !blob_files(cache.path()).contains(&named),
+        "the corrupted blob is not in the cache"
+    );
+    assert_eq!(
+        partial_files(cache.path()),
+        0,
+        "no corrupted partial kept to resume from"
+    );
     assert!(!seeded.top_digest.is_empty());
 }
 
 #[test]
 fn platform_selection_and_missing_platforms() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    let listed = push_image(registry.addr(), "sig-storage/csi-attacher", "v4.4.0", Format::OciIndex, &PLATFORMS, 100_000);
-    let single = push_image(registry.addr(), "k8scsi/csi-attacher", "v1.2.1", Format::DockerSingle, &["linux/amd64"], 100_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let listed = push_image(
+        registry.addr(),
+        "sig-storage/csi-attacher",
+        "v4.4.0",
+        Format::OciIndex,
+        &PLATFORMS,
+        100_000,
+    );
+    let single = push_image(
+        registry.addr(),
+        "k8scsi/csi-attacher",
+        "v1.2.1",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        100_000,
+    );
     let cache = tempfile::tempdir().unwrap();
     let cache = cache.path().to_str().unwrap();
     let k8s = format!("registry.k8s.io={}", registry.addr());
     let quay = format!("quay.io={}", registry.addr());
     let pull = |image: &str, platform: &str| {
-        ferry(&["pull", "--image", image, "--platform", platform, "--mirror", &k8s, "--mirror", &quay, "--cache-dir", cache, "-q"])
+        ferry(&[
+            "pull",
+            "--image",
+            image,
+            "--platform",
+            platform,
+            "--mirror",
+            &k8s,
+            "--mirror",
+            &quay,
+            "--cache-dir",
+            cache,
+            "-q",
+        ])
     };
     for platform in ["linux/arm64", "linux/s390x", "linux/amd64"] {
-        let out = pull("registry.k8s.io/sig-storage/csi-attacher:v4.4.0", platform).success().stdout();
-        assert!(out.contains(listed.manifest_for(platform)), "{platform}: {out}");
+        let out = pull("registry.k8s.io/sig-storage/csi-attacher:v4.4.0", platform)
+            .success()
+            .stdout();
+        assert!(
+            out.contains(listed.manifest_for(platform)),
+            "{platform}: {out}"
+        );
     }
-    let missing = pull("registry.k8s.io/sig-storage/csi-attacher:v4.4.0", "linux/arm/v7").fails_with(1).stderr();
+    let missing = pull(
+        "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
+        "linux/arm/v7",
+    )
+    .fails_with(1)
+    .stderr();
     assert!(missing.contains("no manifest for platform linux/arm/v7; it has: linux/amd64, linux/arm64, linux/ppc64le, linux/s390x"), "{missing}");
-    let out = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/amd64").success().stdout();
+    let out = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/amd64")
+        .success()
+        .stdout();
     assert!(out.contains(&single.top_digest), "{out}");
-    let wrong = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/arm64").fails_with(1).stderr();
+    let wrong = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/arm64")
+        .fails_with(1)
+        .stderr();
     assert!(wrong.contains("linux/amd64 only"), "{wrong}");
 }
 
 #[test]
 fn digest_pinned_references_are_checked() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    let seeded = push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::DockerList, &PLATFORMS[..2], 100_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let seeded = push_image(
+        registry.addr(),
+        "sig-storage/csi-resizer",
+        "v1.9.0",
+        Format::DockerList,
+        &PLATFORMS[..2],
+        100_000,
+    );
     let cache = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    let pinned = format!("registry.k8s.io/sig-storage/csi-resizer:v1.9.0@{}", seeded.top_digest);
-    let ok = ferry(&["pull", "--image", &pinned, "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q"]).success();
-    assert!(ok.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", ok.stdout());
-    let wrong = format!("registry.k8s.io/sig-storage/csi-resizer:v1.9.0@sha256:{}", "0".repeat(64));
-    let run = ferry(&["pull", "--image", &wrong, "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q"]).fails_with(1);
+    let pinned = format!(
+        "registry.k8s.io/sig-storage/csi-resizer:v1.9.0@{}",
+        seeded.top_digest
+    );
+    let ok = ferry(&[
+        "pull",
+        "--image",
+        &pinned,
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ])
+    .success();
+    assert!(
+        ok.stdout().contains(seeded.manifest_for("linux/amd64")),
+        "{}",
+        ok.stdout()
+    );
+    let wrong = format!(
+        "registry.k8s.io/sig-storage/csi-resizer:v1.9.0@sha256:{}",
+        "0".repeat(64)
+    );
+    let run = ferry(&[
+        "pull",
+        "--image",
+        &wrong,
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ])
+    .fails_with(1);
     assert!(run.stderr().contains("csi-resizer"), "{}", run.stderr());
 }
 
 #[test]
 fn frozen_k8s_gcr_io_is_fetched_from_registry_k8s_io_and_said() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    let seeded = push_image(registry.addr(), "sig-storage/livenessprobe", "v2.5.0", Format::DockerList, &PLATFORMS[..2], 100_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let seeded = push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.5.0",
+        Format::DockerList,
+        &PLATFORMS[..2],
+        100_000,
+    );
     let cache = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    let run = ferry(&["pull", "--image", "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0", "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap()]).success();
-    assert!(run.stdout().starts_with("k8s.gcr.io/sig-storage/livenessprobe:v2.5.0  "), "keeps its upstream name: {}", run.stdout());
+    let run = ferry(&[
+        "pull",
+        "--image",
+        "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ])
+    .success();
+    assert!(
+        run.stdout()
+            .starts_with("k8s.gcr.io/sig-storage/livenessprobe:v2.5.0  "),
+        "keeps its upstream name: {}",
+        run.stdout()
+    );
     assert!(run.stdout().contains(seeded.manifest_for("linux/amd64")));
-    assert!(run.stderr().contains("k8s.gcr.io is frozen"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("k8s.gcr.io is frozen"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
 fn tls_registry_with_docker_config_credentials_and_ca_cert() {
-    let Some((_plain, private, image, seeded)) = private_registry_with_image() else { return };
+    let Some((_plain, private, image, seeded)) = private_registry_with_image() else {
+        return;
+    };
     let cache = tempfile::tempdir().unwrap();
     let ca = private.ca_cert().to_str().unwrap().to_string();
-    let args = ["pull", "--image", &image, "--ca-cert", &ca, "--cache-dir", cache.path().to_str().unwrap()];
-    let anonymous = run(command().args(args).env("DOCKER_CONFIG", cache.path().join("none"))).fails_with(1);
-    assert!(anonymous.stderr().to_lowercase().contains("auth"), "{}", anonymous.stderr());
+    let args = [
+        "pull",
+        "--image",
+        &image,
+        "--ca-cert",
+        &ca,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
+    let anonymous = run(command()
+        .args(args)
+        .env("DOCKER_CONFIG", cache.path().join("none")))
+    .fails_with(1);
+    assert!(
+        anonymous.stderr().to_lowercase().contains("auth"),
+        "{}",
+        anonymous.stderr()
+    );
 
-    let authed = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).success();
-    assert!(authed.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", authed.stdout());
+    let authed = run(command()
+        .args(args)
+        .env("DOCKER_CONFIG", private.docker_config()))
+    .success();
+    assert!(
+        authed.stdout().contains(seeded.manifest_for("linux/amd64")),
+        "{}",
+        authed.stdout()
+    );
     for text in [authed.stdout(), authed.stderr(), anonymous.stderr()] {
-        assert!(!text.contains(private.password()), "the password never appears");
+        assert!(
+            !text.contains(private.password()),
+            "the password never appears"
+        );
     }
 
-    let untrusted = run(command().args(["pull", "--image", &image, "--cache-dir", cache.path().to_str().unwrap()]).env("DOCKER_CONFIG", private.docker_config()))
-        .fails_with(1);
-    assert!(untrusted.stderr().contains(private.addr()), "names the registry: {}", untrusted.stderr());
+    let untrusted = run(command()
+        .args([
+            "pull",
+            "--image",
+            &image,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+        ])
+        .env("DOCKER_CONFIG", private.docker_config()))
+    .fails_with(1);
+    assert!(
+        untrusted.stderr().contains(private.addr()),
+        "names the registry: {}",
+        untrusted.stderr()
+    );
 }
 
 #[test]
 fn two_processes_share_one_cache_safely() {
-    let Some(registry) = require(Registry::plain()) else { return };
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
     seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
     let cache = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    let args = ["pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--skip-vendor", "--mirror", &mirror, "--cache-dir", cache.path().to_str().unwrap(), "-q"];
-    let children: Vec<_> = (0..2).map(|_| command().args(args).stdout(std::process::Stdio::piped()).spawn().unwrap()).collect();
-    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let args = [
+        "pull",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--skip-vendor",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ];
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            command()
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
     assert_eq!(outputs[0].stdout, outputs[1].stdout);
     let warm = ferry(&args[..args.len() - 1]).success();
-    assert!(warm.stderr().contains("nothing downloaded"), "a complete, valid cache: {}", warm.stderr());
+    assert!(
+        warm.stderr().contains("nothing downloaded"),
+        "a complete, valid cache: {}",
+        warm.stderr()
+    );
 }
 
 #[test]
 fn vendor_images_need_a_source() {
     let run = ferry(&["pull", "huawei-csi@4.8.0", "--k8s", "1.28"]).fails_with(2);
     let stderr = run.stderr();
-    for name in ["storage-backend-controller:4.8.0", "storage-backend-sidecar:4.8.0", "huawei-csi:4.8.0", "huawei-csi-extender:4.8.0"] {
+    for name in [
+        "storage-backend-controller:4.8.0",
+        "storage-backend-sidecar:4.8.0",
+        "huawei-csi:4.8.0",
+        "huawei-csi-extender:4.8.0",
+    ] {
         assert!(stderr.contains(name), "{stderr}");
     }
-    assert!(stderr.contains("--vendor-dir") && stderr.contains("--vendor-registry") && stderr.contains("--skip-vendor"), "{stderr}");
+    assert!(
+        stderr.contains("--vendor-dir")
+            && stderr.contains("--vendor-registry")
+            && stderr.contains("--skip-vendor"),
+        "{stderr}"
+    );
 }
 
 /// A TLS + htpasswd registry holding one multi-platform image, copied there with skopeo (an independent
@@ -201,15 +476,37 @@ fn vendor_images_need_a_source() {
 fn private_registry_with_image() -> Option<(Registry, Registry, String, Seeded)> {
     let plain = require(Registry::plain())?;
     let private = require(Registry::tls_with_auth("ferry", "s3cret-Pa55"))?;
-    let seeded = push_image(plain.addr(), "csi/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..2], 80_000);
+    let seeded = push_image(
+        plain.addr(),
+        "csi/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..2],
+        80_000,
+    );
     let copy = Command::new("skopeo")
-        .args(["copy", "--all", "--preserve-digests", "--src-tls-verify=false"])
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+        ])
         .args(private.skopeo_args("dest"))
-        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", plain.addr()))
-        .arg(format!("docker://{}/csi/livenessprobe:v2.12.0", private.addr()))
+        .arg(format!(
+            "docker://{}/csi/livenessprobe:v2.12.0",
+            plain.addr()
+        ))
+        .arg(format!(
+            "docker://{}/csi/livenessprobe:v2.12.0",
+            private.addr()
+        ))
         .output()
         .expect("skopeo runs");
-    assert!(copy.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&copy.stderr));
+    assert!(
+        copy.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
     let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
     Some((plain, private, image, seeded))
 }
@@ -225,35 +522,80 @@ impl Drop for CertsDir {
 
 #[test]
 fn certs_d_ca_files_are_trusted_like_dockers_and_podmans() {
-    let Some((_plain, private, image, seeded)) = private_registry_with_image() else { return };
+    let Some((_plain, private, image, seeded)) = private_registry_with_image() else {
+        return;
+    };
     for base in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
         let cache = tempfile::tempdir().unwrap();
-        let args = ["pull", "--image", &image, "--cache-dir", cache.path().to_str().unwrap(), "-q"];
-        let untrusted = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).fails_with(1);
-        assert!(untrusted.stderr().contains(private.addr()), "{}", untrusted.stderr());
+        let args = [
+            "pull",
+            "--image",
+            &image,
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "-q",
+        ];
+        let untrusted = run(command()
+            .args(args)
+            .env("DOCKER_CONFIG", private.docker_config()))
+        .fails_with(1);
+        assert!(
+            untrusted.stderr().contains(private.addr()),
+            "{}",
+            untrusted.stderr()
+        );
         let dir = CertsDir(Path::new(base).join(private.addr()));
-        let writable = std::fs::create_dir_all(&dir.0).map_err(|e| format!("cannot write {base} (run as root): {e}"));
+        let writable = std::fs::create_dir_all(&dir.0)
+            .map_err(|e| format!("cannot write {base} (run as root): {e}"));
         if require(writable).is_none() {
             return;
         }
         std::fs::copy(private.ca_cert(), dir.0.join("ca.crt")).unwrap();
-        let trusted = run(command().args(args).env("DOCKER_CONFIG", private.docker_config())).success();
-        assert!(trusted.stdout().contains(seeded.manifest_for("linux/amd64")), "{base}: {}", trusted.stdout());
+        let trusted = run(command()
+            .args(args)
+            .env("DOCKER_CONFIG", private.docker_config()))
+        .success();
+        assert!(
+            trusted
+                .stdout()
+                .contains(seeded.manifest_for("linux/amd64")),
+            "{base}: {}",
+            trusted.stdout()
+        );
     }
 }
 
 #[test]
 fn credentials_from_podman_auth_json_and_from_a_credential_helper() {
-    let Some((_plain, private, image, seeded)) = private_registry_with_image() else { return };
+    let Some((_plain, private, image, seeded)) = private_registry_with_image() else {
+        return;
+    };
     let work = tempfile::tempdir().unwrap();
     let ca = private.ca_cert().to_str().unwrap().to_string();
     let cache = work.path().join("cache");
-    let args = ["pull", "--image", &image, "--ca-cert", &ca, "--cache-dir", cache.to_str().unwrap(), "-q"];
+    let args = [
+        "pull",
+        "--image",
+        &image,
+        "--ca-cert",
+        &ca,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-q",
+    ];
     let empty_docker_config = work.path().join("no-docker-config");
 
     let auth_json = private.docker_config().join("config.json");
-    let podman = run(command().args(args).env("REGISTRY_AUTH_FILE", &auth_json).env("DOCKER_CONFIG", &empty_docker_config)).success();
-    assert!(podman.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", podman.stdout());
+    let podman = run(command()
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", &auth_json)
+        .env("DOCKER_CONFIG", &empty_docker_config))
+    .success();
+    assert!(
+        podman.stdout().contains(seeded.manifest_for("linux/amd64")),
+        "{}",
+        podman.stdout()
+    );
 
     // A credential helper on PATH, answering as docker-credential-* helpers do.
     let bin = work.path().join("bin");
@@ -263,11 +605,30 @@ fn credentials_from_podman_auth_json_and_from_a_credential_helper() {
     std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let config = work.path().join("helper-config");
     std::fs::create_dir_all(&config).unwrap();
-    std::fs::write(config.join("config.json"), format!("{{\"credHelpers\": {{\"{}\": \"ferrytest\"}}}}", private.addr())).unwrap();
+    std::fs::write(
+        config.join("config.json"),
+        format!(
+            "{{\"credHelpers\": {{\"{}\": \"ferrytest\"}}}}",
+            private.addr()
+        ),
+    )
+    .unwrap();
     std::fs::remove_dir_all(&cache).unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let helped = run(command().args(args).env("DOCKER_CONFIG", &config).env("PATH", path)).success();
-    assert!(helped.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", helped.stdout());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let helped = run(command()
+        .args(args)
+        .env("DOCKER_CONFIG", &config)
+        .env("PATH", path))
+    .success();
+    assert!(
+        helped.stdout().contains(seeded.manifest_for("linux/amd64")),
+        "{}",
+        helped.stdout()
+    );
     for text in [podman.stderr(), helped.stderr(), helped.stdout()] {
         assert!(!text.contains(private.password()));
     }
@@ -275,50 +636,96 @@ fn credentials_from_podman_auth_json_and_from_a_credential_helper() {
 
 #[test]
 fn vendor_images_from_a_vendor_registry() {
-    let Some(registry) = require(Registry::plain()) else { return };
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
     seed_csi_480(registry.addr(), 100_000);
     let vendor = tempfile::tempdir().unwrap();
     crate::seed::vendor_dir_480(vendor.path(), 100_000);
     for name_tag in crate::seed::VENDOR_480 {
-        let tarball = vendor.path().join(format!("{}.tar", name_tag.replace(':', "-")));
+        let tarball = vendor
+            .path()
+            .join(format!("{}.tar", name_tag.replace(':', "-")));
         let copy = Command::new("skopeo")
             .args(["copy", "--dest-tls-verify=false"])
             .arg(format!("docker-archive:{}", tarball.display()))
             .arg(format!("docker://{}/huawei/{name_tag}", registry.addr()))
             .output()
             .expect("skopeo runs");
-        assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+        assert!(
+            copy.status.success(),
+            "{}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
     }
     let cache = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
     let vendor_registry = format!("{}/huawei", registry.addr());
     let run = ferry(&[
-        "pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--mirror", &mirror, "--vendor-registry", &vendor_registry,
-        "--cache-dir", cache.path().to_str().unwrap(), "-q",
+        "pull",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--mirror",
+        &mirror,
+        "--vendor-registry",
+        &vendor_registry,
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
     ])
     .success();
     let printed = printed_digests(&run.stdout());
     assert_eq!(printed.len(), 11, "{}", run.stdout());
-    assert!(printed.iter().any(|(name, _)| name == "docker.io/library/huawei-csi:4.8.0"), "upstream names kept: {printed:?}");
+    assert!(
+        printed
+            .iter()
+            .any(|(name, _)| name == "docker.io/library/huawei-csi:4.8.0"),
+        "upstream names kept: {printed:?}"
+    );
 }
 
 #[test]
 fn http_proxy_from_the_environment_is_used() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    let seeded = push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::DockerList, &PLATFORMS[..1], 50_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let seeded = push_image(
+        registry.addr(),
+        "sig-storage/csi-resizer",
+        "v1.9.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        50_000,
+    );
     // The proxy forwards absolute-form requests to the registry, which accepts them: a forward proxy.
     let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let cache = tempfile::tempdir().unwrap();
     let image = format!("{}/sig-storage/csi-resizer:v1.9.0", registry.addr());
-    let run = run(
-        command()
-            .args(["pull", "--image", &image, "--insecure-registry", registry.addr(), "--cache-dir", cache.path().to_str().unwrap(), "-q"])
-            .env("HTTP_PROXY", format!("http://{}", proxy.addr()))
-            .env("http_proxy", format!("http://{}", proxy.addr()))
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy"),
-    )
+    let run = run(command()
+        .args([
+            "pull",
+            "--image",
+            &image,
+            "--insecure-registry",
+            registry.addr(),
+            "--cache-dir",
+            cache.path().to_str().unwrap(),
+            "-q",
+        ])
+        .env("HTTP_PROXY", format!("http://{}", proxy.addr()))
+        .env("http_proxy", format!("http://{}", proxy.addr()))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy"))
     .success();
-    assert!(run.stdout().contains(seeded.manifest_for("linux/amd64")), "{}", run.stdout());
-    assert!(proxy.seen().iter().any(|s| s.path.contains("/blobs/")), "requests went through the proxy: {:?}", proxy.seen());
+    assert!(
+        run.stdout().contains(seeded.manifest_for("linux/amd64")),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        proxy.seen().iter().any(|s| s.path.contains("/blobs/")),
+        "requests went through the proxy: {:?}",
+        proxy.seen()
+    );
 }

@@ -36,7 +36,12 @@ pub struct Seeded {
 
 impl Seeded {
     pub fn manifest_for(&self, platform: &str) -> &str {
-        &self.manifests.iter().find(|(p, _)| p == platform).unwrap_or_else(|| panic!("{platform} not seeded")).1
+        &self
+            .manifests
+            .iter()
+            .find(|(p, _)| p == platform)
+            .unwrap_or_else(|| panic!("{platform} not seeded"))
+            .1
     }
 }
 
@@ -46,7 +51,8 @@ fn sha256(bytes: &[u8]) -> String {
 
 /// Deterministic bytes: half pseudo-random, half zeros, so gzip halves them, like real binaries.
 fn payload(seed: &str, size: usize) -> Vec<u8> {
-    let mut state = u64::from_le_bytes(Sha256::digest(seed.as_bytes())[..8].try_into().unwrap()) | 1;
+    let mut state =
+        u64::from_le_bytes(Sha256::digest(seed.as_bytes())[..8].try_into().unwrap()) | 1;
     let mut bytes = Vec::with_capacity(size);
     while bytes.len() < size {
         state ^= state << 13;
@@ -64,7 +70,9 @@ pub fn layer_tar(seed: &str, size: usize) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     let content = payload(seed, size);
     let mut header = tar::Header::new_ustar();
-    header.set_path(format!("data/{}", seed.replace('/', "_"))).unwrap();
+    header
+        .set_path(format!("data/{}", seed.replace('/', "_")))
+        .unwrap();
     header.set_size(content.len() as u64);
     header.set_mode(0o644);
     header.set_mtime(0);
@@ -96,7 +104,13 @@ fn config(platform: &str, diff_ids: &[String]) -> Vec<u8> {
 }
 
 /// A minimal HTTP/1.1 exchange with a plain-HTTP registry; returns (status, headers, body).
-fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -106,7 +120,10 @@ fn http(addr: &str, method: &str, path: &str, content_type: &str, body: &[u8]) -
     stream.write_all(body).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n").expect("an HTTP response");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response");
     let headers = String::from_utf8_lossy(&response[..split]).into_owned();
     let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, headers, response[split + 4..].to_vec())
@@ -121,36 +138,81 @@ fn header<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
 
 pub fn push_blob(addr: &str, repository: &str, bytes: &[u8]) -> String {
     let digest = sha256(bytes);
-    let (status, headers, _) = http(addr, "POST", &format!("/v2/{repository}/blobs/uploads/"), "application/octet-stream", b"");
+    let (status, headers, _) = http(
+        addr,
+        "POST",
+        &format!("/v2/{repository}/blobs/uploads/"),
+        "application/octet-stream",
+        b"",
+    );
     assert_eq!(status, 202, "upload start: {headers}");
     let location = header(&headers, "Location").expect("a Location");
-    let path = location.find("/v2/").map(|at| &location[at..]).expect("a /v2/ path");
+    let path = location
+        .find("/v2/")
+        .map(|at| &location[at..])
+        .expect("a /v2/ path");
     let separator = if path.contains('?') { '&' } else { '?' };
-    let (status, headers, _) = http(addr, "PUT", &format!("{path}{separator}digest={digest}"), "application/octet-stream", bytes);
+    let (status, headers, _) = http(
+        addr,
+        "PUT",
+        &format!("{path}{separator}digest={digest}"),
+        "application/octet-stream",
+        bytes,
+    );
     assert_eq!(status, 201, "upload finish: {headers}");
     digest
 }
 
-pub fn push_manifest(addr: &str, repository: &str, reference: &str, media_type: &str, bytes: &[u8]) -> String {
-    let (status, headers, body) = http(addr, "PUT", &format!("/v2/{repository}/manifests/{reference}"), media_type, bytes);
-    assert_eq!(status, 201, "manifest put: {headers} {}", String::from_utf8_lossy(&body));
+pub fn push_manifest(
+    addr: &str,
+    repository: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> String {
+    let (status, headers, body) = http(
+        addr,
+        "PUT",
+        &format!("/v2/{repository}/manifests/{reference}"),
+        media_type,
+        bytes,
+    );
+    assert_eq!(
+        status,
+        201,
+        "manifest put: {headers} {}",
+        String::from_utf8_lossy(&body)
+    );
     sha256(bytes)
 }
 
 /// Pushes one single-platform image (config + shared base layer + own layer); returns its manifest bytes.
-fn push_platform(addr: &str, repository: &str, name: &str, platform: &str, size: usize, oci: bool) -> Vec<u8> {
+fn push_platform(
+    addr: &str,
+    repository: &str,
+    name: &str,
+    platform: &str,
+    size: usize,
+    oci: bool,
+) -> Vec<u8> {
     let base = layer_tar(&format!("base-{platform}"), size / 2);
     let own = layer_tar(&format!("{name}-{platform}"), size / 2);
     let (base_gz, own_gz) = (gzip(&base), gzip(&own));
     let config = config(platform, &[sha256(&base), sha256(&own)]);
     let (config_type, layer_type, manifest_type) = if oci {
-        ("application/vnd.oci.image.config.v1+json", "application/vnd.oci.image.layer.v1.tar+gzip", OCI_MANIFEST)
+        (
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            OCI_MANIFEST,
+        )
     } else {
-        ("application/vnd.docker.container.image.v1+json", "application/vnd.docker.image.rootfs.diff.tar.gzip", DOCKER_MANIFEST)
+        (
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            DOCKER_MANIFEST,
+        )
     };
-    let descriptor = |media_type: &str, bytes: &[u8]| {
-        json!({"mediaType": media_type, "size": bytes.len(), "digest": push_blob(addr, repository, bytes)})
-    };
+    let descriptor = |media_type: &str, bytes: &[u8]| json!({"mediaType": media_type, "size": bytes.len(), "digest": push_blob(addr, repository, bytes)});
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": manifest_type,
@@ -161,7 +223,14 @@ fn push_platform(addr: &str, repository: &str, name: &str, platform: &str, size:
 }
 
 /// Pushes `repository:tag` in `format`, one manifest per platform, `size` uncompressed bytes each.
-pub fn push_image(addr: &str, repository: &str, tag: &str, format: Format, platforms: &[&str], size: usize) -> Seeded {
+pub fn push_image(
+    addr: &str,
+    repository: &str,
+    tag: &str,
+    format: Format,
+    platforms: &[&str],
+    size: usize,
+) -> Seeded {
     let oci = format == Format::OciIndex;
     let manifest_type = if oci { OCI_MANIFEST } else { DOCKER_MANIFEST };
     let mut manifests = Vec::new();
@@ -171,11 +240,15 @@ pub fn push_image(addr: &str, repository: &str, tag: &str, format: Format, platf
         let digest = sha256(&bytes);
         if format == Format::DockerSingle {
             push_manifest(addr, repository, tag, manifest_type, &bytes);
-            return Seeded { top_digest: digest.clone(), manifests: vec![(platform.to_string(), digest)] };
+            return Seeded {
+                top_digest: digest.clone(),
+                manifests: vec![(platform.to_string(), digest)],
+            };
         }
         push_manifest(addr, repository, &digest, manifest_type, &bytes);
         let mut parts = platform.split('/');
-        let mut platform_json = json!({"os": parts.next().unwrap(), "architecture": parts.next().unwrap()});
+        let mut platform_json =
+            json!({"os": parts.next().unwrap(), "architecture": parts.next().unwrap()});
         if let Some(variant) = parts.next() {
             platform_json["variant"] = json!(variant);
         }
@@ -183,9 +256,15 @@ pub fn push_image(addr: &str, repository: &str, tag: &str, format: Format, platf
         manifests.push((platform.to_string(), digest));
     }
     let list_type = if oci { OCI_INDEX } else { DOCKER_LIST };
-    let list = serde_json::to_vec_pretty(&json!({"schemaVersion": 2, "mediaType": list_type, "manifests": entries})).unwrap();
+    let list = serde_json::to_vec_pretty(
+        &json!({"schemaVersion": 2, "mediaType": list_type, "manifests": entries}),
+    )
+    .unwrap();
     let top_digest = push_manifest(addr, repository, tag, list_type, &list);
-    Seeded { top_digest, manifests }
+    Seeded {
+        top_digest,
+        manifests,
+    }
 }
 
 /// The 7 public images of Huawei CSI 4.8.0 for Kubernetes 1.20+, under their upstream repository paths
@@ -203,7 +282,11 @@ pub fn seed_csi_480(addr: &str, size: usize) -> Vec<(String, Seeded)> {
     images
         .iter()
         .map(|(repository, tag)| {
-            let format = if repository.ends_with("csi-attacher") { Format::OciIndex } else { Format::DockerList };
+            let format = if repository.ends_with("csi-attacher") {
+                Format::OciIndex
+            } else {
+                Format::DockerList
+            };
             let seeded = push_image(addr, repository, tag, format, &PLATFORMS, size);
             (format!("registry.k8s.io/{repository}:{tag}"), seeded)
         })
@@ -211,19 +294,32 @@ pub fn seed_csi_480(addr: &str, size: usize) -> Vec<(String, Seeded)> {
 }
 
 /// The vendor's 4 images of Huawei CSI 4.8.0, as docker-save tarballs in `dir`.
-pub const VENDOR_480: [&str; 4] =
-    ["storage-backend-controller:4.8.0", "storage-backend-sidecar:4.8.0", "huawei-csi:4.8.0", "huawei-csi-extender:4.8.0"];
+pub const VENDOR_480: [&str; 4] = [
+    "storage-backend-controller:4.8.0",
+    "storage-backend-sidecar:4.8.0",
+    "huawei-csi:4.8.0",
+    "huawei-csi-extender:4.8.0",
+];
 
 /// Writes a docker-save archive (legacy layout: `<id>/layer.tar`, `<config hex>.json`) for `name_tag`, as
 /// `docker save` of Docker 20 writes and vendors ship; returns the config digest (docker's image ID).
 pub fn vendor_tarball(path: &Path, name_tag: &str, size: usize) -> String {
-    let layers = [layer_tar("vendor-base", size / 2), layer_tar(&format!("vendor-{name_tag}"), size / 2)];
+    let layers = [
+        layer_tar("vendor-base", size / 2),
+        layer_tar(&format!("vendor-{name_tag}"), size / 2),
+    ];
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
     let config = config("linux/amd64", &diff_ids);
     let config_digest = sha256(&config);
     let config_name = format!("{}.json", &config_digest[7..]);
-    let layer_names: Vec<String> = diff_ids.iter().map(|d| format!("{}/layer.tar", &d[7..])).collect();
-    let manifest = serde_json::to_vec(&json!([{"Config": config_name, "RepoTags": [name_tag], "Layers": layer_names}])).unwrap();
+    let layer_names: Vec<String> = diff_ids
+        .iter()
+        .map(|d| format!("{}/layer.tar", &d[7..]))
+        .collect();
+    let manifest = serde_json::to_vec(
+        &json!([{"Config": config_name, "RepoTags": [name_tag], "Layers": layer_names}]),
+    )
+    .unwrap();
     let mut builder = tar::Builder::new(std::fs::File::create(path).unwrap());
     let mut add = |name: &str, bytes: &[u8]| {
         let mut header = tar::Header::new_ustar();
@@ -245,6 +341,10 @@ pub fn vendor_tarball(path: &Path, name_tag: &str, size: usize) -> String {
 /// The four vendor tarballs in `dir`, named like the package's files.
 pub fn vendor_dir_480(dir: &Path, size: usize) {
     for name_tag in VENDOR_480 {
-        vendor_tarball(&dir.join(format!("{}.tar", name_tag.replace(':', "-"))), name_tag, size);
+        vendor_tarball(
+            &dir.join(format!("{}.tar", name_tag.replace(':', "-"))),
+            name_tag,
+            size,
+        );
     }
 }

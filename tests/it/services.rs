@@ -15,7 +15,9 @@ use tempfile::TempDir;
 pub fn require<T>(service: Result<T, String>) -> Option<T> {
     match service {
         Ok(service) => Some(service),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true and a service cannot start: {why}"),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true and a service cannot start: {why}")
+        }
         Err(why) => {
             eprintln!("skipping: {why}");
             None
@@ -24,15 +26,25 @@ pub fn require<T>(service: Result<T, String>) -> Option<T> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn have(binary: &str) -> Result<(), String> {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {binary}")).output().map_err(|e| e.to_string())?;
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {binary}"))
+        .output()
+        .map_err(|e| e.to_string())?;
     if found.status.success() {
         Ok(())
     } else {
-        Err(format!("{binary} is not installed (run .ci/install-deps.sh)"))
+        Err(format!(
+            "{binary} is not installed (run .ci/install-deps.sh)"
+        ))
     }
 }
 
@@ -66,19 +78,32 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(format!("{what} did not become ready in 30 s: {}", self.log_tail()))
+        Err(format!(
+            "{what} did not become ready in 30 s: {}",
+            self.log_tail()
+        ))
     }
 
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        text.lines()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
 impl Drop for Daemon {
     /// SIGTERM first, so dockerd and containerd unmount what they mounted; SIGKILL after 10 s.
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -94,14 +119,20 @@ impl Drop for Daemon {
 /// Whether something speaking HTTP listens at `addr` (a TLS server answers plain HTTP with a 400 too).
 fn answers_http(addr: &str) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(addr) else { return false };
+    let Ok(mut stream) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut answer = [0u8; 5];
-    stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok() && stream.read_exact(&mut answer).is_ok() && &answer == b"HTTP/"
+    stream.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n").is_ok()
+        && stream.read_exact(&mut answer).is_ok()
+        && &answer == b"HTTP/"
 }
 
 fn run(command: &mut Command) -> Output {
-    command.output().unwrap_or_else(|e| panic!("cannot run {:?}: {e}", command.get_program()))
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", command.get_program()))
 }
 
 /// CNCF Distribution on a free loopback port.
@@ -155,25 +186,37 @@ impl Registry {
                 have("htpasswd")?;
                 let ca_cert = make_certificates(dir.path())?;
                 let htpasswd = run(Command::new("htpasswd").args(["-Bbn", user, password]));
-                std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).map_err(|e| e.to_string())?;
+                std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout)
+                    .map_err(|e| e.to_string())?;
                 config.push_str(&format!(
                     "  tls: {{certificate: {}, key: {}}}\nauth: {{htpasswd: {{realm: test, path: {}}}}}\n",
                     dir.path().join("server.pem").display(),
                     dir.path().join("server.key").display(),
                     dir.path().join("htpasswd").display()
                 ));
-                Some(Tls { ca_cert, user: user.into(), password: password.into() })
+                Some(Tls {
+                    ca_cert,
+                    user: user.into(),
+                    password: password.into(),
+                })
             }
             None => None,
         };
         std::fs::write(dir.path().join("config.yml"), config).map_err(|e| e.to_string())?;
         let mut daemon = Daemon::spawn(
-            Command::new("docker-registry").arg("serve").arg(dir.path().join("config.yml")),
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.path().join("config.yml")),
             dir.path().join("registry.log"),
         )?;
         let probe = addr.clone();
         daemon.wait_until("docker-registry", || answers_http(&probe))?;
-        Ok(Registry { _daemon: daemon, addr, tls, dir })
+        Ok(Registry {
+            _daemon: daemon,
+            addr,
+            tls,
+            dir,
+        })
     }
 
     /// `127.0.0.1:PORT`.
@@ -204,7 +247,10 @@ impl Registry {
     pub fn skopeo_args(&self, direction: &str) -> Vec<String> {
         match &self.tls {
             Some(tls) => vec![
-                format!("--{direction}-cert-dir={}", tls.ca_cert.parent().unwrap().join("skopeo-certs").display()),
+                format!(
+                    "--{direction}-cert-dir={}",
+                    tls.ca_cert.parent().unwrap().join("skopeo-certs").display()
+                ),
                 format!("--{direction}-creds={}:{}", tls.user, tls.password),
             ],
             None => vec![format!("--{direction}-tls-verify=false")],
@@ -221,24 +267,76 @@ fn base64_encode(bytes: &[u8]) -> String {
 fn make_certificates(dir: &Path) -> Result<PathBuf, String> {
     let at = |name: &str| dir.join(name).display().to_string();
     let steps: Vec<Vec<String>> = vec![
-        vec!["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ferry test CA", "-keyout", &at("ca.key"), "-out", &at("ca.pem")]
-            .into_iter().map(String::from).collect(),
-        vec!["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", &at("server.key"), "-out", &at("server.csr")]
-            .into_iter().map(String::from).collect(),
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferry test CA",
+            "-keyout",
+            &at("ca.key"),
+            "-out",
+            &at("ca.pem"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        vec![
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &at("server.key"),
+            "-out",
+            &at("server.csr"),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
     ];
     for step in &steps {
         let output = run(Command::new("openssl").args(step));
         if !output.status.success() {
-            return Err(format!("openssl failed: {}", String::from_utf8_lossy(&output.stderr)));
+            return Err(format!(
+                "openssl failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
         }
     }
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").map_err(|e| e.to_string())?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .map_err(|e| e.to_string())?;
     let sign = run(Command::new("openssl").args([
-        "x509", "-req", "-in", &at("server.csr"), "-CA", &at("ca.pem"), "-CAkey", &at("ca.key"), "-CAcreateserial",
-        "-days", "2", "-extfile", &at("san.ext"), "-out", &at("server.pem"),
+        "x509",
+        "-req",
+        "-in",
+        &at("server.csr"),
+        "-CA",
+        &at("ca.pem"),
+        "-CAkey",
+        &at("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &at("san.ext"),
+        "-out",
+        &at("server.pem"),
     ]));
     if !sign.status.success() {
-        return Err(format!("openssl x509 failed: {}", String::from_utf8_lossy(&sign.stderr)));
+        return Err(format!(
+            "openssl x509 failed: {}",
+            String::from_utf8_lossy(&sign.stderr)
+        ));
     }
     let skopeo_certs = dir.join("skopeo-certs");
     std::fs::create_dir_all(&skopeo_certs).map_err(|e| e.to_string())?;
@@ -258,7 +356,10 @@ impl Containerd {
         have("containerd")?;
         have("ctr")?;
         // Short paths: unix socket paths are limited to 108 bytes.
-        let dir = tempfile::Builder::new().prefix("ctrd").tempdir_in("/tmp").map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("ctrd")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
         let socket = dir.path().join("c.sock");
         let config = format!(
             "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n",
@@ -268,14 +369,25 @@ impl Containerd {
         );
         std::fs::write(dir.path().join("config.toml"), config).map_err(|e| e.to_string())?;
         let mut daemon = Daemon::spawn(
-            Command::new("containerd").arg("--config").arg(dir.path().join("config.toml")),
+            Command::new("containerd")
+                .arg("--config")
+                .arg(dir.path().join("config.toml")),
             dir.path().join("containerd.log"),
         )?;
         let probe = socket.clone();
         daemon.wait_until("containerd", || {
-            Command::new("ctr").arg("--address").arg(&probe).arg("version").output().is_ok_and(|o| o.status.success())
+            Command::new("ctr")
+                .arg("--address")
+                .arg(&probe)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
         })?;
-        Ok(Containerd { _daemon: daemon, socket, _dir: dir })
+        Ok(Containerd {
+            _daemon: daemon,
+            socket,
+            _dir: dir,
+        })
     }
 
     pub fn socket(&self) -> &Path {
@@ -284,7 +396,11 @@ impl Containerd {
 
     /// Runs `ctr --address SOCK -n k8s.io ARGS`.
     pub fn ctr(&self, args: &[&str]) -> Output {
-        run(Command::new("ctr").arg("--address").arg(&self.socket).args(["-n", "k8s.io"]).args(args))
+        run(Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io"])
+            .args(args))
     }
 }
 
@@ -299,24 +415,45 @@ impl Dockerd {
     pub fn start(containerd: &Containerd) -> Result<Dockerd, String> {
         have("dockerd")?;
         have("docker")?;
-        let dir = tempfile::Builder::new().prefix("dkr").tempdir_in("/tmp").map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new()
+            .prefix("dkr")
+            .tempdir_in("/tmp")
+            .map_err(|e| e.to_string())?;
         let host = format!("unix://{}", dir.path().join("d.sock").display());
         let at = |name: &str| dir.path().join(name);
         let mut daemon = Daemon::spawn(
             Command::new("dockerd")
-                .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--storage-driver=vfs"])
-                .arg("--data-root").arg(at("root"))
-                .arg("--exec-root").arg(at("exec"))
-                .arg("--pidfile").arg(at("pid"))
-                .arg("-H").arg(&host)
-                .arg("--containerd").arg(containerd.socket()),
+                .args([
+                    "--iptables=false",
+                    "--ip6tables=false",
+                    "--bridge=none",
+                    "--storage-driver=vfs",
+                ])
+                .arg("--data-root")
+                .arg(at("root"))
+                .arg("--exec-root")
+                .arg(at("exec"))
+                .arg("--pidfile")
+                .arg(at("pid"))
+                .arg("-H")
+                .arg(&host)
+                .arg("--containerd")
+                .arg(containerd.socket()),
             at("dockerd.log"),
         )?;
         let probe = host.clone();
         daemon.wait_until("dockerd", || {
-            Command::new("docker").env("DOCKER_HOST", &probe).arg("version").output().is_ok_and(|o| o.status.success())
+            Command::new("docker")
+                .env("DOCKER_HOST", &probe)
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success())
         })?;
-        Ok(Dockerd { _daemon: daemon, host, _dir: dir })
+        Ok(Dockerd {
+            _daemon: daemon,
+            host,
+            _dir: dir,
+        })
     }
 
     /// The socket path, for `--address`.
@@ -325,7 +462,9 @@ impl Dockerd {
     }
 
     pub fn docker(&self, args: &[&str]) -> Output {
-        run(Command::new("docker").env("DOCKER_HOST", &self.host).args(args))
+        run(Command::new("docker")
+            .env("DOCKER_HOST", &self.host)
+            .args(args))
     }
 }
 
@@ -337,16 +476,23 @@ pub struct Podman {
 impl Podman {
     pub fn new() -> Result<Podman, String> {
         have("podman")?;
-        let podman = Podman { dir: tempfile::tempdir().map_err(|e| e.to_string())? };
+        let podman = Podman {
+            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+        };
         let check = podman.podman(&["images"]);
         if !check.status.success() {
-            return Err(format!("podman does not work here: {}", String::from_utf8_lossy(&check.stderr)));
+            return Err(format!(
+                "podman does not work here: {}",
+                String::from_utf8_lossy(&check.stderr)
+            ));
         }
         Ok(podman)
     }
 
     pub fn podman(&self, args: &[&str]) -> Output {
-        run(Command::new("podman").env("CONTAINERS_STORAGE_CONF", self.storage_conf()).args(args))
+        run(Command::new("podman")
+            .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
+            .args(args))
     }
 
     /// A storage.conf for this instance, for `CONTAINERS_STORAGE_CONF`: how ferry's own `podman load` finds it.

@@ -10,14 +10,38 @@ use crate::services::{require, Registry};
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
 fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
     let registry = require(Registry::plain())?;
-    push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..2], 120_000);
-    push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::OciIndex, &PLATFORMS[..2], 120_000);
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..2],
+        120_000,
+    );
+    push_image(
+        registry.addr(),
+        "sig-storage/csi-resizer",
+        "v1.9.0",
+        Format::OciIndex,
+        &PLATFORMS[..2],
+        120_000,
+    );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
     ferry(&[
-        "bundle", "--image", "registry.k8s.io/sig-storage/livenessprobe:v2.12.0", "--image", "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
-        "--mirror", &mirror, "--cache-dir", work.path().join("cache").to_str().unwrap(), "-o", bundle.to_str().unwrap(), "-q",
+        "bundle",
+        "--image",
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "--image",
+        "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "-q",
     ])
     .success();
     Some((work, bundle))
@@ -31,21 +55,38 @@ fn verify(path: &Path, extra: &[&str]) -> crate::ferry::Run {
 
 #[test]
 fn a_good_bundle_passes_plain_deep_gzipped_and_split() {
-    let Some((work, bundle)) = small_bundle() else { return };
+    let Some((work, bundle)) = small_bundle() else {
+        return;
+    };
     let run = verify(&bundle, &[]).success();
-    assert!(run.stdout().contains("checksum: matches"), "{}", run.stdout());
-    assert!(run.stdout().contains("intact: 2 images"), "{}", run.stdout());
+    assert!(
+        run.stdout().contains("checksum: matches"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout().contains("intact: 2 images"),
+        "{}",
+        run.stdout()
+    );
     verify(&bundle, &["--deep"]).success();
     let json = verify(&bundle, &["--json"]).success().json();
     assert_eq!(json["intact"], true);
     assert_eq!(json["report"]["images"].as_array().unwrap().len(), 2);
 
     let gz = work.path().join("b.tar.gz");
-    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&gz).unwrap(), flate2::Compression::fast());
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::fast(),
+    );
     encoder.write_all(&std::fs::read(&bundle).unwrap()).unwrap();
     encoder.finish().unwrap();
     let run = verify(&gz, &[]).success();
-    assert!(run.stdout().contains("no .sha256 file"), "says the checksum is absent: {}", run.stdout());
+    assert!(
+        run.stdout().contains("no .sha256 file"),
+        "says the checksum is absent: {}",
+        run.stdout()
+    );
 
     let split_dir = work.path().join("split");
     std::fs::create_dir(&split_dir).unwrap();
@@ -54,17 +95,30 @@ fn a_good_bundle_passes_plain_deep_gzipped_and_split() {
     for (i, chunk) in bytes.chunks(100_000).enumerate() {
         let name = format!("b.tar.part-{i:03}");
         std::fs::write(split_dir.join(&name), chunk).unwrap();
-        sums.push_str(&format!("{}  {name}\n", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(chunk))));
+        sums.push_str(&format!(
+            "{}  {name}\n",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(chunk))
+        ));
     }
     std::fs::write(split_dir.join("b.tar.parts.sha256"), sums).unwrap();
-    std::fs::copy(bundle.with_extension("tar.sha256"), split_dir.join("b.tar.sha256")).unwrap();
+    std::fs::copy(
+        bundle.with_extension("tar.sha256"),
+        split_dir.join("b.tar.sha256"),
+    )
+    .unwrap();
     let run = verify(&split_dir.join("b.tar.part-000"), &[]).success();
-    assert!(run.stdout().contains("b.tar.parts.sha256"), "{}", run.stdout());
+    assert!(
+        run.stdout().contains("b.tar.parts.sha256"),
+        "{}",
+        run.stdout()
+    );
 }
 
 #[test]
 fn sixteen_random_flipped_bytes_are_all_caught_without_a_checksum_file() {
-    let Some((work, bundle)) = small_bundle() else { return };
+    let Some((work, bundle)) = small_bundle() else {
+        return;
+    };
     let bytes = std::fs::read(&bundle).unwrap();
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     // Half anywhere, half in the first 8 KiB where headers and JSON documents live.
@@ -72,22 +126,37 @@ fn sixteen_random_flipped_bytes_are_all_caught_without_a_checksum_file() {
         state ^= state << 13;
         state ^= state >> 7;
         state ^= state << 17;
-        let span = if round % 2 == 0 { bytes.len() } else { 8192.min(bytes.len()) };
+        let span = if round % 2 == 0 {
+            bytes.len()
+        } else {
+            8192.min(bytes.len())
+        };
         let offset = (state % span as u64) as usize;
         let mut damaged = bytes.clone();
         damaged[offset] ^= 1 << (state % 8);
         let path = work.path().join(format!("flip-{round}.tar"));
         std::fs::write(&path, &damaged).unwrap();
         let run = verify(&path, &[]);
-        assert_eq!(run.code(), Some(1), "flip at byte {offset} not caught:\n{}{}", run.stdout(), run.stderr());
+        assert_eq!(
+            run.code(),
+            Some(1),
+            "flip at byte {offset} not caught:\n{}{}",
+            run.stdout(),
+            run.stderr()
+        );
     }
 }
 
 #[test]
 fn a_flipped_byte_in_padding_or_end_blocks_is_caught() {
-    let Some((work, bundle)) = small_bundle() else { return };
+    let Some((work, bundle)) = small_bundle() else {
+        return;
+    };
     let bytes = std::fs::read(&bundle).unwrap();
-    for (what, offset) in [("end-of-archive block", bytes.len() - 10), ("padding after oci-layout", 512 + 40)] {
+    for (what, offset) in [
+        ("end-of-archive block", bytes.len() - 10),
+        ("padding after oci-layout", 512 + 40),
+    ] {
         let mut damaged = bytes.clone();
         damaged[offset] ^= 0x01;
         let path = work.path().join("damaged.tar");
@@ -98,25 +167,49 @@ fn a_flipped_byte_in_padding_or_end_blocks_is_caught() {
 
 #[test]
 fn a_sha256_mismatch_is_reported() {
-    let Some((_work, bundle)) = small_bundle() else { return };
+    let Some((_work, bundle)) = small_bundle() else {
+        return;
+    };
     let sums = bundle.with_extension("tar.sha256");
     std::fs::write(&sums, format!("{}  b.tar\n", "0".repeat(64))).unwrap();
     let run = verify(&bundle, &[]).fails_with(1);
-    assert!(run.stdout().contains("checksum: MISMATCH"), "{}", run.stdout());
+    assert!(
+        run.stdout().contains("checksum: MISMATCH"),
+        "{}",
+        run.stdout()
+    );
     std::fs::write(&sums, "this is not a checksum line\n").unwrap();
     let run = verify(&bundle, &[]).fails_with(1);
-    assert!(run.stdout().contains("an unreadable line"), "a garbled checksum file is not a pass: {}", run.stdout());
+    assert!(
+        run.stdout().contains("an unreadable line"),
+        "a garbled checksum file is not a pass: {}",
+        run.stdout()
+    );
 }
 
 #[test]
 fn truncated_bundles_fail() {
-    let Some((work, bundle)) = small_bundle() else { return };
+    let Some((work, bundle)) = small_bundle() else {
+        return;
+    };
     let bytes = std::fs::read(&bundle).unwrap();
-    for cut in [100, 512, 3000, bytes.len() / 2, bytes.len() - 1024, bytes.len() - 1] {
+    for cut in [
+        100,
+        512,
+        3000,
+        bytes.len() / 2,
+        bytes.len() - 1024,
+        bytes.len() - 1,
+    ] {
         let path = work.path().join("cut.tar");
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let run = verify(&path, &[]).fails_with(1);
-        assert!(run.stderr().contains("truncated") || run.stdout().contains("DAMAGED"), "cut at {cut}: {}{}", run.stdout(), run.stderr());
+        assert!(
+            run.stderr().contains("truncated") || run.stdout().contains("DAMAGED"),
+            "cut at {cut}: {}{}",
+            run.stdout(),
+            run.stderr()
+        );
     }
 }
 
@@ -145,25 +238,50 @@ fn hostile_archives_are_refused_and_nothing_is_written() {
         ("absolute", tar_of(&[("/tmp/evil", b'0', b"x")]), "outside"),
         ("symlink", tar_of(&[(blob.as_str(), b'2', b"")]), "links"),
         ("device", tar_of(&[(blob.as_str(), b'3', b"")]), "device"),
-        ("duplicate", tar_of(&[("oci-layout", b'0', b"{}"), ("oci-layout", b'0', b"{}")]), "same name"),
-        ("stranger", tar_of(&[("etc/passwd", b'0', b"root")]), "no such entry"),
-        ("not-a-tar", b"this is not a tar archive at all, just text padded out to a block".repeat(10), "not a bundle"),
+        (
+            "duplicate",
+            tar_of(&[("oci-layout", b'0', b"{}"), ("oci-layout", b'0', b"{}")]),
+            "same name",
+        ),
+        (
+            "stranger",
+            tar_of(&[("etc/passwd", b'0', b"root")]),
+            "no such entry",
+        ),
+        (
+            "not-a-tar",
+            b"this is not a tar archive at all, just text padded out to a block".repeat(10),
+            "not a bundle",
+        ),
         ("empty", Vec::new(), "truncated"),
     ];
     for (name, bytes, expected) in cases {
         let path = work.path().join(format!("{name}.tar"));
         std::fs::write(&path, bytes).unwrap();
-        let run = crate::ferry::run(crate::ferry::command().args(["verify", path.to_str().unwrap()]).current_dir(work.path()));
+        let run = crate::ferry::run(
+            crate::ferry::command()
+                .args(["verify", path.to_str().unwrap()])
+                .current_dir(work.path()),
+        );
         let run = run.fails_with(1);
         assert!(run.stderr().contains(expected), "{name}: {}", run.stderr());
     }
     assert!(!Path::new("/tmp/evil").exists() && !work.path().join("../../evil").exists());
-    let left: Vec<_> = std::fs::read_dir(work.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(left.iter().all(|n| n.ends_with(".tar")), "verify wrote nothing: {left:?}");
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|n| n.ends_with(".tar")),
+        "verify wrote nothing: {left:?}"
+    );
 
     // A gzip bomb: a few hundred kilobytes that inflate to gigabytes of zeros.
     let bomb = work.path().join("bomb.tar.gz");
-    let mut encoder = flate2::write::GzEncoder::new(std::fs::File::create(&bomb).unwrap(), flate2::Compression::best());
+    let mut encoder = flate2::write::GzEncoder::new(
+        std::fs::File::create(&bomb).unwrap(),
+        flate2::Compression::best(),
+    );
     let mut header = tar::Header::new_ustar();
     header.set_path(&blob).unwrap();
     header.set_size(1 << 40);
@@ -189,58 +307,149 @@ fn tar_of(entries: &[(&str, u8, &[u8])]) -> Vec<u8> {
 
 #[test]
 fn verify_k8s_reports_images_the_bundle_lacks_and_inspect_shows_sharing() {
-    let Some(registry) = require(Registry::plain()) else { return };
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
     seed_csi_480(registry.addr(), 100_000);
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("csi.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
     ferry(&[
-        "bundle", "huawei-csi@4.8.0", "--k8s", "1.28", "--skip-vendor", "--mirror", &mirror,
-        "--cache-dir", work.path().join("cache").to_str().unwrap(), "-o", bundle.to_str().unwrap(), "-q",
+        "bundle",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--skip-vendor",
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "-q",
     ])
     .success();
     verify(&bundle, &[]).success();
     let run = verify(&bundle, &["--k8s", "1.28"]).fails_with(1);
     for vendor in ["storage-backend-controller:4.8.0", "huawei-csi:4.8.0"] {
-        assert!(run.stdout().contains(&format!("MISSING  docker.io/library/{vendor}")), "{}", run.stdout());
+        assert!(
+            run.stdout()
+                .contains(&format!("MISSING  docker.io/library/{vendor}")),
+            "{}",
+            run.stdout()
+        );
     }
     let run = verify(&bundle, &["--k8s", "1.18"]).fails_with(1);
-    assert!(run.stdout().contains("MISSING  registry.k8s.io/sig-storage/csi-provisioner:v3.0.0"), "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("MISSING  registry.k8s.io/sig-storage/csi-provisioner:v3.0.0"),
+        "{}",
+        run.stdout()
+    );
 
-    let inspect = ferry(&["inspect", bundle.to_str().unwrap()]).success().stdout();
-    assert!(inspect.contains("registry.k8s.io/sig-storage/csi-attacher:v4.4.0"), "{inspect}");
-    assert!(inspect.contains("release:    huawei-csi 4.8.0") && inspect.contains("kubernetes: 1.20 and later"), "{inspect}");
-    assert!(inspect.contains("skipped:    docker.io/library/storage-backend-controller:4.8.0"), "{inspect}");
-    let json = ferry(&["inspect", bundle.to_str().unwrap(), "--json"]).success().json();
+    let inspect = ferry(&["inspect", bundle.to_str().unwrap()])
+        .success()
+        .stdout();
+    assert!(
+        inspect.contains("registry.k8s.io/sig-storage/csi-attacher:v4.4.0"),
+        "{inspect}"
+    );
+    assert!(
+        inspect.contains("release:    huawei-csi 4.8.0")
+            && inspect.contains("kubernetes: 1.20 and later"),
+        "{inspect}"
+    );
+    assert!(
+        inspect.contains("skipped:    docker.io/library/storage-backend-controller:4.8.0"),
+        "{inspect}"
+    );
+    let json = ferry(&["inspect", bundle.to_str().unwrap(), "--json"])
+        .success()
+        .json();
     let images = json["images"].as_array().unwrap();
     assert_eq!(images.len(), 7);
-    assert!(images.iter().all(|i| i["shared_layers"] == 1), "each image shares its base layer: {images:?}");
-    assert!(json["referenced_bytes"].as_u64().unwrap() > json["bytes"].as_u64().unwrap(), "sharing saves bytes");
+    assert!(
+        images.iter().all(|i| i["shared_layers"] == 1),
+        "each image shares its base layer: {images:?}"
+    );
+    assert!(
+        json["referenced_bytes"].as_u64().unwrap() > json["bytes"].as_u64().unwrap(),
+        "sharing saves bytes"
+    );
 }
 
 #[test]
 fn a_missing_bundle_is_a_usage_error() {
     let run = ferry(&["verify", "/nonexistent/bundle.tar"]).fails_with(2);
-    assert!(run.stderr().contains("cannot read /nonexistent/bundle.tar"), "{}", run.stderr());
+    assert!(
+        run.stderr().contains("cannot read /nonexistent/bundle.tar"),
+        "{}",
+        run.stderr()
+    );
 }
 
 #[test]
 fn bundles_of_digest_pinned_images_verify_and_push() {
-    let Some(registry) = require(Registry::plain()) else { return };
-    let pinned = push_image(registry.addr(), "sig-storage/livenessprobe", "v2.12.0", Format::DockerList, &PLATFORMS[..2], 50_000);
-    let only = push_image(registry.addr(), "sig-storage/csi-resizer", "v1.9.0", Format::OciIndex, &PLATFORMS[..2], 50_000);
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let pinned = push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..2],
+        50_000,
+    );
+    let only = push_image(
+        registry.addr(),
+        "sig-storage/csi-resizer",
+        "v1.9.0",
+        Format::OciIndex,
+        &PLATFORMS[..2],
+        50_000,
+    );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    let tagged = format!("registry.k8s.io/sig-storage/livenessprobe:v2.12.0@{}", pinned.top_digest);
-    let bare = format!("registry.k8s.io/sig-storage/csi-resizer@{}", only.top_digest);
+    let tagged = format!(
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0@{}",
+        pinned.top_digest
+    );
+    let bare = format!(
+        "registry.k8s.io/sig-storage/csi-resizer@{}",
+        only.top_digest
+    );
     let cache = work.path().join("cache");
-    ferry(&["bundle", "--image", &tagged, "--image", &bare, "--mirror", &mirror, "--cache-dir", cache.to_str().unwrap(), "-o", bundle.to_str().unwrap(), "-q"])
-        .success();
+    ferry(&[
+        "bundle",
+        "--image",
+        &tagged,
+        "--image",
+        &bare,
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "-q",
+    ])
+    .success();
     let run = verify(&bundle, &[]).success();
-    assert!(run.stdout().contains(&format!("ok    {bare}")), "the digest-pinned image is named by its reference: {}", run.stdout());
+    assert!(
+        run.stdout().contains(&format!("ok    {bare}")),
+        "the digest-pinned image is named by its reference: {}",
+        run.stdout()
+    );
     let to = format!("{}/pinned", registry.addr());
     let pushed = ferry(&["push", bundle.to_str().unwrap(), "--to", &to, "-q"]).success();
     let manifest = only.manifest_for("linux/amd64");
-    assert!(pushed.stdout().contains(&format!("{to}/sig-storage/csi-resizer@{manifest}")), "{}", pushed.stdout());
+    assert!(
+        pushed
+            .stdout()
+            .contains(&format!("{to}/sig-storage/csi-resizer@{manifest}")),
+        "{}",
+        pushed.stdout()
+    );
 }
