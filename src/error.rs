@@ -10,7 +10,7 @@ use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
-use crate::vendor::VendorError;
+use crate::import::VendorError;
 use crate::verify::VerifyError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.

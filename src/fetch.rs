@@ -13,7 +13,7 @@ use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::Reference;
 use crate::registry::{Location, RegistryOptions, Target};
 use crate::resolve::{image_sets, resolve};
-use crate::vendor::import_all;
+use crate::import::import_all;
 
 /// An image to carry, as the plan names it.
 #[derive(Debug, Clone)]

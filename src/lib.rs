@@ -4,7 +4,7 @@
 //! - naming: `reference` (Docker-normalized image references), `digest`, `image` (descriptors, manifests);
 //! - resolving: `k8s` (versions and ranges), `catalog` (vendor tables), `resolve` (rows for a version);
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
-//!   `vendor` (docker-save tarballs), `fetch` (plans and the two sources together);
+//!   `import` (vendor docker-save tarballs), `fetch` (plans and the two sources together);
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness);
 //! - delivering: `deliver` (push to a registry, load into a runtime);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
@@ -42,6 +42,7 @@ pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod image;
+pub mod import;
 pub mod io;
 pub mod k8s;
 pub mod progress;
@@ -50,7 +51,6 @@ pub mod reference;
 pub mod registry;
 pub mod resolve;
 pub mod tarball;
-pub mod vendor;
 pub mod verify;
 
 pub use error::{Error, Result};

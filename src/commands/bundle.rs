@@ -151,7 +151,7 @@ fn metadata(plan: &Plan, platform: &Platform, images: &[Image], skipped: &[&Refe
         "images": images,
         "skipped": skipped.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
         // Vendor layers are compressed by ferry; the same setting is what makes rebuilds byte-identical.
-        "vendor_layer_compression": crate::vendor::COMPRESSION,
+        "vendor_layer_compression": crate::import::COMPRESSION,
     })
 }
 
