@@ -4,6 +4,7 @@ use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
+use crate::fetch::VendorSourceError;
 use crate::import::VendorError;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
@@ -39,6 +40,8 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     Vendor(#[from] VendorError),
+    #[error(transparent)]
+    VendorSource(#[from] VendorSourceError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
     #[error("the bundle is damaged")]
@@ -91,6 +94,7 @@ impl Error {
             | Error::Resolve(_)
             | Error::Version(_)
             | Error::Reference(_)
+            | Error::VendorSource(_)
             | Error::Usage(_) => EXIT_USAGE,
         }
     }

@@ -7,11 +7,11 @@ use super::{fetch_images, FetchRun};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
-use crate::fetch::Plan;
 use crate::image::{Image, ImageSource, Platform};
 use crate::progress::human_bytes;
 use crate::reference::Reference;
 use crate::resolve::describe_span;
+use crate::resolve::Plan;
 use crate::tarball::{write_bundle, WriteOptions};
 
 /// Version of ferry.json's layout, for readers of old bundles.
@@ -54,7 +54,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             .iter()
             .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
             .collect();
-        let name = default_file_name(plan, &args.fetch.platform);
+        let name = plan.file_name(&args.fetch.platform);
         // -o names the file, or the directory for the default names (always so for several bundles).
         let path = match &args.output {
             Some(dir) if several || dir.is_dir() => dir.join(name),
@@ -89,28 +89,6 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         }
     }
     Ok(())
-}
-
-/// Says what is inside: `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar`.
-fn default_file_name(plan: &Plan, platform: &Platform) -> String {
-    let platform = platform.to_string().replace('/', "-");
-    let Some(release) = &plan.release else {
-        return format!("images-{platform}.tar");
-    };
-    let span = match plan.span {
-        Some(span) if span.max.is_none() => format!("-k8s{}-up", span.min),
-        Some(span) => format!("-k8s{span}"),
-        None => String::new(),
-    };
-    let service = plan
-        .service
-        .as_ref()
-        .map(|s| format!("-{s}"))
-        .unwrap_or_default();
-    format!(
-        "{}-{}{span}{service}-{platform}.tar",
-        release.catalog, release.release
-    )
 }
 
 /// `ferry.json`: what the bundle holds and why. Nothing machine- or time-specific, so that two people
@@ -164,50 +142,5 @@ fn source_date_epoch() -> Result<u64> {
             ))
         }),
         _ => Ok(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fetch::{plans, Selection};
-
-    #[test]
-    fn file_names_say_what_is_inside() {
-        let catalogs = Catalogs::load(&[]).unwrap();
-        let all = plans(
-            &catalogs,
-            &Selection {
-                release: Some("huawei-csi@4.8.0"),
-                all_versions: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let names: Vec<String> = all
-            .iter()
-            .map(|p| default_file_name(p, &Platform::linux_amd64()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "huawei-csi-4.8.0-k8s1.16-linux-amd64.tar",
-                "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64.tar",
-                "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar"
-            ]
-        );
-        let extra = ["busybox:1".parse().unwrap()];
-        let loose = plans(
-            &catalogs,
-            &Selection {
-                extra: &extra,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            default_file_name(&loose[0], &"linux/arm/v7".parse().unwrap()),
-            "images-linux-arm-v7.tar"
-        );
     }
 }
