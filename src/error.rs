@@ -48,6 +48,9 @@ pub enum Error {
     Unreadable(#[source] ReadError),
     #[error("{0}")]
     Usage(String),
+    /// A check the user asked for that cannot be made (`verify --k8s` with a version the release lacks).
+    #[error(transparent)]
+    Check(VerifyError),
     #[error("cannot read {path}")]
     Input {
         path: std::path::PathBuf,
@@ -95,6 +98,7 @@ impl Error {
             | Error::Version(_)
             | Error::Reference(_)
             | Error::VendorSource(_)
+            | Error::Check(_)
             | Error::Usage(_) => EXIT_USAGE,
         }
     }
@@ -107,6 +111,7 @@ impl From<VerifyError> for Error {
         match error {
             VerifyError::Read(ReadError::Open { path, source }) => Error::Input { path, source },
             VerifyError::Read(read) => Error::Unreadable(read),
+            check @ (VerifyError::Catalog(_) | VerifyError::Kubernetes(_)) => Error::Check(check),
         }
     }
 }

@@ -1,21 +1,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
-
 use super::{fetch_images, FetchRun};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
-use crate::image::{Image, ImageSource, Platform};
+use crate::image::Image;
 use crate::progress::human_bytes;
 use crate::reference::Reference;
-use crate::resolve::describe_span;
-use crate::resolve::Plan;
-use crate::tarball::{write_bundle, WriteOptions};
-
-/// Version of ferry.json's layout, for readers of old bundles.
-const METADATA_FORMAT: u32 = 1;
+use crate::tarball::{write_bundle, BundleMetadata, WriteOptions};
 
 pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Result<()> {
     let options = WriteOptions {
@@ -61,7 +54,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             Some(path) => path.clone(),
             None => PathBuf::from(name),
         };
-        let metadata = metadata(plan, &args.fetch.platform, &images, &skipped);
+        let metadata = BundleMetadata::describe(plan, &args.fetch.platform, &images, &skipped);
         let written = write_bundle(
             &store,
             &images,
@@ -89,48 +82,6 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         }
     }
     Ok(())
-}
-
-/// `ferry.json`: what the bundle holds and why. Nothing machine- or time-specific, so that two people
-/// building from the same inputs get the same bytes.
-fn metadata(plan: &Plan, platform: &Platform, images: &[Image], skipped: &[&Reference]) -> Value {
-    let images: Vec<Value> = images
-        .iter()
-        .map(|image| {
-            let source = match &image.source {
-                ImageSource::Registry { .. } => json!({"kind": "registry"}),
-                ImageSource::Vendor { file } => {
-                    json!({"kind": "vendor", "file": file.file_name().map(|n| n.to_string_lossy().into_owned())})
-                }
-            };
-            json!({
-                "name": image.reference.to_string(),
-                "platform": image.platform.to_string(),
-                "manifest": image.manifest,
-                "index_digest": image.index_digest,
-                "config": image.config.digest,
-                "layers": image.layers.len(),
-                "size": image.size(),
-                "source": source,
-            })
-        })
-        .collect();
-    json!({
-        "ferry": {"version": env!("CARGO_PKG_VERSION"), "format": METADATA_FORMAT},
-        "catalog": plan.release.as_ref().map(|r| &r.catalog),
-        "release": plan.release.as_ref().map(|r| &r.release),
-        "kubernetes": plan.span.map(|span| json!({
-            "span": describe_span(span),
-            "min": span.min.to_string(),
-            "max": span.max.map(|m| m.to_string()),
-        })),
-        "service": plan.service,
-        "platform": platform.to_string(),
-        "images": images,
-        "skipped": skipped.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        // Vendor layers are compressed by ferry; the same setting is what makes rebuilds byte-identical.
-        "vendor_layer_compression": crate::import::COMPRESSION,
-    })
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

@@ -12,16 +12,16 @@ use crate::deliver::push::{plan, push as push_bundle};
 use crate::error::{Error, Result};
 use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
-use crate::verify::{verify, Report, VerifyOptions};
+use crate::verify::{verify, Verified, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact.
-fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Report> {
-    let report = verify(path, &VerifyOptions::default(), catalogs)?;
-    if !report.intact() {
-        write_verdicts(out, &report).map_err(Error::Output)?;
-        return Err(Error::Damaged(path.to_path_buf()));
-    }
-    Ok(report)
+fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Verified> {
+    verify(path, &VerifyOptions::default(), catalogs)?
+        .into_verified()
+        .or_else(|report| {
+            write_verdicts(out, &report).map_err(Error::Output)?;
+            Err(Error::Damaged(path.to_path_buf()))
+        })
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
@@ -89,21 +89,15 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         address: args.address.clone(),
     };
     let (runtime, socket) = detect(&options)?;
-    let said = load_bundle(
-        report.source.as_ref().expect("verified"),
-        runtime,
-        socket.as_deref(),
-        &args.namespace,
-    )?;
+    let said = load_bundle(&report.source, runtime, socket.as_deref(), &args.namespace)?;
     eprint!("{said}");
     for image in &report.images {
-        let digest = image
-            .manifest
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        writeln!(out, "loaded {}  {digest}  into {runtime:?}", image.name)
-            .map_err(Error::Output)?;
+        writeln!(
+            out,
+            "loaded {}  {}  into {runtime:?}",
+            image.name, image.manifest
+        )
+        .map_err(Error::Output)?;
     }
     Ok(())
 }

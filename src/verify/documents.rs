@@ -1,22 +1,30 @@
 //! The documents that are not blobs: `manifest.json` (docker's view) and `ferry.json` (what was built),
 //! each byte for byte what ferry writes and consistent with the index.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::graph::index_name;
 use super::stream::Contents;
 use super::ImageVerdict;
-use crate::tarball::{names, pretty, MANIFEST_JSON, METADATA_JSON};
+use crate::tarball::{names, pretty, BundleMetadata, MANIFEST_JSON, METADATA_JSON};
 
 impl Contents {
     /// A document that must be exactly as ferry writes it; `None` (with a problem recorded) otherwise.
-    pub(super) fn document(&self, name: &str, problems: &mut Vec<String>) -> Option<Value> {
+    pub(super) fn document<T: DeserializeOwned + Serialize>(
+        &self,
+        name: &str,
+        problems: &mut Vec<String>,
+    ) -> Option<T> {
         let Some(bytes) = self.documents.get(name) else {
             problems.push(format!("{name} is missing"));
             return None;
         };
-        match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) if pretty(&value) == *bytes => Some(value),
+        match serde_json::from_slice::<T>(bytes) {
+            Ok(value) if serde_json::to_value(&value).is_ok_and(|v| pretty(&v) == *bytes) => {
+                Some(value)
+            }
             Ok(_) => {
                 problems.push(format!(
                     "{name} is damaged: it is not byte for byte what ferry writes"
@@ -79,12 +87,12 @@ pub(super) fn check_docker_manifest(docker: &Value, images: &mut [ImageVerdict])
 /// It names each by the reference it was pulled as, pin included, which the index cannot hold: the index
 /// name is that reference's tagged name, and an image with none takes its name from `ferry.json`.
 pub(super) fn check_metadata(
-    metadata: &Value,
+    metadata: &BundleMetadata,
     descriptors: &[Value],
     images: &mut [ImageVerdict],
     problems: &mut Vec<String>,
 ) {
-    let listed = metadata["images"].as_array().cloned().unwrap_or_default();
+    let listed = &metadata.images;
     if listed.len() != images.len() {
         problems.push(format!(
             "{METADATA_JSON} lists {} images, but the bundle holds {}",
@@ -93,7 +101,7 @@ pub(super) fn check_metadata(
         ));
     }
     for ((entry, descriptor), image) in listed.iter().zip(descriptors).zip(images.iter_mut()) {
-        let name = entry["name"].as_str().unwrap_or_default();
+        let name = entry.name.as_str();
         let tagged = name
             .parse::<crate::reference::Reference>()
             .ok()
@@ -109,23 +117,21 @@ pub(super) fn check_metadata(
                 continue;
             }
         }
-        if entry["manifest"]["digest"].as_str()
-            != image.manifest.as_ref().map(ToString::to_string).as_deref()
-        {
+        if image.manifest.as_ref() != Some(&entry.manifest.digest) {
             image.problems.push(format!(
                 "{METADATA_JSON} records another manifest digest for it"
             ));
         }
-        if entry["size"].as_u64() != Some(image.size) {
+        if entry.size != image.size {
             image.problems.push(format!(
                 "{METADATA_JSON} records {} bytes for it, the bundle holds {}",
-                entry["size"], image.size
+                entry.size, image.size
             ));
         }
-        if image.platform.is_some() && entry["platform"].as_str() != image.platform.as_deref() {
+        if image.platform.is_some() && Some(&entry.platform) != image.platform.as_ref() {
             image.problems.push(format!(
                 "{METADATA_JSON} records platform {}",
-                entry["platform"]
+                entry.platform
             ));
         }
     }

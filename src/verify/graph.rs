@@ -12,8 +12,8 @@ use crate::digest::Digest;
 use crate::image::{media, Descriptor, Manifest};
 use crate::reference::Reference;
 use crate::tarball::{
-    DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST,
-    METADATA_JSON,
+    BundleMetadata, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON,
+    METADATA_DIGEST, METADATA_JSON,
 };
 
 /// The index annotations that name an image, as containerd and OCI layout readers read them.
@@ -48,14 +48,14 @@ impl Contents {
         if self.documents.get(LAYOUT_JSON).map(Vec::as_slice) != Some(LAYOUT_BYTES) {
             problems.push(format!("{LAYOUT_JSON} is missing or damaged"));
         }
-        let Some(index) = self.document(INDEX_JSON, problems) else {
+        let Some(index) = self.document::<Value>(INDEX_JSON, problems) else {
             return;
         };
         if index["schemaVersion"] != 2 || index["mediaType"] != media::OCI_INDEX {
             problems.push(format!("{INDEX_JSON} is not an OCI image index"));
         }
-        let metadata = self.document(METADATA_JSON, problems);
-        let docker = self.document(MANIFEST_JSON, problems);
+        let metadata = self.document::<BundleMetadata>(METADATA_JSON, problems);
+        let docker = self.document::<Value>(MANIFEST_JSON, problems);
         for (name, key) in [
             (METADATA_JSON, METADATA_DIGEST),
             (MANIFEST_JSON, DOCKER_MANIFEST_DIGEST),

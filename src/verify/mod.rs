@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::Value;
 
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
@@ -24,6 +23,7 @@ use crate::catalog::Catalogs;
 use crate::digest::Digest;
 use crate::k8s::KubeVersion;
 use crate::tarball::read::{read_bundle, ReadError, Source};
+use crate::tarball::{BundleMetadata, METADATA_JSON};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -71,15 +71,72 @@ pub struct Report {
     /// Images the catalog lists for `--k8s` that the bundle lacks.
     pub missing: Vec<String>,
     pub blobs: usize,
-    pub metadata: Option<Value>,
+    pub metadata: Option<BundleMetadata>,
     /// Where each blob's bytes are in the tar stream (offset, size), for delivery.
     #[serde(skip)]
     pub locations: BTreeMap<Digest, (u64, u64)>,
     #[serde(skip)]
-    pub source: Option<Source>,
+    pub source: Source,
+}
+
+/// A bundle proven intact: the only form in which deliver takes one.
+#[derive(Debug)]
+pub struct Verified {
+    pub bundle: PathBuf,
+    pub source: Source,
+    pub metadata: BundleMetadata,
+    pub images: Vec<VerifiedImage>,
+    /// Where each blob's bytes are in the tar stream (offset, size).
+    pub locations: BTreeMap<Digest, (u64, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifiedImage {
+    /// The upstream name, as the index gives it (or as `ferry.json` does for an image pinned by digest).
+    pub name: String,
+    pub manifest: Digest,
 }
 
 impl Report {
+    /// The verified bundle, if every check passed; the report itself otherwise, to show why not.
+    pub fn into_verified(self) -> Result<Verified, Box<Report>> {
+        if !self.intact() {
+            return Err(Box::new(self));
+        }
+        let images: Option<Vec<VerifiedImage>> = self
+            .images
+            .iter()
+            .map(|image| {
+                Some(VerifiedImage {
+                    name: image.name.clone(),
+                    manifest: image.manifest.clone()?,
+                })
+            })
+            .collect();
+        match (images, self.metadata) {
+            (Some(images), Some(metadata)) => Ok(Verified {
+                bundle: self.bundle,
+                source: self.source,
+                metadata,
+                images,
+                locations: self.locations,
+            }),
+            // An intact bundle always has both; a report without them is not proof of anything.
+            (images, metadata) => Err(Box::new(Report {
+                metadata,
+                problems: vec![format!(
+                    "the bundle lacks {}",
+                    if images.is_none() {
+                        "a manifest digest for some image"
+                    } else {
+                        METADATA_JSON
+                    }
+                )],
+                ..self
+            })),
+        }
+    }
+
     pub fn intact(&self) -> bool {
         self.problems.is_empty()
             && self.missing.is_empty()
@@ -92,6 +149,10 @@ impl Report {
 pub enum VerifyError {
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error("--k8s cannot be checked: the bundle's release is not one this ferry knows (add it with --catalog-file)")]
+    Catalog(#[source] crate::catalog::CatalogError),
+    #[error("--k8s: {0}")]
+    Kubernetes(crate::resolve::ResolveError),
 }
 
 pub fn verify(
@@ -117,11 +178,11 @@ pub fn verify(
         blobs: contents.blobs.len(),
         metadata: None,
         locations: std::mem::take(&mut contents.locations),
-        source: Some(source),
+        source,
     };
     contents.cross_check(&mut report, options.deep);
     if let Some(version) = options.kubernetes {
-        check_completeness(&mut report, version, catalogs);
+        check_completeness(&mut report, version, catalogs)?;
     }
     Ok(report)
 }

@@ -24,7 +24,7 @@ fn fixture_bundle() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     write_bundle(
         &store,
         &images,
-        &serde_json::json!({"images": []}),
+        &crate::tarball::loose_metadata(&[]),
         &path,
         &WriteOptions::default(),
         &Silent,
