@@ -6,7 +6,8 @@
 //!   the plans: which bundles hold which images);
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
-//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness);
+//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
+//!   `layer_codec` (what a layer's content hashes to, through gzip or zstd);
 //! - delivering: `deliver` (push to a registry, load into a runtime);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
 //!   `error` (exit codes).
@@ -46,6 +47,7 @@ pub mod image;
 pub mod import;
 pub mod io;
 pub mod k8s;
+pub mod layer_codec;
 pub mod progress;
 pub mod pull;
 pub mod reference;

@@ -6,6 +6,7 @@ use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::layer_codec::Codec;
 use crate::progress::human_bytes;
 use crate::reference::Reference;
 use crate::tarball::{write_bundle, BundleMetadata, WriteOptions};
@@ -80,8 +81,24 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         for skipped in &skipped {
             writeln!(out, "  not included (--skip-vendor): {skipped}").map_err(Error::Output)?;
         }
+        for image in images.iter().filter(|image| has_zstd_layers(image)) {
+            writeln!(
+                out,
+                "  {}: zstd-compressed layers, which Docker Engine before 23.0 cannot load \
+                 (containerd and podman can)",
+                image.reference
+            )
+            .map_err(Error::Output)?;
+        }
     }
     Ok(())
+}
+
+fn has_zstd_layers(image: &Image) -> bool {
+    image
+        .layers
+        .iter()
+        .any(|layer| Codec::of_media_type(&layer.media_type) == Codec::Zstd)
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/
