@@ -77,7 +77,11 @@ impl Error {
                 | RegistryError::CaCert { .. }
                 | RegistryError::BadCaCert { .. },
             ) => EXIT_USAGE,
-            Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
+            Error::Vendor(
+                VendorError::Missing { .. }
+                | VendorError::Dir { .. }
+                | VendorError::Conflict { .. },
+            ) => EXIT_USAGE,
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,

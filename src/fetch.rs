@@ -108,7 +108,7 @@ pub fn fetch(
     let (report, imported) = std::thread::scope(|scope| {
         let imported = scope.spawn(|| match &settings.vendor {
             VendorSource::Dir(dir) if !vendor_refs.is_empty() => {
-                import_all(store, dir, &vendor_refs, reporter)
+                import_all(store, dir, &vendor_refs, &settings.platform, reporter)
             }
             _ => Ok(Vec::new()),
         });
