@@ -148,7 +148,8 @@ pub struct FetchArgs {
     /// Trust this CA certificate (PEM) for registries, besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).
     #[arg(long = "ca-cert", value_name = "PEM")]
     pub ca_certs: Vec<PathBuf>,
-    /// Directory with the vendor's image tarballs (docker-save archives from its release package).
+    /// Directory with the vendor's image tarballs from its release package, at any depth: docker-save or
+    /// OCI archives (podman save --format oci-archive, skopeo oci-archive:), .tar or .tar.gz.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["vendor_registry", "skip_vendor"])]
     pub vendor_dir: Option<PathBuf>,
     /// Registry (and path prefix) where an operator pushed the vendor's images, e.g. 10.0.0.5:5000/huawei.
