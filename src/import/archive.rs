@@ -215,7 +215,8 @@ struct Listing {
     files: HashMap<String, Span>,
     /// Symlink name → target, already resolved against the link's directory.
     links: HashMap<String, String>,
-    /// Entries of at most [`MAX_CONFIG`] bytes that start like JSON: configs, manifests, indexes.
+    /// Entries of at most [`MAX_CONFIG`] bytes that start like JSON: configs, manifests, indexes,
+    /// manifest.json.
     json: HashMap<String, Vec<u8>>,
     images: Vec<SavedImage>,
 }
@@ -223,30 +224,35 @@ struct Listing {
 impl Listing {
     /// A JSON entry the images name (following symlinks).
     fn json(&self, archive: &Path, name: &str) -> Result<&[u8], VendorError> {
-        let mut current = clean_name(archive, name.as_bytes())?;
-        for _ in 0..=MAX_LINK_HOPS {
-            if let Some(bytes) = self.json.get(&current) {
-                return Ok(bytes);
-            }
-            match self.links.get(&current) {
-                Some(target) => current = target.clone(),
-                None => break,
-            }
+        let (file, span) = self.file(archive, name)?;
+        if let Some(bytes) = self.json.get(file) {
+            return Ok(bytes);
         }
-        let span = self.span(archive, name)?;
-        Err(VendorError::TooLarge {
-            archive: archive.to_path_buf(),
-            entry: name.to_string(),
-            size: span.size,
-            limit: MAX_CONFIG,
+        Err(if span.size > MAX_CONFIG {
+            VendorError::TooLarge {
+                archive: archive.to_path_buf(),
+                entry: name.to_string(),
+                size: span.size,
+                limit: MAX_CONFIG,
+            }
+        } else {
+            VendorError::NotJson {
+                archive: archive.to_path_buf(),
+                entry: name.to_string(),
+            }
         })
     }
 
     fn span(&self, archive: &Path, name: &str) -> Result<Span, VendorError> {
+        Ok(self.file(archive, name)?.1)
+    }
+
+    /// The regular file `name` leads to (following symlinks): its name and where it lies.
+    fn file(&self, archive: &Path, name: &str) -> Result<(&str, Span), VendorError> {
         let mut current = clean_name(archive, name.as_bytes())?;
         for _ in 0..=MAX_LINK_HOPS {
-            if let Some(span) = self.files.get(&current) {
-                return Ok(*span);
+            if let Some((file, span)) = self.files.get_key_value(&current) {
+                return Ok((file, *span));
             }
             match self.links.get(&current) {
                 Some(target) => current = target.clone(),
@@ -350,7 +356,8 @@ fn index<R: Read>(
                         why: format!("the tar is damaged or cut short inside its entry '{name}'"),
                     });
                 }
-                if name == MANIFEST_JSON || bytes.first() == Some(&b'{') {
+                let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+                if matches!(first, Some(b'{' | b'[')) {
                     json_total += span.size;
                     if json_total > MAX_JSON_TOTAL {
                         return Err(VendorError::TooLarge {

@@ -75,6 +75,8 @@ pub enum VendorError {
         first: (PathBuf, Digest),
         second: (PathBuf, Digest),
     },
+    #[error("vendor archive {archive}: {entry} is not JSON")]
+    NotJson { archive: PathBuf, entry: String },
     #[error("vendor archive {archive}: cannot read {entry}")]
     ReadEntry {
         archive: PathBuf,

@@ -1004,3 +1004,23 @@ fn an_oci_archive_imports_under_its_ref_name() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_that_is_not_json_is_refused_naming_it() {
+    let (dir, store) = store();
+    let saved = Saved {
+        config: b"not a config".to_vec(),
+        ..Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)])
+    };
+    let archive = dir.path().join("csi.tar");
+    write_tar(&archive, &legacy(&[&saved]), false);
+    let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vendor archive {}: {}.json is not JSON",
+            archive.display(),
+            saved.config_hex()
+        )
+    );
+}
