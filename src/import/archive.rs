@@ -404,7 +404,8 @@ fn index<R: Read>(
 }
 
 /// The images an OCI archive's index.json names, one per single-platform manifest (an index inside is
-/// followed one level, as skopeo `--all` writes it). Each manifest and index must hash to its name.
+/// followed one level, as skopeo `--all` writes it; the platforms an exporter left out are passed over).
+/// Each manifest and index must hash to its name.
 fn oci_images(archive: &Path, listing: &Listing) -> Result<Vec<SavedImage>, VendorError> {
     let index: Index = parse(archive, INDEX_JSON, listing.json(archive, INDEX_JSON)?)?;
     let mut images = Vec::new();
@@ -412,10 +413,12 @@ fn oci_images(archive: &Path, listing: &Listing) -> Result<Vec<SavedImage>, Vend
         let name = image_name(descriptor);
         if media::is_index(&descriptor.media_type) {
             let nested: Index = parse_blob(archive, listing, &descriptor.digest)?;
+            let present = |d: &&Descriptor| listing.files.contains_key(&blob_path(&d.digest));
             for inner in nested
                 .manifests
                 .iter()
                 .filter(|d| !media::is_index(&d.media_type))
+                .filter(present)
             {
                 let manifest: Manifest = parse_blob(archive, listing, &inner.digest)?;
                 images.push(SavedImage::from_oci(&manifest, name.clone()));

@@ -1024,3 +1024,35 @@ fn a_config_that_is_not_json_is_refused_naming_it() {
         )
     );
 }
+
+#[test]
+fn an_oci_archive_of_a_multi_platform_index_imports_the_platforms_it_holds() {
+    let (dir, store) = store();
+    let saved = Saved::new("vendor/csi:1", "linux/amd64", vec![layer_tar(1, 4_000)]);
+    let mut entries = oci_archive(&saved, None);
+    let index_at = entries.iter().position(|(n, _)| n == "index.json").unwrap();
+    let Entry::File(index) = &entries[index_at].1 else {
+        unreachable!()
+    };
+    let index: Value = serde_json::from_slice(index).unwrap();
+    let mut amd64 = index["manifests"][0].clone();
+    amd64["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let arm64 = json!({"mediaType": media::OCI_MANIFEST, "digest": Digest::of(b"absent"), "size": 6,
+        "platform": {"os": "linux", "architecture": "arm64"}});
+    let nested = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [amd64, arm64]}),
+    )
+    .unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": media::OCI_INDEX,
+        "digest": Digest::of(&nested), "size": nested.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "example.com/vendor/csi:1"}}]});
+    entries[index_at] = file("index.json", serde_json::to_vec(&top).unwrap());
+    entries.push(file(
+        format!("blobs/sha256/{}", Digest::of(&nested).hex()),
+        nested,
+    ));
+    let archive = dir.path().join("csi.tar");
+    write_tar(&archive, &entries, false);
+    let image = import_one(&store, &archive, "example.com/vendor/csi:1").unwrap();
+    assert_imported(&store, &image, &saved);
+}
