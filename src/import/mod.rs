@@ -75,6 +75,8 @@ pub enum VendorError {
         first: (PathBuf, Digest),
         second: (PathBuf, Digest),
     },
+    #[error("vendor archive {archive} changed while ferry read it")]
+    Changed { archive: PathBuf },
     #[error("vendor archive {archive}: {entry} is not JSON")]
     NotJson { archive: PathBuf, entry: String },
     #[error("vendor archive {archive}: cannot read {entry}")]
@@ -392,7 +394,7 @@ fn import_each(
     }
     let images = requests
         .iter()
-        .map(|&(found, reference)| prepare(&archives[found.archive.as_path()], found.at, reference))
+        .map(|&(found, reference)| prepare(&archives[found.archive.as_path()], found, reference))
         .collect::<Result<Vec<_>, _>>()?;
     let (jobs, blobs) = plan_layers(store, &images);
     let names: Vec<String> = images
@@ -428,11 +430,17 @@ fn import_each(
 
 fn prepare<'a>(
     archive: &'a DockerSave,
-    at: usize,
+    found: &Found,
     reference: &'a Reference,
 ) -> Result<Prepared<'a>, VendorError> {
-    let saved = &archive.images()[at];
+    let changed = || VendorError::Changed {
+        archive: archive.path.clone(),
+    };
+    let saved = archive.images().get(found.at).ok_or_else(changed)?;
     let config = archive.read_small(&saved.config, MAX_CONFIG)?;
+    if Digest::of(&config) != found.id {
+        return Err(changed());
+    }
     let mut probe: ConfigProbe =
         serde_json::from_slice(&config).map_err(|source| VendorError::Json {
             archive: archive.path.clone(),

@@ -527,14 +527,20 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
     }
     let references: Vec<Reference> = tags.iter().map(|tag| reference(tag)).collect();
 
+    let scanned = VendorDir::scan(&vendor).unwrap();
+    let found: Vec<&Found> = references
+        .iter()
+        .map(|r| scanned.choose(r, &Platform::linux_amd64()).unwrap())
+        .collect();
     let archives: Vec<DockerSave> = paths
         .iter()
         .map(|path| DockerSave::open(path, &store).unwrap())
         .collect();
     let prepared: Vec<Prepared> = archives
         .iter()
+        .zip(found)
         .zip(&references)
-        .map(|(a, r)| prepare(a, 0, r).unwrap())
+        .map(|((a, f), r)| prepare(a, f, r).unwrap())
         .collect();
     assert_eq!(
         plan_layers(&store, &prepared).0.len(),
@@ -1055,4 +1061,26 @@ fn an_oci_archive_of_a_multi_platform_index_imports_the_platforms_it_holds() {
     write_tar(&archive, &entries, false);
     let image = import_one(&store, &archive, "example.com/vendor/csi:1").unwrap();
     assert_imported(&store, &image, &saved);
+}
+
+#[test]
+fn an_archive_replaced_between_scan_and_import_is_refused() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let first = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    let archive = vendor.join("csi.tar");
+    write_tar(&archive, &legacy(&[&first]), false);
+    let scanned = VendorDir::scan(&vendor).unwrap();
+    let wanted = reference("huawei-csi:4.8.0");
+    let found = scanned.choose(&wanted, &Platform::linux_amd64()).unwrap();
+    write_tar(&archive, &legacy(&[&other]), false);
+    let err = import_each(&store, &[(found, &wanted)], &Silent).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vendor archive {} changed while ferry read it",
+            archive.display()
+        )
+    );
 }
