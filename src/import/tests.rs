@@ -1005,9 +1005,16 @@ fn an_oci_archive_imports_under_its_ref_name() {
     let name = name.clone();
     write_tar(&archive, &entries, false);
     let err = import_one(&store, &archive, "example.com/vendor/huawei-csi:4.8.0").unwrap_err();
-    assert!(
-        matches!(&err, VendorError::BlobMismatch { entry, .. } if entry == &name),
-        "{err}"
+    let Entry::File(bytes) = &entries.iter().find(|(n, _)| n == &name).unwrap().1 else {
+        unreachable!()
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vendor archive {}: {name} hashes to {}: the archive was altered or damaged",
+            archive.display(),
+            Digest::of(bytes)
+        )
     );
 }
 
