@@ -208,7 +208,7 @@ pub enum RegistryError {
         wanted: String,
         available: String,
     },
-    #[error("{image} is linux/{actual} only, but {wanted} was asked for")]
+    #[error("{image} is {actual} only, but {wanted} was asked for")]
     PlatformMismatch {
         image: String,
         wanted: String,

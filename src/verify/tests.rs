@@ -35,6 +35,14 @@ fn fixture_bundle() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     (dir, path, original)
 }
 
+/// Every finding of a report, to compare a mutation's with the original's.
+fn findings(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
+    (
+        report.problems.clone(),
+        report.images.iter().map(|i| i.problems.clone()).collect(),
+    )
+}
+
 /// Property test standing in for a fuzzer: thousands of random mutations of a real bundle (bit flips,
 /// truncations, inserted and deleted bytes). The reader must never panic, and no mutation may pass.
 #[test]
@@ -57,15 +65,6 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
     );
     // The fixture is not flawless (its ferry.json lists no images, its configs no diff_ids, its layers are not gzip): a mutation
     // passes if it adds no finding to those.
-    let findings = |r: &Report| {
-        (
-            r.problems.clone(),
-            r.images
-                .iter()
-                .map(|i| i.problems.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
     let baseline = findings(&baseline);
 
     let mutated = dir.path().join("m.tar");
@@ -100,15 +99,6 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
 fn no_change_to_any_byte_of_the_index_passes() {
     let (dir, path, original) = fixture_bundle();
     let catalogs = Catalogs::load(&[]).unwrap();
-    let findings = |r: &Report| {
-        (
-            r.problems.clone(),
-            r.images
-                .iter()
-                .map(|i| i.problems.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
     let baseline = findings(&verify(&path, &VerifyOptions::default(), &catalogs).unwrap());
     // index.json is the third entry: header at 2048, data after it (the first two fit in one block each).
     let header = 4 * BLOCK_SIZE;
