@@ -63,6 +63,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}", .0.iter().map(|e| chain(e)).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<Error>),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -72,6 +74,11 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Several(errors) => errors
+                .iter()
+                .map(Error::exit_code)
+                .max()
+                .unwrap_or(EXIT_FAILURE),
             Error::Registry(
                 RegistryError::BadMirror(_)
                 | RegistryError::CaCert { .. }
@@ -105,6 +112,18 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, for lists of several failures.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
+}
 
 impl From<VerifyError> for Error {
     fn from(error: VerifyError) -> Self {

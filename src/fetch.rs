@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::ImageSource as CatalogSource;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
 use crate::import::import_all;
 use crate::progress::Reporter;
@@ -125,8 +125,14 @@ pub fn fetch(
             imported.join().expect("vendor import does not panic"),
         )
     });
-    let report = report?;
-    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported?).collect();
+    let (report, imported) = match (report, imported) {
+        (Ok(report), Ok(imported)) => (report, imported),
+        // Both sources failed: say both, so one run shows everything to fix.
+        (Err(pull), Err(import)) => return Err(Error::Several(vec![pull.into(), import.into()])),
+        (Err(pull), _) => return Err(pull.into()),
+        (_, Err(import)) => return Err(import.into()),
+    };
+    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported).collect();
     if let Some(wrong) = fetched
         .iter()
         .find(|i| !settings.platform.matches(&i.platform))

@@ -226,6 +226,15 @@ pub enum RegistryError {
         media_type: String,
         message: String,
     },
+    #[error("{image}: its {what} is {size} bytes, more than the {limit} bytes ferry accepts")]
+    TooLarge {
+        image: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
+    },
+    #[error("{} fetches failed:\n  {}", .0.len(), .0.iter().map(|e| crate::error::chain(e)).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<RegistryError>),
 }
 
 /// Why one attempt at a registry request failed.
