@@ -88,6 +88,18 @@ pub fn fetch(
             location: settings.registry.locate(&w.reference),
         })
         .collect();
+    for unused in settings
+        .registry
+        .unused_mirrors(pull_items.iter().map(|item| &item.upstream))
+    {
+        reporter.warning(&format!(
+            "--mirror {}={} matches no image to fetch (they come from {}); is '{}' misspelled?",
+            unused.from,
+            unused.target(),
+            registries_of(&pull_items),
+            unused.from
+        ));
+    }
     let mut skipped = Vec::new();
     match &settings.vendor {
         _ if vendor.is_empty() => {}
@@ -160,6 +172,16 @@ pub fn fetch(
         skipped,
         pull: report,
     })
+}
+
+/// The upstream registries of `items`, for messages: `quay.io, registry.k8s.io`.
+fn registries_of(items: &[PullItem]) -> String {
+    let registries: std::collections::BTreeSet<&str> =
+        items.iter().map(|item| item.upstream.registry()).collect();
+    if registries.is_empty() {
+        return "no registry".into();
+    }
+    registries.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 /// `--vendor-registry HOST/PREFIX`: `docker.io/library/huawei-csi:4.8.0` is at `HOST/PREFIX/huawei-csi:4.8.0`,

@@ -802,3 +802,38 @@ fn http_proxy_from_the_environment_is_used() {
         proxy.seen()
     );
 }
+
+/// A `--mirror` key that matches no image is most likely a typo that would send the fetch upstream.
+#[test]
+fn a_mirror_that_matches_no_image_is_warned_about() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        50_000,
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let run = ferry(&[
+        "pull",
+        "--image",
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "--mirror",
+        &format!("registry.k8s.io={}", registry.addr()),
+        "--mirror",
+        "regisry.k8s.io=127.0.0.1:9/k8s",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ])
+    .success();
+    assert_eq!(
+        run.stderr(),
+        "warning: --mirror regisry.k8s.io=127.0.0.1:9/k8s matches no image to fetch (they come from \
+         registry.k8s.io); is 'regisry.k8s.io' misspelled?\n"
+    );
+}
