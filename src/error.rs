@@ -88,8 +88,7 @@ impl Error {
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
-            Error::Catalog(CatalogError::Read { .. })
-            | Error::Output(_)
+            Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
             | Error::Tarball(_)

@@ -8,7 +8,7 @@ use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
-use crate::deliver::push::{plan, push as push_bundle};
+use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
@@ -27,10 +27,19 @@ fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) ->
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
     let report = verified(catalogs, &args.path, out)?;
     if args.dry_run {
-        for (upstream, target, digest) in plan(&report, &args.to)? {
-            writeln!(out, "{upstream} -> {target}  {digest}").map_err(Error::Output)?;
+        let planned: Vec<Pushed> = plan(&report, &args.to)?
+            .into_iter()
+            .map(|(upstream, target, digest)| Pushed {
+                source: upstream.to_string(),
+                target: target.to_string(),
+                digest,
+            })
+            .collect();
+        write_helm_values(args, &report, &planned, catalogs)?;
+        if args.json {
+            return write_json(out, &json!({"dry_run": true, "images": planned}));
         }
-        return Ok(());
+        return write_mapping(out, &planned);
     }
     let options = RegistryOptions {
         insecure: args.insecure.clone(),
@@ -50,26 +59,11 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
         reporter.as_ref(),
     ))?;
     reporter.finish();
-    if let Some(file) = &args.helm_values {
-        let values = helm_values(&report, &summary.images, catalogs).ok_or_else(|| {
-            Error::Usage("the bundle names no catalog release ferry knows, so there are no Helm values to write".into())
-        })?;
-        std::fs::write(file, values).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-    }
+    write_helm_values(args, &report, &summary.images, catalogs)?;
     if args.json {
         return write_json(out, &json!(summary));
     }
-    for image in &summary.images {
-        writeln!(
-            out,
-            "{} -> {}  {}",
-            image.source, image.target, image.digest
-        )
-        .map_err(Error::Output)?;
-    }
+    write_mapping(out, &summary.images)?;
     reporter.phase(&format!(
         "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
         summary.images.len(),
@@ -78,6 +72,40 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
         summary.mounted_blobs,
         summary.present_blobs
     ));
+    Ok(())
+}
+
+/// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
+fn write_helm_values(
+    args: &PushArgs,
+    bundle: &Verified,
+    pushed: &[Pushed],
+    catalogs: &Catalogs,
+) -> Result<()> {
+    let Some(file) = &args.helm_values else {
+        return Ok(());
+    };
+    let values = helm_values(bundle, pushed, catalogs).ok_or_else(|| {
+        Error::Usage(format!(
+            "--helm-values {}: the bundle names no catalog release ferry knows, so there are no Helm values to write",
+            file.display()
+        ))
+    })?;
+    std::fs::write(file, values).map_err(|source| Error::Io {
+        path: file.clone(),
+        source,
+    })
+}
+
+fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
+    for image in images {
+        writeln!(
+            out,
+            "{} -> {}  {}",
+            image.source, image.target, image.digest
+        )
+        .map_err(Error::Output)?;
+    }
     Ok(())
 }
 

@@ -181,7 +181,10 @@ impl RegistryOptions {
         let mut notes = Vec::new();
         let (registry, mirror) = self.route(upstream);
         if registry != upstream.registry() {
-            notes.push(format!("{} is frozen; fetching {upstream} from {registry}, which serves the same digests", upstream.registry()));
+            notes.push(format!(
+                "{} is frozen; fetching {upstream} from {registry}, which serves the same digests",
+                upstream.registry()
+            ));
         }
         let reference = match mirror {
             Some(mirror) => {

@@ -482,6 +482,12 @@ impl Dockerd {
     }
 }
 
+/// A podman API service, stopped on drop.
+pub struct PodmanService {
+    _daemon: Daemon,
+    pub socket: PathBuf,
+}
+
 /// podman has no daemon; each instance gets its own storage.
 pub struct Podman {
     dir: TempDir,
@@ -507,6 +513,23 @@ impl Podman {
         run(Command::new("podman")
             .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
             .args(args))
+    }
+
+    /// `podman system service` on a socket of its own, over this instance's storage.
+    pub fn serve(&self) -> Result<PodmanService, String> {
+        let socket = self.dir.path().join("podman.sock");
+        let mut daemon = Daemon::spawn(
+            Command::new("podman")
+                .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
+                .args(["system", "service", "--time=0"])
+                .arg(format!("unix://{}", socket.display())),
+            self.dir.path().join("service.log"),
+        )?;
+        daemon.wait_until("podman system service", || socket.exists())?;
+        Ok(PodmanService {
+            _daemon: daemon,
+            socket,
+        })
     }
 
     /// A storage.conf for this instance, for `CONTAINERS_STORAGE_CONF`: how ferry's own `podman load` finds it.
