@@ -9,4 +9,5 @@ mod ferry;
 mod pull;
 mod seed;
 mod services;
+mod trust;
 mod verify;

@@ -1,0 +1,165 @@
+//! `BUNDLE.sig`: an SSHSIG signature (what `ssh-keygen -Y sign -n ferry` writes) over the exact bytes of
+//! `BUNDLE.sha256`, so that the far side can check a bundle with ssh-keygen and sha256sum alone.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+
+use super::allowed_signers::{AllowedSigners, NotAllowed};
+use super::TrustError;
+
+/// The SSHSIG namespace ferry signs in: a signature made for git or for file signing cannot pass as ferry's.
+pub const NAMESPACE: &str = "ferry";
+/// Where scripts put the passphrase of an encrypted key.
+pub const PASSPHRASE_ENV: &str = "FERRY_SIGN_PASSPHRASE";
+/// ssh-keygen's own default, so ferry's signatures look like the ones admins already make.
+const HASH: HashAlg = HashAlg::Sha512;
+
+/// A decrypted private key, ready to sign; never printed.
+#[derive(Clone)]
+pub struct SigningKey {
+    key: Arc<PrivateKey>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.path.display())
+    }
+}
+
+impl SigningKey {
+    /// Reads an OpenSSH private key, asking for its passphrase (from `FERRY_SIGN_PASSPHRASE`, or on the
+    /// terminal) when it is encrypted, and proves it can sign before any work is done.
+    pub fn load(path: &Path) -> Result<SigningKey, TrustError> {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            TrustError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?);
+        let bad_key = |reason: String| TrustError::Key {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut key = PrivateKey::from_openssh(text.as_bytes())
+            .map_err(|e| bad_key(format!("not an OpenSSH private key ({e})")))?;
+        if key.is_encrypted() {
+            let passphrase = passphrase(path)?;
+            key = key
+                .decrypt(passphrase.as_bytes())
+                .map_err(|_| bad_key("the passphrase is wrong".into()))?;
+        }
+        let signing = SigningKey {
+            key: Arc::new(key),
+            path: path.to_path_buf(),
+        };
+        signing.sign(b"").map_err(|e| {
+            bad_key(format!(
+                "cannot sign with a {} key ({e}); use an ed25519 key (ssh-keygen -t ed25519)",
+                signing.key.algorithm()
+            ))
+        })?;
+        Ok(signing)
+    }
+
+    /// The PEM text of `ssh-keygen -Y sign -n ferry` over `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<String, ssh_key::Error> {
+        self.key
+            .sign(NAMESPACE, HASH, message)?
+            .to_pem(LineEnding::LF)
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
+}
+
+fn passphrase(path: &Path) -> Result<zeroize::Zeroizing<String>, TrustError> {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(zeroize::Zeroizing::new(passphrase));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(TrustError::Key {
+            path: path.to_path_buf(),
+            reason: format!("it is encrypted: set {PASSPHRASE_ENV}, or run on a terminal"),
+        });
+    }
+    rpassword::prompt_password(format!("passphrase for {}: ", path.display()))
+        .map(zeroize::Zeroizing::new)
+        .map_err(|source| TrustError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Who signed, when the signature is good.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Signed {
+    /// The principals of the `allowed_signers` line that holds the key.
+    pub signer: String,
+    /// `ssh-ed25519 SHA256:…`.
+    pub key: String,
+}
+
+/// Checks `signature` (the text of `BUNDLE.sig`) over `checksum` (the bytes of `BUNDLE.sha256`): well
+/// formed, in ferry's namespace, cryptographically valid, and made by a key `allowed` lets sign for ferry
+/// now. The reason of a refusal is the first of these that fails.
+pub fn check(
+    signature_file: &Path,
+    signature: &[u8],
+    checksum_file: &Path,
+    checksum: &[u8],
+    allowed: &AllowedSigners,
+    now: i64,
+) -> Result<Signed, String> {
+    let signature = SshSig::from_pem(signature)
+        .map_err(|e| format!("{} is not an SSH signature ({e})", signature_file.display()))?;
+    if signature.namespace() != NAMESPACE {
+        return Err(format!(
+            "{} was made for namespace '{}', not '{NAMESPACE}'",
+            signature_file.display(),
+            signature.namespace()
+        ));
+    }
+    let public = PublicKey::new(signature.public_key().clone(), "");
+    let key = format!(
+        "{} {}",
+        public.algorithm(),
+        public.fingerprint(HashAlg::Sha256)
+    );
+    public
+        .verify(NAMESPACE, checksum, &signature)
+        .map_err(|_| {
+            format!(
+                "{} does not match {} (made by {key}): the checksum file was changed after signing",
+                signature_file.display(),
+                checksum_file.display()
+            )
+        })?;
+    let signer = allowed
+        .allows(signature.public_key(), NAMESPACE, now)
+        .map_err(|why| {
+            let file = allowed.path.display();
+            match why {
+                NotAllowed::Unknown => format!("made by {key}, a key {file} does not hold"),
+                NotAllowed::OnlyCertAuthority => {
+                    format!("made by {key}, which {file} trusts only as a certificate authority")
+                }
+                NotAllowed::Namespace => format!(
+                    "made by {key}, which {file} does not allow for namespace '{NAMESPACE}'"
+                ),
+                NotAllowed::Expired => format!(
+                    "made by {key}, which {file} allows only outside this time (valid-after/valid-before)"
+                ),
+            }
+        })?;
+    Ok(Signed {
+        signer: signer.principals.clone(),
+        key,
+    })
+}
