@@ -187,10 +187,19 @@ impl Site {
     }
 }
 
-/// Rewrites a bundle the way someone holding the stick can: one more layer in `image`, and every document
-/// that names it (its config's diff_ids, its manifest, index.json, manifest.json, ferry.json, the index's
+/// How a forger changes an image.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Forgery {
+    /// One more layer, and the config's diff_ids extended to name it: caught only by a signature or a lock.
+    ExtraLayer,
+    /// The last layer replaced, the config left alone: caught by `--deep`, and so by a lock.
+    SwappedLayer,
+}
+
+/// Rewrites a bundle the way someone holding the stick can: `image` changed as `forgery` says, and every
+/// document that names it (its config, its manifest, index.json, manifest.json, ferry.json, the index's
 /// pins) and the `.sha256` rewritten to agree. Plain `ferry verify` calls the result intact.
-fn forge_extra_layer(bundle: &Path, image: &str) {
+fn forge(bundle: &Path, image: &str, forgery: Forgery) {
     let mut archive = tar::Archive::new(std::fs::File::open(bundle).unwrap());
     let mut entries: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut order = Vec::new();
@@ -232,18 +241,26 @@ fn forge_extra_layer(bundle: &Path, image: &str) {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&payload).unwrap();
     let layer = gz.finish().unwrap();
-    config["rootfs"]["diff_ids"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!(sha256(&payload)));
-    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let layers = manifest["layers"].as_array_mut().unwrap();
+    let added =
+        json!({"mediaType": layers[0]["mediaType"], "digest": sha256(&layer), "size": layer.len()});
+    let mut dropped = vec![old_manifest.clone()];
+    let config_bytes = if forgery == Forgery::ExtraLayer {
+        layers.push(added);
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(sha256(&payload)));
+        dropped.push(old_config);
+        serde_json::to_vec(&config).unwrap()
+    } else {
+        let last = layers.pop().unwrap();
+        dropped.push(last["digest"].as_str().unwrap().to_string());
+        layers.push(added);
+        entries[&blob(&old_config)].clone()
+    };
     manifest["config"]["digest"] = json!(sha256(&config_bytes));
     manifest["config"]["size"] = json!(config_bytes.len());
-    let layer_type = manifest["layers"][0]["mediaType"].clone();
-    manifest["layers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"mediaType": layer_type, "digest": sha256(&layer), "size": layer.len()}));
     let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
     let new_manifest = sha256(&manifest_bytes);
     let size: u64 = manifest_bytes.len() as u64
@@ -260,10 +277,11 @@ fn forge_extra_layer(bundle: &Path, image: &str) {
     let mut docker = document(&entries, "manifest.json");
     let entry = &mut docker[position];
     entry["Config"] = json!(blob(&sha256(&config_bytes)));
-    entry["Layers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!(blob(&sha256(&layer))));
+    let listed_layers = entry["Layers"].as_array_mut().unwrap();
+    if forgery == Forgery::SwappedLayer {
+        listed_layers.pop();
+    }
+    listed_layers.push(json!(blob(&sha256(&layer))));
     let mut metadata = document(&entries, "ferry.json");
     let listed = &mut metadata["images"][position];
     listed["manifest"]["digest"] = json!(new_manifest);
@@ -272,7 +290,7 @@ fn forge_extra_layer(bundle: &Path, image: &str) {
     listed["layers"] = json!(manifest["layers"].as_array().unwrap().len());
     listed["size"] = json!(size);
 
-    for old in [&old_manifest, &old_config] {
+    for old in &dropped {
         entries.remove(&blob(old));
     }
     for bytes in [layer, config_bytes, manifest_bytes] {
@@ -378,6 +396,17 @@ fn a_consistent_forgery_of_a_signed_bundle_is_refused_and_ssh_keygen_agrees() {
         site.by_hand("good.tar"),
         "ssh-keygen accepts what ferry signed"
     );
+    let json = site
+        .verify(
+            "good.tar",
+            &["--json", "--trust", &site.arg("allowed_signers")],
+        )
+        .success()
+        .json();
+    assert_eq!(
+        json["trust"]["signature"],
+        json!({"status": "good", "signer": "build@example.com", "key": format!("ssh-ed25519 {fingerprint}")})
+    );
 
     // Split: the whole-bundle .sha256 is signed, and the parts are read through it.
     site.bundle(
@@ -403,7 +432,7 @@ fn a_consistent_forgery_of_a_signed_bundle_is_refused_and_ssh_keygen_agrees() {
     assert!(site.by_hand("by-hand.tar"));
 
     copy_bundle(&site, "good.tar", "forged.tar");
-    forge_extra_layer(&site.path("forged.tar"), RESIZER);
+    forge(&site.path("forged.tar"), RESIZER, Forgery::ExtraLayer);
     let plain = site.verify("forged.tar", &[]).success();
     assert!(
         plain.stdout().contains("intact: 3 images"),
@@ -595,7 +624,7 @@ fn a_lock_pins_every_image_at_build_and_on_arrival() {
         good.stdout()
     );
     std::fs::copy(site.path("good.tar"), site.path("forged.tar")).unwrap();
-    forge_extra_layer(&site.path("forged.tar"), RESIZER);
+    forge(&site.path("forged.tar"), RESIZER, Forgery::ExtraLayer);
     site.verify("forged.tar", &[]).success();
     let refused = site.verify("forged.tar", &["--lock", &lock]).fails_with(1);
     let forged = run(command().args(["inspect", &site.arg("forged.tar"), "--json"]))
@@ -636,6 +665,31 @@ fn a_lock_pins_every_image_at_build_and_on_arrival() {
             refused.stderr()
         );
     }
+
+    // A vendor image is pinned by config: a layer swapped under the same config passes plain verify, and
+    // the lock has its layers checked against the config's diff_ids.
+    std::fs::copy(site.path("good.tar"), site.path("vendor-forged.tar")).unwrap();
+    forge(
+        &site.path("vendor-forged.tar"),
+        "docker.io/library/huawei-csi:4.8.0",
+        Forgery::SwappedLayer,
+    );
+    site.verify("vendor-forged.tar", &[]).success();
+    let refused = site
+        .verify("vendor-forged.tar", &["--lock", &lock])
+        .fails_with(1);
+    assert!(
+        refused
+            .stdout()
+            .contains("does not decompress to the diff_id its config records")
+            && refused.stderr().contains(&format!(
+                "error: {} is damaged or incomplete",
+                site.arg("vendor-forged.tar")
+            )),
+        "{}{}",
+        refused.stdout(),
+        refused.stderr()
+    );
 
     // A lock from another build: its images must all be in the bundle.
     let other = site.path("other.lock");
