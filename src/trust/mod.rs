@@ -7,7 +7,7 @@ pub mod allowed_signers;
 pub mod lock;
 pub mod signature;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -17,6 +17,9 @@ use crate::verify::{Checksum, Report};
 use allowed_signers::AllowedSigners;
 use lock::Lock;
 use signature::Signed;
+
+/// The most `BUNDLE.sig` or `BUNDLE.sha256` may hold.
+const MAX_SIDE_FILE: u64 = 64 << 10;
 
 /// The machine default for `--trust`: an admin sets it system-wide (e.g. in /etc/environment).
 pub const TRUST_ENV: &str = "FERRY_TRUST";
@@ -101,8 +104,20 @@ fn check_signature(report: &Report, signers: &AllowedSigners) -> Result<Signed, 
     let whole = &report.source.whole;
     let checksum_file = sibling(whole, ".sha256");
     let signature_file = sibling(whole, ".sig");
+    // Both files travel with the bundle, so they are hostile input: a signature and a checksum line are
+    // a few hundred bytes, and a gigabyte in their place must not be read into memory.
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {} ({e})", path.display()))
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_SIDE_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        if bytes.len() as u64 > MAX_SIDE_FILE {
+            return Err(format!(
+                "{} is larger than {MAX_SIDE_FILE} bytes, which no signature or checksum file is",
+                path.display()
+            ));
+        }
+        Ok(bytes)
     };
     let signature = read(&signature_file)?;
     let checksum = read(&checksum_file)?;

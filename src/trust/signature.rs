@@ -121,7 +121,7 @@ pub fn check(
         .map_err(|e| format!("{} is not an SSH signature ({e})", signature_file.display()))?;
     if signature.namespace() != NAMESPACE {
         return Err(format!(
-            "{} was made for namespace '{}', not '{NAMESPACE}'",
+            "{} was made for namespace {:?}, not \"{NAMESPACE}\"",
             signature_file.display(),
             signature.namespace()
         ));
@@ -151,7 +151,7 @@ pub fn check(
                     format!("made by {key}, which {file} trusts only as a certificate authority")
                 }
                 NotAllowed::Namespace => format!(
-                    "made by {key}, which {file} does not allow for namespace '{NAMESPACE}'"
+                    "made by {key}, which {file} does not allow for namespace \"{NAMESPACE}\""
                 ),
                 NotAllowed::Expired => format!(
                     "made by {key}, which {file} allows only outside this time (valid-after/valid-before)"
@@ -162,4 +162,78 @@ pub fn check(
         signer: signer.principals.clone(),
         key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key made by `ssh-keygen -t ed25519` for these tests only.
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACBN12JqxLvVOWhqOHoN7MnliedJNIZkkSQcAXOx5nJHoQAAAJC80BifvNAY
+nwAAAAtzc2gtZWQyNTUxOQAAACBN12JqxLvVOWhqOHoN7MnliedJNIZkkSQcAXOx5nJHoQ
+AAAEAocAmvscS3ylS3i295J/QNn49cpfiBCST1uzf2XkWlO03XYmrEu9U5aGo4eg3syeWJ
+50k0hmSRJBwBc7HmckehAAAACXVuaXQgdGVzdAECAwQ=
+-----END OPENSSH PRIVATE KEY-----
+";
+    const PUBLIC: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3XYmrEu9U5aGo4eg3syeWJ50k0hmSRJBwBc7Hmckeh";
+    const SUMS: &[u8] = b"0123abcd  b.tar\n";
+
+    fn check_with(signature: &str, message: &[u8], allowed: &str) -> Result<Signed, String> {
+        let allowed = AllowedSigners::parse(Path::new("allowed"), allowed).unwrap();
+        check(
+            Path::new("b.tar.sig"),
+            signature.as_bytes(),
+            Path::new("b.tar.sha256"),
+            message,
+            &allowed,
+            1_700_000_000,
+        )
+    }
+
+    #[test]
+    fn each_reason_for_a_refusal_is_named() {
+        let key = SigningKey {
+            key: Arc::new(PrivateKey::from_openssh(KEY).unwrap()),
+            path: "k".into(),
+        };
+        let signature = key.sign(SUMS).unwrap();
+        let fingerprint = key.fingerprint();
+        let trusted = format!("ops@example.com namespaces=\"ferry\" {PUBLIC}\n");
+        assert_eq!(
+            check_with(&signature, SUMS, &trusted),
+            Ok(Signed {
+                signer: "ops@example.com".into(),
+                key: format!("ssh-ed25519 {fingerprint}"),
+            })
+        );
+        assert_eq!(
+            check_with(&signature, b"0123abce  b.tar\n", &trusted).unwrap_err(),
+            format!("b.tar.sig does not match b.tar.sha256 (made by ssh-ed25519 {fingerprint}): the checksum file was changed after signing")
+        );
+        assert_eq!(
+            check_with(&signature, SUMS, "").unwrap_err(),
+            format!("made by ssh-ed25519 {fingerprint}, a key allowed does not hold")
+        );
+        assert_eq!(
+            check_with(&signature, SUMS, &format!("ops@example.com namespaces=\"git\" {PUBLIC}")).unwrap_err(),
+            format!("made by ssh-ed25519 {fingerprint}, which allowed does not allow for namespace \"ferry\"")
+        );
+        let git = key
+            .key
+            .sign("git", HASH, SUMS)
+            .unwrap()
+            .to_pem(LineEnding::LF)
+            .unwrap();
+        assert_eq!(
+            check_with(&git, SUMS, &trusted).unwrap_err(),
+            "b.tar.sig was made for namespace \"git\", not \"ferry\""
+        );
+        assert!(check_with("not a signature", SUMS, &trusted)
+            .unwrap_err()
+            .starts_with("b.tar.sig is not an SSH signature ("));
+        assert_eq!(format!("{key:?}"), "SigningKey(k)", "never the key itself");
+    }
 }
