@@ -181,7 +181,8 @@ pub struct BundleArgs {
     pub sign: Option<PathBuf>,
     /// Pin every image's digest in FILE (TOML, sorted, for review). Absent: it is written. Present: the
     /// build must resolve the same digests, or it fails naming each image that moved and writes nothing.
-    #[arg(long, value_name = "FILE")]
+    /// One lock pins one bundle: not with --all-k8s.
+    #[arg(long, value_name = "FILE", conflicts_with = "all_versions")]
     pub lock: Option<PathBuf>,
     /// Rewrite the --lock file with the digests resolved now, on purpose.
     #[arg(long, requires = "lock")]

@@ -789,3 +789,62 @@ fn an_encrypted_key_signs_with_its_passphrase_from_the_environment() {
     site.bundle("b.tar", &[]).success();
     assert!(!site.path("b.tar.sig").exists());
 }
+
+#[test]
+fn unusable_anchors_are_bad_input() {
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("b.tar"), b"").unwrap();
+    std::fs::write(path("allowed_signers"), "ops@example.com ssh-ed25519\n").unwrap();
+    std::fs::write(path("ferry.lock"), "version = 1\n[[image]]\nname = 3\n").unwrap();
+    for (args, message) in [
+        (
+            vec!["verify", &path("b.tar"), "--trust", &path("absent")],
+            format!("error: cannot read {}\n", path("absent")),
+        ),
+        (
+            vec![
+                "push",
+                &path("b.tar"),
+                "--to",
+                "r:5000",
+                "--trust",
+                &path("allowed_signers"),
+            ],
+            format!(
+                "error: {}, line 1: the key type has no base64 key after it\n",
+                path("allowed_signers")
+            ),
+        ),
+        (
+            vec!["load", &path("b.tar"), "--lock", &path("ferry.lock")],
+            format!("error: lock {}: ", path("ferry.lock")),
+        ),
+        (
+            vec![
+                "bundle",
+                "huawei-csi@4.8.0",
+                "--all-k8s",
+                "--lock",
+                &path("l"),
+            ],
+            "error: the argument '--all-k8s' cannot be used with '--lock <FILE>'".to_string(),
+        ),
+        (
+            vec!["bundle", "--image", "a.io/b:1", "--update-lock"],
+            "error: the following required arguments were not provided:\n  --lock <FILE>"
+                .to_string(),
+        ),
+        (
+            vec!["bundle", "--image", "a.io/b:1", "--sign", &path("absent")],
+            format!("error: cannot read {}\n", path("absent")),
+        ),
+    ] {
+        let failed = ferry(&args).fails_with(2);
+        assert!(
+            failed.stderr().starts_with(&message),
+            "{args:?}: {}",
+            failed.stderr()
+        );
+    }
+}
