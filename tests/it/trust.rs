@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::ferry::{command, ferry, run, Run};
 use crate::seed::{layer_tar, push_image, vendor_tarball, Format, PLATFORMS};
-use crate::services::{require, Registry};
+use crate::services::{require, Containerd, Registry};
 
 const SIZE: usize = 60_000;
 const CATALOG: &str = r#"
@@ -530,6 +530,37 @@ fn a_consistent_forgery_of_a_signed_bundle_is_refused_and_ssh_keygen_agrees() {
             .contains("signature: good, signed by build@example.com"),
         "{}",
         pushed.stderr()
+    );
+
+    // Into a real containerd, under the machine default: the forgery is refused, the real bundle loads.
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    let socket = containerd.socket().to_str().unwrap().to_string();
+    run(command()
+        .args(["load", "--runtime", "containerd", "--address", &socket])
+        .arg(site.path("forged.tar"))
+        .env("FERRY_TRUST", site.path("allowed_signers")))
+    .fails_with(1);
+    let listed = containerd.ctr(&["images", "ls", "-q"]);
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains(RESIZER),
+        "nothing of the forgery reached containerd"
+    );
+    let loaded = run(command()
+        .args(["load", "--runtime", "containerd", "--address", &socket])
+        .arg(site.path("good.tar"))
+        .env("FERRY_TRUST", site.path("allowed_signers")))
+    .success();
+    assert!(
+        loaded.stdout().contains(&format!("loaded {RESIZER}")),
+        "{}",
+        loaded.stdout()
+    );
+    let listed = containerd.ctr(&["images", "ls", "-q"]);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains(RESIZER),
+        "containerd has it"
     );
 }
 
