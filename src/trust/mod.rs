@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::tarball::sibling;
+use crate::tarball::{file_name, sibling};
 use crate::verify::{Checksum, Report};
 use allowed_signers::AllowedSigners;
 use lock::Lock;
@@ -132,8 +132,16 @@ fn check_signature(report: &Report, signers: &AllowedSigners) -> Result<Signed, 
         signers,
         now,
     )?;
+    // verify passes a checksum file whose every line matches, so one that names nothing would pass
+    // vacuously: the signed file must name this bundle.
+    let name = file_name(whole);
+    let names_bundle = String::from_utf8_lossy(&checksum)
+        .lines()
+        .any(|line| line.ends_with(&format!("  {name}")) || line.ends_with(&format!(" *{name}")));
     match &report.checksum {
-        Checksum::Verified { files } if files.contains(&checksum_file) => Ok(signed),
+        Checksum::Verified { files } if names_bundle && files.contains(&checksum_file) => {
+            Ok(signed)
+        }
         _ => Err(format!(
             "{} is signed by {}, but the bundle does not match it",
             checksum_file.display(),

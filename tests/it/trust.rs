@@ -431,6 +431,21 @@ fn a_consistent_forgery_of_a_signed_bundle_is_refused_and_ssh_keygen_agrees() {
     site.verify("by-hand.tar", &trust).success();
     assert!(site.by_hand("by-hand.tar"));
 
+    // A trusted signature over a checksum file that names nothing proves nothing about the bundle.
+    copy_bundle(&site, "good.tar", "vacuous.tar");
+    std::fs::write(site.path("vacuous.tar.sha256"), "").unwrap();
+    sign_by_hand(&site, "vacuous.tar", "builder");
+    let vacuous = site.verify("vacuous.tar", &trust).fails_with(1);
+    assert!(
+        vacuous.stdout().contains(&format!(
+            "signature: REFUSED: {} is signed by build@example.com, but the bundle does not match it\n",
+            site.arg("vacuous.tar.sha256")
+        )),
+        "{}",
+        vacuous.stdout()
+    );
+    assert!(!site.by_hand("vacuous.tar"), "sha256sum -c refuses it too");
+
     copy_bundle(&site, "good.tar", "forged.tar");
     forge(&site.path("forged.tar"), RESIZER, Forgery::ExtraLayer);
     let plain = site.verify("forged.tar", &[]).success();
