@@ -174,7 +174,7 @@ pub struct BundleArgs {
     /// holds in one file; other sizes (700M, 512K, 8G) are taken as given.
     #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
     pub split: Option<u64>,
-    /// Sign the bundle with this OpenSSH private key (ssh-keygen -t ed25519): writes PATH.sig, the SSH
+    /// Sign the bundle with this OpenSSH private key (ed25519 or ecdsa): writes PATH.sig, the SSH
     /// signature of `ssh-keygen -Y sign -n ferry` over PATH.sha256. An encrypted key's passphrase comes from
     /// FERRY_SIGN_PASSPHRASE, or is asked for on the terminal.
     #[arg(long, value_name = "KEY")]

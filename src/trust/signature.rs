@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
-use ssh_key::{HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
 
 use super::allowed_signers::{AllowedSigners, NotAllowed};
 use super::TrustError;
@@ -60,7 +60,7 @@ impl SigningKey {
         };
         signing.sign(b"").map_err(|e| {
             bad_key(format!(
-                "cannot sign with a {} key ({e}); use an ed25519 key (ssh-keygen -t ed25519)",
+                "cannot sign with a {} key ({e}); use an ed25519 or ecdsa key (ssh-keygen -t ed25519)",
                 signing.key.algorithm()
             ))
         })?;
@@ -132,6 +132,18 @@ pub fn check(
         public.algorithm(),
         public.fingerprint(HashAlg::Sha256)
     );
+    // Without the algorithm compiled in, verification fails like a forgery would; say which it is.
+    if !matches!(
+        public.algorithm(),
+        Algorithm::Ed25519
+            | Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256
+            }
+    ) {
+        return Err(format!(
+            "made by {key}, a key type ferry does not check (ssh-ed25519 and ecdsa-sha2-nistp256 only)"
+        ));
+    }
     public
         .verify(NAMESPACE, checksum, &signature)
         .map_err(|_| {

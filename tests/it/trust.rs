@@ -88,8 +88,8 @@ impl Site {
             SIZE,
         );
         std::fs::write(site.path("catalog.toml"), CATALOG).unwrap();
-        site.keygen("builder", "");
-        site.keygen("intruder", "");
+        site.keygen("builder", "ed25519", "");
+        site.keygen("intruder", "ed25519", "");
         let allowed = format!(
             "# who may sign bundles\nbuild@example.com namespaces=\"ferry\" {}",
             std::fs::read_to_string(site.path("builder.pub")).unwrap()
@@ -120,9 +120,9 @@ impl Site {
         .to_string()
     }
 
-    fn keygen(&self, name: &str, passphrase: &str) {
+    fn keygen(&self, name: &str, kind: &str, passphrase: &str) {
         let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-C", name, "-N", passphrase, "-f"])
+            .args(["-q", "-t", kind, "-C", name, "-N", passphrase, "-f"])
             .arg(self.path(name))
             .status()
             .unwrap();
@@ -762,7 +762,7 @@ fn a_lock_pins_every_image_at_build_and_on_arrival() {
 fn an_encrypted_key_signs_with_its_passphrase_from_the_environment() {
     let Some(site) = Site::start() else { return };
     let passphrase = "correct horse battery staple";
-    site.keygen("locked", passphrase);
+    site.keygen("locked", "ed25519", passphrase);
     std::fs::write(
         site.path("allowed_signers"),
         format!(
@@ -834,6 +834,55 @@ fn an_encrypted_key_signs_with_its_passphrase_from_the_environment() {
     // An unsigned rebuild at the same path removes the signature it would contradict.
     site.bundle("b.tar", &[]).success();
     assert!(!site.path("b.tar.sig").exists());
+
+    // ECDSA (nistp256) keys sign and verify too, and ssh-keygen agrees; RSA is refused before any work.
+    site.keygen("ecdsa", "ecdsa", "");
+    std::fs::write(
+        site.path("allowed_signers"),
+        format!(
+            "build@example.com {}",
+            std::fs::read_to_string(site.path("ecdsa.pub")).unwrap()
+        ),
+    )
+    .unwrap();
+    site.bundle("e.tar", &["--sign", &site.arg("ecdsa")])
+        .success();
+    let good = site
+        .verify("e.tar", &["--trust", &site.arg("allowed_signers")])
+        .success();
+    assert!(
+        good.stdout().contains(&format!(
+            "signature: good, signed by build@example.com (ecdsa-sha2-nistp256 {})",
+            site.fingerprint("ecdsa")
+        )),
+        "{}",
+        good.stdout()
+    );
+    assert!(site.by_hand("e.tar"));
+    site.keygen("rsa", "rsa", "");
+    let rsa = site
+        .bundle("r.tar", &["--sign", &site.arg("rsa")])
+        .fails_with(2);
+    assert!(
+        rsa.stderr().contains(&format!(
+            "error: signing key {}: cannot sign with a ssh-rsa key",
+            site.arg("rsa")
+        )),
+        "{}",
+        rsa.stderr()
+    );
+    sign_by_hand(&site, "e.tar", "rsa");
+    let by_rsa = site
+        .verify("e.tar", &["--trust", &site.arg("allowed_signers")])
+        .fails_with(1);
+    assert!(
+        by_rsa.stdout().contains(&format!(
+            "signature: REFUSED: made by ssh-rsa {}, a key type ferry does not check (ssh-ed25519 and ecdsa-sha2-nistp256 only)\n",
+            site.fingerprint("rsa")
+        )),
+        "{}",
+        by_rsa.stdout()
+    );
 }
 
 #[test]
