@@ -90,6 +90,7 @@ fn fetch_images(
             extra: &selection.extra,
         },
     )?;
+    warn_beyond_validated(catalogs, selection);
     let store = BlobStore::open(
         &args
             .cache_dir
@@ -131,6 +132,22 @@ fn fetch_images(
         fetched,
         reporter,
     })
+}
+
+/// Versions newer than the vendor validated are served (the tables say `v1.20+`), with a word on stderr.
+fn warn_beyond_validated(catalogs: &Catalogs, selection: &ImageSelection) {
+    let Some(release) = selection
+        .release
+        .as_deref()
+        .and_then(|spec| catalogs.find(spec).ok())
+    else {
+        return;
+    };
+    for version in &selection.versions {
+        if let Some(warning) = crate::resolve::validation_warning(release, *version) {
+            eprintln!("warning: {warning}");
+        }
+    }
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
