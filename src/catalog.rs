@@ -311,6 +311,49 @@ impl Catalogs {
     }
 }
 
+impl Catalogs {
+    /// The releases `spec` names, newest first: `huawei-csi` (every release), `huawei-csi@3.2.0..3.2.3`
+    /// (a range, both ends included; either end may be left out), or one `huawei-csi@4.8.0`.
+    pub fn select(&self, spec: &str) -> Result<Vec<&Release>, CatalogError> {
+        let Some((name, range)) = spec
+            .split_once('@')
+            .and_then(|(name, release)| release.split_once("..").map(|range| (name, range)))
+        else {
+            return match spec.split_once('@') {
+                Some(_) => Ok(vec![self.find(spec)?]),
+                None => {
+                    self.find(spec)?; // an unknown catalog lists the known ones
+                    Ok(self.releases.iter().filter(|r| r.catalog == spec).collect())
+                }
+            };
+        };
+        let newest = self.find(name)?;
+        let bound = |text: &str| text.strip_prefix('v').unwrap_or(text).to_string();
+        let (low, high) = (bound(range.0), bound(range.1));
+        let chosen: Vec<&Release> = self
+            .releases
+            .iter()
+            .filter(|r| r.catalog == newest.catalog)
+            .filter(|r| low.is_empty() || compare_versions(&r.release, &low) != Ordering::Less)
+            .filter(|r| high.is_empty() || compare_versions(&r.release, &high) != Ordering::Greater)
+            .collect();
+        if chosen.is_empty() {
+            return Err(CatalogError::UnknownRelease {
+                catalog: name.to_string(),
+                release: format!("{}..{}", range.0, range.1),
+                available: self
+                    .releases
+                    .iter()
+                    .filter(|r| r.catalog == newest.catalog)
+                    .map(|r| r.release.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(chosen)
+    }
+}
+
 impl Release {
     /// `catalog@release`, the name users type.
     pub fn id(&self) -> String {
@@ -477,6 +520,38 @@ mod tests {
         assert!(err.contains("4.8.0") && err.contains("4.5.0"), "{err}");
         let err = catalogs.find("nope").unwrap_err().to_string();
         assert!(err.contains("huawei-csi"), "{err}");
+    }
+
+    #[test]
+    fn a_range_selects_releases_newest_first() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let ids = |spec: &str| {
+            catalogs
+                .select(spec)
+                .unwrap()
+                .iter()
+                .map(|r| r.release.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids("huawei-csi@3.2.0..3.2.3"),
+            ["3.2.3", "3.2.2", "3.2.1", "3.2.0"]
+        );
+        assert_eq!(
+            ids("huawei-csi@4.10.0.."),
+            ["4.12.0", "4.11.0", "4.10.1", "4.10.0"]
+        );
+        assert_eq!(ids("huawei-csi@..3.2.0"), ["3.2.0", "3.1.0"]);
+        assert_eq!(ids("huawei-csi@4.8.0"), ["4.8.0"]);
+        assert_eq!(ids("huawei-csi").len(), 21);
+        let err = catalogs
+            .select("huawei-csi@5.0..6.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("huawei-csi has no release '5.0..6.0'; available: 4.12.0"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,6 +15,37 @@ pub enum ResolveError {
     },
 }
 
+/// What moving a cluster from one release to another changes, image by image, for one Kubernetes
+/// version: each list in the target's (or, for `removed`, the source's) table order.
+#[derive(Debug, Clone)]
+pub struct Upgrade<'a> {
+    /// In the target release only: to carry across.
+    pub added: Vec<&'a CatalogImage>,
+    /// In the source release only: no longer needed.
+    pub removed: Vec<&'a CatalogImage>,
+    /// In both (the same fully qualified reference): already on the site.
+    pub kept: Vec<&'a CatalogImage>,
+}
+
+/// Compares the images two releases (each with an optional service of its own) need on `version`;
+/// both must support it.
+pub fn upgrade<'a>(
+    from: (&'a Release, Option<&Service>),
+    to: (&'a Release, Option<&Service>),
+    version: KubeVersion,
+) -> Result<Upgrade<'a>, ResolveError> {
+    let old = resolve(from.0, version, from.1)?;
+    let new = resolve(to.0, version, to.1)?;
+    let has = |set: &[&CatalogImage], image: &CatalogImage| {
+        set.iter().any(|i| i.reference() == image.reference())
+    };
+    Ok(Upgrade {
+        added: new.iter().copied().filter(|i| !has(&old, i)).collect(),
+        removed: old.iter().copied().filter(|i| !has(&new, i)).collect(),
+        kept: new.iter().copied().filter(|i| has(&old, i)).collect(),
+    })
+}
+
 /// Images that serve one span of Kubernetes versions identically.
 #[derive(Debug, Clone)]
 pub struct ImageSet<'a> {
@@ -402,6 +433,49 @@ mod tests {
             .collect();
         assert_eq!(sets, ["1.18+"]);
         assert_eq!(resolve(release, v("1.18"), None).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn an_upgrade_lists_what_to_carry_drop_and_keep() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let from = catalogs.find("huawei-csi@4.10.0").unwrap();
+        let to = catalogs.find("huawei-csi@4.11.0").unwrap();
+        let refs =
+            |rows: &[&CatalogImage]| rows.iter().map(|i| i.image.clone()).collect::<Vec<_>>();
+        let change = upgrade((from, None), (to, None), v("1.22")).unwrap();
+        // 4.11.0 keeps the v6.3.0 snapshot images for 1.20-1.24.
+        assert_eq!(
+            refs(&change.kept),
+            [
+                "registry.k8s.io/sig-storage/csi-snapshotter:v6.3.0",
+                "registry.k8s.io/sig-storage/snapshot-controller:v6.3.0"
+            ]
+        );
+        assert_eq!((change.added.len(), change.removed.len()), (9, 9));
+        // On 1.16 both use the same quay.io sidecars.
+        let change = upgrade(
+            (from, Some(from.service("controller").unwrap())),
+            (to, Some(to.service("controller").unwrap())),
+            v("1.16"),
+        )
+        .unwrap();
+        assert_eq!(
+            refs(&change.kept),
+            [
+                "quay.io/k8scsi/csi-provisioner:v1.4.0",
+                "quay.io/k8scsi/csi-attacher:v1.2.1"
+            ]
+        );
+        assert!(refs(&change.added).contains(&"huawei-csi:4.11.0".to_string()));
+        assert!(refs(&change.removed).contains(&"huawei-csi:4.10.0".to_string()));
+        let old = catalogs.find("huawei-csi@4.0.0").unwrap();
+        let err = upgrade((old, None), (to, None), v("1.16"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("huawei-csi 4.0.0 does not support Kubernetes 1.16"),
+            "{err}"
+        );
     }
 
     #[test]
