@@ -554,6 +554,53 @@ mod tests {
         );
     }
 
+    /// `push --helm-values` writes the keys of the release pushed: the chart renamed them in 3.2.0.
+    #[test]
+    fn every_row_names_its_releases_own_helm_key() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        for release in catalogs.releases() {
+            let key = |container: &str| {
+                release
+                    .images
+                    .iter()
+                    .find(|i| i.container == container)
+                    .and_then(|i| i.helm_value.clone())
+                    .unwrap_or_else(|| panic!("{}: {container}", release.id()))
+            };
+            assert!(
+                release.images.iter().all(|i| i.helm_value.is_some()),
+                "{}",
+                release.id()
+            );
+            let provisioner = if release.release == "3.1.0" {
+                "images.sidecar.csiProvisioner"
+            } else {
+                "images.sidecar.provisioner"
+            };
+            assert_eq!(key("csi-provisioner"), provisioner, "{}", release.id());
+            assert_eq!(key("huawei-csi-driver"), "images.huaweiCSIService");
+        }
+        let old = catalogs.find("huawei-csi@3.1.0").unwrap();
+        let keys: BTreeSet<&str> = old
+            .images
+            .iter()
+            .filter_map(|i| i.helm_value.as_deref())
+            .collect();
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            [
+                "images.huaweiCSIService",
+                "images.sidecar.csiAttacher",
+                "images.sidecar.csiProvisioner",
+                "images.sidecar.csiResizer",
+                "images.sidecar.csiSnapshotter",
+                "images.sidecar.livenessProbe",
+                "images.sidecar.registrar",
+                "images.sidecar.snapshotController"
+            ]
+        );
+    }
+
     #[test]
     fn newer_release_numbers_sort_first() {
         assert_eq!(compare_versions("4.10.0", "4.8.0"), Ordering::Greater);
