@@ -14,9 +14,10 @@ use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
-use crate::fetch::{fetch, union, FetchSettings, Fetched, Plan, Selection, VendorSource};
+use crate::fetch::{fetch, FetchSettings, Fetched, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
+use crate::resolve::{union, Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
@@ -84,7 +85,7 @@ fn fetch_images(
 ) -> Result<FetchRun> {
     let mut plans = Vec::new();
     for release in releases_to_plan(catalogs, selection)? {
-        plans.extend(crate::fetch::plans(
+        plans.extend(crate::resolve::plans(
             catalogs,
             &Selection {
                 release: release.as_deref(),
