@@ -6,7 +6,7 @@ use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
-use crate::progress::human_bytes;
+use crate::progress::DecimalBytes;
 use crate::reference::Reference;
 use crate::tarball::{write_bundle, BundleMetadata, WriteOptions};
 
@@ -68,7 +68,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             "{}  {} image(s), {}, sha256 {}{}",
             path.display(),
             images.len(),
-            human_bytes(written.bytes),
+            DecimalBytes(written.bytes),
             written.sha256.hex(),
             if written.files.len() > 1 {
                 format!(", {} parts", written.files.len())

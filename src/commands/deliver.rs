@@ -10,7 +10,7 @@ use crate::deliver::helm_values;
 use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
-use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
+use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
 use crate::verify::{verify, Verified, VerifyOptions};
 
@@ -67,7 +67,7 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     reporter.phase(&format!(
         "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
         summary.images.len(),
-        human_bytes(summary.uploaded_bytes),
+        DecimalBytes(summary.uploaded_bytes),
         summary.uploaded_blobs,
         summary.mounted_blobs,
         summary.present_blobs

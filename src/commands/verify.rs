@@ -8,7 +8,7 @@ use crate::catalog::Catalogs;
 use crate::cli::{InspectArgs, VerifyArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::human_bytes;
+use crate::progress::DecimalBytes;
 use crate::verify::{verify, Checksum, Report, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
@@ -75,7 +75,7 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             "intact: {} images, {} blobs, {}; every byte checked",
             report.images.len(),
             report.blobs,
-            human_bytes(report.bytes)
+            DecimalBytes(report.bytes)
         )
     } else {
         writeln!(
@@ -127,7 +127,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
                 .as_ref()
                 .map(|d| d.to_string()[..19].to_string())
                 .unwrap_or_default(),
-            human_bytes(image.size),
+            DecimalBytes(image.size).to_string(),
             image.layers.len().to_string(),
             image
                 .layers
@@ -145,7 +145,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         format!(
             "bundle:     {} ({}, {} blobs)",
             report.bundle.display(),
-            human_bytes(stored),
+            DecimalBytes(stored),
             report.blobs
         ),
     )?;
@@ -153,8 +153,8 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         out,
         format!(
             "sharing:    images reference {}; shared blobs save {}",
-            human_bytes(referenced),
-            human_bytes(referenced.saturating_sub(stored))
+            DecimalBytes(referenced),
+            DecimalBytes(referenced.saturating_sub(stored))
         ),
     )?;
     let dash = || "-".to_string();
