@@ -14,7 +14,7 @@ use crate::cli::DiffArgs;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
-use crate::progress::human_bytes;
+use crate::progress::DecimalBytes;
 use crate::reference::Reference;
 use crate::resolve::{upgrade, validation_warning};
 
@@ -194,7 +194,8 @@ fn write_text(report: &Report, out: &mut dyn Write) -> Result<()> {
                 e.image.clone(),
                 e.name.clone(),
                 e.source.to_string(),
-                e.bytes.map_or_else(|| "-".into(), human_bytes),
+                e.bytes
+                    .map_or_else(|| "-".into(), |b| DecimalBytes(b).to_string()),
             ]);
         }
     }
@@ -211,7 +212,7 @@ fn write_text(report: &Report, out: &mut dyn Write) -> Result<()> {
         writeln!(
             out,
             "# to carry: {} of blobs the site does not have{missing}",
-            human_bytes(carry.bytes)
+            DecimalBytes(carry.bytes)
         )
         .map_err(Error::Output)?;
     }
