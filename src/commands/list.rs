@@ -81,5 +81,6 @@ fn image_json(image: &CatalogImage) -> Value {
         "k8s": image.kubernetes,
         "k8s_range": image.kubernetes_range.to_string(),
         "helm_value": image.helm_value,
+        "in_table": image.in_table,
     })
 }

@@ -424,6 +424,38 @@ mod tests {
         ));
     }
 
+    /// Every release, on every minor from its floor on, resolves to one image per container it runs
+    /// there, with the driver always among them; below the floor, nothing.
+    #[test]
+    fn every_release_resolves_every_version_it_supports() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        for release in catalogs.releases() {
+            let floor = release.min_kubernetes;
+            for minor in floor.minor..=40 {
+                let version = KubeVersion::new(1, minor);
+                let rows = resolve(release, version, None)
+                    .unwrap_or_else(|e| panic!("{} on {version}: {e}", release.id()));
+                let containers: BTreeSet<&str> =
+                    rows.iter().map(|r| r.container.as_str()).collect();
+                assert_eq!(
+                    containers.len(),
+                    rows.len(),
+                    "{} on {version}",
+                    release.id()
+                );
+                assert!(
+                    containers.contains("huawei-csi-driver")
+                        && containers.contains("livenessprobe")
+                        && containers.contains("csi-provisioner"),
+                    "{} on {version}: {containers:?}",
+                    release.id()
+                );
+            }
+            let below = KubeVersion::new(1, floor.minor - 1);
+            assert!(resolve(release, below, None).is_err(), "{}", release.id());
+        }
+    }
+
     #[test]
     fn the_floor_is_the_compatibility_tables_not_the_lowest_row() {
         let catalogs = Catalogs::load(&[]).unwrap();

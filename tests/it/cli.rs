@@ -153,7 +153,11 @@ fn every_release_lists_on_every_version_it_supports() {
         let floor: u32 = release["min_kubernetes"].as_str().unwrap()[2..]
             .parse()
             .unwrap();
-        for minor in floor..=36 {
+        // Every minor is resolved in the unit tests; here the floor, the span boundaries and a late one.
+        for minor in [floor, floor + 1, 17, 20, 25, 36]
+            .into_iter()
+            .filter(|m| *m >= floor)
+        {
             let version = format!("1.{minor}");
             let run = ferry(&["list", &id, "--k8s", &version]).success();
             assert!(
