@@ -10,4 +10,5 @@ mod pull;
 mod releases;
 mod seed;
 mod services;
+mod trust;
 mod verify;
