@@ -7,6 +7,7 @@ mod deliver;
 mod faults;
 mod ferry;
 mod pull;
+mod releases;
 mod seed;
 mod services;
 mod trust;
