@@ -146,7 +146,7 @@ macro_rules! second_readings {
             fn $test() {
                 check(
                     $release,
-                    include_str!(concat!("../manifests/readings/huawei-csi-", $release, ".txt")),
+                    include_str!(concat!("../../manifests/readings/huawei-csi-", $release, ".txt")),
                 );
             }
         )*
@@ -212,7 +212,7 @@ fn every_manifest_is_built_in_and_has_a_second_reading() {
 
 #[test]
 fn a_typo_in_either_reading_is_caught() {
-    let reading = include_str!("../manifests/readings/huawei-csi-3.2.1.txt");
+    let reading = include_str!("../../manifests/readings/huawei-csi-3.2.1.txt");
     let typo = reading.replace("csi-attacher:v3.4.0", "csi-attacher:v3.4.1");
     let result = std::panic::catch_unwind(|| check("3.2.1", &typo));
     let message = *result.unwrap_err().downcast::<String>().unwrap();

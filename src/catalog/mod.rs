@@ -19,87 +19,87 @@ use crate::reference::Reference;
 const BUILT_IN: &[(&str, &str)] = &[
     (
         "huawei-csi-4.12.0.toml",
-        include_str!("../manifests/huawei-csi-4.12.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.12.0.toml"),
     ),
     (
         "huawei-csi-4.11.0.toml",
-        include_str!("../manifests/huawei-csi-4.11.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.11.0.toml"),
     ),
     (
         "huawei-csi-4.10.1.toml",
-        include_str!("../manifests/huawei-csi-4.10.1.toml"),
+        include_str!("../../manifests/huawei-csi-4.10.1.toml"),
     ),
     (
         "huawei-csi-4.10.0.toml",
-        include_str!("../manifests/huawei-csi-4.10.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.10.0.toml"),
     ),
     (
         "huawei-csi-4.9.0.toml",
-        include_str!("../manifests/huawei-csi-4.9.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.9.0.toml"),
     ),
     (
         "huawei-csi-4.8.0.toml",
-        include_str!("../manifests/huawei-csi-4.8.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.8.0.toml"),
     ),
     (
         "huawei-csi-4.7.0.toml",
-        include_str!("../manifests/huawei-csi-4.7.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.7.0.toml"),
     ),
     (
         "huawei-csi-4.6.0.toml",
-        include_str!("../manifests/huawei-csi-4.6.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.6.0.toml"),
     ),
     (
         "huawei-csi-4.5.0.toml",
-        include_str!("../manifests/huawei-csi-4.5.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.5.0.toml"),
     ),
     (
         "huawei-csi-4.4.0.toml",
-        include_str!("../manifests/huawei-csi-4.4.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.4.0.toml"),
     ),
     (
         "huawei-csi-4.3.0.toml",
-        include_str!("../manifests/huawei-csi-4.3.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.3.0.toml"),
     ),
     (
         "huawei-csi-4.2.1.toml",
-        include_str!("../manifests/huawei-csi-4.2.1.toml"),
+        include_str!("../../manifests/huawei-csi-4.2.1.toml"),
     ),
     (
         "huawei-csi-4.2.0.toml",
-        include_str!("../manifests/huawei-csi-4.2.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.2.0.toml"),
     ),
     (
         "huawei-csi-4.1.1.toml",
-        include_str!("../manifests/huawei-csi-4.1.1.toml"),
+        include_str!("../../manifests/huawei-csi-4.1.1.toml"),
     ),
     (
         "huawei-csi-4.1.0.toml",
-        include_str!("../manifests/huawei-csi-4.1.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.1.0.toml"),
     ),
     (
         "huawei-csi-4.0.0.toml",
-        include_str!("../manifests/huawei-csi-4.0.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.0.0.toml"),
     ),
     (
         "huawei-csi-3.2.3.toml",
-        include_str!("../manifests/huawei-csi-3.2.3.toml"),
+        include_str!("../../manifests/huawei-csi-3.2.3.toml"),
     ),
     (
         "huawei-csi-3.2.2.toml",
-        include_str!("../manifests/huawei-csi-3.2.2.toml"),
+        include_str!("../../manifests/huawei-csi-3.2.2.toml"),
     ),
     (
         "huawei-csi-3.2.1.toml",
-        include_str!("../manifests/huawei-csi-3.2.1.toml"),
+        include_str!("../../manifests/huawei-csi-3.2.1.toml"),
     ),
     (
         "huawei-csi-3.2.0.toml",
-        include_str!("../manifests/huawei-csi-3.2.0.toml"),
+        include_str!("../../manifests/huawei-csi-3.2.0.toml"),
     ),
     (
         "huawei-csi-3.1.0.toml",
-        include_str!("../manifests/huawei-csi-3.1.0.toml"),
+        include_str!("../../manifests/huawei-csi-3.1.0.toml"),
     ),
 ];
 
@@ -497,7 +497,6 @@ fn compare_versions(a: &str, b: &str) -> Ordering {
 }
 
 #[cfg(test)]
-#[path = "catalog_readings.rs"]
 mod readings;
 
 #[cfg(test)]
