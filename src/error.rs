@@ -12,6 +12,7 @@ use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
+use crate::trust::TrustError;
 use crate::verify::VerifyError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
@@ -42,6 +43,8 @@ pub enum Error {
     Vendor(#[from] VendorError),
     #[error(transparent)]
     VendorSource(#[from] VendorSourceError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
     #[error("the bundle is damaged")]
@@ -63,6 +66,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}", .0.iter().map(|e| chain(e)).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<Error>),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -72,6 +77,11 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Several(errors) => errors
+                .iter()
+                .map(Error::exit_code)
+                .max()
+                .unwrap_or(EXIT_FAILURE),
             Error::Registry(
                 RegistryError::BadMirror(_)
                 | RegistryError::CaCert { .. }
@@ -85,8 +95,18 @@ impl Error {
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
-            Error::Catalog(CatalogError::Read { .. })
-            | Error::Output(_)
+            Error::Trust(
+                TrustError::Read { .. }
+                | TrustError::AllowedSigners { .. }
+                | TrustError::Key { .. }
+                | TrustError::LockFile { .. },
+            ) => EXIT_USAGE,
+            Error::Trust(
+                TrustError::WriteLock { .. }
+                | TrustError::LockMoved { .. }
+                | TrustError::Refused { .. },
+            ) => EXIT_FAILURE,
+            Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
             | Error::Tarball(_)
@@ -109,6 +129,18 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its causes on one line, for lists of several failures.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
+}
 
 impl From<VerifyError> for Error {
     fn from(error: VerifyError) -> Self {

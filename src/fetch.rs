@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::ImageSource as CatalogSource;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
 use crate::import::import_all;
 use crate::progress::Reporter;
@@ -88,6 +88,18 @@ pub fn fetch(
             location: settings.registry.locate(&w.reference),
         })
         .collect();
+    for unused in settings
+        .registry
+        .unused_mirrors(pull_items.iter().map(|item| &item.upstream))
+    {
+        reporter.warning(&format!(
+            "--mirror {}={} matches no image to fetch (they come from {}); is '{}' misspelled?",
+            unused.from,
+            unused.target(),
+            registries_of(&pull_items),
+            unused.from
+        ));
+    }
     let mut skipped = Vec::new();
     match &settings.vendor {
         _ if vendor.is_empty() => {}
@@ -125,8 +137,14 @@ pub fn fetch(
             imported.join().expect("vendor import does not panic"),
         )
     });
-    let report = report?;
-    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported?).collect();
+    let (report, imported) = match (report, imported) {
+        (Ok(report), Ok(imported)) => (report, imported),
+        // Both sources failed: say both, so one run shows everything to fix.
+        (Err(pull), Err(import)) => return Err(Error::Several(vec![pull.into(), import.into()])),
+        (Err(pull), _) => return Err(pull.into()),
+        (_, Err(import)) => return Err(import.into()),
+    };
+    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported).collect();
     if let Some(wrong) = fetched
         .iter()
         .find(|i| !settings.platform.matches(&i.platform))
@@ -154,6 +172,16 @@ pub fn fetch(
         skipped,
         pull: report,
     })
+}
+
+/// The upstream registries of `items`, for messages: `quay.io, registry.k8s.io`.
+fn registries_of(items: &[PullItem]) -> String {
+    let registries: std::collections::BTreeSet<&str> =
+        items.iter().map(|item| item.upstream.registry()).collect();
+    if registries.is_empty() {
+        return "no registry".into();
+    }
+    registries.into_iter().collect::<Vec<_>>().join(", ")
 }
 
 /// `--vendor-registry HOST/PREFIX`: `docker.io/library/huawei-csi:4.8.0` is at `HOST/PREFIX/huawei-csi:4.8.0`,

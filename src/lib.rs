@@ -7,6 +7,7 @@
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
+//!   `trust` (signatures and locks: proof that it is the bundle that was built);
 //!   `layer_codec` (what a layer's content hashes to, through gzip or zstd);
 //! - delivering: `deliver` (push to a registry, load into a runtime);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
@@ -54,6 +55,7 @@ pub mod reference;
 pub mod registry;
 pub mod resolve;
 pub mod tarball;
+pub mod trust;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -23,13 +23,17 @@ pub trait Reporter: Send + Sync {
     fn image_done(&self, _image: &str) {}
     /// Something the user should know that does not stop the job.
     fn note(&self, _message: &str) {}
+    /// Something that is probably a mistake of the user's; printed even with `--quiet`.
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
     /// A step of a multi-step job, e.g. "writing bundle".
     fn phase(&self, _message: &str) {}
     /// The transfers are over: clear what is drawn before results are printed.
     fn finish(&self) {}
 }
 
-/// Reports nothing: `--quiet`, and tests.
+/// Reports nothing but warnings: `--quiet`, and tests.
 pub struct Silent;
 
 impl Reporter for Silent {}
@@ -92,8 +96,8 @@ impl Reporter for TerminalReporter {
         let Some(bars) = &self.bars else {
             eprintln!(
                 "pull {image}: {} to fetch, {} cached",
-                human_bytes(bytes - cached),
-                human_bytes(cached)
+                DecimalBytes(bytes - cached),
+                DecimalBytes(cached)
             );
             return;
         };
@@ -139,6 +143,10 @@ impl Reporter for TerminalReporter {
         self.print(&format!("note: {message}"));
     }
 
+    fn warning(&self, message: &str) {
+        self.print(&format!("warning: {message}"));
+    }
+
     fn phase(&self, message: &str) {
         self.print(message);
     }
@@ -159,30 +167,5 @@ impl Drop for TerminalReporter {
     }
 }
 
-/// `1.5 MB`, `812 B`: decimal units, as registries and `docker images` print sizes.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn sizes_read_like_docker() {
-        assert_eq!(human_bytes(812), "812 B");
-        assert_eq!(human_bytes(1_500_000), "1.5 MB");
-        assert_eq!(human_bytes(27_000_000_000), "27.0 GB");
-    }
-}
+/// Sizes for people, in decimal units as registries and `docker images` print them: `1.50 MB`, `812 B`.
+pub use indicatif::DecimalBytes;

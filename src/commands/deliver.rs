@@ -5,32 +5,60 @@ use serde_json::json;
 use super::verify::write_verdicts;
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
-use crate::cli::{LoadArgs, PushArgs};
+use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{detect, explain_failure, load as load_bundle, LoadOptions};
-use crate::deliver::push::{plan, push as push_bundle};
+use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
-use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
+use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
+use crate::trust::Anchors;
 use crate::verify::{verify, Verified, VerifyOptions};
 
-/// Nothing is delivered from a bundle that is not provably intact.
-fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Verified> {
-    verify(path, &VerifyOptions::default(), catalogs)?
-        .into_verified()
-        .or_else(|report| {
-            write_verdicts(out, &report).map_err(Error::Output)?;
-            Err(Error::Damaged(path.to_path_buf()))
-        })
+/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
+fn verified(
+    catalogs: &Catalogs,
+    path: &std::path::Path,
+    trust: &TrustArgs,
+    out: &mut dyn Write,
+) -> Result<Verified> {
+    let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
+    let options = VerifyOptions {
+        deep: anchors.needs_deep(),
+        ..Default::default()
+    };
+    let report = verify(path, &options, catalogs)?;
+    let verdicts = anchors.check(&report);
+    let verified = report.into_verified().or_else(|report| {
+        write_verdicts(out, &report).map_err(Error::Output)?;
+        Err(Error::Damaged(path.to_path_buf()))
+    })?;
+    if let Some(refusal) = verdicts.refusal(path) {
+        return Err(refusal.into());
+    }
+    // Say who signed on stderr: stdout is the mapping scripts read.
+    verdicts
+        .write(&mut std::io::stderr())
+        .map_err(Error::Output)?;
+    Ok(verified)
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, out)?;
     if args.dry_run {
-        for (upstream, target, digest) in plan(&report, &args.to)? {
-            writeln!(out, "{upstream} -> {target}  {digest}").map_err(Error::Output)?;
+        let planned: Vec<Pushed> = plan(&report, &args.to)?
+            .into_iter()
+            .map(|(upstream, target, digest)| Pushed {
+                source: upstream.to_string(),
+                target: target.to_string(),
+                digest,
+            })
+            .collect();
+        write_helm_values(args, &report, &planned, catalogs)?;
+        if args.json {
+            return write_json(out, &json!({"dry_run": true, "images": planned}));
         }
-        return Ok(());
+        return write_mapping(out, &planned);
     }
     let options = RegistryOptions {
         insecure: args.insecure.clone(),
@@ -50,30 +78,15 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
         reporter.as_ref(),
     ))?;
     reporter.finish();
-    if let Some(file) = &args.helm_values {
-        let values = helm_values(&report, &summary.images, catalogs).ok_or_else(|| {
-            Error::Usage("the bundle names no catalog release ferry knows, so there are no Helm values to write".into())
-        })?;
-        std::fs::write(file, values).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-    }
+    write_helm_values(args, &report, &summary.images, catalogs)?;
     if args.json {
         return write_json(out, &json!(summary));
     }
-    for image in &summary.images {
-        writeln!(
-            out,
-            "{} -> {}  {}",
-            image.source, image.target, image.digest
-        )
-        .map_err(Error::Output)?;
-    }
+    write_mapping(out, &summary.images)?;
     reporter.phase(&format!(
         "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
         summary.images.len(),
-        human_bytes(summary.uploaded_bytes),
+        DecimalBytes(summary.uploaded_bytes),
         summary.uploaded_blobs,
         summary.mounted_blobs,
         summary.present_blobs
@@ -81,8 +94,42 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     Ok(())
 }
 
+/// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
+fn write_helm_values(
+    args: &PushArgs,
+    bundle: &Verified,
+    pushed: &[Pushed],
+    catalogs: &Catalogs,
+) -> Result<()> {
+    let Some(file) = &args.helm_values else {
+        return Ok(());
+    };
+    let values = helm_values(bundle, pushed, catalogs).ok_or_else(|| {
+        Error::Usage(format!(
+            "--helm-values {}: the bundle names no catalog release ferry knows, so there are no Helm values to write",
+            file.display()
+        ))
+    })?;
+    std::fs::write(file, values).map_err(|source| Error::Io {
+        path: file.clone(),
+        source,
+    })
+}
+
+fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
+    for image in images {
+        writeln!(
+            out,
+            "{} -> {}  {}",
+            image.source, image.target, image.digest
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, out)?;
     let options = LoadOptions {
         runtime: args.runtime,
         namespace: args.namespace.clone(),

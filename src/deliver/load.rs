@@ -96,7 +96,7 @@ pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadE
     match options.runtime {
         Some(Runtime::Containerd) => Ok((Runtime::Containerd, containerd())),
         Some(Runtime::Docker) => Ok((Runtime::Docker, options.address.clone())),
-        Some(Runtime::Podman) => Ok((Runtime::Podman, None)),
+        Some(Runtime::Podman) => Ok((Runtime::Podman, options.address.clone())),
         None => {
             if let Some(socket) = containerd() {
                 Ok((Runtime::Containerd, Some(socket)))
@@ -182,9 +182,16 @@ fn command(
             )
         }
         Runtime::Podman => {
+            // --address is a podman service socket (`podman system service`), reached with --url.
             let mut command = Command::new("podman");
+            let mut shown = String::from("podman");
+            if let Some(socket) = socket {
+                let url = format!("unix://{}", socket.display());
+                command.arg("--url").arg(&url);
+                shown.push_str(&format!(" --url {url}"));
+            }
             command.arg("load");
-            (command, input.shown("podman load", " -i", ""))
+            (command, input.shown(&format!("{shown} load"), " -i", ""))
         }
     }
 }
@@ -237,13 +244,7 @@ pub fn load(
 
 /// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end.
 fn feed(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
-    let mut joined: Box<dyn Read> = Box::new(io::empty());
-    for file in &source.files {
-        joined = Box::new(joined.chain(io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(file)?,
-        )));
-    }
+    let mut joined: Box<dyn Read> = Box::new(source.joined(0));
     if source.is_gzipped()? {
         joined = Box::new(MultiGzDecoder::new(joined));
     }

@@ -9,7 +9,7 @@ use super::documents::{check_docker_manifest, check_metadata};
 use super::stream::{Contents, SeenBlob};
 use super::{ImageVerdict, Report};
 use crate::digest::Digest;
-use crate::image::{media, Descriptor, Manifest};
+use crate::image::{limits, media, Descriptor, ImageConfig, Manifest};
 use crate::layer_codec::Codec;
 use crate::reference::Reference;
 use crate::tarball::{
@@ -106,6 +106,7 @@ impl Contents {
         let mut verdict = ImageVerdict {
             name,
             manifest: None,
+            config: None,
             platform: None,
             size: 0,
             layers: Vec::new(),
@@ -144,10 +145,28 @@ impl Contents {
         if let Err(problem) = check_index_entry(&descriptor, &manifest) {
             verdict.problems.push(problem);
         }
-        verdict.size = descriptor.size
-            + manifest.config.size
-            + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        match manifest
+            .claimed_size()
+            .and_then(|blobs| blobs.checked_add(descriptor.size))
+        {
+            Some(size) => verdict.size = size,
+            None => verdict.problems.push(format!(
+                "manifest {} claims blobs of more than {} bytes in all",
+                descriptor.digest,
+                limits::MAX_IMAGE_BYTES
+            )),
+        }
+        if descriptor.size > limits::MAX_MANIFEST || manifest.config.size > limits::MAX_CONFIG {
+            verdict.problems.push(format!(
+                "its manifest ({} bytes) or config ({} bytes) is larger than ferry accepts ({} and {})",
+                descriptor.size,
+                manifest.config.size,
+                limits::MAX_MANIFEST,
+                limits::MAX_CONFIG
+            ));
+        }
         verdict.layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        verdict.config = Some(manifest.config.digest.clone());
         referenced.extend(
             std::iter::once(manifest.config.digest.clone()).chain(verdict.layers.iter().cloned()),
         );
@@ -157,37 +176,31 @@ impl Contents {
             .and_then(|blob| {
                 blob.kept
                     .as_deref()
-                    .and_then(|b| serde_json::from_slice::<Value>(b).ok())
-                    .ok_or_else(|| format!("config {} is not JSON", manifest.config.digest))
+                    .and_then(|b| ImageConfig::parse(b).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "config {} is not a readable image config",
+                            manifest.config.digest
+                        )
+                    })
             });
-        let config = match config {
-            Ok(config) => config,
+        let diff_ids = match config {
+            Ok(config) => {
+                verdict.platform = Some(config.platform().to_string());
+                if config.rootfs.diff_ids.len() != manifest.layers.len() {
+                    verdict.problems.push(format!(
+                        "its config lists {} diff_ids for {} layers",
+                        config.rootfs.diff_ids.len(),
+                        manifest.layers.len()
+                    ));
+                }
+                config.rootfs.diff_ids
+            }
             Err(problem) => {
                 verdict.problems.push(problem);
-                Value::Null
+                Vec::new()
             }
         };
-        verdict.platform = config["os"].as_str().map(|os| {
-            let variant = config["variant"]
-                .as_str()
-                .map(|v| format!("/{v}"))
-                .unwrap_or_default();
-            format!(
-                "{os}/{}{variant}",
-                config["architecture"].as_str().unwrap_or("?")
-            )
-        });
-        let diff_ids: Vec<&str> = config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if !config.is_null() && diff_ids.len() != manifest.layers.len() {
-            verdict.problems.push(format!(
-                "its config lists {} diff_ids for {} layers",
-                diff_ids.len(),
-                manifest.layers.len()
-            ));
-        }
         for (i, layer) in manifest.layers.iter().enumerate() {
             match self.check_blob(&layer.digest, layer.size, "layer") {
                 Err(problem) => verdict.problems.push(problem),
@@ -197,8 +210,7 @@ impl Contents {
                     } else {
                         Some(layer.digest.clone())
                     };
-                    let expected = diff_ids.get(i).copied();
-                    if content.as_ref().map(ToString::to_string).as_deref() != expected {
+                    if content.as_ref() != diff_ids.get(i) {
                         verdict.problems.push(format!(
                             "layer {} does not decompress to the diff_id its config records",
                             layer.digest

@@ -14,8 +14,9 @@ use crate::tarball::read::{Entry, Observer};
 
 /// JSON documents larger than this are refused (containerd's own limit).
 const MAX_DOCUMENT: u64 = 20 << 20;
-/// Blobs that look like JSON and are at most this large are kept for parsing (manifests and configs).
-const MAX_KEPT_BLOB: u64 = 4 << 20;
+/// Blobs that look like JSON and are at most this large are kept for parsing (manifests and configs):
+/// the largest config pull accepts, so that whatever ferry bundles, ferry verifies.
+const MAX_KEPT_BLOB: u64 = crate::image::limits::MAX_CONFIG;
 /// All kept blobs together; a hostile bundle of many small JSON blobs stops here.
 pub(super) const MAX_KEPT_TOTAL: u64 = 256 << 20;
 

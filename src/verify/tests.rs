@@ -35,6 +35,14 @@ fn fixture_bundle() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     (dir, path, original)
 }
 
+/// Every finding of a report, to compare a mutation's with the original's.
+fn findings(report: &Report) -> (Vec<String>, Vec<Vec<String>>) {
+    (
+        report.problems.clone(),
+        report.images.iter().map(|i| i.problems.clone()).collect(),
+    )
+}
+
 /// Property test standing in for a fuzzer: thousands of random mutations of a real bundle (bit flips,
 /// truncations, inserted and deleted bytes). The reader must never panic, and no mutation may pass.
 #[test]
@@ -57,15 +65,6 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
     );
     // The fixture is not flawless (its ferry.json lists no images, its configs no diff_ids, its layers are not gzip): a mutation
     // passes if it adds no finding to those.
-    let findings = |r: &Report| {
-        (
-            r.problems.clone(),
-            r.images
-                .iter()
-                .map(|i| i.problems.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
     let baseline = findings(&baseline);
 
     let mutated = dir.path().join("m.tar");
@@ -100,15 +99,6 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
 fn no_change_to_any_byte_of_the_index_passes() {
     let (dir, path, original) = fixture_bundle();
     let catalogs = Catalogs::load(&[]).unwrap();
-    let findings = |r: &Report| {
-        (
-            r.problems.clone(),
-            r.images
-                .iter()
-                .map(|i| i.problems.clone())
-                .collect::<Vec<_>>(),
-        )
-    };
     let baseline = findings(&verify(&path, &VerifyOptions::default(), &catalogs).unwrap());
     // index.json is the third entry: header at 2048, data after it (the first two fit in one block each).
     let header = 4 * BLOCK_SIZE;
@@ -136,6 +126,56 @@ fn no_change_to_any_byte_of_the_index_passes() {
         );
     }
 }
+/// Verifies a bundle of `index.json` and `blobs`, made by hand without ferry's writer.
+fn verify_handmade(dir: &std::path::Path, index: &serde_json::Value, blobs: &[&[u8]]) -> Report {
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut append = |name: String, bytes: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        tar.append_data(&mut header, name, bytes).unwrap();
+    };
+    append(INDEX_JSON.into(), &pretty(index));
+    for blob in blobs {
+        append(names::blob_path(&Digest::of(blob)), blob);
+    }
+    let path = dir.join("b.tar");
+    std::fs::write(&path, tar.into_inner().unwrap()).unwrap();
+    verify(
+        &path,
+        &VerifyOptions::default(),
+        &Catalogs::load(&[]).unwrap(),
+    )
+    .unwrap()
+}
+
+/// A manifest may claim any size for its blobs; sums of them must neither panic nor wrap.
+#[test]
+fn a_manifest_claiming_u64_max_bytes_is_a_finding_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let layer = b"layer".to_vec();
+    let config = br#"{"os":"linux","architecture":"amd64","rootfs":{"diff_ids":[]}}"#.to_vec();
+    let descriptor = |bytes: &[u8], media_type: &str, size: u64| serde_json::json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": size});
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "config": descriptor(&config, media::OCI_CONFIG, config.len() as u64),
+        "layers": [descriptor(&layer, media::OCI_LAYER_TAR, u64::MAX), descriptor(&layer, media::OCI_LAYER_TAR, u64::MAX)],
+    }))
+    .unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [descriptor(&manifest, media::OCI_MANIFEST, manifest.len() as u64)]});
+    let report = verify_handmade(dir.path(), &index, &[&layer, &config, &manifest]);
+    let problems = &report.images[0].problems;
+    assert!(
+        problems.contains(&format!(
+            "manifest {} claims blobs of more than {} bytes in all",
+            Digest::of(&manifest),
+            crate::image::limits::MAX_IMAGE_BYTES
+        )),
+        "{problems:?}"
+    );
+    assert!(!report.intact());
+}
+
 /// An index that names one large manifest over and over must not make verify parse it every time: the
 /// work stops at a budget, with a finding.
 #[test]
@@ -148,25 +188,7 @@ fn an_index_repeating_a_large_manifest_is_checked_within_a_budget() {
     let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "config": descriptor(&config, media::OCI_CONFIG), "layers": layers})).unwrap();
     assert!(manifest.len() > 1 << 20);
     let index = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": vec![descriptor(&manifest, media::OCI_MANIFEST); 300]});
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut append = |name: String, bytes: &[u8]| {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        tar.append_data(&mut header, name, bytes).unwrap();
-    };
-    append(INDEX_JSON.into(), &pretty(&index));
-    for blob in [&layer, &config, &manifest] {
-        append(names::blob_path(&Digest::of(blob)), blob);
-    }
-    let path = dir.path().join("b.tar");
-    std::fs::write(&path, tar.into_inner().unwrap()).unwrap();
-    let report = verify(
-        &path,
-        &VerifyOptions::default(),
-        &Catalogs::load(&[]).unwrap(),
-    )
-    .unwrap();
+    let report = verify_handmade(dir.path(), &index, &[&layer, &config, &manifest]);
     let unchecked = report
         .images
         .iter()

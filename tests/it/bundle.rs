@@ -8,7 +8,8 @@ use crate::faults::FaultProxy;
 use crate::ferry::{ferry, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    push_image, seed_csi_480, vendor_dir_480, Format, Seeded, PLATFORMS, VENDOR_480,
+    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, Format, Seeded,
+    PLATFORMS, VENDOR_480,
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
@@ -60,6 +61,50 @@ fn docker_full_name(name: &str) -> String {
     } else {
         format!("docker.io/library/{name}")
     }
+}
+
+/// Pushes small two-platform Docker lists, one per (repository, tag).
+pub fn seed_small(addr: &str, rows: &[(&str, &str)]) {
+    for (repository, tag) in rows {
+        push_image(
+            addr,
+            repository,
+            tag,
+            Format::DockerList,
+            &PLATFORMS[..2],
+            60_000,
+        );
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Asserts that the registry behind `proxy` served no blob twice; returns how many it served.
+pub fn each_blob_fetched_once(proxy: &FaultProxy) -> usize {
+    let blob_gets: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/blobs/"))
+        .map(|s| s.path)
+        .collect();
+    let digests: BTreeSet<&str> = blob_gets
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        digests.len(),
+        blob_gets.len(),
+        "each blob fetched once across the bundles: {blob_gets:?}"
+    );
+    digests.len()
 }
 
 pub struct Csi480 {
@@ -238,16 +283,7 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         ("k8scsi/csi-provisioner", "v1.4.0"),
         ("k8scsi/csi-attacher", "v1.2.1"),
     ];
-    for (repository, tag) in rows {
-        push_image(
-            registry.addr(),
-            repository,
-            tag,
-            Format::DockerList,
-            &PLATFORMS[..2],
-            60_000,
-        );
-    }
+    seed_small(registry.addr(), &rows);
     let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let work = tempfile::tempdir().unwrap();
     let (k8s, quay) = (
@@ -272,11 +308,7 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         "-q",
     ])
     .success();
-    let mut files: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let files = files_in(&out);
     assert_eq!(
         files,
         [
@@ -290,21 +322,7 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         "{}",
         run.stdout()
     );
-    let blob_gets: Vec<String> = proxy
-        .seen()
-        .into_iter()
-        .filter(|s| s.path.contains("/blobs/"))
-        .map(|s| s.path)
-        .collect();
-    let digests: BTreeSet<&str> = blob_gets
-        .iter()
-        .map(|p| p.rsplit('/').next().unwrap())
-        .collect();
-    assert_eq!(
-        digests.len(),
-        blob_gets.len(),
-        "each blob fetched once across the three bundles: {blob_gets:?}"
-    );
+    each_blob_fetched_once(&proxy);
     for file in files.iter().filter(|f| f.ends_with(".sha256")) {
         sha256sum_check(&out, file);
     }
@@ -347,4 +365,64 @@ fn a_failed_bundle_leaves_no_file_at_its_path() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["cache"], "nothing but the cache");
+}
+
+/// One set of size limits for pull and verify: an image whose config is 5 MiB (a long build history) is
+/// bundled and verifies; one whose config is beyond the limit is refused when pulled, naming it, and
+/// two failing images are both reported.
+#[test]
+fn large_configs_bundle_and_verify_and_oversized_ones_are_refused_at_pull() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image_with_long_history(registry.addr(), "sig-storage/long", "v1", 5 << 20);
+    push_image_with_long_history(registry.addr(), "sig-storage/huge", "v1", 40 << 20);
+    push_image_with_long_history(registry.addr(), "sig-storage/huger", "v1", 33 << 20);
+    let work = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let cache = work.path().join("cache");
+    let bundle = work.path().join("long.tar");
+    let build = |image: &[&str], out: &Path| {
+        let mut args = vec!["bundle"];
+        for image in image {
+            args.extend(["--image", image]);
+        }
+        args.extend([
+            "--mirror",
+            &mirror,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        ferry(&args)
+    };
+    build(&["registry.k8s.io/sig-storage/long:v1"], &bundle).success();
+    let verified = ferry(&["verify", bundle.to_str().unwrap(), "--deep"]).success();
+    assert!(
+        verified.stdout().contains("intact: 1 images"),
+        "{}",
+        verified.stdout()
+    );
+
+    let refused = build(
+        &[
+            "registry.k8s.io/sig-storage/huge:v1",
+            "registry.k8s.io/sig-storage/huger:v1",
+        ],
+        &work.path().join("huge.tar"),
+    )
+    .fails_with(1);
+    let stderr = refused.stderr();
+    assert!(stderr.starts_with("error: 2 fetches failed:\n"), "{stderr}");
+    for name in ["huge", "huger"] {
+        let line = format!("  registry.k8s.io/sig-storage/{name}:v1: its config is ");
+        assert!(
+            stderr.contains(&line)
+                && stderr.contains("bytes, more than the 33554432 bytes ferry accepts"),
+            "{stderr}"
+        );
+    }
+    assert!(!work.path().join("huge.tar").exists());
 }

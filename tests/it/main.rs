@@ -8,6 +8,8 @@ mod faults;
 mod ferry;
 mod formats;
 mod pull;
+mod releases;
 mod seed;
 mod services;
+mod trust;
 mod verify;
