@@ -31,7 +31,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => verify::inspect(&catalogs, &args, &mut out),
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
-    }?;
+    }
+    // Whatever failed after a signal failed because of it; the signal decides the exit code.
+    .map_err(|error| crate::interrupt::pending().map_or(error, Error::Interrupted))?;
     out.flush().map_err(Error::Output)
 }
 
@@ -75,13 +77,9 @@ struct FetchRun {
     reporter: Box<dyn Reporter>,
 }
 
-/// Plans, then fetches every image into the cache; the step `pull` and `bundle` share.
-fn fetch_images(
-    catalogs: &Catalogs,
-    selection: &ImageSelection,
-    args: &FetchArgs,
-) -> Result<FetchRun> {
-    let plans = plans(
+/// The image sets `selection` names, one per bundle.
+fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Plan>> {
+    plans(
         catalogs,
         &Selection {
             release: selection.release.as_deref(),
@@ -90,7 +88,13 @@ fn fetch_images(
             service: selection.service.as_deref(),
             extra: &selection.extra,
         },
-    )?;
+    )
+}
+
+/// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
+/// signal stops the run cleanly.
+fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+    crate::interrupt::install();
     let store = BlobStore::open(
         &args
             .cache_dir
