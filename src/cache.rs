@@ -141,13 +141,17 @@ impl BlobStore {
     /// only a killed run's are swept.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CacheError> {
         let dir = self.root.join("partial");
-        let temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(&dir)
-            .map_err(io_error(&dir, "cannot create temporary file"))?;
-        interrupt::hold(temp.as_file())
-            .map_err(io_error(temp.path(), "cannot lock temporary file"))?;
-        Ok(temp)
+        loop {
+            let temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(&dir)
+                .map_err(io_error(&dir, "cannot create temporary file"))?;
+            if interrupt::hold(temp.as_file(), temp.path())
+                .map_err(io_error(temp.path(), "cannot lock temporary file"))?
+            {
+                return Ok(temp);
+            }
+        }
     }
 
     /// Moves a finished temporary file into the store under `digest`, which the caller computed while
@@ -199,7 +203,6 @@ impl BlobStore {
 /// Opens and locks `path`. While this process waited for the lock, the holder may have committed the file
 /// (renamed it into the store) or deleted it; a lock on that old inode protects nothing, so open again.
 fn lock_partial(path: &Path) -> Result<File, CacheError> {
-    use std::os::unix::fs::MetadataExt;
     loop {
         let file = OpenOptions::new()
             .read(true)
@@ -207,14 +210,7 @@ fn lock_partial(path: &Path) -> Result<File, CacheError> {
             .create(true)
             .open(path)
             .map_err(io_error(path, "cannot open partial download"))?;
-        file.lock()
-            .map_err(io_error(path, "cannot lock partial download"))?;
-        let locked = file
-            .metadata()
-            .map_err(io_error(path, "cannot inspect partial download"))?;
-        if fs::metadata(path)
-            .is_ok_and(|current| current.ino() == locked.ino() && current.dev() == locked.dev())
-        {
+        if interrupt::hold(&file, path).map_err(io_error(path, "cannot lock partial download"))? {
             return Ok(file);
         }
     }

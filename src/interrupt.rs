@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Once;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -87,15 +87,16 @@ impl<R: Read> Read for Checked<R> {
     }
 }
 
-/// Locks `file` (a temporary, or a directory of them) for as long as it stays open, so that
-/// [`sweep`] in another process leaves it alone.
-pub fn hold(file: &File) -> io::Result<()> {
-    file.lock()
+/// Locks `file`, opened from `path`, for as long as it stays open, so that [`sweep`] in another process
+/// leaves it alone. Returns false when `path` no longer names `file`: a sweep (or the process that made
+/// it, committing it) removed it before the lock was taken, and the caller must make a new one.
+pub fn hold(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    file.lock()?;
+    let held = file.metadata()?;
+    Ok(std::fs::symlink_metadata(path)
+        .is_ok_and(|current| current.ino() == held.ino() && current.dev() == held.dev()))
 }
-
-/// A temporary nobody has locked yet may be one that was created a moment ago and is about to be
-/// locked; one empty for this long is not.
-const CREATION_GRACE: Duration = Duration::from_secs(60);
 
 /// Removes the temporaries in `dir` that `ours` recognizes by name and no live process holds: left by a
 /// run that was killed, or stopped by a second signal. Returns how many were removed. Best effort: a
@@ -116,19 +117,10 @@ fn remove_if_abandoned(path: &Path) -> io::Result<bool> {
     if !metadata.is_dir() && !metadata.is_file() {
         return Ok(false);
     }
+    // Held until removed: a process that made this file a moment ago and is about to lock it waits,
+    // then finds it gone and makes another (see `hold`).
     let file = File::open(path)?;
     if file.try_lock().is_err() {
-        return Ok(false);
-    }
-    let empty = if metadata.is_dir() {
-        std::fs::read_dir(path)?.next().is_none()
-    } else {
-        metadata.len() == 0
-    };
-    let age = SystemTime::now()
-        .duration_since(metadata.modified()?)
-        .unwrap_or_default();
-    if empty && age < CREATION_GRACE {
         return Ok(false);
     }
     if metadata.is_dir() {
@@ -163,13 +155,12 @@ mod tests {
         std::fs::write(path("held.tmp"), b"being written").unwrap();
         std::fs::create_dir(path("held-dir.tmp")).unwrap();
         std::fs::write(path("held-dir.tmp/part-000"), b"x").unwrap();
-        std::fs::write(path("just-created.tmp"), b"").unwrap();
         std::fs::write(path("someone-else's"), b"not ours").unwrap();
         // Locks are per open file: these are held as another process's would be.
         let held = File::open(path("held.tmp")).unwrap();
-        hold(&held).unwrap();
+        assert!(hold(&held, &path("held.tmp")).unwrap());
         let held_dir = File::open(path("held-dir.tmp")).unwrap();
-        hold(&held_dir).unwrap();
+        assert!(hold(&held_dir, &path("held-dir.tmp")).unwrap());
 
         assert_eq!(sweep(dir.path(), |name| name.ends_with(".tmp")), 2);
         let mut left: Vec<_> = std::fs::read_dir(dir.path())
@@ -177,14 +168,12 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         left.sort();
-        assert_eq!(
-            left,
-            [
-                "held-dir.tmp",
-                "held.tmp",
-                "just-created.tmp",
-                "someone-else's"
-            ]
-        );
+        assert_eq!(left, ["held-dir.tmp", "held.tmp", "someone-else's"]);
+
+        // A temporary swept between its creation and its lock is noticed by its maker.
+        let late = File::open(path("held.tmp")).unwrap();
+        drop(held);
+        assert_eq!(sweep(dir.path(), |name| name == "held.tmp"), 1);
+        assert!(!hold(&late, &path("held.tmp")).unwrap());
     }
 }

@@ -152,14 +152,17 @@ pub struct Staging {
 
 impl Staging {
     fn create(path: &Path) -> io::Result<Staging> {
-        let dir = staging_dir(path)?;
-        let lock = File::open(dir.path())?;
-        interrupt::hold(&lock)?;
-        Ok(Staging {
-            dir,
-            _lock: lock,
-            files: Vec::new(),
-        })
+        loop {
+            let dir = staging_dir(path)?;
+            let lock = File::open(dir.path())?;
+            if interrupt::hold(&lock, dir.path())? {
+                return Ok(Staging {
+                    dir,
+                    _lock: lock,
+                    files: Vec::new(),
+                });
+            }
+        }
     }
 
     /// A new private file, to be placed at `target`.
