@@ -7,6 +7,7 @@ mod deliver;
 mod faults;
 mod ferry;
 mod interrupt;
+mod output;
 mod pull;
 mod seed;
 mod services;
