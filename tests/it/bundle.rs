@@ -21,7 +21,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn sha256sum_check(dir: &Path, file: &str) {
+pub fn sha256sum_check(dir: &Path, file: &str) {
     let check = Command::new("sha256sum")
         .arg("-c")
         .arg(file)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::bundle::Csi480;
+use crate::bundle::{sha256sum_check, Csi480};
 
 /// Vendor tarballs big enough that compressing and writing them takes a moment to catch.
 const VENDOR_SIZE: usize = 16 << 20;
@@ -252,10 +252,5 @@ fn what_killed_runs_left_is_swept_and_a_live_runs_files_are_kept() {
         left,
         ["live.tar", "live.tar.sha256", "next.tar", "next.tar.sha256"]
     );
-    let check = Command::new("sha256sum")
-        .args(["-c", "live.tar.sha256"])
-        .current_dir(&out)
-        .output()
-        .unwrap();
-    assert!(check.status.success());
+    sha256sum_check(&out, "live.tar.sha256");
 }

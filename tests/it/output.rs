@@ -7,6 +7,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::Command;
 
+use crate::bundle::sha256sum_check;
 use crate::ferry::{command, run};
 use crate::seed::{push_image, Format, PLATFORMS};
 use crate::services::{require, Registry};
@@ -115,12 +116,7 @@ fn o_with_a_trailing_slash_creates_the_directory_and_split_keeps_one_part_open()
     .success();
     let bundle_path = new_dir.join("images-linux-amd64.tar");
     let size = std::fs::metadata(&bundle_path).unwrap().len();
-    let check = Command::new("sha256sum")
-        .args(["-c", "images-linux-amd64.tar.sha256"])
-        .current_dir(&new_dir)
-        .output()
-        .unwrap();
-    assert!(check.status.success());
+    sha256sum_check(&new_dir, "images-linux-amd64.tar.sha256");
 
     // Parts of 4 KiB: several hundred, written under a limit of 64 open files.
     let split = work.path().join("split.tar");
@@ -139,12 +135,7 @@ fn o_with_a_trailing_slash_creates_the_directory_and_split_keeps_one_part_open()
         "{}",
         limited.stdout()
     );
-    let check = Command::new("sha256sum")
-        .args(["-c", "split.tar.parts.sha256"])
-        .current_dir(work.path())
-        .output()
-        .unwrap();
-    assert!(check.status.success());
+    sha256sum_check(work.path(), "split.tar.parts.sha256");
 
     // A part size that would make more than 1000 parts is refused, naming the smallest that works.
     let tiny = work.path().join("tiny.tar");
