@@ -212,6 +212,7 @@ pub struct Output {
     parts: u64,
     /// `sha256sum -c` lines of the closed parts.
     part_sums: String,
+    /// The whole stream's hash when it is cut into parts; unsplit, the one part's is the whole's.
     whole: Sha256,
     bytes: u64,
 }
@@ -287,16 +288,19 @@ impl Output {
     /// [`Staging::place`] puts it all in place.
     pub fn seal(mut self) -> Result<Sealed, OutputError> {
         interrupt::check()?;
-        let last = sibling(&self.path, &part_suffix(self.parts - 1));
         let digest = Self::close_part(self.part)?;
-        self.part_sums.push_str(&checksum_line(digest, &last));
-        let files = match self.part_size {
-            Some(_) => (0..self.parts)
-                .map(|index| sibling(&self.path, &part_suffix(index)))
-                .collect(),
-            None => vec![self.path.clone()],
+        let (files, sha256) = match self.part_size {
+            // The only part is the whole.
+            None => (vec![self.path.clone()], digest),
+            Some(_) => {
+                let last = sibling(&self.path, &part_suffix(self.parts - 1));
+                self.part_sums.push_str(&checksum_line(digest, &last));
+                let files = (0..self.parts)
+                    .map(|index| sibling(&self.path, &part_suffix(index)))
+                    .collect();
+                (files, Digest::from_hasher(self.whole))
+            }
         };
-        let sha256 = Digest::from_hasher(self.whole);
         let mut sums = vec![(
             sibling(&self.path, ".sha256"),
             checksum_line(sha256.clone(), &self.path),
@@ -333,7 +337,9 @@ impl Write for Output {
         };
         let chunk = &buf[..buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
         let n = self.part.write(chunk)?;
-        self.whole.update(&chunk[..n]);
+        if self.part_size.is_some() {
+            self.whole.update(&chunk[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
