@@ -7,6 +7,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::Command;
 
+use sha2::Digest as _;
+
 use crate::bundle::sha256sum_check;
 use crate::ferry::{command, run};
 use crate::seed::{push_image, Format, PLATFORMS};
@@ -156,4 +158,55 @@ fn o_with_a_trailing_slash_creates_the_directory_and_split_keeps_one_part_open()
         )
     );
     assert!(!work.path().join("tiny.tar.part-000").exists());
+}
+
+#[test]
+fn a_blob_damaged_in_the_cache_fails_the_bundle_and_is_fetched_anew_next_time() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        400_000,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let out = work.path().join("b.tar");
+    let good = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).success();
+    // The largest blob is a layer; one bit of it flipped, as a failing disk or RAM would.
+    let blobs = cache.join("ferry-v1/blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&layer, &bytes).unwrap();
+    std::fs::remove_file(&out).unwrap();
+
+    let damaged = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).fails_with(1);
+    let hex = layer.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        damaged.stderr(),
+        format!(
+            "error: cache file {} is damaged: {} bytes hashing to sha256:{}, not blob sha256:{hex}; it \
+             was removed from the cache, so running ferry again fetches it anew\n",
+            layer.display(),
+            bytes.len(),
+            hex::encode(sha2::Sha256::digest(&bytes)),
+        )
+    );
+    assert!(!out.exists() && !layer.exists());
+
+    let again = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).success();
+    assert_eq!(
+        again.stdout(),
+        good.stdout(),
+        "the same bundle, byte for byte"
+    );
 }
