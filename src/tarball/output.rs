@@ -231,11 +231,11 @@ impl Output {
     pub fn create(path: &Path, split: Option<u64>, bytes: u64) -> Result<Output, OutputError> {
         interrupt::check()?;
         let part_size = split.map(part_size);
-        if let Some(size) = part_size {
+        if let (Some(split), Some(size)) = (split, part_size) {
             let parts = bytes.div_ceil(size.max(1));
             if parts > MAX_PARTS {
                 return Err(TargetError::TooManyParts {
-                    part_size: split.unwrap_or(size),
+                    part_size: split,
                     bytes,
                     parts,
                     smallest: bytes.div_ceil(MAX_PARTS),
