@@ -10,7 +10,7 @@ use crate::image::Image;
 use crate::progress::DecimalBytes;
 use crate::reference::Reference;
 use crate::resolve::Plan;
-use crate::tarball::{check_output, write_bundle, BundleMetadata, WriteOptions};
+use crate::tarball::{check_output, write_bundle, BundleMetadata, TarballError, WriteOptions};
 
 pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Result<()> {
     let options = WriteOptions {
@@ -43,14 +43,32 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
             .collect();
         let metadata = BundleMetadata::describe(plan, &args.fetch.platform, &images, &skipped);
-        let written = write_bundle(
-            &store,
-            &images,
-            &metadata,
-            &path,
-            &options,
-            reporter.as_ref(),
-        )?;
+        let write = || {
+            write_bundle(
+                &store,
+                &images,
+                &metadata,
+                &path,
+                &options,
+                reporter.as_ref(),
+            )
+        };
+        let written = match write() {
+            // A cache file damaged on this machine was removed from the cache: fetch it anew, once.
+            Err(TarballError::DamagedBlob {
+                digest,
+                path: damaged,
+                ..
+            }) => {
+                reporter.warning(&format!(
+                    "cache file {} was damaged (not blob {digest}); fetching it again",
+                    damaged.display()
+                ));
+                fetch_images(vec![plan.clone()], &args.fetch)?;
+                write()?
+            }
+            written => written?,
+        };
         writeln!(
             out,
             "{}  {} image(s), {}, sha256 {}{}",
