@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 use crate::digest::{Digest, Hashing};
 use crate::interrupt;
+use crate::trust::signature::SigningKey;
 
 /// FAT32 cannot hold a file of 4 GiB; `--split 4G` means "as large as a FAT32 stick allows".
 const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
@@ -110,9 +111,10 @@ pub fn prepare(path: &Path, split: Option<u64>) -> Result<(), OutputError> {
     Ok(())
 }
 
-/// The files a bundle at `path` puts in place, besides its parts.
+/// The files a bundle at `path` puts in place (or, for an earlier bundle's signature, removes), besides
+/// its parts.
 fn targets(path: &Path, split: Option<u64>) -> Vec<PathBuf> {
-    let mut targets = vec![sibling(path, ".sha256")];
+    let mut targets = vec![sibling(path, ".sha256"), sibling(path, ".sig")];
     match split {
         Some(_) => targets.push(sibling(path, ".parts.sha256")),
         None => targets.push(path.to_path_buf()),
@@ -148,6 +150,8 @@ pub struct Staging {
     _lock: File,
     /// (name inside the staging directory, where it goes).
     files: Vec<(PathBuf, PathBuf)>,
+    /// Files of an earlier bundle that must not outlive the placing of this one.
+    stale: Vec<PathBuf>,
 }
 
 impl Staging {
@@ -160,6 +164,7 @@ impl Staging {
                     dir,
                     _lock: lock,
                     files: Vec::new(),
+                    stale: Vec::new(),
                 });
             }
         }
@@ -180,6 +185,11 @@ impl Staging {
         publishable(&file)
     }
 
+    /// Has [`Staging::place`] remove whatever is at `target` once everything is in place.
+    pub fn remove_after(&mut self, target: &Path) {
+        self.stale.push(target.to_path_buf());
+    }
+
     /// Renames every staged file into place. Should one rename fail, the files already placed are
     /// removed again: parts without their checksums, or a bundle beside a stale checksum, would mislead
     /// whoever finds them.
@@ -197,6 +207,12 @@ impl Staging {
                 return Err(error.into());
             }
             placed.push(target);
+        }
+        for stale in &self.stale {
+            match std::fs::remove_file(stale) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -284,9 +300,9 @@ impl Output {
         Ok(())
     }
 
-    /// Closes the last part and stages the checksum files beside the parts. Nothing is visible yet:
-    /// [`Staging::place`] puts it all in place.
-    pub fn seal(mut self) -> Result<Sealed, OutputError> {
+    /// Closes the last part and stages the checksum files beside the parts, and with a key `PATH.sig` over
+    /// `PATH.sha256`. Nothing is visible yet: [`Staging::place`] puts it all in place.
+    pub fn seal(mut self, signer: Option<&SigningKey>) -> Result<Sealed, OutputError> {
         interrupt::check()?;
         let digest = Self::close_part(self.part)?;
         let (files, sha256) = match self.part_size {
@@ -305,6 +321,17 @@ impl Output {
             sibling(&self.path, ".sha256"),
             checksum_line(sha256.clone(), &self.path),
         )];
+        let signature = sibling(&self.path, ".sig");
+        match signer {
+            Some(signer) => {
+                let text = signer
+                    .sign(sums[0].1.as_bytes())
+                    .map_err(io::Error::other)?;
+                sums.push((signature, text));
+            }
+            // An earlier bundle's signature would be refused beside this one, as if it were forged.
+            None => self.staging.remove_after(&signature),
+        }
         if self.part_size.is_some() {
             sums.push((sibling(&self.path, ".parts.sha256"), self.part_sums));
         }

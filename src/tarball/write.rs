@@ -23,6 +23,7 @@ use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing};
 use crate::image::{media, Descriptor, Image};
 use crate::progress::Reporter;
+use crate::trust::signature::SigningKey;
 
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -30,6 +31,8 @@ pub struct WriteOptions {
     pub mtime: u64,
     /// Cut the output into parts of at most this many bytes.
     pub split: Option<u64>,
+    /// Sign `PATH.sha256` into `PATH.sig`.
+    pub signer: Option<SigningKey>,
 }
 
 /// What was written.
@@ -111,7 +114,9 @@ pub fn write_bundle(
     }
     tar.finish().map_err(|e| write_error(path, e))?;
     let output = tar.into_inner().map_err(|e| write_error(path, e))?;
-    let sealed = output.seal().map_err(|e| output_error(path, e))?;
+    let sealed = output
+        .seal(options.signer.as_ref())
+        .map_err(|e| output_error(path, e))?;
     sealed.staging.place().map_err(|e| output_error(path, e))?;
     Ok(Written {
         files: sealed.files,
@@ -421,7 +426,7 @@ pub(crate) mod tests {
         let (dir, store, images) = fixture();
         let options = WriteOptions {
             mtime: 1_700_000_000,
-            split: None,
+            ..Default::default()
         };
         let first = write(dir.path(), &store, &images, "one.tar", &options).unwrap();
         write(dir.path(), &store, &images, "two.tar", &options).unwrap();
@@ -455,7 +460,11 @@ pub(crate) mod tests {
         for (blocked, split) in [("b.tar.sha256", None), ("b.tar.part-001", Some(2048))] {
             let out = dir.path().join(format!("out-{blocked}"));
             std::fs::create_dir_all(out.join(blocked).join("in the way")).unwrap();
-            let options = WriteOptions { mtime: 0, split };
+            let options = WriteOptions {
+                mtime: 0,
+                split,
+                ..Default::default()
+            };
             write(&out, &store, &images, "b.tar", &options).unwrap_err();
             let left: Vec<_> = std::fs::read_dir(&out)
                 .unwrap()
@@ -486,8 +495,8 @@ pub(crate) mod tests {
             &images,
             "split.tar",
             &WriteOptions {
-                mtime: 0,
                 split: Some(2048),
+                ..Default::default()
             },
         )
         .unwrap();
@@ -547,8 +556,8 @@ pub(crate) mod tests {
         )
         .unwrap();
         let at_most = |split| WriteOptions {
-            mtime: 0,
             split: Some(split),
+            ..Default::default()
         };
         // The smallest part size that keeps to the limit works, one byte less does not.
         let smallest = whole.bytes.div_ceil(output::MAX_PARTS);

@@ -11,4 +11,5 @@ mod output;
 mod pull;
 mod seed;
 mod services;
+mod trust;
 mod verify;

@@ -223,6 +223,19 @@ fn a_sha256_mismatch_is_reported() {
         "a garbled checksum file is not a pass: {}",
         run.stdout()
     );
+    // One that names nothing, or names another file only, vouches for nothing.
+    for text in ["", &format!("{}  other.tar\n", "0".repeat(64))] {
+        std::fs::write(&sums, text).unwrap();
+        let run = verify(&bundle, &[]).fails_with(1);
+        assert!(
+            run.stdout().starts_with(&format!(
+                "checksum: MISMATCH for b.tar in {}: expected a line for it, read none\n",
+                sums.display()
+            )),
+            "{}",
+            run.stdout()
+        );
+    }
 }
 
 #[test]
