@@ -6,6 +6,7 @@ use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
 use crate::fetch::VendorSourceError;
 use crate::import::VendorError;
+use crate::interrupt::Interrupted;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
@@ -15,7 +16,8 @@ use crate::tarball::TarballError;
 use crate::trust::TrustError;
 use crate::verify::VerifyError;
 
-/// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
+/// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong,
+/// 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
@@ -72,6 +74,8 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 impl Error {
@@ -88,6 +92,8 @@ impl Error {
                 | RegistryError::BadCaCert { .. },
             ) => EXIT_USAGE,
             Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
+            Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
+            Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,

@@ -6,6 +6,8 @@ mod cli;
 mod deliver;
 mod faults;
 mod ferry;
+mod interrupt;
+mod output;
 mod pull;
 mod releases;
 mod seed;
