@@ -4,13 +4,13 @@ use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
+use crate::import::VendorError;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
-use crate::import::VendorError;
 use crate::verify::VerifyError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
@@ -67,7 +67,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Registry(
-                RegistryError::BadMirror(_)
+                RegistryError::BadMirror { .. }
                 | RegistryError::CaCert { .. }
                 | RegistryError::BadCaCert { .. },
             ) => EXIT_USAGE,

@@ -7,13 +7,13 @@ use crate::cache::BlobStore;
 use crate::catalog::{Catalogs, ImageSource as CatalogSource, Release};
 use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
+use crate::import::import_all;
 use crate::k8s::{KubeRange, KubeVersion};
 use crate::progress::Reporter;
 use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::Reference;
 use crate::registry::{Location, RegistryOptions, Target};
 use crate::resolve::{image_sets, resolve};
-use crate::import::import_all;
 
 /// An image to carry, as the plan names it.
 #[derive(Debug, Clone)]

@@ -42,28 +42,20 @@ impl std::str::FromStr for Mirror {
     type Err = RegistryError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || RegistryError::BadMirror(text.to_string());
-        let (from, to) = text.split_once('=').ok_or_else(bad)?;
-        let to = to
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        let (host, prefix) = match to.split_once('/') {
-            Some((host, prefix)) => (host, Some(prefix.to_string())),
-            None => (to, None),
+        let bad = |why: String| RegistryError::BadMirror {
+            text: text.to_string(),
+            why,
         };
-        if from.is_empty()
-            || host.is_empty()
-            || from.contains('/')
-            || prefix
-                .as_deref()
-                .is_some_and(|p| p.split('/').any(str::is_empty))
-        {
-            return Err(bad());
+        let (from, to) = text
+            .split_once('=')
+            .ok_or_else(|| bad("there is no '='".into()))?;
+        if from.is_empty() || from.contains('/') {
+            return Err(bad(format!("'{from}' is not a registry host")));
         }
+        let (host, prefix) = host_and_prefix(to).map_err(bad)?;
         Ok(Mirror {
             from: from.to_string(),
-            host: host.to_string(),
+            host,
             prefix,
         })
     }
@@ -81,25 +73,42 @@ impl std::str::FromStr for Target {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        let (host, prefix) = text
-            .split_once('/')
-            .map_or((text, None), |(h, p)| (h, Some(p.to_string())));
-        if host.is_empty()
-            || prefix
-                .as_deref()
-                .is_some_and(|p| p.split('/').any(str::is_empty))
-        {
-            return Err(format!("'{text}' is not HOST[:PORT][/PREFIX]"));
-        }
-        Ok(Target {
-            host: host.to_string(),
-            prefix,
-        })
+        let (host, prefix) = host_and_prefix(text)?;
+        Ok(Target { host, prefix })
     }
+}
+
+/// `HOST[:PORT][/PREFIX]`, as `--to`, `--mirror` and `--vendor-registry` take it. The host must be one by
+/// Docker's rule (it has a '.' or a ':', or is `localhost`): an image named `myregistry/csi/x` is Docker
+/// Hub's, so a push "to myregistry" would otherwise go to docker.io.
+fn host_and_prefix(text: &str) -> Result<(String, Option<String>), String> {
+    let text = text
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let (host, prefix) = text
+        .split_once('/')
+        .map_or((text, None), |(h, p)| (h, Some(p.to_string())));
+    let host_chars =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if host.is_empty() || !host.chars().all(host_chars) {
+        return Err(format!("'{host}' is not a registry HOST[:PORT]"));
+    }
+    if !(host.contains(['.', ':']) || host == "localhost") {
+        return Err(format!(
+            "'{host}' is not a registry host: a name without a '.' or a ':' (other than localhost) is a \
+             Docker Hub namespace; write the host with its domain or port, e.g. {host}.local or {host}:5000"
+        ));
+    }
+    if let Some(prefix) = &prefix {
+        // The prefix becomes part of every repository path, so it obeys their grammar.
+        format!("{host}/{prefix}/x")
+            .parse::<Reference>()
+            .map_err(|_| {
+                format!("'{prefix}' is not a repository path prefix (lowercase [a-z0-9._-] components separated by '/')")
+            })?;
+    }
+    Ok((host.to_string(), prefix))
 }
 
 impl Target {
@@ -164,8 +173,8 @@ impl RegistryOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("invalid --mirror '{0}': expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s")]
-    BadMirror(String),
+    #[error("invalid --mirror '{text}': {why}; expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s")]
+    BadMirror { text: String, why: String },
     #[error("cannot read CA certificate {path}")]
     CaCert {
         path: PathBuf,
@@ -404,8 +413,46 @@ mod tests {
 
     #[test]
     fn malformed_mirrors_are_refused() {
-        for text in ["registry.k8s.io", "=host", "a=", "a/b=host", "a=host//x"] {
+        for text in [
+            "registry.k8s.io",
+            "=host",
+            "a=",
+            "a/b=host",
+            "a=host.local//x",
+            "quay.io=mirror",
+        ] {
             assert!(text.parse::<Mirror>().is_err(), "{text}");
         }
+        assert_eq!(
+            "quay.io=mirror/x".parse::<Mirror>().unwrap_err().to_string(),
+            "invalid --mirror 'quay.io=mirror/x': 'mirror' is not a registry host: a name without a '.' or a \
+             ':' (other than localhost) is a Docker Hub namespace; write the host with its domain or port, e.g. \
+             mirror.local or mirror:5000; expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s"
+        );
+    }
+
+    #[test]
+    fn a_target_must_be_a_registry_host_by_dockers_rule() {
+        for good in [
+            "localhost/csi",
+            "myregistry:5000/csi",
+            "harbor.local",
+            "[::1]:5000/a/b",
+        ] {
+            assert!(good.parse::<Target>().is_ok(), "{good}");
+        }
+        assert_eq!(
+            "myregistry/csi".parse::<Target>().unwrap_err(),
+            "'myregistry' is not a registry host: a name without a '.' or a ':' (other than localhost) is a \
+             Docker Hub namespace; write the host with its domain or port, e.g. myregistry.local or myregistry:5000"
+        );
+        assert_eq!(
+            "bad host!/x".parse::<Target>().unwrap_err(),
+            "'bad host!' is not a registry HOST[:PORT]"
+        );
+        assert_eq!(
+            "harbor.local/CSI".parse::<Target>().unwrap_err(),
+            "'CSI' is not a repository path prefix (lowercase [a-z0-9._-] components separated by '/')"
+        );
     }
 }
