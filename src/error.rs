@@ -6,6 +6,7 @@ use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
 use crate::import::VendorError;
 use crate::k8s::VersionError;
+use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
@@ -29,6 +30,8 @@ pub enum Error {
     Reference(#[from] ReferenceError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -78,6 +81,7 @@ impl Error {
             Error::Catalog(CatalogError::Read { .. })
             | Error::Output(_)
             | Error::Registry(_)
+            | Error::Pull(_)
             | Error::Cache(_)
             | Error::Tarball(_)
             | Error::Vendor(_)

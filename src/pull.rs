@@ -8,13 +8,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{stream, StreamExt, TryStreamExt};
 
-use crate::cache::BlobStore;
+use crate::cache::{BlobStore, CacheError};
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Image, ImageSource, Index, Manifest, Platform};
 use crate::progress::Reporter;
 use crate::reference::Reference;
-use crate::registry::retry::RetryPolicy;
+use crate::registry::retry::{Classify, RetryPolicy, Verdict};
 use crate::registry::{FetchError, Location, RegistryClient, RegistryError, RegistryOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot fetch blob {digest} of {image} from {registry} (after {attempts} attempt(s))")]
+    Blob {
+        image: String,
+        digest: Digest,
+        registry: String,
+        attempts: u32,
+        #[source]
+        cause: BlobFailure,
+    },
+}
+
+/// Why one attempt at a blob failed: the registry, or the cache that checks and stores what it sent.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobFailure {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl From<reqwest::Error> for BlobFailure {
+    fn from(error: reqwest::Error) -> Self {
+        BlobFailure::Fetch(error.into())
+    }
+}
+
+impl Classify for BlobFailure {
+    fn verdict(&self) -> Verdict {
+        match self {
+            BlobFailure::Fetch(fetch) => fetch.verdict(),
+            // A wrong digest may be a byte flipped on the way; a fresh download settles it, a bounded number of times.
+            BlobFailure::Cache(
+                CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. },
+            ) => Verdict::Transient,
+            BlobFailure::Cache(_) => Verdict::Fatal,
+        }
+    }
+}
 
 /// One image to pull: its upstream name, and where to fetch it from.
 #[derive(Debug, Clone)]
@@ -40,7 +83,7 @@ pub async fn pull(
     platform: &Platform,
     jobs: usize,
     reporter: &dyn Reporter,
-) -> Result<PullReport, RegistryError> {
+) -> Result<PullReport, PullError> {
     let mut report = PullReport::default();
     if items.is_empty() {
         return Ok(report);
@@ -125,7 +168,7 @@ struct Puller<'a> {
 
 impl Puller<'_> {
     /// Resolves one image to its single-platform manifest and fetches its config.
-    async fn resolve(&self, item: &PullItem, platform: &Platform) -> Result<Image, RegistryError> {
+    async fn resolve(&self, item: &PullItem, platform: &Platform) -> Result<Image, PullError> {
         let image = item.upstream.to_string();
         let location = &item.location.reference;
         let top = self.fetch_manifest(&image, location).await?;
@@ -136,7 +179,8 @@ impl Puller<'_> {
                     image,
                     expected: pinned.clone(),
                     actual: top_digest,
-                });
+                }
+                .into());
             }
         }
         let top_type = media_type_of(&image, &top)?;
@@ -151,7 +195,8 @@ impl Puller<'_> {
                     image,
                     expected: chosen.digest,
                     actual,
-                });
+                }
+                .into());
             }
             let manifest_type = media_type_of(&image, &bytes)?;
             (Some(top_digest), bytes, manifest_type)
@@ -167,7 +212,7 @@ impl Puller<'_> {
         let manifest_digest = Digest::of(&manifest_bytes);
         self.store
             .put(&manifest_digest, &manifest_bytes)
-            .map_err(|cause| RegistryError::Blob {
+            .map_err(|cause| PullError::Blob {
                 image: image.clone(),
                 digest: manifest_digest.clone(),
                 registry: location.registry().to_string(),
@@ -189,7 +234,8 @@ impl Puller<'_> {
                 image,
                 wanted: platform.to_string(),
                 actual: image_platform.to_string(),
-            });
+            }
+            .into());
         }
         Ok(Image {
             reference: item.upstream.clone(),
@@ -232,7 +278,7 @@ impl Puller<'_> {
             })
     }
 
-    async fn fetch_blob(&self, job: &BlobJob) -> Result<(), RegistryError> {
+    async fn fetch_blob(&self, job: &BlobJob) -> Result<(), PullError> {
         let what = format!("blob {}", job.blob.digest);
         self.retry
             .run(
@@ -243,7 +289,7 @@ impl Puller<'_> {
                 },
             )
             .await
-            .map_err(|failure| RegistryError::Blob {
+            .map_err(|failure| PullError::Blob {
                 image: job.image.clone(),
                 digest: job.blob.digest.clone(),
                 registry: job.location.registry().to_string(),
@@ -253,7 +299,7 @@ impl Puller<'_> {
     }
 
     /// One try at one blob: resume from whatever an earlier try (of this or another process) left.
-    async fn blob_attempt(&self, job: &BlobJob) -> Result<(), FetchError> {
+    async fn blob_attempt(&self, job: &BlobJob) -> Result<(), BlobFailure> {
         let (digest, size) = (&job.blob.digest, job.blob.size);
         if self.store.contains(digest, Some(size)) {
             return Ok(());
@@ -269,7 +315,7 @@ impl Puller<'_> {
         if partial.offset() < size {
             let response = self
                 .client
-                .blob(&job.location, digest, partial.offset())
+                .blob(&job.location, digest, partial.offset(), size)
                 .await?;
             if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
                 partial.restart()?;
@@ -286,7 +332,8 @@ impl Puller<'_> {
                 return Err(FetchError::Truncated {
                     received: partial.offset(),
                     expected: size,
-                });
+                }
+                .into());
             }
         }
         partial.commit()?;
