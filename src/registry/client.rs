@@ -110,8 +110,9 @@ impl RegistryClient {
         )
     }
 
-    /// Sends a request built by `request`, authorized for `scopes`; after a 401, once more with fresh
-    /// authorization. Any other answer, and the second 401, are the caller's to judge.
+    /// Sends a request built by `request`, authorized for `scopes`. A 401 to a request sent without
+    /// authorization teaches the registry's challenge; a 401 to one sent with a token or credentials gets
+    /// one more try with fresh ones. Any other answer, and the second refusal, are the caller's to judge.
     pub(super) async fn send(
         &self,
         registry: &str,
@@ -147,7 +148,7 @@ impl RegistryClient {
             if !again {
                 return Ok(response);
             }
-            renewed = true;
+            renewed = authorization.is_some();
         }
     }
 

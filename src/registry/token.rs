@@ -147,11 +147,12 @@ impl Authorizer {
             .clone()
     }
 
-    /// The user ferry authenticates as at `registry`, if any (for messages).
+    /// The user ferry authenticates (or would authenticate) as at `registry`, if any, for messages.
     pub async fn user(&self, registry: &str) -> Option<String> {
         let host = self.host(registry);
-        let state = host.lock().await;
-        state.credentials.clone().flatten().map(|c| c.username)
+        let mut state = host.lock().await;
+        let credentials = self.credentials(registry, &mut state).await.ok()?;
+        credentials.map(|c| c.username)
     }
 
     /// The `Authorization` header for a request needing `scopes`: none until the registry has asked

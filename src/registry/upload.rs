@@ -41,7 +41,20 @@ impl RegistryClient {
         match response.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
-            _ => Err(self.failure(response, registry, scope).await),
+            refused => {
+                // An answer to HEAD has no body, so the registry's reason is asked for with a GET.
+                let said = self
+                    .send(registry, std::slice::from_ref(&scope), |http| {
+                        http.get(&url)
+                    })
+                    .await?;
+                let response = if said.status() == refused {
+                    said
+                } else {
+                    response
+                };
+                Err(self.failure(response, registry, scope).await)
+            }
         }
     }
 

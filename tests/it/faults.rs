@@ -19,6 +19,8 @@ pub enum Fault {
     CutBody { after_bytes: usize },
     /// Forward, with one bit of the body byte at `offset` flipped.
     FlipByte { offset: usize },
+    /// Answer every method with `status` and this JSON body, as a registry's front (Harbor's) refuses.
+    Refuse { status: u16, body: &'static str },
 }
 
 /// A fault for requests whose path contains `path_contains`, fired at most `times` times.
@@ -44,21 +46,24 @@ impl Rule {
     /// touch (`body_len` is `None` before the response is known), so a small config does not use them up.
     fn take(&self, method: &str, path: &str, body_len: Option<usize>) -> bool {
         let reaches = match (&self.fault, body_len) {
+            (Fault::Refuse { .. }, None) => {
+                return path.contains(&self.path_contains) && self.fire();
+            }
             (Fault::Status { .. } | Fault::TooManyRequests { .. }, None) => true,
             (Fault::CutBody { after_bytes: at } | Fault::FlipByte { offset: at }, Some(len)) => {
                 len > *at
             }
             _ => false,
         };
-        reaches
-            && method == "GET"
-            && path.contains(&self.path_contains)
-            && self
-                .fired
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < self.times).then_some(n + 1)
-                })
-                .is_ok()
+        reaches && method == "GET" && path.contains(&self.path_contains) && self.fire()
+    }
+
+    fn fire(&self) -> bool {
+        self.fired
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.times).then_some(n + 1)
+            })
+            .is_ok()
     }
 }
 
@@ -201,7 +206,11 @@ impl Shared {
         match rule.map(|r| &r.fault) {
             Some(Fault::Status { status }) => {
                 self.record(&request, *status);
-                return answer(&mut client, *status, "");
+                return answer(&mut client, *status, "", None);
+            }
+            Some(Fault::Refuse { status, body }) => {
+                self.record(&request, *status);
+                return answer(&mut client, *status, "", Some(body));
             }
             Some(Fault::TooManyRequests { retry_after_secs }) => {
                 self.record(&request, 429);
@@ -209,6 +218,7 @@ impl Shared {
                     &mut client,
                     429,
                     &format!("Retry-After: {retry_after_secs}\r\n"),
+                    None,
                 );
             }
             _ => {}
@@ -266,9 +276,20 @@ impl Shared {
     }
 }
 
-fn answer(client: &mut TcpStream, status: u16, extra_headers: &str) -> std::io::Result<()> {
-    let body =
-        format!("{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status}\"}}]}}");
+fn answer(
+    client: &mut TcpStream,
+    status: u16,
+    extra_headers: &str,
+    body: Option<&str>,
+) -> std::io::Result<()> {
+    let body = body.map_or_else(
+        || {
+            format!(
+                "{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status}\"}}]}}"
+            )
+        },
+        str::to_string,
+    );
     let head = format!(
         "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
         body.len()
