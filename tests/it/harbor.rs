@@ -3,7 +3,7 @@
 //! trusts. The service can issue short-lived tokens, refuse a wrong password, grant only pull, and run on a
 //! clock ahead of this machine's; it records every token request, and the registry logs every request.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,7 +15,7 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::bundle::Csi480;
-use crate::faults::{Fault, FaultProxy, Rule};
+use crate::faults::{header_value, read_request, Fault, FaultProxy, Rule};
 use crate::ferry::{command, ferry, run, Run};
 use crate::services::{require, Registry, TOKEN_ISSUER, TOKEN_SERVICE};
 
@@ -180,36 +180,17 @@ fn answer(
     policy: &Policy,
     asked: &Mutex<Vec<Asked>>,
 ) -> std::io::Result<()> {
-    let mut reader = BufReader::new(client.try_clone()?);
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let target = line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_string();
-    let mut authorization = None;
-    loop {
-        let mut header = String::new();
-        reader.read_line(&mut header)?;
-        let header = header.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            if name.eq_ignore_ascii_case("authorization") {
-                authorization = Some(value.trim().to_string());
-            }
-        }
-    }
-    let url = reqwest::Url::parse(&format!("http://token{target}")).unwrap();
+    let Some(request) = read_request(&mut BufReader::new(client.try_clone()?))? else {
+        return Ok(());
+    };
+    let authorization = header_value(&request.headers, "authorization");
+    let url = reqwest::Url::parse(&format!("http://token{}", request.path)).unwrap();
     let scopes: Vec<String> = url
         .query_pairs()
         .filter(|(k, _)| k == "scope")
         .map(|(_, v)| v.into_owned())
         .collect();
     let credentials = authorization
-        .as_deref()
         .and_then(|a| a.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
         .and_then(|b| String::from_utf8(b).ok())
@@ -381,6 +362,38 @@ impl Harbor {
             .env("PATH", path))
     }
 
+    /// `ferry push BUNDLE --to TO EXTRA...` as the user of `config`.
+    fn push(&self, config: &Path, bundle: &Path, to: &str, extra: &[&str]) -> Run {
+        let mut args = vec!["push", bundle.to_str().unwrap(), "--to", to];
+        args.extend_from_slice(extra);
+        self.ferry(config, &args)
+    }
+
+    /// Pulls seeded image `which` back from where a push `--to` put it; checks its upstream digest.
+    fn pull_back(&self, config: &Path, csi: &Csi480, which: usize, to: &str) {
+        let (upstream, seeded) = &csi.seeded[which];
+        let image = upstream.replace("registry.k8s.io", to);
+        let cache = tempfile::tempdir().unwrap();
+        let pulled = self
+            .ferry(
+                config,
+                &[
+                    "pull",
+                    "--image",
+                    &image,
+                    "--cache-dir",
+                    cache.path().to_str().unwrap(),
+                    "-q",
+                ],
+            )
+            .success();
+        assert!(
+            pulled.stdout().contains(seeded.manifest_for("linux/amd64")),
+            "{}",
+            pulled.stdout()
+        );
+    }
+
     /// Requests the registry answered with `status`, whose method is `method` and URI contains `uri`, from
     /// its access log (`"HEAD /v2/... HTTP/1.1" 401 ...`).
     fn logged(&self, method: &str, uri: &str, status: u16) -> usize {
@@ -412,14 +425,15 @@ fn helper_runs(config: &Path) -> usize {
         .count()
 }
 
-/// The 4.8.0 bundle, built from a plain registry and vendor tarballs.
-fn csi_bundle() -> Option<(Csi480, PathBuf)> {
+/// The 4.8.0 bundle (built from a plain registry and vendor tarballs), and a Harbor-shaped registry.
+fn bundle_and_harbor(policy: Policy) -> Option<(Csi480, PathBuf, Harbor)> {
     let csi = Csi480::start()?;
     let cache = csi.work.path().join("cache");
     csi.bundle(cache.to_str().unwrap(), "csi.tar", &[])
         .success();
     let bundle = csi.work.path().join("csi.tar");
-    Some((csi, bundle))
+    let harbor = Harbor::start(policy)?;
+    Some((csi, bundle, harbor))
 }
 
 /// The summary line of a push.
@@ -434,17 +448,12 @@ fn summary(run: &Run) -> String {
 
 #[test]
 fn a_clean_push_mounts_shared_layers_and_asks_for_the_source_scope() {
-    let Some((_csi, bundle)) = csi_bundle() else {
-        return;
-    };
-    let Some(harbor) = Harbor::start(Policy::default()) else {
+    let Some((_csi, bundle, harbor)) = bundle_and_harbor(Policy::default()) else {
         return;
     };
     let config = harbor.docker_config("ferry", PASSWORD);
     let to = format!("{}/csi", harbor.addr());
-    let pushed = harbor
-        .ferry(&config, &["push", bundle.to_str().unwrap(), "--to", &to])
-        .success();
+    let pushed = harbor.push(&config, &bundle, &to, &[]).success();
     assert_eq!(pushed.stdout().lines().count(), 11, "{}", pushed.stdout());
     let mounts = harbor.logged("POST", "mount=", 201);
     assert!(mounts > 0, "{}", summary(&pushed));
@@ -477,12 +486,9 @@ fn a_clean_push_mounts_shared_layers_and_asks_for_the_source_scope() {
 
 #[test]
 fn tokens_that_expire_mid_push_and_mid_pull_are_renewed_once() {
-    let Some((csi, bundle)) = csi_bundle() else {
-        return;
-    };
     // Every first token for a set of scopes reaches the registry expired, though the service said it
     // lives 600 s: what a client meets whose clock is behind a strict registry's.
-    let Some(harbor) = Harbor::start(Policy {
+    let Some((csi, bundle, harbor)) = bundle_and_harbor(Policy {
         expires_in: 600,
         clock_ahead: Duration::from_secs(15),
         first_token_expired: true,
@@ -492,9 +498,7 @@ fn tokens_that_expire_mid_push_and_mid_pull_are_renewed_once() {
     };
     let config = harbor.docker_config("ferry", PASSWORD);
     let to = format!("{}/csi", harbor.addr());
-    let pushed = harbor
-        .ferry(&config, &["push", bundle.to_str().unwrap(), "--to", &to])
-        .success();
+    let pushed = harbor.push(&config, &bundle, &to, &[]).success();
     assert_eq!(pushed.stdout().lines().count(), 11, "{}", pushed.stderr());
     let scope_sets = |asked: &[Asked]| {
         let mut sets: Vec<Vec<String>> = asked.iter().map(|a| a.scopes.clone()).collect();
@@ -515,38 +519,15 @@ fn tokens_that_expire_mid_push_and_mid_pull_are_renewed_once() {
     );
 
     // A pull meets the same: its manifest request is refused first, then served.
-    let (upstream, seeded) = &csi.seeded[0];
-    let image = upstream.replace("registry.k8s.io", &to);
-    let cache = harbor.config.path().join("cache");
-    let pulled = harbor
-        .ferry(
-            &config,
-            &[
-                "pull",
-                "--image",
-                &image,
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "-q",
-            ],
-        )
-        .success();
-    assert!(
-        pulled.stdout().contains(seeded.manifest_for("linux/amd64")),
-        "{}",
-        pulled.stdout()
-    );
+    harbor.pull_back(&config, &csi, 0, &to);
     assert_eq!(harbor.expired_tokens(), scope_sets(&harbor.tokens.asked()));
 }
 
 #[test]
 fn a_skewed_clock_with_short_tokens_never_sends_an_expired_one() {
-    let Some((_csi, bundle)) = csi_bundle() else {
-        return;
-    };
     // Tokens live 3 s and say so, issued by a service whose clock is 15 s ahead of this machine's: a
     // client that compared `issued_at` + `expires_in` with its own clock would keep them 15 s too long.
-    let Some(harbor) = Harbor::start(Policy {
+    let Some((_csi, bundle, harbor)) = bundle_and_harbor(Policy {
         lifetime: Duration::from_secs(3),
         expires_in: 3,
         clock_ahead: Duration::from_secs(15),
@@ -556,12 +537,7 @@ fn a_skewed_clock_with_short_tokens_never_sends_an_expired_one() {
     };
     let config = harbor.docker_config("ferry", PASSWORD);
     let to = format!("{}/csi", harbor.addr());
-    harbor
-        .ferry(
-            &config,
-            &["push", bundle.to_str().unwrap(), "--to", &to, "-j", "1"],
-        )
-        .success();
+    harbor.push(&config, &bundle, &to, &["-j", "1"]).success();
     assert_eq!(harbor.expired_tokens(), 0, "no expired token was sent");
 }
 
@@ -576,10 +552,7 @@ fn causes(run: &Run) -> Vec<String> {
 
 #[test]
 fn a_missing_project_fails_at_once_in_the_registrys_words() {
-    let Some((_csi, bundle)) = csi_bundle() else {
-        return;
-    };
-    let Some(harbor) = Harbor::start(Policy::default()) else {
+    let Some((_csi, bundle, harbor)) = bundle_and_harbor(Policy::default()) else {
         return;
     };
     // Harbor's front answers for a project that does not exist before the registry sees the request:
@@ -608,9 +581,7 @@ fn a_missing_project_fails_at_once_in_the_registrys_words() {
         let config = harbor.docker_config_for(front.addr(), "ferry", PASSWORD);
         let to = format!("{}/nosuchproject", front.addr());
         let started = std::time::Instant::now();
-        let failed = harbor
-            .ferry(&config, &["push", bundle.to_str().unwrap(), "--to", &to])
-            .fails_with(1);
+        let failed = harbor.push(&config, &bundle, &to, &[]).fails_with(1);
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "a refusal is final"
@@ -647,26 +618,15 @@ fn a_missing_project_fails_at_once_in_the_registrys_words() {
 
 #[test]
 fn pull_only_rights_refuse_the_push_and_allow_the_pull() {
-    let Some((csi, bundle)) = csi_bundle() else {
-        return;
-    };
-    let Some(harbor) = Harbor::start(Policy::default()) else {
+    let Some((csi, bundle, harbor)) = bundle_and_harbor(Policy::default()) else {
         return;
     };
     let to = format!("{}/csi", harbor.addr());
     let writer = harbor.docker_config("ferry", PASSWORD);
-    harbor
-        .ferry(
-            &writer,
-            &["push", bundle.to_str().unwrap(), "--to", &to, "-q"],
-        )
-        .success();
+    harbor.push(&writer, &bundle, &to, &["-q"]).success();
     let reader = harbor.docker_config("reader", PASSWORD);
     let refused = harbor
-        .ferry(
-            &reader,
-            &["push", bundle.to_str().unwrap(), "--to", &format!("{to}2")],
-        )
+        .push(&reader, &bundle, &format!("{to}2"), &[])
         .fails_with(1);
     assert!(!refused.stderr().contains("retry"), "{}", refused.stderr());
     let cause = causes(&refused).join("\n");
@@ -682,40 +642,18 @@ fn pull_only_rights_refuse_the_push_and_allow_the_pull() {
             harbor.addr()
         )
     );
-    let (upstream, seeded) = &csi.seeded[1];
-    let image = upstream.replace("registry.k8s.io", &to);
-    let cache = harbor.config.path().join("reader-cache");
-    let pulled = harbor
-        .ferry(
-            &reader,
-            &[
-                "pull",
-                "--image",
-                &image,
-                "--cache-dir",
-                cache.to_str().unwrap(),
-                "-q",
-            ],
-        )
-        .success();
-    assert!(pulled.stdout().contains(seeded.manifest_for("linux/amd64")));
+    harbor.pull_back(&reader, &csi, 1, &to);
 }
 
 #[test]
 fn a_wrong_password_is_tried_once_and_no_credentials_are_named() {
-    let Some((_csi, bundle)) = csi_bundle() else {
-        return;
-    };
-    let Some(harbor) = Harbor::start(Policy::default()) else {
+    let Some((_csi, bundle, harbor)) = bundle_and_harbor(Policy::default()) else {
         return;
     };
     let to = format!("{}/csi", harbor.addr());
     let wrong = harbor.docker_config("ferry", "wrong-password");
     let refused = harbor
-        .ferry(
-            &wrong,
-            &["push", bundle.to_str().unwrap(), "--to", &to, "-j", "8"],
-        )
+        .push(&wrong, &bundle, &to, &["-j", "8"])
         .fails_with(1);
     let tries = |tokens: &TokenService| {
         tokens
@@ -757,9 +695,7 @@ fn a_wrong_password_is_tried_once_and_no_credentials_are_named() {
 
     let none = harbor.config.path().join("no-credentials");
     std::fs::create_dir_all(&none).unwrap();
-    let anonymous = harbor
-        .ferry(&none, &["push", bundle.to_str().unwrap(), "--to", &to])
-        .fails_with(1);
+    let anonymous = harbor.push(&none, &bundle, &to, &[]).fails_with(1);
     assert_eq!(
         causes(&anonymous),
         vec![format!(
