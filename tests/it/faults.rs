@@ -19,8 +19,14 @@ pub enum Fault {
     CutBody { after_bytes: usize },
     /// Forward, with one bit of the body byte at `offset` flipped.
     FlipByte { offset: usize },
-    /// Answer every method with `status` and this JSON body, as a registry's front (Harbor's) refuses.
-    Refuse { status: u16, body: &'static str },
+    /// Answer requests of `method` (every method when empty) with `status`, these extra header lines
+    /// (`Name: value\r\n`) and this JSON body, as a registry or its front (Harbor's) refuses.
+    Refuse {
+        method: &'static str,
+        status: u16,
+        headers: String,
+        body: &'static str,
+    },
 }
 
 /// A fault for requests whose path contains `path_contains`, fired at most `times` times.
@@ -46,8 +52,10 @@ impl Rule {
     /// touch (`body_len` is `None` before the response is known), so a small config does not use them up.
     fn take(&self, method: &str, path: &str, body_len: Option<usize>) -> bool {
         let reaches = match (&self.fault, body_len) {
-            (Fault::Refuse { .. }, None) => {
-                return path.contains(&self.path_contains) && self.fire();
+            (Fault::Refuse { method: only, .. }, None) => {
+                return (only.is_empty() || *only == method)
+                    && path.contains(&self.path_contains)
+                    && self.fire();
             }
             (Fault::Status { .. } | Fault::TooManyRequests { .. }, None) => true,
             (Fault::CutBody { after_bytes: at } | Fault::FlipByte { offset: at }, Some(len)) => {
@@ -67,9 +75,10 @@ impl Rule {
     }
 }
 
-/// One request the proxy saw: path, Range header, and the status it answered.
+/// One request the proxy saw: method, path, Range header, and the status it answered.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub range: Option<String>,
     pub status: u16,
@@ -187,6 +196,7 @@ impl Shared {
     fn record(&self, request: &Request, status: u16) {
         let range = header_value(&request.headers, "range").map(str::to_string);
         self.seen.lock().unwrap().push(Seen {
+            method: request.method.clone(),
             path: request.path.clone(),
             range,
             status,
@@ -209,9 +219,14 @@ impl Shared {
                 self.record(&request, *status);
                 return answer(&mut client, *status, "", None);
             }
-            Some(Fault::Refuse { status, body }) => {
+            Some(Fault::Refuse {
+                status,
+                headers,
+                body,
+                ..
+            }) => {
                 self.record(&request, *status);
-                return answer(&mut client, *status, "", Some(body));
+                return answer(&mut client, *status, headers, Some(body));
             }
             Some(Fault::TooManyRequests { retry_after_secs }) => {
                 self.record(&request, 429);

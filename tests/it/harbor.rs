@@ -524,6 +524,50 @@ fn tokens_that_expire_mid_push_and_mid_pull_are_renewed_once() {
 }
 
 #[test]
+fn a_401_in_the_middle_of_an_upload_sends_that_chunk_again() {
+    let Some((csi, bundle, harbor)) = bundle_and_harbor(Policy::default()) else {
+        return;
+    };
+    // The registry refuses a chunk as if its token had just expired, as it says in its challenge.
+    let challenge = format!(
+        "Www-Authenticate: Bearer realm=\"{}\",service=\"{TOKEN_SERVICE}\",error=\"invalid_token\"\r\n",
+        harbor.tokens.realm()
+    );
+    let front = FaultProxy::start(
+        harbor.addr(),
+        vec![Rule::new(
+            "/blobs/uploads/",
+            Fault::Refuse {
+                method: "PATCH",
+                status: 401,
+                headers: challenge,
+                body: r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            },
+            1,
+        )],
+    );
+    let config = harbor.docker_config_for(front.addr(), "ferry", PASSWORD);
+    let to = format!("{}/csi", front.addr());
+    let pushed = harbor.push(&config, &bundle, &to, &["-j", "1"]).success();
+    assert!(!pushed.stderr().contains("retry"), "{}", pushed.stderr());
+    let patches: Vec<_> = front
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PATCH")
+        .collect();
+    let refused: Vec<_> = patches.iter().filter(|s| s.status == 401).collect();
+    assert_eq!(refused.len(), 1);
+    assert!(
+        patches
+            .iter()
+            .any(|s| s.path == refused[0].path && s.status == 202),
+        "the refused chunk was sent again to the same upload session: {}",
+        refused[0].path
+    );
+    harbor.pull_back(&config, &csi, 2, &to);
+}
+
+#[test]
 fn a_skewed_clock_with_short_tokens_never_sends_an_expired_one() {
     // Tokens live 3 s and say so, issued by a service whose clock is 15 s ahead of this machine's: a
     // client that compared `issued_at` + `expires_in` with its own clock would keep them 15 s too long.
@@ -574,7 +618,12 @@ fn a_missing_project_fails_at_once_in_the_registrys_words() {
             harbor.addr(),
             vec![Rule::new(
                 "/v2/nosuchproject/",
-                Fault::Refuse { status, body },
+                Fault::Refuse {
+                    method: "",
+                    status,
+                    headers: String::new(),
+                    body,
+                },
                 usize::MAX,
             )],
         );
