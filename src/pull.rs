@@ -13,14 +13,14 @@ use crate::digest::Digest;
 use crate::image::{media, Descriptor, Image, ImageSource, Index, Manifest, Platform};
 use crate::progress::Reporter;
 use crate::reference::Reference;
-use crate::registry::retry::{Classify, RetryPolicy, Verdict};
+use crate::registry::retry::{after_attempts, Classify, RetryPolicy, Verdict};
 use crate::registry::{FetchError, Location, RegistryClient, RegistryError, RegistryOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
-    #[error("cannot fetch blob {digest} of {image} from {registry} (after {attempts} attempt(s))")]
+    #[error("cannot fetch blob {digest} of {image} from {registry}{}", after_attempts(*attempts))]
     Blob {
         image: String,
         digest: Digest,

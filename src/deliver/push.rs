@@ -13,6 +13,7 @@ use crate::digest::Digest;
 use crate::image::Manifest;
 use crate::progress::Reporter;
 use crate::reference::Reference;
+use crate::registry::retry::after_attempts;
 use crate::registry::{FetchError, Mount, RegistryClient, RegistryError, RegistryOptions, Target};
 use crate::verify::Report;
 
@@ -48,7 +49,7 @@ pub enum PushError {
     Read(#[source] std::io::Error),
     #[error("{} changed since it was verified; verify it again", .0.display())]
     Changed(std::path::PathBuf),
-    #[error("cannot push {image} to {target} ({what}{})", attempts_note(*attempts))]
+    #[error("cannot push {image} to {target} ({what}{})", after_attempts(*attempts))]
     Push {
         what: String,
         image: String,
@@ -57,15 +58,6 @@ pub enum PushError {
         #[source]
         cause: FetchError,
     },
-}
-
-/// Retries are worth mentioning; a single attempt (a refusal) is not.
-fn attempts_note(attempts: u32) -> String {
-    if attempts > 1 {
-        format!(", after {attempts} attempts")
-    } else {
-        String::new()
-    }
 }
 
 /// The mapping from each image in the bundle to its name in the target registry.

@@ -189,7 +189,7 @@ pub enum RegistryError {
     Auth(#[from] auth::AuthError),
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("cannot fetch the manifest of {image} from {registry} (after {attempts} attempt(s))")]
+    #[error("cannot fetch the manifest of {image} from {registry}{}", retry::after_attempts(*attempts))]
     Manifest {
         image: String,
         registry: String,

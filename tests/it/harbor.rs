@@ -739,8 +739,9 @@ fn a_wrong_password_is_tried_once_and_no_credentials_are_named() {
             "8",
         ],
     );
-    pull.fails_with(1);
+    let pull = pull.fails_with(1);
     assert_eq!(tries(&harbor.tokens), 2, "once more for the second run");
+    assert_eq!(causes(&pull), causes(&refused), "{}", pull.stderr());
 
     let none = harbor.config.path().join("no-credentials");
     std::fs::create_dir_all(&none).unwrap();
