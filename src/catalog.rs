@@ -117,6 +117,9 @@ impl fmt::Display for ImageSource {
     }
 }
 
+/// Far more than any vendor table; a larger file is not a catalog.
+const MAX_CATALOG_FILE: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot read catalog file {path}")]
@@ -161,9 +164,11 @@ impl Catalogs {
             releases.push(parse_release(text, Origin::BuiltIn(name))?);
         }
         for path in user_files {
-            let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
-                path: path.clone(),
-                source,
+            let text = crate::io::read_small_text(path, MAX_CATALOG_FILE).map_err(|source| {
+                CatalogError::Read {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             let release = parse_release(&text, Origin::File(path.clone()))?;
             releases.retain(|r: &Release| {

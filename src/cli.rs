@@ -243,7 +243,7 @@ pub struct LoadArgs {
     /// containerd namespace (kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
     pub namespace: String,
-    /// The runtime's socket (containerd or docker).
+    /// The runtime's socket: containerd's, dockerd's, or a podman service's (`podman system service`).
     #[arg(long, value_name = "SOCKET")]
     pub address: Option<PathBuf>,
 }

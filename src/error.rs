@@ -4,6 +4,7 @@ use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
+use crate::fetch::VendorSourceError;
 use crate::import::VendorError;
 use crate::k8s::VersionError;
 use crate::pull::PullError;
@@ -42,12 +43,17 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     Vendor(#[from] VendorError),
+    #[error(transparent)]
+    VendorSource(#[from] VendorSourceError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
     #[error("the bundle is damaged")]
     Unreadable(#[source] ReadError),
     #[error("{0}")]
     Usage(String),
+    /// A check the user asked for that cannot be made (`verify --k8s` with a version the release lacks).
+    #[error(transparent)]
+    Check(VerifyError),
     #[error("cannot read {path}")]
     Input {
         path: std::path::PathBuf,
@@ -60,6 +66,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}", .0.iter().map(|e| chain(e)).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<Error>),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -69,6 +77,11 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
+            Error::Several(errors) => errors
+                .iter()
+                .map(Error::exit_code)
+                .max()
+                .unwrap_or(EXIT_FAILURE),
             Error::Registry(
                 RegistryError::BadMirror { .. }
                 | RegistryError::CaCert { .. }
@@ -78,8 +91,7 @@ impl Error {
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
-            Error::Catalog(CatalogError::Read { .. })
-            | Error::Output(_)
+            Error::Output(_)
             | Error::Registry(_)
             | Error::Pull(_)
             | Error::Cache(_)
@@ -95,6 +107,8 @@ impl Error {
             | Error::Resolve(_)
             | Error::Version(_)
             | Error::Reference(_)
+            | Error::VendorSource(_)
+            | Error::Check(_)
             | Error::Usage(_) => EXIT_USAGE,
         }
     }
@@ -102,11 +116,24 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line, for lists of several failures.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
+}
+
 impl From<VerifyError> for Error {
     fn from(error: VerifyError) -> Self {
         match error {
             VerifyError::Read(ReadError::Open { path, source }) => Error::Input { path, source },
             VerifyError::Read(read) => Error::Unreadable(read),
+            check @ (VerifyError::Catalog(_) | VerifyError::Kubernetes(_)) => Error::Check(check),
         }
     }
 }

@@ -1,127 +1,38 @@
-//! What to carry and getting it into the cache: a release's images for one Kubernetes version (plus any
-//! images named directly), registry images pulled, vendor images imported from the vendor's package.
+//! Getting a plan's images into the cache: registry images pulled and, at the same time, vendor images
+//! imported from the vendor's package.
 
 use std::path::PathBuf;
 
 use crate::cache::BlobStore;
-use crate::catalog::{Catalogs, ImageSource as CatalogSource, Release};
+use crate::catalog::ImageSource as CatalogSource;
 use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
 use crate::import::import_all;
-use crate::k8s::{KubeRange, KubeVersion};
 use crate::progress::Reporter;
 use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::Reference;
 use crate::registry::{Location, RegistryOptions, Target};
-use crate::resolve::{image_sets, resolve};
+use crate::resolve::{Plan, Wanted};
 
-/// An image to carry, as the plan names it.
-#[derive(Debug, Clone)]
-pub struct Wanted {
-    pub reference: Reference,
-    pub source: CatalogSource,
-}
-
-/// The images of one bundle: one release's image set for a span of Kubernetes versions, plus any images
-/// named directly.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub release: Option<Release>,
-    /// The Kubernetes versions this image set serves, when a release was named.
-    pub span: Option<KubeRange>,
-    pub service: Option<String>,
-    pub images: Vec<Wanted>,
-}
-
-/// What the user asked for: a release (for some Kubernetes versions) and/or images by reference.
-#[derive(Debug, Clone, Default)]
-pub struct Selection<'a> {
-    pub release: Option<&'a str>,
-    pub versions: &'a [KubeVersion],
-    pub all_versions: bool,
-    pub service: Option<&'a str>,
-    pub extra: &'a [Reference],
-}
-
-/// One plan per distinct image set the selection touches, lowest Kubernetes versions first. Two requested
-/// versions served by the same set (1.21 and 1.28 for CSI 4.8.0) give one plan.
-pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
-    let extra = || {
-        selection.extra.iter().map(|r| Wanted {
-            reference: r.clone(),
-            source: CatalogSource::Registry,
-        })
-    };
-    let Some(spec) = selection.release else {
-        if selection.extra.is_empty() {
-            return Err(Error::Usage("nothing to fetch: name a catalog release (e.g. huawei-csi@4.8.0 --k8s 1.28) or --image REF".into()));
-        }
-        return Ok(vec![Plan {
-            release: None,
-            span: None,
-            service: None,
-            images: extra().collect(),
-        }]);
-    };
-    if selection.versions.is_empty() && !selection.all_versions {
-        return Err(Error::Usage(format!(
-            "{spec} needs --k8s VERSION or --all-k8s"
-        )));
-    }
-    let release = catalogs.find(spec)?;
-    let service = selection
-        .service
-        .map(|name| release.service(name))
-        .transpose()?;
-    for &version in selection.versions {
-        resolve(release, version, service)?; // an unsupported version is an error, never an empty set
-    }
-    let mut plans = Vec::new();
-    for set in image_sets(release, service) {
-        if !selection.all_versions && !selection.versions.iter().any(|v| set.span.contains(*v)) {
-            continue;
-        }
-        let mut images: Vec<Wanted> = set
-            .images
-            .iter()
-            .map(|row| Wanted {
-                reference: row.reference(),
-                source: row.source,
-            })
-            .collect();
-        add_once(&mut images, extra());
-        plans.push(Plan {
-            release: Some(release.clone()),
-            span: Some(set.span),
-            service: service.map(|s| s.short.clone()),
-            images,
-        });
-    }
-    Ok(plans)
-}
-
-/// Every image of several plans, each once: what one fetch gets for several bundles.
-pub fn union(plans: &[Plan]) -> Plan {
-    let mut images: Vec<Wanted> = Vec::new();
-    add_once(
-        &mut images,
-        plans.iter().flat_map(|p| p.images.iter().cloned()),
-    );
-    Plan {
-        release: plans.first().and_then(|p| p.release.clone()),
-        span: None,
-        service: None,
-        images,
-    }
-}
-
-/// Appends each image not already listed, keeping the first listing's order.
-fn add_once(images: &mut Vec<Wanted>, more: impl IntoIterator<Item = Wanted>) {
-    for wanted in more {
-        if !images.iter().any(|w| w.reference == wanted.reference) {
-            images.push(wanted);
-        }
-    }
+/// Why the vendor's images cannot be had as the command line says.
+#[derive(Debug, thiserror::Error)]
+pub enum VendorSourceError {
+    #[error(
+        "{} image(s) come only from the vendor's release package, not from a public registry:\n  {}\n\
+         supply them with --vendor-dir DIR (the directory holding the package's image tarballs), or \
+         --vendor-registry HOST/PREFIX (a registry where they were pushed), or leave them out with --skip-vendor",
+        .0.len(),
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+    )]
+    Missing(Vec<Reference>),
+    #[error("--vendor-registry '{target}' does not make a valid image reference: {why}")]
+    BadRegistry { target: String, why: String },
+    #[error("{image} from the vendor's package is {found}, but {wanted} was asked for")]
+    WrongPlatform {
+        image: Reference,
+        found: Platform,
+        wanted: Platform,
+    },
 }
 
 /// Where the images that only the vendor's package has come from.
@@ -177,10 +88,22 @@ pub fn fetch(
             location: settings.registry.locate(&w.reference),
         })
         .collect();
+    for unused in settings
+        .registry
+        .unused_mirrors(pull_items.iter().map(|item| &item.upstream))
+    {
+        reporter.warning(&format!(
+            "--mirror {}={} matches no image to fetch (they come from {}); is '{}' misspelled?",
+            unused.from,
+            unused.target(),
+            registries_of(&pull_items),
+            unused.from
+        ));
+    }
     let mut skipped = Vec::new();
     match &settings.vendor {
         _ if vendor.is_empty() => {}
-        VendorSource::Unspecified => return Err(missing_vendor_images(&vendor)),
+        VendorSource::Unspecified => return Err(missing_vendor_images(&vendor).into()),
         VendorSource::Skip => skipped.extend(vendor.iter().map(|w| w.reference.clone())),
         VendorSource::Registry(target) => {
             for wanted in &vendor {
@@ -214,16 +137,24 @@ pub fn fetch(
             imported.join().expect("vendor import does not panic"),
         )
     });
-    let report = report?;
-    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported?).collect();
+    let (report, imported) = match (report, imported) {
+        (Ok(report), Ok(imported)) => (report, imported),
+        // Both sources failed: say both, so one run shows everything to fix.
+        (Err(pull), Err(import)) => return Err(Error::Several(vec![pull.into(), import.into()])),
+        (Err(pull), _) => return Err(pull.into()),
+        (_, Err(import)) => return Err(import.into()),
+    };
+    let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported).collect();
     if let Some(wrong) = fetched
         .iter()
         .find(|i| !settings.platform.matches(&i.platform))
     {
-        return Err(Error::Usage(format!(
-            "{} from the vendor's package is {}, but {} was asked for",
-            wrong.reference, wrong.platform, settings.platform
-        )));
+        return Err(VendorSourceError::WrongPlatform {
+            image: wrong.reference.clone(),
+            found: wrong.platform.clone(),
+            wanted: settings.platform.clone(),
+        }
+        .into());
     }
     // Plan order, so that listings and bundles read like the vendor's table.
     let images = plan
@@ -243,14 +174,23 @@ pub fn fetch(
     })
 }
 
+/// The upstream registries of `items`, for messages: `quay.io, registry.k8s.io`.
+fn registries_of(items: &[PullItem]) -> String {
+    let registries: std::collections::BTreeSet<&str> =
+        items.iter().map(|item| item.upstream.registry()).collect();
+    if registries.is_empty() {
+        return "no registry".into();
+    }
+    registries.into_iter().collect::<Vec<_>>().join(", ")
+}
+
 /// `--vendor-registry HOST/PREFIX`: `docker.io/library/huawei-csi:4.8.0` is at `HOST/PREFIX/huawei-csi:4.8.0`,
 /// the naming `ferry push` uses, so a registry ferry filled serves as a vendor registry.
-fn vendor_location(target: &str, upstream: &Reference) -> Result<Location> {
+fn vendor_location(target: &str, upstream: &Reference) -> Result<Location, VendorSourceError> {
     // A bad --vendor-registry is reported as such, not later as a network error.
-    let bad = |why: String| {
-        Error::Usage(format!(
-            "--vendor-registry '{target}' does not make a valid image reference: {why}"
-        ))
+    let bad = |why: String| VendorSourceError::BadRegistry {
+        target: target.to_string(),
+        why,
     };
     let reference = target
         .parse::<Target>()
@@ -263,20 +203,15 @@ fn vendor_location(target: &str, upstream: &Reference) -> Result<Location> {
     })
 }
 
-fn missing_vendor_images(vendor: &[&Wanted]) -> Error {
-    let names: Vec<String> = vendor.iter().map(|w| w.reference.to_string()).collect();
-    Error::Usage(format!(
-        "{} image(s) come only from the vendor's release package, not from a public registry:\n  {}\n\
-         supply them with --vendor-dir DIR (the directory holding the package's image tarballs), or \
-         --vendor-registry HOST/PREFIX (a registry where they were pushed), or leave them out with --skip-vendor",
-        names.len(),
-        names.join("\n  ")
-    ))
+fn missing_vendor_images(vendor: &[&Wanted]) -> VendorSourceError {
+    VendorSourceError::Missing(vendor.iter().map(|w| w.reference.clone()).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalogs;
+    use crate::resolve::{plans, Selection};
 
     #[test]
     fn vendor_images_map_under_the_vendor_registry() {
@@ -321,68 +256,6 @@ mod tests {
         assert!(
             message.contains("--vendor-dir") && message.contains("--skip-vendor"),
             "{message}"
-        );
-    }
-
-    #[test]
-    fn extra_images_join_the_plan_once() {
-        let catalogs = Catalogs::load(&[]).unwrap();
-        let extra: Vec<Reference> = vec![
-            "registry.k8s.io/sig-storage/csi-resizer:v1.9.0"
-                .parse()
-                .unwrap(),
-            "busybox:1.36".parse().unwrap(),
-        ];
-        let versions = ["1.28".parse().unwrap()];
-        let selection = Selection {
-            release: Some("huawei-csi@4.8.0"),
-            versions: &versions,
-            service: Some("node"),
-            extra: &extra,
-            ..Default::default()
-        };
-        let plan = &plans(&catalogs, &selection).unwrap()[0];
-        let names: Vec<String> = plan
-            .images
-            .iter()
-            .map(|w| w.reference.to_string())
-            .collect();
-        assert_eq!(names.len(), 5, "{names:?}");
-        assert_eq!(names.last().unwrap(), "docker.io/library/busybox:1.36");
-    }
-
-    #[test]
-    fn versions_served_by_one_set_make_one_plan() {
-        let catalogs = Catalogs::load(&[]).unwrap();
-        let versions: Vec<KubeVersion> = ["1.21", "1.28", "1.18"]
-            .iter()
-            .map(|v| v.parse().unwrap())
-            .collect();
-        let selection = Selection {
-            release: Some("huawei-csi@4.8.0"),
-            versions: &versions,
-            ..Default::default()
-        };
-        let spans: Vec<String> = plans(&catalogs, &selection)
-            .unwrap()
-            .iter()
-            .map(|p| p.span.unwrap().to_string())
-            .collect();
-        assert_eq!(spans, ["1.17-1.19", "1.20+"]);
-        let all = plans(
-            &catalogs,
-            &Selection {
-                release: Some("huawei-csi@4.8.0"),
-                all_versions: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(all.len(), 3);
-        assert_eq!(
-            union(&all).images.len(),
-            16,
-            "every row of the 4.8.0 table once"
         );
     }
 }

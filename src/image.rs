@@ -11,6 +11,19 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::reference::Reference;
 
+/// What a registry, a vendor archive or a bundle may claim, one set for pull, import and verify, so that
+/// ferry never bundles what its own verify would refuse.
+pub mod limits {
+    /// Distribution refuses to store a larger manifest, and containerd to fetch one.
+    pub const MAX_MANIFEST: u64 = 4 << 20;
+    /// Configs grow with the build history and no runtime bounds them (podman stops at 4 MiB, docker and
+    /// containerd never); real ones stay under a few MiB, so this leaves room without trusting a lie.
+    pub const MAX_CONFIG: u64 = 32 << 20;
+    /// More than any real image; a larger claim is refused, which keeps every sum of sizes far from
+    /// overflowing.
+    pub const MAX_IMAGE_BYTES: u64 = 1 << 50;
+}
+
 pub mod media {
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
     pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -118,6 +131,49 @@ pub struct Manifest {
     pub media_type: Option<String>,
     pub config: Descriptor,
     pub layers: Vec<Descriptor>,
+}
+
+impl Manifest {
+    /// Bytes of config and layers, as the manifest claims them; `None` for a claim no real image makes
+    /// (more than [`limits::MAX_IMAGE_BYTES`]), so that no sum of image sizes can overflow.
+    pub fn claimed_size(&self) -> Option<u64> {
+        std::iter::once(&self.config)
+            .chain(&self.layers)
+            .try_fold(0u64, |total, blob| total.checked_add(blob.size))
+            .filter(|total| *total <= limits::MAX_IMAGE_BYTES)
+    }
+}
+
+/// The parts of an image config (Docker or OCI) that ferry reads; the rest (history, environment) is
+/// skipped unread.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageConfig {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub rootfs: RootFs,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RootFs {
+    #[serde(default)]
+    pub diff_ids: Vec<Digest>,
+}
+
+impl ImageConfig {
+    pub fn parse(bytes: &[u8]) -> Result<ImageConfig, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    pub fn platform(&self) -> Platform {
+        Platform {
+            os: self.os.clone(),
+            architecture: self.architecture.clone(),
+            variant: self.variant.clone(),
+        }
+    }
 }
 
 /// A manifest list or image index.

@@ -15,3 +15,19 @@ pub fn read_full(reader: &mut (impl Read + ?Sized), buffer: &mut [u8]) -> io::Re
     }
     Ok(filled)
 }
+
+/// Reads a small text file whole, refusing one larger than `limit` bytes (`/dev/zero` given by mistake
+/// would otherwise be read forever).
+pub fn read_small_text(path: &std::path::Path, limit: u64) -> io::Result<String> {
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("it is larger than {limit} bytes"),
+        ));
+    }
+    Ok(text)
+}

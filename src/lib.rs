@@ -2,9 +2,10 @@
 //!
 //! The modules follow the pipeline:
 //! - naming: `reference` (Docker-normalized image references), `digest`, `image` (descriptors, manifests);
-//! - resolving: `k8s` (versions and ranges), `catalog` (vendor tables), `resolve` (rows for a version);
+//! - resolving: `k8s` (versions and ranges), `catalog` (vendor tables), `resolve` (rows for a version, and
+//!   the plans: which bundles hold which images);
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
-//!   `import` (vendor docker-save tarballs), `fetch` (plans and the two sources together);
+//!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness);
 //! - delivering: `deliver` (push to a registry, load into a runtime);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),

@@ -23,13 +23,17 @@ pub trait Reporter: Send + Sync {
     fn image_done(&self, _image: &str) {}
     /// Something the user should know that does not stop the job.
     fn note(&self, _message: &str) {}
+    /// Something that is probably a mistake of the user's; printed even with `--quiet`.
+    fn warning(&self, message: &str) {
+        eprintln!("warning: {message}");
+    }
     /// A step of a multi-step job, e.g. "writing bundle".
     fn phase(&self, _message: &str) {}
     /// The transfers are over: clear what is drawn before results are printed.
     fn finish(&self) {}
 }
 
-/// Reports nothing: `--quiet`, and tests.
+/// Reports nothing but warnings: `--quiet`, and tests.
 pub struct Silent;
 
 impl Reporter for Silent {}
@@ -137,6 +141,10 @@ impl Reporter for TerminalReporter {
 
     fn note(&self, message: &str) {
         self.print(&format!("note: {message}"));
+    }
+
+    fn warning(&self, message: &str) {
+        self.print(&format!("warning: {message}"));
     }
 
     fn phase(&self, message: &str) {

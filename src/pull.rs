@@ -6,15 +6,19 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::Digest;
-use crate::image::{media, Descriptor, Image, ImageSource, Index, Manifest, Platform};
+use crate::image::{
+    limits, media, Descriptor, Image, ImageConfig, ImageSource, Index, Manifest, Platform,
+};
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::registry::retry::{after_attempts, Classify, RetryPolicy, Verdict};
-use crate::registry::{FetchError, Location, RegistryClient, RegistryError, RegistryOptions};
+use crate::registry::{
+    FetchError, Location, RefusalKind, RegistryClient, RegistryError, RegistryOptions,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -29,6 +33,8 @@ pub enum PullError {
         #[source]
         cause: BlobFailure,
     },
+    #[error("{} fetches failed:\n  {}", .0.len(), .0.iter().map(|e| crate::error::chain(e)).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<PullError>),
 }
 
 /// Why one attempt at a blob failed: the registry, or the cache that checks and stores what it sent.
@@ -103,11 +109,14 @@ pub async fn pull(
     for note in items.iter().flat_map(|i| &i.location.notes) {
         reporter.note(note);
     }
-    let images: Vec<Image> = stream::iter(items)
-        .map(|item| puller.resolve(item, platform))
-        .buffered(jobs.max(1))
-        .try_collect()
-        .await?;
+    // Every image is tried, so that one run reports every image that fails, not just the first.
+    let images: Vec<Image> = all_or_every_failure(
+        stream::iter(items)
+            .map(|item| puller.resolve(item, platform))
+            .buffered(jobs.max(1))
+            .collect()
+            .await,
+    )?;
 
     // Each distinct layer once, attributed to the first image that needs it.
     let mut seen = BTreeSet::new();
@@ -131,17 +140,70 @@ pub async fn pull(
         reporter.image_start(&name, total, cached);
     }
     report.downloaded_blobs = jobs_list.len();
-    stream::iter(&jobs_list)
-        .map(|job| puller.fetch_blob(job))
-        .buffer_unordered(jobs.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    all_or_every_failure(
+        stream::iter(&jobs_list)
+            .map(|job| puller.fetch_blob(job))
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await,
+    )?;
     for image in &images {
         reporter.image_done(&image.reference.to_string());
     }
     report.downloaded_bytes = puller.downloaded.load(Ordering::Relaxed);
     report.images = images;
     Ok(report)
+}
+
+/// The values, or the one failure, or all of them together. A registry that refused this machine's
+/// credentials (or wants some) is named once, not once per image it refused.
+fn all_or_every_failure<T>(results: Vec<Result<T, PullError>>) -> Result<Vec<T>, PullError> {
+    let (mut values, mut failures) = (Vec::new(), Vec::new());
+    for result in results {
+        match result {
+            Ok(value) => values.push(value),
+            Err(failure) => failures.push(failure),
+        }
+    }
+    let mut refused: Vec<(String, RefusalKind)> = Vec::new();
+    failures.retain(|failure| match failure.credential_refusal() {
+        Some(key) if refused.contains(&key) => false,
+        Some(key) => {
+            refused.push(key);
+            true
+        }
+        None => true,
+    });
+    match failures.len() {
+        0 => Ok(values),
+        1 => Err(failures.remove(0)),
+        _ => Err(PullError::Several(failures)),
+    }
+}
+
+impl PullError {
+    /// The registry and kind of a refusal that concerns the credentials, not one image.
+    fn credential_refusal(&self) -> Option<(String, RefusalKind)> {
+        let cause = match self {
+            PullError::Registry(RegistryError::Manifest { cause, .. }) => cause,
+            PullError::Blob {
+                cause: BlobFailure::Fetch(cause),
+                ..
+            } => cause,
+            _ => return None,
+        };
+        match cause {
+            FetchError::Refused(refusal)
+                if matches!(
+                    refusal.kind,
+                    RefusalKind::BadCredentials | RefusalKind::NoCredentials
+                ) =>
+            {
+                Some((refusal.registry.clone(), refusal.kind))
+            }
+            _ => None,
+        }
+    }
 }
 
 fn location_of(items: &[PullItem], image: &Image) -> Reference {
@@ -172,6 +234,7 @@ impl Puller<'_> {
         let image = item.upstream.to_string();
         let location = &item.location.reference;
         let top = self.fetch_manifest(&image, location).await?;
+        within(&image, "manifest", top.len() as u64, limits::MAX_MANIFEST)?;
         let top_digest = Digest::of(&top);
         if let Some(pinned) = item.upstream.digest() {
             if *pinned != top_digest {
@@ -186,6 +249,7 @@ impl Puller<'_> {
         let top_type = media_type_of(&image, &top)?;
         let (index_digest, manifest_bytes, manifest_type) = if media::is_index(&top_type) {
             let chosen = choose_platform(&image, &top, platform)?;
+            within(&image, "manifest", chosen.size, limits::MAX_MANIFEST)?;
             let bytes = self
                 .fetch_manifest(&image, &location.with_digest(chosen.digest.clone()))
                 .await?;
@@ -209,6 +273,18 @@ impl Puller<'_> {
                 media_type: manifest_type.clone(),
                 message: e.to_string(),
             })?;
+        within(&image, "config", manifest.config.size, limits::MAX_CONFIG)?;
+        if manifest.claimed_size().is_none() {
+            return Err(RegistryError::BadManifest {
+                image,
+                media_type: manifest_type,
+                message: format!(
+                    "its blob sizes add up to more than {} bytes",
+                    limits::MAX_IMAGE_BYTES
+                ),
+            }
+            .into());
+        }
         let manifest_digest = Digest::of(&manifest_bytes);
         self.store
             .put(&manifest_digest, &manifest_bytes)
@@ -225,10 +301,14 @@ impl Puller<'_> {
             blob: manifest.config.clone(),
         };
         self.fetch_blob(&config_job).await?;
-        let image_platform = config_platform(
-            &image,
-            &self.store.read(&manifest.config.digest).unwrap_or_default(),
-        )?;
+        let image_platform =
+            ImageConfig::parse(&self.store.read(&manifest.config.digest).unwrap_or_default())
+                .map_err(|e| RegistryError::BadManifest {
+                    image: image.clone(),
+                    media_type: "config".into(),
+                    message: e.to_string(),
+                })?
+                .platform();
         if !platform.matches(&image_platform) {
             return Err(RegistryError::PlatformMismatch {
                 image,
@@ -408,23 +488,17 @@ fn choose_platform(
 }
 
 /// The platform an image config declares.
-fn config_platform(image: &str, config: &[u8]) -> Result<Platform, RegistryError> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        os: String,
-        architecture: String,
-        variant: Option<String>,
+/// Refuses what is larger than the limit verify will hold the bundle to.
+fn within(image: &str, what: &'static str, size: u64, limit: u64) -> Result<(), RegistryError> {
+    if size > limit {
+        return Err(RegistryError::TooLarge {
+            image: image.to_string(),
+            what,
+            size,
+            limit,
+        });
     }
-    let probe: Probe = serde_json::from_slice(config).map_err(|e| RegistryError::BadManifest {
-        image: image.to_string(),
-        media_type: "config".into(),
-        message: e.to_string(),
-    })?;
-    Ok(Platform {
-        os: probe.os,
-        architecture: probe.architecture,
-        variant: probe.variant,
-    })
+    Ok(())
 }
 
 #[cfg(test)]

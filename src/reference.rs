@@ -80,14 +80,29 @@ impl Reference {
     }
 }
 
+/// Docker's longest repository name, registry included.
+const MAX_NAME: usize = 255;
+
+/// The reference as an error message shows it: whole when short, cut otherwise.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 impl FromStr for Reference {
     type Err = ReferenceError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let fail = |reason| ReferenceError {
-            reference: text.to_string(),
+            reference: shown(text),
             reason,
         };
+        // Docker's limits: a name of 255 characters, a tag of 128, and `@sha256:` with 64 hex digits.
+        if text.len() > MAX_NAME + 1 + 128 + 72 {
+            return Err(fail("it is longer than any valid reference"));
+        }
         if text.is_empty() || text.trim() != text {
             return Err(fail("it is empty or has surrounding spaces"));
         }
@@ -117,6 +132,9 @@ impl FromStr for Reference {
                     "the tag must be 1-128 of [A-Za-z0-9_.-], not starting with . or -",
                 ));
             }
+        }
+        if name.len() > MAX_NAME {
+            return Err(fail("the name must be at most 255 characters, as Docker's"));
         }
         let (registry, repository) = split_registry(name);
         let registry = if registry == "index.docker.io" {
@@ -282,5 +300,23 @@ mod tests {
                 "{text:?} should be refused"
             );
         }
+    }
+
+    #[test]
+    fn overlong_references_are_refused_and_shown_cut() {
+        let long = format!("registry.k8s.io/{}:v1", "a".repeat(300));
+        let error = long.parse::<Reference>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "invalid image reference '{}...': the name must be at most 255 characters, as Docker's",
+                &long[..80]
+            )
+        );
+        let huge = "a".repeat(1 << 20);
+        assert_eq!(
+            huge.parse::<Reference>().unwrap_err().reason,
+            "it is longer than any valid reference"
+        );
     }
 }

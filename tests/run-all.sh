@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Installs what the integration tests need (registry, containerd, dockerd, podman, skopeo) and runs
-# every test. Used as-is by .ci/run; with CI=true a test whose service cannot start fails.
+# Installs what the integration tests need (registry, containerd, dockerd, podman, skopeo), checks
+# formatting and lints, and runs every test. Used as-is by .ci/run. A test whose service cannot start
+# fails; FERRY_ALLOW_SKIP=1 skips such tests instead and lists each one at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -x .ci/install-deps.sh ] || [ -f .ci/install-deps.sh ]; then
-    bash .ci/install-deps.sh
-fi
+bash .ci/install-deps.sh
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
+FERRY_SKIP_LOG="$(mktemp)"
+export FERRY_SKIP_LOG
+trap 'rm -f "$FERRY_SKIP_LOG"' EXIT
 cargo test --locked --all-targets "$@"
+if [ -s "$FERRY_SKIP_LOG" ]; then
+    echo "==================== SKIPPED: these tests did not run (FERRY_ALLOW_SKIP=1) ====================" >&2
+    cat "$FERRY_SKIP_LOG" >&2
+fi

@@ -1,21 +1,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use serde_json::{json, Value};
-
 use super::{fetch_images, FetchRun};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
-use crate::fetch::Plan;
-use crate::image::{Image, ImageSource, Platform};
+use crate::image::Image;
 use crate::progress::human_bytes;
 use crate::reference::Reference;
-use crate::resolve::describe_span;
-use crate::tarball::{write_bundle, WriteOptions};
-
-/// Version of ferry.json's layout, for readers of old bundles.
-const METADATA_FORMAT: u32 = 1;
+use crate::tarball::{write_bundle, BundleMetadata, WriteOptions};
 
 pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Result<()> {
     let options = WriteOptions {
@@ -54,14 +47,14 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             .iter()
             .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
             .collect();
-        let name = default_file_name(plan, &args.fetch.platform);
+        let name = plan.file_name(&args.fetch.platform);
         // -o names the file, or the directory for the default names (always so for several bundles).
         let path = match &args.output {
             Some(dir) if several || dir.is_dir() => dir.join(name),
             Some(path) => path.clone(),
             None => PathBuf::from(name),
         };
-        let metadata = metadata(plan, &args.fetch.platform, &images, &skipped);
+        let metadata = BundleMetadata::describe(plan, &args.fetch.platform, &images, &skipped);
         let written = write_bundle(
             &store,
             &images,
@@ -91,70 +84,6 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
     Ok(())
 }
 
-/// Says what is inside: `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar`.
-fn default_file_name(plan: &Plan, platform: &Platform) -> String {
-    let platform = platform.to_string().replace('/', "-");
-    let Some(release) = &plan.release else {
-        return format!("images-{platform}.tar");
-    };
-    let span = match plan.span {
-        Some(span) if span.max.is_none() => format!("-k8s{}-up", span.min),
-        Some(span) => format!("-k8s{span}"),
-        None => String::new(),
-    };
-    let service = plan
-        .service
-        .as_ref()
-        .map(|s| format!("-{s}"))
-        .unwrap_or_default();
-    format!(
-        "{}-{}{span}{service}-{platform}.tar",
-        release.catalog, release.release
-    )
-}
-
-/// `ferry.json`: what the bundle holds and why. Nothing machine- or time-specific, so that two people
-/// building from the same inputs get the same bytes.
-fn metadata(plan: &Plan, platform: &Platform, images: &[Image], skipped: &[&Reference]) -> Value {
-    let images: Vec<Value> = images
-        .iter()
-        .map(|image| {
-            let source = match &image.source {
-                ImageSource::Registry { .. } => json!({"kind": "registry"}),
-                ImageSource::Vendor { file } => {
-                    json!({"kind": "vendor", "file": file.file_name().map(|n| n.to_string_lossy().into_owned())})
-                }
-            };
-            json!({
-                "name": image.reference.to_string(),
-                "platform": image.platform.to_string(),
-                "manifest": image.manifest,
-                "index_digest": image.index_digest,
-                "config": image.config.digest,
-                "layers": image.layers.len(),
-                "size": image.size(),
-                "source": source,
-            })
-        })
-        .collect();
-    json!({
-        "ferry": {"version": env!("CARGO_PKG_VERSION"), "format": METADATA_FORMAT},
-        "catalog": plan.release.as_ref().map(|r| &r.catalog),
-        "release": plan.release.as_ref().map(|r| &r.release),
-        "kubernetes": plan.span.map(|span| json!({
-            "span": describe_span(span),
-            "min": span.min.to_string(),
-            "max": span.max.map(|m| m.to_string()),
-        })),
-        "service": plan.service,
-        "platform": platform.to_string(),
-        "images": images,
-        "skipped": skipped.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-        // Vendor layers are compressed by ferry; the same setting is what makes rebuilds byte-identical.
-        "vendor_layer_compression": crate::import::COMPRESSION,
-    })
-}
-
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/
 fn source_date_epoch() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
@@ -164,50 +93,5 @@ fn source_date_epoch() -> Result<u64> {
             ))
         }),
         _ => Ok(0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::fetch::{plans, Selection};
-
-    #[test]
-    fn file_names_say_what_is_inside() {
-        let catalogs = Catalogs::load(&[]).unwrap();
-        let all = plans(
-            &catalogs,
-            &Selection {
-                release: Some("huawei-csi@4.8.0"),
-                all_versions: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let names: Vec<String> = all
-            .iter()
-            .map(|p| default_file_name(p, &Platform::linux_amd64()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "huawei-csi-4.8.0-k8s1.16-linux-amd64.tar",
-                "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64.tar",
-                "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar"
-            ]
-        );
-        let extra = ["busybox:1".parse().unwrap()];
-        let loose = plans(
-            &catalogs,
-            &Selection {
-                extra: &extra,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            default_file_name(&loose[0], &"linux/arm/v7".parse().unwrap()),
-            "images-linux-arm-v7.tar"
-        );
     }
 }

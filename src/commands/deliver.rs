@@ -8,29 +8,38 @@ use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
-use crate::deliver::push::{plan, push as push_bundle};
+use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::progress::{human_bytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
-use crate::verify::{verify, Report, VerifyOptions};
+use crate::verify::{verify, Verified, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact.
-fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Report> {
-    let report = verify(path, &VerifyOptions::default(), catalogs)?;
-    if !report.intact() {
-        write_verdicts(out, &report).map_err(Error::Output)?;
-        return Err(Error::Damaged(path.to_path_buf()));
-    }
-    Ok(report)
+fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Verified> {
+    verify(path, &VerifyOptions::default(), catalogs)?
+        .into_verified()
+        .or_else(|report| {
+            write_verdicts(out, &report).map_err(Error::Output)?;
+            Err(Error::Damaged(path.to_path_buf()))
+        })
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
     let report = verified(catalogs, &args.path, out)?;
     if args.dry_run {
-        for (upstream, target, digest) in plan(&report, &args.to)? {
-            writeln!(out, "{upstream} -> {target}  {digest}").map_err(Error::Output)?;
+        let planned: Vec<Pushed> = plan(&report, &args.to)?
+            .into_iter()
+            .map(|(upstream, target, digest)| Pushed {
+                source: upstream.to_string(),
+                target: target.to_string(),
+                digest,
+            })
+            .collect();
+        write_helm_values(args, &report, &planned, catalogs)?;
+        if args.json {
+            return write_json(out, &json!({"dry_run": true, "images": planned}));
         }
-        return Ok(());
+        return write_mapping(out, &planned);
     }
     let options = RegistryOptions {
         insecure: args.insecure.clone(),
@@ -50,26 +59,11 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
         reporter.as_ref(),
     ))?;
     reporter.finish();
-    if let Some(file) = &args.helm_values {
-        let values = helm_values(&report, &summary.images, catalogs).ok_or_else(|| {
-            Error::Usage("the bundle names no catalog release ferry knows, so there are no Helm values to write".into())
-        })?;
-        std::fs::write(file, values).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
-    }
+    write_helm_values(args, &report, &summary.images, catalogs)?;
     if args.json {
         return write_json(out, &json!(summary));
     }
-    for image in &summary.images {
-        writeln!(
-            out,
-            "{} -> {}  {}",
-            image.source, image.target, image.digest
-        )
-        .map_err(Error::Output)?;
-    }
+    write_mapping(out, &summary.images)?;
     reporter.phase(&format!(
         "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
         summary.images.len(),
@@ -81,6 +75,40 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     Ok(())
 }
 
+/// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
+fn write_helm_values(
+    args: &PushArgs,
+    bundle: &Verified,
+    pushed: &[Pushed],
+    catalogs: &Catalogs,
+) -> Result<()> {
+    let Some(file) = &args.helm_values else {
+        return Ok(());
+    };
+    let values = helm_values(bundle, pushed, catalogs).ok_or_else(|| {
+        Error::Usage(format!(
+            "--helm-values {}: the bundle names no catalog release ferry knows, so there are no Helm values to write",
+            file.display()
+        ))
+    })?;
+    std::fs::write(file, values).map_err(|source| Error::Io {
+        path: file.clone(),
+        source,
+    })
+}
+
+fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
+    for image in images {
+        writeln!(
+            out,
+            "{} -> {}  {}",
+            image.source, image.target, image.digest
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     let report = verified(catalogs, &args.path, out)?;
     let options = LoadOptions {
@@ -89,21 +117,15 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         address: args.address.clone(),
     };
     let (runtime, socket) = detect(&options)?;
-    let said = load_bundle(
-        report.source.as_ref().expect("verified"),
-        runtime,
-        socket.as_deref(),
-        &args.namespace,
-    )?;
+    let said = load_bundle(&report.source, runtime, socket.as_deref(), &args.namespace)?;
     eprint!("{said}");
     for image in &report.images {
-        let digest = image
-            .manifest
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        writeln!(out, "loaded {}  {digest}  into {runtime:?}", image.name)
-            .map_err(Error::Output)?;
+        writeln!(
+            out,
+            "loaded {}  {}  into {runtime:?}",
+            image.name, image.manifest
+        )
+        .map_err(Error::Output)?;
     }
     Ok(())
 }

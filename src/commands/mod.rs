@@ -13,9 +13,10 @@ use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
-use crate::fetch::{fetch, plans, union, FetchSettings, Fetched, Plan, Selection, VendorSource};
+use crate::fetch::{fetch, FetchSettings, Fetched, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
+use crate::resolve::{plans, union, Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;

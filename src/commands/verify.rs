@@ -96,7 +96,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
     }
     let referenced: u64 = report.images.iter().map(|i| i.size).sum();
     let stored: u64 = report.bytes;
-    let metadata = report.metadata.clone().unwrap_or_default();
+    let metadata = report.metadata.as_ref();
     if args.json {
         let images: Vec<_> = report
             .images
@@ -157,34 +157,44 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
             human_bytes(referenced.saturating_sub(stored))
         ),
     )?;
-    let field = |key: &str| {
-        metadata[key]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| "-".into())
-    };
+    let dash = || "-".to_string();
     line(
         out,
-        format!("release:    {} {}", field("catalog"), field("release")),
+        format!(
+            "release:    {} {}",
+            metadata
+                .and_then(|m| m.catalog.clone())
+                .unwrap_or_else(dash),
+            metadata
+                .and_then(|m| m.release.clone())
+                .unwrap_or_else(dash)
+        ),
     )?;
     line(
         out,
         format!(
             "kubernetes: {}",
-            metadata["kubernetes"]["span"].as_str().unwrap_or("-")
+            metadata
+                .and_then(|m| m.kubernetes.as_ref())
+                .map_or_else(dash, |k| k.span.clone())
         ),
     )?;
-    line(out, format!("platform:   {}", field("platform")))?;
+    line(
+        out,
+        format!(
+            "platform:   {}",
+            metadata.map_or_else(dash, |m| m.platform.clone())
+        ),
+    )?;
     line(
         out,
         format!(
             "made by:    ferry {}",
-            metadata["ferry"]["version"].as_str().unwrap_or("?")
+            metadata.map_or_else(|| "?".to_string(), |m| m.ferry.version.clone())
         ),
     )?;
-    let skipped: Vec<&str> = metadata["skipped"]
-        .as_array()
-        .map(|s| s.iter().filter_map(|v| v.as_str()).collect())
+    let skipped: Vec<String> = metadata
+        .map(|m| m.skipped.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
     line(
         out,

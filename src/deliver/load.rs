@@ -66,7 +66,7 @@ pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadE
     match options.runtime {
         Some(Runtime::Containerd) => Ok((Runtime::Containerd, containerd())),
         Some(Runtime::Docker) => Ok((Runtime::Docker, options.address.clone())),
-        Some(Runtime::Podman) => Ok((Runtime::Podman, None)),
+        Some(Runtime::Podman) => Ok((Runtime::Podman, options.address.clone())),
         None => {
             if let Some(socket) = containerd() {
                 Ok((Runtime::Containerd, Some(socket)))
@@ -152,9 +152,16 @@ fn command(
             )
         }
         Runtime::Podman => {
+            // --address is a podman service socket (`podman system service`), reached with --url.
             let mut command = Command::new("podman");
+            let mut shown = String::from("podman");
+            if let Some(socket) = socket {
+                let url = format!("unix://{}", socket.display());
+                command.arg("--url").arg(&url);
+                shown.push_str(&format!(" --url {url}"));
+            }
             command.arg("load");
-            (command, input.shown("podman load", " -i", ""))
+            (command, input.shown(&format!("{shown} load"), " -i", ""))
         }
     }
 }

@@ -6,23 +6,17 @@ pub mod push;
 use std::collections::BTreeMap;
 
 use crate::catalog::Catalogs;
-use crate::verify::Report;
+use crate::verify::Verified;
 
 /// The `images:` section of the vendor's Helm values, pointing at the pushed names, for the bundle's
 /// release (keys from the catalog's `helm_value`). Images the catalog does not know are left out.
 pub fn helm_values(
-    report: &Report,
+    bundle: &Verified,
     pushed: &[push::Pushed],
     catalogs: &Catalogs,
 ) -> Option<String> {
-    let metadata = report.metadata.as_ref()?;
-    let release = catalogs
-        .find(&format!(
-            "{}@{}",
-            metadata["catalog"].as_str()?,
-            metadata["release"].as_str()?
-        ))
-        .ok()?;
+    let metadata = &bundle.metadata;
+    let release = catalogs.find(&metadata.release_spec()?).ok()?;
     // Nested keys, e.g. images.sidecar.attacher, written as YAML mappings.
     let mut tree: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for image in pushed {

@@ -15,7 +15,7 @@ use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::registry::retry::after_attempts;
 use crate::registry::{FetchError, Mount, RegistryClient, RegistryError, RegistryOptions, Target};
-use crate::verify::Report;
+use crate::verify::Verified;
 
 /// One image pushed: where it came from, where it went, and its manifest digest.
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +62,7 @@ pub enum PushError {
 
 /// The mapping from each image in the bundle to its name in the target registry.
 pub fn plan(
-    report: &Report,
+    report: &Verified,
     target: &Target,
 ) -> Result<Vec<(Reference, Reference, Digest)>, PushError> {
     report
@@ -73,10 +73,7 @@ pub fn plan(
                 .name
                 .parse()
                 .map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
-            let manifest = image
-                .manifest
-                .clone()
-                .expect("an intact bundle names every manifest");
+            let manifest = image.manifest.clone();
             let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
             // An image pulled by digest alone is pushed by the digest of what is pushed: the upstream pin
             // may be that of a multi-platform index the bundle does not carry.
@@ -92,7 +89,7 @@ pub fn plan(
 
 struct Pusher<'a> {
     client: RegistryClient,
-    report: &'a Report,
+    report: &'a Verified,
     options: &'a RegistryOptions,
     reporter: &'a dyn Reporter,
     /// Which target reference already holds each blob pushed in this run, for mounting; the lock makes two
@@ -105,16 +102,13 @@ struct Pusher<'a> {
 }
 
 pub async fn push(
-    report: &Report,
+    report: &Verified,
     target: &Target,
     options: &RegistryOptions,
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, PushError> {
-    let source = report
-        .source
-        .as_ref()
-        .expect("a verified report knows its source");
+    let source = &report.source;
     if source.is_gzipped().unwrap_or(false) {
         return Err(PushError::Compressed(report.bundle.clone()));
     }
@@ -256,7 +250,7 @@ impl Pusher<'_> {
         session: Option<reqwest::Url>,
     ) -> Result<(), PushError> {
         let (offset, size) = self.report.locations[digest];
-        let source = self.report.source.as_ref().expect("known");
+        let source = &self.report.source;
         // The session a declined mount opened serves the first attempt; a retry opens its own.
         let session = std::sync::Mutex::new(session);
         self.retry(upstream, target, what, |_| {
@@ -280,10 +274,10 @@ impl Pusher<'_> {
 
 /// A manifest read from the bundle again, and checked again: a registry takes a manifest pushed by tag
 /// as it comes, and the bundle may have changed since it was verified.
-fn read_manifest(report: &Report, digest: &Digest) -> Result<Vec<u8>, PushError> {
+fn read_manifest(report: &Verified, digest: &Digest) -> Result<Vec<u8>, PushError> {
     let (offset, size) = report.locations[digest];
     let mut bytes = Vec::with_capacity(size as usize);
-    let source = report.source.as_ref().expect("known");
+    let source = &report.source;
     let mut reader = source.open_range(offset, size).map_err(PushError::Read)?;
     std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(PushError::Read)?;
     if Digest::of(&bytes) != *digest {
@@ -309,7 +303,7 @@ mod tests {
         write_bundle(
             &store,
             &images,
-            &serde_json::json!({}),
+            &crate::tarball::loose_metadata(&images),
             &path,
             &WriteOptions::default(),
             &Silent,
@@ -321,6 +315,14 @@ mod tests {
             &crate::catalog::Catalogs::load(&[]).unwrap(),
         )
         .unwrap();
+        // The fixture's configs list no diff_ids, so it is not intact; only its blob locations matter here.
+        let report = Verified {
+            bundle: report.bundle,
+            source: report.source,
+            metadata: crate::tarball::loose_metadata(&images),
+            images: Vec::new(),
+            locations: report.locations,
+        };
         let digest = &images[0].manifest.digest;
         assert!(read_manifest(&report, digest).is_ok());
         let mut bytes = std::fs::read(&path).unwrap();

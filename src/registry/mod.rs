@@ -40,6 +40,16 @@ pub struct Mirror {
     pub prefix: Option<String>,
 }
 
+impl Mirror {
+    /// `HOST[:PORT][/PREFIX]`, as given after `=`.
+    pub fn target(&self) -> String {
+        match &self.prefix {
+            Some(prefix) => format!("{}/{prefix}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
 impl std::str::FromStr for Mirror {
     type Err = RegistryError;
 
@@ -146,20 +156,48 @@ pub struct Location {
 impl RegistryOptions {
     /// Maps an upstream reference to the place to fetch it: frozen registries to their successors (unless a
     /// mirror names them), then mirrors. The image keeps its upstream name everywhere else.
+    /// The `--mirror` options that no image of `upstreams` is fetched through: most likely typos, which
+    /// would otherwise send the fetch to the real upstream without a word.
+    pub fn unused_mirrors<'a>(
+        &'a self,
+        upstreams: impl IntoIterator<Item = &'a Reference>,
+    ) -> Vec<&'a Mirror> {
+        let used: Vec<&Mirror> = upstreams
+            .into_iter()
+            .filter_map(|upstream| self.route(upstream).1)
+            .collect();
+        self.mirrors
+            .iter()
+            .filter(|m| !used.iter().any(|u| std::ptr::eq(*u, *m)))
+            .collect()
+    }
+
+    /// The registry an upstream image is fetched from (a frozen one's successor), and the mirror for it.
+    fn route(&self, upstream: &Reference) -> (String, Option<&Mirror>) {
+        let registry = upstream.registry().to_string();
+        let mirror_for = |registry: &str| self.mirrors.iter().find(|m| m.from == registry);
+        if let Some(mirror) = mirror_for(&registry) {
+            return (registry, Some(mirror));
+        }
+        match FROZEN_REGISTRIES
+            .iter()
+            .find(|(frozen, _)| *frozen == registry)
+        {
+            Some((_, successor)) => (successor.to_string(), mirror_for(successor)),
+            None => (registry, None),
+        }
+    }
+
     pub fn locate(&self, upstream: &Reference) -> Location {
         let mut notes = Vec::new();
-        let mut registry = upstream.registry().to_string();
-        let mirror_for = |registry: &str| self.mirrors.iter().find(|m| m.from == registry);
-        if mirror_for(&registry).is_none() {
-            if let Some((_, successor)) = FROZEN_REGISTRIES
-                .iter()
-                .find(|(frozen, _)| *frozen == registry)
-            {
-                notes.push(format!("{registry} is frozen; fetching {upstream} from {successor}, which serves the same digests"));
-                registry = successor.to_string();
-            }
+        let (registry, mirror) = self.route(upstream);
+        if registry != upstream.registry() {
+            notes.push(format!(
+                "{} is frozen; fetching {upstream} from {registry}, which serves the same digests",
+                upstream.registry()
+            ));
         }
-        let reference = match mirror_for(&registry) {
+        let reference = match mirror {
             Some(mirror) => {
                 let repository = match &mirror.prefix {
                     Some(prefix) => format!("{prefix}/{}", upstream.repository()),
@@ -208,7 +246,7 @@ pub enum RegistryError {
         wanted: String,
         available: String,
     },
-    #[error("{image} is linux/{actual} only, but {wanted} was asked for")]
+    #[error("{image} is {actual} only, but {wanted} was asked for")]
     PlatformMismatch {
         image: String,
         wanted: String,
@@ -225,6 +263,13 @@ pub enum RegistryError {
         image: String,
         media_type: String,
         message: String,
+    },
+    #[error("{image}: its {what} is {size} bytes, more than the {limit} bytes ferry accepts")]
+    TooLarge {
+        image: String,
+        what: &'static str,
+        size: u64,
+        limit: u64,
     },
 }
 

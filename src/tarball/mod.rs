@@ -1,13 +1,17 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
+mod metadata;
 mod output;
 pub mod read;
 mod write;
 
 /// Fixtures for other modules' tests.
 #[cfg(test)]
+pub(crate) use metadata::loose as loose_metadata;
+#[cfg(test)]
 pub(crate) use write::tests::two_images;
 
+pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
 pub use output::{file_name, sibling};
 pub use write::{pretty, write_bundle, WriteOptions, Written};
 

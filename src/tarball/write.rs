@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
+use super::metadata::BundleMetadata;
 use super::output::{Output, OutputError};
 use super::{
     names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON,
@@ -49,7 +50,7 @@ pub struct Written {
 pub fn write_bundle(
     store: &BlobStore,
     images: &[Image],
-    metadata: &serde_json::Value,
+    metadata: &BundleMetadata,
     path: &Path,
     options: &WriteOptions,
     reporter: &dyn Reporter,
@@ -76,7 +77,7 @@ pub fn write_bundle(
 
     let output = Output::create(path, options.split).map_err(|e| output_error(path, e))?;
     let mut tar = tar::Builder::new(output);
-    let metadata = pretty(metadata);
+    let metadata = metadata.to_bytes();
     let docker = pretty(&docker_manifest(images));
     let index = pretty(&oci_index(
         images,
@@ -301,7 +302,7 @@ pub(crate) mod tests {
         write_bundle(
             store,
             images,
-            &json!({"catalog": "test"}),
+            &crate::tarball::loose_metadata(images),
             &dir.join(name),
             options,
             &Silent,

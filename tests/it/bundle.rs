@@ -8,7 +8,8 @@ use crate::faults::FaultProxy;
 use crate::ferry::{ferry, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    push_image, seed_csi_480, vendor_dir_480, Format, Seeded, PLATFORMS, VENDOR_480,
+    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, Format, Seeded,
+    PLATFORMS, VENDOR_480,
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
@@ -347,4 +348,64 @@ fn a_failed_bundle_leaves_no_file_at_its_path() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["cache"], "nothing but the cache");
+}
+
+/// One set of size limits for pull and verify: an image whose config is 5 MiB (a long build history) is
+/// bundled and verifies; one whose config is beyond the limit is refused when pulled, naming it, and
+/// two failing images are both reported.
+#[test]
+fn large_configs_bundle_and_verify_and_oversized_ones_are_refused_at_pull() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image_with_long_history(registry.addr(), "sig-storage/long", "v1", 5 << 20);
+    push_image_with_long_history(registry.addr(), "sig-storage/huge", "v1", 40 << 20);
+    push_image_with_long_history(registry.addr(), "sig-storage/huger", "v1", 33 << 20);
+    let work = tempfile::tempdir().unwrap();
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let cache = work.path().join("cache");
+    let bundle = work.path().join("long.tar");
+    let build = |image: &[&str], out: &Path| {
+        let mut args = vec!["bundle"];
+        for image in image {
+            args.extend(["--image", image]);
+        }
+        args.extend([
+            "--mirror",
+            &mirror,
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        ferry(&args)
+    };
+    build(&["registry.k8s.io/sig-storage/long:v1"], &bundle).success();
+    let verified = ferry(&["verify", bundle.to_str().unwrap(), "--deep"]).success();
+    assert!(
+        verified.stdout().contains("intact: 1 images"),
+        "{}",
+        verified.stdout()
+    );
+
+    let refused = build(
+        &[
+            "registry.k8s.io/sig-storage/huge:v1",
+            "registry.k8s.io/sig-storage/huger:v1",
+        ],
+        &work.path().join("huge.tar"),
+    )
+    .fails_with(1);
+    let stderr = refused.stderr();
+    assert!(stderr.starts_with("error: 2 fetches failed:\n"), "{stderr}");
+    for name in ["huge", "huger"] {
+        let line = format!("  registry.k8s.io/sig-storage/{name}:v1: its config is ");
+        assert!(
+            stderr.contains(&line)
+                && stderr.contains("bytes, more than the 33554432 bytes ferry accepts"),
+            "{stderr}"
+        );
+    }
+    assert!(!work.path().join("huge.tar").exists());
 }

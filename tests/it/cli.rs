@@ -260,6 +260,21 @@ fn catalogs_lists_built_in_and_user_files() {
         "the error names the file: {}",
         run.stderr()
     );
+    // A missing file and a file that never ends are bad input too, named, not read forever.
+    let missing = dir.path().join("absent.toml");
+    let run = ferry(&["--catalog-file", missing.to_str().unwrap(), "catalogs"]).fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: cannot read catalog file {}\n  caused by: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+    let run = ferry(&["--catalog-file", "/dev/zero", "catalogs"]).fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        "error: cannot read catalog file /dev/zero\n  caused by: it is larger than 1048576 bytes\n"
+    );
 }
 
 #[test]

@@ -151,6 +151,35 @@ fn push_refuses_a_damaged_bundle_and_dry_run_prints_the_mapping() {
         "{}",
         dry.stdout()
     );
+    // --json prints JSON, and --helm-values writes the file a dry run promises.
+    let values = csi.work.path().join("values.yaml");
+    let json = run(command().args([
+        "push",
+        bundle.to_str().unwrap(),
+        "--to",
+        "10.0.0.5:5000/csi",
+        "--dry-run",
+        "--json",
+        "--helm-values",
+        values.to_str().unwrap(),
+    ]))
+    .success()
+    .json();
+    assert_eq!(json["dry_run"], true);
+    let images = json["images"].as_array().unwrap();
+    assert_eq!(images.len(), 11, "{json}");
+    assert!(
+        images
+            .iter()
+            .any(|i| i["source"] == "docker.io/library/huawei-csi:4.8.0"
+                && i["target"] == "10.0.0.5:5000/csi/huawei-csi:4.8.0"),
+        "{json}"
+    );
+    let values = std::fs::read_to_string(&values).unwrap();
+    assert!(
+        values.contains("10.0.0.5:5000/csi/sig-storage/csi-provisioner:v3.6.0"),
+        "{values}"
+    );
     let mut bytes = std::fs::read(&bundle).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
@@ -235,6 +264,29 @@ fn load_into_containerd_docker_and_podman() {
         .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
     .success();
     let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names, expected_names());
+
+    // --address reaches a podman service: its storage gets the images, whatever this shell's podman uses.
+    let Some(served) = require(Podman::new()) else {
+        return;
+    };
+    let Some(service) = require(served.serve()) else {
+        return;
+    };
+    run(command().args([
+        "load",
+        first_part,
+        "--runtime",
+        "podman",
+        "--address",
+        service.socket.to_str().unwrap(),
+    ]))
+    .success();
+    let images = served.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
         .lines()
         .map(str::to_string)

@@ -187,7 +187,16 @@ fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
         0,
         "no corrupted partial kept to resume from"
     );
-    assert!(!seeded.top_digest.is_empty());
+    let expected = format!(
+        "error: cannot fetch blob sha256:{named} of registry.k8s.io/sig-storage/livenessprobe:v2.12.0 from {} \
+         (after 6 attempt(s))\n  caused by: blob sha256:{named} does not match its digest: received ",
+        proxy.addr()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    assert!(
+        seeded.manifests.len() == PLATFORMS.len(),
+        "the image was seeded for every platform"
+    );
 }
 
 #[test]
@@ -254,7 +263,10 @@ fn platform_selection_and_missing_platforms() {
     let wrong = pull("quay.io/k8scsi/csi-attacher:v1.2.1", "linux/arm64")
         .fails_with(1)
         .stderr();
-    assert!(wrong.contains("linux/amd64 only"), "{wrong}");
+    assert_eq!(
+        wrong,
+        "error: quay.io/k8scsi/csi-attacher:v1.2.1 is linux/amd64 only, but linux/arm64 was asked for\n"
+    );
 }
 
 #[test]
@@ -307,7 +319,45 @@ fn digest_pinned_references_are_checked() {
         "-q",
     ])
     .fails_with(1);
-    assert!(run.stderr().contains("csi-resizer"), "{}", run.stderr());
+    assert!(
+        run.stderr().starts_with(&format!(
+            "error: cannot fetch the manifest of {wrong} from "
+        )),
+        "{}",
+        run.stderr()
+    );
+    // A registry that answers a pinned request with other bytes is caught by the pin itself.
+    let lying = FaultProxy::start(
+        registry.addr(),
+        vec![Rule::new(
+            "/manifests/sha256:",
+            Fault::FlipByte { offset: 10 },
+            usize::MAX,
+        )],
+    );
+    let lied = ferry(&[
+        "pull",
+        "--image",
+        &pinned,
+        "--mirror",
+        &format!("registry.k8s.io={}", lying.addr()),
+        "--cache-dir",
+        tempfile::tempdir().unwrap().path().to_str().unwrap(),
+        "-q",
+    ])
+    .fails_with(1)
+    .stderr();
+    let (first, causes) = lied.split_once('\n').unwrap_or((&lied, ""));
+    assert!(
+        first.starts_with(&format!(
+            "error: cannot fetch the manifest of {pinned} from "
+        )),
+        "{lied}"
+    );
+    assert!(
+        causes.contains(&seeded.top_digest) && causes.contains("digest"),
+        "the cause names the pinned digest it does not match: {lied}"
+    );
 }
 
 #[test]
@@ -511,12 +561,31 @@ fn private_registry_with_image() -> Option<(Registry, Registry, String, Seeded)>
     Some((plain, private, image, seeded))
 }
 
-/// Removes a certs.d directory ferry was given for one test, even when the test fails.
-struct CertsDir(std::path::PathBuf);
+/// A certs.d directory ferry is given for one test. Dropping it removes every directory it had to create
+/// (`/etc/docker/certs.d` itself on a machine without docker), even when the test fails.
+struct CertsDir {
+    path: std::path::PathBuf,
+    created: Option<std::path::PathBuf>,
+}
+
+impl CertsDir {
+    fn create(path: std::path::PathBuf) -> std::io::Result<CertsDir> {
+        let created = path
+            .ancestors()
+            .take_while(|dir| !dir.exists())
+            .last()
+            .map(Path::to_path_buf);
+        let dir = CertsDir { path, created };
+        std::fs::create_dir_all(&dir.path)?;
+        Ok(dir)
+    }
+}
 
 impl Drop for CertsDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(created) = &self.created {
+            let _ = std::fs::remove_dir_all(created);
+        }
     }
 }
 
@@ -544,13 +613,12 @@ fn certs_d_ca_files_are_trusted_like_dockers_and_podmans() {
             "{}",
             untrusted.stderr()
         );
-        let dir = CertsDir(Path::new(base).join(private.addr()));
-        let writable = std::fs::create_dir_all(&dir.0)
+        let dir = CertsDir::create(Path::new(base).join(private.addr()))
             .map_err(|e| format!("cannot write {base} (run as root): {e}"));
-        if require(writable).is_none() {
+        let Some(dir) = require(dir) else {
             return;
-        }
-        std::fs::copy(private.ca_cert(), dir.0.join("ca.crt")).unwrap();
+        };
+        std::fs::copy(private.ca_cert(), dir.path.join("ca.crt")).unwrap();
         let trusted = run(command()
             .args(args)
             .env("DOCKER_CONFIG", private.docker_config()))
@@ -561,6 +629,11 @@ fn certs_d_ca_files_are_trusted_like_dockers_and_podmans() {
                 .contains(seeded.manifest_for("linux/amd64")),
             "{base}: {}",
             trusted.stdout()
+        );
+        drop(dir);
+        assert!(
+            !Path::new(base).join(private.addr()).exists(),
+            "{base} was left behind"
         );
     }
 }
@@ -727,5 +800,40 @@ fn http_proxy_from_the_environment_is_used() {
         proxy.seen().iter().any(|s| s.path.contains("/blobs/")),
         "requests went through the proxy: {:?}",
         proxy.seen()
+    );
+}
+
+/// A `--mirror` key that matches no image is most likely a typo that would send the fetch upstream.
+#[test]
+fn a_mirror_that_matches_no_image_is_warned_about() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        50_000,
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let run = ferry(&[
+        "pull",
+        "--image",
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "--mirror",
+        &format!("registry.k8s.io={}", registry.addr()),
+        "--mirror",
+        "regisry.k8s.io=127.0.0.1:9/k8s",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ])
+    .success();
+    assert_eq!(
+        run.stderr(),
+        "warning: --mirror regisry.k8s.io=127.0.0.1:9/k8s matches no image to fetch (they come from \
+         registry.k8s.io); is 'regisry.k8s.io' misspelled?\n"
     );
 }

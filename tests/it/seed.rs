@@ -87,7 +87,8 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
     encoder.finish().unwrap()
 }
 
-fn config(platform: &str, diff_ids: &[String]) -> Vec<u8> {
+/// A config whose history carries `history_bytes` more, as a long Dockerfile's does.
+fn config(platform: &str, diff_ids: &[String], history_bytes: usize) -> Vec<u8> {
     let mut parts = platform.split('/');
     let (os, architecture, variant) = (parts.next().unwrap(), parts.next().unwrap(), parts.next());
     let mut config = json!({
@@ -97,6 +98,14 @@ fn config(platform: &str, diff_ids: &[String]) -> Vec<u8> {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [{"created_by": "ferry test base"}, {"created_by": "ferry test app"}],
     });
+    if history_bytes > 0 {
+        let step = "RUN echo a build step that makes the history long ".repeat(20);
+        let steps = history_bytes.div_ceil(step.len() + 40);
+        let history = config["history"].as_array_mut().unwrap();
+        history.extend(
+            (0..steps).map(|i| json!({"created_by": format!("{step}{i}"), "empty_layer": true})),
+        );
+    }
     if let Some(variant) = variant {
         config["variant"] = json!(variant);
     }
@@ -194,11 +203,12 @@ fn push_platform(
     platform: &str,
     size: usize,
     oci: bool,
+    history_bytes: usize,
 ) -> Vec<u8> {
     let base = layer_tar(&format!("base-{platform}"), size / 2);
     let own = layer_tar(&format!("{name}-{platform}"), size / 2);
     let (base_gz, own_gz) = (gzip(&base), gzip(&own));
-    let config = config(platform, &[sha256(&base), sha256(&own)]);
+    let config = config(platform, &[sha256(&base), sha256(&own)], history_bytes);
     let (config_type, layer_type, manifest_type) = if oci {
         (
             "application/vnd.oci.image.config.v1+json",
@@ -236,7 +246,7 @@ pub fn push_image(
     let mut manifests = Vec::new();
     let mut entries = Vec::new();
     for platform in platforms {
-        let bytes = push_platform(addr, repository, repository, platform, size, oci);
+        let bytes = push_platform(addr, repository, repository, platform, size, oci, 0);
         let digest = sha256(&bytes);
         if format == Format::DockerSingle {
             push_manifest(addr, repository, tag, manifest_type, &bytes);
@@ -265,6 +275,25 @@ pub fn push_image(
         top_digest,
         manifests,
     }
+}
+
+/// Pushes a single-platform linux/amd64 `repository:tag` whose config is about `config_bytes` long.
+pub fn push_image_with_long_history(
+    addr: &str,
+    repository: &str,
+    tag: &str,
+    config_bytes: usize,
+) -> String {
+    let bytes = push_platform(
+        addr,
+        repository,
+        repository,
+        "linux/amd64",
+        50_000,
+        false,
+        config_bytes,
+    );
+    push_manifest(addr, repository, tag, DOCKER_MANIFEST, &bytes)
 }
 
 /// The 7 public images of Huawei CSI 4.8.0 for Kubernetes 1.20+, under their upstream repository paths
@@ -309,7 +338,7 @@ pub fn vendor_tarball(path: &Path, name_tag: &str, size: usize) -> String {
         layer_tar(&format!("vendor-{name_tag}"), size / 2),
     ];
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
-    let config = config("linux/amd64", &diff_ids);
+    let config = config("linux/amd64", &diff_ids, 0);
     let config_digest = sha256(&config);
     let config_name = format!("{}.json", &config_digest[7..]);
     let layer_names: Vec<String> = diff_ids

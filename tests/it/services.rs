@@ -1,8 +1,9 @@
 //! Real services for the integration tests, started on loopback with their own state directories and
 //! stopped when dropped: CNCF Distribution (plain, and TLS + htpasswd), containerd, dockerd, podman.
 //!
-//! One policy for a service that cannot start: with `CI=true` the test fails; elsewhere it prints why it
-//! skips, so a developer without the packages can still run the rest.
+//! One policy for a service that cannot start: the test fails. A developer without the packages may opt
+//! out with `FERRY_ALLOW_SKIP=1`; each test skipped that way is then listed in `$FERRY_SKIP_LOG`, which the
+//! README's test command prints at the end, so that a green run never hides what it did not test.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -11,18 +12,31 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-/// Returns the service, or `None` after printing why the test skips; panics under `CI=true`.
+/// Returns the service; panics when it cannot start, unless `FERRY_ALLOW_SKIP=1`, which records the skip
+/// and returns `None`.
 pub fn require<T>(service: Result<T, String>) -> Option<T> {
-    match service {
-        Ok(service) => Some(service),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true and a service cannot start: {why}")
-        }
-        Err(why) => {
-            eprintln!("skipping: {why}");
-            None
-        }
+    let why = match service {
+        Ok(service) => return Some(service),
+        Err(why) => why,
+    };
+    if std::env::var("FERRY_ALLOW_SKIP").as_deref() != Ok("1") {
+        panic!("a service this test needs cannot start: {why}\n(FERRY_ALLOW_SKIP=1 skips such tests, and lists them)");
     }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    eprintln!("SKIPPED {test}: {why}");
+    if let Ok(log) = std::env::var("FERRY_SKIP_LOG") {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap_or_else(|e| panic!("cannot write the skip log {log}: {e}"));
+        writeln!(file, "{test}: {why}").unwrap();
+    }
+    None
 }
 
 fn free_port() -> u16 {
@@ -497,6 +511,12 @@ impl Dockerd {
     }
 }
 
+/// A podman API service, stopped on drop.
+pub struct PodmanService {
+    _daemon: Daemon,
+    pub socket: PathBuf,
+}
+
 /// podman has no daemon; each instance gets its own storage.
 pub struct Podman {
     dir: TempDir,
@@ -522,6 +542,23 @@ impl Podman {
         run(Command::new("podman")
             .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
             .args(args))
+    }
+
+    /// `podman system service` on a socket of its own, over this instance's storage.
+    pub fn serve(&self) -> Result<PodmanService, String> {
+        let socket = self.dir.path().join("podman.sock");
+        let mut daemon = Daemon::spawn(
+            Command::new("podman")
+                .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
+                .args(["system", "service", "--time=0"])
+                .arg(format!("unix://{}", socket.display())),
+            self.dir.path().join("service.log"),
+        )?;
+        daemon.wait_until("podman system service", || socket.exists())?;
+        Ok(PodmanService {
+            _daemon: daemon,
+            socket,
+        })
     }
 
     /// A storage.conf for this instance, for `CONTAINERS_STORAGE_CONF`: how ferry's own `podman load` finds it.

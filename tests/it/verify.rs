@@ -47,6 +47,33 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
     Some((work, bundle))
 }
 
+/// Asserts that a failed verify says where the damage is: a tar entry or byte offset, a blob digest, or a
+/// document by name; an exit code alone tells the user nothing.
+fn assert_names_the_damage(run: &crate::ferry::Run, context: &str) {
+    let said = format!("{}{}", run.stdout(), run.stderr());
+    let named = said.lines().any(|line| {
+        let line = line.trim_start();
+        let finding = line.starts_with("problem: ")
+            || line.starts_with("caused by: ")
+            || line.starts_with("checksum: MISMATCH")
+            || (run.stdout().contains("BAD   ")
+                && !line.starts_with("ok ")
+                && !line.starts_with("BAD "));
+        finding
+            && [
+                "at byte ",
+                "sha256:",
+                "index.json",
+                "manifest.json",
+                "ferry.json",
+                "oci-layout",
+            ]
+            .iter()
+            .any(|subject| line.contains(subject))
+    });
+    assert!(named, "{context}: the damage is not located:\n{said}");
+}
+
 fn verify(path: &Path, extra: &[&str]) -> crate::ferry::Run {
     let mut args = vec!["verify", path.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -144,6 +171,7 @@ fn sixteen_random_flipped_bytes_are_all_caught_without_a_checksum_file() {
             run.stdout(),
             run.stderr()
         );
+        assert_names_the_damage(&run, &format!("flip at byte {offset}"));
     }
 }
 
@@ -153,15 +181,25 @@ fn a_flipped_byte_in_padding_or_end_blocks_is_caught() {
         return;
     };
     let bytes = std::fs::read(&bundle).unwrap();
-    for (what, offset) in [
-        ("end-of-archive block", bytes.len() - 10),
-        ("padding after oci-layout", 512 + 40),
+    for (what, offset, said) in [
+        (
+            "end-of-archive block",
+            bytes.len() - 10,
+            "not a bundle: a damaged end-of-archive marker (at byte ",
+        ),
+        (
+            "padding after oci-layout",
+            512 + 40,
+            "not a bundle: non-zero padding after oci-layout (at byte 542)",
+        ),
     ] {
         let mut damaged = bytes.clone();
         damaged[offset] ^= 0x01;
         let path = work.path().join("damaged.tar");
         std::fs::write(&path, &damaged).unwrap();
-        assert_eq!(verify(&path, &[]).code(), Some(1), "{what}");
+        let run = verify(&path, &[]).fails_with(1);
+        assert_names_the_damage(&run, what);
+        assert!(run.stderr().contains(said), "{what}: {}", run.stderr());
     }
 }
 
@@ -205,11 +243,12 @@ fn truncated_bundles_fail() {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let run = verify(&path, &[]).fails_with(1);
         assert!(
-            run.stderr().contains("truncated") || run.stdout().contains("DAMAGED"),
+            run.stderr().contains("truncated: the file ends inside"),
             "cut at {cut}: {}{}",
             run.stdout(),
             run.stderr()
         );
+        assert_names_the_damage(&run, &format!("cut at {cut}"));
     }
 }
 
@@ -346,6 +385,13 @@ fn verify_k8s_reports_images_the_bundle_lacks_and_inspect_shows_sharing() {
         "{}",
         run.stdout()
     );
+    // A version the release does not support is the user's mistake, not damage.
+    let run = verify(&bundle, &["--k8s", "1.10"]).fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        "error: --k8s: huawei-csi 4.8.0 does not support Kubernetes 1.10: its images cover Kubernetes 1.16 and later\n"
+    );
+    assert_eq!(run.stdout(), "", "no DAMAGED verdict for an intact bundle");
 
     let inspect = ferry(&["inspect", bundle.to_str().unwrap()])
         .success()

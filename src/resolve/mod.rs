@@ -1,9 +1,13 @@
 //! From (release, Kubernetes version, service) to the exact rows of the vendor's table. Pure: no I/O.
 
+mod plan;
+
 use std::collections::BTreeSet;
 
 use crate::catalog::{CatalogImage, Release, Service};
 use crate::k8s::{KubeRange, KubeVersion};
+
+pub use plan::{plans, union, Plan, Selection, Wanted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -15,6 +19,10 @@ pub enum ResolveError {
         version: KubeVersion,
         supported: String,
     },
+    #[error("nothing to fetch: name a catalog release (e.g. huawei-csi@4.8.0 --k8s 1.28) or --image REF")]
+    NothingSelected,
+    #[error("{0} needs --k8s VERSION or --all-k8s")]
+    NoVersion(String),
 }
 
 /// Images that serve one span of Kubernetes versions identically.

@@ -1,0 +1,78 @@
+//! The `sha256sum -c` files that travel beside a bundle.
+
+use std::path::PathBuf;
+
+use super::Checksum;
+use crate::digest::Digest;
+use crate::tarball::read::Source;
+use crate::tarball::{file_name, sibling};
+
+/// `<hex>  <name>` (or `<hex> *<name>`, binary mode), hex in either case as `sha256sum -c` accepts it.
+fn checksum_line(line: &str) -> Option<(String, Digest)> {
+    let (hex, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
+    Some((
+        name.trim().to_string(),
+        Digest::from_hex(&hex.trim().to_ascii_lowercase()).ok()?,
+    ))
+}
+
+/// Compares the bytes read with every `sha256sum -c` file beside the bundle.
+pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
+    let mut expected: Vec<(PathBuf, Vec<(String, Digest)>)> = Vec::new();
+    let split = source.files.len() > 1 || source.files[0] != source.whole;
+    let mut candidates = vec![sibling(&source.whole, ".sha256")];
+    if split {
+        candidates.push(sibling(&source.whole, ".parts.sha256"));
+    }
+    let mut files = Vec::new();
+    for file in candidates {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            let mut lines = Vec::new();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                // A line that does not read as `sha256sum` output must not pass as a checked one.
+                let Some(parsed) = checksum_line(line) else {
+                    return Checksum::Mismatch {
+                        file,
+                        name: line.to_string(),
+                        expected: "a line '<64 hex digits>  <file name>'".into(),
+                        actual: "an unreadable line".into(),
+                    };
+                };
+                lines.push(parsed);
+            }
+            expected.push((file.clone(), lines));
+            files.push(file);
+        }
+    }
+    if files.is_empty() {
+        return Checksum::Absent;
+    }
+    let mut actual: Vec<(String, &Digest)> = vec![(file_name(&source.whole), whole)];
+    if split {
+        actual.extend(source.files.iter().map(|p| file_name(p)).zip(parts));
+    }
+    for (file, lines) in &expected {
+        for (name, digest) in lines {
+            match actual.iter().find(|(n, _)| n == name) {
+                Some((_, got)) if *got == digest => {}
+                Some((_, got)) => {
+                    return Checksum::Mismatch {
+                        file: file.clone(),
+                        name: name.clone(),
+                        expected: digest.to_string(),
+                        actual: got.to_string(),
+                    }
+                }
+                None => {
+                    return Checksum::Mismatch {
+                        file: file.clone(),
+                        name: name.clone(),
+                        expected: digest.to_string(),
+                        actual: "not read".into(),
+                    }
+                }
+            }
+        }
+    }
+    Checksum::Verified { files }
+}

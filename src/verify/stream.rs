@@ -1,0 +1,172 @@
+//! The single pass over the tar stream: every blob hashed as it passes (and, with `--deep`, inflated),
+//! manifests and configs kept for the graph check, documents kept whole, the outer file hashed on a second
+//! thread for the checksum files.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{Digest, Hashing};
+use crate::tarball::read::{Entry, Observer};
+
+/// JSON documents larger than this are refused (containerd's own limit).
+const MAX_DOCUMENT: u64 = 20 << 20;
+/// Blobs that look like JSON and are at most this large are kept for parsing (manifests and configs):
+/// the largest config pull accepts, so that whatever ferry bundles, ferry verifies.
+const MAX_KEPT_BLOB: u64 = crate::image::limits::MAX_CONFIG;
+/// All kept blobs together; a hostile bundle of many small JSON blobs stops here.
+pub(super) const MAX_KEPT_TOTAL: u64 = 256 << 20;
+
+/// A blob as it passed.
+#[derive(Default)]
+pub(super) struct SeenBlob {
+    pub(super) size: u64,
+    pub(super) actual: Option<Digest>,
+    pub(super) kept: Option<Vec<u8>>,
+    /// The digest of its decompressed content (`--deep`, gzip layers only).
+    pub(super) uncompressed: Option<Digest>,
+}
+
+#[derive(Default)]
+pub(super) struct Contents {
+    pub(super) documents: BTreeMap<String, Vec<u8>>,
+    pub(super) blobs: BTreeMap<Digest, SeenBlob>,
+    pub(super) kept_total: u64,
+    pub(super) problems: Vec<String>,
+    pub(super) locations: BTreeMap<Digest, (u64, u64)>,
+}
+
+/// Hashes the raw file(s) on a second thread: per part and whole.
+pub(super) struct OuterHasher {
+    sender: Option<mpsc::SyncSender<Option<Vec<u8>>>>,
+    worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
+}
+
+impl OuterHasher {
+    pub(super) fn start() -> OuterHasher {
+        let (sender, receiver) = mpsc::sync_channel::<Option<Vec<u8>>>(16);
+        let worker = std::thread::spawn(move || {
+            let (mut whole, mut parts, mut part) = (Sha256::new(), Vec::new(), None::<Sha256>);
+            for message in receiver {
+                match message {
+                    None => parts.extend(part.replace(Sha256::new()).map(Digest::from_hasher)),
+                    Some(chunk) => {
+                        whole.update(&chunk);
+                        part.get_or_insert_with(Sha256::new).update(&chunk);
+                    }
+                }
+            }
+            parts.extend(part.map(Digest::from_hasher));
+            (parts, Digest::from_hasher(whole))
+        });
+        OuterHasher {
+            sender: Some(sender),
+            worker: Some(worker),
+        }
+    }
+
+    pub(super) fn finish(mut self) -> (Vec<Digest>, Digest) {
+        drop(self.sender.take());
+        self.worker
+            .take()
+            .expect("started")
+            .join()
+            .expect("hasher thread does not panic")
+    }
+}
+
+impl Observer for OuterHasher {
+    fn part_started(&mut self, index: usize) {
+        if index > 0 {
+            let _ = self.sender.as_ref().expect("open").send(None);
+        }
+    }
+
+    fn bytes(&mut self, chunk: &[u8]) {
+        let _ = self
+            .sender
+            .as_ref()
+            .expect("open")
+            .send(Some(chunk.to_vec()));
+    }
+}
+
+impl Contents {
+    pub(super) fn take(&mut self, entry: Entry<'_>, deep: bool) -> io::Result<()> {
+        let Entry {
+            name,
+            size,
+            offset,
+            data,
+        } = entry;
+        let Some(hex) = name.strip_prefix(crate::tarball::BLOBS_DIR) else {
+            if size > MAX_DOCUMENT {
+                self.problems.push(format!(
+                    "{name} is {size} bytes, more than the {MAX_DOCUMENT} allowed"
+                ));
+                return Ok(());
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            data.read_to_end(&mut bytes)?;
+            self.documents.insert(name, bytes);
+            return Ok(());
+        };
+        let named = Digest::from_hex(hex).expect("the reader accepts only hex blob names");
+        self.locations.insert(named.clone(), (offset, size));
+        let mut first = [0u8; 1];
+        let got = data.read(&mut first)?;
+        let mut data = first[..got].chain(data);
+        let keep = got == 1
+            && first[0] == b'{'
+            && size <= MAX_KEPT_BLOB
+            && self.kept_total + size <= MAX_KEPT_TOTAL;
+        let gzip_layer = deep && got == 1 && first[0] == 0x1f;
+        let mut kept = keep.then(|| Vec::with_capacity(size as usize));
+        let mut inflater =
+            gzip_layer.then(|| flate2::write::MultiGzDecoder::new(Hashing::new(io::sink())));
+        let mut hashing = Hashing::new(io::sink());
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut inflate_failed = false;
+        loop {
+            let n = data.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            hashing.write_all(&buffer[..n])?;
+            if let Some(kept) = kept.as_mut() {
+                kept.extend_from_slice(&buffer[..n]);
+            }
+            if let Some(inflater) = inflater.as_mut() {
+                inflate_failed |= inflater.write_all(&buffer[..n]).is_err();
+            }
+        }
+        let (_, actual, _) = hashing.finish();
+        let uncompressed = match inflater.map(|i| i.finish()) {
+            Some(Ok(hashing)) if !inflate_failed => Some(hashing.finish().1),
+            Some(_) => {
+                self.problems
+                    .push(format!("blob {named} is not valid gzip"));
+                None
+            }
+            None => None,
+        };
+        if actual != named {
+            self.problems.push(format!(
+                "blob {named} is damaged: its content hashes to {actual}"
+            ));
+        }
+        self.kept_total += kept.as_ref().map_or(0, |k| k.len() as u64);
+        self.blobs.insert(
+            named,
+            SeenBlob {
+                size,
+                actual: Some(actual),
+                kept,
+                uncompressed,
+            },
+        );
+        Ok(())
+    }
+}
