@@ -17,17 +17,15 @@ use super::tls::{is_loopback, trusted_certificates, PemFile};
 use super::token::{Authorizer, Scope};
 use super::{FetchError, Refusal, RefusalKind, RegistryError, RegistryOptions};
 use crate::digest::Digest;
-use crate::image::media;
+use crate::image::{limits, media};
 use crate::reference::{Reference, DOCKER_HUB};
 
 const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A stalled body is a failed attempt; resume then continues from the last byte received.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// Distribution refuses manifests over 4 MiB; more from a registry is not a manifest.
-const MAX_MANIFEST: usize = 4 << 20;
 /// The most of an error body ferry reads for the registry's message.
-const MAX_ERROR_BODY: usize = 64 << 10;
+const MAX_ERROR_BODY: u64 = 64 << 10;
 const MAX_REDIRECTS: usize = 10;
 
 pub struct RegistryClient {
@@ -199,7 +197,18 @@ impl RegistryClient {
         if !response.status().is_success() {
             return Err(self.failure(response, registry, scope).await);
         }
-        read_limited(response, MAX_MANIFEST, "manifest").await
+        let bytes = read_limited(response, limits::MAX_MANIFEST, "manifest").await?;
+        // Asked for by digest, a manifest must have it; a byte flipped on the way is worth another try.
+        if let Some(expected) = location.digest() {
+            let actual = Digest::of(&bytes);
+            if actual != *expected {
+                return Err(FetchError::WrongManifest {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(bytes)
     }
 
     /// Starts a download of blob `digest` (`size` bytes) at `offset`; the response is 206 when the
@@ -329,7 +338,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 /// A response body of at most `limit` bytes (manifests, tokens), refused beyond.
 pub(super) async fn read_limited(
     response: Response,
-    limit: usize,
+    limit: u64,
     what: &'static str,
 ) -> Result<Vec<u8>, FetchError> {
     let registry = host_of(response.url());
@@ -338,14 +347,14 @@ pub(super) async fn read_limited(
         what,
         limit,
     };
-    if response.content_length().is_some_and(|n| n > limit as u64) {
+    if response.content_length().is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     let mut body = Vec::new();
     let mut stream = response.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk?;
-        if body.len() + chunk.len() > limit {
+        if (body.len() + chunk.len()) as u64 > limit {
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);

@@ -252,12 +252,6 @@ pub enum RegistryError {
         wanted: String,
         actual: String,
     },
-    #[error("{image}: the registry returned manifest {actual}, but the reference pins {expected}")]
-    PinnedDigest {
-        image: String,
-        expected: Digest,
-        actual: Digest,
-    },
     #[error("{image}: the registry sent an unreadable manifest ({media_type}): {message}")]
     BadManifest {
         image: String,
@@ -298,8 +292,10 @@ pub enum FetchError {
     TooLarge {
         registry: String,
         what: &'static str,
-        limit: usize,
+        limit: u64,
     },
+    #[error("the registry sent a manifest whose digest is {actual}, not the {expected} asked for")]
+    WrongManifest { expected: Digest, actual: Digest },
     #[error("{registry} names its token service '{realm}', which is not a URL")]
     BadRealm { registry: String, realm: String },
     #[error("the token service of {registry} answered without a token")]
@@ -409,7 +405,9 @@ impl Classify for FetchError {
             FetchError::Status { status, .. } => status_verdict(*status),
             // A redirect refused by policy (https to http) stays refused.
             FetchError::Network(e) if e.is_redirect() => Verdict::Fatal,
-            FetchError::Network(_) | FetchError::Truncated { .. } => Verdict::Transient,
+            FetchError::Network(_)
+            | FetchError::Truncated { .. }
+            | FetchError::WrongManifest { .. } => Verdict::Transient,
             FetchError::Refused(_)
             | FetchError::ShortBlob { .. }
             | FetchError::TooLarge { .. }

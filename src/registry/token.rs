@@ -24,7 +24,7 @@ use super::{FetchError, Refusal, RefusalKind};
 /// A token service that says nothing about lifetime means 60 s (the distribution token spec).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// The most of a token's answer ferry reads: tokens are a few kilobytes.
-const MAX_TOKEN_REPLY: usize = 1 << 20;
+const MAX_TOKEN_REPLY: u64 = 1 << 20;
 
 /// Access to one repository, as a token service grants it: `repository:NAME:pull` or `...:pull,push`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

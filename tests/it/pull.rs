@@ -188,8 +188,8 @@ fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
         "no corrupted partial kept to resume from"
     );
     let expected = format!(
-        "error: cannot fetch blob sha256:{named} of registry.k8s.io/sig-storage/livenessprobe:v2.12.0 from {} \
-         (after 6 attempt(s))\n  caused by: blob sha256:{named} does not match its digest: received ",
+        "error: cannot fetch blob sha256:{named} of registry.k8s.io/sig-storage/livenessprobe:v2.12.0 from {}, \
+         after 6 attempts\n  caused by: blob sha256:{named} does not match its digest: received ",
         proxy.addr()
     );
     assert!(stderr.starts_with(&expected), "{stderr}");
