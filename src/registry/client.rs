@@ -150,8 +150,8 @@ impl RegistryClient {
         }
     }
 
-    /// The error for an answer the caller did not expect: a refusal with its reason for 401, 403 and (on
-    /// a push) 404, the status and the registry's message otherwise.
+    /// The error for an answer the caller did not expect: a refusal with its reason for 401, 403 and 404,
+    /// the status and the registry's message otherwise.
     pub(super) async fn failure(
         &self,
         response: Response,
@@ -164,7 +164,7 @@ impl RegistryClient {
         let kind = match status {
             401 if user.is_none() => RefusalKind::NoCredentials,
             401 | 403 => RefusalKind::NotPermitted,
-            404 if access.push => RefusalKind::NotFound,
+            404 => RefusalKind::NotFound,
             _ => {
                 return FetchError::Status {
                     status,

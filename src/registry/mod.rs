@@ -326,7 +326,7 @@ pub enum RefusalKind {
     BadCredentials,
     /// The account may not do this to this repository (or the project does not exist: Harbor says so).
     NotPermitted,
-    /// A push into a project or namespace that does not exist.
+    /// The repository, tag or blob does not exist (on a push: the project or namespace).
     NotFound,
 }
 
@@ -385,10 +385,15 @@ impl std::fmt::Display for Refusal {
                 "{registry} refused {action} on {repository} to {user} (HTTP {status}{said}); use an account \
                  with {action} rights on it, and check that the project '{project}' exists"
             ),
-            RefusalKind::NotFound => write!(
+            RefusalKind::NotFound if action == "push" => write!(
                 f,
                 "{registry} has no project '{project}' for {repository} (HTTP {status}{said}); create it \
                  (in Harbor: Projects, New project) or push under another --to prefix"
+            ),
+            RefusalKind::NotFound => write!(
+                f,
+                "{registry} does not have what was asked for in {repository} (HTTP {status}{said}); check \
+                 the image's name and tag, and any --mirror prefix"
             ),
         }
     }

@@ -692,6 +692,29 @@ fn pull_only_rights_refuse_the_push_and_allow_the_pull() {
         )
     );
     harbor.pull_back(&reader, &csi, 1, &to);
+
+    // A repository that does not exist is said to be missing, not unauthorized.
+    let cache = tempfile::tempdir().unwrap();
+    let missing = harbor
+        .ferry(
+            &reader,
+            &[
+                "pull",
+                "--image",
+                &format!("{to}/no/such-image:v1"),
+                "--cache-dir",
+                cache.path().to_str().unwrap(),
+                "-q",
+            ],
+        )
+        .fails_with(1);
+    assert_eq!(
+        causes(&missing),
+        vec![format!(
+            "{} does not have what was asked for in csi/no/such-image (HTTP 404, MANIFEST_UNKNOWN: manifest unknown); check the image's name and tag, and any --mirror prefix",
+            harbor.addr()
+        )]
+    );
 }
 
 #[test]
