@@ -838,3 +838,50 @@ fn a_blob_the_registry_serves_short_is_named_as_such() {
         vec!["the registry serves this blob as 1000 bytes, but the manifest says 5000: its copy is damaged or the manifest is wrong; ask the registry's operator to push the image again".to_string()]
     );
 }
+
+#[test]
+fn a_wrong_password_at_a_basic_auth_registry_is_tried_once() {
+    let Some(registry) = require(Registry::tls_with_auth("ferry", PASSWORD)) else {
+        return;
+    };
+    let config = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode("ferry:wrong-password");
+    std::fs::write(
+        config.path().join("config.json"),
+        json!({"auths": {registry.addr(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let images: Vec<String> = (0..6)
+        .map(|i| format!("{}/csi/image-{i}:v1", registry.addr()))
+        .collect();
+    let mut args = vec![
+        "pull",
+        "-j",
+        "8",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
+    let ca_cert = registry.ca_cert().to_str().unwrap().to_string();
+    args.extend(["--ca-cert", &ca_cert]);
+    for image in &images {
+        args.extend(["--image", image]);
+    }
+    let failed = run(command().args(&args).env("DOCKER_CONFIG", config.path())).fails_with(1);
+    // Distribution logs no difference between a wrong password and none, so count answers: the https
+    // probe, at most each image's first (anonymous) request, and one check of the password; a client that
+    // sent the password with every request would add one 401 per image.
+    let refused = registry.log().matches(" HTTP/1.1\" 401 ").count();
+    assert!(
+        (3..=images.len() + 2).contains(&refused),
+        "the password was tried once ({refused} answers 401): {}",
+        registry.log()
+    );
+    assert_eq!(
+        causes(&failed),
+        vec![format!(
+            "{0} refused the credentials of 'ferry' for {0} (HTTP 401, UNAUTHORIZED: authentication required); ferry tried them once and not again, so as not to lock the account: correct them with `docker login {0}`",
+            registry.addr()
+        )]
+    );
+}
