@@ -112,7 +112,7 @@ impl RegistryClient {
                 next_location(registry, &url, &response)?
             }
         };
-        let mut location = session.clone();
+        let mut location = session;
         let result = self
             .upload_chunks(target, &mut location, digest, size, reader)
             .await;
