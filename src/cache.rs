@@ -11,12 +11,12 @@
 //! Several ferry processes may share one cache: each partial file is held under an exclusive lock.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Hashing};
 
 /// Bump when the layout changes; an old cache is then simply ignored.
 const LAYOUT: &str = "ferry-v1";
@@ -154,9 +154,10 @@ impl BlobStore {
         let path = self.root.join("partial").join(digest.hex());
         let mut file = lock_partial(&path)?;
         // Earlier bytes were hashed by a process that is gone; hash them again to resume.
-        let mut hasher = Sha256::new();
-        let len = io::copy(&mut (&mut file).take(u64::MAX), &mut HashSink(&mut hasher))
+        let mut hashing = Hashing::new(io::sink());
+        io::copy(&mut file, &mut hashing)
             .map_err(io_error(&path, "cannot read partial download"))?;
+        let (hasher, len) = hashing.into_hasher();
         let mut partial = Partial {
             file,
             path,
@@ -194,19 +195,6 @@ fn lock_partial(path: &Path) -> Result<File, CacheError> {
         {
             return Ok(file);
         }
-    }
-}
-
-struct HashSink<'a>(&'a mut Sha256);
-
-impl Write for HashSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 

@@ -174,8 +174,35 @@ pub struct BundleArgs {
     /// holds in one file; other sizes (700M, 512K, 8G) are taken as given.
     #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
     pub split: Option<u64>,
+    /// Sign the bundle with this OpenSSH private key (ed25519 or ecdsa): writes PATH.sig, the SSH
+    /// signature of `ssh-keygen -Y sign -n ferry` over PATH.sha256. An encrypted key's passphrase comes from
+    /// FERRY_SIGN_PASSPHRASE, or is asked for on the terminal.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// Pin every image's digest in FILE (TOML, sorted, for review). Absent: it is written. Present: the
+    /// build must resolve the same digests, or it fails naming each image that moved and writes nothing.
+    /// One lock pins one bundle: not with --all-k8s.
+    #[arg(long, value_name = "FILE", conflicts_with = "all_versions")]
+    pub lock: Option<PathBuf>,
+    /// Rewrite the --lock file with the digests resolved now, on purpose.
+    #[arg(long, requires = "lock")]
+    pub update_lock: bool,
     #[command(flatten)]
     pub fetch: FetchArgs,
+}
+
+/// What a bundle must prove besides being intact: who signed it, and which digests it may hold.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Require PATH.sig: a valid SSH signature over PATH.sha256 (which must match the bundle), made by a
+    /// key FILE (OpenSSH allowed_signers format) allows for namespace "ferry". FERRY_TRUST sets it for
+    /// every run on a machine.
+    #[arg(long, value_name = "FILE", env = crate::trust::TRUST_ENV)]
+    pub trust: Option<PathBuf>,
+    /// Require every image to have the digest FILE (written by `ferry bundle --lock`) pins, and every
+    /// image it pins to be in the bundle. Vendor images' layers are then decompressed and checked (--deep).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -191,6 +218,8 @@ pub struct VerifyArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +260,8 @@ pub struct PushArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -246,4 +277,6 @@ pub struct LoadArgs {
     /// The runtime's socket: containerd's, dockerd's, or a podman service's (`podman system service`).
     #[arg(long, value_name = "SOCKET")]
     pub address: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }

@@ -93,6 +93,11 @@ impl<T> Hashing<T> {
     pub fn finish(self) -> (T, Digest, u64) {
         (self.inner, Digest::from_hasher(self.hasher), self.bytes)
     }
+
+    /// The hasher itself, to go on hashing what follows (a resumed download).
+    pub fn into_hasher(self) -> (Sha256, u64) {
+        (self.hasher, self.bytes)
+    }
 }
 
 impl<R: Read> Read for Hashing<R> {

@@ -6,7 +6,8 @@
 //!   the plans: which bundles hold which images);
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
-//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness);
+//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
+//!   `trust` (signatures and locks: proof that it is the bundle that was built);
 //! - delivering: `deliver` (push to a registry, load into a runtime);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
 //!   `error` (exit codes).
@@ -52,6 +53,7 @@ pub mod reference;
 pub mod registry;
 pub mod resolve;
 pub mod tarball;
+pub mod trust;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -96,8 +96,8 @@ impl Reporter for TerminalReporter {
         let Some(bars) = &self.bars else {
             eprintln!(
                 "pull {image}: {} to fetch, {} cached",
-                human_bytes(bytes - cached),
-                human_bytes(cached)
+                DecimalBytes(bytes - cached),
+                DecimalBytes(cached)
             );
             return;
         };
@@ -167,30 +167,5 @@ impl Drop for TerminalReporter {
     }
 }
 
-/// `1.5 MB`, `812 B`: decimal units, as registries and `docker images` print sizes.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < UNITS.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::human_bytes;
-
-    #[test]
-    fn sizes_read_like_docker() {
-        assert_eq!(human_bytes(812), "812 B");
-        assert_eq!(human_bytes(1_500_000), "1.5 MB");
-        assert_eq!(human_bytes(27_000_000_000), "27.0 GB");
-    }
-}
+/// Sizes for people, in decimal units as registries and `docker images` print them: `1.50 MB`, `812 B`.
+pub use indicatif::DecimalBytes;

@@ -4,7 +4,7 @@ use super::{fetch_images, FetchRun};
 use crate::catalog::Catalogs;
 use crate::cli::PullArgs;
 use crate::error::{Error, Result};
-use crate::progress::human_bytes;
+use crate::progress::DecimalBytes;
 
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
     let FetchRun {
@@ -26,7 +26,7 @@ pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<
         reporter.phase(&format!(
             "{} image(s): downloaded {} in {} blob(s); {} blob(s) were already cached",
             fetched.images.len(),
-            human_bytes(pull.downloaded_bytes),
+            DecimalBytes(pull.downloaded_bytes),
             pull.downloaded_blobs,
             pull.cached_blobs
         ));

@@ -8,25 +8,31 @@ use crate::catalog::Catalogs;
 use crate::cli::{InspectArgs, VerifyArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::human_bytes;
+use crate::progress::DecimalBytes;
+use crate::trust::Anchors;
 use crate::verify::{verify, Checksum, Report, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
+    let anchors = Anchors::load(args.trust.trust.as_deref(), args.trust.lock.as_deref())?;
     let options = VerifyOptions {
-        deep: args.deep,
+        deep: args.deep || anchors.needs_deep(),
         kubernetes: args.k8s,
     };
     let report = verify(&args.path, &options, catalogs)?;
+    let trust = anchors.check(&report);
     if args.json {
-        write_json(out, &json!({"intact": report.intact(), "report": report}))?;
+        write_json(
+            out,
+            &json!({"intact": report.intact(), "report": report, "trust": trust}),
+        )?;
     } else {
         write_verdicts(out, &report).map_err(Error::Output)?;
+        trust.write(out).map_err(Error::Output)?;
     }
-    if report.intact() {
-        Ok(())
-    } else {
-        Err(Error::Damaged(args.path.clone()))
+    if !report.intact() {
+        return Err(Error::Damaged(args.path.clone()));
     }
+    trust.refusal(&args.path).map_or(Ok(()), |e| Err(e.into()))
 }
 
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
@@ -75,7 +81,7 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             "intact: {} images, {} blobs, {}; every byte checked",
             report.images.len(),
             report.blobs,
-            human_bytes(report.bytes)
+            DecimalBytes(report.bytes)
         )
     } else {
         writeln!(
@@ -127,7 +133,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
                 .as_ref()
                 .map(|d| d.to_string()[..19].to_string())
                 .unwrap_or_default(),
-            human_bytes(image.size),
+            DecimalBytes(image.size).to_string(),
             image.layers.len().to_string(),
             image
                 .layers
@@ -145,7 +151,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         format!(
             "bundle:     {} ({}, {} blobs)",
             report.bundle.display(),
-            human_bytes(stored),
+            DecimalBytes(stored),
             report.blobs
         ),
     )?;
@@ -153,8 +159,8 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         out,
         format!(
             "sharing:    images reference {}; shared blobs save {}",
-            human_bytes(referenced),
-            human_bytes(referenced.saturating_sub(stored))
+            DecimalBytes(referenced),
+            DecimalBytes(referenced.saturating_sub(stored))
         ),
     )?;
     let dash = || "-".to_string();

@@ -214,13 +214,7 @@ pub fn load(
 
 /// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end.
 fn feed(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
-    let mut joined: Box<dyn Read> = Box::new(io::empty());
-    for file in &source.files {
-        joined = Box::new(joined.chain(io::BufReader::with_capacity(
-            1 << 20,
-            std::fs::File::open(file)?,
-        )));
-    }
+    let mut joined: Box<dyn Read> = Box::new(source.joined(0));
     if source.is_gzipped()? {
         joined = Box::new(MultiGzDecoder::new(joined));
     }

@@ -66,31 +66,21 @@ pub struct Source {
 }
 
 impl Source {
+    /// The parts read one after another as one stream, from `offset` of the whole.
+    pub fn joined(&self, offset: u64) -> Joined<'static> {
+        Joined {
+            files: self.files.clone().into_iter(),
+            current: None,
+            index: 0,
+            skip: offset,
+            observer: None,
+            raw_bytes: 0,
+        }
+    }
+
     /// Reads `size` bytes at `offset` of the joined parts; only for uncompressed bundles.
     pub fn open_range(&self, offset: u64, size: u64) -> io::Result<impl Read + Send + 'static> {
-        let mut skip = offset;
-        let mut pieces: Vec<(PathBuf, u64)> = Vec::new();
-        for file in &self.files {
-            let length = std::fs::metadata(file)?.len();
-            if skip >= length {
-                skip -= length;
-                continue;
-            }
-            pieces.push((file.clone(), skip));
-            skip = 0;
-        }
-        let readers = pieces
-            .into_iter()
-            .map(|(file, start)| -> io::Result<Box<dyn Read + Send>> {
-                let mut file = File::open(file)?;
-                io::Seek::seek(&mut file, io::SeekFrom::Start(start))?;
-                Ok(Box::new(file))
-            });
-        let mut joined: Box<dyn Read + Send> = Box::new(io::empty());
-        for reader in readers {
-            joined = Box::new(joined.chain(reader?));
-        }
-        Ok(joined.take(size))
+        Ok(self.joined(offset).take(size))
     }
 
     /// Whether the bundle is gzipped (then entries cannot be read in place).
@@ -133,32 +123,57 @@ pub trait Observer {
     fn bytes(&mut self, chunk: &[u8]);
 }
 
-/// The parts of a source read one after another, each byte shown to the observer.
-struct Chained<'a> {
+/// The parts of a source read one after another as one stream, each byte shown to the observer if any.
+pub struct Joined<'o> {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<BufReader<File>>,
     index: usize,
-    observer: &'a mut dyn Observer,
+    /// Bytes of the whole still to pass over before the first one read.
+    skip: u64,
+    observer: Option<&'o mut (dyn Observer + Send)>,
     raw_bytes: u64,
 }
 
-impl Read for Chained<'_> {
+impl Joined<'_> {
+    fn open_next(&mut self) -> io::Result<bool> {
+        loop {
+            let Some(next) = self.files.next() else {
+                return Ok(false);
+            };
+            let mut file = File::open(&next)?;
+            if self.skip > 0 {
+                let length = file.metadata()?.len();
+                if self.skip >= length {
+                    self.skip -= length;
+                    continue;
+                }
+                io::Seek::seek(&mut file, io::SeekFrom::Start(self.skip))?;
+                self.skip = 0;
+            }
+            if let Some(observer) = self.observer.as_mut() {
+                observer.part_started(self.index);
+            }
+            self.index += 1;
+            self.current = Some(BufReader::with_capacity(1 << 20, file));
+            return Ok(true);
+        }
+    }
+}
+
+impl Read for Joined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            if self.current.is_none() {
-                let Some(next) = self.files.next() else {
-                    return Ok(0);
-                };
-                self.observer.part_started(self.index);
-                self.index += 1;
-                self.current = Some(BufReader::with_capacity(1 << 20, File::open(next)?));
+            if self.current.is_none() && !self.open_next()? {
+                return Ok(0);
             }
             let n = self.current.as_mut().expect("opened above").read(buf)?;
             if n == 0 {
                 self.current = None;
                 continue;
             }
-            self.observer.bytes(&buf[..n]);
+            if let Some(observer) = self.observer.as_mut() {
+                observer.bytes(&buf[..n]);
+            }
             self.raw_bytes += n as u64;
             return Ok(n);
         }
@@ -178,19 +193,16 @@ pub struct Entry<'r> {
 /// skipped). Returns the raw size of the input.
 pub fn read_bundle(
     source: &Source,
-    observer: &mut dyn Observer,
+    observer: &mut (dyn Observer + Send),
     mut visit: impl FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<u64, ReadError> {
     let gzipped = source.is_gzipped().map_err(|e| ReadError::Open {
         path: source.files[0].clone(),
         source: e,
     })?;
-    let mut chained = Chained {
-        files: source.files.clone().into_iter(),
-        current: None,
-        index: 0,
-        observer,
-        raw_bytes: 0,
+    let mut chained = Joined {
+        observer: Some(observer),
+        ..source.joined(0)
     };
     if gzipped {
         read_entries(
@@ -208,7 +220,7 @@ pub fn read_bundle(
 
 /// Refuses decompression that expands implausibly (a gzip bomb), keeping time bounded.
 struct Guarded<'a, 'o> {
-    inner: MultiGzDecoder<&'a mut Chained<'o>>,
+    inner: MultiGzDecoder<&'a mut Joined<'o>>,
     out: u64,
 }
 

@@ -10,4 +10,5 @@ mod harbor;
 mod pull;
 mod seed;
 mod services;
+mod trust;
 mod verify;
