@@ -27,6 +27,9 @@ pub enum Fault {
         headers: String,
         body: &'static str,
     },
+    /// Forward a cross-repository mount (`POST ...?mount=&from=`) without its query, so the registry opens
+    /// an upload session (202) instead, as registries that decline a mount do.
+    DeclineMount,
 }
 
 /// A fault for requests whose path contains `path_contains`, fired at most `times` times.
@@ -54,6 +57,12 @@ impl Rule {
         let reaches = match (&self.fault, body_len) {
             (Fault::Refuse { method: only, .. }, None) => {
                 return (only.is_empty() || *only == method)
+                    && path.contains(&self.path_contains)
+                    && self.fire();
+            }
+            (Fault::DeclineMount, None) => {
+                return method == "POST"
+                    && path.contains("mount=")
                     && path.contains(&self.path_contains)
                     && self.fire();
             }
@@ -207,7 +216,7 @@ impl Shared {
         client.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut reader = BufReader::new(client.try_clone()?);
         let mut client = client;
-        let Some(request) = read_request(&mut reader)? else {
+        let Some(mut request) = read_request(&mut reader)? else {
             return Ok(());
         };
         let rule = self
@@ -236,6 +245,15 @@ impl Shared {
                     &format!("Retry-After: {retry_after_secs}\r\n"),
                     None,
                 );
+            }
+            Some(Fault::DeclineMount) => {
+                let bare = request
+                    .path
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                request.path = bare;
             }
             _ => {}
         }

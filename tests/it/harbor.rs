@@ -568,6 +568,54 @@ fn a_401_in_the_middle_of_an_upload_sends_that_chunk_again() {
 }
 
 #[test]
+fn a_declined_mount_uploads_into_the_session_the_registry_opened() {
+    let Some((_csi, bundle, harbor)) = bundle_and_harbor(Policy::default()) else {
+        return;
+    };
+    let front = FaultProxy::start(
+        harbor.addr(),
+        vec![Rule::new(
+            "/blobs/uploads/",
+            Fault::DeclineMount,
+            usize::MAX,
+        )],
+    );
+    let config = harbor.docker_config_for(front.addr(), "ferry", PASSWORD);
+    let to = format!("{}/csi", front.addr());
+    let pushed = harbor.push(&config, &bundle, &to, &[]).success();
+    assert!(
+        summary(&pushed).contains(", mounted 0, "),
+        "{}",
+        summary(&pushed)
+    );
+    assert!(
+        harbor.tokens.asked().iter().any(|a| a.scopes.len() == 2),
+        "ferry asked for mounts"
+    );
+    // Every session the registry opened, the declined mounts' included, ended in a committed blob.
+    assert_eq!(
+        harbor.logged("POST", "/blobs/uploads/", 202),
+        harbor.logged("PUT", "/blobs/uploads/", 201),
+        "no upload session is left open"
+    );
+    assert_eq!(
+        harbor.logged("POST", "/blobs/uploads/", 202),
+        pushed_blobs(&pushed),
+        "a declined mount's session is used, not a new one opened beside it"
+    );
+}
+
+/// How many blobs a push says it uploaded.
+fn pushed_blobs(run: &Run) -> usize {
+    summary(run)
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{}", summary(run)))
+}
+
+#[test]
 fn a_skewed_clock_with_short_tokens_never_sends_an_expired_one() {
     // Tokens live 3 s and say so, issued by a service whose clock is 15 s ahead of this machine's: a
     // client that compared `issued_at` + `expires_in` with its own clock would keep them 15 s too long.
