@@ -273,7 +273,8 @@ pub struct InspectArgs {
 pub struct PushArgs {
     /// The bundle (or its first part).
     pub path: PathBuf,
-    /// The private registry, with an optional path prefix: HOST[:PORT][/PREFIX].
+    /// The private registry, with an optional path prefix: HOST[:PORT][/PREFIX]. HOST has a '.' or a ':' or
+    /// is localhost, as in image names (myregistry/csi would mean Docker Hub).
     #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
     pub to: crate::registry::Target,
     /// Trust this CA certificate (PEM), besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).

@@ -8,6 +8,7 @@ use crate::fetch::VendorSourceError;
 use crate::import::VendorError;
 use crate::interrupt::Interrupted;
 use crate::k8s::VersionError;
+use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
@@ -33,6 +34,8 @@ pub enum Error {
     Reference(#[from] ReferenceError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -87,7 +90,7 @@ impl Error {
                 .max()
                 .unwrap_or(EXIT_FAILURE),
             Error::Registry(
-                RegistryError::BadMirror(_)
+                RegistryError::BadMirror { .. }
                 | RegistryError::CaCert { .. }
                 | RegistryError::BadCaCert { .. },
             ) => EXIT_USAGE,
@@ -110,6 +113,7 @@ impl Error {
             ) => EXIT_FAILURE,
             Error::Output(_)
             | Error::Registry(_)
+            | Error::Pull(_)
             | Error::Cache(_)
             | Error::Tarball(_)
             | Error::Vendor(_)

@@ -6,6 +6,7 @@ mod cli;
 mod deliver;
 mod faults;
 mod ferry;
+mod harbor;
 mod interrupt;
 mod output;
 mod pull;
