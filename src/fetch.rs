@@ -8,6 +8,7 @@ use crate::catalog::ImageSource as CatalogSource;
 use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
 use crate::import::import_all;
+use crate::interrupt;
 use crate::progress::Reporter;
 use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::Reference;
@@ -124,19 +125,27 @@ pub fn fetch(
             }
             _ => Ok(Vec::new()),
         });
-        let report = runtime.block_on(pull(
+        let pulling = pull(
             store,
             &settings.registry,
             &pull_items,
             &settings.platform,
             settings.jobs,
             reporter,
-        ));
+        );
+        // A signal drops the downloads where they are; their partial files stay, to be resumed.
+        let report = runtime.block_on(async {
+            tokio::select! {
+                report = pulling => Ok(report),
+                stop = interrupt::signalled() => Err(stop),
+            }
+        });
         (
             report,
             imported.join().expect("vendor import does not panic"),
         )
     });
+    let report = report.map_err(Error::Interrupted)?;
     let (report, imported) = match (report, imported) {
         (Ok(report), Ok(imported)) => (report, imported),
         // Both sources failed: say both, so one run shows everything to fix.

@@ -11,7 +11,7 @@
 //!   `layer_codec` (what a layer's content hashes to, through gzip or zstd);
 //! - delivering: `deliver` (push to a registry, load into a runtime);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
-//!   `error` (exit codes).
+//!   `error` (exit codes), `interrupt` (signals, and sweeping what killed runs left behind).
 
 // Errors carry their subjects (paths, digests, references) and causes; they are returned once per
 // failed run, so their size costs nothing measurable, and boxing them would only blur the types.
@@ -46,6 +46,7 @@ pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod import;
+pub mod interrupt;
 pub mod io;
 pub mod k8s;
 pub mod layer_codec;

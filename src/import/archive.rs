@@ -577,7 +577,10 @@ fn gunzip(archive: &Path, file: File, store: &BlobStore) -> Result<(File, TempPa
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
     io::copy(
-        &mut MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)),
+        &mut MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            crate::interrupt::Checked(file),
+        )),
         &mut output,
     )
     .and_then(|_| output.flush())

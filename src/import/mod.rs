@@ -541,7 +541,7 @@ fn bring_in(
         source,
     };
     let read = Progress {
-        inner: job.archive.read(layer.span),
+        inner: crate::interrupt::Checked(job.archive.read(layer.span)),
         report: |n| reporter.bytes(owner, &layer.diff_id, n),
     };
     let input = BufReader::with_capacity(1 << 18, read);

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::faults::FaultProxy;
-use crate::ferry::{ferry, Run};
+use crate::ferry::{command, ferry, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
     push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, Format, Seeded,
@@ -21,7 +21,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn sha256sum_check(dir: &Path, file: &str) {
+pub fn sha256sum_check(dir: &Path, file: &str) {
     let check = Command::new("sha256sum")
         .arg("-c")
         .arg(file)
@@ -117,10 +117,15 @@ pub struct Csi480 {
 
 impl Csi480 {
     pub fn start() -> Option<Csi480> {
+        Csi480::with_vendor_size(TEST_IMAGE_SIZE)
+    }
+
+    /// With vendor tarballs of `size` uncompressed bytes each, for tests that need ferry busy a while.
+    pub fn with_vendor_size(size: usize) -> Option<Csi480> {
         let registry = require(Registry::plain())?;
         let seeded = seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
         let vendor = tempfile::tempdir().unwrap();
-        vendor_dir_480(vendor.path(), TEST_IMAGE_SIZE);
+        vendor_dir_480(vendor.path(), size);
         let mirror = format!("registry.k8s.io={}", registry.addr());
         Some(Csi480 {
             _registry: registry,
@@ -132,6 +137,11 @@ impl Csi480 {
     }
 
     pub fn bundle(&self, cache: &str, output: &str, extra: &[&str]) -> Run {
+        run(&mut self.bundle_command(cache, output, extra))
+    }
+
+    /// The `ferry bundle` command [`Csi480::bundle`] runs, for a test to start and signal.
+    pub fn bundle_command(&self, cache: &str, output: &str, extra: &[&str]) -> Command {
         let out = self.work.path().join(output);
         let mut args = vec![
             "bundle",
@@ -149,7 +159,9 @@ impl Csi480 {
         let vendor = self.vendor.path().to_str().unwrap().to_string();
         args.extend(["--vendor-dir", &vendor]);
         args.extend_from_slice(extra);
-        ferry(&args)
+        let mut command = command();
+        command.args(&args);
+        command
     }
 }
 
