@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::bundle::expected_names;
-use crate::ferry::{command, ferry, run};
+use crate::ferry::{command, ferry, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image, seed_csi_480, Format, VENDOR_480};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
@@ -54,6 +54,19 @@ fn blobs_starting_with(bundle: &Path, magic: &[u8]) -> Vec<(String, u64, u64)> {
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
+/// `ferry bundle ARGS -o BUNDLE`, quietly, with its cache in `work`.
+fn bundle_into(work: &Path, bundle: &Path, args: &[&str]) -> Run {
+    let cache = work.join("cache");
+    let tail = [
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "-q",
+    ];
+    ferry(&[&["bundle"][..], args, &tail].concat())
+}
+
 #[test]
 fn a_zstd_image_bundles_verifies_deep_and_a_flipped_byte_in_its_layer_is_named() {
     let Some(registry) = require(Registry::plain()) else {
@@ -85,17 +98,7 @@ fn a_zstd_image_bundles_verifies_deep_and_a_flipped_byte_in_its_layer_is_named()
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("zstd.tar");
     let image = format!("{}/csi/zstd:v1", registry.addr());
-    let run = ferry(&[
-        "bundle",
-        "--image",
-        &image,
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-        "-q",
-    ])
-    .success();
+    let run = bundle_into(work.path(), &bundle, &["--image", &image]).success();
     assert!(
         run.stdout().contains(&format!(
             "  {image}: zstd-compressed layers, which Docker Engine before 23.0 cannot load \
@@ -235,21 +238,20 @@ fn oci_and_docker_archives_from_real_tools_bundle_verify_and_load_everywhere() {
 
     let bundle = work.path().join("csi.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    let run_bundle = ferry(&[
-        "bundle",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--mirror",
-        &mirror,
-        "--vendor-dir",
-        vendor.parent().unwrap().to_str().unwrap(),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-        "-q",
-    ])
+    let package = vendor.parent().unwrap().to_str().unwrap();
+    let run_bundle = bundle_into(
+        work.path(),
+        &bundle,
+        &[
+            "huawei-csi@4.8.0",
+            "--k8s",
+            "1.28",
+            "--mirror",
+            &mirror,
+            "--vendor-dir",
+            package,
+        ],
+    )
     .success();
     assert!(
         run_bundle.stdout().contains("11 image(s)"),
