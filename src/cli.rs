@@ -166,9 +166,20 @@ pub struct ImageSelection {
 /// Where and how to fetch: platform, cache, registries, vendor images.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
-    /// The nodes' platform, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
-    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH[/VARIANT]")]
-    pub platform: Platform,
+    /// The nodes' platforms, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
+    /// A comma list (or the flag repeated) carries several in one bundle, for mixed clusters; every image
+    /// must have each of them.
+    #[arg(
+        long = "platform",
+        default_value = "linux/amd64",
+        value_name = "OS/ARCH[/VARIANT],...",
+        value_delimiter = ','
+    )]
+    pub platforms: Vec<Platform>,
+    /// With several --platform: carry this image (as the catalog or --image names it) with the platforms
+    /// it has, even if it lacks some of those asked for (repeatable).
+    #[arg(long = "allow-single-platform", value_name = "REF")]
+    pub allow_single_platform: Vec<Reference>,
     /// Parallel downloads.
     #[arg(long, short = 'j', default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
@@ -185,9 +196,11 @@ pub struct FetchArgs {
     #[arg(long = "ca-cert", value_name = "PEM")]
     pub ca_certs: Vec<PathBuf>,
     /// Directory with the vendor's image tarballs from its release package, at any depth: docker-save or
-    /// OCI archives (podman save --format oci-archive, skopeo oci-archive:), .tar or .tar.gz.
+    /// OCI archives (podman save --format oci-archive, skopeo oci-archive:), .tar or .tar.gz. Repeat it
+    /// for the vendor's package of each architecture: each tarball's platform is read from its images'
+    /// configs, never from its name.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["vendor_registry", "skip_vendor"])]
-    pub vendor_dir: Option<PathBuf>,
+    pub vendor_dir: Vec<PathBuf>,
     /// Registry (and path prefix) where an operator pushed the vendor's images, e.g. 10.0.0.5:5000/huawei.
     #[arg(long, value_name = "HOST/PREFIX", conflicts_with = "skip_vendor")]
     pub vendor_registry: Option<String>,
@@ -316,6 +329,9 @@ pub struct LoadArgs {
     /// The runtime's socket: containerd's, dockerd's, or a podman service's (`podman system service`).
     #[arg(long, value_name = "SOCKET")]
     pub address: Option<PathBuf>,
+    /// The platform to load from a bundle of several [default: this machine's, e.g. linux/arm64 on Kunpeng].
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<Platform>,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

@@ -103,7 +103,9 @@ impl Error {
             Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
-            | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
+            | Error::Load(
+                LoadError::NoRuntime | LoadError::Platform { .. } | LoadError::Compressed(_),
+            ) => EXIT_USAGE,
             Error::Trust(
                 TrustError::Read { .. }
                 | TrustError::AllowedSigners { .. }

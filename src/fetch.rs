@@ -32,7 +32,7 @@ pub enum VendorSourceError {
     WrongPlatform {
         image: Reference,
         found: Platform,
-        wanted: Platform,
+        wanted: String,
     },
 }
 
@@ -41,8 +41,8 @@ pub enum VendorSourceError {
 pub enum VendorSource {
     /// Not said: fail if the plan has vendor images.
     Unspecified,
-    /// docker-save tarballs in this directory.
-    Dir(PathBuf),
+    /// docker-save or OCI archives in these directories (one per architecture package, say).
+    Dirs(Vec<PathBuf>),
     /// A registry (`HOST[:PORT][/PREFIX]`) where an operator pushed them.
     Registry(String),
     /// Leave them out.
@@ -51,7 +51,10 @@ pub enum VendorSource {
 
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
-    pub platform: Platform,
+    /// Every image is fetched for each, in this order; the first is the one docker's view of a bundle shows.
+    pub platforms: Vec<Platform>,
+    /// Images carried with the platforms they have when they lack some of `platforms`.
+    pub partial_ok: Vec<Reference>,
     pub jobs: usize,
     pub registry: RegistryOptions,
     pub vendor: VendorSource,
@@ -60,7 +63,7 @@ pub struct FetchSettings {
 /// What a fetch put in the cache.
 #[derive(Debug)]
 pub struct Fetched {
-    /// In plan order.
+    /// In plan order, each image's platforms in the order asked for.
     pub images: Vec<Image>,
     /// Vendor images left out by `--skip-vendor`.
     pub skipped: Vec<Reference>,
@@ -87,6 +90,7 @@ pub fn fetch(
         .map(|w| PullItem {
             upstream: w.reference.clone(),
             location: settings.registry.locate(&w.reference),
+            partial_ok: settings.partial_ok.contains(&w.reference),
         })
         .collect();
     for unused in settings
@@ -112,24 +116,30 @@ pub fn fetch(
                 pull_items.push(PullItem {
                     upstream: wanted.reference.clone(),
                     location,
+                    partial_ok: settings.partial_ok.contains(&wanted.reference),
                 });
             }
         }
-        VendorSource::Dir(_) => {}
+        VendorSource::Dirs(_) => {}
     }
     let vendor_refs: Vec<Reference> = vendor.iter().map(|w| w.reference.clone()).collect();
     let (report, imported) = std::thread::scope(|scope| {
         let imported = scope.spawn(|| match &settings.vendor {
-            VendorSource::Dir(dir) if !vendor_refs.is_empty() => {
-                import_all(store, dir, &vendor_refs, &settings.platform, reporter)
-            }
+            VendorSource::Dirs(dirs) if !vendor_refs.is_empty() => import_all(
+                store,
+                dirs,
+                &vendor_refs,
+                &settings.platforms,
+                &settings.partial_ok,
+                reporter,
+            ),
             _ => Ok(Vec::new()),
         });
         let pulling = pull(
             store,
             &settings.registry,
             &pull_items,
-            &settings.platform,
+            &settings.platforms,
             settings.jobs,
             reporter,
         );
@@ -156,26 +166,32 @@ pub fn fetch(
     let mut fetched: Vec<Image> = report.images.iter().cloned().chain(imported).collect();
     if let Some(wrong) = fetched
         .iter()
-        .find(|i| !settings.platform.matches(&i.platform))
+        .find(|i| !settings.platforms.iter().any(|p| p.matches(&i.platform)))
     {
         return Err(VendorSourceError::WrongPlatform {
             image: wrong.reference.clone(),
             found: wrong.platform.clone(),
-            wanted: settings.platform.clone(),
+            wanted: settings
+                .platforms
+                .iter()
+                .map(Platform::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         }
         .into());
     }
-    // Plan order, so that listings and bundles read like the vendor's table.
-    let images = plan
-        .images
-        .iter()
-        .filter_map(|w| {
-            fetched
+    // Plan order, so that listings and bundles read like the vendor's table; then platform order.
+    let mut images = Vec::with_capacity(fetched.len());
+    for wanted in &plan.images {
+        for platform in &settings.platforms {
+            if let Some(at) = fetched
                 .iter()
-                .position(|i| i.reference == w.reference)
-                .map(|at| fetched.swap_remove(at))
-        })
-        .collect();
+                .position(|i| i.reference == wanted.reference && platform.matches(&i.platform))
+            {
+                images.push(fetched.swap_remove(at));
+            }
+        }
+    }
     Ok(Fetched {
         images,
         skipped,

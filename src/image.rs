@@ -78,6 +78,23 @@ impl Platform {
         }
     }
 
+    /// This machine's, in the names images use (Go's): linux/amd64 on x86_64, linux/arm64 on aarch64.
+    pub fn host() -> Platform {
+        let architecture = match std::env::consts::ARCH {
+            "x86_64" => "amd64",
+            "aarch64" => "arm64",
+            "x86" => "386",
+            "powerpc64" => "ppc64le",
+            "loongarch64" => "loong64",
+            other => other,
+        };
+        Platform {
+            os: std::env::consts::OS.into(),
+            architecture: architecture.into(),
+            variant: None,
+        }
+    }
+
     /// Whether an index entry serves this platform. A missing variant on either side matches, except
     /// that arm64's implicit variant is v8 (as containerd normalizes it).
     pub fn matches(&self, other: &Platform) -> bool {

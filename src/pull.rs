@@ -70,6 +70,8 @@ impl Classify for BlobFailure {
 pub struct PullItem {
     pub upstream: Reference,
     pub location: Location,
+    /// Carried with the platforms it has when it lacks some of those asked for (`--allow-single-platform`).
+    pub partial_ok: bool,
 }
 
 /// What a pull did, for the summary line and for tests.
@@ -86,7 +88,7 @@ pub async fn pull(
     store: &BlobStore,
     options: &RegistryOptions,
     items: &[PullItem],
-    platform: &Platform,
+    platforms: &[Platform],
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<PullReport, PullError> {
@@ -109,20 +111,31 @@ pub async fn pull(
     for note in items.iter().flat_map(|i| &i.location.notes) {
         reporter.note(note);
     }
-    // Every image is tried, so that one run reports every image that fails, not just the first.
-    let images: Vec<Image> = all_or_every_failure(
-        stream::iter(items)
-            .map(|item| puller.resolve(item, platform))
-            .buffered(jobs.max(1))
-            .collect()
-            .await,
-    )?;
+    // Every image is tried on every platform, so that one run reports every image that fails, not just
+    // the first; image by image, platform by platform, in the order asked for.
+    let pairs: Vec<(&PullItem, &Platform)> = items
+        .iter()
+        .flat_map(|item| platforms.iter().map(move |platform| (item, platform)))
+        .collect();
+    let resolved: Vec<(&PullItem, Result<Image, PullError>)> = stream::iter(pairs)
+        .map(|(item, platform)| {
+            let puller = &puller;
+            async move { (item, puller.resolve(item, platform).await) }
+        })
+        .buffered(jobs.max(1))
+        .collect()
+        .await;
+    let images: Vec<Image> = all_or_every_failure(excuse_allowed(resolved))?;
 
     // Each distinct layer once, attributed to the first image that needs it.
     let mut seen = BTreeSet::new();
     let mut jobs_list = Vec::new();
+    let shown = |image: &Image| match platforms.len() {
+        1 => image.reference.to_string(),
+        _ => format!("{} ({})", image.reference, image.platform),
+    };
     for image in &images {
-        let name = image.reference.to_string();
+        let name = shown(image);
         let (mut total, mut cached) = (0, 0);
         for layer in &image.layers {
             total += layer.size;
@@ -148,11 +161,42 @@ pub async fn pull(
             .await,
     )?;
     for image in &images {
-        reporter.image_done(&image.reference.to_string());
+        reporter.image_done(&shown(image));
     }
     report.downloaded_bytes = puller.downloaded.load(Ordering::Relaxed);
     report.images = images;
     Ok(report)
+}
+
+/// Drops the missing platforms of images allowed to come with fewer, as long as each has one.
+fn excuse_allowed(
+    resolved: Vec<(&PullItem, Result<Image, PullError>)>,
+) -> Vec<Result<Image, PullError>> {
+    let has_one = |item: &PullItem| {
+        resolved
+            .iter()
+            .any(|(other, result)| other.upstream == item.upstream && result.is_ok())
+    };
+    let excused: Vec<bool> = resolved
+        .iter()
+        .map(|(item, result)| {
+            item.partial_ok
+                && has_one(item)
+                && matches!(
+                    result,
+                    Err(PullError::Registry(
+                        RegistryError::PlatformMissing { .. }
+                            | RegistryError::PlatformMismatch { .. }
+                    ))
+                )
+        })
+        .collect();
+    resolved
+        .into_iter()
+        .zip(excused)
+        .filter(|(_, excused)| !excused)
+        .map(|((_, result), _)| result)
+        .collect()
 }
 
 /// The values, or the one failure, or all of them together. A registry that refused this machine's

@@ -59,6 +59,16 @@ impl Reference {
         }
     }
 
+    /// The same repository's manifest `digest`, without a tag: where a registry keeps one platform's
+    /// manifest that an index under the tag lists.
+    pub fn by_digest(&self, digest: Digest) -> Reference {
+        Reference {
+            tag: None,
+            digest: Some(digest),
+            ..self.clone()
+        }
+    }
+
     /// The same reference without its digest when it has a tag (`x:v1@sha256:…` → `x:v1`); a digest-only
     /// reference stays as it is.
     pub fn by_tag_if_tagged(&self) -> Reference {

@@ -60,20 +60,22 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         let images: Vec<Image> = plan
             .images
             .iter()
-            .filter_map(|w| {
-                fetched
-                    .images
-                    .iter()
-                    .find(|i| i.reference == w.reference)
-                    .cloned()
-            })
+            .flat_map(|w| fetched.images.iter().filter(|i| i.reference == w.reference))
+            .cloned()
             .collect();
         let skipped: Vec<&Reference> = fetched
             .skipped
             .iter()
             .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
             .collect();
-        let metadata = BundleMetadata::describe(plan, &args.fetch.platform, &images, &skipped);
+        let platforms = super::distinct(&args.fetch.platforms);
+        let metadata = BundleMetadata::describe(
+            plan,
+            &platforms,
+            &images,
+            &skipped,
+            &args.fetch.allow_single_platform,
+        );
         let write = || {
             write_bundle(
                 &store,
@@ -102,9 +104,18 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         };
         writeln!(
             out,
-            "{}  {} image(s), {}, sha256 {}{}",
+            "{}  {} image(s){}, {}, sha256 {}{}",
             path.display(),
-            images.len(),
+            metadata
+                .images
+                .iter()
+                .map(|i| &i.name)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len(),
+            match &metadata.platforms {
+                Some(platforms) => format!(" for {}", platforms.join(", ")),
+                None => String::new(),
+            },
             DecimalBytes(written.bytes),
             written.sha256.hex(),
             if written.files.len() > 1 {
@@ -180,7 +191,7 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
     plans
         .iter()
         .map(|plan| {
-            let name = plan.file_name(&args.fetch.platform);
+            let name = plan.file_name(&super::distinct(&args.fetch.platforms));
             let path = match (dir, &args.output) {
                 (Some(dir), _) => dir.join(name),
                 (None, Some(path)) => path.clone(),

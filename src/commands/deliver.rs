@@ -7,13 +7,17 @@ use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
-use crate::deliver::load::{detect, explain_failure, load as load_bundle, LoadOptions};
+use crate::deliver::load::{
+    detect, explain_failure, load as load_bundle, Feed, LoadError, LoadOptions,
+};
+use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
+use crate::image::Platform;
 use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
 use crate::trust::Anchors;
-use crate::verify::{verify, Verified, VerifyOptions};
+use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
 fn verified(
@@ -48,10 +52,10 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     if args.dry_run {
         let planned: Vec<Pushed> = plan(&report, &args.to)?
             .into_iter()
-            .map(|(upstream, target, digest)| Pushed {
-                source: upstream.to_string(),
-                target: target.to_string(),
-                digest,
+            .map(|planned| Pushed {
+                source: planned.upstream.to_string(),
+                target: planned.target.to_string(),
+                digest: planned.digest,
             })
             .collect();
         write_helm_values(args, &report, &planned, catalogs)?;
@@ -136,16 +140,54 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         address: args.address.clone(),
     };
     let (runtime, socket) = detect(&options)?;
-    let said = load_bundle(&report.source, runtime, socket.as_deref(), &args.namespace)
-        .map_err(|error| explain_failure(error, runtime, &report))?;
+    let platform = args.platform.clone().unwrap_or_else(Platform::host);
+    let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {
+        bundle: report.bundle.display().to_string(),
+        why,
+    })? {
+        Some(images) => Feed::Platform {
+            bundle: &report,
+            platform: platform.clone(),
+            images,
+        },
+        None => Feed::Whole,
+    };
+    let said = load_bundle(
+        &report.source,
+        &feed,
+        runtime,
+        socket.as_deref(),
+        &args.namespace,
+    )
+    .map_err(|error| explain_failure(error, runtime, &report))?;
     eprint!("{said}");
-    for image in &report.images {
+    let loaded: Vec<&VerifiedImage> = match &feed {
+        Feed::Platform { images, .. } => images.clone(),
+        Feed::Whole => report.images.iter().collect(),
+    };
+    for image in &loaded {
         writeln!(
             out,
-            "loaded {}  {}  into {runtime:?}",
-            image.name, image.manifest
+            "loaded {}  {}  {}  into {runtime:?}",
+            image.name,
+            image.manifest,
+            image.platform.as_deref().unwrap_or("?")
         )
         .map_err(Error::Output)?;
+    }
+    if let Feed::Platform { images, .. } = &feed {
+        let mut names: Vec<&str> = report.images.iter().map(|i| i.name.as_str()).collect();
+        names.dedup();
+        for lacking in names
+            .iter()
+            .filter(|n| !images.iter().any(|i| i.name == **n))
+        {
+            writeln!(
+                out,
+                "not loaded {lacking}: the bundle has it for other platforms only"
+            )
+            .map_err(Error::Output)?;
+        }
     }
     Ok(())
 }

@@ -108,7 +108,8 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             .unwrap_or_else(BlobStore::default_root),
     )?;
     let settings = FetchSettings {
-        platform: args.platform.clone(),
+        platforms: distinct(&args.platforms),
+        partial_ok: args.allow_single_platform.clone(),
         jobs: usize::from(args.jobs),
         registry: RegistryOptions {
             mirrors: args.mirrors.clone(),
@@ -116,10 +117,10 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             ca_certs: args.ca_certs.clone(),
             ..Default::default()
         },
-        vendor: match (&args.vendor_dir, &args.vendor_registry, args.skip_vendor) {
-            (Some(dir), _, _) => VendorSource::Dir(dir.clone()),
-            (_, Some(registry), _) => VendorSource::Registry(registry.clone()),
-            (_, _, true) => VendorSource::Skip,
+        vendor: match (&args.vendor_registry, args.skip_vendor) {
+            _ if !args.vendor_dir.is_empty() => VendorSource::Dirs(args.vendor_dir.clone()),
+            (Some(registry), _) => VendorSource::Registry(registry.clone()),
+            (_, true) => VendorSource::Skip,
             _ => VendorSource::Unspecified,
         },
     };
@@ -143,6 +144,17 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
         fetched,
         reporter,
     })
+}
+
+/// `--platform` values in the order given, each once.
+pub(super) fn distinct(platforms: &[crate::image::Platform]) -> Vec<crate::image::Platform> {
+    let mut once: Vec<crate::image::Platform> = Vec::new();
+    for platform in platforms {
+        if !once.contains(platform) {
+            once.push(platform.clone());
+        }
+    }
+    once
 }
 
 /// The releases to plan, as `catalog@release` (or none, for --image alone). Versions newer than the

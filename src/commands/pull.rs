@@ -10,8 +10,18 @@ pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<
     let FetchRun {
         fetched, reporter, ..
     } = fetch_images(plan_images(catalogs, &args.images)?, &args.fetch)?;
+    let several = super::distinct(&args.fetch.platforms).len() > 1;
     for image in &fetched.images {
-        writeln!(out, "{}  {}", image.reference, image.manifest.digest).map_err(Error::Output)?;
+        if several {
+            writeln!(
+                out,
+                "{}  {}  {}",
+                image.reference, image.platform, image.manifest.digest
+            )
+        } else {
+            writeln!(out, "{}  {}", image.reference, image.manifest.digest)
+        }
+        .map_err(Error::Output)?;
     }
     for skipped in &fetched.skipped {
         writeln!(out, "{skipped}  skipped (--skip-vendor)").map_err(Error::Output)?;

@@ -52,10 +52,15 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             .as_ref()
             .map(Digest::to_string)
             .unwrap_or_default();
+        // In a bundle of several platforms each image is checked, and listed, once per platform.
+        let platform = match (&image.index, &image.platform) {
+            (Some(_), Some(platform)) => format!("  {platform}"),
+            _ => String::new(),
+        };
         if image.problems.is_empty() {
-            writeln!(out, "ok    {}  {digest}", image.name)?;
+            writeln!(out, "ok    {}  {digest}{platform}", image.name)?;
         } else {
-            writeln!(out, "BAD   {}  {digest}", image.name)?;
+            writeln!(out, "BAD   {}  {digest}{platform}", image.name)?;
             for problem in &image.problems {
                 writeln!(out, "        {problem}")?;
             }
@@ -109,7 +114,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
             .iter()
             .map(|i| {
                 json!({
-                    "name": i.name, "platform": i.platform, "manifest": i.manifest, "size": i.size,
+                    "name": i.name, "platform": i.platform, "manifest": i.manifest, "index": i.index, "size": i.size,
                     "layers": i.layers.len(), "shared_layers": i.layers.iter().filter(|l| users[l] > 1).count(),
                 })
             })
@@ -189,7 +194,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         out,
         format!(
             "platform:   {}",
-            metadata.map_or_else(dash, |m| m.platform.clone())
+            metadata.map_or_else(dash, |m| m.all_platforms().join(", "))
         ),
     )?;
     line(

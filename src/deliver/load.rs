@@ -7,9 +7,11 @@ use std::process::{Command, Stdio};
 
 use flate2::read::MultiGzDecoder;
 
+use super::platform::feed_one_platform;
+use crate::image::Platform;
 use crate::layer_codec::Codec;
 use crate::tarball::read::Source;
-use crate::verify::Verified;
+use crate::verify::{Verified, VerifiedImage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
@@ -45,6 +47,13 @@ pub enum LoadError {
     },
     #[error("cannot read the bundle while loading it")]
     Read(#[source] io::Error),
+    #[error("{bundle}: {why}")]
+    Platform { bundle: String, why: String },
+    #[error(
+        "{} is gzipped; loading one platform of it into docker or podman reads blobs in place: gunzip it first",
+        .0.display()
+    )]
+    Compressed(PathBuf),
     #[error(
         "docker load failed, and the bundle has zstd-compressed layers, which Docker Engine before 23.0 \
          cannot load: use --runtime containerd or --runtime podman, or a newer Docker"
@@ -147,12 +156,23 @@ impl Input {
     }
 }
 
+/// What the loader reads: the whole bundle, or one platform of a bundle of several.
+pub enum Feed<'a> {
+    Whole,
+    Platform {
+        bundle: &'a Verified,
+        platform: Platform,
+        images: Vec<&'a VerifiedImage>,
+    },
+}
+
 /// The command that loads the bundle: as ferry runs it (reading stdin), and as a person would type it.
 fn command(
     runtime: Runtime,
     socket: Option<&Path>,
     namespace: &str,
     input: &Input,
+    platform: Option<&Platform>,
 ) -> (Command, String) {
     match runtime {
         Runtime::Containerd => {
@@ -162,11 +182,15 @@ fn command(
                 command.arg("--address").arg(socket);
                 shown.push_str(&format!(" --address {}", socket.display()));
             }
-            command.args(["-n", namespace, "images", "import", "-"]);
-            (
-                command,
-                input.shown(&format!("{shown} -n {namespace} images import"), "", " -"),
-            )
+            command.args(["-n", namespace, "images", "import"]);
+            shown.push_str(&format!(" -n {namespace} images import"));
+            // Strict: the node's platform exactly, not the neighbours containerd's default lets in.
+            if let Some(platform) = platform {
+                command.arg("--platform").arg(platform.to_string());
+                shown.push_str(&format!(" --platform {platform}"));
+            }
+            command.arg("-");
+            (command, input.shown(&shown, "", " -"))
         }
         Runtime::Docker => {
             let mut command = Command::new("docker");
@@ -199,11 +223,36 @@ fn command(
 /// Runs the runtime's loader with the bundle on stdin; returns what it printed.
 pub fn load(
     source: &Source,
+    feed: &Feed,
     runtime: Runtime,
     socket: Option<&Path>,
     namespace: &str,
 ) -> Result<String, LoadError> {
-    let (mut command, shown) = command(runtime, socket, namespace, &Input::of(source));
+    let platform = match feed {
+        Feed::Platform { platform, .. } => Some(platform),
+        Feed::Whole => None,
+    };
+    let (mut command, mut shown) =
+        command(runtime, socket, namespace, &Input::of(source), platform);
+    let one_platform = match feed {
+        Feed::Platform {
+            bundle,
+            platform,
+            images,
+        } if runtime != Runtime::Containerd => {
+            if source.is_gzipped().unwrap_or(false) {
+                return Err(LoadError::Compressed(source.whole.clone()));
+            }
+            // No loader command picks one platform out of the bundle: ferry's own line is the one to retry.
+            shown = format!(
+                "ferry load {} --runtime {} --platform {platform}",
+                source.whole.display(),
+                format!("{runtime:?}").to_lowercase()
+            );
+            Some((*bundle, images.as_slice()))
+        }
+        _ => None,
+    };
     let tool = format!("{:?}", command.get_program());
     let mut child = command
         .stdin(Stdio::piped())
@@ -219,7 +268,10 @@ pub fn load(
     // Fed on a thread of its own while the tool's output is drained here: a tool that writes much before
     // it reads would otherwise fill its output pipe while ferry fills its input pipe, each waiting forever.
     let (feeding, output) = std::thread::scope(|scope| {
-        let feeder = scope.spawn(move || feed(source, stdin));
+        let feeder = scope.spawn(move || match one_platform {
+            Some((bundle, images)) => feed_one_platform(bundle, images, stdin),
+            None => feed_whole(source, stdin),
+        });
         let output = child.wait_with_output();
         (feeder.join().expect("feeding does not panic"), output)
     });
@@ -243,7 +295,7 @@ pub fn load(
 }
 
 /// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end.
-fn feed(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
+fn feed_whole(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
     let mut joined: Box<dyn Read> = Box::new(source.joined(0));
     if source.is_gzipped()? {
         joined = Box::new(MultiGzDecoder::new(joined));
@@ -268,7 +320,7 @@ mod tests {
             files,
             whole: dir.path().join("b.tar"),
         };
-        let text = command(runtime, None, "k8s.io", &Input::of(&source)).1;
+        let text = command(runtime, None, "k8s.io", &Input::of(&source), None).1;
         text.replace(&format!("{}/", dir.path().display()), "")
     }
 

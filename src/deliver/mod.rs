@@ -1,6 +1,7 @@
 //! The air-gapped side: push a verified bundle into a private registry, or load it into a node's runtime.
 
 pub mod load;
+pub mod platform;
 pub mod push;
 
 use std::collections::BTreeMap;

@@ -60,20 +60,35 @@ pub enum PushError {
     },
 }
 
+/// One tag to push: the image's upstream name, its name in the target registry, and the manifest the tag
+/// will name. In a bundle of several platforms that is ferry's index of them, and `platforms` holds each
+/// platform's manifest, pushed first by digest.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub upstream: Reference,
+    pub target: Reference,
+    pub digest: Digest,
+    pub platforms: Vec<Digest>,
+}
+
 /// The mapping from each image in the bundle to its name in the target registry.
-pub fn plan(
-    report: &Verified,
-    target: &Target,
-) -> Result<Vec<(Reference, Reference, Digest)>, PushError> {
+pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushError> {
     report
         .images
-        .iter()
-        .map(|image| {
+        .chunk_by(|a, b| a.name == b.name && a.index.is_some() && a.index == b.index)
+        .map(|group| {
+            let image = &group[0];
             let upstream: Reference = image
                 .name
                 .parse()
                 .map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
-            let manifest = image.manifest.clone();
+            let (manifest, platforms) = match &image.index {
+                Some(index) => (
+                    index.clone(),
+                    group.iter().map(|i| i.manifest.clone()).collect(),
+                ),
+                None => (image.manifest.clone(), Vec::new()),
+            };
             let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
             // An image pulled by digest alone is pushed by the digest of what is pushed: the upstream pin
             // may be that of a multi-platform index the bundle does not carry.
@@ -82,7 +97,12 @@ pub fn plan(
             } else {
                 mapped
             };
-            Ok((upstream, mapped, manifest))
+            Ok(Planned {
+                upstream,
+                target: mapped,
+                digest: manifest,
+                platforms,
+            })
         })
         .collect()
 }
@@ -126,7 +146,7 @@ pub async fn push(
         present: AtomicUsize::new(0),
     };
     let images: Vec<Pushed> = stream::iter(&mapping)
-        .map(|(upstream, mapped, digest)| pusher.push_image(upstream, mapped, digest))
+        .map(|planned| pusher.push_image(planned))
         .buffered(jobs.max(1))
         .try_collect()
         .await?;
@@ -167,12 +187,39 @@ impl Pusher<'_> {
             })
     }
 
-    async fn push_image(
+    /// One tag: its manifest, or each platform's manifest by digest and then ferry's index of them.
+    async fn push_image(&self, planned: &Planned) -> Result<Pushed, PushError> {
+        let (upstream, target) = (&planned.upstream, &planned.target);
+        if planned.platforms.is_empty() {
+            self.push_manifest(upstream, target, &planned.digest)
+                .await?;
+        } else {
+            for digest in &planned.platforms {
+                self.push_manifest(upstream, &target.by_digest(digest.clone()), digest)
+                    .await?;
+            }
+            let index = read_manifest(self.report, &planned.digest)?;
+            self.retry(upstream, target, "index", |_| {
+                self.client
+                    .push_manifest(target, index.clone(), crate::image::media::OCI_INDEX)
+            })
+            .await?;
+        }
+        self.reporter.image_done(&target.to_string());
+        Ok(Pushed {
+            source: upstream.to_string(),
+            target: target.to_string(),
+            digest: planned.digest.clone(),
+        })
+    }
+
+    /// One single-platform manifest, after its config and layers, at `target` (a tag or a digest).
+    async fn push_manifest(
         &self,
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
-    ) -> Result<Pushed, PushError> {
+    ) -> Result<(), PushError> {
         let manifest_bytes = read_manifest(self.report, digest)?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
@@ -189,12 +236,7 @@ impl Pusher<'_> {
                 .push_manifest(target, manifest_bytes.clone(), &media_type)
         })
         .await?;
-        self.reporter.image_done(&target.to_string());
-        Ok(Pushed {
-            source: upstream.to_string(),
-            target: target.to_string(),
-            digest: digest.clone(),
-        })
+        Ok(())
     }
 
     async fn push_blob(

@@ -154,8 +154,29 @@ pub enum VendorError {
         available: Vec<Reference>,
         passed_over: Vec<PassedOver>,
     },
+    #[error(
+        "the vendor's packages have no {reference} for {wanted}; they have it for: {}; add the package \
+         for {wanted} with another --vendor-dir, or carry this image as it is with --allow-single-platform {reference}",
+        names_of_platforms(.has)
+    )]
+    PlatformMissing {
+        reference: Reference,
+        wanted: Platform,
+        /// Each platform found, with the tarball it is in.
+        has: Vec<(Platform, PathBuf)>,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+fn names_of_platforms(has: &[(Platform, PathBuf)]) -> String {
+    if has.is_empty() {
+        return "no platform (their configs name none)".into();
+    }
+    has.iter()
+        .map(|(platform, file)| format!("{platform} ({})", file.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn names(references: &[Reference]) -> String {
@@ -245,6 +266,64 @@ impl VendorDir {
         Ok(())
     }
 
+    /// Lists the images of several directories (one per architecture package, say) as one.
+    pub fn scan_all(dirs: &[PathBuf]) -> Result<VendorDir, VendorError> {
+        let mut all = VendorDir::default();
+        for dir in dirs {
+            let one = VendorDir::scan(dir)?;
+            if all.dir.as_os_str().is_empty() {
+                all.dir = one.dir;
+            }
+            for (reference, found) in one.images {
+                all.images.entry(reference).or_default().extend(found);
+            }
+            all.passed_over.extend(one.passed_over);
+        }
+        Ok(all)
+    }
+
+    /// The image named `reference` for each of `platforms`, by its config's platform: refused when one
+    /// is missing (unless `partial_ok` and another is there) or when two for one platform differ.
+    fn choose_each(
+        &self,
+        reference: &Reference,
+        platforms: &[Platform],
+        partial_ok: bool,
+    ) -> Result<Vec<&Found>, VendorError> {
+        let mut chosen = Vec::new();
+        let mut lacking = None;
+        for platform in platforms {
+            let for_platform: Vec<&Found> = self
+                .images
+                .get(reference)
+                .map_or(&[][..], Vec::as_slice)
+                .iter()
+                .filter(|found| found.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .collect();
+            match for_platform.as_slice() {
+                [] => lacking = lacking.or(Some(platform)),
+                [first, ..] => {
+                    self.choose(reference, platform)?; // refuses two different images for one platform
+                    chosen.push(*first);
+                }
+            }
+        }
+        match lacking {
+            _ if chosen.is_empty() && !self.images.contains_key(reference) => {
+                Err(self.choose(reference, &platforms[0]).unwrap_err())
+            }
+            Some(wanted) if !partial_ok || chosen.is_empty() => Err(VendorError::PlatformMissing {
+                reference: reference.clone(),
+                wanted: wanted.clone(),
+                has: self.images[reference]
+                    .iter()
+                    .filter_map(|f| Some((f.platform.clone()?, f.archive.clone())))
+                    .collect(),
+            }),
+            _ => Ok(chosen),
+        }
+    }
+
     /// Every image the directory holds, sorted: what to tell a user who asked for another.
     pub fn available(&self) -> Vec<Reference> {
         self.images.keys().cloned().collect()
@@ -310,18 +389,40 @@ fn find_archives(dir: &Path, into: &mut Vec<PathBuf>) -> Result<(), VendorError>
 
 /// Imports every image of `references` from the tarballs under `dir`, in the order given, each for
 /// `platform` where the directory holds it for several.
+///
+/// With several platforms, each image is imported once per platform, from the tarball whose config says
+/// that platform (file names mean nothing), and the tarball taken for each is said; `partial_ok` images
+/// may lack some.
 pub fn import_all(
     store: &BlobStore,
-    dir: &Path,
+    dirs: &[PathBuf],
     references: &[Reference],
-    platform: &Platform,
+    platforms: &[Platform],
+    partial_ok: &[Reference],
     reporter: &dyn Reporter,
 ) -> Result<Vec<Image>, VendorError> {
-    let vendor = VendorDir::scan(dir)?;
-    let requests = references
-        .iter()
-        .map(|r| Ok((vendor.choose(r, platform)?, r)))
-        .collect::<Result<Vec<_>, VendorError>>()?;
+    let vendor = VendorDir::scan_all(dirs)?;
+    let mut requests = Vec::new();
+    for reference in references {
+        match platforms {
+            [platform] => requests.push((vendor.choose(reference, platform)?, reference)),
+            _ => {
+                for found in
+                    vendor.choose_each(reference, platforms, partial_ok.contains(reference))?
+                {
+                    reporter.note(&format!(
+                        "{reference} for {}: took {}",
+                        found
+                            .platform
+                            .as_ref()
+                            .map_or("?".into(), Platform::to_string),
+                        found.archive.display()
+                    ));
+                    requests.push((found, reference));
+                }
+            }
+        }
+    }
     import_each(store, &requests, reporter)
 }
 

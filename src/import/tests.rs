@@ -550,9 +550,10 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
 
     let images = import_all(
         &store,
-        &vendor,
+        std::slice::from_ref(&vendor),
         &references,
-        &Platform::linux_amd64(),
+        &[Platform::linux_amd64()],
+        &[],
         &Silent,
     )
     .unwrap();
@@ -572,9 +573,10 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
     let amd64 = Platform::linux_amd64();
     let err = import_all(
         &store,
-        &vendor,
+        std::slice::from_ref(&vendor),
         &[reference("huawei-csi:4.5.0")],
-        &amd64,
+        std::slice::from_ref(&amd64),
+        &[],
         &Silent,
     )
     .unwrap_err();
@@ -782,9 +784,10 @@ fn a_zstd_layer_is_kept_as_it_is_and_checked_against_its_diff_id() {
 fn import_tag(store: &BlobStore, dir: &Path, tag: &str) -> Result<Vec<Image>, VendorError> {
     import_all(
         store,
-        dir,
+        &[dir.to_path_buf()],
         &[reference(tag)],
-        &Platform::linux_amd64(),
+        &[Platform::linux_amd64()],
+        &[],
         &Silent,
     )
 }
@@ -854,9 +857,10 @@ fn of_one_name_in_two_platforms_the_platform_asked_for_is_imported() {
     for (platform, saved) in [("linux/amd64", &amd), ("linux/arm64", &arm)] {
         let images = import_all(
             &store,
-            &vendor,
+            std::slice::from_ref(&vendor),
             &[reference("huawei-csi:4.8.0")],
-            &platform.parse().unwrap(),
+            &[platform.parse().unwrap()],
+            &[],
             &Silent,
         )
         .unwrap();

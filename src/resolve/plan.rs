@@ -28,8 +28,13 @@ pub struct Plan {
 
 impl Plan {
     /// Says what is inside: `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar`.
-    pub fn file_name(&self, platform: &Platform) -> String {
-        let platform = platform.to_string().replace('/', "-");
+    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`.
+    pub fn file_name(&self, platforms: &[Platform]) -> String {
+        let platform = platforms
+            .iter()
+            .map(|p| p.to_string().replace('/', "-"))
+            .collect::<Vec<_>>()
+            .join("-");
         let Some(release) = &self.release else {
             return format!("images-{platform}.tar");
         };
@@ -219,7 +224,7 @@ mod tests {
         .unwrap();
         let names: Vec<String> = all
             .iter()
-            .map(|p| p.file_name(&Platform::linux_amd64()))
+            .map(|p| p.file_name(&[Platform::linux_amd64()]))
             .collect();
         assert_eq!(
             names,
@@ -239,7 +244,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            loose[0].file_name(&"linux/arm/v7".parse().unwrap()),
+            loose[0].file_name(&["linux/arm/v7".parse().unwrap()]),
             "images-linux-arm-v7.tar"
         );
     }

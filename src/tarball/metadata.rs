@@ -20,7 +20,15 @@ pub struct BundleMetadata {
     pub release: Option<String>,
     pub kubernetes: Option<KubernetesSpan>,
     pub service: Option<String>,
+    /// The one platform, or with several the first: the one `manifest.json` describes.
     pub platform: String,
+    /// Every platform carried, when there are several (absent for one, so that such bundles keep their
+    /// bytes). Each image is then listed once per platform it has, its upstream manifest digest each time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platforms: Option<Vec<String>>,
+    /// Images allowed (`--allow-single-platform`) to come with fewer platforms than the bundle carries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partial_platforms: Vec<Reference>,
     pub images: Vec<ImageRecord>,
     /// Vendor images left out with `--skip-vendor`.
     pub skipped: Vec<Reference>,
@@ -73,10 +81,13 @@ pub enum RecordSource {
 impl BundleMetadata {
     pub fn describe(
         plan: &Plan,
-        platform: &crate::image::Platform,
+        platforms: &[crate::image::Platform],
         images: &[Image],
         skipped: &[&Reference],
+        partial_ok: &[Reference],
     ) -> BundleMetadata {
+        let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
+        let several = names.len() > 1;
         BundleMetadata {
             ferry: Producer {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -90,7 +101,16 @@ impl BundleMetadata {
                 max: span.max.map(|m| m.to_string()),
             }),
             service: plan.service.clone(),
-            platform: platform.to_string(),
+            platform: names.first().cloned().unwrap_or_default(),
+            partial_platforms: match several {
+                true => partial_ok
+                    .iter()
+                    .filter(|r| images.iter().any(|i| &i.reference == *r))
+                    .cloned()
+                    .collect(),
+                false => Vec::new(),
+            },
+            platforms: several.then_some(names),
             images: images.iter().map(ImageRecord::describe).collect(),
             skipped: skipped.iter().map(|s| (*s).clone()).collect(),
             vendor_layer_compression: crate::import::COMPRESSION.to_string(),
@@ -100,6 +120,13 @@ impl BundleMetadata {
     /// The exact bytes of `ferry.json`: the writer's and the only ones verify accepts.
     pub fn to_bytes(&self) -> Vec<u8> {
         super::pretty(&serde_json::to_value(self).expect("metadata serializes"))
+    }
+
+    /// Every platform the bundle carries.
+    pub fn all_platforms(&self) -> Vec<String> {
+        self.platforms
+            .clone()
+            .unwrap_or_else(|| vec![self.platform.clone()])
     }
 
     /// `catalog@release`, when the bundle was built from a catalog release.
@@ -141,5 +168,11 @@ pub(crate) fn loose(images: &[Image]) -> BundleMetadata {
         service: None,
         images: Vec::new(),
     };
-    BundleMetadata::describe(&plan, &crate::image::Platform::linux_amd64(), images, &[])
+    BundleMetadata::describe(
+        &plan,
+        &[crate::image::Platform::linux_amd64()],
+        images,
+        &[],
+        &[],
+    )
 }

@@ -13,7 +13,10 @@ pub(crate) use write::tests::two_images;
 
 pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
 pub use output::{file_name, sibling, TargetError};
-pub use write::{check_output, pretty, write_bundle, WriteOptions, Written};
+pub use write::{
+    append, check_output, docker_entry, platform_index_bytes, pretty, write_bundle, WriteOptions,
+    Written,
+};
 
 use std::path::PathBuf;
 

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing};
-use crate::image::{media, Descriptor, Image};
+use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::Reporter;
 use crate::trust::signature::SigningKey;
 
@@ -58,7 +58,14 @@ pub fn write_bundle(
     options: &WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written, TarballError> {
-    let blobs = distinct_blobs(images);
+    let tops = tops(store, images, metadata.platforms.is_some())?;
+    let mut blobs = distinct_blobs(images);
+    for top in tops
+        .iter()
+        .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
+    {
+        blobs.insert(top.descriptor.digest.clone(), top.descriptor.clone());
+    }
     for image in images {
         for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
             if !store.contains(&blob.digest, Some(blob.size)) {
@@ -69,7 +76,12 @@ pub fn write_bundle(
             }
         }
     }
-    let referenced: u64 = images.iter().map(Image::size).sum();
+    let referenced: u64 = images.iter().map(Image::size).sum::<u64>()
+        + tops
+            .iter()
+            .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
+            .map(|top| top.descriptor.size)
+            .sum::<u64>();
     let stored: u64 = blobs.values().map(|d| d.size).sum();
     reporter.phase(&format!(
         "writing {} ({} images, {} blobs)",
@@ -79,9 +91,9 @@ pub fn write_bundle(
     ));
 
     let metadata = metadata.to_bytes();
-    let docker = pretty(&docker_manifest(images));
+    let docker = pretty(&docker_manifest(tops.iter().map(|top| top.shown)));
     let index = pretty(&oci_index(
-        images,
+        &tops,
         &Digest::of(&metadata),
         &Digest::of(&docker),
     ));
@@ -193,18 +205,79 @@ pub fn pretty(value: &serde_json::Value) -> Vec<u8> {
     bytes
 }
 
-/// One descriptor per image, straight at its single-platform manifest, named the way containerd and podman
-/// read names. No `platform` field: containerd's filter lets such descriptors through on any host.
-/// The index's own annotations pin `ferry.json` and `manifest.json` by digest, so that `verify` can prove
-/// every byte of the bundle from the index down.
-fn oci_index(images: &[Image], metadata: &Digest, docker: &Digest) -> serde_json::Value {
-    let manifests: Vec<serde_json::Value> = images
+/// What `index.json` names for one image, and the platform's image `manifest.json` describes.
+struct Top<'a> {
+    descriptor: Descriptor,
+    shown: &'a Image,
+}
+
+/// One top-level descriptor per image. With one platform, the image's own manifest. With several
+/// (`multi`), an OCI image index ferry writes into the cache, listing exactly the platforms carried, each
+/// its upstream manifest's media type, digest and size, so that containerd's importer finds every blob
+/// its walk reaches (none is left out of the bundle) and a push keeps every platform's digest. Images
+/// arrive grouped by name, platforms in the order asked for; the first platform is docker's.
+fn tops<'a>(
+    store: &BlobStore,
+    images: &'a [Image],
+    multi: bool,
+) -> Result<Vec<Top<'a>>, TarballError> {
+    let mut tops = Vec::new();
+    for group in images.chunk_by(|a, b| a.reference == b.reference) {
+        if !multi {
+            tops.extend(group.iter().map(|image| Top {
+                descriptor: image.manifest.clone(),
+                shown: image,
+            }));
+            continue;
+        }
+        let manifests: Vec<Descriptor> = group
+            .iter()
+            .map(|image| Descriptor {
+                platform: Some(image.platform.clone()),
+                annotations: None,
+                ..image.manifest.clone()
+            })
+            .collect();
+        let bytes = platform_index_bytes(manifests);
+        let digest = Digest::of(&bytes);
+        store.put(&digest, &bytes)?;
+        tops.push(Top {
+            descriptor: Descriptor {
+                media_type: media::OCI_INDEX.to_string(),
+                digest,
+                size: bytes.len() as u64,
+                platform: None,
+                annotations: None,
+            },
+            shown: &group[0],
+        });
+    }
+    Ok(tops)
+}
+
+/// The bytes of the index ferry writes to list one image's platforms: the only ones verify accepts.
+pub fn platform_index_bytes(manifests: Vec<Descriptor>) -> Vec<u8> {
+    let index = Index {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.to_string()),
+        manifests,
+    };
+    pretty(&serde_json::to_value(index).expect("an index serializes"))
+}
+
+/// One descriptor per image, at its manifest or (several platforms) ferry's index of them, named the
+/// way containerd and podman read names. No `platform` field: containerd's filter lets such descriptors
+/// through on any host. The index's own annotations pin `ferry.json` and `manifest.json` by digest, so
+/// that `verify` can prove every byte of the bundle from the index down.
+fn oci_index(tops: &[Top], metadata: &Digest, docker: &Digest) -> serde_json::Value {
+    let manifests: Vec<serde_json::Value> = tops
         .iter()
-        .map(|image| {
+        .map(|top| {
+            let image = top.shown;
             let mut descriptor = json!({
-                "mediaType": image.manifest.media_type,
-                "digest": image.manifest.digest,
-                "size": image.manifest.size,
+                "mediaType": top.descriptor.media_type,
+                "digest": top.descriptor.digest,
+                "size": top.descriptor.size,
             });
             if let (Some(name), Some(tag)) = (image.reference.tagged_name(), image.reference.tag())
             {
@@ -224,22 +297,36 @@ fn oci_index(images: &[Image], metadata: &Digest, docker: &Digest) -> serde_json
     })
 }
 
-/// docker load's view: fully qualified RepoTags, so podman does not file them under `localhost/`.
-fn docker_manifest(images: &[Image]) -> serde_json::Value {
+/// docker load's view: fully qualified RepoTags, so podman does not file them under `localhost/`. A tag
+/// names one image here, so with several platforms this is the first one's.
+fn docker_manifest<'a>(images: impl Iterator<Item = &'a Image>) -> serde_json::Value {
     let entries: Vec<serde_json::Value> = images
-        .iter()
         .map(|image| {
-            json!({
-                "Config": names::blob_path(&image.config.digest),
-                "RepoTags": image.reference.tagged_name().into_iter().collect::<Vec<_>>(),
-                "Layers": image.layers.iter().map(|l| names::blob_path(&l.digest)).collect::<Vec<_>>(),
-            })
+            docker_entry(
+                &image.reference,
+                &image.config.digest,
+                image.layers.iter().map(|l| &l.digest),
+            )
         })
         .collect();
     json!(entries)
 }
 
-fn append<W: Write>(
+/// One image of `manifest.json`.
+pub fn docker_entry<'a>(
+    reference: &crate::reference::Reference,
+    config: &Digest,
+    layers: impl Iterator<Item = &'a Digest>,
+) -> serde_json::Value {
+    json!({
+        "Config": names::blob_path(config),
+        "RepoTags": reference.tagged_name().into_iter().collect::<Vec<_>>(),
+        "Layers": layers.map(names::blob_path).collect::<Vec<_>>(),
+    })
+}
+
+/// One regular entry, with the pinned header every entry of a bundle has.
+pub fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     name: &str,
     size: u64,

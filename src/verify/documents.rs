@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::graph::index_name;
 use super::stream::Contents;
 use super::ImageVerdict;
+use crate::image::Platform;
 use crate::tarball::{names, pretty, BundleMetadata, MANIFEST_JSON, METADATA_JSON};
 
 impl Contents {
@@ -40,7 +41,7 @@ impl Contents {
 }
 
 /// `manifest.json` must describe exactly the images the index does, with the same blobs.
-pub(super) fn check_docker_manifest(docker: &Value, images: &mut [ImageVerdict]) {
+pub(super) fn check_docker_manifest(docker: &Value, images: &mut [&mut ImageVerdict]) {
     let entries = docker.as_array().cloned().unwrap_or_default();
     let count = images.len();
     if entries.len() != count {
@@ -88,10 +89,11 @@ pub(super) fn check_docker_manifest(docker: &Value, images: &mut [ImageVerdict])
 /// name is that reference's tagged name, and an image with none takes its name from `ferry.json`.
 pub(super) fn check_metadata(
     metadata: &BundleMetadata,
-    descriptors: &[Value],
+    descriptors: &[&Value],
     images: &mut [ImageVerdict],
     problems: &mut Vec<String>,
 ) {
+    check_platforms(metadata, images, problems);
     let listed = &metadata.images;
     if listed.len() != images.len() {
         problems.push(format!(
@@ -132,6 +134,50 @@ pub(super) fn check_metadata(
             image.problems.push(format!(
                 "{METADATA_JSON} records platform {}",
                 entry.platform
+            ));
+        }
+    }
+}
+
+/// Each image must come with exactly the platforms `ferry.json` says the bundle carries (fewer only for
+/// an image it allows to), each once.
+fn check_platforms(metadata: &BundleMetadata, images: &[ImageVerdict], problems: &mut Vec<String>) {
+    let carried: Vec<Platform> = metadata
+        .all_platforms()
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let mut names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+    names.dedup();
+    for name in names {
+        let has: Vec<Platform> = images
+            .iter()
+            .filter(|i| i.name == name)
+            .filter_map(|i| i.platform.as_deref()?.parse().ok())
+            .collect();
+        if has.is_empty() {
+            continue; // no readable config: said where the config is checked
+        }
+        let partial_ok = metadata
+            .partial_platforms
+            .iter()
+            .any(|r| r.to_string() == name || r.tagged_name().as_deref() == Some(name));
+        let lacking: Vec<String> = carried
+            .iter()
+            .filter(|wanted| !has.iter().any(|p| wanted.matches(p)))
+            .map(Platform::to_string)
+            .collect();
+        let extra = has
+            .iter()
+            .any(|p| !carried.iter().any(|wanted| wanted.matches(p)));
+        if extra || has.len() > carried.len() || (!lacking.is_empty() && !partial_ok) {
+            problems.push(format!(
+                "{name} has platforms {}, but {METADATA_JSON} says the bundle carries {}",
+                has.iter()
+                    .map(Platform::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                metadata.all_platforms().join(", ")
             ));
         }
     }

@@ -9,12 +9,12 @@ use super::documents::{check_docker_manifest, check_metadata};
 use super::stream::{Contents, SeenBlob};
 use super::{ImageVerdict, Report};
 use crate::digest::Digest;
-use crate::image::{limits, media, Descriptor, ImageConfig, Manifest};
+use crate::image::{limits, media, Descriptor, ImageConfig, Index, Manifest};
 use crate::layer_codec::Codec;
 use crate::reference::Reference;
 use crate::tarball::{
-    BundleMetadata, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON,
-    METADATA_DIGEST, METADATA_JSON,
+    platform_index_bytes, BundleMetadata, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES,
+    LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
 };
 
 /// The index annotations that name an image, as containerd and OCI layout readers read them.
@@ -71,36 +71,43 @@ impl Contents {
         let descriptors = index["manifests"].as_array().cloned().unwrap_or_default();
         let mut referenced = BTreeSet::new();
         let mut budget = Budget(MAX_PARSED);
+        // One verdict per image and platform; each remembers its entry in index.json, and the first of
+        // each entry is what manifest.json describes.
+        let (mut entries, mut firsts) = (Vec::new(), Vec::new());
         for (position, descriptor) in descriptors.iter().enumerate() {
-            let verdict =
-                self.check_image(position, descriptor, deep, &mut referenced, &mut budget);
-            report.images.push(verdict);
+            let verdicts = self.check_top(position, descriptor, deep, &mut referenced, &mut budget);
+            firsts.push(report.images.len());
+            entries.extend(std::iter::repeat_n(descriptor, verdicts.len()));
+            report.images.extend(verdicts);
         }
         for unreferenced in self.blobs.keys().filter(|d| !referenced.contains(*d)) {
             problems.push(format!("blob {unreferenced} is referenced by no image"));
         }
         if let Some(docker) = docker {
-            check_docker_manifest(&docker, &mut report.images);
+            let mut shown: Vec<&mut ImageVerdict> = report
+                .images
+                .iter_mut()
+                .enumerate()
+                .filter(|(at, _)| firsts.contains(at))
+                .map(|(_, verdict)| verdict)
+                .collect();
+            check_docker_manifest(&docker, &mut shown);
         }
         if let Some(metadata) = &metadata {
-            check_metadata(
-                metadata,
-                &descriptors,
-                &mut report.images,
-                &mut report.problems,
-            );
+            check_metadata(metadata, &entries, &mut report.images, &mut report.problems);
         }
         report.metadata = metadata;
     }
 
-    fn check_image(
+    /// One entry of index.json: an image's manifest, or ferry's index of its platforms (one verdict each).
+    fn check_top(
         &self,
         position: usize,
         descriptor: &Value,
         deep: bool,
         referenced: &mut BTreeSet<Digest>,
         budget: &mut Budget,
-    ) -> ImageVerdict {
+    ) -> Vec<ImageVerdict> {
         let name =
             index_name(descriptor).map_or(format!("image #{}", position + 1), str::to_string);
         let mut verdict = ImageVerdict {
@@ -108,18 +115,83 @@ impl Contents {
             manifest: None,
             config: None,
             platform: None,
+            index: None,
             size: 0,
             layers: Vec::new(),
             problems: Vec::new(),
         };
-        let parsed: Result<crate::image::Descriptor, _> =
-            serde_json::from_value(descriptor.clone());
+        let parsed: Result<Descriptor, _> = serde_json::from_value(descriptor.clone());
         let Ok(descriptor) = parsed else {
             verdict.problems.push(format!(
                 "its entry in {INDEX_JSON} is not a valid descriptor"
             ));
-            return verdict;
+            return vec![verdict];
         };
+        if let Err(problem) = check_top_entry(&descriptor) {
+            verdict.problems.push(problem);
+        }
+        if descriptor.media_type != media::OCI_INDEX {
+            self.check_image(&mut verdict, &descriptor, deep, referenced, budget);
+            return vec![verdict];
+        }
+        referenced.insert(descriptor.digest.clone());
+        let index = self
+            .check_blob(&descriptor.digest, descriptor.size, "index")
+            .and_then(|blob| budget.spend(blob))
+            .and_then(|blob| {
+                blob.kept
+                    .as_deref()
+                    .and_then(|bytes| {
+                        let index: Index = serde_json::from_slice(bytes).ok()?;
+                        (platform_index_bytes(index.manifests.clone()) == bytes).then_some(index)
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "index {} is not the index of platforms ferry writes",
+                            descriptor.digest
+                        )
+                    })
+            });
+        let index = match index {
+            Ok(index) if !index.manifests.is_empty() => index,
+            Ok(_) => {
+                verdict
+                    .problems
+                    .push(format!("index {} lists no platform", descriptor.digest));
+                return vec![verdict];
+            }
+            Err(problem) => {
+                verdict.problems.push(problem);
+                return vec![verdict];
+            }
+        };
+        let mut verdicts: Vec<ImageVerdict> = Vec::new();
+        verdict.index = Some(descriptor.digest.clone());
+        for entry in &index.manifests {
+            let mut one = verdict.clone();
+            self.check_image(&mut one, entry, deep, referenced, budget);
+            if verdicts.iter().any(|v| v.platform == one.platform) {
+                one.problems.push(format!(
+                    "index {} lists platform {} twice",
+                    descriptor.digest,
+                    one.platform.as_deref().unwrap_or("?")
+                ));
+            }
+            verdicts.push(one);
+        }
+        verdicts
+    }
+
+    /// One single-platform manifest, its config and layers. In ferry's index of platforms its entry
+    /// carries the platform, which must be the config's.
+    fn check_image(
+        &self,
+        verdict: &mut ImageVerdict,
+        descriptor: &Descriptor,
+        deep: bool,
+        referenced: &mut BTreeSet<Digest>,
+        budget: &mut Budget,
+    ) {
         referenced.insert(descriptor.digest.clone());
         verdict.manifest = Some(descriptor.digest.clone());
         let manifest_blob = match self
@@ -129,7 +201,7 @@ impl Contents {
             Ok(blob) => blob,
             Err(problem) => {
                 verdict.problems.push(problem);
-                return verdict;
+                return;
             }
         };
         let manifest: Manifest = match manifest_blob.kept.as_deref().map(serde_json::from_slice) {
@@ -139,10 +211,10 @@ impl Contents {
                     "manifest {} is not a readable image manifest",
                     descriptor.digest
                 ));
-                return verdict;
+                return;
             }
         };
-        if let Err(problem) = check_index_entry(&descriptor, &manifest) {
+        if let Err(problem) = check_media_type(descriptor, &manifest) {
             verdict.problems.push(problem);
         }
         match manifest
@@ -187,6 +259,17 @@ impl Contents {
         let diff_ids = match config {
             Ok(config) => {
                 verdict.platform = Some(config.platform().to_string());
+                if descriptor
+                    .platform
+                    .as_ref()
+                    .is_some_and(|p| *p != config.platform())
+                {
+                    verdict.problems.push(format!(
+                        "its index lists it as {}, but its config says {}",
+                        descriptor.platform.as_ref().expect("checked"),
+                        config.platform()
+                    ));
+                }
                 if config.rootfs.diff_ids.len() != manifest.layers.len() {
                     verdict.problems.push(format!(
                         "its config lists {} diff_ids for {} layers",
@@ -220,13 +303,11 @@ impl Contents {
                 Ok(_) => {}
             }
         }
-        verdict
     }
 }
 
-/// The fields of an index entry no digest covers must be what ferry writes, as runtimes act on them: the
-/// manifest's own media type, no platform, and either no annotations or the image's name and its tag.
-fn check_index_entry(descriptor: &Descriptor, manifest: &Manifest) -> Result<(), String> {
+/// A manifest's descriptor must carry the manifest's own media type, as runtimes act on it.
+fn check_media_type(descriptor: &Descriptor, manifest: &Manifest) -> Result<(), String> {
     let declared = manifest
         .media_type
         .as_deref()
@@ -237,6 +318,12 @@ fn check_index_entry(descriptor: &Descriptor, manifest: &Manifest) -> Result<(),
             descriptor.media_type
         ));
     }
+    Ok(())
+}
+
+/// The fields of an index.json entry no digest covers must be what ferry writes: no platform, and either
+/// no annotations or the image's name and its tag.
+fn check_top_entry(descriptor: &Descriptor) -> Result<(), String> {
     if descriptor.platform.is_some() {
         return Err(format!("its entry in {INDEX_JSON} names a platform"));
     }

@@ -56,6 +56,9 @@ pub struct ImageVerdict {
     /// The config its manifest names: what a lock pins vendor images by.
     pub config: Option<Digest>,
     pub platform: Option<String>,
+    /// ferry's index of the image's platforms, when the bundle carries several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<Digest>,
     pub size: u64,
     pub layers: Vec<Digest>,
     pub problems: Vec<String>,
@@ -97,6 +100,11 @@ pub struct VerifiedImage {
     /// The upstream name, as the index gives it (or as `ferry.json` does for an image pinned by digest).
     pub name: String,
     pub manifest: Digest,
+    pub platform: Option<String>,
+    /// ferry's index of the image's platforms, in a bundle of several.
+    pub index: Option<Digest>,
+    pub config: Option<Digest>,
+    pub layers: Vec<Digest>,
 }
 
 impl Report {
@@ -112,6 +120,10 @@ impl Report {
                 Some(VerifiedImage {
                     name: image.name.clone(),
                     manifest: image.manifest.clone()?,
+                    platform: image.platform.clone(),
+                    index: image.index.clone(),
+                    config: image.config.clone(),
+                    layers: image.layers.clone(),
                 })
             })
             .collect();

@@ -9,7 +9,7 @@ use crate::ferry::{command, run};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 /// The manifest digest of `image` as an independent client (skopeo) reads it from the registry.
-fn skopeo_digest(registry: &Registry, image: &str) -> String {
+pub fn skopeo_digest(registry: &Registry, image: &str) -> String {
     let output = Command::new("skopeo")
         .args(["inspect", "--raw"])
         .args(

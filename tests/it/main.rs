@@ -9,6 +9,7 @@ mod ferry;
 mod formats;
 mod harbor;
 mod interrupt;
+mod multiarch;
 mod output;
 mod pull;
 mod releases;

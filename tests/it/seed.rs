@@ -333,12 +333,21 @@ pub const VENDOR_480: [&str; 4] = [
 /// Writes a docker-save archive (legacy layout: `<id>/layer.tar`, `<config hex>.json`) for `name_tag`, as
 /// `docker save` of Docker 20 writes and vendors ship; returns the config digest (docker's image ID).
 pub fn vendor_tarball(path: &Path, name_tag: &str, size: usize) -> String {
+    vendor_tarball_for(path, name_tag, size, "linux/amd64")
+}
+
+/// [`vendor_tarball`] of the vendor's package for `platform`: other layers, its platform in the config.
+pub fn vendor_tarball_for(path: &Path, name_tag: &str, size: usize, platform: &str) -> String {
+    let of = |seed: String| match platform {
+        "linux/amd64" => seed,
+        _ => format!("{seed}-{platform}"),
+    };
     let layers = [
-        layer_tar("vendor-base", size / 2),
-        layer_tar(&format!("vendor-{name_tag}"), size / 2),
+        layer_tar(&of("vendor-base".into()), size / 2),
+        layer_tar(&of(format!("vendor-{name_tag}")), size / 2),
     ];
     let diff_ids: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
-    let config = config("linux/amd64", &diff_ids, 0);
+    let config = config(platform, &diff_ids, 0);
     let config_digest = sha256(&config);
     let config_name = format!("{}.json", &config_digest[7..]);
     let layer_names: Vec<String> = diff_ids
@@ -369,11 +378,18 @@ pub fn vendor_tarball(path: &Path, name_tag: &str, size: usize) -> String {
 
 /// The four vendor tarballs in `dir`, named like the package's files.
 pub fn vendor_dir_480(dir: &Path, size: usize) {
+    vendor_dir_480_for(dir, size, "linux/amd64");
+}
+
+/// The four vendor tarballs of the package for `platform`: the same file names in every package, so
+/// only their configs say which is which.
+pub fn vendor_dir_480_for(dir: &Path, size: usize, platform: &str) {
     for name_tag in VENDOR_480 {
-        vendor_tarball(
+        vendor_tarball_for(
             &dir.join(format!("{}.tar", name_tag.replace(':', "-"))),
             name_tag,
             size,
+            platform,
         );
     }
 }
