@@ -101,7 +101,7 @@ run_ferry "$W/cache-warm" "$W/prime.tar"   # the warm cache, filled before any t
 measure() { # label, function, output path
   local label=$1 fn=$2 out=$3
   sync
-  /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f "$fn" run_ferry); $(declare -p W ADDR FERRY PUBLIC VENDOR_NAMES CTR 2>/dev/null); export DOCKER_HOST=$DOCKER_HOST; $fn '$out'"
+  /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f "$fn" run_ferry ferry_platforms); $(declare -p W ADDR FERRY PUBLIC VENDOR_NAMES CTR 2>/dev/null); export DOCKER_HOST=$DOCKER_HOST; $fn '$out'"
   local bytes; bytes=$(du -sb "$out" | cut -f1)
   echo "$label $(cat "$W/time") $bytes" >> "$W/results"
 }
@@ -114,6 +114,17 @@ for round in $(seq 1 "$ROUNDS"); do
   measure docker docker_all "$W/out-docker.tar"
   measure ctr ctr_all "$W/out-ctr.tar"
 done
+
+# One bundle for a mixed amd64 + arm64 cluster against the two single-platform bundles it replaces (warm
+# cache; once, as only the sizes are compared).
+ferry_platforms() { # $1 = platforms, $2 = output
+  "$FERRY" bundle huawei-csi@4.8.0 --k8s 1.28 --platform "$1" --vendor-dir "$W/vendor" --vendor-dir "$W/vendor-arm64" \
+    --mirror "registry.k8s.io=$ADDR" --cache-dir "$W/cache-warm" -o "$2" -q >/dev/null
+}
+ferry_arm64() { ferry_platforms linux/arm64 "$1"; }
+ferry_both() { ferry_platforms linux/amd64,linux/arm64 "$1"; }
+measure ferry-arm64 ferry_arm64 "$W/out-ferry-arm64.tar"
+measure ferry-2-platf ferry_both "$W/out-ferry-both.tar"
 
 # verify against sha256sum on the same file, page cache warm for both
 BUNDLE=$W/out-ferry-warm.tar
@@ -159,4 +170,7 @@ print(f"ferry bytes / skopeo       {ratio('ferry-cold','skopeo',2):.2f}")
 print(f"ferry bytes / ctr export   {ratio('ferry-cold','ctr',2):.2f}")
 print(f"ferry peak RSS MiB         {max(med[k][1] for k in med if k.startswith('ferry'))/1024:.1f}  (target <= 64)")
 print(f"verify / sha256sum wall    {ratio('ferry-verify','sha256sum',0):.2f}  (target <= 1.20)")
+if 'ferry-2-platf' in med:
+    both, apart = med['ferry-2-platf'][2], med['ferry-warm'][2] + med['ferry-arm64'][2]
+    print(f"2-platform / amd64+arm64   {both / apart:.2f}  ({both/1e6:.1f} MB against {apart/1e6:.1f} MB in two bundles)")
 EOF

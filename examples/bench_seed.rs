@@ -2,6 +2,7 @@
 //! `examples/bench.sh`. Uses the integration tests' seeder (the registry's HTTP API, never ferry's push).
 //!
 //! Usage: bench_seed REGISTRY_ADDR VENDOR_DIR PUBLIC_BYTES VENDOR_BYTES
+//!        (also writes the vendor's arm64 package into VENDOR_DIR-arm64, for the two-platform bundle)
 //!        bench_seed big REGISTRY_ADDR BYTES      (one single-platform image, bench/big:v1)
 
 #[path = "../tests/it/seed.rs"]
@@ -37,4 +38,7 @@ fn main() {
     let dir = std::path::Path::new(vendor_dir);
     std::fs::create_dir_all(dir).expect("vendor dir");
     seed::vendor_dir_480(dir, vendor);
+    let arm64 = std::path::PathBuf::from(format!("{vendor_dir}-arm64"));
+    std::fs::create_dir_all(&arm64).expect("vendor dir");
+    seed::vendor_dir_480_for(&arm64, vendor, "linux/arm64");
 }

@@ -869,6 +869,50 @@ fn of_one_name_in_two_platforms_the_platform_asked_for_is_imported() {
     }
 }
 
+/// Two architecture packages, as two directories: each platform from the tarball whose config says it,
+/// whatever the files are called; a platform no package has is named with those they have.
+#[test]
+fn several_platforms_come_from_several_packages_by_their_configs() {
+    let (dir, store) = store();
+    let (x86, arm) = (dir.path().join("X86_64"), dir.path().join("ARM_64"));
+    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let arm64 = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(2, 2_000)]);
+    // The file names lie: only the configs say which is which.
+    write_tar(&x86.join("huawei-csi-arm64.tar"), &legacy(&[&amd]), false);
+    write_tar(&arm.join("huawei-csi-amd64.tar"), &legacy(&[&arm64]), false);
+    let dirs = [arm.clone(), x86.clone()];
+    let both: Vec<Platform> = vec![Platform::linux_amd64(), "linux/arm64".parse().unwrap()];
+    let wanted = [reference("huawei-csi:4.8.0")];
+    let images = import_all(&store, &dirs, &wanted, &both, &[], &Silent).unwrap();
+    assert_eq!(images.len(), 2);
+    assert_imported(&store, &images[0], &amd);
+    assert_imported(&store, &images[1], &arm64);
+
+    let with_s390x = [Platform::linux_amd64(), "linux/s390x".parse().unwrap()];
+    let err = import_all(&store, &dirs, &wanted, &with_s390x, &[], &Silent)
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        format!(
+            "the vendor's packages have no docker.io/library/huawei-csi:4.8.0 for linux/s390x; they have it \
+             for: linux/arm64 ({}), linux/amd64 ({}); add the package for linux/s390x with another \
+             --vendor-dir, or carry this image as it is with --allow-single-platform \
+             docker.io/library/huawei-csi:4.8.0",
+            arm.join("huawei-csi-amd64.tar").display(),
+            x86.join("huawei-csi-arm64.tar").display()
+        )
+    );
+    let allowed = import_all(&store, &dirs, &wanted, &with_s390x, &wanted, &Silent).unwrap();
+    assert_eq!(allowed.len(), 1, "the platform it has");
+
+    // Another tarball for amd64 with other content is refused, naming both.
+    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(3, 2_000)]);
+    write_tar(&arm.join("extra.tar"), &legacy(&[&other]), false);
+    let err = import_all(&store, &dirs, &wanted, &both, &[], &Silent).unwrap_err();
+    assert!(matches!(err, VendorError::Conflict { .. }), "{err}");
+}
+
 #[test]
 fn files_that_are_no_image_archive_are_named_with_why_and_no_binary() {
     let (dir, store) = store();
