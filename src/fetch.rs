@@ -150,6 +150,10 @@ pub fn fetch(
                 stop = interrupt::signalled() => Err(stop),
             }
         });
+        // The vendor layers being compressed would be thrown away: stop them too.
+        if matches!(report, Ok(Err(_))) {
+            interrupt::abandon();
+        }
         (
             report,
             imported.join().expect("vendor import does not panic"),
@@ -158,7 +162,8 @@ pub fn fetch(
     let report = report.map_err(Error::Interrupted)?;
     let (report, imported) = match (report, imported) {
         (Ok(report), Ok(imported)) => (report, imported),
-        // Both sources failed: say both, so one run shows everything to fix.
+        (Err(pull), Err(import)) if interrupt::is_abandonment(&import) => return Err(pull.into()),
+        // Both sources failed on their own: say both, so one run shows everything to fix.
         (Err(pull), Err(import)) => return Err(Error::Several(vec![pull.into(), import.into()])),
         (Err(pull), _) => return Err(pull.into()),
         (_, Err(import)) => return Err(import.into()),

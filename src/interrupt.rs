@@ -21,6 +21,36 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 /// Set by the first signal, so that a second one ends the process at once.
 static ARMED: AtomicBool = AtomicBool::new(false);
+/// Set when one part of a run failed and the parts still working (vendor compression while the pull
+/// failed) should stop as they would for a signal: their work would be thrown away.
+static ABANDONED: AtomicBool = AtomicBool::new(false);
+
+/// What the parts of a run still working fail with after [`abandon`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stopped because another part of the run failed")]
+pub struct Abandoned;
+
+/// Tells every loop that checks for signals to stop: another part of the run failed.
+pub fn abandon() {
+    ABANDONED.store(true, Ordering::SeqCst);
+}
+
+/// Whether `error`, or any of its causes, is the stop [`abandon`] asked for.
+pub fn is_abandonment(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<Abandoned>()
+            || error
+                .downcast_ref::<io::Error>()
+                .and_then(|e| e.get_ref())
+                .is_some_and(|inner| inner.is::<Abandoned>())
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("interrupted by {}; the files being written were removed", signal_hook::low_level::signal_name(*.signal).unwrap_or("a signal"))]
@@ -63,7 +93,13 @@ pub fn pending() -> Option<Interrupted> {
 /// Fails once a signal asked this run to stop. The error is not of kind `Interrupted`: `io::copy` and
 /// `write_all` retry those.
 pub fn check() -> io::Result<()> {
-    pending().map_or(Ok(()), |stop| Err(io::Error::other(stop)))
+    if let Some(stop) = pending() {
+        return Err(io::Error::other(stop));
+    }
+    if ABANDONED.load(Ordering::SeqCst) {
+        return Err(io::Error::other(Abandoned));
+    }
+    Ok(())
 }
 
 /// Resolves when a signal asks this run to stop; raced against a fetch, it drops the fetch's futures.

@@ -20,13 +20,11 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use serde::Deserialize;
-
 use self::archive::{DockerSave, Span, MAX_LAYERS};
 pub use self::layer::COMPRESSION;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::Digest;
-use crate::image::{media, Descriptor, Image, ImageSource, Manifest, Platform};
+use crate::image::{media, Descriptor, Image, ImageConfig, ImageSource, Manifest, Platform};
 use crate::layer_codec::Codec;
 use crate::progress::Reporter;
 use crate::reference::{Reference, ReferenceError};
@@ -251,9 +249,9 @@ impl VendorDir {
             saved => saved?,
         };
         for (at, (image, config)) in saved.iter().enumerate() {
-            let platform = serde_json::from_slice::<ConfigProbe>(config)
+            let platform = ImageConfig::parse(config)
                 .ok()
-                .map(ConfigProbe::platform);
+                .map(|config| config.platform());
             for reference in image.references(path)? {
                 self.images.entry(reference).or_default().push(Found {
                     archive: path.to_path_buf(),
@@ -426,30 +424,6 @@ pub fn import_all(
     import_each(store, &requests, reporter)
 }
 
-/// The parts of a docker config that ferry reads.
-#[derive(Deserialize)]
-struct ConfigProbe {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-    rootfs: RootFs,
-}
-
-impl ConfigProbe {
-    fn platform(self) -> Platform {
-        Platform {
-            os: self.os,
-            architecture: self.architecture,
-            variant: self.variant,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<Digest>,
-}
-
 /// One requested image, its config read and each layer found in its archive.
 struct Prepared<'a> {
     reference: &'a Reference,
@@ -542,12 +516,11 @@ fn prepare<'a>(
     if Digest::of(&config) != found.id {
         return Err(changed());
     }
-    let mut probe: ConfigProbe =
-        serde_json::from_slice(&config).map_err(|source| VendorError::Json {
-            archive: archive.path.clone(),
-            entry: saved.config.clone(),
-            source,
-        })?;
+    let mut probe = ImageConfig::parse(&config).map_err(|source| VendorError::Json {
+        archive: archive.path.clone(),
+        entry: saved.config.clone(),
+        source,
+    })?;
     let diff_ids = std::mem::take(&mut probe.rootfs.diff_ids);
     if diff_ids.len() != saved.layers.len() {
         return Err(VendorError::LayerCount {

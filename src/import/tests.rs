@@ -219,7 +219,7 @@ fn assert_imported(store: &BlobStore, image: &Image, saved: &Saved) {
         "the image ID stays the vendor's"
     );
     assert_eq!(store.read(&image.config.digest).unwrap(), saved.config);
-    let probe: ConfigProbe = serde_json::from_slice(&saved.config).unwrap();
+    let probe = crate::image::ImageConfig::parse(&saved.config).unwrap();
     assert_eq!(image.layers.len(), probe.rootfs.diff_ids.len());
     for (layer, diff_id) in image.layers.iter().zip(&probe.rootfs.diff_ids) {
         let blob = store.read(&layer.digest).unwrap();

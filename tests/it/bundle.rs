@@ -8,8 +8,8 @@ use crate::faults::FaultProxy;
 use crate::ferry::{command, ferry, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, Format, Seeded,
-    PLATFORMS, VENDOR_480,
+    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, vendor_tarball, Format,
+    Seeded, PLATFORMS, VENDOR_480,
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
@@ -437,4 +437,57 @@ fn large_configs_bundle_and_verify_and_oversized_ones_are_refused_at_pull() {
         );
     }
     assert!(!work.path().join("huge.tar").exists());
+}
+
+/// When the pull fails, the vendor layers still being compressed would be thrown away: the run stops
+/// them and reports the pull's failures alone, without compressing the rest.
+#[test]
+fn a_failed_pull_stops_vendor_compression() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let vendor = work.path().join("vendor");
+    std::fs::create_dir(&vendor).unwrap();
+    // Large enough that compressing it takes far longer than two failed manifest requests.
+    vendor_tarball(
+        &vendor.join("huawei-csi.tar"),
+        "huawei-csi:4.8.0",
+        400 << 20,
+    );
+    let cache = work.path().join("cache");
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let run = ferry(&[
+        "bundle",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--service",
+        "node",
+        "--vendor-dir",
+        vendor.to_str().unwrap(),
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        work.path().join("b.tar").to_str().unwrap(),
+        "-q",
+    ])
+    .fails_with(1);
+    let stderr = run.stderr();
+    assert!(stderr.starts_with("error: 2 fetches failed:\n"), "{stderr}");
+    assert!(
+        !stderr.contains("vendor") && !stderr.contains("stopped because"),
+        "only the pull's failures are reported: {stderr}"
+    );
+    let compressed = std::fs::read_dir(cache.join("ferry-v1/notes"))
+        .map(|kinds| {
+            kinds
+                .flatten()
+                .map(|kind| std::fs::read_dir(kind.path()).unwrap().count())
+                .sum::<usize>()
+        })
+        .unwrap_or(0);
+    assert_eq!(compressed, 0, "no vendor layer was compressed to the end");
 }
