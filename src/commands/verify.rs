@@ -81,10 +81,20 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
         .filter(|i| !i.problems.is_empty())
         .count();
     if report.intact() {
+        let mut names: Vec<&str> = report.images.iter().map(|i| i.name.as_str()).collect();
+        names.dedup();
+        let count = match report.metadata.as_ref().and_then(|m| m.platforms.as_ref()) {
+            Some(platforms) => format!(
+                "{} images for {} ({} manifests)",
+                names.len(),
+                platforms.join(", "),
+                report.images.len()
+            ),
+            None => format!("{} images", report.images.len()),
+        };
         writeln!(
             out,
-            "intact: {} images, {} blobs, {}; every byte checked",
-            report.images.len(),
+            "intact: {count}, {} blobs, {}; every byte checked",
             report.blobs,
             DecimalBytes(report.bytes)
         )
