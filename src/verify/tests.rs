@@ -65,12 +65,25 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
     );
     // The fixture is not flawless (its ferry.json lists no images, its configs no diff_ids, its layers are not gzip): a mutation
     // passes if it adds no finding to those.
-    let baseline = findings(&baseline);
+    no_mutation_passes(dir.path(), &original, &findings(&baseline), 1500);
+}
 
-    let mutated = dir.path().join("m.tar");
+/// Mutates `original` `rounds` times; each mutation must add a finding to `baseline`, and none may panic.
+fn no_mutation_passes(
+    dir: &std::path::Path,
+    original: &[u8],
+    baseline: &(Vec<String>, Vec<Vec<String>>),
+    rounds: usize,
+) {
+    let catalogs = Catalogs::load(&[]).unwrap();
+    let deep = VerifyOptions {
+        deep: true,
+        kubernetes: None,
+    };
+    let mutated = dir.join("m.tar");
     let mut state = 0x2545_f491_4f6c_dd1d;
-    for round in 0..1500 {
-        let mut bytes = original.clone();
+    for round in 0..rounds {
+        let mut bytes = original.to_vec();
         let at = (next(&mut state) % bytes.len() as u64) as usize;
         match round % 4 {
             0 | 1 => bytes[at] ^= 1 << (next(&mut state) % 8),
@@ -85,7 +98,7 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
         std::fs::write(&mutated, &bytes).unwrap();
         if let Ok(report) = verify(&mutated, &deep, &catalogs) {
             assert_ne!(
-                findings(&report),
+                &findings(&report),
                 baseline,
                 "round {round}: a mutation at byte {at} passed unnoticed"
             );
@@ -198,4 +211,107 @@ fn an_index_repeating_a_large_manifest_is_checked_within_a_budget() {
         (1..300).contains(&unchecked),
         "{unchecked} of 300 images not checked"
     );
+}
+
+/// Images of `names` for each of `platforms`, with configs that say their platform, in the cache.
+fn platform_images(
+    store: &BlobStore,
+    names: &[&str],
+    platforms: &[&str],
+) -> Vec<crate::image::Image> {
+    let put = |bytes: &[u8], media_type: &str| {
+        let digest = Digest::of(bytes);
+        store.put(&digest, bytes).unwrap();
+        crate::image::Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size: bytes.len() as u64,
+            platform: None,
+            annotations: None,
+        }
+    };
+    let mut images = Vec::new();
+    for name in names {
+        for platform in platforms {
+            let platform: crate::image::Platform = platform.parse().unwrap();
+            let layer = put(
+                format!("layer of {name} {platform}").as_bytes(),
+                media::OCI_LAYER_TAR,
+            );
+            let config = serde_json::json!({"os": platform.os, "architecture": platform.architecture,
+                "rootfs": {"type": "layers", "diff_ids": [layer.digest]}});
+            let config = put(&serde_json::to_vec(&config).unwrap(), media::OCI_CONFIG);
+            let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": config, "layers": [layer]});
+            let manifest = put(&serde_json::to_vec(&manifest).unwrap(), media::OCI_MANIFEST);
+            images.push(crate::image::Image {
+                reference: name.parse().unwrap(),
+                source: crate::image::ImageSource::Registry {
+                    fetched_from: "test".into(),
+                },
+                platform,
+                index_digest: None,
+                manifest,
+                config,
+                layers: vec![layer],
+            });
+        }
+    }
+    images
+}
+
+/// A bundle of two platforms is intact with every image on both; one that has an image for one platform
+/// only is not, unless ferry.json allows that image fewer.
+#[test]
+fn every_image_must_have_every_platform_the_bundle_carries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&dir.path().join("cache")).unwrap();
+    let both = ["linux/amd64", "linux/arm64"];
+    let platforms: Vec<crate::image::Platform> = both.iter().map(|p| p.parse().unwrap()).collect();
+    let mut images = platform_images(&store, &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
+    let plan = crate::resolve::Plan {
+        release: None,
+        span: None,
+        service: None,
+        images: Vec::new(),
+    };
+    let check = |images: &[crate::image::Image], partial_ok: &[crate::reference::Reference]| {
+        let path = dir.path().join("b.tar");
+        let metadata =
+            crate::tarball::BundleMetadata::describe(&plan, &platforms, images, &[], partial_ok);
+        write_bundle(
+            &store,
+            images,
+            &metadata,
+            &path,
+            &WriteOptions::default(),
+            &Silent,
+        )
+        .unwrap();
+        verify(
+            &path,
+            &VerifyOptions {
+                deep: true,
+                kubernetes: None,
+            },
+            &Catalogs::load(&[]).unwrap(),
+        )
+        .unwrap()
+    };
+    let report = check(&images, &[]);
+    assert!(report.intact(), "{:?} {:?}", report.problems, report.images);
+    assert_eq!(report.images.len(), 4);
+    assert!(report.images.iter().all(|i| i.index.is_some()));
+
+    images.pop(); // huawei-csi for linux/arm64
+    let report = check(&images, &[]);
+    assert_eq!(
+        report.problems,
+        ["docker.io/library/huawei-csi:4.8.0 has platforms linux/amd64, but ferry.json says the bundle carries linux/amd64, linux/arm64"]
+    );
+    let report = check(&images, &["huawei-csi:4.8.0".parse().unwrap()]);
+    assert!(report.intact(), "{:?}", report.problems);
+
+    // ferry's indexes of platforms are read as hostile input too.
+    let original = std::fs::read(dir.path().join("b.tar")).unwrap();
+    no_mutation_passes(dir.path(), &original, &findings(&report), 600);
 }
