@@ -9,13 +9,13 @@ use crate::bundle::expected_names;
 use crate::deliver::skopeo_digest;
 use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
-use crate::seed::{seed_csi_480, vendor_dir_480_for, Seeded};
+use crate::seed::{push_image, seed_csi_480, vendor_dir_480_for, Format, Seeded};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 /// A registry seeded with the public images (4 platforms each), and the vendor's amd64 and arm64 packages
 /// in two directories holding files of the same names.
 struct Mixed {
-    _registry: Registry,
+    registry: Registry,
     seeded: Vec<(String, Seeded)>,
     mirror: String,
     amd64: tempfile::TempDir,
@@ -32,7 +32,7 @@ impl Mixed {
         vendor_dir_480_for(arm64.path(), TEST_IMAGE_SIZE, "linux/arm64");
         Some(Mixed {
             mirror: format!("registry.k8s.io={}", registry.addr()),
-            _registry: registry,
+            registry,
             seeded,
             amd64,
             arm64,
@@ -45,25 +45,27 @@ impl Mixed {
     }
 
     /// `ferry bundle huawei-csi@4.8.0 --k8s 1.28` for `platforms` into `output`, both vendor packages given.
-    fn bundle(&self, platforms: &str, output: &str) -> Run {
-        run(command().args([
-            "bundle",
-            "huawei-csi@4.8.0",
-            "--k8s",
-            "1.28",
-            "--platform",
-            platforms,
-            "--mirror",
-            &self.mirror,
-            "--cache-dir",
-            &self.path("cache"),
-            "--vendor-dir",
-            self.arm64.path().to_str().unwrap(),
-            "--vendor-dir",
-            self.amd64.path().to_str().unwrap(),
-            "-o",
-            &self.path(output),
-        ]))
+    fn bundle(&self, platforms: &str, output: &str, extra: &[&str]) -> Run {
+        run(command()
+            .args([
+                "bundle",
+                "huawei-csi@4.8.0",
+                "--k8s",
+                "1.28",
+                "--platform",
+                platforms,
+                "--mirror",
+                &self.mirror,
+                "--cache-dir",
+                &self.path("cache"),
+                "--vendor-dir",
+                self.arm64.path().to_str().unwrap(),
+                "--vendor-dir",
+                self.amd64.path().to_str().unwrap(),
+                "-o",
+                &self.path(output),
+            ])
+            .args(extra))
     }
 
     /// The bundle's images as `ferry inspect --json` lists them: (name, platform, manifest digest).
@@ -87,7 +89,7 @@ impl Mixed {
 fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
     let Some(mixed) = Mixed::start() else { return };
     let built = mixed
-        .bundle("linux/amd64,linux/arm64", "mixed.tar")
+        .bundle("linux/amd64,linux/arm64", "mixed.tar", &[])
         .success();
     assert!(
         built
@@ -278,7 +280,7 @@ fn a_pushed_two_platform_bundle_serves_each_node_its_own() {
         return;
     };
     mixed
-        .bundle("linux/amd64,linux/arm64", "mixed.tar")
+        .bundle("linux/amd64,linux/arm64", "mixed.tar", &[])
         .success();
     let bundle = mixed.path("mixed.tar");
     let to = format!("{}/csi", private.addr());
@@ -340,7 +342,7 @@ fn a_pushed_two_platform_bundle_serves_each_node_its_own() {
 fn an_image_lacking_a_platform_is_named_with_what_it_has() {
     let Some(mixed) = Mixed::start() else { return };
     let refused = mixed
-        .bundle("linux/amd64,linux/riscv64", "refused.tar")
+        .bundle("linux/amd64,linux/riscv64", "refused.tar", &[])
         .fails_with(1);
     assert!(
         refused.stderr().contains(
@@ -351,4 +353,64 @@ fn an_image_lacking_a_platform_is_named_with_what_it_has() {
         refused.stderr()
     );
     assert!(!mixed.work.path().join("refused.tar").exists());
+}
+
+/// A vendor-style image that exists for amd64 only is refused in a two-platform bundle, saying what it
+/// has, unless --allow-single-platform names it; the bundle then says so and still verifies.
+#[test]
+fn a_single_platform_image_is_carried_only_when_allowed() {
+    let Some(mixed) = Mixed::start() else { return };
+    push_image(
+        mixed.registry.addr(),
+        "vendor/only-amd64",
+        "v1",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        TEST_IMAGE_SIZE,
+    );
+    let image = "registry.k8s.io/vendor/only-amd64:v1";
+    let refused = mixed
+        .bundle(
+            "linux/amd64,linux/arm64",
+            "refused.tar",
+            &["--image", image],
+        )
+        .fails_with(1);
+    assert!(
+        refused.stderr().contains(&format!(
+            "{image} is linux/amd64 only, but linux/arm64 was asked for"
+        )),
+        "{}",
+        refused.stderr()
+    );
+    mixed
+        .bundle(
+            "linux/amd64,linux/arm64",
+            "allowed.tar",
+            &["--image", image, "--allow-single-platform", image],
+        )
+        .success();
+    let verified = run(command().args([
+        "verify",
+        &mixed.path("allowed.tar"),
+        "--k8s",
+        "1.28",
+        "--json",
+    ]))
+    .success()
+    .json();
+    let metadata = &verified["report"]["metadata"];
+    assert_eq!(
+        metadata["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    assert_eq!(metadata["partial_platforms"], serde_json::json!([image]));
+    let platforms: Vec<&str> = verified["report"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"] == image)
+        .map(|i| i["platform"].as_str().unwrap())
+        .collect();
+    assert_eq!(platforms, ["linux/amd64"]);
 }
