@@ -10,6 +10,7 @@ use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
+use crate::serve::ServeError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
 use crate::verify::VerifyError;
@@ -40,6 +41,8 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     Vendor(#[from] VendorError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error(transparent)]
     VendorSource(#[from] VendorSourceError),
     #[error("{} is damaged or incomplete", .0.display())]
@@ -88,6 +91,12 @@ impl Error {
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
+            Error::Serve(
+                ServeError::Compressed(_)
+                | ServeError::Conflict { .. }
+                | ServeError::Htpasswd { .. }
+                | ServeError::Tls { .. },
+            ) => EXIT_USAGE,
             Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)
@@ -95,6 +104,7 @@ impl Error {
             | Error::Vendor(_)
             | Error::Push(_)
             | Error::Load(_)
+            | Error::Serve(_)
             | Error::Damaged(_)
             | Error::Unreadable(_)
             | Error::Io { .. }

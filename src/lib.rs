@@ -7,7 +7,7 @@
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness);
-//! - delivering: `deliver` (push to a registry, load into a runtime);
+//! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a registry);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
 //!   `error` (exit codes).
 
@@ -51,6 +51,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod serve;
 pub mod tarball;
 pub mod verify;
 

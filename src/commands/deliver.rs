@@ -15,7 +15,11 @@ use crate::registry::RegistryOptions;
 use crate::verify::{verify, Verified, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact.
-fn verified(catalogs: &Catalogs, path: &std::path::Path, out: &mut dyn Write) -> Result<Verified> {
+pub(super) fn verified(
+    catalogs: &Catalogs,
+    path: &std::path::Path,
+    out: &mut dyn Write,
+) -> Result<Verified> {
     verify(path, &VerifyOptions::default(), catalogs)?
         .into_verified()
         .or_else(|report| {

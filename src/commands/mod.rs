@@ -5,6 +5,7 @@ mod catalogs;
 mod deliver;
 mod list;
 mod pull;
+mod serve;
 mod verify;
 
 use std::io::Write;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => verify::inspect(&catalogs, &args, &mut out),
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
+        Command::Serve(args) => serve::run(&catalogs, &args, &mut out),
     }?;
     out.flush().map_err(Error::Output)
 }

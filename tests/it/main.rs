@@ -8,5 +8,6 @@ mod faults;
 mod ferry;
 mod pull;
 mod seed;
+mod serve;
 mod services;
 mod verify;
