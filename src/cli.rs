@@ -47,6 +47,11 @@ pub enum Command {
         after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s"
     )]
     List(ListArgs),
+    /// What upgrading from one release to another adds, removes and keeps, image by image.
+    #[command(
+        after_help = "Examples:\n  ferry diff huawei-csi@4.5.0 huawei-csi@4.8.0 --k8s 1.28\n  ferry diff huawei-csi@3.2.1 huawei-csi --k8s 1.25 --service node --json\n\nWith a cache that has pulled both releases, each image's size and the bytes to carry (blobs of the\nadded images that the kept and removed ones do not share) are shown too."
+    )]
+    Diff(DiffArgs),
     /// Fetch a release's images (and any --image) into the local cache, verified and resumable.
     #[command(
         after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64"
@@ -105,6 +110,31 @@ pub struct KubeSelection {
 }
 
 #[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The release running now, CATALOG@RELEASE.
+    #[arg(value_name = "FROM")]
+    pub from: String,
+    /// The release to upgrade to, CATALOG@RELEASE (or CATALOG for its newest).
+    #[arg(value_name = "TO")]
+    pub to: String,
+    /// The cluster's Kubernetes version.
+    #[arg(long = "k8s", value_name = "VERSION")]
+    pub version: KubeVersion,
+    /// Only the images of one service (e.g. controller, node).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// The platform whose images' sizes to read from the cache.
+    #[arg(long, default_value = "linux/amd64", value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Platform,
+    /// The blob cache to size images from [default: $XDG_CACHE_HOME/ferry, or ~/.cache/ferry].
+    #[arg(long, value_name = "DIR", env = "FERRY_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct PullArgs {
     #[command(flatten)]
     pub images: ImageSelection,
@@ -116,6 +146,7 @@ pub struct PullArgs {
 #[derive(Debug, Args)]
 pub struct ImageSelection {
     /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image names every image.
+    /// With --all-releases: CATALOG, or CATALOG@FROM..TO.
     #[arg(value_name = "CATALOG[@RELEASE]")]
     pub release: Option<String>,
     /// The cluster's Kubernetes version; repeat it for clusters of several versions.
@@ -124,6 +155,11 @@ pub struct ImageSelection {
     /// Every distinct image set across the Kubernetes versions the release supports.
     #[arg(long = "all-k8s", requires = "release", conflicts_with = "versions")]
     pub all_versions: bool,
+    /// Every release of the catalog (CATALOG), or a range (CATALOG@3.2.0..3.2.3, ends included), that
+    /// supports the --k8s versions: one bundle per release and image set, each shared blob fetched once.
+    /// Releases that do not support a requested version are skipped with a note.
+    #[arg(long = "all-releases", requires = "release")]
+    pub all_releases: bool,
     /// Only the images of one service of the release (e.g. controller, node).
     #[arg(long, requires = "release")]
     pub service: Option<String>,
@@ -179,8 +215,35 @@ pub struct BundleArgs {
     /// holds in one file; other sizes (700M, 512K, 8G) are taken as given.
     #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
     pub split: Option<u64>,
+    /// Sign the bundle with this OpenSSH private key (ed25519 or ecdsa): writes PATH.sig, the SSH
+    /// signature of `ssh-keygen -Y sign -n ferry` over PATH.sha256. An encrypted key's passphrase comes from
+    /// FERRY_SIGN_PASSPHRASE, or is asked for on the terminal.
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
+    /// Pin every image's digest in FILE (TOML, sorted, for review). Absent: it is written. Present: the
+    /// build must resolve the same digests, or it fails naming each image that moved and writes nothing.
+    /// One lock pins one bundle: not with --all-k8s.
+    #[arg(long, value_name = "FILE", conflicts_with = "all_versions")]
+    pub lock: Option<PathBuf>,
+    /// Rewrite the --lock file with the digests resolved now, on purpose.
+    #[arg(long, requires = "lock")]
+    pub update_lock: bool,
     #[command(flatten)]
     pub fetch: FetchArgs,
+}
+
+/// What a bundle must prove besides being intact: who signed it, and which digests it may hold.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Require PATH.sig: a valid SSH signature over PATH.sha256 (which must match the bundle), made by a
+    /// key FILE (OpenSSH allowed_signers format) allows for namespace "ferry". FERRY_TRUST sets it for
+    /// every run on a machine.
+    #[arg(long, value_name = "FILE", env = crate::trust::TRUST_ENV)]
+    pub trust: Option<PathBuf>,
+    /// Require every image to have the digest FILE (written by `ferry bundle --lock`) pins, and every
+    /// image it pins to be in the bundle. Vendor images' layers are then decompressed and checked (--deep).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +259,8 @@ pub struct VerifyArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +300,8 @@ pub struct PushArgs {
     /// No progress output.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +317,8 @@ pub struct LoadArgs {
     /// The runtime's socket: containerd's, dockerd's, or a podman service's (`podman system service`).
     #[arg(long, value_name = "SOCKET")]
     pub address: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Args)]
@@ -281,6 +350,8 @@ pub struct ServeArgs {
     /// HOST[:PORT] nodes reach this server at, for --print-config [default: the --listen address].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub advertise: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

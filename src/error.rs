@@ -13,6 +13,7 @@ use crate::resolve::ResolveError;
 use crate::serve::ServeError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
+use crate::trust::TrustError;
 use crate::verify::VerifyError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
@@ -45,6 +46,8 @@ pub enum Error {
     Serve(#[from] ServeError),
     #[error(transparent)]
     VendorSource(#[from] VendorSourceError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
     #[error("the bundle is damaged")]
@@ -97,6 +100,17 @@ impl Error {
                 | ServeError::Htpasswd { .. }
                 | ServeError::Tls { .. },
             ) => EXIT_USAGE,
+            Error::Trust(
+                TrustError::Read { .. }
+                | TrustError::AllowedSigners { .. }
+                | TrustError::Key { .. }
+                | TrustError::LockFile { .. },
+            ) => EXIT_USAGE,
+            Error::Trust(
+                TrustError::WriteLock { .. }
+                | TrustError::LockMoved { .. }
+                | TrustError::Refused { .. },
+            ) => EXIT_FAILURE,
             Error::Output(_)
             | Error::Registry(_)
             | Error::Cache(_)

@@ -99,32 +99,39 @@ impl KubeRange {
 impl FromStr for KubeRange {
     type Err = VersionError;
 
-    /// Parses a requirement as vendors write it: `v1.16+`, `v1.17-v1.19`, `v1.16.x`, `v.1.16.x`, or a bare `1.16`.
+    /// Parses a requirement as vendors write it: `v1.16+`, `v1.17-v1.19`, `v1.16.x`, `v.1.16.x`, `v1.19`,
+    /// `v1.13.x-v1.16.x`, or a bare `1.16`. Anything else is refused rather than guessed at.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || VersionError::BadRequirement(text.to_string());
         let trimmed = text.trim();
-        let version = |part: &str| part.trim().parse::<KubeVersion>().map_err(|_| bad());
+        // Strict, unlike a user's version: a table cell with a suffix is a misreading, not a distribution.
+        // `v1.16.x` names every patch of one minor; the `.x` may close either end of a span.
+        let minor = |part: &str, patches: bool| {
+            let part = part.trim();
+            let part = part.strip_prefix(['v', 'V']).unwrap_or(part);
+            let part = part.strip_prefix('.').unwrap_or(part);
+            let part = match part.strip_suffix(".x").or_else(|| part.strip_suffix(".X")) {
+                Some(minor) if patches => minor,
+                _ => part,
+            };
+            let (major, minor) = part.split_once('.').ok_or_else(bad)?;
+            match (parse_number(Some(major)), parse_number(Some(minor))) {
+                (Some(major), Some(minor)) => Ok(KubeVersion::new(major, minor)),
+                _ => Err(bad()),
+            }
+        };
         let range = if let Some(open) = trimmed.strip_suffix('+') {
             KubeRange {
-                min: version(open)?,
+                min: minor(open, false)?,
                 max: None,
-            }
-        } else if let Some(minor) = trimmed
-            .strip_suffix(".x")
-            .or_else(|| trimmed.strip_suffix(".X"))
-        {
-            let exact = version(minor)?;
-            KubeRange {
-                min: exact,
-                max: Some(exact),
             }
         } else if let Some((low, high)) = trimmed.split_once('-') {
             KubeRange {
-                min: version(low)?,
-                max: Some(version(high)?),
+                min: minor(low, true)?,
+                max: Some(minor(high, true)?),
             }
         } else {
-            let exact = version(trimmed)?;
+            let exact = minor(trimmed, true)?;
             KubeRange {
                 min: exact,
                 max: Some(exact),
@@ -196,6 +203,9 @@ mod tests {
             ("v1.16.x", closed(v(1, 16), v(1, 16))),
             ("v.1.16.x", closed(v(1, 16), v(1, 16))),
             ("1.16", closed(v(1, 16), v(1, 16))),
+            ("v1.19", closed(v(1, 19), v(1, 19))),
+            ("v1.13.x-v1.16.x", closed(v(1, 13), v(1, 16))),
+            ("v1.20-v1.24", closed(v(1, 20), v(1, 24))),
         ] {
             assert_eq!(text.parse::<KubeRange>(), Ok(expected), "{text}");
         }
@@ -207,7 +217,21 @@ mod tests {
             "v1.19-v1.17".parse::<KubeRange>(),
             Err(VersionError::EmptyRange(_))
         ));
-        for text in ["", "+", "v1+", "latest", "v1.16.x+", "1.16-"] {
+        for text in [
+            "",
+            "+",
+            "v1+",
+            "latest",
+            "v1.16.x+",
+            "1.16-",
+            "1.16~1.34",
+            ">=1.16",
+            "v1.16+ and later",
+            "v1.x",
+            "v1.16-v1.17-v1.18",
+            "v1.16.3+",
+            "v1.16-rc+",
+        ] {
             assert!(
                 text.parse::<KubeRange>().is_err(),
                 "{text} should be refused"

@@ -6,8 +6,10 @@
 //!   the plans: which bundles hold which images);
 //! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
-//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness);
-//! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a registry);
+//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
+//!   `trust` (signatures and locks: proof that it is the bundle that was built);
+//! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a
+//!   registry);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
 //!   `error` (exit codes).
 
@@ -53,6 +55,7 @@ pub mod registry;
 pub mod resolve;
 pub mod serve;
 pub mod tarball;
+pub mod trust;
 pub mod verify;
 
 pub use error::{Error, Result};

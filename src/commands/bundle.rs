@@ -9,11 +9,20 @@ use crate::image::Image;
 use crate::progress::DecimalBytes;
 use crate::reference::Reference;
 use crate::tarball::{write_bundle, BundleMetadata, WriteOptions};
+use crate::trust::lock::Lock;
+use crate::trust::signature::SigningKey;
+use crate::trust::TrustError;
 
 pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Result<()> {
+    // A wrong passphrase or an unreadable lock must fail before minutes of downloads, not after.
     let options = WriteOptions {
         mtime: source_date_epoch()?,
         split: args.split,
+        signer: args.sign.as_deref().map(SigningKey::load).transpose()?,
+    };
+    let existing_lock = match &args.lock {
+        Some(path) if !args.update_lock && path.exists() => Some(Lock::load(path)?),
+        _ => None,
     };
     let FetchRun {
         plans,
@@ -22,6 +31,26 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         reporter,
     } = fetch_images(catalogs, &args.images, &args.fetch)?;
     let several = plans.len() > 1;
+    let lock = match &args.lock {
+        Some(_) if several => {
+            return Err(Error::Usage(format!(
+                "--lock pins the images of one bundle, and this selection makes {}: lock each Kubernetes version's bundle (--k8s) on its own",
+                plans.len()
+            )))
+        }
+        Some(path) => Some((path, Lock::of(&fetched.images)?)),
+        None => None,
+    };
+    if let (Some((path, built)), Some(existing)) = (&lock, &existing_lock) {
+        let changes = existing.changes(built);
+        if !changes.is_empty() {
+            return Err(TrustError::LockMoved {
+                path: path.to_path_buf(),
+                changes,
+            }
+            .into());
+        }
+    }
     if several {
         if let Some(dir) = &args.output {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -80,6 +109,30 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         for skipped in &skipped {
             writeln!(out, "  not included (--skip-vendor): {skipped}").map_err(Error::Output)?;
         }
+        if let Some(signer) = &options.signer {
+            writeln!(
+                out,
+                "  signed: {} ({})",
+                crate::tarball::sibling(&path, ".sig").display(),
+                signer.fingerprint()
+            )
+            .map_err(Error::Output)?;
+        }
+    }
+    if let Some((path, built)) = lock {
+        let said = if existing_lock.is_some() {
+            "every image matches"
+        } else {
+            built.save(path)?;
+            "wrote"
+        };
+        writeln!(
+            out,
+            "lock: {said} {} ({} images)",
+            path.display(),
+            built.images.len()
+        )
+        .map_err(Error::Output)?;
     }
     Ok(())
 }

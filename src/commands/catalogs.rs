@@ -3,7 +3,7 @@ use std::io::Write;
 use serde_json::json;
 
 use super::{write_json, write_table};
-use crate::catalog::Catalogs;
+use crate::catalog::{Catalogs, Release};
 use crate::error::Result;
 use crate::resolve::{describe_span, supported_span};
 
@@ -17,7 +17,10 @@ pub fn run(catalogs: &Catalogs, json: bool, out: &mut dyn Write) -> Result<()> {
                     "catalog": r.catalog,
                     "release": r.release,
                     "title": r.title,
+                    "default": is_default(catalogs, r),
                     "kubernetes": describe_span(supported_span(r)),
+                    "min_kubernetes": r.min_kubernetes.to_string(),
+                    "newest_validated_kubernetes": r.newest_validated_kubernetes.map(|v| v.to_string()),
                     "images": r.images.len(),
                     "origin": r.origin.to_string(),
                 })
@@ -28,18 +31,31 @@ pub fn run(catalogs: &Catalogs, json: bool, out: &mut dyn Write) -> Result<()> {
     let mut rows = vec![vec![
         "RELEASE".into(),
         "KUBERNETES".into(),
-        "ROWS".into(),
-        "TITLE".into(),
+        "VALIDATED".into(),
+        "IMAGES".into(),
         "FROM".into(),
     ]];
     for r in catalogs.releases() {
+        let id = if is_default(catalogs, r) {
+            format!("{} (default)", r.id())
+        } else {
+            r.id()
+        };
         rows.push(vec![
-            r.id(),
+            id,
             describe_span(supported_span(r)),
+            r.newest_validated_kubernetes
+                .map_or_else(|| "-".into(), |v| format!("{}-{v}", r.min_kubernetes)),
             r.images.len().to_string(),
-            r.title.clone(),
             r.origin.to_string(),
         ]);
     }
     write_table(out, &rows)
+}
+
+/// The release a bare catalog name means.
+fn is_default(catalogs: &Catalogs, release: &Release) -> bool {
+    catalogs
+        .find(&release.catalog)
+        .is_ok_and(|newest| std::ptr::eq(newest, release))
 }

@@ -5,31 +5,46 @@ use serde_json::json;
 use super::verify::write_verdicts;
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
-use crate::cli::{LoadArgs, PushArgs};
+use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
+use crate::trust::Anchors;
 use crate::verify::{verify, Verified, VerifyOptions};
 
-/// Nothing is delivered from a bundle that is not provably intact.
+/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
 pub(super) fn verified(
     catalogs: &Catalogs,
     path: &std::path::Path,
+    trust: &TrustArgs,
     out: &mut dyn Write,
 ) -> Result<Verified> {
-    verify(path, &VerifyOptions::default(), catalogs)?
-        .into_verified()
-        .or_else(|report| {
-            write_verdicts(out, &report).map_err(Error::Output)?;
-            Err(Error::Damaged(path.to_path_buf()))
-        })
+    let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
+    let options = VerifyOptions {
+        deep: anchors.needs_deep(),
+        ..Default::default()
+    };
+    let report = verify(path, &options, catalogs)?;
+    let verdicts = anchors.check(&report);
+    let verified = report.into_verified().or_else(|report| {
+        write_verdicts(out, &report).map_err(Error::Output)?;
+        Err(Error::Damaged(path.to_path_buf()))
+    })?;
+    if let Some(refusal) = verdicts.refusal(path) {
+        return Err(refusal.into());
+    }
+    // Say who signed on stderr: stdout is the mapping scripts read.
+    verdicts
+        .write(&mut std::io::stderr())
+        .map_err(Error::Output)?;
+    Ok(verified)
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, out)?;
     if args.dry_run {
         let planned: Vec<Pushed> = plan(&report, &args.to)?
             .into_iter()
@@ -114,7 +129,7 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, out)?;
     let options = LoadOptions {
         runtime: args.runtime,
         namespace: args.namespace.clone(),

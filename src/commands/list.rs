@@ -6,7 +6,7 @@ use super::{write_json, write_table};
 use crate::catalog::{CatalogImage, Catalogs};
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
-use crate::resolve::{describe_span, image_sets, resolve};
+use crate::resolve::{describe_span, image_sets, resolve, validation_warning};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
     let release = catalogs.find(&args.release)?;
@@ -17,6 +17,9 @@ pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<
         .transpose()?;
     if let Some(version) = args.kubernetes.version {
         let images = resolve(release, version, service)?;
+        if let Some(warning) = validation_warning(release, version) {
+            eprintln!("warning: {warning}");
+        }
         return if args.json {
             write_json(
                 out,
@@ -78,5 +81,6 @@ fn image_json(image: &CatalogImage) -> Value {
         "k8s": image.kubernetes,
         "k8s_range": image.kubernetes_range.to_string(),
         "helm_value": image.helm_value,
+        "in_table": image.in_table,
     })
 }

@@ -3,6 +3,7 @@
 mod bundle;
 mod catalogs;
 mod deliver;
+mod diff;
 mod list;
 mod pull;
 mod serve;
@@ -17,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::fetch::{fetch, FetchSettings, Fetched, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
-use crate::resolve::{plans, union, Plan, Selection};
+use crate::resolve::{union, Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
@@ -26,6 +27,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
+        Command::Diff(args) => diff::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
         Command::Bundle(args) => bundle::run(&catalogs, &args, &mut out),
         Command::Verify(args) => verify::run(&catalogs, &args, &mut out),
@@ -83,16 +85,19 @@ fn fetch_images(
     selection: &ImageSelection,
     args: &FetchArgs,
 ) -> Result<FetchRun> {
-    let plans = plans(
-        catalogs,
-        &Selection {
-            release: selection.release.as_deref(),
-            versions: &selection.versions,
-            all_versions: selection.all_versions,
-            service: selection.service.as_deref(),
-            extra: &selection.extra,
-        },
-    )?;
+    let mut plans = Vec::new();
+    for release in releases_to_plan(catalogs, selection)? {
+        plans.extend(crate::resolve::plans(
+            catalogs,
+            &Selection {
+                release: release.as_deref(),
+                versions: &selection.versions,
+                all_versions: selection.all_versions,
+                service: selection.service.as_deref(),
+                extra: &selection.extra,
+            },
+        )?);
+    }
     let store = BlobStore::open(
         &args
             .cache_dir
@@ -128,12 +133,64 @@ fn fetch_images(
         reporter.as_ref(),
     )?;
     reporter.finish();
+    diff::remember(&store, &fetched.images)?;
     Ok(FetchRun {
         plans,
         store,
         fetched,
         reporter,
     })
+}
+
+/// The releases to plan, as `catalog@release` (or none, for --image alone). Versions newer than the
+/// vendor validated are served (the tables say `v1.20+`), with a word on stderr; with --all-releases,
+/// a release that does not support a requested version is skipped with a note.
+fn releases_to_plan(
+    catalogs: &Catalogs,
+    selection: &ImageSelection,
+) -> Result<Vec<Option<String>>> {
+    let Some(spec) = selection.release.as_deref() else {
+        return Ok(vec![None]);
+    };
+    if !selection.all_releases {
+        if let Ok(release) = catalogs.find(spec) {
+            warn_beyond_validated(release, &selection.versions);
+        }
+        return Ok(vec![Some(spec.to_string())]);
+    }
+    if spec.contains('@') && !spec.contains("..") {
+        return Err(Error::Usage(format!(
+            "--all-releases takes a catalog (huawei-csi) or a range (huawei-csi@3.2.0..3.2.3), not {spec}"
+        )));
+    }
+    let mut chosen = Vec::new();
+    for release in catalogs.select(spec)? {
+        let unsupported = selection
+            .versions
+            .iter()
+            .find_map(|v| crate::resolve::resolve(release, *v, None).err());
+        match unsupported {
+            Some(why) => eprintln!("skipped {}: {why}", release.id()),
+            None => {
+                warn_beyond_validated(release, &selection.versions);
+                chosen.push(Some(release.id()));
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return Err(Error::Usage(format!(
+            "no release of {spec} supports the Kubernetes versions asked for"
+        )));
+    }
+    Ok(chosen)
+}
+
+fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
+    for version in versions {
+        if let Some(warning) = crate::resolve::validation_warning(release, *version) {
+            eprintln!("warning: {warning}");
+        }
+    }
 }
 
 pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -9,24 +9,30 @@ use crate::cli::{InspectArgs, VerifyArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::DecimalBytes;
+use crate::trust::Anchors;
 use crate::verify::{verify, Checksum, Report, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
+    let anchors = Anchors::load(args.trust.trust.as_deref(), args.trust.lock.as_deref())?;
     let options = VerifyOptions {
-        deep: args.deep,
+        deep: args.deep || anchors.needs_deep(),
         kubernetes: args.k8s,
     };
     let report = verify(&args.path, &options, catalogs)?;
+    let trust = anchors.check(&report);
     if args.json {
-        write_json(out, &json!({"intact": report.intact(), "report": report}))?;
+        write_json(
+            out,
+            &json!({"intact": report.intact(), "report": report, "trust": trust}),
+        )?;
     } else {
         write_verdicts(out, &report).map_err(Error::Output)?;
+        trust.write(out).map_err(Error::Output)?;
     }
-    if report.intact() {
-        Ok(())
-    } else {
-        Err(Error::Damaged(args.path.clone()))
+    if !report.intact() {
+        return Err(Error::Damaged(args.path.clone()));
     }
+    trust.refusal(&args.path).map_or(Ok(()), |e| Err(e.into()))
 }
 
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {

@@ -11,9 +11,7 @@ pub use plan::{plans, union, Plan, Selection, Wanted};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    #[error(
-        "{release} does not support Kubernetes {version}: its images cover Kubernetes {supported}"
-    )]
+    #[error("{release} does not support Kubernetes {version}: it supports Kubernetes {supported}")]
     Unsupported {
         release: String,
         version: KubeVersion,
@@ -23,6 +21,37 @@ pub enum ResolveError {
     NothingSelected,
     #[error("{0} needs --k8s VERSION or --all-k8s")]
     NoVersion(String),
+}
+
+/// What moving a cluster from one release to another changes, image by image, for one Kubernetes
+/// version: each list in the target's (or, for `removed`, the source's) table order.
+#[derive(Debug, Clone)]
+pub struct Upgrade<'a> {
+    /// In the target release only: to carry across.
+    pub added: Vec<&'a CatalogImage>,
+    /// In the source release only: no longer needed.
+    pub removed: Vec<&'a CatalogImage>,
+    /// In both (the same fully qualified reference): already on the site.
+    pub kept: Vec<&'a CatalogImage>,
+}
+
+/// Compares the images two releases (each with an optional service of its own) need on `version`;
+/// both must support it.
+pub fn upgrade<'a>(
+    from: (&'a Release, Option<&Service>),
+    to: (&'a Release, Option<&Service>),
+    version: KubeVersion,
+) -> Result<Upgrade<'a>, ResolveError> {
+    let old = resolve(from.0, version, from.1)?;
+    let new = resolve(to.0, version, to.1)?;
+    let has = |set: &[&CatalogImage], image: &CatalogImage| {
+        set.iter().any(|i| i.reference() == image.reference())
+    };
+    Ok(Upgrade {
+        added: new.iter().copied().filter(|i| !has(&old, i)).collect(),
+        removed: old.iter().copied().filter(|i| !has(&new, i)).collect(),
+        kept: new.iter().copied().filter(|i| has(&old, i)).collect(),
+    })
 }
 
 /// Images that serve one span of Kubernetes versions identically.
@@ -45,7 +74,14 @@ pub fn resolve<'a>(
         return Err(ResolveError::Unsupported {
             release: format!("{} {}", release.catalog, release.release),
             version,
-            supported: describe_span(supported_span(release)),
+            supported: match release.newest_validated_kubernetes {
+                Some(newest) => format!(
+                    "{} (the vendor validated {}-{newest})",
+                    describe_span(supported_span(release)),
+                    release.min_kubernetes
+                ),
+                None => describe_span(supported_span(release)),
+            },
         });
     }
     Ok(images)
@@ -59,19 +95,23 @@ fn rows_for<'a>(
     release
         .images
         .iter()
-        .filter(|image| image.kubernetes_range.contains(version))
+        .filter(|image| {
+            version >= release.min_kubernetes && image.kubernetes_range.contains(version)
+        })
         .filter(|image| service.is_none_or(|s| image.services.contains(&s.name)))
         .collect()
 }
 
-/// The versions some row of the release covers, from its lowest to its highest (or open-ended).
+/// The versions the release supports: from its floor (or its lowest row, if that starts later) to its
+/// highest row, or open-ended.
 pub fn supported_span(release: &Release) -> KubeRange {
     let min = release
         .images
         .iter()
         .map(|i| i.kubernetes_range.min)
         .min()
-        .unwrap_or(release.min_kubernetes);
+        .unwrap_or(release.min_kubernetes)
+        .max(release.min_kubernetes);
     let open = release
         .images
         .iter()
@@ -88,6 +128,19 @@ pub fn supported_span(release: &Release) -> KubeRange {
     KubeRange { min, max }
 }
 
+/// A warning for a version newer than the newest the vendor validated: served, since the tables say
+/// `v1.20+`, but the operator should know.
+pub fn validation_warning(release: &Release, version: KubeVersion) -> Option<String> {
+    let newest = release.newest_validated_kubernetes?;
+    (version > newest).then(|| {
+        format!(
+            "{} {} was validated by the vendor up to Kubernetes {newest}; {version} uses the images \
+             its table lists for later versions",
+            release.catalog, release.release
+        )
+    })
+}
+
 /// `1.16`, `1.17-1.19` or `1.20 and later`, for people.
 pub fn describe_span(span: KubeRange) -> String {
     match span.max {
@@ -100,7 +153,7 @@ pub fn describe_span(span: KubeRange) -> String {
 /// lowest versions first. For Huawei CSI 4.8.0: 1.16, 1.17-1.19, and 1.20 and later.
 pub fn image_sets<'a>(release: &'a Release, service: Option<&Service>) -> Vec<ImageSet<'a>> {
     // Where any row starts or stops, the image set may change; between two such points it cannot.
-    let mut boundaries = BTreeSet::new();
+    let mut boundaries = BTreeSet::from([release.min_kubernetes]);
     for image in &release.images {
         boundaries.insert(image.kubernetes_range.min);
         if let Some(max) = image.kubernetes_range.max {
@@ -320,7 +373,7 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find("huawei-csi@4.8.0").unwrap();
         let err = resolve(release, v("1.15"), None).unwrap_err().to_string();
-        assert_eq!(err, "huawei-csi 4.8.0 does not support Kubernetes 1.15: its images cover Kubernetes 1.16 and later");
+        assert_eq!(err, "huawei-csi 4.8.0 does not support Kubernetes 1.15: it supports Kubernetes 1.16 and later (the vendor validated 1.16-1.32)");
         let node = release.service("node").unwrap();
         assert!(resolve(release, v("1.15.3"), Some(node)).is_err());
     }
@@ -346,5 +399,137 @@ mod tests {
             spans("huawei-csi@4.5.0"),
             [("1.16".to_string(), 9), ("1.17+".to_string(), 11)]
         );
+    }
+
+    #[test]
+    fn old_releases_resolve_their_own_spans() {
+        // 3.2.x: the quay.io rows serve 1.13 to 1.16 ("v1.13.x-v1.16.x"), k8s.gcr.io from 1.17.
+        let at_113 = images("huawei-csi@3.2.1", "1.13", None);
+        assert!(at_113.contains(&"quay.io/k8scsi/csi-provisioner:v1.4.0".to_string()));
+        assert!(at_113.contains(&"huawei-csi:3.2.1".to_string()));
+        assert_eq!(at_113.len(), 6, "{at_113:?}");
+        assert_eq!(images("huawei-csi@3.2.1", "1.16.15", None), at_113.clone());
+        assert_eq!(images("huawei-csi@3.2.3", "1.25", None).len(), 8);
+        // 3.1.0: its own 1.19 images, with csiProvisioner-style Helm keys.
+        let at_119 = images("huawei-csi@3.1.0", "1.19", None);
+        assert!(at_119.contains(&"k8s.gcr.io/sig-storage/csi-snapshotter:v3.0.3".to_string()));
+        assert!(at_119.contains(&"quay.io/k8scsi/csi-provisioner:v2.2.2".to_string()));
+        // 4.9.0 dropped the 1.17-1.19 snapshot rows: none listed there.
+        let at_118 = images("huawei-csi@4.9.0", "1.18", None);
+        assert!(!at_118.iter().any(|i| i.contains("snapshot")), "{at_118:?}");
+        // 4.12.0 adds the health monitor.
+        assert!(images("huawei-csi", "1.31", Some("controller")).contains(
+            &"registry.k8s.io/sig-storage/csi-external-health-monitor-controller:v0.17.0"
+                .to_string()
+        ));
+    }
+
+    /// Every release, on every minor from its floor on, resolves to one image per container it runs
+    /// there, with the driver always among them; below the floor, nothing.
+    #[test]
+    fn every_release_resolves_every_version_it_supports() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        for release in catalogs.releases() {
+            let floor = release.min_kubernetes;
+            for minor in floor.minor..=40 {
+                let version = KubeVersion::new(1, minor);
+                let rows = resolve(release, version, None)
+                    .unwrap_or_else(|e| panic!("{} on {version}: {e}", release.id()));
+                let containers: BTreeSet<&str> =
+                    rows.iter().map(|r| r.container.as_str()).collect();
+                assert_eq!(
+                    containers.len(),
+                    rows.len(),
+                    "{} on {version}",
+                    release.id()
+                );
+                assert!(
+                    containers.contains("huawei-csi-driver")
+                        && containers.contains("livenessprobe")
+                        && containers.contains("csi-provisioner"),
+                    "{} on {version}: {containers:?}",
+                    release.id()
+                );
+            }
+            let below = KubeVersion::new(1, floor.minor - 1);
+            assert!(resolve(release, below, None).is_err(), "{}", release.id());
+        }
+    }
+
+    #[test]
+    fn the_floor_is_the_compatibility_tables_not_the_lowest_row() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let release = catalogs.find("huawei-csi@4.0.0").unwrap();
+        // Its table starts rows at v1.13+, but it supports 1.18 to 1.26.
+        let err = resolve(release, v("1.17"), None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "huawei-csi 4.0.0 does not support Kubernetes 1.17: it supports Kubernetes 1.18 and later \
+             (the vendor validated 1.18-1.26)"
+        );
+        let sets: Vec<String> = image_sets(release, None)
+            .iter()
+            .map(|s| s.span.to_string())
+            .collect();
+        assert_eq!(sets, ["1.18+"]);
+        assert_eq!(resolve(release, v("1.18"), None).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn an_upgrade_lists_what_to_carry_drop_and_keep() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let from = catalogs.find("huawei-csi@4.10.0").unwrap();
+        let to = catalogs.find("huawei-csi@4.11.0").unwrap();
+        let refs =
+            |rows: &[&CatalogImage]| rows.iter().map(|i| i.image.clone()).collect::<Vec<_>>();
+        let change = upgrade((from, None), (to, None), v("1.22")).unwrap();
+        // 4.11.0 keeps the v6.3.0 snapshot images for 1.20-1.24.
+        assert_eq!(
+            refs(&change.kept),
+            [
+                "registry.k8s.io/sig-storage/csi-snapshotter:v6.3.0",
+                "registry.k8s.io/sig-storage/snapshot-controller:v6.3.0"
+            ]
+        );
+        assert_eq!((change.added.len(), change.removed.len()), (9, 9));
+        // On 1.16 both use the same quay.io sidecars.
+        let change = upgrade(
+            (from, Some(from.service("controller").unwrap())),
+            (to, Some(to.service("controller").unwrap())),
+            v("1.16"),
+        )
+        .unwrap();
+        assert_eq!(
+            refs(&change.kept),
+            [
+                "quay.io/k8scsi/csi-provisioner:v1.4.0",
+                "quay.io/k8scsi/csi-attacher:v1.2.1"
+            ]
+        );
+        assert!(refs(&change.added).contains(&"huawei-csi:4.11.0".to_string()));
+        assert!(refs(&change.removed).contains(&"huawei-csi:4.10.0".to_string()));
+        let old = catalogs.find("huawei-csi@4.0.0").unwrap();
+        let err = upgrade((old, None), (to, None), v("1.16"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("huawei-csi 4.0.0 does not support Kubernetes 1.16"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn newer_than_validated_is_served_with_a_warning() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let release = catalogs.find("huawei-csi@4.2.1").unwrap();
+        assert_eq!(validation_warning(release, v("1.27")), None);
+        assert_eq!(
+            validation_warning(release, v("1.31.2")).as_deref(),
+            Some(
+                "huawei-csi 4.2.1 was validated by the vendor up to Kubernetes 1.27; 1.31 uses the \
+                 images its table lists for later versions"
+            )
+        );
+        assert_eq!(resolve(release, v("1.31"), None).unwrap().len(), 10);
     }
 }

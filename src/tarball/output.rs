@@ -11,6 +11,7 @@ use sha2::{Digest as _, Sha256};
 use tempfile::NamedTempFile;
 
 use crate::digest::Digest;
+use crate::trust::signature::SigningKey;
 
 /// FAT32 cannot hold a file of 4 GiB; `--split 4G` means "as large as a FAT32 stick allows".
 const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
@@ -101,9 +102,10 @@ impl Output {
         Ok(())
     }
 
-    /// Writes the checksum files beside the parts, then renames everything into place. Every file is written
-    /// and synced before the first rename, so a full disk fails while no new file is visible yet.
-    pub fn finish(mut self) -> Result<Finished, OutputError> {
+    /// Writes the checksum files (and, with a key, `PATH.sig` over `PATH.sha256`) beside the parts, then
+    /// renames everything into place. Every file is written and synced before the first rename, so a full
+    /// disk fails while no new file is visible yet.
+    pub fn finish(mut self, signer: Option<&SigningKey>) -> Result<Finished, OutputError> {
         if self.interrupted.load(Ordering::SeqCst) {
             return Err(OutputError::Io(io::Error::other("interrupted by Ctrl-C")));
         }
@@ -122,6 +124,13 @@ impl Output {
             sibling(&self.path, ".sha256"),
             checksum_line(sha256.clone(), &self.path),
         )];
+        let signature = sibling(&self.path, ".sig");
+        if let Some(signer) = signer {
+            let text = signer
+                .sign(sums[0].1.as_bytes())
+                .map_err(io::Error::other)?;
+            sums.push((signature.clone(), text));
+        }
         if self.part_size.is_some() {
             sums.push((sibling(&self.path, ".parts.sha256"), part_sums));
         }
@@ -131,6 +140,13 @@ impl Output {
             checksum_files.push(target);
         }
         place_all(staged)?;
+        if signer.is_none() {
+            // An earlier bundle's signature would be refused beside this one, as if it were forged.
+            match std::fs::remove_file(&signature) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
         Ok(Finished {
             files,
             checksum_files,

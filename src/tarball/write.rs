@@ -23,6 +23,7 @@ use crate::cache::BlobStore;
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Image};
 use crate::progress::Reporter;
+use crate::trust::signature::SigningKey;
 
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -30,6 +31,8 @@ pub struct WriteOptions {
     pub mtime: u64,
     /// Cut the output into parts of at most this many bytes.
     pub split: Option<u64>,
+    /// Sign `PATH.sha256` into `PATH.sig`.
+    pub signer: Option<SigningKey>,
 }
 
 /// What was written.
@@ -113,7 +116,9 @@ pub fn write_bundle(
     }
     tar.finish().map_err(|e| write_error(path, e))?;
     let output = tar.into_inner().map_err(|e| write_error(path, e))?;
-    let finished = output.finish().map_err(|e| output_error(path, e))?;
+    let finished = output
+        .finish(options.signer.as_ref())
+        .map_err(|e| output_error(path, e))?;
     Ok(Written {
         files: finished.files,
         checksum_files: finished.checksum_files,
@@ -380,7 +385,7 @@ pub(crate) mod tests {
         let images = two_images(&store);
         let options = WriteOptions {
             mtime: 1_700_000_000,
-            split: None,
+            ..Default::default()
         };
         let first = write(dir.path(), &store, &images, "one.tar", &options).unwrap();
         write(dir.path(), &store, &images, "two.tar", &options).unwrap();
@@ -417,7 +422,11 @@ pub(crate) mod tests {
         for (blocked, split) in [("b.tar.sha256", None), ("b.tar.part-001", Some(2048))] {
             let out = dir.path().join(format!("out-{blocked}"));
             std::fs::create_dir_all(out.join(blocked).join("in the way")).unwrap();
-            let options = WriteOptions { mtime: 0, split };
+            let options = WriteOptions {
+                mtime: 0,
+                split,
+                ..Default::default()
+            };
             write(&out, &store, &images, "b.tar", &options).unwrap_err();
             let left: Vec<_> = std::fs::read_dir(&out)
                 .unwrap()
@@ -450,8 +459,8 @@ pub(crate) mod tests {
             &images,
             "split.tar",
             &WriteOptions {
-                mtime: 0,
                 split: Some(2048),
+                ..Default::default()
             },
         )
         .unwrap();

@@ -20,12 +20,19 @@ fn checksum_line(line: &str) -> Option<(String, Digest)> {
 pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
     let mut expected: Vec<(PathBuf, Vec<(String, Digest)>)> = Vec::new();
     let split = source.files.len() > 1 || source.files[0] != source.whole;
-    let mut candidates = vec![sibling(&source.whole, ".sha256")];
+    // Each file must name what it vouches for: one that names nothing would otherwise pass vacuously.
+    let mut candidates = vec![(
+        sibling(&source.whole, ".sha256"),
+        vec![file_name(&source.whole)],
+    )];
     if split {
-        candidates.push(sibling(&source.whole, ".parts.sha256"));
+        candidates.push((
+            sibling(&source.whole, ".parts.sha256"),
+            source.files.iter().map(|p| file_name(p)).collect(),
+        ));
     }
     let mut files = Vec::new();
-    for file in candidates {
+    for (file, required) in candidates {
         if let Ok(text) = std::fs::read_to_string(&file) {
             let mut lines = Vec::new();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -39,6 +46,17 @@ pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> C
                     };
                 };
                 lines.push(parsed);
+            }
+            if let Some(unnamed) = required
+                .iter()
+                .find(|r| !lines.iter().any(|(n, _)| n == *r))
+            {
+                return Checksum::Mismatch {
+                    file,
+                    name: unnamed.clone(),
+                    expected: "a line for it".into(),
+                    actual: "none".into(),
+                };
             }
             expected.push((file.clone(), lines));
             files.push(file);

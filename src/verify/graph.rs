@@ -105,6 +105,7 @@ impl Contents {
         let mut verdict = ImageVerdict {
             name,
             manifest: None,
+            config: None,
             platform: None,
             size: 0,
             layers: Vec::new(),
@@ -164,6 +165,7 @@ impl Contents {
             ));
         }
         verdict.layers = manifest.layers.iter().map(|l| l.digest.clone()).collect();
+        verdict.config = Some(manifest.config.digest.clone());
         referenced.extend(
             std::iter::once(manifest.config.digest.clone()).chain(verdict.layers.iter().cloned()),
         );

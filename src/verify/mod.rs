@@ -53,6 +53,8 @@ pub enum Checksum {
 pub struct ImageVerdict {
     pub name: String,
     pub manifest: Option<Digest>,
+    /// The config its manifest names: what a lock pins vendor images by.
+    pub config: Option<Digest>,
     pub platform: Option<String>,
     pub size: u64,
     pub layers: Vec<Digest>,

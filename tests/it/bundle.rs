@@ -63,6 +63,50 @@ fn docker_full_name(name: &str) -> String {
     }
 }
 
+/// Pushes small two-platform Docker lists, one per (repository, tag).
+pub fn seed_small(addr: &str, rows: &[(&str, &str)]) {
+    for (repository, tag) in rows {
+        push_image(
+            addr,
+            repository,
+            tag,
+            Format::DockerList,
+            &PLATFORMS[..2],
+            60_000,
+        );
+    }
+}
+
+/// The names in `dir`, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+}
+
+/// Asserts that the registry behind `proxy` served no blob twice; returns how many it served.
+pub fn each_blob_fetched_once(proxy: &FaultProxy) -> usize {
+    let blob_gets: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.path.contains("/blobs/"))
+        .map(|s| s.path)
+        .collect();
+    let digests: BTreeSet<&str> = blob_gets
+        .iter()
+        .map(|p| p.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(
+        digests.len(),
+        blob_gets.len(),
+        "each blob fetched once across the bundles: {blob_gets:?}"
+    );
+    digests.len()
+}
+
 pub struct Csi480 {
     _registry: Registry,
     pub seeded: Vec<(String, Seeded)>,
@@ -239,16 +283,7 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         ("k8scsi/csi-provisioner", "v1.4.0"),
         ("k8scsi/csi-attacher", "v1.2.1"),
     ];
-    for (repository, tag) in rows {
-        push_image(
-            registry.addr(),
-            repository,
-            tag,
-            Format::DockerList,
-            &PLATFORMS[..2],
-            60_000,
-        );
-    }
+    seed_small(registry.addr(), &rows);
     let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let work = tempfile::tempdir().unwrap();
     let (k8s, quay) = (
@@ -273,11 +308,7 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         "-q",
     ])
     .success();
-    let mut files: Vec<String> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    files.sort();
+    let files = files_in(&out);
     assert_eq!(
         files,
         [
@@ -291,21 +322,7 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
         "{}",
         run.stdout()
     );
-    let blob_gets: Vec<String> = proxy
-        .seen()
-        .into_iter()
-        .filter(|s| s.path.contains("/blobs/"))
-        .map(|s| s.path)
-        .collect();
-    let digests: BTreeSet<&str> = blob_gets
-        .iter()
-        .map(|p| p.rsplit('/').next().unwrap())
-        .collect();
-    assert_eq!(
-        digests.len(),
-        blob_gets.len(),
-        "each blob fetched once across the three bundles: {blob_gets:?}"
-    );
+    each_blob_fetched_once(&proxy);
     for file in files.iter().filter(|f| f.ends_with(".sha256")) {
         sha256sum_check(&out, file);
     }

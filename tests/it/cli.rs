@@ -132,16 +132,62 @@ fn plain_output_is_one_image_a_line() {
         .success()
         .stdout();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 11, "{out}");
+    // The newest release, 4.12.0: 7 public sidecars, the health monitor, 4 vendor images.
+    assert_eq!(lines.len(), 12, "{out}");
     assert!(
-        lines[0].starts_with("registry.k8s.io/sig-storage/livenessprobe:v2.12.0 "),
+        lines[0].starts_with("registry.k8s.io/sig-storage/livenessprobe:v2.15.0 "),
         "{out}"
     );
     assert!(lines[0].split_whitespace().eq([
-        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "registry.k8s.io/sig-storage/livenessprobe:v2.15.0",
         "livenessprobe",
         "registry"
     ]));
+}
+
+#[test]
+fn every_release_lists_on_every_version_it_supports() {
+    let catalogs = ferry(&["catalogs", "--json"]).success().json();
+    for release in catalogs.as_array().unwrap() {
+        let id = format!("huawei-csi@{}", release["release"].as_str().unwrap());
+        let floor: u32 = release["min_kubernetes"].as_str().unwrap()[2..]
+            .parse()
+            .unwrap();
+        // Every minor is resolved in the unit tests; here the floor, the span boundaries and a late one.
+        for minor in [floor, floor + 1, 17, 20, 25, 36]
+            .into_iter()
+            .filter(|m| *m >= floor)
+        {
+            let version = format!("1.{minor}");
+            let run = ferry(&["list", &id, "--k8s", &version]).success();
+            assert!(
+                run.stdout().lines().count() >= 6,
+                "{id} {version}: {}",
+                run.stdout()
+            );
+        }
+        let below = format!("1.{}", floor - 1);
+        let run = ferry(&["list", &id, "--k8s", &below]).fails_with(2);
+        assert!(
+            run.stderr()
+                .contains(&format!("it supports Kubernetes 1.{floor} and later")),
+            "{id}: {}",
+            run.stderr()
+        );
+    }
+}
+
+#[test]
+fn newer_than_validated_warns_on_stderr_and_still_lists() {
+    let run = ferry(&["list", "huawei-csi@3.2.1", "--k8s", "1.30"]).success();
+    assert_eq!(
+        run.stderr().trim(),
+        "warning: huawei-csi 3.2.1 was validated by the vendor up to Kubernetes 1.25; 1.30 uses the \
+         images its table lists for later versions"
+    );
+    assert_eq!(run.stdout().lines().count(), 8, "{}", run.stdout());
+    let run = ferry(&["list", "huawei-csi@3.2.1", "--k8s", "1.25"]).success();
+    assert!(run.stderr().is_empty(), "{}", run.stderr());
 }
 
 #[test]
@@ -159,7 +205,13 @@ fn unsupported_version_fails_naming_the_range() {
 #[test]
 fn unknown_release_lists_what_exists() {
     let run = ferry(&["list", "huawei-csi@4.9.9", "--k8s", "1.28"]).fails_with(2);
-    assert!(run.stderr().contains("4.8.0, 4.5.0"), "{}", run.stderr());
+    assert!(
+        run.stderr()
+            .contains("available: 4.12.0, 4.11.0, 4.10.1, 4.10.0, 4.9.0")
+            && run.stderr().contains("3.2.0, 3.1.0"),
+        "{}",
+        run.stderr()
+    );
     let run = ferry(&[
         "list",
         "huawei-csi@4.8.0",
@@ -228,6 +280,27 @@ fn catalogs_lists_built_in_and_user_files() {
     assert!(
         out.contains("huawei-csi@4.8.0") && out.contains("huawei-csi@4.5.0"),
         "{out}"
+    );
+    // RELEASE, KUBERNETES, VALIDATED, IMAGES, then where it came from.
+    let starts = |expected: &str| {
+        let words = expected.split(' ').count();
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(expected.split(' ').next().unwrap()))
+            .unwrap_or_else(|| panic!("{expected} missing: {out}"));
+        assert_eq!(
+            line.split_whitespace()
+                .take(words)
+                .collect::<Vec<_>>()
+                .join(" "),
+            expected
+        );
+    };
+    starts("huawei-csi@4.12.0 (default) 1.16 and later 1.16-1.35 17");
+    starts("huawei-csi@3.2.3 1.13 and later 1.13-1.25 10");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("huawei-csi@")).count(),
+        21
     );
 
     let dir = tempfile::tempdir().unwrap();

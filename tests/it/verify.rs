@@ -223,6 +223,19 @@ fn a_sha256_mismatch_is_reported() {
         "a garbled checksum file is not a pass: {}",
         run.stdout()
     );
+    // One that names nothing, or names another file only, vouches for nothing.
+    for text in ["", &format!("{}  other.tar\n", "0".repeat(64))] {
+        std::fs::write(&sums, text).unwrap();
+        let run = verify(&bundle, &[]).fails_with(1);
+        assert!(
+            run.stdout().starts_with(&format!(
+                "checksum: MISMATCH for b.tar in {}: expected a line for it, read none\n",
+                sums.display()
+            )),
+            "{}",
+            run.stdout()
+        );
+    }
 }
 
 #[test]
@@ -389,7 +402,8 @@ fn verify_k8s_reports_images_the_bundle_lacks_and_inspect_shows_sharing() {
     let run = verify(&bundle, &["--k8s", "1.10"]).fails_with(2);
     assert_eq!(
         run.stderr(),
-        "error: --k8s: huawei-csi 4.8.0 does not support Kubernetes 1.10: its images cover Kubernetes 1.16 and later\n"
+        "error: --k8s: huawei-csi 4.8.0 does not support Kubernetes 1.10: it supports Kubernetes 1.16 and later \
+         (the vendor validated 1.16-1.32)\n"
     );
     assert_eq!(run.stdout(), "", "no DAMAGED verdict for an intact bundle");
 

@@ -14,15 +14,92 @@ use serde::{Deserialize, Serialize};
 use crate::k8s::{KubeRange, KubeVersion};
 use crate::reference::Reference;
 
-/// The catalogs built into the binary: (file name, contents).
+/// The catalogs built into the binary: (file name, contents). Every file in manifests/ must be here (a
+/// test says so), each with its second reading in manifests/readings/.
 const BUILT_IN: &[(&str, &str)] = &[
     (
+        "huawei-csi-4.12.0.toml",
+        include_str!("../../manifests/huawei-csi-4.12.0.toml"),
+    ),
+    (
+        "huawei-csi-4.11.0.toml",
+        include_str!("../../manifests/huawei-csi-4.11.0.toml"),
+    ),
+    (
+        "huawei-csi-4.10.1.toml",
+        include_str!("../../manifests/huawei-csi-4.10.1.toml"),
+    ),
+    (
+        "huawei-csi-4.10.0.toml",
+        include_str!("../../manifests/huawei-csi-4.10.0.toml"),
+    ),
+    (
+        "huawei-csi-4.9.0.toml",
+        include_str!("../../manifests/huawei-csi-4.9.0.toml"),
+    ),
+    (
         "huawei-csi-4.8.0.toml",
-        include_str!("../manifests/huawei-csi-4.8.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.8.0.toml"),
+    ),
+    (
+        "huawei-csi-4.7.0.toml",
+        include_str!("../../manifests/huawei-csi-4.7.0.toml"),
+    ),
+    (
+        "huawei-csi-4.6.0.toml",
+        include_str!("../../manifests/huawei-csi-4.6.0.toml"),
     ),
     (
         "huawei-csi-4.5.0.toml",
-        include_str!("../manifests/huawei-csi-4.5.0.toml"),
+        include_str!("../../manifests/huawei-csi-4.5.0.toml"),
+    ),
+    (
+        "huawei-csi-4.4.0.toml",
+        include_str!("../../manifests/huawei-csi-4.4.0.toml"),
+    ),
+    (
+        "huawei-csi-4.3.0.toml",
+        include_str!("../../manifests/huawei-csi-4.3.0.toml"),
+    ),
+    (
+        "huawei-csi-4.2.1.toml",
+        include_str!("../../manifests/huawei-csi-4.2.1.toml"),
+    ),
+    (
+        "huawei-csi-4.2.0.toml",
+        include_str!("../../manifests/huawei-csi-4.2.0.toml"),
+    ),
+    (
+        "huawei-csi-4.1.1.toml",
+        include_str!("../../manifests/huawei-csi-4.1.1.toml"),
+    ),
+    (
+        "huawei-csi-4.1.0.toml",
+        include_str!("../../manifests/huawei-csi-4.1.0.toml"),
+    ),
+    (
+        "huawei-csi-4.0.0.toml",
+        include_str!("../../manifests/huawei-csi-4.0.0.toml"),
+    ),
+    (
+        "huawei-csi-3.2.3.toml",
+        include_str!("../../manifests/huawei-csi-3.2.3.toml"),
+    ),
+    (
+        "huawei-csi-3.2.2.toml",
+        include_str!("../../manifests/huawei-csi-3.2.2.toml"),
+    ),
+    (
+        "huawei-csi-3.2.1.toml",
+        include_str!("../../manifests/huawei-csi-3.2.1.toml"),
+    ),
+    (
+        "huawei-csi-3.2.0.toml",
+        include_str!("../../manifests/huawei-csi-3.2.0.toml"),
+    ),
+    (
+        "huawei-csi-3.1.0.toml",
+        include_str!("../../manifests/huawei-csi-3.1.0.toml"),
     ),
 ];
 
@@ -49,8 +126,13 @@ pub struct Release {
     pub catalog: String,
     pub release: String,
     pub title: String,
-    /// The lowest Kubernetes minor version the release supports; no row may start below it.
+    /// The lowest Kubernetes minor version the release supports, from the vendor's compatibility table.
+    /// Rows may be written from an older minor (`v1.13+`), but nothing below this is resolved.
     pub min_kubernetes: KubeVersion,
+    /// The newest minor the vendor validated. Tables say `v1.20+`, so newer versions are served with
+    /// a warning rather than refused.
+    #[serde(default)]
+    pub newest_validated_kubernetes: Option<KubeVersion>,
     pub services: Vec<Service>,
     pub images: Vec<CatalogImage>,
     #[serde(skip, default = "unknown_origin")]
@@ -87,6 +169,14 @@ pub struct CatalogImage {
     pub helm_value: Option<String>,
     #[serde(default)]
     pub description: String,
+    /// False for an image the table leaves out although the services run it: older tables omit
+    /// Huawei's own images. Such rows are always `vendor` and say in the file where they came from.
+    #[serde(default = "listed")]
+    pub in_table: bool,
+}
+
+fn listed() -> bool {
+    true
 }
 
 impl CatalogImage {
@@ -226,6 +316,49 @@ impl Catalogs {
     }
 }
 
+impl Catalogs {
+    /// The releases `spec` names, newest first: `huawei-csi` (every release), `huawei-csi@3.2.0..3.2.3`
+    /// (a range, both ends included; either end may be left out), or one `huawei-csi@4.8.0`.
+    pub fn select(&self, spec: &str) -> Result<Vec<&Release>, CatalogError> {
+        let Some((name, range)) = spec
+            .split_once('@')
+            .and_then(|(name, release)| release.split_once("..").map(|range| (name, range)))
+        else {
+            return match spec.split_once('@') {
+                Some(_) => Ok(vec![self.find(spec)?]),
+                None => {
+                    self.find(spec)?; // an unknown catalog lists the known ones
+                    Ok(self.releases.iter().filter(|r| r.catalog == spec).collect())
+                }
+            };
+        };
+        let newest = self.find(name)?;
+        let bound = |text: &str| text.strip_prefix('v').unwrap_or(text).to_string();
+        let (low, high) = (bound(range.0), bound(range.1));
+        let chosen: Vec<&Release> = self
+            .releases
+            .iter()
+            .filter(|r| r.catalog == newest.catalog)
+            .filter(|r| low.is_empty() || compare_versions(&r.release, &low) != Ordering::Less)
+            .filter(|r| high.is_empty() || compare_versions(&r.release, &high) != Ordering::Greater)
+            .collect();
+        if chosen.is_empty() {
+            return Err(CatalogError::UnknownRelease {
+                catalog: name.to_string(),
+                release: format!("{}..{}", range.0, range.1),
+                available: self
+                    .releases
+                    .iter()
+                    .filter(|r| r.catalog == newest.catalog)
+                    .map(|r| r.release.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(chosen)
+    }
+}
+
 impl Release {
     /// `catalog@release`, the name users type.
     pub fn id(&self) -> String {
@@ -278,6 +411,14 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
     if release.images.is_empty() {
         return Err(invalid("a release needs at least one image".into()));
     }
+    if let Some(newest) = release.newest_validated_kubernetes {
+        if newest < release.min_kubernetes {
+            return Err(invalid(format!(
+                "newest_validated_kubernetes {newest} is below min_kubernetes {}",
+                release.min_kubernetes
+            )));
+        }
+    }
     for image in &release.images {
         let row = |message: String| {
             invalid(format!(
@@ -299,11 +440,20 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
                 image.kubernetes, image.kubernetes_range
             )));
         }
-        if image.kubernetes_range.min < release.min_kubernetes {
+        if image
+            .kubernetes_range
+            .max
+            .is_some_and(|max| max < release.min_kubernetes)
+        {
             return Err(row(format!(
-                "its range {} starts below the release's min_kubernetes {}",
+                "its range {} ends below the release's min_kubernetes {}",
                 image.kubernetes_range, release.min_kubernetes
             )));
+        }
+        if !image.in_table && image.source != ImageSource::Vendor {
+            return Err(row(
+                "in_table = false is only for the vendor's own images (source = \"vendor\")".into(),
+            ));
         }
         if image.services.is_empty() {
             return Err(row("names no service".into()));
@@ -347,6 +497,9 @@ fn compare_versions(a: &str, b: &str) -> Ordering {
 }
 
 #[cfg(test)]
+mod readings;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -359,7 +512,7 @@ mod tests {
     #[test]
     fn bare_name_means_newest_release() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        assert_eq!(catalogs.find("huawei-csi").unwrap().release, "4.8.0");
+        assert_eq!(catalogs.find("huawei-csi").unwrap().release, "4.12.0");
         assert_eq!(catalogs.find("huawei-csi@4.5.0").unwrap().release, "4.5.0");
         assert_eq!(catalogs.find("huawei-csi@v4.5.0").unwrap().release, "4.5.0");
     }
@@ -371,6 +524,85 @@ mod tests {
         assert!(err.contains("4.8.0") && err.contains("4.5.0"), "{err}");
         let err = catalogs.find("nope").unwrap_err().to_string();
         assert!(err.contains("huawei-csi"), "{err}");
+    }
+
+    #[test]
+    fn a_range_selects_releases_newest_first() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let ids = |spec: &str| {
+            catalogs
+                .select(spec)
+                .unwrap()
+                .iter()
+                .map(|r| r.release.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids("huawei-csi@3.2.0..3.2.3"),
+            ["3.2.3", "3.2.2", "3.2.1", "3.2.0"]
+        );
+        assert_eq!(
+            ids("huawei-csi@4.10.0.."),
+            ["4.12.0", "4.11.0", "4.10.1", "4.10.0"]
+        );
+        assert_eq!(ids("huawei-csi@..3.2.0"), ["3.2.0", "3.1.0"]);
+        assert_eq!(ids("huawei-csi@4.8.0"), ["4.8.0"]);
+        assert_eq!(ids("huawei-csi").len(), 21);
+        let err = catalogs
+            .select("huawei-csi@5.0..6.0")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("huawei-csi has no release '5.0..6.0'; available: 4.12.0"),
+            "{err}"
+        );
+    }
+
+    /// `push --helm-values` writes the keys of the release pushed: the chart renamed them in 3.2.0.
+    #[test]
+    fn every_row_names_its_releases_own_helm_key() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        for release in catalogs.releases() {
+            let key = |container: &str| {
+                release
+                    .images
+                    .iter()
+                    .find(|i| i.container == container)
+                    .and_then(|i| i.helm_value.clone())
+                    .unwrap_or_else(|| panic!("{}: {container}", release.id()))
+            };
+            assert!(
+                release.images.iter().all(|i| i.helm_value.is_some()),
+                "{}",
+                release.id()
+            );
+            let provisioner = if release.release == "3.1.0" {
+                "images.sidecar.csiProvisioner"
+            } else {
+                "images.sidecar.provisioner"
+            };
+            assert_eq!(key("csi-provisioner"), provisioner, "{}", release.id());
+            assert_eq!(key("huawei-csi-driver"), "images.huaweiCSIService");
+        }
+        let old = catalogs.find("huawei-csi@3.1.0").unwrap();
+        let keys: BTreeSet<&str> = old
+            .images
+            .iter()
+            .filter_map(|i| i.helm_value.as_deref())
+            .collect();
+        assert_eq!(
+            keys.into_iter().collect::<Vec<_>>(),
+            [
+                "images.huaweiCSIService",
+                "images.sidecar.csiAttacher",
+                "images.sidecar.csiProvisioner",
+                "images.sidecar.csiResizer",
+                "images.sidecar.csiSnapshotter",
+                "images.sidecar.livenessProbe",
+                "images.sidecar.registrar",
+                "images.sidecar.snapshotController"
+            ]
+        );
     }
 
     #[test]
@@ -415,9 +647,40 @@ mod tests {
     }
 
     #[test]
-    fn rows_below_the_release_minimum_are_refused() {
-        let text = release_with_rows(&row("a", "a:1", "v1.15+", "{ min = \"1.15\" }"));
-        assert!(load_err(&text).contains("starts below"));
+    fn rows_wholly_below_the_release_minimum_are_refused() {
+        let text = release_with_rows(&row(
+            "a",
+            "a:1",
+            "v1.13.x-v1.15.x",
+            "{ min = \"1.13\", max = \"1.15\" }",
+        ));
+        assert_eq!(
+            load_err(&text),
+            "built-in manifests/test.toml: image 'a:1' (a): its range 1.13-1.15 ends below the \
+             release's min_kubernetes 1.16"
+        );
+        // A row written from an older minor still serves the release's own range.
+        let text = release_with_rows(&row("a", "a:1", "v1.13+", "{ min = \"1.13\" }"));
+        assert!(parse_release(&text, Origin::BuiltIn("test.toml")).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_requirement_spelling_names_the_file_and_row() {
+        let text = release_with_rows(&row("a", "a:1", "1.16~1.34", "{ min = \"1.16\" }"));
+        assert_eq!(
+            load_err(&text),
+            "built-in manifests/test.toml: image 'a:1' (a): '1.16~1.34' is not a Kubernetes version \
+             requirement (expected e.g. v1.16+, v1.17-v1.19, v1.16.x)"
+        );
+    }
+
+    #[test]
+    fn only_vendor_rows_may_be_missing_from_the_table() {
+        let text = release_with_rows(&format!(
+            "{}in_table = false\n",
+            row("a", "a:1", "v1.16+", "{ min = \"1.16\" }")
+        ));
+        assert!(load_err(&text).contains("only for the vendor's own images"));
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! `ferry diff`: what an upgrade from one release to another adds, removes and keeps, image by image,
+//! and, for images the cache has seen, how many bytes must cross the air gap.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::{write_json, write_table};
+use crate::cache::BlobStore;
+use crate::catalog::{CatalogError, CatalogImage, Catalogs, ImageSource, Release, Service};
+use crate::cli::DiffArgs;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::image::{Image, Platform};
+use crate::progress::DecimalBytes;
+use crate::reference::Reference;
+use crate::resolve::{upgrade, validation_warning};
+
+/// The cache note that says which manifest a reference resolved to on a platform, written by every
+/// pull, so that `diff` can size images without the network.
+fn note_path(store: &BlobStore, reference: &Reference, platform: &Platform) -> std::path::PathBuf {
+    store.note_path(
+        "images",
+        &Digest::of(format!("{reference} {platform}").as_bytes()),
+    )
+}
+
+/// Records what each fetched image resolved to (temp file and rename: a reader never sees half a note).
+pub(super) fn remember(store: &BlobStore, images: &[Image]) -> Result<()> {
+    for image in images {
+        let path = note_path(store, &image.reference, &image.platform);
+        let dir = path.parent().expect("notes live in a directory");
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let temp = store.temp_file()?;
+        serde_json::to_writer(temp.as_file(), image).map_err(|e| Error::Io {
+            path: temp.path().to_path_buf(),
+            source: e.into(),
+        })?;
+        temp.persist(&path).map_err(|e| Error::Io {
+            path: path.clone(),
+            source: e.error,
+        })?;
+    }
+    Ok(())
+}
+
+/// The image a reference resolved to when last pulled, if its blobs are all still in the cache.
+fn recall(store: &BlobStore, reference: &Reference, platform: &Platform) -> Option<Image> {
+    let text = std::fs::read(note_path(store, reference, platform)).ok()?;
+    let image: Image = serde_json::from_slice(&text).ok()?;
+    let complete = std::iter::once(&image.manifest)
+        .chain(image.blobs())
+        .all(|blob| store.contains(&blob.digest, Some(blob.size)));
+    (complete && &image.reference == reference).then_some(image)
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    from: String,
+    to: String,
+    kubernetes: String,
+    added: Vec<Entry>,
+    removed: Vec<Entry>,
+    kept: Vec<Entry>,
+    /// Present when a cache was found: the bytes of the added images' blobs that the kept and
+    /// removed images (already on the site) do not share.
+    carry: Option<Carry>,
+}
+
+#[derive(Debug, Serialize)]
+struct Entry {
+    name: String,
+    image: String,
+    reference: String,
+    source: ImageSource,
+    /// Manifest, config and layers, when the cache has the image.
+    bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Carry {
+    bytes: u64,
+    /// Added images the cache has not seen: their bytes are not counted.
+    not_cached: Vec<String>,
+}
+
+pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<()> {
+    let from = catalogs.find(&args.from)?;
+    let to = catalogs.find(&args.to)?;
+    let service = |release| service_of(release, args.service.as_deref());
+    let change = upgrade((from, service(from)?), (to, service(to)?), args.version)?;
+    if let Some(warning) = validation_warning(to, args.version) {
+        eprintln!("warning: {warning}");
+    }
+    let root = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(BlobStore::default_root);
+    // Never create a cache just to find it empty.
+    let store = if Path::new(&root).exists() {
+        Some(BlobStore::open(&root)?)
+    } else {
+        None
+    };
+    let cached = |image: &CatalogImage| {
+        store
+            .as_ref()
+            .and_then(|s| recall(s, &image.reference(), &args.platform))
+    };
+    let entry = |image: &CatalogImage| Entry {
+        name: image.container.clone(),
+        image: image.image.clone(),
+        reference: image.reference().to_string(),
+        source: image.source,
+        bytes: cached(image).map(|i| i.size()),
+    };
+    let carry = store.as_ref().map(|_| {
+        let blobs = |rows: &[&CatalogImage]| -> BTreeMap<Digest, u64> {
+            rows.iter()
+                .filter_map(|row| cached(row))
+                .flat_map(|image| {
+                    std::iter::once(image.manifest.clone())
+                        .chain(image.blobs().cloned())
+                        .map(|d| (d.digest, d.size))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let mut on_site = blobs(&change.kept);
+        on_site.extend(blobs(&change.removed));
+        Carry {
+            bytes: blobs(&change.added)
+                .iter()
+                .filter(|(digest, _)| !on_site.contains_key(*digest))
+                .map(|(_, size)| size)
+                .sum(),
+            not_cached: change
+                .added
+                .iter()
+                .filter(|row| cached(row).is_none())
+                .map(|row| row.image.clone())
+                .collect(),
+        }
+    });
+    let report = Report {
+        from: from.id(),
+        to: to.id(),
+        kubernetes: args.version.to_string(),
+        added: change.added.iter().map(|i| entry(i)).collect(),
+        removed: change.removed.iter().map(|i| entry(i)).collect(),
+        kept: change.kept.iter().map(|i| entry(i)).collect(),
+        carry,
+    };
+    if args.json {
+        let value = serde_json::to_value(&report).map_err(|e| Error::Output(e.into()))?;
+        return write_json(out, &value);
+    }
+    write_text(&report, out)
+}
+
+fn service_of<'a>(
+    release: &'a Release,
+    name: Option<&str>,
+) -> std::result::Result<Option<&'a Service>, CatalogError> {
+    name.map(|name| release.service(name)).transpose()
+}
+
+fn write_text(report: &Report, out: &mut dyn Write) -> Result<()> {
+    writeln!(
+        out,
+        "# {} -> {} on Kubernetes {}: {} added, {} removed, {} kept",
+        report.from,
+        report.to,
+        report.kubernetes,
+        report.added.len(),
+        report.removed.len(),
+        report.kept.len()
+    )
+    .map_err(Error::Output)?;
+    let mut rows = Vec::new();
+    for (change, entries) in [
+        ("added", &report.added),
+        ("removed", &report.removed),
+        ("kept", &report.kept),
+    ] {
+        for e in entries {
+            rows.push(vec![
+                change.to_string(),
+                e.image.clone(),
+                e.name.clone(),
+                e.source.to_string(),
+                e.bytes
+                    .map_or_else(|| "-".into(), |b| DecimalBytes(b).to_string()),
+            ]);
+        }
+    }
+    write_table(out, &rows)?;
+    if let Some(carry) = &report.carry {
+        let missing = if carry.not_cached.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; not counted, as the cache has not seen them: {}",
+                carry.not_cached.join(", ")
+            )
+        };
+        writeln!(
+            out,
+            "# to carry: {} of blobs the site does not have{missing}",
+            DecimalBytes(carry.bytes)
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
+}

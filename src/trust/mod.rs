@@ -1,0 +1,225 @@
+//! Trust on arrival. `verify` proves a bundle agrees with itself; someone holding the stick can still
+//! rewrite a bundle consistently. Two independent anchors refuse such a forgery:
+//! - `signature`: `BUNDLE.sig`, an SSHSIG over `BUNDLE.sha256`, checked against an `allowed_signers` file;
+//! - `lock`: a reviewed file pinning every image's digest.
+
+pub mod allowed_signers;
+pub mod lock;
+pub mod signature;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::tarball::{file_name, sibling};
+use crate::verify::{Checksum, Report};
+use allowed_signers::AllowedSigners;
+use lock::Lock;
+use signature::Signed;
+
+/// The most `BUNDLE.sig` or `BUNDLE.sha256` may hold.
+const MAX_SIDE_FILE: u64 = 64 << 10;
+
+/// The machine default for `--trust`: an admin sets it system-wide (e.g. in /etc/environment).
+pub const TRUST_ENV: &str = "FERRY_TRUST";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}, line {line}: {reason}", path.display())]
+    AllowedSigners {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("signing key {}: {reason}", path.display())]
+    Key { path: PathBuf, reason: String },
+    #[error("lock {}: {reason}", path.display())]
+    LockFile { path: PathBuf, reason: String },
+    #[error("cannot write lock {path}")]
+    WriteLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} image(s) moved since lock {} was written; nothing was written (rebuild with --update-lock to accept the new digests):\n  {}", changes.len(), path.display(), changes.join("\n  "))]
+    LockMoved { path: PathBuf, changes: Vec<String> },
+    #[error("{} is not trusted: {}", bundle.display(), reasons.join("; "))]
+    Refused {
+        bundle: PathBuf,
+        reasons: Vec<String>,
+    },
+}
+
+/// What the far side trusts: an `allowed_signers` file, a lock, or both.
+#[derive(Debug, Default)]
+pub struct Anchors {
+    signers: Option<AllowedSigners>,
+    lock: Option<(PathBuf, Lock)>,
+}
+
+impl Anchors {
+    pub fn load(trust: Option<&Path>, lock: Option<&Path>) -> Result<Anchors, TrustError> {
+        Ok(Anchors {
+            signers: trust.map(AllowedSigners::load).transpose()?,
+            lock: lock
+                .map(|path| Lock::load(path).map(|lock| (path.to_path_buf(), lock)))
+                .transpose()?,
+        })
+    }
+
+    /// A lock pins vendor images by config digest; only decompressing their layers proves the layers are
+    /// the ones the config's diff_ids name.
+    pub fn needs_deep(&self) -> bool {
+        self.lock
+            .as_ref()
+            .is_some_and(|(_, lock)| lock.has_vendor_images())
+    }
+
+    /// Checks a report of a bundle `verify` read.
+    pub fn check(&self, report: &Report) -> Verdicts {
+        Verdicts {
+            signature: self.signers.as_ref().map(|signers| {
+                match check_signature(report, signers) {
+                    Ok(signed) => SignatureVerdict::Good(signed),
+                    Err(reason) => SignatureVerdict::Refused { reason },
+                }
+            }),
+            lock: self.lock.as_ref().map(|(path, lock)| LockVerdict {
+                file: path.clone(),
+                images: lock.images.len(),
+                problems: lock.check(report),
+            }),
+        }
+    }
+}
+
+fn check_signature(report: &Report, signers: &AllowedSigners) -> Result<Signed, String> {
+    let whole = &report.source.whole;
+    let checksum_file = sibling(whole, ".sha256");
+    let signature_file = sibling(whole, ".sig");
+    // Both files travel with the bundle, so they are hostile input: a signature and a checksum line are
+    // a few hundred bytes, and a gigabyte in their place must not be read into memory.
+    let read = |path: &Path| {
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_SIDE_FILE + 1).read_to_end(&mut bytes))
+            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
+        if bytes.len() as u64 > MAX_SIDE_FILE {
+            return Err(format!(
+                "{} is larger than {MAX_SIDE_FILE} bytes, which no signature or checksum file is",
+                path.display()
+            ));
+        }
+        Ok(bytes)
+    };
+    let signature = read(&signature_file)?;
+    let checksum = read(&checksum_file)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let signed = signature::check(
+        &signature_file,
+        &signature,
+        &checksum_file,
+        &checksum,
+        signers,
+        now,
+    )?;
+    // verify passes a checksum file whose every line matches, so one that names nothing would pass
+    // vacuously: the signed file must name this bundle.
+    let name = file_name(whole);
+    let names_bundle = String::from_utf8_lossy(&checksum)
+        .lines()
+        .any(|line| line.ends_with(&format!("  {name}")) || line.ends_with(&format!(" *{name}")));
+    match &report.checksum {
+        Checksum::Verified { files } if names_bundle && files.contains(&checksum_file) => {
+            Ok(signed)
+        }
+        _ => Err(format!(
+            "{} is signed by {}, but the bundle does not match it",
+            checksum_file.display(),
+            signed.signer
+        )),
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum SignatureVerdict {
+    Good(Signed),
+    Refused { reason: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LockVerdict {
+    pub file: PathBuf,
+    pub images: usize,
+    pub problems: Vec<String>,
+}
+
+/// What the anchors said about one bundle.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdicts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureVerdict>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockVerdict>,
+}
+
+impl Verdicts {
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        match &self.signature {
+            Some(SignatureVerdict::Good(signed)) => writeln!(
+                out,
+                "signature: good, signed by {} ({})",
+                signed.signer, signed.key
+            )?,
+            Some(SignatureVerdict::Refused { reason }) => {
+                writeln!(out, "signature: REFUSED: {reason}")?
+            }
+            None => {}
+        }
+        match &self.lock {
+            Some(lock) if lock.problems.is_empty() => writeln!(
+                out,
+                "lock: every image matches {} ({} images)",
+                lock.file.display(),
+                lock.images
+            )?,
+            Some(lock) => {
+                writeln!(out, "lock: REFUSED by {}:", lock.file.display())?;
+                for problem in &lock.problems {
+                    writeln!(out, "  {problem}")?;
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// The refusal, when an anchor refused the bundle.
+    pub fn refusal(&self, bundle: &Path) -> Option<TrustError> {
+        let mut reasons = Vec::new();
+        if let Some(SignatureVerdict::Refused { reason }) = &self.signature {
+            reasons.push(format!("signature: {reason}"));
+        }
+        if let Some(lock) = self.lock.as_ref().filter(|l| !l.problems.is_empty()) {
+            reasons.push(format!(
+                "lock {}: {}",
+                lock.file.display(),
+                lock.problems.join("; ")
+            ));
+        }
+        (!reasons.is_empty()).then(|| TrustError::Refused {
+            bundle: bundle.to_path_buf(),
+            reasons,
+        })
+    }
+}

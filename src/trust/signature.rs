@@ -1,0 +1,251 @@
+//! `BUNDLE.sig`: an SSHSIG signature (what `ssh-keygen -Y sign -n ferry` writes) over the exact bytes of
+//! `BUNDLE.sha256`, so that the far side can check a bundle with ssh-keygen and sha256sum alone.
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+
+use super::allowed_signers::{AllowedSigners, NotAllowed};
+use super::TrustError;
+
+/// The SSHSIG namespace ferry signs in: a signature made for git or for file signing cannot pass as ferry's.
+pub const NAMESPACE: &str = "ferry";
+/// Where scripts put the passphrase of an encrypted key.
+pub const PASSPHRASE_ENV: &str = "FERRY_SIGN_PASSPHRASE";
+/// ssh-keygen's own default, so ferry's signatures look like the ones admins already make.
+const HASH: HashAlg = HashAlg::Sha512;
+
+/// A decrypted private key, ready to sign; never printed.
+#[derive(Clone)]
+pub struct SigningKey {
+    key: Arc<PrivateKey>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.path.display())
+    }
+}
+
+impl SigningKey {
+    /// Reads an OpenSSH private key, asking for its passphrase (from `FERRY_SIGN_PASSPHRASE`, or on the
+    /// terminal) when it is encrypted, and proves it can sign before any work is done.
+    pub fn load(path: &Path) -> Result<SigningKey, TrustError> {
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            TrustError::Read {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?);
+        let bad_key = |reason: String| TrustError::Key {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut key = PrivateKey::from_openssh(text.as_bytes())
+            .map_err(|e| bad_key(format!("not an OpenSSH private key ({e})")))?;
+        if key.is_encrypted() {
+            let passphrase = passphrase(path)?;
+            key = key
+                .decrypt(passphrase.as_bytes())
+                .map_err(|_| bad_key("the passphrase is wrong".into()))?;
+        }
+        let signing = SigningKey {
+            key: Arc::new(key),
+            path: path.to_path_buf(),
+        };
+        signing.sign(b"").map_err(|e| {
+            bad_key(format!(
+                "cannot sign with a {} key ({e}); use an ed25519 or ecdsa key (ssh-keygen -t ed25519)",
+                signing.key.algorithm()
+            ))
+        })?;
+        Ok(signing)
+    }
+
+    /// The PEM text of `ssh-keygen -Y sign -n ferry` over `message`.
+    pub fn sign(&self, message: &[u8]) -> Result<String, ssh_key::Error> {
+        self.key
+            .sign(NAMESPACE, HASH, message)?
+            .to_pem(LineEnding::LF)
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
+}
+
+fn passphrase(path: &Path) -> Result<zeroize::Zeroizing<String>, TrustError> {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(zeroize::Zeroizing::new(passphrase));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(TrustError::Key {
+            path: path.to_path_buf(),
+            reason: format!("it is encrypted: set {PASSPHRASE_ENV}, or run on a terminal"),
+        });
+    }
+    rpassword::prompt_password(format!("passphrase for {}: ", path.display()))
+        .map(zeroize::Zeroizing::new)
+        .map_err(|source| TrustError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Who signed, when the signature is good.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Signed {
+    /// The principals of the `allowed_signers` line that holds the key.
+    pub signer: String,
+    /// `ssh-ed25519 SHA256:…`.
+    pub key: String,
+}
+
+/// Checks `signature` (the text of `BUNDLE.sig`) over `checksum` (the bytes of `BUNDLE.sha256`): well
+/// formed, in ferry's namespace, cryptographically valid, and made by a key `allowed` lets sign for ferry
+/// now. The reason of a refusal is the first of these that fails.
+pub fn check(
+    signature_file: &Path,
+    signature: &[u8],
+    checksum_file: &Path,
+    checksum: &[u8],
+    allowed: &AllowedSigners,
+    now: i64,
+) -> Result<Signed, String> {
+    let signature = SshSig::from_pem(signature)
+        .map_err(|e| format!("{} is not an SSH signature ({e})", signature_file.display()))?;
+    if signature.namespace() != NAMESPACE {
+        return Err(format!(
+            "{} was made for namespace {:?}, not \"{NAMESPACE}\"",
+            signature_file.display(),
+            signature.namespace()
+        ));
+    }
+    let public = PublicKey::new(signature.public_key().clone(), "");
+    let key = format!(
+        "{} {}",
+        public.algorithm(),
+        public.fingerprint(HashAlg::Sha256)
+    );
+    // Without the algorithm compiled in, verification fails like a forgery would; say which it is.
+    if !matches!(
+        public.algorithm(),
+        Algorithm::Ed25519
+            | Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP256
+            }
+    ) {
+        return Err(format!(
+            "made by {key}, a key type ferry does not check (ssh-ed25519 and ecdsa-sha2-nistp256 only)"
+        ));
+    }
+    public
+        .verify(NAMESPACE, checksum, &signature)
+        .map_err(|_| {
+            format!(
+                "{} does not match {} (made by {key}): the checksum file was changed after signing",
+                signature_file.display(),
+                checksum_file.display()
+            )
+        })?;
+    let signer = allowed
+        .allows(signature.public_key(), NAMESPACE, now)
+        .map_err(|why| {
+            let file = allowed.path.display();
+            match why {
+                NotAllowed::Unknown => format!("made by {key}, a key {file} does not hold"),
+                NotAllowed::OnlyCertAuthority => {
+                    format!("made by {key}, which {file} trusts only as a certificate authority")
+                }
+                NotAllowed::Namespace => format!(
+                    "made by {key}, which {file} does not allow for namespace \"{NAMESPACE}\""
+                ),
+                NotAllowed::Expired => format!(
+                    "made by {key}, which {file} allows only outside this time (valid-after/valid-before)"
+                ),
+            }
+        })?;
+    Ok(Signed {
+        signer: signer.principals.clone(),
+        key,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key made by `ssh-keygen -t ed25519` for these tests only.
+    const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
+QyNTUxOQAAACBN12JqxLvVOWhqOHoN7MnliedJNIZkkSQcAXOx5nJHoQAAAJC80BifvNAY
+nwAAAAtzc2gtZWQyNTUxOQAAACBN12JqxLvVOWhqOHoN7MnliedJNIZkkSQcAXOx5nJHoQ
+AAAEAocAmvscS3ylS3i295J/QNn49cpfiBCST1uzf2XkWlO03XYmrEu9U5aGo4eg3syeWJ
+50k0hmSRJBwBc7HmckehAAAACXVuaXQgdGVzdAECAwQ=
+-----END OPENSSH PRIVATE KEY-----
+";
+    const PUBLIC: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3XYmrEu9U5aGo4eg3syeWJ50k0hmSRJBwBc7Hmckeh";
+    const SUMS: &[u8] = b"0123abcd  b.tar\n";
+
+    fn check_with(signature: &str, message: &[u8], allowed: &str) -> Result<Signed, String> {
+        let allowed = AllowedSigners::parse(Path::new("allowed"), allowed).unwrap();
+        check(
+            Path::new("b.tar.sig"),
+            signature.as_bytes(),
+            Path::new("b.tar.sha256"),
+            message,
+            &allowed,
+            1_700_000_000,
+        )
+    }
+
+    #[test]
+    fn each_reason_for_a_refusal_is_named() {
+        let key = SigningKey {
+            key: Arc::new(PrivateKey::from_openssh(KEY).unwrap()),
+            path: "k".into(),
+        };
+        let signature = key.sign(SUMS).unwrap();
+        let fingerprint = key.fingerprint();
+        let trusted = format!("ops@example.com namespaces=\"ferry\" {PUBLIC}\n");
+        assert_eq!(
+            check_with(&signature, SUMS, &trusted),
+            Ok(Signed {
+                signer: "ops@example.com".into(),
+                key: format!("ssh-ed25519 {fingerprint}"),
+            })
+        );
+        assert_eq!(
+            check_with(&signature, b"0123abce  b.tar\n", &trusted).unwrap_err(),
+            format!("b.tar.sig does not match b.tar.sha256 (made by ssh-ed25519 {fingerprint}): the checksum file was changed after signing")
+        );
+        assert_eq!(
+            check_with(&signature, SUMS, "").unwrap_err(),
+            format!("made by ssh-ed25519 {fingerprint}, a key allowed does not hold")
+        );
+        assert_eq!(
+            check_with(&signature, SUMS, &format!("ops@example.com namespaces=\"git\" {PUBLIC}")).unwrap_err(),
+            format!("made by ssh-ed25519 {fingerprint}, which allowed does not allow for namespace \"ferry\"")
+        );
+        let git = key
+            .key
+            .sign("git", HASH, SUMS)
+            .unwrap()
+            .to_pem(LineEnding::LF)
+            .unwrap();
+        assert_eq!(
+            check_with(&git, SUMS, &trusted).unwrap_err(),
+            "b.tar.sig was made for namespace \"git\", not \"ferry\""
+        );
+        assert!(check_with("not a signature", SUMS, &trusted)
+            .unwrap_err()
+            .starts_with("b.tar.sig is not an SSH signature ("));
+        assert_eq!(format!("{key:?}"), "SigningKey(k)", "never the key itself");
+    }
+}
