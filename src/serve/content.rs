@@ -349,3 +349,82 @@ pub fn tags(images: &[&ServedImage]) -> Vec<String> {
     let tags: BTreeSet<&str> = images.iter().filter_map(|i| i.upstream.tag()).collect();
     tags.into_iter().map(str::to_string).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(text: &str) -> ServedImage {
+        let upstream: Reference = text.parse().unwrap();
+        let name = Target {
+            host: "localhost".into(),
+            prefix: None,
+        }
+        .map(&upstream)
+        .unwrap()
+        .repository()
+        .to_string();
+        ServedImage {
+            upstream,
+            name,
+            manifest: Digest::of(text.as_bytes()),
+            reaches: HashSet::new(),
+        }
+    }
+
+    /// The names each client asks by: push's, containerd's (with ns=), docker's mirror path, and the
+    /// registry-prefixed path of a CRI-O mirror.
+    #[test]
+    fn every_client_finds_the_image_it_means_and_no_other() {
+        let content = Content {
+            bundles: Vec::new(),
+            images: vec![
+                image("huawei-csi:4.8.0"),
+                image("registry.k8s.io/sig-storage/tool:v1"),
+                image("quay.io/sig-storage/tool:v1"),
+            ],
+            manifests: HashMap::new(),
+            blobs: HashMap::new(),
+        };
+        let found = |name: &str, ns: Option<&str>| -> Vec<String> {
+            content
+                .repository(name, ns)
+                .iter()
+                .map(|i| i.upstream.to_string())
+                .collect()
+        };
+        let hub = vec!["docker.io/library/huawei-csi:4.8.0".to_string()];
+        assert_eq!(found("huawei-csi", None), hub);
+        assert_eq!(found("library/huawei-csi", None), hub);
+        assert_eq!(found("library/huawei-csi", Some("docker.io")), hub);
+        assert_eq!(
+            found("library/huawei-csi", Some("registry-1.docker.io")),
+            hub
+        );
+        assert_eq!(found("docker.io/library/huawei-csi", None), hub);
+        assert_eq!(found("docker.io/huawei-csi", None), hub);
+        assert!(found("huawei-csi", Some("quay.io")).is_empty());
+        assert_eq!(
+            found("sig-storage/tool", Some("quay.io")),
+            ["quay.io/sig-storage/tool:v1"]
+        );
+        assert_eq!(
+            found("registry.k8s.io/sig-storage/tool", None),
+            ["registry.k8s.io/sig-storage/tool:v1"]
+        );
+        assert_eq!(found("sig-storage/tool", None).len(), 2);
+        let both = content.repository("sig-storage/tool", None);
+        let Err(Unknown::Ambiguous(names)) = content.manifest(&both, "v1") else {
+            panic!("two registries' v1 are ambiguous");
+        };
+        assert_eq!(
+            names,
+            [
+                "quay.io/sig-storage/tool:v1",
+                "registry.k8s.io/sig-storage/tool:v1"
+            ]
+        );
+        assert!(found("sig-storage", None).is_empty());
+        assert!(found("tool", None).is_empty());
+    }
+}

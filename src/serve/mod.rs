@@ -90,6 +90,7 @@ pub async fn serve(
     options: &ServeOptions,
     listening: impl FnOnce(SocketAddr),
 ) -> Result<(), ServeError> {
+    raise_open_files_limit();
     let auth = options
         .htpasswd
         .as_deref()
@@ -151,6 +152,27 @@ pub async fn serve(
     summaries.abort();
     tracing::info!("stopped after {}", server.stats.summary());
     Ok(())
+}
+
+/// Each node keeps a few connections open, and the usual soft limit of 1024 open files runs out at a few
+/// hundred nodes; the hard limit (often 512 Ki under systemd) is what the operator allows.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            let raised = Rlimit {
+                current: Some(maximum),
+                maximum: Some(maximum),
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => tracing::debug!("open files limit raised from {current} to {maximum}"),
+                Err(error) => tracing::warn!(
+                    "open files limit stays at {current} ({error}): a few hundred nodes at once may exceed it"
+                ),
+            }
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
