@@ -78,7 +78,7 @@ pub enum Command {
     Load(LoadArgs),
     /// Verify bundles, then serve them as a read-only registry that nodes pull from (or print the nodes' configuration).
     #[command(
-        after_help = "Examples:\n  ferry serve csi.tar --listen 10.0.0.5:5000\n  ferry serve csi.tar --listen 10.0.0.5:5000 --print-config containerd > certs.sh\n  ferry serve a.tar b.tar.part-000 --listen 0.0.0.0:5443 --tls-cert reg.pem --tls-key reg.key --htpasswd htpasswd\n\nNames are those ferry push gives, without a host: 10.0.0.5:5000/sig-storage/csi-provisioner:v3.6.0,\n10.0.0.5:5000/huawei-csi:4.8.0. As a mirror, the upstream registry comes with containerd's ns= parameter, or\nas the first path component (10.0.0.5:5000/registry.k8s.io/sig-storage/csi-provisioner:v3.6.0).\nWrites are refused. Ctrl-C or SIGTERM stops it; transfers under way get 10 s to finish."
+        after_help = "Examples:\n  ferry serve csi.tar --listen 10.0.0.5:5000\n  ferry serve csi.tar --listen 10.0.0.5:5000 --print-config containerd > nodes.sh\n  ferry serve a.tar b.tar.part-000 --listen 0.0.0.0:5443 --tls-cert reg.pem --tls-key reg.key --htpasswd htpasswd\n\nNames are those ferry push gives, without a host: 10.0.0.5:5000/sig-storage/csi-provisioner:v3.6.0, 10.0.0.5:5000/huawei-csi:4.8.0. As a mirror, the upstream registry comes with containerd's ns= parameter, or as the first path component (10.0.0.5:5000/registry.k8s.io/sig-storage/csi-provisioner:v3.6.0).\n\nWrites are refused. Ctrl-C or SIGTERM stops it; transfers under way get 10 s to finish."
     )]
     Serve(ServeArgs),
 }
@@ -339,10 +339,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
     /// Requests served at once, blob transfers included until sent; more wait their turn.
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_transfers: u16,
     /// debug logs one line per request; info logs a summary every minute and at the end.
-    #[arg(long, value_enum, default_value = "info")]
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
     pub log_level: LogLevel,
     /// Print the configuration that sends a node's pulls of the bundles' images here, and exit.
     #[arg(long, value_enum, value_name = "RUNTIME")]
