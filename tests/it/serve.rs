@@ -379,7 +379,7 @@ fn docker_and_podman_pull_by_the_served_names_and_through_the_printed_mirror_con
 /// A bundle of two images with the same path and tag from two registries (registry.k8s.io and quay.io),
 /// fetched through one local registry under two prefixes, with both manifest digests.
 struct TwoRegistries {
-    _registry: Registry,
+    registry: Registry,
     work: tempfile::TempDir,
     bundle: PathBuf,
     k8s: String,
@@ -409,6 +409,21 @@ impl TwoRegistries {
             size + 1000,
         );
         let bundle = work.path().join("two.tar");
+        let two = TwoRegistries {
+            registry,
+            work,
+            bundle,
+            k8s: k8s.top_digest,
+            quay: quay.top_digest,
+        };
+        two.build(&two.bundle);
+        Some(two)
+    }
+
+    /// Bundles both images as the registry has them now into `path`, with a cache of its own.
+    fn build(&self, path: &Path) {
+        let addr = self.registry.addr();
+        let cache = path.with_extension("cache");
         run(command().args([
             "bundle",
             "--image",
@@ -420,19 +435,12 @@ impl TwoRegistries {
             "--mirror",
             &format!("quay.io={addr}/quay"),
             "--cache-dir",
-            work.path().join("cache").to_str().unwrap(),
+            cache.to_str().unwrap(),
             "-o",
-            bundle.to_str().unwrap(),
+            path.to_str().unwrap(),
             "-q",
         ]))
         .success();
-        Some(TwoRegistries {
-            _registry: registry,
-            work,
-            bundle,
-            k8s: k8s.top_digest,
-            quay: quay.top_digest,
-        })
     }
 
     fn serve(&self, extra: &[&str]) -> Served {
@@ -557,6 +565,37 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
     assert!(status.success(), "SIGTERM stops it cleanly:\n{log}");
     assert!(log.contains("refused"), "{log}");
     assert_eq!(sha256_file(bundle), before, "the bundle is untouched");
+
+    // The same bundle twice is served once; a tag that two bundles give different images is refused.
+    let served = two.serve(&[bundle.to_str().unwrap()]);
+    let (status, _, _) = served.get("/v2/sig-storage/tool/manifests/v1?ns=quay.io", &[]);
+    assert_eq!(status, 200);
+    drop(served);
+    push_image(
+        two.registry.addr(),
+        "k8s/sig-storage/tool",
+        "v1",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        200_000,
+    );
+    let retagged = work.path().join("retagged.tar");
+    two.build(&retagged);
+    let refused = run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        retagged.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .fails_with(2);
+    assert!(
+        refused.stderr().contains(&format!(
+            "registry.k8s.io/sig-storage/tool:v1 is {k8s} in one bundle and sha256:"
+        )) && refused.stderr().contains("retagged.tar: serve them from two servers"),
+        "{}",
+        refused.stderr()
+    );
 
     // --print-config needs an address nodes can reach.
     let unreachable = run(command().args([
