@@ -5,6 +5,7 @@
 //!   CACHEDIR.TAG
 //!   blobs/sha256/<hex>      complete, verified blobs (manifests, configs, layers); never modified
 //!   partial/<hex>           a download in progress, locked by the process writing it; resumable
+//!   partial/.new-*          a blob being made (a vendor layer compressed), locked; swept once its process is gone
 //! ```
 //! A blob reaches `blobs/` only by rename after its size and sha256 were checked, so a reader never
 //! sees a half-written or wrong blob, and a crash leaves at most a partial file to resume from.
@@ -17,9 +18,13 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, Hashing};
+use crate::interrupt;
 
 /// Bump when the layout changes; an old cache is then simply ignored.
 const LAYOUT: &str = "ferry-v1";
+
+/// Names the temporary files of blobs whose digest is known only once written.
+const TEMP_PREFIX: &str = ".new-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -71,6 +76,8 @@ impl BlobStore {
         for dir in [root.join("blobs/sha256"), root.join("partial")] {
             fs::create_dir_all(&dir).map_err(io_error(&dir, "cannot create directory"))?;
         }
+        // Layers a killed run was compressing; downloads in `partial/` are kept to be resumed.
+        interrupt::sweep(&root.join("partial"), |name| name.starts_with(TEMP_PREFIX));
         let tag = root.join("CACHEDIR.TAG");
         if !tag.exists() {
             // Tells backup tools this directory can be rebuilt; see https://bford.info/cachedir/
@@ -104,6 +111,17 @@ impl BlobStore {
         File::open(&path).map_err(io_error(&path, "cannot open blob"))
     }
 
+    /// Removes a stored blob found damaged, so that the next fetch stores it anew; returns where it was.
+    pub fn evict(&self, digest: &Digest) -> Result<PathBuf, CacheError> {
+        let path = self.path(digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(io_error(&path, "cannot remove damaged blob")(e))
+            }
+            _ => Ok(path),
+        }
+    }
+
     /// Stores a small document already in memory after checking it against `digest`.
     pub fn put(&self, digest: &Digest, bytes: &[u8]) -> Result<(), CacheError> {
         if self.contains(digest, Some(bytes.len() as u64)) {
@@ -119,13 +137,21 @@ impl BlobStore {
     }
 
     /// A private temporary file on the cache's filesystem, for a blob whose digest is known only once
-    /// written (a layer ferry compresses itself); see [`BlobStore::adopt`].
+    /// written (a layer ferry compresses itself); see [`BlobStore::adopt`]. Locked while open, so that
+    /// only a killed run's are swept.
     pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, CacheError> {
         let dir = self.root.join("partial");
-        tempfile::Builder::new()
-            .prefix(".new-")
-            .tempfile_in(&dir)
-            .map_err(io_error(&dir, "cannot create temporary file"))
+        loop {
+            let temp = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .tempfile_in(&dir)
+                .map_err(io_error(&dir, "cannot create temporary file"))?;
+            if interrupt::hold(temp.as_file(), temp.path())
+                .map_err(io_error(temp.path(), "cannot lock temporary file"))?
+            {
+                return Ok(temp);
+            }
+        }
     }
 
     /// Moves a finished temporary file into the store under `digest`, which the caller computed while
@@ -177,7 +203,6 @@ impl BlobStore {
 /// Opens and locks `path`. While this process waited for the lock, the holder may have committed the file
 /// (renamed it into the store) or deleted it; a lock on that old inode protects nothing, so open again.
 fn lock_partial(path: &Path) -> Result<File, CacheError> {
-    use std::os::unix::fs::MetadataExt;
     loop {
         let file = OpenOptions::new()
             .read(true)
@@ -185,14 +210,7 @@ fn lock_partial(path: &Path) -> Result<File, CacheError> {
             .create(true)
             .open(path)
             .map_err(io_error(path, "cannot open partial download"))?;
-        file.lock()
-            .map_err(io_error(path, "cannot lock partial download"))?;
-        let locked = file
-            .metadata()
-            .map_err(io_error(path, "cannot inspect partial download"))?;
-        if fs::metadata(path)
-            .is_ok_and(|current| current.ino() == locked.ino() && current.dev() == locked.dev())
-        {
+        if interrupt::hold(&file, path).map_err(io_error(path, "cannot lock partial download"))? {
             return Ok(file);
         }
     }

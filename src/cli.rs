@@ -59,7 +59,7 @@ pub enum Command {
     Pull(PullArgs),
     /// Pull, then write one tarball (per distinct image set) that docker, containerd and podman load.
     #[command(
-        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes."
+        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.\nCtrl-C, SIGTERM or SIGHUP stops cleanly (exit 130, 143, 129); nothing half-written is left."
     )]
     Bundle(BundleArgs),
     /// Prove a bundle complete and intact: every byte, every reference, in one pass. Exit 0 intact, 1 not.
@@ -189,7 +189,8 @@ pub struct FetchArgs {
     /// Trust this CA certificate (PEM) for registries, besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).
     #[arg(long = "ca-cert", value_name = "PEM")]
     pub ca_certs: Vec<PathBuf>,
-    /// Directory with the vendor's image tarballs (docker-save archives from its release package).
+    /// Directory with the vendor's image tarballs from its release package, at any depth: docker-save or
+    /// OCI archives (podman save --format oci-archive, skopeo oci-archive:), .tar or .tar.gz.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["vendor_registry", "skip_vendor"])]
     pub vendor_dir: Option<PathBuf>,
     /// Registry (and path prefix) where an operator pushed the vendor's images, e.g. 10.0.0.5:5000/huawei.
@@ -208,11 +209,13 @@ pub struct BundleArgs {
     #[command(flatten)]
     pub images: ImageSelection,
     /// The bundle file, or a directory for the default name(s), which say what is inside
-    /// (e.g. huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar) [default: the current directory].
+    /// (e.g. huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar) [default: the current directory]. A path
+    /// ending in / is a directory, created when missing. Checked before anything is fetched; an existing
+    /// device, FIFO or symlink is never replaced.
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
     /// Cut the bundle into numbered parts of at most SIZE: 4G means 4 GiB - 1 byte, the most a FAT32 stick
-    /// holds in one file; other sizes (700M, 512K, 8G) are taken as given.
+    /// holds in one file; other sizes (700M, 512K, 8G) are taken as given. At most 1000 parts.
     #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
     pub split: Option<u64>,
     /// Sign the bundle with this OpenSSH private key (ed25519 or ecdsa): writes PATH.sig, the SSH
@@ -276,7 +279,8 @@ pub struct InspectArgs {
 pub struct PushArgs {
     /// The bundle (or its first part).
     pub path: PathBuf,
-    /// The private registry, with an optional path prefix: HOST[:PORT][/PREFIX].
+    /// The private registry, with an optional path prefix: HOST[:PORT][/PREFIX]. HOST has a '.' or a ':' or
+    /// is localhost, as in image names (myregistry/csi would mean Docker Hub).
     #[arg(long, value_name = "HOST[:PORT][/PREFIX]")]
     pub to: crate::registry::Target,
     /// Trust this CA certificate (PEM), besides the system's and /etc/{docker,containers}/certs.d/HOST/*.crt (repeatable).

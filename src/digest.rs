@@ -90,6 +90,11 @@ impl<T> Hashing<T> {
         }
     }
 
+    /// How many bytes passed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
     pub fn finish(self) -> (T, Digest, u64) {
         (self.inner, Digest::from_hasher(self.hasher), self.bytes)
     }

@@ -6,7 +6,9 @@ use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
 use crate::fetch::VendorSourceError;
 use crate::import::VendorError;
+use crate::interrupt::Interrupted;
 use crate::k8s::VersionError;
+use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
@@ -16,7 +18,8 @@ use crate::tarball::TarballError;
 use crate::trust::TrustError;
 use crate::verify::VerifyError;
 
-/// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong.
+/// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong,
+/// 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
 pub const EXIT_FAILURE: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
@@ -32,6 +35,8 @@ pub enum Error {
     Reference(#[from] ReferenceError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Pull(#[from] PullError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -75,6 +80,8 @@ pub enum Error {
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
     Output(#[source] std::io::Error),
+    #[error(transparent)]
+    Interrupted(#[from] Interrupted),
 }
 
 impl Error {
@@ -86,11 +93,17 @@ impl Error {
                 .max()
                 .unwrap_or(EXIT_FAILURE),
             Error::Registry(
-                RegistryError::BadMirror(_)
+                RegistryError::BadMirror { .. }
                 | RegistryError::CaCert { .. }
                 | RegistryError::BadCaCert { .. },
             ) => EXIT_USAGE,
-            Error::Vendor(VendorError::Missing { .. } | VendorError::Dir { .. }) => EXIT_USAGE,
+            Error::Vendor(
+                VendorError::Missing { .. }
+                | VendorError::Dir { .. }
+                | VendorError::Conflict { .. },
+            ) => EXIT_USAGE,
+            Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
+            Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(LoadError::NoRuntime) => EXIT_USAGE,
@@ -113,6 +126,7 @@ impl Error {
             ) => EXIT_FAILURE,
             Error::Output(_)
             | Error::Registry(_)
+            | Error::Pull(_)
             | Error::Cache(_)
             | Error::Tarball(_)
             | Error::Vendor(_)

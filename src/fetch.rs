@@ -8,6 +8,7 @@ use crate::catalog::ImageSource as CatalogSource;
 use crate::error::{Error, Result};
 use crate::image::{Image, Platform};
 use crate::import::import_all;
+use crate::interrupt;
 use crate::progress::Reporter;
 use crate::pull::{pull, PullItem, PullReport};
 use crate::reference::Reference;
@@ -120,26 +121,39 @@ pub fn fetch(
     let (report, imported) = std::thread::scope(|scope| {
         let imported = scope.spawn(|| match &settings.vendor {
             VendorSource::Dir(dir) if !vendor_refs.is_empty() => {
-                import_all(store, dir, &vendor_refs, reporter)
+                import_all(store, dir, &vendor_refs, &settings.platform, reporter)
             }
             _ => Ok(Vec::new()),
         });
-        let report = runtime.block_on(pull(
+        let pulling = pull(
             store,
             &settings.registry,
             &pull_items,
             &settings.platform,
             settings.jobs,
             reporter,
-        ));
+        );
+        // A signal drops the downloads where they are; their partial files stay, to be resumed.
+        let report = runtime.block_on(async {
+            tokio::select! {
+                report = pulling => Ok(report),
+                stop = interrupt::signalled() => Err(stop),
+            }
+        });
+        // The vendor layers being compressed would be thrown away: stop them too.
+        if matches!(report, Ok(Err(_))) {
+            interrupt::abandon();
+        }
         (
             report,
             imported.join().expect("vendor import does not panic"),
         )
     });
+    let report = report.map_err(Error::Interrupted)?;
     let (report, imported) = match (report, imported) {
         (Ok(report), Ok(imported)) => (report, imported),
-        // Both sources failed: say both, so one run shows everything to fix.
+        (Err(pull), Err(import)) if interrupt::is_abandonment(&import) => return Err(pull.into()),
+        // Both sources failed on their own: say both, so one run shows everything to fix.
         (Err(pull), Err(import)) => return Err(Error::Several(vec![pull.into(), import.into()])),
         (Err(pull), _) => return Err(pull.into()),
         (_, Err(import)) => return Err(import.into()),

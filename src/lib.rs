@@ -8,10 +8,11 @@
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
 //!   `trust` (signatures and locks: proof that it is the bundle that was built);
+//!   `layer_codec` (what a layer's content hashes to, through gzip or zstd);
 //! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a
 //!   registry);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
-//!   `error` (exit codes).
+//!   `error` (exit codes), `interrupt` (signals, and sweeping what killed runs left behind).
 
 // Errors carry their subjects (paths, digests, references) and causes; they are returned once per
 // failed run, so their size costs nothing measurable, and boxing them would only blur the types.
@@ -46,8 +47,10 @@ pub mod error;
 pub mod fetch;
 pub mod image;
 pub mod import;
+pub mod interrupt;
 pub mod io;
 pub mod k8s;
+pub mod layer_codec;
 pub mod progress;
 pub mod pull;
 pub mod reference;

@@ -8,15 +8,62 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::{stream, StreamExt};
 
-use crate::cache::BlobStore;
+use crate::cache::{BlobStore, CacheError};
 use crate::digest::Digest;
 use crate::image::{
     limits, media, Descriptor, Image, ImageConfig, ImageSource, Index, Manifest, Platform,
 };
 use crate::progress::Reporter;
 use crate::reference::Reference;
-use crate::registry::retry::RetryPolicy;
-use crate::registry::{FetchError, Location, RegistryClient, RegistryError, RegistryOptions};
+use crate::registry::retry::{after_attempts, Classify, RetryPolicy, Verdict};
+use crate::registry::{
+    FetchError, Location, RefusalKind, RegistryClient, RegistryError, RegistryOptions,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot fetch blob {digest} of {image} from {registry}{}", after_attempts(*attempts))]
+    Blob {
+        image: String,
+        digest: Digest,
+        registry: String,
+        attempts: u32,
+        #[source]
+        cause: BlobFailure,
+    },
+    #[error("{} fetches failed:\n  {}", .0.len(), .0.iter().map(|e| crate::error::chain(e)).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<PullError>),
+}
+
+/// Why one attempt at a blob failed: the registry, or the cache that checks and stores what it sent.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobFailure {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+}
+
+impl From<reqwest::Error> for BlobFailure {
+    fn from(error: reqwest::Error) -> Self {
+        BlobFailure::Fetch(error.into())
+    }
+}
+
+impl Classify for BlobFailure {
+    fn verdict(&self) -> Verdict {
+        match self {
+            BlobFailure::Fetch(fetch) => fetch.verdict(),
+            // A wrong digest may be a byte flipped on the way; a fresh download settles it, a bounded number of times.
+            BlobFailure::Cache(
+                CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. },
+            ) => Verdict::Transient,
+            BlobFailure::Cache(_) => Verdict::Fatal,
+        }
+    }
+}
 
 /// One image to pull: its upstream name, and where to fetch it from.
 #[derive(Debug, Clone)]
@@ -42,7 +89,7 @@ pub async fn pull(
     platform: &Platform,
     jobs: usize,
     reporter: &dyn Reporter,
-) -> Result<PullReport, RegistryError> {
+) -> Result<PullReport, PullError> {
     let mut report = PullReport::default();
     if items.is_empty() {
         return Ok(report);
@@ -108,10 +155,9 @@ pub async fn pull(
     Ok(report)
 }
 
-/// The values, or the one failure, or all of them together.
-fn all_or_every_failure<T>(
-    results: Vec<Result<T, RegistryError>>,
-) -> Result<Vec<T>, RegistryError> {
+/// The values, or the one failure, or all of them together. A registry that refused this machine's
+/// credentials (or wants some) is named once, not once per image it refused.
+fn all_or_every_failure<T>(results: Vec<Result<T, PullError>>) -> Result<Vec<T>, PullError> {
     let (mut values, mut failures) = (Vec::new(), Vec::new());
     for result in results {
         match result {
@@ -119,10 +165,44 @@ fn all_or_every_failure<T>(
             Err(failure) => failures.push(failure),
         }
     }
+    let mut refused: Vec<(String, RefusalKind)> = Vec::new();
+    failures.retain(|failure| match failure.credential_refusal() {
+        Some(key) if refused.contains(&key) => false,
+        Some(key) => {
+            refused.push(key);
+            true
+        }
+        None => true,
+    });
     match failures.len() {
         0 => Ok(values),
         1 => Err(failures.remove(0)),
-        _ => Err(RegistryError::Several(failures)),
+        _ => Err(PullError::Several(failures)),
+    }
+}
+
+impl PullError {
+    /// The registry and kind of a refusal that concerns the credentials, not one image.
+    fn credential_refusal(&self) -> Option<(String, RefusalKind)> {
+        let cause = match self {
+            PullError::Registry(RegistryError::Manifest { cause, .. }) => cause,
+            PullError::Blob {
+                cause: BlobFailure::Fetch(cause),
+                ..
+            } => cause,
+            _ => return None,
+        };
+        match cause {
+            FetchError::Refused(refusal)
+                if matches!(
+                    refusal.kind,
+                    RefusalKind::BadCredentials | RefusalKind::NoCredentials
+                ) =>
+            {
+                Some((refusal.registry.clone(), refusal.kind))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -150,21 +230,12 @@ struct Puller<'a> {
 
 impl Puller<'_> {
     /// Resolves one image to its single-platform manifest and fetches its config.
-    async fn resolve(&self, item: &PullItem, platform: &Platform) -> Result<Image, RegistryError> {
+    async fn resolve(&self, item: &PullItem, platform: &Platform) -> Result<Image, PullError> {
         let image = item.upstream.to_string();
         let location = &item.location.reference;
+        // A digest-pinned reference is fetched by its digest, which the client checks.
         let top = self.fetch_manifest(&image, location).await?;
-        within(&image, "manifest", top.len() as u64, limits::MAX_MANIFEST)?;
         let top_digest = Digest::of(&top);
-        if let Some(pinned) = item.upstream.digest() {
-            if *pinned != top_digest {
-                return Err(RegistryError::PinnedDigest {
-                    image,
-                    expected: pinned.clone(),
-                    actual: top_digest,
-                });
-            }
-        }
         let top_type = media_type_of(&image, &top)?;
         let (index_digest, manifest_bytes, manifest_type) = if media::is_index(&top_type) {
             let chosen = choose_platform(&image, &top, platform)?;
@@ -172,14 +243,6 @@ impl Puller<'_> {
             let bytes = self
                 .fetch_manifest(&image, &location.with_digest(chosen.digest.clone()))
                 .await?;
-            let actual = Digest::of(&bytes);
-            if actual != chosen.digest {
-                return Err(RegistryError::PinnedDigest {
-                    image,
-                    expected: chosen.digest,
-                    actual,
-                });
-            }
             let manifest_type = media_type_of(&image, &bytes)?;
             (Some(top_digest), bytes, manifest_type)
         } else {
@@ -200,12 +263,13 @@ impl Puller<'_> {
                     "its blob sizes add up to more than {} bytes",
                     limits::MAX_IMAGE_BYTES
                 ),
-            });
+            }
+            .into());
         }
         let manifest_digest = Digest::of(&manifest_bytes);
         self.store
             .put(&manifest_digest, &manifest_bytes)
-            .map_err(|cause| RegistryError::Blob {
+            .map_err(|cause| PullError::Blob {
                 image: image.clone(),
                 digest: manifest_digest.clone(),
                 registry: location.registry().to_string(),
@@ -231,7 +295,8 @@ impl Puller<'_> {
                 image,
                 wanted: platform.to_string(),
                 actual: image_platform.to_string(),
-            });
+            }
+            .into());
         }
         Ok(Image {
             reference: item.upstream.clone(),
@@ -274,7 +339,7 @@ impl Puller<'_> {
             })
     }
 
-    async fn fetch_blob(&self, job: &BlobJob) -> Result<(), RegistryError> {
+    async fn fetch_blob(&self, job: &BlobJob) -> Result<(), PullError> {
         let what = format!("blob {}", job.blob.digest);
         self.retry
             .run(
@@ -285,7 +350,7 @@ impl Puller<'_> {
                 },
             )
             .await
-            .map_err(|failure| RegistryError::Blob {
+            .map_err(|failure| PullError::Blob {
                 image: job.image.clone(),
                 digest: job.blob.digest.clone(),
                 registry: job.location.registry().to_string(),
@@ -295,7 +360,7 @@ impl Puller<'_> {
     }
 
     /// One try at one blob: resume from whatever an earlier try (of this or another process) left.
-    async fn blob_attempt(&self, job: &BlobJob) -> Result<(), FetchError> {
+    async fn blob_attempt(&self, job: &BlobJob) -> Result<(), BlobFailure> {
         let (digest, size) = (&job.blob.digest, job.blob.size);
         if self.store.contains(digest, Some(size)) {
             return Ok(());
@@ -311,7 +376,7 @@ impl Puller<'_> {
         if partial.offset() < size {
             let response = self
                 .client
-                .blob(&job.location, digest, partial.offset())
+                .blob(&job.location, digest, partial.offset(), size)
                 .await?;
             if response.status() != reqwest::StatusCode::PARTIAL_CONTENT {
                 partial.restart()?;
@@ -328,7 +393,8 @@ impl Puller<'_> {
                 return Err(FetchError::Truncated {
                     received: partial.offset(),
                     expected: size,
-                });
+                }
+                .into());
             }
         }
         partial.commit()?;

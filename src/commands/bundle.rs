@@ -1,14 +1,17 @@
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::{fetch_images, FetchRun};
+use super::{fetch_images, plan_images, FetchRun};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;
 use crate::reference::Reference;
-use crate::tarball::{write_bundle, BundleMetadata, WriteOptions};
+use crate::resolve::Plan;
+use crate::tarball::{check_output, write_bundle, BundleMetadata, TarballError, WriteOptions};
 use crate::trust::lock::Lock;
 use crate::trust::signature::SigningKey;
 use crate::trust::TrustError;
@@ -24,12 +27,14 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         Some(path) if !args.update_lock && path.exists() => Some(Lock::load(path)?),
         _ => None,
     };
+    let plans = plan_images(catalogs, &args.images)?;
+    let paths = output_paths(&plans, args)?;
     let FetchRun {
         plans,
         store,
         fetched,
         reporter,
-    } = fetch_images(catalogs, &args.images, &args.fetch)?;
+    } = fetch_images(plans, &args.fetch)?;
     let several = plans.len() > 1;
     let lock = match &args.lock {
         Some(_) if several => {
@@ -51,15 +56,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             .into());
         }
     }
-    if several {
-        if let Some(dir) = &args.output {
-            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-    }
-    for plan in &plans {
+    for (plan, path) in plans.iter().zip(paths) {
         let images: Vec<Image> = plan
             .images
             .iter()
@@ -76,22 +73,33 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
             .iter()
             .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
             .collect();
-        let name = plan.file_name(&args.fetch.platform);
-        // -o names the file, or the directory for the default names (always so for several bundles).
-        let path = match &args.output {
-            Some(dir) if several || dir.is_dir() => dir.join(name),
-            Some(path) => path.clone(),
-            None => PathBuf::from(name),
-        };
         let metadata = BundleMetadata::describe(plan, &args.fetch.platform, &images, &skipped);
-        let written = write_bundle(
-            &store,
-            &images,
-            &metadata,
-            &path,
-            &options,
-            reporter.as_ref(),
-        )?;
+        let write = || {
+            write_bundle(
+                &store,
+                &images,
+                &metadata,
+                &path,
+                &options,
+                reporter.as_ref(),
+            )
+        };
+        let written = match write() {
+            // A cache file damaged on this machine was removed from the cache: fetch it anew, once.
+            Err(TarballError::DamagedBlob {
+                digest,
+                path: damaged,
+                ..
+            }) => {
+                reporter.warning(&format!(
+                    "cache file {} was damaged (not blob {digest}); fetching it again",
+                    damaged.display()
+                ));
+                fetch_images(vec![plan.clone()], &args.fetch)?;
+                write()?
+            }
+            written => written?,
+        };
         writeln!(
             out,
             "{}  {} image(s), {}, sha256 {}{}",
@@ -108,6 +116,15 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         .map_err(Error::Output)?;
         for skipped in &skipped {
             writeln!(out, "  not included (--skip-vendor): {skipped}").map_err(Error::Output)?;
+        }
+        for image in images.iter().filter(|image| has_zstd_layers(image)) {
+            writeln!(
+                out,
+                "  {}: zstd-compressed layers, which Docker Engine before 23.0 cannot load \
+                 (containerd and podman can)",
+                image.reference
+            )
+            .map_err(Error::Output)?;
         }
         if let Some(signer) = &options.signer {
             writeln!(
@@ -135,6 +152,44 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         .map_err(Error::Output)?;
     }
     Ok(())
+}
+
+fn has_zstd_layers(image: &Image) -> bool {
+    image
+        .layers
+        .iter()
+        .any(|layer| Codec::of_media_type(&layer.media_type) == Codec::Zstd)
+}
+
+/// Where each bundle goes, checked before anything is fetched. -o names the file, or the directory for
+/// the default names: always so for several bundles, and when it ends with `/`; such a directory is
+/// created when missing.
+fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
+    let dir = match &args.output {
+        Some(out)
+            if plans.len() > 1 || out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") =>
+        {
+            std::fs::create_dir_all(out).map_err(|source| Error::Io {
+                path: out.clone(),
+                source,
+            })?;
+            Some(out)
+        }
+        _ => None,
+    };
+    plans
+        .iter()
+        .map(|plan| {
+            let name = plan.file_name(&args.fetch.platform);
+            let path = match (dir, &args.output) {
+                (Some(dir), _) => dir.join(name),
+                (None, Some(path)) => path.clone(),
+                (None, None) => PathBuf::from(name),
+            };
+            check_output(&path, args.split)?;
+            Ok(path)
+        })
+        .collect()
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

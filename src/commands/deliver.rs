@@ -7,7 +7,7 @@ use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
-use crate::deliver::load::{detect, load as load_bundle, LoadOptions};
+use crate::deliver::load::{detect, explain_failure, load as load_bundle, LoadOptions};
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
@@ -136,7 +136,8 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         address: args.address.clone(),
     };
     let (runtime, socket) = detect(&options)?;
-    let said = load_bundle(&report.source, runtime, socket.as_deref(), &args.namespace)?;
+    let said = load_bundle(&report.source, runtime, socket.as_deref(), &args.namespace)
+        .map_err(|error| explain_failure(error, runtime, &report))?;
     eprint!("{said}");
     for image in &report.images {
         writeln!(

@@ -35,7 +35,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),
-    }?;
+    }
+    // Whatever failed after a signal failed because of it; the signal decides the exit code.
+    .map_err(|error| crate::interrupt::pending().map_or(error, Error::Interrupted))?;
     out.flush().map_err(Error::Output)
 }
 
@@ -79,12 +81,8 @@ struct FetchRun {
     reporter: Box<dyn Reporter>,
 }
 
-/// Plans, then fetches every image into the cache; the step `pull` and `bundle` share.
-fn fetch_images(
-    catalogs: &Catalogs,
-    selection: &ImageSelection,
-    args: &FetchArgs,
-) -> Result<FetchRun> {
+/// The image sets `selection` names, one per bundle (and per release, with --all-releases).
+fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Plan>> {
     let mut plans = Vec::new();
     for release in releases_to_plan(catalogs, selection)? {
         plans.extend(crate::resolve::plans(
@@ -98,6 +96,13 @@ fn fetch_images(
             },
         )?);
     }
+    Ok(plans)
+}
+
+/// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
+/// signal stops the run cleanly.
+fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+    crate::interrupt::install();
     let store = BlobStore::open(
         &args
             .cache_dir

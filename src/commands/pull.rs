@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use super::{fetch_images, FetchRun};
+use super::{fetch_images, plan_images, FetchRun};
 use crate::catalog::Catalogs;
 use crate::cli::PullArgs;
 use crate::error::{Error, Result};
@@ -9,7 +9,7 @@ use crate::progress::DecimalBytes;
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
     let FetchRun {
         fetched, reporter, ..
-    } = fetch_images(catalogs, &args.images, &args.fetch)?;
+    } = fetch_images(plan_images(catalogs, &args.images)?, &args.fetch)?;
     for image in &fetched.images {
         writeln!(out, "{}  {}", image.reference, image.manifest.digest).map_err(Error::Output)?;
     }

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 
 use flate2::read::MultiGzDecoder;
 
+use crate::layer_codec::Codec;
 use crate::tarball::read::Source;
+use crate::verify::Verified;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Runtime {
@@ -43,6 +45,34 @@ pub enum LoadError {
     },
     #[error("cannot read the bundle while loading it")]
     Read(#[source] io::Error),
+    #[error(
+        "docker load failed, and the bundle has zstd-compressed layers, which Docker Engine before 23.0 \
+         cannot load: use --runtime containerd or --runtime podman, or a newer Docker"
+    )]
+    ZstdOnOldDocker(#[source] Box<LoadError>),
+}
+
+/// A failed `docker load` of a bundle with zstd layers says why it most likely failed: old dockerd takes
+/// them for plain tars and says only that a tar header is invalid.
+pub fn explain_failure(error: LoadError, runtime: Runtime, bundle: &Verified) -> LoadError {
+    let zstd = |&(offset, size): &(u64, u64)| {
+        let mut head = Vec::with_capacity(4);
+        let read = bundle
+            .source
+            .open_range(offset, size.min(4))
+            .and_then(|mut blob| blob.read_to_end(&mut head));
+        read.is_ok() && Codec::sniff(&head) == Codec::Zstd
+    };
+    // Blobs are read in place only in an uncompressed bundle, the kind ferry writes.
+    let readable = !bundle.source.is_gzipped().unwrap_or(true);
+    if runtime == Runtime::Docker
+        && matches!(error, LoadError::Failed { .. })
+        && readable
+        && bundle.locations.values().any(zstd)
+    {
+        return LoadError::ZstdOnOldDocker(Box::new(error));
+    }
+    error
 }
 
 #[derive(Debug, Clone)]

@@ -13,7 +13,8 @@ use crate::digest::Digest;
 use crate::image::Manifest;
 use crate::progress::Reporter;
 use crate::reference::Reference;
-use crate::registry::{FetchError, RegistryClient, RegistryError, RegistryOptions, Target};
+use crate::registry::retry::after_attempts;
+use crate::registry::{FetchError, Mount, RegistryClient, RegistryError, RegistryOptions, Target};
 use crate::verify::Verified;
 
 /// One image pushed: where it came from, where it went, and its manifest digest.
@@ -48,7 +49,7 @@ pub enum PushError {
     Read(#[source] std::io::Error),
     #[error("{} changed since it was verified; verify it again", .0.display())]
     Changed(std::path::PathBuf),
-    #[error("cannot push {what} of {image} to {target} (after {attempts} attempt(s))")]
+    #[error("cannot push {image} to {target} ({what}{})", after_attempts(*attempts))]
     Push {
         what: String,
         image: String,
@@ -172,10 +173,6 @@ impl Pusher<'_> {
         target: &Reference,
         digest: &Digest,
     ) -> Result<Pushed, PushError> {
-        self.retry(upstream, target, "authorization", |_| {
-            self.client.authorize_push(target)
-        })
-        .await?;
         let manifest_bytes = read_manifest(self.report, digest)?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
@@ -226,20 +223,19 @@ impl Pusher<'_> {
             .as_ref()
             .filter(|from| from.repository() != target.repository())
         {
-            let mounted = self.client.mount_blob(target, from, digest).await;
-            if mounted.is_ok()
-                && self
-                    .client
-                    .blob_exists(target, digest)
-                    .await
-                    .unwrap_or(false)
-            {
-                self.mounted.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.upload(upstream, target, digest, &what).await?;
+            // A refused mount costs nothing but the upload it would have saved.
+            match self.client.mount_blob(target, from, digest).await {
+                Ok(Mount::Mounted) => {
+                    self.mounted.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(Mount::Declined(session)) => {
+                    self.upload(upstream, target, digest, &what, Some(session))
+                        .await?
+                }
+                Err(_) => self.upload(upstream, target, digest, &what, None).await?,
             }
         } else {
-            self.upload(upstream, target, digest, &what).await?;
+            self.upload(upstream, target, digest, &what, None).await?;
         }
         *holder = Some(target.clone());
         Ok(())
@@ -251,14 +247,22 @@ impl Pusher<'_> {
         target: &Reference,
         digest: &Digest,
         what: &str,
+        session: Option<reqwest::Url>,
     ) -> Result<(), PushError> {
         let (offset, size) = self.report.locations[digest];
         let source = &self.report.source;
-        self.retry(upstream, target, what, |_| async move {
-            let reader = source
-                .open_range(offset, size)
-                .map_err(|e| FetchError::Oci(e.into()))?;
-            self.client.push_blob(target, digest, size, reader).await
+        // The session a declined mount opened serves the first attempt; a retry opens its own.
+        let session = std::sync::Mutex::new(session);
+        self.retry(upstream, target, what, |_| {
+            let session = session.lock().expect("not poisoned").take();
+            async move {
+                let reader = source
+                    .open_range(offset, size)
+                    .map_err(FetchError::Bundle)?;
+                self.client
+                    .push_blob(target, digest, size, session, reader)
+                    .await
+            }
         })
         .await?;
         self.uploaded.fetch_add(1, Ordering::Relaxed);

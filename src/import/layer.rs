@@ -2,18 +2,18 @@
 //!
 //! docker-save layers are uncompressed tars: they are gzipped in one streaming pass that hashes what goes in
 //! (the diff_id, checked against the config) and what comes out (the new blob's digest). A layer that is
-//! already gzip is stored as it is, its content hashed through a decompressor. Which blob an uncompressed
+//! already gzip or zstd is stored as it is, its content hashed through a decompressor. Which blob an uncompressed
 //! layer became is noted per compression setting, so that a warm rebuild never compresses again.
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::{Digest, Hashing};
+use crate::layer_codec::{Codec, ContentHasher};
 
 /// The one compression setting, part of every note's key: another backend or level gives other bytes.
 ///
@@ -53,36 +53,32 @@ pub(super) fn gzip(input: impl Read, output: impl Write) -> io::Result<Written> 
     })
 }
 
-/// Copies an already gzipped layer from `input` into `output` as it is, hashing its content on the way.
-pub(super) fn keep(input: impl Read, output: impl Write) -> io::Result<Written> {
-    let mut stored = Tee {
-        input,
-        copy: Hashing::new(output),
-    };
-    let mut content = Hashing::new(io::sink());
-    // The decoder reads every gzip member to the end of the input, so every byte passes through the tee.
-    io::copy(&mut MultiGzDecoder::new(&mut stored), &mut content)?;
-    let (_, digest, size) = stored.copy.finish();
-    let (_, diff_id, _) = content.finish();
+/// Copies a compressed layer of `size` bytes from `input` into `output` as it is, hashing its content
+/// on the way.
+pub(super) fn keep(
+    mut input: impl Read,
+    output: impl Write,
+    codec: Codec,
+    size: u64,
+) -> io::Result<Written> {
+    let mut stored = Hashing::new(output);
+    let mut content = ContentHasher::new(codec, size).expect("a compressed layer");
+    let mut buffer = vec![0u8; 1 << 18];
+    loop {
+        let n = input.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        stored.write_all(&buffer[..n])?;
+        content.write(&buffer[..n]);
+    }
+    let diff_id = content.finish().map_err(io::Error::other)?;
+    let (_, digest, size) = stored.finish();
     Ok(Written {
         digest,
         size,
         diff_id,
     })
-}
-
-/// Writes everything read through it to `copy`.
-struct Tee<R, W> {
-    input: R,
-    copy: W,
-}
-
-impl<R: Read, W: Write> Read for Tee<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.input.read(buf)?;
-        self.copy.write_all(&buf[..n])?;
-        Ok(n)
-    }
 }
 
 /// The blob the uncompressed layer `diff_id` became under [`COMPRESSION`] in an earlier run, if it is still
@@ -153,7 +149,7 @@ mod tests {
         let mut gzipped = Vec::new();
         gzip(&b"content"[..], &mut gzipped).unwrap();
         let mut stored = Vec::new();
-        let written = keep(&gzipped[..], &mut stored).unwrap();
+        let written = keep(&gzipped[..], &mut stored, Codec::Gzip, gzipped.len() as u64).unwrap();
         assert_eq!(stored, gzipped);
         assert_eq!(
             (written.digest, written.diff_id),

@@ -1,5 +1,10 @@
 //! Vendor images: the docker-save tarballs a vendor ships inside its release package (Huawei's
-//! storage-backend-controller, huawei-csi, ...), imported into the cache as proper OCI images.
+//! storage-backend-controller, huawei-csi, ...), or OCI archives (podman, skopeo), imported into the cache
+//! as proper OCI images.
+//!
+//! A name must mean one image: when two archives (or two entries of one) claim it with different configs,
+//! so different content, the import is refused naming both, unless exactly one of them is for the platform
+//! asked for. Files that are no image archive are passed over, and named if an image is then missing.
 //!
 //! The config is stored byte for byte, so the image ID docker shows stays the vendor's. Each uncompressed
 //! layer is gzipped into the cache (layer.rs), the layers of all requested images in parallel, one per core,
@@ -15,13 +20,12 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use serde::Deserialize;
-
-use self::archive::{Compression, DockerSave, Span, MAX_LAYERS};
+use self::archive::{DockerSave, Span, MAX_LAYERS};
 pub use self::layer::COMPRESSION;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::Digest;
-use crate::image::{media, Descriptor, Image, ImageSource, Manifest, Platform};
+use crate::image::{media, Descriptor, Image, ImageConfig, ImageSource, Manifest, Platform};
+use crate::layer_codec::Codec;
 use crate::progress::Reporter;
 use crate::reference::{Reference, ReferenceError};
 
@@ -48,8 +52,31 @@ pub enum VendorError {
         #[source]
         source: io::Error,
     },
-    #[error("{archive} is not a docker-save archive: it has no manifest.json")]
-    NotDockerSave { archive: PathBuf },
+    #[error("{archive} is not an image archive ferry can read: {why}")]
+    NotAnArchive { archive: PathBuf, why: String },
+    #[error(
+        "vendor archive {archive}: {entry} hashes to {actual}: the archive was altered or damaged"
+    )]
+    BlobMismatch {
+        archive: PathBuf,
+        entry: String,
+        actual: Digest,
+    },
+    #[error(
+        "two vendor images are named {reference}, with different content: {} (image {}) and {} \
+         (image {}); remove the one that is not the vendor's from the vendor directory",
+        .first.0.display(), .first.1, .second.0.display(), .second.1
+    )]
+    Conflict {
+        reference: Reference,
+        /// The archive and image ID (config digest) of each.
+        first: (PathBuf, Digest),
+        second: (PathBuf, Digest),
+    },
+    #[error("vendor archive {archive} changed while ferry read it")]
+    Changed { archive: PathBuf },
+    #[error("vendor archive {archive}: {entry} is not JSON")]
+    NotJson { archive: PathBuf, entry: String },
     #[error("vendor archive {archive}: cannot read {entry}")]
     ReadEntry {
         archive: PathBuf,
@@ -90,11 +117,6 @@ pub enum VendorError {
         #[source]
         source: ReferenceError,
     },
-    #[error("vendor archive {archive} has no image tagged {reference}")]
-    NotInArchive {
-        archive: PathBuf,
-        reference: Reference,
-    },
     #[error("vendor archive {archive}: manifest.json names {layers} layers, but {entry} has {diff_ids} diff_ids")]
     LayerCount {
         archive: PathBuf,
@@ -102,10 +124,6 @@ pub enum VendorError {
         layers: usize,
         diff_ids: usize,
     },
-    #[error(
-        "vendor archive {archive}: layer {entry} is zstd-compressed, which ferry cannot check against its diff_id"
-    )]
-    Zstd { archive: PathBuf, entry: String },
     #[error("vendor archive {archive}: cannot store layer {entry} in the cache")]
     Layer {
         archive: PathBuf,
@@ -124,14 +142,15 @@ pub enum VendorError {
         actual: Digest,
     },
     #[error(
-        "the vendor directory {dir} has no image {reference}; it has: {}\n\
+        "the vendor directory {dir} has no image {reference}; it has: {}\n{}\
          (the tarballs are in the vendor's release package, e.g. its image/ directory)",
-        names(.available)
+        names(.available), passed_over_lines(.passed_over)
     )]
     Missing {
         dir: PathBuf,
         reference: Reference,
         available: Vec<Reference>,
+        passed_over: Vec<PassedOver>,
     },
     #[error(transparent)]
     Cache(#[from] CacheError),
@@ -139,7 +158,7 @@ pub enum VendorError {
 
 fn names(references: &[Reference]) -> String {
     if references.is_empty() {
-        return "no docker-save archives".into();
+        return "no image archives".into();
     }
     references
         .iter()
@@ -148,42 +167,80 @@ fn names(references: &[Reference]) -> String {
         .join(", ")
 }
 
-/// The docker-save archives of a vendor directory, indexed by the images they hold.
-#[derive(Debug)]
+fn passed_over_lines(files: &[PassedOver]) -> String {
+    files
+        .iter()
+        .map(|file| format!("passed over {}: {}\n", file.file.display(), file.why))
+        .collect()
+}
+
+/// The image archives of a vendor directory, indexed by the names of the images they hold.
+#[derive(Debug, Default)]
 pub struct VendorDir {
     dir: PathBuf,
-    images: BTreeMap<Reference, PathBuf>,
+    /// Every image claiming each name, in path order.
+    images: BTreeMap<Reference, Vec<Found>>,
+    passed_over: Vec<PassedOver>,
+}
+
+/// A file that is no image archive ferry can read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    pub file: PathBuf,
+    pub why: String,
+}
+
+/// One image an archive holds under a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub archive: PathBuf,
+    /// Its place among the archive's images.
+    at: usize,
+    /// The digest of its config, docker's image ID: the same ID is the same content, as the config
+    /// records every layer's diff_id, which the import checks.
+    pub id: Digest,
+    platform: Option<Platform>,
 }
 
 impl VendorDir {
-    /// Reads the manifest.json of every `.tar`, `.tar.gz` or `.tgz` under `dir`, at any depth. Tarballs
-    /// without one (a Helm chart beside the images) are passed over; when two archives hold the same tag,
-    /// the first by path wins.
+    /// Lists the images of every `.tar`, `.tar.gz` or `.tgz` under `dir`, at any depth. Tarballs that are
+    /// no image archive (a Helm chart beside the images, a damaged file) are passed over.
     pub fn scan(dir: &Path) -> Result<VendorDir, VendorError> {
         let mut archives = Vec::new();
         find_archives(dir, &mut archives)?;
         archives.sort();
-        let mut images = BTreeMap::new();
-        for path in archives {
-            let saved = match archive::saved_images(&path) {
-                Err(VendorError::NotDockerSave { .. }) => continue,
-                saved => saved?,
-            };
-            for image in &saved {
-                for reference in image.references(&path)? {
-                    images.entry(reference).or_insert_with(|| path.clone());
-                }
-            }
-        }
-        Ok(VendorDir {
+        let mut vendor = VendorDir {
             dir: dir.to_path_buf(),
-            images,
-        })
+            ..VendorDir::default()
+        };
+        for path in archives {
+            vendor.add(&path)?;
+        }
+        Ok(vendor)
     }
 
-    /// The archive holding `reference`.
-    pub fn find(&self, reference: &Reference) -> Option<&Path> {
-        self.images.get(reference).map(PathBuf::as_path)
+    fn add(&mut self, path: &Path) -> Result<(), VendorError> {
+        let saved = match archive::saved_images(path) {
+            Err(VendorError::NotAnArchive { archive, why }) => {
+                self.passed_over.push(PassedOver { file: archive, why });
+                return Ok(());
+            }
+            saved => saved?,
+        };
+        for (at, (image, config)) in saved.iter().enumerate() {
+            let platform = ImageConfig::parse(config)
+                .ok()
+                .map(|config| config.platform());
+            for reference in image.references(path)? {
+                self.images.entry(reference).or_default().push(Found {
+                    archive: path.to_path_buf(),
+                    at,
+                    id: Digest::of(config),
+                    platform: platform.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every image the directory holds, sorted: what to tell a user who asked for another.
@@ -191,12 +248,38 @@ impl VendorDir {
         self.images.keys().cloned().collect()
     }
 
-    fn require(&self, reference: &Reference) -> Result<&Path, VendorError> {
-        self.find(reference).ok_or_else(|| VendorError::Missing {
-            dir: self.dir.clone(),
-            reference: reference.clone(),
-            available: self.available(),
-        })
+    /// The image named `reference`, preferring those for `platform`: refused when two of them differ.
+    pub fn choose(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<&Found, VendorError> {
+        let all = self.images.get(reference).map_or(&[][..], Vec::as_slice);
+        let for_platform: Vec<&Found> = all
+            .iter()
+            .filter(|found| found.platform.as_ref().is_some_and(|p| platform.matches(p)))
+            .collect();
+        let pool = if for_platform.is_empty() {
+            all.iter().collect()
+        } else {
+            for_platform
+        };
+        let Some(&first) = pool.first() else {
+            return Err(VendorError::Missing {
+                dir: self.dir.clone(),
+                reference: reference.clone(),
+                available: self.available(),
+                passed_over: self.passed_over.clone(),
+            });
+        };
+        if let Some(other) = pool.iter().find(|found| found.id != first.id) {
+            return Err(VendorError::Conflict {
+                reference: reference.clone(),
+                first: (first.archive.clone(), first.id.clone()),
+                second: (other.archive.clone(), other.id.clone()),
+            });
+        }
+        Ok(first)
     }
 }
 
@@ -223,44 +306,21 @@ fn find_archives(dir: &Path, into: &mut Vec<PathBuf>) -> Result<(), VendorError>
     Ok(())
 }
 
-/// Imports the image tagged `reference` from the docker-save tarball `archive` into the cache.
-pub fn import(
-    store: &BlobStore,
-    archive: &Path,
-    reference: &Reference,
-    reporter: &dyn Reporter,
-) -> Result<Image, VendorError> {
-    let mut images = import_each(store, &[(archive, reference)], reporter)?;
-    Ok(images.pop().expect("one image per request"))
-}
-
-/// Imports every image of `references` from the tarballs under `dir`, in the order given.
+/// Imports every image of `references` from the tarballs under `dir`, in the order given, each for
+/// `platform` where the directory holds it for several.
 pub fn import_all(
     store: &BlobStore,
     dir: &Path,
     references: &[Reference],
+    platform: &Platform,
     reporter: &dyn Reporter,
 ) -> Result<Vec<Image>, VendorError> {
     let vendor = VendorDir::scan(dir)?;
     let requests = references
         .iter()
-        .map(|r| Ok((vendor.require(r)?, r)))
+        .map(|r| Ok((vendor.choose(r, platform)?, r)))
         .collect::<Result<Vec<_>, VendorError>>()?;
     import_each(store, &requests, reporter)
-}
-
-/// The parts of a docker config that ferry reads.
-#[derive(Deserialize)]
-struct ConfigProbe {
-    os: String,
-    architecture: String,
-    variant: Option<String>,
-    rootfs: RootFs,
-}
-
-#[derive(Deserialize)]
-struct RootFs {
-    diff_ids: Vec<Digest>,
 }
 
 /// One requested image, its config read and each layer found in its archive.
@@ -277,8 +337,8 @@ struct SavedLayer {
     entry: String,
     span: Span,
     diff_id: Digest,
-    /// Already gzip, which docker save never writes but a vendor might; stored as it is.
-    gzipped: bool,
+    /// Compressed layers (docker save writes none, OCI archives may) are stored as they are.
+    codec: Codec,
 }
 
 /// A layer to bring into the store in this run, for the image at `owner` (whose progress it shows).
@@ -296,18 +356,19 @@ enum LayerBlob {
 
 fn import_each(
     store: &BlobStore,
-    requests: &[(&Path, &Reference)],
+    requests: &[(&Found, &Reference)],
     reporter: &dyn Reporter,
 ) -> Result<Vec<Image>, VendorError> {
     let mut archives = BTreeMap::new();
-    for &(path, _) in requests {
+    for &(found, _) in requests {
+        let path = found.archive.as_path();
         if !archives.contains_key(path) {
             archives.insert(path, DockerSave::open(path, store)?);
         }
     }
     let images = requests
         .iter()
-        .map(|&(path, reference)| prepare(&archives[path], reference))
+        .map(|&(found, reference)| prepare(&archives[found.archive.as_path()], found, reference))
         .collect::<Result<Vec<_>, _>>()?;
     let (jobs, blobs) = plan_layers(store, &images);
     let names: Vec<String> = images
@@ -343,17 +404,23 @@ fn import_each(
 
 fn prepare<'a>(
     archive: &'a DockerSave,
+    found: &Found,
     reference: &'a Reference,
 ) -> Result<Prepared<'a>, VendorError> {
-    let saved = archive.image(reference)?;
+    let changed = || VendorError::Changed {
+        archive: archive.path.clone(),
+    };
+    let saved = archive.images().get(found.at).ok_or_else(changed)?;
     let config = archive.read_small(&saved.config, MAX_CONFIG)?;
-    let probe: ConfigProbe =
-        serde_json::from_slice(&config).map_err(|source| VendorError::Json {
-            archive: archive.path.clone(),
-            entry: saved.config.clone(),
-            source,
-        })?;
-    let diff_ids = probe.rootfs.diff_ids;
+    if Digest::of(&config) != found.id {
+        return Err(changed());
+    }
+    let mut probe = ImageConfig::parse(&config).map_err(|source| VendorError::Json {
+        archive: archive.path.clone(),
+        entry: saved.config.clone(),
+        source,
+    })?;
+    let diff_ids = std::mem::take(&mut probe.rootfs.diff_ids);
     if diff_ids.len() != saved.layers.len() {
         return Err(VendorError::LayerCount {
             archive: archive.path.clone(),
@@ -368,40 +435,25 @@ fn prepare<'a>(
         .zip(diff_ids)
         .map(|(entry, diff_id)| {
             let span = archive.span(entry)?;
-            let gzipped = match archive.compression(entry, span)? {
-                Compression::None => false,
-                Compression::Gzip => true,
-                Compression::Zstd => {
-                    return Err(VendorError::Zstd {
-                        archive: archive.path.clone(),
-                        entry: entry.clone(),
-                    });
-                }
-            };
             Ok(SavedLayer {
                 entry: entry.clone(),
                 span,
                 diff_id,
-                gzipped,
+                codec: archive.compression(entry, span)?,
             })
         })
         .collect::<Result<_, VendorError>>()?;
-    let platform = Platform {
-        os: probe.os,
-        architecture: probe.architecture,
-        variant: probe.variant,
-    };
     Ok(Prepared {
         reference,
         archive,
         config,
-        platform,
+        platform: probe.platform(),
         layers,
     })
 }
 
 /// What makes two layers one job: gzipping gives bytes that depend only on the content, so one job per
-/// diff_id; a gzipped layer is stored as the vendor compressed it, so each copy is its own job.
+/// diff_id; a compressed layer is stored as the vendor compressed it, so each copy is its own job.
 #[derive(PartialEq, Eq, Hash)]
 enum JobKey<'a> {
     Compress(&'a Digest),
@@ -420,10 +472,14 @@ fn plan_layers<'a>(
     for (owner, image) in images.iter().enumerate() {
         let mut image_blobs = Vec::new();
         for layer in &image.layers {
-            let key = if layer.gzipped {
+            let key = if layer.codec != Codec::Plain {
                 JobKey::Keep(&image.archive.path, &layer.entry)
             } else if let Some((digest, size)) = layer::remembered(store, &layer.diff_id) {
-                image_blobs.push(LayerBlob::Stored(layer_descriptor(digest, size)));
+                image_blobs.push(LayerBlob::Stored(layer_descriptor(
+                    Codec::Plain,
+                    digest,
+                    size,
+                )));
                 continue;
             } else {
                 JobKey::Compress(&layer.diff_id)
@@ -458,16 +514,15 @@ fn bring_in(
         source,
     };
     let read = Progress {
-        inner: job.archive.read(layer.span),
+        inner: crate::interrupt::Checked(job.archive.read(layer.span)),
         report: |n| reporter.bytes(owner, &layer.diff_id, n),
     };
     let input = BufReader::with_capacity(1 << 18, read);
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
-    let written = if layer.gzipped {
-        layer::keep(input, &mut output)
-    } else {
-        layer::gzip(input, &mut output)
+    let written = match layer.codec {
+        Codec::Plain => layer::gzip(input, &mut output),
+        codec => layer::keep(input, &mut output, codec, layer.span.size),
     };
     let written = written
         .and_then(|written| output.flush().map(|()| written))
@@ -482,10 +537,10 @@ fn bring_in(
         });
     }
     store.adopt(temp, &written.digest)?;
-    if !layer.gzipped {
+    if layer.codec == Codec::Plain {
         layer::remember(store, &layer.diff_id, &written)?;
     }
-    Ok(layer_descriptor(written.digest, written.size))
+    Ok(layer_descriptor(layer.codec, written.digest, written.size))
 }
 
 /// Reports every chunk read.
@@ -586,9 +641,14 @@ fn store_document(
     })
 }
 
-fn layer_descriptor(digest: Digest, size: u64) -> Descriptor {
+/// The descriptor of a stored layer: gzip, unless it came zstd-compressed and was kept so.
+fn layer_descriptor(codec: Codec, digest: Digest, size: u64) -> Descriptor {
+    let media_type = match codec {
+        Codec::Zstd => media::OCI_LAYER_ZSTD,
+        Codec::Plain | Codec::Gzip => media::OCI_LAYER_GZIP,
+    };
     Descriptor {
-        media_type: media::OCI_LAYER_GZIP.into(),
+        media_type: media_type.into(),
         digest,
         size,
         platform: None,

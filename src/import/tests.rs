@@ -60,10 +60,7 @@ impl Saved {
     fn new(tag: &str, platform: &str, layers: Vec<Vec<u8>>) -> Saved {
         let diff_ids: Vec<Digest> = layers
             .iter()
-            .map(|layer| match layer[..2] {
-                [0x1f, 0x8b] => Digest::of(&gunzipped(layer)),
-                _ => Digest::of(layer),
-            })
+            .map(|layer| Digest::of(&content(layer)))
             .collect();
         let platform: Platform = platform.parse().unwrap();
         let config = serde_json::to_vec(&json!({
@@ -192,8 +189,25 @@ fn reference(text: &str) -> Reference {
     text.parse().unwrap()
 }
 
+/// Imports `tag` from the one archive, as `import_all` does from a directory.
 fn import_one(store: &BlobStore, archive: &Path, tag: &str) -> Result<Image, VendorError> {
-    import(store, archive, &reference(tag), &Silent)
+    let mut vendor = VendorDir {
+        dir: archive.parent().unwrap().to_path_buf(),
+        ..VendorDir::default()
+    };
+    vendor.add(archive)?;
+    let wanted = reference(tag);
+    let found = vendor.choose(&wanted, &Platform::linux_amd64())?;
+    Ok(import_each(store, &[(found, &wanted)], &Silent)?.remove(0))
+}
+
+/// The content of a layer blob, whatever its compression.
+fn content(blob: &[u8]) -> Vec<u8> {
+    match Codec::sniff(blob) {
+        Codec::Gzip => gunzipped(blob),
+        Codec::Zstd => zstd::decode_all(blob).unwrap(),
+        Codec::Plain => blob.to_vec(),
+    }
 }
 
 /// Checks everything a loader will: the stored config is the vendor's, each layer blob hashes to its
@@ -205,7 +219,7 @@ fn assert_imported(store: &BlobStore, image: &Image, saved: &Saved) {
         "the image ID stays the vendor's"
     );
     assert_eq!(store.read(&image.config.digest).unwrap(), saved.config);
-    let probe: ConfigProbe = serde_json::from_slice(&saved.config).unwrap();
+    let probe = crate::image::ImageConfig::parse(&saved.config).unwrap();
     assert_eq!(image.layers.len(), probe.rootfs.diff_ids.len());
     for (layer, diff_id) in image.layers.iter().zip(&probe.rootfs.diff_ids) {
         let blob = store.read(&layer.digest).unwrap();
@@ -213,8 +227,12 @@ fn assert_imported(store: &BlobStore, image: &Image, saved: &Saved) {
             (Digest::of(&blob), blob.len() as u64),
             (layer.digest.clone(), layer.size)
         );
-        assert_eq!(layer.media_type, media::OCI_LAYER_GZIP);
-        assert_eq!(&Digest::of(&gunzipped(&blob)), diff_id);
+        let media_type = match Codec::sniff(&blob) {
+            Codec::Zstd => media::OCI_LAYER_ZSTD,
+            _ => media::OCI_LAYER_GZIP,
+        };
+        assert_eq!(layer.media_type, media_type);
+        assert_eq!(&Digest::of(&content(&blob)), diff_id);
     }
     let manifest_bytes = store.read(&image.manifest.digest).unwrap();
     assert_eq!(Digest::of(&manifest_bytes), image.manifest.digest);
@@ -284,15 +302,32 @@ fn scan_finds_every_layout_under_normalized_names() {
             "example.com/vendor/huawei-csi-extender:4.8.0"
         ]
     );
+    let amd64 = Platform::linux_amd64();
+    let found = |tag: &str| {
+        vendor
+            .choose(&reference(tag), &amd64)
+            .map(|f| f.archive.clone())
+    };
     assert_eq!(
-        vendor.find(&reference("huawei-csi:4.8.0")),
-        Some(dir.path().join("image/csi.tar").as_path())
+        found("huawei-csi:4.8.0").unwrap(),
+        dir.path().join("image/csi.tar")
     );
     assert_eq!(
-        vendor.find(&reference("example.com/vendor/huawei-csi-extender:4.8.0")),
-        Some(dir.path().join("image/arm/extender.tar.gz").as_path())
+        found("example.com/vendor/huawei-csi-extender:4.8.0").unwrap(),
+        dir.path().join("image/arm/extender.tar.gz")
     );
-    assert_eq!(vendor.find(&reference("huawei-csi:4.5.0")), None);
+    assert!(matches!(
+        found("huawei-csi:4.5.0"),
+        Err(VendorError::Missing { .. })
+    ));
+    assert_eq!(
+        vendor.passed_over,
+        [PassedOver {
+            file: dir.path().join("helm/esdk.tgz"),
+            why: "it is a tar without manifest.json (docker save) or index.json (OCI archive)"
+                .into()
+        }]
+    );
 }
 
 #[test]
@@ -492,14 +527,20 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
     }
     let references: Vec<Reference> = tags.iter().map(|tag| reference(tag)).collect();
 
+    let scanned = VendorDir::scan(&vendor).unwrap();
+    let found: Vec<&Found> = references
+        .iter()
+        .map(|r| scanned.choose(r, &Platform::linux_amd64()).unwrap())
+        .collect();
     let archives: Vec<DockerSave> = paths
         .iter()
         .map(|path| DockerSave::open(path, &store).unwrap())
         .collect();
     let prepared: Vec<Prepared> = archives
         .iter()
+        .zip(found)
         .zip(&references)
-        .map(|(a, r)| prepare(a, r).unwrap())
+        .map(|((a, f), r)| prepare(a, f, r).unwrap())
         .collect();
     assert_eq!(
         plan_layers(&store, &prepared).0.len(),
@@ -507,7 +548,14 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
         "the shared base is one job"
     );
 
-    let images = import_all(&store, &vendor, &references, &Silent).unwrap();
+    let images = import_all(
+        &store,
+        &vendor,
+        &references,
+        &Platform::linux_amd64(),
+        &Silent,
+    )
+    .unwrap();
     for ((image, saved), wanted) in images.iter().zip(&saved).zip(&references) {
         assert_eq!(&image.reference, wanted);
         assert_imported(&store, image, saved);
@@ -521,7 +569,15 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
     let vendor = dir.path().join("vendor");
     let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
     write_tar(&vendor.join("csi.tar"), &legacy(&[&saved]), false);
-    let err = import_all(&store, &vendor, &[reference("huawei-csi:4.5.0")], &Silent).unwrap_err();
+    let amd64 = Platform::linux_amd64();
+    let err = import_all(
+        &store,
+        &vendor,
+        &[reference("huawei-csi:4.5.0")],
+        &amd64,
+        &Silent,
+    )
+    .unwrap_err();
     assert!(
         matches!(&err, VendorError::Missing { available, .. } if available == &[reference("huawei-csi:4.8.0")]),
         "{err}"
@@ -532,7 +588,7 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
         "{err}"
     );
     let err = import_one(&store, &vendor.join("csi.tar"), "huawei-csi:4.5.0").unwrap_err();
-    assert!(matches!(err, VendorError::NotInArchive { .. }), "{err}");
+    assert!(matches!(err, VendorError::Missing { .. }), "{err}");
 }
 
 #[test]
@@ -688,13 +744,350 @@ fn oversized_json_and_too_many_layers_are_refused() {
 }
 
 #[test]
-fn a_zstd_layer_is_refused_as_unverifiable() {
+fn a_zstd_layer_is_kept_as_it_is_and_checked_against_its_diff_id() {
     let (dir, store) = store();
-    let mut zstd = vec![0x28, 0xb5, 0x2f, 0xfd];
-    zstd.extend(layer_tar(1, 100));
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![zstd]);
+    let zstd = zstd::encode_all(&layer_tar(1, 20_000)[..], 3).unwrap();
+    let saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![zstd.clone(), layer_tar(2, 5_000)],
+    );
+    let archive = dir.path().join("csi.tar");
+    write_tar(&archive, &legacy(&[&saved]), false);
+    let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
+    assert_imported(&store, &image, &saved);
+    assert_eq!(
+        (
+            image.layers[0].digest.clone(),
+            image.layers[0].media_type.as_str()
+        ),
+        (Digest::of(&zstd), media::OCI_LAYER_ZSTD)
+    );
+
+    let mut fake = vec![0x28, 0xb5, 0x2f, 0xfd];
+    fake.extend(layer_tar(1, 100));
+    let saved = Saved {
+        layers: vec![fake, saved.layers[1].clone()],
+        ..saved
+    };
+    write_tar(&archive, &legacy(&[&saved]), false);
+    let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
+    assert!(
+        matches!(&err, VendorError::Layer { entry, .. } if entry == &saved.legacy_layer_name(0)),
+        "{err}"
+    );
+}
+
+/// `import_all` of one tag from `dir`, for linux/amd64.
+fn import_tag(store: &BlobStore, dir: &Path, tag: &str) -> Result<Vec<Image>, VendorError> {
+    import_all(
+        store,
+        dir,
+        &[reference(tag)],
+        &Platform::linux_amd64(),
+        &Silent,
+    )
+}
+
+#[test]
+fn two_images_of_one_name_with_different_content_are_refused_naming_both() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let real = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let impostor = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(9, 2_000)]);
+    write_tar(
+        &vendor.join("image/huawei-csi.tar"),
+        &legacy(&[&real]),
+        false,
+    );
+    write_tar(
+        &vendor.join("aaa-anything.tar"),
+        &legacy(&[&impostor]),
+        false,
+    );
+    let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "two vendor images are named docker.io/library/huawei-csi:4.8.0, with different content: \
+             {} (image sha256:{}) and {} (image sha256:{}); remove the one that is not the vendor's \
+             from the vendor directory",
+            vendor.join("aaa-anything.tar").display(),
+            impostor.config_hex(),
+            vendor.join("image/huawei-csi.tar").display(),
+            real.config_hex()
+        )
+    );
+    assert_eq!(crate::Error::from(err).exit_code(), 2);
+
+    // Two entries of one manifest.json: the same refusal, naming the file.
+    let both = vendor.join("both.tar");
+    write_tar(&both, &legacy(&[&real, &impostor]), false);
+    let err = import_one(&store, &both, "huawei-csi:4.8.0").unwrap_err();
+    assert!(
+        matches!(&err, VendorError::Conflict { first, second, .. } if first.0 == both && second.0 == both),
+        "{err}"
+    );
+
+    // The same image twice, in any archives, is no conflict: the first by path is imported.
+    fs::remove_file(vendor.join("aaa-anything.tar")).unwrap();
+    fs::remove_file(&both).unwrap();
+    write_tar(&vendor.join("copy/again.tgz"), &legacy(&[&real]), true);
+    let images = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap();
+    assert_imported(&store, &images[0], &real);
+    assert_eq!(
+        images[0].source,
+        ImageSource::Vendor {
+            file: vendor.join("copy/again.tgz")
+        }
+    );
+}
+
+#[test]
+fn of_one_name_in_two_platforms_the_platform_asked_for_is_imported() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let arm = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(1, 2_000)]);
+    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    write_tar(&vendor.join("arm/csi.tar"), &legacy(&[&arm]), false);
+    write_tar(&vendor.join("x86/csi.tar"), &legacy(&[&amd]), false);
+    for (platform, saved) in [("linux/amd64", &amd), ("linux/arm64", &arm)] {
+        let images = import_all(
+            &store,
+            &vendor,
+            &[reference("huawei-csi:4.8.0")],
+            &platform.parse().unwrap(),
+            &Silent,
+        )
+        .unwrap();
+        assert_imported(&store, &images[0], saved);
+        assert_eq!(images[0].platform.to_string(), platform);
+    }
+}
+
+#[test]
+fn files_that_are_no_image_archive_are_named_with_why_and_no_binary() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    fs::create_dir_all(&vendor).unwrap();
+    let mut rng = fastrand::Rng::with_seed(3);
+    let random: Vec<u8> = (0..20_000).map(|_| rng.u8(..)).collect();
+    fs::write(vendor.join("random.tar"), &random).unwrap();
+    let saved = Saved::new(
+        "huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(1, 30_000)],
+    );
+    write_tar(&vendor.join("full.tar"), &legacy(&[&saved]), false);
+    let full = fs::read(vendor.join("full.tar")).unwrap();
+    fs::remove_file(vendor.join("full.tar")).unwrap();
+    // Cut inside the layer: manifest.json, written last, is gone.
+    fs::write(vendor.join("cut.tar"), &full[..full.len() / 2]).unwrap();
+    // Cut inside the header of manifest.json, the last entry.
+    let end = full.len() - 1024;
+    fs::write(vendor.join("cut-end.tar"), &full[..end - 600]).unwrap();
+    write_tar(&vendor.join("gz/cut.tar.gz"), &legacy(&[&saved]), true);
+    let gz = fs::read(vendor.join("gz/cut.tar.gz")).unwrap();
+    fs::write(vendor.join("gz/cut.tar.gz"), &gz[..gz.len() / 2]).unwrap();
+
+    let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
+    let layer = saved.legacy_layer_name(0);
+    let layer_end = {
+        let mut tar = tar::Archive::new(&full[..]);
+        let entry = tar
+            .entries()
+            .unwrap()
+            .map(Result::unwrap)
+            .find(|e| e.path().unwrap().to_str() == Some(layer.as_str()))
+            .unwrap();
+        entry.raw_file_position() + entry.size()
+    };
+    let at = |name: &str| vendor.join(name).display().to_string();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the vendor directory {} has no image docker.io/library/huawei-csi:4.8.0; it has: no image archives\n\
+             passed over {}: the tar is damaged or cut short after its entry '{}.json'\n\
+             passed over {}: it is cut short: its entry '{layer}' needs {layer_end} bytes, the file has {}\n\
+             passed over {}: the tar is damaged or cut short inside its entry '{layer}'\n\
+             passed over {}: it is not a tar file (nor a gzipped one)\n\
+             (the tarballs are in the vendor's release package, e.g. its image/ directory)",
+            vendor.display(),
+            at("cut-end.tar"),
+            saved.config_hex(),
+            at("cut.tar"),
+            full.len() / 2,
+            at("gz/cut.tar.gz"),
+            at("random.tar"),
+        )
+    );
+    assert!(!err.to_string().contains('\u{fffd}'));
+}
+
+/// An OCI archive as `podman save --format oci-archive` and skopeo `oci-archive:` write it: blobs, an
+/// index.json whose entry is annotated with `ref_name`, oci-layout; no manifest.json.
+fn oci_archive(image: &Saved, ref_name: Option<&str>) -> Vec<(String, Entry)> {
+    let blob = |bytes: &[u8]| format!("blobs/sha256/{}", Digest::of(bytes).hex());
+    let descriptor = |media_type: &str, bytes: &[u8]| json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()});
+    let layers: Vec<Value> = image
+        .layers
+        .iter()
+        .map(|layer| {
+            let media_type = match Codec::sniff(layer) {
+                Codec::Gzip => media::OCI_LAYER_GZIP,
+                Codec::Zstd => media::OCI_LAYER_ZSTD,
+                Codec::Plain => media::OCI_LAYER_TAR,
+            };
+            descriptor(media_type, layer)
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": media::OCI_MANIFEST,
+        "config": descriptor(media::OCI_CONFIG, &image.config),
+        "layers": layers,
+    }))
+    .unwrap();
+    let mut entry = descriptor(media::OCI_MANIFEST, &manifest);
+    if let Some(name) = ref_name {
+        entry["annotations"] = json!({"org.opencontainers.image.ref.name": name});
+    }
+    let mut entries: Vec<_> = image
+        .layers
+        .iter()
+        .map(|layer| file(blob(layer), layer.clone()))
+        .collect();
+    entries.push(file(blob(&image.config), image.config.clone()));
+    entries.push(file(blob(&manifest), manifest));
+    entries.push(file(
+        "index.json",
+        serde_json::to_vec(&json!({"schemaVersion": 2, "manifests": [entry]})).unwrap(),
+    ));
+    entries.push(file("oci-layout", r#"{"imageLayoutVersion":"1.0.0"}"#));
+    entries
+}
+
+#[test]
+fn an_oci_archive_imports_under_its_ref_name() {
+    let (dir, store) = store();
+    let saved = Saved::new(
+        "example.com/vendor/huawei-csi:4.8.0",
+        "linux/amd64",
+        vec![gzipped(&layer_tar(1, 9_000)), layer_tar(2, 9_000)],
+    );
+    let archive = dir.path().join("csi.tar");
+    write_tar(
+        &archive,
+        &oci_archive(&saved, Some("example.com/vendor/huawei-csi:4.8.0")),
+        false,
+    );
+    let image = import_one(&store, &archive, "example.com/vendor/huawei-csi:4.8.0").unwrap();
+    assert_imported(&store, &image, &saved);
+    assert_eq!(image.layers[0].digest, Digest::of(&saved.layers[0]));
+
+    write_tar(&archive, &oci_archive(&saved, Some("4.8.0")), false);
+    let err = import_one(&store, &archive, "example.com/vendor/huawei-csi:4.8.0").unwrap_err();
+    assert!(
+        matches!(&err, VendorError::Missing { passed_over, .. } if passed_over[0].why.starts_with("it is an OCI archive whose images carry no name")),
+        "{err}"
+    );
+
+    // A manifest blob that does not hash to its name.
+    let mut entries = oci_archive(&saved, Some("example.com/vendor/huawei-csi:4.8.0"));
+    let (name, manifest) = entries
+        .iter_mut()
+        .find(|(_, e)| matches!(e, Entry::File(b) if b.starts_with(b"{\"config\"")))
+        .unwrap();
+    let Entry::File(bytes) = manifest else {
+        unreachable!()
+    };
+    bytes.extend_from_slice(b" ");
+    let name = name.clone();
+    write_tar(&archive, &entries, false);
+    let err = import_one(&store, &archive, "example.com/vendor/huawei-csi:4.8.0").unwrap_err();
+    let Entry::File(bytes) = &entries.iter().find(|(n, _)| n == &name).unwrap().1 else {
+        unreachable!()
+    };
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vendor archive {}: {name} hashes to {}: the archive was altered or damaged",
+            archive.display(),
+            Digest::of(bytes)
+        )
+    );
+}
+
+#[test]
+fn a_config_that_is_not_json_is_refused_naming_it() {
+    let (dir, store) = store();
+    let saved = Saved {
+        config: b"not a config".to_vec(),
+        ..Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)])
+    };
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
     let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
-    assert!(matches!(err, VendorError::Zstd { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vendor archive {}: {}.json is not JSON",
+            archive.display(),
+            saved.config_hex()
+        )
+    );
+}
+
+#[test]
+fn an_oci_archive_of_a_multi_platform_index_imports_the_platforms_it_holds() {
+    let (dir, store) = store();
+    let saved = Saved::new("vendor/csi:1", "linux/amd64", vec![layer_tar(1, 4_000)]);
+    let mut entries = oci_archive(&saved, None);
+    let index_at = entries.iter().position(|(n, _)| n == "index.json").unwrap();
+    let Entry::File(index) = &entries[index_at].1 else {
+        unreachable!()
+    };
+    let index: Value = serde_json::from_slice(index).unwrap();
+    let mut amd64 = index["manifests"][0].clone();
+    amd64["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let arm64 = json!({"mediaType": media::OCI_MANIFEST, "digest": Digest::of(b"absent"), "size": 6,
+        "platform": {"os": "linux", "architecture": "arm64"}});
+    let nested = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": [amd64, arm64]}),
+    )
+    .unwrap();
+    let top = json!({"schemaVersion": 2, "manifests": [{"mediaType": media::OCI_INDEX,
+        "digest": Digest::of(&nested), "size": nested.len(),
+        "annotations": {"org.opencontainers.image.ref.name": "example.com/vendor/csi:1"}}]});
+    entries[index_at] = file("index.json", serde_json::to_vec(&top).unwrap());
+    entries.push(file(
+        format!("blobs/sha256/{}", Digest::of(&nested).hex()),
+        nested,
+    ));
+    let archive = dir.path().join("csi.tar");
+    write_tar(&archive, &entries, false);
+    let image = import_one(&store, &archive, "example.com/vendor/csi:1").unwrap();
+    assert_imported(&store, &image, &saved);
+}
+
+#[test]
+fn an_archive_replaced_between_scan_and_import_is_refused() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let first = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    let archive = vendor.join("csi.tar");
+    write_tar(&archive, &legacy(&[&first]), false);
+    let scanned = VendorDir::scan(&vendor).unwrap();
+    let wanted = reference("huawei-csi:4.8.0");
+    let found = scanned.choose(&wanted, &Platform::linux_amd64()).unwrap();
+    write_tar(&archive, &legacy(&[&other]), false);
+    let err = import_each(&store, &[(found, &wanted)], &Silent).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "vendor archive {} changed while ferry read it",
+            archive.display()
+        )
+    );
 }

@@ -1,35 +1,37 @@
-//! One attempt at one registry request. Manifests go through oci-client, which handles the token
-//! dance; blob bodies are fetched with the same reqwest under oci-client's token, because resuming needs
-//! the 206/200 distinction and honouring 429 needs `Retry-After`, both of which oci-client hides.
+//! Requests to registries, over reqwest, authorized by [`super::token`]. Every request that meets a 401 is
+//! sent once more with fresh authorization (a token expires mid-run, a challenge is learnt), then the
+//! registry's refusal is final and reported in its own words. Blob downloads need the 206/200 distinction
+//! and `Retry-After`, uploads need to re-send one chunk: reasons enough to speak HTTP directly.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
-use oci_client::RegistryOperation;
-use tokio::sync::Mutex;
+use futures_util::StreamExt;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::auth::CredentialStore;
 use super::retry::parse_retry_after;
-use super::tls::{is_loopback, trusted_certificates};
-use super::{FetchError, RegistryError, RegistryOptions};
+use super::tls::{is_loopback, trusted_certificates, PemFile};
+use super::token::{Authorizer, Scope};
+use super::{FetchError, Refusal, RefusalKind, RegistryError, RegistryOptions};
 use crate::digest::Digest;
-use crate::image::media;
-use crate::reference::Reference;
+use crate::image::{limits, media};
+use crate::reference::{Reference, DOCKER_HUB};
 
 const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A stalled body is a failed attempt; resume then continues from the last byte received.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most of an error body ferry reads for the registry's message.
+const MAX_ERROR_BODY: u64 = 64 << 10;
+const MAX_REDIRECTS: usize = 10;
 
 pub struct RegistryClient {
-    oci: oci_client::Client,
-    http: reqwest::Client,
-    plain_http: BTreeSet<String>,
-    credentials: CredentialStore,
-    /// Per (host, repository): the bearer token for blob requests, if the registry uses tokens.
-    tokens: Mutex<HashMap<(String, String), Option<String>>>,
+    pub(super) http: reqwest::Client,
+    plain_http: Arc<BTreeSet<String>>,
+    auth: Authorizer,
 }
 
 impl RegistryClient {
@@ -41,244 +43,375 @@ impl RegistryClient {
     ) -> Result<RegistryClient, RegistryError> {
         let certificates =
             trusted_certificates(&options.ca_certs, hosts.iter().map(String::as_str))?;
-        let mut http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT);
-        for file in &certificates {
-            for certificate in reqwest::Certificate::from_pem_bundle(&file.pem).map_err(|_| {
-                RegistryError::BadCaCert {
-                    path: file.path.clone(),
-                }
-            })? {
-                http = http.add_root_certificate(certificate);
-            }
-        }
-        let http = http.build().map_err(RegistryError::Client)?;
+        let probe = http_client(&certificates, reqwest::redirect::Policy::none())?;
         let mut plain_http: BTreeSet<String> = options.insecure.iter().cloned().collect();
         let undeclared_loopback: Vec<&String> = hosts
             .iter()
             .filter(|h| is_loopback(h) && !plain_http.contains(*h))
             .collect();
         for host in undeclared_loopback {
-            if !answers(&http, "https", host).await && answers(&http, "http", host).await {
+            if !answers(&probe, "https", host).await && answers(&probe, "http", host).await {
                 plain_http.insert(host.clone());
             }
         }
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http.iter().cloned().collect()),
-            extra_root_certificates: certificates
-                .iter()
-                .map(|f| Certificate {
-                    encoding: CertificateEncoding::Pem,
-                    data: f.pem.clone(),
-                })
-                .collect(),
-            // ferry picks platforms itself; never let the client fall back to the host's.
-            platform_resolver: None,
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            user_agent: USER_AGENT,
-            ..Default::default()
-        };
+        let plain_http = Arc::new(plain_http);
+        let allowed = plain_http.clone();
+        let policy = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() > MAX_REDIRECTS {
+                return attempt.error("too many redirects");
+            }
+            let from = attempt.previous().last().cloned();
+            match from {
+                Some(from) if !redirect_allowed(&from, attempt.url(), &allowed) => {
+                    let refusal = InsecureRedirect {
+                        from: host_of(&from),
+                        to: attempt.url().to_string(),
+                    };
+                    attempt.error(refusal)
+                }
+                _ => attempt.follow(),
+            }
+        });
+        let http = http_client(&certificates, policy)?;
+        let store = tokio::task::spawn_blocking(CredentialStore::from_environment)
+            .await
+            .expect("reading credential files does not panic")?;
         Ok(RegistryClient {
-            // try_from, not new: new falls back to a default client (no extra CAs, no proxy) on errors.
-            oci: oci_client::Client::try_from(config).map_err(RegistryError::OciClient)?,
+            auth: Authorizer::new(http.clone(), store),
             http,
             plain_http,
-            credentials: CredentialStore::from_environment()?,
-            tokens: Mutex::new(HashMap::new()),
         })
     }
 
-    fn auth_for(&self, host: &str) -> Result<RegistryAuth, FetchError> {
-        Ok(match self.credentials.lookup(host)? {
-            Some(c) => RegistryAuth::Basic(c.username, c.password.expose().to_string()),
-            None => RegistryAuth::Anonymous,
+    /// `https://HOST` or, for insecure and plain loopback registries, `http://HOST`; Docker Hub's API lives
+    /// at registry-1.docker.io.
+    pub(super) fn base(&self, registry: &str) -> String {
+        let scheme = if self.plain_http.contains(registry) {
+            "http"
+        } else {
+            "https"
+        };
+        let host = if registry == DOCKER_HUB {
+            "registry-1.docker.io"
+        } else {
+            registry
+        };
+        format!("{scheme}://{host}")
+    }
+
+    /// `BASE/v2/REPOSITORY/PATH` for `image`'s registry and repository.
+    pub(super) fn url(&self, image: &Reference, path: &str) -> String {
+        format!(
+            "{}/v2/{}/{path}",
+            self.base(image.registry()),
+            image.repository()
+        )
+    }
+
+    /// Sends a request built by `request`, authorized for `scopes`. A 401 to a request sent without
+    /// authorization teaches the registry's challenge; a 401 to one sent with a token or credentials gets
+    /// one more try with fresh ones. Any other answer, and the second refusal, are the caller's to judge.
+    pub(super) async fn send(
+        &self,
+        registry: &str,
+        scopes: &[Scope],
+        request: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, FetchError> {
+        let mut renewed = false;
+        loop {
+            let authorization = self.auth.header(registry, scopes).await?;
+            let mut builder = request(&self.http);
+            if let Some(value) = &authorization {
+                builder = builder.header(AUTHORIZATION, value.clone());
+            }
+            let response = builder.send().await?;
+            if response.status() != StatusCode::UNAUTHORIZED || renewed {
+                return Ok(response);
+            }
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let again = self
+                .auth
+                .rejected(
+                    registry,
+                    &self.base(registry),
+                    scopes,
+                    challenge.as_deref(),
+                    authorization.as_ref(),
+                )
+                .await?;
+            if !again {
+                return Ok(response);
+            }
+            renewed = authorization.is_some();
+        }
+    }
+
+    /// The error for an answer the caller did not expect: a refusal with its reason for 401, 403 and 404,
+    /// the status and the registry's message otherwise.
+    pub(super) async fn failure(
+        &self,
+        response: Response,
+        registry: &str,
+        access: Scope,
+    ) -> FetchError {
+        let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
+        let user = self.auth.user(registry).await;
+        let kind = match status {
+            401 if user.is_none() => RefusalKind::NoCredentials,
+            401 | 403 => RefusalKind::NotPermitted,
+            404 => RefusalKind::NotFound,
+            _ => {
+                return FetchError::Status {
+                    status,
+                    retry_after,
+                    said: registry_said(response).await,
+                }
+            }
+        };
+        FetchError::Refused(Refusal {
+            registry: registry.to_string(),
+            kind,
+            status,
+            user,
+            said: registry_said(response).await,
+            by: registry.to_string(),
+            access: Some(access),
         })
     }
 
     /// Fetches a manifest or index by tag or digest; returns its exact bytes.
     pub async fn manifest(&self, location: &Reference) -> Result<Vec<u8>, FetchError> {
-        let auth = self.auth_for(location.registry())?;
-        let (bytes, _digest) = self
-            .oci
-            .pull_manifest_raw(&to_oci(location), &auth, media::ACCEPTED)
+        let registry = location.registry();
+        let url = self.url(location, &manifest_path(location, false));
+        let scope = Scope::pull(location.repository());
+        let response = self
+            .send(registry, std::slice::from_ref(&scope), |http| {
+                http.get(&url).header(ACCEPT, media::ACCEPTED.join(", "))
+            })
             .await?;
-        Ok(bytes.to_vec())
+        if !response.status().is_success() {
+            return Err(self.failure(response, registry, scope).await);
+        }
+        let bytes = read_limited(response, limits::MAX_MANIFEST, "manifest").await?;
+        // Asked for by digest, a manifest must have it; a byte flipped on the way is worth another try.
+        if let Some(expected) = location.digest() {
+            let actual = Digest::of(&bytes);
+            if actual != *expected {
+                return Err(FetchError::WrongManifest {
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+        }
+        Ok(bytes)
     }
 
-    /// Starts a blob download at `offset`; the response is 206 when the registry resumed, 200 when it sent
-    /// the whole blob.
+    /// Starts a download of blob `digest` (`size` bytes) at `offset`; the response is 206 when the
+    /// registry resumed, 200 when it sends the whole blob. A registry whose copy is shorter or longer than
+    /// the manifest says is found out here, before any byte is stored.
     pub async fn blob(
         &self,
         location: &Reference,
         digest: &Digest,
         offset: u64,
-    ) -> Result<reqwest::Response, FetchError> {
-        let host = oci_host(location);
-        let scheme = if self.plain_http.contains(location.registry()) {
-            "http"
-        } else {
-            "https"
-        };
-        let url = format!(
-            "{scheme}://{host}/v2/{}/blobs/{digest}",
-            location.repository()
-        );
-        let mut request = self.http.get(&url);
-        if offset > 0 {
-            request = request.header(reqwest::header::RANGE, format!("bytes={offset}-"));
-        }
-        request = match self.blob_token(location).await? {
-            Some(token) => request.bearer_auth(token),
-            None => match self.credentials.lookup(location.registry())? {
-                Some(c) => request.basic_auth(c.username, Some(c.password.expose())),
-                None => request,
-            },
-        };
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        if status == 401 {
-            self.tokens
-                .lock()
-                .await
-                .remove(&(host, location.repository().to_string()));
-        }
-        if !(status == 200 || status == 206) {
-            let retry_after = parse_retry_after(
-                response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok()),
-            );
-            return Err(FetchError::Status {
-                status,
-                retry_after,
-            });
-        }
-        Ok(response)
-    }
-
-    async fn blob_token(&self, location: &Reference) -> Result<Option<String>, FetchError> {
-        let key = (oci_host(location), location.repository().to_string());
-        if let Some(token) = self.tokens.lock().await.get(&key) {
-            return Ok(token.clone());
-        }
-        let auth = self.auth_for(location.registry())?;
-        let token = self
-            .oci
-            .auth(&to_oci(location), &auth, RegistryOperation::Pull)
-            .await?;
-        self.tokens.lock().await.insert(key, token.clone());
-        Ok(token)
-    }
-}
-
-impl RegistryClient {
-    /// Obtains push rights on `target`'s repository (a token, or basic credentials) for what follows.
-    pub async fn authorize_push(&self, target: &Reference) -> Result<(), FetchError> {
-        let auth = self.auth_for(target.registry())?;
-        self.oci
-            .auth(&to_oci(target), &auth, RegistryOperation::Push)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn blob_exists(
-        &self,
-        target: &Reference,
-        digest: &Digest,
-    ) -> Result<bool, FetchError> {
-        Ok(self
-            .oci
-            .blob_exists(&to_oci(target), &digest.to_string())
-            .await?)
-    }
-
-    /// Asks the registry to link a blob it holds in `from`'s repository into `target`'s: no upload.
-    pub async fn mount_blob(
-        &self,
-        target: &Reference,
-        from: &Reference,
-        digest: &Digest,
-    ) -> Result<(), FetchError> {
-        Ok(self
-            .oci
-            .mount_blob(&to_oci(target), &to_oci(from), &digest.to_string())
-            .await?)
-    }
-
-    /// Uploads a blob from a reader, in chunks, never holding it whole in memory.
-    pub async fn push_blob(
-        &self,
-        target: &Reference,
-        digest: &Digest,
         size: u64,
-        reader: impl std::io::Read + Send + 'static,
-    ) -> Result<(), FetchError> {
-        let chunks = futures_util::stream::unfold(Some(reader), |reader| async move {
-            let mut reader = reader?;
-            let mut buffer = vec![0u8; PUSH_CHUNK];
-            match crate::io::read_full(&mut reader, &mut buffer) {
-                Ok(0) => None,
-                Ok(n) => {
-                    buffer.truncate(n);
-                    Some((Ok(bytes::Bytes::from(buffer)), Some(reader)))
+    ) -> Result<Response, FetchError> {
+        let registry = location.registry();
+        let url = self.url(location, &format!("blobs/{digest}"));
+        let scope = Scope::pull(location.repository());
+        let response = self
+            .send(registry, std::slice::from_ref(&scope), |http| {
+                let request = http.get(&url);
+                if offset > 0 {
+                    request.header(RANGE, format!("bytes={offset}-"))
+                } else {
+                    request
                 }
-                Err(e) => Some((
-                    Err(oci_client::errors::OciDistributionError::IoError(e)),
-                    None,
-                )),
+            })
+            .await?;
+        let short = |served| FetchError::ShortBlob {
+            served,
+            expected: size,
+        };
+        match response.status() {
+            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
+                let start = if response.status() == StatusCode::OK {
+                    0
+                } else {
+                    offset
+                };
+                match response.content_length() {
+                    Some(length) if start.checked_add(length) != Some(size) => {
+                        Err(short(start.saturating_add(length)))
+                    }
+                    _ => Ok(response),
+                }
             }
-        });
-        self.oci
-            .push_blob_stream(&to_oci(target), chunks, &digest.to_string(), Some(size))
-            .await?;
-        Ok(())
-    }
-
-    /// Puts a manifest's exact bytes, so the registry files it under the same digest. A tagged target is
-    /// pushed by tag: oci-client panics on registries that answer a digest push without a Location (ECR).
-    pub async fn push_manifest(
-        &self,
-        target: &Reference,
-        bytes: Vec<u8>,
-        media_type: &str,
-    ) -> Result<(), FetchError> {
-        let target = &target.by_tag_if_tagged();
-        let content_type =
-            reqwest::header::HeaderValue::from_str(media_type).map_err(|_| FetchError::Status {
-                status: 400,
-                retry_after: None,
-            })?;
-        self.oci
-            .push_manifest_raw(&to_oci(target), bytes, content_type)
-            .await?;
-        Ok(())
-    }
-}
-
-/// Chunks of an upload: large enough for few round trips, small enough to keep memory flat.
-const PUSH_CHUNK: usize = 8 << 20;
-
-/// The host oci-client contacts for a reference (Docker Hub's API lives at index.docker.io).
-fn oci_host(location: &Reference) -> String {
-    to_oci(location).resolve_registry().to_string()
-}
-
-fn to_oci(reference: &Reference) -> oci_client::Reference {
-    let (registry, repository) = (
-        reference.registry().to_string(),
-        reference.repository().to_string(),
-    );
-    match (reference.tag(), reference.digest()) {
-        (_, Some(digest)) => {
-            oci_client::Reference::with_digest(registry, repository, digest.to_string())
+            // `Content-Range: bytes */LENGTH`: the registry holds fewer bytes than the resume asked for.
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                let served = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.rsplit_once('/'))
+                    .and_then(|(_, length)| length.trim().parse::<u64>().ok());
+                match served {
+                    Some(served) if served != size => Err(short(served)),
+                    _ => Err(self.failure(response, registry, scope).await),
+                }
+            }
+            _ => Err(self.failure(response, registry, scope).await),
         }
-        (Some(tag), None) => oci_client::Reference::with_tag(registry, repository, tag.to_string()),
-        (None, None) => oci_client::Reference::with_tag(registry, repository, "latest".to_string()),
     }
+}
+
+/// `manifests/DIGEST` or `manifests/TAG`; `by_tag` prefers the tag of a reference that has both (a push
+/// by tag files the manifest under its tag and its digest at once).
+pub(super) fn manifest_path(image: &Reference, by_tag: bool) -> String {
+    let reference = match (image.tag(), image.digest()) {
+        (Some(tag), Some(_)) if by_tag => tag.to_string(),
+        (_, Some(digest)) => digest.to_string(),
+        (Some(tag), None) => tag.to_string(),
+        (None, None) => "latest".to_string(),
+    };
+    format!("manifests/{reference}")
+}
+
+fn http_client(
+    certificates: &[PemFile],
+    redirects: reqwest::redirect::Policy,
+) -> Result<reqwest::Client, RegistryError> {
+    let mut http = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .redirect(redirects);
+    for file in certificates {
+        for certificate in reqwest::Certificate::from_pem_bundle(&file.pem).map_err(|_| {
+            RegistryError::BadCaCert {
+                path: file.path.clone(),
+            }
+        })? {
+            http = http.add_root_certificate(certificate);
+        }
+    }
+    http.build().map_err(RegistryError::Client)
+}
+
+/// A registry that answers over HTTPS and sends a blob elsewhere over plain HTTP would have it travel
+/// unencrypted; only hosts allowed plain HTTP (`--insecure-registry`, loopback) may be redirected to.
+fn redirect_allowed(from: &reqwest::Url, to: &reqwest::Url, plain_http: &BTreeSet<String>) -> bool {
+    !(from.scheme() == "https" && to.scheme() == "http" && !plain_http.contains(&host_of(to)))
+}
+
+fn host_of(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{from} redirected to {to}, over plain HTTP: refused, as the data would travel unencrypted; allow \
+     that host with --insecure-registry if this is intended"
+)]
+struct InsecureRedirect {
+    from: String,
+    to: String,
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    parse_retry_after(
+        headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// A response body of at most `limit` bytes (manifests, tokens), refused beyond.
+pub(super) async fn read_limited(
+    response: Response,
+    limit: u64,
+    what: &'static str,
+) -> Result<Vec<u8>, FetchError> {
+    let registry = host_of(response.url());
+    let too_large = || FetchError::TooLarge {
+        registry: registry.clone(),
+        what,
+        limit,
+    };
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// What a registry or token service said in its error body, as `CODE: message`: the distribution spec's
+/// `{"errors": [{"code", "message"}]}`, or the `details`/`message`/`error` of token services. Only printable
+/// text is kept.
+pub(super) async fn registry_said(response: Response) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Said {
+        #[serde(default)]
+        errors: Vec<Entry>,
+        details: Option<String>,
+        message: Option<String>,
+        error: Option<String>,
+        error_description: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let body = read_limited(response, MAX_ERROR_BODY, "error message")
+        .await
+        .ok()?;
+    let said: Said = serde_json::from_slice(&body).ok()?;
+    let mut parts: Vec<String> = said
+        .errors
+        .into_iter()
+        .map(|e| match (e.code, e.message) {
+            (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
+            (code, message) => code.or(message).unwrap_or_default(),
+        })
+        .collect();
+    parts.extend(
+        [
+            said.details,
+            said.message,
+            said.error,
+            said.error_description,
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    let text: String = parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(300)
+        .collect();
+    (!text.is_empty()).then_some(text)
 }
 
 /// Whether `host` answers the registry API's root over `scheme` at all (any status will do).
@@ -288,4 +421,36 @@ async fn answers(http: &reqwest::Client, scheme: &str, host: &str) -> bool {
         .send()
         .await
         .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_is_not_redirected_to_plain_http_unless_allowed() {
+        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+        let allowed: BTreeSet<String> = ["cdn.local:8080".to_string()].into();
+        let from = url("https://harbor.local/v2/a/blobs/sha256:0");
+        assert!(!redirect_allowed(
+            &from,
+            &url("http://s3.local/bucket/blob"),
+            &allowed
+        ));
+        assert!(redirect_allowed(
+            &from,
+            &url("http://cdn.local:8080/blob"),
+            &allowed
+        ));
+        assert!(redirect_allowed(
+            &from,
+            &url("https://s3.local/bucket/blob"),
+            &allowed
+        ));
+        assert!(redirect_allowed(
+            &url("http://127.0.0.1:5000/v2/"),
+            &url("http://127.0.0.1:9000/blob"),
+            &allowed
+        ));
+    }
 }

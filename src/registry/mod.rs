@@ -5,13 +5,15 @@ pub mod auth;
 mod client;
 pub mod retry;
 mod tls;
+pub mod token;
+mod upload;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use client::RegistryClient;
+pub use upload::Mount;
 
-use crate::cache::CacheError;
 use crate::digest::Digest;
 use crate::reference::{Reference, DOCKER_HUB};
 use retry::{status_verdict, Classify, Verdict};
@@ -52,28 +54,20 @@ impl std::str::FromStr for Mirror {
     type Err = RegistryError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || RegistryError::BadMirror(text.to_string());
-        let (from, to) = text.split_once('=').ok_or_else(bad)?;
-        let to = to
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        let (host, prefix) = match to.split_once('/') {
-            Some((host, prefix)) => (host, Some(prefix.to_string())),
-            None => (to, None),
+        let bad = |why: String| RegistryError::BadMirror {
+            text: text.to_string(),
+            why,
         };
-        if from.is_empty()
-            || host.is_empty()
-            || from.contains('/')
-            || prefix
-                .as_deref()
-                .is_some_and(|p| p.split('/').any(str::is_empty))
-        {
-            return Err(bad());
+        let (from, to) = text
+            .split_once('=')
+            .ok_or_else(|| bad("there is no '='".into()))?;
+        if from.is_empty() || from.contains('/') {
+            return Err(bad(format!("'{from}' is not a registry host")));
         }
+        let (host, prefix) = host_and_prefix(to).map_err(bad)?;
         Ok(Mirror {
             from: from.to_string(),
-            host: host.to_string(),
+            host,
             prefix,
         })
     }
@@ -91,25 +85,42 @@ impl std::str::FromStr for Target {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let text = text
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/');
-        let (host, prefix) = text
-            .split_once('/')
-            .map_or((text, None), |(h, p)| (h, Some(p.to_string())));
-        if host.is_empty()
-            || prefix
-                .as_deref()
-                .is_some_and(|p| p.split('/').any(str::is_empty))
-        {
-            return Err(format!("'{text}' is not HOST[:PORT][/PREFIX]"));
-        }
-        Ok(Target {
-            host: host.to_string(),
-            prefix,
-        })
+        let (host, prefix) = host_and_prefix(text)?;
+        Ok(Target { host, prefix })
     }
+}
+
+/// `HOST[:PORT][/PREFIX]`, as `--to`, `--mirror` and `--vendor-registry` take it. The host must be one by
+/// Docker's rule (it has a '.' or a ':', or is `localhost`): an image named `myregistry/csi/x` is Docker
+/// Hub's, so a push "to myregistry" would otherwise go to docker.io.
+fn host_and_prefix(text: &str) -> Result<(String, Option<String>), String> {
+    let text = text
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let (host, prefix) = text
+        .split_once('/')
+        .map_or((text, None), |(h, p)| (h, Some(p.to_string())));
+    let host_chars =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']');
+    if host.is_empty() || !host.chars().all(host_chars) {
+        return Err(format!("'{host}' is not a registry HOST[:PORT]"));
+    }
+    if !(host.contains(['.', ':']) || host == "localhost") {
+        return Err(format!(
+            "'{host}' is not a registry host: a name without a '.' or a ':' (other than localhost) is a \
+             Docker Hub namespace; write the host with its domain or port, e.g. {host}.local or {host}:5000"
+        ));
+    }
+    if let Some(prefix) = &prefix {
+        // The prefix becomes part of every repository path, so it obeys their grammar.
+        format!("{host}/{prefix}/x")
+            .parse::<Reference>()
+            .map_err(|_| {
+                format!("'{prefix}' is not a repository path prefix (lowercase [a-z0-9._-] components separated by '/')")
+            })?;
+    }
+    Ok((host.to_string(), prefix))
 }
 
 impl Target {
@@ -202,8 +213,8 @@ impl RegistryOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("invalid --mirror '{0}': expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s")]
-    BadMirror(String),
+    #[error("invalid --mirror '{text}': {why}; expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s")]
+    BadMirror { text: String, why: String },
     #[error("cannot read CA certificate {path}")]
     CaCert {
         path: PathBuf,
@@ -216,20 +227,9 @@ pub enum RegistryError {
     Auth(#[from] auth::AuthError),
     #[error("cannot set up the HTTP client")]
     Client(#[source] reqwest::Error),
-    #[error("cannot set up the registry client")]
-    OciClient(#[source] oci_client::errors::OciDistributionError),
-    #[error("cannot fetch the manifest of {image} from {registry} (after {attempts} attempt(s))")]
+    #[error("cannot fetch the manifest of {image} from {registry}{}", retry::after_attempts(*attempts))]
     Manifest {
         image: String,
-        registry: String,
-        attempts: u32,
-        #[source]
-        cause: FetchError,
-    },
-    #[error("cannot fetch blob {digest} of {image} from {registry} (after {attempts} attempt(s))")]
-    Blob {
-        image: String,
-        digest: Digest,
         registry: String,
         attempts: u32,
         #[source]
@@ -252,12 +252,6 @@ pub enum RegistryError {
         wanted: String,
         actual: String,
     },
-    #[error("{image}: the registry returned manifest {actual}, but the reference pins {expected}")]
-    PinnedDigest {
-        image: String,
-        expected: Digest,
-        actual: Digest,
-    },
     #[error("{image}: the registry sent an unreadable manifest ({media_type}): {message}")]
     BadManifest {
         image: String,
@@ -271,60 +265,162 @@ pub enum RegistryError {
         size: u64,
         limit: u64,
     },
-    #[error("{} fetches failed:\n  {}", .0.len(), .0.iter().map(|e| crate::error::chain(e)).collect::<Vec<_>>().join("\n  "))]
-    Several(Vec<RegistryError>),
 }
 
 /// Why one attempt at a registry request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error(transparent)]
-    Oci(#[from] oci_client::errors::OciDistributionError),
-    #[error("the registry answered HTTP {status}{}", retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
+    #[error("the registry answered HTTP {status}{}{}", said_suffix(said), retry_after.map(|d| format!(" (retry after {} s)", d.as_secs())).unwrap_or_default())]
     Status {
         status: u16,
         retry_after: Option<Duration>,
+        /// The registry's own words: `CODE: message` from its JSON error body.
+        said: Option<String>,
     },
+    #[error(transparent)]
+    Refused(Refusal),
     #[error(transparent)]
     Network(#[from] reqwest::Error),
     #[error("the connection ended after {received} of {expected} bytes")]
     Truncated { received: u64, expected: u64 },
-    #[error(transparent)]
-    Cache(#[from] CacheError),
+    #[error(
+        "the registry serves this blob as {served} bytes, but the manifest says {expected}: its copy is \
+         damaged or the manifest is wrong; ask the registry's operator to push the image again"
+    )]
+    ShortBlob { served: u64, expected: u64 },
+    #[error("{registry} sent a {what} larger than {limit} bytes; refused")]
+    TooLarge {
+        registry: String,
+        what: &'static str,
+        limit: u64,
+    },
+    #[error("the registry sent a manifest whose digest is {actual}, not the {expected} asked for")]
+    WrongManifest { expected: Digest, actual: Digest },
+    #[error("{registry} names its token service '{realm}', which is not a URL")]
+    BadRealm { registry: String, realm: String },
+    #[error("the token service of {registry} answered without a token")]
+    BadToken { registry: String },
+    #[error("{registry} answered {what} without a usable Location header")]
+    NoLocation {
+        registry: String,
+        what: &'static str,
+    },
+    #[error("cannot read the bundle")]
+    Bundle(#[source] std::io::Error),
     #[error(transparent)]
     Credentials(#[from] auth::AuthError),
 }
 
+fn said_suffix(said: &Option<String>) -> String {
+    said.as_deref()
+        .map(|s| format!(", {s}"))
+        .unwrap_or_default()
+}
+
+/// Why a registry said no for good, which no retry changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// It wants a login and this machine has no credentials for it.
+    NoCredentials,
+    /// It (or its token service) refused the credentials.
+    BadCredentials,
+    /// The account may not do this to this repository (or the project does not exist: Harbor says so).
+    NotPermitted,
+    /// The repository, tag or blob does not exist (on a push: the project or namespace).
+    NotFound,
+}
+
+/// A final refusal: who refused whom what, in the registry's own words, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub registry: String,
+    pub kind: RefusalKind,
+    pub status: u16,
+    pub user: Option<String>,
+    pub said: Option<String>,
+    /// Who said no: the registry, or the host of its token service.
+    pub by: String,
+    /// The repository and whether a push was asked for, when the refusal concerns one.
+    pub access: Option<token::Scope>,
+}
+
+impl std::error::Error for Refusal {}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Refusal {
+            registry,
+            status,
+            by,
+            ..
+        } = self;
+        let said = said_suffix(&self.said);
+        let user = self
+            .user
+            .as_deref()
+            .map_or("anonymous users".to_string(), |u| format!("'{u}'"));
+        let (action, repository) = match &self.access {
+            Some(scope) => (
+                if scope.push { "push" } else { "pull" },
+                scope.repository.as_str(),
+            ),
+            None => ("access", ""),
+        };
+        let project = repository.split('/').next().unwrap_or_default();
+        match self.kind {
+            RefusalKind::NoCredentials => write!(
+                f,
+                "{registry} wants a login and ferry has no credentials for it (HTTP {status}{said}); log in \
+                 with `docker login {registry}` (ferry reads DOCKER_CONFIG/config.json with its credential \
+                 helpers, and REGISTRY_AUTH_FILE)"
+            ),
+            RefusalKind::BadCredentials => write!(
+                f,
+                "{by} refused the credentials of {user} for {registry} (HTTP {status}{said}); ferry tried \
+                 them once and not again, so as not to lock the account: correct them with `docker login \
+                 {registry}`"
+            ),
+            RefusalKind::NotPermitted => write!(
+                f,
+                "{registry} refused {action} on {repository} to {user} (HTTP {status}{said}); use an account \
+                 with {action} rights on it, and check that the project '{project}' exists"
+            ),
+            RefusalKind::NotFound if action == "push" => write!(
+                f,
+                "{registry} has no project '{project}' for {repository} (HTTP {status}{said}); create it \
+                 (in Harbor: Projects, New project) or push under another --to prefix"
+            ),
+            RefusalKind::NotFound => write!(
+                f,
+                "{registry} does not have what was asked for in {repository} (HTTP {status}{said}); check \
+                 the image's name and tag, and any --mirror prefix"
+            ),
+        }
+    }
+}
+
 impl Classify for FetchError {
     fn verdict(&self) -> Verdict {
-        use oci_client::errors::OciDistributionError as Oci;
         match self {
             FetchError::Status {
                 status: 429,
                 retry_after: Some(delay),
+                ..
             } => Verdict::RetryAfter(*delay),
-            // A 401 on a blob after a token was issued means the token expired; a fresh one follows.
-            FetchError::Status { status: 401, .. } => Verdict::Transient,
             FetchError::Status { status, .. } => status_verdict(*status),
-            FetchError::Network(_) | FetchError::Truncated { .. } => Verdict::Transient,
-            // A wrong digest may be a byte flipped on the way; a fresh download settles it, a bounded number of times.
-            FetchError::Cache(
-                CacheError::DigestMismatch { .. } | CacheError::SizeMismatch { .. },
-            ) => Verdict::Transient,
-            FetchError::Cache(_) | FetchError::Credentials(_) => Verdict::Fatal,
-            FetchError::Oci(Oci::ServerError { code, .. }) => status_verdict(*code),
-            // oci-client turns a 4xx with a JSON error body into an envelope without the status; a rate limit
-            // is then only recognizable by its code.
-            FetchError::Oci(Oci::RegistryError { envelope, .. })
-                if envelope
-                    .errors
-                    .iter()
-                    .any(|e| e.code == oci_client::errors::OciErrorCode::Toomanyrequests) =>
-            {
-                Verdict::Transient
-            }
-            FetchError::Oci(Oci::RequestError(_) | Oci::IoError(_)) => Verdict::Transient,
-            FetchError::Oci(_) => Verdict::Fatal,
+            // A redirect refused by policy (https to http) stays refused.
+            FetchError::Network(e) if e.is_redirect() => Verdict::Fatal,
+            FetchError::Network(_)
+            | FetchError::Truncated { .. }
+            | FetchError::WrongManifest { .. } => Verdict::Transient,
+            FetchError::Refused(_)
+            | FetchError::ShortBlob { .. }
+            | FetchError::TooLarge { .. }
+            | FetchError::BadRealm { .. }
+            | FetchError::BadToken { .. }
+            | FetchError::NoLocation { .. }
+            | FetchError::Bundle(_)
+            | FetchError::Credentials(_) => Verdict::Fatal,
         }
     }
 }
@@ -384,42 +480,23 @@ mod tests {
     }
 
     #[test]
-    fn rate_limits_are_retried_however_oci_client_reports_them() {
-        use oci_client::errors::{OciDistributionError, OciEnvelope, OciError, OciErrorCode};
-        let envelope = |code| OciDistributionError::RegistryError {
-            envelope: OciEnvelope {
-                errors: vec![OciError {
-                    code,
-                    message: String::new(),
-                    detail: serde_json::Value::Null,
-                }],
-            },
-            url: "https://quay.io/v2/a/manifests/b".into(),
+    fn refusals_are_final_and_rate_limits_wait() {
+        let status = |status, retry_after| FetchError::Status {
+            status,
+            retry_after,
+            said: None,
         };
+        assert_eq!(status(503, None).verdict(), Verdict::Transient);
+        assert_eq!(status(404, None).verdict(), Verdict::Fatal);
+        assert_eq!(status(401, None).verdict(), Verdict::Fatal);
+        assert_eq!(status(403, None).verdict(), Verdict::Fatal);
         assert_eq!(
-            FetchError::Oci(envelope(OciErrorCode::Toomanyrequests)).verdict(),
-            Verdict::Transient
-        );
-        assert_eq!(
-            FetchError::Oci(envelope(OciErrorCode::ManifestUnknown)).verdict(),
-            Verdict::Fatal
-        );
-        let server = |code| {
-            FetchError::Oci(OciDistributionError::ServerError {
-                code,
-                url: String::new(),
-                message: String::new(),
-            })
-        };
-        assert_eq!(server(503).verdict(), Verdict::Transient);
-        assert_eq!(server(404).verdict(), Verdict::Fatal);
-        let limited = FetchError::Status {
-            status: 429,
-            retry_after: Some(Duration::from_secs(3)),
-        };
-        assert_eq!(
-            limited.verdict(),
+            status(429, Some(Duration::from_secs(3))).verdict(),
             Verdict::RetryAfter(Duration::from_secs(3))
+        );
+        assert_eq!(
+            status(416, Some(Duration::from_secs(3))).to_string(),
+            "the registry answered HTTP 416 (retry after 3 s)"
         );
     }
 
@@ -451,8 +528,46 @@ mod tests {
 
     #[test]
     fn malformed_mirrors_are_refused() {
-        for text in ["registry.k8s.io", "=host", "a=", "a/b=host", "a=host//x"] {
+        for text in [
+            "registry.k8s.io",
+            "=host",
+            "a=",
+            "a/b=host",
+            "a=host.local//x",
+            "quay.io=mirror",
+        ] {
             assert!(text.parse::<Mirror>().is_err(), "{text}");
         }
+        assert_eq!(
+            "quay.io=mirror/x".parse::<Mirror>().unwrap_err().to_string(),
+            "invalid --mirror 'quay.io=mirror/x': 'mirror' is not a registry host: a name without a '.' or a \
+             ':' (other than localhost) is a Docker Hub namespace; write the host with its domain or port, e.g. \
+             mirror.local or mirror:5000; expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s"
+        );
+    }
+
+    #[test]
+    fn a_target_must_be_a_registry_host_by_dockers_rule() {
+        for good in [
+            "localhost/csi",
+            "myregistry:5000/csi",
+            "harbor.local",
+            "[::1]:5000/a/b",
+        ] {
+            assert!(good.parse::<Target>().is_ok(), "{good}");
+        }
+        assert_eq!(
+            "myregistry/csi".parse::<Target>().unwrap_err(),
+            "'myregistry' is not a registry host: a name without a '.' or a ':' (other than localhost) is a \
+             Docker Hub namespace; write the host with its domain or port, e.g. myregistry.local or myregistry:5000"
+        );
+        assert_eq!(
+            "bad host!/x".parse::<Target>().unwrap_err(),
+            "'bad host!' is not a registry HOST[:PORT]"
+        );
+        assert_eq!(
+            "harbor.local/CSI".parse::<Target>().unwrap_err(),
+            "'CSI' is not a repository path prefix (lowercase [a-z0-9._-] components separated by '/')"
+        );
     }
 }

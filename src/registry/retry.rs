@@ -96,6 +96,15 @@ pub struct RetryError<E> {
     pub last: E,
 }
 
+/// `, after N attempts` for an error message; nothing for one attempt, as a refusal is not retried.
+pub fn after_attempts(attempts: u32) -> String {
+    if attempts > 1 {
+        format!(", after {attempts} attempts")
+    } else {
+        String::new()
+    }
+}
+
 /// Whether an HTTP status is worth retrying: timeouts, rate limits and server errors.
 pub fn status_verdict(status: u16) -> Verdict {
     match status {

@@ -12,8 +12,8 @@ pub(crate) use metadata::loose as loose_metadata;
 pub(crate) use write::tests::two_images;
 
 pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
-pub use output::{file_name, sibling};
-pub use write::{pretty, write_bundle, WriteOptions, Written};
+pub use output::{file_name, sibling, TargetError};
+pub use write::{check_output, pretty, write_bundle, WriteOptions, Written};
 
 use std::path::PathBuf;
 
@@ -53,6 +53,15 @@ pub enum TarballError {
     DiskFull { path: PathBuf },
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error("cache file {} is damaged: {read} bytes hashing to {actual}, not blob {digest}; it was removed from the cache, so running ferry again fetches it anew", .path.display())]
+    DamagedBlob {
+        digest: Digest,
+        path: PathBuf,
+        actual: Digest,
+        read: u64,
+    },
 }
 
 /// Parses `--split` sizes: `4G`, `700M`, `512K`, `1T` (powers of 1024) or plain bytes.

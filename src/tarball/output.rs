@@ -1,26 +1,34 @@
-//! Where the bundle's bytes go: one file, or numbered parts, each a hidden temporary file until every
-//! byte is written, then renamed into place together with its `sha256sum -c` file. The whole stream is
-//! hashed as it passes, so the checksum costs no second read.
+//! Where the bundle's bytes go: one file, or numbered parts. Everything is first written into a hidden
+//! directory beside the bundle (`.NAME.XXXXXX.ferry-partial`), locked while this process lives, then
+//! renamed into place together with its `sha256sum -c` files once every byte is written and synced. The
+//! whole stream is hashed as it passes, so the checksum costs no second read. Only the part being
+//! written is open, so memory and file descriptors stay flat however many parts there are.
 
+use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
-use tempfile::NamedTempFile;
+use tempfile::TempDir;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Hashing};
+use crate::interrupt;
 use crate::trust::signature::SigningKey;
 
 /// FAT32 cannot hold a file of 4 GiB; `--split 4G` means "as large as a FAT32 stick allows".
 const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 
+/// Parts are numbered with three digits, so that `cat PATH.part-*` joins them in order: part-1000
+/// would sort between part-100 and part-101.
+pub const MAX_PARTS: u64 = 1000;
+
+/// What marks ferry's staging directories, so that a later run can sweep those of a killed one.
+const STAGING_SUFFIX: &str = ".ferry-partial";
+
 #[derive(Debug)]
 pub enum OutputError {
     Io(io::Error),
-    /// A file of an earlier bundle (a part, say) would be left beside the new one and mislead.
-    Exists(PathBuf),
+    Target(TargetError),
 }
 
 impl From<io::Error> for OutputError {
@@ -29,24 +37,205 @@ impl From<io::Error> for OutputError {
     }
 }
 
-struct Part {
-    temp: BufWriter<NamedTempFile>,
-    hasher: Sha256,
-    bytes: u64,
+impl From<TargetError> for OutputError {
+    fn from(error: TargetError) -> Self {
+        OutputError::Target(error)
+    }
+}
+
+/// An output path ferry will not write to; found before anything is fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("{}: exists and is not a regular file; ferry does not replace it with a bundle's file", .0.display())]
+    NotAFile(PathBuf),
+    #[error("-o {}: directory {} does not exist (end -o with / to have it created)", .path.display(), .dir.display())]
+    NoDirectory { path: PathBuf, dir: PathBuf },
+    #[error("-o {}: names no file", .0.display())]
+    NoName(PathBuf),
+    #[error("-o \"{}\": a file name with control characters or bytes that are not UTF-8 cannot be written into the .sha256 file as sha256sum -c and ferry verify read it; choose another name", .0.display().to_string().escape_debug())]
+    BadName(PathBuf),
+    #[error("{}: a part of an earlier bundle is in the way; remove the earlier bundle's parts first", .0.display())]
+    Exists(PathBuf),
+    #[error("--split {part_size}: a bundle of {bytes} bytes would be cut into {parts} parts; at most {MAX_PARTS} are numbered so that they rejoin in order, so use --split {smallest} or more")]
+    TooManyParts {
+        part_size: u64,
+        bytes: u64,
+        parts: u64,
+        smallest: u64,
+    },
+}
+
+/// `--split SIZE` as written: 4G means the largest file FAT32 holds.
+fn part_size(split: u64) -> u64 {
+    if split == FAT32_LIMIT {
+        split - 1
+    } else {
+        split
+    }
+}
+
+/// Checks, before anything is fetched, that a bundle can be written at `path`, and sweeps the staging
+/// directories killed runs left beside it.
+pub fn prepare(path: &Path, split: Option<u64>) -> Result<(), OutputError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| TargetError::NoName(path.to_path_buf()))?;
+    if name
+        .to_str()
+        .is_none_or(|name| name.chars().any(char::is_control))
+    {
+        return Err(TargetError::BadName(path.to_path_buf()).into());
+    }
+    let dir = dir_of(path);
+    if !dir.is_dir() {
+        return Err(TargetError::NoDirectory {
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+        }
+        .into());
+    }
+    for target in targets(path, split) {
+        refuse_special(&target)?;
+    }
+    if split.is_some() {
+        let first = sibling(path, &part_suffix(0));
+        if first.symlink_metadata().is_ok() {
+            return Err(TargetError::Exists(first).into());
+        }
+    }
+    interrupt::sweep(dir, |name| {
+        name.starts_with('.') && name.ends_with(STAGING_SUFFIX)
+    });
+    // Proves the directory writable now rather than after every download.
+    staging_dir(path)?;
+    Ok(())
+}
+
+/// The files a bundle at `path` puts in place (or, for an earlier bundle's signature, removes), besides
+/// its parts.
+fn targets(path: &Path, split: Option<u64>) -> Vec<PathBuf> {
+    let mut targets = vec![sibling(path, ".sha256"), sibling(path, ".sig")];
+    match split {
+        Some(_) => targets.push(sibling(path, ".parts.sha256")),
+        None => targets.push(path.to_path_buf()),
+    }
+    targets
+}
+
+/// Renaming over a device, a FIFO or a symlink would replace it (as root, `-o /dev/null` would turn
+/// `/dev/null` into a regular file); only regular files are replaced.
+fn refuse_special(target: &Path) -> Result<(), TargetError> {
+    match target.symlink_metadata() {
+        Ok(metadata) if !metadata.is_file() => Err(TargetError::NotAFile(target.to_path_buf())),
+        _ => Ok(()),
+    }
+}
+
+fn part_suffix(index: u64) -> String {
+    format!(".part-{index:03}")
+}
+
+fn staging_dir(path: &Path) -> io::Result<TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{}.", file_name(path)))
+        .suffix(STAGING_SUFFIX)
+        .tempdir_in(dir_of(path))
+}
+
+/// The hidden, locked directory beside the bundle that holds every file until all are placed together.
+/// Dropping it removes whatever was not placed.
+pub struct Staging {
+    dir: TempDir,
+    /// Held open for the lock, which tells a sweeping run that this directory is in use.
+    _lock: File,
+    /// (name inside the staging directory, where it goes).
+    files: Vec<(PathBuf, PathBuf)>,
+    /// Files of an earlier bundle that must not outlive the placing of this one.
+    stale: Vec<PathBuf>,
+}
+
+impl Staging {
+    fn create(path: &Path) -> io::Result<Staging> {
+        loop {
+            let dir = staging_dir(path)?;
+            let lock = File::open(dir.path())?;
+            if interrupt::hold(&lock, dir.path())? {
+                return Ok(Staging {
+                    dir,
+                    _lock: lock,
+                    files: Vec::new(),
+                    stale: Vec::new(),
+                });
+            }
+        }
+    }
+
+    /// A new private file, to be placed at `target`.
+    fn file(&mut self, target: &Path) -> io::Result<File> {
+        let staged = self.dir.path().join(file_name(target));
+        let file = File::options().write(true).create_new(true).open(&staged)?;
+        self.files.push((staged, target.to_path_buf()));
+        Ok(file)
+    }
+
+    /// Stages `bytes` to be placed at `target`, e.g. a checksum or a signature beside the bundle.
+    pub fn text(&mut self, target: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = self.file(target)?;
+        file.write_all(bytes)?;
+        publishable(&file)
+    }
+
+    /// Has [`Staging::place`] remove whatever is at `target` once everything is in place.
+    pub fn remove_after(&mut self, target: &Path) {
+        self.stale.push(target.to_path_buf());
+    }
+
+    /// Renames every staged file into place. Should one rename fail, the files already placed are
+    /// removed again: parts without their checksums, or a bundle beside a stale checksum, would mislead
+    /// whoever finds them.
+    pub fn place(self) -> Result<(), OutputError> {
+        interrupt::check()?;
+        for (_, target) in &self.files {
+            refuse_special(target)?;
+        }
+        let mut placed = Vec::new();
+        for (staged, target) in &self.files {
+            if let Err(error) = std::fs::rename(staged, target) {
+                for path in &placed {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(error.into());
+            }
+            placed.push(target);
+        }
+        for stale in &self.stale {
+            match std::fs::remove_file(stale) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 pub struct Output {
-    /// Set by Ctrl-C while this output is open; the next write fails, and dropping the temporaries removes them.
-    interrupted: Arc<AtomicBool>,
-    signal: Option<signal_hook::SigId>,
+    staging: Staging,
     path: PathBuf,
     part_size: Option<u64>,
-    parts: Vec<Part>,
+    /// The part being written; the earlier ones are closed.
+    part: Hashing<BufWriter<File>>,
+    /// Parts written so far, the open one included.
+    parts: u64,
+    /// `sha256sum -c` lines of the closed parts.
+    part_sums: String,
+    /// The whole stream's hash when it is cut into parts; unsplit, the one part's is the whole's.
     whole: Sha256,
     bytes: u64,
 }
 
-pub struct Finished {
+/// An output whose every byte is written and synced, its files staged and not yet placed.
+pub struct Sealed {
+    pub staging: Staging,
     pub files: Vec<PathBuf>,
     pub checksum_files: Vec<PathBuf>,
     pub sha256: Digest,
@@ -54,100 +243,105 @@ pub struct Finished {
 }
 
 impl Output {
-    pub fn create(path: &Path, split: Option<u64>) -> Result<Output, OutputError> {
-        let part_size = split.map(|size| {
-            if size == FAT32_LIMIT {
-                size - 1
-            } else {
-                size.max(1)
+    /// Starts writing a bundle of `bytes` bytes at `path`, cut into parts of `split` bytes.
+    pub fn create(path: &Path, split: Option<u64>, bytes: u64) -> Result<Output, OutputError> {
+        interrupt::check()?;
+        let part_size = split.map(part_size);
+        if let (Some(split), Some(size)) = (split, part_size) {
+            let parts = bytes.div_ceil(size.max(1));
+            if parts > MAX_PARTS {
+                return Err(TargetError::TooManyParts {
+                    part_size: split,
+                    bytes,
+                    parts,
+                    smallest: bytes.div_ceil(MAX_PARTS),
+                }
+                .into());
             }
-        });
-        let interrupted = Arc::new(AtomicBool::new(false));
-        let signal =
-            signal_hook::flag::register(signal_hook::consts::SIGINT, interrupted.clone()).ok();
-        let mut output = Output {
-            interrupted,
-            signal,
+        }
+        prepare(path, split)?;
+        let mut staging = Staging::create(path)?;
+        let first = match part_size {
+            Some(_) => sibling(path, &part_suffix(0)),
+            None => path.to_path_buf(),
+        };
+        let part = Hashing::new(BufWriter::with_capacity(1 << 20, staging.file(&first)?));
+        Ok(Output {
+            staging,
             path: path.to_path_buf(),
             part_size,
-            parts: Vec::new(),
+            part,
+            parts: 1,
+            part_sums: String::new(),
             whole: Sha256::new(),
             bytes: 0,
-        };
-        if split.is_some() && output.part_path(0).exists() {
-            return Err(OutputError::Exists(output.part_path(0)));
-        }
-        output.start_part()?;
-        Ok(output)
+        })
     }
 
-    fn part_path(&self, index: usize) -> PathBuf {
-        match self.part_size {
-            Some(_) => sibling(&self.path, &format!(".part-{index:03}")),
-            None => self.path.clone(),
-        }
+    /// Syncs and closes the open part; returns its digest.
+    fn close_part(part: Hashing<BufWriter<File>>) -> io::Result<Digest> {
+        let (writer, digest, _) = part.finish();
+        let file = writer.into_inner().map_err(|e| e.into_error())?;
+        publishable(&file)?;
+        Ok(digest)
     }
 
-    fn start_part(&mut self) -> io::Result<()> {
-        let name = file_name(&self.path);
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".partial")
-            .tempfile_in(dir_of(&self.path))?;
-        self.parts.push(Part {
-            temp: BufWriter::with_capacity(1 << 20, temp),
-            hasher: Sha256::new(),
-            bytes: 0,
-        });
+    fn next_part(&mut self) -> io::Result<()> {
+        let target = sibling(&self.path, &part_suffix(self.parts));
+        let file = self.staging.file(&target)?;
+        let done = std::mem::replace(
+            &mut self.part,
+            Hashing::new(BufWriter::with_capacity(1 << 20, file)),
+        );
+        let closed = sibling(&self.path, &part_suffix(self.parts - 1));
+        self.part_sums
+            .push_str(&checksum_line(Self::close_part(done)?, &closed));
+        self.parts += 1;
         Ok(())
     }
 
-    /// Writes the checksum files (and, with a key, `PATH.sig` over `PATH.sha256`) beside the parts, then
-    /// renames everything into place. Every file is written and synced before the first rename, so a full
-    /// disk fails while no new file is visible yet.
-    pub fn finish(mut self, signer: Option<&SigningKey>) -> Result<Finished, OutputError> {
-        if self.interrupted.load(Ordering::SeqCst) {
-            return Err(OutputError::Io(io::Error::other("interrupted by Ctrl-C")));
-        }
-        let mut staged = Vec::new();
-        let mut part_sums = String::new();
-        for (index, part) in std::mem::take(&mut self.parts).into_iter().enumerate() {
-            let temp = part.temp.into_inner().map_err(|e| e.into_error())?;
-            publishable(temp.as_file())?;
-            let target = self.part_path(index);
-            part_sums.push_str(&checksum_line(Digest::from_hasher(part.hasher), &target));
-            staged.push((temp, target));
-        }
-        let files = staged.iter().map(|(_, target)| target.clone()).collect();
-        let sha256 = Digest::from_hasher(std::mem::take(&mut self.whole));
+    /// Closes the last part and stages the checksum files beside the parts, and with a key `PATH.sig` over
+    /// `PATH.sha256`. Nothing is visible yet: [`Staging::place`] puts it all in place.
+    pub fn seal(mut self, signer: Option<&SigningKey>) -> Result<Sealed, OutputError> {
+        interrupt::check()?;
+        let digest = Self::close_part(self.part)?;
+        let (files, sha256) = match self.part_size {
+            // The only part is the whole.
+            None => (vec![self.path.clone()], digest),
+            Some(_) => {
+                let last = sibling(&self.path, &part_suffix(self.parts - 1));
+                self.part_sums.push_str(&checksum_line(digest, &last));
+                let files = (0..self.parts)
+                    .map(|index| sibling(&self.path, &part_suffix(index)))
+                    .collect();
+                (files, Digest::from_hasher(self.whole))
+            }
+        };
         let mut sums = vec![(
             sibling(&self.path, ".sha256"),
             checksum_line(sha256.clone(), &self.path),
         )];
         let signature = sibling(&self.path, ".sig");
-        if let Some(signer) = signer {
-            let text = signer
-                .sign(sums[0].1.as_bytes())
-                .map_err(io::Error::other)?;
-            sums.push((signature.clone(), text));
+        match signer {
+            Some(signer) => {
+                let text = signer
+                    .sign(sums[0].1.as_bytes())
+                    .map_err(io::Error::other)?;
+                sums.push((signature, text));
+            }
+            // An earlier bundle's signature would be refused beside this one, as if it were forged.
+            None => self.staging.remove_after(&signature),
         }
         if self.part_size.is_some() {
-            sums.push((sibling(&self.path, ".parts.sha256"), part_sums));
+            sums.push((sibling(&self.path, ".parts.sha256"), self.part_sums));
         }
         let mut checksum_files = Vec::new();
         for (target, text) in sums {
-            staged.push((staged_text(&target, &text)?, target.clone()));
+            self.staging.text(&target, text.as_bytes())?;
             checksum_files.push(target);
         }
-        place_all(staged)?;
-        if signer.is_none() {
-            // An earlier bundle's signature would be refused beside this one, as if it were forged.
-            match std::fs::remove_file(&signature) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
-                _ => {}
-            }
-        }
-        Ok(Finished {
+        Ok(Sealed {
+            staging: self.staging,
             files,
             checksum_files,
             sha256,
@@ -156,54 +350,34 @@ impl Output {
     }
 }
 
-impl Drop for Output {
-    fn drop(&mut self) {
-        if let Some(signal) = self.signal.take() {
-            signal_hook::low_level::unregister(signal);
-        }
-        // A finished output was placed whole; a Ctrl-C that came too late to stop it changes nothing.
-        if self.interrupted.load(Ordering::SeqCst) && !self.parts.is_empty() {
-            self.parts.clear(); // removes the temporaries
-            eprintln!("interrupted: no bundle was written");
-            std::process::exit(130);
-        }
-    }
-}
-
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.interrupted.load(Ordering::SeqCst) {
-            return Err(io::Error::other("interrupted by Ctrl-C"));
-        }
+        interrupt::check()?;
         let room = match self.part_size {
             Some(size) => {
-                let used = self.parts.last().map_or(0, |p| p.bytes);
-                if used == size {
-                    self.start_part()?;
-                    size
-                } else {
-                    size - used
+                if self.part.bytes() == size {
+                    self.next_part()?;
                 }
+                size - self.part.bytes()
             }
             None => u64::MAX,
         };
         let chunk = &buf[..buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
-        let part = self.parts.last_mut().expect("a part is always open");
-        let n = part.temp.write(chunk)?;
-        part.hasher.update(&chunk[..n]);
-        part.bytes += n as u64;
-        self.whole.update(&chunk[..n]);
+        let n = self.part.write(chunk)?;
+        if self.part_size.is_some() {
+            self.whole.update(&chunk[..n]);
+        }
         self.bytes += n as u64;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.parts.last_mut().map_or(Ok(()), |p| p.temp.flush())
+        self.part.flush()
     }
 }
 
 /// Temporary files are private (0600); the finished bundle is for others to read, like any file `cp` makes.
-fn publishable(file: &std::fs::File) -> io::Result<()> {
+fn publishable(file: &File) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
     file.sync_all()
@@ -230,33 +404,8 @@ fn dir_of(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-/// One line of a `sha256sum -c` file; the name is relative so the check works wherever the files are carried.
+/// One line of a `sha256sum -c` file; the name is relative so the check works wherever the files are
+/// carried. [`prepare`] refused the names sha256sum would have to escape.
 fn checksum_line(digest: Digest, path: &Path) -> String {
     format!("{}  {}\n", digest.hex(), file_name(path))
-}
-
-/// A synced temporary file holding `text`, beside `path`, ready to be renamed to it.
-fn staged_text(path: &Path, text: &str) -> io::Result<NamedTempFile> {
-    let mut temp = tempfile::Builder::new()
-        .prefix(".ferry-")
-        .tempfile_in(dir_of(path))?;
-    temp.write_all(text.as_bytes())?;
-    publishable(temp.as_file())?;
-    Ok(temp)
-}
-
-/// Renames every staged file into place. Should one rename fail, the files already placed are removed
-/// again: parts without their checksums, or a bundle beside a stale checksum, would mislead whoever finds them.
-fn place_all(staged: Vec<(NamedTempFile, PathBuf)>) -> io::Result<()> {
-    let mut placed = Vec::new();
-    for (temp, target) in staged {
-        if let Err(error) = temp.persist(&target) {
-            for path in &placed {
-                let _ = std::fs::remove_file(path);
-            }
-            return Err(error.error);
-        }
-        placed.push(target);
-    }
-    Ok(())
 }

@@ -8,19 +8,19 @@
 //! same bytes. The output is hashed while written and renamed into place only when complete.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use super::metadata::BundleMetadata;
-use super::output::{Output, OutputError};
+use super::output::{self, Output, OutputError};
 use super::{
     names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON,
     MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
 };
 use crate::cache::BlobStore;
-use crate::digest::Digest;
+use crate::digest::{Digest, Hashing};
 use crate::image::{media, Descriptor, Image};
 use crate::progress::Reporter;
 use crate::trust::signature::SigningKey;
@@ -78,8 +78,6 @@ pub fn write_bundle(
         blobs.len()
     ));
 
-    let output = Output::create(path, options.split).map_err(|e| output_error(path, e))?;
-    let mut tar = tar::Builder::new(output);
     let metadata = metadata.to_bytes();
     let docker = pretty(&docker_manifest(images));
     let index = pretty(&oci_index(
@@ -93,6 +91,13 @@ pub fn write_bundle(
         (INDEX_JSON, index),
         (MANIFEST_JSON, docker),
     ];
+    let sizes = documents
+        .iter()
+        .map(|(_, bytes)| bytes.len() as u64)
+        .chain(blobs.values().map(|d| d.size));
+    let output =
+        Output::create(path, options.split, tar_size(sizes)).map_err(|e| output_error(path, e))?;
+    let mut tar = tar::Builder::new(output);
     for (name, bytes) in &documents {
         append(
             &mut tar,
@@ -104,29 +109,67 @@ pub fn write_bundle(
         .map_err(|e| write_error(path, e))?;
     }
     for (digest, descriptor) in &blobs {
-        let mut file = store.open_blob(digest)?;
-        append(
-            &mut tar,
-            &names::blob_path(digest),
-            descriptor.size,
-            &mut file,
-            options.mtime,
-        )
-        .map_err(|e| write_error(path, e))?;
+        copy_blob(&mut tar, store, digest, descriptor.size, options.mtime)
+            .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
     }
     tar.finish().map_err(|e| write_error(path, e))?;
     let output = tar.into_inner().map_err(|e| write_error(path, e))?;
-    let finished = output
-        .finish(options.signer.as_ref())
+    let sealed = output
+        .seal(options.signer.as_ref())
         .map_err(|e| output_error(path, e))?;
+    sealed.staging.place().map_err(|e| output_error(path, e))?;
     Ok(Written {
-        files: finished.files,
-        checksum_files: finished.checksum_files,
-        sha256: finished.sha256,
-        bytes: finished.bytes,
+        files: sealed.files,
+        checksum_files: sealed.checksum_files,
+        sha256: sealed.sha256,
+        bytes: sealed.bytes,
         blobs: blobs.len(),
         saved_by_sharing: referenced - stored,
     })
+}
+
+/// Copies one blob from the cache into the tar, hashing it on the way: a cache file damaged on this
+/// machine (a flipped bit, a truncation) must not ship under its name with a matching `.sha256`, to be
+/// found only on the far side of the air gap. A damaged blob is removed from the cache, so that the next
+/// run fetches it again. The outer error is the bundle's; the inner one, the writing's.
+fn copy_blob<W: Write>(
+    tar: &mut tar::Builder<W>,
+    store: &BlobStore,
+    digest: &Digest,
+    size: u64,
+    mtime: u64,
+) -> Result<(), Result<TarballError, io::Error>> {
+    let file = store.open_blob(digest).map_err(|e| Ok(e.into()))?;
+    let mut reading = Hashing::new(file.take(size));
+    append(tar, &names::blob_path(digest), size, &mut reading, mtime).map_err(Err)?;
+    let (_, actual, read) = reading.finish();
+    if actual == *digest && read == size {
+        return Ok(());
+    }
+    Err(Ok(match store.evict(digest) {
+        Ok(path) => TarballError::DamagedBlob {
+            digest: digest.clone(),
+            path,
+            actual,
+            read,
+        },
+        Err(e) => e.into(),
+    }))
+}
+
+/// The bytes of a tar holding entries of `sizes`: a header and the data padded to 512 bytes each,
+/// then two zero blocks.
+fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
+    sizes
+        .map(|size| 512 + size.div_ceil(512) * 512)
+        .sum::<u64>()
+        + 1024
+}
+
+/// Checks, before anything is fetched, that a bundle can be written at `path` (cut by `split`), and
+/// sweeps what killed runs left beside it.
+pub fn check_output(path: &Path, split: Option<u64>) -> Result<(), TarballError> {
+    output::prepare(path, split).map_err(|e| output_error(path, e))
 }
 
 /// Every manifest, config and layer of `images`, once, sorted by digest.
@@ -230,13 +273,7 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
             path: path.to_path_buf(),
             source,
         },
-        OutputError::Exists(existing) => TarballError::Write {
-            path: existing,
-            source: io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                "a part of an earlier bundle is in the way",
-            ),
-        },
+        OutputError::Target(error) => TarballError::Target(error),
     }
 }
 
@@ -282,6 +319,14 @@ pub(crate) mod tests {
             .collect()
     }
 
+    /// A temporary directory with a cache holding [`two_images`].
+    fn fixture() -> (tempfile::TempDir, BlobStore, Vec<Image>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
+        let images = two_images(&store);
+        (dir, store, images)
+    }
+
     fn entries(path: &Path) -> Vec<(String, Vec<u8>)> {
         let mut archive = tar::Archive::new(std::fs::File::open(path).unwrap());
         archive
@@ -316,9 +361,7 @@ pub(crate) mod tests {
 
     #[test]
     fn one_archive_both_docker_and_oci_with_each_blob_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = two_images(&store);
+        let (dir, store, images) = fixture();
         let written = write(
             dir.path(),
             &store,
@@ -380,9 +423,7 @@ pub(crate) mod tests {
 
     #[test]
     fn checksum_file_matches_and_output_is_deterministic() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = two_images(&store);
+        let (dir, store, images) = fixture();
         let options = WriteOptions {
             mtime: 1_700_000_000,
             ..Default::default()
@@ -390,6 +431,7 @@ pub(crate) mod tests {
         let first = write(dir.path(), &store, &images, "one.tar", &options).unwrap();
         write(dir.path(), &store, &images, "two.tar", &options).unwrap();
         let one = std::fs::read(dir.path().join("one.tar")).unwrap();
+        assert_eq!(one.len() as u64, first.bytes);
         assert_eq!(one, std::fs::read(dir.path().join("two.tar")).unwrap());
         assert_eq!(Digest::of(&one), first.sha256);
         let sums = std::fs::read_to_string(dir.path().join("one.tar.sha256")).unwrap();
@@ -398,9 +440,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_missing_blob_leaves_nothing_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let mut images = two_images(&store);
+        let (dir, store, mut images) = fixture();
         images[1].layers[1].digest = Digest::of(b"never stored");
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
@@ -415,9 +455,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_file_that_cannot_be_placed_takes_the_whole_bundle_with_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = two_images(&store);
+        let (dir, store, images) = fixture();
         // A directory in the way of the checksum file (unsplit) or of the second part (split).
         for (blocked, split) in [("b.tar.sha256", None), ("b.tar.part-001", Some(2048))] {
             let out = dir.path().join(format!("out-{blocked}"));
@@ -442,9 +480,7 @@ pub(crate) mod tests {
 
     #[test]
     fn split_parts_rejoin_into_the_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = two_images(&store);
+        let (dir, store, images) = fixture();
         let whole = write(
             dir.path(),
             &store,
@@ -481,5 +517,117 @@ pub(crate) mod tests {
         )));
         let sum = std::fs::read_to_string(dir.path().join("split.tar.sha256")).unwrap();
         assert_eq!(sum, format!("{}  split.tar\n", whole.sha256.hex()));
+    }
+
+    #[test]
+    fn a_blob_damaged_in_the_cache_is_refused_named_and_evicted() {
+        let (dir, store, images) = fixture();
+        let damaged = images[1].layers[1].digest.clone();
+        let cached = store.path(&damaged);
+        let mut bytes = std::fs::read(&cached).unwrap();
+        bytes[3] ^= 0x10; // one bit, size unchanged: the store's own size check cannot see it
+        std::fs::write(&cached, &bytes).unwrap();
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let err = write(&out, &store, &images, "b.tar", &WriteOptions::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cache file {} is damaged: {} bytes hashing to {}, not blob {damaged}; it was removed \
+                 from the cache, so running ferry again fetches it anew",
+                cached.display(),
+                bytes.len(),
+                Digest::of(&bytes)
+            )
+        );
+        assert!(!cached.exists(), "the damaged blob is gone from the cache");
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left");
+    }
+
+    #[test]
+    fn the_size_is_known_before_writing_and_absurd_part_counts_are_refused() {
+        let (dir, store, images) = fixture();
+        let whole = write(
+            dir.path(),
+            &store,
+            &images,
+            "b.tar",
+            &WriteOptions::default(),
+        )
+        .unwrap();
+        let at_most = |split| WriteOptions {
+            split: Some(split),
+            ..Default::default()
+        };
+        // The smallest part size that keeps to the limit works, one byte less does not.
+        let smallest = whole.bytes.div_ceil(output::MAX_PARTS);
+        let split = write(dir.path(), &store, &images, "s.tar", &at_most(smallest)).unwrap();
+        assert_eq!(split.files.len() as u64, whole.bytes.div_ceil(smallest));
+        let err = write(dir.path(), &store, &images, "t.tar", &at_most(smallest - 1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "--split {}: a bundle of {} bytes would be cut into {} parts; at most 1000 are \
+                 numbered so that they rejoin in order, so use --split {smallest} or more",
+                smallest - 1,
+                whole.bytes,
+                whole.bytes.div_ceil(smallest - 1)
+            )
+        );
+        assert!(!dir.path().join("t.tar.part-000").exists());
+    }
+
+    #[test]
+    fn files_that_are_not_regular_are_never_replaced() {
+        let (dir, store, images) = fixture();
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link.tar")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("b.tar.sha256")).unwrap();
+        for name in ["link.tar", "b.tar"] {
+            let err =
+                write(dir.path(), &store, &images, name, &WriteOptions::default()).unwrap_err();
+            let existing = match name {
+                "b.tar" => dir.path().join("b.tar.sha256"),
+                _ => dir.path().join(name),
+            };
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{}: exists and is not a regular file; ferry does not replace it with a bundle's file",
+                    existing.display()
+                )
+            );
+        }
+        assert!(dir.path().join("link.tar").is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn names_sha256sum_would_escape_are_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let (dir, store, images) = fixture();
+        for (name, shown) in [
+            (&b"two\nlines.tar"[..], "two\\nlines.tar"),
+            (b"latin1-\xe9.tar", "latin1-\u{fffd}.tar"),
+        ] {
+            let path = dir.path().join(std::ffi::OsStr::from_bytes(name));
+            let err = write_bundle(
+                &store,
+                &images,
+                &crate::tarball::loose_metadata(&images),
+                &path,
+                &WriteOptions::default(),
+                &Silent,
+            )
+            .unwrap_err();
+            let message = err.to_string();
+            assert!(message.ends_with(&format!("{shown}\": a file name with control characters or bytes that are not UTF-8 cannot be written into the .sha256 file as sha256sum -c and ferry verify read it; choose another name")), "{message}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["cache"]);
     }
 }

@@ -32,27 +32,41 @@ impl fmt::Debug for SigningKey {
     }
 }
 
+/// Far more than any OpenSSH private key.
+const MAX_KEY_FILE: u64 = 64 << 10;
+
 impl SigningKey {
     /// Reads an OpenSSH private key, asking for its passphrase (from `FERRY_SIGN_PASSPHRASE`, or on the
     /// terminal) when it is encrypted, and proves it can sign before any work is done.
     pub fn load(path: &Path) -> Result<SigningKey, TrustError> {
-        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            TrustError::Read {
+        let text = zeroize::Zeroizing::new(
+            crate::io::read_small_text(path, MAX_KEY_FILE).map_err(|source| TrustError::Read {
                 path: path.to_path_buf(),
                 source,
-            }
-        })?);
+            })?,
+        );
         let bad_key = |reason: String| TrustError::Key {
             path: path.to_path_buf(),
             reason,
         };
-        let mut key = PrivateKey::from_openssh(text.as_bytes())
-            .map_err(|e| bad_key(format!("not an OpenSSH private key ({e})")))?;
+        let unreadable = |e: ssh_key::Error| {
+            bad_key(format!(
+                "not an OpenSSH private key ferry can read ({e}){}",
+                if matches!(e, ssh_key::Error::Encoding(_)) {
+                    // The ssh-key crate misreads a P-256 secret whose first byte is zero.
+                    "; if it is an ECDSA key, make another (one in 256 cannot be read) or an ed25519 one"
+                } else {
+                    ""
+                }
+            ))
+        };
+        let mut key = PrivateKey::from_openssh(text.as_bytes()).map_err(unreadable)?;
         if key.is_encrypted() {
             let passphrase = passphrase(path)?;
-            key = key
-                .decrypt(passphrase.as_bytes())
-                .map_err(|_| bad_key("the passphrase is wrong".into()))?;
+            key = key.decrypt(passphrase.as_bytes()).map_err(|e| match e {
+                ssh_key::Error::Crypto => bad_key("the passphrase is wrong".into()),
+                other => unreadable(other),
+            })?;
         }
         let signing = SigningKey {
             key: Arc::new(key),

@@ -10,6 +10,7 @@ use super::stream::{Contents, SeenBlob};
 use super::{ImageVerdict, Report};
 use crate::digest::Digest;
 use crate::image::{limits, media, Descriptor, ImageConfig, Manifest};
+use crate::layer_codec::Codec;
 use crate::reference::Reference;
 use crate::tarball::{
     BundleMetadata, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON,
@@ -204,7 +205,7 @@ impl Contents {
             match self.check_blob(&layer.digest, layer.size, "layer") {
                 Err(problem) => verdict.problems.push(problem),
                 Ok(blob) if deep => {
-                    let content = if layer.media_type.ends_with("gzip") {
+                    let content = if Codec::of_media_type(&layer.media_type) != Codec::Plain {
                         blob.uncompressed.clone()
                     } else {
                         Some(layer.digest.clone())

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, Hashing};
+use crate::layer_codec::{Codec, ContentHasher};
 use crate::tarball::read::{Entry, Observer};
 
 /// JSON documents larger than this are refused (containerd's own limit).
@@ -25,7 +26,7 @@ pub(super) struct SeenBlob {
     pub(super) size: u64,
     pub(super) actual: Option<Digest>,
     pub(super) kept: Option<Vec<u8>>,
-    /// The digest of its decompressed content (`--deep`, gzip layers only).
+    /// The digest of its decompressed content (`--deep`, gzip and zstd layers only).
     pub(super) uncompressed: Option<Digest>,
 }
 
@@ -115,20 +116,17 @@ impl Contents {
         };
         let named = Digest::from_hex(hex).expect("the reader accepts only hex blob names");
         self.locations.insert(named.clone(), (offset, size));
-        let mut first = [0u8; 1];
-        let got = data.read(&mut first)?;
-        let mut data = first[..got].chain(data);
-        let keep = got == 1
-            && first[0] == b'{'
+        let mut head = Vec::with_capacity(4);
+        (&mut *data).take(4).read_to_end(&mut head)?;
+        let keep = head.first() == Some(&b'{')
             && size <= MAX_KEPT_BLOB
             && self.kept_total + size <= MAX_KEPT_TOTAL;
-        let gzip_layer = deep && got == 1 && first[0] == 0x1f;
+        let codec = Codec::sniff(&head);
+        let mut data = head.chain(data);
         let mut kept = keep.then(|| Vec::with_capacity(size as usize));
-        let mut inflater =
-            gzip_layer.then(|| flate2::write::MultiGzDecoder::new(Hashing::new(io::sink())));
+        let mut inflater = deep.then(|| ContentHasher::new(codec, size)).flatten();
         let mut hashing = Hashing::new(io::sink());
         let mut buffer = vec![0u8; 256 * 1024];
-        let mut inflate_failed = false;
         loop {
             let n = data.read(&mut buffer)?;
             if n == 0 {
@@ -139,15 +137,14 @@ impl Contents {
                 kept.extend_from_slice(&buffer[..n]);
             }
             if let Some(inflater) = inflater.as_mut() {
-                inflate_failed |= inflater.write_all(&buffer[..n]).is_err();
+                inflater.write(&buffer[..n]);
             }
         }
         let (_, actual, _) = hashing.finish();
-        let uncompressed = match inflater.map(|i| i.finish()) {
-            Some(Ok(hashing)) if !inflate_failed => Some(hashing.finish().1),
-            Some(_) => {
-                self.problems
-                    .push(format!("blob {named} is not valid gzip"));
+        let uncompressed = match inflater.map(ContentHasher::finish) {
+            Some(Ok(content)) => Some(content),
+            Some(Err(problem)) => {
+                self.problems.push(format!("blob {named}: {problem}"));
                 None
             }
             None => None,

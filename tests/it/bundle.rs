@@ -5,11 +5,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::faults::FaultProxy;
-use crate::ferry::{ferry, Run};
+use crate::ferry::{command, ferry, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, Format, Seeded,
-    PLATFORMS, VENDOR_480,
+    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, vendor_tarball, Format,
+    Seeded, PLATFORMS, VENDOR_480,
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
@@ -21,7 +21,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn sha256sum_check(dir: &Path, file: &str) {
+pub fn sha256sum_check(dir: &Path, file: &str) {
     let check = Command::new("sha256sum")
         .arg("-c")
         .arg(file)
@@ -117,10 +117,15 @@ pub struct Csi480 {
 
 impl Csi480 {
     pub fn start() -> Option<Csi480> {
+        Csi480::with_vendor_size(TEST_IMAGE_SIZE)
+    }
+
+    /// With vendor tarballs of `size` uncompressed bytes each, for tests that need ferry busy a while.
+    pub fn with_vendor_size(size: usize) -> Option<Csi480> {
         let registry = require(Registry::plain())?;
         let seeded = seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
         let vendor = tempfile::tempdir().unwrap();
-        vendor_dir_480(vendor.path(), TEST_IMAGE_SIZE);
+        vendor_dir_480(vendor.path(), size);
         let mirror = format!("registry.k8s.io={}", registry.addr());
         Some(Csi480 {
             _registry: registry,
@@ -132,6 +137,11 @@ impl Csi480 {
     }
 
     pub fn bundle(&self, cache: &str, output: &str, extra: &[&str]) -> Run {
+        run(&mut self.bundle_command(cache, output, extra))
+    }
+
+    /// The `ferry bundle` command [`Csi480::bundle`] runs, for a test to start and signal.
+    pub fn bundle_command(&self, cache: &str, output: &str, extra: &[&str]) -> Command {
         let out = self.work.path().join(output);
         let mut args = vec![
             "bundle",
@@ -149,7 +159,9 @@ impl Csi480 {
         let vendor = self.vendor.path().to_str().unwrap().to_string();
         args.extend(["--vendor-dir", &vendor]);
         args.extend_from_slice(extra);
-        ferry(&args)
+        let mut command = command();
+        command.args(&args);
+        command
     }
 }
 
@@ -425,4 +437,57 @@ fn large_configs_bundle_and_verify_and_oversized_ones_are_refused_at_pull() {
         );
     }
     assert!(!work.path().join("huge.tar").exists());
+}
+
+/// When the pull fails, the vendor layers still being compressed would be thrown away: the run stops
+/// them and reports the pull's failures alone, without compressing the rest.
+#[test]
+fn a_failed_pull_stops_vendor_compression() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let vendor = work.path().join("vendor");
+    std::fs::create_dir(&vendor).unwrap();
+    // Large enough that compressing it takes far longer than two failed manifest requests.
+    vendor_tarball(
+        &vendor.join("huawei-csi.tar"),
+        "huawei-csi:4.8.0",
+        400 << 20,
+    );
+    let cache = work.path().join("cache");
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let run = ferry(&[
+        "bundle",
+        "huawei-csi@4.8.0",
+        "--k8s",
+        "1.28",
+        "--service",
+        "node",
+        "--vendor-dir",
+        vendor.to_str().unwrap(),
+        "--mirror",
+        &mirror,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        work.path().join("b.tar").to_str().unwrap(),
+        "-q",
+    ])
+    .fails_with(1);
+    let stderr = run.stderr();
+    assert!(stderr.starts_with("error: 2 fetches failed:\n"), "{stderr}");
+    assert!(
+        !stderr.contains("vendor") && !stderr.contains("stopped because"),
+        "only the pull's failures are reported: {stderr}"
+    );
+    let compressed = std::fs::read_dir(cache.join("ferry-v1/notes"))
+        .map(|kinds| {
+            kinds
+                .flatten()
+                .map(|kind| std::fs::read_dir(kind.path()).unwrap().count())
+                .sum::<usize>()
+        })
+        .unwrap_or(0);
+    assert_eq!(compressed, 0, "no vendor layer was compressed to the end");
 }

@@ -19,6 +19,17 @@ pub enum Fault {
     CutBody { after_bytes: usize },
     /// Forward, with one bit of the body byte at `offset` flipped.
     FlipByte { offset: usize },
+    /// Answer requests of `method` (every method when empty) with `status`, these extra header lines
+    /// (`Name: value\r\n`) and this JSON body, as a registry or its front (Harbor's) refuses.
+    Refuse {
+        method: &'static str,
+        status: u16,
+        headers: String,
+        body: &'static str,
+    },
+    /// Forward a cross-repository mount (`POST ...?mount=&from=`) without its query, so the registry opens
+    /// an upload session (202) instead, as registries that decline a mount do.
+    DeclineMount,
 }
 
 /// A fault for requests whose path contains `path_contains`, fired at most `times` times.
@@ -44,27 +55,39 @@ impl Rule {
     /// touch (`body_len` is `None` before the response is known), so a small config does not use them up.
     fn take(&self, method: &str, path: &str, body_len: Option<usize>) -> bool {
         let reaches = match (&self.fault, body_len) {
+            (Fault::Refuse { method: only, .. }, None) => {
+                return (only.is_empty() || *only == method)
+                    && path.contains(&self.path_contains)
+                    && self.fire();
+            }
+            (Fault::DeclineMount, None) => {
+                return method == "POST"
+                    && path.contains("mount=")
+                    && path.contains(&self.path_contains)
+                    && self.fire();
+            }
             (Fault::Status { .. } | Fault::TooManyRequests { .. }, None) => true,
             (Fault::CutBody { after_bytes: at } | Fault::FlipByte { offset: at }, Some(len)) => {
                 len > *at
             }
             _ => false,
         };
-        reaches
-            && method == "GET"
-            && path.contains(&self.path_contains)
-            && self
-                .fired
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                    (n < self.times).then_some(n + 1)
-                })
-                .is_ok()
+        reaches && method == "GET" && path.contains(&self.path_contains) && self.fire()
+    }
+
+    fn fire(&self) -> bool {
+        self.fired
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.times).then_some(n + 1)
+            })
+            .is_ok()
     }
 }
 
-/// One request the proxy saw: path, Range header, and the status it answered.
+/// One request the proxy saw: method, path, Range header, and the status it answered.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    pub method: String,
     pub path: String,
     pub range: Option<String>,
     pub status: u16,
@@ -128,14 +151,15 @@ struct Shared {
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
-struct Request {
-    method: String,
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
+/// One HTTP/1.1 request with a Content-Length body (or none); `None` when the peer closed first.
+pub fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Request>> {
     let mut line = String::new();
     if reader.read_line(&mut line)? == 0 {
         return Ok(None);
@@ -170,7 +194,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Req
     }))
 }
 
-fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -181,6 +205,7 @@ impl Shared {
     fn record(&self, request: &Request, status: u16) {
         let range = header_value(&request.headers, "range").map(str::to_string);
         self.seen.lock().unwrap().push(Seen {
+            method: request.method.clone(),
             path: request.path.clone(),
             range,
             status,
@@ -191,7 +216,7 @@ impl Shared {
         client.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut reader = BufReader::new(client.try_clone()?);
         let mut client = client;
-        let Some(request) = read_request(&mut reader)? else {
+        let Some(mut request) = read_request(&mut reader)? else {
             return Ok(());
         };
         let rule = self
@@ -201,7 +226,16 @@ impl Shared {
         match rule.map(|r| &r.fault) {
             Some(Fault::Status { status }) => {
                 self.record(&request, *status);
-                return answer(&mut client, *status, "");
+                return answer(&mut client, *status, "", None);
+            }
+            Some(Fault::Refuse {
+                status,
+                headers,
+                body,
+                ..
+            }) => {
+                self.record(&request, *status);
+                return answer(&mut client, *status, headers, Some(body));
             }
             Some(Fault::TooManyRequests { retry_after_secs }) => {
                 self.record(&request, 429);
@@ -209,7 +243,17 @@ impl Shared {
                     &mut client,
                     429,
                     &format!("Retry-After: {retry_after_secs}\r\n"),
+                    None,
                 );
+            }
+            Some(Fault::DeclineMount) => {
+                let bare = request
+                    .path
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                request.path = bare;
             }
             _ => {}
         }
@@ -266,9 +310,20 @@ impl Shared {
     }
 }
 
-fn answer(client: &mut TcpStream, status: u16, extra_headers: &str) -> std::io::Result<()> {
-    let body =
-        format!("{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status}\"}}]}}");
+fn answer(
+    client: &mut TcpStream,
+    status: u16,
+    extra_headers: &str,
+    body: Option<&str>,
+) -> std::io::Result<()> {
+    let body = body.map_or_else(
+        || {
+            format!(
+                "{{\"errors\":[{{\"code\":\"UNAVAILABLE\",\"message\":\"injected {status}\"}}]}}"
+            )
+        },
+        str::to_string,
+    );
     let head = format!(
         "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
         body.len()

@@ -184,8 +184,8 @@ fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
             .unwrap_or_else(|| panic!("{stderr}"))[..64]
             .to_string();
         let expected = format!(
-            "  cannot fetch blob sha256:{named} of registry.k8s.io/sig-storage/livenessprobe:v2.12.0 from {} \
-             (after 6 attempt(s)): blob sha256:{named} does not match its digest: received ",
+            "  cannot fetch blob sha256:{named} of registry.k8s.io/sig-storage/livenessprobe:v2.12.0 from {}, \
+             after 6 attempts: blob sha256:{named} does not match its digest: received ",
             proxy.addr()
         );
         assert!(line.starts_with(&expected), "{stderr}");

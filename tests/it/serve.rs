@@ -592,7 +592,9 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
     assert!(
         refused.stderr().contains(&format!(
             "registry.k8s.io/sig-storage/tool:v1 is {k8s} in one bundle and sha256:"
-        )) && refused.stderr().contains("retagged.tar: serve them from two servers"),
+        )) && refused
+            .stderr()
+            .contains("retagged.tar: serve them from two servers"),
         "{}",
         refused.stderr()
     );

@@ -157,6 +157,17 @@ pub struct Registry {
     dir: TempDir,
 }
 
+/// The `service` and `issuer` a token registry expects in its tokens.
+pub const TOKEN_SERVICE: &str = "ferry-test-registry";
+pub const TOKEN_ISSUER: &str = "ferry-test-issuer";
+
+enum Auth {
+    None,
+    Htpasswd(String, String),
+    /// The registry configuration's `log` and `auth` sections.
+    Token(String),
+}
+
 struct Tls {
     ca_cert: PathBuf,
     user: String,
@@ -166,19 +177,33 @@ struct Tls {
 impl Registry {
     /// Plain HTTP, no auth: what `--mirror` points at in most tests.
     pub fn plain() -> Result<Registry, String> {
-        Registry::start(None)
+        Registry::start(Auth::None)
     }
 
     /// TLS with a test CA and htpasswd basic auth: the private registry of an air-gapped site.
     pub fn tls_with_auth(user: &str, password: &str) -> Result<Registry, String> {
-        Registry::start(Some((user, password)))
+        Registry::start(Auth::Htpasswd(user.into(), password.into()))
+    }
+
+    /// Plain HTTP with Distribution's own `auth: token`: tokens from the service at `realm`, signed by the
+    /// key of `certificate`. Logs every request (`log`), so tests can count what the registry did.
+    pub fn token_auth(realm: &str, certificate: &Path) -> Result<Registry, String> {
+        Registry::start(Auth::Token(format!(
+            "log: {{level: info}}\nauth: {{token: {{realm: '{realm}', service: {TOKEN_SERVICE}, issuer: {TOKEN_ISSUER}, rootcertbundle: {}}}}}\n",
+            certificate.display()
+        )))
+    }
+
+    /// What the registry logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
     /// Starts on a free port; tries again on another if the port was taken meanwhile by a parallel test.
-    fn start(auth: Option<(&str, &str)>) -> Result<Registry, String> {
+    fn start(auth: Auth) -> Result<Registry, String> {
         let mut last = String::new();
         for _ in 0..3 {
-            match Registry::start_once(auth) {
+            match Registry::start_once(&auth) {
                 Ok(registry) => return Ok(registry),
                 Err(why) => last = why,
             }
@@ -186,7 +211,7 @@ impl Registry {
         Err(last)
     }
 
-    fn start_once(auth: Option<(&str, &str)>) -> Result<Registry, String> {
+    fn start_once(auth: &Auth) -> Result<Registry, String> {
         have("docker-registry")?;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{}", free_port());
@@ -195,7 +220,7 @@ impl Registry {
             dir.path().join("data").display()
         );
         let tls = match auth {
-            Some((user, password)) => {
+            Auth::Htpasswd(user, password) => {
                 have("openssl")?;
                 have("htpasswd")?;
                 let ca_cert = make_certificates(dir.path())?;
@@ -210,11 +235,15 @@ impl Registry {
                 ));
                 Some(Tls {
                     ca_cert,
-                    user: user.into(),
-                    password: password.into(),
+                    user: user.clone(),
+                    password: password.clone(),
                 })
             }
-            None => None,
+            Auth::Token(config_tail) => {
+                config = config.replace("log: {level: warn}\n", "") + config_tail;
+                None
+            }
+            Auth::None => None,
         };
         std::fs::write(dir.path().join("config.yml"), config).map_err(|e| e.to_string())?;
         let mut daemon = Daemon::spawn(

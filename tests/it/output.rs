@@ -1,0 +1,228 @@
+//! What `ferry bundle` writes and where: output paths are checked before anything is fetched, files that
+//! are not regular are never replaced, `--split` into many parts keeps one file open at a time, and a
+//! blob damaged in the cache never ships.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::Digest as _;
+
+use crate::bundle::sha256sum_check;
+use crate::ferry::{command, run};
+use crate::seed::{push_image, Format, PLATFORMS};
+use crate::services::{require, Registry};
+
+/// `ferry bundle --image` from `mirror` into `out`; returns the command to run.
+fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
+    let mut command = command();
+    command
+        .args([
+            "bundle",
+            "--image",
+            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+            "--mirror",
+        ])
+        .arg(format!("registry.k8s.io={mirror}"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .arg("-q");
+    command
+}
+
+#[test]
+fn output_paths_are_refused_before_anything_is_fetched() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+    let fifo = dir.join("fifo.tar");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let elsewhere = dir.join("elsewhere");
+    std::fs::write(&elsewhere, b"keep me").unwrap();
+    let link = dir.join("link.tar");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let missing = dir.join("missing/x.tar");
+    let newline = dir.join("two\nlines.tar");
+    let latin1 = dir.join(OsStr::from_bytes(b"caf\xe9.tar"));
+    let not_a_file = |path: &Path| {
+        format!(
+            "{}: exists and is not a regular file; ferry does not replace it with a bundle's file",
+            path.display()
+        )
+    };
+    let bad_name = |shown: &str| {
+        format!(
+            "-o \"{}/{shown}\": a file name with control characters or bytes that are not UTF-8 cannot \
+             be written into the .sha256 file as sha256sum -c and ferry verify read it; choose another name",
+            dir.display()
+        )
+    };
+    let cases = [
+        (fifo.as_os_str(), not_a_file(&fifo)),
+        (link.as_os_str(), not_a_file(&link)),
+        (
+            missing.as_os_str(),
+            format!(
+                "-o {}: directory {} does not exist (end -o with / to have it created)",
+                missing.display(),
+                dir.join("missing").display()
+            ),
+        ),
+        (newline.as_os_str(), bad_name("two\\nlines.tar")),
+        (latin1.as_os_str(), bad_name("caf\u{fffd}.tar")),
+    ];
+    let cache = dir.join("cache");
+    for (out, message) in cases {
+        // Port 9 (discard) refuses connections: any fetch would fail with a network error, exit 1.
+        let refused = run(&mut bundle("127.0.0.1:9", &cache, out, &[])).fails_with(2);
+        assert_eq!(refused.stderr(), format!("error: {message}\n"));
+        assert!(!cache.exists(), "nothing fetched, no cache opened");
+    }
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(link.is_symlink());
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"keep me");
+}
+
+/// A registry holding the livenessprobe image the tests bundle, and a place for the cache and bundles.
+struct Seeded {
+    registry: Registry,
+    work: tempfile::TempDir,
+    cache: PathBuf,
+}
+
+/// [`Seeded`] with an image of `size` uncompressed bytes.
+fn seeded(size: usize) -> Option<Seeded> {
+    let registry = require(Registry::plain())?;
+    push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        size,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    Some(Seeded {
+        registry,
+        work,
+        cache,
+    })
+}
+
+#[test]
+fn o_with_a_trailing_slash_creates_the_directory_and_split_keeps_one_part_open() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(4_000_000)
+    else {
+        return;
+    };
+    let new_dir = work.path().join("new/bundles/");
+    run(&mut bundle(
+        registry.addr(),
+        &cache,
+        new_dir.as_os_str(),
+        &[],
+    ))
+    .success();
+    let bundle_path = new_dir.join("images-linux-amd64.tar");
+    let size = std::fs::metadata(&bundle_path).unwrap().len();
+    sha256sum_check(&new_dir, "images-linux-amd64.tar.sha256");
+
+    // Parts of 4 KiB: several hundred, written under a limit of 64 open files.
+    let split = work.path().join("split.tar");
+    let part = 4096;
+    let parts = size.div_ceil(part);
+    assert!(parts > 300, "{parts} parts");
+    let script = format!("ulimit -n 64 && exec \"$@\" --split {part}");
+    let mut limited = Command::new("sh");
+    let inner = bundle(registry.addr(), &cache, split.as_os_str(), &[]);
+    limited
+        .args(["-c", &script, "sh", inner.get_program().to_str().unwrap()])
+        .args(inner.get_args());
+    let limited = run(&mut limited).success();
+    assert!(
+        limited.stdout().contains(&format!(", {parts} parts")),
+        "{}",
+        limited.stdout()
+    );
+    sha256sum_check(work.path(), "split.tar.parts.sha256");
+
+    // A part size that would make more than 1000 parts is refused, naming the smallest that works.
+    let tiny = work.path().join("tiny.tar");
+    let refused = run(&mut bundle(
+        registry.addr(),
+        &cache,
+        tiny.as_os_str(),
+        &["--split", "100"],
+    ))
+    .fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: --split 100: a bundle of {size} bytes would be cut into {} parts; at most 1000 \
+             are numbered so that they rejoin in order, so use --split {} or more\n",
+            size.div_ceil(100),
+            size.div_ceil(1000)
+        )
+    );
+    assert!(!work.path().join("tiny.tar.part-000").exists());
+}
+
+#[test]
+fn a_blob_damaged_in_the_cache_is_fetched_anew_and_the_bundle_is_right() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(400_000)
+    else {
+        return;
+    };
+    let out = work.path().join("b.tar");
+    let good = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).success();
+    // The largest blob is a layer; one bit of it flipped, as a failing disk or RAM would.
+    let blobs = cache.join("ferry-v1/blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&layer, &bytes).unwrap();
+
+    let repaired = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).success();
+    let hex = layer.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        repaired.stderr(),
+        format!(
+            "warning: cache file {} was damaged (not blob sha256:{hex}); fetching it again\n",
+            layer.display()
+        )
+    );
+    assert_eq!(
+        repaired.stdout(),
+        good.stdout(),
+        "the same bundle, byte for byte"
+    );
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(std::fs::read(&layer).unwrap())),
+        hex,
+        "the cache holds the right bytes again"
+    );
+}
