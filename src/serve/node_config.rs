@@ -96,15 +96,6 @@ pub fn node_config(
             for name in other_pulls {
                 let _ = writeln!(notes, "  docker pull {address}/{name}");
             }
-            if reach.auth {
-                let _ = writeln!(notes, "With --htpasswd: docker login {address}");
-            }
-            if reach.tls {
-                let _ = writeln!(
-                    notes,
-                    "If a CA the node does not trust signed the certificate: /etc/docker/certs.d/{address}/ca.crt"
-                );
-            }
         }
         Runtime::CriO => {
             let _ = writeln!(
@@ -121,18 +112,26 @@ pub fn node_config(
                     if reach.tls { "" } else { "\ninsecure = true" }
                 );
             }
-            if reach.auth {
-                let _ = writeln!(
-                    notes,
-                    "With --htpasswd: put the credentials for {address} in CRI-O's auth file (podman login --authfile /etc/crio/auth.json {address})"
-                );
-            }
-            if reach.tls {
-                let _ = writeln!(
-                    notes,
-                    "If a CA the node does not trust signed the certificate: /etc/containers/certs.d/{address}/ca.crt"
-                );
-            }
+        }
+    }
+    // containerd's credentials and CA go into hosts.toml above; docker and CRI-O keep them elsewhere.
+    let elsewhere = match runtime {
+        Runtime::Containerd => None,
+        Runtime::Docker => Some(("docker login", "/etc/docker/certs.d")),
+        Runtime::CriO => Some((
+            "podman login --authfile /etc/crio/auth.json",
+            "/etc/containers/certs.d",
+        )),
+    };
+    if let Some((login, certs_d)) = elsewhere {
+        if reach.auth {
+            let _ = writeln!(notes, "With --htpasswd: {login} {address}");
+        }
+        if reach.tls {
+            let _ = writeln!(
+                notes,
+                "If a CA the node does not trust signed the certificate: {certs_d}/{address}/ca.crt"
+            );
         }
     }
     NodeConfig { text, notes }
