@@ -372,6 +372,32 @@ mod tests {
         }
     }
 
+    /// Split bundles are read across their parts, and a read past the end is an error, not short data.
+    #[test]
+    fn reads_cross_the_parts_of_a_split_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let files: Vec<PathBuf> = [0..300, 300..301, 301..1000]
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| {
+                let path = dir.path().join(format!("b.tar.part-{i:03}"));
+                std::fs::write(&path, &bytes[range]).unwrap();
+                path
+            })
+            .collect();
+        let source = Source {
+            files,
+            whole: dir.path().join("b.tar"),
+        };
+        let bundle = BundleFiles::open(source.whole.clone(), &source).unwrap();
+        let mut buf = vec![0u8; 500];
+        bundle.read_exact_at(&mut buf, 250).unwrap();
+        assert_eq!(buf, bytes[250..750]);
+        let mut tail = vec![0u8; 2];
+        assert!(bundle.read_exact_at(&mut tail, 999).is_err());
+    }
+
     /// The names each client asks by: push's, containerd's (with ns=), docker's mirror path, and the
     /// registry-prefixed path of a CRI-O mirror.
     #[test]
