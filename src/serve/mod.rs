@@ -23,6 +23,9 @@ use crate::digest::Digest;
 
 /// How long in-flight transfers may finish after Ctrl-C or SIGTERM.
 const GRACE: Duration = Duration::from_secs(10);
+/// A connection that sends no complete request headers for this long is closed, idle ones included: a node
+/// that has pulled would otherwise hold a file descriptor here until it closes the connection itself.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the summary is logged while requests come in.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
@@ -127,16 +130,21 @@ pub async fn serve(
                     key: key.clone(),
                     source,
                 })?;
-            let server = axum_server::from_tcp_rustls(listener, config)
+            let mut server = axum_server::from_tcp_rustls(listener, config)
                 .map_err(listen_error)?
                 .handle(handle.clone());
+            close_idle(server.http_builder());
             listening(bound);
             tokio::spawn(server.serve(app))
         }
         None => {
-            let server = axum_server::from_tcp(listener)
+            // HTTP/1 only: no client speaks HTTP/2 without TLS, and guessing the version would wait on a
+            // silent connection forever instead of timing it out.
+            let mut server = axum_server::from_tcp(listener)
                 .map_err(listen_error)?
-                .handle(handle.clone());
+                .handle(handle.clone())
+                .http1_only();
+            close_idle(server.http_builder());
             listening(bound);
             tokio::spawn(server.serve(app))
         }
@@ -152,6 +160,15 @@ pub async fn serve(
     summaries.abort();
     tracing::info!("stopped after {}", server.stats.summary());
     Ok(())
+}
+
+fn close_idle(
+    builder: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+) {
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
 }
 
 /// Each node keeps a few connections open, and the usual soft limit of 1024 open files runs out at a few
