@@ -6,8 +6,10 @@
 # Each tool builds the same linux/amd64 bundle; tools alternate; each is run ROUNDS times; the table shows
 # median wall time, peak RSS (of the client process tree: dockerd and containerd do their work in their
 # daemons, whose memory is not counted), output bytes, and ferry's ratios.
-# It also times `ferry verify` against `sha256sum` on the same file, and with BIG=1 bundles a 2 GB image
-# to show that ferry's memory stays flat.
+# It also times `ferry verify` against `sha256sum` on the same file, pulls every image of the bundle with 8
+# parallel skopeo clients from `ferry serve` and from the same images pushed into Distribution (wall time of
+# the pulls, peak RSS of the server), and with BIG=1 bundles a 2 GB image to show that ferry's memory stays
+# flat.
 #
 # Usage: bash examples/bench.sh            (ROUNDS=3 PUBLIC_MB=36 VENDOR_MB=75 BIG=0 by default)
 set -euo pipefail
@@ -137,6 +139,48 @@ for round in $(seq 1 "$ROUNDS"); do
   /usr/bin/time -f "%e %M" -o "$W/time" sha256sum "$BUNDLE" >/dev/null; echo "sha256sum $(cat "$W/time") 0" >> "$W/results"
 done
 
+# ferry serve against Distribution holding the same images (ferry push keeps every digest): 8 clients at
+# once, each copying every image; RSS is the server's peak (VmHWM), each server a fresh process.
+CLIENTS=8
+PULLS=/dev/shm/ferry-bench-pulls.$$
+SERVED=$("$FERRY" push "$BUNDLE" --to bench.invalid --dry-run | awk '{print $3}' | sed 's#^bench.invalid/##')
+pull_all() { # $1 = registry address
+  local clients=()
+  for client in $(seq 1 "$CLIENTS"); do
+    ( for image in $SERVED; do
+        skopeo copy -q --src-tls-verify=false "docker://$1/$image" "dir:$PULLS/$client-$(echo "$image" | tr '/:' '__')"
+      done ) &
+    clients+=($!)
+  done
+  wait "${clients[@]}"
+}
+start_server() { # $1 = label: sets SERVER_ADDR and SERVER_PID
+  local port; port=$(free_port)
+  if [ "$1" = serve ]; then
+    "$FERRY" serve "$BUNDLE" --listen "127.0.0.1:$port" --log-level warn >/dev/null 2>"$W/serve.log" &
+  else
+    sed "s#addr: .*#addr: 127.0.0.1:$port}#" "$W/registry.yml" | sed "s#rootdirectory: [^}]*#rootdirectory: $W/registry2#" > "$W/registry2.yml"
+    docker-registry serve "$W/registry2.yml" >"$W/registry2.log" 2>&1 &
+  fi
+  SERVER_PID=$!; PIDS+=("$SERVER_PID"); SERVER_ADDR=127.0.0.1:$port
+  wait_for "curl -sf http://$SERVER_ADDR/v2/"
+}
+stop_server() { kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; }
+start_server distribution
+"$FERRY" push "$BUNDLE" --to "$SERVER_ADDR" -q >/dev/null
+stop_server
+for round in $(seq 1 "$ROUNDS"); do
+  for server in serve distribution; do
+    start_server "$server"
+    rm -rf "$PULLS"; mkdir -p "$PULLS"
+    start=$(date +%s%N); pull_all "$SERVER_ADDR"; end=$(date +%s%N)
+    hwm=$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")
+    echo "$server-${CLIENTS}x $(awk "BEGIN {print ($end - $start) / 1e9}") $hwm $(du -sb "$PULLS" | cut -f1)" >> "$W/results"
+    stop_server
+  done
+done
+rm -rf "$PULLS"
+
 if [ "$BIG" = 1 ]; then
   echo "seeding a 2 GB image ..." >&2
   "$SEED" big "$ADDR" 2000000000 > /dev/null
@@ -173,4 +217,6 @@ print(f"verify / sha256sum wall    {ratio('ferry-verify','sha256sum',0):.2f}  (t
 if 'ferry-2-platf' in med:
     both, apart = med['ferry-2-platf'][2], med['ferry-warm'][2] + med['ferry-arm64'][2]
     print(f"2-platform / amd64+arm64   {both / apart:.2f}  ({both/1e6:.1f} MB against {apart/1e6:.1f} MB in two bundles)")
+print(f"serve / Distribution wall  {ratio('serve-8x','distribution-8x',0):.2f}  (8 clients pulling every image)")
+print(f"serve / Distribution RSS   {ratio('serve-8x','distribution-8x',1):.2f}  (peak RSS of the server)")
 EOF

@@ -76,6 +76,11 @@ pub enum Command {
     Push(PushArgs),
     /// Verify a bundle, then load it into this node's container runtime (containerd first, as kubelet uses it).
     Load(LoadArgs),
+    /// Verify bundles, then serve them as a read-only registry that nodes pull from (or print the nodes' configuration).
+    #[command(
+        after_help = "Examples:\n  ferry serve csi.tar --listen 10.0.0.5:5000\n  ferry serve csi.tar --listen 10.0.0.5:5000 --print-config containerd > nodes.sh\n  ferry serve a.tar b.tar.part-000 --listen 0.0.0.0:5443 --tls-cert reg.pem --tls-key reg.key --htpasswd htpasswd\n\nNames are those ferry push gives, without a host: 10.0.0.5:5000/sig-storage/csi-provisioner:v3.6.0, 10.0.0.5:5000/huawei-csi:4.8.0. As a mirror, the upstream registry comes with containerd's ns= parameter, or as the first path component (10.0.0.5:5000/registry.k8s.io/sig-storage/csi-provisioner:v3.6.0).\n\nWrites are refused. Ctrl-C or SIGTERM stops it; transfers under way get 10 s to finish."
+    )]
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -334,4 +339,45 @@ pub struct LoadArgs {
     pub platform: Option<Platform>,
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The bundles (or first parts of split ones), verified before anything is served.
+    #[arg(required = true, value_name = "BUNDLE")]
+    pub paths: Vec<PathBuf>,
+    /// Where to listen: 10.0.0.5:5000, 0.0.0.0:5000 (every interface), 127.0.0.1:0 (a free port).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM); without it, plain HTTP, which nodes must be told to accept.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Ask for basic auth, checked against this htpasswd file of bcrypt entries (htpasswd -B).
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// Requests served at once, blob transfers included until sent; more wait their turn.
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_transfers: u16,
+    /// debug logs one line per request; info logs a summary every minute and at the end.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value = "info")]
+    pub log_level: LogLevel,
+    /// Print the configuration that sends a node's pulls of the bundles' images here, and exit.
+    #[arg(long, value_enum, value_name = "RUNTIME")]
+    pub print_config: Option<crate::serve::node_config::Runtime>,
+    /// HOST[:PORT] nodes reach this server at, for --print-config [default: the --listen address].
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub advertise: Option<String>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
 }

@@ -12,6 +12,7 @@ use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
+use crate::serve::ServeError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
 use crate::trust::TrustError;
@@ -46,6 +47,8 @@ pub enum Error {
     Load(#[from] LoadError),
     #[error(transparent)]
     Vendor(#[from] VendorError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
     #[error(transparent)]
     VendorSource(#[from] VendorSourceError),
     #[error(transparent)]
@@ -106,6 +109,12 @@ impl Error {
             | Error::Load(
                 LoadError::NoRuntime | LoadError::Platform { .. } | LoadError::Compressed(_),
             ) => EXIT_USAGE,
+            Error::Serve(
+                ServeError::Compressed(_)
+                | ServeError::Conflict { .. }
+                | ServeError::Htpasswd { .. }
+                | ServeError::Tls { .. },
+            ) => EXIT_USAGE,
             Error::Trust(
                 TrustError::Read { .. }
                 | TrustError::AllowedSigners { .. }
@@ -125,6 +134,7 @@ impl Error {
             | Error::Vendor(_)
             | Error::Push(_)
             | Error::Load(_)
+            | Error::Serve(_)
             | Error::Damaged(_)
             | Error::Unreadable(_)
             | Error::Io { .. }

@@ -9,7 +9,8 @@
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
 //!   `trust` (signatures and locks: proof that it is the bundle that was built);
 //!   `layer_codec` (what a layer's content hashes to, through gzip or zstd);
-//! - delivering: `deliver` (push to a registry, load into a runtime);
+//! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a
+//!   registry);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
 //!   `error` (exit codes), `interrupt` (signals, and sweeping what killed runs left behind).
 
@@ -55,6 +56,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
+pub mod serve;
 pub mod tarball;
 pub mod trust;
 pub mod verify;

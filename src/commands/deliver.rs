@@ -20,7 +20,7 @@ use crate::trust::Anchors;
 use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
-fn verified(
+pub(super) fn verified(
     catalogs: &Catalogs,
     path: &std::path::Path,
     trust: &TrustArgs,

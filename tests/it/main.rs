@@ -14,6 +14,7 @@ mod output;
 mod pull;
 mod releases;
 mod seed;
+mod serve;
 mod services;
 mod trust;
 mod verify;

@@ -10,6 +10,7 @@ use crate::deliver::skopeo_digest;
 use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image, seed_csi_480, vendor_dir_480_for, Format, Seeded};
+use crate::serve::Served;
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 /// A registry seeded with the public images (4 platforms each), and the vendor's amd64 and arm64 packages
@@ -252,11 +253,11 @@ fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
 
 /// The manifest a node of `arch` gets for `image`: skopeo copies what it resolves for that architecture
 /// into a directory, manifest bytes unchanged, and its digest is theirs.
-fn skopeo_digest_for(registry: &Registry, image: &str, arch: &str) -> String {
+fn skopeo_digest_for(source_args: &[String], image: &str, arch: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new("skopeo")
         .args(["copy", "--override-arch", arch])
-        .args(registry.skopeo_args("src"))
+        .args(source_args)
         .arg(format!("docker://{image}"))
         .arg(format!("dir:{}", dir.path().display()))
         .output()
@@ -322,7 +323,7 @@ fn a_pushed_two_platform_bundle_serves_each_node_its_own() {
         );
         for arch in ["amd64", "arm64"] {
             assert_eq!(
-                skopeo_digest_for(&private, &target, arch),
+                skopeo_digest_for(&private.skopeo_args("src"), &target, arch),
                 digest_of(name, &format!("linux/{arch}")),
                 "{target} for {arch}"
             );
@@ -331,10 +332,34 @@ fn a_pushed_two_platform_bundle_serves_each_node_its_own() {
     for (upstream, seeded) in &mixed.seeded {
         let target = upstream.replace("registry.k8s.io", &to);
         assert_eq!(
-            skopeo_digest_for(&private, &target, "arm64"),
+            skopeo_digest_for(&private.skopeo_args("src"), &target, "arm64"),
             seeded.manifest_for("linux/arm64"),
             "{target} keeps its upstream arm64 digest"
         );
+    }
+}
+
+/// `ferry serve` hands out ferry's index under each tag, so a node of each architecture pulls its own.
+#[test]
+fn a_served_two_platform_bundle_serves_each_node_its_own() {
+    let Some(mixed) = Mixed::start() else { return };
+    mixed
+        .bundle("linux/amd64,linux/arm64", "mixed.tar", &[])
+        .success();
+    let served = Served::start(
+        &[&mixed.path("mixed.tar")],
+        mixed.work.path().join("serve.log"),
+    );
+    let plain = ["--src-tls-verify=false".to_string()];
+    for (upstream, seeded) in &mixed.seeded {
+        let image = upstream.replace("registry.k8s.io", &served.addr);
+        for arch in ["amd64", "arm64"] {
+            assert_eq!(
+                skopeo_digest_for(&plain, &image, arch),
+                seeded.manifest_for(&format!("linux/{arch}")),
+                "{image} for {arch}"
+            );
+        }
     }
 }
 

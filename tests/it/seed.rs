@@ -113,7 +113,7 @@ fn config(platform: &str, diff_ids: &[String], history_bytes: usize) -> Vec<u8> 
 }
 
 /// A minimal HTTP/1.1 exchange with a plain-HTTP registry; returns (status, headers, body).
-fn http(
+pub fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -123,27 +123,32 @@ fn http(
     // A registry on a machine loaded by parallel tests now and then answers 5xx; seeding is not what
     // the tests test, so such an answer is tried again (every request here may be repeated).
     for _ in 0..5 {
-        let answer = http_once(addr, method, path, content_type, body);
+        let answer = request(addr, method, path, &[("Content-Type", content_type)], body);
         if answer.0 < 500 {
             return answer;
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
     }
-    http_once(addr, method, path, content_type, body)
+    request(addr, method, path, &[("Content-Type", content_type)], body)
 }
 
-fn http_once(
+/// One HTTP/1.1 exchange with any request headers; returns (status, headers, body).
+pub fn request(
     addr: &str,
     method: &str,
     path: &str,
-    content_type: &str,
+    headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
+    ));
     stream.write_all(head.as_bytes()).unwrap();
     stream.write_all(body).unwrap();
     let mut response = Vec::new();

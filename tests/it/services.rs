@@ -306,8 +306,9 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI.
-fn make_certificates(dir: &Path) -> Result<PathBuf, String> {
+/// A CA and a server certificate for 127.0.0.1/localhost, made with the openssl CLI: `ca.pem`, `server.pem`,
+/// `server.key`, and `skopeo-certs/ca.crt` in `dir`; returns the CA's path.
+pub fn make_certificates(dir: &Path) -> Result<PathBuf, String> {
     let at = |name: &str| dir.join(name).display().to_string();
     let steps: Vec<Vec<String>> = vec![
         vec![
@@ -456,6 +457,11 @@ pub struct Dockerd {
 
 impl Dockerd {
     pub fn start(containerd: &Containerd) -> Result<Dockerd, String> {
+        Dockerd::start_with(containerd, &[])
+    }
+
+    /// With extra dockerd arguments, such as `--config-file daemon.json`.
+    pub fn start_with(containerd: &Containerd, extra: &[&str]) -> Result<Dockerd, String> {
         have("dockerd")?;
         have("docker")?;
         let dir = tempfile::Builder::new()
@@ -481,7 +487,8 @@ impl Dockerd {
                 .arg("-H")
                 .arg(&host)
                 .arg("--containerd")
-                .arg(containerd.socket()),
+                .arg(containerd.socket())
+                .args(extra),
             at("dockerd.log"),
         )?;
         let probe = host.clone();

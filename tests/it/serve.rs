@@ -1,0 +1,795 @@
+//! `ferry serve`: a 4.8.0 bundle as a registry, pulled by real clients: containerd through the printed
+//! `hosts.toml` (by the upstream names, as kubelet's pulls go), docker and podman by the served names,
+//! podman by the upstream names through the printed CRI-O `registries.conf`, skopeo copying everything.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::bundle::{expected_names, Csi480};
+use crate::ferry::{command, ferry, run};
+use crate::seed::{push_image, request, Format};
+use crate::services::{make_certificates, require, Containerd, Dockerd, Podman, Registry};
+
+/// `ferry serve` as a child process on a free loopback port, stopped with SIGTERM when dropped.
+pub struct Served {
+    child: Child,
+    pub addr: String,
+    log: PathBuf,
+}
+
+impl Served {
+    pub fn start(args: &[&str], log: PathBuf) -> Served {
+        let mut child = command()
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_else(|| {
+            let _ = child.wait();
+            panic!(
+                "ferry serve did not start:\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            )
+        });
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|url| url.split_once("://"))
+            .map(|(_, addr)| addr.to_string())
+            .unwrap_or_else(|| panic!("unexpected first line: {first}"));
+        Served { child, addr, log }
+    }
+
+    /// SIGTERM, then the exit status and the log; a server that does not stop in 15 s fails the test.
+    fn stop(mut self) -> (std::process::ExitStatus, String) {
+        terminate(&mut self.child)
+            .map(|status| (status, std::fs::read_to_string(&self.log).unwrap()))
+            .expect("ferry serve stops within 15 s of SIGTERM")
+    }
+
+    /// The most memory the server has held, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        status_kib(self.child.id(), "VmHWM:")
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        request(&self.addr, "GET", path, headers, b"")
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = terminate(&mut self.child);
+    }
+}
+
+fn terminate(child: &mut Child) -> Option<std::process::ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+    )
+}
+
+fn sha256_file(path: &Path) -> String {
+    digest_of(&std::fs::read(path).unwrap())
+}
+
+/// The name ferry push gives an upstream image, without a host.
+fn served_name(upstream: &str) -> String {
+    upstream
+        .strip_prefix("docker.io/library/")
+        .or_else(|| upstream.strip_prefix("registry.k8s.io/"))
+        .unwrap()
+        .to_string()
+}
+
+/// Each image of the bundle (upstream name → manifest digest), as `ferry inspect` lists it.
+fn bundle_digests(bundle: &Path) -> Vec<(String, String)> {
+    let listed = ferry(&["inspect", bundle.to_str().unwrap(), "--json"])
+        .success()
+        .json();
+    listed["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap().to_string(),
+                i["manifest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn csi_bundle(csi: &Csi480) -> PathBuf {
+    let cache = csi.work.path().join("cache");
+    csi.bundle(cache.to_str().unwrap(), "csi.tar", &[])
+        .success();
+    csi.work.path().join("csi.tar")
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo").args(args).output().unwrap()
+}
+
+#[test]
+fn containerd_pulls_the_upstream_names_through_the_printed_hosts_toml_and_skopeo_copies_all() {
+    let Some(csi) = Csi480::start() else { return };
+    let bundle = csi_bundle(&csi);
+    let digests = bundle_digests(&bundle);
+    assert_eq!(digests.len(), 11);
+    let served = Served::start(
+        &[bundle.to_str().unwrap()],
+        csi.work.path().join("serve.log"),
+    );
+
+    // The exact configuration an operator pastes, run as printed into a directory of the test's own.
+    let script = run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        "--listen",
+        &served.addr,
+        "--print-config",
+        "containerd",
+    ]))
+    .success()
+    .stdout();
+    let hosts = csi.work.path().join("certs.d");
+    let applied = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("CONTAINERD_CERTS_D", &hosts)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied));
+    let listed: BTreeSet<String> = std::fs::read_dir(&hosts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        listed,
+        BTreeSet::from(["docker.io".to_string(), "registry.k8s.io".to_string()])
+    );
+
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    for (name, _) in &digests {
+        let pulled = containerd.ctr(&[
+            "images",
+            "pull",
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            name,
+        ]);
+        assert!(
+            pulled.status.success(),
+            "ctr pull {name}: {}",
+            text(&pulled)
+        );
+    }
+    let listed = String::from_utf8_lossy(&containerd.ctr(&["images", "ls"]).stdout).into_owned();
+    for (name, digest) in &digests {
+        let line = listed
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("containerd has {name}:\n{listed}"));
+        assert!(line.contains(digest.as_str()), "{line}");
+    }
+    for (upstream, seeded) in &csi.seeded {
+        assert!(
+            digests.contains(&(
+                upstream.clone(),
+                seeded.manifest_for("linux/amd64").to_string()
+            )),
+            "{upstream} is served with its upstream digest"
+        );
+    }
+    assert_eq!(
+        digests
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect::<BTreeSet<_>>(),
+        expected_names()
+    );
+
+    // skopeo by the served names: the upstream digests, and every image copied out whole.
+    for (number, (name, digest)) in digests.iter().enumerate() {
+        let source = format!("docker://{}/{}", served.addr, served_name(name));
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &source]);
+        assert!(raw.status.success(), "{}", text(&raw));
+        assert_eq!(digest_of(&raw.stdout), *digest);
+        let inspected = skopeo(&["inspect", "--tls-verify=false", &source]);
+        assert!(
+            String::from_utf8_lossy(&inspected.stdout)
+                .contains(&format!("\"Digest\": \"{digest}\"")),
+            "{}",
+            text(&inspected)
+        );
+        let out = csi.work.path().join(format!("copy-{number}"));
+        let copied = skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            &source,
+            &format!("dir:{}", out.display()),
+        ]);
+        assert!(copied.status.success(), "{}", text(&copied));
+    }
+    let (status, log) = served.stop();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stopped after"), "{log}");
+    assert!(
+        log.contains(
+            "HEAD /v2/sig-storage/csi-provisioner/manifests/v3.6.0?ns=registry.k8s.io -> 200"
+        ),
+        "containerd asked as a mirror, with ns=, and the debug log shows it:\n{log}"
+    );
+}
+
+#[test]
+fn docker_and_podman_pull_by_the_served_names_and_through_the_printed_mirror_configs() {
+    let Some(csi) = Csi480::start() else { return };
+    let bundle = csi_bundle(&csi);
+    let digests = bundle_digests(&bundle);
+    let served = Served::start(
+        &[bundle.to_str().unwrap()],
+        csi.work.path().join("serve.log"),
+    );
+    let print = |runtime: &str| {
+        let printed = run(command().args([
+            "serve",
+            bundle.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:5000",
+            "--advertise",
+            &served.addr,
+            "--print-config",
+            runtime,
+        ]))
+        .success();
+        let file = csi.work.path().join(format!("{runtime}.conf"));
+        std::fs::write(&file, printed.stdout()).unwrap();
+        (file, printed.stderr())
+    };
+
+    let (daemon_json, notes) = print("docker");
+    assert!(
+        notes.contains(&format!(
+            "docker pull {}/sig-storage/csi-provisioner:v3.6.0",
+            served.addr
+        )),
+        "{notes}"
+    );
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    let Some(dockerd) = require(Dockerd::start_with(
+        &containerd,
+        &["--config-file", daemon_json.to_str().unwrap()],
+    )) else {
+        return;
+    };
+    for (name, digest) in &digests {
+        // Docker Hub images through the mirror of daemon.json, by their upstream names; the others by
+        // the served names.
+        let pull = match name.strip_prefix("docker.io/library/") {
+            Some(short) => short.to_string(),
+            None => format!("{}/{}", served.addr, served_name(name)),
+        };
+        let pulled = dockerd.docker(&["pull", &pull]);
+        assert!(
+            pulled.status.success(),
+            "docker pull {pull}: {}",
+            text(&pulled)
+        );
+        assert!(
+            String::from_utf8_lossy(&pulled.stdout).contains(&format!("Digest: {digest}")),
+            "docker pull {pull}: {}",
+            text(&pulled)
+        );
+    }
+
+    let Some(podman) = require(Podman::new()) else {
+        return;
+    };
+    for (name, digest) in &digests {
+        let pull = format!("{}/{}", served.addr, served_name(name));
+        let pulled = podman.podman(&["pull", "--tls-verify=false", &pull]);
+        assert!(
+            pulled.status.success(),
+            "podman pull {pull}: {}",
+            text(&pulled)
+        );
+        let inspected = podman.podman(&["inspect", "--format", "{{.Digest}}", &pull]);
+        assert_eq!(String::from_utf8_lossy(&inspected.stdout).trim(), digest);
+    }
+    // CRI-O's registries.conf, read by the same library in podman: the upstream names, from the mirror.
+    let (registries_conf, _) = print("cri-o");
+    let Some(fresh) = require(Podman::new()) else {
+        return;
+    };
+    for (name, digest) in &digests {
+        let pulled = Command::new("podman")
+            .env("CONTAINERS_STORAGE_CONF", fresh.storage_conf())
+            .env("CONTAINERS_REGISTRIES_CONF", &registries_conf)
+            .args(["pull", name])
+            .output()
+            .unwrap();
+        assert!(
+            pulled.status.success(),
+            "podman pull {name}: {}",
+            text(&pulled)
+        );
+        let inspected = fresh.podman(&["inspect", "--format", "{{.Digest}}", name]);
+        assert_eq!(String::from_utf8_lossy(&inspected.stdout).trim(), digest);
+    }
+    let (_, log) = served.stop();
+    assert!(
+        log.contains("HEAD /v2/library/huawei-csi/manifests/4.8.0 -> 200"),
+        "docker asked its mirror for a Docker Hub image:\n{log}"
+    );
+    assert!(
+        log.contains("/v2/registry.k8s.io/sig-storage/csi-provisioner/manifests/v3.6.0 -> 200"),
+        "podman asked the CRI-O mirror under the registry's name:\n{log}"
+    );
+}
+
+/// A bundle of two images with the same path and tag from two registries (registry.k8s.io and quay.io),
+/// fetched through one local registry under two prefixes, with both manifest digests.
+struct TwoRegistries {
+    registry: Registry,
+    work: tempfile::TempDir,
+    bundle: PathBuf,
+    k8s: String,
+    quay: String,
+}
+
+impl TwoRegistries {
+    fn bundle(size: usize) -> Option<TwoRegistries> {
+        let registry = require(Registry::plain())?;
+        let work = tempfile::tempdir().unwrap();
+        let addr = registry.addr();
+        let amd64 = ["linux/amd64"];
+        let k8s = push_image(
+            addr,
+            "k8s/sig-storage/tool",
+            "v1",
+            Format::DockerSingle,
+            &amd64,
+            size,
+        );
+        let quay = push_image(
+            addr,
+            "quay/sig-storage/tool",
+            "v1",
+            Format::DockerSingle,
+            &amd64,
+            size + 1000,
+        );
+        let bundle = work.path().join("two.tar");
+        let two = TwoRegistries {
+            registry,
+            work,
+            bundle,
+            k8s: k8s.top_digest,
+            quay: quay.top_digest,
+        };
+        two.build(&two.bundle);
+        Some(two)
+    }
+
+    /// Bundles both images as the registry has them now into `path`, with a cache of its own.
+    fn build(&self, path: &Path) {
+        let addr = self.registry.addr();
+        let cache = path.with_extension("cache");
+        run(command().args([
+            "bundle",
+            "--image",
+            "registry.k8s.io/sig-storage/tool:v1",
+            "--image",
+            "quay.io/sig-storage/tool:v1",
+            "--mirror",
+            &format!("registry.k8s.io={addr}/k8s"),
+            "--mirror",
+            &format!("quay.io={addr}/quay"),
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "-o",
+            path.to_str().unwrap(),
+            "-q",
+        ]))
+        .success();
+    }
+
+    fn serve(&self, extra: &[&str]) -> Served {
+        let mut args = vec![self.bundle.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Served::start(&args, self.work.path().join("serve.log"))
+    }
+}
+
+fn error_code(body: &[u8]) -> String {
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("an error body: {}", String::from_utf8_lossy(body)));
+    format!(
+        "{} {}",
+        json["errors"][0]["code"].as_str().unwrap(),
+        json["errors"][0]["message"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
+    let Some(two) = TwoRegistries::bundle(300_000) else {
+        return;
+    };
+    let (bundle, k8s, quay, work) = (&two.bundle, &two.k8s, &two.quay, &two.work);
+    let before = sha256_file(bundle);
+    let served = two.serve(&[]);
+
+    let (status, headers, body) = served.get("/v2/", &[]);
+    assert_eq!(status, 200);
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("docker-distribution-api-version: registry/2.0"),
+        "{headers}"
+    );
+    assert_eq!(body, b"{}");
+
+    // Two registries' images with one path: ns= or the registry-prefixed path tells them apart.
+    let (status, _, body) = served.get("/v2/sig-storage/tool/manifests/v1", &[]);
+    assert_eq!(status, 404);
+    assert_eq!(
+        error_code(&body),
+        "MANIFEST_UNKNOWN sig-storage/tool:v1 is ambiguous: it may be quay.io/sig-storage/tool:v1 or registry.k8s.io/sig-storage/tool:v1; ask with ?ns=REGISTRY or as REGISTRY/sig-storage/tool"
+    );
+    for (path, digest) in [
+        ("/v2/sig-storage/tool/manifests/v1?ns=registry.k8s.io", k8s),
+        ("/v2/sig-storage/tool/manifests/v1?ns=quay.io", quay),
+        ("/v2/quay.io/sig-storage/tool/manifests/v1", quay),
+    ] {
+        let (status, headers, body) = served.get(path, &[]);
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(digest_of(&body), *digest, "{path}");
+        assert!(
+            headers.contains(&format!("docker-content-digest: {digest}")),
+            "{headers}"
+        );
+        assert!(
+            headers.contains("content-type: application/vnd.docker.distribution.manifest.v2+json"),
+            "{headers}"
+        );
+    }
+    let (status, _, body) = served.get("/v2/sig-storage/tool/manifests/v1?ns=docker.io", &[]);
+    assert_eq!(
+        (status, error_code(&body)),
+        (
+            404,
+            "NAME_UNKNOWN repository sig-storage/tool of docker.io is not in the bundle(s)"
+                .to_string()
+        )
+    );
+    let (_, _, body) = served.get("/v2/_catalog", &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"repositories":["sig-storage/tool"]}"#
+    );
+    let (_, _, body) = served.get("/v2/sig-storage/tool/tags/list?ns=quay.io", &[]);
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"name":"sig-storage/tool","tags":["v1"]}"#
+    );
+
+    // A layer whole, and a range of it.
+    let (_, _, manifest) = served.get("/v2/sig-storage/tool/manifests/v1?ns=quay.io", &[]);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
+    let path = format!("/v2/sig-storage/tool/blobs/{layer}?ns=quay.io");
+    let (status, _, whole) = served.get(&path, &[]);
+    assert_eq!(status, 200);
+    assert_eq!(digest_of(&whole), layer);
+    let (status, headers, part) = served.get(&path, &[("Range", "bytes=1000-1999")]);
+    assert_eq!(status, 206);
+    assert_eq!(part, whole[1000..2000]);
+    assert!(
+        headers.contains(&format!("content-range: bytes 1000-1999/{}", whole.len())),
+        "{headers}"
+    );
+    let (status, _, _) = served.get(&path, &[("Range", &format!("bytes={}-", whole.len()))]);
+    assert_eq!(status, 416);
+    let (status, _, body) = served.get("/v2/sig-storage/tool/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=quay.io", &[]);
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+
+    // Every write is refused with the protocol's error, and the bundle is untouched.
+    for (method, path) in [
+        ("PUT", "/v2/sig-storage/tool/manifests/v2"),
+        ("POST", "/v2/sig-storage/tool/blobs/uploads/"),
+        ("PATCH", "/v2/sig-storage/tool/blobs/uploads/1"),
+        ("DELETE", &format!("/v2/sig-storage/tool/manifests/{quay}")),
+    ] {
+        let (status, _, body) = request(&served.addr, method, path, &[], b"{}");
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(error_code(&body), format!("UNSUPPORTED ferry serve is read-only: {method} is refused, and the bundles are never written"));
+    }
+    let copied = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("dir:{}", work.path().display()),
+        &format!("docker://{}/sig-storage/other:v1", served.addr),
+    ]);
+    assert!(!copied.status.success());
+    let (status, log) = served.stop();
+    assert!(status.success(), "SIGTERM stops it cleanly:\n{log}");
+    assert!(log.contains("refused"), "{log}");
+    assert_eq!(sha256_file(bundle), before, "the bundle is untouched");
+
+    // The same bundle twice is served once; a tag that two bundles give different images is refused.
+    let served = two.serve(&[bundle.to_str().unwrap()]);
+    let (status, _, _) = served.get("/v2/sig-storage/tool/manifests/v1?ns=quay.io", &[]);
+    assert_eq!(status, 200);
+    drop(served);
+    push_image(
+        two.registry.addr(),
+        "k8s/sig-storage/tool",
+        "v1",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        200_000,
+    );
+    let retagged = work.path().join("retagged.tar");
+    two.build(&retagged);
+    let refused = run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        retagged.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .fails_with(2);
+    assert!(
+        refused.stderr().contains(&format!(
+            "registry.k8s.io/sig-storage/tool:v1 is {k8s} in one bundle and sha256:"
+        )) && refused
+            .stderr()
+            .contains("retagged.tar: serve them from two servers"),
+        "{}",
+        refused.stderr()
+    );
+
+    // --print-config needs an address nodes can reach.
+    let unreachable = run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        "--listen",
+        "0.0.0.0:5000",
+        "--print-config",
+        "containerd",
+    ]))
+    .fails_with(2);
+    assert!(unreachable.stderr().contains("--print-config needs the address nodes reach this server at: --listen 0.0.0.0:5000 names none; add --advertise HOST[:PORT]"), "{}", unreachable.stderr());
+
+    // A gzipped bundle cannot be read in place; a damaged one is refused, naming the damage.
+    let gzipped = work.path().join("two.tar.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -c {} > {}",
+            bundle.display(),
+            gzipped.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let refused = run(command().args([
+        "serve",
+        gzipped.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]))
+    .fails_with(2);
+    assert!(refused.stderr().contains("two.tar.gz is gzipped; serve reads blobs in place from an uncompressed bundle: gunzip it first"), "{}", refused.stderr());
+    let mut bytes = std::fs::read(bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(bundle, bytes).unwrap();
+    std::fs::remove_file(work.path().join("two.tar.sha256")).unwrap();
+    let refused =
+        run(command().args(["serve", bundle.to_str().unwrap(), "--listen", "127.0.0.1:0"]))
+            .fails_with(1);
+    assert!(refused.stdout().contains("BAD "), "{}", refused.stdout());
+    assert!(
+        refused
+            .stderr()
+            .contains("two.tar is damaged or incomplete"),
+        "{}",
+        refused.stderr()
+    );
+}
+
+#[test]
+fn serve_over_tls_with_basic_auth() {
+    let Some(two) = TwoRegistries::bundle(100_000) else {
+        return;
+    };
+    let work = &two.work;
+    let at = |name: &str| work.path().join(name).display().to_string();
+    make_certificates(work.path()).unwrap();
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", "node", "pa55-Word"])
+        .output()
+        .unwrap();
+    std::fs::write(work.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+    let tls = [
+        "--tls-cert",
+        &at("server.pem"),
+        "--tls-key",
+        &at("server.key"),
+        "--htpasswd",
+        &at("htpasswd"),
+    ];
+    let served = two.serve(&tls);
+    let image = format!("docker://{}/quay.io/sig-storage/tool:v1", served.addr);
+    let cert_dir = format!("--cert-dir={}", at("skopeo-certs"));
+    let inspected = skopeo(&[
+        "inspect",
+        "--raw",
+        &cert_dir,
+        "--creds",
+        "node:pa55-Word",
+        &image,
+    ]);
+    assert!(inspected.status.success(), "{}", text(&inspected));
+    assert_eq!(digest_of(&inspected.stdout), two.quay);
+    let copied = skopeo(&[
+        "copy",
+        "--src-cert-dir",
+        &at("skopeo-certs"),
+        "--src-creds",
+        "node:pa55-Word",
+        &image,
+        &format!("dir:{}", at("copy")),
+    ]);
+    assert!(copied.status.success(), "{}", text(&copied));
+    let stranger = skopeo(&[
+        "inspect",
+        "--raw",
+        &cert_dir,
+        "--creds",
+        "node:wrong",
+        &image,
+    ]);
+    assert!(!stranger.status.success());
+    assert!(
+        text(&stranger).contains("unauthorized") || text(&stranger).contains("401"),
+        "{}",
+        text(&stranger)
+    );
+    let untrusted = skopeo(&["inspect", "--raw", "--creds", "node:pa55-Word", &image]);
+    assert!(
+        text(&untrusted).contains("certificate"),
+        "{}",
+        text(&untrusted)
+    );
+    let config = run(command()
+        .args([
+            "serve",
+            two.bundle.to_str().unwrap(),
+            "--listen",
+            &served.addr,
+        ])
+        .args(tls)
+        .args(["--print-config", "containerd"]))
+    .success()
+    .stdout();
+    assert!(
+        config.contains(&format!("[host.\"https://{}\"]", served.addr)),
+        "{config}"
+    );
+    assert!(config.contains("Authorization"), "{config}");
+}
+
+#[test]
+fn many_parallel_clients_get_whole_images_while_memory_stays_flat() {
+    // About 12 MB compressed each: a few copies are more than all the memory the server may use.
+    let Some(two) = TwoRegistries::bundle(24_000_000) else {
+        return;
+    };
+    let (k8s, quay, work) = (&two.k8s, &two.quay, &two.work);
+    let served = two.serve(&["--max-transfers", "4"]);
+    let clients = 8;
+    let rounds = 2;
+    let threads: Vec<_> = (0..clients)
+        .map(|client| {
+            let addr = served.addr.clone();
+            let dir = work.path().to_path_buf();
+            std::thread::spawn(move || {
+                (0..rounds)
+                    .flat_map(|round| [("registry.k8s.io", round), ("quay.io", round)])
+                    .map(|(registry, round)| {
+                        let out = dir.join(format!("client-{client}-{registry}-{round}"));
+                        let copied = skopeo(&[
+                            "copy",
+                            "--src-tls-verify=false",
+                            &format!("docker://{addr}/{registry}/sig-storage/tool:v1"),
+                            &format!("dir:{}", out.display()),
+                        ]);
+                        assert!(copied.status.success(), "{}", text(&copied));
+                        let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+                        let size: u64 = std::fs::read_dir(&out)
+                            .unwrap()
+                            .map(|e| e.unwrap().metadata().unwrap().len())
+                            .sum();
+                        std::fs::remove_dir_all(&out).unwrap();
+                        (registry, digest_of(&manifest), size)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut copied_bytes = 0;
+    for thread in threads {
+        for (registry, digest, size) in thread.join().unwrap() {
+            let expected = if registry == "quay.io" { quay } else { k8s };
+            assert_eq!(&digest, expected, "{registry}");
+            copied_bytes += size;
+        }
+    }
+    let peak = served.peak_rss_kib() << 10;
+    let (status, log) = served.stop();
+    assert!(status.success(), "{log}");
+    eprintln!(
+        "ferry serve: peak RSS {} MiB while {clients} clients copied {} MB",
+        peak >> 20,
+        copied_bytes / 1_000_000
+    );
+    assert!(copied_bytes > 300_000_000, "{copied_bytes}");
+    assert!(
+        peak < 64 << 20,
+        "ferry serve peaked at {} MiB while sending {} MB",
+        peak >> 20,
+        copied_bytes / 1_000_000
+    );
+}
