@@ -71,19 +71,24 @@ impl Mixed {
 
     /// The bundle's images as `ferry inspect --json` lists them: (name, platform, manifest digest).
     fn listed(&self, bundle: &str) -> Vec<(String, String, String)> {
-        let listed = run(command().args(["inspect", &self.path(bundle), "--json"]))
-            .success()
-            .json();
-        listed["images"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| {
-                let field = |key: &str| i[key].as_str().unwrap().to_string();
-                (field("name"), field("platform"), field("manifest"))
-            })
-            .collect()
+        inspected(&self.work.path().join(bundle))
     }
+}
+
+/// A bundle's images as `ferry inspect --json` lists them: (name, platform, manifest digest).
+pub fn inspected(bundle: &std::path::Path) -> Vec<(String, String, String)> {
+    let listed = run(command().args(["inspect", bundle.to_str().unwrap(), "--json"]))
+        .success()
+        .json();
+    listed["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let field = |key: &str| i[key].as_str().unwrap().to_string();
+            (field("name"), field("platform"), field("manifest"))
+        })
+        .collect()
 }
 
 #[test]

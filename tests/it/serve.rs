@@ -9,7 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bundle::{expected_names, Csi480};
-use crate::ferry::{command, ferry, run};
+use crate::ferry::{command, run};
 use crate::seed::{push_image, request, Format};
 use crate::services::{make_certificates, require, Containerd, Dockerd, Podman, Registry};
 
@@ -127,19 +127,9 @@ fn served_name(upstream: &str) -> String {
 
 /// Each image of the bundle (upstream name → manifest digest), as `ferry inspect` lists it.
 fn bundle_digests(bundle: &Path) -> Vec<(String, String)> {
-    let listed = ferry(&["inspect", bundle.to_str().unwrap(), "--json"])
-        .success()
-        .json();
-    listed["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| {
-            (
-                i["name"].as_str().unwrap().to_string(),
-                i["manifest"].as_str().unwrap().to_string(),
-            )
-        })
+    crate::multiarch::inspected(bundle)
+        .into_iter()
+        .map(|(name, _, manifest)| (name, manifest))
         .collect()
 }
 
