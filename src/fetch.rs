@@ -100,7 +100,7 @@ pub fn fetch(
         reporter.warning(&format!(
             "--mirror {}={} matches no image to fetch (they come from {}); is '{}' misspelled?",
             unused.from,
-            unused.target(),
+            unused.to,
             registries_of(&pull_items),
             unused.from
         ));

@@ -512,7 +512,6 @@ fn choose_platform(
     })
 }
 
-/// The platform an image config declares.
 /// Refuses what is larger than the limit verify will hold the bundle to.
 fn within(image: &str, what: &'static str, size: u64, limit: u64) -> Result<(), RegistryError> {
     if size > limit {

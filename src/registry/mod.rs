@@ -36,18 +36,8 @@ pub struct RegistryOptions {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
     pub from: String,
-    pub host: String,
-    pub prefix: Option<String>,
-}
-
-impl Mirror {
-    /// `HOST[:PORT][/PREFIX]`, as given after `=`.
-    pub fn target(&self) -> String {
-        match &self.prefix {
-            Some(prefix) => format!("{}/{prefix}", self.host),
-            None => self.host.clone(),
-        }
-    }
+    /// Where FROM's images are fetched instead, under their full upstream paths.
+    pub to: Target,
 }
 
 impl std::str::FromStr for Mirror {
@@ -67,18 +57,28 @@ impl std::str::FromStr for Mirror {
         let (host, prefix) = host_and_prefix(to).map_err(bad)?;
         Ok(Mirror {
             from: from.to_string(),
-            host,
-            prefix,
+            to: Target { host, prefix },
         })
     }
 }
 
 /// A private registry and path prefix that images go under by their upstream paths: `ferry push --to`
 /// and `--vendor-registry`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
     pub prefix: Option<String>,
+}
+
+/// `HOST[:PORT][/PREFIX]`, as given.
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.host)?;
+        if let Some(prefix) = &self.prefix {
+            write!(f, "/{prefix}")?;
+        }
+        Ok(())
+    }
 }
 
 impl std::str::FromStr for Target {
@@ -199,11 +199,11 @@ impl RegistryOptions {
         }
         let reference = match mirror {
             Some(mirror) => {
-                let repository = match &mirror.prefix {
+                let repository = match &mirror.to.prefix {
                     Some(prefix) => format!("{prefix}/{}", upstream.repository()),
                     None => upstream.repository().to_string(),
                 };
-                upstream.relocated(&mirror.host, repository)
+                upstream.relocated(&mirror.to.host, repository)
             }
             None => upstream.relocated(&registry, upstream.repository().to_string()),
         };
