@@ -49,17 +49,24 @@ impl OuterHasher {
     pub(super) fn start() -> OuterHasher {
         let (sender, receiver) = mpsc::sync_channel::<Option<Vec<u8>>>(16);
         let worker = std::thread::spawn(move || {
+            // While the first part is read, the whole's hash is that part's too: an unsplit bundle, the
+            // common case, is hashed once. A part hasher starts only with the second part.
             let (mut whole, mut parts, mut part) = (Sha256::new(), Vec::new(), None::<Sha256>);
             for message in receiver {
                 match message {
-                    None => parts.extend(part.replace(Sha256::new()).map(Digest::from_hasher)),
+                    None => {
+                        let finished = part.replace(Sha256::new()).unwrap_or_else(|| whole.clone());
+                        parts.push(Digest::from_hasher(finished));
+                    }
                     Some(chunk) => {
                         whole.update(&chunk);
-                        part.get_or_insert_with(Sha256::new).update(&chunk);
+                        if let Some(part) = part.as_mut() {
+                            part.update(&chunk);
+                        }
                     }
                 }
             }
-            parts.extend(part.map(Digest::from_hasher));
+            parts.push(Digest::from_hasher(part.unwrap_or_else(|| whole.clone())));
             (parts, Digest::from_hasher(whole))
         });
         OuterHasher {
