@@ -1,10 +1,8 @@
 use std::error::Error as _;
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let cli = ferry::cli::Cli::parse();
+    let cli = ferry::cli::parse();
     match ferry::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(ferry::Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {

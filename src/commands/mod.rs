@@ -2,9 +2,11 @@
 
 mod bundle;
 mod catalogs;
+mod completions;
 mod deliver;
 mod diff;
 mod list;
+mod manpages;
 mod pull;
 mod serve;
 mod verify;
@@ -35,6 +37,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),
+        Command::Completions { shell } => completions::run(shell, &mut out),
+        Command::Manpages { dir } => manpages::run(&dir, &mut out),
     }
     // Whatever failed after a signal failed because of it; the signal decides the exit code.
     .map_err(|error| crate::interrupt::pending().map_or(error, Error::Interrupted))?;
