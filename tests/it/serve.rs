@@ -22,7 +22,12 @@ pub struct Served {
 
 impl Served {
     pub fn start(args: &[&str], log: PathBuf) -> Served {
-        let mut child = command()
+        Served::start_with(command(), args, log)
+    }
+
+    /// `ferry serve` run by `ferry` (a static binary, or one under qemu-user).
+    pub fn start_with(mut ferry: Command, args: &[&str], log: PathBuf) -> Served {
+        let mut child = ferry
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
