@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need (registry, containerd, dockerd, podman, skopeo), checks
-# formatting and lints, and runs every test. Used as-is by .ci/run. A test whose service cannot start
-# fails; FERRY_ALLOW_SKIP=1 skips such tests instead and lists each one at the end.
+# formatting and lints, builds the static release binaries, and runs every test. Used as-is by .ci/run.
+# A test whose service cannot start fails; FERRY_ALLOW_SKIP=1 skips such tests instead and lists each one
+# at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
+# The static x86_64 and arm64 binaries and their archives, which tests/it/far_side.rs checks (README:
+# "Getting ferry onto the far side"). Built on every run: cold, it is the larger part of the run's time.
+bash scripts/release.sh
 FERRY_SKIP_LOG="$(mktemp)"
 export FERRY_SKIP_LOG
 trap 'rm -f "$FERRY_SKIP_LOG"' EXIT
