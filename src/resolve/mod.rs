@@ -1,5 +1,8 @@
 //! From (release, Kubernetes version, service) to the exact rows of the vendor's table. Pure: no I/O.
 
+pub mod image_list;
+pub mod input;
+pub mod manifests;
 mod plan;
 
 use std::collections::BTreeSet;
