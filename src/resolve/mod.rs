@@ -4,6 +4,7 @@ pub mod image_list;
 pub mod input;
 pub mod manifests;
 mod plan;
+pub mod site;
 
 use std::collections::BTreeSet;
 

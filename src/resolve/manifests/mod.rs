@@ -102,35 +102,41 @@ pub struct ManifestImage {
 #[derive(Debug, Default)]
 pub struct Scan {
     pub images: Vec<ManifestImage>,
-    /// Objects of other kinds, by kind (`ConfigMap`, or `Deployment (apps.example.com/v1)` for a kind of
-    /// another API group).
-    pub passed_over: BTreeMap<String, usize>,
-    /// Files in the folders given that are not named `*.yaml`, `*.yml` or `*.json`.
-    pub other_files: usize,
+    pub passed_over: PassedOver,
 }
 
-impl Scan {
-    fn pass_over(&mut self, kind: String, count: usize) {
-        let kind = if self.passed_over.len() >= MAX_KINDS && !self.passed_over.contains_key(&kind) {
+/// What reading manifests passed over, counted.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct PassedOver {
+    /// Objects of other kinds, by kind (`ConfigMap`, or `Deployment (apps.example.com/v1)` for a kind of
+    /// another API group).
+    pub objects: BTreeMap<String, usize>,
+    /// Files in the folders given that are not named `*.yaml`, `*.yml` or `*.json`.
+    pub files: usize,
+}
+
+impl PassedOver {
+    fn object(&mut self, kind: String, count: usize) {
+        let kind = if self.objects.len() >= MAX_KINDS && !self.objects.contains_key(&kind) {
             "(other kinds)".to_string()
         } else {
             kind
         };
-        *self.passed_over.entry(kind).or_default() += count;
+        *self.objects.entry(kind).or_default() += count;
     }
 
-    fn absorb(&mut self, other: Scan) {
-        self.images.extend(other.images);
-        for (kind, count) in other.passed_over {
-            self.pass_over(kind, count);
+    fn add(&mut self, other: PassedOver) {
+        for (kind, count) in other.objects {
+            self.object(kind, count);
         }
+        self.files += other.files;
     }
 
     /// `passed over 12 objects of other kinds: ConfigMap 5, Service 4, ServiceAccount 3`, the most
     /// frequent first; `None` when nothing was.
-    pub fn passed_over_note(&self) -> Option<String> {
-        let total: usize = self.passed_over.values().sum();
-        let mut kinds: Vec<(&String, &usize)> = self.passed_over.iter().collect();
+    pub fn note(&self) -> Option<String> {
+        let total: usize = self.objects.values().sum();
+        let mut kinds: Vec<(&String, &usize)> = self.objects.iter().collect();
         kinds.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let mut notes = Vec::new();
         if total > 0 {
@@ -141,11 +147,11 @@ impl Scan {
                 counts.join(", ")
             ));
         }
-        if self.other_files > 0 {
+        if self.files > 0 {
             notes.push(format!(
                 "passed over {} file{} not named *.yaml, *.yml or *.json",
-                self.other_files,
-                if self.other_files == 1 { "" } else { "s" }
+                self.files,
+                if self.files == 1 { "" } else { "s" }
             ));
         }
         (!notes.is_empty()).then(|| notes.join("; "))
@@ -221,7 +227,7 @@ pub fn scan_paths(paths: &[PathBuf]) -> Result<Scan, ManifestError> {
             continue;
         }
         let (files, others) = files_in(path)?;
-        scan.other_files += others;
+        scan.passed_over.files += others;
         for file in files {
             scan_source(&Source::File(file), &mut scan)?;
         }
@@ -312,7 +318,9 @@ pub fn scan_reader(
             if let Some(error) = item_error.take() {
                 return Err(error);
             }
-            scan.absorb(std::mem::take(&mut items));
+            let items = std::mem::take(&mut items);
+            scan.images.extend(items.images);
+            scan.passed_over.add(items.passed_over);
         } else {
             items = Scan::default();
             item_error = None;
@@ -346,24 +354,25 @@ fn read_object(node: &Node, place: Place, scan: &mut Scan) -> Result<(), Manifes
         return Ok(()); // an empty document: helm writes one for a template that renders nothing
     }
     if !matches!(node, Node::Mapping { .. }) {
-        scan.pass_over("(not an object)".into(), 1);
+        scan.passed_over.object("(not an object)".into(), 1);
         return Ok(());
     }
     let Some(kind) = kind_of(node) else {
-        scan.pass_over("(no kind)".into(), 1);
+        scan.passed_over.object("(no kind)".into(), 1);
         return Ok(());
     };
     let api_version = node.get("apiVersion").and_then(Node::text).unwrap_or("");
     let group = api_version.rsplit_once('/').map_or("", |(group, _)| group);
     let Some((_, _, template)) = WORKLOADS.iter().find(|(k, _, _)| *k == kind) else {
-        scan.pass_over(kind.to_string(), 1);
+        scan.passed_over.object(kind.to_string(), 1);
         return Ok(());
     };
     let served = WORKLOADS
         .iter()
         .any(|(k, groups, _)| *k == kind && groups.contains(&group));
     if !served || api_version.is_empty() {
-        scan.pass_over(format!("{kind} ({api_version})"), 1);
+        scan.passed_over
+            .object(format!("{kind} ({api_version})"), 1);
         return Ok(());
     }
     let metadata = |key| node.at(&["metadata", key]).and_then(Node::text);

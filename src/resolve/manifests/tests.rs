@@ -68,7 +68,7 @@ fn a_folder_of_rendered_manifests() {
     );
     assert_eq!(scan.images[8].document, 3);
     assert_eq!(
-        scan.passed_over_note().unwrap(),
+        scan.passed_over.note().unwrap(),
         "passed over 7 objects of other kinds: Service 2, ClusterRole 1, ClusterRoleBinding 1, \
          ConfigMap 1, PodMonitor 1, ServiceAccount 1; passed over 1 file not named *.yaml, *.yml or *.json"
     );
@@ -136,7 +136,10 @@ fn a_json_list() {
         described(&scan),
         ["docker.io/library/nginx:1.25.3  Deployment shop/web container web  m.yaml:6"]
     );
-    assert_eq!(scan.passed_over, BTreeMap::from([("ConfigMap".into(), 1)]));
+    assert_eq!(
+        scan.passed_over.objects,
+        BTreeMap::from([("ConfigMap".into(), 1)])
+    );
 }
 
 /// Only the kinds whose schema ferry knows are read; a kind of another API group, an object without a
@@ -151,7 +154,7 @@ fn other_kinds_are_counted_not_guessed_at() {
     let scan = scan_text(text).unwrap();
     assert!(scan.images.is_empty());
     assert_eq!(
-        scan.passed_over_note().unwrap(),
+        scan.passed_over.note().unwrap(),
         "passed over 5 objects of other kinds: (no kind) 1, (not an object) 1, \
          Deployment () 1, Deployment (apps.example.com/v1) 1, Widget 1"
     );
