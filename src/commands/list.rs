@@ -1,20 +1,40 @@
 use std::io::Write;
 
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{write_json, write_table};
 use crate::catalog::{CatalogImage, Catalogs};
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
-use crate::resolve::{describe_span, image_sets, resolve, validation_warning};
+use crate::resolve::manifests::PassedOver;
+use crate::resolve::named::{NamedImage, NamedImages};
+use crate::resolve::site::Site;
+use crate::resolve::{describe_span, image_sets, resolve, validation_warning, ResolveError};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
-    let release = catalogs.find(&args.release)?;
+    match &args.release {
+        Some(spec) if args.files.is_empty() => list_release(catalogs, spec, args, out),
+        _ => list_named(catalogs, args, out),
+    }
+}
+
+/// A release's images, as its catalog lists them.
+fn list_release(
+    catalogs: &Catalogs,
+    spec: &str,
+    args: &ListArgs,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let release = catalogs.find(spec)?;
     let service = args
         .service
         .as_deref()
         .map(|name| release.service(name))
         .transpose()?;
+    if !args.kubernetes.all && args.kubernetes.version.is_none() {
+        return Err(ResolveError::NoVersion(spec.to_string()).into());
+    }
     if let Some(version) = args.kubernetes.version {
         let images = resolve(release, version, service)?;
         if let Some(warning) = validation_warning(release, version) {
@@ -64,11 +84,16 @@ pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<
 }
 
 fn write_rows(out: &mut dyn Write, images: &[&CatalogImage]) -> Result<()> {
-    let rows: Vec<Vec<String>> = images
-        .iter()
-        .map(|i| vec![i.image.clone(), i.container.clone(), i.source.to_string()])
-        .collect();
+    let rows: Vec<Vec<String>> = images.iter().map(|i| row(i)).collect();
     write_table(out, &rows)
+}
+
+fn row(image: &CatalogImage) -> Vec<String> {
+    vec![
+        image.image.clone(),
+        image.container.clone(),
+        image.source.to_string(),
+    ]
 }
 
 fn image_json(image: &CatalogImage) -> Value {
@@ -83,4 +108,152 @@ fn image_json(image: &CatalogImage) -> Value {
         "helm_value": image.helm_value,
         "in_table": image.in_table,
     })
+}
+
+/// One product's images on one Kubernetes version (or span of versions).
+#[derive(Serialize)]
+struct ProductListing {
+    release: String,
+    service: Option<String>,
+    k8s: String,
+    images: Vec<Value>,
+    #[serde(skip)]
+    rows: Vec<Vec<String>>,
+}
+
+impl ProductListing {
+    fn new(
+        release: &crate::catalog::Release,
+        service: Option<&crate::catalog::Service>,
+        k8s: String,
+        images: &[&CatalogImage],
+    ) -> ProductListing {
+        ProductListing {
+            release: release.id(),
+            service: service.map(|s| s.short.clone()),
+            k8s,
+            images: images.iter().map(|i| image_json(i)).collect(),
+            rows: images.iter().map(|i| row(i)).collect(),
+        }
+    }
+}
+
+/// What `list --json` prints when files or a site name images.
+#[derive(Serialize)]
+struct Listing<'a> {
+    products: &'a [ProductListing],
+    images: &'a [NamedImage],
+    passed_over: &'a PassedOver,
+}
+
+/// The products' images (a release given, or a site's), then the images files name, each with every
+/// place that named it.
+fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
+    let site = args.site.as_deref().map(Site::load).transpose()?;
+    let mut products = Vec::new();
+    if let Some(site) = &site {
+        for (mirror, line) in &site.fetch.mirrors {
+            mirror
+                .parse::<crate::registry::Mirror>()
+                .map_err(|e| Error::Usage(format!("{} line {line}: {e}", site.path.display())))?;
+        }
+        for (_, release, service) in site.releases(catalogs)? {
+            for &version in &site.kubernetes {
+                let images = resolve(release, version, service)?;
+                if let Some(warning) = validation_warning(release, version) {
+                    eprintln!("warning: {warning}");
+                }
+                products.push(ProductListing::new(
+                    release,
+                    service,
+                    version.to_string(),
+                    &images,
+                ));
+            }
+        }
+    }
+    if let Some(spec) = &args.release {
+        let release = catalogs.find(spec)?;
+        let service = args
+            .service
+            .as_deref()
+            .map(|name| release.service(name))
+            .transpose()?;
+        match args.kubernetes.version {
+            Some(version) => {
+                let images = resolve(release, version, service)?;
+                if let Some(warning) = validation_warning(release, version) {
+                    eprintln!("warning: {warning}");
+                }
+                products.push(ProductListing::new(
+                    release,
+                    service,
+                    version.to_string(),
+                    &images,
+                ));
+            }
+            None if args.kubernetes.all => {
+                for set in image_sets(release, service) {
+                    products.push(ProductListing::new(
+                        release,
+                        service,
+                        set.span.to_string(),
+                        &set.images,
+                    ));
+                }
+            }
+            None => return Err(ResolveError::NoVersion(spec.clone()).into()),
+        }
+    }
+    let named = match &site {
+        Some(site) => NamedImages::read_site(site, &args.files.lists, &args.files.manifests)?,
+        None => NamedImages::read(&args.files.lists, &args.files.manifests)?,
+    };
+    if let Some(note) = named.passed_over.note() {
+        eprintln!("{note}");
+    }
+    if args.json {
+        let listing = Listing {
+            products: &products,
+            images: &named.images,
+            passed_over: &named.passed_over,
+        };
+        let value = serde_json::to_value(&listing).map_err(|e| Error::Output(e.into()))?;
+        return write_json(out, &value);
+    }
+    for product in &products {
+        writeln!(
+            out,
+            "# {}{}, Kubernetes {} ({} images)",
+            product.release,
+            product
+                .service
+                .as_ref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default(),
+            product.k8s,
+            product.rows.len()
+        )
+        .map_err(Error::Output)?;
+        write_table(out, &product.rows)?;
+        writeln!(out).map_err(Error::Output)?;
+    }
+    if !products.is_empty() && !named.images.is_empty() {
+        writeln!(out, "# named in files ({} images)", named.images.len()).map_err(Error::Output)?;
+    }
+    let rows: Vec<Vec<String>> = named
+        .images
+        .iter()
+        .flat_map(|image| {
+            image.origins.iter().enumerate().map(|(i, origin)| {
+                let shown = if i == 0 {
+                    image.reference.to_string()
+                } else {
+                    String::new()
+                };
+                vec![shown, origin.what(), origin.place()]
+            })
+        })
+        .collect();
+    write_table(out, &rows)
 }

@@ -3,6 +3,7 @@
 pub mod image_list;
 pub mod input;
 pub mod manifests;
+pub mod named;
 mod plan;
 pub mod site;
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::catalog::{CatalogError, Catalogs, Release, Service};
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
 use crate::reference::Reference;
@@ -84,6 +85,14 @@ pub enum SiteError {
     },
     #[error("{}: {message}", .path.display())]
     Incomplete { path: PathBuf, message: String },
+    #[error("{} line {line}: {release}", .path.display())]
+    Product {
+        path: PathBuf,
+        line: usize,
+        release: String,
+        #[source]
+        source: CatalogError,
+    },
 }
 
 /// The file as written.
@@ -313,6 +322,37 @@ impl Site {
     }
 }
 
+/// A product of a site, found in the catalogs: its release, and the service it is limited to.
+pub type FoundProduct<'a> = (&'a Product, &'a Release, Option<&'a Service>);
+
+impl Site {
+    /// Each product's release (and service) in `catalogs`, in the file's order.
+    pub fn releases<'a>(
+        &'a self,
+        catalogs: &'a Catalogs,
+    ) -> Result<Vec<FoundProduct<'a>>, SiteError> {
+        self.products
+            .iter()
+            .map(|product| {
+                let found = catalogs.find(&product.release).and_then(|release| {
+                    let service = product
+                        .service
+                        .as_deref()
+                        .map(|name| release.service(name))
+                        .transpose()?;
+                    Ok((product, release, service))
+                });
+                found.map_err(|source| SiteError::Product {
+                    path: self.path.clone(),
+                    line: product.line,
+                    release: product.release.clone(),
+                    source,
+                })
+            })
+            .collect()
+    }
+}
+
 fn invalid_line(path: &Path, line: usize, message: String) -> SiteError {
     SiteError::Invalid {
         path: path.to_path_buf(),
@@ -395,6 +435,54 @@ vendor_dirs = ["package/image"]
                     ..Fetch::default()
                 },
             }
+        );
+    }
+
+    #[test]
+    fn products_are_found_in_the_catalogs() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let site = parse(
+            &EXAMPLE
+                .replace("kubernetes@1.28.3", "huawei-csi@4.5.0")
+                .replace("platforms", "kubernetes = [\"1.28\"]\nplatforms"),
+        )
+        .unwrap();
+        let releases = site.releases(&catalogs).unwrap();
+        let found: Vec<(String, Option<&str>)> = releases
+            .iter()
+            .map(|(_, release, service)| (release.id(), service.map(|s| s.short.as_str())))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("huawei-csi@4.5.0".to_string(), None),
+                ("huawei-csi@4.8.0".to_string(), Some("node"))
+            ]
+        );
+        let site = parse(
+            &EXAMPLE
+                .replace("kubernetes@1.28.3", "calico@3.26.4")
+                .replace("platforms", "kubernetes = [\"1.28\"]\nplatforms"),
+        )
+        .unwrap();
+        let error = crate::error::chain(&site.releases(&catalogs).unwrap_err());
+        assert!(
+            error.starts_with(
+                "sites/plant7.toml line 8: calico@3.26.4: unknown catalog 'calico'; available: "
+            ),
+            "{error}"
+        );
+        let site = parse(
+            &EXAMPLE
+                .replace("kubernetes@1.28.3", "huawei-csi@4.5.0")
+                .replace("platforms", "kubernetes = [\"1.28\"]\nplatforms")
+                .replace("\"node\"", "\"nodes\""),
+        )
+        .unwrap();
+        assert_eq!(
+            crate::error::chain(&site.releases(&catalogs).unwrap_err()),
+            "sites/plant7.toml line 11: huawei-csi@4.8.0: huawei-csi 4.8.0 has no service 'nodes'; \
+             available: controller (huawei-csi-controller), node (huawei-csi-node)"
         );
     }
 

@@ -204,8 +204,8 @@ pub enum ManifestError {
         object: Object,
         path: String,
     },
-    #[error("the manifests have more than {MAX_CONTAINERS} containers")]
-    TooManyContainers,
+    #[error("{input}: the manifests read so far have more than {MAX_CONTAINERS} containers")]
+    TooManyContainers { input: Source },
 }
 
 /// Reads every manifest `paths` name: files, folders (every `*.yaml`, `*.yml` and `*.json` in them, at any
@@ -390,7 +390,9 @@ fn read_object(node: &Node, place: Place, scan: &mut Scan) -> Result<(), Manifes
         for (index, container) in list.items().iter().enumerate() {
             containers += 1;
             if place.found_before + scan.images.len() >= MAX_CONTAINERS {
-                return Err(ManifestError::TooManyContainers);
+                return Err(ManifestError::TooManyContainers {
+                    input: place.input.clone(),
+                });
             }
             scan.images
                 .push(read_container(container, index, role, &object, place)?);

@@ -195,7 +195,7 @@ fn a_container_without_a_usable_image_is_refused_naming_it() {
 fn broken_yaml_is_refused_with_its_place() {
     assert_eq!(
         error("kind: Pod\n---\nkind: Pod\nmetadata:\n  name: [a\n"),
-        "m.yaml document 2, line 6: not valid YAML: while parsing a flow sequence, expected ',' or ']' (column 1)"
+        "m.yaml document 2, line 5: not valid YAML: unclosed bracket '[' (column 9)"
     );
     assert_eq!(
         error("kind: Pod\nspec: *nothing\n"),
@@ -251,12 +251,13 @@ fn hostile_yaml_is_refused_naming_the_document() {
 #[test]
 fn the_readers_bounds() {
     let small = Limits {
-        document: 4096,
-        value: 512,
+        object: 4096,
+        // More than the scanner reads ahead (1024) to tell a key from a value.
+        value: 2048,
         depth: 8,
         expansion: 100,
         anchored: 2048,
-        unit: 3072,
+        kept: 3072,
     };
     let first_error = |text: String| {
         let mut reader = Reader::new(Cursor::new(text.into_bytes()), At::Document, small);
@@ -272,7 +273,27 @@ fn the_readers_bounds() {
     let (document, kind) = first_error(format!("kind: A\n---\n{entries}"));
     assert_eq!(document, 2);
     assert!(
-        matches!(kind, YamlErrorKind::DocumentTooLarge(4096)),
+        matches!(kind, YamlErrorKind::ObjectTooLarge(4096)),
+        "{kind}"
+    );
+    // A List larger than that is read, item by item, if no item is.
+    let pods: String = (0..200)
+        .map(|i| format!("- {{kind: Pod, metadata: {{name: p{i}}}}}\n"))
+        .collect();
+    let mut reader = Reader::new(
+        Cursor::new(format!("apiVersion: v1\nitems:\n{pods}kind: List\n").into_bytes()),
+        At::Document,
+        small,
+    );
+    let mut units = 0;
+    while reader.next_unit().unwrap().is_some() {
+        units += 1;
+    }
+    assert_eq!(units, 201);
+    let big_item = format!("- {{kind: Pod, data: [{}]}}\n", "abcdefgh, ".repeat(500));
+    let (_, kind) = first_error(format!("items:\n{pods}{big_item}kind: List\n"));
+    assert!(
+        matches!(kind, YamlErrorKind::ObjectTooLarge(4096)),
         "{kind}"
     );
     // Many documents of which none is too large are read whole.
@@ -283,10 +304,10 @@ fn the_readers_bounds() {
         documents += 1;
     }
     assert_eq!(documents, 100);
-    let (_, kind) = first_error(format!("kind: \"{}\"\n", "x".repeat(600)));
-    assert!(matches!(kind, YamlErrorKind::ValueTooLarge(512)), "{kind}");
-    let (_, kind) = first_error(format!("# {}\nkind: A\n", "x".repeat(600)));
-    assert!(matches!(kind, YamlErrorKind::ValueTooLarge(512)), "{kind}");
+    let (_, kind) = first_error(format!("kind: \"{}\"\n", "x".repeat(3000)));
+    assert!(matches!(kind, YamlErrorKind::ValueTooLarge(2048)), "{kind}");
+    let (_, kind) = first_error(format!("# {}\nkind: A\n", "x".repeat(3000)));
+    assert!(matches!(kind, YamlErrorKind::ValueTooLarge(2048)), "{kind}");
     let (_, kind) = first_error(
         "a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9]\nb: [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
             .into(),
@@ -299,7 +320,7 @@ fn the_readers_bounds() {
     assert!(matches!(kind, YamlErrorKind::Anchored(2048)), "{kind}");
     let containers = "  - {name: c, image: x}\n".repeat(60);
     let (_, kind) = first_error(format!("spec:\n containers:\n{containers}"));
-    assert!(matches!(kind, YamlErrorKind::Unit(3072)), "{kind}");
+    assert!(matches!(kind, YamlErrorKind::Kept(3072)), "{kind}");
     // What is not kept costs nothing: a large ConfigMap within the document bound is read.
     let data: String = (0..100).map(|i| format!("  key{i}: value\n")).collect();
     let mut reader = Reader::new(

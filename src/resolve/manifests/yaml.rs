@@ -1,7 +1,7 @@
-//! YAML from anywhere, read within bounds. saphyr-parser turns the stream into events; this reader builds
+//! YAML from anywhere, read within bounds. granit-parser turns the stream into events; this reader builds
 //! from them only the parts a caller's [`Paths`] asks for, plus anchored nodes (an alias may bring one into
 //! a wanted path), and hands each complete unit (a document, or an item of a `List`) over on its own. It
-//! bounds what hostile input could otherwise grow without limit: a document's size, a single value's size,
+//! bounds what hostile input could otherwise grow without limit: a unit's size, a single value's size,
 //! nesting, what aliases expand to, and what is kept. Aliases share their anchor's node, so a "billion
 //! laughs" document costs what it is written in, and is refused by what it would expand to.
 
@@ -10,14 +10,14 @@ use std::collections::HashMap;
 use std::io::{self, Read};
 use std::rc::Rc;
 
-use saphyr_parser::{BufferedInput, Event, Parser, ScalarStyle};
+use granit_parser::{BufferedInput, ErrorKind, Event, Options, Parser, ScalarStyle};
 
 /// The bounds one reader enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Bytes of one document.
-    pub document: u64,
-    /// Bytes read without an event: one scalar, comment or run of blanks.
+    /// Characters of one unit (a document, or a List's item), its own units left out.
+    pub object: u64,
+    /// Characters read without an event: one scalar, comment or run of blanks.
     pub value: u64,
     /// Nested collections.
     pub depth: usize,
@@ -26,19 +26,19 @@ pub struct Limits {
     /// Bytes kept for one document's anchored nodes.
     pub anchored: u64,
     /// Bytes kept for one unit's wanted paths.
-    pub unit: u64,
+    pub kept: u64,
 }
 
 impl Limits {
-    /// Kubernetes stores no object over 1.5 MiB, so a value of 4 MiB or a unit keeping 16 MiB is not one;
-    /// a document of 64 MiB holds a `kubectl get -o yaml` List of some 10,000 pods.
+    /// Kubernetes stores no object over 1.5 MiB, so an object written in 16 MiB, a value of 4 MiB or an
+    /// object keeping 16 MiB of containers is not one. A List is not bounded: its items are, one by one.
     pub const MANIFESTS: Limits = Limits {
-        document: 64 << 20,
+        object: 16 << 20,
         value: 4 << 20,
         depth: 128,
         expansion: 1_000_000,
         anchored: 16 << 20,
-        unit: 16 << 20,
+        kept: 16 << 20,
     };
 }
 
@@ -152,9 +152,9 @@ pub struct YamlError {
 pub enum YamlErrorKind {
     #[error("not valid YAML: {0}")]
     Syntax(String),
-    #[error("the document is larger than {0} bytes")]
-    DocumentTooLarge(u64),
-    #[error("one value (or comment) is larger than {0} bytes")]
+    #[error("an object is longer than {0} characters (Kubernetes stores none over 1.5 MiB)")]
+    ObjectTooLarge(u64),
+    #[error("one value (or comment) is longer than {0} characters")]
     ValueTooLarge(u64),
     #[error("it nests deeper than {0} levels")]
     TooDeep(usize),
@@ -163,7 +163,7 @@ pub enum YamlErrorKind {
     #[error("its anchored nodes hold more than {0} bytes")]
     Anchored(u64),
     #[error("one object's containers and names hold more than {0} bytes")]
-    Unit(u64),
+    Kept(u64),
     #[error("an alias refers to no anchor before it")]
     UnknownAlias,
     #[error("it is not UTF-8 text")]
@@ -172,90 +172,84 @@ pub enum YamlErrorKind {
     Io(io::Error),
 }
 
-/// What the input iterator and the reader share: how far the input has been read, and why it stopped
-/// early, if it did (the parser only sees the end of its input).
+/// What the input iterator and the reader share: how far the input has been read, in characters (as the
+/// parser's positions count), and why it stopped early, if it did (the parser only sees an end).
 #[derive(Default)]
 struct Meter {
     consumed: Cell<u64>,
-    line: Cell<usize>,
-    document_start: Cell<u64>,
+    /// Where the current unit's own characters are counted from.
+    unit_start: Cell<u64>,
     last_event: Cell<u64>,
     stop: RefCell<Option<YamlErrorKind>>,
 }
 
-/// The characters of a UTF-8 byte stream, measured as they go.
+/// The characters of a UTF-8 byte stream, decoded and measured a chunk at a time.
 struct Chars {
     reader: Box<dyn Read>,
-    buffer: Box<[u8]>,
-    start: usize,
-    end: usize,
-    eof: bool,
+    bytes: Box<[u8]>,
+    /// Bytes of a character cut by the chunk's end, at the start of `bytes`.
+    carried: usize,
+    chars: Vec<char>,
+    next: usize,
+    started: bool,
     meter: Rc<Meter>,
     limits: Limits,
 }
 
 impl Chars {
-    /// Makes at least 4 bytes (one whole character) available unless the input ends first.
-    fn fill(&mut self) -> io::Result<()> {
-        if self.end - self.start >= 4 || self.eof {
-            return Ok(());
-        }
-        self.buffer.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
-        while self.end < 4 && !self.eof {
-            match self.reader.read(&mut self.buffer[self.end..]) {
-                Ok(0) => self.eof = true,
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+    /// Reads and decodes the next chunk; false at the end of the input, or when a bound stops it.
+    fn refill(&mut self) -> bool {
+        match self.decode_chunk() {
+            Ok(more) => more,
+            Err(why) => {
+                self.meter.stop.borrow_mut().get_or_insert(why);
+                false
             }
         }
-        Ok(())
     }
 
-    fn stop(&mut self, why: YamlErrorKind) -> Option<char> {
-        self.meter.stop.borrow_mut().get_or_insert(why);
-        self.eof = true;
-        self.start = self.end;
-        None
-    }
-
-    fn decode(&mut self) -> Result<Option<char>, YamlErrorKind> {
-        self.fill().map_err(YamlErrorKind::Io)?;
-        let Some(&first) = self.buffer[self.start..self.end].first() else {
-            return Ok(None);
+    fn decode_chunk(&mut self) -> Result<bool, YamlErrorKind> {
+        let read = loop {
+            match self.reader.read(&mut self.bytes[self.carried..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(YamlErrorKind::Io(e)),
+            }
         };
-        let width = match first {
-            0x00..=0x7f => 1,
-            0xc2..=0xdf => 2,
-            0xe0..=0xef => 3,
-            0xf0..=0xf4 => 4,
-            _ => return Err(YamlErrorKind::NotUtf8),
-        };
-        let bytes = self
-            .buffer
-            .get(self.start..self.start + width)
-            .filter(|_| self.start + width <= self.end)
-            .ok_or(YamlErrorKind::NotUtf8)?;
-        let c = std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.chars().next())
-            .ok_or(YamlErrorKind::NotUtf8)?;
-        self.start += width;
-        let meter = &self.meter;
-        let consumed = meter.consumed.get() + width as u64;
-        meter.consumed.set(consumed);
-        if c == '\n' {
-            meter.line.set(meter.line.get() + 1);
+        let filled = self.carried + read;
+        if read == 0 {
+            return match self.carried {
+                0 => Ok(false),
+                _ => Err(YamlErrorKind::NotUtf8),
+            };
         }
-        if consumed - meter.document_start.get() > self.limits.document {
-            return Err(YamlErrorKind::DocumentTooLarge(self.limits.document));
+        let valid = match std::str::from_utf8(&self.bytes[..filled]) {
+            Ok(text) => text.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => return Err(YamlErrorKind::NotUtf8),
+        };
+        let text = std::str::from_utf8(&self.bytes[..valid]).expect("checked above");
+        // A byte order mark opens some files written on Windows.
+        let text = match self.started {
+            false => text.strip_prefix('\u{feff}').unwrap_or(text),
+            true => text,
+        };
+        self.started = true;
+        self.chars.clear();
+        self.chars.extend(text.chars());
+        self.next = 0;
+        self.bytes.copy_within(valid..filled, 0);
+        self.carried = filled - valid;
+        let meter = &self.meter;
+        let consumed = meter.consumed.get() + self.chars.len() as u64;
+        meter.consumed.set(consumed);
+        if consumed - meter.unit_start.get() > self.limits.object {
+            return Err(YamlErrorKind::ObjectTooLarge(self.limits.object));
         }
         if consumed - meter.last_event.get() > self.limits.value {
             return Err(YamlErrorKind::ValueTooLarge(self.limits.value));
         }
-        Ok(Some(c))
+        Ok(true)
     }
 }
 
@@ -263,14 +257,13 @@ impl Iterator for Chars {
     type Item = char;
 
     fn next(&mut self) -> Option<char> {
-        if self.eof && self.start == self.end {
-            return None;
+        while self.next == self.chars.len() {
+            if !self.refill() {
+                return None;
+            }
         }
-        match self.decode() {
-            Ok(Some('\u{feff}')) if self.meter.consumed.get() == 3 => self.next(),
-            Ok(c) => c,
-            Err(why) => self.stop(why),
-        }
+        self.next += 1;
+        Some(self.chars[self.next - 1])
     }
 }
 
@@ -336,9 +329,15 @@ struct Frame<S> {
     slot: Slot<S>,
     anchor: usize,
     line: usize,
-    /// The unit's kept bytes before this frame began its own count (units only).
-    outer_unit_bytes: u64,
+    /// Where the node starts, in characters.
+    start: u64,
+    /// For a unit: the enclosing unit's kept bytes, where its count started, and its line.
+    outer: (u64, u64, usize),
 }
+
+/// Bytes read and decoded at a time, at most; the bounds are checked once a chunk, so a chunk is a small
+/// part of the smallest.
+const CHUNK: usize = 64 << 10;
 
 /// The cost of keeping one node or entry, besides its text.
 const NODE_COST: u64 = (std::mem::size_of::<Node>() + 16) as u64;
@@ -353,6 +352,9 @@ pub struct Reader<S: Paths> {
     frames: Vec<Frame<S>>,
     anchors: HashMap<usize, Rc<Node>>,
     document: usize,
+    /// Where the current unit starts, and the last event read.
+    unit_line: usize,
+    last_line: usize,
     expanded: u64,
     anchored_bytes: u64,
     unit_bytes: u64,
@@ -362,27 +364,33 @@ pub struct Reader<S: Paths> {
 impl<S: Paths> Reader<S> {
     /// A reader of `input`, whose documents are at `root`.
     pub fn new(input: impl Read + 'static, root: S, limits: Limits) -> Reader<S> {
-        let meter = Rc::new(Meter {
-            line: Cell::new(1),
-            ..Meter::default()
-        });
+        let meter = Rc::new(Meter::default());
+        let chunk = usize::try_from(limits.object.min(limits.value) / 16)
+            .unwrap_or(CHUNK)
+            .clamp(16, CHUNK);
         let chars = Chars {
             reader: Box::new(input),
-            buffer: vec![0; 64 << 10].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            eof: false,
+            bytes: vec![0; chunk].into_boxed_slice(),
+            carried: 0,
+            chars: Vec::with_capacity(chunk),
+            next: 0,
+            started: false,
             meter: meter.clone(),
             limits,
         };
+        let mut options = Options::default();
+        options.flow_nesting_limit = limits.depth;
+        options.block_nesting_limit = limits.depth;
         Reader {
-            parser: Parser::new_from_iter(chars),
+            parser: Parser::new_from_iter_with_options(chars, options),
             meter,
             limits,
             root,
             frames: Vec::new(),
             anchors: HashMap::new(),
             document: 0,
+            unit_line: 1,
+            last_line: 1,
             expanded: 0,
             anchored_bytes: 0,
             unit_bytes: 0,
@@ -397,42 +405,47 @@ impl<S: Paths> Reader<S> {
             // Input cut short by a bound ends like a file: the bound is the error, whatever was parsed.
             let stopped = self.meter.stop.borrow_mut().take();
             if let Some(why) = stopped {
-                return Err(self.fail(self.meter.line.get(), why));
+                // An object too long is named by where it starts; anything else by the last event read.
+                let line = match why {
+                    YamlErrorKind::ObjectTooLarge(_) => self.unit_line,
+                    _ => self.last_line,
+                };
+                return Err(self.fail(line, why));
             }
             let (event, span) = match next {
                 None => return Ok(None),
                 Some(Ok(next)) => next,
                 Some(Err(error)) => {
                     let marker = error.marker();
-                    let why = if error.info() == "recursion limit exceeded" {
-                        YamlErrorKind::TooDeep(self.limits.depth)
-                    } else {
-                        YamlErrorKind::Syntax(format!(
-                            "{} (column {})",
-                            error.info(),
-                            marker.col() + 1
-                        ))
+                    let why = match error.kind() {
+                        ErrorKind::RecursionLimitExceeded => {
+                            YamlErrorKind::TooDeep(self.limits.depth)
+                        }
+                        kind => {
+                            YamlErrorKind::Syntax(format!("{kind} (column {})", marker.col() + 1))
+                        }
                     };
                     return Err(self.fail(marker.line(), why));
                 }
             };
             self.meter.last_event.set(self.meter.consumed.get());
             let line = span.start.line();
+            self.last_line = line;
             let unit = match event {
                 Event::StreamEnd => {
                     self.done = true;
                     None
                 }
-                Event::DocumentStart(_) => {
+                Event::DocumentStart(..) => {
                     self.document += 1;
-                    self.meter.document_start.set(self.meter.consumed.get());
+                    self.meter.unit_start.set(span.start.index() as u64);
+                    self.unit_line = line;
                     self.anchors.clear();
                     self.expanded = 0;
                     self.anchored_bytes = 0;
                     self.unit_bytes = 0;
                     None
                 }
-                Event::Nothing | Event::StreamStart | Event::DocumentEnd => None,
                 Event::Alias(id) => {
                     let Some(target) = self.anchors.get(&id).cloned() else {
                         return Err(self.fail(line, YamlErrorKind::UnknownAlias));
@@ -464,7 +477,7 @@ impl<S: Paths> Reader<S> {
                     };
                     self.complete(node, slot, anchor, line)?
                 }
-                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
                     if self.frames.len() >= self.limits.depth {
                         return Err(self.fail(line, YamlErrorKind::TooDeep(self.limits.depth)));
                     }
@@ -477,16 +490,21 @@ impl<S: Paths> Reader<S> {
                     } else {
                         Collection::Sequence { items: Vec::new() }
                     };
-                    let outer_unit_bytes = self.unit_bytes;
+                    // A unit's size is counted from where the parser says it starts: the scanner may
+                    // have read well past that to tell a key from a value.
+                    let outer = (self.unit_bytes, self.meter.unit_start.get(), self.unit_line);
                     if slot.unit.is_some() {
                         self.unit_bytes = 0;
+                        self.meter.unit_start.set(span.start.index() as u64);
+                        self.unit_line = line;
                     }
                     self.frames.push(Frame {
                         collection,
                         slot,
                         anchor,
                         line,
-                        outer_unit_bytes,
+                        start: span.start.index() as u64,
+                        outer,
                     });
                     None
                 }
@@ -494,10 +512,17 @@ impl<S: Paths> Reader<S> {
                     let frame = self.frames.pop().expect("the parser balances collections");
                     let node = self.build(frame.collection, frame.slot.keep, frame.line, line)?;
                     if frame.slot.unit.is_some() {
-                        self.unit_bytes = frame.outer_unit_bytes;
+                        // The enclosing unit goes on counting, less this one's length.
+                        let (kept, outer_start, outer_line) = frame.outer;
+                        let length = (span.end.index() as u64).saturating_sub(frame.start);
+                        self.unit_bytes = kept;
+                        self.meter.unit_start.set(outer_start + length);
+                        self.unit_line = outer_line;
                     }
                     self.complete(node, frame.slot, frame.anchor, line)?
                 }
+                // Anchors, unresolved aliases and comments come as events only when asked for.
+                _ => None,
             };
             if unit.is_some() {
                 return Ok(unit);
@@ -562,8 +587,8 @@ impl<S: Paths> Reader<S> {
     /// document's.
     fn charge(&mut self, bytes: u64, keep: Keep<S>, line: usize) -> Result<(), YamlError> {
         self.unit_bytes += bytes;
-        if self.unit_bytes > self.limits.unit {
-            return Err(self.fail(line, YamlErrorKind::Unit(self.limits.unit)));
+        if self.unit_bytes > self.limits.kept {
+            return Err(self.fail(line, YamlErrorKind::Kept(self.limits.kept)));
         }
         if matches!(keep, Keep::Full) {
             self.anchored_bytes += bytes;
