@@ -113,10 +113,10 @@ pub struct ListArgs {
 #[group(multiple = false)]
 pub struct KubeSelection {
     /// The cluster's Kubernetes version: 1.28, v1.28.3, 1.28.3+k3s1, v1.27.9-eks-5e0fdde, ...
-    #[arg(long = "k8s", value_name = "VERSION")]
+    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
     pub version: Option<KubeVersion>,
     /// Every distinct image set across the Kubernetes versions the release supports.
-    #[arg(long = "all-k8s")]
+    #[arg(long = "all-k8s", requires = "release")]
     pub all: bool,
 }
 

@@ -486,6 +486,23 @@ vendor_dirs = ["package/image"]
         );
     }
 
+    /// The README's example is a valid site file.
+    #[test]
+    fn the_readme_example() {
+        let readme = include_str!("../../README.md");
+        let example = readme
+            .split("### Site files")
+            .nth(1)
+            .and_then(|section| section.split("```toml\n").nth(1))
+            .and_then(|block| block.split("```").next())
+            .expect("README has a site file example");
+        let site = Site::parse(example, Path::new("site.toml")).unwrap();
+        assert_eq!(site.products.len(), 1);
+        assert_eq!(site.platforms.len(), 2);
+        assert_eq!(site.fetch.mirrors.len(), 2);
+        assert_eq!(site.lists, [PathBuf::from("lists/k8s.txt")]);
+    }
+
     #[test]
     fn unknown_keys_are_refused_with_their_line() {
         assert_eq!(

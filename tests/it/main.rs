@@ -10,6 +10,7 @@ mod formats;
 mod harbor;
 mod interrupt;
 mod multiarch;
+mod named;
 mod output;
 mod pull;
 mod releases;
