@@ -4,9 +4,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::{write_json, write_table};
-use crate::catalog::{CatalogImage, Catalogs};
+use crate::catalog::{CatalogImage, Catalogs, Release, Service};
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
+use crate::k8s::KubeVersion;
 use crate::resolve::manifests::PassedOver;
 use crate::resolve::named::{NamedImage, NamedImages};
 use crate::resolve::site::Site;
@@ -26,20 +27,12 @@ fn list_release(
     args: &ListArgs,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let release = catalogs.find(spec)?;
-    let service = args
-        .service
-        .as_deref()
-        .map(|name| release.service(name))
-        .transpose()?;
+    let (release, service) = find(catalogs, spec, args.service.as_deref())?;
     if !args.kubernetes.all && args.kubernetes.version.is_none() {
         return Err(ResolveError::NoVersion(spec.to_string()).into());
     }
     if let Some(version) = args.kubernetes.version {
-        let images = resolve(release, version, service)?;
-        if let Some(warning) = validation_warning(release, version) {
-            eprintln!("warning: {warning}");
-        }
+        let images = resolve_warned(release, version, service)?;
         return if args.json {
             write_json(
                 out,
@@ -83,6 +76,30 @@ fn list_release(
     Ok(())
 }
 
+/// The release `spec` names, and the service `service` names in it.
+fn find<'a>(
+    catalogs: &'a Catalogs,
+    spec: &str,
+    service: Option<&str>,
+) -> Result<(&'a Release, Option<&'a Service>)> {
+    let release = catalogs.find(spec)?;
+    let service = service.map(|name| release.service(name)).transpose()?;
+    Ok((release, service))
+}
+
+/// The images of `release` on `version`, with a warning on stderr when the vendor did not validate it.
+fn resolve_warned<'a>(
+    release: &'a Release,
+    version: KubeVersion,
+    service: Option<&Service>,
+) -> Result<Vec<&'a CatalogImage>> {
+    let images = resolve(release, version, service)?;
+    if let Some(warning) = validation_warning(release, version) {
+        eprintln!("warning: {warning}");
+    }
+    Ok(images)
+}
+
 fn write_rows(out: &mut dyn Write, images: &[&CatalogImage]) -> Result<()> {
     let rows: Vec<Vec<String>> = images.iter().map(|i| row(i)).collect();
     write_table(out, &rows)
@@ -122,9 +139,24 @@ struct ProductListing {
 }
 
 impl ProductListing {
+    /// The images of `release` on `version`.
+    fn on_version(
+        release: &Release,
+        service: Option<&Service>,
+        version: KubeVersion,
+    ) -> Result<ProductListing> {
+        let images = resolve_warned(release, version, service)?;
+        Ok(ProductListing::new(
+            release,
+            service,
+            version.to_string(),
+            &images,
+        ))
+    }
+
     fn new(
-        release: &crate::catalog::Release,
-        service: Option<&crate::catalog::Service>,
+        release: &Release,
+        service: Option<&Service>,
         k8s: String,
         images: &[&CatalogImage],
     ) -> ProductListing {
@@ -159,39 +191,14 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
         }
         for (_, release, service) in site.releases(catalogs)? {
             for &version in &site.kubernetes {
-                let images = resolve(release, version, service)?;
-                if let Some(warning) = validation_warning(release, version) {
-                    eprintln!("warning: {warning}");
-                }
-                products.push(ProductListing::new(
-                    release,
-                    service,
-                    version.to_string(),
-                    &images,
-                ));
+                products.push(ProductListing::on_version(release, service, version)?);
             }
         }
     }
     if let Some(spec) = &args.release {
-        let release = catalogs.find(spec)?;
-        let service = args
-            .service
-            .as_deref()
-            .map(|name| release.service(name))
-            .transpose()?;
+        let (release, service) = find(catalogs, spec, args.service.as_deref())?;
         match args.kubernetes.version {
-            Some(version) => {
-                let images = resolve(release, version, service)?;
-                if let Some(warning) = validation_warning(release, version) {
-                    eprintln!("warning: {warning}");
-                }
-                products.push(ProductListing::new(
-                    release,
-                    service,
-                    version.to_string(),
-                    &images,
-                ));
-            }
+            Some(version) => products.push(ProductListing::on_version(release, service, version)?),
             None if args.kubernetes.all => {
                 for set in image_sets(release, service) {
                     products.push(ProductListing::new(

@@ -158,6 +158,15 @@ impl PassedOver {
     }
 }
 
+/// What is wrong with a container's image.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageProblem {
+    #[error(" has no image")]
+    Missing,
+    #[error(": {0}")]
+    Invalid(ReferenceError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {}", .path.display())]
@@ -174,24 +183,15 @@ pub enum ManifestError {
     },
     #[error("{input} {error}")]
     Yaml { input: Source, error: YamlError },
-    #[error("{input} document {document}, line {line}: {object} {role} {container} has no image")]
-    NoImage {
+    #[error("{input} document {document}, line {line}: {object} {role} {container}{problem}")]
+    Container {
         input: Source,
         document: usize,
         line: usize,
         object: Object,
         role: ContainerRole,
         container: String,
-    },
-    #[error("{input} document {document}, line {line}: {object} {role} {container}: {reason}")]
-    BadImage {
-        input: Source,
-        document: usize,
-        line: usize,
-        object: Object,
-        role: ContainerRole,
-        container: String,
-        reason: ReferenceError,
+        problem: ImageProblem,
     },
     #[error(
         "{input} document {document}, line {line}: {object} has no containers in {path}; \
@@ -423,25 +423,22 @@ fn read_container(
         .map_or_else(|| format!("#{}", index + 1), str::to_string);
     let image = container.get("image");
     let line = image.map_or(container.line(), Node::line);
-    let Some(text) = image.and_then(Node::text).filter(|text| !text.is_empty()) else {
-        return Err(ManifestError::NoImage {
-            input: place.input.clone(),
-            document: place.document,
-            line,
-            object: object.clone(),
-            role,
-            container: name,
-        });
-    };
-    let reference = text.parse().map_err(|reason| ManifestError::BadImage {
+    let failed = |problem| ManifestError::Container {
         input: place.input.clone(),
         document: place.document,
         line,
         object: object.clone(),
         role,
         container: name.clone(),
-        reason,
-    })?;
+        problem,
+    };
+    let text = image
+        .and_then(Node::text)
+        .filter(|text| !text.is_empty())
+        .ok_or_else(|| failed(ImageProblem::Missing))?;
+    let reference = text
+        .parse()
+        .map_err(|reason| failed(ImageProblem::Invalid(reason)))?;
     Ok(ManifestImage {
         reference,
         object: object.clone(),
