@@ -101,7 +101,7 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
 
 /// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
 /// signal stops the run cleanly.
-fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+fn fetch_images(catalogs: &Catalogs, plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
     crate::interrupt::install();
     let store = BlobStore::open(
         &args
@@ -117,6 +117,12 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             mirrors: args.mirrors.clone(),
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
+            catalog_registries: catalogs
+                .releases()
+                .iter()
+                .flat_map(|release| &release.images)
+                .map(|image| image.reference().registry().to_string())
+                .collect(),
             ..Default::default()
         },
         vendor: match (&args.vendor_registry, args.skip_vendor) {
