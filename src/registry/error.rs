@@ -79,7 +79,10 @@ pub enum FetchError {
     Refused(Refusal),
     #[error(transparent)]
     Untrusted(Untrusted),
-    #[error("{host} does not exist ({cause}); check the registry's name in the image reference or --mirror")]
+    #[error(
+        "the host name {host} does not resolve ({cause}); check its spelling in the image reference or \
+         --mirror, and this machine's DNS"
+    )]
     NoSuchHost { host: String, cause: String },
     #[error(transparent)]
     Network(reqwest::Error),
