@@ -142,3 +142,19 @@ pub(super) async fn registry_said(response: Response) -> Option<String> {
         .collect();
     (!text.is_empty()).then_some(text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::retry::{Classify, Verdict};
+
+    #[test]
+    fn a_request_that_cannot_be_built_is_not_retried() {
+        let error = reqwest::Client::new()
+            .get("http://bad host/v2/")
+            .build()
+            .unwrap_err();
+        assert!(error.is_builder(), "{error:?}");
+        assert_eq!(FetchError::from(error).verdict(), Verdict::Fatal);
+    }
+}
