@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::bundle::Csi480;
 use crate::faults::{fast_retries, header_value, read_request, Fault, FaultProxy, Rule};
 use crate::ferry::{command, ferry, run, Run};
+use crate::pull::pull_image;
 use crate::services::{require, Registry, TOKEN_ISSUER, TOKEN_SERVICE};
 
 const PASSWORD: &str = "Harbor12345";
@@ -395,19 +396,7 @@ impl Harbor {
         let (upstream, seeded) = &csi.seeded[which];
         let image = upstream.replace("registry.k8s.io", to);
         let cache = tempfile::tempdir().unwrap();
-        let pulled = self
-            .ferry(
-                config,
-                &[
-                    "pull",
-                    "--image",
-                    &image,
-                    "--cache-dir",
-                    cache.path().to_str().unwrap(),
-                    "-q",
-                ],
-            )
-            .success();
+        let pulled = pull_image(&mut self.command(config), &image, cache.path(), &["-q"]).success();
         assert!(
             pulled.stdout().contains(seeded.manifest_for("linux/amd64")),
             "{}",
@@ -894,14 +883,7 @@ fn a_blob_the_registry_serves_short_is_named_as_such() {
     );
     let cache = tempfile::tempdir().unwrap();
     let image = format!("{}/short/image:v1", registry.addr());
-    let failed = ferry(&[
-        "pull",
-        "--image",
-        &image,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ])
-    .fails_with(1);
+    let failed = pull_image(&mut command(), &image, cache.path(), &[]).fails_with(1);
     // Its first answer is taken as a cut download; asked for the rest, the registry says it has no more.
     let stderr = failed.stderr();
     let lines: Vec<&str> = stderr
@@ -985,13 +967,12 @@ fn a_token_services_429_is_waited_out_as_its_retry_after_says() {
     let config = harbor.docker_config("ferry", PASSWORD);
     let cache = tempfile::tempdir().unwrap();
     let image = format!("{}/csi/no-such-image:v1", harbor.addr());
-    let failed = run(fast_retries(&mut harbor.command(&config)).args([
-        "pull",
-        "--image",
+    let failed = pull_image(
+        fast_retries(&mut harbor.command(&config)),
         &image,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ]))
+        cache.path(),
+        &[],
+    )
     .fails_with(1);
     assert_eq!(
         failed.stderr(),
@@ -1045,16 +1026,12 @@ fn a_basic_auth_check_answered_with_an_error_accepts_nothing() {
     .unwrap();
     let cache = tempfile::tempdir().unwrap();
     let image = format!("{}/csi/image:v1", front.addr());
-    let failed = run(fast_retries(&mut command())
-        .args([
-            "pull",
-            "--image",
-            &image,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-            "-q",
-        ])
-        .env("DOCKER_CONFIG", config.path()))
+    let failed = pull_image(
+        fast_retries(&mut command()).env("DOCKER_CONFIG", config.path()),
+        &image,
+        cache.path(),
+        &["-q"],
+    )
     .fails_with(1);
     assert_eq!(
         failed.stderr(),

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::faults::{ferry_fast, Fault, FaultProxy, Rule};
-use crate::ferry::{command, ferry, run};
+use crate::faults::{fast_retries, ferry_fast, Fault, FaultProxy, Rule};
+use crate::ferry::{command, ferry, run, Run};
 use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
 use crate::services::{require, Registry};
 
@@ -20,6 +20,14 @@ pub fn blob_files(cache: &Path) -> Vec<String> {
 
 fn partial_files(cache: &Path) -> usize {
     std::fs::read_dir(cache.join("ferry-v1/partial")).map_or(0, |d| d.count())
+}
+
+/// `ferry pull --image IMAGE --cache-dir CACHE EXTRA...`, run as `command` is set up.
+pub fn pull_image(command: &mut Command, image: &str, cache: &Path, extra: &[&str]) -> Run {
+    run(command
+        .args(["pull", "--image", image, "--cache-dir"])
+        .arg(cache)
+        .args(extra))
 }
 
 fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> crate::ferry::Run {
@@ -852,6 +860,21 @@ fn a_mirror_that_matches_no_image_is_warned_about() {
     );
 }
 
+/// `ferry pull -q --image IMAGE` into an empty cache, which must fail (exit 1) at once: in less time than
+/// the pauses between attempts would take.
+fn pull_fails_at_once(command: &mut Command, image: &str) -> Run {
+    let cache = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let failed = pull_image(command, image, cache.path(), &["-q"]).fails_with(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "not retried: {:?}\n{}",
+        started.elapsed(),
+        failed.stderr()
+    );
+    failed
+}
+
 /// A TLS registry whose CA this machine does not trust: one attempt, no plain-HTTP fallback (which made
 /// it "answer HTTP 400"), and the two ways to trust it named.
 #[test]
@@ -859,24 +882,10 @@ fn an_untrusted_certificate_is_final_and_names_the_ways_to_trust_it() {
     let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else {
         return;
     };
-    let cache = tempfile::tempdir().unwrap();
     let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
-    let started = std::time::Instant::now();
-    let untrusted = run(command()
-        .args([
-            "pull",
-            "--image",
-            &image,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-            "-q",
-        ])
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .fails_with(1);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "final at once: {:?}",
-        started.elapsed()
+    let untrusted = pull_fails_at_once(
+        command().env("DOCKER_CONFIG", private.docker_config()),
+        &image,
     );
     let addr = private.addr();
     assert_eq!(
@@ -893,22 +902,7 @@ fn an_untrusted_certificate_is_final_and_names_the_ways_to_trust_it() {
 /// A registry name that no resolver knows does not become known in the next 14 s of retries.
 #[test]
 fn a_host_name_that_does_not_resolve_is_not_retried() {
-    let cache = tempfile::tempdir().unwrap();
-    let started = std::time::Instant::now();
-    let failed = ferry(&[
-        "pull",
-        "--image",
-        "registry.invalid/csi/livenessprobe:v2.12.0",
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ])
-    .fails_with(1);
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+    let failed = pull_fails_at_once(&mut command(), "registry.invalid/csi/livenessprobe:v2.12.0");
     assert_eq!(
         failed.stderr(),
         "error: cannot fetch the manifest of registry.invalid/csi/livenessprobe:v2.12.0 from \
@@ -959,16 +953,13 @@ fn a_manifest_whose_digest_header_names_another_digest_is_refused() {
     );
     let cache = tempfile::tempdir().unwrap();
     let image = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
-    let refused = ferry_fast(&[
-        "pull",
-        "--image",
+    let mirror = format!("registry.k8s.io={}", lying.addr());
+    let refused = pull_image(
+        fast_retries(&mut command()),
         image,
-        "--mirror",
-        &format!("registry.k8s.io={}", lying.addr()),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ])
+        cache.path(),
+        &["--mirror", &mirror, "-q"],
+    )
     .fails_with(1);
     assert_eq!(
         refused.stderr(),
@@ -1005,15 +996,13 @@ fn a_blob_declared_shorter_than_its_manifest_says_is_completed_with_a_range_requ
     );
     let cache = tempfile::tempdir().unwrap();
     let image = "registry.k8s.io/sig-storage/csi-resizer:v1.9.0";
-    let pulled = ferry_fast(&[
-        "pull",
-        "--image",
+    let mirror = format!("registry.k8s.io={}", short.addr());
+    let pulled = pull_image(
+        fast_retries(&mut command()),
         image,
-        "--mirror",
-        &format!("registry.k8s.io={}", short.addr()),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ])
+        cache.path(),
+        &["--mirror", &mirror],
+    )
     .success();
     assert_eq!(pulled.stdout(), format!("{image}  {}\n", seeded.top_digest));
     let stderr = pulled.stderr();
