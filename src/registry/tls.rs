@@ -137,6 +137,26 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_failure_is_found_inside_the_io_error_that_carries_it() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let carried = std::io::Error::new(std::io::ErrorKind::InvalidData, refused.clone());
+        assert_eq!(handshake_failure(&carried), Some(&refused));
+        assert!(peer_speaks_tls(&refused));
+        let plain_http = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(!peer_speaks_tls(&plain_http));
+        assert_eq!(
+            Untrusted {
+                host: "harbor.local".into(),
+                cause: refused
+            }
+            .to_string(),
+            "harbor.local presented a TLS certificate that ferry does not accept (invalid peer certificate: \
+             UnknownIssuer); if it comes from a private CA, give that CA with --ca-cert FILE, or put it in \
+             /etc/docker/certs.d/harbor.local/ca.crt or /etc/containers/certs.d/harbor.local/ca.crt"
+        );
+    }
+
+    #[test]
     fn a_ca_file_without_a_certificate_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
