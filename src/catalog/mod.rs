@@ -634,7 +634,11 @@ mod tests {
     #[test]
     fn every_row_names_its_releases_own_helm_key() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        for release in catalogs.releases() {
+        for release in catalogs
+            .releases()
+            .iter()
+            .filter(|r| r.catalog == "huawei-csi")
+        {
             let key = |container: &str| {
                 release
                     .images

@@ -473,7 +473,11 @@ mod tests {
     #[test]
     fn every_release_resolves_every_version_it_supports() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        for release in catalogs.releases() {
+        for release in catalogs
+            .releases()
+            .iter()
+            .filter(|r| r.kubernetes_release.is_none())
+        {
             let floor = release.min_kubernetes;
             for minor in floor.minor..=40 {
                 let version = KubeVersion::new(1, minor);
@@ -505,18 +509,18 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find("huawei-csi@4.0.0").unwrap();
         // Its table starts rows at v1.13+, but it supports 1.18 to 1.26.
-        let err = resolve(release, v("1.17"), None).unwrap_err().to_string();
+        let err = resolve(&release, v("1.17"), None).unwrap_err().to_string();
         assert_eq!(
             err,
             "huawei-csi 4.0.0 does not support Kubernetes 1.17: it supports Kubernetes 1.18 and later \
              (the vendor validated 1.18-1.26)"
         );
-        let sets: Vec<String> = image_sets(release, None)
+        let sets: Vec<String> = image_sets(&release, None)
             .iter()
             .map(|s| s.span.to_string())
             .collect();
         assert_eq!(sets, ["1.18+"]);
-        assert_eq!(resolve(release, v("1.18"), None).unwrap().len(), 10);
+        assert_eq!(resolve(&release, v("1.18"), None).unwrap().len(), 10);
     }
 
     #[test]
@@ -575,5 +579,38 @@ mod tests {
             )
         );
         assert_eq!(resolve(&release, v("1.31"), None).unwrap().len(), 10);
+    }
+
+    /// A release of Kubernetes serves its own minor only, is resolved on it when no version is asked
+    /// for, and refuses another; a product release still needs one.
+    #[test]
+    fn a_kubernetes_release_is_its_own_version() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let release = catalogs.find("kubernetes@1.28.3").unwrap();
+        assert_eq!(versions_for(&release, &[], false).unwrap(), [v("1.28")]);
+        assert_eq!(
+            versions_for(&release, &[v("1.28.9")], false).unwrap(),
+            [v("1.28")]
+        );
+        assert_eq!(resolve(&release, v("1.28"), None).unwrap().len(), 7);
+        let err = resolve(&release, v("1.27"), None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "kubernetes@1.28.3 is Kubernetes 1.28.3: --k8s 1.27 disagrees with it (leave --k8s out, or \
+             name a 1.27 release, e.g. kubernetes@1.27)"
+        );
+        let csi = catalogs.find("huawei-csi@4.8.0").unwrap();
+        assert_eq!(
+            versions_for(&csi, &[], false).unwrap_err().to_string(),
+            "huawei-csi@4.8.0 needs --k8s VERSION or --all-k8s"
+        );
+        assert!(versions_for(&csi, &[], true).unwrap().is_empty());
+        // Across minors each side is resolved on its own version; a product on the target's.
+        let to = catalogs.find("kubernetes@1.29.0").unwrap();
+        let change = upgrade((&release, None), (&to, None), None).unwrap();
+        assert_eq!(change.kubernetes, v("1.29"));
+        assert_eq!((change.added.len(), change.kept.len()), (6, 1));
+        let change = upgrade((&csi, None), (&csi, None), None);
+        assert!(change.is_err());
     }
 }
