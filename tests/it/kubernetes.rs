@@ -484,14 +484,12 @@ fn the_1_28_3_list_as_a_user_reads_it() {
     );
     // A worker node's share.
     let node = ferry(&["list", "kubernetes@1.28.3", "--service", "node", "--json"]).success();
+    let node = node.json();
     let names: Vec<&str> = node
-        .json()
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["name"].as_str().unwrap())
-        .collect::<Vec<_>>()
-        .into_iter()
         .collect();
     assert_eq!(names, ["kube-proxy", "pause", "coredns"]);
     // The bare name is the newest release; a minor its newest patch.
@@ -663,7 +661,13 @@ fn an_arm64_bundle_through_a_mirror_verifies() {
     ])
     .success()
     .json();
-    let mut names: Vec<&str> = verified["images"]
+    assert_eq!(verified["intact"], true, "{verified}");
+    assert_eq!(
+        verified["report"]["missing"],
+        serde_json::json!([]),
+        "{verified}"
+    );
+    let mut names: Vec<&str> = verified["report"]["images"]
         .as_array()
         .unwrap()
         .iter()
@@ -683,7 +687,7 @@ fn an_arm64_bundle_through_a_mirror_verifies() {
         ]
     );
     assert!(
-        verified["images"]
+        verified["report"]["images"]
             .as_array()
             .unwrap()
             .iter()
