@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
+        Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Diff(args) => diff::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
@@ -177,7 +177,7 @@ fn releases_to_plan(
     };
     if !selection.all_releases {
         if let Ok(release) = catalogs.find(spec) {
-            warn_beyond_validated(release, &selection.versions);
+            warn_beyond_validated(&release, &selection.versions);
         }
         return Ok(vec![Some(spec.to_string())]);
     }
@@ -209,6 +209,9 @@ fn releases_to_plan(
 }
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
             eprintln!("warning: {warning}");
