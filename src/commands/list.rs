@@ -1,3 +1,4 @@
+use std::borrow::Cow;
 use std::io::Write;
 
 use serde::Serialize;
@@ -5,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::{write_json, write_table};
 use crate::catalog::{CatalogImage, Catalogs, Release, Service};
+use crate::cli::KubeSelection;
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
 use crate::k8s::KubeVersion;
@@ -28,11 +30,9 @@ fn list_release(
     out: &mut dyn Write,
 ) -> Result<()> {
     let (release, service) = find(catalogs, spec, args.service.as_deref())?;
-    if !args.kubernetes.all && args.kubernetes.version.is_none() {
-        return Err(ResolveError::NoVersion(spec.to_string()).into());
-    }
-    if let Some(version) = args.kubernetes.version {
-        let images = resolve_warned(release, version, service)?;
+    let service = service.as_ref();
+    if let Some(version) = version_for(&release, &args.kubernetes)? {
+        let images = resolve_warned(&release, version, service)?;
         return if args.json {
             write_json(
                 out,
@@ -42,7 +42,7 @@ fn list_release(
             write_rows(out, &images)
         };
     }
-    let sets = image_sets(release, service);
+    let sets = image_sets(&release, service);
     if sets.is_empty() {
         return Err(Error::Usage(format!("{} has no images", release.id())));
     }
@@ -76,15 +76,38 @@ fn list_release(
     Ok(())
 }
 
-/// The release `spec` names, and the service `service` names in it.
+/// The release `spec` names, and the service `service` names in it. A kubernetes release newer than the
+/// catalog knows is made from a known one, with a warning saying so.
 fn find<'a>(
     catalogs: &'a Catalogs,
     spec: &str,
     service: Option<&str>,
-) -> Result<(&'a Release, Option<&'a Service>)> {
+) -> Result<(Cow<'a, Release>, Option<Service>)> {
     let release = catalogs.find(spec)?;
-    let service = service.map(|name| release.service(name)).transpose()?;
+    warn_assumed(&release);
+    let service = service
+        .map(|name| release.service(name).cloned())
+        .transpose()?;
     Ok((release, service))
+}
+
+fn warn_assumed(release: &Release) {
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
+}
+
+/// The Kubernetes version to list `release` for: --k8s, or a kubernetes release's own; `None` for
+/// --all-k8s. Other releases need one of the two.
+fn version_for(release: &Release, kubernetes: &KubeSelection) -> Result<Option<KubeVersion>> {
+    match kubernetes.version {
+        Some(version) => Ok(Some(version)),
+        None if kubernetes.all => Ok(None),
+        None => release
+            .kubernetes_version()
+            .map(Some)
+            .ok_or_else(|| ResolveError::NoVersion(release.id()).into()),
+    }
 }
 
 /// The images of `release` on `version`, with a warning on stderr when the vendor did not validate it.
@@ -189,27 +212,38 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
                 .parse::<crate::registry::Mirror>()
                 .map_err(|e| Error::Usage(format!("{} line {line}: {e}", site.path.display())))?;
         }
-        for (_, release, service) in site.releases(catalogs)? {
-            for &version in &site.kubernetes {
-                products.push(ProductListing::on_version(release, service, version)?);
+        for found in site.releases(catalogs)? {
+            warn_assumed(&found.release);
+            let service = found.service.as_ref();
+            // A kubernetes release is listed for its own version, which the site file names too.
+            let versions = match found.release.kubernetes_version() {
+                Some(own) => vec![own],
+                None => site.kubernetes.clone(),
+            };
+            for version in versions {
+                products.push(ProductListing::on_version(
+                    &found.release,
+                    service,
+                    version,
+                )?);
             }
         }
     }
     if let Some(spec) = &args.release {
         let (release, service) = find(catalogs, spec, args.service.as_deref())?;
-        match args.kubernetes.version {
-            Some(version) => products.push(ProductListing::on_version(release, service, version)?),
-            None if args.kubernetes.all => {
-                for set in image_sets(release, service) {
+        let service = service.as_ref();
+        match version_for(&release, &args.kubernetes)? {
+            Some(version) => products.push(ProductListing::on_version(&release, service, version)?),
+            None => {
+                for set in image_sets(&release, service) {
                     products.push(ProductListing::new(
-                        release,
+                        &release,
                         service,
                         set.span.to_string(),
                         &set.images,
                     ));
                 }
             }
-            None => return Err(ResolveError::NoVersion(spec.clone()).into()),
         }
     }
     let named = match &site {

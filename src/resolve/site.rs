@@ -7,23 +7,20 @@
 //! service), the Kubernetes versions and platforms they share, the extra images with their origins, and
 //! the fetch settings. Unknown keys are refused with their line, as in the catalogs.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::catalog::{CatalogError, Catalogs, Release, Service};
+use crate::catalog::{CatalogError, Catalogs, Release, Service, KUBERNETES};
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
 use crate::reference::Reference;
 
 /// Far more than any site's file; a larger file is not one.
 const MAX_SITE_FILE: u64 = 1 << 20;
-
-/// The catalog whose releases are Kubernetes itself: its release gives the version the other products
-/// are resolved for.
-pub const KUBERNETES_CATALOG: &str = "kubernetes";
 
 /// A site file, checked and with its paths made relative to where ferry runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -204,7 +201,7 @@ impl Site {
             }
         }
         for product in &products {
-            let Some(version) = product.release.strip_prefix("kubernetes@") else {
+            let Some(version) = product.release.strip_prefix(&format!("{KUBERNETES}@")) else {
                 continue;
             };
             let minor: KubeVersion = version.parse().map_err(|e: crate::k8s::VersionError| {
@@ -232,7 +229,7 @@ impl Site {
         }
         let needs_version = products
             .iter()
-            .any(|p| !p.release.starts_with("kubernetes@"));
+            .any(|p| !p.release.starts_with(&format!("{KUBERNETES}@")));
         if needs_version && kubernetes.is_empty() {
             return Err(SiteError::Incomplete {
                 path: path.to_path_buf(),
@@ -323,7 +320,12 @@ impl Site {
 }
 
 /// A product of a site, found in the catalogs: its release, and the service it is limited to.
-pub type FoundProduct<'a> = (&'a Product, &'a Release, Option<&'a Service>);
+#[derive(Debug)]
+pub struct FoundProduct<'a> {
+    pub product: &'a Product,
+    pub release: Cow<'a, Release>,
+    pub service: Option<Service>,
+}
 
 impl Site {
     /// Each product's release (and service) in `catalogs`, in the file's order.
@@ -338,9 +340,13 @@ impl Site {
                     let service = product
                         .service
                         .as_deref()
-                        .map(|name| release.service(name))
+                        .map(|name| release.service(name).cloned())
                         .transpose()?;
-                    Ok((product, release, service))
+                    Ok(FoundProduct {
+                        product,
+                        release,
+                        service,
+                    })
                 });
                 found.map_err(|source| SiteError::Product {
                     path: self.path.clone(),
@@ -448,15 +454,15 @@ vendor_dirs = ["package/image"]
         )
         .unwrap();
         let releases = site.releases(&catalogs).unwrap();
-        let found: Vec<(String, Option<&str>)> = releases
+        let found: Vec<(String, Option<String>)> = releases
             .iter()
-            .map(|(_, release, service)| (release.id(), service.map(|s| s.short.as_str())))
+            .map(|found| (found.release.id(), found.service.clone().map(|s| s.short)))
             .collect();
         assert_eq!(
             found,
             [
                 ("huawei-csi@4.5.0".to_string(), None),
-                ("huawei-csi@4.8.0".to_string(), Some("node"))
+                ("huawei-csi@4.8.0".to_string(), Some("node".to_string()))
             ]
         );
         let site = parse(
