@@ -503,7 +503,8 @@ vendor_dirs = ["package/image"]
             .and_then(|block| block.split("```").next())
             .expect("README has a site file example");
         let site = Site::parse(example, Path::new("site.toml")).unwrap();
-        assert_eq!(site.products.len(), 1);
+        assert_eq!(site.products.len(), 2);
+        assert_eq!(site.kubernetes, [KubeVersion::new(1, 28)]);
         assert_eq!(site.platforms.len(), 2);
         assert_eq!(site.fetch.mirrors.len(), 2);
         assert_eq!(site.lists, [PathBuf::from("lists/k8s.txt")]);

@@ -381,9 +381,10 @@ fn a_site_file_is_listed_and_an_unknown_key_refused_with_its_line() {
     .unwrap();
     let text = format!(
         "# Plant 7, reviewed in change OPS-1234.\n\
-         kubernetes = [\"1.28\"]\n\
          platforms = [\"linux/amd64\", \"linux/arm64\"]\n\
          \n\
+         [[product]]\n\
+         release = \"kubernetes@1.28.3\"\n\
          [[product]]\n\
          release = \"huawei-csi@4.8.0\"\n\
          service = \"node\"\n\
@@ -404,6 +405,35 @@ fn a_site_file_is_listed_and_an_unknown_key_refused_with_its_line() {
     assert_eq!(
         cells(&run.stdout()),
         [
+            row(&["# kubernetes@1.28.3, Kubernetes 1.28 (7 images)"]),
+            row(&[
+                "registry.k8s.io/kube-apiserver:v1.28.3",
+                "kube-apiserver",
+                "registry"
+            ]),
+            row(&[
+                "registry.k8s.io/kube-controller-manager:v1.28.3",
+                "kube-controller-manager",
+                "registry"
+            ]),
+            row(&[
+                "registry.k8s.io/kube-scheduler:v1.28.3",
+                "kube-scheduler",
+                "registry"
+            ]),
+            row(&[
+                "registry.k8s.io/kube-proxy:v1.28.3",
+                "kube-proxy",
+                "registry"
+            ]),
+            row(&["registry.k8s.io/pause:3.9", "pause", "registry"]),
+            row(&["registry.k8s.io/etcd:3.5.9-0", "etcd", "registry"]),
+            row(&[
+                "registry.k8s.io/coredns/coredns:v1.10.1",
+                "coredns",
+                "registry"
+            ]),
+            row(&[]),
             row(&["# huawei-csi@4.8.0 node, Kubernetes 1.28 (3 images)"]),
             row(&[
                 "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
@@ -440,7 +470,7 @@ fn a_site_file_is_listed_and_an_unknown_key_refused_with_its_line() {
             row(&[
                 "docker.io/library/busybox:1.36",
                 "site file",
-                &place(&site.display().to_string(), 12)
+                &place(&site.display().to_string(), 13)
             ]),
         ]
     );
@@ -450,17 +480,19 @@ fn a_site_file_is_listed_and_an_unknown_key_refused_with_its_line() {
     assert_eq!(
         run.stderr(),
         format!(
-            "error: {} line 7: unknown field `servce`, expected `release` or `service`\n",
+            "error: {} line 8: unknown field `servce`, expected `release` or `service`\n",
             site.display()
         )
     );
     std::fs::write(&site, text.replace("10.0.0.5:5000/k8s", "")).unwrap();
     let run = ferry(&["list", "--site", site.to_str().unwrap()]).fails_with(2);
-    assert!(
-        run.stderr()
-            .starts_with(&format!("error: {} line 15: ", site.display())),
-        "{}",
-        run.stderr()
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: {} line 16: invalid --mirror 'registry.k8s.io=': '' is not a registry HOST[:PORT]; \
+             expected FROM=HOST[:PORT][/PREFIX], e.g. registry.k8s.io=127.0.0.1:5000/k8s\n",
+            site.display()
+        )
     );
 }
 
