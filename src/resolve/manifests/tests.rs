@@ -323,3 +323,56 @@ fn the_readers_bounds() {
     );
     assert!(reader.next_unit().unwrap().is_some());
 }
+
+/// Endless input stops at the first bound, and nothing more is read after it.
+#[test]
+fn endless_input_stops_at_a_bound() {
+    struct Endless {
+        line: &'static [u8],
+        at: usize,
+        read: std::rc::Rc<std::cell::Cell<u64>>,
+    }
+    impl std::io::Read for Endless {
+        fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+            for byte in buffer.iter_mut() {
+                *byte = self.line[self.at % self.line.len()];
+                self.at += 1;
+            }
+            self.read.set(self.read.get() + buffer.len() as u64);
+            Ok(buffer.len())
+        }
+    }
+    let limits = Limits {
+        object: 256 << 10,
+        value: 64 << 10,
+        ..Limits::MANIFESTS
+    };
+    for (line, bound) in [(&b"key: value\n"[..], limits.object), (b"x", limits.value)] {
+        let read = std::rc::Rc::new(std::cell::Cell::new(0));
+        let endless = Endless {
+            line,
+            at: 0,
+            read: read.clone(),
+        };
+        let mut reader = Reader::new(endless, At::Document, limits);
+        let error = loop {
+            match reader.next_unit() {
+                Ok(_) => {}
+                Err(error) => break error,
+            }
+        };
+        assert!(
+            matches!(
+                error.kind,
+                YamlErrorKind::ObjectTooLarge(_) | YamlErrorKind::ValueTooLarge(_)
+            ),
+            "{error}"
+        );
+        assert!(
+            read.get() <= bound + (16 << 10),
+            "{} bytes read for a bound of {bound}",
+            read.get()
+        );
+        assert!(matches!(reader.next_unit(), Ok(None)));
+    }
+}

@@ -192,17 +192,26 @@ struct Chars {
     chars: Vec<char>,
     next: usize,
     started: bool,
+    ended: bool,
     meter: Rc<Meter>,
     limits: Limits,
 }
 
 impl Chars {
-    /// Reads and decodes the next chunk; false at the end of the input, or when a bound stops it.
+    /// Reads and decodes the next chunk; false at the end of the input, or once a bound stopped it: then
+    /// nothing more is read.
     fn refill(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
         match self.decode_chunk() {
-            Ok(more) => more,
+            Ok(more) => {
+                self.ended = !more;
+                more
+            }
             Err(why) => {
                 self.meter.stop.borrow_mut().get_or_insert(why);
+                self.ended = true;
                 false
             }
         }
@@ -375,6 +384,7 @@ impl<S: Paths> Reader<S> {
             chars: Vec::with_capacity(chunk),
             next: 0,
             started: false,
+            ended: false,
             meter: meter.clone(),
             limits,
         };
