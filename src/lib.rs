@@ -39,6 +39,7 @@ macro_rules! serde_as_string {
 
 pub mod cache;
 pub mod catalog;
+pub mod causes;
 pub mod cli;
 pub mod commands;
 pub mod deliver;
@@ -46,13 +47,11 @@ pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod image;
-pub mod import;
 pub mod interrupt;
 pub mod io;
 pub mod k8s;
 pub mod layer_codec;
 pub mod progress;
-pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod resolve;

@@ -139,7 +139,6 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
         reporter.as_ref(),
     )?;
     reporter.finish();
-    diff::remember(&store, &fetched.images)?;
     Ok(FetchRun {
         plans,
         store,

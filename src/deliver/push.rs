@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::image::Manifest;
-use crate::progress::Reporter;
+use crate::progress::{Action, Id, Reporter, Task};
 use crate::reference::Reference;
 use crate::registry::retry::after_attempts;
 use crate::registry::{FetchError, Mount, RegistryClient, RegistryError, RegistryOptions, Target};
@@ -69,6 +69,8 @@ pub struct Planned {
     pub target: Reference,
     pub digest: Digest,
     pub platforms: Vec<Digest>,
+    /// Every blob and manifest the tag reaches, shared ones counted for each tag: its push's total.
+    pub bytes: u64,
 }
 
 /// The mapping from each image in the bundle to its name in the target registry.
@@ -97,11 +99,24 @@ pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushErro
             } else {
                 mapped
             };
+            let size = |digest: &Digest| report.locations.get(digest).map_or(0, |&(_, size)| size);
+            let bytes = group
+                .iter()
+                .flat_map(|image| {
+                    [&image.manifest]
+                        .into_iter()
+                        .chain(&image.config)
+                        .chain(&image.layers)
+                })
+                .chain(image.index.as_ref())
+                .map(size)
+                .fold(0u64, u64::saturating_add);
             Ok(Planned {
                 upstream,
                 target: mapped,
                 digest: manifest,
                 platforms,
+                bytes,
             })
         })
         .collect()
@@ -190,22 +205,30 @@ impl Pusher<'_> {
     /// One tag: its manifest, or each platform's manifest by digest and then ferry's index of them.
     async fn push_image(&self, planned: &Planned) -> Result<Pushed, PushError> {
         let (upstream, target) = (&planned.upstream, &planned.target);
+        let id = self.reporter.on_start(&Task {
+            action: Action::Push,
+            subject: &target.to_string(),
+            total: planned.bytes,
+            done: 0,
+        });
         if planned.platforms.is_empty() {
-            self.push_manifest(upstream, target, &planned.digest)
+            self.push_manifest(upstream, target, &planned.digest, id)
                 .await?;
         } else {
             for digest in &planned.platforms {
-                self.push_manifest(upstream, &target.by_digest(digest.clone()), digest)
+                self.push_manifest(upstream, &target.by_digest(digest.clone()), digest, id)
                     .await?;
             }
             let index = read_manifest(self.report, &planned.digest)?;
+            let size = index.len() as u64;
             self.retry(upstream, target, "index", |_| {
                 self.client
                     .push_manifest(target, index.clone(), crate::image::media::OCI_INDEX)
             })
             .await?;
+            self.reporter.on_progress(id, size);
         }
-        self.reporter.image_done(&target.to_string());
+        self.reporter.on_complete(id);
         Ok(Pushed {
             source: upstream.to_string(),
             target: target.to_string(),
@@ -219,31 +242,37 @@ impl Pusher<'_> {
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
+        id: Id,
     ) -> Result<(), PushError> {
         let manifest_bytes = read_manifest(self.report, digest)?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            self.push_blob(upstream, target, &blob.digest).await?;
+            self.push_blob(upstream, target, &blob.digest, id).await?;
         }
         // An OCI manifest may omit its media type; then it is one.
         let media_type = manifest
             .media_type
             .clone()
             .unwrap_or_else(|| crate::image::media::OCI_MANIFEST.to_string());
+        let size = manifest_bytes.len() as u64;
         self.retry(upstream, target, "manifest", |_| {
             self.client
                 .push_manifest(target, manifest_bytes.clone(), &media_type)
         })
         .await?;
+        self.reporter.on_progress(id, size);
         Ok(())
     }
 
+    /// One blob, unless the target has it; its bytes count for the task `id` whether uploaded, mounted or
+    /// found present.
     async fn push_blob(
         &self,
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
+        id: Id,
     ) -> Result<(), PushError> {
         let slot = self
             .holders
@@ -261,6 +290,8 @@ impl Pusher<'_> {
             .await?
         {
             self.present.fetch_add(1, Ordering::Relaxed);
+            self.reporter
+                .on_progress(id, self.report.locations[digest].1);
         } else if let Some(from) = holder
             .as_ref()
             .filter(|from| from.repository() != target.repository())
@@ -269,48 +300,90 @@ impl Pusher<'_> {
             match self.client.mount_blob(target, from, digest).await {
                 Ok(Mount::Mounted) => {
                     self.mounted.fetch_add(1, Ordering::Relaxed);
+                    self.reporter
+                        .on_progress(id, self.report.locations[digest].1);
                 }
                 Ok(Mount::Declined(session)) => {
-                    self.upload(upstream, target, digest, &what, Some(session))
+                    self.upload(upstream, target, digest, id, Some(session))
                         .await?
                 }
-                Err(_) => self.upload(upstream, target, digest, &what, None).await?,
+                Err(_) => self.upload(upstream, target, digest, id, None).await?,
             }
         } else {
-            self.upload(upstream, target, digest, &what, None).await?;
+            self.upload(upstream, target, digest, id, None).await?;
         }
         *holder = Some(target.clone());
         Ok(())
     }
 
+    /// Uploads one blob from the bundle; its bytes are counted for the task `id` as they are read to
+    /// be sent.
     async fn upload(
         &self,
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
-        what: &str,
+        id: Id,
         session: Option<reqwest::Url>,
     ) -> Result<(), PushError> {
         let (offset, size) = self.report.locations[digest];
         let source = &self.report.source;
         // The session a declined mount opened serves the first attempt; a retry opens its own.
         let session = std::sync::Mutex::new(session);
-        self.retry(upstream, target, what, |_| {
+        let (sent, mut counts) = tokio::sync::mpsc::unbounded_channel();
+        let high_water = std::sync::Arc::new(AtomicU64::new(0));
+        let what = format!("blob {digest}");
+        let session = &session;
+        let uploading = self.retry(upstream, target, &what, move |_| {
             let session = session.lock().expect("not poisoned").take();
+            let (sent, high_water) = (sent.clone(), high_water.clone());
             async move {
                 let reader = source
                     .open_range(offset, size)
                     .map_err(FetchError::Bundle)?;
+                let reader = SentBytes {
+                    inner: reader,
+                    read: 0,
+                    high_water,
+                    sent,
+                };
                 self.client
                     .push_blob(target, digest, size, session, reader)
                     .await
             }
-        })
-        .await?;
+        });
+        // The sender lives in the retried closure, so the counts end when the upload does.
+        let reporting = async {
+            while let Some(bytes) = counts.recv().await {
+                self.reporter.on_progress(id, bytes);
+            }
+        };
+        tokio::join!(uploading, reporting).0?;
         self.uploaded.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
-        self.reporter.bytes(&target.to_string(), digest, size);
         Ok(())
+    }
+}
+
+/// A blob's bytes on their way to the registry, counted as the upload reads them: the reader is the
+/// upload's own (it moves to a blocking thread), so the counts go back over a channel. A retry reads the
+/// blob again from its start; only what goes beyond the bytes an earlier attempt read is counted.
+struct SentBytes<R> {
+    inner: R,
+    read: u64,
+    high_water: std::sync::Arc<AtomicU64>,
+    sent: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+impl<R: std::io::Read> std::io::Read for SentBytes<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let before = self.high_water.fetch_max(self.read, Ordering::Relaxed);
+        if self.read > before {
+            let _ = self.sent.send(self.read - before);
+        }
+        Ok(n)
     }
 }
 

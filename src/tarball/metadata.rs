@@ -113,7 +113,7 @@ impl BundleMetadata {
             platforms: several.then_some(names),
             images: images.iter().map(ImageRecord::describe).collect(),
             skipped: skipped.iter().map(|s| (*s).clone()).collect(),
-            vendor_layer_compression: crate::import::COMPRESSION.to_string(),
+            vendor_layer_compression: crate::layer_codec::COMPRESSION.to_string(),
         }
     }
 

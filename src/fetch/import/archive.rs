@@ -24,10 +24,12 @@ use flate2::read::MultiGzDecoder;
 use serde::Deserialize;
 use tempfile::TempPath;
 
-use super::{VendorError, MAX_CONFIG};
+use super::error::VendorError;
+use super::MAX_CONFIG;
 use crate::cache::BlobStore;
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Index, Manifest};
+use crate::interrupt::Cancel;
 use crate::layer_codec::Codec;
 use crate::reference::Reference;
 use crate::tarball::names::blob_path;
@@ -122,7 +124,11 @@ pub(super) struct DockerSave {
 }
 
 impl DockerSave {
-    pub fn open(path: &Path, store: &BlobStore) -> Result<DockerSave, VendorError> {
+    pub fn open(
+        path: &Path,
+        store: &BlobStore,
+        cancel: &Cancel,
+    ) -> Result<DockerSave, VendorError> {
         let read_error = |source| VendorError::Read {
             archive: path.to_path_buf(),
             source,
@@ -130,7 +136,7 @@ impl DockerSave {
         let file = File::open(path).map_err(read_error)?;
         let (file, gunzipped) = match compression_at(&file, 0, u64::MAX).map_err(read_error)? {
             Codec::Gzip => {
-                let (file, temp) = gunzip(path, file, store)?;
+                let (file, temp) = gunzip(path, file, store, cancel)?;
                 (file, Some(temp))
             }
             _ => (file, None),
@@ -573,14 +579,16 @@ fn compression_at(file: &File, offset: u64, size: u64) -> io::Result<Codec> {
 
 /// Gunzips a compressed tarball into a private file in the cache, so that its entries can be read in
 /// place like those of a plain tar.
-fn gunzip(archive: &Path, file: File, store: &BlobStore) -> Result<(File, TempPath), VendorError> {
+fn gunzip(
+    archive: &Path,
+    file: File,
+    store: &BlobStore,
+    cancel: &Cancel,
+) -> Result<(File, TempPath), VendorError> {
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
     io::copy(
-        &mut MultiGzDecoder::new(BufReader::with_capacity(
-            1 << 20,
-            crate::interrupt::Checked(file),
-        )),
+        &mut MultiGzDecoder::new(BufReader::with_capacity(1 << 20, cancel.reader(file))),
         &mut output,
     )
     .and_then(|_| output.flush())
