@@ -1,5 +1,6 @@
 //! The one error type commands return, and the one place that decides its exit code.
 
+use crate::bundle::BundleError;
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
@@ -142,10 +143,24 @@ fn fetch_exit_code(error: &FetchStageError) -> u8 {
         _ => EXIT_FAILURE,
     };
     match error {
-        FetchStageError::Import(import) | FetchStageError::Both { import, .. } => vendor(import),
+        FetchStageError::Import(import) => vendor(import),
+        FetchStageError::Both { import, .. } => vendor(import),
         FetchStageError::Interrupted(stop) => stop.exit_code(),
         FetchStageError::Source(_) | FetchStageError::WrongPlatform { .. } => EXIT_USAGE,
         FetchStageError::Pull(_) | FetchStageError::Cache(_) => EXIT_FAILURE,
+    }
+}
+
+/// A build's errors are said and counted as those of the stage that failed.
+impl From<BundleError> for Error {
+    fn from(error: BundleError) -> Self {
+        match error {
+            BundleError::Fetch(error) => Error::Fetch(error),
+            BundleError::Tarball(error) => Error::Tarball(error),
+            BundleError::Trust(error) => Error::Trust(error),
+            BundleError::Cache(error) => Error::Cache(error),
+            usage @ BundleError::LockOfSeveral(_) => Error::Usage(usage.to_string()),
+        }
     }
 }
 

@@ -37,6 +37,7 @@ macro_rules! serde_as_string {
     };
 }
 
+pub mod bundle;
 pub mod cache;
 pub mod catalog;
 pub mod causes;

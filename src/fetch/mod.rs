@@ -36,8 +36,8 @@ pub enum FetchStageError {
     /// Both sources failed on their own: both are said, so one run shows everything to fix.
     #[error("{}\n{}", chain(.pull), chain(.import))]
     Both {
-        pull: PullError,
-        import: VendorError,
+        pull: Box<PullError>,
+        import: Box<VendorError>,
     },
     #[error(transparent)]
     Interrupted(#[from] Interrupted),
@@ -142,7 +142,12 @@ pub fn fetch(
     let (report, imported) = match (report?, imported) {
         (Ok(report), Ok(imported)) => (report, imported),
         (Err(pull), Err(import)) if interrupt::is_abandonment(&import) => return Err(pull.into()),
-        (Err(pull), Err(import)) => return Err(FetchStageError::Both { pull, import }),
+        (Err(pull), Err(import)) => {
+            return Err(FetchStageError::Both {
+                pull: Box::new(pull),
+                import: Box::new(import),
+            })
+        }
         (Err(pull), _) => return Err(pull.into()),
         (_, Err(import)) => return Err(import.into()),
     };

@@ -4,7 +4,7 @@ mod plan;
 
 use std::collections::BTreeSet;
 
-use crate::catalog::{CatalogImage, Release, Service};
+use crate::catalog::{CatalogError, CatalogImage, Release, Service};
 use crate::k8s::{KubeRange, KubeVersion};
 
 pub use plan::{plans, union, Plan, Selection, Wanted};
@@ -21,6 +21,9 @@ pub enum ResolveError {
     NothingSelected,
     #[error("{0} needs --k8s VERSION or --all-k8s")]
     NoVersion(String),
+    /// The release or service named is not in the catalogs.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
 }
 
 /// What moving a cluster from one release to another changes, image by image, for one Kubernetes

@@ -83,7 +83,7 @@ impl BundleMetadata {
         plan: &Plan,
         platforms: &[crate::image::Platform],
         images: &[Image],
-        skipped: &[&Reference],
+        skipped: &[Reference],
         partial_ok: &[Reference],
     ) -> BundleMetadata {
         let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
@@ -112,7 +112,7 @@ impl BundleMetadata {
             },
             platforms: several.then_some(names),
             images: images.iter().map(ImageRecord::describe).collect(),
-            skipped: skipped.iter().map(|s| (*s).clone()).collect(),
+            skipped: skipped.to_vec(),
             vendor_layer_compression: crate::layer_codec::COMPRESSION.to_string(),
         }
     }

@@ -42,6 +42,15 @@ pub mod names {
     }
 }
 
+/// Signs a bundle's checksum file into the signature file beside it. The writer takes any signer, so
+/// that the bundle's format knows nothing of keys (trust's SSH keys implement it).
+pub trait Signer: Send + Sync + std::fmt::Debug {
+    /// The text of `PATH.sig` over `checksum_file`, the exact bytes of `PATH.sha256`.
+    fn signature(&self, checksum_file: &[u8]) -> std::io::Result<String>;
+    /// The key's fingerprint, to tell the user who signed.
+    fn fingerprint(&self) -> String;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TarballError {
     #[error("{image}: blob {digest} is not in the cache; pull again")]

@@ -10,20 +10,20 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::json;
 
 use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
 use super::{
-    names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON,
+    names, Signer, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON,
     MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
 };
 use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing};
 use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::Reporter;
-use crate::trust::signature::SigningKey;
 
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -32,7 +32,7 @@ pub struct WriteOptions {
     /// Cut the output into parts of at most this many bytes.
     pub split: Option<u64>,
     /// Sign `PATH.sha256` into `PATH.sig`.
-    pub signer: Option<SigningKey>,
+    pub signer: Option<Arc<dyn Signer>>,
 }
 
 /// What was written.
@@ -127,7 +127,7 @@ pub fn write_bundle(
     tar.finish().map_err(|e| write_error(path, e))?;
     let output = tar.into_inner().map_err(|e| write_error(path, e))?;
     let sealed = output
-        .seal(options.signer.as_ref())
+        .seal(options.signer.as_deref())
         .map_err(|e| output_error(path, e))?;
     sealed.staging.place().map_err(|e| output_error(path, e))?;
     Ok(Written {
