@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::deliver::load::Runtime;
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
 use crate::reference::Reference;
@@ -327,7 +328,7 @@ pub struct LoadArgs {
     pub path: PathBuf,
     /// The runtime to load into [default: the first found: containerd, then docker, then podman].
     #[arg(long, value_enum)]
-    pub runtime: Option<crate::deliver::load::Runtime>,
+    pub runtime: Option<RuntimeArg>,
     /// containerd namespace (kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
     pub namespace: String,
@@ -372,6 +373,24 @@ pub struct ServeArgs {
     pub advertise: Option<String>,
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// `--runtime`: the container runtimes ferry loads into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Containerd,
+    Docker,
+    Podman,
+}
+
+impl From<RuntimeArg> for Runtime {
+    fn from(runtime: RuntimeArg) -> Runtime {
+        match runtime {
+            RuntimeArg::Containerd => Runtime::Containerd,
+            RuntimeArg::Docker => Runtime::Docker,
+            RuntimeArg::Podman => Runtime::Podman,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -58,6 +58,8 @@ pub mod registry;
 pub mod resolve;
 pub mod serve;
 pub mod tarball;
+#[cfg(test)]
+mod testutil;
 pub mod trust;
 pub mod verify;
 

@@ -154,6 +154,8 @@ enum Output {
     Bars(Bars),
     /// Each task's name and the bytes that went through, for its closing line.
     Lines(Mutex<HashMap<Id, (String, u64)>>),
+    /// Tasks unseen; notes and warnings still printed.
+    Quiet,
 }
 
 struct Bars {
@@ -164,7 +166,18 @@ struct Bars {
 }
 
 impl TerminalReporter {
+    /// Bars on a terminal, a line per task elsewhere.
     pub fn new() -> TerminalReporter {
+        TerminalReporter::with(Output::Lines(Mutex::new(HashMap::new())))
+    }
+
+    /// Bars on a terminal, and no word of the tasks elsewhere: for a job whose every step another
+    /// program already says in lines of its own (a runtime's loader names each image it loads).
+    pub fn bars_only() -> TerminalReporter {
+        TerminalReporter::with(Output::Quiet)
+    }
+
+    fn with(elsewhere: Output) -> TerminalReporter {
         let output = if std::io::stderr().is_terminal() {
             Output::Bars(Bars {
                 multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
@@ -172,7 +185,7 @@ impl TerminalReporter {
                 tasks: Mutex::new(HashMap::new()),
             })
         } else {
-            Output::Lines(Mutex::new(HashMap::new()))
+            elsewhere
         };
         TerminalReporter {
             next: AtomicUsize::new(0),
@@ -185,7 +198,7 @@ impl TerminalReporter {
             Output::Bars(bars) => {
                 let _ = bars.multi.println(line);
             }
-            Output::Lines(_) => eprintln!("{line}"),
+            Output::Lines(_) | Output::Quiet => eprintln!("{line}"),
         }
     }
 }
@@ -274,6 +287,7 @@ impl Reporter for TerminalReporter {
                 let name = format!("{} {}", task.action, task.subject);
                 tasks.lock().expect("progress lock").insert(id, (name, 0));
             }
+            Output::Quiet => {}
         }
         id
     }
@@ -286,6 +300,7 @@ impl Reporter for TerminalReporter {
                     *moved += bytes;
                 }
             }
+            Output::Quiet => {}
         }
     }
 
@@ -301,6 +316,7 @@ impl Reporter for TerminalReporter {
                     eprintln!("done: {name} ({})", DecimalBytes(moved));
                 }
             }
+            Output::Quiet => {}
         }
     }
 

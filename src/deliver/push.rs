@@ -76,20 +76,19 @@ pub struct Planned {
 /// The mapping from each image in the bundle to its name in the target registry.
 pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushError> {
     report
-        .images
-        .chunk_by(|a, b| a.name == b.name && a.index.is_some() && a.index == b.index)
+        .images()
+        .chunk_by(|a, b| {
+            a.reference() == b.reference() && a.index().is_some() && a.index() == b.index()
+        })
         .map(|group| {
             let image = &group[0];
-            let upstream: Reference = image
-                .name
-                .parse()
-                .map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
-            let (manifest, platforms) = match &image.index {
+            let upstream = image.reference().clone();
+            let (manifest, platforms) = match image.index() {
                 Some(index) => (
                     index.clone(),
-                    group.iter().map(|i| i.manifest.clone()).collect(),
+                    group.iter().map(|i| i.manifest().clone()).collect(),
                 ),
-                None => (image.manifest.clone(), Vec::new()),
+                None => (image.manifest().clone(), Vec::new()),
             };
             let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
             // An image pulled by digest alone is pushed by the digest of what is pushed: the upstream pin
@@ -99,17 +98,15 @@ pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushErro
             } else {
                 mapped
             };
-            let size = |digest: &Digest| report.locations.get(digest).map_or(0, |&(_, size)| size);
             let bytes = group
                 .iter()
                 .flat_map(|image| {
-                    [&image.manifest]
+                    [image.manifest(), image.config()]
                         .into_iter()
-                        .chain(&image.config)
-                        .chain(&image.layers)
+                        .chain(image.layers())
                 })
-                .chain(image.index.as_ref())
-                .map(size)
+                .chain(image.index())
+                .map(|digest| report.location(digest).map_or(0, |(_, size)| size))
                 .fold(0u64, u64::saturating_add);
             Ok(Planned {
                 upstream,
@@ -143,9 +140,8 @@ pub async fn push(
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, PushError> {
-    let source = &report.source;
-    if source.is_gzipped().unwrap_or(false) {
-        return Err(PushError::Compressed(report.bundle.clone()));
+    if report.source().is_gzipped().unwrap_or(false) {
+        return Err(PushError::Compressed(report.bundle().to_path_buf()));
     }
     let mapping = plan(report, target)?;
     let hosts = std::iter::once(target.host.clone()).collect();
@@ -175,6 +171,10 @@ pub async fn push(
 }
 
 impl Pusher<'_> {
+    fn size(&self, digest: &Digest) -> u64 {
+        location(self.report, digest).1
+    }
+
     async fn retry<T, F, Fut>(
         &self,
         image: &Reference,
@@ -290,8 +290,7 @@ impl Pusher<'_> {
             .await?
         {
             self.present.fetch_add(1, Ordering::Relaxed);
-            self.reporter
-                .on_progress(id, self.report.locations[digest].1);
+            self.reporter.on_progress(id, self.size(digest));
         } else if let Some(from) = holder
             .as_ref()
             .filter(|from| from.repository() != target.repository())
@@ -300,8 +299,7 @@ impl Pusher<'_> {
             match self.client.mount_blob(target, from, digest).await {
                 Ok(Mount::Mounted) => {
                     self.mounted.fetch_add(1, Ordering::Relaxed);
-                    self.reporter
-                        .on_progress(id, self.report.locations[digest].1);
+                    self.reporter.on_progress(id, self.size(digest));
                 }
                 Ok(Mount::Declined(session)) => {
                     self.upload(upstream, target, digest, id, Some(session))
@@ -326,8 +324,8 @@ impl Pusher<'_> {
         id: Id,
         session: Option<reqwest::Url>,
     ) -> Result<(), PushError> {
-        let (offset, size) = self.report.locations[digest];
-        let source = &self.report.source;
+        let (offset, size) = location(self.report, digest);
+        let source = self.report.source();
         // The session a declined mount opened serves the first attempt; a retry opens its own.
         let session = std::sync::Mutex::new(session);
         let (sent, mut counts) = tokio::sync::mpsc::unbounded_channel();
@@ -390,15 +388,24 @@ impl<R: std::io::Read> std::io::Read for SentBytes<R> {
 /// A manifest read from the bundle again, and checked again: a registry takes a manifest pushed by tag
 /// as it comes, and the bundle may have changed since it was verified.
 fn read_manifest(report: &Verified, digest: &Digest) -> Result<Vec<u8>, PushError> {
-    let (offset, size) = report.locations[digest];
+    let (offset, size) = location(report, digest);
     let mut bytes = Vec::with_capacity(size as usize);
-    let source = &report.source;
-    let mut reader = source.open_range(offset, size).map_err(PushError::Read)?;
+    let mut reader = report
+        .source()
+        .open_range(offset, size)
+        .map_err(PushError::Read)?;
     std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(PushError::Read)?;
     if Digest::of(&bytes) != *digest {
-        return Err(PushError::Changed(report.bundle.clone()));
+        return Err(PushError::Changed(report.bundle().to_path_buf()));
     }
     Ok(bytes)
+}
+
+/// Where a blob of the bundle is: verify proved every blob an image names is there.
+fn location(report: &Verified, digest: &Digest) -> (u64, u64) {
+    report
+        .location(digest)
+        .expect("a verified bundle holds every blob")
 }
 
 #[cfg(test)]
@@ -410,15 +417,16 @@ mod tests {
         use crate::cache::BlobStore;
         use crate::progress::Silent;
         use crate::tarball::{write_bundle, WriteOptions};
+        use crate::testutil::{intact_images, loose_metadata};
         use crate::verify::{verify, VerifyOptions};
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = crate::tarball::two_images(&store);
+        let images = intact_images(&store, &["quay.io/a/b:1"], &["linux/amd64"]);
         let path = dir.path().join("b.tar");
         write_bundle(
             &store,
             &images,
-            &crate::tarball::loose_metadata(&images),
+            &loose_metadata(&images),
             &path,
             &WriteOptions::default(),
             &Silent,
@@ -429,19 +437,13 @@ mod tests {
             &VerifyOptions::default(),
             &crate::catalog::Catalogs::load(&[]).unwrap(),
         )
+        .unwrap()
+        .into_verified()
         .unwrap();
-        // The fixture's configs list no diff_ids, so it is not intact; only its blob locations matter here.
-        let report = Verified {
-            bundle: report.bundle,
-            source: report.source,
-            metadata: crate::tarball::loose_metadata(&images),
-            images: Vec::new(),
-            locations: report.locations,
-        };
         let digest = &images[0].manifest.digest;
         assert!(read_manifest(&report, digest).is_ok());
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[report.locations[digest].0 as usize + 20] ^= 1;
+        bytes[report.location(digest).unwrap().0 as usize + 20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(matches!(
             read_manifest(&report, digest),

@@ -119,7 +119,7 @@ impl BundleMetadata {
 
     /// The exact bytes of `ferry.json`: the writer's and the only ones verify accepts.
     pub fn to_bytes(&self) -> Vec<u8> {
-        super::pretty(&serde_json::to_value(self).expect("metadata serializes"))
+        super::layout::pretty(self)
     }
 
     /// Every platform the bundle carries.
@@ -157,22 +157,4 @@ impl ImageRecord {
             },
         }
     }
-}
-
-/// ferry.json for a bundle of `images` built without a catalog release, for other modules' tests.
-#[cfg(test)]
-pub(crate) fn loose(images: &[Image]) -> BundleMetadata {
-    let plan = Plan {
-        release: None,
-        span: None,
-        service: None,
-        images: Vec::new(),
-    };
-    BundleMetadata::describe(
-        &plan,
-        &[crate::image::Platform::linux_amd64()],
-        images,
-        &[],
-        &[],
-    )
 }

@@ -3,8 +3,6 @@
 use std::io;
 use std::path::PathBuf;
 
-use super::archive::MAX_LAYERS;
-use super::scan::PassedOver;
 use crate::cache::CacheError;
 use crate::digest::Digest;
 use crate::image::Platform;
@@ -82,11 +80,12 @@ pub enum VendorError {
         size: u64,
         limit: u64,
     },
-    #[error("vendor archive {archive}: the image of {entry} has {count} layers; docker loads at most {MAX_LAYERS}")]
+    #[error("vendor archive {archive}: the image of {entry} has {count} layers; docker loads at most {limit}")]
     TooManyLayers {
         archive: PathBuf,
         entry: String,
         count: usize,
+        limit: usize,
     },
     #[error("vendor archive {archive}: the RepoTag '{tag}' is not an image reference")]
     BadTag {
@@ -171,4 +170,11 @@ fn passed_over_lines(files: &[PassedOver]) -> String {
         .iter()
         .map(|file| format!("passed over {}: {}\n", file.file.display(), file.why))
         .collect()
+}
+
+/// A file that is no image archive ferry can read, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassedOver {
+    pub file: PathBuf,
+    pub why: String,
 }

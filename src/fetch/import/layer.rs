@@ -9,28 +9,43 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use flate2::write::GzEncoder;
 
+use super::archive::{DockerSave, Span};
 use super::error::VendorError;
-use super::manifest::layer_descriptor;
-use super::prepare::Job;
-use super::Importer;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::{Digest, Hashing};
-use crate::image::Descriptor;
+use crate::image::{media, Descriptor};
+use crate::interrupt::Cancel;
 use crate::layer_codec::{compression_level, Codec, ContentHasher, COMPRESSION};
-use crate::progress::{Counted, Id};
+use crate::progress::{Counted, Id, Reporter};
 
-/// Stores one layer (gzipping it unless it is gzip already) into a temporary file in the cache, checks it
-/// against its diff_id, then moves it into place under the digest learned while writing. What is read is
-/// reported to the task `id`.
-pub(super) fn bring_in(importer: &Importer, job: &Job, id: Id) -> Result<Descriptor, VendorError> {
-    let (archive, layer, store) = (&job.archive.path, job.layer, importer.store);
+/// A layer as its archive holds it.
+pub(super) struct SavedLayer {
+    pub entry: String,
+    pub span: Span,
+    pub diff_id: Digest,
+    /// Compressed layers (docker save writes none, OCI archives may) are stored as they are.
+    pub codec: Codec,
+}
+
+/// Stores one layer of `saved` (gzipping it unless it is gzip already) into a temporary file in the
+/// cache, checks it against its diff_id, then moves it into place under the digest learned while
+/// writing. What is read is reported to the task `id`; `cancel` stops the reading.
+pub(super) fn bring_in(
+    store: &BlobStore,
+    cancel: &Cancel,
+    reporter: &dyn Reporter,
+    saved: &DockerSave,
+    layer: &SavedLayer,
+    id: Id,
+) -> Result<Descriptor, VendorError> {
+    let archive = &saved.path;
     let failed = |source| VendorError::Layer {
         archive: archive.clone(),
         entry: layer.entry.clone(),
         source,
     };
-    let read = importer.cancel.reader(job.archive.read(layer.span));
-    let input = BufReader::with_capacity(1 << 18, Counted::new(read, importer.reporter, id));
+    let read = cancel.reader(saved.read(layer.span));
+    let input = BufReader::with_capacity(1 << 18, Counted::new(read, reporter, id));
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
     let written = match layer.codec {
@@ -117,6 +132,21 @@ pub(super) fn remembered(store: &BlobStore, diff_id: &Digest) -> Option<(Digest,
 fn remember(store: &BlobStore, diff_id: &Digest, written: &Written) -> Result<(), CacheError> {
     let note = format!("{} {}\n", written.digest, written.size);
     store.write_note(COMPRESSION, diff_id, note.as_bytes())
+}
+
+/// The descriptor of a stored layer: gzip, unless it came zstd-compressed and was kept so.
+pub(super) fn layer_descriptor(codec: Codec, digest: Digest, size: u64) -> Descriptor {
+    let media_type = match codec {
+        Codec::Zstd => media::OCI_LAYER_ZSTD,
+        Codec::Plain | Codec::Gzip => media::OCI_LAYER_GZIP,
+    };
+    Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: None,
+    }
 }
 
 #[cfg(test)]

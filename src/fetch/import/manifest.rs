@@ -6,7 +6,6 @@ use super::prepare::Prepared;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Image, ImageSource, Manifest};
-use crate::layer_codec::Codec;
 
 /// Stores the config as it is and a new OCI manifest naming it and `layers`.
 pub(super) fn finish(
@@ -50,19 +49,4 @@ fn store_document(
         platform: None,
         annotations: None,
     })
-}
-
-/// The descriptor of a stored layer: gzip, unless it came zstd-compressed and was kept so.
-pub(super) fn layer_descriptor(codec: Codec, digest: Digest, size: u64) -> Descriptor {
-    let media_type = match codec {
-        Codec::Zstd => media::OCI_LAYER_ZSTD,
-        Codec::Plain | Codec::Gzip => media::OCI_LAYER_GZIP,
-    };
-    Descriptor {
-        media_type: media_type.into(),
-        digest,
-        size,
-        platform: None,
-        annotations: None,
-    }
 }

@@ -29,20 +29,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use self::archive::DockerSave;
+pub use self::error::PassedOver;
 pub use self::error::VendorError;
 use self::layer::bring_in;
 use self::manifest::finish;
 use self::parallel::in_parallel;
 use self::prepare::{plan_layers, prepare, LayerBlob};
-pub use self::scan::{Found, PassedOver, VendorDir};
+pub use self::scan::{Found, VendorDir};
 use crate::cache::BlobStore;
 use crate::image::{Image, Platform};
 use crate::interrupt::Cancel;
 use crate::progress::{Action, Id, Reporter, Task};
 use crate::reference::Reference;
-
-/// c/image's limit for a config (internal/iolimits); dockerd has none, but no real config comes close.
-const MAX_CONFIG: u64 = 4 << 20;
 
 /// What every step of an import works with: the cache it fills, where it reports, and the call's own
 /// stop, which a failure elsewhere in the fetch sets.
@@ -133,7 +131,17 @@ impl Importer<'_> {
                 })
             })
             .collect();
-        let stored = in_parallel(&jobs, |job| bring_in(self, job, ids[job.owner]))?;
+        let stored = in_parallel(&jobs, |job| {
+            let id = ids[job.owner];
+            bring_in(
+                self.store,
+                self.cancel,
+                self.reporter,
+                job.archive,
+                job.layer,
+                id,
+            )
+        })?;
         let mut imported = Vec::with_capacity(images.len());
         for ((image, blobs), id) in images.into_iter().zip(blobs).zip(ids) {
             let layers = blobs

@@ -4,12 +4,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::archive::{DockerSave, Span};
+use super::archive::{DockerSave, MAX_CONFIG};
 use super::error::VendorError;
-use super::layer;
-use super::manifest::layer_descriptor;
+use super::layer::{self, layer_descriptor, SavedLayer};
 use super::scan::Found;
-use super::MAX_CONFIG;
 use crate::cache::BlobStore;
 use crate::digest::Digest;
 use crate::image::{Descriptor, ImageConfig, Platform};
@@ -23,15 +21,6 @@ pub(super) struct Prepared<'a> {
     pub config: Vec<u8>,
     pub platform: Platform,
     pub layers: Vec<SavedLayer>,
-}
-
-/// A layer as its archive holds it.
-pub(super) struct SavedLayer {
-    pub entry: String,
-    pub span: Span,
-    pub diff_id: Digest,
-    /// Compressed layers (docker save writes none, OCI archives may) are stored as they are.
-    pub codec: Codec,
 }
 
 /// A layer to bring into the store in this run, for the image at `owner` (whose progress it shows).

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::archive;
-use super::error::VendorError;
+use super::error::{PassedOver, VendorError};
 use crate::digest::Digest;
 use crate::image::{ImageConfig, Platform};
 use crate::reference::Reference;
@@ -17,13 +17,6 @@ pub struct VendorDir {
     /// Every image claiming each name, in path order.
     pub(super) images: BTreeMap<Reference, Vec<Found>>,
     pub(super) passed_over: Vec<PassedOver>,
-}
-
-/// A file that is no image archive ferry can read, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PassedOver {
-    pub file: PathBuf,
-    pub why: String,
 }
 
 /// One image an archive holds under a name.
@@ -67,7 +60,7 @@ impl VendorDir {
             let platform = ImageConfig::parse(config)
                 .ok()
                 .map(|config| config.platform());
-            for reference in image.references(path)? {
+            for reference in archive::references(image, path)? {
                 self.images.entry(reference).or_default().push(Found {
                     archive: path.to_path_buf(),
                     at,
