@@ -353,19 +353,9 @@ impl Drop for TerminalReporter {
 mod tests {
     use super::*;
 
-    /// Records every progress event, for the tests of the stages that report.
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<(Id, u64)>>);
-
-    impl Reporter for Recorder {
-        fn on_progress(&self, id: Id, bytes: u64) {
-            self.0.lock().unwrap().push((id, bytes));
-        }
-    }
-
     #[test]
     fn counted_bytes_reach_the_reporter_in_steps_and_all_of_them() {
-        let recorder = Recorder::default();
+        let recorder = crate::testutil::Recorder::default();
         let data = vec![7u8; 3 << 20];
         let mut reader = Counted::new(&data[..], &recorder, Id(4));
         let mut sink = Vec::new();
@@ -377,7 +367,7 @@ mod tests {
             }
             sink.extend_from_slice(&buffer[..n]);
         }
-        let events = recorder.0.lock().unwrap().clone();
+        let events = recorder.events();
         assert_eq!(events.len(), 3, "one event per MiB, not per read");
         assert!(events.iter().all(|(id, _)| *id == Id(4)));
         assert_eq!(events.iter().map(|(_, n)| n).sum::<u64>(), 3 << 20);

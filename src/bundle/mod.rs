@@ -217,3 +217,59 @@ fn write_one(
         skipped,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::VendorSource;
+    use crate::image::Platform;
+    use crate::progress::Silent;
+
+    /// What can be refused without the network is refused before the cache is even opened: a lock for
+    /// several bundles, an output path that cannot be written.
+    #[test]
+    fn usage_errors_come_before_any_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let plan = Plan {
+            release: None,
+            span: None,
+            service: None,
+            images: Vec::new(),
+        };
+        let spec = |name: &str| BundleSpec {
+            plan: plan.clone(),
+            path: dir.path().join(name),
+        };
+        let mut request = Request {
+            bundles: vec![spec("a.tar"), spec("b.tar")],
+            fetch: FetchSettings {
+                platforms: vec![Platform::linux_amd64()],
+                partial_ok: Vec::new(),
+                jobs: 1,
+                registry: Default::default(),
+                vendor: VendorSource::Unspecified,
+            },
+            write: WriteOptions::default(),
+            lock: Some(LockFile {
+                path: dir.path().join("lock.toml"),
+                update: false,
+            }),
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let refused = build(&runtime, &cache, &request, &Silent).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "--lock pins the images of one bundle, and this selection makes 2: lock each Kubernetes \
+             version's bundle (--k8s) on its own"
+        );
+        request.lock = None;
+        request.bundles = vec![spec("missing/b.tar")];
+        let refused = build(&runtime, &cache, &request, &Silent).unwrap_err();
+        assert!(
+            matches!(refused, BundleError::Tarball(TarballError::Target(_))),
+            "{refused}"
+        );
+        assert!(!cache.exists(), "no cache opened");
+    }
+}

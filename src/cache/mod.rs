@@ -60,6 +60,17 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
     }
 }
 
+/// Renames a finished temporary file to `path`: readers see the whole file or none.
+fn persist(
+    temp: tempfile::NamedTempFile,
+    path: &Path,
+    action: &'static str,
+) -> Result<(), CacheError> {
+    temp.persist(path)
+        .map(drop)
+        .map_err(|e| io_error(path, action)(e.error))
+}
+
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
@@ -164,12 +175,7 @@ impl BlobStore {
         temp.as_file()
             .sync_data()
             .map_err(io_error(temp.path(), "cannot flush temporary file"))?;
-        temp.persist(&path).map_err(|e| CacheError::Io {
-            path,
-            action: "cannot store blob",
-            source: e.error,
-        })?;
-        Ok(())
+        persist(temp, &path, "cannot store blob")
     }
 
     /// Starts or resumes writing `digest`. Blocks while another process writes the same blob; then the

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
-use super::{io_error, BlobStore, CacheError};
+use super::{io_error, persist, BlobStore, CacheError};
 use crate::digest::Digest;
 use crate::image::{Image, Platform};
 use crate::reference::Reference;
@@ -39,12 +39,7 @@ impl BlobStore {
         let mut temp = self.temp_file()?;
         temp.write_all(bytes)
             .map_err(io_error(temp.path(), "cannot write note"))?;
-        temp.persist(&path).map_err(|e| CacheError::Io {
-            path,
-            action: "cannot write note",
-            source: e.error,
-        })?;
-        Ok(())
+        persist(temp, &path, "cannot write note")
     }
 
     /// Notes what each image's reference resolved to on its platform, so that `diff` can size images

@@ -162,6 +162,12 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         ]);
     }
     write_table(out, &rows)?;
+    write_summary(out, &report, referenced)
+}
+
+/// What `inspect` says under its table: the bundle, its sharing, and what its metadata records.
+fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Result<()> {
+    let (stored, metadata) = (report.bytes, report.metadata.as_ref());
     let line = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(Error::Output);
     line(out, String::new())?;
     line(

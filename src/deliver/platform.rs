@@ -107,43 +107,23 @@ pub fn feed_one_platform<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::BlobStore;
-    use crate::progress::Silent;
-    use crate::tarball::{write_bundle, WriteOptions};
-    use crate::testutil::{intact_images, metadata};
-    use crate::verify::{verify, VerifyOptions};
+    use crate::testutil::{intact_bundle, verified};
 
     /// A node's platform is fed whole: every image the bundle has for it, each blob once, and nothing
     /// that is not in the archive's own manifest.json.
     #[test]
     fn one_platform_is_fed_with_every_image_it_has() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
         let both: Vec<Platform> = ["linux/amd64", "linux/arm64"]
             .iter()
             .map(|p| p.parse().unwrap())
             .collect();
-        let images = intact_images(
-            &store,
+        let (images, path) = intact_bundle(
+            dir.path(),
             &["quay.io/a/b:1", "huawei-csi:4.8.0"],
             &["linux/amd64", "linux/arm64"],
         );
-        let path = dir.path().join("b.tar");
-        let described = metadata(&images, &both);
-        write_bundle(
-            &store,
-            &images,
-            &described,
-            &path,
-            &WriteOptions::default(),
-            &Silent,
-        )
-        .unwrap();
-        let catalogs = crate::catalog::Catalogs::load(&[]).unwrap();
-        let bundle = verify(&path, &VerifyOptions::default(), &catalogs)
-            .unwrap()
-            .into_verified()
-            .unwrap();
+        let bundle = verified(&path);
         let arm = images_for(&bundle, &both[1]).unwrap().unwrap();
         let fed = feed_one_platform(&bundle, &arm, Vec::new()).unwrap();
         assert_eq!(fed.len() as u64, one_platform_size(&bundle, &arm));

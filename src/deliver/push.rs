@@ -412,34 +412,41 @@ fn location(report: &Verified, digest: &Digest) -> (u64, u64) {
 mod tests {
     use super::*;
 
+    /// An upload counts its bytes as they are read; a retry, reading the blob again, counts only what
+    /// goes beyond the earlier attempt, so the push's total is reached once.
+    #[test]
+    fn a_retried_upload_counts_each_byte_once() {
+        use std::io::Read;
+        let (sent, mut counts) = tokio::sync::mpsc::unbounded_channel();
+        let high_water = std::sync::Arc::new(AtomicU64::new(0));
+        let blob = [7u8; 100];
+        let attempt = |upto: usize| {
+            let mut reader = SentBytes {
+                inner: &blob[..],
+                read: 0,
+                high_water: high_water.clone(),
+                sent: sent.clone(),
+            };
+            let mut buffer = vec![0u8; upto];
+            reader.read_exact(&mut buffer).unwrap();
+        };
+        attempt(60);
+        attempt(30);
+        attempt(100);
+        drop(sent);
+        let mut total = 0;
+        while let Ok(n) = counts.try_recv() {
+            total += n;
+        }
+        assert_eq!(total, 100);
+    }
+
     #[test]
     fn a_manifest_that_changed_since_verify_is_not_pushed() {
-        use crate::cache::BlobStore;
-        use crate::progress::Silent;
-        use crate::tarball::{write_bundle, WriteOptions};
-        use crate::testutil::{intact_images, loose_metadata};
-        use crate::verify::{verify, VerifyOptions};
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = intact_images(&store, &["quay.io/a/b:1"], &["linux/amd64"]);
-        let path = dir.path().join("b.tar");
-        write_bundle(
-            &store,
-            &images,
-            &loose_metadata(&images),
-            &path,
-            &WriteOptions::default(),
-            &Silent,
-        )
-        .unwrap();
-        let report = verify(
-            &path,
-            &VerifyOptions::default(),
-            &crate::catalog::Catalogs::load(&[]).unwrap(),
-        )
-        .unwrap()
-        .into_verified()
-        .unwrap();
+        let (images, path) =
+            crate::testutil::intact_bundle(dir.path(), &["quay.io/a/b:1"], &["linux/amd64"]);
+        let report = crate::testutil::verified(&path);
         let digest = &images[0].manifest.digest;
         assert!(read_manifest(&report, digest).is_ok());
         let mut bytes = std::fs::read(&path).unwrap();

@@ -460,6 +460,28 @@ mod tests {
         }
     }
 
+    /// Writing the tar is one task whose total is the bundle's size, and whose bytes reach it.
+    #[test]
+    fn the_tar_is_written_as_one_task_of_its_size() {
+        let (dir, store, images) = fixture();
+        let recorder = crate::testutil::Recorder::default();
+        let path = dir.path().join("b.tar");
+        let written = write_bundle(
+            &store,
+            &images,
+            &loose_metadata(&images),
+            &path,
+            &WriteOptions::default(),
+            &recorder,
+        )
+        .unwrap();
+        assert_eq!(
+            recorder.started(),
+            [(format!("write {}", path.display()), written.bytes, 0)]
+        );
+        assert_eq!(recorder.bytes(crate::progress::Id(0)), written.bytes);
+    }
+
     #[test]
     fn checksum_file_matches_and_output_is_deterministic() {
         let (dir, store, images) = fixture();

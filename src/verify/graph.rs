@@ -235,48 +235,7 @@ impl Contents {
         referenced.extend(
             std::iter::once(manifest.config.digest.clone()).chain(verdict.layers.iter().cloned()),
         );
-        let config = self
-            .check_blob(&manifest.config.digest, manifest.config.size, "config")
-            .and_then(|blob| budget.spend(blob))
-            .and_then(|blob| {
-                blob.kept
-                    .as_deref()
-                    .and_then(|b| ImageConfig::parse(b).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "config {} is not a readable image config",
-                            manifest.config.digest
-                        )
-                    })
-            });
-        let diff_ids = match config {
-            Ok(config) => {
-                verdict.platform = Some(config.platform());
-                if descriptor
-                    .platform
-                    .as_ref()
-                    .is_some_and(|p| *p != config.platform())
-                {
-                    verdict.problems.push(format!(
-                        "its index lists it as {}, but its config says {}",
-                        descriptor.platform.as_ref().expect("checked"),
-                        config.platform()
-                    ));
-                }
-                if config.rootfs.diff_ids.len() != manifest.layers.len() {
-                    verdict.problems.push(format!(
-                        "its config lists {} diff_ids for {} layers",
-                        config.rootfs.diff_ids.len(),
-                        manifest.layers.len()
-                    ));
-                }
-                config.rootfs.diff_ids
-            }
-            Err(problem) => {
-                verdict.problems.push(problem);
-                Vec::new()
-            }
-        };
+        let diff_ids = self.check_config(verdict, descriptor, &manifest, budget);
         for (i, layer) in manifest.layers.iter().enumerate() {
             match self.check_blob(&layer.digest, layer.size, "layer") {
                 Err(problem) => verdict.problems.push(problem),
@@ -296,6 +255,53 @@ impl Contents {
                 Ok(_) => {}
             }
         }
+    }
+
+    /// The config a manifest names: readable, of the platform the index lists it as, with a diff_id for
+    /// each layer. Returns the diff_ids, none when the config cannot be read.
+    fn check_config(
+        &self,
+        verdict: &mut ImageVerdict,
+        descriptor: &Descriptor,
+        manifest: &Manifest,
+        budget: &mut Budget,
+    ) -> Vec<Digest> {
+        let config = self
+            .check_blob(&manifest.config.digest, manifest.config.size, "config")
+            .and_then(|blob| budget.spend(blob))
+            .and_then(|blob| {
+                blob.kept
+                    .as_deref()
+                    .and_then(|b| ImageConfig::parse(b).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "config {} is not a readable image config",
+                            manifest.config.digest
+                        )
+                    })
+            });
+        let config = match config {
+            Ok(config) => config,
+            Err(problem) => {
+                verdict.problems.push(problem);
+                return Vec::new();
+            }
+        };
+        let platform = config.platform();
+        if let Some(listed) = descriptor.platform.as_ref().filter(|p| **p != platform) {
+            verdict.problems.push(format!(
+                "its index lists it as {listed}, but its config says {platform}"
+            ));
+        }
+        verdict.platform = Some(platform);
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            verdict.problems.push(format!(
+                "its config lists {} diff_ids for {} layers",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            ));
+        }
+        config.rootfs.diff_ids
     }
 }
 

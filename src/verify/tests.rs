@@ -276,26 +276,11 @@ fn every_image_must_have_every_platform_the_bundle_carries() {
 #[test]
 fn an_intact_bundle_becomes_proof_with_typed_names_and_platforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = BlobStore::open(&dir.path().join("cache")).unwrap();
     let both = ["linux/amd64", "linux/arm64"];
     let platforms: Vec<crate::image::Platform> = both.iter().map(|p| p.parse().unwrap()).collect();
-    let images = intact_images(&store, &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
-    let path = dir.path().join("b.tar");
-    let metadata = crate::testutil::metadata(&images, &platforms);
-    write_bundle(
-        &store,
-        &images,
-        &metadata,
-        &path,
-        &WriteOptions::default(),
-        &Silent,
-    )
-    .unwrap();
-    let catalogs = Catalogs::load(&[]).unwrap();
-    let verified = verify(&path, &VerifyOptions::default(), &catalogs)
-        .unwrap()
-        .into_verified()
-        .unwrap();
+    let (images, path) =
+        crate::testutil::intact_bundle(dir.path(), &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
+    let verified = crate::testutil::verified(&path);
     assert_eq!(verified.platforms(), platforms);
     let held: Vec<(String, String)> = verified
         .images()
@@ -311,6 +296,7 @@ fn an_intact_bundle_becomes_proof_with_typed_names_and_platforms() {
 
     // The fixture of two_images is not intact: no proof is made of it.
     let (_dir, loose, _) = fixture_bundle();
+    let catalogs = Catalogs::load(&[]).unwrap();
     let report = verify(&loose, &VerifyOptions::default(), &catalogs).unwrap();
     assert!(report.into_verified().is_err());
 }

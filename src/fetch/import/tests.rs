@@ -1170,3 +1170,42 @@ fn an_archive_replaced_between_scan_and_import_is_refused() {
         )
     );
 }
+
+/// One vendor image on two platforms is two tasks, each named with its platform, each counting its own
+/// layer's bytes up to its total.
+#[test]
+fn an_image_on_two_platforms_is_two_tasks_of_progress() {
+    let (dir, store) = store();
+    let (x86, arm) = (dir.path().join("X86_64"), dir.path().join("ARM_64"));
+    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let arm64 = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(2, 3_000)]);
+    write_tar(&x86.join("csi.tar"), &legacy(&[&amd]), false);
+    write_tar(&arm.join("csi.tar"), &legacy(&[&arm64]), false);
+    let both: Vec<Platform> = vec![Platform::linux_amd64(), "linux/arm64".parse().unwrap()];
+    let recorder = crate::testutil::Recorder::default();
+    Importer {
+        store: &store,
+        reporter: &recorder,
+        cancel: &NEVER,
+    }
+    .import_all(&[x86, arm], &[reference("huawei-csi:4.8.0")], &both, &[])
+    .unwrap();
+    let sizes = [amd.layers[0].len() as u64, arm64.layers[0].len() as u64];
+    assert_eq!(
+        recorder.started(),
+        [
+            (
+                "import docker.io/library/huawei-csi:4.8.0 (linux/amd64)".to_string(),
+                sizes[0],
+                0
+            ),
+            (
+                "import docker.io/library/huawei-csi:4.8.0 (linux/arm64)".to_string(),
+                sizes[1],
+                0
+            ),
+        ]
+    );
+    assert_eq!(recorder.bytes(crate::progress::Id(0)), sizes[0]);
+    assert_eq!(recorder.bytes(crate::progress::Id(1)), sizes[1]);
+}
