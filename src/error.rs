@@ -81,11 +81,9 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Fetch(error) => fetch_exit_code(error),
-            Error::Registry(
-                RegistryError::BadMirror { .. }
-                | RegistryError::CaCert { .. }
-                | RegistryError::BadCaCert { .. },
-            ) => EXIT_USAGE,
+            Error::Registry(RegistryError::BadMirror { .. } | RegistryError::CaFile(_)) => {
+                EXIT_USAGE
+            }
             Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,

@@ -40,7 +40,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         cache,
         settings,
         reporter,
-    } = fetch_setup(&args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch)?;
     let request = Request {
         bundles: plans
             .into_iter()

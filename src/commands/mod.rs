@@ -26,7 +26,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
+        Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Diff(args) => diff::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
@@ -100,9 +100,9 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
     Ok(plans)
 }
 
-/// The cache, the fetch settings and the progress output `args` say. From here on a signal stops the run
-/// cleanly.
-fn fetch_setup(args: &FetchArgs) -> Result<FetchSetup> {
+/// The cache, the fetch settings and the progress output `args` say (the catalogs' registries tell a
+/// misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
+fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
     crate::interrupt::install();
     let settings = FetchSettings {
         platforms: distinct(&args.platforms),
@@ -112,6 +112,12 @@ fn fetch_setup(args: &FetchArgs) -> Result<FetchSetup> {
             mirrors: args.mirrors.clone(),
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
+            catalog_registries: catalogs
+                .releases()
+                .iter()
+                .flat_map(|release| &release.images)
+                .map(|image| image.reference().registry().to_string())
+                .collect(),
             ..Default::default()
         },
         vendor: match (&args.vendor_registry, args.skip_vendor) {
@@ -163,7 +169,7 @@ fn releases_to_plan(
     };
     if !selection.all_releases {
         if let Ok(release) = catalogs.find(spec) {
-            warn_beyond_validated(release, &selection.versions);
+            warn_beyond_validated(&release, &selection.versions);
         }
         return Ok(vec![Some(spec.to_string())]);
     }
@@ -195,6 +201,9 @@ fn releases_to_plan(
 }
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
             eprintln!("warning: {warning}");

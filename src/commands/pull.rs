@@ -15,7 +15,7 @@ pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<
         cache,
         settings,
         reporter,
-    } = fetch_setup(&args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch)?;
     let store = BlobStore::open(&cache)?;
     let fetched = fetch(
         &runtime()?,

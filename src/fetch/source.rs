@@ -62,7 +62,7 @@ pub(super) fn pull_items(
 fn warn_unused_mirrors(settings: &FetchSettings, items: &[PullItem], reporter: &dyn Reporter) {
     for unused in settings
         .registry
-        .unused_mirrors(items.iter().map(|item| &item.upstream))
+        .misspelt_mirrors(items.iter().map(|item| &item.upstream))
     {
         reporter.warning(&format!(
             "--mirror {}={} matches no image to fetch (they come from {}); is '{}' misspelled?",
