@@ -90,8 +90,9 @@ pub struct Report {
 }
 
 /// Builds every bundle of `request` with the cache at `cache`: checks what can be checked before anything
-/// is fetched or the cache is opened (the lock, each output path), fetches every image once, holds the images to the lock, then writes the bundles
-/// one by one. A lock moved, or a failure, writes nothing further.
+/// is fetched or the cache is opened (the lock, each output path), fetches every image once, holds the
+/// images to the lock, then writes the bundles one by one. A lock moved, or a failure, writes nothing
+/// further.
 pub fn build(
     runtime: &tokio::runtime::Runtime,
     cache: &Path,

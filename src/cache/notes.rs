@@ -56,7 +56,8 @@ impl BlobStore {
         Ok(())
     }
 
-    /// The image `reference` resolved to on `platform` when last fetched, if its blobs are all still here.
+    /// The image `reference` resolved to on `platform` when last fetched, if its blobs are all still
+    /// here.
     pub fn recall_image(&self, reference: &Reference, platform: &Platform) -> Option<Image> {
         let bytes = self.note(IMAGES, &image_key(reference, platform))?;
         let image: Image = serde_json::from_slice(&bytes).ok()?;

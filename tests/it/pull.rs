@@ -893,7 +893,10 @@ fn a_multi_platform_image_fetches_its_index_once() {
     .success()
     .stdout();
     for platform in ["linux/amd64", "linux/arm64", "linux/s390x"] {
-        assert!(out.contains(listed.manifest_for(platform)), "{platform}: {out}");
+        assert!(
+            out.contains(listed.manifest_for(platform)),
+            "{platform}: {out}"
+        );
     }
     let manifest_gets: Vec<String> = proxy
         .seen()
@@ -901,7 +904,9 @@ fn a_multi_platform_image_fetches_its_index_once() {
         .filter(|s| s.method == "GET" && s.path.contains("/manifests/"))
         .map(|s| s.path)
         .collect();
-    let by_tag = manifest_gets.iter().filter(|p| p.ends_with("/manifests/v4.4.0"));
+    let by_tag = manifest_gets
+        .iter()
+        .filter(|p| p.ends_with("/manifests/v4.4.0"));
     assert_eq!(by_tag.count(), 1, "{manifest_gets:?}");
     assert_eq!(manifest_gets.len(), 1 + 3, "{manifest_gets:?}");
 }
