@@ -26,7 +26,7 @@ use super::error::ServeError;
 use super::http::{handle, Server};
 use super::limits;
 use super::stats::Stats;
-use super::watch::{Activity, Trouble};
+use super::watch::{Activity, Counted, Trouble};
 
 /// The TLS side of `--tls-cert` and `--tls-key`, offering HTTP/2 and HTTP/1.1.
 pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
@@ -117,6 +117,7 @@ async fn connection(
             }
         })
     };
+    let stream = Counted::new(stream, &activity);
     let Some(acceptor) = tls else {
         let connection = http1().serve_connection(TokioIo::new(stream), service);
         return drive(connection, &activity, stop, peer, &stats).await;

@@ -555,7 +555,7 @@ mod tests {
         };
         assert_eq!(
             content.referrers(&images, &image_digest, None),
-            [expected.clone()]
+            std::slice::from_ref(&expected)
         );
         assert_eq!(
             content.referrers(

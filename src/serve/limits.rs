@@ -7,9 +7,14 @@ use std::time::Duration;
 /// and so is one whose request headers take longer to arrive.
 pub const IDLE: Duration = Duration::from_secs(30);
 
-/// A response of which the client has taken nothing for this long closes its connection, which frees its
-/// transfer slot: a paused VM or a cut link holds nothing for longer.
+/// A connection with a response under way that writes less than `STALL_BYTES` in this long is closed, and
+/// so is one with a response of which the client took nothing (an HTTP/2 stream without flow-control
+/// window) in as long; either frees the transfer slots it held. A paused VM or a cut link holds nothing
+/// for longer.
 pub const STALL: Duration = Duration::from_secs(30);
+/// What a response must move in `STALL` (about 2 kB/s): a reader that stopped reading still lets a
+/// trickle through when TCP probes its closed window, which must not count as progress.
+pub const STALL_BYTES: u64 = 64 << 10;
 
 /// The TLS handshake must be done within this.
 pub const HANDSHAKE: Duration = Duration::from_secs(10);

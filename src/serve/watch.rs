@@ -1,7 +1,8 @@
-//! What a connection is doing, so that one that does nothing is closed: idle (no request under way for
-//! `limits::IDLE`) or stalled (a response of which the client took nothing for `limits::STALL`). Every
-//! response body is watched: after it hands a chunk on, the next request for one must come within
-//! `STALL`. A body waiting on the disk is the server's time, not the client's, and is not counted.
+//! What a connection is doing, so that one that does nothing is closed. Idle: no request under way for
+//! `limits::IDLE`. Stalled: a response is under way and the connection wrote less than
+//! `limits::STALL_BYTES` in `limits::STALL` (a client that stopped reading), or one response's body handed
+//! a chunk on and was not asked for the next in `STALL` (an HTTP/2 stream the client gives no window,
+//! while others move). A body waiting on the disk is the server's time, not the client's.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
@@ -10,6 +11,7 @@ use std::time::Instant;
 
 use axum::body::Body;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::limits;
 
@@ -20,19 +22,22 @@ pub enum Trouble {
     Stalled,
 }
 
-/// One connection's requests and response bodies.
-#[derive(Default)]
+/// One connection's requests, response bodies and writes.
 pub struct Activity {
     state: Mutex<State>,
 }
 
-#[derive(Default)]
 struct State {
     /// Requests being answered, their bodies included until dropped.
     under_way: usize,
-    /// When the last request started or ended; `None` before the first.
-    last: Option<Instant>,
+    /// When the last request started or ended.
+    last: Instant,
     bodies: Vec<Weak<Clock>>,
+    /// Bytes written to the connection, and when they last passed `mark` by `STALL_BYTES` (or a request
+    /// started).
+    written: u64,
+    mark: u64,
+    moved: Instant,
 }
 
 /// When a body last handed a chunk on, while the next one has not been asked for.
@@ -50,22 +55,33 @@ impl Drop for UnderWay {
     fn drop(&mut self) {
         let mut state = self.activity.state.lock().expect("not poisoned");
         state.under_way -= 1;
-        state.last = Some(Instant::now());
+        state.last = Instant::now();
     }
 }
 
 impl Activity {
     pub fn new() -> Arc<Activity> {
-        let activity = Arc::new(Activity::default());
-        activity.state.lock().expect("not poisoned").last = Some(Instant::now());
-        activity
+        let now = Instant::now();
+        Arc::new(Activity {
+            state: Mutex::new(State {
+                under_way: 0,
+                last: now,
+                bodies: Vec::new(),
+                written: 0,
+                mark: 0,
+                moved: now,
+            }),
+        })
     }
 
-    /// Marks a request as started; the guard ends it.
+    /// Marks a request as started; the guard ends it. Its response gets `STALL` from here to move.
     pub fn start(self: &Arc<Self>) -> UnderWay {
         let mut state = self.state.lock().expect("not poisoned");
+        let now = Instant::now();
         state.under_way += 1;
-        state.last = Some(Instant::now());
+        state.last = now;
+        state.mark = state.written;
+        state.moved = now;
         UnderWay {
             activity: self.clone(),
         }
@@ -84,6 +100,15 @@ impl Activity {
         }
     }
 
+    fn wrote(&self, bytes: usize) {
+        let mut state = self.state.lock().expect("not poisoned");
+        state.written += bytes as u64;
+        if state.written - state.mark >= limits::STALL_BYTES {
+            state.mark = state.written;
+            state.moved = Instant::now();
+        }
+    }
+
     /// Resolves when the connection has been idle or stalled too long.
     pub async fn trouble(&self) -> Trouble {
         loop {
@@ -99,20 +124,22 @@ impl Activity {
     fn check(&self, now: Instant) -> Result<Trouble, Instant> {
         let mut state = self.state.lock().expect("not poisoned");
         state.bodies.retain(|body| body.strong_count() > 0);
-        let mut next = now + limits::STALL.min(limits::IDLE);
+        let mut deadlines = Vec::new();
+        if !state.bodies.is_empty() {
+            deadlines.push((state.moved + limits::STALL, Trouble::Stalled));
+        }
         for body in state.bodies.iter().filter_map(Weak::upgrade) {
             if let Some(handed) = *body.handed.lock().expect("not poisoned") {
-                let deadline = handed + limits::STALL;
-                if deadline <= now {
-                    return Ok(Trouble::Stalled);
-                }
-                next = next.min(deadline);
+                deadlines.push((handed + limits::STALL, Trouble::Stalled));
             }
         }
         if state.under_way == 0 {
-            let deadline = state.last.unwrap_or(now) + limits::IDLE;
+            deadlines.push((state.last + limits::IDLE, Trouble::Idle));
+        }
+        let mut next = now + limits::STALL.min(limits::IDLE);
+        for (deadline, trouble) in deadlines {
             if deadline <= now {
-                return Ok(Trouble::Idle);
+                return Ok(trouble);
             }
             next = next.min(deadline);
         }
@@ -153,6 +180,69 @@ impl HttpBody for Watched {
     }
 }
 
+/// A connection's socket, counting what is written to it for its [`Activity`].
+pub struct Counted<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S, activity: &Arc<Activity>) -> Counted<S> {
+        Counted {
+            inner,
+            activity: activity.clone(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.activity.wrote(n);
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            self.activity.wrote(n);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,10 +251,7 @@ mod tests {
     fn a_connection_is_idle_only_with_nothing_under_way() {
         let activity = Activity::new();
         let start = Instant::now();
-        assert_eq!(
-            activity.check(start + limits::IDLE + limits::IDLE),
-            Ok(Trouble::Idle)
-        );
+        assert_eq!(activity.check(start + limits::IDLE * 2), Ok(Trouble::Idle));
         let request = activity.start();
         assert!(activity.check(Instant::now() + limits::IDLE * 3).is_err());
         drop(request);
@@ -176,7 +263,8 @@ mod tests {
         assert_eq!(activity.check(after + limits::IDLE), Ok(Trouble::Idle));
     }
 
-    /// A body that handed a chunk on and was not asked for another within the limit stalls its connection.
+    /// A body that handed a chunk on and was not asked for another within the limit stalls its connection,
+    /// however much the connection writes for other responses.
     #[tokio::test]
     async fn a_body_not_asked_for_more_stalls() {
         let activity = Activity::new();
@@ -185,11 +273,31 @@ mod tests {
         assert!(frame.is_some());
         let handed = Instant::now();
         assert!(activity.check(handed).is_err());
+        activity.wrote(1 << 20);
         assert_eq!(
-            activity.check(handed + limits::STALL + limits::STALL),
+            activity.check(handed + limits::STALL * 2),
             Ok(Trouble::Stalled)
         );
         drop(body);
         assert!(activity.check(Instant::now()).is_err(), "gone, not stalled");
+    }
+
+    /// A response under way on a connection that writes only a trickle stalls it; one that moves does not.
+    #[test]
+    fn a_trickle_is_no_progress() {
+        let activity = Activity::new();
+        let _body = activity.watch(Body::from("x"), activity.start());
+        let started = Instant::now();
+        for _ in 0..10 {
+            activity.wrote(1000);
+        }
+        assert_eq!(
+            activity.check(started + limits::STALL + limits::STALL / 10),
+            Ok(Trouble::Stalled)
+        );
+        activity.wrote(limits::STALL_BYTES as usize);
+        let moved = Instant::now();
+        assert!(activity.check(moved).is_err());
+        assert_eq!(activity.check(moved + limits::STALL), Ok(Trouble::Stalled));
     }
 }
