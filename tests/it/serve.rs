@@ -17,7 +17,7 @@ use self::hostile::{
     closed_within, exchange, h2_get, h2_start, http1_get, plain_from, run_within, tls_from, Stream,
 };
 use crate::bundle::{expected_names, Csi480};
-use crate::ferry::{command, run};
+use crate::ferry::{command, run, Run};
 use crate::seed::{push_image, request, Format};
 use crate::services::{make_certificates, require, Containerd, Dockerd, Podman, Registry};
 
@@ -157,6 +157,20 @@ fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo").args(args).output().unwrap()
 }
 
+/// `ferry serve BUNDLE --listen 0.0.0.0:5000 --advertise ADVERTISED --print-config RUNTIME`.
+fn print_config(bundle: &Path, advertised: &str, runtime: &str) -> Run {
+    run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        "--listen",
+        "0.0.0.0:5000",
+        "--advertise",
+        advertised,
+        "--print-config",
+        runtime,
+    ]))
+}
+
 /// The exact containerd configuration an operator pastes for `served`, run as printed into `hosts`.
 fn containerd_hosts(bundle: &Path, served: &Served, hosts: &Path) {
     let script = run(command().args([
@@ -178,48 +192,43 @@ fn containerd_hosts(bundle: &Path, served: &Served, hosts: &Path) {
     assert!(applied.status.success(), "{}", text(&applied));
 }
 
-/// `ctr images pull` of each of `images` through `hosts`; how long all took. Fails the test if one fails
-/// or does not finish within `limit`.
+/// Runs `command` (`what`, for messages), which must succeed within `limit`.
+fn succeeds_within(command: &mut Command, what: &str, limit: Duration) {
+    let done = run_within(command, limit)
+        .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"));
+    assert!(done.status.success(), "{what}: {}", text(&done));
+}
+
+/// `ctr images pull` of each of `images` through `hosts`, each within `limit`; how long all took.
 fn ctr_pull(containerd: &Containerd, hosts: &Path, images: &[&str], limit: Duration) -> Duration {
     let started = Instant::now();
     for image in images {
-        let pulled = run_within(
+        succeeds_within(
             Command::new("ctr")
                 .arg("--address")
                 .arg(containerd.socket())
                 .args(["-n", "k8s.io", "images", "pull", "--hosts-dir"])
                 .arg(hosts)
                 .arg(image),
+            &format!("ctr pull {image}"),
             limit,
-        )
-        .unwrap_or_else(|| panic!("ctr pull {image} did not finish within {limit:?}"));
-        assert!(
-            pulled.status.success(),
-            "ctr pull {image}: {}",
-            text(&pulled)
         );
     }
     started.elapsed()
 }
 
-/// `skopeo copy` of `image` into a fresh directory; how long it took. Fails the test if it fails or does
-/// not finish within 120 s.
+/// `skopeo copy` of `image` into a fresh directory, within 120 s; how long it took.
 fn skopeo_copy(source_args: &[&str], image: &str, out: &Path) -> Duration {
     let _ = std::fs::remove_dir_all(out);
     let started = Instant::now();
-    let copied = run_within(
+    succeeds_within(
         Command::new("skopeo")
             .arg("copy")
             .args(source_args)
             .arg(image)
             .arg(format!("dir:{}", out.display())),
+        &format!("skopeo copy {image}"),
         Duration::from_secs(120),
-    )
-    .unwrap_or_else(|| panic!("skopeo copy {image} did not finish within 120 s"));
-    assert!(
-        copied.status.success(),
-        "skopeo copy {image}: {}",
-        text(&copied)
     );
     started.elapsed()
 }
@@ -354,17 +363,7 @@ fn docker_and_podman_pull_by_the_served_names_and_through_the_printed_mirror_con
         csi.work.path().join("serve.log"),
     );
     let print = |runtime: &str| {
-        let printed = run(command().args([
-            "serve",
-            bundle.to_str().unwrap(),
-            "--listen",
-            "0.0.0.0:5000",
-            "--advertise",
-            &served.addr,
-            "--print-config",
-            runtime,
-        ]))
-        .success();
+        let printed = print_config(&bundle, &served.addr, runtime).success();
         let file = csi.work.path().join(format!("{runtime}.conf"));
         std::fs::write(&file, printed.stdout()).unwrap();
         (file, printed.stderr())
@@ -530,6 +529,43 @@ impl TwoRegistries {
         Served::start(&args, self.work.path().join(log))
     }
 
+    /// The path of `name` in the work directory, as an argument.
+    fn file(&self, name: &str) -> String {
+        self.work.path().join(name).display().to_string()
+    }
+
+    /// A CA and a certificate for 127.0.0.1 in the work directory (`server.pem`, `server.key`,
+    /// `skopeo-certs/`); the CA's path.
+    fn certificates(&self) -> PathBuf {
+        make_certificates(self.work.path()).unwrap()
+    }
+
+    /// An htpasswd file of user `node`, password `pa55-Word`, at bcrypt `cost`: the arguments that serve
+    /// it over TLS with the certificate [`Self::certificates`] made.
+    fn tls_with_htpasswd(&self, cost: &str) -> [String; 6] {
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", "-C", cost, "node", "pa55-Word"])
+            .output()
+            .unwrap();
+        assert!(htpasswd.status.success(), "{}", text(&htpasswd));
+        std::fs::write(self.work.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        [
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--htpasswd",
+            "htpasswd",
+        ]
+        .map(|arg| {
+            if arg.starts_with("--") {
+                arg.to_string()
+            } else {
+                self.file(arg)
+            }
+        })
+    }
+
     const IMAGES: [&'static str; 2] = [
         "registry.k8s.io/sig-storage/tool:v1",
         "quay.io/sig-storage/tool:v1",
@@ -621,12 +657,8 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
     );
 
     // A layer whole, and a range of it.
-    let (_, _, manifest) = served.get("/v2/sig-storage/tool/manifests/v1?ns=quay.io", &[]);
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
-    let path = format!("/v2/sig-storage/tool/blobs/{layer}?ns=quay.io");
-    let (status, _, whole) = served.get(&path, &[]);
-    assert_eq!(status, 200);
+    let (path, whole) = two.layer(&served);
+    let layer = path.rsplit('/').next().unwrap();
     assert_eq!(digest_of(&whole), layer);
     let (status, headers, part) = served.get(&path, &[("Range", "bytes=1000-1999")]);
     assert_eq!(status, 206);
@@ -777,17 +809,7 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
         ("cri-o", "registry\"\ninsecure = true"),
         ("docker", "10.0.0.5:5000\", \"x"),
     ] {
-        let refused = run(command().args([
-            "serve",
-            bundle.to_str().unwrap(),
-            "--listen",
-            "0.0.0.0:5000",
-            "--advertise",
-            advertised,
-            "--print-config",
-            runtime,
-        ]))
-        .fails_with(2);
+        let refused = print_config(bundle, advertised, runtime).fails_with(2);
         assert_eq!(refused.stdout(), "", "nothing is printed");
         assert!(
             refused.stderr().contains(&format!(
@@ -846,19 +868,8 @@ fn serve_over_tls_with_basic_auth() {
     let work = &two.work;
     let at = |name: &str| work.path().join(name).display().to_string();
     make_certificates(work.path()).unwrap();
-    let htpasswd = Command::new("htpasswd")
-        .args(["-Bbn", "node", "pa55-Word"])
-        .output()
-        .unwrap();
-    std::fs::write(work.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-    let tls = [
-        "--tls-cert",
-        &at("server.pem"),
-        "--tls-key",
-        &at("server.key"),
-        "--htpasswd",
-        &at("htpasswd"),
-    ];
+    let tls = two.tls_with_htpasswd("5");
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
     let served = two.serve(&tls);
     let image = format!("docker://{}/quay.io/sig-storage/tool:v1", served.addr);
     let cert_dir = format!("--cert-dir={}", at("skopeo-certs"));
@@ -1008,20 +1019,24 @@ fn real_clients_pull_while_stalled_readers_and_idle_connections_hold_on() {
     let Some(two) = TwoRegistries::bundle(24_000_000) else {
         return;
     };
-    let work = two.work.path();
-    let ca = make_certificates(work).unwrap();
-    let at = |name: &str| work.join(name).display().to_string();
+    let ca = two.certificates();
     let plain = two.serve_as("plain.log", &[]);
     let tls = two.serve_as(
         "tls.log",
         &[
             "--tls-cert",
-            &at("server.pem"),
+            &two.file("server.pem"),
             "--tls-key",
-            &at("server.key"),
+            &two.file("server.key"),
         ],
     );
     let (layer, _) = two.layer(&plain);
+    // containerd is ready before the hostile clients come.
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    let hosts = two.work.path().join("certs.d");
+    containerd_hosts(&two.bundle, &plain, &hosts);
     let started = Instant::now();
     let mut readers: Vec<Stream> = (0..48)
         .map(|_| {
@@ -1053,16 +1068,11 @@ fn real_clients_pull_while_stalled_readers_and_idle_connections_hold_on() {
     );
     std::thread::sleep(Duration::from_secs(1));
 
-    let Some(containerd) = require(Containerd::start()) else {
-        return;
-    };
-    let hosts = work.join("certs.d");
-    containerd_hosts(&two.bundle, &plain, &hosts);
     let pulled = ctr_pull(&containerd, &hosts, &TwoRegistries::IMAGES, STALL * 3);
     let copied = skopeo_copy(
-        &["--src-cert-dir", &at("skopeo-certs")],
+        &["--src-cert-dir", &two.file("skopeo-certs")],
         &format!("docker://{}/quay.io/sig-storage/tool:v1", tls.addr),
-        &work.join("copy"),
+        &two.work.path().join("copy"),
     );
     eprintln!(
         "while 48 HTTP/1 readers, 32 stalled HTTP/2 streams and 100 idle HTTP/2 connections held on: \
@@ -1072,8 +1082,9 @@ fn real_clients_pull_while_stalled_readers_and_idle_connections_hold_on() {
         copied.as_secs_f64()
     );
     assert!(
-        pulled < STALL && copied < STALL,
-        "the pulls waited for the stall limit (containerd {pulled:?}, skopeo {copied:?})"
+        started.elapsed() < STALL,
+        "the pulls ended after the stall limit, when the readers could have been closed \
+         (containerd {pulled:?}, skopeo {copied:?})"
     );
     let answered = |stream: Stream, addr: &str, path: &str| {
         exchange(stream, addr, path, &[], Duration::from_secs(5)).map(|(status, _, _)| status)
@@ -1192,23 +1203,11 @@ fn password_guesses_are_slowed_per_address_while_the_right_password_pulls() {
     let Some(two) = TwoRegistries::bundle(24_000_000) else {
         return;
     };
-    let work = two.work.path();
-    let ca = make_certificates(work).unwrap();
-    let at = |name: &str| work.join(name).display().to_string();
-    let htpasswd = Command::new("htpasswd")
-        .args(["-Bbn", "-C", "10", "node", "pa55-Word"])
-        .output()
-        .unwrap();
-    assert!(htpasswd.status.success());
-    std::fs::write(work.join("htpasswd"), &htpasswd.stdout).unwrap();
-    let served = two.serve(&[
-        "--tls-cert",
-        &at("server.pem"),
-        "--tls-key",
-        &at("server.key"),
-        "--htpasswd",
-        &at("htpasswd"),
-    ]);
+    let (work, ca, at) = (two.work.path(), two.certificates(), |name| two.file(name));
+    // A cost that makes bcrypt take tens of milliseconds, as in production.
+    let tls = two.tls_with_htpasswd("10");
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let served = two.serve(&tls);
     let image = format!("docker://{}/quay.io/sig-storage/tool:v1", served.addr);
     let cert_dir = at("skopeo-certs");
     let source = ["--src-cert-dir", &cert_dir, "--src-creds", "node:pa55-Word"];
@@ -1349,8 +1348,9 @@ fn a_bundle_changed_after_start_never_sends_altered_bytes() {
         .unwrap()
     };
     let inside = (3 * CHUNK + 100, 3 * CHUNK + 1099);
+    // The answer's head may or may not have left before the transfer is cut; no byte of the body has.
     let (status, _, body) = get(&path, Some(format!("bytes={}-{}", inside.0, inside.1)));
-    assert_eq!(status, 206);
+    assert!(status == 206 || status == 0, "{status}");
     assert!(
         body.is_empty(),
         "{} bytes of the changed chunk were sent",

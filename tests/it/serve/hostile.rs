@@ -86,8 +86,8 @@ pub fn http1_get(stream: &mut Stream, addr: &str, path: &str, headers: &[(&str, 
 }
 
 /// One request on a connection of its own (`Connection: close`), answered within `within`: the status,
-/// the headers and the body as far as it came before the connection ended; `None` if the answer did not
-/// end in time.
+/// the headers and the body as far as it came before the connection ended (status 0 if it ended before
+/// the headers did); `None` if the answer did not end in time.
 pub fn exchange(
     mut stream: Stream,
     addr: &str,
@@ -111,7 +111,10 @@ pub fn exchange(
             Err(_) => break,
         }
     }
-    let split = response.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let Some(split) = response.windows(4).position(|w| w == b"\r\n\r\n") else {
+        // Closed before a whole head: status 0, and what came.
+        return Some((0, String::new(), response));
+    };
     let head = String::from_utf8_lossy(&response[..split]).into_owned();
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, head, response[split + 4..].to_vec()))
