@@ -92,11 +92,9 @@ impl Error {
                 .map(Error::exit_code)
                 .max()
                 .unwrap_or(EXIT_FAILURE),
-            Error::Registry(
-                RegistryError::BadMirror { .. }
-                | RegistryError::CaCert { .. }
-                | RegistryError::BadCaCert { .. },
-            ) => EXIT_USAGE,
+            Error::Registry(RegistryError::BadMirror { .. } | RegistryError::CaFile(_)) => {
+                EXIT_USAGE
+            }
             Error::Vendor(
                 VendorError::Missing { .. }
                 | VendorError::Dir { .. }

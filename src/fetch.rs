@@ -95,7 +95,7 @@ pub fn fetch(
         .collect();
     for unused in settings
         .registry
-        .unused_mirrors(pull_items.iter().map(|item| &item.upstream))
+        .misspelt_mirrors(pull_items.iter().map(|item| &item.upstream))
     {
         reporter.warning(&format!(
             "--mirror {}={} matches no image to fetch (they come from {}); is '{}' misspelled?",

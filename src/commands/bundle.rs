@@ -34,7 +34,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         store,
         fetched,
         reporter,
-    } = fetch_images(plans, &args.fetch)?;
+    } = fetch_images(catalogs, plans, &args.fetch)?;
     let several = plans.len() > 1;
     let lock = match &args.lock {
         Some(_) if several => {
@@ -97,7 +97,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
                     "cache file {} was damaged (not blob {digest}); fetching it again",
                     damaged.display()
                 ));
-                fetch_images(vec![plan.clone()], &args.fetch)?;
+                fetch_images(catalogs, vec![plan.clone()], &args.fetch)?;
                 write()?
             }
             written => written?,

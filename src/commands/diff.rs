@@ -93,8 +93,11 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let from = catalogs.find(&args.from)?;
     let to = catalogs.find(&args.to)?;
     let service = |release| service_of(release, args.service.as_deref());
-    let change = upgrade((from, service(from)?), (to, service(to)?), args.version)?;
-    if let Some(warning) = validation_warning(to, args.version) {
+    for assumed in [&from.assumed, &to.assumed].into_iter().flatten() {
+        eprintln!("warning: {assumed}");
+    }
+    let change = upgrade((&from, service(&from)?), (&to, service(&to)?), args.version)?;
+    if let Some(warning) = validation_warning(&to, change.kubernetes) {
         eprintln!("warning: {warning}");
     }
     let root = args
@@ -150,7 +153,7 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let report = Report {
         from: from.id(),
         to: to.id(),
-        kubernetes: args.version.to_string(),
+        kubernetes: change.kubernetes.to_string(),
         added: change.added.iter().map(|i| entry(i)).collect(),
         removed: change.removed.iter().map(|i| entry(i)).collect(),
         kept: change.kept.iter().map(|i| entry(i)).collect(),

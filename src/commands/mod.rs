@@ -25,7 +25,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
+        Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Diff(args) => diff::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
@@ -101,7 +101,7 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
 
 /// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
 /// signal stops the run cleanly.
-fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+fn fetch_images(catalogs: &Catalogs, plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
     crate::interrupt::install();
     let store = BlobStore::open(
         &args
@@ -117,6 +117,12 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             mirrors: args.mirrors.clone(),
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
+            catalog_registries: catalogs
+                .releases()
+                .iter()
+                .flat_map(|release| &release.images)
+                .map(|image| image.reference().registry().to_string())
+                .collect(),
             ..Default::default()
         },
         vendor: match (&args.vendor_registry, args.skip_vendor) {
@@ -171,7 +177,7 @@ fn releases_to_plan(
     };
     if !selection.all_releases {
         if let Ok(release) = catalogs.find(spec) {
-            warn_beyond_validated(release, &selection.versions);
+            warn_beyond_validated(&release, &selection.versions);
         }
         return Ok(vec![Some(spec.to_string())]);
     }
@@ -203,6 +209,9 @@ fn releases_to_plan(
 }
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
             eprintln!("warning: {warning}");

@@ -9,7 +9,7 @@ use crate::progress::DecimalBytes;
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
     let FetchRun {
         fetched, reporter, ..
-    } = fetch_images(plan_images(catalogs, &args.images)?, &args.fetch)?;
+    } = fetch_images(catalogs, plan_images(catalogs, &args.images)?, &args.fetch)?;
     let several = super::distinct(&args.fetch.platforms).len() > 1;
     for image in &fetched.images {
         if several {

@@ -29,7 +29,7 @@ pub(super) fn check_completeness(
         .service
         .as_deref()
         .and_then(|s| release.service(s).ok());
-    let rows = resolve(release, version, service).map_err(VerifyError::Kubernetes)?;
+    let rows = resolve(&release, version, service).map_err(VerifyError::Kubernetes)?;
     let inside: BTreeSet<&str> = report.images.iter().map(|i| i.name.as_str()).collect();
     report.missing = rows
         .iter()
