@@ -1356,14 +1356,16 @@ fn a_bundle_changed_after_start_never_sends_altered_bytes() {
         "{} bytes of the changed chunk were sent",
         body.len()
     );
+    // The whole blob stops before the changed chunk (what hyper had not yet written of the chunks before
+    // it may be lost with the connection): only intact bytes.
     let (status, _, body) = get(&path, None);
     assert_eq!(status, 200);
-    assert_eq!(
+    assert!(
+        body.len() <= 3 * CHUNK && body == whole[..body.len()],
+        "{} bytes, of which the first altered is at {:?}",
         body.len(),
-        3 * CHUNK,
-        "the chunks before the change, no more"
+        body.iter().zip(&whole).position(|(a, b)| a != b)
     );
-    assert_eq!(body, whole[..3 * CHUNK]);
     let (status, _, body) = get(&path, Some("bytes=1000-1999".into()));
     assert_eq!((status, &body[..]), (206, &whole[1000..2000]));
     let (status, _, body) = get(&other_path, Some("bytes=0-99".into()));
