@@ -10,17 +10,18 @@ mod serve;
 mod verify;
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
-use crate::fetch::{fetch, FetchSettings, Fetched, VendorSource};
+use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::resolve::named::NamedImages;
-use crate::resolve::{union, Plan, Selection};
+use crate::resolve::{Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
@@ -75,11 +76,11 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// The outcome of the fetch step shared by pull and bundle.
-struct FetchRun {
-    plans: Vec<Plan>,
-    store: BlobStore,
-    fetched: Fetched,
+/// What the fetch step takes from the command line, shared by pull and bundle.
+struct FetchSetup {
+    /// The cache's root, opened only once the command's own checks passed.
+    cache: PathBuf,
+    settings: FetchSettings,
     reporter: Box<dyn Reporter>,
 }
 
@@ -119,16 +120,10 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
     Ok(plans)
 }
 
-/// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
-/// signal stops the run cleanly.
-fn fetch_images(catalogs: &Catalogs, plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+/// The cache, the fetch settings and the progress output `args` say (the catalogs' registries tell a
+/// misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
+fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
     crate::interrupt::install();
-    let store = BlobStore::open(
-        &args
-            .cache_dir
-            .clone()
-            .unwrap_or_else(BlobStore::default_root),
-    )?;
     let settings = FetchSettings {
         platforms: distinct(&args.platforms),
         partial_ok: args.allow_single_platform.clone(),
@@ -152,26 +147,23 @@ fn fetch_images(catalogs: &Catalogs, plans: Vec<Plan>, args: &FetchArgs) -> Resu
             _ => VendorSource::Unspecified,
         },
     };
-    let reporter: Box<dyn Reporter> = if args.quiet {
+    Ok(FetchSetup {
+        cache: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(BlobStore::default_root),
+        settings,
+        reporter: reporter(args.quiet),
+    })
+}
+
+/// Progress on stderr, or (`--quiet`) warnings only.
+fn reporter(quiet: bool) -> Box<dyn Reporter> {
+    if quiet {
         Box::new(Silent)
     } else {
         Box::new(TerminalReporter::new())
-    };
-    let fetched = fetch(
-        &runtime()?,
-        &store,
-        &union(&plans),
-        &settings,
-        reporter.as_ref(),
-    )?;
-    reporter.finish();
-    diff::remember(&store, &fetched.images)?;
-    Ok(FetchRun {
-        plans,
-        store,
-        fetched,
-        reporter,
-    })
+    }
 }
 
 /// `--platform` values in the order given, each once.

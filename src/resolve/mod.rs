@@ -9,7 +9,7 @@ pub mod site;
 
 use std::collections::BTreeSet;
 
-use crate::catalog::{CatalogImage, PatchVersion, Release, Service};
+use crate::catalog::{CatalogError, CatalogImage, PatchVersion, Release, Service};
 use crate::k8s::{KubeRange, KubeVersion};
 
 pub use plan::{plans, union, Plan, Selection, Wanted};
@@ -26,6 +26,9 @@ pub enum ResolveError {
     NothingSelected,
     #[error("{0} needs --k8s VERSION or --all-k8s")]
     NoVersion(String),
+    /// The release or service named is not in the catalogs.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error(
         "{release} is Kubernetes {stands_for}: --k8s {version} disagrees with it (leave --k8s out, or \
          name a {version} release, e.g. kubernetes@{version})"

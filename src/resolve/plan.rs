@@ -3,7 +3,6 @@
 
 use super::{image_sets, resolve, versions_for, ResolveError};
 use crate::catalog::{Catalogs, ImageSource, Release};
-use crate::error::Result;
 use crate::image::Platform;
 use crate::k8s::{KubeRange, KubeVersion};
 use crate::reference::Reference;
@@ -67,7 +66,7 @@ pub struct Selection<'a> {
 
 /// One plan per distinct image set the selection touches, lowest Kubernetes versions first. Two requested
 /// versions served by the same set (1.21 and 1.28 for CSI 4.8.0) give one plan.
-pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
+pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>, ResolveError> {
     let extra = || {
         selection.extra.iter().map(|r| Wanted {
             reference: r.clone(),
@@ -76,7 +75,7 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
     };
     let Some(spec) = selection.release else {
         if selection.extra.is_empty() {
-            return Err(ResolveError::NothingSelected.into());
+            return Err(ResolveError::NothingSelected);
         }
         return Ok(vec![Plan {
             release: None,

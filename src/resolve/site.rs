@@ -471,7 +471,7 @@ vendor_dirs = ["package/image"]
                 .replace("platforms", "kubernetes = [\"1.28\"]\nplatforms"),
         )
         .unwrap();
-        let error = crate::error::chain(&site.releases(&catalogs).unwrap_err());
+        let error = crate::causes::chain(&site.releases(&catalogs).unwrap_err());
         assert!(
             error.starts_with(
                 "sites/plant7.toml line 8: calico@3.26.4: unknown catalog 'calico'; available: "
@@ -486,7 +486,7 @@ vendor_dirs = ["package/image"]
         )
         .unwrap();
         assert_eq!(
-            crate::error::chain(&site.releases(&catalogs).unwrap_err()),
+            crate::causes::chain(&site.releases(&catalogs).unwrap_err()),
             "sites/plant7.toml line 11: huawei-csi@4.8.0: huawei-csi 4.8.0 has no service 'nodes'; \
              available: controller (huawei-csi-controller), node (huawei-csi-node)"
         );

@@ -860,6 +860,57 @@ fn a_mirror_that_matches_no_image_is_warned_about() {
     );
 }
 
+/// A multi-platform image is resolved from one fetch of its index, however many platforms are asked
+/// for: registries that count manifest GETs (Docker Hub's rate limit) count one per image, plus one per
+/// platform's manifest.
+#[test]
+fn a_multi_platform_image_fetches_its_index_once() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let listed = push_image(
+        registry.addr(),
+        "sig-storage/csi-attacher",
+        "v4.4.0",
+        Format::OciIndex,
+        &PLATFORMS,
+        100_000,
+    );
+    let proxy = FaultProxy::start(registry.addr(), Vec::new());
+    let cache = tempfile::tempdir().unwrap();
+    let out = ferry(&[
+        "pull",
+        "--image",
+        "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
+        "--platform",
+        "linux/amd64,linux/arm64,linux/s390x",
+        "--mirror",
+        &format!("registry.k8s.io={}", proxy.addr()),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ])
+    .success()
+    .stdout();
+    for platform in ["linux/amd64", "linux/arm64", "linux/s390x"] {
+        assert!(
+            out.contains(listed.manifest_for(platform)),
+            "{platform}: {out}"
+        );
+    }
+    let manifest_gets: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path.contains("/manifests/"))
+        .map(|s| s.path)
+        .collect();
+    let by_tag = manifest_gets
+        .iter()
+        .filter(|p| p.ends_with("/manifests/v4.4.0"));
+    assert_eq!(by_tag.count(), 1, "{manifest_gets:?}");
+    assert_eq!(manifest_gets.len(), 1 + 3, "{manifest_gets:?}");
+}
+
 /// `ferry pull -q --image IMAGE` into an empty cache, which must fail (exit 1) at once: in less time than
 /// the pauses between attempts would take.
 fn pull_fails_at_once(command: &mut Command, image: &str) -> Run {
