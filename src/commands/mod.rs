@@ -12,22 +12,25 @@ mod serve;
 mod verify;
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
-use crate::fetch::{fetch, FetchSettings, Fetched, VendorSource};
+use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
+use crate::reference::Reference;
 use crate::registry::RegistryOptions;
-use crate::resolve::{union, Plan, Selection};
+use crate::resolve::named::NamedImages;
+use crate::resolve::{Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
+        Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Diff(args) => diff::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
@@ -77,16 +80,34 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// The outcome of the fetch step shared by pull and bundle.
-struct FetchRun {
-    plans: Vec<Plan>,
-    store: BlobStore,
-    fetched: Fetched,
+/// What the fetch step takes from the command line, shared by pull and bundle.
+struct FetchSetup {
+    /// The cache's root, opened only once the command's own checks passed.
+    cache: PathBuf,
+    settings: FetchSettings,
     reporter: Box<dyn Reporter>,
 }
 
-/// The image sets `selection` names, one per bundle (and per release, with --all-releases).
+/// The image sets `selection` names, one per bundle (and per release, with --all-releases). Images named
+/// in files join the `--image` ones; a bad line or manifest stops the run before anything is fetched.
 fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Plan>> {
+    let named = NamedImages::read(&selection.files.lists, &selection.files.manifests)?;
+    if let Some(note) = named.passed_over.note() {
+        eprintln!("{note}");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let extra: Vec<Reference> = selection
+        .extra
+        .iter()
+        .chain(named.references())
+        .filter(|r| seen.insert(*r))
+        .cloned()
+        .collect();
+    if extra.is_empty() && selection.release.is_none() && !selection.files.is_empty() {
+        return Err(Error::Usage(
+            "nothing to fetch: the files given name no image".into(),
+        ));
+    }
     let mut plans = Vec::new();
     for release in releases_to_plan(catalogs, selection)? {
         plans.extend(crate::resolve::plans(
@@ -96,23 +117,17 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
                 versions: &selection.versions,
                 all_versions: selection.all_versions,
                 service: selection.service.as_deref(),
-                extra: &selection.extra,
+                extra: &extra,
             },
         )?);
     }
     Ok(plans)
 }
 
-/// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
-/// signal stops the run cleanly.
-fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+/// The cache, the fetch settings and the progress output `args` say (the catalogs' registries tell a
+/// misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
+fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
     crate::interrupt::install();
-    let store = BlobStore::open(
-        &args
-            .cache_dir
-            .clone()
-            .unwrap_or_else(BlobStore::default_root),
-    )?;
     let settings = FetchSettings {
         platforms: distinct(&args.platforms),
         partial_ok: args.allow_single_platform.clone(),
@@ -121,6 +136,12 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             mirrors: args.mirrors.clone(),
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
+            catalog_registries: catalogs
+                .releases()
+                .iter()
+                .flat_map(|release| &release.images)
+                .map(|image| image.reference().registry().to_string())
+                .collect(),
             ..Default::default()
         },
         vendor: match (&args.vendor_registry, args.skip_vendor) {
@@ -130,26 +151,23 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             _ => VendorSource::Unspecified,
         },
     };
-    let reporter: Box<dyn Reporter> = if args.quiet {
+    Ok(FetchSetup {
+        cache: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(BlobStore::default_root),
+        settings,
+        reporter: reporter(args.quiet),
+    })
+}
+
+/// Progress on stderr, or (`--quiet`) warnings only.
+fn reporter(quiet: bool) -> Box<dyn Reporter> {
+    if quiet {
         Box::new(Silent)
     } else {
         Box::new(TerminalReporter::new())
-    };
-    let fetched = fetch(
-        &runtime()?,
-        &store,
-        &union(&plans),
-        &settings,
-        reporter.as_ref(),
-    )?;
-    reporter.finish();
-    diff::remember(&store, &fetched.images)?;
-    Ok(FetchRun {
-        plans,
-        store,
-        fetched,
-        reporter,
-    })
+    }
 }
 
 /// `--platform` values in the order given, each once.
@@ -175,7 +193,7 @@ fn releases_to_plan(
     };
     if !selection.all_releases {
         if let Ok(release) = catalogs.find(spec) {
-            warn_beyond_validated(release, &selection.versions);
+            warn_beyond_validated(&release, &selection.versions);
         }
         return Ok(vec![Some(spec.to_string())]);
     }
@@ -207,6 +225,9 @@ fn releases_to_plan(
 }
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
             eprintln!("warning: {warning}");
