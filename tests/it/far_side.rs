@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::ferry::{command, ferry, run, Run};
+use crate::formats::copy_as_zstd;
 use crate::seed::{push_image, Format, Seeded};
-use crate::serve::Served;
+use crate::serve::{digest_of, text, Served};
 use crate::services::{make_certificates, require, Registry};
 
 const TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
@@ -88,21 +89,6 @@ fn tool(program: &str, args: &[&str]) -> Output {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{program} runs: {e}"))
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn sha256_of(bytes: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
-    )
 }
 
 #[test]
@@ -211,22 +197,11 @@ impl TwoPlatforms {
             200_000,
         );
         // zstd layers: libzstd, one of the two C libraries in the binary, decompresses them (--deep).
-        let copied = tool(
-            "skopeo",
-            &[
-                "copy",
-                "--all",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-                "--format",
-                "oci",
-                "--dest-compress-format",
-                "zstd",
-                &format!("docker://{}/csi/app:v1", registry.addr()),
-                &format!("docker://{}/csi/zstd:v1", registry.addr()),
-            ],
+        copy_as_zstd(
+            &format!("docker://{}/csi/app:v1", registry.addr()),
+            &format!("docker://{}/csi/zstd:v1", registry.addr()),
+            &["--all"],
         );
-        assert!(copied.status.success(), "{}", text(&copied));
         let work = tempfile::tempdir().unwrap();
         let bundle = work.path().join("two.tar");
         let images = ["csi/app:v1", "csi/sidecar:v2", "csi/zstd:v1"];
@@ -338,7 +313,7 @@ fn each_static_binary_verifies_serves_and_pushes_a_two_platform_bundle() {
             ],
         );
         assert!(manifest.status.success(), "{target}: {}", text(&manifest));
-        assert_eq!(sha256_of(&manifest.stdout), arm64, "{target}");
+        assert_eq!(digest_of(&manifest.stdout), arm64, "{target}");
         drop(served);
 
         // Push to a private registry over TLS with basic auth, as on a site without ferry serve.
@@ -378,7 +353,7 @@ fn each_static_binary_verifies_serves_and_pushes_a_two_platform_bundle() {
             ],
         );
         assert!(pulled.status.success(), "{target}: {}", text(&pulled));
-        assert_eq!(sha256_of(&pulled.stdout), arm64, "{target}");
+        assert_eq!(digest_of(&pulled.stdout), arm64, "{target}");
     }
 }
 

@@ -115,7 +115,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -123,7 +123,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn digest_of(bytes: &[u8]) -> String {
+pub fn digest_of(bytes: &[u8]) -> String {
     format!(
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
