@@ -621,3 +621,66 @@ fn release_archives_check_with_sha256sum_and_ssh_keygen_and_hold_completions_and
         );
     }
 }
+
+#[test]
+fn man_pages_replace_what_is_in_their_place_and_completions_survive_a_closed_pipe() {
+    let work = tempfile::tempdir().unwrap();
+    let pages = work.path().join("man1");
+    std::fs::create_dir(&pages).unwrap();
+    // A symlink where a page goes is replaced, never written through.
+    let elsewhere = work.path().join("elsewhere");
+    std::fs::write(&elsewhere, "not a man page\n").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, pages.join("ferry-verify.1")).unwrap();
+    let written = ferry(&["manpages", pages.to_str().unwrap()]).success();
+    let expected: Vec<String> = std::iter::once("ferry.1".to_string())
+        .chain(subcommands().iter().map(|name| format!("ferry-{name}.1")))
+        .map(|name| format!("{}\n", pages.join(name).display()))
+        .collect();
+    assert_eq!(written.stdout(), expected.concat());
+    assert_eq!(
+        std::fs::read_to_string(&elsewhere).unwrap(),
+        "not a man page\n"
+    );
+    let page = pages.join("ferry-verify.1");
+    assert!(std::fs::symlink_metadata(&page).unwrap().is_file());
+    assert!(std::fs::read_to_string(&page)
+        .unwrap()
+        .contains(".TH ferry-verify 1 "));
+    // A file where the directory should be is named.
+    let refused = ferry(&["manpages", elsewhere.to_str().unwrap()]).fails_with(1);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: cannot create {}\n  caused by: File exists (os error 17)\n",
+            elsewhere.display()
+        )
+    );
+
+    // A reader that is gone before ferry writes (`| head -1` on a long script): no panic, exit 0 as for
+    // every command.
+    let closed = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{{ sleep 0.3; {} completions bash; }} | true; exit ${{PIPESTATUS[0]}}",
+                env!("CARGO_BIN_EXE_ferry")
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        closed.status.success(),
+        "{:?} {}",
+        closed.status,
+        text(&closed)
+    );
+    assert_eq!(text(&closed), "");
+    let unknown = ferry(&["completions", "tcsh"]).fails_with(2);
+    assert!(
+        unknown.stderr().starts_with(
+            "error: invalid value 'tcsh' for '<SHELL>'\n  [possible values: bash, elvish, fish, powershell, zsh]\n"
+        ),
+        "{}",
+        unknown.stderr()
+    );
+}
