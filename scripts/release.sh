@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds ferry for the air-gapped side: a static binary per target (musl, no dynamic section: it starts on
-# RHEL 7, Kylin, openEuler, EulerOS, Alpine alike), and per target one archive holding it with the README,
-# shell completions, man pages and SHA256SUMS over them, optionally signed.
+# Builds ferry for the air-gapped side: a static binary per target (musl, no dynamic section: it needs no
+# libc of the machine, so RHEL 7's glibc 2.17 is no obstacle), and per target one archive holding it with
+# the README, shell completions, man pages and SHA256SUMS over them, optionally signed.
 #
 #   scripts/release.sh [--sign KEY] [--out DIR] [--target TRIPLE]... [--no-build]
 #
 #   --sign KEY       sign each SHA256SUMS with this OpenSSH private key (ed25519 or ecdsa; the key --sign
-#                    of `ferry bundle` takes), as `ssh-keygen -Y sign -n ferry-release` does: SHA256SUMS.sig
+#                    of `ferry bundle` takes), with `ssh-keygen -Y sign -n ferry-release`: SHA256SUMS.sig
+#                    (ssh-keygen asks for an encrypted key's passphrase at each of the signatures)
 #   --out DIR        where the archives go [default: target/dist]
 #   --target TRIPLE  x86_64-unknown-linux-musl or aarch64-unknown-linux-musl (repeatable) [default: both]
 #   --no-build       package the binaries already built in target/TRIPLE/release/
