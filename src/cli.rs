@@ -89,23 +89,24 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; without a release, the newest. May be left out with
-    /// --images-from, --images-from-manifests or --site.
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; without a release, the newest. Several are listed one
+    /// after the other, e.g. kubernetes@1.28.3 huawei-csi@4.8.0 (the kubernetes release gives the others
+    /// their version). May be left out with --images-from, --images-from-manifests or --site.
     #[arg(
         value_name = "CATALOG[@RELEASE]",
         required_unless_present_any = ["lists", "manifests", "site"]
     )]
-    pub release: Option<String>,
+    pub releases: Vec<String>,
     #[command(flatten)]
     pub kubernetes: KubeSelection,
-    /// Only the images of one service (e.g. controller, node).
-    #[arg(long, requires = "release")]
+    /// Only the images of one service (e.g. controller, node), of each release named.
+    #[arg(long, requires = "releases")]
     pub service: Option<String>,
     #[command(flatten)]
     pub files: ImageFiles,
     /// Everything a site file names: each product's images for its Kubernetes versions, then the images
     /// of its lists, manifests and references, with where each was named.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["release", "version", "all"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["releases", "version", "all"])]
     pub site: Option<PathBuf>,
     /// Print JSON instead of lines.
     #[arg(long)]
@@ -117,21 +118,26 @@ pub struct ListArgs {
 #[group(required = false, multiple = false)]
 pub struct KubeSelection {
     /// The cluster's Kubernetes version: 1.28, v1.28.3, 1.28.3+k3s1, v1.27.9-eks-5e0fdde, ...
-    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
+    #[arg(long = "k8s", value_name = "VERSION", requires = "releases")]
     pub version: Option<KubeVersion>,
-    /// Every distinct image set across the Kubernetes versions the release supports.
-    #[arg(long = "all-k8s", requires = "release")]
+    /// Every distinct image set across the Kubernetes versions the release supports (one release only).
+    #[arg(long = "all-k8s", requires = "releases")]
     pub all: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The release running now, CATALOG@RELEASE.
-    #[arg(value_name = "FROM")]
-    pub from: String,
-    /// The release to upgrade to, CATALOG@RELEASE (or CATALOG for its newest).
-    #[arg(value_name = "TO")]
-    pub to: String,
+    /// The release running now, CATALOG@RELEASE; several products joined by +
+    /// (kubernetes@1.28.3+huawei-csi@4.5.0).
+    #[arg(value_name = "FROM", required_unless_present = "sites", requires = "to")]
+    pub from: Option<String>,
+    /// The release to upgrade to, CATALOG@RELEASE (or CATALOG for its newest); several joined by +.
+    #[arg(value_name = "TO", conflicts_with = "sites")]
+    pub to: Option<String>,
+    /// The site file running now, then the one to upgrade to (give it twice, instead of FROM and TO):
+    /// their products, lists, manifests and extra images compared.
+    #[arg(long = "site", value_name = "FILE", num_args = 1)]
+    pub sites: Vec<PathBuf>,
     /// The cluster's Kubernetes version (not needed when a side is a kubernetes release: each of those
     /// is compared on its own version).
     #[arg(long = "k8s", value_name = "VERSION")]
@@ -161,29 +167,37 @@ pub struct PullArgs {
 /// Which images: a catalog release for a Kubernetes version, plus any images named directly.
 #[derive(Debug, Args)]
 pub struct ImageSelection {
-    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image, --images-from or
-    /// --images-from-manifests names every image. With --all-releases: CATALOG, or CATALOG@FROM..TO.
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0. Several products go into one bundle, each shared blob
+    /// once: kubernetes@1.28.3 huawei-csi@4.8.0 (the kubernetes release gives the others their version).
+    /// May be left out when --image, --images-from, --images-from-manifests or --site names every image.
+    /// With --all-releases: one CATALOG, or CATALOG@FROM..TO.
     #[arg(value_name = "CATALOG[@RELEASE]")]
-    pub release: Option<String>,
-    /// The cluster's Kubernetes version; repeat it for clusters of several versions.
-    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
+    pub releases: Vec<String>,
+    /// The cluster's Kubernetes version; repeat it for clusters of several versions. Not needed beside a
+    /// kubernetes@VERSION release, which it must then agree with.
+    #[arg(long = "k8s", value_name = "VERSION", requires = "releases")]
     pub versions: Vec<KubeVersion>,
-    /// Every distinct image set across the Kubernetes versions the release supports.
-    #[arg(long = "all-k8s", requires = "release", conflicts_with = "versions")]
+    /// Every distinct image set across the Kubernetes versions the release supports (one release only).
+    #[arg(long = "all-k8s", requires = "releases", conflicts_with = "versions")]
     pub all_versions: bool,
     /// Every release of the catalog (CATALOG), or a range (CATALOG@3.2.0..3.2.3, ends included), that
     /// supports the --k8s versions: one bundle per release and image set, each shared blob fetched once.
-    /// Releases that do not support a requested version are skipped with a note.
-    #[arg(long = "all-releases", requires = "release")]
+    /// Releases that do not support a requested version are skipped with a note. One catalog only.
+    #[arg(long = "all-releases", requires = "releases")]
     pub all_releases: bool,
-    /// Only the images of one service of the release (e.g. controller, node).
-    #[arg(long, requires = "release")]
+    /// Only the images of one service (e.g. controller, node), of each release named.
+    #[arg(long, requires = "releases")]
     pub service: Option<String>,
     /// Add an image by reference (repeatable); works without a catalog release.
     #[arg(long = "image", value_name = "REF")]
     pub extra: Vec<Reference>,
     #[command(flatten)]
     pub files: ImageFiles,
+    /// Everything a site file says: its products, Kubernetes versions, platforms, lists, manifests, extra
+    /// images, mirrors and the vendor's images. Flags that say what to carry are refused beside it (the
+    /// reviewed file decides that); --mirror, --vendor-dir, --insecure-registry and --ca-cert add to it.
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
 }
 
 /// Images named in files: lists, and rendered Kubernetes manifests.
@@ -215,9 +229,9 @@ pub struct FetchArgs {
     /// The nodes' platforms, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
     /// A comma list (or the flag repeated) carries several in one bundle, for mixed clusters; every image
     /// must have each of them.
+    /// [default: linux/amd64]
     #[arg(
         long = "platform",
-        default_value = "linux/amd64",
         value_name = "OS/ARCH[/VARIANT],...",
         value_delimiter = ','
     )]

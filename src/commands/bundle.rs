@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{fetch_setup, plan_images, runtime, FetchSetup};
-use crate::bundle::{build, Built, BundleSpec, LockFile, Request};
+use super::{fetch_setup, load_site, plan_images, runtime, FetchSetup};
+use crate::bundle::{build, default_name, Built, BundleSpec, LockFile, Request};
+use crate::fetch::FetchSettings;
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
@@ -34,13 +35,14 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         split: args.split,
         signer,
     };
-    let plans = plan_images(catalogs, &args.images)?;
-    let paths = output_paths(&plans, args)?;
+    let site = load_site(&args.images, &args.fetch)?;
+    let plans = plan_images(catalogs, &args.images, site.as_ref())?;
     let FetchSetup {
         cache,
         settings,
         reporter,
-    } = fetch_setup(catalogs, &args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch, site.as_ref())?;
+    let paths = output_paths(&plans, &settings, args)?;
     let request = Request {
         bundles: plans
             .into_iter()
@@ -156,7 +158,7 @@ fn passphrase(key: &Path) -> std::result::Result<Zeroizing<String>, TrustError> 
 /// Where each bundle goes. -o names the file, or the directory for the default names: always so for
 /// several bundles, and when it ends with `/`; such a directory is created when missing. The library
 /// checks each path before anything is fetched.
-fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
+fn output_paths(plans: &[Plan], fetch: &FetchSettings, args: &BundleArgs) -> Result<Vec<PathBuf>> {
     let dir = match &args.output {
         Some(out)
             if plans.len() > 1 || out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") =>
@@ -169,11 +171,10 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
         }
         _ => None,
     };
-    let platforms = super::distinct(&args.fetch.platforms);
     Ok(plans
         .iter()
         .map(|plan| {
-            let name = plan.file_name(&platforms);
+            let name = default_name(plan, fetch);
             match (dir, &args.output) {
                 (Some(dir), _) => dir.join(name),
                 (None, Some(path)) => path.clone(),

@@ -100,6 +100,8 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
 }
 
 /// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
+/// One product with Helm keys writes FILE; several write one file each, the catalog's name before FILE's
+/// extension (`values.yaml`: `values-huawei-csi.yaml`, ...), each said on stderr.
 fn write_helm_values(
     args: &PushArgs,
     bundle: &Verified,
@@ -109,16 +111,54 @@ fn write_helm_values(
     let Some(file) = &args.helm_values else {
         return Ok(());
     };
-    let values = helm_values(bundle, pushed, catalogs).ok_or_else(|| {
+    let releases = bundle.metadata().release_spec().ok_or_else(|| {
         Error::Usage(format!(
-            "--helm-values {}: the bundle names no catalog release ferry knows, so there are no Helm values to write",
+            "--helm-values {}: the bundle names no catalog release, so there are no Helm values to write",
             file.display()
         ))
     })?;
-    std::fs::write(file, values).map_err(|source| Error::Io {
-        path: file.clone(),
-        source,
-    })
+    let values = helm_values(bundle, pushed, catalogs).map_err(|e| {
+        Error::Usage(format!(
+            "--helm-values {}: {e}: its chart's keys are not known (add its catalog with --catalog-file)",
+            file.display()
+        ))
+    })?;
+    let several = values.len() > 1;
+    if values.is_empty() {
+        return Err(Error::Usage(format!(
+            "--helm-values {}: no release in the bundle ({}) names Helm keys for its images",
+            file.display(),
+            releases.replace('+', ", ")
+        )));
+    }
+    for product in values {
+        let path = match several {
+            true => helm_values_path(file, &product.catalog),
+            false => file.clone(),
+        };
+        std::fs::write(&path, &product.yaml).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if several {
+            eprintln!(
+                "Helm values for {}: {}",
+                product.catalog,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `values.yaml` for `huawei-csi`: `values-huawei-csi.yaml`, in the same directory.
+fn helm_values_path(file: &std::path::Path, catalog: &str) -> std::path::PathBuf {
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match file.extension() {
+        Some(extension) => format!("{stem}-{catalog}.{}", extension.to_string_lossy()),
+        None => format!("{stem}-{catalog}"),
+    };
+    file.with_file_name(name)
 }
 
 fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {

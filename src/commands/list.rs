@@ -13,11 +13,13 @@ use crate::k8s::KubeVersion;
 use crate::resolve::manifests::PassedOver;
 use crate::resolve::named::{NamedImage, NamedImages};
 use crate::resolve::site::Site;
-use crate::resolve::{describe_span, image_sets, resolve, validation_warning, ResolveError};
+use crate::resolve::{
+    describe_span, image_sets, resolve, validation_warning, versions_of, ResolveError,
+};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
-    match &args.release {
-        Some(spec) if args.files.is_empty() => list_release(catalogs, spec, args, out),
+    match args.releases.as_slice() {
+        [spec] if args.files.is_empty() => list_release(catalogs, spec, args, out),
         _ => list_named(catalogs, args, out),
     }
 }
@@ -229,19 +231,32 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
             }
         }
     }
-    if let Some(spec) = &args.release {
-        let (release, service) = find(catalogs, spec, args.service.as_deref())?;
-        let service = service.as_ref();
-        match version_for(&release, &args.kubernetes)? {
-            Some(version) => products.push(ProductListing::on_version(&release, service, version)?),
-            None => {
-                for set in image_sets(&release, service) {
-                    products.push(ProductListing::new(
-                        &release,
-                        service,
-                        set.span.to_string(),
-                        &set.images,
-                    ));
+    let found = args
+        .releases
+        .iter()
+        .map(|spec| find(catalogs, spec, args.service.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    match found.as_slice() {
+        [(release, service)] if args.kubernetes.all => {
+            for set in image_sets(release, service.as_ref()) {
+                products.push(ProductListing::new(
+                    release,
+                    service.as_ref(),
+                    set.span.to_string(),
+                    &set.images,
+                ));
+            }
+        }
+        found => {
+            let found: Vec<(&Release, Option<&Service>)> = found
+                .iter()
+                .map(|(release, service)| (release.as_ref(), service.as_ref()))
+                .collect();
+            let asked: Vec<KubeVersion> = args.kubernetes.version.into_iter().collect();
+            let versions = versions_of(&found, &asked, args.kubernetes.all)?;
+            for (release, service) in found {
+                for &version in &versions {
+                    products.push(ProductListing::on_version(release, service, version)?);
                 }
             }
         }

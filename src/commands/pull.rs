@@ -1,6 +1,6 @@
 use std::io::Write;
 
-use super::{fetch_setup, plan_images, runtime, FetchSetup};
+use super::{fetch_setup, load_site, plan_images, runtime, FetchSetup};
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::PullArgs;
@@ -10,12 +10,13 @@ use crate::progress::DecimalBytes;
 use crate::resolve::union;
 
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
-    let plans = plan_images(catalogs, &args.images)?;
+    let site = load_site(&args.images, &args.fetch)?;
+    let plans = plan_images(catalogs, &args.images, site.as_ref())?;
     let FetchSetup {
         cache,
         settings,
         reporter,
-    } = fetch_setup(catalogs, &args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch, site.as_ref())?;
     let store = BlobStore::open(&cache)?;
     let fetched = fetch(
         &runtime()?,
