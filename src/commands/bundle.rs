@@ -7,10 +7,10 @@ use zeroize::Zeroizing;
 
 use super::{fetch_setup, load_site, plan_images, runtime, FetchSetup};
 use crate::bundle::{build, default_name, Built, BundleSpec, LockFile, Request};
-use crate::fetch::FetchSettings;
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
+use crate::fetch::FetchSettings;
 use crate::image::Image;
 use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;

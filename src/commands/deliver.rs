@@ -141,11 +141,7 @@ fn write_helm_values(
             source,
         })?;
         if several {
-            eprintln!(
-                "Helm values for {}: {}",
-                product.catalog,
-                path.display()
-            );
+            eprintln!("Helm values for {}: {}", product.catalog, path.display());
         }
     }
     Ok(())

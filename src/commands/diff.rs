@@ -15,8 +15,8 @@ use crate::catalog::{CatalogError, Catalogs, ImageSource, Release, Service};
 use crate::cli::DiffArgs;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::DecimalBytes;
 use crate::k8s::KubeVersion;
+use crate::progress::DecimalBytes;
 use crate::reference::Reference;
 use crate::resolve::named::NamedImages;
 use crate::resolve::site::Site;
@@ -65,13 +65,11 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
             Chosen::site(catalogs, from, args.version)?,
             Chosen::site(catalogs, to, args.version)?,
         ),
-        (_, _, sites) => {
-            return Err(Error::Usage(format!(
-                "diff takes FROM and TO, or --site twice (the site file running now, then the one to \
+        (_, _, sites) => return Err(Error::Usage(format!(
+            "diff takes FROM and TO, or --site twice (the site file running now, then the one to \
                  upgrade to); {} --site given",
-                sites.len()
-            )))
-        }
+            sites.len()
+        ))),
     };
     let (from_side, to_side) = (from.side(), to.side());
     for release in from.releases.iter().chain(&to.releases) {

@@ -209,11 +209,7 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
     let site = args.site.as_deref().map(Site::load).transpose()?;
     let mut products = Vec::new();
     if let Some(site) = &site {
-        for (mirror, line) in &site.fetch.mirrors {
-            mirror
-                .parse::<crate::registry::Mirror>()
-                .map_err(|e| Error::Usage(format!("{} line {line}: {e}", site.path.display())))?;
-        }
+        super::site_mirrors(site)?;
         for found in site.releases(catalogs)? {
             warn_assumed(&found.release);
             let service = found.service.as_ref();

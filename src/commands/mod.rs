@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::reference::Reference;
-use crate::registry::RegistryOptions;
 use crate::registry::Mirror;
+use crate::registry::RegistryOptions;
 use crate::resolve::named::NamedImages;
 use crate::resolve::site::Site;
 use crate::resolve::{Plan, ProductSpec, Selection};
@@ -87,27 +87,47 @@ struct FetchSetup {
 }
 
 /// The site file `--site` names, read and checked, once the flags beside it are known to be ones that
-/// add to it: flags that say what to carry are refused, since the reviewed file decides that.
+/// add to it: flags that say what to carry are refused, since the reviewed file decides that. Without
+/// a site, the flags that choose among a release's images need one.
 fn load_site(selection: &ImageSelection, fetch: &FetchArgs) -> Result<Option<Site>> {
-    let Some(path) = &selection.site else {
-        return Ok(None);
-    };
-    let given = [
-        (!selection.releases.is_empty(), "CATALOG@RELEASE"),
+    let for_releases = [
         (!selection.versions.is_empty(), "--k8s"),
         (selection.all_versions, "--all-k8s"),
         (selection.all_releases, "--all-releases"),
         (selection.service.is_some(), "--service"),
+    ];
+    let Some(path) = &selection.site else {
+        if let (true, Some((_, flag))) = (
+            selection.releases.is_empty(),
+            for_releases.iter().find(|(given, _)| *given),
+        ) {
+            return Err(Error::Usage(format!(
+                "{flag} chooses among a release's images: name one (CATALOG@RELEASE, e.g. \
+                 huawei-csi@4.8.0)"
+            )));
+        }
+        return Ok(None);
+    };
+    let named = [(!selection.releases.is_empty(), "CATALOG@RELEASE")];
+    let given = [
         (!selection.extra.is_empty(), "--image"),
         (!selection.files.lists.is_empty(), "--images-from"),
-        (!selection.files.manifests.is_empty(), "--images-from-manifests"),
+        (
+            !selection.files.manifests.is_empty(),
+            "--images-from-manifests",
+        ),
         (!fetch.platforms.is_empty(), "--platform"),
-        (!fetch.allow_single_platform.is_empty(), "--allow-single-platform"),
+        (
+            !fetch.allow_single_platform.is_empty(),
+            "--allow-single-platform",
+        ),
         (fetch.skip_vendor, "--skip-vendor"),
         (fetch.vendor_registry.is_some(), "--vendor-registry"),
     ];
-    let refused: Vec<&str> = given
+    let refused: Vec<&str> = named
         .iter()
+        .chain(&for_releases)
+        .chain(&given)
         .filter(|(given, _)| *given)
         .map(|(_, flag)| *flag)
         .collect();
@@ -120,7 +140,8 @@ fn load_site(selection: &ImageSelection, fetch: &FetchArgs) -> Result<Option<Sit
         )));
     }
     let site = Site::load(path)?;
-    if !fetch.vendor_dir.is_empty() && (site.fetch.skip_vendor || site.fetch.vendor_registry.is_some())
+    if !fetch.vendor_dir.is_empty()
+        && (site.fetch.skip_vendor || site.fetch.vendor_registry.is_some())
     {
         return Err(Error::Usage(format!(
             "--vendor-dir cannot be given with --site: {} gets the vendor's images by its {}",
@@ -211,11 +232,11 @@ fn plan_images(
 /// registries tell a misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
 fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Result<FetchSetup> {
     crate::interrupt::install();
-    let mut mirrors = match site {
-        Some(site) => site_mirrors(site)?,
-        None => Vec::new(),
-    };
-    mirrors.extend(args.mirrors.iter().cloned());
+    // A --mirror comes first: for a registry the site file mirrors too, the flag's is the one used.
+    let mut mirrors = args.mirrors.clone();
+    if let Some(site) = site {
+        mirrors.extend(site_mirrors(site)?);
+    }
     let platforms = match (site, args.platforms.as_slice()) {
         (Some(site), _) if !site.platforms.is_empty() => site.platforms.clone(),
         (_, []) => vec![crate::image::Platform::linux_amd64()],

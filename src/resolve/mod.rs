@@ -31,9 +31,9 @@ pub enum ResolveError {
     #[error("{0}: the products need the cluster's Kubernetes version: --k8s VERSION, or a kubernetes@VERSION release among them")]
     NoVersionOfSeveral(String),
     #[error(
-        "--all-k8s makes one bundle per image set of one release, and several are named ({0}): give \
-         the cluster's version (--k8s VERSION, or a kubernetes@VERSION release among them), or --all-k8s \
-         with one release at a time"
+        "--all-k8s takes one release (every image set across the Kubernetes versions it supports), and \
+         several are named ({0}): give the cluster's version (--k8s VERSION, or a kubernetes@VERSION \
+         release among them), or --all-k8s with one release at a time"
     )]
     AllVersionsOfSeveral(String),
     #[error("{first} and {second} are two releases of one catalog: a bundle holds one release of each product (--all-releases makes one bundle per release)")]

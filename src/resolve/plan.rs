@@ -112,10 +112,7 @@ impl Plan {
 
     /// The images named directly, beyond what the products' tables list.
     pub fn extra(&self) -> impl Iterator<Item = &Reference> {
-        self.images
-            .iter()
-            .filter(|w| w.named)
-            .map(|w| &w.reference)
+        self.images.iter().filter(|w| w.named).map(|w| &w.reference)
     }
 
     /// Whether some image comes only from the vendor's package.
@@ -522,9 +519,10 @@ mod tests {
                 all_versions: true,
                 ..Default::default()
             }),
-            "--all-k8s makes one bundle per image set of one release, and several are named \
-             (kubernetes@1.28.3, huawei-csi@4.8.0): give the cluster's version (--k8s VERSION, or a \
-             kubernetes@VERSION release among them), or --all-k8s with one release at a time"
+            "--all-k8s takes one release (every image set across the Kubernetes versions it supports), \
+             and several are named (kubernetes@1.28.3, huawei-csi@4.8.0): give the cluster's version \
+             (--k8s VERSION, or a kubernetes@VERSION release among them), or --all-k8s with one release \
+             at a time"
         );
         let catalogs = Catalogs::load(&[]).unwrap();
         let csi = catalogs.find("huawei-csi@4.8.0").unwrap();

@@ -114,7 +114,8 @@ pub fn upgrade<'a>(
     to: &'a Side<'a>,
     version: Option<KubeVersion>,
 ) -> Result<Upgrade<'a>, ResolveError> {
-    let no_version = || ResolveError::NoVersion(format!("{} -> {}", from.describe(), to.describe()));
+    let no_version =
+        || ResolveError::NoVersion(format!("{} -> {}", from.describe(), to.describe()));
     let to_version = to
         .version(version)
         .or(from.version(version))
@@ -224,7 +225,10 @@ mod tests {
             ..side(&[&k129, &csi])
         };
         let change = upgrade(&old, &new, None).unwrap();
-        assert_eq!(new.describe(), "kubernetes@1.29.0+huawei-csi@4.8.0+1 image(s)");
+        assert_eq!(
+            new.describe(),
+            "kubernetes@1.29.0+huawei-csi@4.8.0+1 image(s)"
+        );
         assert_eq!(change.kept.len(), 12, "{:?}", images(&change.kept));
         assert_eq!(
             images(&change.added).last().unwrap(),
@@ -239,6 +243,8 @@ mod tests {
         );
         // --k8s that disagrees with a kubernetes release is refused.
         let err = upgrade(&old, &new, Some(v("1.29"))).unwrap_err();
-        assert!(err.to_string().starts_with("kubernetes@1.28.3 is Kubernetes 1.28.3: --k8s 1.29 disagrees"));
+        assert!(err
+            .to_string()
+            .starts_with("kubernetes@1.28.3 is Kubernetes 1.28.3: --k8s 1.29 disagrees"));
     }
 }

@@ -324,12 +324,12 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
     assert_eq!(
         files,
         [
-            "huawei-csi-4.8.0-k8s1.16-linux-amd64.tar",
-            "huawei-csi-4.8.0-k8s1.16-linux-amd64.tar.sha256",
-            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64.tar",
-            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64.tar.sha256",
-            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar",
-            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar.sha256",
+            "huawei-csi-4.8.0-k8s1.16-linux-amd64-incomplete.tar",
+            "huawei-csi-4.8.0-k8s1.16-linux-amd64-incomplete.tar.sha256",
+            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64-incomplete.tar",
+            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64-incomplete.tar.sha256",
+            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64-incomplete.tar",
+            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64-incomplete.tar.sha256",
         ],
         "{}",
         run.stdout()

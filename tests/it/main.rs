@@ -18,5 +18,6 @@ mod releases;
 mod seed;
 mod serve;
 mod services;
+mod site;
 mod trust;
 mod verify;
