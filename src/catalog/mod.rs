@@ -289,7 +289,7 @@ impl Catalogs {
             releases.push(release);
         }
         for path in user_files {
-            let text = crate::io::read_small_text(path, MAX_CATALOG_FILE).map_err(|source| {
+            let text = crate::io::read_side_text(path, MAX_CATALOG_FILE).map_err(|source| {
                 CatalogError::Read {
                     path: path.clone(),
                     source,

@@ -41,7 +41,7 @@ impl SigningKey {
         path: &Path,
         passphrase: &dyn Fn(&Path) -> Result<Zeroizing<String>, TrustError>,
     ) -> Result<SigningKey, TrustError> {
-        let text = Zeroizing::new(crate::io::read_small_text(path, MAX_KEY_FILE).map_err(
+        let text = Zeroizing::new(crate::io::read_side_text(path, MAX_KEY_FILE).map_err(
             |source| TrustError::Read {
                 path: path.to_path_buf(),
                 source,
