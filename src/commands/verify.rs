@@ -37,11 +37,14 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
 
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
     match &report.checksum {
-        Checksum::Verified { files } => {
+        Checksum::Verified { files, .. } => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             writeln!(out, "checksum: matches {}", names.join(", "))?;
         }
         Checksum::Absent => writeln!(out, "checksum: no .sha256 file beside the bundle; every blob and document was checked instead")?,
+        Checksum::Unreadable { file, reason } => {
+            writeln!(out, "checksum: UNREADABLE {}: {reason}", file.display())?
+        }
         Checksum::Mismatch { file, name, expected, actual } => {
             writeln!(out, "checksum: MISMATCH for {name} in {}: expected {expected}, read {actual}", file.display())?
         }
