@@ -32,6 +32,10 @@ pub enum TrustError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{TRUST_ENV} is set but empty: set it to an allowed_signers file (what --trust takes), or unset it"
+    )]
+    EmptyEnvironment,
     #[error("{}, line {line}: {reason}", path.display())]
     AllowedSigners {
         path: PathBuf,
@@ -65,9 +69,14 @@ pub struct Anchors {
 }
 
 impl Anchors {
+    /// Loads `--trust` (or, without it, `FERRY_TRUST`) and `--lock`.
     pub fn load(trust: Option<&Path>, lock: Option<&Path>) -> Result<Anchors, TrustError> {
+        let trust = match trust {
+            Some(path) => Some(path.to_path_buf()),
+            None => trust_from_environment()?,
+        };
         Ok(Anchors {
-            signers: trust.map(AllowedSigners::load).transpose()?,
+            signers: trust.as_deref().map(AllowedSigners::load).transpose()?,
             lock: lock
                 .map(|path| Lock::load(path).map(|lock| (path.to_path_buf(), lock)))
                 .transpose()?,
@@ -97,6 +106,16 @@ impl Anchors {
                 problems: lock.check(report),
             }),
         }
+    }
+}
+
+/// `FERRY_TRUST`, read here rather than by the argument parser, so that an empty value is named as the
+/// variable it is: an admin's default that says nothing must not pass as "no signature required".
+fn trust_from_environment() -> Result<Option<PathBuf>, TrustError> {
+    match std::env::var_os(TRUST_ENV) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Err(TrustError::EmptyEnvironment),
+        Some(value) => Ok(Some(PathBuf::from(value))),
     }
 }
 
