@@ -35,6 +35,10 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
     trust.refusal(&args.path).map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// Problems quote what the bundle says (names, annotations): shown escaped, and cut at this many
+/// characters.
+const MAX_PROBLEM: usize = 1000;
+
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
     match &report.checksum {
         Checksum::Verified { files, .. } => {
@@ -60,12 +64,14 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             (Some(_), Some(platform)) => format!("  {platform}"),
             _ => String::new(),
         };
+        // The name is the bundle's own annotation: shown escaped and cut, as in a table.
+        let name = crate::io::shown(&image.name, 200);
         if image.problems.is_empty() {
-            writeln!(out, "ok    {}  {digest}{platform}", image.name)?;
+            writeln!(out, "ok    {name}  {digest}{platform}")?;
         } else {
-            writeln!(out, "BAD   {}  {digest}{platform}", image.name)?;
+            writeln!(out, "BAD   {name}  {digest}{platform}")?;
             for problem in &image.problems {
-                writeln!(out, "        {problem}")?;
+                writeln!(out, "        {}", crate::io::shown(problem, MAX_PROBLEM))?;
             }
         }
     }
@@ -76,7 +82,7 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
         )?;
     }
     for problem in &report.problems {
-        writeln!(out, "problem: {problem}")?;
+        writeln!(out, "problem: {}", crate::io::shown(problem, MAX_PROBLEM))?;
     }
     let bad = report
         .images
