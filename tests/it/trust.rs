@@ -123,25 +123,12 @@ impl Site {
     }
 
     fn keygen(&self, name: &str, kind: &str, passphrase: &str) {
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-C", name, "-N", passphrase, "-f"])
-            .arg(self.path(name))
-            .status()
-            .unwrap();
-        assert!(status.success(), "ssh-keygen {name}");
+        keygen(&self.path(name), kind, passphrase);
     }
 
     /// `SHA256:…` of a key, as ssh-keygen prints it.
     fn fingerprint(&self, key: &str) -> String {
-        let listed = Command::new("ssh-keygen")
-            .args(["-l", "-E", "sha256", "-f", &self.arg(&format!("{key}.pub"))])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&listed.stdout)
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_string()
+        fingerprint(&self.path(&format!("{key}.pub")))
     }
 
     fn bundle_command(&self, output: &str, extra: &[&str]) -> Command {
@@ -194,6 +181,31 @@ impl Site {
             .status
             .success()
     }
+}
+
+/// `ssh-keygen -t KIND` writes the key pair `path` and `path.pub`.
+fn keygen(path: &Path, kind: &str, passphrase: &str) {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-C", name, "-N", passphrase, "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ssh-keygen {name}");
+}
+
+/// `SHA256:…` of a public key, as ssh-keygen prints it.
+fn fingerprint(public: &Path) -> String {
+    let listed = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(public)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 /// How a forger changes an image.
@@ -1078,30 +1090,8 @@ fn allowed_signers_and_signatures_are_read_as_ssh_keygen_reads_them() {
 fn unusable_keys_and_anchors_are_named_before_any_work() {
     let work = tempfile::tempdir().unwrap();
     let path = |name: &str| work.path().join(name).to_str().unwrap().to_string();
-    let keygen = Command::new("ssh-keygen")
-        .args([
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "k",
-            "-f",
-            &path("key"),
-        ])
-        .status()
-        .unwrap();
-    assert!(keygen.success());
-    let fingerprint = Command::new("ssh-keygen")
-        .args(["-l", "-E", "sha256", "-f", &path("key.pub")])
-        .output()
-        .unwrap();
-    let fingerprint = String::from_utf8_lossy(&fingerprint.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_string();
+    keygen(&work.path().join("key"), "ed25519", "");
+    let fingerprint = fingerprint(&work.path().join("key.pub"));
     let public =
         ferry(&["bundle", "--image", "a.io/b:1", "--sign", &path("key.pub")]).fails_with(2);
     assert_eq!(
