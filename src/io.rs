@@ -12,6 +12,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
+use rustix::fs::OFlags;
+
 /// Reads until `buffer` is full or the input ends; returns how many bytes were read.
 pub fn read_full(reader: &mut (impl Read + ?Sized), buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
@@ -40,7 +42,7 @@ pub fn open_side_file(path: &Path) -> io::Result<File> {
     refuse_special(before.file_type())?;
     let file = OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .custom_flags((OFlags::NONBLOCK | OFlags::NOCTTY).bits() as i32)
         .open(path)?;
     refuse_special(file.metadata()?.file_type())?;
     Ok(file)

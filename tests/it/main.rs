@@ -12,6 +12,7 @@ mod hostile;
 mod interrupt;
 mod kubernetes;
 mod multiarch;
+mod named;
 mod output;
 mod pull;
 mod releases;
