@@ -14,7 +14,7 @@ use crate::fetch::{fetch, FetchSettings, FetchStageError, Fetched, PullReport, V
 use crate::image::Image;
 use crate::progress::Reporter;
 use crate::reference::Reference;
-use crate::resolve::{union, Plan};
+use crate::resolve::{union, Plan, ResolveError};
 use crate::tarball::{
     check_output, write_bundle, BundleMetadata, TarballError, WriteOptions, Written,
 };
@@ -91,7 +91,7 @@ pub struct Report {
 
 /// The name `ferry bundle` gives the bundle of `plan` by default: what is inside, for which platforms, and
 /// whether the vendor's images are left out.
-pub fn default_name(plan: &Plan, fetch: &FetchSettings) -> String {
+pub fn default_name(plan: &Plan, fetch: &FetchSettings) -> Result<String, ResolveError> {
     plan.file_name(&fetch.platforms, matches!(fetch.vendor, VendorSource::Skip))
 }
 

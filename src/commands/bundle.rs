@@ -171,17 +171,16 @@ fn output_paths(plans: &[Plan], fetch: &FetchSettings, args: &BundleArgs) -> Res
         }
         _ => None,
     };
-    Ok(plans
+    plans
         .iter()
         .map(|plan| {
-            let name = default_name(plan, fetch);
-            match (dir, &args.output) {
-                (Some(dir), _) => dir.join(name),
+            Ok(match (dir, &args.output) {
+                (Some(dir), _) => dir.join(default_name(plan, fetch)?),
                 (None, Some(path)) => path.clone(),
-                (None, None) => PathBuf::from(name),
-            }
+                (None, None) => PathBuf::from(default_name(plan, fetch)?),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

@@ -17,6 +17,7 @@ use crate::image::Platform;
 use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
+use crate::tarball::ProductRecord;
 use crate::trust::Anchors;
 use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
 
@@ -111,12 +112,13 @@ fn write_helm_values(
     let Some(file) = &args.helm_values else {
         return Ok(());
     };
-    let releases = bundle.metadata().release_spec().ok_or_else(|| {
-        Error::Usage(format!(
+    let products = bundle.metadata().products();
+    if products.is_empty() {
+        return Err(Error::Usage(format!(
             "--helm-values {}: the bundle names no catalog release, so there are no Helm values to write",
             file.display()
-        ))
-    })?;
+        )));
+    }
     let values = helm_values(bundle, pushed, catalogs).map_err(|e| {
         Error::Usage(format!(
             "--helm-values {}: {e}: its chart's keys are not known (add its catalog with --catalog-file)",
@@ -128,7 +130,11 @@ fn write_helm_values(
         return Err(Error::Usage(format!(
             "--helm-values {}: no release in the bundle ({}) names Helm keys for its images",
             file.display(),
-            releases.replace('+', ", ")
+            products
+                .iter()
+                .map(ProductRecord::spec)
+                .collect::<Vec<_>>()
+                .join(", ")
         )));
     }
     for product in values {

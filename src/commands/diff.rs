@@ -65,11 +65,13 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
             Chosen::site(catalogs, from, args.version)?,
             Chosen::site(catalogs, to, args.version)?,
         ),
-        (_, _, sites) => return Err(Error::Usage(format!(
+        (_, _, sites) => {
+            return Err(Error::Usage(format!(
             "diff takes FROM and TO, or --site twice (the site file running now, then the one to \
                  upgrade to); {} --site given",
             sites.len()
-        ))),
+        )))
+        }
     };
     let (from_side, to_side) = (from.side(), to.side());
     for release in from.releases.iter().chain(&to.releases) {

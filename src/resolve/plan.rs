@@ -56,11 +56,24 @@ impl Plan {
     /// `+` (`kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64.tar`, or past 80 characters the first
     /// and `+N-more`), images beyond the releases' tables are counted (`huawei-csi-4.8.0+2-images-…`),
     /// and a bundle that leaves the vendor's images out (`vendor_skipped`) ends in `-incomplete.tar`.
-    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`. Only `[A-Za-z0-9._+-]` is used.
-    pub fn file_name(&self, platforms: &[Platform], vendor_skipped: bool) -> String {
+    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`.
+    /// The catalog's grammar keeps separators out of its names; this is the check before a path.
+    pub fn file_name(
+        &self,
+        platforms: &[Platform],
+        vendor_skipped: bool,
+    ) -> Result<String, ResolveError> {
+        let name = self.unchecked_file_name(platforms, vendor_skipped);
+        match name.contains('/') || name.chars().any(char::is_control) {
+            true => Err(ResolveError::FileName(name)),
+            false => Ok(name),
+        }
+    }
+
+    fn unchecked_file_name(&self, platforms: &[Platform], vendor_skipped: bool) -> String {
         let platform = platforms
             .iter()
-            .map(|p| safe(&p.to_string()))
+            .map(|p| p.to_string().replace('/', "-"))
             .collect::<Vec<_>>()
             .join("-");
         let incomplete = if vendor_skipped && self.has_vendor_images() {
@@ -80,14 +93,14 @@ impl Plan {
                 format!("{}{extended}", product_name(one)),
                 one.service
                     .as_ref()
-                    .map(|s| format!("-{}", safe(s)))
+                    .map(|s| format!("-{s}"))
                     .unwrap_or_default(),
             ),
             several => {
                 let mut joined = several
                     .iter()
                     .map(|p| match &p.service {
-                        Some(service) => format!("{}-{}", product_name(p), safe(service)),
+                        Some(service) => format!("{}-{service}", product_name(p)),
                         None => product_name(p),
                     })
                     .collect::<Vec<_>>()
@@ -103,11 +116,7 @@ impl Plan {
             Some(span) => format!("-k8s{span}"),
             None => String::new(),
         };
-        let name = format!("{what}{span}{service}-{platform}{incomplete}.tar");
-        match name.starts_with(['.', '-']) {
-            true => format!("_{name}"),
-            false => name,
-        }
+        format!("{what}{span}{service}-{platform}{incomplete}.tar")
     }
 
     /// The images named directly, beyond what the products' tables list.
@@ -123,22 +132,7 @@ impl Plan {
 
 /// `huawei-csi-4.8.0`.
 fn product_name(product: &ReleaseSet) -> String {
-    format!(
-        "{}-{}",
-        safe(&product.release.catalog),
-        safe(&product.release.release)
-    )
-}
-
-/// `text` with every character a file name should not hold (`/`, spaces, quotes, `+` that joins
-/// products) as `-`.
-fn safe(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            'a'..='z' | 'A'..='Z' | '0'..='9' | '.' | '_' | '-' => c,
-            _ => '-',
-        })
-        .collect()
+    format!("{}-{}", product.release.catalog, product.release.release)
 }
 
 /// A product as the user named it: `catalog[@release]`, and the one service of it wanted, if any.
@@ -373,7 +367,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan.file_name(&[Platform::linux_amd64()], false),
+            plan.file_name(&[Platform::linux_amd64()], false).unwrap(),
             "huawei-csi-4.8.0+2-images-k8s1.16-up-node-linux-amd64.tar"
         );
     }
@@ -416,7 +410,7 @@ mod tests {
         .unwrap();
         let names: Vec<String> = all
             .iter()
-            .map(|p| p.file_name(&[Platform::linux_amd64()], false))
+            .map(|p| p.file_name(&[Platform::linux_amd64()], false).unwrap())
             .collect();
         assert_eq!(
             names,
@@ -428,7 +422,7 @@ mod tests {
         );
         // Without the vendor's images, the name says the bundle is incomplete.
         assert_eq!(
-            all[2].file_name(&[Platform::linux_amd64()], true),
+            all[2].file_name(&[Platform::linux_amd64()], true).unwrap(),
             "huawei-csi-4.8.0-k8s1.20-up-linux-amd64-incomplete.tar"
         );
         let extra = ["busybox:1".parse().unwrap()];
@@ -438,7 +432,9 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            loose[0].file_name(&["linux/arm/v7".parse().unwrap()], true),
+            loose[0]
+                .file_name(&["linux/arm/v7".parse().unwrap()], true)
+                .unwrap(),
             "images-linux-arm-v7.tar"
         );
     }
@@ -460,11 +456,11 @@ mod tests {
         assert_eq!(spans, ["1.28", "1.20+"]);
         let platforms = [Platform::linux_amd64(), "linux/arm64".parse().unwrap()];
         assert_eq!(
-            plan.file_name(&platforms, false),
+            plan.file_name(&platforms, false).unwrap(),
             "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64-linux-arm64.tar"
         );
         assert_eq!(
-            plan.file_name(&platforms[..1], true),
+            plan.file_name(&platforms[..1], true).unwrap(),
             "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64-incomplete.tar"
         );
         // --k8s may say the same version; each service goes with its product.
@@ -485,7 +481,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(
-            node[0].file_name(&platforms[..1], false),
+            node[0].file_name(&platforms[..1], false).unwrap(),
             "kubernetes-1.28.3-node+huawei-csi-4.8.0-node-k8s1.28-linux-amd64.tar"
         );
     }
@@ -536,9 +532,9 @@ mod tests {
         );
     }
 
-    /// Names stay short and safe whatever a catalog file calls its products.
+    /// Many products are named by the first and how many more; a name that would be a path is refused.
     #[test]
-    fn long_and_odd_names_stay_safe() {
+    fn long_names_are_cut_and_paths_refused() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let mut release = catalogs.find("huawei-csi@4.8.0").unwrap().into_owned();
         let mut set = |catalog: &str, version: &str| {
@@ -553,8 +549,10 @@ mod tests {
                 service: None,
             }
         };
-        let odd = Plan {
-            products: vec![set(".hidden", "1.0/../../etc"), set("a+b", "2 \"x\"")],
+        let many = Plan {
+            products: (0..6)
+                .map(|i| set(&format!("product-number-{i}"), "10.20.30"))
+                .collect(),
             span: Some(KubeRange {
                 min: v("1.28"),
                 max: Some(v("1.28")),
@@ -562,18 +560,21 @@ mod tests {
             images: Vec::new(),
         };
         assert_eq!(
-            odd.file_name(&[Platform::linux_amd64()], false),
-            "_.hidden-1.0-..-..-etc+a-b-2--x--k8s1.28-linux-amd64.tar"
+            many.file_name(&[Platform::linux_amd64()], false).unwrap(),
+            "product-number-0-10.20.30+5-more-k8s1.28-linux-amd64.tar"
         );
-        let many = Plan {
-            products: (0..6)
-                .map(|i| set(&format!("product-number-{i}"), "10.20.30"))
-                .collect(),
-            ..odd
+        let escape = Plan {
+            products: vec![set("huawei-csi", "1/../../escape")],
+            span: None,
+            images: Vec::new(),
         };
         assert_eq!(
-            many.file_name(&[Platform::linux_amd64()], false),
-            "product-number-0-10.20.30+5-more-k8s1.28-linux-amd64.tar"
+            escape
+                .file_name(&[Platform::linux_amd64()], false)
+                .unwrap_err()
+                .to_string(),
+            "the bundle's file name 'huawei-csi-1/../../escape-linux-amd64.tar' would not be a file \
+             name: name the output with -o FILE"
         );
     }
 }

@@ -488,18 +488,18 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
         format!(
             "# Helm values for huawei-csi 4.8.0: images from the private registry (written by ferry)\n\
              images:\n\
-             \x20 huaweiCSIExtender: \"{to}/huawei-csi-extender:4.8.0\"\n\
-             \x20 huaweiCSIService: \"{to}/huawei-csi:4.8.0\"\n\
-             \x20 storageBackendController: \"{to}/storage-backend-controller:4.8.0\"\n\
-             \x20 storageBackendSidecar: \"{to}/storage-backend-sidecar:4.8.0\"\n\
-             \x20 sidecar:\n\
-             \x20   attacher: \"{to}/sig-storage/csi-attacher:v4.4.0\"\n\
-             \x20   livenessProbe: \"{to}/sig-storage/livenessprobe:v2.12.0\"\n\
-             \x20   provisioner: \"{to}/sig-storage/csi-provisioner:v3.6.0\"\n\
-             \x20   registrar: \"{to}/sig-storage/csi-node-driver-registrar:v2.9.0\"\n\
-             \x20   resizer: \"{to}/sig-storage/csi-resizer:v1.9.0\"\n\
-             \x20   snapshotController: \"{to}/sig-storage/snapshot-controller:v6.3.0\"\n\
-             \x20   snapshotter: \"{to}/sig-storage/csi-snapshotter:v6.3.0\"\n"
+             \x20 \"huaweiCSIExtender\": \"{to}/huawei-csi-extender:4.8.0\"\n\
+             \x20 \"huaweiCSIService\": \"{to}/huawei-csi:4.8.0\"\n\
+             \x20 \"storageBackendController\": \"{to}/storage-backend-controller:4.8.0\"\n\
+             \x20 \"storageBackendSidecar\": \"{to}/storage-backend-sidecar:4.8.0\"\n\
+             \x20 \"sidecar\":\n\
+             \x20   \"attacher\": \"{to}/sig-storage/csi-attacher:v4.4.0\"\n\
+             \x20   \"livenessProbe\": \"{to}/sig-storage/livenessprobe:v2.12.0\"\n\
+             \x20   \"provisioner\": \"{to}/sig-storage/csi-provisioner:v3.6.0\"\n\
+             \x20   \"registrar\": \"{to}/sig-storage/csi-node-driver-registrar:v2.9.0\"\n\
+             \x20   \"resizer\": \"{to}/sig-storage/csi-resizer:v1.9.0\"\n\
+             \x20   \"snapshotController\": \"{to}/sig-storage/snapshot-controller:v6.3.0\"\n\
+             \x20   \"snapshotter\": \"{to}/sig-storage/csi-snapshotter:v6.3.0\"\n"
         )
     );
 }
