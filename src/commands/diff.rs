@@ -111,7 +111,7 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
         let blobs = |items: &[Item]| -> BTreeMap<Digest, u64> {
             items
                 .iter()
-                .filter_map(|item| cached(item))
+                .filter_map(&cached)
                 .flat_map(|image| {
                     std::iter::once(image.manifest.clone())
                         .chain(image.blobs().cloned())

@@ -13,7 +13,7 @@ use crate::seed::{
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),

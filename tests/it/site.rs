@@ -10,27 +10,16 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bundle::{expected_names, files_in, sha256sum_check};
+use crate::bundle::{expected_names, files_in, sha256sum_check, text};
 use crate::deliver::skopeo_digest;
 use crate::ferry::{command, ferry, run, Run};
+use crate::kubernetes::KUBEADM_1283;
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
     push_image, seed_csi_480, vendor_dir_480, vendor_dir_480_for, Format, Seeded, PLATFORMS,
 };
 use crate::serve::{containerd_hosts, Served};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
-
-/// What `kubeadm config images list --kubernetes-version v1.28.3` prints, as (repository, tag) under
-/// registry.k8s.io.
-const KUBEADM_1283: [(&str, &str); 7] = [
-    ("kube-apiserver", "v1.28.3"),
-    ("kube-controller-manager", "v1.28.3"),
-    ("kube-scheduler", "v1.28.3"),
-    ("kube-proxy", "v1.28.3"),
-    ("pause", "3.9"),
-    ("etcd", "3.5.9-0"),
-    ("coredns/coredns", "v1.10.1"),
-];
 
 /// The name of the bundle of both products for one linux/amd64 cluster.
 const WHOLE: &str = "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64.tar";
@@ -187,14 +176,6 @@ fn metadata(bundle: &Path) -> serde_json::Value {
         .find(|(name, _)| name == "ferry.json")
         .expect("ferry.json");
     serde_json::from_slice(&bytes).unwrap()
-}
-
-fn text(output: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Kubernetes 1.28.3 and CSI 4.8.0 in one bundle, delivered every way a site receives images.
