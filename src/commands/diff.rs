@@ -154,6 +154,23 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     write_text(&report, out)
 }
 
+/// The products of `kubernetes@1.28.3+huawei-csi@4.5.0`. A release may hold a `+` itself (`1.0.0+build2`,
+/// which the catalogs allow), so a part starts a new product only when it names a release (`CATALOG@…`) or a
+/// catalog; otherwise it belongs to the release before it.
+fn products_of(catalogs: &Catalogs, specs: &str) -> Vec<String> {
+    let mut products: Vec<String> = Vec::new();
+    for part in specs.split('+') {
+        match products.last_mut() {
+            Some(last) if !part.contains('@') && catalogs.find(part).is_err() => {
+                last.push('+');
+                last.push_str(part);
+            }
+            _ => products.push(part.to_string()),
+        }
+    }
+    products
+}
+
 /// One side of the diff as named: releases joined by `+` (each with --service), or a site file.
 struct Chosen<'a> {
     name: String,
@@ -165,8 +182,8 @@ struct Chosen<'a> {
 impl<'a> Chosen<'a> {
     /// `kubernetes@1.28.3+huawei-csi@4.5.0`.
     fn named(catalogs: &'a Catalogs, specs: &str, service: Option<&str>) -> Result<Chosen<'a>> {
-        let releases = specs
-            .split('+')
+        let releases = products_of(catalogs, specs)
+            .iter()
             .map(|spec| {
                 let release = catalogs.find(spec)?;
                 let service = service
@@ -284,4 +301,32 @@ fn write_text(report: &Report, out: &mut dyn Write) -> Result<()> {
         .map_err(Error::Output)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn products_are_joined_by_plus_and_releases_may_hold_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("build.toml");
+        std::fs::write(
+            &file,
+            "catalog = \"demo\"\nrelease = \"1.0.0+build2\"\ntitle = \"Demo\"\nmin_kubernetes = \"1.25\"\n\
+             [[services]]\nname = \"demo-app\"\nshort = \"app\"\n\
+             [[images]]\ncontainer = \"web\"\nimage = \"nginx:1.27\"\nkubernetes = \"v1.25+\"\n\
+             kubernetes_range = { min = \"1.25\" }\nservices = [\"demo-app\"]\nsource = \"registry\"\n",
+        )
+        .unwrap();
+        let catalogs = Catalogs::load(&[file]).unwrap();
+        assert_eq!(
+            products_of(&catalogs, "demo@1.0.0+build2+kubernetes+huawei-csi@4.8.0"),
+            ["demo@1.0.0+build2", "kubernetes", "huawei-csi@4.8.0"]
+        );
+        assert_eq!(
+            products_of(&catalogs, "huawei-csi@4.8.0"),
+            ["huawei-csi@4.8.0"]
+        );
+    }
 }
