@@ -312,6 +312,7 @@ fn add_once(images: &mut Vec<Wanted>, more: impl IntoIterator<Item = Wanted>) {
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

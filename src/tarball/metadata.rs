@@ -21,7 +21,7 @@ pub struct BundleMetadata {
     pub kubernetes: Option<KubernetesSpan>,
     pub service: Option<String>,
     /// With several products (Kubernetes itself and a storage driver, say): each of them, in the order
-    /// named, and then `catalog`, `release` and `service` are absent and `kubernetes` is the versions every
+    /// named, and then `catalog`, `release` and `service` are null and `kubernetes` is the versions every
     /// product's image set serves. Absent for one product, so that such bundles keep their bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub products: Vec<ProductRecord>,
@@ -265,5 +265,111 @@ impl ImageRecord {
                 },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Catalogs;
+    use crate::image::Platform;
+    use crate::resolve::{plans, ProductSpec, Selection};
+
+    fn described(products: &[&str], extra: &[&str], skipped: &[&str]) -> BundleMetadata {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let versions = ["1.28".parse().unwrap()];
+        let extra: Vec<Reference> = extra.iter().map(|r| r.parse().unwrap()).collect();
+        let plan = &plans(
+            &catalogs,
+            &Selection {
+                products: products
+                    .iter()
+                    .map(|release| ProductSpec {
+                        release,
+                        service: None,
+                    })
+                    .collect(),
+                versions: &versions,
+                extra: &extra,
+                ..Default::default()
+            },
+        )
+        .unwrap()[0];
+        let skipped: Vec<Reference> = skipped.iter().map(|r| r.parse().unwrap()).collect();
+        BundleMetadata::describe(plan, &[Platform::linux_amd64()], &[], &skipped, &[])
+    }
+
+    /// A bundle of one release keeps the keys (and so the bytes) it always had; one of several names each.
+    #[test]
+    fn one_product_keeps_its_keys_and_several_are_each_recorded() {
+        let one = described(&["huawei-csi@4.8.0"], &[], &[]);
+        let json: serde_json::Value = serde_json::from_slice(&one.to_bytes()).unwrap();
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "catalog",
+                "ferry",
+                "images",
+                "kubernetes",
+                "platform",
+                "release",
+                "service",
+                "skipped",
+                "vendor_layer_compression"
+            ]
+        );
+        assert_eq!(one.release_spec().as_deref(), Some("huawei-csi@4.8.0"));
+        assert_eq!(one.products()[0].kubernetes.span, "1.20 and later");
+        assert!(one.caveats().is_empty());
+
+        let two = described(&["kubernetes@1.28.3", "huawei-csi@4.8.0"], &[], &[]);
+        assert_eq!((&two.catalog, &two.release), (&None, &None));
+        assert_eq!(two.kubernetes.as_ref().unwrap().span, "1.28");
+        assert_eq!(
+            two.release_spec().as_deref(),
+            Some("kubernetes@1.28.3+huawei-csi@4.8.0")
+        );
+        let read: BundleMetadata = serde_json::from_slice(&two.to_bytes()).unwrap();
+        assert_eq!(read, two);
+        // What an older ferry wrote, without the new keys, still reads.
+        let old: BundleMetadata = serde_json::from_slice(&one.to_bytes()).unwrap();
+        assert_eq!((old.products.len(), old.extra.len()), (0, 0));
+    }
+
+    #[test]
+    fn incomplete_and_extended_bundles_say_so() {
+        let metadata = described(
+            &["kubernetes@1.28.3", "huawei-csi@4.8.0"],
+            &["busybox:1.36", "registry.k8s.io/pause:3.9"],
+            &["huawei-csi:4.8.0"],
+        );
+        assert_eq!(
+            metadata.caveats(),
+            [
+                "incomplete: made with --skip-vendor, 1 vendor image(s) are not inside: \
+                 docker.io/library/huawei-csi:4.8.0 (they come with the vendor's package)",
+                "extended: 1 image(s) besides those of kubernetes@1.28.3 and huawei-csi@4.8.0: \
+                 docker.io/library/busybox:1.36"
+            ]
+        );
+        // Images named without a release are the bundle itself, not an extension of it.
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let extra: Vec<Reference> = vec!["busybox:1.36".parse().unwrap()];
+        let plan = &plans(
+            &catalogs,
+            &Selection {
+                extra: &extra,
+                ..Default::default()
+            },
+        )
+        .unwrap()[0];
+        let loose = BundleMetadata::describe(plan, &[Platform::linux_amd64()], &[], &[], &[]);
+        assert!(loose.extra.is_empty() && loose.caveats().is_empty());
     }
 }

@@ -1058,3 +1058,156 @@ fn diff_compares_whole_sites() {
          upgrade to); 1 --site given\n"
     );
 }
+
+/// With several products whose charts have keys, `push --helm-values FILE` writes one file per product,
+/// the catalog's name before FILE's extension, and names each.
+#[test]
+fn helm_values_of_several_products_go_to_one_file_each() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    seed_csi_480(registry.addr(), 60_000);
+    for (repository, tag) in [
+        ("kube-proxy", "v1.28.3"),
+        ("pause", "3.9"),
+        ("coredns/coredns", "v1.10.1"),
+    ] {
+        push_image(
+            registry.addr(),
+            repository,
+            tag,
+            Format::DockerList,
+            &PLATFORMS[..1],
+            60_000,
+        );
+    }
+    let work = tempfile::tempdir().unwrap();
+    let catalog = work.path().join("proxy.toml");
+    std::fs::write(
+        &catalog,
+        "catalog = \"proxy\"\nrelease = \"1.0.0\"\ntitle = \"A proxy chart\"\nmin_kubernetes = \"1.25\"\n\
+         [[services]]\nname = \"proxy\"\nshort = \"proxy\"\n\
+         [[images]]\ncontainer = \"proxy\"\nimage = \"registry.k8s.io/kube-proxy:v1.28.3\"\n\
+         kubernetes = \"v1.25+\"\nkubernetes_range = { min = \"1.25\" }\nservices = [\"proxy\"]\n\
+         source = \"registry\"\nhelm_value = \"images.proxy.image\"\n",
+    )
+    .unwrap();
+    let catalog = catalog.to_str().unwrap();
+    let out = work.path().join("out/");
+    ferry(&[
+        "--catalog-file",
+        catalog,
+        "bundle",
+        "huawei-csi@4.8.0",
+        "proxy@1.0.0",
+        "--k8s",
+        "1.28",
+        "--skip-vendor",
+        "--mirror",
+        &format!("registry.k8s.io={}", registry.addr()),
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ])
+    .success();
+    let bundle = out.join("huawei-csi-4.8.0+proxy-1.0.0-k8s1.25-up-linux-amd64-incomplete.tar");
+    let values = work.path().join("values.yaml");
+    let pushed = ferry(&[
+        "--catalog-file",
+        catalog,
+        "push",
+        bundle.to_str().unwrap(),
+        "--to",
+        "10.0.0.5:5000/site",
+        "--dry-run",
+        "--helm-values",
+        values.to_str().unwrap(),
+    ])
+    .success();
+    let written = |catalog: &str| work.path().join(format!("values-{catalog}.yaml"));
+    assert_eq!(
+        pushed.stderr(),
+        format!(
+            "Helm values for huawei-csi: {}\nHelm values for proxy: {}\n",
+            written("huawei-csi").display(),
+            written("proxy").display()
+        )
+    );
+    assert!(!values.exists());
+    assert_eq!(
+        std::fs::read_to_string(written("proxy")).unwrap(),
+        "# Helm values for proxy 1.0.0: images from the private registry (written by ferry)\n\
+         images:\n  \"proxy\":\n    \"image\": \"10.0.0.5:5000/site/kube-proxy:v1.28.3\"\n"
+    );
+    assert!(std::fs::read_to_string(written("huawei-csi"))
+        .unwrap()
+        .contains("    \"attacher\": \"10.0.0.5:5000/site/sig-storage/csi-attacher:v4.4.0\"\n"),);
+    // A bundle whose releases have no chart keys has no values to write, nor one without a release.
+    let node = work.path().join("node.tar");
+    ferry(&[
+        "bundle",
+        "kubernetes@1.28.3",
+        "--service",
+        "node",
+        "--mirror",
+        &format!("registry.k8s.io={}", registry.addr()),
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "-o",
+        node.to_str().unwrap(),
+        "-q",
+    ])
+    .success();
+    let refused = ferry(&[
+        "push",
+        node.to_str().unwrap(),
+        "--to",
+        "10.0.0.5:5000/site",
+        "--dry-run",
+        "--helm-values",
+        values.to_str().unwrap(),
+    ])
+    .fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: --helm-values {}: no release in the bundle (kubernetes@1.28.3) names Helm keys for \
+             its images\n",
+            values.display()
+        )
+    );
+    let plain = work.path().join("plain.tar");
+    ferry(&[
+        "bundle",
+        "--image",
+        "registry.k8s.io/kube-proxy:v1.28.3",
+        "--mirror",
+        &format!("registry.k8s.io={}", registry.addr()),
+        "--cache-dir",
+        work.path().join("cache").to_str().unwrap(),
+        "-o",
+        plain.to_str().unwrap(),
+        "-q",
+    ])
+    .success();
+    let refused = ferry(&[
+        "push",
+        plain.to_str().unwrap(),
+        "--to",
+        "10.0.0.5:5000/site",
+        "--dry-run",
+        "--helm-values",
+        values.to_str().unwrap(),
+    ])
+    .fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: --helm-values {}: the bundle names no catalog release, so there are no Helm values \
+             to write\n",
+            values.display()
+        )
+    );
+}
