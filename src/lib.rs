@@ -8,7 +8,8 @@
 //!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
 //! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
 //!   `trust` (signatures and locks: proof that it is the bundle that was built);
-//!   `layer_codec` (what a layer's content hashes to, through gzip or zstd);
+//!   `layer_codec` (what a layer's content hashes to, through gzip or zstd); `recovery` (PAR2 recovery
+//!   data: written beside a bundle, and repairing it byte-exact);
 //! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a
 //!   registry);
 //! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
@@ -53,6 +54,7 @@ pub mod k8s;
 pub mod layer_codec;
 pub mod progress;
 pub mod pull;
+pub mod recovery;
 pub mod reference;
 pub mod registry;
 pub mod resolve;

@@ -12,6 +12,7 @@ mod interrupt;
 mod multiarch;
 mod output;
 mod pull;
+mod recovery;
 mod releases;
 mod seed;
 mod serve;
