@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::deliver::load::Runtime;
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
 use crate::reference::Reference;
@@ -36,15 +37,18 @@ pub struct CatalogArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List the catalogs and releases ferry knows.
+    /// List the catalogs and releases ferry knows (the kubernetes catalog one line per minor).
     Catalogs {
-        /// Print JSON instead of a table.
+        /// Every release, the kubernetes catalog's hundreds of patch releases too.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table (every release).
         #[arg(long)]
         json: bool,
     },
     /// List the images a release needs for a Kubernetes version.
     #[command(
-        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s"
+        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s\n  ferry list kubernetes@1.28.3\n  ferry list kubernetes@1.28 --service node\n\nA kubernetes release is the Kubernetes version itself: it needs no --k8s (one that disagrees is refused).\nkubernetes@1.28 is the newest 1.28 release the catalog knows; a newer patch (kubernetes@1.28.99) is\nserved from that row with a warning naming what it assumed."
     )]
     List(ListArgs),
     /// What upgrading from one release to another adds, removes and keeps, image by image.
@@ -98,8 +102,9 @@ pub struct ListArgs {
     pub json: bool,
 }
 
+/// Needed for a product release; a kubernetes release says its version itself.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct KubeSelection {
     /// The cluster's Kubernetes version: 1.28, v1.28.3, 1.28.3+k3s1, v1.27.9-eks-5e0fdde, ...
     #[arg(long = "k8s", value_name = "VERSION")]
@@ -117,9 +122,10 @@ pub struct DiffArgs {
     /// The release to upgrade to, CATALOG@RELEASE (or CATALOG for its newest).
     #[arg(value_name = "TO")]
     pub to: String,
-    /// The cluster's Kubernetes version.
+    /// The cluster's Kubernetes version (not needed when a side is a kubernetes release: each of those
+    /// is compared on its own version).
     #[arg(long = "k8s", value_name = "VERSION")]
-    pub version: KubeVersion,
+    pub version: Option<KubeVersion>,
     /// Only the images of one service (e.g. controller, node).
     #[arg(long)]
     pub service: Option<String>,
@@ -327,7 +333,7 @@ pub struct LoadArgs {
     pub path: PathBuf,
     /// The runtime to load into [default: the first found: containerd, then docker, then podman].
     #[arg(long, value_enum)]
-    pub runtime: Option<crate::deliver::load::Runtime>,
+    pub runtime: Option<RuntimeArg>,
     /// containerd namespace (kubelet's is k8s.io).
     #[arg(long, default_value = "k8s.io")]
     pub namespace: String,
@@ -372,6 +378,24 @@ pub struct ServeArgs {
     pub advertise: Option<String>,
     #[command(flatten)]
     pub trust: TrustArgs,
+}
+
+/// `--runtime`: the container runtimes ferry loads into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RuntimeArg {
+    Containerd,
+    Docker,
+    Podman,
+}
+
+impl From<RuntimeArg> for Runtime {
+    fn from(runtime: RuntimeArg) -> Runtime {
+        match runtime {
+            RuntimeArg::Containerd => Runtime::Containerd,
+            RuntimeArg::Docker => Runtime::Docker,
+            RuntimeArg::Podman => Runtime::Podman,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -1,14 +1,13 @@
 //! The one error type commands return, and the one place that decides its exit code.
 
+use crate::bundle::BundleError;
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
 use crate::deliver::push::PushError;
-use crate::fetch::VendorSourceError;
-use crate::import::VendorError;
+use crate::fetch::{FetchStageError, VendorError};
 use crate::interrupt::Interrupted;
 use crate::k8s::VersionError;
-use crate::pull::PullError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
 use crate::resolve::ResolveError;
@@ -36,7 +35,7 @@ pub enum Error {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
-    Pull(#[from] PullError),
+    Fetch(#[from] FetchStageError),
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
@@ -46,11 +45,7 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
-    Vendor(#[from] VendorError),
-    #[error(transparent)]
     Serve(#[from] ServeError),
-    #[error(transparent)]
-    VendorSource(#[from] VendorSourceError),
     #[error(transparent)]
     Trust(#[from] TrustError),
     #[error("{} is damaged or incomplete", .0.display())]
@@ -74,8 +69,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}", .0.iter().map(|e| chain(e)).collect::<Vec<_>>().join("\n"))]
-    Several(Vec<Error>),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write output")]
@@ -87,21 +80,10 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Several(errors) => errors
-                .iter()
-                .map(Error::exit_code)
-                .max()
-                .unwrap_or(EXIT_FAILURE),
-            Error::Registry(
-                RegistryError::BadMirror { .. }
-                | RegistryError::CaCert { .. }
-                | RegistryError::BadCaCert { .. },
-            ) => EXIT_USAGE,
-            Error::Vendor(
-                VendorError::Missing { .. }
-                | VendorError::Dir { .. }
-                | VendorError::Conflict { .. },
-            ) => EXIT_USAGE,
+            Error::Fetch(error) => fetch_exit_code(error),
+            Error::Registry(RegistryError::BadMirror { .. } | RegistryError::CaFile(_)) => {
+                EXIT_USAGE
+            }
             Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
@@ -128,10 +110,8 @@ impl Error {
             ) => EXIT_FAILURE,
             Error::Output(_)
             | Error::Registry(_)
-            | Error::Pull(_)
             | Error::Cache(_)
             | Error::Tarball(_)
-            | Error::Vendor(_)
             | Error::Push(_)
             | Error::Load(_)
             | Error::Serve(_)
@@ -143,7 +123,6 @@ impl Error {
             | Error::Resolve(_)
             | Error::Version(_)
             | Error::Reference(_)
-            | Error::VendorSource(_)
             | Error::Check(_)
             | Error::Usage(_) => EXIT_USAGE,
         }
@@ -152,16 +131,35 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An error and its causes on one line, for lists of several failures.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(source) = cause {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        cause = source.source();
+/// A fetch fails for the user's input when a source the command line names is wrong; both sources
+/// failing give the higher code.
+fn fetch_exit_code(error: &FetchStageError) -> u8 {
+    let vendor = |error: &VendorError| match error {
+        VendorError::Missing { .. } | VendorError::Dir { .. } | VendorError::Conflict { .. } => {
+            EXIT_USAGE
+        }
+        _ => EXIT_FAILURE,
+    };
+    match error {
+        FetchStageError::Import(import) => vendor(import),
+        FetchStageError::Both { import, .. } => vendor(import),
+        FetchStageError::Interrupted(stop) => stop.exit_code(),
+        FetchStageError::Source(_) | FetchStageError::WrongPlatform { .. } => EXIT_USAGE,
+        FetchStageError::Pull(_) | FetchStageError::Cache(_) => EXIT_FAILURE,
     }
-    text
+}
+
+/// A build's errors are said and counted as those of the stage that failed.
+impl From<BundleError> for Error {
+    fn from(error: BundleError) -> Self {
+        match error {
+            BundleError::Fetch(error) => Error::Fetch(error),
+            BundleError::Tarball(error) => Error::Tarball(error),
+            BundleError::Trust(error) => Error::Trust(error),
+            BundleError::Cache(error) => Error::Cache(error),
+            usage @ BundleError::LockOfSeveral(_) => Error::Usage(usage.to_string()),
+        }
+    }
 }
 
 impl From<VerifyError> for Error {

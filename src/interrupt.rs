@@ -21,37 +21,6 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 static RECEIVED: AtomicUsize = AtomicUsize::new(0);
 /// Set by the first signal, so that a second one ends the process at once.
 static ARMED: AtomicBool = AtomicBool::new(false);
-/// Set when one part of a run failed and the parts still working (vendor compression while the pull
-/// failed) should stop as they would for a signal: their work would be thrown away.
-static ABANDONED: AtomicBool = AtomicBool::new(false);
-
-/// What the parts of a run still working fail with after [`abandon`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("stopped because another part of the run failed")]
-pub struct Abandoned;
-
-/// Tells every loop that checks for signals to stop: another part of the run failed.
-pub fn abandon() {
-    ABANDONED.store(true, Ordering::SeqCst);
-}
-
-/// Whether `error`, or any of its causes, is the stop [`abandon`] asked for.
-pub fn is_abandonment(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.is::<Abandoned>()
-            || error
-                .downcast_ref::<io::Error>()
-                .and_then(|e| e.get_ref())
-                .is_some_and(|inner| inner.is::<Abandoned>())
-        {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("interrupted by {}; the files being written were removed", signal_hook::low_level::signal_name(*.signal).unwrap_or("a signal"))]
 pub struct Interrupted {
@@ -93,13 +62,67 @@ pub fn pending() -> Option<Interrupted> {
 /// Fails once a signal asked this run to stop. The error is not of kind `Interrupted`: `io::copy` and
 /// `write_all` retry those.
 pub fn check() -> io::Result<()> {
-    if let Some(stop) = pending() {
-        return Err(io::Error::other(stop));
+    match pending() {
+        Some(stop) => Err(io::Error::other(stop)),
+        None => Ok(()),
     }
-    if ABANDONED.load(Ordering::SeqCst) {
-        return Err(io::Error::other(Abandoned));
+}
+
+/// What the parts of one call still working fail with after [`Cancel::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stopped because another part of the run failed")]
+pub struct Abandoned;
+
+/// A stop that belongs to one call, not to the process: when one part of a fetch fails, the parts still
+/// working (vendor layers being compressed) stop as they would for a signal, since their work would be
+/// thrown away. Whatever runs later in the same process is not touched.
+#[derive(Debug, Default)]
+pub struct Cancel(AtomicBool);
+
+impl Cancel {
+    pub const fn new() -> Cancel {
+        Cancel(AtomicBool::new(false))
     }
-    Ok(())
+
+    /// Tells every reader made with [`Cancel::reader`] to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Fails once a signal asked this run to stop, or this call was cancelled.
+    pub fn check(&self) -> io::Result<()> {
+        check()?;
+        if self.0.load(Ordering::SeqCst) {
+            return Err(io::Error::other(Abandoned));
+        }
+        Ok(())
+    }
+
+    /// A reader that fails once [`Cancel::check`] does, for loops that only read and hash or compress
+    /// (a vendor layer), so that they end within one buffer.
+    pub fn reader<R: Read>(&self, inner: R) -> Checked<'_, R> {
+        Checked {
+            inner,
+            cancel: self,
+        }
+    }
+}
+
+/// Whether `error`, or any of its causes, is the stop [`Cancel::cancel`] asked for.
+pub fn is_abandonment(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<Abandoned>()
+            || error
+                .downcast_ref::<io::Error>()
+                .and_then(|e| e.get_ref())
+                .is_some_and(|inner| inner.is::<Abandoned>())
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Resolves when a signal asks this run to stop; raced against a fetch, it drops the fetch's futures.
@@ -112,14 +135,16 @@ pub async fn signalled() -> Interrupted {
     }
 }
 
-/// A reader that fails once a signal asked this run to stop, for loops that only read and hash or
-/// compress (a vendor layer), so that they end within one buffer.
-pub struct Checked<R>(pub R);
+/// See [`Cancel::reader`].
+pub struct Checked<'c, R> {
+    inner: R,
+    cancel: &'c Cancel,
+}
 
-impl<R: Read> Read for Checked<R> {
+impl<R: Read> Read for Checked<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        check()?;
-        self.0.read(buf)
+        self.cancel.check()?;
+        self.inner.read(buf)
     }
 }
 
@@ -179,6 +204,19 @@ mod tests {
             Interrupted { signal: SIGTERM }.to_string(),
             "interrupted by SIGTERM; the files being written were removed"
         );
+    }
+
+    /// A failed fetch stops its own vendor work, and nothing that runs after it in the same process
+    /// (the next bundle's writer checks [`check`]).
+    #[test]
+    fn a_cancelled_call_stops_its_readers_and_no_one_else() {
+        let (cancelled, other) = (Cancel::default(), Cancel::default());
+        cancelled.cancel();
+        let mut buf = [0u8; 4];
+        let error = cancelled.reader(&b"data"[..]).read(&mut buf).unwrap_err();
+        assert!(is_abandonment(&error), "{error}");
+        assert_eq!(other.reader(&b"data"[..]).read(&mut buf).unwrap(), 4);
+        assert!(check().is_ok(), "the process goes on");
     }
 
     #[test]

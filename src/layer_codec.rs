@@ -24,6 +24,27 @@ pub const EXPANSION_MARGIN: u64 = 64 << 20;
 /// zstd's default limit for a frame's window (2^27 bytes): what the zstd CLI and containerd accept.
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
+/// The one setting ferry compresses uncompressed (docker-save) layers with, named in every bundle's
+/// `ferry.json` and in the cache's notes of what each layer became: another backend or level gives other
+/// bytes, so the name changes with either.
+///
+/// zlib-rs at level 1. Measured with flate2 (release build, one core):
+/// - on 90 MB of /usr/lib binaries: level 1 keeps 43.4 % at 215 MB/s, level 2 35.7 % at 121 MB/s,
+///   level 3 34.4 % at 108 MB/s; on other /usr tars level 1 kept 43-50 %, level 2 36-42 %;
+/// - an earlier measurement on another 86 MB layer saw 71 % at level 1 (zlib-rs's level 1 is
+///   deflate_quick, static Huffman codes), so a vendor whose layers compress that badly gets a larger bundle.
+///
+/// The benchmark's targets decide it: a cold bundle must take at most half of skopeo's time, and the
+/// bundle at most 0.75x docker save's bytes. With level 2 the cold build measured 0.63x skopeo (vendor
+/// compression was 80 % of it) at 0.60x docker's bytes; level 1 makes compression 1.8x faster and still
+/// leaves the size far inside its target (see README's benchmark table).
+pub const COMPRESSION: &str = "gzip-zlib-rs-1";
+
+/// The gzip level [`COMPRESSION`] names.
+pub fn compression_level() -> flate2::Compression {
+    flate2::Compression::new(1)
+}
+
 /// How a layer is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {

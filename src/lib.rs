@@ -1,20 +1,29 @@
 //! ferry: carry container images across an air gap.
 //!
-//! The modules follow the pipeline:
-//! - naming: `reference` (Docker-normalized image references), `digest`, `image` (descriptors, manifests);
-//! - resolving: `k8s` (versions and ranges), `catalog` (vendor tables), `resolve` (rows for a version, and
-//!   the plans: which bundles hold which images);
-//! - fetching: `registry` (auth, TLS, retries, transfers), `cache` (verified blob store), `pull`,
-//!   `import` (vendor docker-save tarballs), `fetch` (the two sources together);
-//! - the bundle: `tarball` (writer and strict reader), `verify` (proof of integrity and completeness),
-//!   `trust` (signatures and locks: proof that it is the bundle that was built);
-//!   `layer_codec` (what a layer's content hashes to, through gzip or zstd); `recovery` (PAR2 recovery
-//!   data: written beside a bundle, and repairing it byte-exact);
-//! - delivering: `deliver` (push to a registry, load into a runtime), `serve` (bundles as a
-//!   registry);
-//! - the edges: `progress` (the only terminal code), `cli` (arguments), `commands` (one per subcommand),
-//!   `error` (exit codes), `interrupt` (signals, and sweeping what killed runs left behind).
+//! The pipeline is resolve → fetch → bundle → verify → deliver, one folder per stage named after it.
+//! The module map, from the top down: a module imports only modules on the lines below its own, never
+//! one above it, and modules on one line do not import each other.
+//!
+//! 1. `commands`: one function per subcommand, turning arguments into library calls and printing results;
+//! 2. `cli` (arguments, mapped to the library's types; the passphrase prompt is in `commands`), `error`
+//!    (every error as one message and an exit code);
+//! 3. `bundle` (the pipeline: plans to bundles on disk, one call), `deliver` (push a verified bundle into
+//!    a registry, load it into a runtime), `serve` (verified bundles as a read-only registry);
+//! 4. `trust`: signatures and locks, proof that it is the bundle that was built;
+//! 5. `verify` (proof that a bundle is intact and complete, and the only maker of `Verified`), `fetch`
+//!    (a plan's images into the cache: `pull` from registries, `import` from the vendor's tarballs);
+//! 6. `tarball` (the bundle on disk: its `layout` types, the writer, the strict reader, `ferry.json`),
+//!    `recovery` (PAR2 recovery data beside a bundle: written, checked, and repairing it byte-exact);
+//! 7. `resolve` (rows for a version, and the plans: which bundles hold which images), `registry` (auth,
+//!    TLS, retries, transfers), `cache` (the verified blob store and its notes);
+//! 8. `catalog` (the vendors' tables), `image` (descriptors, manifests, platforms);
+//! 9. `reference` (Docker-normalized image references), `layer_codec` (what a layer's content hashes to,
+//!    through gzip or zstd, and the one compression setting);
+//! 10. the leaves: `digest`, `k8s` (versions and ranges), `progress` (the `Reporter` trait, and the only
+//!     terminal code), `interrupt` (signals, a call's cancellation, sweeping what killed runs left),
+//!     `causes` (an error and its causes on one line), `io`.
 
+#![forbid(unsafe_code)]
 // Errors carry their subjects (paths, digests, references) and causes; they are returned once per
 // failed run, so their size costs nothing measurable, and boxing them would only blur the types.
 #![allow(clippy::result_large_err)]
@@ -38,8 +47,10 @@ macro_rules! serde_as_string {
     };
 }
 
+pub mod bundle;
 pub mod cache;
 pub mod catalog;
+pub mod causes;
 pub mod cli;
 pub mod commands;
 pub mod deliver;
@@ -47,19 +58,19 @@ pub mod digest;
 pub mod error;
 pub mod fetch;
 pub mod image;
-pub mod import;
 pub mod interrupt;
 pub mod io;
 pub mod k8s;
 pub mod layer_codec;
 pub mod progress;
-pub mod pull;
 pub mod recovery;
 pub mod reference;
 pub mod registry;
 pub mod resolve;
 pub mod serve;
 pub mod tarball;
+#[cfg(test)]
+mod testutil;
 pub mod trust;
 pub mod verify;
 

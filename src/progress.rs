@@ -1,26 +1,75 @@
 //! Progress: the library reports events through [`Reporter`]; only this module knows about terminals.
 //!
-//! On a terminal, [`TerminalReporter`] draws indicatif bars (one per image plus a total, with rate and ETA);
-//! otherwise it prints one plain line per event, which reads well in CI logs and `tee`.
+//! Each long task (an image pulled or imported, a bundle written, an image pushed, a bundle loaded) is
+//! started with [`Reporter::on_start`], which returns the [`Id`] its later events carry, as uv's reporter
+//! does: two tasks with the same name (one image on two platforms) are two tasks. On a terminal,
+//! [`TerminalReporter`] draws indicatif bars (one per task plus a total, with rate and ETA); otherwise it
+//! prints a plain line when a task starts and when it ends, which reads well in CI logs and `tee`.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
+use std::fmt;
+use std::io::{self, IsTerminal, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::digest::Digest;
+/// Sizes for people, in decimal units as registries and `docker images` print them: `1.50 MB`, `812 B`.
+pub use indicatif::DecimalBytes;
+
+/// Which started task an event is about: what [`Reporter::on_start`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Id(pub usize);
+
+/// What a task does with its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// An image's blobs from a registry into the cache.
+    Pull,
+    /// A vendor image's layers from its tarball into the cache (gzipped on the way).
+    Import,
+    /// A bundle's tar onto disk.
+    Write,
+    /// An image's blobs from a bundle into a registry.
+    Push,
+    /// A bundle into a runtime's loader.
+    Load,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::Pull => "pull",
+            Action::Import => "import",
+            Action::Write => "write",
+            Action::Push => "push",
+            Action::Load => "load",
+        })
+    }
+}
+
+/// A task about to start: `total` bytes in all, `done` of them already there (cached blobs).
+#[derive(Debug, Clone, Copy)]
+pub struct Task<'a> {
+    pub action: Action,
+    /// The image or file, as people name it.
+    pub subject: &'a str,
+    pub total: u64,
+    pub done: u64,
+}
 
 /// Events of a long-running job. Every method has a do-nothing default.
 pub trait Reporter: Send + Sync {
-    /// An image's blobs are about to be fetched: `bytes` in all, `cached` of them already present.
-    fn image_start(&self, _image: &str, _bytes: u64, _cached: u64) {}
-    /// `n` more bytes of `blob` arrived for `image`.
-    fn bytes(&self, _image: &str, _blob: &Digest, _n: u64) {}
-    /// A blob download starts again from `offset` after a failure.
-    fn retry(&self, _image: &str, _what: &str, _attempt: u32, _cause: &str) {}
-    fn image_done(&self, _image: &str) {}
+    /// A task starts; its progress and end are reported under the id returned.
+    fn on_start(&self, _task: &Task) -> Id {
+        Id(0)
+    }
+    /// `bytes` more of the task went through.
+    fn on_progress(&self, _id: Id, _bytes: u64) {}
+    fn on_complete(&self, _id: Id) {}
+    /// A request for `what` of `subject` is tried again after a failure.
+    fn retry(&self, _subject: &str, _what: &str, _attempt: u32, _cause: &str) {}
     /// Something the user should know that does not stop the job.
     fn note(&self, _message: &str) {}
     /// Something that is probably a mistake of the user's; printed even with `--quiet`.
@@ -29,7 +78,7 @@ pub trait Reporter: Send + Sync {
     }
     /// A step of a multi-step job, e.g. "writing bundle".
     fn phase(&self, _message: &str) {}
-    /// The transfers are over: clear what is drawn before results are printed.
+    /// The tasks are over: clear what is drawn before results are printed.
     fn finish(&self) {}
 }
 
@@ -38,38 +87,118 @@ pub struct Silent;
 
 impl Reporter for Silent {}
 
+/// Reports the bytes that pass through a reader or writer to one task, in steps of at least
+/// [`Counted::STEP`] bytes, so that a tar copying in 8 KiB pieces does not call the reporter per piece.
+/// The last step is reported at the end of the input, or by [`Counted::into_inner`].
+pub struct Counted<'r, T> {
+    inner: T,
+    reporter: &'r dyn Reporter,
+    id: Id,
+    pending: u64,
+}
+
+impl<'r, T> Counted<'r, T> {
+    const STEP: u64 = 1 << 20;
+
+    pub fn new(inner: T, reporter: &'r dyn Reporter, id: Id) -> Counted<'r, T> {
+        Counted {
+            inner,
+            reporter,
+            id,
+            pending: 0,
+        }
+    }
+
+    fn count(&mut self, n: usize) {
+        self.pending += n as u64;
+        if self.pending >= Self::STEP || (n == 0 && self.pending > 0) {
+            self.reporter
+                .on_progress(self.id, std::mem::take(&mut self.pending));
+        }
+    }
+
+    /// The reader or writer, after the bytes not yet reported are.
+    pub fn into_inner(mut self) -> T {
+        self.count(0);
+        self.inner
+    }
+}
+
+impl<T: Read> Read for Counted<'_, T> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count(n);
+        Ok(n)
+    }
+}
+
+impl<T: Write> Write for Counted<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Progress on stderr: bars on a terminal, plain lines elsewhere.
 pub struct TerminalReporter {
-    bars: Option<Bars>,
+    next: AtomicUsize,
+    output: Output,
+}
+
+enum Output {
+    Bars(Bars),
+    /// Each task's name and the bytes that went through, for its closing line.
+    Lines(Mutex<HashMap<Id, (String, u64)>>),
+    /// Tasks unseen; notes and warnings still printed.
+    Quiet,
 }
 
 struct Bars {
     multi: MultiProgress,
-    total: ProgressBar,
-    images: Mutex<HashMap<String, ProgressBar>>,
+    /// The sum of the tasks under way; made with the first task, and cleared by `finish`.
+    total: Mutex<Option<ProgressBar>>,
+    tasks: Mutex<HashMap<Id, ProgressBar>>,
 }
 
 impl TerminalReporter {
+    /// Bars on a terminal, a line per task elsewhere.
     pub fn new() -> TerminalReporter {
-        let bars = std::io::stderr().is_terminal().then(|| {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-            let total = multi.add(ProgressBar::new(0).with_style(style("total")));
-            total.enable_steady_tick(Duration::from_millis(200));
-            Bars {
-                multi,
-                total,
-                images: Mutex::new(HashMap::new()),
-            }
-        });
-        TerminalReporter { bars }
+        TerminalReporter::with(Output::Lines(Mutex::new(HashMap::new())))
+    }
+
+    /// Bars on a terminal, and no word of the tasks elsewhere: for a job whose every step another
+    /// program already says in lines of its own (a runtime's loader names each image it loads).
+    pub fn bars_only() -> TerminalReporter {
+        TerminalReporter::with(Output::Quiet)
+    }
+
+    fn with(elsewhere: Output) -> TerminalReporter {
+        let output = if std::io::stderr().is_terminal() {
+            Output::Bars(Bars {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                total: Mutex::new(None),
+                tasks: Mutex::new(HashMap::new()),
+            })
+        } else {
+            elsewhere
+        };
+        TerminalReporter {
+            next: AtomicUsize::new(0),
+            output,
+        }
     }
 
     fn print(&self, line: &str) {
-        match &self.bars {
-            Some(bars) => {
+        match &self.output {
+            Output::Bars(bars) => {
                 let _ = bars.multi.println(line);
             }
-            None => eprintln!("{line}"),
+            Output::Lines(_) | Output::Quiet => eprintln!("{line}"),
         }
     }
 }
@@ -80,7 +209,7 @@ impl Default for TerminalReporter {
     }
 }
 
-/// Per-image bars show bytes; rate and ETA only on the total, where cached bytes cannot distort them.
+/// Per-task bars show bytes; rate and ETA only on the total, where cached bytes cannot distort them.
 fn style(prefix: &str) -> ProgressStyle {
     let rate = if prefix.is_empty() {
         ""
@@ -91,52 +220,108 @@ fn style(prefix: &str) -> ProgressStyle {
     ProgressStyle::with_template(&template).expect("valid template")
 }
 
-impl Reporter for TerminalReporter {
-    fn image_start(&self, image: &str, bytes: u64, cached: u64) {
-        let Some(bars) = &self.bars else {
-            eprintln!(
-                "pull {image}: {} to fetch, {} cached",
-                DecimalBytes(bytes - cached),
-                DecimalBytes(cached)
-            );
-            return;
-        };
-        let bar = bars
+/// The line that says a task starts, where no bar can show it.
+fn start_line(task: &Task) -> String {
+    let (action, subject) = (task.action, task.subject);
+    let todo = DecimalBytes(task.total.saturating_sub(task.done));
+    match task.action {
+        Action::Pull => format!(
+            "{action} {subject}: {todo} to fetch, {} cached",
+            DecimalBytes(task.done)
+        ),
+        Action::Import => format!(
+            "{action} {subject}: {todo} to store, {} cached",
+            DecimalBytes(task.done)
+        ),
+        Action::Write | Action::Push | Action::Load => format!("{action} {subject}: {todo}"),
+    }
+}
+
+impl Bars {
+    fn start(&self, task: &Task, id: Id) {
+        let mut total = self.total.lock().expect("progress lock");
+        let total = total.get_or_insert_with(|| {
+            let bar = self
+                .multi
+                .add(ProgressBar::new(0).with_style(style("total")));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        let bar = self
             .multi
-            .insert_before(&bars.total, ProgressBar::new(bytes).with_style(style("")));
-        bar.set_message(image.to_string());
-        bar.set_position(cached);
-        bars.total.inc_length(bytes);
-        bars.total.inc(cached);
-        bars.total.reset_eta();
-        bars.images
-            .lock()
-            .expect("progress lock")
-            .insert(image.to_string(), bar);
+            .insert_before(total, ProgressBar::new(task.total).with_style(style("")));
+        bar.set_message(format!("{} {}", task.action, task.subject));
+        bar.set_position(task.done);
+        total.inc_length(task.total);
+        total.inc(task.done);
+        total.reset_eta();
+        self.tasks.lock().expect("progress lock").insert(id, bar);
     }
 
-    fn bytes(&self, image: &str, _blob: &Digest, n: u64) {
-        if let Some(bars) = &self.bars {
-            if let Some(bar) = bars.images.lock().expect("progress lock").get(image) {
-                bar.inc(n);
-            }
-            bars.total.inc(n);
+    fn progress(&self, id: Id, bytes: u64) {
+        if let Some(bar) = self.tasks.lock().expect("progress lock").get(&id) {
+            bar.inc(bytes);
+        }
+        if let Some(total) = self.total.lock().expect("progress lock").as_ref() {
+            total.inc(bytes);
         }
     }
 
-    fn retry(&self, image: &str, what: &str, attempt: u32, cause: &str) {
-        self.print(&format!("retry {attempt} for {what} of {image}: {cause}"));
+    fn clear(&self) {
+        for (_, bar) in self.tasks.lock().expect("progress lock").drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(total) = self.total.lock().expect("progress lock").take() {
+            total.finish_and_clear();
+        }
+    }
+}
+
+impl Reporter for TerminalReporter {
+    fn on_start(&self, task: &Task) -> Id {
+        let id = Id(self.next.fetch_add(1, Ordering::Relaxed));
+        match &self.output {
+            Output::Bars(bars) => bars.start(task, id),
+            Output::Lines(tasks) => {
+                eprintln!("{}", start_line(task));
+                let name = format!("{} {}", task.action, task.subject);
+                tasks.lock().expect("progress lock").insert(id, (name, 0));
+            }
+            Output::Quiet => {}
+        }
+        id
     }
 
-    fn image_done(&self, image: &str) {
-        match &self.bars {
-            Some(bars) => {
-                if let Some(bar) = bars.images.lock().expect("progress lock").remove(image) {
+    fn on_progress(&self, id: Id, bytes: u64) {
+        match &self.output {
+            Output::Bars(bars) => bars.progress(id, bytes),
+            Output::Lines(tasks) => {
+                if let Some((_, moved)) = tasks.lock().expect("progress lock").get_mut(&id) {
+                    *moved += bytes;
+                }
+            }
+            Output::Quiet => {}
+        }
+    }
+
+    fn on_complete(&self, id: Id) {
+        match &self.output {
+            Output::Bars(bars) => {
+                if let Some(bar) = bars.tasks.lock().expect("progress lock").remove(&id) {
                     bar.finish_and_clear();
                 }
             }
-            None => eprintln!("done: {image}"),
+            Output::Lines(tasks) => {
+                if let Some((name, moved)) = tasks.lock().expect("progress lock").remove(&id) {
+                    eprintln!("done: {name} ({})", DecimalBytes(moved));
+                }
+            }
+            Output::Quiet => {}
         }
+    }
+
+    fn retry(&self, subject: &str, what: &str, attempt: u32, cause: &str) {
+        self.print(&format!("retry {attempt} for {what} of {subject}: {cause}"));
     }
 
     fn note(&self, message: &str) {
@@ -152,11 +337,8 @@ impl Reporter for TerminalReporter {
     }
 
     fn finish(&self) {
-        if let Some(bars) = &self.bars {
-            for (_, bar) in bars.images.lock().expect("progress lock").drain() {
-                bar.finish_and_clear();
-            }
-            bars.total.finish_and_clear();
+        if let Output::Bars(bars) = &self.output {
+            bars.clear();
         }
     }
 }
@@ -167,5 +349,45 @@ impl Drop for TerminalReporter {
     }
 }
 
-/// Sizes for people, in decimal units as registries and `docker images` print them: `1.50 MB`, `812 B`.
-pub use indicatif::DecimalBytes;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_bytes_reach_the_reporter_in_steps_and_all_of_them() {
+        let recorder = crate::testutil::Recorder::default();
+        let data = vec![7u8; 3 << 20];
+        let mut reader = Counted::new(&data[..], &recorder, Id(4));
+        let mut sink = Vec::new();
+        let mut buffer = [0u8; 8192];
+        loop {
+            let n = reader.read(&mut buffer).unwrap();
+            if n == 0 {
+                break;
+            }
+            sink.extend_from_slice(&buffer[..n]);
+        }
+        let events = recorder.events();
+        assert_eq!(events.len(), 3, "one event per MiB, not per read");
+        assert!(events.iter().all(|(id, _)| *id == Id(4)));
+        assert_eq!(events.iter().map(|(_, n)| n).sum::<u64>(), 3 << 20);
+    }
+
+    #[test]
+    fn a_start_without_a_bar_says_what_is_to_be_done() {
+        let task = |action, total, done| Task {
+            action,
+            subject: "quay.io/a/b:1",
+            total,
+            done,
+        };
+        assert_eq!(
+            start_line(&task(Action::Pull, 3_000_000, 1_000_000)),
+            "pull quay.io/a/b:1: 2.00 MB to fetch, 1.00 MB cached"
+        );
+        assert_eq!(
+            start_line(&task(Action::Push, 5_000, 0)),
+            "push quay.io/a/b:1: 5.00 kB"
+        );
+    }
+}

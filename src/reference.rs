@@ -147,6 +147,12 @@ impl FromStr for Reference {
             return Err(fail("the name must be at most 255 characters, as Docker's"));
         }
         let (registry, repository) = split_registry(name);
+        if !is_valid_host(registry) {
+            return Err(fail(
+                "the registry must be HOST[:PORT]: a DNS name (letters, digits and inner '-', joined by \
+                 '.') or an [IPv6] address, then an optional port",
+            ));
+        }
         let registry = if registry == "index.docker.io" {
             DOCKER_HUB
         } else {
@@ -183,6 +189,33 @@ fn split_registry(name: &str) -> (&str, &str) {
         Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => (first, rest),
         _ => (DOCKER_HUB, name),
     }
+}
+
+/// Whether `text` is a registry `HOST[:PORT]` by the distribution reference grammar: DNS labels of
+/// letters, digits and inner `-`, joined by `.`, or an IPv6 address in brackets; then an optional port.
+/// Image references, `--to`, `--mirror` and `--vendor-registry` all hold their hosts to this rule, so a
+/// name no URL can hold (`ba$d.io`) is bad input, refused before any request.
+pub fn is_valid_host(text: &str) -> bool {
+    // The port follows the last ':' outside brackets.
+    let after_host = text.rfind(']').map_or(0, |end| end + 1);
+    let (host, port) = match text[after_host..].rfind(':') {
+        Some(at) => (&text[..after_host + at], Some(&text[after_host + at + 1..])),
+        None => (text, None),
+    };
+    let label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(ipv6) => !ipv6.is_empty() && ipv6.chars().all(|c| c.is_ascii_hexdigit() || c == ':'),
+        None => host.split('.').all(label),
+    };
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()) && port.parse::<u16>().is_ok()
+    });
+    host_ok && port_ok
 }
 
 fn valid_tag(tag: &str) -> bool {
@@ -309,6 +342,35 @@ mod tests {
                 text.parse::<Reference>().is_err(),
                 "{text:?} should be refused"
             );
+        }
+    }
+
+    #[test]
+    fn a_registry_host_no_url_can_hold_is_refused_at_parse_time() {
+        assert_eq!(
+            "ba$d.io/a:1".parse::<Reference>().unwrap_err().to_string(),
+            "invalid image reference 'ba$d.io/a:1': the registry must be HOST[:PORT]: a DNS name (letters, \
+             digits and inner '-', joined by '.') or an [IPv6] address, then an optional port"
+        );
+        for bad in [
+            "-a.io/x",
+            "a..io/x",
+            "a.io:/x",
+            "a.io:99999/x",
+            "a.io:+5/x",
+            "a:b:c/x",
+            "[]:5/x",
+            "[::1/x",
+        ] {
+            assert!(bad.parse::<Reference>().is_err(), "{bad}");
+        }
+        for good in [
+            "[::1]:5000/a/b",
+            "[fe80::1]/a",
+            "My-Registry.local:443/a",
+            "localhost:5000/a",
+        ] {
+            assert!(good.parse::<Reference>().is_ok(), "{good}");
         }
     }
 

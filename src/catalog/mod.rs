@@ -4,6 +4,9 @@
 //! on any machine; a user may add their own file of the same schema with `--catalog-file`. Every file is
 //! validated when it is loaded, so a typo in a table never becomes a wrong bundle.
 
+mod kubernetes;
+
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
@@ -13,6 +16,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::k8s::{KubeRange, KubeVersion};
 use crate::reference::Reference;
+
+pub use kubernetes::{KubernetesError, PatchVersion, CATALOG as KUBERNETES};
+
+/// Kubernetes itself, in its own compact schema (see `kubernetes.rs`), checked against its second reading.
+const BUILT_IN_KUBERNETES: (&str, &str) = (
+    "kubernetes.toml",
+    include_str!("../../manifests/kubernetes.toml"),
+);
 
 /// The catalogs built into the binary: (file name, contents). Every file in manifests/ must be here (a
 /// test says so), each with its second reading in manifests/readings/.
@@ -137,6 +148,14 @@ pub struct Release {
     pub images: Vec<CatalogImage>,
     #[serde(skip, default = "unknown_origin")]
     pub origin: Origin,
+    /// Set for a release of the `kubernetes` catalog: the Kubernetes release it is. Its images serve that
+    /// minor only, and other products' Kubernetes version may be taken from it.
+    #[serde(skip)]
+    pub kubernetes_release: Option<PatchVersion>,
+    /// Set when the release was not in the catalog and was made from a known one: what was assumed, for a
+    /// warning.
+    #[serde(skip)]
+    pub assumed: Option<String>,
 }
 
 fn unknown_origin() -> Origin {
@@ -230,6 +249,8 @@ pub enum CatalogError {
         release: String,
         available: String,
     },
+    #[error(transparent)]
+    Kubernetes(#[from] KubernetesError),
     #[error("{catalog} {release} has no service '{service}'; available: {available}")]
     UnknownService {
         catalog: String,
@@ -243,6 +264,8 @@ pub enum CatalogError {
 #[derive(Debug, Clone)]
 pub struct Catalogs {
     releases: Vec<Release>,
+    /// The `kubernetes` catalog's rows, for names it does not hold as releases (`1.28`, a newer patch).
+    kubernetes: kubernetes::Table,
 }
 
 impl Catalogs {
@@ -252,6 +275,18 @@ impl Catalogs {
         let mut releases = Vec::new();
         for (name, text) in BUILT_IN {
             releases.push(parse_release(text, Origin::BuiltIn(name))?);
+        }
+        let (name, text) = BUILT_IN_KUBERNETES;
+        let origin = Origin::BuiltIn(name);
+        let kubernetes = kubernetes::Table::parse(text, origin.clone()).map_err(|message| {
+            CatalogError::Parse {
+                origin: origin.clone(),
+                message,
+            }
+        })?;
+        for release in kubernetes.releases() {
+            validate(&release)?;
+            releases.push(release);
         }
         for path in user_files {
             let text = crate::io::read_small_text(path, MAX_CATALOG_FILE).map_err(|source| {
@@ -271,7 +306,10 @@ impl Catalogs {
                 .cmp(&b.catalog)
                 .then_with(|| compare_versions(&b.release, &a.release))
         });
-        Ok(Catalogs { releases })
+        Ok(Catalogs {
+            releases,
+            kubernetes,
+        })
     }
 
     /// Releases sorted by catalog name, newest release first.
@@ -279,8 +317,10 @@ impl Catalogs {
         &self.releases
     }
 
-    /// Finds `name@release`, or the newest release of `name` when no release is given.
-    pub fn find(&self, spec: &str) -> Result<&Release, CatalogError> {
+    /// Finds `name@release`, or the newest release of `name` when no release is given. A `kubernetes`
+    /// release may also be named by its minor (`kubernetes@1.28`, its newest release), or by a patch newer
+    /// than the catalog knows, which is made from its minor's newest release and says so in `assumed`.
+    pub fn find(&self, spec: &str) -> Result<Cow<'_, Release>, CatalogError> {
         let (name, release) = match spec.split_once('@') {
             Some((name, release)) => (name, Some(release)),
             None => (spec, None),
@@ -294,25 +334,34 @@ impl Catalogs {
                 available: names.into_iter().collect::<Vec<_>>().join(", "),
             });
         }
-        match release {
-            None => Ok(of_catalog[0]),
-            Some(wanted) => {
-                let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
-                of_catalog
-                    .iter()
-                    .copied()
-                    .find(|r| r.release == wanted)
-                    .ok_or_else(|| CatalogError::UnknownRelease {
-                        catalog: name.to_string(),
-                        release: wanted.to_string(),
-                        available: of_catalog
-                            .iter()
-                            .map(|r| r.release.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })
+        let Some(wanted) = release else {
+            return Ok(Cow::Borrowed(of_catalog[0]));
+        };
+        let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
+        let exact = |wanted: &str| of_catalog.iter().copied().find(|r| r.release == wanted);
+        if name == KUBERNETES {
+            // A release replaced from a user's file is found as it is; the table knows the rest.
+            if let Some(release) = exact(wanted) {
+                return Ok(Cow::Borrowed(release));
             }
+            return match self.kubernetes.lookup(wanted)? {
+                kubernetes::Lookup::Known(version) => Ok(Cow::Borrowed(
+                    exact(&version.to_string()).expect("every row of the table is a release"),
+                )),
+                kubernetes::Lookup::Assumed(release) => Ok(Cow::Owned(*release)),
+            };
         }
+        exact(wanted)
+            .map(Cow::Borrowed)
+            .ok_or_else(|| CatalogError::UnknownRelease {
+                catalog: name.to_string(),
+                release: wanted.to_string(),
+                available: of_catalog
+                    .iter()
+                    .map(|r| r.release.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 }
 
@@ -325,7 +374,14 @@ impl Catalogs {
             .and_then(|(name, release)| release.split_once("..").map(|range| (name, range)))
         else {
             return match spec.split_once('@') {
-                Some(_) => Ok(vec![self.find(spec)?]),
+                Some(_) => match self.find(spec)? {
+                    Cow::Borrowed(release) => Ok(vec![release]),
+                    Cow::Owned(release) => Err(CatalogError::UnknownRelease {
+                        catalog: release.catalog,
+                        release: release.release,
+                        available: "the releases `ferry catalogs --all` lists".into(),
+                    }),
+                },
                 None => {
                     self.find(spec)?; // an unknown catalog lists the known ones
                     Ok(self.releases.iter().filter(|r| r.catalog == spec).collect())
@@ -363,6 +419,11 @@ impl Release {
     /// `catalog@release`, the name users type.
     pub fn id(&self) -> String {
         format!("{}@{}", self.catalog, self.release)
+    }
+
+    /// For a release of Kubernetes itself, the minor version its images serve.
+    pub fn kubernetes_version(&self) -> Option<KubeVersion> {
+        self.kubernetes_release.map(PatchVersion::minor_version)
     }
 
     /// Finds a service by its full or short name.
@@ -497,6 +558,8 @@ fn compare_versions(a: &str, b: &str) -> Ordering {
 }
 
 #[cfg(test)]
+mod kubernetes_reading;
+#[cfg(test)]
 mod readings;
 
 #[cfg(test)]
@@ -506,7 +569,16 @@ mod tests {
     #[test]
     fn every_shipped_file_is_valid() {
         let catalogs = Catalogs::load(&[]).expect("built-in catalogs load");
-        assert_eq!(catalogs.releases().len(), BUILT_IN.len());
+        let kubernetes = catalogs
+            .releases()
+            .iter()
+            .filter(|r| r.catalog == KUBERNETES)
+            .count();
+        assert_eq!(
+            kubernetes, 313,
+            "published Kubernetes releases 1.16.0-1.35.7"
+        );
+        assert_eq!(catalogs.releases().len(), BUILT_IN.len() + kubernetes);
     }
 
     #[test]
@@ -562,7 +634,11 @@ mod tests {
     #[test]
     fn every_row_names_its_releases_own_helm_key() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        for release in catalogs.releases() {
+        for release in catalogs
+            .releases()
+            .iter()
+            .filter(|r| r.catalog == "huawei-csi")
+        {
             let key = |container: &str| {
                 release
                     .images

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{parse_release, Origin, Release, BUILT_IN};
+use super::{parse_release, Origin, Release, BUILT_IN, BUILT_IN_KUBERNETES};
 use crate::catalog::ImageSource;
 
 /// One row as both files can state it.
@@ -190,9 +190,11 @@ fn files_in(dir: &str, extension: &str) -> BTreeSet<String> {
 #[test]
 fn every_manifest_is_built_in_and_has_a_second_reading() {
     let built_in: BTreeSet<String> = BUILT_IN.iter().map(|(name, _)| name.to_string()).collect();
+    let mut shipped = built_in.clone();
+    shipped.insert(BUILT_IN_KUBERNETES.0.to_string());
     assert_eq!(
         files_in("manifests", ".toml"),
-        built_in,
+        shipped,
         "manifests/ and BUILT_IN differ"
     );
     let checked: BTreeSet<String> = CHECKED
@@ -203,9 +205,11 @@ fn every_manifest_is_built_in_and_has_a_second_reading() {
         built_in, checked,
         "a built-in catalog has no second-reading test"
     );
+    // kubernetes.txt is checked by kubernetes_reading.rs.
     let readings: BTreeSet<String> = CHECKED
         .iter()
         .map(|r| format!("huawei-csi-{r}.txt"))
+        .chain(["kubernetes.txt".to_string()])
         .collect();
     assert_eq!(files_in("manifests/readings", ".txt"), readings);
 }

@@ -1,166 +1,128 @@
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use super::{fetch_images, plan_images, FetchRun};
+use zeroize::Zeroizing;
+
+use super::{fetch_setup, plan_images, runtime, FetchSetup};
+use crate::bundle::{build, Built, BundleSpec, LockFile, Request};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
 use crate::image::Image;
 use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;
-use crate::reference::Reference;
 use crate::resolve::Plan;
-use crate::tarball::{check_output, write_bundle, BundleMetadata, TarballError, WriteOptions};
-use crate::trust::lock::Lock;
+use crate::tarball::{Signer, WriteOptions};
 use crate::trust::signature::SigningKey;
 use crate::trust::TrustError;
 
+/// Where scripts put the passphrase of an encrypted signing key.
+const PASSPHRASE_ENV: &str = "FERRY_SIGN_PASSPHRASE";
+
 pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Result<()> {
-    // A wrong passphrase or an unreadable lock must fail before minutes of downloads, not after.
-    let options = WriteOptions {
+    // A wrong passphrase must fail before minutes of downloads, not after.
+    let signer = args
+        .sign
+        .as_deref()
+        .map(|key| SigningKey::load(key, &passphrase))
+        .transpose()?
+        .map(|key| Arc::new(key) as Arc<dyn Signer>);
+    let write = WriteOptions {
         mtime: source_date_epoch()?,
         split: args.split,
-        signer: args.sign.as_deref().map(SigningKey::load).transpose()?,
-    };
-    let existing_lock = match &args.lock {
-        Some(path) if !args.update_lock && path.exists() => Some(Lock::load(path)?),
-        _ => None,
+        signer,
     };
     let plans = plan_images(catalogs, &args.images)?;
     let paths = output_paths(&plans, args)?;
-    let FetchRun {
-        plans,
-        store,
-        fetched,
+    let FetchSetup {
+        cache,
+        settings,
         reporter,
-    } = fetch_images(plans, &args.fetch)?;
-    let several = plans.len() > 1;
-    let lock = match &args.lock {
-        Some(_) if several => {
-            return Err(Error::Usage(format!(
-                "--lock pins the images of one bundle, and this selection makes {}: lock each Kubernetes version's bundle (--k8s) on its own",
-                plans.len()
-            )))
-        }
-        Some(path) => Some((path, Lock::of(&fetched.images)?)),
-        None => None,
+    } = fetch_setup(catalogs, &args.fetch)?;
+    let request = Request {
+        bundles: plans
+            .into_iter()
+            .zip(paths)
+            .map(|(plan, path)| BundleSpec { plan, path })
+            .collect(),
+        fetch: settings,
+        write,
+        lock: args.lock.clone().map(|path| LockFile {
+            path,
+            update: args.update_lock,
+        }),
     };
-    if let (Some((path, built)), Some(existing)) = (&lock, &existing_lock) {
-        let changes = existing.changes(built);
-        if !changes.is_empty() {
-            return Err(TrustError::LockMoved {
-                path: path.to_path_buf(),
-                changes,
-            }
-            .into());
-        }
+    let report = build(&runtime()?, &cache, &request, reporter.as_ref())?;
+    for built in &report.bundles {
+        write_built(out, built, request.write.signer.as_deref()).map_err(Error::Output)?;
     }
-    for (plan, path) in plans.iter().zip(paths) {
-        let images: Vec<Image> = plan
-            .images
-            .iter()
-            .flat_map(|w| fetched.images.iter().filter(|i| i.reference == w.reference))
-            .cloned()
-            .collect();
-        let skipped: Vec<&Reference> = fetched
-            .skipped
-            .iter()
-            .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
-            .collect();
-        let platforms = super::distinct(&args.fetch.platforms);
-        let metadata = BundleMetadata::describe(
-            plan,
-            &platforms,
-            &images,
-            &skipped,
-            &args.fetch.allow_single_platform,
-        );
-        let write = || {
-            write_bundle(
-                &store,
-                &images,
-                &metadata,
-                &path,
-                &options,
-                reporter.as_ref(),
-            )
-        };
-        let written = match write() {
-            // A cache file damaged on this machine was removed from the cache: fetch it anew, once.
-            Err(TarballError::DamagedBlob {
-                digest,
-                path: damaged,
-                ..
-            }) => {
-                reporter.warning(&format!(
-                    "cache file {} was damaged (not blob {digest}); fetching it again",
-                    damaged.display()
-                ));
-                fetch_images(vec![plan.clone()], &args.fetch)?;
-                write()?
-            }
-            written => written?,
-        };
-        writeln!(
-            out,
-            "{}  {} image(s){}, {}, sha256 {}{}",
-            path.display(),
-            metadata
-                .images
-                .iter()
-                .map(|i| &i.name)
-                .collect::<std::collections::BTreeSet<_>>()
-                .len(),
-            match &metadata.platforms {
-                Some(platforms) => format!(" for {}", platforms.join(", ")),
-                None => String::new(),
-            },
-            DecimalBytes(written.bytes),
-            written.sha256.hex(),
-            if written.files.len() > 1 {
-                format!(", {} parts", written.files.len())
-            } else {
-                String::new()
-            }
-        )
-        .map_err(Error::Output)?;
-        for skipped in &skipped {
-            writeln!(out, "  not included (--skip-vendor): {skipped}").map_err(Error::Output)?;
-        }
-        for image in images.iter().filter(|image| has_zstd_layers(image)) {
-            writeln!(
-                out,
-                "  {}: zstd-compressed layers, which Docker Engine before 23.0 cannot load \
-                 (containerd and podman can)",
-                image.reference
-            )
-            .map_err(Error::Output)?;
-        }
-        if let Some(signer) = &options.signer {
-            writeln!(
-                out,
-                "  signed: {} ({})",
-                crate::tarball::sibling(&path, ".sig").display(),
-                signer.fingerprint()
-            )
-            .map_err(Error::Output)?;
-        }
-    }
-    if let Some((path, built)) = lock {
-        let said = if existing_lock.is_some() {
-            "every image matches"
-        } else {
-            built.save(path)?;
+    if let Some(lock) = &report.lock {
+        let said = if lock.written {
             "wrote"
+        } else {
+            "every image matches"
         };
         writeln!(
             out,
             "lock: {said} {} ({} images)",
-            path.display(),
-            built.images.len()
+            lock.path.display(),
+            lock.images
         )
         .map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
+/// The lines that say what one bundle is: its file, images, size and sha256, then what it leaves out
+/// and what a loader should know.
+fn write_built(
+    out: &mut dyn Write,
+    built: &Built,
+    signer: Option<&dyn Signer>,
+) -> std::io::Result<()> {
+    let (metadata, written) = (&built.metadata, &built.written);
+    writeln!(
+        out,
+        "{}  {} image(s){}, {}, sha256 {}{}",
+        built.path.display(),
+        metadata
+            .images
+            .iter()
+            .map(|i| &i.name)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        match &metadata.platforms {
+            Some(platforms) => format!(" for {}", platforms.join(", ")),
+            None => String::new(),
+        },
+        DecimalBytes(written.bytes),
+        written.sha256.hex(),
+        if written.files.len() > 1 {
+            format!(", {} parts", written.files.len())
+        } else {
+            String::new()
+        }
+    )?;
+    for skipped in &built.skipped {
+        writeln!(out, "  not included (--skip-vendor): {skipped}")?;
+    }
+    for image in built.images.iter().filter(|image| has_zstd_layers(image)) {
+        writeln!(
+            out,
+            "  {}: zstd-compressed layers, which Docker Engine before 23.0 cannot load \
+             (containerd and podman can)",
+            image.reference
+        )?;
+    }
+    if let Some(signer) = signer {
+        writeln!(
+            out,
+            "  signed: {} ({})",
+            crate::tarball::sibling(&built.path, ".sig").display(),
+            signer.fingerprint()
+        )?;
     }
     Ok(())
 }
@@ -172,9 +134,28 @@ fn has_zstd_layers(image: &Image) -> bool {
         .any(|layer| Codec::of_media_type(&layer.media_type) == Codec::Zstd)
 }
 
-/// Where each bundle goes, checked before anything is fetched. -o names the file, or the directory for
-/// the default names: always so for several bundles, and when it ends with `/`; such a directory is
-/// created when missing.
+/// An encrypted signing key's passphrase: from `FERRY_SIGN_PASSPHRASE`, else asked on the terminal.
+fn passphrase(key: &Path) -> std::result::Result<Zeroizing<String>, TrustError> {
+    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(Zeroizing::new(passphrase));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(TrustError::Key {
+            path: key.to_path_buf(),
+            reason: format!("it is encrypted: set {PASSPHRASE_ENV}, or run on a terminal"),
+        });
+    }
+    rpassword::prompt_password(format!("passphrase for {}: ", key.display()))
+        .map(Zeroizing::new)
+        .map_err(|source| TrustError::Read {
+            path: key.to_path_buf(),
+            source,
+        })
+}
+
+/// Where each bundle goes. -o names the file, or the directory for the default names: always so for
+/// several bundles, and when it ends with `/`; such a directory is created when missing. The library
+/// checks each path before anything is fetched.
 fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
     let dir = match &args.output {
         Some(out)
@@ -188,19 +169,18 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
         }
         _ => None,
     };
-    plans
+    let platforms = super::distinct(&args.fetch.platforms);
+    Ok(plans
         .iter()
         .map(|plan| {
-            let name = plan.file_name(&super::distinct(&args.fetch.platforms));
-            let path = match (dir, &args.output) {
+            let name = plan.file_name(&platforms);
+            match (dir, &args.output) {
                 (Some(dir), _) => dir.join(name),
                 (None, Some(path)) => path.clone(),
                 (None, None) => PathBuf::from(name),
-            };
-            check_output(&path, args.split)?;
-            Ok(path)
+            }
         })
-        .collect()
+        .collect())
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

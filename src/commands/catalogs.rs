@@ -4,10 +4,12 @@ use serde_json::json;
 
 use super::{write_json, write_table};
 use crate::catalog::{Catalogs, Release};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::resolve::{describe_span, supported_span};
 
-pub fn run(catalogs: &Catalogs, json: bool, out: &mut dyn Write) -> Result<()> {
+/// One table row per release, except that the kubernetes catalog's releases (hundreds of patch versions)
+/// are summed up per minor unless `all` asks for every one; JSON always lists every release.
+pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> Result<()> {
     if json {
         let releases: Vec<_> = catalogs
             .releases()
@@ -21,6 +23,7 @@ pub fn run(catalogs: &Catalogs, json: bool, out: &mut dyn Write) -> Result<()> {
                     "kubernetes": describe_span(supported_span(r)),
                     "min_kubernetes": r.min_kubernetes.to_string(),
                     "newest_validated_kubernetes": r.newest_validated_kubernetes.map(|v| v.to_string()),
+                    "kubernetes_release": r.kubernetes_release.map(|v| v.to_string()),
                     "images": r.images.len(),
                     "origin": r.origin.to_string(),
                 })
@@ -35,27 +38,65 @@ pub fn run(catalogs: &Catalogs, json: bool, out: &mut dyn Write) -> Result<()> {
         "IMAGES".into(),
         "FROM".into(),
     ]];
-    for r in catalogs.releases() {
-        let id = if is_default(catalogs, r) {
-            format!("{} (default)", r.id())
-        } else {
-            r.id()
+    let mut summed = false;
+    for group in groups(catalogs.releases(), all) {
+        let (newest, oldest) = (group[0], group[group.len() - 1]);
+        let mut id = match group.len() {
+            1 => newest.id(),
+            n => format!("{}..{} ({n} releases)", oldest.id(), newest.release),
         };
+        summed |= group.len() > 1;
+        if is_default(catalogs, newest) {
+            id = match group.len() {
+                1 => format!("{id} (default)"),
+                _ => format!("{id} (default: {})", newest.release),
+            };
+        }
         rows.push(vec![
             id,
-            describe_span(supported_span(r)),
-            r.newest_validated_kubernetes
-                .map_or_else(|| "-".into(), |v| format!("{}-{v}", r.min_kubernetes)),
-            r.images.len().to_string(),
-            r.origin.to_string(),
+            describe_span(supported_span(newest)),
+            newest
+                .newest_validated_kubernetes
+                .map_or_else(|| "-".into(), |v| format!("{}-{v}", newest.min_kubernetes)),
+            newest.images.len().to_string(),
+            newest.origin.to_string(),
         ]);
     }
-    write_table(out, &rows)
+    write_table(out, &rows)?;
+    if summed {
+        writeln!(
+            out,
+            "# kubernetes: one line per minor; `ferry catalogs --all` lists every release, \
+             `ferry list kubernetes@1.28.3` one release's images"
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
+/// The releases to show as one row each: a kubernetes minor's releases together (newest first), unless
+/// `all`.
+fn groups(releases: &[Release], all: bool) -> Vec<Vec<&Release>> {
+    let mut groups: Vec<Vec<&Release>> = Vec::new();
+    for release in releases {
+        match groups.last_mut() {
+            Some(group)
+                if !all
+                    && release.kubernetes_release.is_some()
+                    && group[0].catalog == release.catalog
+                    && group[0].kubernetes_version() == release.kubernetes_version() =>
+            {
+                group.push(release)
+            }
+            _ => groups.push(vec![release]),
+        }
+    }
+    groups
 }
 
 /// The release a bare catalog name means.
 fn is_default(catalogs: &Catalogs, release: &Release) -> bool {
     catalogs
         .find(&release.catalog)
-        .is_ok_and(|newest| std::ptr::eq(newest, release))
+        .is_ok_and(|newest| std::ptr::eq(&*newest, release))
 }

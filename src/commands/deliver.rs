@@ -8,13 +8,14 @@ use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{
-    detect, explain_failure, load as load_bundle, Feed, LoadError, LoadOptions,
+    detect, explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
 };
 use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::image::Platform;
 use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
+use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::trust::Anchors;
 use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
@@ -135,52 +136,52 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
     let report = verified(catalogs, &args.path, &args.trust, out)?;
     let options = LoadOptions {
-        runtime: args.runtime,
+        runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),
         address: args.address.clone(),
     };
     let (runtime, socket) = detect(&options)?;
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {
-        bundle: report.bundle.display().to_string(),
+        bundle: report.bundle().display().to_string(),
         why,
     })? {
         Some(images) => Feed::Platform {
-            bundle: &report,
             platform: platform.clone(),
             images,
         },
         None => Feed::Whole,
     };
-    let said = load_bundle(
-        &report.source,
-        &feed,
+    let loader = Loader {
         runtime,
-        socket.as_deref(),
-        &args.namespace,
-    )
-    .map_err(|error| explain_failure(error, runtime, &report))?;
+        socket: socket.as_deref(),
+        namespace: &args.namespace,
+    };
+    let reporter = TerminalReporter::bars_only();
+    let said = load_bundle(&report, &feed, &loader, &reporter)
+        .map_err(|error| explain_failure(error, runtime, &report))?;
+    reporter.finish();
     eprint!("{said}");
     let loaded: Vec<&VerifiedImage> = match &feed {
         Feed::Platform { images, .. } => images.clone(),
-        Feed::Whole => report.images.iter().collect(),
+        Feed::Whole => report.images().iter().collect(),
     };
     for image in &loaded {
         writeln!(
             out,
             "loaded {}  {}  {}  into {runtime:?}",
-            image.name,
-            image.manifest,
-            image.platform.as_deref().unwrap_or("?")
+            image.reference(),
+            image.manifest(),
+            image.platform()
         )
         .map_err(Error::Output)?;
     }
     if let Feed::Platform { images, .. } = &feed {
-        let mut names: Vec<&str> = report.images.iter().map(|i| i.name.as_str()).collect();
+        let mut names: Vec<&Reference> = report.images().iter().map(|i| i.reference()).collect();
         names.dedup();
         for lacking in names
             .iter()
-            .filter(|n| !images.iter().any(|i| i.name == **n))
+            .filter(|n| !images.iter().any(|i| i.reference() == **n))
         {
             writeln!(
                 out,

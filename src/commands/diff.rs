@@ -13,51 +13,8 @@ use crate::catalog::{CatalogError, CatalogImage, Catalogs, ImageSource, Release,
 use crate::cli::DiffArgs;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::image::{Image, Platform};
 use crate::progress::DecimalBytes;
-use crate::reference::Reference;
 use crate::resolve::{upgrade, validation_warning};
-
-/// The cache note that says which manifest a reference resolved to on a platform, written by every
-/// pull, so that `diff` can size images without the network.
-fn note_path(store: &BlobStore, reference: &Reference, platform: &Platform) -> std::path::PathBuf {
-    store.note_path(
-        "images",
-        &Digest::of(format!("{reference} {platform}").as_bytes()),
-    )
-}
-
-/// Records what each fetched image resolved to (temp file and rename: a reader never sees half a note).
-pub(super) fn remember(store: &BlobStore, images: &[Image]) -> Result<()> {
-    for image in images {
-        let path = note_path(store, &image.reference, &image.platform);
-        let dir = path.parent().expect("notes live in a directory");
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let temp = store.temp_file()?;
-        serde_json::to_writer(temp.as_file(), image).map_err(|e| Error::Io {
-            path: temp.path().to_path_buf(),
-            source: e.into(),
-        })?;
-        temp.persist(&path).map_err(|e| Error::Io {
-            path: path.clone(),
-            source: e.error,
-        })?;
-    }
-    Ok(())
-}
-
-/// The image a reference resolved to when last pulled, if its blobs are all still in the cache.
-fn recall(store: &BlobStore, reference: &Reference, platform: &Platform) -> Option<Image> {
-    let text = std::fs::read(note_path(store, reference, platform)).ok()?;
-    let image: Image = serde_json::from_slice(&text).ok()?;
-    let complete = std::iter::once(&image.manifest)
-        .chain(image.blobs())
-        .all(|blob| store.contains(&blob.digest, Some(blob.size)));
-    (complete && &image.reference == reference).then_some(image)
-}
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -93,8 +50,11 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let from = catalogs.find(&args.from)?;
     let to = catalogs.find(&args.to)?;
     let service = |release| service_of(release, args.service.as_deref());
-    let change = upgrade((from, service(from)?), (to, service(to)?), args.version)?;
-    if let Some(warning) = validation_warning(to, args.version) {
+    for assumed in [&from.assumed, &to.assumed].into_iter().flatten() {
+        eprintln!("warning: {assumed}");
+    }
+    let change = upgrade((&from, service(&from)?), (&to, service(&to)?), args.version)?;
+    if let Some(warning) = validation_warning(&to, change.kubernetes) {
         eprintln!("warning: {warning}");
     }
     let root = args
@@ -110,7 +70,7 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let cached = |image: &CatalogImage| {
         store
             .as_ref()
-            .and_then(|s| recall(s, &image.reference(), &args.platform))
+            .and_then(|s| s.recall_image(&image.reference(), &args.platform))
     };
     let entry = |image: &CatalogImage| Entry {
         name: image.container.clone(),
@@ -150,7 +110,7 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let report = Report {
         from: from.id(),
         to: to.id(),
-        kubernetes: args.version.to_string(),
+        kubernetes: change.kubernetes.to_string(),
         added: change.added.iter().map(|i| entry(i)).collect(),
         removed: change.removed.iter().map(|i| entry(i)).collect(),
         kept: change.kept.iter().map(|i| entry(i)).collect(),

@@ -6,18 +6,31 @@ use super::{write_json, write_table};
 use crate::catalog::{CatalogImage, Catalogs};
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
-use crate::resolve::{describe_span, image_sets, resolve, validation_warning};
+use crate::resolve::{describe_span, image_sets, resolve, validation_warning, ResolveError};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
     let release = catalogs.find(&args.release)?;
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
     let service = args
         .service
         .as_deref()
         .map(|name| release.service(name))
         .transpose()?;
-    if let Some(version) = args.kubernetes.version {
-        let images = resolve(release, version, service)?;
-        if let Some(warning) = validation_warning(release, version) {
+    // A release of Kubernetes itself says which version it is for; other releases need --k8s or --all-k8s.
+    let version = match args.kubernetes.version {
+        Some(version) => Some(version),
+        None if args.kubernetes.all => None,
+        None => Some(
+            release
+                .kubernetes_version()
+                .ok_or_else(|| ResolveError::NoVersion(release.id()))?,
+        ),
+    };
+    if let Some(version) = version {
+        let images = resolve(&release, version, service)?;
+        if let Some(warning) = validation_warning(&release, version) {
             eprintln!("warning: {warning}");
         }
         return if args.json {
@@ -29,7 +42,7 @@ pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<
             write_rows(out, &images)
         };
     }
-    let sets = image_sets(release, service);
+    let sets = image_sets(&release, service);
     if sets.is_empty() {
         return Err(Error::Usage(format!("{} has no images", release.id())));
     }

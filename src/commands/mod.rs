@@ -10,22 +10,23 @@ mod serve;
 mod verify;
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
-use crate::fetch::{fetch, FetchSettings, Fetched, VendorSource};
+use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
 use crate::registry::RegistryOptions;
-use crate::resolve::{union, Plan, Selection};
+use crate::resolve::{Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     match cli.command {
-        Command::Catalogs { json } => catalogs::run(&catalogs, json, &mut out),
+        Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
         Command::Diff(args) => diff::run(&catalogs, &args, &mut out),
         Command::Pull(args) => pull::run(&catalogs, &args, &mut out),
@@ -73,11 +74,11 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     Ok(())
 }
 
-/// The outcome of the fetch step shared by pull and bundle.
-struct FetchRun {
-    plans: Vec<Plan>,
-    store: BlobStore,
-    fetched: Fetched,
+/// What the fetch step takes from the command line, shared by pull and bundle.
+struct FetchSetup {
+    /// The cache's root, opened only once the command's own checks passed.
+    cache: PathBuf,
+    settings: FetchSettings,
     reporter: Box<dyn Reporter>,
 }
 
@@ -99,16 +100,10 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
     Ok(plans)
 }
 
-/// Fetches every image of `plans` into the cache; the step `pull` and `bundle` share. From here on a
-/// signal stops the run cleanly.
-fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
+/// The cache, the fetch settings and the progress output `args` say (the catalogs' registries tell a
+/// misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
+fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
     crate::interrupt::install();
-    let store = BlobStore::open(
-        &args
-            .cache_dir
-            .clone()
-            .unwrap_or_else(BlobStore::default_root),
-    )?;
     let settings = FetchSettings {
         platforms: distinct(&args.platforms),
         partial_ok: args.allow_single_platform.clone(),
@@ -117,6 +112,12 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             mirrors: args.mirrors.clone(),
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
+            catalog_registries: catalogs
+                .releases()
+                .iter()
+                .flat_map(|release| &release.images)
+                .map(|image| image.reference().registry().to_string())
+                .collect(),
             ..Default::default()
         },
         vendor: match (&args.vendor_registry, args.skip_vendor) {
@@ -126,26 +127,23 @@ fn fetch_images(plans: Vec<Plan>, args: &FetchArgs) -> Result<FetchRun> {
             _ => VendorSource::Unspecified,
         },
     };
-    let reporter: Box<dyn Reporter> = if args.quiet {
+    Ok(FetchSetup {
+        cache: args
+            .cache_dir
+            .clone()
+            .unwrap_or_else(BlobStore::default_root),
+        settings,
+        reporter: reporter(args.quiet),
+    })
+}
+
+/// Progress on stderr, or (`--quiet`) warnings only.
+fn reporter(quiet: bool) -> Box<dyn Reporter> {
+    if quiet {
         Box::new(Silent)
     } else {
         Box::new(TerminalReporter::new())
-    };
-    let fetched = fetch(
-        &runtime()?,
-        &store,
-        &union(&plans),
-        &settings,
-        reporter.as_ref(),
-    )?;
-    reporter.finish();
-    diff::remember(&store, &fetched.images)?;
-    Ok(FetchRun {
-        plans,
-        store,
-        fetched,
-        reporter,
-    })
+    }
 }
 
 /// `--platform` values in the order given, each once.
@@ -171,7 +169,7 @@ fn releases_to_plan(
     };
     if !selection.all_releases {
         if let Ok(release) = catalogs.find(spec) {
-            warn_beyond_validated(release, &selection.versions);
+            warn_beyond_validated(&release, &selection.versions);
         }
         return Ok(vec![Some(spec.to_string())]);
     }
@@ -203,6 +201,9 @@ fn releases_to_plan(
 }
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
+    if let Some(assumed) = &release.assumed {
+        eprintln!("warning: {assumed}");
+    }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
             eprintln!("warning: {warning}");

@@ -1,16 +1,31 @@
 use std::io::Write;
 
-use super::{fetch_images, plan_images, FetchRun};
+use super::{fetch_setup, plan_images, runtime, FetchSetup};
+use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::PullArgs;
 use crate::error::{Error, Result};
+use crate::fetch::fetch;
 use crate::progress::DecimalBytes;
+use crate::resolve::union;
 
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
-    let FetchRun {
-        fetched, reporter, ..
-    } = fetch_images(plan_images(catalogs, &args.images)?, &args.fetch)?;
-    let several = super::distinct(&args.fetch.platforms).len() > 1;
+    let plans = plan_images(catalogs, &args.images)?;
+    let FetchSetup {
+        cache,
+        settings,
+        reporter,
+    } = fetch_setup(catalogs, &args.fetch)?;
+    let store = BlobStore::open(&cache)?;
+    let fetched = fetch(
+        &runtime()?,
+        &store,
+        &union(&plans),
+        &settings,
+        reporter.as_ref(),
+    )?;
+    reporter.finish();
+    let several = settings.platforms.len() > 1;
     for image in &fetched.images {
         if several {
             writeln!(

@@ -124,7 +124,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
             .iter()
             .map(|i| {
                 json!({
-                    "name": i.name, "platform": i.platform, "manifest": i.manifest, "index": i.index, "size": i.size,
+                    "name": i.name, "platform": i.platform.as_ref().map(ToString::to_string), "manifest": i.manifest, "index": i.index, "size": i.size,
                     "layers": i.layers.len(), "shared_layers": i.layers.iter().filter(|l| users[l] > 1).count(),
                 })
             })
@@ -142,7 +142,10 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
     for image in &report.images {
         rows.push(vec![
             image.name.clone(),
-            image.platform.clone().unwrap_or_else(|| "?".into()),
+            image
+                .platform
+                .as_ref()
+                .map_or_else(|| "?".into(), ToString::to_string),
             image
                 .manifest
                 .as_ref()
@@ -159,6 +162,12 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         ]);
     }
     write_table(out, &rows)?;
+    write_summary(out, &report, referenced)
+}
+
+/// What `inspect` says under its table: the bundle, its sharing, and what its metadata records.
+fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Result<()> {
+    let (stored, metadata) = (report.bytes, report.metadata.as_ref());
     let line = |out: &mut dyn Write, text: String| writeln!(out, "{text}").map_err(Error::Output);
     line(out, String::new())?;
     line(

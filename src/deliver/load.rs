@@ -7,13 +7,14 @@ use std::process::{Command, Stdio};
 
 use flate2::read::MultiGzDecoder;
 
-use super::platform::feed_one_platform;
+use super::platform::{feed_one_platform, one_platform_size};
 use crate::image::Platform;
 use crate::layer_codec::Codec;
+use crate::progress::{Action, Counted, Id, Reporter, Task};
 use crate::tarball::read::Source;
 use crate::verify::{Verified, VerifiedImage};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     Containerd,
     Docker,
@@ -67,17 +68,17 @@ pub fn explain_failure(error: LoadError, runtime: Runtime, bundle: &Verified) ->
     let zstd = |&(offset, size): &(u64, u64)| {
         let mut head = Vec::with_capacity(4);
         let read = bundle
-            .source
+            .source()
             .open_range(offset, size.min(4))
             .and_then(|mut blob| blob.read_to_end(&mut head));
         read.is_ok() && Codec::sniff(&head) == Codec::Zstd
     };
     // Blobs are read in place only in an uncompressed bundle, the kind ferry writes.
-    let readable = !bundle.source.is_gzipped().unwrap_or(true);
+    let readable = !bundle.source().is_gzipped().unwrap_or(true);
     if runtime == Runtime::Docker
         && matches!(error, LoadError::Failed { .. })
         && readable
-        && bundle.locations.values().any(zstd)
+        && bundle.locations().values().any(zstd)
     {
         return LoadError::ZstdOnOldDocker(Box::new(error));
     }
@@ -160,10 +161,20 @@ impl Input {
 pub enum Feed<'a> {
     Whole,
     Platform {
-        bundle: &'a Verified,
         platform: Platform,
         images: Vec<&'a VerifiedImage>,
     },
+}
+
+impl Feed<'_> {
+    /// The bytes fed: the bundle's as they are read (joined, before gzip is undone), or the archive of
+    /// one platform.
+    fn bytes(&self, bundle: &Verified) -> u64 {
+        match self {
+            Feed::Whole => bundle.bytes(),
+            Feed::Platform { images, .. } => one_platform_size(bundle, images),
+        }
+    }
 }
 
 /// The command that loads the bundle: as ferry runs it (reading stdin), and as a person would type it.
@@ -220,26 +231,36 @@ fn command(
     }
 }
 
-/// Runs the runtime's loader with the bundle on stdin; returns what it printed.
+/// Where and how to load: the runtime, its socket, and (containerd) the namespace.
+#[derive(Debug, Clone)]
+pub struct Loader<'a> {
+    pub runtime: Runtime,
+    pub socket: Option<&'a Path>,
+    pub namespace: &'a str,
+}
+
+/// Runs the runtime's loader with the bundle on stdin, its bytes reported as one task; returns what the
+/// loader printed.
 pub fn load(
-    source: &Source,
+    bundle: &Verified,
     feed: &Feed,
-    runtime: Runtime,
-    socket: Option<&Path>,
-    namespace: &str,
+    loader: &Loader,
+    reporter: &dyn Reporter,
 ) -> Result<String, LoadError> {
+    let (source, runtime) = (bundle.source(), loader.runtime);
     let platform = match feed {
         Feed::Platform { platform, .. } => Some(platform),
         Feed::Whole => None,
     };
-    let (mut command, mut shown) =
-        command(runtime, socket, namespace, &Input::of(source), platform);
+    let (mut command, mut shown) = command(
+        runtime,
+        loader.socket,
+        loader.namespace,
+        &Input::of(source),
+        platform,
+    );
     let one_platform = match feed {
-        Feed::Platform {
-            bundle,
-            platform,
-            images,
-        } if runtime != Runtime::Containerd => {
+        Feed::Platform { platform, images } if runtime != Runtime::Containerd => {
             if source.is_gzipped().unwrap_or(false) {
                 return Err(LoadError::Compressed(source.whole.clone()));
             }
@@ -249,10 +270,16 @@ pub fn load(
                 source.whole.display(),
                 format!("{runtime:?}").to_lowercase()
             );
-            Some((*bundle, images.as_slice()))
+            Some(images.as_slice())
         }
         _ => None,
     };
+    let id = reporter.on_start(&Task {
+        action: Action::Load,
+        subject: &source.whole.display().to_string(),
+        total: feed.bytes(bundle),
+        done: 0,
+    });
     let tool = format!("{:?}", command.get_program());
     let mut child = command
         .stdin(Stdio::piped())
@@ -269,8 +296,11 @@ pub fn load(
     // it reads would otherwise fill its output pipe while ferry fills its input pipe, each waiting forever.
     let (feeding, output) = std::thread::scope(|scope| {
         let feeder = scope.spawn(move || match one_platform {
-            Some((bundle, images)) => feed_one_platform(bundle, images, stdin),
-            None => feed_whole(source, stdin),
+            Some(images) => {
+                let counted = Counted::new(stdin, reporter, id);
+                feed_one_platform(bundle, images, counted).map(|counted| drop(counted.into_inner()))
+            }
+            None => feed_whole(source, stdin, reporter, id),
         });
         let output = child.wait_with_output();
         (feeder.join().expect("feeding does not panic"), output)
@@ -291,12 +321,19 @@ pub fn load(
     }
     // The loader succeeded, so the feed did too; a feed error with a successful loader is still reported.
     feeding.map_err(LoadError::Read)?;
+    reporter.on_complete(id);
     Ok(said)
 }
 
-/// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end.
-fn feed_whole(source: &Source, mut stdin: impl io::Write) -> io::Result<()> {
-    let mut joined: Box<dyn Read> = Box::new(source.joined(0));
+/// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end;
+/// the bytes read from the bundle are reported to the task `id`.
+fn feed_whole(
+    source: &Source,
+    mut stdin: impl io::Write,
+    reporter: &dyn Reporter,
+    id: Id,
+) -> io::Result<()> {
+    let mut joined: Box<dyn Read> = Box::new(Counted::new(source.joined(0), reporter, id));
     if source.is_gzipped()? {
         joined = Box::new(MultiGzDecoder::new(joined));
     }

@@ -16,7 +16,7 @@ pub fn helm_values(
     pushed: &[push::Pushed],
     catalogs: &Catalogs,
 ) -> Option<String> {
-    let metadata = &bundle.metadata;
+    let metadata = bundle.metadata();
     let release = catalogs.find(&metadata.release_spec()?).ok()?;
     // Nested keys, e.g. images.sidecar.attacher, written as YAML mappings.
     let mut tree: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();

@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use crate::digest::Digest;
 use crate::image::Manifest;
-use crate::progress::Reporter;
+use crate::progress::{Action, Id, Reporter, Task};
 use crate::reference::Reference;
 use crate::registry::retry::after_attempts;
 use crate::registry::{FetchError, Mount, RegistryClient, RegistryError, RegistryOptions, Target};
@@ -69,25 +69,26 @@ pub struct Planned {
     pub target: Reference,
     pub digest: Digest,
     pub platforms: Vec<Digest>,
+    /// Every blob and manifest the tag reaches, shared ones counted for each tag: its push's total.
+    pub bytes: u64,
 }
 
 /// The mapping from each image in the bundle to its name in the target registry.
 pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushError> {
     report
-        .images
-        .chunk_by(|a, b| a.name == b.name && a.index.is_some() && a.index == b.index)
+        .images()
+        .chunk_by(|a, b| {
+            a.reference() == b.reference() && a.index().is_some() && a.index() == b.index()
+        })
         .map(|group| {
             let image = &group[0];
-            let upstream: Reference = image
-                .name
-                .parse()
-                .map_err(|e: crate::reference::ReferenceError| PushError::Mapping(e.to_string()))?;
-            let (manifest, platforms) = match &image.index {
+            let upstream = image.reference().clone();
+            let (manifest, platforms) = match image.index() {
                 Some(index) => (
                     index.clone(),
-                    group.iter().map(|i| i.manifest.clone()).collect(),
+                    group.iter().map(|i| i.manifest().clone()).collect(),
                 ),
-                None => (image.manifest.clone(), Vec::new()),
+                None => (image.manifest().clone(), Vec::new()),
             };
             let mapped = target.map(&upstream).map_err(PushError::Mapping)?;
             // An image pulled by digest alone is pushed by the digest of what is pushed: the upstream pin
@@ -97,11 +98,22 @@ pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushErro
             } else {
                 mapped
             };
+            let bytes = group
+                .iter()
+                .flat_map(|image| {
+                    [image.manifest(), image.config()]
+                        .into_iter()
+                        .chain(image.layers())
+                })
+                .chain(image.index())
+                .map(|digest| report.location(digest).map_or(0, |(_, size)| size))
+                .fold(0u64, u64::saturating_add);
             Ok(Planned {
                 upstream,
                 target: mapped,
                 digest: manifest,
                 platforms,
+                bytes,
             })
         })
         .collect()
@@ -128,9 +140,8 @@ pub async fn push(
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<PushSummary, PushError> {
-    let source = &report.source;
-    if source.is_gzipped().unwrap_or(false) {
-        return Err(PushError::Compressed(report.bundle.clone()));
+    if report.source().is_gzipped().unwrap_or(false) {
+        return Err(PushError::Compressed(report.bundle().to_path_buf()));
     }
     let mapping = plan(report, target)?;
     let hosts = std::iter::once(target.host.clone()).collect();
@@ -160,6 +171,10 @@ pub async fn push(
 }
 
 impl Pusher<'_> {
+    fn size(&self, digest: &Digest) -> u64 {
+        location(self.report, digest).1
+    }
+
     async fn retry<T, F, Fut>(
         &self,
         image: &Reference,
@@ -190,22 +205,30 @@ impl Pusher<'_> {
     /// One tag: its manifest, or each platform's manifest by digest and then ferry's index of them.
     async fn push_image(&self, planned: &Planned) -> Result<Pushed, PushError> {
         let (upstream, target) = (&planned.upstream, &planned.target);
+        let id = self.reporter.on_start(&Task {
+            action: Action::Push,
+            subject: &target.to_string(),
+            total: planned.bytes,
+            done: 0,
+        });
         if planned.platforms.is_empty() {
-            self.push_manifest(upstream, target, &planned.digest)
+            self.push_manifest(upstream, target, &planned.digest, id)
                 .await?;
         } else {
             for digest in &planned.platforms {
-                self.push_manifest(upstream, &target.by_digest(digest.clone()), digest)
+                self.push_manifest(upstream, &target.by_digest(digest.clone()), digest, id)
                     .await?;
             }
             let index = read_manifest(self.report, &planned.digest)?;
+            let size = index.len() as u64;
             self.retry(upstream, target, "index", |_| {
                 self.client
                     .push_manifest(target, index.clone(), crate::image::media::OCI_INDEX)
             })
             .await?;
+            self.reporter.on_progress(id, size);
         }
-        self.reporter.image_done(&target.to_string());
+        self.reporter.on_complete(id);
         Ok(Pushed {
             source: upstream.to_string(),
             target: target.to_string(),
@@ -219,31 +242,37 @@ impl Pusher<'_> {
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
+        id: Id,
     ) -> Result<(), PushError> {
         let manifest_bytes = read_manifest(self.report, digest)?;
         let manifest: Manifest =
             serde_json::from_slice(&manifest_bytes).expect("verify parsed these very bytes");
         for blob in std::iter::once(&manifest.config).chain(&manifest.layers) {
-            self.push_blob(upstream, target, &blob.digest).await?;
+            self.push_blob(upstream, target, &blob.digest, id).await?;
         }
         // An OCI manifest may omit its media type; then it is one.
         let media_type = manifest
             .media_type
             .clone()
             .unwrap_or_else(|| crate::image::media::OCI_MANIFEST.to_string());
+        let size = manifest_bytes.len() as u64;
         self.retry(upstream, target, "manifest", |_| {
             self.client
                 .push_manifest(target, manifest_bytes.clone(), &media_type)
         })
         .await?;
+        self.reporter.on_progress(id, size);
         Ok(())
     }
 
+    /// One blob, unless the target has it; its bytes count for the task `id` whether uploaded, mounted or
+    /// found present.
     async fn push_blob(
         &self,
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
+        id: Id,
     ) -> Result<(), PushError> {
         let slot = self
             .holders
@@ -261,6 +290,7 @@ impl Pusher<'_> {
             .await?
         {
             self.present.fetch_add(1, Ordering::Relaxed);
+            self.reporter.on_progress(id, self.size(digest));
         } else if let Some(from) = holder
             .as_ref()
             .filter(|from| from.repository() != target.repository())
@@ -269,106 +299,158 @@ impl Pusher<'_> {
             match self.client.mount_blob(target, from, digest).await {
                 Ok(Mount::Mounted) => {
                     self.mounted.fetch_add(1, Ordering::Relaxed);
+                    self.reporter.on_progress(id, self.size(digest));
                 }
                 Ok(Mount::Declined(session)) => {
-                    self.upload(upstream, target, digest, &what, Some(session))
+                    self.upload(upstream, target, digest, id, Some(session))
                         .await?
                 }
-                Err(_) => self.upload(upstream, target, digest, &what, None).await?,
+                Err(_) => self.upload(upstream, target, digest, id, None).await?,
             }
         } else {
-            self.upload(upstream, target, digest, &what, None).await?;
+            self.upload(upstream, target, digest, id, None).await?;
         }
         *holder = Some(target.clone());
         Ok(())
     }
 
+    /// Uploads one blob from the bundle; its bytes are counted for the task `id` as they are read to
+    /// be sent.
     async fn upload(
         &self,
         upstream: &Reference,
         target: &Reference,
         digest: &Digest,
-        what: &str,
+        id: Id,
         session: Option<reqwest::Url>,
     ) -> Result<(), PushError> {
-        let (offset, size) = self.report.locations[digest];
-        let source = &self.report.source;
+        let (offset, size) = location(self.report, digest);
+        let source = self.report.source();
         // The session a declined mount opened serves the first attempt; a retry opens its own.
         let session = std::sync::Mutex::new(session);
-        self.retry(upstream, target, what, |_| {
+        let (sent, mut counts) = tokio::sync::mpsc::unbounded_channel();
+        let high_water = std::sync::Arc::new(AtomicU64::new(0));
+        let what = format!("blob {digest}");
+        let session = &session;
+        let uploading = self.retry(upstream, target, &what, move |_| {
             let session = session.lock().expect("not poisoned").take();
+            let (sent, high_water) = (sent.clone(), high_water.clone());
             async move {
                 let reader = source
                     .open_range(offset, size)
                     .map_err(FetchError::Bundle)?;
+                let reader = SentBytes {
+                    inner: reader,
+                    read: 0,
+                    high_water,
+                    sent,
+                };
                 self.client
                     .push_blob(target, digest, size, session, reader)
                     .await
             }
-        })
-        .await?;
+        });
+        // The sender lives in the retried closure, so the counts end when the upload does.
+        let reporting = async {
+            while let Some(bytes) = counts.recv().await {
+                self.reporter.on_progress(id, bytes);
+            }
+        };
+        tokio::join!(uploading, reporting).0?;
         self.uploaded.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
-        self.reporter.bytes(&target.to_string(), digest, size);
         Ok(())
+    }
+}
+
+/// A blob's bytes on their way to the registry, counted as the upload reads them: the reader is the
+/// upload's own (it moves to a blocking thread), so the counts go back over a channel. A retry reads the
+/// blob again from its start; only what goes beyond the bytes an earlier attempt read is counted.
+struct SentBytes<R> {
+    inner: R,
+    read: u64,
+    high_water: std::sync::Arc<AtomicU64>,
+    sent: tokio::sync::mpsc::UnboundedSender<u64>,
+}
+
+impl<R: std::io::Read> std::io::Read for SentBytes<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        let before = self.high_water.fetch_max(self.read, Ordering::Relaxed);
+        if self.read > before {
+            let _ = self.sent.send(self.read - before);
+        }
+        Ok(n)
     }
 }
 
 /// A manifest read from the bundle again, and checked again: a registry takes a manifest pushed by tag
 /// as it comes, and the bundle may have changed since it was verified.
 fn read_manifest(report: &Verified, digest: &Digest) -> Result<Vec<u8>, PushError> {
-    let (offset, size) = report.locations[digest];
+    let (offset, size) = location(report, digest);
     let mut bytes = Vec::with_capacity(size as usize);
-    let source = &report.source;
-    let mut reader = source.open_range(offset, size).map_err(PushError::Read)?;
+    let mut reader = report
+        .source()
+        .open_range(offset, size)
+        .map_err(PushError::Read)?;
     std::io::Read::read_to_end(&mut reader, &mut bytes).map_err(PushError::Read)?;
     if Digest::of(&bytes) != *digest {
-        return Err(PushError::Changed(report.bundle.clone()));
+        return Err(PushError::Changed(report.bundle().to_path_buf()));
     }
     Ok(bytes)
+}
+
+/// Where a blob of the bundle is: verify proved every blob an image names is there.
+fn location(report: &Verified, digest: &Digest) -> (u64, u64) {
+    report
+        .location(digest)
+        .expect("a verified bundle holds every blob")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// An upload counts its bytes as they are read; a retry, reading the blob again, counts only what
+    /// goes beyond the earlier attempt, so the push's total is reached once.
+    #[test]
+    fn a_retried_upload_counts_each_byte_once() {
+        use std::io::Read;
+        let (sent, mut counts) = tokio::sync::mpsc::unbounded_channel();
+        let high_water = std::sync::Arc::new(AtomicU64::new(0));
+        let blob = [7u8; 100];
+        let attempt = |upto: usize| {
+            let mut reader = SentBytes {
+                inner: &blob[..],
+                read: 0,
+                high_water: high_water.clone(),
+                sent: sent.clone(),
+            };
+            let mut buffer = vec![0u8; upto];
+            reader.read_exact(&mut buffer).unwrap();
+        };
+        attempt(60);
+        attempt(30);
+        attempt(100);
+        drop(sent);
+        let mut total = 0;
+        while let Ok(n) = counts.try_recv() {
+            total += n;
+        }
+        assert_eq!(total, 100);
+    }
+
     #[test]
     fn a_manifest_that_changed_since_verify_is_not_pushed() {
-        use crate::cache::BlobStore;
-        use crate::progress::Silent;
-        use crate::tarball::{write_bundle, WriteOptions};
-        use crate::verify::{verify, VerifyOptions};
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-        let images = crate::tarball::two_images(&store);
-        let path = dir.path().join("b.tar");
-        write_bundle(
-            &store,
-            &images,
-            &crate::tarball::loose_metadata(&images),
-            &path,
-            &WriteOptions::default(),
-            &Silent,
-        )
-        .unwrap();
-        let report = verify(
-            &path,
-            &VerifyOptions::default(),
-            &crate::catalog::Catalogs::load(&[]).unwrap(),
-        )
-        .unwrap();
-        // The fixture's configs list no diff_ids, so it is not intact; only its blob locations matter here.
-        let report = Verified {
-            bundle: report.bundle,
-            source: report.source,
-            metadata: crate::tarball::loose_metadata(&images),
-            images: Vec::new(),
-            locations: report.locations,
-        };
+        let (images, path) =
+            crate::testutil::intact_bundle(dir.path(), &["quay.io/a/b:1"], &["linux/amd64"]);
+        let report = crate::testutil::verified(&path);
         let digest = &images[0].manifest.digest;
         assert!(read_manifest(&report, digest).is_ok());
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[report.locations[digest].0 as usize + 20] ^= 1;
+        bytes[report.location(digest).unwrap().0 as usize + 20] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(matches!(
             read_manifest(&report, digest),

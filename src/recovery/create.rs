@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -13,7 +13,7 @@ use super::combine::{self, Budget, Failure, Job, Piece, Plan};
 use super::field::{field, source_logs, MAX_SOURCE_SLICES};
 use super::packet::{self, FileDescription, Id, Main, SliceChecksum, SliceChecksums};
 use super::MAX_SLICE_SIZE;
-use super::{open_regular, par2_name, temporary_beside, RecoveryError};
+use super::{hash_file, open_regular, par2_name, temporary_beside, RecoveryError};
 
 /// How much recovery data to write, as a share of the bundle: `5%`, `0.5%`, `100%`. Kept in hundredths
 /// of a percent.
@@ -400,25 +400,10 @@ fn volumes(
 
 /// The MD5 of a whole source, read in order.
 fn hash_whole(source: &Source, hasher: &mut Md5) -> Result<(), RecoveryError> {
-    let mut reader = crate::interrupt::Checked((&source.file).take(source.length));
-    io::copy(&mut reader, &mut HashWriter(hasher)).map_err(|error| RecoveryError::Read {
+    hash_file(&source.file, 0..source.length, hasher).map_err(|error| RecoveryError::Read {
         path: source.path.clone(),
         source: error,
-    })?;
-    Ok(())
-}
-
-struct HashWriter<'a>(&'a mut Md5);
-
-impl io::Write for HashWriter<'_> {
-    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        self.0.update(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    })
 }
 
 /// Recovery files are for others to read, like any file `cp` makes, and on disk before they appear.

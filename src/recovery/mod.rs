@@ -106,6 +106,28 @@ fn open_regular(path: &Path) -> Result<(File, u64), RecoveryError> {
     Ok((file, metadata.len()))
 }
 
+/// Hashes bytes `range` of `file` (fewer if it ends first), 1 MiB at a time, stopping for a signal.
+fn hash_file(file: &File, range: std::ops::Range<u64>, hasher: &mut md5::Md5) -> io::Result<()> {
+    use md5::Digest as _;
+    use std::os::unix::fs::FileExt;
+    let mut buffer = vec![0u8; (range.end - range.start).min(1 << 20) as usize];
+    let mut at = range.start;
+    while at < range.end {
+        crate::interrupt::check()?;
+        let want = (range.end - at).min(buffer.len() as u64) as usize;
+        match file.read_at(&mut buffer[..want], at) {
+            Ok(0) => break,
+            Ok(n) => {
+                hasher.update(&buffer[..n]);
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// A file's name as PAR2 stores it: UTF-8 without control characters.
 fn par2_name(path: &Path) -> Result<String, RecoveryError> {
     path.file_name()

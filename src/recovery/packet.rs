@@ -278,7 +278,12 @@ pub(super) fn scan(
             // The length field is outside the MD5: the set's slice size says how long the packet is.
             Some((want, slice_size)) if &kind == RECOVERY && set == *want => {
                 let size = RECOVERY_PREFIX.saturating_add(slice_size);
-                if fits(size) && hash_range(file, position + 32, position + size)? == stored {
+                let intact = fits(size) && {
+                    let mut hasher = Md5::new();
+                    super::hash_file(file, position + 32..position + size, &mut hasher)?;
+                    <Id>::from(hasher.finalize()) == stored
+                };
+                if intact {
                     let mut exponent = [0u8; 4];
                     file.read_exact_at(&mut exponent, position + HEADER)?;
                     found(Found::Recovery {
@@ -308,20 +313,6 @@ pub(super) fn scan(
         };
     }
     Ok(())
-}
-
-/// The MD5 of bytes `start..end` of `file`, read 1 MiB at a time.
-fn hash_range(file: &File, start: u64, end: u64) -> io::Result<Id> {
-    let mut hasher = Md5::new();
-    let mut buffer = vec![0u8; (end - start).min(1 << 20) as usize];
-    let mut at = start;
-    while at < end {
-        let n = (end - at).min(buffer.len() as u64) as usize;
-        file.read_exact_at(&mut buffer[..n], at)?;
-        hasher.update(&buffer[..n]);
-        at += n as u64;
-    }
-    Ok(hasher.finalize().into())
 }
 
 /// Where the next magic number starts at or after `from`, or `length` when none does.

@@ -16,7 +16,7 @@ use md5::{Digest as _, Md5};
 use super::combine::{self, Budget, Failure, Job, Piece, Plan};
 use super::field::{field, source_logs};
 use super::set::{Damage, RecoverySet};
-use super::{open_regular, sweep_beside, temporary_beside, RecoveryError};
+use super::{hash_file, open_regular, sweep_beside, temporary_beside, RecoveryError};
 
 /// The most damaged slices one repair rebuilds: solving for them takes m³ field operations and two m×m
 /// matrices (64 MiB at this bound).
@@ -199,7 +199,9 @@ pub(super) fn repair_within(
         };
         let file = temporary.as_file();
         file.sync_all().map_err(write)?;
-        if md5_of_file(file).map_err(write)? != source.description.md5 {
+        let mut md5 = Md5::new();
+        hash_file(file, 0..u64::MAX, &mut md5).map_err(write)?;
+        if <[u8; 16]>::from(md5.finalize()) != source.description.md5 {
             return Err(RecoveryError::Mismatch(source.path.clone()));
         }
     }
@@ -226,21 +228,6 @@ fn keep_permissions(path: &std::path::Path, file: &File) {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
     let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));
-}
-
-fn md5_of_file(file: &File) -> io::Result<[u8; 16]> {
-    let mut hasher = Md5::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut at = 0;
-    loop {
-        crate::interrupt::check()?;
-        let n = file.read_at(&mut buffer, at)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buffer[..n]);
-        at += n as u64;
-    }
 }
 
 /// Chooses recovery slices (indices into `exponents`) whose equations for the damaged slices (their

@@ -7,26 +7,27 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, RANGE, WWW_AUTHENTICATE};
+use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::auth::CredentialStore;
-use super::retry::parse_retry_after;
-use super::tls::{is_loopback, trusted_certificates, PemFile};
-use super::token::{Authorizer, Scope};
-use super::{FetchError, Refusal, RefusalKind, RegistryError, RegistryOptions};
-use crate::digest::Digest;
-use crate::image::{limits, media};
+use super::error::{Asked, FetchError, Refusal, RefusalKind, RegistryError};
+use super::response::{host_of, registry_said, retry_after};
+use super::route::RegistryOptions;
+use super::scope::Scope;
+use super::tls::{
+    handshake_failure, is_loopback, peer_speaks_tls, trusted_certificates, CaFileError, PemFile,
+};
+use super::token::Authorizer;
 use crate::reference::{Reference, DOCKER_HUB};
 
 const USER_AGENT: &str = concat!("ferry/", env!("CARGO_PKG_VERSION"));
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// A stalled body is a failed attempt; resume then continues from the last byte received.
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most of an error body ferry reads for the registry's message.
-const MAX_ERROR_BODY: u64 = 64 << 10;
 const MAX_REDIRECTS: usize = 10;
+/// How long a loopback registry has to answer the probe of its scheme.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RegistryClient {
     pub(super) http: reqwest::Client,
@@ -36,7 +37,7 @@ pub struct RegistryClient {
 
 impl RegistryClient {
     /// Sets up TLS trust and the scheme of each host ferry will contact (`hosts`, as contacted: mirrors
-    /// included). Loopback hosts are probed: HTTPS when they answer it, plain HTTP otherwise.
+    /// included). Loopback hosts are probed: plain HTTP only when they do not speak TLS.
     pub async fn connect(
         options: &RegistryOptions,
         hosts: &BTreeSet<String>,
@@ -50,7 +51,7 @@ impl RegistryClient {
             .filter(|h| is_loopback(h) && !plain_http.contains(*h))
             .collect();
         for host in undeclared_loopback {
-            if !answers(&probe, "https", host).await && answers(&probe, "http", host).await {
+            if speaks_plain_http(&probe, host).await {
                 plain_http.insert(host.clone());
             }
         }
@@ -167,6 +168,7 @@ impl RegistryClient {
             404 => RefusalKind::NotFound,
             _ => {
                 return FetchError::Status {
+                    asked: Asked::Registry,
                     status,
                     retry_after,
                     said: registry_said(response).await,
@@ -182,91 +184,6 @@ impl RegistryClient {
             by: registry.to_string(),
             access: Some(access),
         })
-    }
-
-    /// Fetches a manifest or index by tag or digest; returns its exact bytes.
-    pub async fn manifest(&self, location: &Reference) -> Result<Vec<u8>, FetchError> {
-        let registry = location.registry();
-        let url = self.url(location, &manifest_path(location, false));
-        let scope = Scope::pull(location.repository());
-        let response = self
-            .send(registry, std::slice::from_ref(&scope), |http| {
-                http.get(&url).header(ACCEPT, media::ACCEPTED.join(", "))
-            })
-            .await?;
-        if !response.status().is_success() {
-            return Err(self.failure(response, registry, scope).await);
-        }
-        let bytes = read_limited(response, limits::MAX_MANIFEST, "manifest").await?;
-        // Asked for by digest, a manifest must have it; a byte flipped on the way is worth another try.
-        if let Some(expected) = location.digest() {
-            let actual = Digest::of(&bytes);
-            if actual != *expected {
-                return Err(FetchError::WrongManifest {
-                    expected: expected.clone(),
-                    actual,
-                });
-            }
-        }
-        Ok(bytes)
-    }
-
-    /// Starts a download of blob `digest` (`size` bytes) at `offset`; the response is 206 when the
-    /// registry resumed, 200 when it sends the whole blob. A registry whose copy is shorter or longer than
-    /// the manifest says is found out here, before any byte is stored.
-    pub async fn blob(
-        &self,
-        location: &Reference,
-        digest: &Digest,
-        offset: u64,
-        size: u64,
-    ) -> Result<Response, FetchError> {
-        let registry = location.registry();
-        let url = self.url(location, &format!("blobs/{digest}"));
-        let scope = Scope::pull(location.repository());
-        let response = self
-            .send(registry, std::slice::from_ref(&scope), |http| {
-                let request = http.get(&url);
-                if offset > 0 {
-                    request.header(RANGE, format!("bytes={offset}-"))
-                } else {
-                    request
-                }
-            })
-            .await?;
-        let short = |served| FetchError::ShortBlob {
-            served,
-            expected: size,
-        };
-        match response.status() {
-            StatusCode::OK | StatusCode::PARTIAL_CONTENT => {
-                let start = if response.status() == StatusCode::OK {
-                    0
-                } else {
-                    offset
-                };
-                match response.content_length() {
-                    Some(length) if start.checked_add(length) != Some(size) => {
-                        Err(short(start.saturating_add(length)))
-                    }
-                    _ => Ok(response),
-                }
-            }
-            // `Content-Range: bytes */LENGTH`: the registry holds fewer bytes than the resume asked for.
-            StatusCode::RANGE_NOT_SATISFIABLE => {
-                let served = response
-                    .headers()
-                    .get(reqwest::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.rsplit_once('/'))
-                    .and_then(|(_, length)| length.trim().parse::<u64>().ok());
-                match served {
-                    Some(served) if served != size => Err(short(served)),
-                    _ => Err(self.failure(response, registry, scope).await),
-                }
-            }
-            _ => Err(self.failure(response, registry, scope).await),
-        }
     }
 }
 
@@ -293,7 +210,7 @@ fn http_client(
         .redirect(redirects);
     for file in certificates {
         for certificate in reqwest::Certificate::from_pem_bundle(&file.pem).map_err(|_| {
-            RegistryError::BadCaCert {
+            CaFileError::NoCertificate {
                 path: file.path.clone(),
             }
         })? {
@@ -309,14 +226,6 @@ fn redirect_allowed(from: &reqwest::Url, to: &reqwest::Url, plain_http: &BTreeSe
     !(from.scheme() == "https" && to.scheme() == "http" && !plain_http.contains(&host_of(to)))
 }
 
-fn host_of(url: &reqwest::Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{from} redirected to {to}, over plain HTTP: refused, as the data would travel unencrypted; allow \
@@ -327,100 +236,21 @@ struct InsecureRedirect {
     to: String,
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    parse_retry_after(
-        headers
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()),
-    )
-}
-
-/// A response body of at most `limit` bytes (manifests, tokens), refused beyond.
-pub(super) async fn read_limited(
-    response: Response,
-    limit: u64,
-    what: &'static str,
-) -> Result<Vec<u8>, FetchError> {
-    let registry = host_of(response.url());
-    let too_large = || FetchError::TooLarge {
-        registry: registry.clone(),
-        what,
-        limit,
+/// Whether a loopback `host` speaks plain HTTP: its HTTPS answer fails with bytes that are no TLS (or no
+/// handshake at all), and a plain request gets an answer. A TLS server whose certificate is refused is
+/// not one: its requests go over HTTPS and fail naming the certificate, never in clear.
+async fn speaks_plain_http(probe: &reqwest::Client, host: &str) -> bool {
+    let root = |scheme: &str| {
+        probe
+            .get(format!("{scheme}://{host}/v2/"))
+            .timeout(PROBE_TIMEOUT)
+            .send()
     };
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(too_large());
+    match root("https").await {
+        Ok(_) => false,
+        Err(error) if handshake_failure(&error).is_some_and(peer_speaks_tls) => false,
+        Err(_) => root("http").await.is_ok(),
     }
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        if (body.len() + chunk.len()) as u64 > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-/// What a registry or token service said in its error body, as `CODE: message`: the distribution spec's
-/// `{"errors": [{"code", "message"}]}`, or the `details`/`message`/`error` of token services. Only printable
-/// text is kept.
-pub(super) async fn registry_said(response: Response) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Said {
-        #[serde(default)]
-        errors: Vec<Entry>,
-        details: Option<String>,
-        message: Option<String>,
-        error: Option<String>,
-        error_description: Option<String>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        code: Option<String>,
-        message: Option<String>,
-    }
-    let body = read_limited(response, MAX_ERROR_BODY, "error message")
-        .await
-        .ok()?;
-    let said: Said = serde_json::from_slice(&body).ok()?;
-    let mut parts: Vec<String> = said
-        .errors
-        .into_iter()
-        .map(|e| match (e.code, e.message) {
-            (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
-            (code, message) => code.or(message).unwrap_or_default(),
-        })
-        .collect();
-    parts.extend(
-        [
-            said.details,
-            said.message,
-            said.error,
-            said.error_description,
-        ]
-        .into_iter()
-        .flatten(),
-    );
-    let text: String = parts
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(300)
-        .collect();
-    (!text.is_empty()).then_some(text)
-}
-
-/// Whether `host` answers the registry API's root over `scheme` at all (any status will do).
-async fn answers(http: &reqwest::Client, scheme: &str, host: &str) -> bool {
-    http.get(format!("{scheme}://{host}/v2/"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .is_ok()
 }
 
 #[cfg(test)]

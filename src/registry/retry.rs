@@ -1,8 +1,14 @@
 //! Retries for the failures real registries and networks produce: connection errors, resets, truncated
-//! bodies, 5xx and 429. oci-client retries nothing itself, so every registry call goes through here.
+//! bodies, 5xx and 429 (with the `Retry-After` of registries and of their token services). Every registry
+//! request of a pull or push goes through here; what cannot get better (a refusal, a certificate this
+//! machine does not trust, a name that does not exist) fails at the first attempt.
 
 use std::future::Future;
 use std::time::Duration;
+
+/// Sets the first pause between attempts, in milliseconds, instead of 250: longer on a link that needs
+/// it, 1 in tests that go through every attempt (as go-containerregistry's tests shorten theirs).
+pub const BASE_DELAY_ENV: &str = "FERRY_RETRY_BASE_DELAY_MS";
 
 /// How often and how patiently to retry. The defaults live here and nowhere else.
 #[derive(Debug, Clone)]
@@ -15,13 +21,27 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
+impl RetryPolicy {
+    pub fn standard() -> RetryPolicy {
         RetryPolicy {
             attempts: 6,
             base_delay: Duration::from_millis(250),
             max_delay: Duration::from_secs(15),
             max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The standard policy, with the first pause [`BASE_DELAY_ENV`] sets (when it is a number).
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        let base_delay = std::env::var(BASE_DELAY_ENV)
+            .ok()
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis);
+        RetryPolicy {
+            base_delay: base_delay.unwrap_or(RetryPolicy::standard().base_delay),
+            ..RetryPolicy::standard()
         }
     }
 }
@@ -136,7 +156,7 @@ mod tests {
             attempts: 4,
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
-            ..Default::default()
+            ..RetryPolicy::standard()
         }
     }
 
@@ -181,7 +201,7 @@ mod tests {
 
     #[test]
     fn retry_after_is_honoured_within_a_ceiling() {
-        let policy = RetryPolicy::default();
+        let policy = RetryPolicy::standard();
         assert_eq!(
             policy.delay(1, Verdict::RetryAfter(Duration::from_secs(2))),
             Duration::from_secs(2)
@@ -199,7 +219,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let policy = RetryPolicy::default();
+        let policy = RetryPolicy::standard();
         for attempt in 1..20 {
             let delay = policy.delay(attempt, Verdict::Transient);
             assert!(delay <= policy.max_delay, "{delay:?}");

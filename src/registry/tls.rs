@@ -1,13 +1,24 @@
-//! Which CA certificates to trust: the system's roots, `--ca-cert` files, and the per-registry
+//! TLS: which CA certificates to trust (the system's roots, `--ca-cert` files, and the per-registry
 //! `ca.crt` files docker and podman users already keep in `/etc/docker/certs.d/HOST/` and
-//! `/etc/containers/certs.d/HOST/`.
+//! `/etc/containers/certs.d/HOST/`), and what a failed handshake says: a certificate this machine does
+//! not trust (final, and the way out named), or a peer that does not speak TLS at all.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use super::RegistryError;
-
 const CERTS_D: &[&str] = &["/etc/docker/certs.d", "/etc/containers/certs.d"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaFileError {
+    #[error("cannot read CA certificate {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+}
 
 /// A PEM file's bytes, kept with its path for error messages.
 pub struct PemFile {
@@ -19,7 +30,7 @@ pub struct PemFile {
 pub fn trusted_certificates<'a>(
     explicit: &[PathBuf],
     hosts: impl IntoIterator<Item = &'a str>,
-) -> Result<Vec<PemFile>, RegistryError> {
+) -> Result<Vec<PemFile>, CaFileError> {
     let mut paths: Vec<PathBuf> = explicit.to_vec();
     for host in hosts {
         for base in CERTS_D {
@@ -29,12 +40,12 @@ pub fn trusted_certificates<'a>(
     paths
         .into_iter()
         .map(|path| {
-            let pem = std::fs::read(&path).map_err(|source| RegistryError::CaCert {
+            let pem = std::fs::read(&path).map_err(|source| CaFileError::Read {
                 path: path.clone(),
                 source,
             })?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(RegistryError::BadCaCert { path });
+                return Err(CaFileError::NoCertificate { path });
             }
             Ok(PemFile { path, pem })
         })
@@ -64,6 +75,47 @@ pub fn is_loopback(host: &str) -> bool {
     name == "localhost" || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// A registry (or its token service) whose certificate this machine refuses: no retry changes that.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "{host} presented a TLS certificate that ferry does not accept ({cause}); if it comes from a private \
+     CA, give that CA with --ca-cert FILE, or put it in {}",
+    CERTS_D.iter().map(|dir| format!("{dir}/{host}/ca.crt")).collect::<Vec<_>>().join(" or ")
+)]
+pub struct Untrusted {
+    pub host: String,
+    pub cause: rustls::Error,
+}
+
+/// The TLS failure among the causes of an HTTP client's error, if there is one.
+pub fn handshake_failure<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
+    causes(error).find_map(|cause| cause.downcast_ref::<rustls::Error>())
+}
+
+/// Whether a failed handshake shows that the peer speaks TLS: anything but bytes that are no TLS record
+/// (a plain HTTP server's answer to a ClientHello).
+pub fn peer_speaks_tls(failure: &rustls::Error) -> bool {
+    !matches!(failure, rustls::Error::InvalidMessage(_))
+}
+
+/// `error` and its causes. TLS and name-lookup errors reach the HTTP client inside `io::Error`s, whose
+/// `source()` passes over the error they wrap, so each `io::Error` is opened here.
+pub fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |current| {
+        match current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => current.source(),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +137,26 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_failure_is_found_inside_the_io_error_that_carries_it() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let carried = std::io::Error::new(std::io::ErrorKind::InvalidData, refused.clone());
+        assert_eq!(handshake_failure(&carried), Some(&refused));
+        assert!(peer_speaks_tls(&refused));
+        let plain_http = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
+        assert!(!peer_speaks_tls(&plain_http));
+        assert_eq!(
+            Untrusted {
+                host: "harbor.local".into(),
+                cause: refused
+            }
+            .to_string(),
+            "harbor.local presented a TLS certificate that ferry does not accept (invalid peer certificate: \
+             UnknownIssuer); if it comes from a private CA, give that CA with --ca-cert FILE, or put it in \
+             /etc/docker/certs.d/harbor.local/ca.crt or /etc/containers/certs.d/harbor.local/ca.crt"
+        );
+    }
+
+    #[test]
     fn a_ca_file_without_a_certificate_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ca.pem");
@@ -92,10 +164,13 @@ mod tests {
         let err = trusted_certificates(std::slice::from_ref(&path), [])
             .err()
             .unwrap();
-        assert!(err.to_string().contains("ca.pem"), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!("{} holds no PEM certificate", path.display())
+        );
         let missing = trusted_certificates(&[dir.path().join("absent.pem")], [])
             .err()
             .unwrap();
-        assert!(matches!(missing, RegistryError::CaCert { .. }));
+        assert!(matches!(missing, CaFileError::Read { .. }));
     }
 }

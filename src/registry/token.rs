@@ -18,43 +18,14 @@ use serde::Deserialize;
 use tokio::sync::Mutex;
 
 use super::auth::{CredentialStore, Credentials};
-use super::client::{read_limited, registry_said};
-use super::{FetchError, Refusal, RefusalKind};
+use super::error::{Asked, FetchError, Refusal, RefusalKind};
+use super::response::{read_limited, registry_said, retry_after};
+use super::scope::Scope;
 
 /// A token service that says nothing about lifetime means 60 s (the distribution token spec).
 const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// The most of a token's answer ferry reads: tokens are a few kilobytes.
 const MAX_TOKEN_REPLY: u64 = 1 << 20;
-
-/// Access to one repository, as a token service grants it: `repository:NAME:pull` or `...:pull,push`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Scope {
-    pub repository: String,
-    pub push: bool,
-}
-
-impl Scope {
-    pub fn pull(repository: &str) -> Scope {
-        Scope {
-            repository: repository.to_string(),
-            push: false,
-        }
-    }
-
-    pub fn push(repository: &str) -> Scope {
-        Scope {
-            repository: repository.to_string(),
-            push: true,
-        }
-    }
-}
-
-impl std::fmt::Display for Scope {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let actions = if self.push { "pull,push" } else { "pull" };
-        write!(f, "repository:{}:{actions}", self.repository)
-    }
-}
 
 /// What a registry's `WWW-Authenticate` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,17 +203,26 @@ impl Authorizer {
         match (challenge, credentials) {
             (Challenge::Bearer { .. }, _) => Ok(true),
             (Challenge::Basic, None) => Ok(false),
-            // Basic credentials that were sent and refused are wrong; new ones are checked once, here,
-            // under the lock, so parallel requests do not each try a wrong password.
+            // Basic credentials that were sent and refused are wrong.
             (Challenge::Basic, Some(_)) if sent.is_some() && !learnt => Ok(false),
+            // Another request learnt the challenge and checked them meanwhile (a refusal would be above).
+            (Challenge::Basic, Some(_)) if !learnt => Ok(true),
+            // New ones are checked once, here, under the lock, so parallel requests do not each try a
+            // wrong password. A check that could not tell leaves the challenge to be learnt again.
             (Challenge::Basic, Some(credentials)) => {
-                self.check_basic(registry, base, &credentials, &mut state)
-                    .await?;
-                Ok(true)
+                let checked = self
+                    .check_basic(registry, base, &credentials, &mut state)
+                    .await;
+                if checked.is_err() {
+                    state.challenge = None;
+                }
+                checked.map(|()| true)
             }
         }
     }
 
+    /// Asks the registry's API root whether it accepts `credentials`: only a 2xx says yes, a 401 says
+    /// no for the rest of the run, and anything else says nothing yet.
     async fn check_basic(
         &self,
         registry: &str,
@@ -256,20 +236,31 @@ impl Authorizer {
             .header(reqwest::header::AUTHORIZATION, basic(credentials))
             .send()
             .await?;
-        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
-            let refusal = Refusal {
-                registry: registry.to_string(),
-                kind: RefusalKind::BadCredentials,
-                status: 401,
-                user: Some(credentials.username.clone()),
-                said: registry_said(response).await,
-                by: registry.to_string(),
-                access: None,
-            };
-            state.refused = Some(refusal.clone());
-            return Err(FetchError::Refused(refusal));
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
         }
-        Ok(())
+        if status != reqwest::StatusCode::UNAUTHORIZED {
+            return Err(FetchError::Status {
+                asked: Asked::CredentialCheck {
+                    user: credentials.username.clone(),
+                },
+                status: status.as_u16(),
+                retry_after: retry_after(response.headers()),
+                said: registry_said(response).await,
+            });
+        }
+        let refusal = Refusal {
+            registry: registry.to_string(),
+            kind: RefusalKind::BadCredentials,
+            status: 401,
+            user: Some(credentials.username.clone()),
+            said: registry_said(response).await,
+            by: registry.to_string(),
+            access: None,
+        };
+        state.refused = Some(refusal.clone());
+        Err(FetchError::Refused(refusal))
     }
 
     async fn credentials(
@@ -338,8 +329,11 @@ impl Authorizer {
         }
         if status != 200 {
             return Err(FetchError::Status {
+                asked: Asked::TokenService {
+                    host: realm_host(realm),
+                },
                 status,
-                retry_after: None,
+                retry_after: retry_after(response.headers()),
                 said: registry_said(response).await,
             });
         }

@@ -9,8 +9,8 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
 use reqwest::{Response, StatusCode, Url};
 
 use super::client::{manifest_path, RegistryClient};
-use super::token::Scope;
-use super::FetchError;
+use super::error::FetchError;
+use super::scope::Scope;
 use crate::digest::Digest;
 use crate::reference::Reference;
 

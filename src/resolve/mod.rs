@@ -4,7 +4,7 @@ mod plan;
 
 use std::collections::BTreeSet;
 
-use crate::catalog::{CatalogImage, Release, Service};
+use crate::catalog::{CatalogError, CatalogImage, PatchVersion, Release, Service};
 use crate::k8s::{KubeRange, KubeVersion};
 
 pub use plan::{plans, union, Plan, Selection, Wanted};
@@ -21,12 +21,26 @@ pub enum ResolveError {
     NothingSelected,
     #[error("{0} needs --k8s VERSION or --all-k8s")]
     NoVersion(String),
+    /// The release or service named is not in the catalogs.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(
+        "{release} is Kubernetes {stands_for}: --k8s {version} disagrees with it (leave --k8s out, or \
+         name a {version} release, e.g. kubernetes@{version})"
+    )]
+    OtherKubernetes {
+        release: String,
+        stands_for: PatchVersion,
+        version: KubeVersion,
+    },
 }
 
 /// What moving a cluster from one release to another changes, image by image, for one Kubernetes
 /// version: each list in the target's (or, for `removed`, the source's) table order.
 #[derive(Debug, Clone)]
 pub struct Upgrade<'a> {
+    /// The Kubernetes version the target release's images were resolved for.
+    pub kubernetes: KubeVersion,
     /// In the target release only: to carry across.
     pub added: Vec<&'a CatalogImage>,
     /// In the source release only: no longer needed.
@@ -36,18 +50,28 @@ pub struct Upgrade<'a> {
 }
 
 /// Compares the images two releases (each with an optional service of its own) need on `version`;
-/// both must support it.
+/// both must support it. A release of Kubernetes itself is compared on its own version, so that
+/// `kubernetes@1.28.3` to `kubernetes@1.29.0` needs no `--k8s`; another product then takes the target's.
 pub fn upgrade<'a>(
     from: (&'a Release, Option<&Service>),
     to: (&'a Release, Option<&Service>),
-    version: KubeVersion,
+    version: Option<KubeVersion>,
 ) -> Result<Upgrade<'a>, ResolveError> {
-    let old = resolve(from.0, version, from.1)?;
-    let new = resolve(to.0, version, to.1)?;
+    let on = |release: &Release| {
+        version
+            .or(release.kubernetes_version())
+            .or(to.0.kubernetes_version())
+            .or(from.0.kubernetes_version())
+            .ok_or_else(|| ResolveError::NoVersion(format!("{} -> {}", from.0.id(), to.0.id())))
+    };
+    let kubernetes = on(to.0)?;
+    let old = resolve(from.0, on(from.0)?, from.1)?;
+    let new = resolve(to.0, kubernetes, to.1)?;
     let has = |set: &[&CatalogImage], image: &CatalogImage| {
         set.iter().any(|i| i.reference() == image.reference())
     };
     Ok(Upgrade {
+        kubernetes,
         added: new.iter().copied().filter(|i| !has(&old, i)).collect(),
         removed: old.iter().copied().filter(|i| !has(&new, i)).collect(),
         kept: new.iter().copied().filter(|i| has(&old, i)).collect(),
@@ -67,6 +91,15 @@ pub fn resolve<'a>(
     version: KubeVersion,
     service: Option<&Service>,
 ) -> Result<Vec<&'a CatalogImage>, ResolveError> {
+    if let Some(stands_for) = release.kubernetes_release {
+        if stands_for.minor_version() != version {
+            return Err(ResolveError::OtherKubernetes {
+                release: release.id(),
+                stands_for,
+                version,
+            });
+        }
+    }
     let images = rows_for(release, version, service);
     // A version no row covers is an error even with a service filter: an empty list would read as
     // "nothing to carry", which is never true for a supported version.
@@ -85,6 +118,20 @@ pub fn resolve<'a>(
         });
     }
     Ok(images)
+}
+
+/// The Kubernetes versions to resolve `release` for: those asked for, or, for a release of Kubernetes
+/// itself, its own (which any other asked for then disagrees with, see [`resolve`]).
+pub fn versions_for(
+    release: &Release,
+    asked: &[KubeVersion],
+    all: bool,
+) -> Result<Vec<KubeVersion>, ResolveError> {
+    match release.kubernetes_version() {
+        Some(own) if asked.is_empty() => Ok(vec![own]),
+        None if asked.is_empty() && !all => Err(ResolveError::NoVersion(release.id())),
+        _ => Ok(asked.to_vec()),
+    }
 }
 
 fn rows_for<'a>(
@@ -206,7 +253,7 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find(release).unwrap();
         let service = service.map(|s| release.service(s).unwrap());
-        resolve(release, v(version), service)
+        resolve(&release, v(version), service)
             .unwrap()
             .iter()
             .map(|i| i.image.clone())
@@ -372,17 +419,17 @@ mod tests {
     fn unsupported_version_names_the_supported_span() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find("huawei-csi@4.8.0").unwrap();
-        let err = resolve(release, v("1.15"), None).unwrap_err().to_string();
+        let err = resolve(&release, v("1.15"), None).unwrap_err().to_string();
         assert_eq!(err, "huawei-csi 4.8.0 does not support Kubernetes 1.15: it supports Kubernetes 1.16 and later (the vendor validated 1.16-1.32)");
         let node = release.service("node").unwrap();
-        assert!(resolve(release, v("1.15.3"), Some(node)).is_err());
+        assert!(resolve(&release, v("1.15.3"), Some(node)).is_err());
     }
 
     #[test]
     fn distinct_sets_and_their_spans() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let spans = |id: &str| {
-            image_sets(catalogs.find(id).unwrap(), None)
+            image_sets(&catalogs.find(id).unwrap(), None)
                 .iter()
                 .map(|s| (s.span.to_string(), s.images.len()))
                 .collect::<Vec<_>>()
@@ -429,7 +476,11 @@ mod tests {
     #[test]
     fn every_release_resolves_every_version_it_supports() {
         let catalogs = Catalogs::load(&[]).unwrap();
-        for release in catalogs.releases() {
+        for release in catalogs
+            .releases()
+            .iter()
+            .filter(|r| r.kubernetes_release.is_none())
+        {
             let floor = release.min_kubernetes;
             for minor in floor.minor..=40 {
                 let version = KubeVersion::new(1, minor);
@@ -461,18 +512,18 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find("huawei-csi@4.0.0").unwrap();
         // Its table starts rows at v1.13+, but it supports 1.18 to 1.26.
-        let err = resolve(release, v("1.17"), None).unwrap_err().to_string();
+        let err = resolve(&release, v("1.17"), None).unwrap_err().to_string();
         assert_eq!(
             err,
             "huawei-csi 4.0.0 does not support Kubernetes 1.17: it supports Kubernetes 1.18 and later \
              (the vendor validated 1.18-1.26)"
         );
-        let sets: Vec<String> = image_sets(release, None)
+        let sets: Vec<String> = image_sets(&release, None)
             .iter()
             .map(|s| s.span.to_string())
             .collect();
         assert_eq!(sets, ["1.18+"]);
-        assert_eq!(resolve(release, v("1.18"), None).unwrap().len(), 10);
+        assert_eq!(resolve(&release, v("1.18"), None).unwrap().len(), 10);
     }
 
     #[test]
@@ -482,7 +533,7 @@ mod tests {
         let to = catalogs.find("huawei-csi@4.11.0").unwrap();
         let refs =
             |rows: &[&CatalogImage]| rows.iter().map(|i| i.image.clone()).collect::<Vec<_>>();
-        let change = upgrade((from, None), (to, None), v("1.22")).unwrap();
+        let change = upgrade((&from, None), (&to, None), Some(v("1.22"))).unwrap();
         // 4.11.0 keeps the v6.3.0 snapshot images for 1.20-1.24.
         assert_eq!(
             refs(&change.kept),
@@ -494,9 +545,9 @@ mod tests {
         assert_eq!((change.added.len(), change.removed.len()), (9, 9));
         // On 1.16 both use the same quay.io sidecars.
         let change = upgrade(
-            (from, Some(from.service("controller").unwrap())),
-            (to, Some(to.service("controller").unwrap())),
-            v("1.16"),
+            (&from, Some(from.service("controller").unwrap())),
+            (&to, Some(to.service("controller").unwrap())),
+            Some(v("1.16")),
         )
         .unwrap();
         assert_eq!(
@@ -509,7 +560,7 @@ mod tests {
         assert!(refs(&change.added).contains(&"huawei-csi:4.11.0".to_string()));
         assert!(refs(&change.removed).contains(&"huawei-csi:4.10.0".to_string()));
         let old = catalogs.find("huawei-csi@4.0.0").unwrap();
-        let err = upgrade((old, None), (to, None), v("1.16"))
+        let err = upgrade((&old, None), (&to, None), Some(v("1.16")))
             .unwrap_err()
             .to_string();
         assert!(
@@ -522,14 +573,47 @@ mod tests {
     fn newer_than_validated_is_served_with_a_warning() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find("huawei-csi@4.2.1").unwrap();
-        assert_eq!(validation_warning(release, v("1.27")), None);
+        assert_eq!(validation_warning(&release, v("1.27")), None);
         assert_eq!(
-            validation_warning(release, v("1.31.2")).as_deref(),
+            validation_warning(&release, v("1.31.2")).as_deref(),
             Some(
                 "huawei-csi 4.2.1 was validated by the vendor up to Kubernetes 1.27; 1.31 uses the \
                  images its table lists for later versions"
             )
         );
-        assert_eq!(resolve(release, v("1.31"), None).unwrap().len(), 10);
+        assert_eq!(resolve(&release, v("1.31"), None).unwrap().len(), 10);
+    }
+
+    /// A release of Kubernetes serves its own minor only, is resolved on it when no version is asked
+    /// for, and refuses another; a product release still needs one.
+    #[test]
+    fn a_kubernetes_release_is_its_own_version() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let release = catalogs.find("kubernetes@1.28.3").unwrap();
+        assert_eq!(versions_for(&release, &[], false).unwrap(), [v("1.28")]);
+        assert_eq!(
+            versions_for(&release, &[v("1.28.9")], false).unwrap(),
+            [v("1.28")]
+        );
+        assert_eq!(resolve(&release, v("1.28"), None).unwrap().len(), 7);
+        let err = resolve(&release, v("1.27"), None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "kubernetes@1.28.3 is Kubernetes 1.28.3: --k8s 1.27 disagrees with it (leave --k8s out, or \
+             name a 1.27 release, e.g. kubernetes@1.27)"
+        );
+        let csi = catalogs.find("huawei-csi@4.8.0").unwrap();
+        assert_eq!(
+            versions_for(&csi, &[], false).unwrap_err().to_string(),
+            "huawei-csi@4.8.0 needs --k8s VERSION or --all-k8s"
+        );
+        assert!(versions_for(&csi, &[], true).unwrap().is_empty());
+        // Across minors each side is resolved on its own version; a product on the target's.
+        let to = catalogs.find("kubernetes@1.29.0").unwrap();
+        let change = upgrade((&release, None), (&to, None), None).unwrap();
+        assert_eq!(change.kubernetes, v("1.29"));
+        assert_eq!((change.added.len(), change.kept.len()), (6, 1));
+        let change = upgrade((&csi, None), (&csi, None), None);
+        assert!(change.is_err());
     }
 }

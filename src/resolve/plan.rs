@@ -1,9 +1,8 @@
 //! From what the user asked for to the bundles to write: one plan per distinct image set of a release
 //! (plus any images named directly), and the union that one fetch gets for several bundles.
 
-use super::{image_sets, resolve, ResolveError};
+use super::{image_sets, resolve, versions_for, ResolveError};
 use crate::catalog::{Catalogs, ImageSource, Release};
-use crate::error::Result;
 use crate::image::Platform;
 use crate::k8s::{KubeRange, KubeVersion};
 use crate::reference::Reference;
@@ -67,7 +66,7 @@ pub struct Selection<'a> {
 
 /// One plan per distinct image set the selection touches, lowest Kubernetes versions first. Two requested
 /// versions served by the same set (1.21 and 1.28 for CSI 4.8.0) give one plan.
-pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
+pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>, ResolveError> {
     let extra = || {
         selection.extra.iter().map(|r| Wanted {
             reference: r.clone(),
@@ -76,7 +75,7 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
     };
     let Some(spec) = selection.release else {
         if selection.extra.is_empty() {
-            return Err(ResolveError::NothingSelected.into());
+            return Err(ResolveError::NothingSelected);
         }
         return Ok(vec![Plan {
             release: None,
@@ -85,20 +84,18 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
             images: extra().collect(),
         }]);
     };
-    if selection.versions.is_empty() && !selection.all_versions {
-        return Err(ResolveError::NoVersion(spec.to_string()).into());
-    }
     let release = catalogs.find(spec)?;
+    let versions = versions_for(&release, selection.versions, selection.all_versions)?;
     let service = selection
         .service
         .map(|name| release.service(name))
         .transpose()?;
-    for &version in selection.versions {
-        resolve(release, version, service)?; // an unsupported version is an error, never an empty set
+    for &version in &versions {
+        resolve(&release, version, service)?; // an unsupported version is an error, never an empty set
     }
     let mut plans = Vec::new();
-    for set in image_sets(release, service) {
-        if !selection.all_versions && !selection.versions.iter().any(|v| set.span.contains(*v)) {
+    for set in image_sets(&release, service) {
+        if !selection.all_versions && !versions.iter().any(|v| set.span.contains(*v)) {
             continue;
         }
         let mut images: Vec<Wanted> = set
@@ -111,7 +108,7 @@ pub fn plans(catalogs: &Catalogs, selection: &Selection) -> Result<Vec<Plan>> {
             .collect();
         add_once(&mut images, extra());
         plans.push(Plan {
-            release: Some(release.clone()),
+            release: Some(release.clone().into_owned()),
             span: Some(set.span),
             service: service.map(|s| s.short.clone()),
             images,

@@ -135,23 +135,24 @@ impl Content {
             blobs: HashMap::new(),
         };
         for (index, bundle) in bundles.into_iter().enumerate() {
-            if bundle.source.is_gzipped().unwrap_or(false) {
-                return Err(ServeError::Compressed(bundle.bundle));
+            if bundle.source().is_gzipped().unwrap_or(false) {
+                return Err(ServeError::Compressed(bundle.bundle().to_path_buf()));
             }
-            content
-                .bundles
-                .push(BundleFiles::open(bundle.bundle.clone(), &bundle.source)?);
-            for (digest, &(offset, size)) in &bundle.locations {
+            content.bundles.push(BundleFiles::open(
+                bundle.bundle().to_path_buf(),
+                bundle.source(),
+            )?);
+            for (digest, &(offset, size)) in bundle.locations() {
                 content.blobs.entry(digest.clone()).or_insert(BlobAt {
                     bundle: index,
                     offset,
                     size,
                 });
             }
-            for image in &bundle.images {
+            for image in bundle.images() {
                 // In a bundle of several platforms the tag names ferry's index of them (once per name).
-                let top = image.index.as_ref().unwrap_or(&image.manifest);
-                content.add_image(&bundle, &image.name, top)?;
+                let top = image.index().unwrap_or(image.manifest());
+                content.add_image(&bundle, image.reference(), top)?;
             }
         }
         Ok(content)
@@ -160,20 +161,17 @@ impl Content {
     fn add_image(
         &mut self,
         bundle: &Verified,
-        name: &str,
+        upstream: &Reference,
         manifest: &Digest,
     ) -> Result<(), ServeError> {
-        let upstream: Reference = name.parse().map_err(|e| ServeError::Name {
-            bundle: bundle.bundle.clone(),
-            source: e,
-        })?;
+        let name = upstream.to_string();
         let pushed = Target {
             host: "localhost".into(),
             prefix: None,
         }
-        .map(&upstream)
+        .map(upstream)
         .map_err(|reason| ServeError::Mapping {
-            image: name.to_string(),
+            image: name.clone(),
             reason,
         })?;
         if let Some(other) = self
@@ -185,16 +183,16 @@ impl Content {
                 return Ok(());
             }
             return Err(ServeError::Conflict {
-                image: name.to_string(),
+                image: name,
                 first: other.manifest.clone(),
                 second: manifest.clone(),
-                bundle: bundle.bundle.clone(),
+                bundle: bundle.bundle().to_path_buf(),
             });
         }
         let mut reaches = HashSet::new();
         self.walk(bundle, manifest, &mut reaches)?;
         self.images.push(ServedImage {
-            upstream,
+            upstream: upstream.clone(),
             name: pushed.repository().to_string(),
             manifest: manifest.clone(),
             reaches,
@@ -219,7 +217,7 @@ impl Content {
             None => self.read_document(bundle, digest)?,
         };
         let parsed: Parsed = serde_json::from_slice(&bytes)
-            .map_err(|_| ServeError::Changed(bundle.bundle.clone()))?;
+            .map_err(|_| ServeError::Changed(bundle.bundle().to_path_buf()))?;
         let media_type = parsed.media_type.clone().unwrap_or_else(|| {
             if parsed.manifests.is_some() {
                 media::OCI_INDEX.to_string()
@@ -230,7 +228,7 @@ impl Content {
         self.manifests
             .insert(digest.clone(), Document { media_type, bytes });
         for child in parsed.manifests.iter().flatten() {
-            if bundle.locations.contains_key(&child.digest) {
+            if bundle.location(&child.digest).is_some() {
                 self.walk(bundle, &child.digest, reaches)?;
             }
         }
@@ -246,7 +244,7 @@ impl Content {
 
     /// A manifest's bytes from the bundle, checked again: the file may have changed since verify.
     fn read_document(&self, bundle: &Verified, digest: &Digest) -> Result<Bytes, ServeError> {
-        let changed = || ServeError::Changed(bundle.bundle.clone());
+        let changed = || ServeError::Changed(bundle.bundle().to_path_buf());
         let at = self.blobs.get(digest).ok_or_else(changed)?;
         if at.size > limits::MAX_MANIFEST {
             return Err(changed());
@@ -255,7 +253,7 @@ impl Content {
         self.bundles[at.bundle]
             .read_exact_at(&mut bytes, at.offset)
             .map_err(|source| ServeError::Read {
-                path: bundle.bundle.clone(),
+                path: bundle.bundle().to_path_buf(),
                 source,
             })?;
         if Digest::of(&bytes) != *digest {

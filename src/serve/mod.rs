@@ -44,12 +44,6 @@ pub enum ServeError {
     },
     #[error("{} changed since it was verified; verify it again", .0.display())]
     Changed(PathBuf),
-    #[error("{}: an image name cannot be read", .bundle.display())]
-    Name {
-        bundle: PathBuf,
-        #[source]
-        source: crate::reference::ReferenceError,
-    },
     #[error("{image}: {reason}")]
     Mapping { image: String, reason: String },
     #[error(

@@ -83,7 +83,7 @@ impl BundleMetadata {
         plan: &Plan,
         platforms: &[crate::image::Platform],
         images: &[Image],
-        skipped: &[&Reference],
+        skipped: &[Reference],
         partial_ok: &[Reference],
     ) -> BundleMetadata {
         let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
@@ -112,14 +112,14 @@ impl BundleMetadata {
             },
             platforms: several.then_some(names),
             images: images.iter().map(ImageRecord::describe).collect(),
-            skipped: skipped.iter().map(|s| (*s).clone()).collect(),
-            vendor_layer_compression: crate::import::COMPRESSION.to_string(),
+            skipped: skipped.to_vec(),
+            vendor_layer_compression: crate::layer_codec::COMPRESSION.to_string(),
         }
     }
 
     /// The exact bytes of `ferry.json`: the writer's and the only ones verify accepts.
     pub fn to_bytes(&self) -> Vec<u8> {
-        super::pretty(&serde_json::to_value(self).expect("metadata serializes"))
+        super::layout::pretty(self)
     }
 
     /// Every platform the bundle carries.
@@ -157,22 +157,4 @@ impl ImageRecord {
             },
         }
     }
-}
-
-/// ferry.json for a bundle of `images` built without a catalog release, for other modules' tests.
-#[cfg(test)]
-pub(crate) fn loose(images: &[Image]) -> BundleMetadata {
-    let plan = Plan {
-        release: None,
-        span: None,
-        service: None,
-        images: Vec::new(),
-    };
-    BundleMetadata::describe(
-        &plan,
-        &[crate::image::Platform::linux_amd64()],
-        images,
-        &[],
-        &[],
-    )
 }

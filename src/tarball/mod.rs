@@ -1,45 +1,27 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
+pub mod layout;
 mod metadata;
 mod output;
 pub mod read;
 mod write;
 
-/// Fixtures for other modules' tests.
-#[cfg(test)]
-pub(crate) use metadata::loose as loose_metadata;
-#[cfg(test)]
-pub(crate) use write::tests::two_images;
-
 pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
 pub use output::{file_name, sibling, TargetError};
-pub use write::{
-    append, check_output, docker_entry, platform_index_bytes, pretty, write_bundle, WriteOptions,
-    Written,
-};
+pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};
 
 use std::path::PathBuf;
 
 use crate::cache::CacheError;
 use crate::digest::Digest;
 
-pub const LAYOUT_JSON: &str = "oci-layout";
-pub const LAYOUT_BYTES: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
-/// Index annotations pinning the two documents that are not blobs.
-pub const METADATA_DIGEST: &str = "io.github.ferry.metadata.digest";
-pub const DOCKER_MANIFEST_DIGEST: &str = "io.github.ferry.docker-manifest.digest";
-pub const METADATA_JSON: &str = "ferry.json";
-pub const INDEX_JSON: &str = "index.json";
-pub const MANIFEST_JSON: &str = "manifest.json";
-pub const BLOBS_DIR: &str = "blobs/sha256/";
-
-pub mod names {
-    use crate::digest::Digest;
-
-    /// `blobs/sha256/<hex>`: where a blob lives inside the bundle.
-    pub fn blob_path(digest: &Digest) -> String {
-        format!("{}{}", super::BLOBS_DIR, digest.hex())
-    }
+/// Signs a bundle's checksum file into the signature file beside it. The writer takes any signer, so
+/// that the bundle's format knows nothing of keys (trust's SSH keys implement it).
+pub trait Signer: Send + Sync + std::fmt::Debug {
+    /// The text of `PATH.sig` over `checksum_file`, the exact bytes of `PATH.sha256`.
+    fn signature(&self, checksum_file: &[u8]) -> std::io::Result<String>;
+    /// The key's fingerprint, to tell the user who signed.
+    fn fingerprint(&self) -> String;
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
+use super::Signer;
 use crate::digest::{Digest, Hashing};
 use crate::interrupt;
-use crate::trust::signature::SigningKey;
 
 /// FAT32 cannot hold a file of 4 GiB; `--split 4G` means "as large as a FAT32 stick allows".
 const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
@@ -302,7 +302,7 @@ impl Output {
 
     /// Closes the last part and stages the checksum files beside the parts, and with a key `PATH.sig` over
     /// `PATH.sha256`. Nothing is visible yet: [`Staging::place`] puts it all in place.
-    pub fn seal(mut self, signer: Option<&SigningKey>) -> Result<Sealed, OutputError> {
+    pub fn seal(mut self, signer: Option<&dyn Signer>) -> Result<Sealed, OutputError> {
         interrupt::check()?;
         let digest = Self::close_part(self.part)?;
         let (files, sha256) = match self.part_size {
@@ -324,10 +324,7 @@ impl Output {
         let signature = sibling(&self.path, ".sig");
         match signer {
             Some(signer) => {
-                let text = signer
-                    .sign(sums[0].1.as_bytes())
-                    .map_err(io::Error::other)?;
-                sums.push((signature, text));
+                sums.push((signature, signer.signature(sums[0].1.as_bytes())?));
             }
             // An earlier bundle's signature would be refused beside this one, as if it were forged.
             None => self.staging.remove_after(&signature),

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::{BLOBS_DIR, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use super::layout::{BLOBS_DIR, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
 
 const BLOCK: usize = 512;
 /// A decompressed bundle may be at most this many times its compressed size (plus a margin): registry

@@ -10,20 +10,19 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use serde_json::json;
-
+use super::layout::{
+    blob_path, name_annotations, platform_index_bytes, pretty, BundleIndex, DockerEntry, Pins,
+    INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
+};
 use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
-use super::{
-    names, TarballError, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON,
-    MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
-};
+use super::{Signer, TarballError};
 use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing};
-use crate::image::{media, Descriptor, Image, Index};
-use crate::progress::Reporter;
-use crate::trust::signature::SigningKey;
+use crate::image::{media, Descriptor, Image};
+use crate::progress::{Action, Counted, Reporter, Task};
 
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -32,7 +31,7 @@ pub struct WriteOptions {
     /// Cut the output into parts of at most this many bytes.
     pub split: Option<u64>,
     /// Sign `PATH.sha256` into `PATH.sig`.
-    pub signer: Option<SigningKey>,
+    pub signer: Option<Arc<dyn Signer>>,
 }
 
 /// What was written.
@@ -89,46 +88,14 @@ pub fn write_bundle(
         images.len(),
         blobs.len()
     ));
-
-    let metadata = metadata.to_bytes();
-    let docker = pretty(&docker_manifest(tops.iter().map(|top| top.shown)));
-    let index = pretty(&oci_index(
-        &tops,
-        &Digest::of(&metadata),
-        &Digest::of(&docker),
-    ));
-    let documents = [
-        (LAYOUT_JSON, LAYOUT_BYTES.to_vec()),
-        (METADATA_JSON, metadata),
-        (INDEX_JSON, index),
-        (MANIFEST_JSON, docker),
-    ];
-    let sizes = documents
-        .iter()
-        .map(|(_, bytes)| bytes.len() as u64)
-        .chain(blobs.values().map(|d| d.size));
-    let output =
-        Output::create(path, options.split, tar_size(sizes)).map_err(|e| output_error(path, e))?;
-    let mut tar = tar::Builder::new(output);
-    for (name, bytes) in &documents {
-        append(
-            &mut tar,
-            name,
-            bytes.len() as u64,
-            &mut bytes.as_slice(),
-            options.mtime,
-        )
-        .map_err(|e| write_error(path, e))?;
-    }
-    for (digest, descriptor) in &blobs {
-        copy_blob(&mut tar, store, digest, descriptor.size, options.mtime)
-            .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
-    }
-    tar.finish().map_err(|e| write_error(path, e))?;
-    let output = tar.into_inner().map_err(|e| write_error(path, e))?;
-    let sealed = output
-        .seal(options.signer.as_ref())
-        .map_err(|e| output_error(path, e))?;
+    let sealed = write_tar(
+        store,
+        &documents(&tops, metadata),
+        &blobs,
+        path,
+        options,
+        reporter,
+    )?;
     sealed.staging.place().map_err(|e| output_error(path, e))?;
     Ok(Written {
         files: sealed.files,
@@ -138,6 +105,74 @@ pub fn write_bundle(
         blobs: blobs.len(),
         saved_by_sharing: referenced - stored,
     })
+}
+
+/// The documents that come first, in the order written: `oci-layout`, `ferry.json`, `index.json`, and
+/// docker's `manifest.json`.
+fn documents(tops: &[Top], metadata: &BundleMetadata) -> [(&'static str, Vec<u8>); 4] {
+    let metadata = metadata.to_bytes();
+    let docker = pretty(&docker_manifest(tops.iter().map(|top| top.shown)));
+    let index = pretty(&oci_index(
+        tops,
+        Pins {
+            metadata: Digest::of(&metadata),
+            docker_manifest: Digest::of(&docker),
+        },
+    ));
+    [
+        (LAYOUT_JSON, LAYOUT_BYTES.to_vec()),
+        (METADATA_JSON, metadata),
+        (INDEX_JSON, index),
+        (MANIFEST_JSON, docker),
+    ]
+}
+
+/// Writes the documents and blobs as a tar into a staged output of the size they make, its progress one
+/// task; the output is sealed (checksums, signature) but not yet in place.
+fn write_tar(
+    store: &BlobStore,
+    documents: &[(&str, Vec<u8>)],
+    blobs: &BTreeMap<Digest, Descriptor>,
+    path: &Path,
+    options: &WriteOptions,
+    reporter: &dyn Reporter,
+) -> Result<output::Sealed, TarballError> {
+    let sizes = documents
+        .iter()
+        .map(|(_, bytes)| bytes.len() as u64)
+        .chain(blobs.values().map(|d| d.size));
+    let total = tar_size(sizes);
+    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
+    let id = reporter.on_start(&Task {
+        action: Action::Write,
+        subject: &path.display().to_string(),
+        total,
+        done: 0,
+    });
+    let mut tar = tar::Builder::new(Counted::new(output, reporter, id));
+    for (name, bytes) in documents {
+        append(
+            &mut tar,
+            name,
+            bytes.len() as u64,
+            &mut bytes.as_slice(),
+            options.mtime,
+        )
+        .map_err(|e| write_error(path, e))?;
+    }
+    for (digest, descriptor) in blobs {
+        copy_blob(&mut tar, store, digest, descriptor.size, options.mtime)
+            .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
+    }
+    tar.finish().map_err(|e| write_error(path, e))?;
+    let output = tar
+        .into_inner()
+        .map_err(|e| write_error(path, e))?
+        .into_inner();
+    reporter.on_complete(id);
+    output
+        .seal(options.signer.as_deref())
+        .map_err(|e| output_error(path, e))
 }
 
 /// Copies one blob from the cache into the tar, hashing it on the way: a cache file damaged on this
@@ -154,7 +189,7 @@ fn copy_blob<W: Write>(
     let file = store.open_blob(digest).map_err(|e| Ok(e.into()))?;
     // tar copies in 8 KiB reads; a large buffer makes that one read syscall per MiB.
     let mut reading = Hashing::new(io::BufReader::with_capacity(1 << 20, file.take(size)));
-    append(tar, &names::blob_path(digest), size, &mut reading, mtime).map_err(Err)?;
+    append(tar, &blob_path(digest), size, &mut reading, mtime).map_err(Err)?;
     let (_, actual, read) = reading.finish();
     if actual == *digest && read == size {
         return Ok(());
@@ -172,7 +207,7 @@ fn copy_blob<W: Write>(
 
 /// The bytes of a tar holding entries of `sizes`: a header and the data padded to 512 bytes each,
 /// then two zero blocks.
-fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
+pub fn tar_size(sizes: impl Iterator<Item = u64>) -> u64 {
     sizes
         .map(|size| 512 + size.div_ceil(512) * 512)
         .sum::<u64>()
@@ -196,14 +231,6 @@ fn distinct_blobs(images: &[Image]) -> BTreeMap<Digest, Descriptor> {
         }
     }
     blobs
-}
-
-/// The one serialization of every JSON document in a bundle; `verify` re-serializes what it reads and
-/// compares bytes, so a flipped byte that still parses is caught too.
-pub fn pretty(value: &serde_json::Value) -> Vec<u8> {
-    let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values serialize");
-    bytes.push(b'\n');
-    bytes
 }
 
 /// What `index.json` names for one image, and the platform's image `manifest.json` describes.
@@ -256,74 +283,34 @@ fn tops<'a>(
     Ok(tops)
 }
 
-/// The bytes of the index ferry writes to list one image's platforms: the only ones verify accepts.
-pub fn platform_index_bytes(manifests: Vec<Descriptor>) -> Vec<u8> {
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.to_string()),
-        manifests,
-    };
-    pretty(&serde_json::to_value(index).expect("an index serializes"))
-}
-
 /// One descriptor per image, at its manifest or (several platforms) ferry's index of them, named the
 /// way containerd and podman read names. No `platform` field: containerd's filter lets such descriptors
 /// through on any host. The index's own annotations pin `ferry.json` and `manifest.json` by digest, so
 /// that `verify` can prove every byte of the bundle from the index down.
-fn oci_index(tops: &[Top], metadata: &Digest, docker: &Digest) -> serde_json::Value {
-    let manifests: Vec<serde_json::Value> = tops
+fn oci_index(tops: &[Top], pins: Pins) -> BundleIndex {
+    let manifests = tops
         .iter()
-        .map(|top| {
-            let image = top.shown;
-            let mut descriptor = json!({
-                "mediaType": top.descriptor.media_type,
-                "digest": top.descriptor.digest,
-                "size": top.descriptor.size,
-            });
-            if let (Some(name), Some(tag)) = (image.reference.tagged_name(), image.reference.tag())
-            {
-                descriptor["annotations"] = json!({
-                    "io.containerd.image.name": name,
-                    "org.opencontainers.image.ref.name": tag,
-                });
-            }
-            descriptor
+        .map(|top| Descriptor {
+            platform: None,
+            annotations: name_annotations(&top.shown.reference),
+            ..top.descriptor.clone()
         })
         .collect();
-    json!({
-        "schemaVersion": 2,
-        "mediaType": media::OCI_INDEX,
-        "manifests": manifests,
-        "annotations": {METADATA_DIGEST: metadata, DOCKER_MANIFEST_DIGEST: docker},
-    })
+    BundleIndex::new(manifests, pins)
 }
 
 /// docker load's view: fully qualified RepoTags, so podman does not file them under `localhost/`. A tag
 /// names one image here, so with several platforms this is the first one's.
-fn docker_manifest<'a>(images: impl Iterator<Item = &'a Image>) -> serde_json::Value {
-    let entries: Vec<serde_json::Value> = images
+fn docker_manifest<'a>(images: impl Iterator<Item = &'a Image>) -> Vec<DockerEntry> {
+    images
         .map(|image| {
-            docker_entry(
+            DockerEntry::new(
                 &image.reference,
                 &image.config.digest,
                 image.layers.iter().map(|l| &l.digest),
             )
         })
-        .collect();
-    json!(entries)
-}
-
-/// One image of `manifest.json`.
-pub fn docker_entry<'a>(
-    reference: &crate::reference::Reference,
-    config: &Digest,
-    layers: impl Iterator<Item = &'a Digest>,
-) -> serde_json::Value {
-    json!({
-        "Config": names::blob_path(config),
-        "RepoTags": reference.tagged_name().into_iter().collect::<Vec<_>>(),
-        "Layers": layers.map(names::blob_path).collect::<Vec<_>>(),
-    })
+        .collect()
 }
 
 /// One regular entry, with the pinned header every entry of a bundle has.
@@ -366,46 +353,10 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use crate::image::{ImageSource, Platform};
     use crate::progress::Silent;
-    use std::io::Read;
-
-    fn put(store: &BlobStore, bytes: &[u8], media_type: &str) -> Descriptor {
-        let digest = Digest::of(bytes);
-        store.put(&digest, bytes).unwrap();
-        Descriptor {
-            media_type: media_type.into(),
-            digest,
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: None,
-        }
-    }
-
-    /// Two images sharing a base layer, as the sig-storage images do.
-    pub(crate) fn two_images(store: &BlobStore) -> Vec<Image> {
-        let base = put(store, b"shared base layer bytes", media::DOCKER_LAYER_GZIP);
-        ["registry.k8s.io/sig-storage/a:v1", "huawei-csi:4.8.0"]
-            .iter()
-            .map(|name| {
-                let config = put(store, format!("{{\"config of\":\"{name}\"}}").as_bytes(), media::DOCKER_CONFIG);
-                let own = put(store, format!("own layer of {name}").as_bytes(), media::DOCKER_LAYER_GZIP);
-                let manifest_bytes = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": media::DOCKER_MANIFEST, "config": config, "layers": [base, own]})).unwrap();
-                let manifest = put(store, &manifest_bytes, media::DOCKER_MANIFEST);
-                Image {
-                    reference: name.parse().unwrap(),
-                    source: ImageSource::Registry { fetched_from: "test".into() },
-                    platform: Platform::linux_amd64(),
-                    index_digest: None,
-                    manifest,
-                    config,
-                    layers: vec![base.clone(), own],
-                }
-            })
-            .collect()
-    }
+    use crate::testutil::{loose_metadata, two_images};
 
     /// A temporary directory with a cache holding [`two_images`].
     fn fixture() -> (tempfile::TempDir, BlobStore, Vec<Image>) {
@@ -440,7 +391,7 @@ pub(crate) mod tests {
         write_bundle(
             store,
             images,
-            &crate::tarball::loose_metadata(images),
+            &loose_metadata(images),
             &dir.join(name),
             options,
             &Silent,
@@ -474,7 +425,7 @@ pub(crate) mod tests {
         for (name, bytes) in &entries[4..] {
             assert_eq!(
                 *name,
-                names::blob_path(&Digest::of(bytes)),
+                blob_path(&Digest::of(bytes)),
                 "every blob hashes to its name"
             );
         }
@@ -507,6 +458,28 @@ pub(crate) mod tests {
                 "{path} is an entry"
             );
         }
+    }
+
+    /// Writing the tar is one task whose total is the bundle's size, and whose bytes reach it.
+    #[test]
+    fn the_tar_is_written_as_one_task_of_its_size() {
+        let (dir, store, images) = fixture();
+        let recorder = crate::testutil::Recorder::default();
+        let path = dir.path().join("b.tar");
+        let written = write_bundle(
+            &store,
+            &images,
+            &loose_metadata(&images),
+            &path,
+            &WriteOptions::default(),
+            &recorder,
+        )
+        .unwrap();
+        assert_eq!(
+            recorder.started(),
+            [(format!("write {}", path.display()), written.bytes, 0)]
+        );
+        assert_eq!(recorder.bytes(crate::progress::Id(0)), written.bytes);
     }
 
     #[test]
@@ -703,7 +676,7 @@ pub(crate) mod tests {
             let err = write_bundle(
                 &store,
                 &images,
-                &crate::tarball::loose_metadata(&images),
+                &loose_metadata(&images),
                 &path,
                 &WriteOptions::default(),
                 &Silent,

@@ -174,12 +174,19 @@ impl Lock {
     pub fn check(&self, report: &Report) -> Vec<String> {
         let mut problems = Vec::new();
         let locked = by_key(&self.images);
+        let platforms: Vec<String> = report
+            .images
+            .iter()
+            .map(|image| {
+                image
+                    .platform
+                    .as_ref()
+                    .map_or("?".into(), ToString::to_string)
+            })
+            .collect();
         let mut seen = Vec::new();
-        for image in &report.images {
-            let key = (
-                image.name.as_str(),
-                image.platform.as_deref().unwrap_or("?"),
-            );
+        for (image, platform) in report.images.iter().zip(&platforms) {
+            let key = (image.name.as_str(), platform.as_str());
             seen.push(key);
             let (wanted, actual) = match locked.get(&key) {
                 None => {

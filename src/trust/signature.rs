@@ -2,20 +2,18 @@
 //! `BUNDLE.sha256`, so that the far side can check a bundle with ssh-keygen and sha256sum alone.
 
 use std::fmt;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Serialize;
 use ssh_key::{Algorithm, EcdsaCurve, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+use zeroize::Zeroizing;
 
 use super::allowed_signers::{AllowedSigners, NotAllowed};
 use super::TrustError;
 
 /// The SSHSIG namespace ferry signs in: a signature made for git or for file signing cannot pass as ferry's.
 pub const NAMESPACE: &str = "ferry";
-/// Where scripts put the passphrase of an encrypted key.
-pub const PASSPHRASE_ENV: &str = "FERRY_SIGN_PASSPHRASE";
 /// ssh-keygen's own default, so ferry's signatures look like the ones admins already make.
 const HASH: HashAlg = HashAlg::Sha512;
 
@@ -36,15 +34,19 @@ impl fmt::Debug for SigningKey {
 const MAX_KEY_FILE: u64 = 64 << 10;
 
 impl SigningKey {
-    /// Reads an OpenSSH private key, asking for its passphrase (from `FERRY_SIGN_PASSPHRASE`, or on the
-    /// terminal) when it is encrypted, and proves it can sign before any work is done.
-    pub fn load(path: &Path) -> Result<SigningKey, TrustError> {
-        let text = zeroize::Zeroizing::new(
-            crate::io::read_small_text(path, MAX_KEY_FILE).map_err(|source| TrustError::Read {
+    /// Reads an OpenSSH private key, asking `passphrase` for the key's passphrase when it is encrypted
+    /// (the front end knows where one comes from: a terminal, the environment), and proves it can sign
+    /// before any work is done.
+    pub fn load(
+        path: &Path,
+        passphrase: &dyn Fn(&Path) -> Result<Zeroizing<String>, TrustError>,
+    ) -> Result<SigningKey, TrustError> {
+        let text = Zeroizing::new(crate::io::read_small_text(path, MAX_KEY_FILE).map_err(
+            |source| TrustError::Read {
                 path: path.to_path_buf(),
                 source,
-            })?,
-        );
+            },
+        )?);
         let bad_key = |reason: String| TrustError::Key {
             path: path.to_path_buf(),
             reason,
@@ -87,28 +89,16 @@ impl SigningKey {
             .sign(NAMESPACE, HASH, message)?
             .to_pem(LineEnding::LF)
     }
-
-    pub fn fingerprint(&self) -> String {
-        self.key.fingerprint(HashAlg::Sha256).to_string()
-    }
 }
 
-fn passphrase(path: &Path) -> Result<zeroize::Zeroizing<String>, TrustError> {
-    if let Ok(passphrase) = std::env::var(PASSPHRASE_ENV) {
-        return Ok(zeroize::Zeroizing::new(passphrase));
+impl crate::tarball::Signer for SigningKey {
+    fn signature(&self, checksum_file: &[u8]) -> std::io::Result<String> {
+        self.sign(checksum_file).map_err(std::io::Error::other)
     }
-    if !std::io::stdin().is_terminal() {
-        return Err(TrustError::Key {
-            path: path.to_path_buf(),
-            reason: format!("it is encrypted: set {PASSPHRASE_ENV}, or run on a terminal"),
-        });
+
+    fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
     }
-    rpassword::prompt_password(format!("passphrase for {}: ", path.display()))
-        .map(zeroize::Zeroizing::new)
-        .map_err(|source| TrustError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
 }
 
 /// Who signed, when the signature is good.
@@ -193,6 +183,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tarball::Signer;
 
     /// A key made by `ssh-keygen -t ed25519` for these tests only.
     const KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----

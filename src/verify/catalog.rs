@@ -6,7 +6,7 @@ use super::{Report, VerifyError};
 use crate::catalog::Catalogs;
 use crate::k8s::KubeVersion;
 use crate::resolve::resolve;
-use crate::tarball::METADATA_JSON;
+use crate::tarball::layout::METADATA_JSON;
 
 /// With `--k8s`: every image the catalog lists for that version must be inside. A version the bundle's
 /// release does not support, or a release this ferry does not know, is the user's error, not damage.
@@ -29,7 +29,7 @@ pub(super) fn check_completeness(
         .service
         .as_deref()
         .and_then(|s| release.service(s).ok());
-    let rows = resolve(release, version, service).map_err(VerifyError::Kubernetes)?;
+    let rows = resolve(&release, version, service).map_err(VerifyError::Kubernetes)?;
     let inside: BTreeSet<&str> = report.images.iter().map(|i| i.name.as_str()).collect();
     report.missing = rows
         .iter()

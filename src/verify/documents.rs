@@ -3,13 +3,15 @@
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
 
-use super::graph::index_name;
 use super::stream::Contents;
 use super::ImageVerdict;
-use crate::image::Platform;
-use crate::tarball::{names, pretty, BundleMetadata, MANIFEST_JSON, METADATA_JSON};
+use crate::image::{Descriptor, Platform};
+use crate::reference::Reference;
+use crate::tarball::layout::{
+    blob_path, index_name, pretty, DockerEntry, MANIFEST_JSON, METADATA_JSON,
+};
+use crate::tarball::BundleMetadata;
 
 impl Contents {
     /// A document that must be exactly as ferry writes it; `None` (with a problem recorded) otherwise.
@@ -23,9 +25,7 @@ impl Contents {
             return None;
         };
         match serde_json::from_slice::<T>(bytes) {
-            Ok(value) if serde_json::to_value(&value).is_ok_and(|v| pretty(&v) == *bytes) => {
-                Some(value)
-            }
+            Ok(value) if pretty(&value) == *bytes => Some(value),
             Ok(_) => {
                 problems.push(format!(
                     "{name} is damaged: it is not byte for byte what ferry writes"
@@ -40,45 +40,33 @@ impl Contents {
     }
 }
 
-/// `manifest.json` must describe exactly the images the index does, with the same blobs.
-pub(super) fn check_docker_manifest(docker: &Value, images: &mut [&mut ImageVerdict]) {
-    let entries = docker.as_array().cloned().unwrap_or_default();
+/// `manifest.json` must describe exactly the images the index does, with the same config and layers.
+pub(super) fn check_docker_manifest(docker: &[DockerEntry], images: &mut [&mut ImageVerdict]) {
     let count = images.len();
-    if entries.len() != count {
+    if docker.len() != count {
         for image in images.iter_mut() {
             image.problems.push(format!(
                 "{MANIFEST_JSON} lists {} images, the index {count}",
-                entries.len()
+                docker.len()
             ));
         }
         return;
     }
-    for (entry, image) in entries.iter().zip(images.iter_mut()) {
-        let tags: Vec<&str> = entry["RepoTags"]
-            .as_array()
-            .map(|t| t.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if !(tags.is_empty() || tags == [image.name.as_str()]) {
+    for (entry, image) in docker.iter().zip(images.iter_mut()) {
+        if !(entry.repo_tags.is_empty() || entry.repo_tags == [image.name.as_str()]) {
             image
                 .problems
-                .push(format!("{MANIFEST_JSON} names it {tags:?}"));
+                .push(format!("{MANIFEST_JSON} names it {:?}", entry.repo_tags));
         }
-        let layers: Vec<String> = image.layers.iter().map(names::blob_path).collect();
-        let listed: Vec<&str> = entry["Layers"]
-            .as_array()
-            .map(|l| l.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if listed != layers.iter().map(String::as_str).collect::<Vec<_>>() {
+        let layers: Vec<String> = image.layers.iter().map(blob_path).collect();
+        if entry.layers != layers {
             image.problems.push(format!(
                 "its layers in {MANIFEST_JSON} differ from its manifest's"
             ));
         }
-        if !entry["Config"]
-            .as_str()
-            .is_some_and(|c| c.starts_with(crate::tarball::BLOBS_DIR))
-        {
+        if image.config.as_ref().map(blob_path).as_ref() != Some(&entry.config) {
             image.problems.push(format!(
-                "its Config in {MANIFEST_JSON} points outside the bundle's blobs"
+                "its Config in {MANIFEST_JSON} is not its manifest's config"
             ));
         }
     }
@@ -89,7 +77,7 @@ pub(super) fn check_docker_manifest(docker: &Value, images: &mut [&mut ImageVerd
 /// name is that reference's tagged name, and an image with none takes its name from `ferry.json`.
 pub(super) fn check_metadata(
     metadata: &BundleMetadata,
-    descriptors: &[&Value],
+    descriptors: &[&Descriptor],
     images: &mut [ImageVerdict],
     problems: &mut Vec<String>,
 ) {
@@ -104,13 +92,14 @@ pub(super) fn check_metadata(
     }
     for ((entry, descriptor), image) in listed.iter().zip(descriptors).zip(images.iter_mut()) {
         let name = entry.name.as_str();
-        let tagged = name
-            .parse::<crate::reference::Reference>()
-            .ok()
-            .map(|r| r.tagged_name());
+        let parsed = name.parse::<Reference>().ok();
+        let tagged = parsed.as_ref().map(Reference::tagged_name);
         match (tagged, index_name(descriptor)) {
             (Some(Some(tagged)), Some(indexed)) if tagged == indexed => {}
-            (Some(None), None) => image.name = name.to_string(),
+            (Some(None), None) => {
+                image.name = name.to_string();
+                image.reference = parsed;
+            }
             _ => {
                 problems.push(format!(
                     "{METADATA_JSON} lists {name} where the bundle holds {}",
@@ -130,7 +119,11 @@ pub(super) fn check_metadata(
                 entry.size, image.size
             ));
         }
-        if image.platform.is_some() && Some(&entry.platform) != image.platform.as_ref() {
+        if image
+            .platform
+            .as_ref()
+            .is_some_and(|platform| platform.to_string() != entry.platform)
+        {
             image.problems.push(format!(
                 "{METADATA_JSON} records platform {}",
                 entry.platform
@@ -153,7 +146,7 @@ fn check_platforms(metadata: &BundleMetadata, images: &[ImageVerdict], problems:
         let has: Vec<Platform> = images
             .iter()
             .filter(|i| i.name == name)
-            .filter_map(|i| i.platform.as_deref()?.parse().ok())
+            .filter_map(|i| i.platform.clone())
             .collect();
         if has.is_empty() {
             continue; // no readable config: said where the config is checked

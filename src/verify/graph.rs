@@ -1,9 +1,7 @@
 //! The blob graph: index -> manifests -> configs and layers, every descriptor's digest and size, and
 //! every blob referenced by some image.
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use serde_json::Value;
+use std::collections::BTreeSet;
 
 use super::documents::{check_docker_manifest, check_metadata};
 use super::stream::{Contents, SeenBlob};
@@ -12,14 +10,11 @@ use crate::digest::Digest;
 use crate::image::{limits, media, Descriptor, ImageConfig, Index, Manifest};
 use crate::layer_codec::Codec;
 use crate::reference::Reference;
-use crate::tarball::{
-    platform_index_bytes, BundleMetadata, DOCKER_MANIFEST_DIGEST, INDEX_JSON, LAYOUT_BYTES,
-    LAYOUT_JSON, MANIFEST_JSON, METADATA_DIGEST, METADATA_JSON,
+use crate::tarball::layout::{
+    index_name, name_annotations, platform_index_bytes, BundleIndex, DockerEntry, INDEX_JSON,
+    LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
 };
-
-/// The index annotations that name an image, as containerd and OCI layout readers read them.
-const NAME_ANNOTATION: &str = "io.containerd.image.name";
-const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+use crate::tarball::BundleMetadata;
 /// Manifest and config bytes parsed over all images. Each image parses its own, so an index naming one
 /// large manifest a hundred thousand times would otherwise cost hours and gigabytes; a real bundle parses
 /// each kept blob about once.
@@ -49,26 +44,27 @@ impl Contents {
         if self.documents.get(LAYOUT_JSON).map(Vec::as_slice) != Some(LAYOUT_BYTES) {
             problems.push(format!("{LAYOUT_JSON} is missing or damaged"));
         }
-        let Some(index) = self.document::<Value>(INDEX_JSON, problems) else {
+        let Some(index) = self.document::<BundleIndex>(INDEX_JSON, problems) else {
             return;
         };
-        if index["schemaVersion"] != 2 || index["mediaType"] != media::OCI_INDEX {
+        if index.schema_version != 2 || index.media_type != media::OCI_INDEX {
             problems.push(format!("{INDEX_JSON} is not an OCI image index"));
         }
         let metadata = self.document::<BundleMetadata>(METADATA_JSON, problems);
-        let docker = self.document::<Value>(MANIFEST_JSON, problems);
-        for (name, key) in [
-            (METADATA_JSON, METADATA_DIGEST),
-            (MANIFEST_JSON, DOCKER_MANIFEST_DIGEST),
+        let docker = self.document::<Vec<DockerEntry>>(MANIFEST_JSON, problems);
+        let pins = index.annotations.as_ref();
+        for (name, pinned) in [
+            (METADATA_JSON, pins.map(|p| &p.metadata)),
+            (MANIFEST_JSON, pins.map(|p| &p.docker_manifest)),
         ] {
-            let actual = self.documents.get(name).map(|b| Digest::of(b).to_string());
-            if index["annotations"][key].as_str() != actual.as_deref() {
+            let actual = self.documents.get(name).map(|b| Digest::of(b));
+            if pinned != actual.as_ref() {
                 problems.push(format!(
                     "{name} does not match the digest {INDEX_JSON} records for it"
                 ));
             }
         }
-        let descriptors = index["manifests"].as_array().cloned().unwrap_or_default();
+        let descriptors = &index.manifests;
         let mut referenced = BTreeSet::new();
         let mut budget = Budget(MAX_PARSED);
         // One verdict per image and platform; each remembers its entry in index.json, and the first of
@@ -103,7 +99,7 @@ impl Contents {
     fn check_top(
         &self,
         position: usize,
-        descriptor: &Value,
+        descriptor: &Descriptor,
         deep: bool,
         referenced: &mut BTreeSet<Digest>,
         budget: &mut Budget,
@@ -112,6 +108,7 @@ impl Contents {
             index_name(descriptor).map_or(format!("image #{}", position + 1), str::to_string);
         let mut verdict = ImageVerdict {
             name,
+            reference: None,
             manifest: None,
             config: None,
             platform: None,
@@ -120,18 +117,12 @@ impl Contents {
             layers: Vec::new(),
             problems: Vec::new(),
         };
-        let parsed: Result<Descriptor, _> = serde_json::from_value(descriptor.clone());
-        let Ok(descriptor) = parsed else {
-            verdict.problems.push(format!(
-                "its entry in {INDEX_JSON} is not a valid descriptor"
-            ));
-            return vec![verdict];
-        };
-        if let Err(problem) = check_top_entry(&descriptor) {
-            verdict.problems.push(problem);
+        match top_entry_name(descriptor) {
+            Ok(reference) => verdict.reference = reference,
+            Err(problem) => verdict.problems.push(problem),
         }
         if descriptor.media_type != media::OCI_INDEX {
-            self.check_image(&mut verdict, &descriptor, deep, referenced, budget);
+            self.check_image(&mut verdict, descriptor, deep, referenced, budget);
             return vec![verdict];
         }
         referenced.insert(descriptor.digest.clone());
@@ -174,7 +165,9 @@ impl Contents {
                 one.problems.push(format!(
                     "index {} lists platform {} twice",
                     descriptor.digest,
-                    one.platform.as_deref().unwrap_or("?")
+                    one.platform
+                        .as_ref()
+                        .map_or("?".into(), ToString::to_string)
                 ));
             }
             verdicts.push(one);
@@ -242,48 +235,7 @@ impl Contents {
         referenced.extend(
             std::iter::once(manifest.config.digest.clone()).chain(verdict.layers.iter().cloned()),
         );
-        let config = self
-            .check_blob(&manifest.config.digest, manifest.config.size, "config")
-            .and_then(|blob| budget.spend(blob))
-            .and_then(|blob| {
-                blob.kept
-                    .as_deref()
-                    .and_then(|b| ImageConfig::parse(b).ok())
-                    .ok_or_else(|| {
-                        format!(
-                            "config {} is not a readable image config",
-                            manifest.config.digest
-                        )
-                    })
-            });
-        let diff_ids = match config {
-            Ok(config) => {
-                verdict.platform = Some(config.platform().to_string());
-                if descriptor
-                    .platform
-                    .as_ref()
-                    .is_some_and(|p| *p != config.platform())
-                {
-                    verdict.problems.push(format!(
-                        "its index lists it as {}, but its config says {}",
-                        descriptor.platform.as_ref().expect("checked"),
-                        config.platform()
-                    ));
-                }
-                if config.rootfs.diff_ids.len() != manifest.layers.len() {
-                    verdict.problems.push(format!(
-                        "its config lists {} diff_ids for {} layers",
-                        config.rootfs.diff_ids.len(),
-                        manifest.layers.len()
-                    ));
-                }
-                config.rootfs.diff_ids
-            }
-            Err(problem) => {
-                verdict.problems.push(problem);
-                Vec::new()
-            }
-        };
+        let diff_ids = self.check_config(verdict, descriptor, &manifest, budget);
         for (i, layer) in manifest.layers.iter().enumerate() {
             match self.check_blob(&layer.digest, layer.size, "layer") {
                 Err(problem) => verdict.problems.push(problem),
@@ -304,6 +256,53 @@ impl Contents {
             }
         }
     }
+
+    /// The config a manifest names: readable, of the platform the index lists it as, with a diff_id for
+    /// each layer. Returns the diff_ids, none when the config cannot be read.
+    fn check_config(
+        &self,
+        verdict: &mut ImageVerdict,
+        descriptor: &Descriptor,
+        manifest: &Manifest,
+        budget: &mut Budget,
+    ) -> Vec<Digest> {
+        let config = self
+            .check_blob(&manifest.config.digest, manifest.config.size, "config")
+            .and_then(|blob| budget.spend(blob))
+            .and_then(|blob| {
+                blob.kept
+                    .as_deref()
+                    .and_then(|b| ImageConfig::parse(b).ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "config {} is not a readable image config",
+                            manifest.config.digest
+                        )
+                    })
+            });
+        let config = match config {
+            Ok(config) => config,
+            Err(problem) => {
+                verdict.problems.push(problem);
+                return Vec::new();
+            }
+        };
+        let platform = config.platform();
+        if let Some(listed) = descriptor.platform.as_ref().filter(|p| **p != platform) {
+            verdict.problems.push(format!(
+                "its index lists it as {listed}, but its config says {platform}"
+            ));
+        }
+        verdict.platform = Some(platform);
+        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+            verdict.problems.push(format!(
+                "its config lists {} diff_ids for {} layers",
+                config.rootfs.diff_ids.len(),
+                manifest.layers.len()
+            ));
+        }
+        config.rootfs.diff_ids
+    }
 }
 
 /// A manifest's descriptor must carry the manifest's own media type, as runtimes act on it.
@@ -322,31 +321,26 @@ fn check_media_type(descriptor: &Descriptor, manifest: &Manifest) -> Result<(), 
 }
 
 /// The fields of an index.json entry no digest covers must be what ferry writes: no platform, and either
-/// no annotations or the image's name and its tag.
-fn check_top_entry(descriptor: &Descriptor) -> Result<(), String> {
+/// no annotations or the image's name and its tag. The name, when there is one.
+fn top_entry_name(descriptor: &Descriptor) -> Result<Option<Reference>, String> {
     if descriptor.platform.is_some() {
         return Err(format!("its entry in {INDEX_JSON} names a platform"));
     }
-    let Some(annotations) = &descriptor.annotations else {
-        return Ok(());
-    };
-    let name = annotations.get(NAME_ANNOTATION).map_or("", String::as_str);
-    let reference = name
-        .parse::<Reference>()
-        .ok()
-        .filter(|r| r.tagged_name().as_deref() == Some(name));
-    let expected = reference.as_ref().and_then(Reference::tag).map(|tag| {
-        BTreeMap::from([
-            (NAME_ANNOTATION.to_string(), name.to_string()),
-            (REF_NAME_ANNOTATION.to_string(), tag.to_string()),
-        ])
-    });
-    if expected.as_ref() != Some(annotations) {
-        return Err(format!(
-            "its annotations in {INDEX_JSON} are not its name and tag"
-        ));
+    if descriptor.annotations.is_none() {
+        return Ok(None);
     }
-    Ok(())
+    let reference = index_name(descriptor).and_then(|name| {
+        let reference = name.parse::<Reference>().ok()?;
+        (reference.tagged_name().as_deref() == Some(name)).then_some(reference)
+    });
+    match reference {
+        Some(reference) if name_annotations(&reference) == descriptor.annotations => {
+            Ok(Some(reference))
+        }
+        _ => Err(format!(
+            "its annotations in {INDEX_JSON} are not its name and tag"
+        )),
+    }
 }
 
 /// What is left of [`MAX_PARSED`].
@@ -360,9 +354,4 @@ impl Budget {
         })?;
         Ok(blob)
     }
-}
-
-/// The name the index gives an image; an image pulled by digest alone has none.
-pub(super) fn index_name(descriptor: &Value) -> Option<&str> {
-    descriptor["annotations"]["io.containerd.image.name"].as_str()
 }

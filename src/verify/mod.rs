@@ -21,9 +21,12 @@ use self::checksum::check_sums;
 use self::stream::{Contents, OuterHasher};
 use crate::catalog::Catalogs;
 use crate::digest::Digest;
+use crate::image::Platform;
 use crate::k8s::KubeVersion;
+use crate::reference::Reference;
+use crate::tarball::layout::METADATA_JSON;
 use crate::tarball::read::{read_bundle, ReadError, Source};
-use crate::tarball::{BundleMetadata, METADATA_JSON};
+use crate::tarball::BundleMetadata;
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -51,11 +54,18 @@ pub enum Checksum {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageVerdict {
+    /// As the index names it (or `ferry.json`, for an image pinned by digest alone); `image #N` when
+    /// nothing does.
     pub name: String,
+    /// The name, when it is one.
+    #[serde(skip)]
+    pub reference: Option<Reference>,
     pub manifest: Option<Digest>,
     /// The config its manifest names: what a lock pins vendor images by.
     pub config: Option<Digest>,
-    pub platform: Option<String>,
+    /// What its config says.
+    #[serde(serialize_with = "as_text")]
+    pub platform: Option<Platform>,
     /// ferry's index of the image's platforms, when the bundle carries several.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<Digest>,
@@ -84,27 +94,96 @@ pub struct Report {
     pub source: Source,
 }
 
-/// A bundle proven intact: the only form in which deliver takes one.
+/// A bundle proven intact: the only form in which deliver takes one. Only [`Report::into_verified`]
+/// makes one, from a report with no finding.
 #[derive(Debug)]
 pub struct Verified {
-    pub bundle: PathBuf,
-    pub source: Source,
-    pub metadata: BundleMetadata,
-    pub images: Vec<VerifiedImage>,
-    /// Where each blob's bytes are in the tar stream (offset, size).
-    pub locations: BTreeMap<Digest, (u64, u64)>,
+    bundle: PathBuf,
+    source: Source,
+    bytes: u64,
+    metadata: BundleMetadata,
+    platforms: Vec<Platform>,
+    images: Vec<VerifiedImage>,
+    locations: BTreeMap<Digest, (u64, u64)>,
 }
 
+impl Verified {
+    /// The path it was verified at (the first part's, for a split bundle).
+    pub fn bundle(&self) -> &Path {
+        &self.bundle
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Its size as read: the joined parts, compressed if it is.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    pub fn metadata(&self) -> &BundleMetadata {
+        &self.metadata
+    }
+
+    /// Every platform it carries, the first being the one docker's view shows.
+    pub fn platforms(&self) -> &[Platform] {
+        &self.platforms
+    }
+
+    /// Each image once per platform, in the index's order.
+    pub fn images(&self) -> &[VerifiedImage] {
+        &self.images
+    }
+
+    /// Where a blob's bytes are in the tar stream (offset, size).
+    pub fn location(&self, digest: &Digest) -> Option<(u64, u64)> {
+        self.locations.get(digest).copied()
+    }
+
+    /// Every blob, with where its bytes are in the tar stream (offset, size).
+    pub fn locations(&self) -> &BTreeMap<Digest, (u64, u64)> {
+        &self.locations
+    }
+}
+
+/// One image of a verified bundle, on one platform.
 #[derive(Debug, Clone)]
 pub struct VerifiedImage {
+    reference: Reference,
+    manifest: Digest,
+    platform: Platform,
+    index: Option<Digest>,
+    config: Digest,
+    layers: Vec<Digest>,
+}
+
+impl VerifiedImage {
     /// The upstream name, as the index gives it (or as `ferry.json` does for an image pinned by digest).
-    pub name: String,
-    pub manifest: Digest,
-    pub platform: Option<String>,
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    pub fn manifest(&self) -> &Digest {
+        &self.manifest
+    }
+
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
     /// ferry's index of the image's platforms, in a bundle of several.
-    pub index: Option<Digest>,
-    pub config: Option<Digest>,
-    pub layers: Vec<Digest>,
+    pub fn index(&self) -> Option<&Digest> {
+        self.index.as_ref()
+    }
+
+    pub fn config(&self) -> &Digest {
+        &self.config
+    }
+
+    pub fn layers(&self) -> &[Digest] {
+        &self.layers
+    }
 }
 
 impl Report {
@@ -113,41 +192,36 @@ impl Report {
         if !self.intact() {
             return Err(Box::new(self));
         }
-        let images: Option<Vec<VerifiedImage>> = self
-            .images
-            .iter()
-            .map(|image| {
-                Some(VerifiedImage {
-                    name: image.name.clone(),
-                    manifest: image.manifest.clone()?,
-                    platform: image.platform.clone(),
-                    index: image.index.clone(),
-                    config: image.config.clone(),
-                    layers: image.layers.clone(),
-                })
-            })
-            .collect();
-        match (images, self.metadata) {
-            (Some(images), Some(metadata)) => Ok(Verified {
+        let images: Option<Vec<VerifiedImage>> = self.images.iter().map(verified_image).collect();
+        let platforms: Option<Vec<Platform>> = self.metadata.as_ref().and_then(|metadata| {
+            let carried = metadata.all_platforms();
+            carried.iter().map(|p| p.parse().ok()).collect()
+        });
+        match (images, platforms, self.metadata) {
+            (Some(images), Some(platforms), Some(metadata)) => Ok(Verified {
                 bundle: self.bundle,
                 source: self.source,
+                bytes: self.bytes,
                 metadata,
+                platforms,
                 images,
                 locations: self.locations,
             }),
-            // An intact bundle always has both; a report without them is not proof of anything.
-            (images, metadata) => Err(Box::new(Report {
-                metadata,
-                problems: vec![format!(
-                    "the bundle lacks {}",
-                    if images.is_none() {
-                        "a manifest digest for some image"
-                    } else {
-                        METADATA_JSON
+            // An intact bundle always has all; a report without them is not proof of anything.
+            (images, platforms, metadata) => {
+                let lacking = match (images, platforms) {
+                    (None, _) => "a name, manifest, config or platform for some image".to_string(),
+                    (_, None) if metadata.is_some() => {
+                        format!("readable platforms in {METADATA_JSON}")
                     }
-                )],
-                ..self
-            })),
+                    _ => METADATA_JSON.to_string(),
+                };
+                Err(Box::new(Report {
+                    metadata,
+                    problems: vec![format!("the bundle lacks {lacking}")],
+                    ..self
+                }))
+            }
         }
     }
 
@@ -156,6 +230,29 @@ impl Report {
             && self.missing.is_empty()
             && self.images.iter().all(|i| i.problems.is_empty())
             && !matches!(self.checksum, Checksum::Mismatch { .. })
+    }
+}
+
+/// What deliver takes of an image: only what the checks proved.
+fn verified_image(verdict: &ImageVerdict) -> Option<VerifiedImage> {
+    Some(VerifiedImage {
+        reference: verdict.reference.clone()?,
+        manifest: verdict.manifest.clone()?,
+        platform: verdict.platform.clone()?,
+        index: verdict.index.clone(),
+        config: verdict.config.clone()?,
+        layers: verdict.layers.clone(),
+    })
+}
+
+/// A platform as people write it: `linux/arm64`.
+fn as_text<S: serde::Serializer>(
+    platform: &Option<Platform>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match platform {
+        Some(platform) => serializer.collect_str(platform),
+        None => serializer.serialize_none(),
     }
 }
 

@@ -109,7 +109,7 @@ impl Contents {
             offset,
             data,
         } = entry;
-        let Some(hex) = name.strip_prefix(crate::tarball::BLOBS_DIR) else {
+        let Some(hex) = name.strip_prefix(crate::tarball::layout::BLOBS_DIR) else {
             if size > MAX_DOCUMENT {
                 self.problems.push(format!(
                     "{name} is {size} bytes, more than the {MAX_DOCUMENT} allowed"

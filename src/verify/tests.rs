@@ -4,7 +4,9 @@ use super::*;
 use crate::cache::BlobStore;
 use crate::image::media;
 use crate::progress::Silent;
-use crate::tarball::{names, pretty, write_bundle, WriteOptions, INDEX_JSON};
+use crate::tarball::layout::{blob_path, pretty, INDEX_JSON};
+use crate::tarball::{write_bundle, WriteOptions};
+use crate::testutil::intact_images;
 
 const BLOCK_SIZE: usize = 512;
 
@@ -19,12 +21,12 @@ fn next(state: &mut u64) -> u64 {
 fn fixture_bundle() -> (tempfile::TempDir, std::path::PathBuf, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let store = BlobStore::open(&dir.path().join("cache")).unwrap();
-    let images = crate::tarball::two_images(&store);
+    let images = crate::testutil::two_images(&store);
     let path = dir.path().join("b.tar");
     write_bundle(
         &store,
         &images,
-        &crate::tarball::loose_metadata(&[]),
+        &crate::testutil::loose_metadata(&[]),
         &path,
         &WriteOptions::default(),
         &Silent,
@@ -150,7 +152,7 @@ fn verify_handmade(dir: &std::path::Path, index: &serde_json::Value, blobs: &[&[
     };
     append(INDEX_JSON.into(), &pretty(index));
     for blob in blobs {
-        append(names::blob_path(&Digest::of(blob)), blob);
+        append(blob_path(&Digest::of(blob)), blob);
     }
     let path = dir.join("b.tar");
     std::fs::write(&path, tar.into_inner().unwrap()).unwrap();
@@ -213,52 +215,6 @@ fn an_index_repeating_a_large_manifest_is_checked_within_a_budget() {
     );
 }
 
-/// Images of `names` for each of `platforms`, with configs that say their platform, in the cache.
-fn platform_images(
-    store: &BlobStore,
-    names: &[&str],
-    platforms: &[&str],
-) -> Vec<crate::image::Image> {
-    let put = |bytes: &[u8], media_type: &str| {
-        let digest = Digest::of(bytes);
-        store.put(&digest, bytes).unwrap();
-        crate::image::Descriptor {
-            media_type: media_type.into(),
-            digest,
-            size: bytes.len() as u64,
-            platform: None,
-            annotations: None,
-        }
-    };
-    let mut images = Vec::new();
-    for name in names {
-        for platform in platforms {
-            let platform: crate::image::Platform = platform.parse().unwrap();
-            let layer = put(
-                format!("layer of {name} {platform}").as_bytes(),
-                media::OCI_LAYER_TAR,
-            );
-            let config = serde_json::json!({"os": platform.os, "architecture": platform.architecture,
-                "rootfs": {"type": "layers", "diff_ids": [layer.digest]}});
-            let config = put(&serde_json::to_vec(&config).unwrap(), media::OCI_CONFIG);
-            let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": media::OCI_MANIFEST, "config": config, "layers": [layer]});
-            let manifest = put(&serde_json::to_vec(&manifest).unwrap(), media::OCI_MANIFEST);
-            images.push(crate::image::Image {
-                reference: name.parse().unwrap(),
-                source: crate::image::ImageSource::Registry {
-                    fetched_from: "test".into(),
-                },
-                platform,
-                index_digest: None,
-                manifest,
-                config,
-                layers: vec![layer],
-            });
-        }
-    }
-    images
-}
-
 /// A bundle of two platforms is intact with every image on both; one that has an image for one platform
 /// only is not, unless ferry.json allows that image fewer.
 #[test]
@@ -267,7 +223,7 @@ fn every_image_must_have_every_platform_the_bundle_carries() {
     let store = BlobStore::open(&dir.path().join("cache")).unwrap();
     let both = ["linux/amd64", "linux/arm64"];
     let platforms: Vec<crate::image::Platform> = both.iter().map(|p| p.parse().unwrap()).collect();
-    let mut images = platform_images(&store, &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
+    let mut images = intact_images(&store, &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
     let plan = crate::resolve::Plan {
         release: None,
         span: None,
@@ -314,4 +270,62 @@ fn every_image_must_have_every_platform_the_bundle_carries() {
     // ferry's indexes of platforms are read as hostile input too.
     let original = std::fs::read(dir.path().join("b.tar")).unwrap();
     no_mutation_passes(dir.path(), &original, &findings(&report), 600);
+}
+
+/// Deliver takes only what verify proved, typed: each image's name and platform as the bundle holds them.
+#[test]
+fn an_intact_bundle_becomes_proof_with_typed_names_and_platforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = ["linux/amd64", "linux/arm64"];
+    let platforms: Vec<crate::image::Platform> = both.iter().map(|p| p.parse().unwrap()).collect();
+    let (images, path) =
+        crate::testutil::intact_bundle(dir.path(), &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
+    let verified = crate::testutil::verified(&path);
+    assert_eq!(verified.platforms(), platforms);
+    let held: Vec<(String, String)> = verified
+        .images()
+        .iter()
+        .map(|i| (i.reference().to_string(), i.platform().to_string()))
+        .collect();
+    let built: Vec<(String, String)> = images
+        .iter()
+        .map(|i| (i.reference.to_string(), i.platform.to_string()))
+        .collect();
+    assert_eq!(held, built);
+    assert!(verified.images().iter().all(|i| i.index().is_some()));
+
+    // The fixture of two_images is not intact: no proof is made of it.
+    let (_dir, loose, _) = fixture_bundle();
+    let catalogs = Catalogs::load(&[]).unwrap();
+    let report = verify(&loose, &VerifyOptions::default(), &catalogs).unwrap();
+    assert!(report.into_verified().is_err());
+}
+
+/// manifest.json's Config must be the image's own config, not any blob of the bundle.
+#[test]
+fn a_docker_manifest_naming_another_blob_as_config_is_a_finding() {
+    use crate::tarball::layout::DockerEntry;
+    let config = Digest::of(b"config");
+    let layer = Digest::of(b"layer");
+    let reference: crate::reference::Reference = "quay.io/a/b:1".parse().unwrap();
+    let mut verdict = ImageVerdict {
+        name: reference.to_string(),
+        reference: Some(reference.clone()),
+        manifest: Some(Digest::of(b"manifest")),
+        config: Some(config.clone()),
+        platform: Some(crate::image::Platform::linux_amd64()),
+        index: None,
+        size: 0,
+        layers: vec![layer.clone()],
+        problems: Vec::new(),
+    };
+    let right = DockerEntry::new(&reference, &config, [&layer]);
+    super::documents::check_docker_manifest(&[right], &mut [&mut verdict]);
+    assert_eq!(verdict.problems, Vec::<String>::new());
+    let wrong = DockerEntry::new(&reference, &layer, [&layer]);
+    super::documents::check_docker_manifest(&[wrong], &mut [&mut verdict]);
+    assert_eq!(
+        verdict.problems,
+        ["its Config in manifest.json is not its manifest's config"]
+    );
 }

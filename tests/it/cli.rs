@@ -148,7 +148,9 @@ fn plain_output_is_one_image_a_line() {
 #[test]
 fn every_release_lists_on_every_version_it_supports() {
     let catalogs = ferry(&["catalogs", "--json"]).success().json();
-    for release in catalogs.as_array().unwrap() {
+    // The kubernetes catalog's releases serve their own version only: tests/it/kubernetes.rs.
+    let products = catalogs.as_array().unwrap().iter();
+    for release in products.filter(|r| r["catalog"] == "huawei-csi") {
         let id = format!("huawei-csi@{}", release["release"].as_str().unwrap());
         let floor: u32 = release["min_kubernetes"].as_str().unwrap()[2..]
             .parse()

@@ -1,13 +1,29 @@
 //! A small fault-injecting reverse proxy between ferry and a real registry: the failures real networks
-//! and registries produce (503s, 429 with Retry-After, connections cut mid-blob, a flipped byte), each a
-//! bounded number of times, so tests can prove retries, resume and digest refusal.
+//! and registries produce (503s, 429 with Retry-After, connections cut mid-blob, a flipped byte, a lying
+//! header, a short Content-Length), each a bounded number of times, so tests can prove retries, resume
+//! and digest refusal.
 //! In-process on purpose: it injects faults; compatibility is proven against the real registry behind it.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::ferry::{command, run, Run};
+
+/// ferry with its pauses between attempts cut to 1 ms (as go-containerregistry's tests use a
+/// `fastBackoff`): for tests whose injected failures make it go through every attempt. A `Retry-After`
+/// is still honoured.
+pub fn fast_retries(command: &mut Command) -> &mut Command {
+    command.env(ferry::registry::retry::BASE_DELAY_ENV, "1")
+}
+
+/// `ferry ARGS...` with [`fast_retries`].
+pub fn ferry_fast(args: &[&str]) -> Run {
+    run(fast_retries(command().args(args)))
+}
 
 #[derive(Debug)]
 pub enum Fault {
@@ -19,6 +35,11 @@ pub enum Fault {
     CutBody { after_bytes: usize },
     /// Forward, with one bit of the body byte at `offset` flipped.
     FlipByte { offset: usize },
+    /// Forward, with header `name` (which the answer must have) saying `value` instead.
+    ReplaceHeader { name: &'static str, value: String },
+    /// Forward, but declare a Content-Length `by` bytes short and send only that many bytes, as a
+    /// registry (or a proxy before it) with a damaged copy or a wrong length does.
+    ShortLength { by: usize },
     /// Answer requests of `method` (every method when empty) with `status`, these extra header lines
     /// (`Name: value\r\n`) and this JSON body, as a registry or its front (Harbor's) refuses.
     Refuse {
@@ -67,9 +88,13 @@ impl Rule {
                     && self.fire();
             }
             (Fault::Status { .. } | Fault::TooManyRequests { .. }, None) => true,
-            (Fault::CutBody { after_bytes: at } | Fault::FlipByte { offset: at }, Some(len)) => {
-                len > *at
-            }
+            (
+                Fault::CutBody { after_bytes: at }
+                | Fault::FlipByte { offset: at }
+                | Fault::ShortLength { by: at },
+                Some(len),
+            ) => len > *at,
+            (Fault::ReplaceHeader { .. }, Some(_)) => true,
             _ => false,
         };
         reaches && method == "GET" && path.contains(&self.path_contains) && self.fire()
@@ -264,11 +289,19 @@ impl Shared {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         self.record(&request, status);
-        client.write_all(head.as_bytes())?;
         let rule = self
             .rules
             .iter()
             .find(|r| r.take(&request.method, &request.path, Some(body.len())));
+        let head = match rule.map(|r| &r.fault) {
+            Some(Fault::ReplaceHeader { name, value }) => replace_header(&head, name, value),
+            Some(Fault::ShortLength { by }) => {
+                body.truncate(body.len() - by);
+                replace_header(&head, "Content-Length", &body.len().to_string())
+            }
+            _ => head,
+        };
+        client.write_all(head.as_bytes())?;
         match rule.map(|r| &r.fault) {
             Some(Fault::CutBody { after_bytes }) => {
                 body.truncate(*after_bytes);
@@ -308,6 +341,24 @@ impl Shared {
         // and HEAD/GET of blobs and manifests, Distribution sends Content-Length, so the body is plain bytes.
         Ok((head, response[split..].to_vec()))
     }
+}
+
+/// `head` with the value of header `name` replaced; panics when the answer has no such header, so a
+/// test cannot pass for a fault that never fired.
+fn replace_header(head: &str, name: &str, value: &str) -> String {
+    let mut found = false;
+    let lines: Vec<String> = head
+        .split("\r\n")
+        .map(|line| match line.split_once(':') {
+            Some((header, _)) if header.eq_ignore_ascii_case(name) => {
+                found = true;
+                format!("{header}: {value}")
+            }
+            _ => line.to_string(),
+        })
+        .collect();
+    assert!(found, "the answer has no {name} header to replace:\n{head}");
+    lines.join("\r\n")
 }
 
 fn answer(

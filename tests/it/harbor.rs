@@ -15,8 +15,9 @@ use base64::Engine as _;
 use serde_json::json;
 
 use crate::bundle::Csi480;
-use crate::faults::{header_value, read_request, Fault, FaultProxy, Rule};
+use crate::faults::{fast_retries, header_value, read_request, Fault, FaultProxy, Rule};
 use crate::ferry::{command, ferry, run, Run};
+use crate::pull::pull_image;
 use crate::services::{require, Registry, TOKEN_ISSUER, TOKEN_SERVICE};
 
 const PASSWORD: &str = "Harbor12345";
@@ -33,6 +34,9 @@ struct Policy {
     /// The first token for each set of scopes has expired by the time it reaches the registry (as with a
     /// strict registry and a client whose clock is behind); later ones live `lifetime`.
     first_token_expired: bool,
+    /// The first this many token requests are answered 429 with `Retry-After: 1`, as a rate-limited
+    /// token service (Docker Hub's) answers.
+    rate_limited_first: usize,
 }
 
 impl Default for Policy {
@@ -42,6 +46,7 @@ impl Default for Policy {
             expires_in: 300,
             clock_ahead: Duration::ZERO,
             first_token_expired: false,
+            rate_limited_first: 0,
         }
     }
 }
@@ -54,6 +59,7 @@ struct Asked {
     scopes: Vec<String>,
     /// Whether the credentials were accepted.
     accepted: bool,
+    when: std::time::Instant,
 }
 
 struct TokenService {
@@ -209,14 +215,24 @@ fn answer(
             user: user.clone(),
             scopes: scopes.clone(),
             accepted,
+            when: std::time::Instant::now(),
         });
         (asked.len(), first)
     };
     let mut client = client;
+    if serial <= policy.rate_limited_first {
+        return respond(
+            &mut client,
+            "429 Too Many Requests",
+            "Retry-After: 1\r\n",
+            &json!({"details": "too many token requests"}).to_string(),
+        );
+    }
     if !accepted {
         return respond(
             &mut client,
             "401 Unauthorized",
+            "",
             &json!({"details": "incorrect username or password"}).to_string(),
         );
     }
@@ -260,6 +276,7 @@ fn answer(
     respond(
         &mut client,
         "200 OK",
+        "",
         &json!({"token": token, "access_token": token, "expires_in": policy.expires_in, "issued_at": issued_at})
             .to_string(),
     )
@@ -286,10 +303,11 @@ fn humantime_rfc3339(seconds: u64) -> String {
     )
 }
 
-fn respond(client: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
+/// An answer with `headers` (`Name: value\r\n` lines) besides the usual ones.
+fn respond(client: &mut TcpStream, status: &str, headers: &str, body: &str) -> std::io::Result<()> {
     write!(
         client,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     )
 }
@@ -351,15 +369,19 @@ impl Harbor {
 
     /// Runs ferry with `config` as DOCKER_CONFIG and its credential helper on PATH.
     fn ferry(&self, config: &Path, args: &[&str]) -> Run {
+        run(self.command(config).args(args))
+    }
+
+    /// The ferry command, with `config` as DOCKER_CONFIG and its credential helper on PATH.
+    fn command(&self, config: &Path) -> Command {
         let path = format!(
             "{}:{}",
             config.display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        run(command()
-            .args(args)
-            .env("DOCKER_CONFIG", config)
-            .env("PATH", path))
+        let mut ferry = command();
+        ferry.env("DOCKER_CONFIG", config).env("PATH", path);
+        ferry
     }
 
     /// `ferry push BUNDLE --to TO EXTRA...` as the user of `config`.
@@ -374,19 +396,7 @@ impl Harbor {
         let (upstream, seeded) = &csi.seeded[which];
         let image = upstream.replace("registry.k8s.io", to);
         let cache = tempfile::tempdir().unwrap();
-        let pulled = self
-            .ferry(
-                config,
-                &[
-                    "pull",
-                    "--image",
-                    &image,
-                    "--cache-dir",
-                    cache.path().to_str().unwrap(),
-                    "-q",
-                ],
-            )
-            .success();
+        let pulled = pull_image(&mut self.command(config), &image, cache.path(), &["-q"]).success();
         assert!(
             pulled.stdout().contains(seeded.manifest_for("linux/amd64")),
             "{}",
@@ -623,7 +633,7 @@ fn a_skewed_clock_with_short_tokens_never_sends_an_expired_one() {
         lifetime: Duration::from_secs(3),
         expires_in: 3,
         clock_ahead: Duration::from_secs(15),
-        first_token_expired: false,
+        ..Policy::default()
     }) else {
         return;
     };
@@ -872,15 +882,25 @@ fn a_blob_the_registry_serves_short_is_named_as_such() {
         manifest.to_string().as_bytes(),
     );
     let cache = tempfile::tempdir().unwrap();
-    let failed = ferry(&[
-        "pull",
-        "--image",
-        &format!("{}/short/image:v1", registry.addr()),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ])
-    .fails_with(1);
-    assert!(!failed.stderr().contains("retry"), "{}", failed.stderr());
+    let image = format!("{}/short/image:v1", registry.addr());
+    let failed = pull_image(&mut command(), &image, cache.path(), &[]).fails_with(1);
+    // Its first answer is taken as a cut download; asked for the rest, the registry says it has no more.
+    let stderr = failed.stderr();
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("retry ") || l.starts_with("error: "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            format!("retry 1 for blob {layer_digest} of {image}: the answer ended after 1000 of 5000 bytes"),
+            format!(
+                "error: cannot fetch blob {layer_digest} of {image} from {}, after 2 attempts",
+                registry.addr()
+            )
+        ],
+        "{stderr}"
+    );
     assert_eq!(
         causes(&failed),
         vec!["the registry serves this blob as 1000 bytes, but the manifest says 5000: its copy is damaged or the manifest is wrong; ask the registry's operator to push the image again".to_string()]
@@ -932,4 +952,97 @@ fn a_wrong_password_at_a_basic_auth_registry_is_tried_once() {
             registry.addr()
         )]
     );
+}
+
+/// A rate-limited token service's 429 says when to come back, as a registry's own 429 does: ferry waits
+/// that long, and says that it was the token service.
+#[test]
+fn a_token_services_429_is_waited_out_as_its_retry_after_says() {
+    let Some(harbor) = Harbor::start(Policy {
+        rate_limited_first: 1,
+        ..Policy::default()
+    }) else {
+        return;
+    };
+    let config = harbor.docker_config("ferry", PASSWORD);
+    let cache = tempfile::tempdir().unwrap();
+    let image = format!("{}/csi/no-such-image:v1", harbor.addr());
+    let failed = pull_image(
+        fast_retries(&mut harbor.command(&config)),
+        &image,
+        cache.path(),
+        &[],
+    )
+    .fails_with(1);
+    assert_eq!(
+        failed.stderr(),
+        format!(
+            "retry 1 for manifest of {image}: the token service {} answered HTTP 429, too many token \
+             requests (retry after 1 s)\nerror: cannot fetch the manifest of {image} from {1}, after 2 \
+             attempts\n  caused by: {1} does not have what was asked for in csi/no-such-image (HTTP 404, \
+             MANIFEST_UNKNOWN: manifest unknown); check the image's name and tag, and any --mirror prefix\n",
+            harbor.tokens.addr,
+            harbor.addr()
+        )
+    );
+    let asked = harbor.tokens.asked();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(
+        asked[1].when - asked[0].when >= Duration::from_secs(1),
+        "the second token request waited out the Retry-After: {asked:?}"
+    );
+}
+
+/// Only a 2xx from the API root says that basic credentials are accepted: an answer that says nothing
+/// (a 503) is retried, and never reported as a refusal of a repository to a user it did not accept.
+#[test]
+fn a_basic_auth_check_answered_with_an_error_accepts_nothing() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    // A front that asks for basic auth on every manifest, and whose credential check is unavailable.
+    let front = FaultProxy::start(
+        registry.addr(),
+        vec![
+            Rule::new(
+                "/manifests/",
+                Fault::Refuse {
+                    method: "",
+                    status: 401,
+                    headers: "WWW-Authenticate: Basic realm=\"front\"\r\n".into(),
+                    body: r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                },
+                usize::MAX,
+            ),
+            Rule::new("/v2/", Fault::Status { status: 503 }, usize::MAX),
+        ],
+    );
+    let config = tempfile::tempdir().unwrap();
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("ferry:{PASSWORD}"));
+    std::fs::write(
+        config.path().join("config.json"),
+        json!({"auths": {front.addr(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let image = format!("{}/csi/image:v1", front.addr());
+    let failed = pull_image(
+        fast_retries(&mut command()).env("DOCKER_CONFIG", config.path()),
+        &image,
+        cache.path(),
+        &["-q"],
+    )
+    .fails_with(1);
+    assert_eq!(
+        failed.stderr(),
+        format!(
+            "error: cannot fetch the manifest of {image} from {}, after 6 attempts\n  caused by: the \
+             registry, asked whether it accepts the credentials of 'ferry' (GET /v2/), answered HTTP 503, \
+             UNAVAILABLE: injected 503\n",
+            front.addr()
+        )
+    );
+    // The scheme probe, then one check per attempt: a check that said nothing is made again.
+    let checks = front.seen().iter().filter(|s| s.path == "/v2/").count();
+    assert_eq!(checks, 1 + 6, "{:?}", front.seen());
 }

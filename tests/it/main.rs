@@ -9,6 +9,7 @@ mod ferry;
 mod formats;
 mod harbor;
 mod interrupt;
+mod kubernetes;
 mod multiarch;
 mod output;
 mod pull;

@@ -3,8 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::faults::{Fault, FaultProxy, Rule};
-use crate::ferry::{command, ferry, run};
+use crate::faults::{fast_retries, ferry_fast, Fault, FaultProxy, Rule};
+use crate::ferry::{command, ferry, run, Run};
 use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
 use crate::services::{require, Registry};
 
@@ -22,6 +22,14 @@ fn partial_files(cache: &Path) -> usize {
     std::fs::read_dir(cache.join("ferry-v1/partial")).map_or(0, |d| d.count())
 }
 
+/// `ferry pull --image IMAGE --cache-dir CACHE EXTRA...`, run as `command` is set up.
+pub fn pull_image(command: &mut Command, image: &str, cache: &Path, extra: &[&str]) -> Run {
+    run(command
+        .args(["pull", "--image", image, "--cache-dir"])
+        .arg(cache)
+        .args(extra))
+}
+
 fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> crate::ferry::Run {
     let mirror = format!("registry.k8s.io={mirror}");
     let mut args = vec![
@@ -37,7 +45,7 @@ fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> crate::ferry::Run {
     let cache = cache.to_str().unwrap();
     args.push(cache);
     args.extend_from_slice(extra);
-    ferry(&args)
+    ferry_fast(&args)
 }
 
 fn printed_digests(stdout: &str) -> Vec<(String, String)> {
@@ -163,7 +171,7 @@ fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
     );
     let cache = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", proxy.addr());
-    let run = ferry(&[
+    let run = ferry_fast(&[
         "pull",
         "--image",
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
@@ -342,7 +350,7 @@ fn digest_pinned_references_are_checked() {
             usize::MAX,
         )],
     );
-    let lied = ferry(&[
+    let lied = ferry_fast(&[
         "pull",
         "--image",
         &pinned,
@@ -810,7 +818,8 @@ fn http_proxy_from_the_environment_is_used() {
     );
 }
 
-/// A `--mirror` key that matches no image is most likely a typo that would send the fetch upstream.
+/// A `--mirror` key that matches no image, and no registry any catalog uses, is most likely a typo that
+/// would send the fetch upstream.
 #[test]
 fn a_mirror_that_matches_no_image_is_warned_about() {
     let Some(registry) = require(Registry::plain()) else {
@@ -825,12 +834,18 @@ fn a_mirror_that_matches_no_image_is_warned_about() {
         50_000,
     );
     let cache = tempfile::tempdir().unwrap();
+    // A site's standing mirrors for registries the catalogs use (quay.io, k8s.gcr.io) are no typos,
+    // even when these images need none of them; only the misspelt one is warned about.
     let run = ferry(&[
         "pull",
         "--image",
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
         "--mirror",
         &format!("registry.k8s.io={}", registry.addr()),
+        "--mirror",
+        "quay.io=127.0.0.1:9/quay",
+        "--mirror",
+        "k8s.gcr.io=127.0.0.1:9/k8s",
         "--mirror",
         "regisry.k8s.io=127.0.0.1:9/k8s",
         "--cache-dir",
@@ -843,4 +858,225 @@ fn a_mirror_that_matches_no_image_is_warned_about() {
         "warning: --mirror regisry.k8s.io=127.0.0.1:9/k8s matches no image to fetch (they come from \
          registry.k8s.io); is 'regisry.k8s.io' misspelled?\n"
     );
+}
+
+/// A multi-platform image is resolved from one fetch of its index, however many platforms are asked
+/// for: registries that count manifest GETs (Docker Hub's rate limit) count one per image, plus one per
+/// platform's manifest.
+#[test]
+fn a_multi_platform_image_fetches_its_index_once() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let listed = push_image(
+        registry.addr(),
+        "sig-storage/csi-attacher",
+        "v4.4.0",
+        Format::OciIndex,
+        &PLATFORMS,
+        100_000,
+    );
+    let proxy = FaultProxy::start(registry.addr(), Vec::new());
+    let cache = tempfile::tempdir().unwrap();
+    let out = ferry(&[
+        "pull",
+        "--image",
+        "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
+        "--platform",
+        "linux/amd64,linux/arm64,linux/s390x",
+        "--mirror",
+        &format!("registry.k8s.io={}", proxy.addr()),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "-q",
+    ])
+    .success()
+    .stdout();
+    for platform in ["linux/amd64", "linux/arm64", "linux/s390x"] {
+        assert!(
+            out.contains(listed.manifest_for(platform)),
+            "{platform}: {out}"
+        );
+    }
+    let manifest_gets: Vec<String> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.path.contains("/manifests/"))
+        .map(|s| s.path)
+        .collect();
+    let by_tag = manifest_gets
+        .iter()
+        .filter(|p| p.ends_with("/manifests/v4.4.0"));
+    assert_eq!(by_tag.count(), 1, "{manifest_gets:?}");
+    assert_eq!(manifest_gets.len(), 1 + 3, "{manifest_gets:?}");
+}
+
+/// `ferry pull -q --image IMAGE` into an empty cache, which must fail (exit 1) at once: in less time than
+/// the pauses between attempts would take.
+fn pull_fails_at_once(command: &mut Command, image: &str) -> Run {
+    let cache = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let failed = pull_image(command, image, cache.path(), &["-q"]).fails_with(1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "not retried: {:?}\n{}",
+        started.elapsed(),
+        failed.stderr()
+    );
+    failed
+}
+
+/// A TLS registry whose CA this machine does not trust: one attempt, no plain-HTTP fallback (which made
+/// it "answer HTTP 400"), and the two ways to trust it named.
+#[test]
+fn an_untrusted_certificate_is_final_and_names_the_ways_to_trust_it() {
+    let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else {
+        return;
+    };
+    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
+    let untrusted = pull_fails_at_once(
+        command().env("DOCKER_CONFIG", private.docker_config()),
+        &image,
+    );
+    let addr = private.addr();
+    assert_eq!(
+        untrusted.stderr(),
+        format!(
+            "error: cannot fetch the manifest of {image} from {addr}\n  caused by: {addr} presented a TLS \
+             certificate that ferry does not accept (invalid peer certificate: UnknownIssuer); if it comes \
+             from a private CA, give that CA with --ca-cert FILE, or put it in \
+             /etc/docker/certs.d/{addr}/ca.crt or /etc/containers/certs.d/{addr}/ca.crt\n"
+        )
+    );
+}
+
+/// A registry name that no resolver knows does not become known in the next 14 s of retries.
+#[test]
+fn a_host_name_that_does_not_resolve_is_not_retried() {
+    let failed = pull_fails_at_once(&mut command(), "registry.invalid/csi/livenessprobe:v2.12.0");
+    assert_eq!(
+        failed.stderr(),
+        "error: cannot fetch the manifest of registry.invalid/csi/livenessprobe:v2.12.0 from \
+         registry.invalid\n  caused by: the host name registry.invalid does not resolve (failed to lookup \
+         address information: Name or service not known); check its spelling in the image reference or \
+         --mirror, and this machine's DNS\n"
+    );
+}
+
+/// A registry host no URL can hold is bad input, refused when the reference is parsed.
+#[test]
+fn a_reference_whose_registry_is_no_host_is_refused_at_parse_time() {
+    let refused = ferry(&["pull", "--image", "ba$d.io/a:1"]).fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        "error: invalid value 'ba$d.io/a:1' for '--image <REF>': invalid image reference 'ba$d.io/a:1': \
+         the registry must be HOST[:PORT]: a DNS name (letters, digits and inner '-', joined by '.') or an \
+         [IPv6] address, then an optional port\n\nFor more information, try '--help'.\n"
+    );
+}
+
+/// containerd refuses a manifest whose `Docker-Content-Digest` names another digest than its bytes have;
+/// so does ferry, naming both.
+#[test]
+fn a_manifest_whose_digest_header_names_another_digest_is_refused() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let seeded = push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..2],
+        50_000,
+    );
+    let other = seeded.manifest_for("linux/arm64").to_string();
+    let lying = FaultProxy::start(
+        registry.addr(),
+        vec![Rule::new(
+            "/manifests/v2.12.0",
+            Fault::ReplaceHeader {
+                name: "Docker-Content-Digest",
+                value: other.clone(),
+            },
+            usize::MAX,
+        )],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let image = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
+    let mirror = format!("registry.k8s.io={}", lying.addr());
+    let refused = pull_image(
+        fast_retries(&mut command()),
+        image,
+        cache.path(),
+        &["--mirror", &mirror, "-q"],
+    )
+    .fails_with(1);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: cannot fetch the manifest of {image} from {}, after 6 attempts\n  caused by: the \
+             registry sent a manifest whose digest is {}, but its Docker-Content-Digest header says {other}: \
+             refused, as containerd refuses it\n",
+            lying.addr(),
+            seeded.top_digest
+        )
+    );
+    assert!(blob_files(cache.path()).is_empty());
+}
+
+/// A blob answer that declares fewer bytes than the manifest says is a cut download, not a verdict: its
+/// bytes are kept and the rest is asked for with a Range request.
+#[test]
+fn a_blob_declared_shorter_than_its_manifest_says_is_completed_with_a_range_request() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let seeded = push_image(
+        registry.addr(),
+        "sig-storage/csi-resizer",
+        "v1.9.0",
+        Format::DockerSingle,
+        &["linux/amd64"],
+        TEST_IMAGE_SIZE,
+    );
+    // 10 000 bytes short: more than a config has, so the first layer is the one cut.
+    let short = FaultProxy::start(
+        registry.addr(),
+        vec![Rule::new("/blobs/", Fault::ShortLength { by: 10_000 }, 1)],
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let image = "registry.k8s.io/sig-storage/csi-resizer:v1.9.0";
+    let mirror = format!("registry.k8s.io={}", short.addr());
+    let pulled = pull_image(
+        fast_retries(&mut command()),
+        image,
+        cache.path(),
+        &["--mirror", &mirror],
+    )
+    .success();
+    assert_eq!(pulled.stdout(), format!("{image}  {}\n", seeded.top_digest));
+    let stderr = pulled.stderr();
+    let retry = stderr
+        .lines()
+        .find(|line| line.starts_with("retry "))
+        .unwrap_or_else(|| panic!("the short answer is retried: {stderr}"));
+    let (digest, rest) = retry
+        .strip_prefix("retry 1 for blob ")
+        .and_then(|r| r.split_once(&format!(" of {image}: the answer ended after ")))
+        .unwrap_or_else(|| panic!("{retry}"));
+    let (received, expected) = rest
+        .strip_suffix(" bytes")
+        .and_then(|r| r.split_once(" of "))
+        .map(|(r, e)| (r.parse::<u64>().unwrap(), e.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("{retry}"));
+    assert_eq!(expected - received, 10_000, "{retry}");
+    let seen = short.seen();
+    assert!(
+        seen.iter().any(|s| s.path.ends_with(digest)
+            && s.range.as_deref() == Some(&format!("bytes={received}-"))
+            && s.status == 206),
+        "the rest was asked for with a Range request: {seen:?}"
+    );
+    assert!(blob_files(cache.path()).contains(&digest["sha256:".len()..].to_string()));
 }

@@ -21,60 +21,53 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
-use serde::Deserialize;
 use tempfile::TempPath;
 
-use super::{VendorError, MAX_CONFIG};
+use super::error::VendorError;
 use crate::cache::BlobStore;
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Index, Manifest};
+use crate::interrupt::Cancel;
 use crate::layer_codec::Codec;
 use crate::reference::Reference;
-use crate::tarball::names::blob_path;
-use crate::tarball::{INDEX_JSON, MANIFEST_JSON};
+use crate::tarball::layout::{
+    blob_path, index_name, DockerEntry, INDEX_JSON, MANIFEST_JSON, REF_NAME_ANNOTATION,
+};
 
 /// c/image's limit for manifest.json (internal/iolimits): larger is not a real docker save.
 const MAX_MANIFEST_JSON: u64 = 1 << 20;
 /// The JSON entries (configs, manifests, indexes) kept while listing, all together: thousands of images'.
 const MAX_JSON_TOTAL: u64 = 64 << 20;
-/// The annotations that name an image in an OCI index: containerd's full name, else the OCI ref name,
-/// which skopeo and podman set to the full name they were given.
-const NAME_ANNOTATION: &str = "io.containerd.image.name";
-const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 /// dockerd's maxLayerDepth: an image with more layers cannot be loaded.
 pub(super) const MAX_LAYERS: usize = 125;
+/// c/image's limit for a config (internal/iolimits); dockerd has none, but no real config comes close.
+pub(super) const MAX_CONFIG: u64 = 4 << 20;
 /// docker never links to a link; a few hops spare odd but honest tools, and cut loops.
 const MAX_LINK_HOPS: usize = 8;
 
-/// One image as manifest.json describes it (dockerd's `manifestItem`); the paths are checked to be
-/// clean, and to name entries of the tar.
-#[derive(Debug, Clone, Deserialize)]
-pub(super) struct SavedImage {
-    #[serde(rename = "Config")]
-    pub config: String,
-    #[serde(rename = "RepoTags", default)]
-    repo_tags: Option<Vec<String>>,
-    #[serde(rename = "Layers")]
-    pub layers: Vec<String>,
+/// The image an OCI archive's manifest describes, as docker's `manifest.json` would list it.
+fn saved_from_oci(manifest: &Manifest, name: Option<String>) -> DockerEntry {
+    DockerEntry {
+        config: blob_path(&manifest.config.digest),
+        repo_tags: name.into_iter().collect(),
+        layers: manifest
+            .layers
+            .iter()
+            .map(|l| blob_path(&l.digest))
+            .collect(),
+    }
 }
 
-impl SavedImage {
-    fn from_oci(manifest: &Manifest, name: Option<String>) -> SavedImage {
-        SavedImage {
-            config: blob_path(&manifest.config.digest),
-            repo_tags: name.map(|name| vec![name]),
-            layers: manifest
-                .layers
-                .iter()
-                .map(|l| blob_path(&l.digest))
-                .collect(),
-        }
-    }
-
-    /// The RepoTags, normalized as docker does (`huawei-csi:4.8.0` is `docker.io/library/huawei-csi:4.8.0`).
-    pub fn references(&self, archive: &Path) -> Result<Vec<Reference>, VendorError> {
-        let tags = self.repo_tags.iter().flatten();
-        tags.map(|tag| {
+/// The RepoTags of an archived image, normalized as docker does (`huawei-csi:4.8.0` is
+/// `docker.io/library/huawei-csi:4.8.0`).
+pub(super) fn references(
+    image: &DockerEntry,
+    archive: &Path,
+) -> Result<Vec<Reference>, VendorError> {
+    image
+        .repo_tags
+        .iter()
+        .map(|tag| {
             tag.parse().map_err(|source| VendorError::BadTag {
                 archive: archive.to_path_buf(),
                 tag: tag.clone(),
@@ -82,7 +75,6 @@ impl SavedImage {
             })
         })
         .collect()
-    }
 }
 
 /// Where a regular file's bytes lie in the uncompressed tar.
@@ -94,7 +86,7 @@ pub(super) struct Span {
 
 /// The images of the tarball at `path`, each with its config's bytes, checked as [`DockerSave::open`]
 /// checks them. [`VendorError::NotAnArchive`] when it is no image archive.
-pub(super) fn saved_images(path: &Path) -> Result<Vec<(SavedImage, Vec<u8>)>, VendorError> {
+pub(super) fn saved_images(path: &Path) -> Result<Vec<(DockerEntry, Vec<u8>)>, VendorError> {
     let file = File::open(path).map_err(|source| VendorError::Read {
         archive: path.to_path_buf(),
         source,
@@ -122,7 +114,11 @@ pub(super) struct DockerSave {
 }
 
 impl DockerSave {
-    pub fn open(path: &Path, store: &BlobStore) -> Result<DockerSave, VendorError> {
+    pub fn open(
+        path: &Path,
+        store: &BlobStore,
+        cancel: &Cancel,
+    ) -> Result<DockerSave, VendorError> {
         let read_error = |source| VendorError::Read {
             archive: path.to_path_buf(),
             source,
@@ -130,7 +126,7 @@ impl DockerSave {
         let file = File::open(path).map_err(read_error)?;
         let (file, gunzipped) = match compression_at(&file, 0, u64::MAX).map_err(read_error)? {
             Codec::Gzip => {
-                let (file, temp) = gunzip(path, file, store)?;
+                let (file, temp) = gunzip(path, file, store, cancel)?;
                 (file, Some(temp))
             }
             _ => (file, None),
@@ -145,7 +141,7 @@ impl DockerSave {
     }
 
     /// The images, in the order the archive lists them.
-    pub fn images(&self) -> &[SavedImage] {
+    pub fn images(&self) -> &[DockerEntry] {
         &self.listing.images
     }
 
@@ -218,7 +214,7 @@ struct Listing {
     /// Entries of at most [`MAX_CONFIG`] bytes that start like JSON: configs, manifests, indexes,
     /// manifest.json.
     json: HashMap<String, Vec<u8>>,
-    images: Vec<SavedImage>,
+    images: Vec<DockerEntry>,
 }
 
 impl Listing {
@@ -274,6 +270,7 @@ impl Listing {
                     archive: archive.to_path_buf(),
                     entry,
                     count,
+                    limit: MAX_LAYERS,
                 });
             }
             for name in std::iter::once(&image.config).chain(&image.layers) {
@@ -406,7 +403,7 @@ fn index<R: Read>(
 /// The images an OCI archive's index.json names, one per single-platform manifest (an index inside is
 /// followed one level, as skopeo `--all` writes it; the platforms an exporter left out are passed over).
 /// Each manifest and index must hash to its name.
-fn oci_images(archive: &Path, listing: &Listing) -> Result<Vec<SavedImage>, VendorError> {
+fn oci_images(archive: &Path, listing: &Listing) -> Result<Vec<DockerEntry>, VendorError> {
     let index: Index = parse(archive, INDEX_JSON, listing.json(archive, INDEX_JSON)?)?;
     let mut images = Vec::new();
     for descriptor in &index.manifests {
@@ -421,14 +418,14 @@ fn oci_images(archive: &Path, listing: &Listing) -> Result<Vec<SavedImage>, Vend
                 .filter(present)
             {
                 let manifest: Manifest = parse_blob(archive, listing, &inner.digest)?;
-                images.push(SavedImage::from_oci(&manifest, name.clone()));
+                images.push(saved_from_oci(&manifest, name.clone()));
             }
         } else {
             let manifest: Manifest = parse_blob(archive, listing, &descriptor.digest)?;
-            images.push(SavedImage::from_oci(&manifest, name));
+            images.push(saved_from_oci(&manifest, name));
         }
     }
-    if !images.iter().any(|image| image.repo_tags.is_some()) {
+    if images.iter().all(|image| image.repo_tags.is_empty()) {
         return Err(VendorError::NotAnArchive {
             archive: archive.to_path_buf(),
             why: format!(
@@ -444,13 +441,11 @@ fn oci_images(archive: &Path, listing: &Listing) -> Result<Vec<SavedImage>, Vend
 /// The full name an index entry gives its image: containerd's annotation, else the ref name when it is
 /// a full name (`registry/repository:tag`) and not just a tag.
 fn image_name(descriptor: &Descriptor) -> Option<String> {
-    let annotations = descriptor.annotations.as_ref()?;
-    annotations.get(NAME_ANNOTATION).cloned().or_else(|| {
-        annotations
-            .get(REF_NAME_ANNOTATION)
-            .filter(|name| name.contains(':') || name.contains('/'))
-            .cloned()
-    })
+    let ref_name = || {
+        let name = descriptor.annotations.as_ref()?.get(REF_NAME_ANNOTATION)?;
+        (name.contains(':') || name.contains('/')).then(|| name.clone())
+    };
+    index_name(descriptor).map(str::to_string).or_else(ref_name)
 }
 
 /// A JSON blob of the archive, checked against its digest.
@@ -573,14 +568,16 @@ fn compression_at(file: &File, offset: u64, size: u64) -> io::Result<Codec> {
 
 /// Gunzips a compressed tarball into a private file in the cache, so that its entries can be read in
 /// place like those of a plain tar.
-fn gunzip(archive: &Path, file: File, store: &BlobStore) -> Result<(File, TempPath), VendorError> {
+fn gunzip(
+    archive: &Path,
+    file: File,
+    store: &BlobStore,
+    cancel: &Cancel,
+) -> Result<(File, TempPath), VendorError> {
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
     io::copy(
-        &mut MultiGzDecoder::new(BufReader::with_capacity(
-            1 << 20,
-            crate::interrupt::Checked(file),
-        )),
+        &mut MultiGzDecoder::new(BufReader::with_capacity(1 << 20, cancel.reader(file))),
         &mut output,
     )
     .and_then(|_| output.flush())

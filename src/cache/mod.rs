@@ -6,6 +6,7 @@
 //!   blobs/sha256/<hex>      complete, verified blobs (manifests, configs, layers); never modified
 //!   partial/<hex>           a download in progress, locked by the process writing it; resumable
 //!   partial/.new-*          a blob being made (a vendor layer compressed), locked; swept once its process is gone
+//!   notes/<kind>/<hex>      derived facts (what a reference resolved to, what a layer was compressed into)
 //! ```
 //! A blob reaches `blobs/` only by rename after its size and sha256 were checked, so a reader never
 //! sees a half-written or wrong blob, and a crash leaves at most a partial file to resume from.
@@ -19,6 +20,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::{Digest, Hashing};
 use crate::interrupt;
+
+mod notes;
 
 /// Bump when the layout changes; an old cache is then simply ignored.
 const LAYOUT: &str = "ferry-v1";
@@ -55,6 +58,17 @@ fn io_error<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) 
         action,
         source,
     }
+}
+
+/// Renames a finished temporary file to `path`: readers see the whole file or none.
+fn persist(
+    temp: tempfile::NamedTempFile,
+    path: &Path,
+    action: &'static str,
+) -> Result<(), CacheError> {
+    temp.persist(path)
+        .map(drop)
+        .map_err(|e| io_error(path, action)(e.error))
 }
 
 #[derive(Debug, Clone)]
@@ -161,17 +175,7 @@ impl BlobStore {
         temp.as_file()
             .sync_data()
             .map_err(io_error(temp.path(), "cannot flush temporary file"))?;
-        temp.persist(&path).map_err(|e| CacheError::Io {
-            path,
-            action: "cannot store blob",
-            source: e.error,
-        })?;
-        Ok(())
-    }
-
-    /// A small file of derived facts (e.g. which compressed blob a layer became), under `notes/<kind>/`.
-    pub fn note_path(&self, kind: &str, key: &Digest) -> PathBuf {
-        self.root.join("notes").join(kind).join(key.hex())
+        persist(temp, &path, "cannot store blob")
     }
 
     /// Starts or resumes writing `digest`. Blocks while another process writes the same blob; then the

@@ -6,7 +6,18 @@ use std::os::unix::fs::MetadataExt;
 use flate2::read::MultiGzDecoder;
 use serde_json::{json, Value};
 
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use super::archive::{DockerSave, MAX_LAYERS};
+use super::layer;
+use super::prepare::Prepared;
 use super::*;
+use crate::digest::Digest;
+use crate::image::{media, ImageSource};
+use crate::interrupt::Cancel;
+use crate::layer_codec::{Codec, COMPRESSION};
 use crate::progress::Silent;
 
 /// An uncompressed layer: a tar holding one file of `size` compressible, seeded pseudo-random bytes.
@@ -179,6 +190,17 @@ fn write_tar(path: &Path, entries: &[(String, Entry)], gzip: bool) {
     fs::write(path, if gzip { gzipped(&tar) } else { tar }).unwrap();
 }
 
+/// No failure elsewhere stops these imports.
+static NEVER: Cancel = Cancel::new();
+
+fn importer(store: &BlobStore) -> Importer<'_> {
+    Importer {
+        store,
+        reporter: &Silent,
+        cancel: &NEVER,
+    }
+}
+
 fn store() -> (tempfile::TempDir, BlobStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = BlobStore::open(dir.path()).unwrap();
@@ -198,7 +220,9 @@ fn import_one(store: &BlobStore, archive: &Path, tag: &str) -> Result<Image, Ven
     vendor.add(archive)?;
     let wanted = reference(tag);
     let found = vendor.choose(&wanted, &Platform::linux_amd64())?;
-    Ok(import_each(store, &[(found, &wanted)], &Silent)?.remove(0))
+    Ok(importer(store)
+        .import_each(&[(found, &wanted)], false)?
+        .remove(0))
 }
 
 /// The content of a layer blob, whatever its compression.
@@ -460,7 +484,7 @@ fn a_warm_import_compresses_nothing_again() {
     let cold = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
     let layer = &cold.layers[0];
     let diff_id = Digest::of(&saved.layers[0]);
-    let note = fs::read_to_string(store.note_path(COMPRESSION, &diff_id)).unwrap();
+    let note = String::from_utf8(store.note(COMPRESSION, &diff_id).unwrap()).unwrap();
     assert_eq!(note, format!("{} {}\n", layer.digest, layer.size));
     let blob = store.path(&layer.digest);
     let before = fs::metadata(&blob).unwrap();
@@ -534,7 +558,7 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
         .collect();
     let archives: Vec<DockerSave> = paths
         .iter()
-        .map(|path| DockerSave::open(path, &store).unwrap())
+        .map(|path| DockerSave::open(path, &store, &NEVER).unwrap())
         .collect();
     let prepared: Vec<Prepared> = archives
         .iter()
@@ -548,15 +572,14 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
         "the shared base is one job"
     );
 
-    let images = import_all(
-        &store,
-        std::slice::from_ref(&vendor),
-        &references,
-        &[Platform::linux_amd64()],
-        &[],
-        &Silent,
-    )
-    .unwrap();
+    let images = importer(&store)
+        .import_all(
+            std::slice::from_ref(&vendor),
+            &references,
+            &[Platform::linux_amd64()],
+            &[],
+        )
+        .unwrap();
     for ((image, saved), wanted) in images.iter().zip(&saved).zip(&references) {
         assert_eq!(&image.reference, wanted);
         assert_imported(&store, image, saved);
@@ -571,15 +594,14 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
     let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
     write_tar(&vendor.join("csi.tar"), &legacy(&[&saved]), false);
     let amd64 = Platform::linux_amd64();
-    let err = import_all(
-        &store,
-        std::slice::from_ref(&vendor),
-        &[reference("huawei-csi:4.5.0")],
-        std::slice::from_ref(&amd64),
-        &[],
-        &Silent,
-    )
-    .unwrap_err();
+    let err = importer(&store)
+        .import_all(
+            std::slice::from_ref(&vendor),
+            &[reference("huawei-csi:4.5.0")],
+            std::slice::from_ref(&amd64),
+            &[],
+        )
+        .unwrap_err();
     assert!(
         matches!(&err, VendorError::Missing { available, .. } if available == &[reference("huawei-csi:4.8.0")]),
         "{err}"
@@ -622,7 +644,7 @@ fn a_tampered_layer_is_refused_naming_it() {
         !store.contains(&tampered.digest, None),
         "the wrong layer is not stored"
     );
-    assert!(!store.note_path(COMPRESSION, &expected).exists());
+    assert!(store.note(COMPRESSION, &expected).is_none());
 }
 
 #[test]
@@ -782,13 +804,11 @@ fn a_zstd_layer_is_kept_as_it_is_and_checked_against_its_diff_id() {
 
 /// `import_all` of one tag from `dir`, for linux/amd64.
 fn import_tag(store: &BlobStore, dir: &Path, tag: &str) -> Result<Vec<Image>, VendorError> {
-    import_all(
-        store,
+    importer(store).import_all(
         &[dir.to_path_buf()],
         &[reference(tag)],
         &[Platform::linux_amd64()],
         &[],
-        &Silent,
     )
 }
 
@@ -821,7 +841,10 @@ fn two_images_of_one_name_with_different_content_are_refused_naming_both() {
             real.config_hex()
         )
     );
-    assert_eq!(crate::Error::from(err).exit_code(), 2);
+    assert_eq!(
+        crate::Error::from(crate::fetch::FetchStageError::from(err)).exit_code(),
+        2
+    );
 
     // Two entries of one manifest.json: the same refusal, naming the file.
     let both = vendor.join("both.tar");
@@ -855,15 +878,14 @@ fn of_one_name_in_two_platforms_the_platform_asked_for_is_imported() {
     write_tar(&vendor.join("arm/csi.tar"), &legacy(&[&arm]), false);
     write_tar(&vendor.join("x86/csi.tar"), &legacy(&[&amd]), false);
     for (platform, saved) in [("linux/amd64", &amd), ("linux/arm64", &arm)] {
-        let images = import_all(
-            &store,
-            std::slice::from_ref(&vendor),
-            &[reference("huawei-csi:4.8.0")],
-            &[platform.parse().unwrap()],
-            &[],
-            &Silent,
-        )
-        .unwrap();
+        let images = importer(&store)
+            .import_all(
+                std::slice::from_ref(&vendor),
+                &[reference("huawei-csi:4.8.0")],
+                &[platform.parse().unwrap()],
+                &[],
+            )
+            .unwrap();
         assert_imported(&store, &images[0], saved);
         assert_eq!(images[0].platform.to_string(), platform);
     }
@@ -883,13 +905,16 @@ fn several_platforms_come_from_several_packages_by_their_configs() {
     let dirs = [arm.clone(), x86.clone()];
     let both: Vec<Platform> = vec![Platform::linux_amd64(), "linux/arm64".parse().unwrap()];
     let wanted = [reference("huawei-csi:4.8.0")];
-    let images = import_all(&store, &dirs, &wanted, &both, &[], &Silent).unwrap();
+    let images = importer(&store)
+        .import_all(&dirs, &wanted, &both, &[])
+        .unwrap();
     assert_eq!(images.len(), 2);
     assert_imported(&store, &images[0], &amd);
     assert_imported(&store, &images[1], &arm64);
 
     let with_s390x = [Platform::linux_amd64(), "linux/s390x".parse().unwrap()];
-    let err = import_all(&store, &dirs, &wanted, &with_s390x, &[], &Silent)
+    let err = importer(&store)
+        .import_all(&dirs, &wanted, &with_s390x, &[])
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -903,13 +928,17 @@ fn several_platforms_come_from_several_packages_by_their_configs() {
             x86.join("huawei-csi-arm64.tar").display()
         )
     );
-    let allowed = import_all(&store, &dirs, &wanted, &with_s390x, &wanted, &Silent).unwrap();
+    let allowed = importer(&store)
+        .import_all(&dirs, &wanted, &with_s390x, &wanted)
+        .unwrap();
     assert_eq!(allowed.len(), 1, "the platform it has");
 
     // Another tarball for amd64 with other content is refused, naming both.
     let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(3, 2_000)]);
     write_tar(&arm.join("extra.tar"), &legacy(&[&other]), false);
-    let err = import_all(&store, &dirs, &wanted, &both, &[], &Silent).unwrap_err();
+    let err = importer(&store)
+        .import_all(&dirs, &wanted, &both, &[])
+        .unwrap_err();
     assert!(matches!(err, VendorError::Conflict { .. }), "{err}");
 }
 
@@ -1130,7 +1159,9 @@ fn an_archive_replaced_between_scan_and_import_is_refused() {
     let wanted = reference("huawei-csi:4.8.0");
     let found = scanned.choose(&wanted, &Platform::linux_amd64()).unwrap();
     write_tar(&archive, &legacy(&[&other]), false);
-    let err = import_each(&store, &[(found, &wanted)], &Silent).unwrap_err();
+    let err = importer(&store)
+        .import_each(&[(found, &wanted)], false)
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -1138,4 +1169,43 @@ fn an_archive_replaced_between_scan_and_import_is_refused() {
             archive.display()
         )
     );
+}
+
+/// One vendor image on two platforms is two tasks, each named with its platform, each counting its own
+/// layer's bytes up to its total.
+#[test]
+fn an_image_on_two_platforms_is_two_tasks_of_progress() {
+    let (dir, store) = store();
+    let (x86, arm) = (dir.path().join("X86_64"), dir.path().join("ARM_64"));
+    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let arm64 = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(2, 3_000)]);
+    write_tar(&x86.join("csi.tar"), &legacy(&[&amd]), false);
+    write_tar(&arm.join("csi.tar"), &legacy(&[&arm64]), false);
+    let both: Vec<Platform> = vec![Platform::linux_amd64(), "linux/arm64".parse().unwrap()];
+    let recorder = crate::testutil::Recorder::default();
+    Importer {
+        store: &store,
+        reporter: &recorder,
+        cancel: &NEVER,
+    }
+    .import_all(&[x86, arm], &[reference("huawei-csi:4.8.0")], &both, &[])
+    .unwrap();
+    let sizes = [amd.layers[0].len() as u64, arm64.layers[0].len() as u64];
+    assert_eq!(
+        recorder.started(),
+        [
+            (
+                "import docker.io/library/huawei-csi:4.8.0 (linux/amd64)".to_string(),
+                sizes[0],
+                0
+            ),
+            (
+                "import docker.io/library/huawei-csi:4.8.0 (linux/arm64)".to_string(),
+                sizes[1],
+                0
+            ),
+        ]
+    );
+    assert_eq!(recorder.bytes(crate::progress::Id(0)), sizes[0]);
+    assert_eq!(recorder.bytes(crate::progress::Id(1)), sizes[1]);
 }

@@ -5,30 +5,71 @@
 //! already gzip or zstd is stored as it is, its content hashed through a decompressor. Which blob an uncompressed
 //! layer became is noted per compression setting, so that a warm rebuild never compresses again.
 
-use std::fs;
-use std::io::{self, Read, Write};
-use std::path::Path;
+use std::io::{self, BufReader, BufWriter, Read, Write};
 
 use flate2::write::GzEncoder;
 
+use super::archive::{DockerSave, Span};
+use super::error::VendorError;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::{Digest, Hashing};
-use crate::layer_codec::{Codec, ContentHasher};
+use crate::image::{media, Descriptor};
+use crate::interrupt::Cancel;
+use crate::layer_codec::{compression_level, Codec, ContentHasher, COMPRESSION};
+use crate::progress::{Counted, Id, Reporter};
 
-/// The one compression setting, part of every note's key: another backend or level gives other bytes.
-///
-/// zlib-rs at level 1. Measured with flate2 (release build, one core):
-/// - on 90 MB of /usr/lib binaries: level 1 keeps 43.4 % at 215 MB/s, level 2 35.7 % at 121 MB/s,
-///   level 3 34.4 % at 108 MB/s; on other /usr tars level 1 kept 43-50 %, level 2 36-42 %;
-/// - an earlier measurement on another 86 MB layer saw 71 % at level 1 (zlib-rs's level 1 is
-///   deflate_quick, static Huffman codes), so a vendor whose layers compress that badly gets a larger bundle.
-///
-/// The benchmark's targets decide it: a cold bundle must take at most half of skopeo's time, and the
-/// bundle at most 0.75x docker save's bytes. With level 2 the cold build measured 0.63x skopeo (vendor
-/// compression was 80 % of it) at 0.60x docker's bytes; level 1 makes compression 1.8x faster and still
-/// leaves the size far inside its target (see README's benchmark table).
-pub const COMPRESSION: &str = "gzip-zlib-rs-1";
-const LEVEL: u32 = 1;
+/// A layer as its archive holds it.
+pub(super) struct SavedLayer {
+    pub entry: String,
+    pub span: Span,
+    pub diff_id: Digest,
+    /// Compressed layers (docker save writes none, OCI archives may) are stored as they are.
+    pub codec: Codec,
+}
+
+/// Stores one layer of `saved` (gzipping it unless it is gzip already) into a temporary file in the
+/// cache, checks it against its diff_id, then moves it into place under the digest learned while
+/// writing. What is read is reported to the task `id`; `cancel` stops the reading.
+pub(super) fn bring_in(
+    store: &BlobStore,
+    cancel: &Cancel,
+    reporter: &dyn Reporter,
+    saved: &DockerSave,
+    layer: &SavedLayer,
+    id: Id,
+) -> Result<Descriptor, VendorError> {
+    let archive = &saved.path;
+    let failed = |source| VendorError::Layer {
+        archive: archive.clone(),
+        entry: layer.entry.clone(),
+        source,
+    };
+    let read = cancel.reader(saved.read(layer.span));
+    let input = BufReader::with_capacity(1 << 18, Counted::new(read, reporter, id));
+    let temp = store.temp_file()?;
+    let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
+    let written = match layer.codec {
+        Codec::Plain => gzip(input, &mut output),
+        codec => keep(input, &mut output, codec, layer.span.size),
+    };
+    let written = written
+        .and_then(|written| output.flush().map(|()| written))
+        .map_err(failed)?;
+    drop(output);
+    if written.diff_id != layer.diff_id {
+        return Err(VendorError::DiffIdMismatch {
+            archive: archive.clone(),
+            entry: layer.entry.clone(),
+            expected: layer.diff_id.clone(),
+            actual: written.diff_id,
+        });
+    }
+    store.adopt(temp, &written.digest)?;
+    if layer.codec == Codec::Plain {
+        remember(store, &layer.diff_id, &written)?;
+    }
+    Ok(layer_descriptor(layer.codec, written.digest, written.size))
+}
 
 /// What went into the store: its digest and size, and the digest of its uncompressed content.
 #[derive(Debug)]
@@ -42,7 +83,7 @@ pub(super) struct Written {
 /// file name, so the same input and setting always give the same bytes.
 pub(super) fn gzip(input: impl Read, output: impl Write) -> io::Result<Written> {
     let mut content = Hashing::new(input);
-    let mut encoder = GzEncoder::new(Hashing::new(output), flate2::Compression::new(LEVEL));
+    let mut encoder = GzEncoder::new(Hashing::new(output), compression_level());
     io::copy(&mut content, &mut encoder)?;
     let (_, digest, size) = encoder.finish()?.finish();
     let (_, diff_id, _) = content.finish();
@@ -55,12 +96,7 @@ pub(super) fn gzip(input: impl Read, output: impl Write) -> io::Result<Written> 
 
 /// Copies a compressed layer of `size` bytes from `input` into `output` as it is, hashing its content
 /// on the way.
-pub(super) fn keep(
-    mut input: impl Read,
-    output: impl Write,
-    codec: Codec,
-    size: u64,
-) -> io::Result<Written> {
+fn keep(mut input: impl Read, output: impl Write, codec: Codec, size: u64) -> io::Result<Written> {
     let mut stored = Hashing::new(output);
     let mut content = ContentHasher::new(codec, size).expect("a compressed layer");
     let mut buffer = vec![0u8; 1 << 18];
@@ -84,7 +120,7 @@ pub(super) fn keep(
 /// The blob the uncompressed layer `diff_id` became under [`COMPRESSION`] in an earlier run, if it is still
 /// stored: the note holds `sha256:<hex> <size>`.
 pub(super) fn remembered(store: &BlobStore, diff_id: &Digest) -> Option<(Digest, u64)> {
-    let note = fs::read_to_string(store.note_path(COMPRESSION, diff_id)).ok()?;
+    let note = String::from_utf8(store.note(COMPRESSION, diff_id)?).ok()?;
     let (digest, size) = note.trim_end().split_once(' ')?;
     let (digest, size): (Digest, u64) = (digest.parse().ok()?, size.parse().ok()?);
     store
@@ -93,31 +129,24 @@ pub(super) fn remembered(store: &BlobStore, diff_id: &Digest) -> Option<(Digest,
 }
 
 /// Notes which blob `diff_id` became.
-pub(super) fn remember(
-    store: &BlobStore,
-    diff_id: &Digest,
-    written: &Written,
-) -> Result<(), CacheError> {
-    let note = store.note_path(COMPRESSION, diff_id);
-    write_atomically(
-        &note,
-        format!("{} {}\n", written.digest, written.size).as_bytes(),
-    )
-    .map_err(|source| CacheError::Io {
-        path: note,
-        action: "cannot write note",
-        source,
-    })
+fn remember(store: &BlobStore, diff_id: &Digest, written: &Written) -> Result<(), CacheError> {
+    let note = format!("{} {}\n", written.digest, written.size);
+    store.write_note(COMPRESSION, diff_id, note.as_bytes())
 }
 
-/// Writes a temporary file beside `path` and renames it, so that a reader never sees half a file.
-fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("notes live in a directory");
-    fs::create_dir_all(dir)?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    temp.write_all(contents)?;
-    temp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+/// The descriptor of a stored layer: gzip, unless it came zstd-compressed and was kept so.
+pub(super) fn layer_descriptor(codec: Codec, digest: Digest, size: u64) -> Descriptor {
+    let media_type = match codec {
+        Codec::Zstd => media::OCI_LAYER_ZSTD,
+        Codec::Plain | Codec::Gzip => media::OCI_LAYER_GZIP,
+    };
+    Descriptor {
+        media_type: media_type.into(),
+        digest,
+        size,
+        platform: None,
+        annotations: None,
+    }
 }
 
 #[cfg(test)]
