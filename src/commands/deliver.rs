@@ -2,7 +2,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::verify::write_verdicts;
+use super::verify::{damaged, verify_or_explain, write_verdicts};
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
@@ -18,7 +18,7 @@ use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::trust::Anchors;
-use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
+use crate::verify::{Verified, VerifiedImage, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
 pub(super) fn verified(
@@ -32,11 +32,11 @@ pub(super) fn verified(
         deep: anchors.needs_deep(),
         ..Default::default()
     };
-    let report = verify(path, &options, catalogs)?;
+    let report = verify_or_explain(path, &options, catalogs)?;
     let verdicts = anchors.check(&report);
     let verified = report.into_verified().or_else(|report| {
         write_verdicts(out, &report).map_err(Error::Output)?;
-        Err(Error::Damaged(path.to_path_buf()))
+        Err(damaged(&report))
     })?;
     if let Some(refusal) = verdicts.refusal(path) {
         return Err(refusal.into());

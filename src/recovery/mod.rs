@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 
 pub use create::{create, CreateOptions, Created, Redundancy};
 pub use field::MAX_SOURCE_SLICES;
-pub use repair::{repair, Repaired, MAX_REPAIR_SLICES};
+pub use repair::{repair, Rebuilt, Repaired, MAX_REPAIR_SLICES};
 pub use set::{Damage, FileDamage, RecoverySet};
 
 /// The largest slice ferry reads or writes: a set of 2000 slices of 1 GiB covers 2 TB. A larger one
@@ -84,6 +84,33 @@ pub fn index_path(bundle: &Path) -> PathBuf {
     let mut name = bundle.as_os_str().to_owned();
     name.push(".par2");
     PathBuf::from(name)
+}
+
+/// The recovery files beside `bundle` (the path a bundle or its parts are named after): `NAME.par2`
+/// first, then `NAME.vol*.par2` in name order.
+pub fn files_beside(bundle: &Path) -> Vec<PathBuf> {
+    let index = index_path(bundle);
+    let volumes = format!(
+        "{}.vol",
+        bundle.file_name().unwrap_or_default().to_string_lossy()
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir_of(bundle))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| {
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(&volumes) && name.ends_with(".par2"))
+        })
+        .map(|entry| dir_of(bundle).join(entry.file_name()))
+        .collect();
+    files.sort();
+    if index.symlink_metadata().is_ok() {
+        files.insert(0, index);
+    }
+    files
 }
 
 /// Opens `path` for reading only if it is a regular file (a FIFO would block, a device never end);

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use md5::{Digest as _, Md5};
 
@@ -22,7 +22,7 @@ use super::{hash_file, open_regular, sweep_beside, temporary_beside, RecoveryErr
 /// matrices (64 MiB at this bound).
 pub const MAX_REPAIR_SLICES: usize = 4096;
 
-/// What [`repair`] rewrote.
+/// What [`Rebuilt::commit`] rewrote.
 #[derive(Debug, Clone)]
 pub struct Repaired {
     pub files: Vec<PathBuf>,
@@ -30,11 +30,48 @@ pub struct Repaired {
     pub slices: usize,
 }
 
-/// Repairs the files `damage` found damaged, missing, or of the wrong length. Each is rebuilt in a
-/// locked temporary file beside it (a copy of what is left of it, the damaged slices rewritten), its MD5
-/// checked against the recovery data, and only then renamed over it: a failure or a signal leaves every
-/// file as it was.
-pub fn repair(set: &RecoverySet, damage: &Damage) -> Result<Repaired, RecoveryError> {
+/// Files rebuilt into temporaries beside them, each with the MD5 the recovery data records, not yet in
+/// place: the caller may hold them to a stronger checksum first. Dropped, they are removed.
+pub struct Rebuilt {
+    files: Vec<(PathBuf, tempfile::NamedTempFile)>,
+    slices: usize,
+}
+
+impl Rebuilt {
+    /// Each rebuilt file's path and the temporary that holds it until [`Rebuilt::commit`].
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &Path)> {
+        self.files
+            .iter()
+            .map(|(path, temporary)| (path.as_path(), temporary.path()))
+    }
+
+    pub fn slices(&self) -> usize {
+        self.slices
+    }
+
+    /// Renames each rebuilt file over the damaged one (it keeps the damaged one's permissions).
+    pub fn commit(self) -> Result<Repaired, RecoveryError> {
+        let mut files = Vec::new();
+        for (path, temporary) in self.files {
+            keep_permissions(&path, temporary.as_file());
+            temporary.persist(&path).map_err(|e| RecoveryError::Write {
+                path: path.clone(),
+                source: e.error,
+            })?;
+            files.push(path);
+        }
+        Ok(Repaired {
+            files,
+            slices: self.slices,
+        })
+    }
+}
+
+/// Rebuilds the files `damage` found damaged, missing, or of the wrong length. Each is rebuilt in a
+/// locked temporary file beside it (a copy of what is left of it, the damaged slices rewritten) and its
+/// MD5 checked against the recovery data; [`Rebuilt::commit`] then renames them into place, so a failure
+/// or a signal leaves every file as it was.
+pub fn repair(set: &RecoverySet, damage: &Damage) -> Result<Rebuilt, RecoveryError> {
     repair_within(set, damage, Budget::DEFAULT)
 }
 
@@ -42,12 +79,12 @@ pub(super) fn repair_within(
     set: &RecoverySet,
     damage: &Damage,
     budget: Budget,
-) -> Result<Repaired, RecoveryError> {
+) -> Result<Rebuilt, RecoveryError> {
     let bundle = set.bundle.clone();
     let slice_size = set.slice_size;
     let damaged = damage.damaged_slices();
     if damage.is_intact() {
-        return Ok(Repaired {
+        return Ok(Rebuilt {
             files: Vec::new(),
             slices: 0,
         });
@@ -205,26 +242,19 @@ pub(super) fn repair_within(
             return Err(RecoveryError::Mismatch(source.path.clone()));
         }
     }
-    let mut files = Vec::new();
-    for (source, temporary) in set.sources.iter().zip(rewrites) {
-        let Some(temporary) = temporary else { continue };
-        keep_permissions(&source.path, temporary.as_file());
-        temporary
-            .persist(&source.path)
-            .map_err(|e| RecoveryError::Write {
-                path: source.path.clone(),
-                source: e.error,
-            })?;
-        files.push(source.path.clone());
-    }
-    Ok(Repaired {
-        files,
+    Ok(Rebuilt {
+        files: set
+            .sources
+            .iter()
+            .zip(rewrites)
+            .filter_map(|(source, temporary)| Some((source.path.clone(), temporary?)))
+            .collect(),
         slices: missing.len(),
     })
 }
 
 /// The repaired file keeps the damaged one's permissions, or gets those `cp` would give.
-fn keep_permissions(path: &std::path::Path, file: &File) {
+fn keep_permissions(path: &Path, file: &File) {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
     let _ = file.set_permissions(std::fs::Permissions::from_mode(mode));

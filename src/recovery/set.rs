@@ -117,24 +117,7 @@ impl RecoverySet {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let index = index_path(bundle);
-        let volume_prefix = format!("{name}.vol");
-        let mut candidates: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| RecoveryError::Read {
-                path: dir.to_path_buf(),
-                source,
-            })?
-            .flatten()
-            .filter(|entry| {
-                entry.file_name().to_str().is_some_and(|entry| {
-                    entry.starts_with(&volume_prefix) && entry.ends_with(".par2")
-                })
-            })
-            .map(|entry| dir.join(entry.file_name()))
-            .collect();
-        candidates.sort();
-        if index.symlink_metadata().is_ok() {
-            candidates.insert(0, index.clone());
-        }
+        let candidates = super::files_beside(bundle);
         if candidates.is_empty() {
             return Err(RecoveryError::NotFound {
                 bundle: bundle.to_path_buf(),

@@ -68,7 +68,7 @@ impl Bundle {
     fn repair(&self) -> Result<Repaired, RecoveryError> {
         let set = RecoverySet::load(&self.path)?;
         let damage = set.check()?;
-        repair(&set, &damage)
+        repair(&set, &damage)?.commit()
     }
 
     fn assert_original(&self) {

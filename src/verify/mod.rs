@@ -18,11 +18,13 @@ use serde::Serialize;
 
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
+pub use self::checksum::checksum_lines;
 use self::stream::{Contents, OuterHasher};
 use crate::catalog::Catalogs;
 use crate::digest::Digest;
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
+use crate::recovery::{self, RecoveryError, RecoverySet};
 use crate::reference::Reference;
 use crate::tarball::layout::METADATA_JSON;
 use crate::tarball::read::{read_bundle, ReadError, Source};
@@ -50,6 +52,100 @@ pub enum Checksum {
         expected: String,
         actual: String,
     },
+}
+
+/// What the recovery data beside a damaged bundle can do for it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RecoveryCheck {
+    Repairable {
+        bundle: PathBuf,
+        damaged_blocks: usize,
+        recovery_blocks: usize,
+    },
+    NotEnough {
+        bundle: PathBuf,
+        damaged_blocks: usize,
+        recovery_blocks: usize,
+    },
+    /// Every block matches the recovery data: the damage is not in the bundle's bytes.
+    NoDamage {
+        bundle: PathBuf,
+    },
+    Unusable {
+        bundle: PathBuf,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for RecoveryCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryCheck::Repairable {
+                bundle,
+                damaged_blocks,
+                recovery_blocks,
+            } => write!(
+                f,
+                "{damaged_blocks} damaged blocks; {recovery_blocks} recovery blocks available: run `ferry repair {}`",
+                bundle.display()
+            ),
+            RecoveryCheck::NotEnough {
+                damaged_blocks,
+                recovery_blocks,
+                ..
+            } => write!(
+                f,
+                "{damaged_blocks} damaged blocks, only {recovery_blocks} recovery blocks available: {} more would be needed to repair it",
+                damaged_blocks - recovery_blocks
+            ),
+            RecoveryCheck::NoDamage { .. } => write!(
+                f,
+                "every block matches the recovery data, so the damage is not in the bundle's bytes and repair cannot help"
+            ),
+            RecoveryCheck::Unusable { reason, .. } => {
+                write!(f, "the recovery data cannot be used: {reason}")
+            }
+        }
+    }
+}
+
+/// What the recovery data beside `path` (a bundle, or its first part) says about its damage; None when
+/// there is none.
+pub fn check_recovery(path: &Path) -> Option<RecoveryCheck> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let bundle = PathBuf::from(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b".part-000").unwrap_or(bytes),
+    ));
+    if recovery::files_beside(&bundle).is_empty() {
+        return None;
+    }
+    let unusable = |error: RecoveryError| RecoveryCheck::Unusable {
+        bundle: path.to_path_buf(),
+        reason: crate::causes::chain(&error),
+    };
+    let damage = match RecoverySet::load(&bundle).and_then(|set| set.check()) {
+        Ok(damage) => damage,
+        Err(error) => return Some(unusable(error)),
+    };
+    let (damaged_blocks, recovery_blocks) = (damage.damaged_slices(), damage.recovery_slices);
+    let bundle = path.to_path_buf();
+    Some(if damage.is_intact() {
+        RecoveryCheck::NoDamage { bundle }
+    } else if damage.is_repairable() {
+        RecoveryCheck::Repairable {
+            bundle,
+            damaged_blocks,
+            recovery_blocks,
+        }
+    } else {
+        RecoveryCheck::NotEnough {
+            bundle,
+            damaged_blocks,
+            recovery_blocks,
+        }
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,6 +176,12 @@ pub struct Report {
     pub bundle: PathBuf,
     pub bytes: u64,
     pub checksum: Checksum,
+    /// Recovery files a checksum file lists that do not match it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_recovery_files: Vec<String>,
+    /// For a damaged bundle with recovery data beside it: whether it can be repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryCheck>,
     pub images: Vec<ImageVerdict>,
     /// Findings that belong to no single image.
     pub problems: Vec<String>,
@@ -278,11 +380,13 @@ pub fn verify(
         contents.take(entry, options.deep)
     })?;
     let (parts, whole) = hasher.finish();
-    let checksum = check_sums(&source, &parts, &whole);
+    let (checksum, damaged_recovery_files) = check_sums(&source, &parts, &whole);
     let mut report = Report {
         bundle: path.to_path_buf(),
         bytes,
         checksum,
+        damaged_recovery_files,
+        recovery: None,
         images: Vec::new(),
         problems: std::mem::take(&mut contents.problems),
         missing: Vec::new(),
@@ -294,6 +398,9 @@ pub fn verify(
     contents.cross_check(&mut report, options.deep);
     if let Some(version) = options.kubernetes {
         check_completeness(&mut report, version, catalogs)?;
+    }
+    if !report.intact() {
+        report.recovery = check_recovery(path);
     }
     Ok(report)
 }

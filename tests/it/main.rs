@@ -19,4 +19,4 @@ mod seed;
 mod serve;
 mod services;
 mod trust;
-mod verify;
+pub mod verify;
