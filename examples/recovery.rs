@@ -27,7 +27,7 @@ fn main() {
             created.files.len()
         ),
         Err(error) => {
-            eprintln!("{}", ferry::error::chain(&error));
+            eprintln!("{}", ferry::causes::chain(&error));
             std::process::exit(1);
         }
     }

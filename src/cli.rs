@@ -333,6 +333,11 @@ pub struct PushArgs {
     /// Print where each image would go, and push nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// From a damaged bundle beyond repair, push the images that verified intact and leave the damaged
+    /// ones out (named on stderr). Every pushed blob is still checked; an image with one platform damaged
+    /// is left out whole. --trust and --lock refuse it: the signature and the lock cover the whole bundle.
+    #[arg(long)]
+    pub intact_only: bool,
     /// Write the images: section of the vendor's Helm chart values, pointing at the pushed images.
     #[arg(long, value_name = "FILE")]
     pub helm_values: Option<PathBuf>,

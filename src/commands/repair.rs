@@ -97,16 +97,19 @@ fn write_intact_images(catalogs: &Catalogs, args: &RepairArgs, out: &mut dyn Wri
         .iter()
         .filter(|i| !i.problems.is_empty())
         .count();
+    let listed = match intact.is_empty() {
+        true => "none".to_string(),
+        false => format!(
+            "{} (push them alone: ferry push {} --intact-only)",
+            intact.join(", "),
+            args.path.display()
+        ),
+    };
     writeln!(
         out,
-        "intact images ({} of {}): {}",
+        "intact images ({} of {}): {listed}",
         intact.len(),
-        intact.len() + damaged,
-        if intact.is_empty() {
-            "none".to_string()
-        } else {
-            intact.join(", ")
-        }
+        intact.len() + damaged
     )
     .map_err(Error::Output)
 }

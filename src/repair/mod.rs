@@ -87,7 +87,7 @@ pub fn repair_bundle(
             let path = whole.with_file_name(name);
             let from = rebuilt
                 .files()
-                .find(|(rebuilt, _)| *rebuilt == path)
+                .find(|(rebuilt, _)| file_name(rebuilt) == name)
                 .map_or(path.clone(), |(_, temporary)| temporary.to_path_buf());
             (path, from)
         })

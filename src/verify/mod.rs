@@ -294,6 +294,53 @@ impl Report {
         if !self.intact() {
             return Err(Box::new(self));
         }
+        self.proof()
+    }
+
+    /// The images of a damaged bundle that verified, as a bundle to deliver alone, and the names of
+    /// the images left out: an image with a platform damaged is left out whole. The report back when
+    /// the damage is not confined to images (a document, the tar past a damaged header) or no image is
+    /// intact.
+    pub fn into_intact_images(mut self) -> Result<(Verified, Vec<String>), Box<Report>> {
+        let mut damaged: Vec<String> = Vec::new();
+        for image in self.images.iter().filter(|i| !i.problems.is_empty()) {
+            if !damaged.contains(&image.name) {
+                damaged.push(image.name.clone());
+            }
+        }
+        let (kept, left_out): (Vec<ImageVerdict>, Vec<ImageVerdict>) = self
+            .images
+            .iter()
+            .cloned()
+            .partition(|i| !damaged.contains(&i.name));
+        // A finding that names no blob of a left-out image, or one of a kept image, is not confined.
+        let blobs = |images: &[ImageVerdict]| -> Vec<String> {
+            images
+                .iter()
+                .flat_map(|i| {
+                    i.manifest
+                        .iter()
+                        .chain(&i.config)
+                        .chain(&i.index)
+                        .chain(&i.layers)
+                })
+                .map(Digest::to_string)
+                .collect()
+        };
+        let (kept_blobs, left_out_blobs) = (blobs(&kept), blobs(&left_out));
+        let confined = |problem: &String| {
+            left_out_blobs.iter().any(|b| problem.contains(b.as_str()))
+                && !kept_blobs.iter().any(|b| problem.contains(b.as_str()))
+        };
+        if kept.is_empty() || !self.missing.is_empty() || !self.problems.iter().all(confined) {
+            return Err(Box::new(self));
+        }
+        self.images = kept;
+        Ok((self.proof()?, damaged))
+    }
+
+    /// The proof that deliver takes, of every image in the report.
+    fn proof(self) -> Result<Verified, Box<Report>> {
         let images: Option<Vec<VerifiedImage>> = self.images.iter().map(verified_image).collect();
         let platforms: Option<Vec<Platform>> = self.metadata.as_ref().and_then(|metadata| {
             let carried = metadata.all_platforms();

@@ -384,7 +384,8 @@ fn damage_beyond_repair_inside_blobs_names_the_intact_images() {
         return;
     };
     let size = std::fs::metadata(&bundle).unwrap().len();
-    flip_bytes(&bundle, &[size * 45 / 100, size * 55 / 100]);
+    // Inside csi-resizer's own layer (the shared base is in the middle): livenessprobe stays intact.
+    flip_bytes(&bundle, &[size * 20 / 100, size * 22 / 100]);
     let verified = ferry(&["verify", text(&bundle)]).fails_with(1);
     let mut ok: Vec<String> = verified
         .stdout()
@@ -403,14 +404,38 @@ fn damage_beyond_repair_inside_blobs_names_the_intact_images() {
         refused.stderr().lines().next().unwrap(),
         format!("error: {}: 2 damaged blocks, but only 1 recovery blocks are usable: 1 more would be needed", bundle.display())
     );
-    let listed = if ok.is_empty() {
-        "none".to_string()
-    } else {
-        ok.join(", ")
+    assert_eq!(ok, ["registry.k8s.io/sig-storage/livenessprobe:v2.12.0"]);
+    let listed = match ok.is_empty() {
+        true => "none".to_string(),
+        false => format!(
+            "{} (push them alone: ferry push {} --intact-only)",
+            ok.join(", "),
+            bundle.display()
+        ),
     };
     assert_eq!(
         refused.stdout(),
         format!("intact images ({} of {images}): {listed}\n", ok.len())
+    );
+    // Those images alone, and only with the flag.
+    let push = [
+        "push",
+        text(&bundle),
+        "--to",
+        "registry.invalid",
+        "--dry-run",
+    ];
+    ferry(&push).fails_with(1);
+    let pushed = ferry(&[&push[..], &["--intact-only"]].concat()).success();
+    let mapped: Vec<String> = pushed
+        .stdout()
+        .lines()
+        .map(|l| l.split(" -> ").next().unwrap().to_string())
+        .collect();
+    assert_eq!(mapped, ok);
+    assert_eq!(
+        pushed.stderr(),
+        "left out (damaged): registry.k8s.io/sig-storage/csi-resizer:v1.9.0\n"
     );
 }
 
