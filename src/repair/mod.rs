@@ -135,11 +135,11 @@ fn whole_of(path: &Path) -> PathBuf {
     ))
 }
 
+/// A checksum file and its lines (name, digest).
+type Sums = (PathBuf, Vec<(String, Digest)>);
+
 /// The bundle's checksum files and their lines; with `signers`, `.sha256` must be there and signed.
-fn expected_sums(
-    whole: &Path,
-    signers: Option<&AllowedSigners>,
-) -> Result<Vec<(PathBuf, Vec<(String, Digest)>)>, RepairError> {
+fn expected_sums(whole: &Path, signers: Option<&AllowedSigners>) -> Result<Vec<Sums>, RepairError> {
     let checksum_file = sibling(whole, ".sha256");
     let untrusted = |reason: String| RepairError::Untrusted {
         checksum_file: checksum_file.clone(),
