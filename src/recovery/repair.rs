@@ -32,6 +32,7 @@ pub struct Repaired {
 
 /// Files rebuilt into temporaries beside them, each with the MD5 the recovery data records, not yet in
 /// place: the caller may hold them to a stronger checksum first. Dropped, they are removed.
+#[must_use = "nothing is repaired until Rebuilt::commit"]
 pub struct Rebuilt {
     files: Vec<(PathBuf, tempfile::NamedTempFile)>,
     slices: usize,

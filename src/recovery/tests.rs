@@ -301,6 +301,8 @@ fn windows_write_the_same_files_as_one_pass() {
             batch: 512,
         },
     )
+    .unwrap()
+    .commit()
     .unwrap();
     bundle.assert_original();
 }
