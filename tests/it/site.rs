@@ -1093,39 +1093,39 @@ fn helm_values_of_several_products_go_to_one_file_each() {
     )
     .unwrap();
     let catalog = catalog.to_str().unwrap();
-    let out = work.path().join("out/");
-    ferry(&[
-        "--catalog-file",
-        catalog,
-        "bundle",
-        "huawei-csi@4.8.0",
-        "proxy@1.0.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--mirror",
-        &format!("registry.k8s.io={}", registry.addr()),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
-    .success();
-    let bundle = out.join("huawei-csi-4.8.0+proxy-1.0.0-k8s1.25-up-linux-amd64-incomplete.tar");
+    let mirror = format!("registry.k8s.io={}", registry.addr());
+    let cache = work.path().join("cache");
+    let bundle = |what: &[&str], output: &Path| {
+        run(command()
+            .args(["--catalog-file", catalog, "bundle"])
+            .args(what)
+            .args(["--mirror", &mirror, "--cache-dir", cache.to_str().unwrap()])
+            .args(["-q", "-o"])
+            .arg(output))
+        .success();
+    };
     let values = work.path().join("values.yaml");
-    let pushed = ferry(&[
-        "--catalog-file",
-        catalog,
-        "push",
-        bundle.to_str().unwrap(),
-        "--to",
-        "10.0.0.5:5000/site",
-        "--dry-run",
-        "--helm-values",
-        values.to_str().unwrap(),
-    ])
-    .success();
+    let push = |bundle: &Path| {
+        run(command()
+            .args(["--catalog-file", catalog, "push"])
+            .arg(bundle)
+            .args(["--to", "10.0.0.5:5000/site", "--dry-run", "--helm-values"])
+            .arg(&values))
+    };
+    let out = work.path().join("out/");
+    bundle(
+        &[
+            "huawei-csi@4.8.0",
+            "proxy@1.0.0",
+            "--k8s",
+            "1.28",
+            "--skip-vendor",
+        ],
+        &out,
+    );
+    let pushed =
+        push(&out.join("huawei-csi-4.8.0+proxy-1.0.0-k8s1.25-up-linux-amd64-incomplete.tar"))
+            .success();
     let written = |catalog: &str| work.path().join(format!("values-{catalog}.yaml"));
     assert_eq!(
         pushed.stderr(),
@@ -1143,35 +1143,12 @@ fn helm_values_of_several_products_go_to_one_file_each() {
     );
     assert!(std::fs::read_to_string(written("huawei-csi"))
         .unwrap()
-        .contains("    \"attacher\": \"10.0.0.5:5000/site/sig-storage/csi-attacher:v4.4.0\"\n"),);
+        .contains("    \"attacher\": \"10.0.0.5:5000/site/sig-storage/csi-attacher:v4.4.0\"\n"));
     // A bundle whose releases have no chart keys has no values to write, nor one without a release.
     let node = work.path().join("node.tar");
-    ferry(&[
-        "bundle",
-        "kubernetes@1.28.3",
-        "--service",
-        "node",
-        "--mirror",
-        &format!("registry.k8s.io={}", registry.addr()),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        node.to_str().unwrap(),
-        "-q",
-    ])
-    .success();
-    let refused = ferry(&[
-        "push",
-        node.to_str().unwrap(),
-        "--to",
-        "10.0.0.5:5000/site",
-        "--dry-run",
-        "--helm-values",
-        values.to_str().unwrap(),
-    ])
-    .fails_with(2);
+    bundle(&["kubernetes@1.28.3", "--service", "node"], &node);
     assert_eq!(
-        refused.stderr(),
+        push(&node).fails_with(2).stderr(),
         format!(
             "error: --helm-values {}: no release in the bundle (kubernetes@1.28.3) names Helm keys for \
              its images\n",
@@ -1179,31 +1156,9 @@ fn helm_values_of_several_products_go_to_one_file_each() {
         )
     );
     let plain = work.path().join("plain.tar");
-    ferry(&[
-        "bundle",
-        "--image",
-        "registry.k8s.io/kube-proxy:v1.28.3",
-        "--mirror",
-        &format!("registry.k8s.io={}", registry.addr()),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        plain.to_str().unwrap(),
-        "-q",
-    ])
-    .success();
-    let refused = ferry(&[
-        "push",
-        plain.to_str().unwrap(),
-        "--to",
-        "10.0.0.5:5000/site",
-        "--dry-run",
-        "--helm-values",
-        values.to_str().unwrap(),
-    ])
-    .fails_with(2);
+    bundle(&["--image", "registry.k8s.io/kube-proxy:v1.28.3"], &plain);
     assert_eq!(
-        refused.stderr(),
+        push(&plain).fails_with(2).stderr(),
         format!(
             "error: --helm-values {}: the bundle names no catalog release, so there are no Helm values \
              to write\n",
