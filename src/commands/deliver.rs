@@ -14,7 +14,7 @@ use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::image::Platform;
-use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
+use crate::progress::{to_stderr, DecimalBytes, Reporter, Silent, Stderr, TerminalReporter};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::trust::Anchors;
@@ -42,9 +42,7 @@ pub(super) fn verified(
         return Err(refusal.into());
     }
     // Say who signed on stderr: stdout is the mapping scripts read.
-    verdicts
-        .write(&mut std::io::stderr())
-        .map_err(Error::Output)?;
+    verdicts.write(&mut Stderr).map_err(Error::Output)?;
     Ok(verified)
 }
 
@@ -161,7 +159,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let said = load_bundle(&report, &feed, &loader, &reporter)
         .map_err(|error| explain_failure(error, runtime, &report))?;
     reporter.finish();
-    eprint!("{said}");
+    to_stderr(&said);
     let loaded: Vec<&VerifiedImage> = match &feed {
         Feed::Platform { images, .. } => images.clone(),
         Feed::Whole => report.images().iter().collect(),

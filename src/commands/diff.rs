@@ -13,7 +13,7 @@ use crate::catalog::{CatalogError, CatalogImage, Catalogs, ImageSource, Release,
 use crate::cli::DiffArgs;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::progress::DecimalBytes;
+use crate::progress::{line_to_stderr, DecimalBytes};
 use crate::resolve::{upgrade, validation_warning};
 
 #[derive(Debug, Serialize)]
@@ -51,11 +51,11 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let to = catalogs.find(&args.to)?;
     let service = |release| service_of(release, args.service.as_deref());
     for assumed in [&from.assumed, &to.assumed].into_iter().flatten() {
-        eprintln!("warning: {assumed}");
+        line_to_stderr(&format!("warning: {assumed}"));
     }
     let change = upgrade((&from, service(&from)?), (&to, service(&to)?), args.version)?;
     if let Some(warning) = validation_warning(&to, change.kubernetes) {
-        eprintln!("warning: {warning}");
+        line_to_stderr(&format!("warning: {warning}"));
     }
     let root = args
         .cache_dir

@@ -6,12 +6,13 @@ use super::{write_json, write_table};
 use crate::catalog::{CatalogImage, Catalogs};
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
+use crate::progress::line_to_stderr;
 use crate::resolve::{describe_span, image_sets, resolve, validation_warning, ResolveError};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
     let release = catalogs.find(&args.release)?;
     if let Some(assumed) = &release.assumed {
-        eprintln!("warning: {assumed}");
+        line_to_stderr(&format!("warning: {assumed}"));
     }
     let service = args
         .service
@@ -31,7 +32,7 @@ pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<
     if let Some(version) = version {
         let images = resolve(&release, version, service)?;
         if let Some(warning) = validation_warning(&release, version) {
-            eprintln!("warning: {warning}");
+            line_to_stderr(&format!("warning: {warning}"));
         }
         return if args.json {
             write_json(

@@ -226,3 +226,62 @@ fn a_blob_damaged_in_the_cache_is_fetched_anew_and_the_bundle_is_right() {
         "the cache holds the right bytes again"
     );
 }
+
+/// Runs `command` with stdout and stderr on a pipe whose reader is already gone, as
+/// `ferry … 2>&1 | head -1` leaves them once head has its line; returns the exit code.
+fn with_closed_output(command: &mut Command) -> Option<i32> {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    command
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .status()
+        .unwrap()
+        .code()
+}
+
+/// A closed stdout and stderr stop nothing and panic nowhere: the bundle is written (progress lines
+/// and result lines lost), and every exit code is the documented one, a damaged bundle's 1 and bad
+/// input's 2 included.
+#[test]
+fn a_closed_stdout_and_stderr_stop_no_bundle_and_change_no_exit_code() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(400_000)
+    else {
+        return;
+    };
+    let out = work.path().join("b.tar");
+    // Without -q: a progress line per task goes to stderr.
+    let mut bundle = command();
+    bundle
+        .args([
+            "bundle",
+            "--image",
+            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+            "--mirror",
+        ])
+        .arg(format!("registry.k8s.io={}", registry.addr()))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg("-o")
+        .arg(&out);
+    assert_eq!(with_closed_output(&mut bundle), Some(0));
+    sha256sum_check(work.path(), "b.tar.sha256");
+    let mut verify = command();
+    verify.arg("verify").arg(&out);
+    assert_eq!(with_closed_output(&mut verify), Some(0));
+
+    let mut bytes = std::fs::read(&out).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&out, &bytes).unwrap();
+    assert_eq!(with_closed_output(&mut verify), Some(1), "damaged");
+    let mut refused = command();
+    refused
+        .args(["bundle", "--image", "quay.io/a/b:1", "-o"])
+        .arg(work.path().join("missing/x.tar"));
+    assert_eq!(with_closed_output(&mut refused), Some(2), "bad input");
+}
