@@ -285,3 +285,71 @@ fn a_closed_stdout_and_stderr_stop_no_bundle_and_change_no_exit_code() {
         .arg(work.path().join("missing/x.tar"));
     assert_eq!(with_closed_output(&mut refused), Some(2), "bad input");
 }
+
+/// A file system of `size` mounted at `dir` for one command (a private mount namespace, as root or in a
+/// user namespace): the runs that need a small disk. Err says why it cannot be had here.
+fn on_small_disk(size: &str, dir: &Path, inner: &Command) -> Result<Command, String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={size} tmpfs \"$0\" || exit 99; \"$@\"; status=$?; ls -A \"$0\"; exit $status"
+    );
+    let probe = Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .arg(dir)
+        .arg("true")
+        .output()
+        .map_err(|e| format!("unshare: {e}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "cannot mount a tmpfs in a private namespace: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        ));
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["-rm", "sh", "-c", &script])
+        .arg(dir)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    Ok(command)
+}
+
+/// A bundle that cannot fit is refused before a byte is written, saying what it needs against what is
+/// free and where to write it instead; nothing is left on the full disk.
+#[test]
+fn a_bundle_the_disk_cannot_hold_is_refused_before_it_is_written() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(400_000)
+    else {
+        return;
+    };
+    let fits = work.path().join("b.tar");
+    run(&mut bundle(registry.addr(), &cache, fits.as_os_str(), &[])).success();
+    let needed = std::fs::metadata(&fits).unwrap().len();
+    let small = work.path().join("stick");
+    let out = small.join("b.tar");
+    let Some(mut full) = require(on_small_disk(
+        "128k",
+        &small,
+        &bundle(registry.addr(), &cache, out.as_os_str(), &[]),
+    )) else {
+        return;
+    };
+    assert!(needed > 128 << 10, "{needed}");
+    let refused = run(&mut full).fails_with(1);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: not enough space for {}: the bundle needs {}, and {} has {} free; make room there, \
+             or write the bundle where there is room with -o DIR/\n",
+            out.display(),
+            ::ferry::progress::DecimalBytes(needed),
+            small.display(),
+            ::ferry::progress::DecimalBytes(128 << 10),
+        )
+    );
+    assert_eq!(refused.stdout(), "", "nothing left on the small disk");
+}
