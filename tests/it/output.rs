@@ -15,8 +15,15 @@ use crate::ferry::{command, run};
 use crate::seed::{push_image, Format, PLATFORMS};
 use crate::services::{require, Registry};
 
-/// `ferry bundle --image` from `mirror` into `out`; returns the command to run.
+/// `ferry bundle --image` from `mirror` into `out`, quiet; returns the command to run.
 fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
+    let mut command = bundle_with_progress(mirror, cache, Path::new(out));
+    command.args(extra).arg("-q");
+    command
+}
+
+/// `ferry bundle --image` from `mirror` into `out`, its progress on stderr.
+fn bundle_with_progress(mirror: &str, cache: &Path, out: &Path) -> Command {
     let mut command = command();
     command
         .args([
@@ -29,9 +36,7 @@ fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
         .arg("--cache-dir")
         .arg(cache)
         .arg("-o")
-        .arg(out)
-        .args(extra)
-        .arg("-q");
+        .arg(out);
     command
 }
 
@@ -255,19 +260,7 @@ fn a_closed_stdout_and_stderr_stop_no_bundle_and_change_no_exit_code() {
     };
     let out = work.path().join("b.tar");
     // Without -q: a progress line per task goes to stderr.
-    let mut bundle = command();
-    bundle
-        .args([
-            "bundle",
-            "--image",
-            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-            "--mirror",
-        ])
-        .arg(format!("registry.k8s.io={}", registry.addr()))
-        .arg("--cache-dir")
-        .arg(&cache)
-        .arg("-o")
-        .arg(&out);
+    let mut bundle = bundle_with_progress(registry.addr(), &cache, &out);
     assert_eq!(with_closed_output(&mut bundle), Some(0));
     sha256sum_check(work.path(), "b.tar.sha256");
     let mut verify = command();
@@ -352,4 +345,35 @@ fn a_bundle_the_disk_cannot_hold_is_refused_before_it_is_written() {
         )
     );
     assert_eq!(refused.stdout(), "", "nothing left on the small disk");
+}
+
+/// A warm re-run of `bundle` says, as `pull` does, that nothing was downloaded.
+#[test]
+fn a_warm_bundle_says_that_nothing_was_downloaded() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(100_000)
+    else {
+        return;
+    };
+    let mut bundle = bundle_with_progress(registry.addr(), &cache, &work.path().join("b.tar"));
+    let cold = run(&mut bundle).success();
+    assert!(
+        cold.stderr()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("1 image(s): downloaded "),
+        "{}",
+        cold.stderr()
+    );
+    let warm = run(&mut bundle).success();
+    assert_eq!(
+        warm.stderr().lines().last(),
+        Some("1 image(s): nothing downloaded, every registry blob was already in the cache"),
+        "{}",
+        warm.stderr()
+    );
 }
