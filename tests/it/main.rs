@@ -14,6 +14,7 @@ mod multiarch;
 mod output;
 mod pull;
 mod releases;
+mod run_all;
 mod seed;
 mod serve;
 mod services;
