@@ -31,3 +31,20 @@ pub fn read_small_text(path: &std::path::Path, limit: u64) -> io::Result<String>
     }
     Ok(text)
 }
+
+/// Opens `path` for reading if it is a regular file (symlinks followed). O_NONBLOCK makes opening a FIFO
+/// return at once rather than wait for a writer, so that it is refused like a device or a folder.
+pub fn open_regular(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "it is not a regular file",
+        ));
+    }
+    Ok(file)
+}

@@ -18,7 +18,9 @@ use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{line_to_stderr, Reporter, Silent, TerminalReporter, UntilClosed};
+use crate::reference::Reference;
 use crate::registry::RegistryOptions;
+use crate::resolve::named::NamedImages;
 use crate::resolve::{Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -82,8 +84,26 @@ struct FetchSetup {
     reporter: Box<dyn Reporter>,
 }
 
-/// The image sets `selection` names, one per bundle (and per release, with --all-releases).
+/// The image sets `selection` names, one per bundle (and per release, with --all-releases). Images named
+/// in files join the `--image` ones; a bad line or manifest stops the run before anything is fetched.
 fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Plan>> {
+    let named = NamedImages::read(&selection.files.lists, &selection.files.manifests)?;
+    if let Some(note) = named.passed_over.note() {
+        line_to_stderr(&note);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let extra: Vec<Reference> = selection
+        .extra
+        .iter()
+        .chain(named.references())
+        .filter(|r| seen.insert(*r))
+        .cloned()
+        .collect();
+    if extra.is_empty() && selection.release.is_none() && !selection.files.is_empty() {
+        return Err(Error::Usage(
+            "nothing to fetch: the files given name no image".into(),
+        ));
+    }
     let mut plans = Vec::new();
     for release in releases_to_plan(catalogs, selection)? {
         plans.extend(crate::resolve::plans(
@@ -93,7 +113,7 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
                 versions: &selection.versions,
                 all_versions: selection.all_versions,
                 service: selection.service.as_deref(),
-                extra: &selection.extra,
+                extra: &extra,
             },
         )?);
     }

@@ -1,6 +1,11 @@
 //! From (release, Kubernetes version, service) to the exact rows of the vendor's table. Pure: no I/O.
 
+pub mod image_list;
+pub mod input;
+pub mod manifests;
+pub mod named;
 mod plan;
+pub mod site;
 
 use std::collections::BTreeSet;
 

@@ -11,6 +11,7 @@ mod harbor;
 mod interrupt;
 mod kubernetes;
 mod multiarch;
+mod named;
 mod output;
 mod pull;
 mod releases;
