@@ -295,7 +295,7 @@ pub struct TrustArgs {
     /// Require PATH.sig: a valid SSH signature over PATH.sha256 (which must match the bundle), made by a
     /// key FILE (OpenSSH allowed_signers format) allows for namespace "ferry". FERRY_TRUST sets it for
     /// every run on a machine.
-    #[arg(long, value_name = "FILE", env = crate::trust::TRUST_ENV)]
+    #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
     /// Require every image to have the digest FILE (written by `ferry bundle --lock`) pins, and every
     /// image it pins to be in the bundle. Vendor images' layers are then decompressed and checked (--deep).

@@ -106,6 +106,7 @@ impl Error {
             ) => EXIT_USAGE,
             Error::Trust(
                 TrustError::Read { .. }
+                | TrustError::EmptyEnvironment
                 | TrustError::AllowedSigners { .. }
                 | TrustError::Key { .. }
                 | TrustError::LockFile { .. },

@@ -161,8 +161,11 @@ impl Site {
             line: line_of(at),
             message,
         };
-        let file: SiteFile = toml::from_str(text)
-            .map_err(|e| invalid(e.span().map_or(0, |s| s.start), e.message().to_string()))?;
+        let file: SiteFile = toml::from_str(text).map_err(|e| {
+            // serde's messages quote the offending key or value, which may be the whole line.
+            let message = crate::io::shown(e.message().trim_end(), 300).into_owned();
+            invalid(e.span().map_or(0, |s| s.start), message)
+        })?;
         let base = path.parent().unwrap_or(Path::new(""));
         let relative = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
             paths.into_iter().map(|p| base.join(p)).collect()
@@ -508,6 +511,21 @@ vendor_dirs = ["package/image"]
         assert_eq!(site.platforms.len(), 2);
         assert_eq!(site.fetch.mirrors.len(), 2);
         assert_eq!(site.lists, [PathBuf::from("lists/k8s.txt")]);
+    }
+
+    /// serde quotes the offending key: a one-line file of 800 kB was echoed whole (issue 21, item 11).
+    #[test]
+    fn a_toml_error_quotes_at_most_a_cut_key() {
+        let key = "k".repeat(800_000);
+        assert_eq!(
+            error(&format!("{key} = 1\n")),
+            format!(
+                "sites/plant7.toml line 1: unknown field `{}…(799789 characters cut)…{}`, expected \
+                 one of `kubernetes`, `platforms`, `product`, `images`, `fetch`",
+                "k".repeat(135),
+                "k".repeat(76)
+            )
+        );
     }
 
     #[test]

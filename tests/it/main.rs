@@ -8,6 +8,7 @@ mod faults;
 mod ferry;
 mod formats;
 mod harbor;
+mod hostile;
 mod interrupt;
 mod kubernetes;
 mod multiarch;
