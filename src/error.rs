@@ -59,6 +59,18 @@ pub enum Error {
     Damaged(std::path::PathBuf),
     #[error("the bundle is damaged")]
     Unreadable(#[source] ReadError),
+    /// A damaged bundle with recovery data beside it, and what that data can do.
+    #[error("{} is damaged: {check}", .path.display())]
+    DamagedWithRecovery {
+        path: std::path::PathBuf,
+        check: crate::verify::RecoveryCheck,
+        #[source]
+        cause: Option<ReadError>,
+    },
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error(transparent)]
+    Repair(#[from] crate::repair::RepairError),
     #[error("{0}")]
     Usage(String),
     /// A check the user asked for that cannot be made (`verify --k8s` with a version the release lacks).
@@ -124,6 +136,9 @@ impl Error {
             | Error::Load(_)
             | Error::Serve(_)
             | Error::Damaged(_)
+            | Error::DamagedWithRecovery { .. }
+            | Error::Recovery(_)
+            | Error::Repair(_)
             | Error::Unreadable(_)
             | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,

@@ -9,6 +9,14 @@ use crate::services::{require, Registry};
 
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
 fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
+    small_bundle_with(&[], 120_000).map(|(work, bundle, _)| (work, bundle))
+}
+
+/// The same, with more `ferry bundle` arguments and layers of `size` bytes; returns ferry's output too.
+pub fn small_bundle_with(
+    extra: &[&str],
+    size: usize,
+) -> Option<(tempfile::TempDir, PathBuf, crate::ferry::Run)> {
     let registry = require(Registry::plain())?;
     push_image(
         registry.addr(),
@@ -16,7 +24,7 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
         "v2.12.0",
         Format::DockerList,
         &PLATFORMS[..2],
-        120_000,
+        size,
     );
     push_image(
         registry.addr(),
@@ -24,12 +32,13 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
         "v1.9.0",
         Format::OciIndex,
         &PLATFORMS[..2],
-        120_000,
+        size,
     );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    ferry(&[
+    let cache = work.path().join("cache");
+    let mut args = vec![
         "bundle",
         "--image",
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
@@ -38,13 +47,14 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
         "--mirror",
         &mirror,
         "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
+        cache.to_str().unwrap(),
         "-o",
         bundle.to_str().unwrap(),
         "-q",
-    ])
-    .success();
-    Some((work, bundle))
+    ];
+    args.extend_from_slice(extra);
+    let run = ferry(&args).success();
+    Some((work, bundle, run))
 }
 
 /// Asserts that a failed verify says where the damage is: a tar entry or byte offset, a blob digest, or a
