@@ -159,18 +159,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A fetch fails for the user's input when a source the command line names is wrong; both sources
 /// failing give the higher code.
 fn fetch_exit_code(error: &FetchStageError) -> u8 {
-    let vendor = |error: &VendorError| match error {
-        VendorError::Missing { .. } | VendorError::Dir { .. } | VendorError::Conflict { .. } => {
-            EXIT_USAGE
-        }
-        _ => EXIT_FAILURE,
-    };
     match error {
-        FetchStageError::Import(import) => vendor(import),
-        FetchStageError::Both { import, .. } => vendor(import),
+        FetchStageError::Import(import) => vendor_exit_code(import),
+        FetchStageError::Both { import, .. } => vendor_exit_code(import),
         FetchStageError::Interrupted(stop) => stop.exit_code(),
         FetchStageError::Source(_) | FetchStageError::WrongPlatform { .. } => EXIT_USAGE,
         FetchStageError::Pull(_) | FetchStageError::Cache(_) => EXIT_FAILURE,
+    }
+}
+
+/// Vendor images the directories lack or hold twice are the user's input; several failures give the
+/// highest code among them.
+fn vendor_exit_code(error: &VendorError) -> u8 {
+    match error {
+        VendorError::Missing { .. } | VendorError::Dir { .. } | VendorError::Conflict { .. } => {
+            EXIT_USAGE
+        }
+        VendorError::Several(errors) => errors
+            .iter()
+            .map(vendor_exit_code)
+            .max()
+            .unwrap_or(EXIT_FAILURE),
+        _ => EXIT_FAILURE,
     }
 }
 

@@ -58,6 +58,15 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         }),
     };
     let report = build(&runtime()?, &cache, &request, reporter.as_ref())?;
+    // Bundles share images (--all-k8s); each was fetched once.
+    let images = report
+        .bundles
+        .iter()
+        .flat_map(|built| &built.images)
+        .map(|image| (image.reference.to_string(), &image.manifest.digest))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    super::pull::say_downloaded(reporter.as_ref(), images, &report.pull);
     for built in &report.bundles {
         write_built(out, built, request.write.signer.as_deref()).map_err(Error::Output)?;
     }

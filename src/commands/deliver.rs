@@ -14,7 +14,9 @@ use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::image::Platform;
-use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
+use crate::progress::{
+    line_to_stderr, to_stderr, DecimalBytes, Reporter, Silent, Stderr, TerminalReporter,
+};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::tarball::ProductRecord;
@@ -41,7 +43,7 @@ pub(super) fn verified(
         if intact_only {
             if let Ok((intact, left_out)) = report.clone().into_intact_images() {
                 for name in left_out {
-                    eprintln!("left out (damaged): {name}");
+                    line_to_stderr(&format!("left out (damaged): {name}"));
                 }
                 return Ok(intact);
             }
@@ -53,9 +55,7 @@ pub(super) fn verified(
         return Err(refusal.into());
     }
     // Say who signed on stderr: stdout is the mapping scripts read.
-    verdicts
-        .write(&mut std::io::stderr())
-        .map_err(Error::Output)?;
+    verdicts.write(&mut Stderr).map_err(Error::Output)?;
     Ok(verified)
 }
 
@@ -157,7 +157,11 @@ fn write_helm_values(
             source,
         })?;
         if several {
-            eprintln!("Helm values for {}: {}", product.catalog, path.display());
+            line_to_stderr(&format!(
+                "Helm values for {}: {}",
+                product.catalog,
+                path.display()
+            ));
         }
     }
     Ok(())
@@ -213,7 +217,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let said = load_bundle(&report, &feed, &loader, &reporter)
         .map_err(|error| explain_failure(error, runtime, &report))?;
     reporter.finish();
-    eprint!("{said}");
+    to_stderr(&said);
     let loaded: Vec<&VerifiedImage> = match &feed {
         Feed::Platform { images, .. } => images.clone(),
         Feed::Whole => report.images().iter().collect(),

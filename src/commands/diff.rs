@@ -16,7 +16,7 @@ use crate::cli::DiffArgs;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::k8s::KubeVersion;
-use crate::progress::DecimalBytes;
+use crate::progress::{line_to_stderr, DecimalBytes};
 use crate::reference::Reference;
 use crate::resolve::named::NamedImages;
 use crate::resolve::site::Site;
@@ -76,13 +76,13 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
     let (from_side, to_side) = (from.side(), to.side());
     for release in from.releases.iter().chain(&to.releases) {
         if let Some(assumed) = &release.0.assumed {
-            eprintln!("warning: {assumed}");
+            line_to_stderr(&format!("warning: {assumed}"));
         }
     }
     let change = upgrade(&from_side, &to_side, args.version)?;
     for (release, _) in &to.releases {
         if let Some(warning) = validation_warning(release, change.kubernetes) {
-            eprintln!("warning: {warning}");
+            line_to_stderr(&format!("warning: {warning}"));
         }
     }
     let root = args

@@ -10,6 +10,7 @@ use crate::cli::KubeSelection;
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
 use crate::k8s::KubeVersion;
+use crate::progress::line_to_stderr;
 use crate::resolve::manifests::PassedOver;
 use crate::resolve::named::{NamedImage, NamedImages};
 use crate::resolve::site::Site;
@@ -95,7 +96,7 @@ fn find<'a>(
 
 fn warn_assumed(release: &Release) {
     if let Some(assumed) = &release.assumed {
-        eprintln!("warning: {assumed}");
+        line_to_stderr(&format!("warning: {assumed}"));
     }
 }
 
@@ -120,7 +121,7 @@ fn resolve_warned<'a>(
 ) -> Result<Vec<&'a CatalogImage>> {
     let images = resolve(release, version, service)?;
     if let Some(warning) = validation_warning(release, version) {
-        eprintln!("warning: {warning}");
+        line_to_stderr(&format!("warning: {warning}"));
     }
     Ok(images)
 }
@@ -262,7 +263,7 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
         None => NamedImages::read(&args.files.lists, &args.files.manifests)?,
     };
     if let Some(note) = named.passed_over.note() {
-        eprintln!("{note}");
+        line_to_stderr(&note);
     }
     if args.json {
         let listing = Listing {

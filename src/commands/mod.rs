@@ -18,7 +18,7 @@ use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
-use crate::progress::{Reporter, Silent, TerminalReporter};
+use crate::progress::{line_to_stderr, Reporter, Silent, TerminalReporter, UntilClosed};
 use crate::reference::Reference;
 use crate::registry::Mirror;
 use crate::registry::RegistryOptions;
@@ -29,7 +29,7 @@ use crate::resolve::{Plan, ProductSpec, Selection};
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = UntilClosed::new(stdout.lock());
     match cli.command {
         Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
@@ -185,7 +185,7 @@ fn plan_images(
         None => NamedImages::read(&selection.files.lists, &selection.files.manifests)?,
     };
     if let Some(note) = named.passed_over.note() {
-        eprintln!("{note}");
+        line_to_stderr(&note);
     }
     let mut seen = std::collections::HashSet::new();
     let extra: Vec<Reference> = selection
@@ -374,7 +374,7 @@ fn releases_to_plan(catalogs: &Catalogs, selection: &ImageSelection) -> Result<V
             .iter()
             .find_map(|v| crate::resolve::resolve(release, *v, None).err());
         match unsupported {
-            Some(why) => eprintln!("skipped {}: {why}", release.id()),
+            Some(why) => line_to_stderr(&format!("skipped {}: {why}", release.id())),
             None => {
                 warn_beyond_validated(release, &selection.versions);
                 chosen.push(vec![release.id()]);
@@ -391,11 +391,11 @@ fn releases_to_plan(catalogs: &Catalogs, selection: &ImageSelection) -> Result<V
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
     if let Some(assumed) = &release.assumed {
-        eprintln!("warning: {assumed}");
+        line_to_stderr(&format!("warning: {assumed}"));
     }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
-            eprintln!("warning: {warning}");
+            line_to_stderr(&format!("warning: {warning}"));
         }
     }
 }

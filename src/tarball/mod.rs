@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use crate::cache::CacheError;
 use crate::digest::Digest;
+use crate::progress::DecimalBytes;
 
 /// Signs a bundle's checksum file into the signature file beside it. The writer takes any signer, so
 /// that the bundle's format knows nothing of keys (trust's SSH keys implement it).
@@ -38,6 +39,17 @@ pub enum TarballError {
     },
     #[error("disk full while writing {path}; nothing was left at that path")]
     DiskFull { path: PathBuf },
+    #[error(
+        "not enough space for {path}: the bundle needs {}, and {dir} has {} free; make room there, or \
+         write the bundle where there is room with -o DIR/",
+        DecimalBytes(*.needed), DecimalBytes(*.free)
+    )]
+    NoRoom {
+        path: PathBuf,
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]

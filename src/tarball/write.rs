@@ -355,6 +355,12 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
             source,
         },
         OutputError::Target(error) => TarballError::Target(error),
+        OutputError::NoRoom { dir, needed, free } => TarballError::NoRoom {
+            path: path.to_path_buf(),
+            dir,
+            needed,
+            free,
+        },
         OutputError::Recovery(error) => TarballError::Recovery(error),
     }
 }

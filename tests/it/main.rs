@@ -17,6 +17,7 @@ mod output;
 mod pull;
 mod recovery;
 mod releases;
+mod run_all;
 mod seed;
 mod serve;
 mod services;
