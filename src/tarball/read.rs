@@ -83,6 +83,21 @@ impl Source {
         Ok(self.joined(offset).take(size))
     }
 
+    /// Which file holds byte `offset` of the joined parts, and where in it (the last file, past its end,
+    /// for an offset beyond them all).
+    pub fn place(&self, offset: u64) -> (PathBuf, u64) {
+        let mut start = 0u64;
+        for (index, file) in self.files.iter().enumerate() {
+            // A part that is gone is where the reading stopped.
+            let length = std::fs::metadata(file).map_or(u64::MAX, |m| m.len());
+            if offset < start.saturating_add(length) || index + 1 == self.files.len() {
+                return (file.clone(), offset - start);
+            }
+            start += length;
+        }
+        (self.whole.clone(), offset)
+    }
+
     /// Whether the bundle is gzipped (then entries cannot be read in place).
     pub fn is_gzipped(&self) -> io::Result<bool> {
         let mut magic = [0u8; 2];
@@ -140,7 +155,9 @@ impl Joined<'_> {
             let Some(next) = self.files.next() else {
                 return Ok(false);
             };
-            let mut file = File::open(&next)?;
+            let mut file = File::open(&next).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open {}: {e}", next.display()))
+            })?;
             if self.skip > 0 {
                 let length = file.metadata()?.len();
                 if self.skip >= length {
