@@ -89,7 +89,10 @@ impl Error {
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(
-                LoadError::NoRuntime | LoadError::Platform { .. } | LoadError::Compressed(_),
+                LoadError::NoRuntime { .. }
+                | LoadError::ContainerdNotFound { .. }
+                | LoadError::Platform { .. }
+                | LoadError::Compressed(_),
             ) => EXIT_USAGE,
             Error::Serve(
                 ServeError::Compressed(_)

@@ -21,17 +21,27 @@ pub enum Runtime {
     Podman,
 }
 
-/// Where runtimes listen by default; containerd first, because it is what kubelet uses.
-const CONTAINERD_SOCKETS: &[&str] = &[
-    "/run/containerd/containerd.sock",
-    "/run/k3s/containerd/containerd.sock",
-];
-const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+impl Runtime {
+    /// As `--runtime` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Containerd => "containerd",
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("no container runtime found: no containerd socket ({}), no {DOCKER_SOCKET}, no podman; name one with --runtime and --address", CONTAINERD_SOCKETS.join(", "))]
-    NoRuntime,
+    #[error("no container runtime found ({looked}): name one with --runtime and --address")]
+    NoRuntime { looked: String },
+    #[error(
+        "this node uses containerd ({signs}), but it does not listen where ferry looked ({looked}); \
+         ferry loads into no other runtime unless told: give containerd's socket with --address SOCKET, \
+         or another runtime with --runtime docker or --runtime podman"
+    )]
+    ContainerdNotFound { signs: String, looked: String },
     #[error("cannot run {tool}; is it installed? Run by hand: {command}")]
     Spawn {
         tool: String,
@@ -115,40 +125,6 @@ pub struct LoadOptions {
     pub runtime: Option<Runtime>,
     pub namespace: String,
     pub address: Option<PathBuf>,
-}
-
-/// The runtime to use and its socket: the one asked for, or the first found.
-pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadError> {
-    let exists = |p: &str| Path::new(p).exists();
-    let containerd = || {
-        options.address.clone().or_else(|| {
-            CONTAINERD_SOCKETS
-                .iter()
-                .find(|s| exists(s))
-                .map(PathBuf::from)
-        })
-    };
-    match options.runtime {
-        Some(Runtime::Containerd) => Ok((Runtime::Containerd, containerd())),
-        Some(Runtime::Docker) => Ok((Runtime::Docker, options.address.clone())),
-        Some(Runtime::Podman) => Ok((Runtime::Podman, options.address.clone())),
-        None => {
-            if let Some(socket) = containerd() {
-                Ok((Runtime::Containerd, Some(socket)))
-            } else if exists(DOCKER_SOCKET) {
-                Ok((Runtime::Docker, Some(PathBuf::from(DOCKER_SOCKET))))
-            } else if which("podman") {
-                Ok((Runtime::Podman, None))
-            } else {
-                Err(LoadError::NoRuntime)
-            }
-        }
-    }
-}
-
-fn which(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
 }
 
 /// How a person gives the bundle to a loader by hand.
@@ -282,7 +258,7 @@ pub fn load(
             shown = format!(
                 "ferry load {} --runtime {} --platform {platform}",
                 source.whole.display(),
-                format!("{runtime:?}").to_lowercase()
+                runtime.name()
             );
             one_platform(bundle, images)
         }

@@ -2,6 +2,7 @@
 
 mod feed;
 pub mod load;
+pub mod node;
 pub mod platform;
 pub mod push;
 

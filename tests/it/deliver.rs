@@ -608,9 +608,13 @@ fn a_bundle_swapped_after_verify_loads_nothing() {
     assert!(!forged_blobs.is_empty());
     let trust = forgery.arg("allowed_signers");
     let lock = forgery.arg("lock");
-    let check = |(run, expected): (Run, String), verdict: &str| {
+    // The trust verdict, the runtime ferry was told to use, then the refusal.
+    let check = |(run, expected): (Run, String), verdict: &str, told: &str| {
         let run = run.fails_with(1);
-        assert_eq!(run.stderr(), format!("{verdict}\n{expected}\n"));
+        assert_eq!(
+            run.stderr(),
+            format!("{verdict}\nruntime: {told}\n{expected}\n")
+        );
         assert_eq!(run.stdout(), "");
     };
 
@@ -645,6 +649,7 @@ fn a_bundle_swapped_after_verify_loads_nothing() {
             "ctr",
         ),
         &signed,
+        &format!("containerd (--runtime containerd --address {socket})"),
     );
     let images = containerd.ctr(&["images", "ls", "-q"]);
     assert_eq!(String::from_utf8_lossy(&images.stdout), "", "no image");
@@ -674,6 +679,7 @@ fn a_bundle_swapped_after_verify_loads_nothing() {
             "docker",
         ),
         &format!("lock: every image matches {lock} (1 images)"),
+        &format!("docker (--runtime docker --address {})", dockerd.socket()),
     );
     let images = dockerd.docker(&["images", "-aq"]);
     assert_eq!(String::from_utf8_lossy(&images.stdout), "", "no image");
@@ -697,6 +703,7 @@ fn a_bundle_swapped_after_verify_loads_nothing() {
             "podman",
         ),
         &signed,
+        "podman (--runtime podman)",
     );
     let images = podman.podman(&["images", "-aq"]);
     assert_eq!(String::from_utf8_lossy(&images.stdout), "", "no image");
