@@ -50,8 +50,9 @@ pub enum Error {
     Trust(#[from] TrustError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
-    #[error("the bundle is damaged")]
-    Unreadable(#[source] ReadError),
+    /// A bundle that cannot be read through: its message names the file, and the part and offset.
+    #[error(transparent)]
+    Unreadable(ReadError),
     #[error("{0}")]
     Usage(String),
     /// A check the user asked for that cannot be made (`verify --k8s` with a version the release lacks).
@@ -86,7 +87,8 @@ impl Error {
             }
             Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
-            Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
+            Error::Unreadable(ReadError::Open { .. } | ReadError::NotABundle { .. })
+            | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(
                 LoadError::NoRuntime { .. }

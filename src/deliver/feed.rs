@@ -56,7 +56,11 @@ impl fmt::Display for NotAsVerified {
             self.entry,
             self.offset,
             self.file.display(),
-            if self.decompressed { ", gunzipped" } else { "" }
+            if self.decompressed {
+                "'s gunzipped tar"
+            } else {
+                ""
+            }
         );
         match &self.why {
             Reread::Changed(actual) => write!(f, "{place} now hashes to {actual}"),
@@ -508,9 +512,10 @@ mod tests {
             other => panic!("{:?}", other.map(|_| ())),
         };
         assert!(
-            error
-                .to_string()
-                .contains(&format!("{}, gunzipped) now hashes to", gzipped.display())),
+            error.to_string().contains(&format!(
+                "{}'s gunzipped tar) now hashes to",
+                gzipped.display()
+            )),
             "{error} ({:?})",
             images.len()
         );
