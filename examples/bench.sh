@@ -139,6 +139,22 @@ for round in $(seq 1 "$ROUNDS"); do
   /usr/bin/time -f "%e %M" -o "$W/time" sha256sum "$BUNDLE" >/dev/null; echo "sha256sum $(cat "$W/time") 0" >> "$W/results"
 done
 
+# load into containerd against ctr's own import of the same file, from an empty content store each time:
+# ferry verifies, then feeds ctr a tar of what it proved, every blob hashed again on its way.
+empty_store() {
+  "${CTR[@]}" images rm $("${CTR[@]}" images ls -q) >/dev/null 2>&1 || true
+  "${CTR[@]}" content rm $("${CTR[@]}" content ls -q) >/dev/null 2>&1 || true
+}
+for round in $(seq 1 "$ROUNDS"); do
+  empty_store
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" load "$BUNDLE" --runtime containerd --address "$W/c/c.sock" \
+    --namespace bench >/dev/null 2>&1
+  echo "load-ferry $(cat "$W/time") 0" >> "$W/results"
+  empty_store
+  /usr/bin/time -f "%e %M" -o "$W/time" "${CTR[@]}" images import "$BUNDLE" >/dev/null
+  echo "load-ctr $(cat "$W/time") 0" >> "$W/results"
+done
+
 # ferry serve against Distribution holding the same images (ferry push keeps every digest): 8 clients at
 # once, each copying every image; RSS is the server's peak (VmHWM), each server a fresh process.
 CLIENTS=8
@@ -214,6 +230,7 @@ print(f"ferry bytes / skopeo       {ratio('ferry-cold','skopeo',2):.2f}")
 print(f"ferry bytes / ctr export   {ratio('ferry-cold','ctr',2):.2f}")
 print(f"ferry peak RSS MiB         {max(med[k][1] for k in med if k.startswith('ferry'))/1024:.1f}  (target <= 64)")
 print(f"verify / sha256sum wall    {ratio('ferry-verify','sha256sum',0):.2f}  (target <= 1.20)")
+print(f"load / ctr import wall     {ratio('load-ferry','load-ctr',0):.2f}  (verify, then a feed checked blob by blob)")
 if 'ferry-2-platf' in med:
     both, apart = med['ferry-2-platf'][2], med['ferry-warm'][2] + med['ferry-arm64'][2]
     print(f"2-platform / amd64+arm64   {both / apart:.2f}  ({both/1e6:.1f} MB against {apart/1e6:.1f} MB in two bundles)")
