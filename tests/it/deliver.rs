@@ -444,14 +444,17 @@ impl Forgery {
             .success();
             path
         };
-        push_image(
-            registry.addr(),
-            "app/server",
-            "1",
-            Format::DockerSingle,
-            &["linux/amd64"],
-            400_000,
-        );
+        let seed = |size| {
+            push_image(
+                registry.addr(),
+                "app/server",
+                "1",
+                Format::DockerSingle,
+                &["linux/amd64"],
+                size,
+            )
+        };
+        seed(400_000);
         let genuine = bundle(
             "genuine.tar",
             &[
@@ -462,14 +465,7 @@ impl Forgery {
             ],
         );
         // The same name, pushed again with other layers: what the attacker's file holds.
-        push_image(
-            registry.addr(),
-            "app/server",
-            "1",
-            Format::DockerSingle,
-            &["linux/amd64"],
-            400_016,
-        );
+        seed(400_016);
         let forged = bundle("forged.tar", &[]);
         Some(Forgery {
             work,
@@ -539,16 +535,10 @@ impl Forgery {
 
 /// Each blob entry of a bundle: its name, where its data starts, and its size.
 fn blob_entries(tar: &[u8]) -> Vec<(String, u64, u64)> {
-    let mut archive = tar::Archive::new(tar);
-    archive
-        .entries()
-        .unwrap()
-        .map(|entry| {
-            let entry = entry.unwrap();
-            let name = entry.path().unwrap().to_string_lossy().into_owned();
-            (name, entry.raw_file_position(), entry.size())
-        })
+    crate::verify::tar_entries(tar)
+        .into_iter()
         .filter(|(name, ..)| name.starts_with("blobs/"))
+        .map(|(name, _, data, size)| (name, data, size))
         .collect()
 }
 
