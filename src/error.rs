@@ -10,6 +10,8 @@ use crate::interrupt::Interrupted;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
+use crate::resolve::named::NamedError;
+use crate::resolve::site::SiteError;
 use crate::resolve::ResolveError;
 use crate::serve::ServeError;
 use crate::tarball::read::ReadError;
@@ -30,6 +32,11 @@ pub enum Error {
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Version(#[from] VersionError),
+    /// Images named in list files and manifests.
+    #[error(transparent)]
+    Named(#[from] NamedError),
+    #[error(transparent)]
+    Site(#[from] SiteError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]
@@ -104,6 +111,7 @@ impl Error {
             ) => EXIT_USAGE,
             Error::Trust(
                 TrustError::Read { .. }
+                | TrustError::EmptyEnvironment
                 | TrustError::AllowedSigners { .. }
                 | TrustError::Key { .. }
                 | TrustError::LockFile { .. },
@@ -126,6 +134,8 @@ impl Error {
             | Error::Runtime(_) => EXIT_FAILURE,
             Error::Catalog(_)
             | Error::Resolve(_)
+            | Error::Named(_)
+            | Error::Site(_)
             | Error::Version(_)
             | Error::Reference(_)
             | Error::Check(_)

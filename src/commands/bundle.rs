@@ -170,17 +170,16 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
         _ => None,
     };
     let platforms = super::distinct(&args.fetch.platforms);
-    Ok(plans
+    plans
         .iter()
         .map(|plan| {
-            let name = plan.file_name(&platforms);
-            match (dir, &args.output) {
-                (Some(dir), _) => dir.join(name),
+            Ok(match (dir, &args.output) {
+                (Some(dir), _) => dir.join(plan.file_name(&platforms)?),
                 (None, Some(path)) => path.clone(),
-                (None, None) => PathBuf::from(name),
-            }
+                (None, None) => PathBuf::from(plan.file_name(&platforms)?),
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

@@ -244,16 +244,12 @@ impl Node {
 
     fn proc(&self, pid: u32, file: &str) -> Option<String> {
         let path = self.root.join("proc").join(pid.to_string()).join(file);
-        crate::io::read_small_text(&path, MAX_CONFIG).ok()
+        crate::io::read_side_text(&path, MAX_CONFIG).ok()
     }
 
     /// A configuration file's text, if it is a regular file of a plausible size.
     fn read(&self, file: &str) -> Option<String> {
-        let path = self.at(Path::new(file));
-        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
-            return None;
-        }
-        crate::io::read_small_text(&path, MAX_CONFIG).ok()
+        crate::io::read_side_text(&self.at(Path::new(file)), MAX_CONFIG).ok()
     }
 
     fn at(&self, path: &Path) -> PathBuf {

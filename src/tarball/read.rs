@@ -475,14 +475,13 @@ impl Source {
     fn missing_part(&self) -> String {
         let next = super::sibling(&self.whole, &format!(".part-{:03}", self.files.len()));
         let sums = super::sibling(&self.whole, ".parts.sha256");
-        let listed = std::fs::metadata(&sums).is_ok_and(|m| m.is_file())
-            && crate::io::read_small_text(&sums, 1 << 20).is_ok_and(|text| {
-                let name = super::file_name(&next);
-                text.lines().any(|line| {
-                    line.trim_end().ends_with(&format!(" {name}"))
-                        || line.trim_end().ends_with(&format!("*{name}"))
-                })
-            });
+        let listed = crate::io::read_side_text(&sums, 1 << 20).is_ok_and(|text| {
+            let name = super::file_name(&next);
+            text.lines().any(|line| {
+                line.trim_end().ends_with(&format!(" {name}"))
+                    || line.trim_end().ends_with(&format!("*{name}"))
+            })
+        });
         match listed {
             true => format!(
                 "the next part, {}, is missing ({} lists it)",
