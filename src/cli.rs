@@ -73,6 +73,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a bundle holds: images, sizes, shared layers, and its metadata.
     Inspect(InspectArgs),
+    /// Rebuild a bundle damaged in transit from the recovery data beside it (`bundle --recovery`), then verify it.
+    #[command(
+        after_help = "Examples:\n  ferry repair csi.tar\n  ferry repair csi.tar.part-000 --trust allowed_signers\n\nThe damaged blocks are found from PATH.par2 and PATH.vol*.par2 (par2cmdline's files work too), rebuilt\ninto temporary files beside the bundle, and put in place only if the result matches PATH.sha256 (and\nPATH.parts.sha256); with --trust, PATH.sha256 must carry a signature FILE allows. A failure or Ctrl-C\nleaves every file as it was. Damage beyond the recovery data is refused, saying how many more recovery\nblocks it would need and which images are intact."
+    )]
+    Repair(RepairArgs),
     /// Verify a bundle, then push every image into a private registry with its upstream digest.
     #[command(
         after_help = "Names keep their upstream path under the target:\n  registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> HOST/PREFIX/sig-storage/csi-provisioner:v3.6.0\n  docker.io/library/huawei-csi:4.8.0              -> HOST/PREFIX/huawei-csi:4.8.0\nCredentials come from DOCKER_CONFIG/config.json (auths, credHelpers, credsStore) or REGISTRY_AUTH_FILE."
@@ -277,6 +282,12 @@ pub struct BundleArgs {
     /// FERRY_SIGN_PASSPHRASE, or is asked for on the terminal.
     #[arg(long, value_name = "KEY")]
     pub sign: Option<PathBuf>,
+    /// Write PAR2 recovery data beside the bundle, PERCENT of its size (e.g. 5%): PATH.par2 and
+    /// PATH.volFIRST+COUNT.par2, which `ferry repair` (or par2cmdline) uses to rebuild a bundle damaged
+    /// in transit, byte-exact. PATH.sha256 (and its signature) cover them. Split bundles: a lost part is
+    /// rebuilt when PERCENT is at least 100 / the number of parts.
+    #[arg(long, value_name = "PERCENT")]
+    pub recovery: Option<crate::recovery::Redundancy>,
     /// Pin every image's digest in FILE (TOML, sorted, for review). Absent: it is written. Present: the
     /// build must resolve the same digests, or it fails naming each image that moved and writes nothing.
     /// One lock pins one bundle: not with --all-k8s.
@@ -321,6 +332,14 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The bundle (or its first part, even when that part is lost).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The bundle (or its first part).
     pub path: PathBuf,
@@ -349,6 +368,11 @@ pub struct PushArgs {
     /// Print where each image would go, and push nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// From a damaged bundle beyond repair, push the images that verified intact and leave the damaged
+    /// ones out (named on stderr). Every pushed blob is still checked; an image with one platform damaged
+    /// is left out whole. --trust and --lock refuse it: the signature and the lock cover the whole bundle.
+    #[arg(long)]
+    pub intact_only: bool,
     /// Write the images: section of the vendor's Helm chart values, pointing at the pushed images.
     #[arg(long, value_name = "FILE")]
     pub helm_values: Option<PathBuf>,

@@ -60,6 +60,18 @@ pub enum Error {
     /// A bundle that cannot be read through: its message names the file, and the part and offset.
     #[error(transparent)]
     Unreadable(ReadError),
+    /// A damaged bundle with recovery data beside it, and what that data can do.
+    #[error("{} is damaged: {check}", .path.display())]
+    DamagedWithRecovery {
+        path: std::path::PathBuf,
+        check: crate::verify::RecoveryCheck,
+        #[source]
+        cause: Option<ReadError>,
+    },
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error(transparent)]
+    Repair(#[from] crate::repair::RepairError),
     #[error("{0}")]
     Usage(String),
     /// A check the user asked for that cannot be made (`verify --k8s` with a version the release lacks).
@@ -129,6 +141,9 @@ impl Error {
             | Error::Load(_)
             | Error::Serve(_)
             | Error::Damaged(_)
+            | Error::DamagedWithRecovery { .. }
+            | Error::Recovery(_)
+            | Error::Repair(_)
             | Error::Unreadable(_)
             | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,

@@ -33,6 +33,7 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         mtime: source_date_epoch()?,
         split: args.split,
         signer,
+        recovery: args.recovery,
     };
     let plans = plan_images(catalogs, &args.images)?;
     let paths = output_paths(&plans, args)?;
@@ -114,6 +115,23 @@ fn write_built(
             "  {}: zstd-compressed layers, which Docker Engine before 23.0 cannot load \
              (containerd and podman can)",
             image.reference
+        )?;
+    }
+    if let Some(recovery) = &written.recovery {
+        let names: Vec<String> = recovery
+            .files
+            .iter()
+            .map(|f| crate::tarball::file_name(f))
+            .collect();
+        writeln!(
+            out,
+            "  recovery: {} blocks of {} bytes for {} (repairs up to {} damaged blocks), {}: {}",
+            recovery.recovery_slices,
+            recovery.slice_size,
+            recovery.source_slices,
+            recovery.recovery_slices,
+            DecimalBytes(recovery.bytes),
+            names.join(", ")
         )?;
     }
     if let Some(signer) = signer {

@@ -2,7 +2,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::verify::write_verdicts;
+use super::verify::{damaged, verify_or_explain, write_verdicts};
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
@@ -19,13 +19,15 @@ use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::trust::Anchors;
-use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
+use crate::verify::{Verified, VerifiedImage, VerifyOptions};
 
-/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
+/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse;
+/// with `intact_only`, the images of a damaged one that verified are.
 pub(super) fn verified(
     catalogs: &Catalogs,
     path: &std::path::Path,
     trust: &TrustArgs,
+    intact_only: bool,
     out: &mut dyn Write,
 ) -> Result<Verified> {
     let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
@@ -33,11 +35,19 @@ pub(super) fn verified(
         deep: anchors.needs_deep(),
         ..Default::default()
     };
-    let report = verify(path, &options, catalogs)?;
+    let report = verify_or_explain(path, &options, catalogs)?;
     let verdicts = anchors.check(&report);
     let verified = report.into_verified().or_else(|report| {
+        if intact_only {
+            if let Ok((intact, left_out)) = report.clone().into_intact_images() {
+                for name in left_out {
+                    eprintln!("left out (damaged): {name}");
+                }
+                return Ok(intact);
+            }
+        }
         write_verdicts(out, &report).map_err(Error::Output)?;
-        Err(Error::Damaged(path.to_path_buf()))
+        Err(damaged(&report))
     })?;
     if let Some(refusal) = verdicts.refusal(path) {
         return Err(refusal.into());
@@ -50,7 +60,7 @@ pub(super) fn verified(
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, args.intact_only, out)?;
     if args.dry_run {
         let planned: Vec<Pushed> = plan(&report, &args.to)?
             .into_iter()
@@ -135,7 +145,7 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, false, out)?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),

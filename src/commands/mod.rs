@@ -6,6 +6,7 @@ mod deliver;
 mod diff;
 mod list;
 mod pull;
+mod repair;
 mod serve;
 mod verify;
 
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),
+        Command::Repair(args) => repair::run(&catalogs, &args, &mut out),
     }
     // Whatever failed after a signal failed because of it; the signal decides the exit code.
     .map_err(|error| crate::interrupt::pending().map_or(error, Error::Interrupted))?;

@@ -13,7 +13,7 @@ pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
     let bundles = args
         .paths
         .iter()
-        .map(|path| verified(catalogs, path, &args.trust, out))
+        .map(|path| verified(catalogs, path, &args.trust, false, out))
         .collect::<Result<Vec<_>>>()?;
     let content = Content::load(bundles)?;
     let tls = args.tls_cert.clone().zip(args.tls_key.clone());

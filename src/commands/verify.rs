@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::DecimalBytes;
 use crate::trust::Anchors;
-use crate::verify::{verify, Checksum, Report, VerifyOptions};
+use crate::verify::{check_recovery, verify, Checksum, Report, VerifyError, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
     let anchors = Anchors::load(args.trust.trust.as_deref(), args.trust.lock.as_deref())?;
@@ -18,7 +18,7 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
         deep: args.deep || anchors.needs_deep(),
         kubernetes: args.k8s,
     };
-    let report = verify(&args.path, &options, catalogs)?;
+    let report = verify_or_explain(&args.path, &options, catalogs)?;
     let trust = anchors.check(&report);
     if args.json {
         write_json(
@@ -30,11 +30,39 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
         trust.write(out).map_err(Error::Output)?;
     }
     if !report.intact() {
-        return Err(Error::Damaged(args.path.clone()));
+        return Err(damaged(&report));
     }
     trust.refusal(&args.path).map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// Verifies the bundle at `path`; one that cannot even be read, with recovery data beside it, fails
+/// saying what that data can do.
+pub(super) fn verify_or_explain(
+    path: &std::path::Path,
+    options: &VerifyOptions,
+    catalogs: &Catalogs,
+) -> Result<Report> {
+    verify(path, options, catalogs).map_err(|error| match (error, check_recovery(path)) {
+        (VerifyError::Read(read), Some(check)) => Error::DamagedWithRecovery {
+            path: path.to_path_buf(),
+            check,
+            cause: Some(read),
+        },
+        (error, _) => error.into(),
+    })
+}
+
+/// The error for a damaged bundle: what its recovery data can do, if it has some.
+pub(super) fn damaged(report: &Report) -> Error {
+    match &report.recovery {
+        Some(check) => Error::DamagedWithRecovery {
+            path: report.bundle.clone(),
+            check: check.clone(),
+            cause: None,
+        },
+        None => Error::Damaged(report.bundle.clone()),
+    }
+}
 /// Problems quote what the bundle says (names, annotations): shown escaped, and cut at this many
 /// characters.
 const MAX_PROBLEM: usize = 1000;
@@ -83,6 +111,15 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
     }
     for problem in &report.problems {
         writeln!(out, "problem: {}", crate::io::shown(problem, MAX_PROBLEM))?;
+    }
+    for file in &report.damaged_recovery_files {
+        writeln!(
+            out,
+            "recovery: {file} does not match its checksum: damaged (its intact blocks are still used)"
+        )?;
+    }
+    if let Some(check) = &report.recovery {
+        writeln!(out, "recovery: {check}")?;
     }
     let bad = report
         .images

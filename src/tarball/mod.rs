@@ -40,6 +40,8 @@ pub enum TarballError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
     #[error("cache file {} is damaged: {read} bytes hashing to {actual}, not blob {digest}; it was removed from the cache, so running ferry again fetches it anew", .path.display())]
     DamagedBlob {
         digest: Digest,

@@ -9,13 +9,14 @@ use crate::services::{require, Registry};
 
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
 fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
-    let work = tempfile::tempdir().unwrap();
-    let bundle = small_bundle_in(work.path(), &[])?;
-    Some((work, bundle))
+    small_bundle_with(&[], 120_000).map(|(work, bundle, _)| (work, bundle))
 }
 
-/// [`small_bundle`] as `b.tar` in `work`, made with the `extra` arguments.
-fn small_bundle_in(work: &Path, extra: &[&str]) -> Option<PathBuf> {
+/// The same, with more `ferry bundle` arguments and layers of `size` bytes; returns ferry's output too.
+pub fn small_bundle_with(
+    extra: &[&str],
+    size: usize,
+) -> Option<(tempfile::TempDir, PathBuf, crate::ferry::Run)> {
     let registry = require(Registry::plain())?;
     push_image(
         registry.addr(),
@@ -23,7 +24,7 @@ fn small_bundle_in(work: &Path, extra: &[&str]) -> Option<PathBuf> {
         "v2.12.0",
         Format::DockerList,
         &PLATFORMS[..2],
-        120_000,
+        size,
     );
     push_image(
         registry.addr(),
@@ -31,10 +32,12 @@ fn small_bundle_in(work: &Path, extra: &[&str]) -> Option<PathBuf> {
         "v1.9.0",
         Format::OciIndex,
         &PLATFORMS[..2],
-        120_000,
+        size,
     );
-    let bundle = work.join("b.tar");
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("b.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
+    let cache = work.path().join("cache");
     let mut args = vec![
         "bundle",
         "--image",
@@ -43,13 +46,15 @@ fn small_bundle_in(work: &Path, extra: &[&str]) -> Option<PathBuf> {
         "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
         "--mirror",
         &mirror,
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        bundle.to_str().unwrap(),
+        "-q",
     ];
-    let cache = work.join("cache");
-    args.extend_from_slice(&["--cache-dir", cache.to_str().unwrap()]);
-    args.extend_from_slice(&["-o", bundle.to_str().unwrap(), "-q"]);
     args.extend_from_slice(extra);
-    ferry(&args).success();
-    Some(bundle)
+    let run = ferry(&args).success();
+    Some((work, bundle, run))
 }
 
 /// Asserts that a failed verify says where the damage is: a tar entry or byte offset, a blob digest, or a
@@ -533,19 +538,20 @@ fn bundles_of_digest_pinned_images_verify_and_push() {
 /// image archive of the kind vendors ship.
 #[test]
 fn the_wrong_file_says_what_it_is_and_which_to_give() {
-    let work = tempfile::tempdir().unwrap();
-    let at = |name: &str| work.path().join(name).display().to_string();
-    let key = at("key");
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key").display().to_string();
     let made = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f", &key])
         .status()
         .unwrap();
     assert!(made.success());
-    let lock = at("ferry.lock");
+    let lock = keys.path().join("ferry.lock").display().to_string();
     let extra = ["--split", "64K", "--sign", &key, "--lock", &lock];
-    if small_bundle_in(work.path(), &extra).is_none() {
+    let Some((work, _, _)) = small_bundle_with(&extra, 120_000) else {
         return;
-    }
+    };
+    let at = |name: &str| work.path().join(name).display().to_string();
+    std::fs::copy(&lock, at("ferry.lock")).unwrap();
     crate::seed::vendor_tarball(&work.path().join("vendor.tar"), "huawei-csi:4.8.0", 10_000);
     let first = at("b.tar.part-000");
     let cases = [
