@@ -408,7 +408,9 @@ pub struct PushArgs {
 pub struct LoadArgs {
     /// The bundle (or its first part).
     pub path: PathBuf,
-    /// The runtime to load into [default: the first found: containerd, then docker, then podman].
+    /// The runtime to load into [default: the first found: containerd (at its usual sockets, or where
+    /// kubelet's or containerd's files say), then docker, then podman; never another where containerd is
+    /// in use but not found]
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeArg>,
     /// containerd namespace (kubelet's is k8s.io).

@@ -57,8 +57,9 @@ pub enum Error {
     Trust(#[from] TrustError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
-    #[error("the bundle is damaged")]
-    Unreadable(#[source] ReadError),
+    /// A bundle that cannot be read through: its message names the file, and the part and offset.
+    #[error(transparent)]
+    Unreadable(ReadError),
     /// A damaged bundle with recovery data beside it, and what that data can do.
     #[error("{} is damaged: {check}", .path.display())]
     DamagedWithRecovery {
@@ -105,10 +106,14 @@ impl Error {
             }
             Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
-            Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
+            Error::Unreadable(ReadError::Open { .. } | ReadError::NotABundle { .. })
+            | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(
-                LoadError::NoRuntime | LoadError::Platform { .. } | LoadError::Compressed(_),
+                LoadError::NoRuntime { .. }
+                | LoadError::ContainerdNotFound { .. }
+                | LoadError::Platform { .. }
+                | LoadError::Compressed(_),
             ) => EXIT_USAGE,
             Error::Serve(
                 ServeError::Compressed(_)

@@ -8,8 +8,9 @@ use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{
-    detect, explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
+    explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
 };
+use crate::deliver::node::Node;
 use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
@@ -196,7 +197,20 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         namespace: args.namespace.clone(),
         address: args.address.clone(),
     };
-    let (runtime, socket) = detect(&options)?;
+    let choice = Node::system().choose(&options)?;
+    // Said before the load, on stderr (stdout is what was loaded): where ferry looked, and why this one.
+    let told = options.runtime.is_some() || options.address.is_some();
+    eprintln!(
+        "runtime: {} ({}){}",
+        choice.runtime.name(),
+        choice.why,
+        if told {
+            ""
+        } else {
+            "; --runtime and --address choose another"
+        }
+    );
+    let (runtime, socket) = (choice.runtime, choice.socket);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {
         bundle: report.bundle().display().to_string(),

@@ -1,6 +1,8 @@
 //! The air-gapped side: push a verified bundle into a private registry, or load it into a node's runtime.
 
+mod feed;
 pub mod load;
+pub mod node;
 pub mod platform;
 pub mod push;
 
