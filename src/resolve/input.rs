@@ -25,7 +25,7 @@ impl Source {
     /// The input, read through a bound: past `limit` bytes it fails with `InvalidData`.
     pub fn open(&self, limit: u64) -> io::Result<Bounded> {
         let reader: Box<dyn Read> = match self {
-            Source::File(path) => Box::new(crate::io::open_regular(path)?),
+            Source::File(path) => Box::new(crate::io::open_side_file(path)?),
             Source::Stdin => Box::new(io::stdin().lock()),
         };
         Ok(Bounded {
@@ -93,18 +93,21 @@ mod tests {
             0,
         )
         .unwrap();
-        for path in [fifo.as_path(), dir.path()] {
+        for (path, what) in [
+            (fifo.as_path(), "a FIFO (named pipe)"),
+            (dir.path(), "a directory"),
+            (Path::new("/dev/zero"), "a character device"),
+        ] {
             let error = Source::File(path.to_path_buf())
                 .read_text(10)
                 .err()
                 .unwrap();
-            assert_eq!(error.to_string(), "it is not a regular file", "{path:?}");
+            assert_eq!(
+                error.to_string(),
+                format!("it is {what}, not a regular file"),
+                "{path:?}"
+            );
         }
-        let error = Source::File("/dev/zero".into())
-            .read_text(10)
-            .err()
-            .unwrap();
-        assert_eq!(error.to_string(), "it is not a regular file");
     }
 
     #[test]

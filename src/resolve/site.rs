@@ -161,8 +161,11 @@ impl Site {
             line: line_of(at),
             message,
         };
-        let file: SiteFile = toml::from_str(text)
-            .map_err(|e| invalid(e.span().map_or(0, |s| s.start), e.message().to_string()))?;
+        let file: SiteFile = toml::from_str(text).map_err(|e| {
+            // serde's messages quote the offending key or value, which may be the whole line.
+            let message = crate::io::shown(e.message().trim_end(), 300).into_owned();
+            invalid(e.span().map_or(0, |s| s.start), message)
+        })?;
         let base = path.parent().unwrap_or(Path::new(""));
         let relative = |paths: Vec<PathBuf>| -> Vec<PathBuf> {
             paths.into_iter().map(|p| base.join(p)).collect()
@@ -494,20 +497,49 @@ vendor_dirs = ["package/image"]
 
     /// The README's example is a valid site file.
     #[test]
-    fn the_readme_example() {
-        let readme = include_str!("../../README.md");
-        let example = readme
-            .split("### Site files")
-            .nth(1)
-            .and_then(|section| section.split("```toml\n").nth(1))
-            .and_then(|block| block.split("```").next())
-            .expect("README has a site file example");
-        let site = Site::parse(example, Path::new("site.toml")).unwrap();
+    fn the_readme_examples() {
+        let example = |section: &str| {
+            include_str!("../../README.md")
+                .split(section)
+                .nth(1)
+                .and_then(|section| section.split("```toml\n").nth(1))
+                .and_then(|block| block.split("```").next())
+                .map(|text| Site::parse(text, Path::new("site.toml")).unwrap())
+                .unwrap_or_else(|| panic!("README has a site file example under {section}"))
+        };
+        let site = example("### Site files");
         assert_eq!(site.products.len(), 2);
         assert_eq!(site.kubernetes, [KubeVersion::new(1, 28)]);
         assert_eq!(site.platforms.len(), 2);
         assert_eq!(site.fetch.mirrors.len(), 2);
         assert_eq!(site.lists, [PathBuf::from("lists/k8s.txt")]);
+        let whole = example("### The whole site in one bundle");
+        let releases: Vec<&str> = whole.products.iter().map(|p| p.release.as_str()).collect();
+        assert_eq!(releases, ["kubernetes@1.28.3", "huawei-csi@4.8.0"]);
+        assert_eq!(whole.kubernetes, [KubeVersion::new(1, 28)]);
+        assert_eq!(
+            (
+                whole.lists.len(),
+                whole.images.len(),
+                whole.fetch.vendor_dirs.len()
+            ),
+            (1, 1, 1)
+        );
+    }
+
+    /// serde quotes the offending key: a one-line file of 800 kB was echoed whole (issue 21, item 11).
+    #[test]
+    fn a_toml_error_quotes_at_most_a_cut_key() {
+        let key = "k".repeat(800_000);
+        assert_eq!(
+            error(&format!("{key} = 1\n")),
+            format!(
+                "sites/plant7.toml line 1: unknown field `{}…(799789 characters cut)…{}`, expected \
+                 one of `kubernetes`, `platforms`, `product`, `images`, `fetch`",
+                "k".repeat(135),
+                "k".repeat(76)
+            )
+        );
     }
 
     #[test]

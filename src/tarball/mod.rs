@@ -6,7 +6,9 @@ mod output;
 pub mod read;
 mod write;
 
-pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
+pub use metadata::{
+    BundleMetadata, ImageRecord, KubernetesSpan, Producer, ProductRecord, RecordSource,
+};
 pub use output::{file_name, sibling, TargetError};
 pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};
 
@@ -14,6 +16,7 @@ use std::path::PathBuf;
 
 use crate::cache::CacheError;
 use crate::digest::Digest;
+use crate::progress::DecimalBytes;
 
 /// Signs a bundle's checksum file into the signature file beside it. The writer takes any signer, so
 /// that the bundle's format knows nothing of keys (trust's SSH keys implement it).
@@ -36,10 +39,23 @@ pub enum TarballError {
     },
     #[error("disk full while writing {path}; nothing was left at that path")]
     DiskFull { path: PathBuf },
+    #[error(
+        "not enough space for {path}: the bundle needs {}, and {dir} has {} free; make room there, or \
+         write the bundle where there is room with -o DIR/",
+        DecimalBytes(*.needed), DecimalBytes(*.free)
+    )]
+    NoRoom {
+        path: PathBuf,
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
     #[error("cache file {} is damaged: {read} bytes hashing to {actual}, not blob {digest}; it was removed from the cache, so running ferry again fetches it anew", .path.display())]
     DamagedBlob {
         digest: Digest,

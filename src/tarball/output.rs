@@ -14,6 +14,7 @@ use tempfile::TempDir;
 use super::Signer;
 use crate::digest::{Digest, Hashing};
 use crate::interrupt;
+use crate::recovery::{self, CreateOptions, Created, RecoveryError, Redundancy};
 
 /// FAT32 cannot hold a file of 4 GiB; `--split 4G` means "as large as a FAT32 stick allows".
 const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
@@ -29,11 +30,24 @@ const STAGING_SUFFIX: &str = ".ferry-partial";
 pub enum OutputError {
     Io(io::Error),
     Target(TargetError),
+    /// The file system holding the bundle's directory has `free` bytes for a bundle of `needed`.
+    NoRoom {
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
+    Recovery(RecoveryError),
 }
 
 impl From<io::Error> for OutputError {
     fn from(error: io::Error) -> Self {
         OutputError::Io(error)
+    }
+}
+
+impl From<RecoveryError> for OutputError {
+    fn from(error: RecoveryError) -> Self {
+        OutputError::Recovery(error)
     }
 }
 
@@ -170,12 +184,22 @@ impl Staging {
         }
     }
 
+    /// Where the file to be placed at `target` is staged.
+    fn staged(&self, target: &Path) -> PathBuf {
+        self.dir.path().join(file_name(target))
+    }
+
     /// A new private file, to be placed at `target`.
     fn file(&mut self, target: &Path) -> io::Result<File> {
-        let staged = self.dir.path().join(file_name(target));
+        let staged = self.staged(target);
         let file = File::options().write(true).create_new(true).open(&staged)?;
         self.files.push((staged, target.to_path_buf()));
         Ok(file)
+    }
+
+    /// Has a file written into the staging directory under its target's name placed at `target`.
+    fn adopt(&mut self, target: &Path) {
+        self.files.push((self.staged(target), target.to_path_buf()));
     }
 
     /// Stages `bytes` to be placed at `target`, e.g. a checksum or a signature beside the bundle.
@@ -240,6 +264,8 @@ pub struct Sealed {
     pub checksum_files: Vec<PathBuf>,
     pub sha256: Digest,
     pub bytes: u64,
+    /// The recovery data written beside the files, at the paths it is placed at.
+    pub recovery: Option<Created>,
 }
 
 impl Output {
@@ -260,6 +286,7 @@ impl Output {
             }
         }
         prepare(path, split)?;
+        check_room(dir_of(path), bytes)?;
         let mut staging = Staging::create(path)?;
         let first = match part_size {
             Some(_) => sibling(path, &part_suffix(0)),
@@ -300,9 +327,15 @@ impl Output {
         Ok(())
     }
 
-    /// Closes the last part and stages the checksum files beside the parts, and with a key `PATH.sig` over
-    /// `PATH.sha256`. Nothing is visible yet: [`Staging::place`] puts it all in place.
-    pub fn seal(mut self, signer: Option<&dyn Signer>) -> Result<Sealed, OutputError> {
+    /// Closes the last part, writes the recovery data asked for beside the parts, and stages the checksum
+    /// files, which cover the recovery files too, and with a key `PATH.sig` over `PATH.sha256`: a forged
+    /// recovery file cannot then repair the bundle into something else. Nothing is visible yet:
+    /// [`Staging::place`] puts it all in place.
+    pub fn seal(
+        mut self,
+        signer: Option<&dyn Signer>,
+        recovery: Option<Redundancy>,
+    ) -> Result<Sealed, OutputError> {
         interrupt::check()?;
         let digest = Self::close_part(self.part)?;
         let (files, sha256) = match self.part_size {
@@ -317,9 +350,16 @@ impl Output {
                 (files, Digest::from_hasher(self.whole))
             }
         };
+        let (recovery, recovery_sums) = write_recovery(
+            &mut self.staging,
+            &self.path,
+            self.part_size,
+            &files,
+            recovery,
+        )?;
         let mut sums = vec![(
             sibling(&self.path, ".sha256"),
-            checksum_line(sha256.clone(), &self.path),
+            checksum_line(sha256.clone(), &self.path) + &recovery_sums,
         )];
         let signature = sibling(&self.path, ".sig");
         match signer {
@@ -330,7 +370,10 @@ impl Output {
             None => self.staging.remove_after(&signature),
         }
         if self.part_size.is_some() {
-            sums.push((sibling(&self.path, ".parts.sha256"), self.part_sums));
+            sums.push((
+                sibling(&self.path, ".parts.sha256"),
+                self.part_sums + &recovery_sums,
+            ));
         }
         let mut checksum_files = Vec::new();
         for (target, text) in sums {
@@ -343,8 +386,46 @@ impl Output {
             checksum_files,
             sha256,
             bytes: self.bytes,
+            recovery,
         })
     }
+}
+
+/// Writes recovery data for the staged `files` of the bundle at `path` (no volume larger than a part),
+/// staged to be placed beside them; returns it and its files' `sha256sum -c` lines. An earlier bundle's
+/// recovery files at this path are removed once this one is placed: they describe other bytes.
+fn write_recovery(
+    staging: &mut Staging,
+    path: &Path,
+    part_size: Option<u64>,
+    files: &[PathBuf],
+    redundancy: Option<Redundancy>,
+) -> Result<(Option<Created>, String), OutputError> {
+    let earlier = recovery::files_beside(path);
+    let Some(redundancy) = redundancy else {
+        for stale in earlier {
+            staging.remove_after(&stale);
+        }
+        return Ok((None, String::new()));
+    };
+    let staged: Vec<PathBuf> = files.iter().map(|f| staging.staged(f)).collect();
+    let mut options = CreateOptions::new(redundancy);
+    options.volume_limit = part_size;
+    let index = staging.staged(&recovery::index_path(path));
+    let mut created = recovery::create(&staged, &index, &options)?;
+    let mut sums = String::new();
+    for file in &mut created.files {
+        let mut hashing = Hashing::new(io::sink());
+        io::copy(&mut File::open(&*file)?, &mut hashing)?;
+        let target = dir_of(path).join(file_name(file));
+        sums.push_str(&checksum_line(hashing.finish().1, &target));
+        staging.adopt(&target);
+        *file = target;
+    }
+    for stale in earlier.iter().filter(|e| !created.files.contains(e)) {
+        staging.remove_after(stale);
+    }
+    Ok((Some(created), sums))
 }
 
 impl Write for Output {
@@ -395,6 +476,21 @@ pub fn file_name(path: &Path) -> String {
 }
 
 /// The directory a file is created in; temporary files must be there for the final rename to be atomic.
+/// Refuses, before a byte is written, a bundle of `bytes` that the file system of `dir` has no room
+/// for (counting what an unprivileged user may use, as `df` shows it).
+fn check_room(dir: &Path, bytes: u64) -> Result<(), OutputError> {
+    let stats = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if bytes > free {
+        return Err(OutputError::NoRoom {
+            dir: dir.to_path_buf(),
+            needed: bytes,
+            free,
+        });
+    }
+    Ok(())
+}
+
 fn dir_of(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())

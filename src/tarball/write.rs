@@ -23,6 +23,7 @@ use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing};
 use crate::image::{media, Descriptor, Image};
 use crate::progress::{Action, Counted, Reporter, Task};
+use crate::recovery::{Created, Redundancy};
 
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -32,6 +33,8 @@ pub struct WriteOptions {
     pub split: Option<u64>,
     /// Sign `PATH.sha256` into `PATH.sig`.
     pub signer: Option<Arc<dyn Signer>>,
+    /// Write PAR2 recovery data of this size beside the bundle.
+    pub recovery: Option<Redundancy>,
 }
 
 /// What was written.
@@ -46,6 +49,8 @@ pub struct Written {
     pub blobs: usize,
     /// Bytes not written because images share blobs.
     pub saved_by_sharing: u64,
+    /// The recovery data written beside it.
+    pub recovery: Option<Created>,
 }
 
 /// Writes `images` and `metadata` as one bundle at `path` (or its parts).
@@ -104,6 +109,7 @@ pub fn write_bundle(
         bytes: sealed.bytes,
         blobs: blobs.len(),
         saved_by_sharing: referenced - stored,
+        recovery: sealed.recovery,
     })
 }
 
@@ -171,7 +177,7 @@ fn write_tar(
         .into_inner();
     reporter.on_complete(id);
     output
-        .seal(options.signer.as_deref())
+        .seal(options.signer.as_deref(), options.recovery)
         .map_err(|e| output_error(path, e))
 }
 
@@ -349,6 +355,13 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
             source,
         },
         OutputError::Target(error) => TarballError::Target(error),
+        OutputError::NoRoom { dir, needed, free } => TarballError::NoRoom {
+            path: path.to_path_buf(),
+            dir,
+            needed,
+            free,
+        },
+        OutputError::Recovery(error) => TarballError::Recovery(error),
     }
 }
 

@@ -186,7 +186,7 @@ fn a_bad_line_is_refused_with_its_number_before_anything_is_fetched() {
     let run = ferry(&["list", "--images-from", "/dev/zero"]).fails_with(2);
     assert_eq!(
         run.stderr(),
-        "error: cannot read image list /dev/zero\n  caused by: it is not a regular file\n"
+        "error: cannot read image list /dev/zero\n  caused by: it is a character device, not a regular file\n"
     );
 }
 
