@@ -632,6 +632,25 @@ fn man_pages_replace_what_is_in_their_place_and_completions_survive_a_closed_pip
     std::fs::write(&elsewhere, "not a man page\n").unwrap();
     std::os::unix::fs::symlink(&elsewhere, pages.join("ferry-verify.1")).unwrap();
     let written = ferry(&["manpages", pages.to_str().unwrap()]).success();
+    // Every subcommand, by name: a reading of --help that lost one would pass unnoticed otherwise.
+    assert_eq!(
+        subcommands(),
+        [
+            "catalogs",
+            "list",
+            "diff",
+            "pull",
+            "bundle",
+            "verify",
+            "inspect",
+            "repair",
+            "push",
+            "load",
+            "serve",
+            "completions",
+            "manpages"
+        ]
+    );
     let expected: Vec<String> = std::iter::once("ferry.1".to_string())
         .chain(subcommands().iter().map(|name| format!("ferry-{name}.1")))
         .map(|name| format!("{}\n", pages.join(name).display()))
