@@ -95,6 +95,12 @@ impl Platform {
         }
     }
 
+    /// `unknown/unknown`: what no node runs, such as buildkit's attestation manifests (SBOM, provenance)
+    /// in an image index.
+    pub fn is_unknown(&self) -> bool {
+        self.os == "unknown"
+    }
+
     /// Whether an index entry serves this platform. A missing variant on either side matches, except
     /// that arm64's implicit variant is v8 (as containerd normalizes it).
     pub fn matches(&self, other: &Platform) -> bool {
@@ -202,6 +208,13 @@ pub struct Index {
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     pub manifests: Vec<Descriptor>,
+}
+
+impl Index {
+    /// The media type it declares, or the OCI index's, which one that declares none is.
+    pub fn media_type(&self) -> &str {
+        self.media_type.as_deref().unwrap_or(media::OCI_INDEX)
+    }
 }
 
 /// Where an image's bytes came from.

@@ -187,7 +187,7 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
         }
         _ => None,
     };
-    let platforms = super::distinct(&args.fetch.platforms);
+    let platforms = super::distinct(&args.fetch.platforms)?;
     plans
         .iter()
         .map(|plan| {

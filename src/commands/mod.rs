@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
-use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
+use crate::cli::{Cli, Command, FetchArgs, ImageSelection, PlatformArg};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
@@ -140,7 +140,7 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
 fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
     crate::interrupt::install();
     let settings = FetchSettings {
-        platforms: distinct(&args.platforms),
+        platforms: distinct(&args.platforms)?,
         partial_ok: args.allow_single_platform.clone(),
         jobs: usize::from(args.jobs),
         registry: RegistryOptions {
@@ -181,15 +181,24 @@ fn reporter(quiet: bool) -> Box<dyn Reporter> {
     }
 }
 
-/// `--platform` values in the order given, each once.
-pub(super) fn distinct(platforms: &[crate::image::Platform]) -> Vec<crate::image::Platform> {
+/// `--platform` values in the order given, each once; none for `all`, which stands alone.
+pub(super) fn distinct(platforms: &[PlatformArg]) -> Result<Vec<crate::image::Platform>> {
     let mut once: Vec<crate::image::Platform> = Vec::new();
     for platform in platforms {
-        if !once.contains(platform) {
-            once.push(platform.clone());
+        match platform {
+            PlatformArg::One(platform) if !once.contains(platform) => once.push(platform.clone()),
+            PlatformArg::One(_) => {}
+            PlatformArg::All if platforms.len() == 1 => return Ok(Vec::new()),
+            PlatformArg::All => {
+                return Err(Error::Usage(
+                    "--platform all carries every platform each image has; name no other platform \
+                     beside it"
+                        .into(),
+                ))
+            }
         }
     }
-    once
+    Ok(once)
 }
 
 /// The releases to plan, as `catalog@release` (or none, for --image alone). Versions newer than the

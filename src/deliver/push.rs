@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 
 use crate::digest::Digest;
-use crate::image::Manifest;
+use crate::image::{Index, Manifest};
 use crate::progress::{Action, Id, Reporter, Task};
 use crate::reference::Reference;
 use crate::registry::retry::after_attempts;
@@ -221,9 +221,14 @@ impl Pusher<'_> {
             }
             let index = read_manifest(self.report, &planned.digest)?;
             let size = index.len() as u64;
+            // ferry's own, or (`--platform all`) the upstream one, which may be a Docker manifest list.
+            let media_type = serde_json::from_slice::<Index>(&index)
+                .expect("verify parsed these very bytes")
+                .media_type()
+                .to_string();
             self.retry(upstream, target, "index", |_| {
                 self.client
-                    .push_manifest(target, index.clone(), crate::image::media::OCI_INDEX)
+                    .push_manifest(target, index.clone(), &media_type)
             })
             .await?;
             self.reporter.on_progress(id, size);

@@ -27,7 +27,8 @@ pub struct Plan {
 
 impl Plan {
     /// Says what is inside: `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar`.
-    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`.
+    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`; none (`--platform all`, whatever
+    /// each image's index lists) is `…-all-platforms.tar`.
     /// The catalog's grammar keeps separators out of its names; this is the check before a path.
     pub fn file_name(&self, platforms: &[Platform]) -> Result<String, ResolveError> {
         let name = self.unchecked_file_name(platforms);
@@ -38,11 +39,14 @@ impl Plan {
     }
 
     fn unchecked_file_name(&self, platforms: &[Platform]) -> String {
-        let platform = platforms
-            .iter()
-            .map(|p| p.to_string().replace('/', "-"))
-            .collect::<Vec<_>>()
-            .join("-");
+        let platform = match platforms {
+            [] => "all-platforms".to_string(),
+            named => named
+                .iter()
+                .map(|p| p.to_string().replace('/', "-"))
+                .collect::<Vec<_>>()
+                .join("-"),
+        };
         let Some(release) = &self.release else {
             return format!("images-{platform}.tar");
         };

@@ -6,7 +6,10 @@ mod output;
 pub mod read;
 mod write;
 
-pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
+pub use metadata::{
+    BundleMetadata, ImageRecord, KubernetesSpan, PlatformPin, Producer, RecordSource,
+    UncarriedIndex, EVERY_PLATFORM,
+};
 pub use output::{file_name, sibling, TargetError};
 pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};
 

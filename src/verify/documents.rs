@@ -119,6 +119,19 @@ pub(super) fn check_metadata(
                 entry.size, image.size
             ));
         }
+        // With every platform, an image's index is its upstream one exactly when ferry.json says it
+        // came from one.
+        let carried = image.upstream_index.then_some(image.index.as_ref()).flatten();
+        if metadata.carries_every_platform() && carried != entry.index_digest.as_ref() {
+            image.problems.push(format!(
+                "{METADATA_JSON} records {} as its upstream index, the bundle holds {}",
+                entry
+                    .index_digest
+                    .as_ref()
+                    .map_or("none".into(), ToString::to_string),
+                carried.map_or("none".into(), ToString::to_string)
+            ));
+        }
         if image
             .platform
             .as_ref()
@@ -133,8 +146,26 @@ pub(super) fn check_metadata(
 }
 
 /// Each image must come with exactly the platforms `ferry.json` says the bundle carries (fewer only for
-/// an image it allows to), each once.
+/// an image it allows to), each once. With every platform, each image has those its index lists, and
+/// `ferry.json` names all of them but attestations' (`unknown/unknown`), in the order first met.
 fn check_platforms(metadata: &BundleMetadata, images: &[ImageVerdict], problems: &mut Vec<String>) {
+    if metadata.carries_every_platform() {
+        let mut met: Vec<String> = Vec::new();
+        for platform in images.iter().filter_map(|i| i.platform.as_ref()) {
+            let name = platform.to_string();
+            if !platform.is_unknown() && !met.contains(&name) {
+                met.push(name);
+            }
+        }
+        if metadata.platforms.as_ref() != Some(&met) {
+            problems.push(format!(
+                "the images have platforms {}, but {METADATA_JSON} says the bundle carries {}",
+                met.join(", "),
+                metadata.all_platforms().join(", ")
+            ));
+        }
+        return;
+    }
     let carried: Vec<Platform> = metadata
         .all_platforms()
         .iter()

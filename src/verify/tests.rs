@@ -315,6 +315,7 @@ fn a_docker_manifest_naming_another_blob_as_config_is_a_finding() {
         config: Some(config.clone()),
         platform: Some(crate::image::Platform::linux_amd64()),
         index: None,
+        upstream_index: false,
         size: 0,
         layers: vec![layer.clone()],
         problems: Vec::new(),

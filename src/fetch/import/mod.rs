@@ -56,7 +56,8 @@ impl Importer<'_> {
     /// each of `platforms` (by its config's platform: file names mean nothing).
     ///
     /// With several platforms, each image is imported once per platform, the tarball taken for each is
-    /// said, and `partial_ok` images may lack some.
+    /// said, and `partial_ok` images may lack some. With none (`--platform all`), each image is imported
+    /// for every platform its tarballs have.
     pub fn import_all(
         &self,
         dirs: &[PathBuf],
@@ -67,6 +68,14 @@ impl Importer<'_> {
         let vendor = VendorDir::scan_all(dirs)?;
         let mut requests = Vec::new();
         for reference in references {
+            let own;
+            let platforms = match platforms {
+                [] => {
+                    own = vendor.platforms_of(reference);
+                    own.as_slice()
+                }
+                asked => asked,
+            };
             let [platform] = platforms else {
                 for found in
                     vendor.choose_each(reference, platforms, partial_ok.contains(reference))?
@@ -85,7 +94,7 @@ impl Importer<'_> {
             };
             requests.push((vendor.choose(reference, platform)?, reference));
         }
-        self.import_each(&requests, platforms.len() > 1)
+        self.import_each(&requests, platforms.len() != 1)
     }
 
     /// Imports each requested image: every layer not brought in by an earlier run, in parallel, then
