@@ -141,6 +141,22 @@ for round in $(seq 1 "$ROUNDS"); do
   /usr/bin/time -f "%e %M" -o "$W/time" sha256sum "$BUNDLE" >/dev/null; echo "sha256sum $(cat "$W/time") 0" >> "$W/results"
 done
 
+# load into containerd against ctr's own import of the same file, from an empty content store each time:
+# ferry verifies, then feeds ctr a tar of what it proved, every blob hashed again on its way.
+empty_store() {
+  "${CTR[@]}" images rm $("${CTR[@]}" images ls -q) >/dev/null 2>&1 || true
+  "${CTR[@]}" content rm $("${CTR[@]}" content ls -q) >/dev/null 2>&1 || true
+}
+for round in $(seq 1 "$ROUNDS"); do
+  empty_store
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" load "$BUNDLE" --runtime containerd --address "$W/c/c.sock" \
+    --namespace bench >/dev/null 2>&1
+  echo "load-ferry $(cat "$W/time") 0" >> "$W/results"
+  empty_store
+  /usr/bin/time -f "%e %M" -o "$W/time" "${CTR[@]}" images import "$BUNDLE" >/dev/null
+  echo "load-ctr $(cat "$W/time") 0" >> "$W/results"
+done
+
 # PAR2 recovery data for the same bundle, ferry against par2cmdline, alternating: creating 5% at 2000
 # blocks (par2's default), then repairing 20 damaged blocks (1%). Each tool works on its own copy.
 recovery_copy() { # $1 = dir: a fresh copy of the bundle and its .sha256
@@ -251,6 +267,7 @@ print(f"ferry bytes / skopeo       {ratio('ferry-cold','skopeo',2):.2f}")
 print(f"ferry bytes / ctr export   {ratio('ferry-cold','ctr',2):.2f}")
 print(f"ferry peak RSS MiB         {max(med[k][1] for k in med if k.startswith('ferry'))/1024:.1f}  (target <= 64)")
 print(f"verify / sha256sum wall    {ratio('ferry-verify','sha256sum',0):.2f}  (target <= 1.20)")
+print(f"load / ctr import wall     {ratio('load-ferry','load-ctr',0):.2f}  (verify, then a feed checked blob by blob)")
 print(f"par2 create / ferry wall   {ratio('par2-create','ferry-par2-create',0):.2f}  (5% of the bundle, 2000 blocks; target >= 3)")
 print(f"par2 repair / ferry wall   {ratio('par2-repair','ferry-repair',0):.2f}  (20 damaged blocks; ferry verifies after; target >= 1)")
 print(f"recovery bytes ferry/par2  {ratio('ferry-par2-create','par2-create',2):.2f}")

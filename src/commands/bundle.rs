@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{fetch_setup, plan_images, runtime, FetchSetup};
-use crate::bundle::{build, Built, BundleSpec, LockFile, Request};
+use super::{fetch_setup, load_site, plan_images, runtime, FetchSetup};
+use crate::bundle::{build, default_name, Built, BundleSpec, LockFile, Request};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
+use crate::fetch::FetchSettings;
 use crate::image::Image;
 use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;
@@ -35,13 +36,14 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         signer,
         recovery: args.recovery,
     };
-    let plans = plan_images(catalogs, &args.images)?;
-    let paths = output_paths(&plans, args)?;
+    let site = load_site(&args.images, &args.fetch)?;
+    let plans = plan_images(catalogs, &args.images, site.as_ref())?;
     let FetchSetup {
         cache,
         settings,
         reporter,
-    } = fetch_setup(catalogs, &args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch, site.as_ref())?;
+    let paths = output_paths(&plans, &settings, args)?;
     let request = Request {
         bundles: plans
             .into_iter()
@@ -56,6 +58,15 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         }),
     };
     let report = build(&runtime()?, &cache, &request, reporter.as_ref())?;
+    // Bundles share images (--all-k8s); each was fetched once.
+    let images = report
+        .bundles
+        .iter()
+        .flat_map(|built| &built.images)
+        .map(|image| (image.reference.to_string(), &image.manifest.digest))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    super::pull::say_downloaded(reporter.as_ref(), images, &report.pull);
     for built in &report.bundles {
         write_built(out, built, request.write.signer.as_deref()).map_err(Error::Output)?;
     }
@@ -174,7 +185,7 @@ fn passphrase(key: &Path) -> std::result::Result<Zeroizing<String>, TrustError> 
 /// Where each bundle goes. -o names the file, or the directory for the default names: always so for
 /// several bundles, and when it ends with `/`; such a directory is created when missing. The library
 /// checks each path before anything is fetched.
-fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
+fn output_paths(plans: &[Plan], fetch: &FetchSettings, args: &BundleArgs) -> Result<Vec<PathBuf>> {
     let dir = match &args.output {
         Some(out)
             if plans.len() > 1 || out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") =>
@@ -187,14 +198,13 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
         }
         _ => None,
     };
-    let platforms = super::distinct(&args.fetch.platforms)?;
     plans
         .iter()
         .map(|plan| {
             Ok(match (dir, &args.output) {
-                (Some(dir), _) => dir.join(plan.file_name(&platforms)?),
+                (Some(dir), _) => dir.join(default_name(plan, fetch)?),
                 (None, Some(path)) => path.clone(),
-                (None, None) => PathBuf::from(plan.file_name(&platforms)?),
+                (None, None) => PathBuf::from(default_name(plan, fetch)?),
             })
         })
         .collect()

@@ -8,15 +8,19 @@ use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{
-    detect, explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
+    explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
 };
+use crate::deliver::node::Node;
 use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::image::Platform;
-use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
+use crate::progress::{
+    line_to_stderr, to_stderr, DecimalBytes, Reporter, Silent, Stderr, TerminalReporter,
+};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
+use crate::tarball::ProductRecord;
 use crate::trust::Anchors;
 use crate::verify::{Verified, VerifiedImage, VerifyOptions};
 
@@ -40,7 +44,7 @@ pub(super) fn verified(
         if intact_only {
             if let Ok((intact, left_out)) = report.clone().into_intact_images() {
                 for name in left_out {
-                    eprintln!("left out (damaged): {name}");
+                    line_to_stderr(&format!("left out (damaged): {name}"));
                 }
                 return Ok(intact);
             }
@@ -52,9 +56,7 @@ pub(super) fn verified(
         return Err(refusal.into());
     }
     // Say who signed on stderr: stdout is the mapping scripts read.
-    verdicts
-        .write(&mut std::io::stderr())
-        .map_err(Error::Output)?;
+    verdicts.write(&mut Stderr).map_err(Error::Output)?;
     Ok(verified)
 }
 
@@ -114,6 +116,8 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
 }
 
 /// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
+/// One product with Helm keys writes FILE; several write one file each, the catalog's name before FILE's
+/// extension (`values.yaml`: `values-huawei-csi.yaml`, ...), each said on stderr.
 fn write_helm_values(
     args: &PushArgs,
     bundle: &Verified,
@@ -123,16 +127,59 @@ fn write_helm_values(
     let Some(file) = &args.helm_values else {
         return Ok(());
     };
-    let values = helm_values(bundle, pushed, catalogs).ok_or_else(|| {
+    let products = bundle.metadata().products();
+    if products.is_empty() {
+        return Err(Error::Usage(format!(
+            "--helm-values {}: the bundle names no catalog release, so there are no Helm values to write",
+            file.display()
+        )));
+    }
+    let values = helm_values(bundle, pushed, catalogs).map_err(|e| {
         Error::Usage(format!(
-            "--helm-values {}: the bundle names no catalog release ferry knows, so there are no Helm values to write",
+            "--helm-values {}: {e}: its chart's keys are not known (add its catalog with --catalog-file)",
             file.display()
         ))
     })?;
-    std::fs::write(file, values).map_err(|source| Error::Io {
-        path: file.clone(),
-        source,
-    })
+    let several = values.len() > 1;
+    if values.is_empty() {
+        return Err(Error::Usage(format!(
+            "--helm-values {}: no release in the bundle ({}) names Helm keys for its images",
+            file.display(),
+            products
+                .iter()
+                .map(ProductRecord::spec)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    for product in values {
+        let path = match several {
+            true => helm_values_path(file, &product.catalog),
+            false => file.clone(),
+        };
+        std::fs::write(&path, &product.yaml).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if several {
+            line_to_stderr(&format!(
+                "Helm values for {}: {}",
+                product.catalog,
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `values.yaml` for `huawei-csi`: `values-huawei-csi.yaml`, in the same directory.
+fn helm_values_path(file: &std::path::Path, catalog: &str) -> std::path::PathBuf {
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match file.extension() {
+        Some(extension) => format!("{stem}-{catalog}.{}", extension.to_string_lossy()),
+        None => format!("{stem}-{catalog}"),
+    };
+    file.with_file_name(name)
 }
 
 /// On stderr, after the mapping: which upstream index pins will not resolve in the target registry, as
@@ -145,8 +192,7 @@ fn write_pin_note(args: &PushArgs, bundle: &Verified, pushed: &[Pushed]) -> Resu
         Some(target.by_digest(manifest.clone()).to_string())
     };
     let place = format!("from {}", args.to);
-    write_uncarried(&mut std::io::stderr(), bundle.metadata(), &place, pin)
-        .map_err(Error::Output)
+    write_uncarried(&mut std::io::stderr(), bundle.metadata(), &place, pin).map_err(Error::Output)
 }
 
 fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
@@ -168,7 +214,20 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         namespace: args.namespace.clone(),
         address: args.address.clone(),
     };
-    let (runtime, socket) = detect(&options)?;
+    let choice = Node::system().choose(&options)?;
+    // Said before the load, on stderr (stdout is what was loaded): where ferry looked, and why this one.
+    let told = options.runtime.is_some() || options.address.is_some();
+    eprintln!(
+        "runtime: {} ({}){}",
+        choice.runtime.name(),
+        choice.why,
+        if told {
+            ""
+        } else {
+            "; --runtime and --address choose another"
+        }
+    );
+    let (runtime, socket) = (choice.runtime, choice.socket);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {
         bundle: report.bundle().display().to_string(),
@@ -189,7 +248,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let said = load_bundle(&report, &feed, &loader, &reporter)
         .map_err(|error| explain_failure(error, runtime, &report))?;
     reporter.finish();
-    eprint!("{said}");
+    to_stderr(&said);
     let loaded: Vec<&VerifiedImage> = match &feed {
         Feed::Platform { images, .. } => images.clone(),
         Feed::Whole => report.images().iter().collect(),

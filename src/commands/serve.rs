@@ -5,6 +5,7 @@ use super::runtime;
 use crate::catalog::Catalogs;
 use crate::cli::{LogLevel, ServeArgs};
 use crate::error::{Error, Result};
+use crate::progress::{to_stderr, Stderr};
 use crate::reference::DOCKER_HUB;
 use crate::serve::node_config::{node_config, Reach};
 use crate::serve::{serve, Content, ServeOptions};
@@ -40,11 +41,11 @@ pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
                 auth: args.htpasswd.is_some(),
             },
         );
-        eprint!("{}", config.notes);
+        to_stderr(&config.notes);
         return out.write_all(config.text.as_bytes()).map_err(Error::Output);
     }
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(match args.log_level {

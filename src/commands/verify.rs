@@ -70,6 +70,7 @@ pub(super) fn damaged(report: &Report) -> Error {
 const MAX_PROBLEM: usize = 1000;
 
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
+    write_caveats(out, report)?;
     match &report.checksum {
         Checksum::Verified { files, .. } => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -157,6 +158,15 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
     }
 }
 
+/// What the bundle is besides what its releases need (incomplete, extended), first, so that nobody
+/// takes it for the whole set.
+fn write_caveats(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
+    for caveat in report.metadata.iter().flat_map(|m| m.caveats()) {
+        writeln!(out, "{caveat}")?;
+    }
+    Ok(())
+}
+
 pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> Result<()> {
     let report = verify(&args.path, &VerifyOptions::default(), catalogs)?;
     let mut users: BTreeMap<&Digest, usize> = BTreeMap::new();
@@ -183,6 +193,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
             &json!({"images": images, "bytes": stored, "referenced_bytes": referenced, "metadata": metadata, "intact": report.intact(), "unresolvable_index_pins": uncarried.unwrap_or_default()}),
         );
     }
+    write_caveats(out, &report).map_err(Error::Output)?;
     let mut rows = vec![
         ["IMAGE", "PLATFORM", "MANIFEST", "SIZE", "LAYERS", "SHARED"]
             .map(String::from)
@@ -237,16 +248,22 @@ fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Resul
         ),
     )?;
     let dash = || "-".to_string();
+    let products = metadata.map(|m| m.products()).unwrap_or_default();
     line(
         out,
         format!(
-            "release:    {} {}",
-            metadata
-                .and_then(|m| m.catalog.clone())
-                .unwrap_or_else(dash),
-            metadata
-                .and_then(|m| m.release.clone())
-                .unwrap_or_else(dash)
+            "release:    {}",
+            match products.as_slice() {
+                [] => dash(),
+                products => products
+                    .iter()
+                    .map(|p| match &p.service {
+                        Some(service) => format!("{} {} ({service})", p.catalog, p.release),
+                        None => format!("{} {}", p.catalog, p.release),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
         ),
     )?;
     line(

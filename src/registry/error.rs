@@ -45,7 +45,9 @@ pub enum RegistryError {
         wanted: String,
         actual: String,
     },
-    #[error("{image}: its index lists manifest {manifest} as {listed}, but its config says {actual}")]
+    #[error(
+        "{image}: its index lists manifest {manifest} as {listed}, but its config says {actual}"
+    )]
     IndexPlatform {
         image: String,
         manifest: Digest,

@@ -7,8 +7,8 @@ pub mod read;
 mod write;
 
 pub use metadata::{
-    BundleMetadata, ImageRecord, KubernetesSpan, PlatformPin, Producer, RecordSource,
-    UncarriedIndex, EVERY_PLATFORM,
+    BundleMetadata, ImageRecord, KubernetesSpan, PlatformPin, Producer, ProductRecord,
+    RecordSource, UncarriedIndex, EVERY_PLATFORM,
 };
 pub use output::{file_name, sibling, TargetError};
 pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};
@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 use crate::cache::CacheError;
 use crate::digest::Digest;
+use crate::progress::DecimalBytes;
 
 /// Signs a bundle's checksum file into the signature file beside it. The writer takes any signer, so
 /// that the bundle's format knows nothing of keys (trust's SSH keys implement it).
@@ -39,6 +40,17 @@ pub enum TarballError {
     },
     #[error("disk full while writing {path}; nothing was left at that path")]
     DiskFull { path: PathBuf },
+    #[error(
+        "not enough space for {path}: the bundle needs {}, and {dir} has {} free; make room there, or \
+         write the bundle where there is room with -o DIR/",
+        DecimalBytes(*.needed), DecimalBytes(*.free)
+    )]
+    NoRoom {
+        path: PathBuf,
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]

@@ -30,6 +30,12 @@ const STAGING_SUFFIX: &str = ".ferry-partial";
 pub enum OutputError {
     Io(io::Error),
     Target(TargetError),
+    /// The file system holding the bundle's directory has `free` bytes for a bundle of `needed`.
+    NoRoom {
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     Recovery(RecoveryError),
 }
 
@@ -280,6 +286,7 @@ impl Output {
             }
         }
         prepare(path, split)?;
+        check_room(dir_of(path), bytes)?;
         let mut staging = Staging::create(path)?;
         let first = match part_size {
             Some(_) => sibling(path, &part_suffix(0)),
@@ -469,6 +476,21 @@ pub fn file_name(path: &Path) -> String {
 }
 
 /// The directory a file is created in; temporary files must be there for the final rename to be atomic.
+/// Refuses, before a byte is written, a bundle of `bytes` that the file system of `dir` has no room
+/// for (counting what an unprivileged user may use, as `df` shows it).
+fn check_room(dir: &Path, bytes: u64) -> Result<(), OutputError> {
+    let stats = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if bytes > free {
+        return Err(OutputError::NoRoom {
+            dir: dir.to_path_buf(),
+            needed: bytes,
+            free,
+        });
+    }
+    Ok(())
+}
+
 fn dir_of(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -316,7 +316,10 @@ fn upstream_index(store: &BlobStore, group: &[Image]) -> Result<Option<Descripto
     let Some(digest) = &group[0].index_digest else {
         return Ok(None);
     };
-    if group.iter().any(|image| image.index_digest.as_ref() != Some(digest)) {
+    if group
+        .iter()
+        .any(|image| image.index_digest.as_ref() != Some(digest))
+    {
         return Ok(None);
     }
     let bytes = store.read(digest)?;
@@ -399,6 +402,12 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
             source,
         },
         OutputError::Target(error) => TarballError::Target(error),
+        OutputError::NoRoom { dir, needed, free } => TarballError::NoRoom {
+            path: path.to_path_buf(),
+            dir,
+            needed,
+            free,
+        },
         OutputError::Recovery(error) => TarballError::Recovery(error),
     }
 }

@@ -121,7 +121,10 @@ pub(super) fn check_metadata(
         }
         // With every platform, an image's index is its upstream one exactly when ferry.json says it
         // came from one.
-        let carried = image.upstream_index.then_some(image.index.as_ref()).flatten();
+        let carried = image
+            .upstream_index
+            .then_some(image.index.as_ref())
+            .flatten();
         if metadata.carries_every_platform() && carried != entry.index_digest.as_ref() {
             image.problems.push(format!(
                 "{METADATA_JSON} records {} as its upstream index, the bundle holds {}",

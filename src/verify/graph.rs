@@ -348,7 +348,11 @@ fn upstream_index(descriptor: &Descriptor, index: Index) -> Result<Index, String
             index.media_type()
         ));
     }
-    if let Some(nested) = index.manifests.iter().find(|m| media::is_index(&m.media_type)) {
+    if let Some(nested) = index
+        .manifests
+        .iter()
+        .find(|m| media::is_index(&m.media_type))
+    {
         return Err(format!(
             "index {} lists another index, {}",
             descriptor.digest, nested.digest

@@ -204,6 +204,9 @@ pub struct Report {
     /// Where each blob's bytes are in the tar stream (offset, size), for delivery.
     #[serde(skip)]
     pub locations: BTreeMap<Digest, (u64, u64)>,
+    /// The documents as read, by name: what a loader is fed, rather than the file read again.
+    #[serde(skip)]
+    pub documents: BTreeMap<String, Vec<u8>>,
     #[serde(skip)]
     pub source: Source,
 }
@@ -219,6 +222,7 @@ pub struct Verified {
     platforms: Vec<Platform>,
     images: Vec<VerifiedImage>,
     locations: BTreeMap<Digest, (u64, u64)>,
+    documents: BTreeMap<String, Vec<u8>>,
 }
 
 impl Verified {
@@ -258,6 +262,12 @@ impl Verified {
     /// Every blob, with where its bytes are in the tar stream (offset, size).
     pub fn locations(&self) -> &BTreeMap<Digest, (u64, u64)> {
         &self.locations
+    }
+
+    /// The documents (`oci-layout`, `ferry.json`, `index.json`, `manifest.json`) by name, the very bytes
+    /// checked: the file may have changed since.
+    pub fn documents(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.documents
     }
 }
 
@@ -367,6 +377,7 @@ impl Report {
                 platforms,
                 images,
                 locations: self.locations,
+                documents: self.documents,
             }),
             // An intact bundle always has all; a report without them is not proof of anything.
             (images, platforms, metadata) => {
@@ -455,9 +466,11 @@ pub fn verify(
         blobs: contents.blobs.len(),
         metadata: None,
         locations: std::mem::take(&mut contents.locations),
+        documents: BTreeMap::new(),
         source,
     };
     contents.cross_check(&mut report, options.deep);
+    report.documents = std::mem::take(&mut contents.documents);
     if let Some(version) = options.kubernetes {
         check_completeness(&mut report, version, catalogs)?;
     }

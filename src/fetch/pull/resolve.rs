@@ -60,13 +60,21 @@ impl Puller<'_> {
 
     /// `--platform all`: every manifest a list or index names, in its order, the index itself kept in
     /// the cache to be carried byte for byte; a single manifest is the one entry, as it is.
-    fn every_entry(&self, item: &PullItem, top: &Top) -> Result<Vec<Option<Descriptor>>, PullError> {
+    fn every_entry(
+        &self,
+        item: &PullItem,
+        top: &Top,
+    ) -> Result<Vec<Option<Descriptor>>, PullError> {
         let image = item.upstream.to_string();
         if !media::is_index(&top.media_type) {
             return Ok(vec![None]);
         }
         let index = parse_index(&image, &top.bytes)?;
-        if let Some(nested) = index.manifests.iter().find(|m| media::is_index(&m.media_type)) {
+        if let Some(nested) = index
+            .manifests
+            .iter()
+            .find(|m| media::is_index(&m.media_type))
+        {
             return Err(RegistryError::NestedIndex {
                 image,
                 digest: nested.digest.clone(),
