@@ -279,7 +279,13 @@ fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Resul
         out,
         format!(
             "platform:   {}",
-            metadata.map_or_else(dash, |m| m.all_platforms().join(", "))
+            metadata.map_or_else(dash, |m| match m.carries_every_platform() {
+                true => format!(
+                    "{} (each image's upstream index whole, attestations too)",
+                    m.all_platforms().join(", ")
+                ),
+                false => m.all_platforms().join(", "),
+            })
         ),
     )?;
     line(
@@ -341,7 +347,7 @@ pub(super) fn write_uncarried(
             .map(|p| Some(format!("    {}  {}", p.platform, pin(&image, &p.manifest)?)))
             .collect();
         if let Some(pins) = pins {
-            lines.push(format!("  {}: index {}", image, uncarried.index));
+            lines.push(format!("  {image} (upstream index {})", uncarried.index));
             lines.extend(pins);
         }
     }
@@ -350,9 +356,9 @@ pub(super) fn write_uncarried(
     }
     writeln!(
         out,
-        "note: the bundle carries {} of these images, not their upstream indexes, so a pod pinned to \
-         one of these index digests will not pull {where_}; pin a platform's manifest instead (or \
-         bundle with --platform all):",
+        "note: a pod pinned to the upstream index of an image below will not pull {where_}: this \
+         bundle carries {} only, not the indexes (`--platform all` carries them whole); pin a \
+         platform's manifest instead:",
         metadata.all_platforms().join(", ")
     )?;
     for line in lines {
