@@ -216,6 +216,15 @@ impl Index {
     pub fn media_type(&self) -> &str {
         self.media_type.as_deref().unwrap_or(media::OCI_INDEX)
     }
+
+    /// The media type the bytes of an index declare (ferry's own, or an upstream Docker list), to
+    /// send or name it by; the OCI index's when they declare none or are not an index.
+    pub fn media_type_of(bytes: &[u8]) -> String {
+        serde_json::from_slice::<Index>(bytes).map_or_else(
+            |_| media::OCI_INDEX.to_string(),
+            |i| i.media_type().to_string(),
+        )
+    }
 }
 
 /// Where an image's bytes came from.

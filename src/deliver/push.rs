@@ -234,10 +234,7 @@ impl Pusher<'_> {
             let index = read_manifest(self.report, &planned.digest)?;
             let size = index.len() as u64;
             // ferry's own, or (`--platform all`) the upstream one, which may be a Docker manifest list.
-            let media_type = serde_json::from_slice::<Index>(&index)
-                .expect("verify parsed these very bytes")
-                .media_type()
-                .to_string();
+            let media_type = Index::media_type_of(&index);
             self.retry(upstream, target, "index", |_| {
                 self.client
                     .push_manifest(target, index.clone(), &media_type)

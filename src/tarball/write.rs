@@ -323,12 +323,8 @@ fn upstream_index(store: &BlobStore, group: &[Image]) -> Result<Option<Descripto
         return Ok(None);
     }
     let bytes = store.read(digest)?;
-    let media_type = serde_json::from_slice::<Index>(&bytes).map_or_else(
-        |_| media::OCI_INDEX.to_string(),
-        |index| index.media_type().to_string(),
-    );
     Ok(Some(Descriptor {
-        media_type,
+        media_type: Index::media_type_of(&bytes),
         digest: digest.clone(),
         size: bytes.len() as u64,
         platform: None,

@@ -41,22 +41,24 @@ impl Upstream {
         self.work.path().join(name).to_str().unwrap().to_string()
     }
 
-    /// `ferry bundle --image IMAGE --platform PLATFORMS -o NAME`.
-    fn bundle(&self, platforms: &str, name: &str) -> Run {
-        run(command().args([
-            "bundle",
-            "--image",
-            IMAGE,
-            "--platform",
-            platforms,
-            "--mirror",
-            &format!("registry.k8s.io={}", self.registry.addr()),
-            "--cache-dir",
-            &self.path("cache"),
-            "-q",
-            "-o",
-            &self.path(name),
-        ]))
+    /// `ferry bundle --image IMAGE --platform PLATFORMS -o NAME EXTRA`.
+    fn bundle(&self, platforms: &str, name: &str, extra: &[&str]) -> Run {
+        run(command()
+            .args([
+                "bundle",
+                "--image",
+                IMAGE,
+                "--platform",
+                platforms,
+                "--mirror",
+                &format!("registry.k8s.io={}", self.registry.addr()),
+                "--cache-dir",
+                &self.path("cache"),
+                "-q",
+                "-o",
+                &self.path(name),
+            ])
+            .args(extra))
         .success()
     }
 }
@@ -88,7 +90,8 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
         return;
     };
     let bundle = upstream.path("all.tar");
-    upstream.bundle("all", "all.tar");
+    let lock = upstream.path("all.lock");
+    upstream.bundle("all", "all.tar", &["--lock", &lock]);
     let (top, seeded) = (&upstream.seeded.top_digest, &upstream.seeded.manifests);
     let verified = run(command().args(["verify", &bundle])).success();
     let mut said = format!("checksum: matches {bundle}.sha256\n");
@@ -120,13 +123,17 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
         return;
     };
     let to = format!("{}/site", private.addr());
-    let pushed = run(command().args(["push", &bundle, "--to", &to])).success();
-    // The tag names the upstream index, and no note says a pin will not resolve.
+    let pushed =
+        run(command().args(["push", &bundle, "--to", &to, "-q", "--lock", &lock])).success();
+    // The tag names the upstream index, the lock pins it, and no note says a pin will not resolve.
     assert_eq!(
         pushed.stdout(),
         format!("{IMAGE} -> {to}/{REPOSITORY}:v2.12.0  {top}\n")
     );
-    assert!(!pushed.stderr().contains("note:"), "{}", pushed.stderr());
+    assert_eq!(
+        pushed.stderr(),
+        format!("lock: every image matches {lock} (1 images)\n")
+    );
     let site = format!("site/{REPOSITORY}");
     assert_eq!(
         manifest(private.addr(), &site, "v2.12.0"),
@@ -165,6 +172,26 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
     );
     let images = String::from_utf8_lossy(&containerd.ctr(&["images", "ls"]).stdout).into_owned();
     assert!(images.contains(top.as_str()), "{images}");
+    // ferry load on an amd64 node: the amd64 image under its name, once.
+    let Some(fresh) = require(Containerd::start()) else {
+        return;
+    };
+    let loaded = run(command().args([
+        "load",
+        &bundle,
+        "--runtime",
+        "containerd",
+        "--address",
+        fresh.socket().to_str().unwrap(),
+    ]))
+    .success();
+    assert_eq!(
+        loaded.stdout(),
+        format!(
+            "loaded {IMAGE}  {}  linux/amd64  into Containerd\n",
+            upstream.seeded.manifest_for("linux/amd64")
+        )
+    );
 }
 
 #[test]
@@ -173,7 +200,7 @@ fn fewer_platforms_say_that_pins_to_the_upstream_index_will_not_resolve() {
         return;
     };
     let bundle = upstream.path("amd64.tar");
-    upstream.bundle("linux/amd64", "amd64.tar");
+    upstream.bundle("linux/amd64", "amd64.tar", &[]);
     let (index, amd64) = (
         &upstream.seeded.top_digest,
         upstream.seeded.manifest_for("linux/amd64"),
