@@ -468,6 +468,11 @@ mod tests {
             plan.file_name(&platforms[..1], true).unwrap(),
             "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64-incomplete.tar"
         );
+        assert_eq!(
+            plan.file_name(&[], false).unwrap(),
+            "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-all-platforms.tar",
+            "--platform all"
+        );
         // --k8s may say the same version; each service goes with its product.
         let versions = [v("1.28.9")];
         let node = planned(&Selection {

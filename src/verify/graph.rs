@@ -67,10 +67,16 @@ impl Contents {
         let descriptors = &index.manifests;
         let mut referenced = BTreeSet::new();
         let mut budget = Budget(MAX_PARSED);
-        // Upstream indexes are carried only by a bundle made with `--platform all`.
+        // Upstream indexes are carried only by a bundle made with `--platform all`, each one ferry.json
+        // records (an upstream index may have ferry's own bytes: one that ferry pushed).
         let every = metadata
             .as_ref()
             .is_some_and(BundleMetadata::carries_every_platform);
+        let upstream: BTreeSet<&Digest> = metadata
+            .iter()
+            .filter(|_| every)
+            .flat_map(|m| m.images.iter().filter_map(|i| i.index_digest.as_ref()))
+            .collect();
         // One verdict per image and platform; each remembers its entry in index.json, and the first of
         // each entry (with every platform, the first that is not an attestation) is what manifest.json
         // describes.
@@ -79,7 +85,7 @@ impl Contents {
             let top = Top {
                 position,
                 descriptor,
-                every,
+                upstream: upstream.contains(&descriptor.digest),
             };
             let verdicts = self.check_top(&top, deep, &mut referenced, &mut budget);
             let shown = verdicts
@@ -148,12 +154,12 @@ impl Contents {
             .and_then(|blob| {
                 let bytes = blob.kept.as_deref().unwrap_or_default();
                 match serde_json::from_slice::<Index>(bytes) {
-                    Ok(index) if platform_index_bytes(index.manifests.clone()) == bytes => {
-                        Ok(index)
-                    }
-                    Ok(index) if top.every => {
+                    Ok(index) if top.upstream => {
                         verdict.upstream_index = true;
                         upstream_index(descriptor, index)
+                    }
+                    Ok(index) if platform_index_bytes(index.manifests.clone()) == bytes => {
+                        Ok(index)
                     }
                     _ => Err(format!(
                         "index {} is not the index of platforms ferry writes",
@@ -330,11 +336,11 @@ impl Contents {
     }
 }
 
-/// An entry of index.json, where it is, and whether the bundle may carry upstream indexes.
+/// An entry of index.json, where it is, and whether ferry.json records it as an upstream index.
 struct Top<'a> {
     position: usize,
     descriptor: &'a Descriptor,
-    every: bool,
+    upstream: bool,
 }
 
 /// An upstream index, carried whole: of the media type its entry says, and naming manifests only (one

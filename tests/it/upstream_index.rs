@@ -251,3 +251,17 @@ fn fewer_platforms_say_that_pins_to_the_upstream_index_will_not_resolve() {
         (200, amd64.to_string())
     );
 }
+
+#[test]
+fn platform_all_stands_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let refused = run(command()
+        .args(["bundle", "--image", IMAGE, "--platform", "linux/arm64,all"])
+        .current_dir(work.path()))
+    .fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        "error: --platform all carries every platform each image has; name no other platform beside it\n"
+    );
+    assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
+}
