@@ -8,7 +8,7 @@ use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image_with_attestation, request, Seeded, OCI_INDEX};
 use crate::serve::Served;
-use crate::services::{require, Containerd, Registry};
+use crate::services::{require, Containerd, Podman, Registry};
 
 const IMAGE: &str = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
 const REPOSITORY: &str = "sig-storage/livenessprobe";
@@ -192,6 +192,24 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
             upstream.seeded.manifest_for("linux/amd64")
         )
     );
+    // podman loads the file itself through manifest.json: the amd64 image, not the attestation.
+    let Some(podman) = require(Podman::new()) else {
+        return;
+    };
+    let direct = podman.podman(&["load", "-i", &bundle]);
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    let inspect = podman.podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Os}}/{{.Architecture}}",
+        IMAGE,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&inspect.stdout), "linux/amd64\n");
 }
 
 #[test]
