@@ -283,3 +283,41 @@ fn platform_all_stands_alone() {
     );
     assert_eq!(std::fs::read_dir(work.path()).unwrap().count(), 0);
 }
+
+/// An index of indexes is not what `--platform all` can carry byte for byte with what it lists: refused,
+/// naming the image and the nested index.
+#[test]
+fn platform_all_refuses_an_index_of_indexes() {
+    let Some(registry) = require(Registry::plain()) else {
+        return;
+    };
+    let inner = crate::seed::push_image(
+        registry.addr(),
+        REPOSITORY,
+        "inner",
+        crate::seed::Format::OciIndex,
+        &["linux/amd64"],
+        50_000,
+    );
+    let outer = serde_json::to_vec(
+        &serde_json::json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_INDEX, "digest": inner.top_digest, "size": 0}]}),
+    )
+    .unwrap();
+    crate::seed::push_manifest(registry.addr(), REPOSITORY, "v2.12.0", OCI_INDEX, &outer);
+    let work = tempfile::tempdir().unwrap();
+    let refused = run(command()
+        .args(["bundle", "--image", IMAGE, "--platform", "all", "-q"])
+        .args(["--mirror", &format!("registry.k8s.io={}", registry.addr())])
+        .args(["--cache-dir", work.path().join("cache").to_str().unwrap()])
+        .current_dir(work.path()))
+    .fails_with(1);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: {IMAGE}: its index lists another index ({}); --platform all carries an index of \
+             manifests, not of indexes\n",
+            inner.top_digest
+        )
+    );
+}
