@@ -208,7 +208,7 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, false, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, args.intact_only, out)?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),
@@ -217,7 +217,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let choice = Node::system().choose(&options)?;
     // Said before the load, on stderr (stdout is what was loaded): where ferry looked, and why this one.
     let told = options.runtime.is_some() || options.address.is_some();
-    eprintln!(
+    line_to_stderr(&format!(
         "runtime: {} ({}){}",
         choice.runtime.name(),
         choice.why,
@@ -226,7 +226,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         } else {
             "; --runtime and --address choose another"
         }
-    );
+    ));
     let (runtime, socket) = (choice.runtime, choice.socket);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {
