@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::image::{Descriptor, Image, ImageSource};
+use crate::image::{Descriptor, Image, ImageSource, Platform};
 use crate::reference::Reference;
 use crate::resolve::{describe_span, Plan};
 
@@ -102,6 +102,19 @@ pub struct ImageRecord {
     pub source: RecordSource,
 }
 
+/// What `platforms` of a bundle made with `--platform all` lists: each platform once, in the order met,
+/// attestations' (`unknown/unknown`) left out.
+pub fn platforms_met<'a>(platforms: impl IntoIterator<Item = &'a Platform>) -> Vec<String> {
+    let mut met: Vec<String> = Vec::new();
+    for platform in platforms {
+        let name = platform.to_string();
+        if !platform.is_unknown() && !met.contains(&name) {
+            met.push(name);
+        }
+    }
+    met
+}
+
 /// An upstream index an image was picked from that the bundle does not carry, and what to pin instead.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UncarriedIndex {
@@ -137,15 +150,10 @@ impl BundleMetadata {
         partial_ok: &[Reference],
     ) -> BundleMetadata {
         let every = platforms.is_empty();
-        let mut names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
-        if every {
-            for platform in images.iter().map(|i| &i.platform) {
-                let name = platform.to_string();
-                if !platform.is_unknown() && !names.contains(&name) {
-                    names.push(name);
-                }
-            }
-        }
+        let names = match every {
+            true => platforms_met(images.iter().map(|i| &i.platform)),
+            false => platforms.iter().map(ToString::to_string).collect(),
+        };
         let several = names.len() > 1 || every;
         let one = match plan.products.as_slice() {
             [one] => Some(one),

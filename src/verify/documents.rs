@@ -11,7 +11,7 @@ use crate::reference::Reference;
 use crate::tarball::layout::{
     blob_path, index_name, pretty, DockerEntry, MANIFEST_JSON, METADATA_JSON,
 };
-use crate::tarball::BundleMetadata;
+use crate::tarball::{platforms_met, BundleMetadata};
 
 impl Contents {
     /// A document that must be exactly as ferry writes it; `None` (with a problem recorded) otherwise.
@@ -153,13 +153,7 @@ pub(super) fn check_metadata(
 /// `ferry.json` names all of them but attestations' (`unknown/unknown`), in the order first met.
 fn check_platforms(metadata: &BundleMetadata, images: &[ImageVerdict], problems: &mut Vec<String>) {
     if metadata.carries_every_platform() {
-        let mut met: Vec<String> = Vec::new();
-        for platform in images.iter().filter_map(|i| i.platform.as_ref()) {
-            let name = platform.to_string();
-            if !platform.is_unknown() && !met.contains(&name) {
-                met.push(name);
-            }
-        }
+        let met = platforms_met(images.iter().filter_map(|i| i.platform.as_ref()));
         if metadata.platforms.as_ref() != Some(&met) {
             problems.push(format!(
                 "the images have platforms {}, but {METADATA_JSON} says the bundle carries {}",
