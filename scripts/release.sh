@@ -20,6 +20,8 @@
 # and aws-lc, rustls's crypto provider) build for arm64 and against musl with nothing from apt, and the
 # same way on any Linux build machine.
 set -euo pipefail
+# --sign and --out name paths from where the script was called, not from the repository it works in.
+caller="$PWD"
 cd "$(dirname "$0")/.."
 umask 022
 
@@ -49,6 +51,14 @@ for target in "${targets[@]}"; do
     *) echo "release.sh: --target $target: only x86_64-unknown-linux-musl and aarch64-unknown-linux-musl are built" >&2; exit 2 ;;
     esac
 done
+from_caller() {
+    case "$1" in
+    /*) echo "$1" ;;
+    *) echo "$caller/$1" ;;
+    esac
+}
+[ -z "$sign_key" ] || sign_key="$(from_caller "$sign_key")"
+[ -z "$out" ] || out="$(from_caller "$out")"
 if [ -n "$sign_key" ] && [ ! -f "$sign_key" ]; then
     echo "release.sh: --sign $sign_key: no such key file" >&2
     exit 2

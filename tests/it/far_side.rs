@@ -432,18 +432,19 @@ fn release_archives_check_with_sha256sum_and_ssh_keygen_and_hold_completions_and
     assert!(keygen.status.success(), "{}", text(&keygen));
     let public_key = std::fs::read_to_string(at("release_key.pub")).unwrap();
     std::fs::write(at("allowed_signers"), format!("release@ferry {public_key}")).unwrap();
-    let release = |out: &Path| {
+    // Called from elsewhere, with the key and the output directory named relative to there.
+    let release = |out: &str| {
         let built = Command::new("bash")
             .arg(repository().join("scripts/release.sh"))
-            .args(["--no-build", "--sign", key.to_str().unwrap(), "--out"])
-            .arg(out)
+            .args(["--no-build", "--sign", "release_key", "--out", out])
+            .current_dir(work.path())
             .env("CARGO_TARGET_DIR", target_dir())
             .output()
             .unwrap();
         assert!(built.status.success(), "{}", text(&built));
+        at(out)
     };
-    let dist = at("dist");
-    release(&dist);
+    let dist = release("dist");
     let version = env!("CARGO_PKG_VERSION");
     let archive = |target: &str| format!("ferry-{version}-{target}.tar.gz");
 
@@ -623,8 +624,7 @@ fn release_archives_check_with_sha256sum_and_ssh_keygen_and_hold_completions_and
     }
 
     // The same binaries and key give the same archives, byte for byte.
-    let again = at("again");
-    release(&again);
+    let again = release("again");
     for target in TARGETS {
         assert_eq!(
             std::fs::read(dist.join(archive(target))).unwrap(),
