@@ -1,5 +1,6 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
+pub mod delta;
 pub mod layout;
 mod metadata;
 mod output;
@@ -7,8 +8,11 @@ pub mod read;
 mod write;
 
 pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
-pub use output::{file_name, sibling, TargetError};
-pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};
+pub use output::{checksum_text, file_name, sibling, TargetError};
+pub use write::{
+    append, check_output, entries_size, stream_entries, tar_size, write_bundle, write_delta,
+    write_entries, BlobSource, Documents, Staged, WriteOptions, Written,
+};
 
 use std::path::PathBuf;
 
@@ -40,6 +44,8 @@ pub enum TarballError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("{}: blob {digest} is not what verify read there: the file changed since; verify it again", .path.display())]
+    Changed { digest: Digest, path: PathBuf },
     #[error("cache file {} is damaged: {read} bytes hashing to {actual}, not blob {digest}; it was removed from the cache, so running ferry again fetches it anew", .path.display())]
     DamagedBlob {
         digest: Digest,

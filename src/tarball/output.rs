@@ -236,6 +236,7 @@ pub struct Output {
 /// An output whose every byte is written and synced, its files staged and not yet placed.
 pub struct Sealed {
     pub staging: Staging,
+    path: PathBuf,
     pub files: Vec<PathBuf>,
     pub checksum_files: Vec<PathBuf>,
     pub sha256: Digest,
@@ -300,9 +301,9 @@ impl Output {
         Ok(())
     }
 
-    /// Closes the last part and stages the checksum files beside the parts, and with a key `PATH.sig` over
-    /// `PATH.sha256`. Nothing is visible yet: [`Staging::place`] puts it all in place.
-    pub fn seal(mut self, signer: Option<&dyn Signer>) -> Result<Sealed, OutputError> {
+    /// Closes the last part and stages the checksum files beside the parts. Nothing is visible yet:
+    /// [`Sealed::sign`], then [`Staging::place`], put it all in place.
+    pub fn seal(mut self) -> Result<Sealed, OutputError> {
         interrupt::check()?;
         let digest = Self::close_part(self.part)?;
         let (files, sha256) = match self.part_size {
@@ -321,14 +322,6 @@ impl Output {
             sibling(&self.path, ".sha256"),
             checksum_line(sha256.clone(), &self.path),
         )];
-        let signature = sibling(&self.path, ".sig");
-        match signer {
-            Some(signer) => {
-                sums.push((signature, signer.signature(sums[0].1.as_bytes())?));
-            }
-            // An earlier bundle's signature would be refused beside this one, as if it were forged.
-            None => self.staging.remove_after(&signature),
-        }
         if self.part_size.is_some() {
             sums.push((sibling(&self.path, ".parts.sha256"), self.part_sums));
         }
@@ -339,11 +332,29 @@ impl Output {
         }
         Ok(Sealed {
             staging: self.staging,
+            path: self.path,
             files,
             checksum_files,
             sha256,
             bytes: self.bytes,
         })
+    }
+}
+
+impl Sealed {
+    /// With a key, stages `PATH.sig` over `PATH.sha256`; without, has an earlier bundle's signature
+    /// removed, as it would be refused beside this one as if it were forged.
+    pub fn sign(mut self, signer: Option<&dyn Signer>) -> Result<Sealed, OutputError> {
+        let signature = sibling(&self.path, ".sig");
+        match signer {
+            Some(signer) => {
+                let text = signer.signature(checksum_line(self.sha256.clone(), &self.path).as_bytes())?;
+                self.staging.text(&signature, text.as_bytes())?;
+                self.checksum_files.insert(1, signature);
+            }
+            None => self.staging.remove_after(&signature),
+        }
+        Ok(self)
     }
 }
 
@@ -404,5 +415,10 @@ fn dir_of(path: &Path) -> &Path {
 /// One line of a `sha256sum -c` file; the name is relative so the check works wherever the files are
 /// carried. [`prepare`] refused the names sha256sum would have to escape.
 fn checksum_line(digest: Digest, path: &Path) -> String {
-    format!("{}  {}\n", digest.hex(), file_name(path))
+    checksum_text(&digest, &file_name(path))
+}
+
+/// The text of `NAME.sha256` for a bundle named `name` whose sha256 is `digest`: what a signature signs.
+pub fn checksum_text(digest: &Digest, name: &str) -> String {
+    format!("{}  {name}\n", digest.hex())
 }

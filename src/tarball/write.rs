@@ -7,14 +7,15 @@
 //! blobs pass. Headers are pinned (uid 0, mode 0644, one mtime, sorted names) so the same inputs give the
 //! same bytes. The output is hashed while written and renamed into place only when complete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::delta::{assign, BundleDescription, DeltaRecord, FullBundle, DELTA_FORMAT};
 use super::layout::{
     blob_path, name_annotations, platform_index_bytes, pretty, BundleIndex, DockerEntry, Pins,
-    INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
+    DELTA_JSON, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
 };
 use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
@@ -46,6 +47,104 @@ pub struct Written {
     pub blobs: usize,
     /// Bytes not written because images share blobs.
     pub saved_by_sharing: u64,
+    /// A delta's record: the full bundle it stands for and what its bases supply.
+    pub delta: Option<DeltaRecord>,
+}
+
+/// Where the blobs of a bundle being written come from: the cache (`ferry bundle`), or verified bundles
+/// (`ferry merge`). Every blob is hashed as it passes, whatever its source.
+pub trait BlobSource {
+    /// The `size` bytes of blob `digest`.
+    fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError>;
+    /// The error for a blob whose `read` bytes hashed to `actual`, not to `digest`, once dealt with.
+    fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError;
+}
+
+/// A cache file damaged on this machine (a flipped bit, a truncation) must not ship under its name with a
+/// matching `.sha256`, to be found only on the far side of the air gap: it is removed from the cache, so
+/// that the next run fetches it again.
+impl BlobSource for BlobStore {
+    fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError> {
+        Ok(Box::new(self.open_blob(digest)?.take(size)))
+    }
+
+    fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError {
+        match self.evict(digest) {
+            Ok(path) => TarballError::DamagedBlob {
+                digest: digest.clone(),
+                path,
+                actual,
+                read,
+            },
+            Err(e) => e.into(),
+        }
+    }
+}
+
+/// The entries of a bundle before its blobs: `oci-layout`, `ferry.json`, `index.json`, docker's
+/// `manifest.json`, and in a delta `ferry-delta.json`, in that order.
+pub type Documents = Vec<(&'static str, Vec<u8>)>;
+
+/// What a bundle of some images holds: its documents and every blob, each in the cache.
+struct Layout {
+    documents: Documents,
+    blobs: BTreeMap<Digest, Descriptor>,
+    /// Manifests, configs and ferry's indexes of platforms: what a delta always carries.
+    documents_as_blobs: BTreeSet<Digest>,
+    /// The bytes the images reference, a shared blob once per image.
+    referenced: u64,
+}
+
+impl Layout {
+    fn of(
+        store: &BlobStore,
+        images: &[Image],
+        metadata: &BundleMetadata,
+    ) -> Result<Layout, TarballError> {
+        let tops = tops(store, images, metadata.platforms.is_some())?;
+        let indexes = tops
+            .iter()
+            .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
+            .map(|top| &top.descriptor);
+        let mut blobs = distinct_blobs(images);
+        let mut documents_as_blobs: BTreeSet<Digest> = images
+            .iter()
+            .flat_map(|image| [image.manifest.digest.clone(), image.config.digest.clone()])
+            .collect();
+        for index in indexes.clone() {
+            blobs.insert(index.digest.clone(), index.clone());
+            documents_as_blobs.insert(index.digest.clone());
+        }
+        for image in images {
+            for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
+                if !store.contains(&blob.digest, Some(blob.size)) {
+                    return Err(TarballError::MissingBlob {
+                        image: image.reference.to_string(),
+                        digest: blob.digest.clone(),
+                    });
+                }
+            }
+        }
+        let referenced = images.iter().map(Image::size).sum::<u64>()
+            + indexes.map(|index| index.size).sum::<u64>();
+        Ok(Layout {
+            documents: documents(&tops, metadata).into(),
+            blobs,
+            documents_as_blobs,
+            referenced,
+        })
+    }
+
+    fn sizes(&self) -> BTreeMap<Digest, u64> {
+        self.blobs
+            .iter()
+            .map(|(digest, descriptor)| (digest.clone(), descriptor.size))
+            .collect()
+    }
+
+    fn saved_by_sharing(&self) -> u64 {
+        self.referenced - self.blobs.values().map(|d| d.size).sum::<u64>()
+    }
 }
 
 /// Writes `images` and `metadata` as one bundle at `path` (or its parts).
@@ -57,53 +156,90 @@ pub fn write_bundle(
     options: &WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written, TarballError> {
-    let tops = tops(store, images, metadata.platforms.is_some())?;
-    let mut blobs = distinct_blobs(images);
-    for top in tops
-        .iter()
-        .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
-    {
-        blobs.insert(top.descriptor.digest.clone(), top.descriptor.clone());
-    }
-    for image in images {
-        for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
-            if !store.contains(&blob.digest, Some(blob.size)) {
-                return Err(TarballError::MissingBlob {
-                    image: image.reference.to_string(),
-                    digest: blob.digest.clone(),
-                });
-            }
-        }
-    }
-    let referenced: u64 = images.iter().map(Image::size).sum::<u64>()
-        + tops
-            .iter()
-            .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
-            .map(|top| top.descriptor.size)
-            .sum::<u64>();
-    let stored: u64 = blobs.values().map(|d| d.size).sum();
+    let layout = Layout::of(store, images, metadata)?;
     reporter.phase(&format!(
         "writing {} ({} images, {} blobs)",
         path.display(),
         images.len(),
-        blobs.len()
+        layout.blobs.len()
     ));
-    let sealed = write_tar(
+    let staged = write_entries(
         store,
-        &documents(&tops, metadata),
-        &blobs,
+        &layout.documents,
+        &layout.sizes(),
         path,
         options,
         reporter,
     )?;
-    sealed.staging.place().map_err(|e| output_error(path, e))?;
     Ok(Written {
-        files: sealed.files,
-        checksum_files: sealed.checksum_files,
-        sha256: sealed.sha256,
-        bytes: sealed.bytes,
-        blobs: blobs.len(),
-        saved_by_sharing: referenced - stored,
+        saved_by_sharing: layout.saved_by_sharing(),
+        ..staged.place(options.signer.as_deref())?
+    })
+}
+
+/// Writes a delta of `images` at `path`: the documents of the bundle [`write_bundle`] would write (named
+/// `full_name` by default), `ferry-delta.json`, every manifest and config, and only the blobs no base
+/// holds. The full bundle is hashed first (every blob read from the cache and checked on the way), so
+/// that the delta names the bundle a merge must rebuild; with a signer, that bundle's signature is
+/// recorded too.
+#[allow(clippy::too_many_arguments)]
+pub fn write_delta(
+    store: &BlobStore,
+    images: &[Image],
+    metadata: &BundleMetadata,
+    bases: &[BundleDescription],
+    full_name: &str,
+    path: &Path,
+    options: &WriteOptions,
+    reporter: &dyn Reporter,
+) -> Result<Written, TarballError> {
+    let layout = Layout::of(store, images, metadata)?;
+    let all = layout.sizes();
+    let bases = assign(&all, &layout.documents_as_blobs, bases);
+    let expected: BTreeSet<&Digest> = bases
+        .iter()
+        .flat_map(|base| base.blobs.iter().map(|b| &b.digest))
+        .collect();
+    let carried: BTreeMap<Digest, u64> = all
+        .iter()
+        .filter(|(digest, _)| !expected.contains(digest))
+        .map(|(digest, size)| (digest.clone(), *size))
+        .collect();
+    reporter.phase(&format!("hashing the full bundle {full_name}, which the delta stands for"));
+    let (sha256, bytes) = hash_entries(store, &layout.documents, &all, options.mtime, reporter)?;
+    let signature = match &options.signer {
+        Some(signer) => Some(
+            signer
+                .signature(output::checksum_text(&sha256, full_name).as_bytes())
+                .map_err(|e| write_error(path, e))?,
+        ),
+        None => None,
+    };
+    let record = DeltaRecord {
+        format: DELTA_FORMAT,
+        bundle: FullBundle {
+            name: full_name.to_string(),
+            sha256,
+            bytes,
+            mtime: options.mtime,
+            signature,
+        },
+        bases,
+    };
+    let mut documents = layout.documents.clone();
+    documents.push((DELTA_JSON, pretty(&record)));
+    reporter.phase(&format!(
+        "writing {} ({} images, {} of {} blobs)",
+        path.display(),
+        images.len(),
+        carried.len(),
+        all.len()
+    ));
+    let staged = write_entries(store, &documents, &carried, path, options, reporter)?;
+    Ok(Written {
+        saved_by_sharing: layout.saved_by_sharing(),
+        delta: Some(record),
+        ..staged.place(options.signer.as_deref())?
     })
 }
 
@@ -127,21 +263,50 @@ fn documents(tops: &[Top], metadata: &BundleMetadata) -> [(&'static str, Vec<u8>
     ]
 }
 
-/// Writes the documents and blobs as a tar into a staged output of the size they make, its progress one
-/// task; the output is sealed (checksums, signature) but not yet in place.
-fn write_tar(
-    store: &BlobStore,
-    documents: &[(&str, Vec<u8>)],
-    blobs: &BTreeMap<Digest, Descriptor>,
+/// A bundle whose every byte is written and synced, not yet in place.
+pub struct Staged {
+    sealed: output::Sealed,
+    path: PathBuf,
+    blobs: usize,
+}
+
+impl Staged {
+    /// The sha256 of everything written.
+    pub fn sha256(&self) -> &Digest {
+        &self.sealed.sha256
+    }
+
+    /// Puts the bundle and its checksum files in place, with `PATH.sig` from `signer` when there is one.
+    pub fn place(self, signer: Option<&dyn Signer>) -> Result<Written, TarballError> {
+        let Staged { sealed, path, blobs } = self;
+        let sealed = sealed
+            .sign(signer)
+            .map_err(|e| output_error(&path, e))?;
+        sealed.staging.place().map_err(|e| output_error(&path, e))?;
+        Ok(Written {
+            files: sealed.files,
+            checksum_files: sealed.checksum_files,
+            sha256: sealed.sha256,
+            bytes: sealed.bytes,
+            blobs,
+            saved_by_sharing: 0,
+            delta: None,
+        })
+    }
+}
+
+/// Writes `documents`, then `blobs` from `source` in digest order, as a tar into a staged output of the
+/// size they make (its progress one task), each blob hashed as it passes; the output is written and
+/// synced, not yet signed or in place.
+pub fn write_entries(
+    source: &dyn BlobSource,
+    documents: &Documents,
+    blobs: &BTreeMap<Digest, u64>,
     path: &Path,
     options: &WriteOptions,
     reporter: &dyn Reporter,
-) -> Result<output::Sealed, TarballError> {
-    let sizes = documents
-        .iter()
-        .map(|(_, bytes)| bytes.len() as u64)
-        .chain(blobs.values().map(|d| d.size));
-    let total = tar_size(sizes);
+) -> Result<Staged, TarballError> {
+    let total = entries_size(documents, blobs);
     let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
     let id = reporter.on_start(&Task {
         action: Action::Write,
@@ -149,60 +314,109 @@ fn write_tar(
         total,
         done: 0,
     });
-    let mut tar = tar::Builder::new(Counted::new(output, reporter, id));
+    let counted = stream_entries(
+        Counted::new(output, reporter, id),
+        source,
+        documents,
+        blobs,
+        options.mtime,
+    )
+    .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
+    reporter.on_complete(id);
+    let sealed = counted
+        .into_inner()
+        .seal()
+        .map_err(|e| output_error(path, e))?;
+    Ok(Staged {
+        sealed,
+        path: path.to_path_buf(),
+        blobs: blobs.len(),
+    })
+}
+
+/// The sha256 and size of the tar [`write_entries`] would write, written nowhere.
+fn hash_entries(
+    source: &dyn BlobSource,
+    documents: &Documents,
+    blobs: &BTreeMap<Digest, u64>,
+    mtime: u64,
+    reporter: &dyn Reporter,
+) -> Result<(Digest, u64), TarballError> {
+    let total = entries_size(documents, blobs);
+    let id = reporter.on_start(&Task {
+        action: Action::Write,
+        subject: "sha256 of the full bundle",
+        total,
+        done: 0,
+    });
+    let hashed = stream_entries(
+        Counted::new(Hashing::new(io::sink()), reporter, id),
+        source,
+        documents,
+        blobs,
+        mtime,
+    )
+    .map_err(|e| e.unwrap_or_else(|e| write_error(Path::new("(hash)"), e)))?;
+    reporter.on_complete(id);
+    let (_, sha256, bytes) = hashed.into_inner().finish();
+    Ok((sha256, bytes))
+}
+
+/// The bytes of the tar of `documents` and `blobs`.
+pub fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64 {
+    tar_size(
+        documents
+            .iter()
+            .map(|(_, bytes)| bytes.len() as u64)
+            .chain(blobs.values().copied()),
+    )
+}
+
+/// Writes the tar of `documents`, then `blobs` from `source` in digest order, into `out` and hands it
+/// back; every blob is hashed as it passes. The outer error is the bundle's; the inner one, the
+/// writing's.
+pub fn stream_entries<W: Write>(
+    out: W,
+    source: &dyn BlobSource,
+    documents: &Documents,
+    blobs: &BTreeMap<Digest, u64>,
+    mtime: u64,
+) -> Result<W, Result<TarballError, io::Error>> {
+    let mut tar = tar::Builder::new(out);
     for (name, bytes) in documents {
         append(
             &mut tar,
             name,
             bytes.len() as u64,
             &mut bytes.as_slice(),
-            options.mtime,
+            mtime,
         )
-        .map_err(|e| write_error(path, e))?;
+        .map_err(Err)?;
     }
-    for (digest, descriptor) in blobs {
-        copy_blob(&mut tar, store, digest, descriptor.size, options.mtime)
-            .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
+    for (digest, size) in blobs {
+        copy_blob(&mut tar, source, digest, *size, mtime)?;
     }
-    tar.finish().map_err(|e| write_error(path, e))?;
-    let output = tar
-        .into_inner()
-        .map_err(|e| write_error(path, e))?
-        .into_inner();
-    reporter.on_complete(id);
-    output
-        .seal(options.signer.as_deref())
-        .map_err(|e| output_error(path, e))
+    tar.into_inner().map_err(Err)
 }
 
-/// Copies one blob from the cache into the tar, hashing it on the way: a cache file damaged on this
-/// machine (a flipped bit, a truncation) must not ship under its name with a matching `.sha256`, to be
-/// found only on the far side of the air gap. A damaged blob is removed from the cache, so that the next
-/// run fetches it again. The outer error is the bundle's; the inner one, the writing's.
+/// Copies one blob into the tar, hashing it on the way: what does not hash to its name is its source's
+/// to explain.
 fn copy_blob<W: Write>(
     tar: &mut tar::Builder<W>,
-    store: &BlobStore,
+    source: &dyn BlobSource,
     digest: &Digest,
     size: u64,
     mtime: u64,
 ) -> Result<(), Result<TarballError, io::Error>> {
-    let file = store.open_blob(digest).map_err(|e| Ok(e.into()))?;
+    let blob = source.open(digest, size).map_err(Ok)?;
     // tar copies in 8 KiB reads; a large buffer makes that one read syscall per MiB.
-    let mut reading = Hashing::new(io::BufReader::with_capacity(1 << 20, file.take(size)));
+    let mut reading = Hashing::new(io::BufReader::with_capacity(1 << 20, blob));
     append(tar, &blob_path(digest), size, &mut reading, mtime).map_err(Err)?;
     let (_, actual, read) = reading.finish();
     if actual == *digest && read == size {
         return Ok(());
     }
-    Err(Ok(match store.evict(digest) {
-        Ok(path) => TarballError::DamagedBlob {
-            digest: digest.clone(),
-            path,
-            actual,
-            read,
-        },
-        Err(e) => e.into(),
-    }))
+    Err(Ok(source.damaged(digest, actual, read)))
 }
 
 /// The bytes of a tar holding entries of `sizes`: a header and the data padded to 512 bytes each,
