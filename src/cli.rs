@@ -73,6 +73,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a bundle holds: images, sizes, shared layers, and its metadata.
     Inspect(InspectArgs),
+    /// Rebuild the full bundle from a delta and its bases, byte for byte the one `ferry bundle` writes.
+    #[command(
+        after_help = "Examples:\n  ferry merge huawei-csi-4.5.0-k8s1.20-up-linux-amd64.tar huawei-csi-4.8.0-k8s1.20-up-linux-amd64-delta-from-huawei-csi-4.5.0.tar -o bundles/\n  ferry merge base.tar delta1.tar delta2.tar -o new.tar --trust allowed_signers\n\nThe last file is the delta; the others are its bases, in any order. Everything is verified first\n(each base must be the file the delta names by sha256), then written with PATH.sha256, and, when the\ndelta was signed and the output keeps the full bundle's name, PATH.sig: `sha256sum -c` and\n`ferry verify --trust` check it like a bundle built directly."
+    )]
+    Merge(MergeArgs),
     /// Verify a bundle, then push every image into a private registry with its upstream digest.
     #[command(
         after_help = "Names keep their upstream path under the target:\n  registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> HOST/PREFIX/sig-storage/csi-provisioner:v3.6.0\n  docker.io/library/huawei-csi:4.8.0              -> HOST/PREFIX/huawei-csi:4.8.0\nCredentials come from DOCKER_CONFIG/config.json (auths, credHelpers, credsStore) or REGISTRY_AUTH_FILE."
@@ -250,8 +255,22 @@ pub struct BundleArgs {
     /// Rewrite the --lock file with the digests resolved now, on purpose.
     #[arg(long, requires = "lock")]
     pub update_lock: bool,
+    /// Write a delta: only the blobs BASE lacks (every manifest and config still travels). BASE is a
+    /// bundle or delta the far side holds, or what `ferry inspect --json` printed of it. Repeat it for
+    /// everything the site holds; the default name says `-delta-from-` and the bases' releases.
+    #[arg(long, value_name = "BASE")]
+    pub since: Vec<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchArgs,
+}
+
+/// What a delta is read with: the files that supply the blobs it left out.
+#[derive(Debug, Args)]
+pub struct BaseArgs {
+    /// A base of a delta (repeatable, any order): it must be a file the delta names by sha256, and
+    /// supplies the blobs the delta left out.
+    #[arg(long = "base", value_name = "BASE")]
+    pub bases: Vec<PathBuf>,
 }
 
 /// What a bundle must prove besides being intact: who signed it, and which digests it may hold.
@@ -282,6 +301,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub bases: BaseArgs,
+    #[command(flatten)]
     pub trust: TrustArgs,
 }
 
@@ -292,6 +313,25 @@ pub struct InspectArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The bases, then the delta last.
+    #[arg(required = true, num_args = 2.., value_name = "BASE... DELTA")]
+    pub paths: Vec<PathBuf>,
+    /// The full bundle to write, or a directory for its own name (ending in /: created when missing)
+    /// [default: its own name, in the current directory].
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Cut the bundle into numbered parts of at most SIZE, as `ferry bundle --split` does.
+    #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
+    pub split: Option<u64>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -324,6 +364,8 @@ pub struct PushArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
+    pub bases: BaseArgs,
+    #[command(flatten)]
     pub trust: TrustArgs,
 }
 
@@ -343,6 +385,8 @@ pub struct LoadArgs {
     /// The platform to load from a bundle of several [default: this machine's, e.g. linux/arm64 on Kunpeng].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
+    #[command(flatten)]
+    pub bases: BaseArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
 }
@@ -376,6 +420,8 @@ pub struct ServeArgs {
     /// HOST[:PORT] nodes reach this server at, for --print-config [default: the --listen address].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub advertise: Option<String>,
+    #[command(flatten)]
+    pub bases: BaseArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

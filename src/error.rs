@@ -4,6 +4,7 @@ use crate::bundle::BundleError;
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
+use crate::deliver::merge::MergeError;
 use crate::deliver::push::PushError;
 use crate::fetch::{FetchStageError, VendorError};
 use crate::interrupt::Interrupted;
@@ -45,6 +46,8 @@ pub enum Error {
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]
     Trust(#[from] TrustError),
@@ -84,7 +87,12 @@ impl Error {
             Error::Registry(RegistryError::BadMirror { .. } | RegistryError::CaFile(_)) => {
                 EXIT_USAGE
             }
-            Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
+            Error::Tarball(TarballError::Target(_))
+            | Error::Merge(
+                MergeError::Tarball(TarballError::Target(_))
+                | MergeError::NotADelta(_)
+                | MergeError::OverInput { .. },
+            ) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
@@ -114,6 +122,7 @@ impl Error {
             | Error::Tarball(_)
             | Error::Push(_)
             | Error::Load(_)
+            | Error::Merge(_)
             | Error::Serve(_)
             | Error::Damaged(_)
             | Error::Unreadable(_)

@@ -14,6 +14,7 @@ use crate::image::Image;
 use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;
 use crate::resolve::Plan;
+use crate::tarball::delta::{delta_file_name, BundleDescription};
 use crate::tarball::{Signer, WriteOptions};
 use crate::trust::signature::SigningKey;
 use crate::trust::TrustError;
@@ -35,7 +36,12 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         signer,
     };
     let plans = plan_images(catalogs, &args.images)?;
-    let paths = output_paths(&plans, args)?;
+    let bases = args
+        .since
+        .iter()
+        .map(|base| describe_base(catalogs, base))
+        .collect::<Result<Vec<_>>>()?;
+    let paths = output_paths(&plans, &bases, args)?;
     let FetchSetup {
         cache,
         settings,
@@ -45,7 +51,11 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         bundles: plans
             .into_iter()
             .zip(paths)
-            .map(|(plan, path)| BundleSpec { plan, path })
+            .map(|(plan, path)| BundleSpec {
+                plan,
+                path,
+                bases: bases.clone(),
+            })
             .collect(),
         fetch: settings,
         write,
@@ -105,6 +115,26 @@ fn write_built(
             String::new()
         }
     )?;
+    if let Some(delta) = &written.delta {
+        let full = &delta.bundle;
+        writeln!(
+            out,
+            "  a delta of {} ({}, sha256 {}): {} of its blobs inside",
+            full.name,
+            DecimalBytes(full.bytes),
+            full.sha256.hex(),
+            written.blobs
+        )?;
+        for base in &delta.bases {
+            writeln!(
+                out,
+                "  left to base {}: {} blob(s), {}",
+                base.shown(),
+                base.blobs.len(),
+                DecimalBytes(base.blob_bytes())
+            )?;
+        }
+    }
     for skipped in &built.skipped {
         writeln!(out, "  not included (--skip-vendor): {skipped}")?;
     }
@@ -156,7 +186,11 @@ fn passphrase(key: &Path) -> std::result::Result<Zeroizing<String>, TrustError> 
 /// Where each bundle goes. -o names the file, or the directory for the default names: always so for
 /// several bundles, and when it ends with `/`; such a directory is created when missing. The library
 /// checks each path before anything is fetched.
-fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
+fn output_paths(
+    plans: &[Plan],
+    bases: &[BundleDescription],
+    args: &BundleArgs,
+) -> Result<Vec<PathBuf>> {
     let dir = match &args.output {
         Some(out)
             if plans.len() > 1 || out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") =>
@@ -173,7 +207,10 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
     Ok(plans
         .iter()
         .map(|plan| {
-            let name = plan.file_name(&platforms);
+            let name = match bases.is_empty() {
+                true => plan.file_name(&platforms),
+                false => delta_file_name(&plan.file_name(&platforms), bases),
+            };
             match (dir, &args.output) {
                 (Some(dir), _) => dir.join(name),
                 (None, Some(path)) => path.clone(),
@@ -181,6 +218,54 @@ fn output_paths(plans: &[Plan], args: &BundleArgs) -> Result<Vec<PathBuf>> {
             }
         })
         .collect())
+}
+
+/// The most a base's description (what `ferry inspect --json` printed) may hold: 65536 blobs and images
+/// take a few megabytes.
+const MAX_DESCRIPTION: u64 = 64 << 20;
+
+/// What `--since BASE` says of the base: read from the bundle or delta itself, verified whole, or from
+/// what `ferry inspect --json` printed of it (a regular file of JSON, read within a bound).
+fn describe_base(catalogs: &Catalogs, base: &Path) -> Result<BundleDescription> {
+    let unreadable = |source| Error::Input {
+        path: base.to_path_buf(),
+        source,
+    };
+    let metadata = std::fs::metadata(base).map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err(Error::Usage(format!(
+            "--since {}: not a regular file",
+            base.display()
+        )));
+    }
+    let mut head = [0u8; 1];
+    let read = std::fs::File::open(base)
+        .and_then(|mut file| std::io::Read::read(&mut file, &mut head))
+        .map_err(unreadable)?;
+    if read == 1 && head[0] == b'{' {
+        #[derive(serde::Deserialize)]
+        struct Inspected {
+            #[serde(flatten)]
+            description: BundleDescription,
+            intact: bool,
+        }
+        let text = crate::io::read_small_text(base, MAX_DESCRIPTION).map_err(unreadable)?;
+        let inspected: Inspected = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "--since {}: not what `ferry inspect --json` prints of a bundle ({e})",
+                base.display()
+            ))
+        })?;
+        if !inspected.intact {
+            return Err(Error::Damaged(base.to_path_buf()));
+        }
+        return Ok(inspected.description);
+    }
+    let report = crate::verify::verify(base, &Default::default(), catalogs)?;
+    if !report.intact() {
+        return Err(Error::Damaged(base.to_path_buf()));
+    }
+    Ok(report.describe())
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

@@ -18,27 +18,35 @@ use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::trust::Anchors;
-use crate::verify::{verify, Verified, VerifiedImage, VerifyOptions};
+use crate::verify::{verify, Report, Verified, VerifiedImage, VerifyOptions};
 
-/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse.
+/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse. A
+/// delta is verified with `bases`, which must be the files it names.
 pub(super) fn verified(
     catalogs: &Catalogs,
     path: &std::path::Path,
+    bases: &[std::path::PathBuf],
     trust: &TrustArgs,
     out: &mut dyn Write,
 ) -> Result<Verified> {
     let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
     let options = VerifyOptions {
         deep: anchors.needs_deep(),
+        bases: bases.to_vec(),
         ..Default::default()
     };
-    let report = verify(path, &options, catalogs)?;
+    proven(verify(path, &options, catalogs)?, &anchors, out)
+}
+
+/// The proof `report` gives, if it is intact and its anchors accept it; its verdicts are printed if not.
+pub(super) fn proven(report: Report, anchors: &Anchors, out: &mut dyn Write) -> Result<Verified> {
+    let path = report.bundle.clone();
     let verdicts = anchors.check(&report);
     let verified = report.into_verified().or_else(|report| {
         write_verdicts(out, &report).map_err(Error::Output)?;
-        Err(Error::Damaged(path.to_path_buf()))
+        Err(Error::Damaged(path.clone()))
     })?;
-    if let Some(refusal) = verdicts.refusal(path) {
+    if let Some(refusal) = verdicts.refusal(&path) {
         return Err(refusal.into());
     }
     // Say who signed on stderr: stdout is the mapping scripts read.
@@ -49,7 +57,7 @@ pub(super) fn verified(
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, out)?;
+    let report = verified(catalogs, &args.path, &args.bases.bases, &args.trust, out)?;
     if args.dry_run {
         let planned: Vec<Pushed> = plan(&report, &args.to)?
             .into_iter()
@@ -99,6 +107,25 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     Ok(())
 }
 
+/// A delta whose bases were not given holds too little to be loaded or served: say which to give.
+pub(super) fn needs_bases(bundle: &Verified, command: &str) -> Result<()> {
+    let Some(delta) = bundle.delta().filter(|delta| !delta.complete()) else {
+        return Ok(());
+    };
+    let bases: Vec<String> = delta
+        .record
+        .bases
+        .iter()
+        .filter(|base| !base.blobs.is_empty())
+        .map(|base| base.shown())
+        .collect();
+    Err(Error::Usage(format!(
+        "{} is a delta: {command} needs the base(s) it was made from as well, {}: give each with --base",
+        bundle.bundle().display(),
+        bases.join(", ")
+    )))
+}
+
 /// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
 fn write_helm_values(
     args: &PushArgs,
@@ -134,7 +161,8 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, out)?;
+    let report = verified(catalogs, &args.path, &args.bases.bases, &args.trust, out)?;
+    needs_bases(&report, "load")?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use flate2::read::MultiGzDecoder;
 
+use super::merge;
 use super::platform::{feed_one_platform, one_platform_size};
 use crate::image::Platform;
 use crate::layer_codec::Codec;
@@ -170,9 +171,10 @@ impl Feed<'_> {
     /// The bytes fed: the bundle's as they are read (joined, before gzip is undone), or the archive of
     /// one platform.
     fn bytes(&self, bundle: &Verified) -> u64 {
-        match self {
-            Feed::Whole => bundle.bytes(),
-            Feed::Platform { images, .. } => one_platform_size(bundle, images),
+        match (self, bundle.delta()) {
+            (Feed::Platform { images, .. }, _) => one_platform_size(bundle, images),
+            (Feed::Whole, Some(delta)) => merge::whole_size(delta, bundle),
+            (Feed::Whole, None) => bundle.bytes(),
         }
     }
 }
@@ -274,6 +276,19 @@ pub fn load(
         }
         _ => None,
     };
+    if let Some(delta) = bundle.delta() {
+        // A delta is fed as the full bundle it stands for, which no loader command makes of the files.
+        shown = format!(
+            "ferry load {}{} --runtime {}",
+            source.whole.display(),
+            delta
+                .files
+                .iter()
+                .map(|base| format!(" --base {}", base.display()))
+                .collect::<String>(),
+            format!("{runtime:?}").to_lowercase()
+        );
+    }
     let id = reporter.on_start(&Task {
         action: Action::Load,
         subject: &source.whole.display().to_string(),
@@ -299,6 +314,9 @@ pub fn load(
             Some(images) => {
                 let counted = Counted::new(stdin, reporter, id);
                 feed_one_platform(bundle, images, counted).map(|counted| drop(counted.into_inner()))
+            }
+            None if bundle.delta().is_some() => {
+                merge::write_whole(bundle, Counted::new(stdin, reporter, id)).map(drop)
             }
             None => feed_whole(source, stdin, reporter, id),
         });

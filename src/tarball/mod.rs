@@ -38,6 +38,12 @@ pub enum TarballError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("disk full while writing {path}; nothing was left at that path")]
     DiskFull { path: PathBuf },
     #[error(transparent)]

@@ -28,6 +28,24 @@ pub(super) struct SeenBlob {
     pub(super) kept: Option<Vec<u8>>,
     /// The digest of its decompressed content (`--deep`, gzip and zstd layers only).
     pub(super) uncompressed: Option<Digest>,
+    /// Not read: expected from a delta's base that was not given, as the delta names it.
+    elsewhere: bool,
+}
+
+impl SeenBlob {
+    /// A blob of a delta's base that was not read, standing in as the delta names it.
+    pub(super) fn elsewhere(digest: &Digest, size: u64) -> SeenBlob {
+        SeenBlob {
+            size,
+            actual: Some(digest.clone()),
+            elsewhere: true,
+            ..SeenBlob::default()
+        }
+    }
+
+    pub(super) fn is_elsewhere(&self) -> bool {
+        self.elsewhere
+    }
 }
 
 #[derive(Default)]
@@ -169,6 +187,7 @@ impl Contents {
                 actual: Some(actual),
                 kept,
                 uncompressed,
+                elsewhere: false,
             },
         );
         Ok(())
