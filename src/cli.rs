@@ -408,7 +408,7 @@ pub struct ServeArgs {
     /// Ask for basic auth, checked against this htpasswd file of bcrypt entries (htpasswd -B).
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
-    /// Requests served at once, blob transfers included until sent; more wait their turn.
+    /// Blob transfers at once (a quarter of them per client address); more wait their turn.
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_transfers: u16,
     /// debug logs one line per request; info logs a summary every minute and at the end.
@@ -416,10 +416,10 @@ pub struct ServeArgs {
     pub log_level: LogLevel,
     /// Print the configuration that sends a node's pulls of the bundles' images here, and exit.
     #[arg(long, value_enum, value_name = "RUNTIME")]
-    pub print_config: Option<crate::serve::node_config::Runtime>,
+    pub print_config: Option<NodeRuntime>,
     /// HOST[:PORT] nodes reach this server at, for --print-config [default: the --listen address].
     #[arg(long, value_name = "HOST[:PORT]")]
-    pub advertise: Option<String>,
+    pub advertise: Option<crate::serve::node_config::Advertised>,
     #[command(flatten)]
     pub bases: BaseArgs,
     #[command(flatten)]
@@ -440,6 +440,25 @@ impl From<RuntimeArg> for Runtime {
             RuntimeArg::Containerd => Runtime::Containerd,
             RuntimeArg::Docker => Runtime::Docker,
             RuntimeArg::Podman => Runtime::Podman,
+        }
+    }
+}
+
+/// The runtimes `serve --print-config` writes configuration for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeRuntime {
+    Containerd,
+    Docker,
+    #[value(name = "cri-o")]
+    CriO,
+}
+
+impl From<NodeRuntime> for crate::serve::node_config::Runtime {
+    fn from(runtime: NodeRuntime) -> Self {
+        match runtime {
+            NodeRuntime::Containerd => Self::Containerd,
+            NodeRuntime::Docker => Self::Docker,
+            NodeRuntime::CriO => Self::CriO,
         }
     }
 }

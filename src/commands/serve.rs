@@ -30,7 +30,7 @@ pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
             .collect();
         served.sort();
         let config = node_config(
-            runtime,
+            runtime.into(),
             &content.registries(),
             &served,
             &Reach {
@@ -74,6 +74,12 @@ pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
                 "plain HTTP: nodes must be configured to pull from {bound} as an insecure registry \
                  (--print-config shows how), or serve HTTPS with --tls-cert and --tls-key"
             );
+            if options.htpasswd.is_some() {
+                tracing::warn!(
+                    "--htpasswd without TLS: passwords travel in clear, readable by anyone on the network \
+                     path; serve HTTPS with --tls-cert and --tls-key"
+                );
+            }
         }
         announced = writeln!(out, "listening on {scheme}://{bound}").and_then(|()| out.flush());
     }))?;
@@ -129,16 +135,7 @@ fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
 fn advertised(args: &ServeArgs) -> Result<String> {
     let port = args.listen.port();
     match &args.advertise {
-        Some(host) => {
-            let has_port = host
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && (!h.contains(':') || h.ends_with(']')));
-            Ok(match (has_port, host.contains(':')) {
-                (true, _) => host.clone(),
-                (false, true) => format!("[{host}]:{port}"),
-                (false, false) => format!("{host}:{port}"),
-            })
-        }
+        Some(advertised) => Ok(advertised.address(port)),
         None if args.listen.ip().is_unspecified() || port == 0 => Err(Error::Usage(format!(
             "--print-config needs the address nodes reach this server at: --listen {} names none; add --advertise HOST[:PORT]",
             args.listen

@@ -1,16 +1,16 @@
 //! What `ferry serve` serves: the images of verified bundles under the names clients ask for, and where
 //! each manifest and blob lies in the bundle files. Built once at start, read-only afterwards.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::ServeError;
+use super::error::ServeError;
 use crate::digest::Digest;
 use crate::image::{limits, media, Descriptor};
 use crate::reference::{Reference, DOCKER_HUB};
@@ -37,6 +37,53 @@ pub struct ServedImage {
 pub struct Document {
     pub media_type: String,
     pub bytes: Bytes,
+    /// The manifest this one refers to (a signature's or an SBOM's image), and how it says what it is.
+    subject: Option<Digest>,
+    artifact_type: Option<String>,
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+impl Document {
+    /// A manifest or index as served, and the fields that say what it points to.
+    fn parse(bytes: Bytes) -> Result<(Document, Parsed), serde_json::Error> {
+        let parsed: Parsed = serde_json::from_slice(&bytes)?;
+        let media_type = parsed.media_type.clone().unwrap_or_else(|| {
+            if parsed.manifests.is_some() {
+                media::OCI_INDEX.to_string()
+            } else {
+                media::OCI_MANIFEST.to_string()
+            }
+        });
+        // A manifest without its own artifactType is named by its config's media type; an index is not.
+        let artifact_type = parsed.artifact_type.clone().or_else(|| {
+            parsed
+                .manifests
+                .is_none()
+                .then(|| parsed.config.as_ref().map(|c| c.media_type.clone()))
+                .flatten()
+        });
+        let document = Document {
+            media_type,
+            bytes,
+            subject: parsed.subject.as_ref().map(|s| s.digest.clone()),
+            artifact_type,
+            annotations: parsed.annotations.clone(),
+        };
+        Ok((document, parsed))
+    }
+}
+
+/// One entry of a referrers list, as the distribution spec (1.1) describes them.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Referrer {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(rename = "artifactType", skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
 }
 
 /// Where a blob's bytes are: which bundle, and where in its tar stream.
@@ -123,6 +170,12 @@ struct Parsed {
     config: Option<Descriptor>,
     #[serde(default)]
     layers: Vec<Descriptor>,
+    #[serde(default)]
+    subject: Option<Descriptor>,
+    #[serde(rename = "artifactType", default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
 }
 
 impl Content {
@@ -216,17 +269,9 @@ impl Content {
             Some(document) => document.bytes.clone(),
             None => self.read_document(bundle, digest)?,
         };
-        let parsed: Parsed = serde_json::from_slice(&bytes)
+        let (document, parsed) = Document::parse(bytes)
             .map_err(|_| ServeError::Changed(bundle.bundle().to_path_buf()))?;
-        let media_type = parsed.media_type.clone().unwrap_or_else(|| {
-            if parsed.manifests.is_some() {
-                media::OCI_INDEX.to_string()
-            } else {
-                media::OCI_MANIFEST.to_string()
-            }
-        });
-        self.manifests
-            .insert(digest.clone(), Document { media_type, bytes });
+        self.manifests.insert(digest.clone(), document);
         for child in parsed.manifests.iter().flatten() {
             if bundle.location(&child.digest).is_some() {
                 self.walk(bundle, &child.digest, reaches)?;
@@ -321,6 +366,31 @@ impl Content {
         };
         let document = self.manifests.get(&digest).ok_or(Unknown::Manifest)?;
         Ok((digest, document))
+    }
+
+    /// The manifests among `images` whose `subject` is `digest`, of `artifact_type` if one is asked for.
+    pub fn referrers(
+        &self,
+        images: &[&ServedImage],
+        digest: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Vec<Referrer> {
+        let reached: BTreeSet<&Digest> = images.iter().flat_map(|i| &i.reaches).collect();
+        reached
+            .into_iter()
+            .filter_map(|reached| Some((reached, self.manifests.get(reached)?)))
+            .filter(|(_, document)| document.subject.as_ref() == Some(digest))
+            .filter(|(_, document)| {
+                artifact_type.is_none_or(|wanted| document.artifact_type.as_deref() == Some(wanted))
+            })
+            .map(|(reached, document)| Referrer {
+                media_type: document.media_type.clone(),
+                digest: reached.clone(),
+                size: document.bytes.len() as u64,
+                artifact_type: document.artifact_type.clone(),
+                annotations: document.annotations.clone(),
+            })
+            .collect()
     }
 
     /// Where the blob `digest` is, if one of `images` reaches it.
@@ -452,5 +522,48 @@ mod tests {
         );
         assert!(found("sig-storage", None).is_empty());
         assert!(found("tool", None).is_empty());
+    }
+
+    /// The referrers API lists the manifests whose subject is the digest asked, with their artifactType
+    /// (the config's media type when they name none) and annotations; none is an empty list.
+    #[test]
+    fn referrers_are_the_manifests_whose_subject_is_asked() {
+        let image_digest = Digest::of(b"image");
+        let signature = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.example.signature","digest":"{}","size":2}},"layers":[],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{image_digest}","size":5}},"annotations":{{"created":"today"}}}}"#,
+            Digest::of(b"{}")
+        );
+        let signature_digest = Digest::of(signature.as_bytes());
+        let (document, _) = Document::parse(Bytes::from(signature.clone())).unwrap();
+        let mut signed = image("registry.k8s.io/tool:v1");
+        signed.reaches.insert(signature_digest.clone());
+        let content = Content {
+            bundles: Vec::new(),
+            images: vec![signed],
+            manifests: HashMap::from([(signature_digest.clone(), document)]),
+            blobs: HashMap::new(),
+        };
+        let images: Vec<&ServedImage> = content.images.iter().collect();
+        let expected = Referrer {
+            media_type: media::OCI_MANIFEST.into(),
+            digest: signature_digest,
+            size: signature.len() as u64,
+            artifact_type: Some("application/vnd.example.signature".into()),
+            annotations: Some(BTreeMap::from([("created".into(), "today".into())])),
+        };
+        assert_eq!(
+            content.referrers(&images, &image_digest, None),
+            std::slice::from_ref(&expected)
+        );
+        assert_eq!(
+            content.referrers(
+                &images,
+                &image_digest,
+                Some("application/vnd.example.signature")
+            ),
+            [expected]
+        );
+        assert_eq!(content.referrers(&images, &image_digest, Some("other")), []);
+        assert_eq!(content.referrers(&images, &Digest::of(b"x"), None), []);
     }
 }

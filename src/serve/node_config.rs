@@ -3,15 +3,97 @@
 //! CRI-O's (containers') `registries.conf`. The text goes to stdout to be pasted; notes go to stderr.
 
 use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
 
 use crate::reference::DOCKER_HUB;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Runtime {
     Containerd,
     Docker,
-    #[value(name = "cri-o")]
     CriO,
+}
+
+/// `HOST[:PORT]` as nodes reach the server (`--advertise`): a DNS name, an IPv4 address or an IPv6 one
+/// (bracketed when a port follows), and nothing else, since it is written into shell scripts, TOML and
+/// JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    /// As written in a URL: IPv6 in brackets.
+    host: String,
+    port: Option<u16>,
+}
+
+impl Advertised {
+    /// `HOST:PORT`, with `port` when none was given.
+    pub fn address(&self, port: u16) -> String {
+        format!("{}:{}", self.host, self.port.unwrap_or(port))
+    }
+}
+
+impl FromStr for Advertised {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Advertised, String> {
+        let refused = || {
+            format!(
+                "{} is not HOST[:PORT]: HOST is a DNS name, an IPv4 address or an IPv6 address \
+                 ([bracketed] with a port), PORT a number from 1 to 65535",
+                text.escape_debug()
+            )
+        };
+        let port = |digits: &str| {
+            digits
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| digits.parse::<u16>().ok())
+                .flatten()
+                .filter(|&port| port > 0)
+                .ok_or_else(refused)
+        };
+        if let Ok(ip) = text.parse::<Ipv6Addr>() {
+            return Ok(Advertised {
+                host: format!("[{ip}]"),
+                port: None,
+            });
+        }
+        let (host, port) = match text.strip_prefix('[') {
+            Some(bracketed) => {
+                let (ip, rest) = bracketed.split_once(']').ok_or_else(refused)?;
+                let ip: Ipv6Addr = ip.parse().map_err(|_| refused())?;
+                let port = match rest {
+                    "" => None,
+                    _ => Some(port(rest.strip_prefix(':').ok_or_else(refused)?)?),
+                };
+                (format!("[{ip}]"), port)
+            }
+            None => {
+                let (host, port) = match text.split_once(':') {
+                    Some((host, digits)) => (host, Some(port(digits)?)),
+                    None => (text, None),
+                };
+                if host.parse::<Ipv4Addr>().is_err() && !is_dns_name(host) {
+                    return Err(refused());
+                }
+                (host.to_string(), port)
+            }
+        };
+        Ok(Advertised { host, port })
+    }
+}
+
+/// Letters, digits and inner hyphens, in dot-separated labels of 1 to 63 characters (RFC 1123).
+fn is_dns_name(host: &str) -> bool {
+    host.len() <= 253
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
 }
 
 /// How nodes reach the server.
@@ -162,6 +244,43 @@ mod tests {
                 .contains("server = \"https://registry-1.docker.io\""),
             "{}",
             config.text
+        );
+    }
+
+    #[test]
+    fn advertised_addresses_are_host_and_port_and_nothing_else() {
+        let address = |text: &str| text.parse::<Advertised>().map(|a| a.address(5000));
+        assert_eq!(address("10.0.0.5"), Ok("10.0.0.5:5000".into()));
+        assert_eq!(address("10.0.0.5:5443"), Ok("10.0.0.5:5443".into()));
+        assert_eq!(
+            address("registry.site-1.local"),
+            Ok("registry.site-1.local:5000".into())
+        );
+        assert_eq!(address("fd00::5"), Ok("[fd00::5]:5000".into()));
+        assert_eq!(address("[fd00::5]:5443"), Ok("[fd00::5]:5443".into()));
+        for hostile in [
+            "10.0.0.5\nrm -rf /",
+            "a\"b",
+            "reg'istry",
+            "host:0",
+            "host:+80",
+            "host:65536",
+            "host:",
+            "-host",
+            "a..b",
+            "[fd00::5]x",
+            "[not-ip]:80",
+            "host name",
+            "",
+            "h/x",
+            "$(id)",
+        ] {
+            assert!(address(hostile).is_err(), "{hostile:?}");
+        }
+        assert_eq!(
+            address("a\nb").unwrap_err(),
+            "a\\nb is not HOST[:PORT]: HOST is a DNS name, an IPv4 address or an IPv6 address \
+             ([bracketed] with a port), PORT a number from 1 to 65535"
         );
     }
 }

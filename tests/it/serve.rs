@@ -2,16 +2,29 @@
 //! `hosts.toml` (by the upstream names, as kubelet's pulls go), docker and podman by the served names,
 //! podman by the upstream names through the printed CRI-O `registries.conf`, skopeo copying everything.
 
+mod hostile;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use self::hostile::{
+    closed_within, exchange, h2_get, h2_start, http1_get, plain_from, run_within, tls_from, Stream,
+};
 use crate::bundle::{expected_names, Csi480};
-use crate::ferry::{command, run};
+use crate::ferry::{command, run, Run};
 use crate::seed::{push_image, request, Format};
 use crate::services::{make_certificates, require, Containerd, Dockerd, Podman, Registry};
+
+/// What `ferry serve` allows a response to make no progress, and a connection to send no request.
+const STALL: Duration = Duration::from_secs(30);
+/// The chunk a blob is read, checked and sent in.
+const CHUNK: usize = 256 << 10;
 
 /// `ferry serve` as a child process on a free loopback port, stopped with SIGTERM when dropped.
 pub struct Served {
@@ -144,6 +157,105 @@ fn skopeo(args: &[&str]) -> Output {
     Command::new("skopeo").args(args).output().unwrap()
 }
 
+/// `ferry serve BUNDLE --listen 0.0.0.0:5000 --advertise ADVERTISED --print-config RUNTIME`.
+fn print_config(bundle: &Path, advertised: &str, runtime: &str) -> Run {
+    run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        "--listen",
+        "0.0.0.0:5000",
+        "--advertise",
+        advertised,
+        "--print-config",
+        runtime,
+    ]))
+}
+
+/// The exact containerd configuration an operator pastes for `served`, run as printed into `hosts`.
+fn containerd_hosts(bundle: &Path, served: &Served, hosts: &Path) {
+    let script = run(command().args([
+        "serve",
+        bundle.to_str().unwrap(),
+        "--listen",
+        &served.addr,
+        "--print-config",
+        "containerd",
+    ]))
+    .success()
+    .stdout();
+    let applied = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("CONTAINERD_CERTS_D", hosts)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{}", text(&applied));
+}
+
+/// Runs `command` (`what`, for messages), which must succeed within `limit`.
+fn succeeds_within(command: &mut Command, what: &str, limit: Duration) {
+    let done = run_within(command, limit)
+        .unwrap_or_else(|| panic!("{what} did not finish within {limit:?}"));
+    assert!(done.status.success(), "{what}: {}", text(&done));
+}
+
+/// `ctr images pull` of each of `images` through `hosts`, each within `limit`; how long all took.
+fn ctr_pull(containerd: &Containerd, hosts: &Path, images: &[&str], limit: Duration) -> Duration {
+    let started = Instant::now();
+    for image in images {
+        succeeds_within(
+            Command::new("ctr")
+                .arg("--address")
+                .arg(containerd.socket())
+                .args(["-n", "k8s.io", "images", "pull", "--hosts-dir"])
+                .arg(hosts)
+                .arg(image),
+            &format!("ctr pull {image}"),
+            limit,
+        );
+    }
+    started.elapsed()
+}
+
+/// `skopeo copy` of `image` into a fresh directory, within 120 s; how long it took.
+fn skopeo_copy(source_args: &[&str], image: &str, out: &Path) -> Duration {
+    let _ = std::fs::remove_dir_all(out);
+    let started = Instant::now();
+    succeeds_within(
+        Command::new("skopeo")
+            .arg("copy")
+            .args(source_args)
+            .arg(image)
+            .arg(format!("dir:{}", out.display())),
+        &format!("skopeo copy {image}"),
+        Duration::from_secs(120),
+    );
+    started.elapsed()
+}
+
+/// How many of `streams` the server has closed (checked all at once, 5 s each).
+fn count_closed(streams: &mut [Stream]) -> usize {
+    std::thread::scope(|scope| {
+        let checks: Vec<_> = streams
+            .iter_mut()
+            .map(|stream| scope.spawn(move || closed_within(stream, Duration::from_secs(5))))
+            .collect();
+        checks
+            .into_iter()
+            .filter_map(|check| check.join().ok())
+            .filter(|closed| *closed)
+            .count()
+    })
+}
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 #[test]
 fn containerd_pulls_the_upstream_names_through_the_printed_hosts_toml_and_skopeo_copies_all() {
     let Some(csi) = Csi480::start() else { return };
@@ -155,25 +267,8 @@ fn containerd_pulls_the_upstream_names_through_the_printed_hosts_toml_and_skopeo
         csi.work.path().join("serve.log"),
     );
 
-    // The exact configuration an operator pastes, run as printed into a directory of the test's own.
-    let script = run(command().args([
-        "serve",
-        bundle.to_str().unwrap(),
-        "--listen",
-        &served.addr,
-        "--print-config",
-        "containerd",
-    ]))
-    .success()
-    .stdout();
     let hosts = csi.work.path().join("certs.d");
-    let applied = Command::new("sh")
-        .arg("-c")
-        .arg(&script)
-        .env("CONTAINERD_CERTS_D", &hosts)
-        .output()
-        .unwrap();
-    assert!(applied.status.success(), "{}", text(&applied));
+    containerd_hosts(&bundle, &served, &hosts);
     let listed: BTreeSet<String> = std::fs::read_dir(&hosts)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -268,17 +363,7 @@ fn docker_and_podman_pull_by_the_served_names_and_through_the_printed_mirror_con
         csi.work.path().join("serve.log"),
     );
     let print = |runtime: &str| {
-        let printed = run(command().args([
-            "serve",
-            bundle.to_str().unwrap(),
-            "--listen",
-            "0.0.0.0:5000",
-            "--advertise",
-            &served.addr,
-            "--print-config",
-            runtime,
-        ]))
-        .success();
+        let printed = print_config(&bundle, &served.addr, runtime).success();
         let file = csi.work.path().join(format!("{runtime}.conf"));
         std::fs::write(&file, printed.stdout()).unwrap();
         (file, printed.stderr())
@@ -434,9 +519,67 @@ impl TwoRegistries {
     }
 
     fn serve(&self, extra: &[&str]) -> Served {
+        self.serve_as("serve.log", extra)
+    }
+
+    /// A server logging into `log` in the work directory (for tests that run several).
+    fn serve_as(&self, log: &str, extra: &[&str]) -> Served {
         let mut args = vec![self.bundle.to_str().unwrap()];
         args.extend_from_slice(extra);
-        Served::start(&args, self.work.path().join("serve.log"))
+        Served::start(&args, self.work.path().join(log))
+    }
+
+    /// The path of `name` in the work directory, as an argument.
+    fn file(&self, name: &str) -> String {
+        self.work.path().join(name).display().to_string()
+    }
+
+    /// A CA and a certificate for 127.0.0.1 in the work directory (`server.pem`, `server.key`,
+    /// `skopeo-certs/`); the CA's path.
+    fn certificates(&self) -> PathBuf {
+        make_certificates(self.work.path()).unwrap()
+    }
+
+    /// An htpasswd file of user `node`, password `pa55-Word`, at bcrypt `cost`: the arguments that serve
+    /// it over TLS with the certificate [`Self::certificates`] made.
+    fn tls_with_htpasswd(&self, cost: &str) -> [String; 6] {
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", "-C", cost, "node", "pa55-Word"])
+            .output()
+            .unwrap();
+        assert!(htpasswd.status.success(), "{}", text(&htpasswd));
+        std::fs::write(self.work.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        [
+            "--tls-cert",
+            "server.pem",
+            "--tls-key",
+            "server.key",
+            "--htpasswd",
+            "htpasswd",
+        ]
+        .map(|arg| {
+            if arg.starts_with("--") {
+                arg.to_string()
+            } else {
+                self.file(arg)
+            }
+        })
+    }
+
+    const IMAGES: [&'static str; 2] = [
+        "registry.k8s.io/sig-storage/tool:v1",
+        "quay.io/sig-storage/tool:v1",
+    ];
+
+    /// The path of quay.io's image's larger layer, and the layer's bytes.
+    fn layer(&self, served: &Served) -> (String, Vec<u8>) {
+        let (_, _, manifest) = served.get("/v2/sig-storage/tool/manifests/v1?ns=quay.io", &[]);
+        let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+        let layer = manifest["layers"][1]["digest"].as_str().unwrap();
+        let path = format!("/v2/quay.io/sig-storage/tool/blobs/{layer}");
+        let (status, _, bytes) = served.get(&path, &[]);
+        assert_eq!(status, 200);
+        (path, bytes)
     }
 }
 
@@ -514,12 +657,8 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
     );
 
     // A layer whole, and a range of it.
-    let (_, _, manifest) = served.get("/v2/sig-storage/tool/manifests/v1?ns=quay.io", &[]);
-    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
-    let layer = manifest["layers"][1]["digest"].as_str().unwrap();
-    let path = format!("/v2/sig-storage/tool/blobs/{layer}?ns=quay.io");
-    let (status, _, whole) = served.get(&path, &[]);
-    assert_eq!(status, 200);
+    let (path, whole) = two.layer(&served);
+    let layer = path.rsplit('/').next().unwrap();
     assert_eq!(digest_of(&whole), layer);
     let (status, headers, part) = served.get(&path, &[("Range", "bytes=1000-1999")]);
     assert_eq!(status, 206);
@@ -528,8 +667,70 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
         headers.contains(&format!("content-range: bytes 1000-1999/{}", whole.len())),
         "{headers}"
     );
-    let (status, _, _) = served.get(&path, &[("Range", &format!("bytes={}-", whole.len()))]);
-    assert_eq!(status, 416);
+    // Past the end, asking for nothing, backwards, several, another unit or a signed number: 416 with
+    // the blob's size, and what to ask instead.
+    for asked in [
+        format!("bytes={}-", whole.len()),
+        "bytes=-0".into(),
+        "bytes=500-0".into(),
+        "bytes=0-1,5-6".into(),
+        "items=0-1".into(),
+        "bytes=+1-2".into(),
+    ] {
+        let (status, headers, body) = served.get(&path, &[("Range", &asked)]);
+        assert_eq!(status, 416, "{asked}");
+        assert!(
+            headers.contains(&format!("content-range: bytes */{}", whole.len())),
+            "{asked}: {headers}"
+        );
+        assert_eq!(
+            error_code(&body),
+            format!(
+                "UNSUPPORTED Range {asked} is not one byte range within blob {layer} ({} bytes): \
+                 ask bytes=A-B, bytes=A- or bytes=-N",
+                whole.len()
+            )
+        );
+    }
+    let (status, _, part) = served.get(&path, &[("Range", "bytes=-1000")]);
+    assert_eq!((status, &part[..]), (206, &whole[whole.len() - 1000..]));
+
+    // Referrers: an image index, empty as the bundle has none; a digest that is not one is a 400.
+    let (status, headers, body) = served.get(
+        &format!("/v2/sig-storage/tool/referrers/{quay}?ns=quay.io"),
+        &[],
+    );
+    assert_eq!(status, 200);
+    assert!(
+        headers.contains("content-type: application/vnd.oci.image.index.v1+json"),
+        "{headers}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#
+    );
+    let (status, _, body) = served.get("/v2/sig-storage/tool/referrers/latest?ns=quay.io", &[]);
+    assert_eq!(
+        (status, error_code(&body)),
+        (
+            400,
+            "DIGEST_INVALID latest is not a sha256 digest".to_string()
+        )
+    );
+
+    // HTTP/1.1 requires a Host header.
+    let mut stream = std::net::TcpStream::connect(&served.addr).unwrap();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.ends_with(r#"{"errors":[{"code":"UNSUPPORTED","message":"an HTTP/1.1 request must carry a Host header"}]}"#),
+        "{answer}"
+    );
     let (status, _, body) = served.get("/v2/sig-storage/tool/blobs/sha256:0000000000000000000000000000000000000000000000000000000000000000?ns=quay.io", &[]);
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
 
@@ -601,6 +802,26 @@ fn serve_keeps_registries_apart_serves_ranges_and_refuses_writes_and_damage() {
     .fails_with(2);
     assert!(unreachable.stderr().contains("--print-config needs the address nodes reach this server at: --listen 0.0.0.0:5000 names none; add --advertise HOST[:PORT]"), "{}", unreachable.stderr());
 
+    // --advertise is HOST[:PORT] and nothing else: no command reaches the printed root script, no quote
+    // the TOML or JSON.
+    for (runtime, advertised) in [
+        ("containerd", "10.0.0.5\nrm -rf /"),
+        ("cri-o", "registry\"\ninsecure = true"),
+        ("docker", "10.0.0.5:5000\", \"x"),
+    ] {
+        let refused = print_config(bundle, advertised, runtime).fails_with(2);
+        assert_eq!(refused.stdout(), "", "nothing is printed");
+        assert!(
+            refused.stderr().contains(&format!(
+                "for '--advertise <HOST[:PORT]>': {} is not HOST[:PORT]: HOST is a DNS name, an IPv4 \
+                 address or an IPv6 address ([bracketed] with a port), PORT a number from 1 to 65535",
+                advertised.escape_debug()
+            )),
+            "{}",
+            refused.stderr()
+        );
+    }
+
     // A gzipped bundle cannot be read in place; a damaged one is refused, naming the damage.
     let gzipped = work.path().join("two.tar.gz");
     let status = Command::new("sh")
@@ -647,19 +868,8 @@ fn serve_over_tls_with_basic_auth() {
     let work = &two.work;
     let at = |name: &str| work.path().join(name).display().to_string();
     make_certificates(work.path()).unwrap();
-    let htpasswd = Command::new("htpasswd")
-        .args(["-Bbn", "node", "pa55-Word"])
-        .output()
-        .unwrap();
-    std::fs::write(work.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-    let tls = [
-        "--tls-cert",
-        &at("server.pem"),
-        "--tls-key",
-        &at("server.key"),
-        "--htpasswd",
-        &at("htpasswd"),
-    ];
+    let tls = two.tls_with_htpasswd("5");
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
     let served = two.serve(&tls);
     let image = format!("docker://{}/quay.io/sig-storage/tool:v1", served.addr);
     let cert_dir = format!("--cert-dir={}", at("skopeo-certs"));
@@ -719,6 +929,21 @@ fn serve_over_tls_with_basic_auth() {
         "{config}"
     );
     assert!(config.contains("Authorization"), "{config}");
+
+    drop(served);
+
+    // Without TLS, the passwords travel in clear: said at start.
+    let plain = two.serve(&["--htpasswd", &at("htpasswd")]);
+    let (status, _, _) = plain.get("/v2/", &[]);
+    assert_eq!(status, 401);
+    let (_, log) = plain.stop();
+    assert!(
+        log.contains(
+            "--htpasswd without TLS: passwords travel in clear, readable by anyone on the network \
+             path; serve HTTPS with --tls-cert and --tls-key"
+        ),
+        "{log}"
+    );
 }
 
 #[test]
@@ -782,4 +1007,382 @@ fn many_parallel_clients_get_whole_images_while_memory_stays_flat() {
         peak >> 20,
         copied_bytes / 1_000_000
     );
+}
+
+/// Issue 20, items 2 and 3: readers that stop reading (48 over HTTP/1 from one address; one HTTP/2
+/// connection over TLS with 32 streams from another) and 100 HTTP/2 connections that send nothing, from
+/// a third, hold only their address's share: containerd and skopeo pull as if they were not there, `/v2/`
+/// answers at once, and after the stall and idle limits the server has closed them. (Before: the readers
+/// took every slot and froze every request for as long as they stayed connected.)
+#[test]
+fn real_clients_pull_while_stalled_readers_and_idle_connections_hold_on() {
+    let Some(two) = TwoRegistries::bundle(24_000_000) else {
+        return;
+    };
+    let ca = two.certificates();
+    let plain = two.serve_as("plain.log", &[]);
+    let tls = two.serve_as(
+        "tls.log",
+        &[
+            "--tls-cert",
+            &two.file("server.pem"),
+            "--tls-key",
+            &two.file("server.key"),
+        ],
+    );
+    let (layer, _) = two.layer(&plain);
+    // containerd is ready before the hostile clients come.
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    let hosts = two.work.path().join("certs.d");
+    containerd_hosts(&two.bundle, &plain, &hosts);
+    let started = Instant::now();
+    let mut readers: Vec<Stream> = (0..48)
+        .map(|_| {
+            let mut reader = plain_from("127.0.0.2", &plain.addr);
+            http1_get(&mut reader, &plain.addr, &layer, &[]);
+            reader
+        })
+        .collect();
+    let mut multiplexed = vec![tls_from("127.0.0.3", &tls.addr, &ca, b"h2").unwrap()];
+    h2_start(&mut multiplexed[0]);
+    for stream in 0..32 {
+        h2_get(&mut multiplexed[0], 1 + 2 * stream, &tls.addr, &layer, &[]);
+    }
+    let mut idle = Vec::new();
+    let mut turned_away = 0;
+    for _ in 0..100 {
+        match tls_from("127.0.0.4", &tls.addr, &ca, b"h2") {
+            Ok(mut connection) => {
+                h2_start(&mut connection);
+                idle.push(connection);
+            }
+            Err(_) => turned_away += 1,
+        }
+    }
+    assert_eq!(
+        (idle.len(), turned_away),
+        (64, 36),
+        "one address holds at most 64 connections"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    let pulled = ctr_pull(&containerd, &hosts, &TwoRegistries::IMAGES, STALL * 3);
+    let copied = skopeo_copy(
+        &["--src-cert-dir", &two.file("skopeo-certs")],
+        &format!("docker://{}/quay.io/sig-storage/tool:v1", tls.addr),
+        &two.work.path().join("copy"),
+    );
+    eprintln!(
+        "while 48 HTTP/1 readers, 32 stalled HTTP/2 streams and 100 idle HTTP/2 connections held on: \
+         containerd pulled 2 images ({} MB) in {:.1} s, skopeo copied one over TLS in {:.1} s",
+        two_images_mb(&two),
+        pulled.as_secs_f64(),
+        copied.as_secs_f64()
+    );
+    assert!(
+        started.elapsed() < STALL,
+        "the pulls ended after the stall limit, when the readers could have been closed \
+         (containerd {pulled:?}, skopeo {copied:?})"
+    );
+    let answered = |stream: Stream, addr: &str, path: &str| {
+        exchange(stream, addr, path, &[], Duration::from_secs(5)).map(|(status, _, _)| status)
+    };
+    for path in ["/v2/", "/v2/sig-storage/tool/manifests/v1?ns=quay.io"] {
+        assert_eq!(
+            answered(plain_from("127.0.0.1", &plain.addr), &plain.addr, path),
+            Some(200),
+            "{path} over HTTP/1"
+        );
+        let over_tls = tls_from("127.0.0.1", &tls.addr, &ca, b"http/1.1").unwrap();
+        assert_eq!(
+            answered(over_tls, &tls.addr, path),
+            Some(200),
+            "{path} over TLS"
+        );
+    }
+
+    // The limits have passed: stalled readers (those that got a body) and idle connections are closed.
+    std::thread::sleep(
+        (started + STALL + Duration::from_secs(16)).saturating_duration_since(Instant::now()),
+    );
+    let closed_readers = count_closed(&mut readers);
+    assert!(
+        closed_readers >= 8,
+        "{closed_readers} of the 48 stalled HTTP/1 readers closed; their address's 8 slots were held"
+    );
+    assert_eq!(
+        count_closed(&mut multiplexed),
+        1,
+        "the stalled HTTP/2 connection is closed"
+    );
+    assert_eq!(
+        count_closed(&mut idle),
+        64,
+        "idle HTTP/2 connections are closed"
+    );
+    let (_, log) = plain.stop();
+    assert!(
+        log.contains("took nothing of a response for 30 s: connection closed"),
+        "{log}"
+    );
+    let (_, log) = tls.stop();
+    assert!(
+        log.contains("127.0.0.3:") && log.contains(", 36 over the per-address bound"),
+        "{log}"
+    );
+}
+
+fn two_images_mb(two: &TwoRegistries) -> u64 {
+    std::fs::metadata(&two.bundle).unwrap().len() / 1_000_000
+}
+
+/// Issue 20, item 2: readers from four addresses take every slot of `--max-transfers 4` and stop
+/// reading. Manifests are still answered at once (they take no slot); containerd's blob requests wait
+/// until the stall limit closes the readers, then complete. (Before: they waited for as long as the
+/// readers stayed connected.)
+#[test]
+fn stalled_readers_on_every_slot_are_cut_at_the_stall_limit() {
+    let Some(two) = TwoRegistries::bundle(24_000_000) else {
+        return;
+    };
+    let served = two.serve(&["--max-transfers", "4"]);
+    let (layer, _) = two.layer(&served);
+    let mut readers: Vec<Stream> = (10..14)
+        .map(|n| {
+            let mut reader = plain_from(&format!("127.0.0.{n}"), &served.addr);
+            http1_get(&mut reader, &served.addr, &layer, &[]);
+            reader
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let manifest = exchange(
+        plain_from("127.0.0.1", &served.addr),
+        &served.addr,
+        "/v2/sig-storage/tool/manifests/v1?ns=quay.io",
+        &[],
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        manifest.map(|(status, _, _)| status),
+        Some(200),
+        "a manifest takes no slot"
+    );
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    let hosts = two.work.path().join("certs.d");
+    containerd_hosts(&two.bundle, &served, &hosts);
+    let pulled = ctr_pull(&containerd, &hosts, &TwoRegistries::IMAGES, STALL * 3);
+    eprintln!(
+        "with every slot held by a stalled reader, containerd pulled 2 images in {:.1} s",
+        pulled.as_secs_f64()
+    );
+    assert!(
+        pulled > STALL / 2,
+        "the readers held the slots until the stall limit ({pulled:?})"
+    );
+    let closed = count_closed(&mut readers);
+    let (_, log) = served.stop();
+    assert_eq!(closed, 4, "{log}");
+    assert_eq!(
+        log.matches("took nothing of a response for 30 s: connection closed")
+            .count(),
+        4,
+        "{log}"
+    );
+    assert!(log.contains("connections closed: 4 stalled"), "{log}");
+}
+
+/// Issue 20, item 4: 16 clients on one address guess passwords as fast as they can while skopeo copies
+/// with the right one. After a few failures the address waits (429 with Retry-After, no bcrypt), so the
+/// guesses checked stay a handful (before: 632 a second), and the copy is not held up.
+#[test]
+fn password_guesses_are_slowed_per_address_while_the_right_password_pulls() {
+    let Some(two) = TwoRegistries::bundle(24_000_000) else {
+        return;
+    };
+    let (work, ca, at) = (two.work.path(), two.certificates(), |name| two.file(name));
+    // A cost that makes bcrypt take tens of milliseconds, as in production.
+    let tls = two.tls_with_htpasswd("10");
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let served = two.serve(&tls);
+    let image = format!("docker://{}/quay.io/sig-storage/tool:v1", served.addr);
+    let cert_dir = at("skopeo-certs");
+    let source = ["--src-cert-dir", &cert_dir, "--src-creds", "node:pa55-Word"];
+    let alone = skopeo_copy(&source, &image, &work.join("alone"));
+
+    let flooding = AtomicBool::new(true);
+    let answers = Mutex::new(Vec::new());
+    let flood_started = Instant::now();
+    let under_flood = std::thread::scope(|scope| {
+        for guesser in 0..16 {
+            let (flooding, answers, served, ca) = (&flooding, &answers, &served, &ca);
+            scope.spawn(move || {
+                let mut guess = 0;
+                while flooding.load(Ordering::Relaxed) {
+                    guess += 1;
+                    let Ok(stream) = tls_from("127.0.0.5", &served.addr, ca, b"http/1.1") else {
+                        continue;
+                    };
+                    let password = format!("guess-{guesser}-{guess}");
+                    let authorization = basic("node", &password);
+                    if let Some(answer) = exchange(
+                        stream,
+                        &served.addr,
+                        "/v2/",
+                        &[("Authorization", &authorization)],
+                        Duration::from_secs(30),
+                    ) {
+                        answers.lock().unwrap().push(answer);
+                    }
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        let copied = skopeo_copy(&source, &image, &work.join("flooded"));
+        std::thread::sleep(
+            (flood_started + Duration::from_secs(12)).saturating_duration_since(Instant::now()),
+        );
+        flooding.store(false, Ordering::Relaxed);
+        copied
+    });
+    let flood_time = flood_started.elapsed();
+    let answers = answers.into_inner().unwrap();
+    let checked = answers
+        .iter()
+        .filter(|(status, _, _)| *status == 401)
+        .count();
+    let waited: Vec<_> = answers
+        .iter()
+        .filter(|(status, _, _)| *status == 429)
+        .collect();
+    eprintln!(
+        "skopeo copied in {:.1} s alone and {:.1} s under a flood of {} guesses in {:.1} s ({checked} checked, {} told to wait)",
+        alone.as_secs_f64(),
+        under_flood.as_secs_f64(),
+        answers.len(),
+        flood_time.as_secs_f64(),
+        waited.len()
+    );
+    assert!(
+        checked <= 24,
+        "{checked} guesses were checked in {flood_time:?}: the address should have been made to wait"
+    );
+    let (_, head, body) = waited
+        .first()
+        .expect("the flooding address is told to wait");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: "),
+        "{head}"
+    );
+    let refusal = error_code(body);
+    assert!(
+        refusal.starts_with("TOOMANYREQUESTS too many failed logins from 127.0.0.5: try again in ")
+            && refusal.ends_with(" s"),
+        "{refusal}"
+    );
+}
+
+/// Issue 20, item 10: the bundle file is changed after start. What was served before is checked chunk by
+/// chunk: a range inside the changed chunk sends nothing of it, a whole blob stops right before it, and
+/// a blob first asked for after the change is refused. (Before: a range sent the altered bytes.)
+#[test]
+fn a_bundle_changed_after_start_never_sends_altered_bytes() {
+    let Some(two) = TwoRegistries::bundle(8_000_000) else {
+        return;
+    };
+    let served = two.serve(&[]);
+    let (path, whole) = two.layer(&served);
+    assert!(whole.len() > 4 * CHUNK, "{} bytes", whole.len());
+    let bundle = std::fs::read(&two.bundle).unwrap();
+    let offset_of = |bytes: &[u8]| {
+        bundle
+            .windows(4096)
+            .position(|window| window == &bytes[..4096])
+            .unwrap() as u64
+    };
+    let layer_at = offset_of(&whole);
+    let (_, _, manifest) = served.get("/v2/sig-storage/tool/manifests/v1?ns=registry.k8s.io", &[]);
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let other = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_path = format!("/v2/registry.k8s.io/sig-storage/tool/blobs/{other}");
+    // The other layer, from the registry: the server is not asked for it before the change.
+    let (_, _, other_bytes) = request(
+        two.registry.addr(),
+        "GET",
+        &format!("/v2/k8s/sig-storage/tool/blobs/{other}"),
+        &[],
+        b"",
+    );
+    let other_at = offset_of(&other_bytes);
+
+    // One byte of each layer's fourth chunk changes, in place: the server holds the same file open.
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&two.bundle)
+        .unwrap();
+    for at in [layer_at, other_at] {
+        let spot = at + 3 * CHUNK as u64 + 10;
+        let mut byte = [0u8];
+        std::fs::File::open(&two.bundle)
+            .unwrap()
+            .read_exact_at(&mut byte, spot)
+            .unwrap();
+        file.write_all_at(&[byte[0] ^ 0x55], spot).unwrap();
+    }
+
+    let get = |path: &str, range: Option<String>| {
+        let headers: Vec<(&str, &str)> = range.iter().map(|r| ("Range", r.as_str())).collect();
+        exchange(
+            plain_from("127.0.0.1", &served.addr),
+            &served.addr,
+            path,
+            &headers,
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    let inside = (3 * CHUNK + 100, 3 * CHUNK + 1099);
+    // The answer's head may or may not have left before the transfer is cut; no byte of the body has.
+    let (status, _, body) = get(&path, Some(format!("bytes={}-{}", inside.0, inside.1)));
+    assert!(status == 206 || status == 0, "{status}");
+    assert!(
+        body.is_empty(),
+        "{} bytes of the changed chunk were sent",
+        body.len()
+    );
+    // The whole blob stops before the changed chunk (what hyper had not yet written of the chunks before
+    // it may be lost with the connection): only intact bytes.
+    let (status, _, body) = get(&path, None);
+    assert_eq!(status, 200);
+    assert!(
+        body.len() <= 3 * CHUNK && body == whole[..body.len()],
+        "{} bytes, of which the first altered is at {:?}",
+        body.len(),
+        body.iter().zip(&whole).position(|(a, b)| a != b)
+    );
+    let (status, _, body) = get(&path, Some("bytes=1000-1999".into()));
+    assert_eq!((status, &body[..]), (206, &whole[1000..2000]));
+    let (status, _, body) = get(&other_path, Some("bytes=0-99".into()));
+    assert_eq!(
+        (status, error_code(&body)),
+        (
+            500,
+            format!(
+                "BLOB_UNKNOWN blob {other} changed in its bundle since it was verified: not served"
+            )
+        )
+    );
+    let (_, log) = served.stop();
+    let cut = format!(
+        "changed since it was verified (bytes {}..{}); transfer cut before them",
+        3 * CHUNK,
+        4 * CHUNK
+    );
+    assert!(log.contains(&cut), "{log}");
 }
