@@ -119,7 +119,14 @@ fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
                     })
                     .map(|(file, _)| (*file).clone())
                     .collect();
-                verify(path, &VerifyOptions { bases, ..options.clone() }, catalogs)?
+                verify(
+                    path,
+                    &VerifyOptions {
+                        bases,
+                        ..options.clone()
+                    },
+                    catalogs,
+                )?
             }
             None => report,
         };

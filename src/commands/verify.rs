@@ -96,21 +96,30 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             ),
             None => format!("{} images", report.images.len()),
         };
-        let unchecked: usize = report
-            .delta
-            .iter()
-            .flat_map(|delta| &delta.bases)
-            .filter(|base| base.file.is_none())
-            .map(|base| base.blobs)
-            .sum();
+        // A delta's blobs: its own, and those its bases supplied (checked) or would (not checked).
+        let from_bases = |given: bool| -> usize {
+            report
+                .delta
+                .iter()
+                .flat_map(|delta| &delta.bases)
+                .filter(|base| base.file.is_some() == given)
+                .map(|base| base.blobs)
+                .sum()
+        };
+        let (supplied, unchecked) = (from_bases(true), from_bases(false));
+        let blobs = match supplied {
+            0 => format!("{} blobs", report.blobs),
+            n => format!("{} blobs ({n} from its bases)", report.blobs + n),
+        };
         let bases = match unchecked {
             0 => String::new(),
-            n => format!("; {n} blob(s) it expects from its bases were not (give the bases with --base)"),
+            n => format!(
+                "; {n} blob(s) it expects from its bases were not (give the bases with --base)"
+            ),
         };
         writeln!(
             out,
-            "intact: {count}, {} blobs, {}; every byte checked{bases}",
-            report.blobs,
+            "intact: {count}, {blobs}, {}; every byte checked{bases}",
             DecimalBytes(report.bytes)
         )
     } else {

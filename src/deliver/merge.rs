@@ -181,14 +181,14 @@ impl BlobSource for Union<'_> {
         if verified != size {
             return Err(changed(offset));
         }
-        let reader = self
-            .0
-            .source()
-            .open_range(offset, size)
-            .map_err(|source| TarballError::Read {
-                path: self.file_at(offset),
-                source,
-            })?;
+        let reader =
+            self.0
+                .source()
+                .open_range(offset, size)
+                .map_err(|source| TarballError::Read {
+                    path: self.file_at(offset),
+                    source,
+                })?;
         Ok(Box::new(reader))
     }
 
@@ -258,13 +258,21 @@ mod tests {
             let images = intact_images(&self.store, images, &["linux/amd64"]);
             let path = self.path(name);
             let options = WriteOptions::default();
-            write_bundle(&self.store, &images, &loose_metadata(&images), &path, &options, &Silent)
-                .unwrap();
+            write_bundle(
+                &self.store,
+                &images,
+                &loose_metadata(&images),
+                &path,
+                &options,
+                &Silent,
+            )
+            .unwrap();
             path
         }
 
         fn delta(&self, name: &str, images: &[&str], bases: &[&Path]) -> PathBuf {
-            let bases: Vec<BundleDescription> = bases.iter().map(|b| check(b, &[]).describe()).collect();
+            let bases: Vec<BundleDescription> =
+                bases.iter().map(|b| check(b, &[]).describe()).collect();
             self.delta_of(name, images, &bases)
         }
 
@@ -313,7 +321,11 @@ mod tests {
             .into_iter()
             .filter(|digest| digest != layer_of_y)
             .collect();
-        assert_eq!(blobs_in(&delta), expected, "all but the layer the base holds");
+        assert_eq!(
+            blobs_in(&delta),
+            expected,
+            "all but the layer the base holds"
+        );
 
         let alone = check(&delta, &[]);
         assert!(alone.intact(), "{:?}", alone.problems);
@@ -358,7 +370,10 @@ mod tests {
         let report = check(&second, &[&first, &base]);
         let bases = &report.delta.as_ref().unwrap().bases;
         assert_eq!(
-            bases.iter().map(|b| (b.blobs, b.file.clone())).collect::<Vec<_>>(),
+            bases
+                .iter()
+                .map(|b| (b.blobs, b.file.clone()))
+                .collect::<Vec<_>>(),
             [(1, Some(base.clone())), (1, Some(first.clone()))],
             "x's layer from the base, z's from the first delta"
         );

@@ -227,9 +227,10 @@ impl Pusher<'_> {
                 }
             }
         }
+        // In order, so that of several missing blobs the first image's first is the one named.
         stream::iter(needed)
             .map(|(planned, digest)| self.place_base_blob(planned, digest))
-            .buffer_unordered(jobs.max(1))
+            .buffered(jobs.max(1))
             .try_collect::<Vec<()>>()
             .await?;
         Ok(())

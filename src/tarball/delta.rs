@@ -214,11 +214,18 @@ mod tests {
             .collect();
         let kept = [Digest::of(b"config")].into_iter().collect();
         let bases = [
-            base("old.tar", Some("huawei-csi@4.5.0"), &[(b"layer", 99), (b"config", 6)]),
+            base(
+                "old.tar",
+                Some("huawei-csi@4.5.0"),
+                &[(b"layer", 99), (b"config", 6)],
+            ),
             base("older.tar", None, &[(b"layer", 5)]),
         ];
         let records = assign(&blobs, &kept, &bases);
-        assert!(records[0].blobs.is_empty(), "a size that differs is not the blob");
+        assert!(
+            records[0].blobs.is_empty(),
+            "a size that differs is not the blob"
+        );
         assert_eq!(records[1].blobs.len(), 1);
         assert_eq!(records[1].blobs[0].digest, Digest::of(b"layer"));
         assert_eq!(

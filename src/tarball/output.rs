@@ -348,7 +348,8 @@ impl Sealed {
         let signature = sibling(&self.path, ".sig");
         match signer {
             Some(signer) => {
-                let text = signer.signature(checksum_line(self.sha256.clone(), &self.path).as_bytes())?;
+                let text =
+                    signer.signature(checksum_line(self.sha256.clone(), &self.path).as_bytes())?;
                 self.staging.text(&signature, text.as_bytes())?;
                 self.checksum_files.insert(1, signature);
             }

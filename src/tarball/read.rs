@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::layout::{
-    BLOBS_DIR, DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
-};
+use super::layout::{BLOBS_DIR, DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
 
 const BLOCK: usize = 512;
 /// A decompressed bundle may be at most this many times its compressed size (plus a margin): registry

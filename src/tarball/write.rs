@@ -205,7 +205,9 @@ pub fn write_delta(
         .filter(|(digest, _)| !expected.contains(digest))
         .map(|(digest, size)| (digest.clone(), *size))
         .collect();
-    reporter.phase(&format!("hashing the full bundle {full_name}, which the delta stands for"));
+    reporter.phase(&format!(
+        "hashing the full bundle {full_name}, which the delta stands for"
+    ));
     let (sha256, bytes) = hash_entries(store, &layout.documents, &all, options.mtime, reporter)?;
     let signature = match &options.signer {
         Some(signer) => Some(
@@ -278,10 +280,12 @@ impl Staged {
 
     /// Puts the bundle and its checksum files in place, with `PATH.sig` from `signer` when there is one.
     pub fn place(self, signer: Option<&dyn Signer>) -> Result<Written, TarballError> {
-        let Staged { sealed, path, blobs } = self;
-        let sealed = sealed
-            .sign(signer)
-            .map_err(|e| output_error(&path, e))?;
+        let Staged {
+            sealed,
+            path,
+            blobs,
+        } = self;
+        let sealed = sealed.sign(signer).map_err(|e| output_error(&path, e))?;
         sealed.staging.place().map_err(|e| output_error(&path, e))?;
         Ok(Written {
             files: sealed.files,

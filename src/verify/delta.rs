@@ -196,7 +196,12 @@ pub(super) fn join_bases(
             .or_insert_with(|| SeenBlob::elsewhere(digest, size));
     }
     let documents: Documents = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON]
-        .map(|name| (name, contents.documents.get(name).cloned().unwrap_or_default()))
+        .map(|name| {
+            (
+                name,
+                contents.documents.get(name).cloned().unwrap_or_default(),
+            )
+        })
         .into();
     report.delta = Some(DeltaReport {
         full: record.bundle.name.clone(),

@@ -31,10 +31,8 @@ use crate::digest::Digest;
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
 use crate::reference::Reference;
+use crate::tarball::delta::{BundleDescription, DeltaRecord, DescribedImage, HeldBlob};
 use crate::tarball::layout::METADATA_JSON;
-use crate::tarball::delta::{
-    BundleDescription, DeltaRecord, DescribedImage, HeldBlob,
-};
 use crate::tarball::read::{read_bundle, ReadError, Source};
 use crate::tarball::{file_name, BundleMetadata, Documents};
 
@@ -369,7 +367,10 @@ impl Report {
             file: file_name(&self.source.whole),
             sha256: self.sha256.clone(),
             bytes: self.bytes,
-            release: self.metadata.as_ref().and_then(BundleMetadata::release_spec),
+            release: self
+                .metadata
+                .as_ref()
+                .and_then(BundleMetadata::release_spec),
             blobs: self
                 .locations
                 .iter()
