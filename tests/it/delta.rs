@@ -319,7 +319,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     .success()
     .json();
     let delta_bytes = size_of(&delta);
-    let (inside, kept, rest) = accounted_by_diff(&delta, &diff, &inspect(&full));
+    let (inside, kept, rest) = accounted_by_diff(&delta, &diff, &inspect(&full), 0);
     eprintln!(
         "csi 4.5.0 -> 4.8.0: full {} B, delta {delta_bytes} B: blobs {inside} B (diff's new {} B, kept \
          manifests and configs {kept} B), tar headers and documents {rest} B; diff's estimate {} B",
@@ -513,14 +513,47 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     let attacher = site
         .upstream("registry.k8s.io/sig-storage/csi-attacher:v4.4.0")
         .to_string();
-    let (status, _, _) = http(
-        &served.addr,
-        "GET",
-        &format!("/v2/sig-storage/csi-attacher/manifests/{attacher}"),
-        "",
-        b"",
-    );
+    let get = |path: &str| http(&served.addr, "GET", path, "", b"");
+    let (status, _, manifest) = get(&format!(
+        "/v2/sig-storage/csi-attacher/manifests/{attacher}"
+    ));
     assert_eq!(status, 200);
+    // Its first layer is the base layer every image shares: the base's file serves it.
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let shared = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert!(blobs(&inspect(&base)).contains(shared) && !blobs(&inspect(&delta)).contains(shared));
+    let (status, _, layer) = get(&format!("/v2/sig-storage/csi-attacher/blobs/{shared}"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&layer))
+        ),
+        shared
+    );
+}
+
+/// The bytes of the blobs of `image` (its manifest too) that `base` lacks.
+fn new_in(full: &Path, base: &Path, image: &str) -> u64 {
+    let (full, in_base) = (inspect(full), blobs(&inspect(base)));
+    let sizes: BTreeMap<&str, u64> = full["blobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["digest"].as_str().unwrap(), b["size"].as_u64().unwrap()))
+        .collect();
+    let image = full["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == image)
+        .unwrap();
+    let digests: BTreeSet<&str> = std::iter::once(&image["manifest"])
+        .chain(image["blobs"].as_array().unwrap())
+        .map(|d| d.as_str().unwrap())
+        .filter(|d| !in_base.contains(*d))
+        .collect();
+    digests.iter().map(|d| sizes[d]).sum()
 }
 
 fn human(bytes: u64) -> String {
@@ -547,8 +580,9 @@ fn left_to_base(full: &Value, base: &Value) -> (usize, u64) {
 
 /// The blobs of the delta are exactly those `ferry diff` counts as new, and the manifests and configs of
 /// the images the upgrade keeps; the rest of the file is tar headers and the bundle's JSON documents.
-/// Returns (blob bytes, kept manifests and configs, the rest), for the README.
-fn accounted_by_diff(delta: &Path, diff: &Value, full: &Value) -> (u64, u64, u64) {
+/// `extra` are the bytes the delta carries for images `ferry diff` does not list (`--image`). Returns
+/// (blob bytes, kept manifests and configs, the rest), for the README.
+fn accounted_by_diff(delta: &Path, diff: &Value, full: &Value, extra: u64) -> (u64, u64, u64) {
     let sizes: BTreeMap<String, u64> = full["blobs"]
         .as_array()
         .unwrap()
@@ -588,7 +622,7 @@ fn accounted_by_diff(delta: &Path, diff: &Value, full: &Value) -> (u64, u64, u64
     let carry = diff["carry"]["bytes"].as_u64().unwrap();
     assert_eq!(
         inside,
-        carry + kept_bytes,
+        carry + kept_bytes + extra,
         "the delta's blobs: diff's new ones and the kept images' manifests and configs"
     );
     (inside, kept_bytes, size_of(delta) - inside)
@@ -610,6 +644,10 @@ const KUBERNETES_1284: [(&str, &str); 4] = [
     ("kube-scheduler", "v1.28.4"),
     ("kube-proxy", "v1.28.4"),
 ];
+
+/// An image besides the release's, in a repository the base's push never made: its base layer is
+/// mounted from the base's repositories.
+const KUBECTL: (&str, &str) = ("kubectl", "v1.28.4");
 
 fn keygen(dir: &Path) -> PathBuf {
     let key = dir.join("builder");
@@ -636,7 +674,11 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     };
     let addr = registry.addr().to_string();
     let mut seeded = BTreeMap::new();
-    for (repository, tag) in KUBERNETES_1283.iter().chain(&KUBERNETES_1284) {
+    for (repository, tag) in KUBERNETES_1283
+        .iter()
+        .chain(&KUBERNETES_1284)
+        .chain([&KUBECTL])
+    {
         let image = push_image_as(
             &addr,
             repository,
@@ -659,8 +701,10 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     let allowed = allowed.to_str().unwrap();
     let out = format!("{}/", site.path("out").display());
     site.bundle(&["kubernetes@1.28.3"], &["-o", &out]).success();
+    let kubectl = format!("registry.k8s.io/{}:{}", KUBECTL.0, KUBECTL.1);
+    let release_1284 = ["kubernetes@1.28.4", "--image", &kubectl];
     site.bundle(
-        &["kubernetes@1.28.4"],
+        &release_1284,
         &["-o", &out, "--sign", key.to_str().unwrap()],
     )
     .success();
@@ -668,7 +712,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     let full = site.path("out/kubernetes-1.28.4-k8s1.28-linux-amd64.tar");
     let built = site
         .bundle(
-            &["kubernetes@1.28.4"],
+            &release_1284,
             &[
                 "--since",
                 base.to_str().unwrap(),
@@ -684,7 +728,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     assert!(
         built
             .stdout()
-            .starts_with(&format!("{}  7 image(s)", delta.display())),
+            .starts_with(&format!("{}  8 image(s)", delta.display())),
         "{}",
         built.stdout()
     );
@@ -705,12 +749,35 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     ])
     .success()
     .json();
-    let (inside, kept, rest) = accounted_by_diff(&delta, &diff, &inspect(&full));
+    accounted_by_diff(
+        &delta,
+        &diff,
+        &inspect(&full),
+        new_in(&full, &base, &kubectl),
+    );
+    // The release alone, for the README's sizes.
+    let (release_full, release_delta) = (site.path("release.tar"), site.path("release-delta.tar"));
+    site.bundle(
+        &["kubernetes@1.28.4"],
+        &["-o", release_full.to_str().unwrap()],
+    )
+    .success();
+    site.bundle(
+        &["kubernetes@1.28.4"],
+        &[
+            "--since",
+            base.to_str().unwrap(),
+            "-o",
+            release_delta.to_str().unwrap(),
+        ],
+    )
+    .success();
+    let (inside, kept, rest) = accounted_by_diff(&release_delta, &diff, &inspect(&release_full), 0);
     eprintln!(
         "kubernetes 1.28.3 -> 1.28.4: full {} B, delta {} B: blobs {inside} B (diff's new {} B, kept \
          manifests and configs {kept} B), tar headers and documents {rest} B; diff's estimate {} B",
-        size_of(&full),
-        size_of(&delta),
+        size_of(&release_full),
+        size_of(&release_delta),
         diff["carry"]["bytes"],
         diff["carry"]["delta_bytes"]
     );
@@ -770,7 +837,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     assert_eq!(
         merged.stdout(),
         format!(
-            "{}  7 image(s), {}, sha256 {}, as the delta names it\n  signed: {}.sig (the signature the delta carries)\n",
+            "{}  8 image(s), {}, sha256 {}, as the delta names it\n  signed: {}.sig (the signature the delta carries)\n",
             merged_path.display(),
             human(size_of(&full)),
             sha256_of(&full),
@@ -821,15 +888,42 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         allowed,
     ])
     .success();
-    assert_eq!(pushed.stdout().lines().count(), 7, "{}", pushed.stdout());
-    for (repository, tag) in KUBERNETES_1283.iter().skip(4).chain(&KUBERNETES_1284) {
-        let upstream = format!("registry.k8s.io/{repository}:{tag}");
-        assert_eq!(
-            skopeo_digest(&private, &format!("{to}/{repository}:{tag}")),
-            site.upstream(&upstream),
-            "{upstream}"
-        );
-    }
+    assert_eq!(pushed.stdout().lines().count(), 8, "{}", pushed.stdout());
+    // kubectl's repository is new: its base layer is mounted from the base's, the rest is there.
+    assert!(
+        pushed.stderr().contains(", mounted 1, "),
+        "{}",
+        pushed.stderr()
+    );
+    let upstream_digests = |to: &str| {
+        for (repository, tag) in KUBERNETES_1283
+            .iter()
+            .skip(4)
+            .chain(&KUBERNETES_1284)
+            .chain([&KUBECTL])
+        {
+            let upstream = format!("registry.k8s.io/{repository}:{tag}");
+            assert_eq!(
+                skopeo_digest(&private, &format!("{to}/{repository}:{tag}")),
+                site.upstream(&upstream),
+                "{upstream}"
+            );
+        }
+    };
+    upstream_digests(&to);
+    // With the base file instead, into a path the base never went: its blobs come from the file.
+    let fresh = format!("{}/fresh", private.addr());
+    ferry(&[
+        "push",
+        delta.to_str().unwrap(),
+        "--base",
+        base.to_str().unwrap(),
+        "--to",
+        &fresh,
+        "-q",
+    ])
+    .success();
+    upstream_digests(&fresh);
 }
 
 /// What stands for a base on the connected side is read as hostile input: a regular file, within a
