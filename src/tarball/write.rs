@@ -21,7 +21,7 @@ use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
 use super::{Signer, TarballError};
 use crate::cache::BlobStore;
-use crate::digest::{Digest, Hashing};
+use crate::digest::{Digest, Hashing, HashingSink};
 use crate::image::{media, Descriptor, Image};
 use crate::progress::{Action, Counted, Reporter, Task};
 
@@ -354,7 +354,7 @@ fn hash_entries(
         done: 0,
     });
     let hashed = stream_entries(
-        Counted::new(Hashing::new(io::sink()), reporter, id),
+        Counted::new(HashingSink::new(), reporter, id),
         source,
         documents,
         blobs,
@@ -362,8 +362,7 @@ fn hash_entries(
     )
     .map_err(|e| e.unwrap_or_else(|e| write_error(Path::new("(hash)"), e)))?;
     reporter.on_complete(id);
-    let (_, sha256, bytes) = hashed.into_inner().finish();
-    Ok((sha256, bytes))
+    Ok(hashed.into_inner().finish())
 }
 
 /// The bytes of the tar of `documents` and `blobs`.
