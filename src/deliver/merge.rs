@@ -439,6 +439,17 @@ mod tests {
             [format!("layer {} is missing", z_layer.digest)]
         );
 
+        let junk = site.path("junk.tar");
+        std::fs::write(&junk, vec![b'x'; 2048]).unwrap();
+        assert_eq!(
+            check(&delta, &[&junk]).problems[0],
+            format!(
+                "base {} is not a bundle ferry can read: not a bundle: a header checksum that is \
+                 not a number (at byte 0)",
+                junk.display()
+            )
+        );
+
         let whole = check(&base, &[&other]);
         assert_eq!(
             whole.problems,

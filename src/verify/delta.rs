@@ -1,10 +1,10 @@
 //! A delta and its bases. `ferry-delta.json` must be byte for byte what ferry writes, and consistent: no
-//! blob both inside and expected from a base, none expected from two. Each base file given is read as a
-//! bundle of its own (it must be intact), must be one the delta names by sha256, and supplies the blobs
-//! the delta expects from it, hashed as they passed; the graph check then sees the union, as the full
-//! bundle it stands for. Without bases, the blobs expected are taken on trust for the graph and listed.
+//! blob both inside and expected from a base, none expected from two. Each base file given must be one
+//! the delta names by sha256 (so it is, every byte, the file the delta was made from), and supplies the
+//! blobs the delta expects from it, hashed as they pass; the graph check then sees the union, as the full
+//! bundle it stands for. Without bases, the blobs expected are taken as named for the graph, and listed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -15,10 +15,8 @@ use crate::digest::Digest;
 use crate::progress::DecimalBytes;
 use crate::tarball::delta::{DeltaRecord, DELTA_FORMAT};
 use crate::tarball::layout::{DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use crate::tarball::read::ReadError;
 use crate::tarball::Documents;
-
-/// How many of a damaged base's findings a problem quotes.
-const QUOTED_FINDINGS: usize = 3;
 
 /// What a delta stands for and where its blobs come from.
 #[derive(Debug, Clone, Serialize)]
@@ -227,9 +225,10 @@ pub(super) fn join_bases(
     Ok(joined)
 }
 
-/// Reads one base file: if it is intact and one of `record`'s bases not matched yet, moves the blobs the
-/// delta expects from it into `contents` and its files after the delta's in `report.source`; returns
-/// which base it is. What is wrong with it is a finding naming the file.
+/// Reads one base file: if it is one of `record`'s bases, by sha256, not matched yet, moves the blobs
+/// the delta expects from it into `contents` and its files after the delta's in `report.source`; returns
+/// which base it is. Only those blobs are hashed on their own: the sha256 of the whole file proves it is
+/// the base the delta was made from, every byte of it. What is wrong is a finding naming the file.
 #[allow(clippy::too_many_arguments)]
 fn read_base(
     report: &mut Report,
@@ -240,10 +239,23 @@ fn read_base(
     deep: bool,
     joined: &mut Joined,
 ) -> Result<Option<usize>, VerifyError> {
-    let (mut base, mut base_contents) = read(path, deep)?;
-    // A base may be a delta itself: what it holds is checked, never what it expects from its own bases.
-    join_bases(&mut base, &mut base_contents, &[], deep)?;
-    base_contents.cross_check(&mut base, deep);
+    let wanted: BTreeSet<Digest> = record
+        .bases
+        .iter()
+        .flat_map(|base| base.blobs.iter().map(|blob| blob.digest.clone()))
+        .collect();
+    let (base, mut base_contents) = match read(path, deep, Some(&wanted)) {
+        Ok(read) => read,
+        Err(VerifyError::Read(error)) if !matches!(error, ReadError::Open { .. }) => {
+            report.problems.push(format!(
+                "base {} is not a bundle ferry can read: {}",
+                path.display(),
+                crate::causes::chain(&error)
+            ));
+            return Ok(None);
+        }
+        Err(error) => return Err(error),
+    };
     let Some(index) = record.bases.iter().position(|b| b.sha256 == base.sha256) else {
         let named: Vec<String> = record.bases.iter().map(|b| b.shown()).collect();
         report.problems.push(format!(
@@ -270,25 +282,15 @@ fn read_base(
         ));
         return Ok(None);
     }
-    if !base.intact() {
-        let findings: Vec<String> = base
-            .problems
+    report.problems.extend(
+        base.problems
             .iter()
-            .chain(base.images.iter().flat_map(|i| &i.problems))
-            .take(QUOTED_FINDINGS)
-            .cloned()
-            .collect();
-        report.problems.push(format!(
-            "base {} is damaged or incomplete: {}",
-            path.display(),
-            findings.join("; ")
-        ));
-        return Ok(None);
-    }
+            .map(|problem| format!("base {}: {problem}", path.display())),
+    );
     let shift = joined_length(&report.source.files)?;
     for blob in &record.bases[index].blobs {
         match base_contents.blobs.remove(&blob.digest) {
-            Some(seen) if !seen.is_elsewhere() => {
+            Some(seen) => {
                 if let Some(&(offset, size)) = base.locations.get(&blob.digest) {
                     report
                         .locations

@@ -3,9 +3,9 @@
 //! is checked: index → manifests → configs and layers, `manifest.json` and `ferry.json` against the index,
 //! and, with a Kubernetes version, the catalog against the bundle. Every finding is collected.
 //!
-//! A delta is checked with its bases (delta.rs): each base file is read as a bundle of its own, must be
-//! the file the delta names by sha256, and supplies the blobs the delta expects from it; the union is then
-//! checked as the full bundle it stands for. Without its bases, what the delta holds is checked, and what
+//! A delta is checked with its bases (delta.rs): each base file must be one the delta names by sha256,
+//! and supplies the blobs the delta expects from it, each hashed as it passes; the union is then checked
+//! as the full bundle it stands for. Without its bases, what the delta holds is checked, and what
 //! it expects from where is listed.
 
 mod catalog;
@@ -325,7 +325,7 @@ pub fn verify(
     options: &VerifyOptions,
     catalogs: &Catalogs,
 ) -> Result<Report, VerifyError> {
-    let (mut report, mut contents) = read(path, options.deep)?;
+    let (mut report, mut contents) = read(path, options.deep, None)?;
     let joined = delta::join_bases(&mut report, &mut contents, &options.bases, options.deep)?;
     contents.cross_check(&mut report, options.deep);
     joined.name_images(&mut report);
@@ -335,12 +335,29 @@ pub fn verify(
     Ok(report)
 }
 
-/// Reads a bundle in one pass: the report of what the pass found, and what it saw for the checks.
-fn read(path: &Path, deep: bool) -> Result<(Report, Contents), VerifyError> {
+/// Reads a bundle in one pass: the report of what the pass found, and what it saw for the checks. With
+/// `only`, the blobs not in it are passed over, hashed only as part of the whole file.
+fn read(
+    path: &Path,
+    deep: bool,
+    only: Option<&std::collections::BTreeSet<Digest>>,
+) -> Result<(Report, Contents), VerifyError> {
     let source = Source::locate(path)?;
     let mut hasher = OuterHasher::start();
     let mut contents = Contents::default();
-    let bytes = read_bundle(&source, &mut hasher, |entry| contents.take(entry, deep))?;
+    let wanted = |name: &str| {
+        let blob = name
+            .strip_prefix(crate::tarball::layout::BLOBS_DIR)
+            .and_then(|hex| Digest::from_hex(hex).ok());
+        match (only, blob) {
+            (Some(only), Some(digest)) => only.contains(&digest),
+            _ => true,
+        }
+    };
+    let bytes = read_bundle(&source, &mut hasher, |entry| match wanted(&entry.name) {
+        true => contents.take(entry, deep),
+        false => Ok(()),
+    })?;
     let (parts, whole) = hasher.finish();
     let checksum = check_sums(&source, &parts, &whole);
     let report = Report {
