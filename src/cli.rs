@@ -46,9 +46,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the images a release needs for a Kubernetes version.
+    /// List the images a release needs for a Kubernetes version, and those that files or a site name.
     #[command(
-        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s\n  ferry list kubernetes@1.28.3\n  ferry list kubernetes@1.28 --service node\n\nA kubernetes release is the Kubernetes version itself: it needs no --k8s (one that disagrees is refused).\nkubernetes@1.28 is the newest 1.28 release the catalog knows; a newer patch (kubernetes@1.28.99) is\nserved from that row with a warning naming what it assumed."
+        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s\n  ferry list kubernetes@1.28.3\n  ferry list kubernetes@1.28 --service node\n  kubeadm config images list > k8s.txt; ferry list --images-from k8s.txt\n  helm template cni ./cni | ferry list --images-from-manifests -\n  ferry list --site site.toml\n\nA kubernetes release is the Kubernetes version itself: it needs no --k8s (one that disagrees is refused).\nkubernetes@1.28 is the newest 1.28 release the catalog knows; a newer patch (kubernetes@1.28.99) is\nserved from that row with a warning naming what it assumed.\n\nImages named in files are shown with where each was named: the list file and line, or the\nobject and container (Deployment kube-system/coredns container coredns) and its file and line."
     )]
     List(ListArgs),
     /// What upgrading from one release to another adds, removes and keeps, image by image.
@@ -63,7 +63,7 @@ pub enum Command {
     Pull(PullArgs),
     /// Pull, then write one tarball (per distinct image set) that docker, containerd and podman load.
     #[command(
-        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.\nCtrl-C, SIGTERM or SIGHUP stops cleanly (exit 130, 143, 129); nothing half-written is left."
+        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n  ferry bundle --images-from k8s.txt --images-from-manifests rendered/ -o site.tar\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.\nCtrl-C, SIGTERM or SIGHUP stops cleanly (exit 130, 143, 129); nothing half-written is left."
     )]
     Bundle(BundleArgs),
     /// Prove a bundle complete and intact: every byte, every reference, in one pass. Exit 0 intact, 1 not.
@@ -94,14 +94,24 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; without a release, the newest.
-    #[arg(value_name = "CATALOG[@RELEASE]")]
-    pub release: String,
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; without a release, the newest. May be left out with
+    /// --images-from, --images-from-manifests or --site.
+    #[arg(
+        value_name = "CATALOG[@RELEASE]",
+        required_unless_present_any = ["lists", "manifests", "site"]
+    )]
+    pub release: Option<String>,
     #[command(flatten)]
     pub kubernetes: KubeSelection,
     /// Only the images of one service (e.g. controller, node).
-    #[arg(long)]
+    #[arg(long, requires = "release")]
     pub service: Option<String>,
+    #[command(flatten)]
+    pub files: ImageFiles,
+    /// Everything a site file names: each product's images for its Kubernetes versions, then the images
+    /// of its lists, manifests and references, with where each was named.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["release", "version", "all"])]
+    pub site: Option<PathBuf>,
     /// Print JSON instead of lines.
     #[arg(long)]
     pub json: bool,
@@ -112,10 +122,10 @@ pub struct ListArgs {
 #[group(required = false, multiple = false)]
 pub struct KubeSelection {
     /// The cluster's Kubernetes version: 1.28, v1.28.3, 1.28.3+k3s1, v1.27.9-eks-5e0fdde, ...
-    #[arg(long = "k8s", value_name = "VERSION")]
+    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
     pub version: Option<KubeVersion>,
     /// Every distinct image set across the Kubernetes versions the release supports.
-    #[arg(long = "all-k8s")]
+    #[arg(long = "all-k8s", requires = "release")]
     pub all: bool,
 }
 
@@ -156,8 +166,8 @@ pub struct PullArgs {
 /// Which images: a catalog release for a Kubernetes version, plus any images named directly.
 #[derive(Debug, Args)]
 pub struct ImageSelection {
-    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image names every image.
-    /// With --all-releases: CATALOG, or CATALOG@FROM..TO.
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image, --images-from or
+    /// --images-from-manifests names every image. With --all-releases: CATALOG, or CATALOG@FROM..TO.
     #[arg(value_name = "CATALOG[@RELEASE]")]
     pub release: Option<String>,
     /// The cluster's Kubernetes version; repeat it for clusters of several versions.
@@ -177,6 +187,31 @@ pub struct ImageSelection {
     /// Add an image by reference (repeatable); works without a catalog release.
     #[arg(long = "image", value_name = "REF")]
     pub extra: Vec<Reference>,
+    #[command(flatten)]
+    pub files: ImageFiles,
+}
+
+/// Images named in files: lists, and rendered Kubernetes manifests.
+#[derive(Debug, Args)]
+pub struct ImageFiles {
+    /// Add the images FILE lists, one reference per line: blank lines and # comments are skipped, and the
+    /// output of `kubeadm config images list` or of `helm template ... | grep image:` is taken as it is.
+    /// A bad line is refused with its number. - reads standard input (repeatable).
+    #[arg(long = "images-from", value_name = "FILE")]
+    pub lists: Vec<PathBuf>,
+    /// Add every container, init container and ephemeral container image of the Pods, Deployments,
+    /// DaemonSets, StatefulSets, ReplicaSets, Jobs, CronJobs and ReplicationControllers in Kubernetes YAML
+    /// or JSON (helm template, kustomize build, kubectl get -o yaml; List kinds too): a file, a folder
+    /// (its *.yaml, *.yml and *.json, at any depth), or - for standard input. Other kinds are passed over
+    /// and counted (repeatable).
+    #[arg(long = "images-from-manifests", value_name = "PATH")]
+    pub manifests: Vec<PathBuf>,
+}
+
+impl ImageFiles {
+    pub fn is_empty(&self) -> bool {
+        self.lists.is_empty() && self.manifests.is_empty()
+    }
 }
 
 /// Where and how to fetch: platform, cache, registries, vendor images.
@@ -279,7 +314,7 @@ pub struct TrustArgs {
     /// Require PATH.sig: a valid SSH signature over PATH.sha256 (which must match the bundle), made by a
     /// key FILE (OpenSSH allowed_signers format) allows for namespace "ferry". FERRY_TRUST sets it for
     /// every run on a machine.
-    #[arg(long, value_name = "FILE", env = crate::trust::TRUST_ENV)]
+    #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
     /// Require every image to have the digest FILE (written by `ferry bundle --lock`) pins, and every
     /// image it pins to be in the bundle. Vendor images' layers are then decompressed and checked (--deep).

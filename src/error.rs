@@ -11,6 +11,8 @@ use crate::interrupt::Interrupted;
 use crate::k8s::VersionError;
 use crate::reference::ReferenceError;
 use crate::registry::RegistryError;
+use crate::resolve::named::NamedError;
+use crate::resolve::site::SiteError;
 use crate::resolve::ResolveError;
 use crate::serve::ServeError;
 use crate::tarball::read::ReadError;
@@ -31,6 +33,11 @@ pub enum Error {
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Version(#[from] VersionError),
+    /// Images named in list files and manifests.
+    #[error(transparent)]
+    Named(#[from] NamedError),
+    #[error(transparent)]
+    Site(#[from] SiteError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
     #[error(transparent)]
@@ -107,6 +114,7 @@ impl Error {
             ) => EXIT_USAGE,
             Error::Trust(
                 TrustError::Read { .. }
+                | TrustError::EmptyEnvironment
                 | TrustError::AllowedSigners { .. }
                 | TrustError::Key { .. }
                 | TrustError::LockFile { .. },
@@ -130,6 +138,8 @@ impl Error {
             | Error::Runtime(_) => EXIT_FAILURE,
             Error::Catalog(_)
             | Error::Resolve(_)
+            | Error::Named(_)
+            | Error::Site(_)
             | Error::Version(_)
             | Error::Reference(_)
             | Error::Check(_)
@@ -166,6 +176,7 @@ impl From<BundleError> for Error {
             BundleError::Tarball(error) => Error::Tarball(error),
             BundleError::Trust(error) => Error::Trust(error),
             BundleError::Cache(error) => Error::Cache(error),
+            BundleError::Resolve(error) => Error::Resolve(error),
             usage @ BundleError::LockOfSeveral(_) => Error::Usage(usage.to_string()),
         }
     }

@@ -32,6 +32,8 @@ pub enum BundleError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::ResolveError),
     #[error("--lock pins the images of one bundle, and this selection makes {0}: lock each Kubernetes version's bundle (--k8s) on its own")]
     LockOfSeveral(usize),
 }
@@ -188,7 +190,10 @@ fn write_one(
         &request.fetch.partial_ok,
     );
     // A delta names the bundle a direct build writes, by the name that build gives it.
-    let full_name = plan.file_name(&request.fetch.platforms);
+    let full_name = match bundle.bases.is_empty() {
+        true => String::new(),
+        false => plan.file_name(&request.fetch.platforms)?,
+    };
     let write = || match bundle.bases.is_empty() {
         true => write_bundle(
             store,

@@ -289,7 +289,7 @@ impl Catalogs {
             releases.push(release);
         }
         for path in user_files {
-            let text = crate::io::read_small_text(path, MAX_CATALOG_FILE).map_err(|source| {
+            let text = crate::io::read_side_text(path, MAX_CATALOG_FILE).map_err(|source| {
                 CatalogError::Read {
                     path: path.clone(),
                     source,
@@ -448,7 +448,7 @@ impl Release {
 fn parse_release(text: &str, origin: Origin) -> Result<Release, CatalogError> {
     let mut release: Release = toml::from_str(text).map_err(|e| CatalogError::Parse {
         origin: origin.clone(),
-        message: e.to_string(),
+        message: crate::io::toml_error(text, &e),
     })?;
     release.origin = origin;
     validate(&release)?;
@@ -463,11 +463,12 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
         origin: release.origin.clone(),
         message,
     };
-    if release.catalog.is_empty() || release.catalog.contains(['@', '/', ' ']) {
-        return Err(invalid(format!(
-            "catalog name '{}' must be non-empty without '@', '/' or spaces",
-            release.catalog
-        )));
+    check_name("catalog name", &release.catalog).map_err(invalid)?;
+    check_release(&release.release).map_err(invalid)?;
+    check_text("title", &release.title).map_err(invalid)?;
+    for service in &release.services {
+        check_name("service name", &service.name).map_err(invalid)?;
+        check_name("service short name", &service.short).map_err(invalid)?;
     }
     if release.images.is_empty() {
         return Err(invalid("a release needs at least one image".into()));
@@ -483,10 +484,18 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
     for image in &release.images {
         let row = |message: String| {
             invalid(format!(
-                "image '{}' ({}): {message}",
-                image.image, image.container
+                "image {} ({}): {message}",
+                quoted(&image.image),
+                crate::io::shown(&image.container, 80)
             ))
         };
+        check_name("container name", &image.container).map_err(row)?;
+        check_text("image", &image.image).map_err(row)?;
+        check_text("kubernetes", &image.kubernetes).map_err(row)?;
+        check_text("description", &image.description).map_err(row)?;
+        if let Some(key) = &image.helm_value {
+            check_helm_value(key).map_err(row)?;
+        }
         image
             .image
             .parse::<Reference>()
@@ -525,10 +534,12 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
             .find(|s| !release.services.iter().any(|known| &known.name == *s))
         {
             return Err(row(format!(
-                "service '{unknown}' is not declared in [[services]]"
+                "service {} is not declared in [[services]]",
+                quoted(unknown)
             )));
         }
     }
+    check_helm_groups(release).map_err(invalid)?;
     for (i, a) in release.images.iter().enumerate() {
         for b in &release.images[i + 1..] {
             if a.container == b.container && ranges_overlap(a.kubernetes_range, b.kubernetes_range)
@@ -538,6 +549,104 @@ fn validate(release: &Release) -> Result<(), CatalogError> {
                     a.container, a.image, a.kubernetes_range, b.image, b.kubernetes_range
                 )));
             }
+        }
+    }
+    Ok(())
+}
+
+/// A value from a catalog file as a message quotes it: escaped and cut.
+fn quoted(text: &str) -> String {
+    format!("'{}'", crate::io::shown(text, 80))
+}
+
+/// Text shown on a terminal and written into files: no control characters, which would reach the
+/// terminal as commands or break the lines they are written into.
+fn check_text(what: &str, text: &str) -> Result<(), String> {
+    match text.chars().any(char::is_control) {
+        true => Err(format!("{what} {} holds control characters", quoted(text))),
+        false => Ok(()),
+    }
+}
+
+/// Names users type and ferry writes into file names (catalogs, services, containers): nothing that
+/// could be a path, an option or a range.
+fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && !name.contains("..");
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "{what} {} must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or \
+             digit, without '..'",
+            quoted(name)
+        )),
+    }
+}
+
+/// A release is a version, typed after `@` and written into the bundle's file name: never a path, and
+/// never with `..`, which on the command line means a range of releases.
+fn check_release(release: &str) -> Result<(), String> {
+    let valid = (1..=64).contains(&release.len())
+        && release.starts_with(|c: char| c.is_ascii_digit())
+        && release
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
+        && !release.contains("..");
+    match valid {
+        true => Ok(()),
+        false => Err(format!(
+            "release {} must be a version (e.g. 4.8.0): 1 to 64 letters, digits, '.', '_', '-' or \
+             '+', starting with a digit, without '..'",
+            quoted(release)
+        )),
+    }
+}
+
+/// `push --helm-values` writes the key as the `images:` section of the chart's values: `images.KEY` or
+/// `images.GROUP.KEY`, each a plain identifier, so nothing in it can change the YAML around it.
+fn check_helm_value(key: &str) -> Result<(), String> {
+    let identifier = |part: &str| {
+        (1..=64).contains(&part.len())
+            && part.starts_with(|c: char| c.is_ascii_alphabetic())
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    match parts.split_first() {
+        Some((&"images", rest))
+            if (1..=2).contains(&rest.len()) && rest.iter().all(|p| identifier(p)) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "helm_value {} must be images.KEY or images.GROUP.KEY, each a name of letters, digits, \
+             '_' or '-' starting with a letter",
+            quoted(key)
+        )),
+    }
+}
+
+/// A key cannot be both a value and a group of values (`images.sidecar` and `images.sidecar.attacher`).
+fn check_helm_groups(release: &Release) -> Result<(), String> {
+    let keys: BTreeSet<&str> = release
+        .images
+        .iter()
+        .filter_map(|i| i.helm_value.as_deref())
+        .collect();
+    for key in &keys {
+        if let Some(inner) = keys.iter().find(|other| {
+            other
+                .strip_prefix(*key)
+                .is_some_and(|rest| rest.starts_with('.'))
+        }) {
+            return Err(format!(
+                "helm_value '{key}' is also the group of '{inner}': a Helm value cannot be both"
+            ));
         }
     }
     Ok(())
@@ -763,6 +872,101 @@ mod tests {
     fn written_and_parsed_ranges_must_agree() {
         let text = release_with_rows(&row("a", "a:1", "v1.17+", "{ min = \"1.16\" }"));
         assert!(load_err(&text).contains("means 1.17+"));
+    }
+
+    /// What ends up in file names, YAML and on the terminal has a strict grammar (issue 20, item 5).
+    #[test]
+    fn names_releases_and_helm_keys_that_could_escape_are_refused() {
+        let good = release_with_rows(&format!(
+            "{}helm_value = \"images.sidecar.attacher\"\n",
+            row("a", "a:1", "v1.16+", "{ min = \"1.16\" }")
+        ));
+        assert!(parse_release(&good, Origin::BuiltIn("test.toml")).is_ok());
+        let names = "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or \
+                     digit, without '..'";
+        let helm =
+            "must be images.KEY or images.GROUP.KEY, each a name of letters, digits, '_' or \
+                    '-' starting with a letter";
+        for (from, to, message) in [
+            (
+                "release = \"1.0\"",
+                "release = \"1.0..2.0\"",
+                "release '1.0..2.0' must be a version (e.g. 4.8.0): 1 to 64 letters, digits, '.', \
+                 '_', '-' or '+', starting with a digit, without '..'"
+                    .to_string(),
+            ),
+            (
+                "catalog = \"x\"",
+                "catalog = \"x/y\"",
+                format!("catalog name 'x/y' {names}"),
+            ),
+            (
+                "catalog = \"x\"",
+                "catalog = \"..\"",
+                format!("catalog name '..' {names}"),
+            ),
+            (
+                "short = \"s\"",
+                "short = \"../s\"",
+                format!("service short name '../s' {names}"),
+            ),
+            (
+                "container = \"a\"",
+                "container = \"a\\u001b[2J\"",
+                format!("image 'a:1' (a\\u{{1b}}[2J): container name 'a\\u{{1b}}[2J' {names}"),
+            ),
+            (
+                "title = \"t\"",
+                "title = \"t\\u001b]0;owned\\u0007\"",
+                "title 't\\u{1b}]0;owned\\u{7}' holds control characters".to_string(),
+            ),
+            (
+                "images.sidecar.attacher",
+                "images.sidecar.attacher\\nsecurityContext:\\n  privileged: true",
+                format!(
+                    "image 'a:1' (a): helm_value 'images.sidecar.attacher\\nsecurityContext:\\n  \
+                     privileged: true' {helm}"
+                ),
+            ),
+            (
+                "images.sidecar.attacher",
+                "images.a.b.c",
+                format!("image 'a:1' (a): helm_value 'images.a.b.c' {helm}"),
+            ),
+            (
+                "images.sidecar.attacher",
+                "values.attacher",
+                format!("image 'a:1' (a): helm_value 'values.attacher' {helm}"),
+            ),
+        ] {
+            assert!(good.contains(from), "{from}");
+            let text = good.replacen(from, to, 1);
+            assert_eq!(
+                load_err(&text),
+                format!("built-in manifests/test.toml: {message}"),
+                "{to}"
+            );
+        }
+        let both = release_with_rows(&format!(
+            "{}helm_value = \"images.sidecar\"\n{}helm_value = \"images.sidecar.attacher\"\n",
+            row("a", "a:1", "v1.16+", "{ min = \"1.16\" }"),
+            row("b", "b:1", "v1.16+", "{ min = \"1.16\" }")
+        ));
+        assert_eq!(
+            load_err(&both),
+            "built-in manifests/test.toml: helm_value 'images.sidecar' is also the group of \
+             'images.sidecar.attacher': a Helm value cannot be both"
+        );
+    }
+
+    #[test]
+    fn a_toml_error_names_where_it_is_without_echoing_the_line() {
+        let text = format!("catalog = \"{}", "x".repeat(800_000));
+        assert_eq!(
+            load_err(&text),
+            "built-in manifests/test.toml: not a valid catalog: line 1, column 800012: invalid \
+             basic string, expected `\"` (at the end of the line)"
+        );
     }
 
     #[test]

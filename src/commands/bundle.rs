@@ -204,20 +204,20 @@ fn output_paths(
         _ => None,
     };
     let platforms = super::distinct(&args.fetch.platforms);
-    Ok(plans
+    plans
         .iter()
         .map(|plan| {
-            let name = match bases.is_empty() {
-                true => plan.file_name(&platforms),
-                false => delta_file_name(&plan.file_name(&platforms), bases),
-            };
-            match (dir, &args.output) {
-                (Some(dir), _) => dir.join(name),
+            let mut name = plan.file_name(&platforms)?;
+            if !bases.is_empty() {
+                name = delta_file_name(&name, bases);
+            }
+            Ok(match (dir, &args.output) {
+                (Some(dir), _) => dir.join(&name),
                 (None, Some(path)) => path.clone(),
                 (None, None) => PathBuf::from(name),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The most a base's description (what `ferry inspect --json` printed) may hold: 65536 blobs and images
@@ -227,21 +227,10 @@ const MAX_DESCRIPTION: u64 = 64 << 20;
 /// What `--since BASE` says of the base: read from the bundle or delta itself, verified whole, or from
 /// what `ferry inspect --json` printed of it (a regular file of JSON, read within a bound).
 fn describe_base(catalogs: &Catalogs, base: &Path) -> Result<BundleDescription> {
-    let unreadable = |source| Error::Input {
-        path: base.to_path_buf(),
-        source,
-    };
-    let metadata = std::fs::metadata(base).map_err(unreadable)?;
-    if !metadata.is_file() {
-        return Err(Error::Usage(format!(
-            "--since {}: not a regular file",
-            base.display()
-        )));
-    }
+    let refused = |e: std::io::Error| Error::Usage(format!("--since {}: {e}", base.display()));
+    let mut file = crate::io::open_side_file(base).map_err(refused)?;
     let mut head = [0u8; 1];
-    let read = std::fs::File::open(base)
-        .and_then(|mut file| std::io::Read::read(&mut file, &mut head))
-        .map_err(unreadable)?;
+    let read = std::io::Read::read(&mut file, &mut head).map_err(refused)?;
     if read == 1 && head[0] == b'{' {
         #[derive(serde::Deserialize)]
         struct Inspected {
@@ -249,7 +238,7 @@ fn describe_base(catalogs: &Catalogs, base: &Path) -> Result<BundleDescription> 
             description: BundleDescription,
             intact: bool,
         }
-        let text = crate::io::read_small_text(base, MAX_DESCRIPTION).map_err(unreadable)?;
+        let text = crate::io::read_side_text(base, MAX_DESCRIPTION).map_err(refused)?;
         let inspected: Inspected = serde_json::from_str(&text).map_err(|e| {
             Error::Usage(format!(
                 "--since {}: not what `ferry inspect --json` prints of a bundle ({e})",

@@ -19,7 +19,9 @@ use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{Reporter, Silent, TerminalReporter};
+use crate::reference::Reference;
 use crate::registry::RegistryOptions;
+use crate::resolve::named::NamedImages;
 use crate::resolve::{Plan, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -50,8 +52,20 @@ fn write_json(out: &mut dyn Write, value: &serde_json::Value) -> Result<()> {
     writeln!(out).map_err(Error::Output)
 }
 
-/// Writes rows as left-aligned columns separated by two spaces.
+/// The most characters a table shows of one cell; the rest is cut (a bundle's annotations are anyone's).
+const MAX_CELL: usize = 200;
+
+/// Writes rows as left-aligned columns separated by two spaces, each cell escaped and cut to
+/// `MAX_CELL` characters for display.
 fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
+    let rows: Vec<Vec<std::borrow::Cow<str>>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|cell| crate::io::shown(cell, MAX_CELL))
+                .collect()
+        })
+        .collect();
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -65,10 +79,11 @@ fn write_table(out: &mut dyn Write, rows: &[Vec<String>]) -> Result<()> {
     for row in rows {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[c]));
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                // Padded by hand: a format width above 65,535 panics.
+                let padding = widths[c] - cell.chars().count() + 2;
+                line.extend(std::iter::repeat_n(' ', padding));
             }
         }
         writeln!(out, "{line}").map_err(Error::Output)?;
@@ -84,8 +99,26 @@ struct FetchSetup {
     reporter: Box<dyn Reporter>,
 }
 
-/// The image sets `selection` names, one per bundle (and per release, with --all-releases).
+/// The image sets `selection` names, one per bundle (and per release, with --all-releases). Images named
+/// in files join the `--image` ones; a bad line or manifest stops the run before anything is fetched.
 fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Plan>> {
+    let named = NamedImages::read(&selection.files.lists, &selection.files.manifests)?;
+    if let Some(note) = named.passed_over.note() {
+        eprintln!("{note}");
+    }
+    let mut seen = std::collections::HashSet::new();
+    let extra: Vec<Reference> = selection
+        .extra
+        .iter()
+        .chain(named.references())
+        .filter(|r| seen.insert(*r))
+        .cloned()
+        .collect();
+    if extra.is_empty() && selection.release.is_none() && !selection.files.is_empty() {
+        return Err(Error::Usage(
+            "nothing to fetch: the files given name no image".into(),
+        ));
+    }
     let mut plans = Vec::new();
     for release in releases_to_plan(catalogs, selection)? {
         plans.extend(crate::resolve::plans(
@@ -95,7 +128,7 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
                 versions: &selection.versions,
                 all_versions: selection.all_versions,
                 service: selection.service.as_deref(),
-                extra: &selection.extra,
+                extra: &extra,
             },
         )?);
     }
@@ -218,4 +251,34 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(Error::Runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_cuts_and_escapes_cells_and_never_panics() {
+        let long = format!("a{}z", "b".repeat(70_000));
+        let rows = vec![
+            vec!["IMAGE".to_string(), "SIZE".to_string()],
+            vec![long, "1 MB".to_string()],
+            vec!["x\u{1b}[2J".to_string(), "2 MB".to_string()],
+        ];
+        let mut out = Vec::new();
+        write_table(&mut out, &rows).unwrap();
+        let cut = format!(
+            "a{}…(69802 characters cut)…{}z",
+            "b".repeat(99),
+            "b".repeat(99)
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "IMAGE{}  SIZE\n{cut}  1 MB\nx\\u{{1b}}[2J{}  2 MB\n",
+                " ".repeat(cut.chars().count() - 5),
+                " ".repeat(cut.chars().count() - 10)
+            )
+        );
+    }
 }

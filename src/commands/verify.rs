@@ -36,13 +36,20 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
     trust.refusal(&args.path).map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// Problems quote what the bundle says (names, annotations): shown escaped, and cut at this many
+/// characters.
+const MAX_PROBLEM: usize = 1000;
+
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
     match &report.checksum {
-        Checksum::Verified { files } => {
+        Checksum::Verified { files, .. } => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
             writeln!(out, "checksum: matches {}", names.join(", "))?;
         }
         Checksum::Absent => writeln!(out, "checksum: no .sha256 file beside the bundle; every blob and document was checked instead")?,
+        Checksum::Unreadable { file, reason } => {
+            writeln!(out, "checksum: UNREADABLE {}: {reason}", file.display())?
+        }
         Checksum::Mismatch { file, name, expected, actual } => {
             writeln!(out, "checksum: MISMATCH for {name} in {}: expected {expected}, read {actual}", file.display())?
         }
@@ -58,12 +65,14 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             (Some(_), Some(platform)) => format!("  {platform}"),
             _ => String::new(),
         };
+        // The name is the bundle's own annotation: shown escaped and cut, as in a table.
+        let name = crate::io::shown(&image.name, 200);
         if image.problems.is_empty() {
-            writeln!(out, "ok    {}  {digest}{platform}", image.name)?;
+            writeln!(out, "ok    {name}  {digest}{platform}")?;
         } else {
-            writeln!(out, "BAD   {}  {digest}{platform}", image.name)?;
+            writeln!(out, "BAD   {name}  {digest}{platform}")?;
             for problem in &image.problems {
-                writeln!(out, "        {problem}")?;
+                writeln!(out, "        {}", crate::io::shown(problem, MAX_PROBLEM))?;
             }
         }
     }
@@ -77,7 +86,7 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
         writeln!(out, "{line}")?;
     }
     for problem in &report.problems {
-        writeln!(out, "problem: {problem}")?;
+        writeln!(out, "problem: {}", crate::io::shown(problem, MAX_PROBLEM))?;
     }
     let bad = report
         .images

@@ -8,7 +8,7 @@ pub mod push;
 
 use std::collections::BTreeMap;
 
-use crate::catalog::Catalogs;
+use crate::catalog::{Catalogs, Release};
 use crate::verify::Verified;
 
 /// The `images:` section of the vendor's Helm values, pointing at the pushed names, for the bundle's
@@ -20,24 +20,29 @@ pub fn helm_values(
 ) -> Option<String> {
     let metadata = bundle.metadata();
     let release = catalogs.find(&metadata.release_spec()?).ok()?;
-    // Nested keys, e.g. images.sidecar.attacher, written as YAML mappings.
-    let mut tree: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    for image in pushed {
+    let keyed = pushed.iter().filter_map(|image| {
         let row = release
             .images
             .iter()
-            .find(|row| row.reference().to_string() == image.source);
-        let Some(key) = row
-            .and_then(|r| r.helm_value.as_deref())
-            .and_then(|k| k.strip_prefix("images."))
-        else {
+            .find(|row| row.reference().to_string() == image.source)?;
+        Some((row.helm_value.as_deref()?, image.target.as_str()))
+    });
+    Some(values_yaml(&release, keyed))
+}
+
+/// `images.KEY` and `images.GROUP.KEY` keys as nested YAML mappings. Every key and value is written
+/// double-quoted and escaped (a JSON string is a YAML scalar), so that nothing in them can end a line
+/// or start another key.
+fn values_yaml<'a>(release: &Release, keyed: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut tree: BTreeMap<&str, BTreeMap<&str, &str>> = BTreeMap::new();
+    for (key, target) in keyed {
+        let Some(key) = key.strip_prefix("images.") else {
             continue;
         };
-        let (group, leaf) = key.split_once('.').map_or(("", key), |(g, l)| (g, l));
-        tree.entry(group.to_string())
-            .or_default()
-            .insert(leaf.to_string(), image.target.clone());
+        let (group, leaf) = key.split_once('.').unwrap_or(("", key));
+        tree.entry(group).or_default().insert(leaf, target);
     }
+    let quoted = |text: &str| serde_json::Value::from(text).to_string();
     let mut yaml = format!(
         "# Helm values for {} {}: images from the private registry (written by ferry)\nimages:\n",
         release.catalog, release.release
@@ -45,11 +50,40 @@ pub fn helm_values(
     for (group, leaves) in &tree {
         let indent = if group.is_empty() { "  " } else { "    " };
         if !group.is_empty() {
-            yaml.push_str(&format!("  {group}:\n"));
+            yaml.push_str(&format!("  {}:\n", quoted(group)));
         }
         for (leaf, target) in leaves {
-            yaml.push_str(&format!("{indent}{leaf}: \"{target}\"\n"));
+            yaml.push_str(&format!("{indent}{}: {}\n", quoted(leaf), quoted(target)));
         }
     }
-    Some(yaml)
+    yaml
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_and_value_is_quoted_so_nothing_can_add_a_key() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let release = catalogs.find("huawei-csi@4.8.0").unwrap();
+        let hostile = "r.io/x:1\"\nsecurityContext:\n  privileged: true\n#";
+        let yaml = values_yaml(
+            &release,
+            [
+                ("images.sidecar.attacher", "r.io/csi-attacher:v4.4.0"),
+                ("images.huaweiCSIService", hostile),
+                ("other.key", "r.io/left-out:1"),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            yaml,
+            "# Helm values for huawei-csi 4.8.0: images from the private registry (written by ferry)\n\
+             images:\n  \
+               \"huaweiCSIService\": \"r.io/x:1\\\"\\nsecurityContext:\\n  privileged: true\\n#\"\n  \
+               \"sidecar\":\n    \
+                 \"attacher\": \"r.io/csi-attacher:v4.4.0\"\n"
+        );
+    }
 }

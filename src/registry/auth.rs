@@ -92,6 +92,9 @@ pub struct CredentialStore {
     files: Vec<(PathBuf, ConfigFile)>,
 }
 
+/// Far more than any credentials file.
+const MAX_CONFIG_FILE: u64 = 4 << 20;
+
 impl CredentialStore {
     /// Reads, in order of precedence: `$REGISTRY_AUTH_FILE`, podman's `$XDG_RUNTIME_DIR/containers/auth.json`,
     /// and docker's `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`). Missing files are skipped.
@@ -111,7 +114,7 @@ impl CredentialStore {
         }
         let mut files = Vec::new();
         for path in candidates {
-            match std::fs::read(&path) {
+            match crate::io::read_side_file(&path, MAX_CONFIG_FILE) {
                 Ok(bytes) => {
                     let config: ConfigFile =
                         serde_json::from_slice(&bytes).map_err(|e| AuthError::Parse {

@@ -20,6 +20,9 @@ pub enum CaFileError {
     NoCertificate { path: PathBuf },
 }
 
+/// Far more than any CA bundle (the system's whole bundle is about 200 kB).
+const MAX_PEM_FILE: u64 = 4 << 20;
+
 /// A PEM file's bytes, kept with its path for error messages.
 pub struct PemFile {
     pub path: PathBuf,
@@ -40,9 +43,11 @@ pub fn trusted_certificates<'a>(
     paths
         .into_iter()
         .map(|path| {
-            let pem = std::fs::read(&path).map_err(|source| CaFileError::Read {
-                path: path.clone(),
-                source,
+            let pem = crate::io::read_side_file(&path, MAX_PEM_FILE).map_err(|source| {
+                CaFileError::Read {
+                    path: path.clone(),
+                    source,
+                }
             })?;
             if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
                 return Err(CaFileError::NoCertificate { path });

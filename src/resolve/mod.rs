@@ -1,6 +1,11 @@
 //! From (release, Kubernetes version, service) to the exact rows of the vendor's table. Pure: no I/O.
 
+pub mod image_list;
+pub mod input;
+pub mod manifests;
+pub mod named;
 mod plan;
+pub mod site;
 
 use std::collections::BTreeSet;
 
@@ -17,6 +22,11 @@ pub enum ResolveError {
         version: KubeVersion,
         supported: String,
     },
+    #[error(
+        "the bundle's file name '{}' would not be a file name: name the output with -o FILE",
+        crate::io::shown(.0, 200)
+    )]
+    FileName(String),
     #[error("nothing to fetch: name a catalog release (e.g. huawei-csi@4.8.0 --k8s 1.28) or --image REF")]
     NothingSelected,
     #[error("{0} needs --k8s VERSION or --all-k8s")]

@@ -28,7 +28,16 @@ pub struct Plan {
 impl Plan {
     /// Says what is inside: `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar`.
     /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`.
-    pub fn file_name(&self, platforms: &[Platform]) -> String {
+    /// The catalog's grammar keeps separators out of its names; this is the check before a path.
+    pub fn file_name(&self, platforms: &[Platform]) -> Result<String, ResolveError> {
+        let name = self.unchecked_file_name(platforms);
+        match name.contains('/') || name.chars().any(char::is_control) {
+            true => Err(ResolveError::FileName(name)),
+            false => Ok(name),
+        }
+    }
+
+    fn unchecked_file_name(&self, platforms: &[Platform]) -> String {
         let platform = platforms
             .iter()
             .map(|p| p.to_string().replace('/', "-"))
@@ -221,7 +230,7 @@ mod tests {
         .unwrap();
         let names: Vec<String> = all
             .iter()
-            .map(|p| p.file_name(&[Platform::linux_amd64()]))
+            .map(|p| p.file_name(&[Platform::linux_amd64()]).unwrap())
             .collect();
         assert_eq!(
             names,
@@ -241,8 +250,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            loose[0].file_name(&["linux/arm/v7".parse().unwrap()]),
+            loose[0]
+                .file_name(&["linux/arm/v7".parse().unwrap()])
+                .unwrap(),
             "images-linux-arm-v7.tar"
+        );
+    }
+
+    #[test]
+    fn a_file_name_that_would_be_a_path_is_refused() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let mut release = catalogs.find("huawei-csi@4.8.0").unwrap().into_owned();
+        release.release = "1/../../escape".into();
+        let plan = Plan {
+            release: Some(release),
+            span: None,
+            service: None,
+            images: Vec::new(),
+        };
+        assert_eq!(
+            plan.file_name(&[Platform::linux_amd64()])
+                .unwrap_err()
+                .to_string(),
+            "the bundle's file name 'huawei-csi-1/../../escape-linux-amd64.tar' would not be a file \
+             name: name the output with -o FILE"
         );
     }
 }

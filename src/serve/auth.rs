@@ -63,16 +63,20 @@ impl Failures {
     }
 }
 
+/// Far more than any htpasswd file (a bcrypt entry is about 70 bytes).
+const MAX_HTPASSWD: u64 = 1 << 20;
+
 impl Htpasswd {
     pub fn load(path: &Path) -> Result<Htpasswd, ServeError> {
         let bad = |line: usize, reason: &str| ServeError::Htpasswd {
             path: path.to_path_buf(),
             reason: format!("line {line}: {reason}"),
         };
-        let text = std::fs::read_to_string(path).map_err(|e| ServeError::Htpasswd {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let text =
+            crate::io::read_side_text(path, MAX_HTPASSWD).map_err(|e| ServeError::Htpasswd {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         let mut hashes = HashMap::new();
         let mut costs: HashMap<u32, usize> = HashMap::new();
         for (number, line) in text.lines().enumerate().map(|(i, l)| (i + 1, l.trim())) {

@@ -28,6 +28,9 @@ use super::limits;
 use super::stats::Stats;
 use super::watch::{Activity, Counted, Trouble};
 
+/// Far more than any certificate chain or key.
+const MAX_PEM_FILE: u64 = 1 << 20;
+
 /// The TLS side of `--tls-cert` and `--tls-key`, offering HTTP/2 and HTTP/1.1.
 pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
     let unusable = |source: std::io::Error| ServeError::Tls {
@@ -35,11 +38,21 @@ pub fn tls(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
         key: key.to_path_buf(),
         source,
     };
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+    // Read as side files: a FIFO or device in their place must not block the start.
+    let read = |path: &Path| {
+        crate::io::read_side_file(path, MAX_PEM_FILE).map_err(|e| {
+            unusable(std::io::Error::new(
+                e.kind(),
+                format!("cannot read {}: {e}", path.display()),
+            ))
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| unusable(std::io::Error::other(e)))?;
     let private =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| unusable(std::io::Error::other(e)))?;
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| unusable(std::io::Error::other(e)))?;
     let mut config = ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(chain, private)

@@ -33,7 +33,13 @@ pub struct Signer {
 pub struct AllowedSigners {
     pub path: PathBuf,
     pub signers: Vec<Signer>,
+    /// Lines that cannot be read, as (line number, why). ssh-keygen passes over such a line, and so does
+    /// ferry: a line only ever grants, so one that cannot be read grants nothing. A refusal names them.
+    pub passed_over: Vec<(usize, String)>,
 }
+
+/// Far more than any allowed_signers file (about ten thousand keys).
+const MAX_FILE: u64 = 1 << 20;
 
 /// Why no line of the file lets a key sign, for the refusal message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,30 +56,50 @@ pub enum NotAllowed {
 
 impl AllowedSigners {
     pub fn load(path: &Path) -> Result<AllowedSigners, TrustError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrustError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::io::read_side_text(path, MAX_FILE).map_err(|source| TrustError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         AllowedSigners::parse(path, &text)
     }
 
+    /// Reads every line; fails only when lines exist and none can be read, naming the first.
     pub fn parse(path: &Path, text: &str) -> Result<AllowedSigners, TrustError> {
+        let (text, byte_order_mark) = match text.strip_prefix('\u{feff}') {
+            Some(rest) => (rest, true),
+            None => (text, false),
+        };
         let mut signers = Vec::new();
+        let mut passed_over = Vec::new();
         for (number, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let signer = parse_line(line).map_err(|reason| TrustError::AllowedSigners {
+            let parsed = if byte_order_mark && number == 0 {
+                Err("it starts with a UTF-8 byte order mark, which ssh-keygen reads as part of the \
+                     first principal: save the file without it"
+                    .to_string())
+            } else {
+                parse_line(line)
+            };
+            match parsed {
+                Ok(signer) => signers.push(signer),
+                Err(reason) => passed_over.push((number + 1, reason)),
+            }
+        }
+        if let (true, Some((line, reason))) = (signers.is_empty(), passed_over.first()) {
+            return Err(TrustError::AllowedSigners {
                 path: path.to_path_buf(),
-                line: number + 1,
-                reason,
-            })?;
-            signers.push(signer);
+                line: *line,
+                reason: reason.clone(),
+            });
         }
         Ok(AllowedSigners {
             path: path.to_path_buf(),
             signers,
+            passed_over,
         })
     }
 
@@ -157,7 +183,12 @@ fn parse_line(line: &str) -> Result<Signer, String> {
             }
             ("valid-after", Some(time)) => signer.valid_after = Some(parse_time(time)?),
             ("valid-before", Some(time)) => signer.valid_before = Some(parse_time(time)?),
-            _ => return Err(format!("unknown option '{option}'")),
+            _ => {
+                return Err(format!(
+                    "unknown option '{}'",
+                    crate::io::shown(&option, 80)
+                ))
+            }
         }
     }
     Ok(signer)
@@ -255,16 +286,35 @@ fn pattern_list_matches(patterns: &[String], text: &str) -> bool {
     matched
 }
 
+/// `*` (any run of bytes) and `?` (one byte). On a mismatch only the last `*` is tried on one byte
+/// further: what an earlier `*` would match, a later one matches as well. So the time is at most the
+/// product of the lengths, where trying every `*` at every position took exponential time (a pattern
+/// of 200 `*` ran for minutes).
 fn wildcard(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            wildcard(&pattern[1..], text) || (!text.is_empty() && wildcard(pattern, &text[1..]))
+    let (mut p, mut t) = (0, 0);
+    // After the last `*` seen: where its pattern continues, and the text it has taken up to.
+    let mut last_star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                p += 1;
+                last_star = Some((p, t));
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match last_star {
+                Some((after, taken)) => {
+                    p = after;
+                    t = taken + 1;
+                    last_star = Some((after, t));
+                }
+                None => return false,
+            },
         }
-        (Some(b'?'), Some(_)) => wildcard(&pattern[1..], &text[1..]),
-        (Some(p), Some(t)) if p == t => wildcard(&pattern[1..], &text[1..]),
-        _ => false,
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 #[cfg(test)]
@@ -324,6 +374,69 @@ mod tests {
             NotAllowed::Namespace
         );
         assert!(file.allows(&key, "foo", now).is_ok());
+    }
+
+    #[test]
+    fn wildcards_match_as_ssh_keygen_does_without_trying_every_star_everywhere() {
+        for (pattern, text, matches) in [
+            ("ferry", "ferry", true),
+            ("f*", "ferry", true),
+            ("*y", "ferry", true),
+            ("f?rry", "ferry", true),
+            ("f??ry", "ferry", true),
+            ("f*r*y", "ferry", true),
+            ("*rr*", "ferry", true),
+            ("*", "", true),
+            ("", "", true),
+            ("?", "", false),
+            ("fe", "ferry", false),
+            ("*x", "ferry", false),
+            ("f*z*y", "ferry", false),
+            ("ferry?", "ferry", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYbZ", false),
+        ] {
+            assert_eq!(
+                wildcard(pattern.as_bytes(), text.as_bytes()),
+                matches,
+                "{pattern} ~ {text}"
+            );
+        }
+        // Tried every way, 200 stars before a byte the text lacks is C(205, 5) ≈ 3·10⁹ attempts.
+        let stars = format!("{}x", "*".repeat(200));
+        assert!(!wildcard(stars.as_bytes(), b"ferry"));
+        assert!(wildcard("*".repeat(200).as_bytes(), b"ferry"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_or_a_bad_line_passes_that_line_over_naming_it() {
+        let other =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE3XYmrEu9U5aGo4eg3syeWJ50k0hmSRJBwBc7Hmckeh";
+        let file = parse(&format!(
+            "\u{feff}first@x {KEY}\nbad@x ssh-ed25519 AAAA\ngood@x {other}\n"
+        ))
+        .unwrap();
+        assert_eq!(file.signers.len(), 1);
+        assert_eq!(file.signers[0].principals, "good@x");
+        assert_eq!(
+            file.passed_over,
+            [
+                (
+                    1,
+                    "it starts with a UTF-8 byte order mark, which ssh-keygen reads as part of the \
+                     first principal: save the file without it"
+                        .to_string()
+                ),
+                (
+                    2,
+                    "the ssh-ed25519 key cannot be read (Base64 encoding error: invalid Base64 length)".to_string()
+                )
+            ]
+        );
+        // A mark before a comment loses nothing.
+        let file = parse(&format!("\u{feff}# ops\nfirst@x {KEY}\n")).unwrap();
+        assert_eq!(file.signers[0].principals, "first@x");
+        assert!(file.passed_over.is_empty());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use super::TrustError;
 use crate::digest::{Digest, Hashing};
@@ -28,6 +29,17 @@ pub struct Lock {
     #[serde(rename = "image", default)]
     pub images: Vec<Locked>,
 }
+
+/// The lock as read, each image with where it is in the file.
+#[derive(Deserialize)]
+struct LockFile {
+    version: u32,
+    #[serde(rename = "image", default)]
+    images: Vec<Spanned<Locked>>,
+}
+
+/// Far more than any lock: an image's pin is about 200 bytes.
+const MAX_FILE: u64 = 16 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Locked {
@@ -99,22 +111,41 @@ impl Lock {
     }
 
     pub fn load(path: &Path) -> Result<Lock, TrustError> {
-        let text = std::fs::read_to_string(path).map_err(|source| TrustError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            crate::io::read_side_text(path, MAX_FILE).map_err(|source| TrustError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let bad = |reason: String| TrustError::LockFile {
             path: path.to_path_buf(),
             reason,
         };
-        let lock: Lock = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if lock.version != FORMAT {
+        let file: LockFile =
+            toml::from_str(&text).map_err(|e| bad(crate::io::toml_error(&text, &e)))?;
+        if file.version != FORMAT {
             return Err(bad(format!(
                 "version {} is not one this ferry reads ({FORMAT})",
-                lock.version
+                file.version
             )));
         }
-        Ok(lock)
+        // Two pins for one image would leave which one counts to the order of the file.
+        let line = |at: usize| text[..at.min(text.len())].matches('\n').count() + 1;
+        let mut first: BTreeMap<Key<'_>, usize> = BTreeMap::new();
+        for entry in &file.images {
+            let image = entry.get_ref();
+            let key = (image.name.as_str(), image.platform.as_str());
+            let here = line(entry.span().start);
+            if let Some(earlier) = first.insert(key, here) {
+                return Err(bad(format!(
+                    "{} is pinned twice, on lines {earlier} and {here}: keep one",
+                    crate::io::shown(&show(&key), 200)
+                )));
+            }
+        }
+        Ok(Lock {
+            version: file.version,
+            images: file.images.into_iter().map(Spanned::into_inner).collect(),
+        })
     }
 
     /// Writes the lock atomically: a reader never sees half of it.
@@ -296,6 +327,42 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("version 7 is not one this ferry reads"));
+    }
+
+    #[test]
+    fn an_image_pinned_twice_is_refused_naming_both_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.lock");
+        lock(vec![registry("a.io/x:1", 1), registry("b.io/y:1", 2)])
+            .save(&path)
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let again = format!(
+            "{text}\n[[image]]\nname = \"a.io/x:1\"\nplatform = \"linux/amd64\"\nsource = \"registry\"\nmanifest = \"{}\"\n",
+            digest(9)
+        );
+        std::fs::write(&path, again).unwrap();
+        assert_eq!(
+            Lock::load(&path).unwrap_err().to_string(),
+            format!(
+                "lock {}: a.io/x:1 (linux/amd64) is pinned twice, on lines 5 and 17: keep one",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_toml_error_is_cut_to_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.lock");
+        std::fs::write(&path, "x".repeat(800_000)).unwrap();
+        assert_eq!(
+            Lock::load(&path).unwrap_err().to_string(),
+            format!(
+                "lock {}: line 1, column 800001: key with no value, expected `=` (at the end of the line)",
+                path.display()
+            )
+        );
     }
 
     #[test]

@@ -7,19 +7,19 @@ pub mod allowed_signers;
 pub mod lock;
 pub mod signature;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::tarball::{file_name, sibling};
+use crate::tarball::sibling;
 use crate::verify::{Checksum, Report};
 use allowed_signers::AllowedSigners;
 use lock::Lock;
 use signature::Signed;
 
-/// The most `BUNDLE.sig` or `BUNDLE.sha256` may hold.
-const MAX_SIDE_FILE: u64 = 64 << 10;
+/// The most `BUNDLE.sig` may hold: an SSH signature is a few hundred bytes.
+const MAX_SIGNATURE_FILE: u64 = 64 << 10;
 
 /// The machine default for `--trust`: an admin sets it system-wide (e.g. in /etc/environment).
 pub const TRUST_ENV: &str = "FERRY_TRUST";
@@ -32,6 +32,10 @@ pub enum TrustError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{TRUST_ENV} is set but empty: set it to an allowed_signers file (what --trust takes), or unset it"
+    )]
+    EmptyEnvironment,
     #[error("{}, line {line}: {reason}", path.display())]
     AllowedSigners {
         path: PathBuf,
@@ -65,9 +69,14 @@ pub struct Anchors {
 }
 
 impl Anchors {
+    /// Loads `--trust` (or, without it, `FERRY_TRUST`) and `--lock`.
     pub fn load(trust: Option<&Path>, lock: Option<&Path>) -> Result<Anchors, TrustError> {
+        let trust = match trust {
+            Some(path) => Some(path.to_path_buf()),
+            None => trust_from_environment()?,
+        };
         Ok(Anchors {
-            signers: trust.map(AllowedSigners::load).transpose()?,
+            signers: trust.as_deref().map(AllowedSigners::load).transpose()?,
             lock: lock
                 .map(|path| Lock::load(path).map(|lock| (path.to_path_buf(), lock)))
                 .transpose()?,
@@ -100,54 +109,56 @@ impl Anchors {
     }
 }
 
+/// `FERRY_TRUST`, read here rather than by the argument parser, so that an empty value is named as the
+/// variable it is: an admin's default that says nothing must not pass as "no signature required".
+fn trust_from_environment() -> Result<Option<PathBuf>, TrustError> {
+    match std::env::var_os(TRUST_ENV) {
+        None => Ok(None),
+        Some(value) if value.is_empty() => Err(TrustError::EmptyEnvironment),
+        Some(value) => Ok(Some(PathBuf::from(value))),
+    }
+}
+
 fn check_signature(report: &Report, signers: &AllowedSigners) -> Result<Signed, String> {
     let whole = &report.source.whole;
     let checksum_file = sibling(whole, ".sha256");
     let signature_file = sibling(whole, ".sig");
-    // Both files travel with the bundle, so they are hostile input: a signature and a checksum line are
-    // a few hundred bytes, and a gigabyte in their place must not be read into memory.
-    let read = |path: &Path| {
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .and_then(|file| file.take(MAX_SIDE_FILE + 1).read_to_end(&mut bytes))
-            .map_err(|e| format!("cannot read {} ({e})", path.display()))?;
-        if bytes.len() as u64 > MAX_SIDE_FILE {
+    let signature = crate::io::read_side_file(&signature_file, MAX_SIGNATURE_FILE)
+        .map_err(|e| format!("cannot read {} ({e})", signature_file.display()))?;
+    // The signature must cover the checksum file the bundle was checked against (which names the
+    // bundle: one that names nothing would pass vacuously), as it was read then: read again, it could
+    // be another file by now.
+    let checksum = match &report.checksum {
+        Checksum::Verified {
+            sums: Some(sums), ..
+        } => sums,
+        Checksum::Mismatch { file, .. } => {
             return Err(format!(
-                "{} is larger than {MAX_SIDE_FILE} bytes, which no signature or checksum file is",
-                path.display()
-            ));
+                "{} does not match the bundle, so a signature proves nothing",
+                file.display()
+            ))
         }
-        Ok(bytes)
+        Checksum::Unreadable { file, reason } => {
+            return Err(format!("cannot read {} ({reason})", file.display()))
+        }
+        Checksum::Verified { sums: None, .. } | Checksum::Absent => {
+            return Err(format!(
+                "there is no {} for the signature to cover",
+                checksum_file.display()
+            ))
+        }
     };
-    let signature = read(&signature_file)?;
-    let checksum = read(&checksum_file)?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let signed = signature::check(
+    signature::check(
         &signature_file,
         &signature,
         &checksum_file,
-        &checksum,
+        checksum,
         signers,
         now,
-    )?;
-    // verify passes a checksum file whose every line matches, so one that names nothing would pass
-    // vacuously: the signed file must name this bundle.
-    let name = file_name(whole);
-    let names_bundle = String::from_utf8_lossy(&checksum)
-        .lines()
-        .any(|line| line.ends_with(&format!("  {name}")) || line.ends_with(&format!(" *{name}")));
-    match &report.checksum {
-        Checksum::Verified { files } if names_bundle && files.contains(&checksum_file) => {
-            Ok(signed)
-        }
-        _ => Err(format!(
-            "{} is signed by {}, but the bundle does not match it",
-            checksum_file.display(),
-            signed.signer
-        )),
-    }
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]

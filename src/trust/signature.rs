@@ -41,7 +41,7 @@ impl SigningKey {
         path: &Path,
         passphrase: &dyn Fn(&Path) -> Result<Zeroizing<String>, TrustError>,
     ) -> Result<SigningKey, TrustError> {
-        let text = Zeroizing::new(crate::io::read_small_text(path, MAX_KEY_FILE).map_err(
+        let text = Zeroizing::new(crate::io::read_side_text(path, MAX_KEY_FILE).map_err(
             |source| TrustError::Read {
                 path: path.to_path_buf(),
                 source,
@@ -62,7 +62,13 @@ impl SigningKey {
                 }
             ))
         };
-        let mut key = PrivateKey::from_openssh(text.as_bytes()).map_err(unreadable)?;
+        let mut key =
+            PrivateKey::from_openssh(text.as_bytes()).map_err(
+                |e| match PublicKey::from_openssh(text.trim()) {
+                    Ok(public) => bad_key(public_not_private(path, &public)),
+                    Err(_) => unreadable(e),
+                },
+            )?;
         if key.is_encrypted() {
             let passphrase = passphrase(path)?;
             key = key.decrypt(passphrase.as_bytes()).map_err(|e| match e {
@@ -101,6 +107,34 @@ impl crate::tarball::Signer for SigningKey {
     }
 }
 
+/// What `--sign` says when given the `.pub` half of a key pair.
+fn public_not_private(path: &Path, public: &PublicKey) -> String {
+    let private = path
+        .to_str()
+        .and_then(|p| p.strip_suffix(".pub"))
+        .map(Path::new)
+        .filter(|p| p.is_file());
+    format!(
+        "it is a public key ({} {}); signing needs the private key{}",
+        public.algorithm(),
+        public.fingerprint(HashAlg::Sha256),
+        private.map_or_else(
+            || " (the file ssh-keygen wrote without .pub)".to_string(),
+            |p| format!(": --sign {}", p.display())
+        )
+    )
+}
+
+/// The armored signature as ssh-keygen reads it: up to its footer. What follows the footer is ignored,
+/// as ssh-keygen ignores it (a signature file someone appended a note to still verifies there).
+fn armored(signature: &[u8]) -> &[u8] {
+    const FOOTER: &[u8] = b"\n-----END SSH SIGNATURE-----";
+    match signature.windows(FOOTER.len()).position(|w| w == FOOTER) {
+        Some(at) => &signature[..at + FOOTER.len()],
+        None => signature,
+    }
+}
+
 /// Who signed, when the signature is good.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Signed {
@@ -121,7 +155,7 @@ pub fn check(
     allowed: &AllowedSigners,
     now: i64,
 ) -> Result<Signed, String> {
-    let signature = SshSig::from_pem(signature)
+    let signature = SshSig::from_pem(armored(signature))
         .map_err(|e| format!("{} is not an SSH signature ({e})", signature_file.display()))?;
     if signature.namespace() != NAMESPACE {
         return Err(format!(
@@ -161,7 +195,13 @@ pub fn check(
         .allows(signature.public_key(), NAMESPACE, now)
         .map_err(|why| {
             let file = allowed.path.display();
-            match why {
+            // A line that could not be read may have been meant for this key.
+            let passed_over: String = allowed
+                .passed_over
+                .iter()
+                .map(|(line, reason)| format!("; {file}, line {line} was passed over: {reason}"))
+                .collect();
+            let why = match why {
                 NotAllowed::Unknown => format!("made by {key}, a key {file} does not hold"),
                 NotAllowed::OnlyCertAuthority => {
                     format!("made by {key}, which {file} trusts only as a certificate authority")
@@ -172,7 +212,8 @@ pub fn check(
                 NotAllowed::Expired => format!(
                     "made by {key}, which {file} allows only outside this time (valid-after/valid-before)"
                 ),
-            }
+            };
+            format!("{why}{passed_over}")
         })?;
     Ok(Signed {
         signer: signer.principals.clone(),
@@ -247,6 +288,15 @@ AAAEAocAmvscS3ylS3i295J/QNn49cpfiBCST1uzf2XkWlO03XYmrEu9U5aGo4eg3syeWJ
         assert_eq!(
             check_with(&git, SUMS, &trusted).unwrap_err(),
             "b.tar.sig was made for namespace \"git\", not \"ferry\""
+        );
+        assert_eq!(
+            check_with(
+                &format!("{signature}a note appended\n\0\x1b"),
+                SUMS,
+                &trusted
+            ),
+            check_with(&signature, SUMS, &trusted),
+            "what follows the footer is ignored, as ssh-keygen ignores it"
         );
         assert!(check_with("not a signature", SUMS, &trusted)
             .unwrap_err()

@@ -7,6 +7,10 @@ use crate::digest::Digest;
 use crate::tarball::read::Source;
 use crate::tarball::{file_name, sibling};
 
+/// The most a checksum file may hold: a `.parts.sha256` of the most parts (1000) with the longest file
+/// names (255 bytes) is about 330 kB.
+const MAX_CHECKSUM_FILE: u64 = 1 << 20;
+
 /// `<hex>  <name>` (or `<hex> *<name>`, binary mode), hex in either case as `sha256sum -c` accepts it.
 fn checksum_line(line: &str) -> Option<(String, Digest)> {
     let (hex, name) = line.split_once("  ").or_else(|| line.split_once(" *"))?;
@@ -20,11 +24,9 @@ fn checksum_line(line: &str) -> Option<(String, Digest)> {
 pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
     let mut expected: Vec<(PathBuf, Vec<(String, Digest)>)> = Vec::new();
     let split = source.files.len() > 1 || source.files[0] != source.whole;
+    let whole_sums = sibling(&source.whole, ".sha256");
     // Each file must name what it vouches for: one that names nothing would otherwise pass vacuously.
-    let mut candidates = vec![(
-        sibling(&source.whole, ".sha256"),
-        vec![file_name(&source.whole)],
-    )];
+    let mut candidates = vec![(whole_sums.clone(), vec![file_name(&source.whole)])];
     if split {
         candidates.push((
             sibling(&source.whole, ".parts.sha256"),
@@ -32,35 +34,47 @@ pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> C
         ));
     }
     let mut files = Vec::new();
+    let mut sums = None;
     for (file, required) in candidates {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            let mut lines = Vec::new();
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                // A line that does not read as `sha256sum` output must not pass as a checked one.
-                let Some(parsed) = checksum_line(line) else {
-                    return Checksum::Mismatch {
-                        file,
-                        name: line.to_string(),
-                        expected: "a line '<64 hex digits>  <file name>'".into(),
-                        actual: "an unreadable line".into(),
-                    };
-                };
-                lines.push(parsed);
+        let text = match crate::io::read_side_text(&file, MAX_CHECKSUM_FILE) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Checksum::Unreadable {
+                    file,
+                    reason: e.to_string(),
+                }
             }
-            if let Some(unnamed) = required
-                .iter()
-                .find(|r| !lines.iter().any(|(n, _)| n == *r))
-            {
+        };
+        let mut lines = Vec::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            // A line that does not read as `sha256sum` output must not pass as a checked one.
+            let Some(parsed) = checksum_line(line) else {
                 return Checksum::Mismatch {
                     file,
-                    name: unnamed.clone(),
-                    expected: "a line for it".into(),
-                    actual: "none".into(),
+                    name: crate::io::shown(line, 200).into_owned(),
+                    expected: "a line '<64 hex digits>  <file name>'".into(),
+                    actual: "an unreadable line".into(),
                 };
-            }
-            expected.push((file.clone(), lines));
-            files.push(file);
+            };
+            lines.push(parsed);
         }
+        if let Some(unnamed) = required
+            .iter()
+            .find(|r| !lines.iter().any(|(n, _)| n == *r))
+        {
+            return Checksum::Mismatch {
+                file,
+                name: unnamed.clone(),
+                expected: "a line for it".into(),
+                actual: "none".into(),
+            };
+        }
+        if file == whole_sums {
+            sums = Some(text.into_bytes());
+        }
+        expected.push((file.clone(), lines));
+        files.push(file);
     }
     if files.is_empty() {
         return Checksum::Absent;
@@ -84,7 +98,7 @@ pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> C
                 None => {
                     return Checksum::Mismatch {
                         file: file.clone(),
-                        name: name.clone(),
+                        name: crate::io::shown(name, 200).into_owned(),
                         expected: digest.to_string(),
                         actual: "not read".into(),
                     }
@@ -92,5 +106,5 @@ pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> C
             }
         }
     }
-    Checksum::Verified { files }
+    Checksum::Verified { files, sums }
 }

@@ -51,9 +51,17 @@ pub struct VerifyOptions {
 #[serde(tag = "status", rename_all = "lowercase")]
 pub enum Checksum {
     /// Every checksum file found agrees with the bytes read.
-    Verified { files: Vec<PathBuf> },
+    Verified {
+        files: Vec<PathBuf>,
+        /// `BUNDLE.sha256` as it was read and checked, when it was: what a signature must cover (read
+        /// again, it could be another file).
+        #[serde(skip)]
+        sums: Option<Vec<u8>>,
+    },
     /// No checksum file travelled with the bundle.
     Absent,
+    /// A checksum file is there but cannot be read: not proof, and not absence either.
+    Unreadable { file: PathBuf, reason: String },
     Mismatch {
         file: PathBuf,
         name: String,
@@ -283,7 +291,10 @@ impl Report {
         self.problems.is_empty()
             && self.missing.is_empty()
             && self.images.iter().all(|i| i.problems.is_empty())
-            && !matches!(self.checksum, Checksum::Mismatch { .. })
+            && !matches!(
+                self.checksum,
+                Checksum::Mismatch { .. } | Checksum::Unreadable { .. }
+            )
     }
 }
 

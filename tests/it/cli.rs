@@ -1,6 +1,8 @@
 //! The resolve half of ferry, through the binary: catalogs, list, errors and exit codes.
 
-use crate::ferry::ferry;
+use std::time::Duration;
+
+use crate::ferry::{command, ferry, mkfifo, run_within};
 
 fn listed(args: &[&str]) -> Vec<(String, String)> {
     let run = ferry(args).success();
@@ -348,7 +350,127 @@ fn catalogs_lists_built_in_and_user_files() {
     let run = ferry(&["--catalog-file", "/dev/zero", "catalogs"]).fails_with(2);
     assert_eq!(
         run.stderr(),
-        "error: cannot read catalog file /dev/zero\n  caused by: it is larger than 1048576 bytes\n"
+        "error: cannot read catalog file /dev/zero\n  caused by: it is a character device, not a regular file\n"
+    );
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; 1 << 21]).unwrap();
+    let run = ferry(&["--catalog-file", big.to_str().unwrap(), "catalogs"]).fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: cannot read catalog file {}\n  caused by: it is larger than 1048576 bytes, which no such file is\n",
+            big.display()
+        )
+    );
+    // A FIFO blocked ferry forever (issue 20, item 6).
+    let fifo = dir.path().join("fifo.toml");
+    mkfifo(&fifo);
+    let run = run_within(
+        command().args(["--catalog-file", fifo.to_str().unwrap(), "catalogs"]),
+        Duration::from_secs(30),
+    )
+    .fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: cannot read catalog file {}\n  caused by: it is a FIFO (named pipe), not a regular file\n",
+            fifo.display()
+        )
+    );
+}
+
+const DEMO: &str =
+    "catalog = \"demo\"\nrelease = \"1.0.0\"\ntitle = \"Demo\"\nmin_kubernetes = \"1.25\"\n\
+    [[services]]\nname = \"demo-app\"\nshort = \"app\"\n\
+    [[images]]\ncontainer = \"web\"\nimage = \"nginx:1.27\"\nkubernetes = \"v1.25+\"\n\
+    kubernetes_range = { min = \"1.25\" }\nservices = [\"demo-app\"]\nsource = \"registry\"\n\
+    helm_value = \"images.web\"\n";
+
+/// What a catalog file names ends up in file names, Helm values and on the terminal: a release that is
+/// a path put the bundle outside -o, a helm_value with newlines added YAML keys, and control characters
+/// reached the terminal raw (issue 20, items 5 and 12).
+#[test]
+fn a_catalog_file_cannot_name_a_path_a_yaml_key_or_a_terminal_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.toml");
+    let file = path.to_str().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let names =
+        "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, without '..'";
+    for (from, to, message) in [
+        (
+            "release = \"1.0.0\"",
+            "release = \"1/../../escape\"",
+            "release '1/../../escape' must be a version (e.g. 4.8.0): 1 to 64 letters, digits, '.', \
+             '_', '-' or '+', starting with a digit, without '..'"
+                .to_string(),
+        ),
+        (
+            "catalog = \"demo\"",
+            "catalog = \"../demo\"",
+            format!("catalog name '../demo' must be {names}"),
+        ),
+        (
+            "short = \"app\"",
+            "short = \"a/p\"",
+            format!("service short name 'a/p' must be {names}"),
+        ),
+        (
+            "helm_value = \"images.web\"",
+            "helm_value = \"images.web\\nsecurityContext:\\n  privileged: true\"",
+            "image 'nginx:1.27' (web): helm_value 'images.web\\nsecurityContext:\\n  privileged: true' \
+             must be images.KEY or images.GROUP.KEY, each a name of letters, digits, '_' or '-' \
+             starting with a letter"
+                .to_string(),
+        ),
+        (
+            "title = \"Demo\"",
+            "title = \"Demo\\u001b]2;owned\\u0007\\u001b[2J\"",
+            "title 'Demo\\u{1b}]2;owned\\u{7}\\u{1b}[2J' holds control characters".to_string(),
+        ),
+    ] {
+        assert!(DEMO.contains(from), "{from}");
+        std::fs::write(&path, DEMO.replacen(from, to, 1)).unwrap();
+        let run = ferry(&[
+            "bundle",
+            "demo@1.0.0",
+            "--k8s",
+            "1.30",
+            "--catalog-file",
+            file,
+            "-o",
+            &format!("{}/", out.display()),
+        ])
+        .fails_with(2);
+        assert_eq!(run.stderr(), format!("error: {file}: {message}\n"), "{to}");
+        assert!(!run.output.stderr.contains(&0x1b), "no escape reaches the terminal");
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["demo.toml", "out"], "nothing written anywhere");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0);
+    std::fs::write(&path, DEMO).unwrap();
+    ferry(&["list", "demo", "--k8s", "1.30", "--catalog-file", file]).success();
+}
+
+/// A TOML error named the line and echoed it whole: 800 kB for a one-line file (issue 21, item 11).
+#[test]
+fn a_catalog_files_toml_error_says_where_without_echoing_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("one-line.toml");
+    std::fs::write(&path, format!("title = \"{}\" x", "t".repeat(800_000))).unwrap();
+    let file = path.to_str().unwrap();
+    let run = ferry(&["--catalog-file", file, "catalogs"]).fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: {file}: not a valid catalog: line 1, column 800012: unexpected key or value, \
+             expected newline, `#` (at 'x')\n"
+        )
     );
 }
 

@@ -107,12 +107,14 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
     let values = std::fs::read_to_string(&values).unwrap();
     assert!(values.contains("images:\n"), "{values}");
     assert!(
-        values.contains(&format!("  huaweiCSIService: \"{to}/huawei-csi:4.8.0\"")),
+        values.contains(&format!(
+            "  \"huaweiCSIService\": \"{to}/huawei-csi:4.8.0\""
+        )),
         "{values}"
     );
     assert!(
         values.contains(&format!(
-            "    attacher: \"{to}/sig-storage/csi-attacher:v4.4.0\""
+            "    \"attacher\": \"{to}/sig-storage/csi-attacher:v4.4.0\""
         )),
         "{values}"
     );

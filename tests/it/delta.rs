@@ -949,7 +949,7 @@ fn a_base_that_is_no_bundle_is_refused_by_name_before_anything_is_fetched() {
     let device = bundle("/dev/zero").fails_with(2);
     assert_eq!(
         device.stderr(),
-        "error: --since /dev/zero: not a regular file\n"
+        "error: --since /dev/zero: it is a character device, not a regular file\n"
     );
     let notes = work.path().join("notes.json");
     std::fs::write(&notes, r#"{"bundle": "old.tar"}"#).unwrap();

@@ -119,13 +119,13 @@ fn csi_32x_bundles_once_pushes_with_its_own_helm_keys_loads_and_diffs() {
         format!(
             "# Helm values for huawei-csi 3.2.1: images from the private registry (written by ferry)\n\
              images:\n  \
-               huaweiCSIService: \"{to}/huawei-csi:3.2.1\"\n  \
-               sidecar:\n    \
-                 attacher: \"{to}/k8scsi/csi-attacher:v1.2.1\"\n    \
-                 livenessProbe: \"{to}/sig-storage/livenessprobe:v2.5.0\"\n    \
-                 provisioner: \"{to}/k8scsi/csi-provisioner:v1.4.0\"\n    \
-                 registrar: \"{to}/sig-storage/csi-node-driver-registrar:v2.3.0\"\n    \
-                 resizer: \"{to}/sig-storage/csi-resizer:v1.4.0\"\n"
+               \"huaweiCSIService\": \"{to}/huawei-csi:3.2.1\"\n  \
+               \"sidecar\":\n    \
+                 \"attacher\": \"{to}/k8scsi/csi-attacher:v1.2.1\"\n    \
+                 \"livenessProbe\": \"{to}/sig-storage/livenessprobe:v2.5.0\"\n    \
+                 \"provisioner\": \"{to}/k8scsi/csi-provisioner:v1.4.0\"\n    \
+                 \"registrar\": \"{to}/sig-storage/csi-node-driver-registrar:v2.3.0\"\n    \
+                 \"resizer\": \"{to}/sig-storage/csi-resizer:v1.4.0\"\n"
         )
     );
 

@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
-use crate::ferry::{command, ferry, run, Run};
+use std::time::Duration;
+
+use crate::ferry::{command, ferry, mkfifo, run, run_within, Run};
 use crate::seed::{layer_tar, push_image, vendor_tarball, Format, PLATFORMS};
 use crate::services::{require, Containerd, Registry};
 
@@ -121,25 +123,12 @@ impl Site {
     }
 
     fn keygen(&self, name: &str, kind: &str, passphrase: &str) {
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", kind, "-C", name, "-N", passphrase, "-f"])
-            .arg(self.path(name))
-            .status()
-            .unwrap();
-        assert!(status.success(), "ssh-keygen {name}");
+        keygen(&self.path(name), kind, passphrase);
     }
 
     /// `SHA256:…` of a key, as ssh-keygen prints it.
     fn fingerprint(&self, key: &str) -> String {
-        let listed = Command::new("ssh-keygen")
-            .args(["-l", "-E", "sha256", "-f", &self.arg(&format!("{key}.pub"))])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&listed.stdout)
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_string()
+        fingerprint(&self.path(&format!("{key}.pub")))
     }
 
     fn bundle_command(&self, output: &str, extra: &[&str]) -> Command {
@@ -170,21 +159,53 @@ impl Site {
 
     /// What an admin without ferry runs: ssh-keygen for the signature, sha256sum for the bundle.
     fn by_hand(&self, bundle: &str) -> bool {
-        let checksum = std::fs::File::open(self.path(&format!("{bundle}.sha256"))).unwrap();
-        let signature = Command::new("ssh-keygen")
-            .args(["-Y", "verify", "-f", &self.arg("allowed_signers")])
-            .args(["-I", "build@example.com", "-n", "ferry", "-s"])
-            .arg(self.path(&format!("{bundle}.sig")))
-            .stdin(checksum)
-            .output()
-            .unwrap();
+        let signature = self.ssh_keygen_verifies(bundle, "allowed_signers");
         let sums = Command::new("sha256sum")
             .args(["-c", &format!("{bundle}.sha256")])
             .current_dir(self.work.path())
             .output()
             .unwrap();
-        signature.status.success() && sums.status.success()
+        signature && sums.status.success()
     }
+
+    /// `ssh-keygen -Y verify` of the bundle's signature against the `allowed` file, as the README shows.
+    fn ssh_keygen_verifies(&self, bundle: &str, allowed: &str) -> bool {
+        let checksum = std::fs::File::open(self.path(&format!("{bundle}.sha256"))).unwrap();
+        Command::new("ssh-keygen")
+            .args(["-Y", "verify", "-f", &self.arg(allowed)])
+            .args(["-I", "build@example.com", "-n", "ferry", "-s"])
+            .arg(self.path(&format!("{bundle}.sig")))
+            .stdin(checksum)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    }
+}
+
+/// `ssh-keygen -t KIND` writes the key pair `path` and `path.pub`.
+fn keygen(path: &Path, kind: &str, passphrase: &str) {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", kind, "-C", name, "-N", passphrase, "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ssh-keygen {name}");
+}
+
+/// `SHA256:…` of a public key, as ssh-keygen prints it.
+fn fingerprint(public: &Path) -> String {
+    let listed = Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f"])
+        .arg(public)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&listed.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 /// How a forger changes an image.
@@ -438,7 +459,7 @@ fn a_consistent_forgery_of_a_signed_bundle_is_refused_and_ssh_keygen_agrees() {
     let vacuous = site.verify("vacuous.tar", &trust).fails_with(1);
     assert!(
         vacuous.stdout().contains(&format!(
-            "signature: REFUSED: {} is signed by build@example.com, but the bundle does not match it\n",
+            "signature: REFUSED: {} does not match the bundle, so a signature proves nothing\n",
             site.arg("vacuous.tar.sha256")
         )),
         "{}",
@@ -959,5 +980,194 @@ fn unusable_anchors_are_bad_input() {
             "{args:?}: {}",
             failed.stderr()
         );
+    }
+}
+
+/// allowed_signers and `.sig` files that ssh-keygen reads one way and ferry read another (issue 20,
+/// item 15): on each, ferry now agrees with the real `ssh-keygen -Y verify`, or refuses naming the line.
+#[test]
+fn allowed_signers_and_signatures_are_read_as_ssh_keygen_reads_them() {
+    let Some(site) = Site::start() else { return };
+    site.bundle("b.tar", &["--sign", &site.arg("builder")])
+        .success();
+    let builder = std::fs::read_to_string(site.path("builder.pub")).unwrap();
+    let builder = builder.trim();
+    let intruder = std::fs::read_to_string(site.path("intruder.pub")).unwrap();
+    let fingerprint = site.fingerprint("builder");
+    let good =
+        format!("signature: good, signed by build@example.com (ssh-ed25519 {fingerprint})\n");
+    let verify_with = |allowed: &str| {
+        std::fs::write(site.path("allowed"), allowed).unwrap();
+        run_within(
+            command()
+                .args(["verify", &site.arg("b.tar")])
+                .args(["--trust", &site.arg("allowed")]),
+            Duration::from_secs(60),
+        )
+    };
+
+    // 200 `*` in a namespaces pattern took minutes: every `*` was tried at every position.
+    let stars = "*".repeat(200);
+    let accepted = verify_with(&format!(
+        "build@example.com namespaces=\"{stars}\" {builder}\n"
+    ))
+    .success();
+    assert!(accepted.stdout().contains(&good), "{}", accepted.stdout());
+    assert!(site.ssh_keygen_verifies("b.tar", "allowed"));
+    let refused = verify_with(&format!(
+        "build@example.com namespaces=\"{stars}x\" {builder}\n"
+    ))
+    .fails_with(1);
+    assert!(
+        refused.stdout().contains(&format!(
+            "signature: REFUSED: made by ssh-ed25519 {fingerprint}, which {} does not allow for \
+             namespace \"ferry\"\n",
+            site.arg("allowed")
+        )),
+        "{}",
+        refused.stdout()
+    );
+    assert!(!site.ssh_keygen_verifies("b.tar", "allowed"));
+
+    // A line that cannot be read is passed over, as ssh-keygen passes it over; a refusal names it.
+    let broken = "other@example.com ssh-ed25519 AAAA";
+    let accepted = verify_with(&format!("{broken}\nbuild@example.com {builder}\n")).success();
+    assert!(accepted.stdout().contains(&good), "{}", accepted.stdout());
+    assert!(site.ssh_keygen_verifies("b.tar", "allowed"));
+    let refused = verify_with(&format!("{broken}\nbuild@example.com {intruder}")).fails_with(1);
+    assert!(
+        refused.stdout().contains(&format!(
+            "signature: REFUSED: made by ssh-ed25519 {fingerprint}, a key {allowed} does not hold; \
+             {allowed}, line 1 was passed over: the ssh-ed25519 key cannot be read (Base64 encoding \
+             error: invalid Base64 length)\n",
+            allowed = site.arg("allowed")
+        )),
+        "{}",
+        refused.stdout()
+    );
+    assert!(!site.ssh_keygen_verifies("b.tar", "allowed"));
+
+    // A UTF-8 byte order mark became part of the first principal; ssh-keygen reads it so too, and then
+    // refuses build@example.com: ferry says why.
+    let refused = verify_with(&format!("\u{feff}build@example.com {builder}\n")).fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: {}, line 1: it starts with a UTF-8 byte order mark, which ssh-keygen reads as \
+             part of the first principal: save the file without it\n",
+            site.arg("allowed")
+        )
+    );
+    assert!(!site.ssh_keygen_verifies("b.tar", "allowed"));
+
+    // Data after the signature's footer is ignored by ssh-keygen, and now by ferry.
+    let allowed = format!("build@example.com {builder}\n");
+    let mut signature = std::fs::read(site.path("b.tar.sig")).unwrap();
+    signature.extend_from_slice(b"signed on the build machine, 2026-09-01\n");
+    std::fs::write(site.path("b.tar.sig"), &signature).unwrap();
+    let accepted = verify_with(&allowed).success();
+    assert!(accepted.stdout().contains(&good), "{}", accepted.stdout());
+    assert!(site.ssh_keygen_verifies("b.tar", "allowed"));
+
+    // A FIFO in place of the signature blocked verify forever.
+    std::fs::remove_file(site.path("b.tar.sig")).unwrap();
+    mkfifo(&site.path("b.tar.sig"));
+    let refused = verify_with(&allowed).fails_with(1);
+    assert!(
+        refused.stdout().contains(&format!(
+            "signature: REFUSED: cannot read {} (it is a FIFO (named pipe), not a regular file)\n",
+            site.arg("b.tar.sig")
+        )),
+        "{}",
+        refused.stdout()
+    );
+}
+
+/// Anchors and keys that cannot be used are named before any bundle is read: a public key given to
+/// --sign, an empty FERRY_TRUST, a lock that pins an image twice or has a TOML error, and FIFOs in
+/// place of any of them (which blocked ferry forever). Issue 20, items 6 and 13; issue 21, items 10, 11.
+#[test]
+fn unusable_keys_and_anchors_are_named_before_any_work() {
+    let work = tempfile::tempdir().unwrap();
+    let path = |name: &str| work.path().join(name).to_str().unwrap().to_string();
+    keygen(&work.path().join("key"), "ed25519", "");
+    let fingerprint = fingerprint(&work.path().join("key.pub"));
+    let public =
+        ferry(&["bundle", "--image", "a.io/b:1", "--sign", &path("key.pub")]).fails_with(2);
+    assert_eq!(
+        public.stderr(),
+        format!(
+            "error: signing key {}: it is a public key (ssh-ed25519 {fingerprint}); signing needs the \
+             private key: --sign {}\n",
+            path("key.pub"),
+            path("key")
+        )
+    );
+
+    std::fs::write(path("b.tar"), b"").unwrap();
+    let empty = run(command()
+        .args(["verify", &path("b.tar")])
+        .env("FERRY_TRUST", ""))
+    .fails_with(2);
+    assert_eq!(
+        empty.stderr(),
+        "error: FERRY_TRUST is set but empty: set it to an allowed_signers file (what --trust takes), \
+         or unset it\n"
+    );
+
+    let pin = |name: &str, manifest: char| {
+        format!(
+            "[[image]]\nname = \"{name}\"\nplatform = \"linux/amd64\"\nsource = \"registry\"\n\
+             manifest = \"sha256:{}\"\n",
+            manifest.to_string().repeat(64)
+        )
+    };
+    std::fs::write(
+        path("twice.lock"),
+        format!(
+            "version = 1\n\n{}\n{}\n{}",
+            pin("a.io/x:1", 'a'),
+            pin("b.io/y:1", 'b'),
+            pin("a.io/x:1", 'c')
+        ),
+    )
+    .unwrap();
+    let twice = ferry(&["verify", &path("b.tar"), "--lock", &path("twice.lock")]).fails_with(2);
+    assert_eq!(
+        twice.stderr(),
+        format!(
+            "error: lock {}: a.io/x:1 (linux/amd64) is pinned twice, on lines 3 and 15: keep one\n",
+            path("twice.lock")
+        )
+    );
+    std::fs::write(path("long.lock"), "x".repeat(800_000)).unwrap();
+    let long = ferry(&["verify", &path("b.tar"), "--lock", &path("long.lock")]).fails_with(2);
+    assert_eq!(
+        long.stderr(),
+        format!(
+            "error: lock {}: line 1, column 800001: key with no value, expected `=` (at the end of \
+             the line)\n",
+            path("long.lock")
+        )
+    );
+
+    mkfifo(&work.path().join("fifo"));
+    let fifo = path("fifo");
+    let blocked = format!(
+        "error: cannot read {fifo}\n  caused by: it is a FIFO (named pipe), not a regular file\n"
+    );
+    for (args, trust_env) in [
+        (vec!["verify", &path("b.tar"), "--trust", &fifo], None),
+        (vec!["verify", &path("b.tar")], Some(&fifo)),
+        (vec!["load", &path("b.tar"), "--lock", &fifo], None),
+        (vec!["bundle", "--image", "a.io/b:1", "--sign", &fifo], None),
+    ] {
+        let mut command = command();
+        command.args(&args);
+        if let Some(value) = trust_env {
+            command.env("FERRY_TRUST", value);
+        }
+        let refused = run_within(&mut command, Duration::from_secs(30)).fails_with(2);
+        assert_eq!(refused.stderr(), blocked, "{args:?}");
     }
 }
