@@ -71,6 +71,23 @@ impl Upgrade {
     }
 }
 
+/// `ferry COMMAND PATHS... ARGS...`.
+fn ferry_on(command_name: &str, paths: &[&Path], args: &[&str]) -> Run {
+    run(command().arg(command_name).args(paths).args(args))
+}
+
+/// What `ferry diff FROM TO --json` says with the test's cache.
+fn diff_json(site: &Upgrade, releases: &[&str]) -> Value {
+    let cache = site.arg("cache");
+    ferry_on(
+        "diff",
+        &[],
+        &[releases, &["--cache-dir", &cache, "--json"]].concat(),
+    )
+    .success()
+    .json()
+}
+
 fn inspect(path: &Path) -> Value {
     ferry(&["inspect", path.to_str().unwrap(), "--json"])
         .success()
@@ -175,6 +192,28 @@ fn refused_for_a_base_blob(stderr: &str, to: &str, base: &Path, base_sha: &str) 
     )
 }
 
+/// Pushes each (repository, tag) as a two-platform Docker list whose own layer is that version's, as
+/// `upstream/repository:tag` in `seeded`.
+fn seed_versions(
+    addr: &str,
+    upstream: &str,
+    images: &[(&str, &str)],
+    seeded: &mut BTreeMap<String, Seeded>,
+) {
+    for (repository, tag) in images {
+        let image = push_image_as(
+            addr,
+            repository,
+            tag,
+            &format!("{repository}:{tag}"),
+            Format::DockerList,
+            &PLATFORMS[..2],
+            TEST_IMAGE_SIZE,
+        );
+        seeded.insert(format!("{upstream}/{repository}:{tag}"), image);
+    }
+}
+
 #[test]
 fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     let Some(registry) = require(Registry::plain()) else {
@@ -183,18 +222,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     let addr = registry.addr().to_string();
     let mut seeded: BTreeMap<String, Seeded> =
         seed_csi_480(&addr, TEST_IMAGE_SIZE).into_iter().collect();
-    for (repository, tag) in PUBLIC_450 {
-        let image = push_image_as(
-            &addr,
-            repository,
-            tag,
-            &format!("{repository}:{tag}"),
-            Format::DockerList,
-            &PLATFORMS[..2],
-            TEST_IMAGE_SIZE,
-        );
-        seeded.insert(format!("k8s.gcr.io/{repository}:{tag}"), image);
-    }
+    seed_versions(&addr, "k8s.gcr.io", &PUBLIC_450, &mut seeded);
     let work = tempfile::tempdir().unwrap();
     let (vendor_450, vendor_480) = (
         work.path().join("vendor-450"),
@@ -306,18 +334,10 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     assert_eq!(sha256_of(&from_description), delta_sha, "the same bytes");
 
     // Sizes, for the README: the delta against the full bundle and against what `ferry diff` says is new.
-    let diff = ferry(&[
-        "diff",
-        "huawei-csi@4.5.0",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--cache-dir",
-        &site.arg("cache"),
-        "--json",
-    ])
-    .success()
-    .json();
+    let diff = diff_json(
+        &site,
+        &["huawei-csi@4.5.0", "huawei-csi@4.8.0", "--k8s", "1.28"],
+    );
     let delta_bytes = size_of(&delta);
     let (inside, kept, rest) = accounted_by_diff(&delta, &diff, &inspect(&full), 0);
     eprintln!(
@@ -329,7 +349,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     );
 
     // The far side: alone the delta checks what it holds and says what it expects from where.
-    let alone = ferry(&["verify", delta.to_str().unwrap()]).success();
+    let alone = ferry_on("verify", &[&delta], &[]).success();
     assert!(alone.stdout().ends_with(&format!(
         "delta: of huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar (sha256 {full_sha}, {})\n\
          base:  huawei-csi-4.5.0-k8s1.17-up-linux-amd64.tar (sha256 {base_sha}): 2 blob(s), {}, \
@@ -340,14 +360,12 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         human(left.1),
         human(delta_bytes),
     )), "{}", alone.stdout());
-    let joined = ferry(&[
+    let with_base = ["--base", base.to_str().unwrap()];
+    let joined = ferry_on(
         "verify",
-        delta.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--k8s",
-        "1.28",
-    ])
+        &[&delta],
+        &[&with_base[..], &["--k8s", "1.28"]].concat(),
+    )
     .success();
     assert!(
         joined.stdout().ends_with(&format!(
@@ -366,13 +384,8 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&tampered, bytes).unwrap();
-    let refused = ferry(&[
-        "verify",
-        delta.to_str().unwrap(),
-        "--base",
-        tampered.to_str().unwrap(),
-    ])
-    .fails_with(1);
+    let refused =
+        ferry_on("verify", &[&delta], &["--base", tampered.to_str().unwrap()]).fails_with(1);
     assert!(
         refused.stdout().contains(&format!(
         "problem: {} is not a base of this delta: its sha256 is {}, and the delta was made from \
@@ -386,15 +399,8 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
 
     // Merged with its base it is the bundle a direct build wrote, by name and by every byte.
     let merged_dir = site.path("merged");
-    let merged = run(command().args([
-        "merge",
-        base.to_str().unwrap(),
-        delta.to_str().unwrap(),
-        "-o",
-        &format!("{}/", merged_dir.display()),
-        "-q",
-    ]))
-    .success();
+    let into_dir = format!("{}/", merged_dir.display());
+    let merged = ferry_on("merge", &[&base, &delta], &["-o", &into_dir, "-q"]).success();
     let merged_path = merged_dir.join("huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar");
     assert_eq!(
         merged.stdout(),
@@ -415,8 +421,8 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         return;
     };
     let to = format!("{}/csi", private.addr());
-    ferry(&["push", base.to_str().unwrap(), "--to", &to, "-q"]).success();
-    let pushed = ferry(&["push", delta.to_str().unwrap(), "--to", &to, "-q"]).success();
+    ferry_on("push", &[&base], &["--to", &to, "-q"]).success();
+    let pushed = ferry_on("push", &[&delta], &["--to", &to, "-q"]).success();
     let listed = manifests_of(&inspect(&full));
     assert_eq!(
         pushed.stdout().lines().count(),
@@ -442,7 +448,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
 
     // Into a registry path without the base: refused before any manifest is pushed, naming the blob.
     let elsewhere = format!("{}/other", private.addr());
-    let missing = ferry(&["push", delta.to_str().unwrap(), "--to", &elsewhere, "-q"]).fails_with(1);
+    let missing = ferry_on("push", &[&delta], &["--to", &elsewhere, "-q"]).fails_with(1);
     assert_eq!(
         missing.stderr(),
         refused_for_a_base_blob(&missing.stderr(), &elsewhere, &base, &base_sha)
@@ -463,39 +469,17 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         return;
     };
     let socket = containerd.socket().to_str().unwrap().to_string();
-    let loaded = ferry(&[
-        "load",
-        merged_path.to_str().unwrap(),
-        "--runtime",
-        "containerd",
-        "--address",
-        &socket,
-    ])
-    .success();
+    let into_containerd = ["--runtime", "containerd", "--address", &socket];
+    let loaded = ferry_on("load", &[&merged_path], &into_containerd).success();
     assert_eq!(loaded.stdout().lines().count(), 11, "{}", loaded.stdout());
-    let fed = ferry(&[
+    let fed = ferry_on(
         "load",
-        delta.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--runtime",
-        "containerd",
-        "--address",
-        &socket,
-        "--namespace",
-        "delta",
-    ])
+        &[&delta],
+        &[&with_base[..], &into_containerd, &["--namespace", "delta"]].concat(),
+    )
     .success();
     assert_eq!(fed.stdout().lines().count(), 11, "{}", fed.stdout());
-    let without = ferry(&[
-        "load",
-        delta.to_str().unwrap(),
-        "--runtime",
-        "containerd",
-        "--address",
-        &socket,
-    ])
-    .fails_with(2);
+    let without = ferry_on("load", &[&delta], &into_containerd).fails_with(2);
     assert_eq!(
         without.stderr(),
         format!(
@@ -674,22 +658,12 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     };
     let addr = registry.addr().to_string();
     let mut seeded = BTreeMap::new();
-    for (repository, tag) in KUBERNETES_1283
-        .iter()
-        .chain(&KUBERNETES_1284)
-        .chain([&KUBECTL])
-    {
-        let image = push_image_as(
-            &addr,
-            repository,
-            tag,
-            &format!("{repository}:{tag}"),
-            Format::DockerList,
-            &PLATFORMS[..2],
-            TEST_IMAGE_SIZE,
-        );
-        seeded.insert(format!("registry.k8s.io/{repository}:{tag}"), image);
-    }
+    let images: Vec<(&str, &str)> = KUBERNETES_1283
+        .into_iter()
+        .chain(KUBERNETES_1284)
+        .chain([KUBECTL])
+        .collect();
+    seed_versions(&addr, "registry.k8s.io", &images, &mut seeded);
     let site = Upgrade {
         mirrors: vec!["--mirror".into(), format!("registry.k8s.io={addr}")],
         _registry: registry,
@@ -739,16 +713,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         "pause, etcd and coredns's layers, and the shared base layer"
     );
 
-    let diff = ferry(&[
-        "diff",
-        "kubernetes@1.28.3",
-        "kubernetes@1.28.4",
-        "--cache-dir",
-        &site.arg("cache"),
-        "--json",
-    ])
-    .success()
-    .json();
+    let diff = diff_json(&site, &["kubernetes@1.28.3", "kubernetes@1.28.4"]);
     accounted_by_diff(
         &delta,
         &diff,
@@ -783,14 +748,12 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     );
 
     // Signed: verify --trust proves the delta, and that the base is the one it names.
-    let trusted = ferry(&[
+    let with_base = ["--base", base.to_str().unwrap()];
+    let trusted = ferry_on(
         "verify",
-        delta.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--trust",
-        allowed,
-    ])
+        &[&delta],
+        &[&with_base[..], &["--trust", allowed]].concat(),
+    )
     .success();
     assert!(
         trusted
@@ -801,14 +764,11 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     );
     let other = site.path("other.tar");
     std::fs::copy(&full, &other).unwrap();
-    let wrong = ferry(&[
+    let wrong = ferry_on(
         "verify",
-        delta.to_str().unwrap(),
-        "--base",
-        other.to_str().unwrap(),
-        "--trust",
-        allowed,
-    ])
+        &[&delta],
+        &["--base", other.to_str().unwrap(), "--trust", allowed],
+    )
     .fails_with(1);
     assert!(
         wrong.stdout().contains(&format!(
@@ -822,16 +782,12 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     // Merged under its own name, it carries the full bundle's signature: the same bytes as the direct
     // build's, checked like them.
     let merged_dir = site.path("merged");
-    let merged = run(command().args([
+    let into_dir = format!("{}/", merged_dir.display());
+    let merged = ferry_on(
         "merge",
-        base.to_str().unwrap(),
-        delta.to_str().unwrap(),
-        "-o",
-        &format!("{}/", merged_dir.display()),
-        "--trust",
-        allowed,
-        "-q",
-    ]))
+        &[&base, &delta],
+        &["-o", &into_dir, "--trust", allowed, "-q"],
+    )
     .success();
     let merged_path = merged_dir.join("kubernetes-1.28.4-k8s1.28-linux-amd64.tar");
     assert_eq!(
@@ -851,24 +807,18 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
             "{suffix}"
         );
     }
-    ferry(&[
+    ferry_on(
         "verify",
-        merged_path.to_str().unwrap(),
-        "--trust",
-        allowed,
-        "--k8s",
-        "1.28",
-    ])
+        &[&merged_path],
+        &["--trust", allowed, "--k8s", "1.28"],
+    )
     .success();
     let renamed = site.path("renamed.tar");
-    let unsigned = run(command().args([
+    let unsigned = ferry_on(
         "merge",
-        base.to_str().unwrap(),
-        delta.to_str().unwrap(),
-        "-o",
-        renamed.to_str().unwrap(),
-        "-q",
-    ]))
+        &[&base, &delta],
+        &["-o", renamed.to_str().unwrap(), "-q"],
+    )
     .success();
     assert!(unsigned.stdout().ends_with("  not signed: the delta carries the signature of kubernetes-1.28.4-k8s1.28-linux-amd64.tar; merge to that name to keep it\n"), "{}", unsigned.stdout());
     assert_eq!(sha256_of(&renamed), sha256_of(&full));
@@ -878,16 +828,8 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         return;
     };
     let to = format!("{}/k8s", private.addr());
-    ferry(&["push", base.to_str().unwrap(), "--to", &to, "-q"]).success();
-    let pushed = ferry(&[
-        "push",
-        delta.to_str().unwrap(),
-        "--to",
-        &to,
-        "--trust",
-        allowed,
-    ])
-    .success();
+    ferry_on("push", &[&base], &["--to", &to, "-q"]).success();
+    let pushed = ferry_on("push", &[&delta], &["--to", &to, "--trust", allowed]).success();
     assert_eq!(pushed.stdout().lines().count(), 8, "{}", pushed.stdout());
     // kubectl's repository is new: its base layer is mounted from the base's, the rest is there.
     assert!(
@@ -913,15 +855,11 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     upstream_digests(&to);
     // With the base file instead, into a path the base never went: its blobs come from the file.
     let fresh = format!("{}/fresh", private.addr());
-    ferry(&[
+    ferry_on(
         "push",
-        delta.to_str().unwrap(),
-        "--base",
-        base.to_str().unwrap(),
-        "--to",
-        &fresh,
-        "-q",
-    ])
+        &[&delta],
+        &[&with_base[..], &["--to", &fresh, "-q"]].concat(),
+    )
     .success();
     upstream_digests(&fresh);
 }
