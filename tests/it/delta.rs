@@ -489,9 +489,37 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         )
     );
 
-    // Served from the delta and its base: a client pulls the new images by their digests.
+    // With --base, the base's blobs are served but not its images.
+    let configured = ferry_on(
+        "serve",
+        &[&delta],
+        &[
+            &with_base[..],
+            &["--listen", "127.0.0.1:5000", "--print-config", "docker"],
+        ]
+        .concat(),
+    )
+    .success();
+    let notes = configured.stderr();
+    let pulls: Vec<&str> = notes
+        .lines()
+        .filter_map(|line| line.strip_prefix("  docker pull 127.0.0.1:5000/"))
+        .collect();
+    assert_eq!(
+        pulls,
+        [
+            "sig-storage/csi-attacher:v4.4.0",
+            "sig-storage/csi-node-driver-registrar:v2.9.0",
+            "sig-storage/csi-provisioner:v3.6.0",
+            "sig-storage/csi-resizer:v1.9.0",
+            "sig-storage/csi-snapshotter:v6.3.0",
+            "sig-storage/livenessprobe:v2.12.0",
+            "sig-storage/snapshot-controller:v6.3.0"
+        ]
+    );
+    // Served from the delta and its base, both releases: a client pulls the new images by their digests.
     let served = Served::start(
-        &[delta.to_str().unwrap(), "--base", base.to_str().unwrap()],
+        &[delta.to_str().unwrap(), base.to_str().unwrap()],
         site.path("serve.log"),
     );
     let attacher = site
@@ -507,6 +535,8 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     let shared = manifest["layers"][0]["digest"].as_str().unwrap();
     assert!(blobs(&inspect(&base)).contains(shared) && !blobs(&inspect(&delta)).contains(shared));
     let (status, _, layer) = get(&format!("/v2/sig-storage/csi-attacher/blobs/{shared}"));
+    let (old, _, _) = get("/v2/sig-storage/csi-attacher/manifests/v3.4.0?ns=k8s.gcr.io");
+    assert_eq!(old, 200, "the base's own images are served too");
     assert_eq!(status, 200);
     assert_eq!(
         format!(
