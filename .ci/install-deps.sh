@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, what the integration tests start for real: CNCF Distribution
-# (docker-registry), skopeo, containerd, dockerd, podman, htpasswd and openssl; and ssh-keygen and sha256sum,
-# which must agree with ferry on every bundle signature. Skips apt when all present.
+# (docker-registry), skopeo, containerd, dockerd, podman, htpasswd and openssl; ssh-keygen and sha256sum,
+# which must agree with ferry on every bundle signature; and par2 (par2cmdline), which must agree with
+# ferry's recovery data. Skips apt when all present.
 set -euo pipefail
-needed=(docker-registry skopeo containerd ctr podman htpasswd openssl dockerd docker ssh-keygen sha256sum)
+needed=(docker-registry skopeo containerd ctr podman htpasswd openssl dockerd docker ssh-keygen sha256sum par2)
 missing=()
 for binary in "${needed[@]}"; do
     command -v "$binary" >/dev/null 2>&1 || missing+=("$binary")
@@ -14,6 +15,6 @@ fi
 echo "installing test services (missing: ${missing[*]})" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-apt-get install -y -qq docker-registry skopeo containerd podman apache2-utils openssl openssh-client coreutils >/dev/null
+apt-get install -y -qq docker-registry skopeo containerd podman apache2-utils openssl openssh-client coreutils par2 >/dev/null
 # dockerd 20.10 without its recommends (no daemon is started by the package on this machine).
 apt-get install -y -qq --no-install-recommends docker.io >/dev/null

@@ -6,7 +6,8 @@
 # Each tool builds the same linux/amd64 bundle; tools alternate; each is run ROUNDS times; the table shows
 # median wall time, peak RSS (of the client process tree: dockerd and containerd do their work in their
 # daemons, whose memory is not counted), output bytes, and ferry's ratios.
-# It also times `ferry verify` against `sha256sum` on the same file, pulls every image of the bundle with 8
+# It also times PAR2 recovery data against par2cmdline on the warm bundle (5% at par2's default 2000
+# blocks; then a repair of 1% of the blocks, `ferry repair` verifying the bundle after it), `ferry verify` against `sha256sum` on the same file, pulls every image of the bundle with 8
 # parallel skopeo clients from `ferry serve` and from the same images pushed into Distribution (wall time of
 # the pulls, peak RSS of the server), and with BIG=1 bundles a 2 GB image to show that ferry's memory stays
 # flat.
@@ -21,9 +22,10 @@ BIG=${BIG:-0}
 
 bash .ci/install-deps.sh
 command -v /usr/bin/time >/dev/null || { apt-get install -y -qq time >/dev/null; }
-cargo build --release --quiet --bin ferry --example bench_seed
+cargo build --release --quiet --bin ferry --example bench_seed --example recovery
 FERRY=$PWD/target/release/ferry
 SEED=$PWD/target/release/examples/bench_seed
+RECOVERY=$PWD/target/release/examples/recovery
 
 W=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 PIDS=()
@@ -170,6 +172,51 @@ for round in $(seq 1 "$ROUNDS"); do
   /usr/bin/time -f "%e %M" -o "$W/time" sha256sum "$BUNDLE" >/dev/null; echo "sha256sum $(cat "$W/time") 0" >> "$W/results"
 done
 
+# load into containerd against ctr's own import of the same file, from an empty content store each time:
+# ferry verifies, then feeds ctr a tar of what it proved, every blob hashed again on its way.
+empty_store() {
+  "${CTR[@]}" images rm $("${CTR[@]}" images ls -q) >/dev/null 2>&1 || true
+  "${CTR[@]}" content rm $("${CTR[@]}" content ls -q) >/dev/null 2>&1 || true
+}
+for round in $(seq 1 "$ROUNDS"); do
+  empty_store
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" load "$BUNDLE" --runtime containerd --address "$W/c/c.sock" \
+    --namespace bench >/dev/null 2>&1
+  echo "load-ferry $(cat "$W/time") 0" >> "$W/results"
+  empty_store
+  /usr/bin/time -f "%e %M" -o "$W/time" "${CTR[@]}" images import "$BUNDLE" >/dev/null
+  echo "load-ctr $(cat "$W/time") 0" >> "$W/results"
+done
+
+# PAR2 recovery data for the same bundle, ferry against par2cmdline, alternating: creating 5% at 2000
+# blocks (par2's default), then repairing 20 damaged blocks (1%). Each tool works on its own copy.
+recovery_copy() { # $1 = dir: a fresh copy of the bundle and its .sha256
+  rm -rf "$1"; mkdir -p "$1"; cp "$BUNDLE" "$1/b.tar"; (cd "$1" && sha256sum b.tar > b.tar.sha256)
+}
+damage_blocks() { # $1 = file: one byte flipped in each of 20 blocks of 2000
+  python3 - "$1" <<'PY'
+import os, sys
+size = os.path.getsize(sys.argv[1]); block = -(-size // 2000)
+with open(sys.argv[1], "r+b") as f:
+    for k in range(20):
+        f.seek(k * 97 % 2000 * block + 11); b = f.read(1); f.seek(-1, 1); f.write(bytes([b[0] ^ 0xFF]))
+PY
+}
+for round in $(seq 1 "$ROUNDS"); do
+  recovery_copy "$W/rec-ferry"; recovery_copy "$W/rec-par2"; sync
+  /usr/bin/time -f "%e %M" -o "$W/time" "$RECOVERY" "$W/rec-ferry/b.tar" 5% >/dev/null
+  echo "ferry-par2-create $(cat "$W/time") $(du -cb "$W"/rec-ferry/*.par2 | tail -1 | cut -f1)" >> "$W/results"
+  /usr/bin/time -f "%e %M" -o "$W/time" par2 create -q -q -r5 "$W/rec-par2/b.tar" >/dev/null
+  echo "par2-create $(cat "$W/time") $(du -cb "$W"/rec-par2/*.par2 | tail -1 | cut -f1)" >> "$W/results"
+  damage_blocks "$W/rec-ferry/b.tar"; damage_blocks "$W/rec-par2/b.tar"; sync
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" repair "$W/rec-ferry/b.tar" >/dev/null
+  echo "ferry-repair $(cat "$W/time") 0" >> "$W/results"
+  /usr/bin/time -f "%e %M" -o "$W/time" par2 repair -q -q "$W/rec-par2/b.tar.par2" >/dev/null
+  echo "par2-repair $(cat "$W/time") 0" >> "$W/results"
+  cmp -s "$BUNDLE" "$W/rec-ferry/b.tar" && cmp -s "$BUNDLE" "$W/rec-par2/b.tar" || { echo "a repair is not byte-exact" >&2; exit 1; }
+done
+rm -rf "$W/rec-ferry" "$W/rec-par2"
+
 # ferry serve against Distribution holding the same images (ferry push keeps every digest): 8 clients at
 # once, each copying every image; RSS is the server's peak (VmHWM), each server a fresh process.
 CLIENTS=8
@@ -220,6 +267,12 @@ if [ "$BIG" = 1 ]; then
   echo "ferry-2GB $(cat "$W/time") $(stat -c %s "$W/big.tar")" >> "$W/results"
   /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" verify "$W/big.tar" >/dev/null
   echo "verify-2GB $(cat "$W/time") 0" >> "$W/results"
+  # Recovery data's memory does not grow with the bundle: 5% of 2 GB, then a repair of 1%.
+  /usr/bin/time -f "%e %M" -o "$W/time" "$RECOVERY" "$W/big.tar" 5% >/dev/null
+  echo "par2-create-2GB $(cat "$W/time") $(du -cb "$W"/big.tar*.par2 | tail -1 | cut -f1)" >> "$W/results"
+  damage_blocks "$W/big.tar"
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" repair "$W/big.tar" >/dev/null
+  echo "repair-2GB $(cat "$W/time") 0" >> "$W/results"
 fi
 
 python3 - "$W/results" "$(nproc)" <<'EOF'
@@ -245,6 +298,10 @@ print(f"ferry bytes / skopeo       {ratio('ferry-cold','skopeo',2):.2f}")
 print(f"ferry bytes / ctr export   {ratio('ferry-cold','ctr',2):.2f}")
 print(f"ferry peak RSS MiB         {max(med[k][1] for k in med if k.startswith('ferry'))/1024:.1f}  (target <= 64)")
 print(f"verify / sha256sum wall    {ratio('ferry-verify','sha256sum',0):.2f}  (target <= 1.20)")
+print(f"load / ctr import wall     {ratio('load-ferry','load-ctr',0):.2f}  (verify, then a feed checked blob by blob)")
+print(f"par2 create / ferry wall   {ratio('par2-create','ferry-par2-create',0):.2f}  (5% of the bundle, 2000 blocks; target >= 3)")
+print(f"par2 repair / ferry wall   {ratio('par2-repair','ferry-repair',0):.2f}  (20 damaged blocks; ferry verifies after; target >= 1)")
+print(f"recovery bytes ferry/par2  {ratio('ferry-par2-create','par2-create',2):.2f}")
 if 'ferry-2-platf' in med:
     both, apart = med['ferry-2-platf'][2], med['ferry-warm'][2] + med['ferry-arm64'][2]
     print(f"2-platform / amd64+arm64   {both / apart:.2f}  ({both/1e6:.1f} MB against {apart/1e6:.1f} MB in two bundles)")

@@ -48,22 +48,22 @@ pub enum Command {
     },
     /// List the images a release needs for a Kubernetes version, and those that files or a site name.
     #[command(
-        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s\n  ferry list kubernetes@1.28.3\n  ferry list kubernetes@1.28 --service node\n  kubeadm config images list > k8s.txt; ferry list --images-from k8s.txt\n  helm template cni ./cni | ferry list --images-from-manifests -\n  ferry list --site site.toml\n\nA kubernetes release is the Kubernetes version itself: it needs no --k8s (one that disagrees is refused).\nkubernetes@1.28 is the newest 1.28 release the catalog knows; a newer patch (kubernetes@1.28.99) is\nserved from that row with a warning naming what it assumed.\n\nImages named in files are shown with where each was named: the list file and line, or the\nobject and container (Deployment kube-system/coredns container coredns) and its file and line."
+        after_help = "Examples:\n  ferry list huawei-csi@4.8.0 --k8s 1.28\n  ferry list huawei-csi --k8s v1.18.20 --service node --json\n  ferry list huawei-csi@4.8.0 --all-k8s\n  ferry list kubernetes@1.28.3\n  ferry list kubernetes@1.28 --service node\n  ferry list kubernetes@1.28.3 huawei-csi@4.8.0\n  kubeadm config images list > k8s.txt; ferry list --images-from k8s.txt\n  helm template cni ./cni | ferry list --images-from-manifests -\n  ferry list --site site.toml\n\nA kubernetes release is the Kubernetes version itself: it needs no --k8s (one that disagrees is refused).\nkubernetes@1.28 is the newest 1.28 release the catalog knows; a newer patch (kubernetes@1.28.99) is\nserved from that row with a warning naming what it assumed.\n\nImages named in files are shown with where each was named: the list file and line, or the\nobject and container (Deployment kube-system/coredns container coredns) and its file and line."
     )]
     List(ListArgs),
     /// What upgrading from one release to another adds, removes and keeps, image by image.
     #[command(
-        after_help = "Examples:\n  ferry diff huawei-csi@4.5.0 huawei-csi@4.8.0 --k8s 1.28\n  ferry diff huawei-csi@3.2.1 huawei-csi --k8s 1.25 --service node --json\n\nWith a cache that has pulled both releases, each image's size and the bytes to carry (blobs of the\nadded images that the kept and removed ones do not share) are shown too."
+        after_help = "Examples:\n  ferry diff huawei-csi@4.5.0 huawei-csi@4.8.0 --k8s 1.28\n  ferry diff huawei-csi@3.2.1 huawei-csi --k8s 1.25 --service node --json\n  ferry diff kubernetes@1.28.3+huawei-csi@4.5.0 kubernetes@1.29.0+huawei-csi@4.8.0\n  ferry diff --site plant7-2024.toml --site plant7-2025.toml\n\nSeveral products on a side are joined by +; --site twice compares two site files (products, lists,\nmanifests and extra images). Each side is resolved on --k8s, else on its own Kubernetes version (a\nkubernetes release among its products, or the site file's), else on the other side's. Images are\ncompared by fully qualified reference, whichever product lists them.\n\nWith a cache that has pulled both releases, each image's size and the bytes to carry (blobs of the\nadded images that the kept and removed ones do not share) are shown too."
     )]
     Diff(DiffArgs),
     /// Fetch a release's images (and any --image) into the local cache, verified and resumable.
     #[command(
-        after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64"
+        after_help = "Examples:\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./eSDK_Huawei_Storage_Kubernetes_CSI_Plugin/image\n  ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror registry.k8s.io=127.0.0.1:5000\n  ferry pull kubernetes@1.28.3 huawei-csi@4.8.0 --vendor-dir ./package/image\n  ferry pull --site site.toml\n  ferry pull --image quay.io/k8scsi/csi-attacher:v1.2.1 --platform linux/arm64"
     )]
     Pull(PullArgs),
     /// Pull, then write one tarball (per distinct image set) that docker, containerd and podman load.
     #[command(
-        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n  ferry bundle --images-from k8s.txt --images-from-manifests rendered/ -o site.tar\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.\nCtrl-C, SIGTERM or SIGHUP stops cleanly (exit 130, 143, 129); nothing half-written is left."
+        after_help = "Examples:\n  ferry bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir ./package/image\n  ferry bundle kubernetes@1.28.3 huawei-csi@4.8.0 --vendor-dir ./package/image\n  ferry bundle --site site.toml --sign ~/.ssh/ferry_ed25519 --lock site.lock\n  ferry bundle huawei-csi@4.8.0 --all-k8s --skip-vendor -o bundles/\n  ferry bundle --image quay.io/a/b:1 --image registry.k8s.io/c/d:2 -o x.tar --split 4G\n  ferry bundle --images-from k8s.txt --images-from-manifests rendered/ -o site.tar\n\nSeveral products make one bundle, each shared blob once; a kubernetes release among them gives the\nothers their Kubernetes version (a --k8s that disagrees is refused). The default name says what is\ninside: kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64.tar; +N-images when images beyond the\nreleases' tables are added; -incomplete.tar when --skip-vendor leaves the vendor's images out.\n\nThe bundle is a plain tar (no outer compression: containerd and podman refuse a gzipped one).\nBeside it: PATH.sha256 for `sha256sum -c`. With --split: PATH.part-000, -001, ..., PATH.parts.sha256\nfor the parts, and PATH.sha256 for the whole after `cat PATH.part-* > PATH`.\nSOURCE_DATE_EPOCH sets the entries' mtime (default 0): the same inputs give the same bytes.\nCtrl-C, SIGTERM or SIGHUP stops cleanly (exit 130, 143, 129); nothing half-written is left."
     )]
     Bundle(BundleArgs),
     /// Prove a bundle complete and intact: every byte, every reference, in one pass. Exit 0 intact, 1 not.
@@ -78,6 +78,11 @@ pub enum Command {
         after_help = "Examples:\n  ferry merge huawei-csi-4.5.0-k8s1.20-up-linux-amd64.tar huawei-csi-4.8.0-k8s1.20-up-linux-amd64-delta-from-huawei-csi-4.5.0.tar -o bundles/\n  ferry merge base.tar delta1.tar delta2.tar -o new.tar --trust allowed_signers\n\nThe last file is the delta; the others are its bases, in any order. Everything is verified first\n(each base must be the file the delta names by sha256), then written with PATH.sha256, and, when the\ndelta was signed and the output keeps the full bundle's name, PATH.sig: `sha256sum -c` and\n`ferry verify --trust` check it like a bundle built directly."
     )]
     Merge(MergeArgs),
+    /// Rebuild a bundle damaged in transit from the recovery data beside it (`bundle --recovery`), then verify it.
+    #[command(
+        after_help = "Examples:\n  ferry repair csi.tar\n  ferry repair csi.tar.part-000 --trust allowed_signers\n\nThe damaged blocks are found from PATH.par2 and PATH.vol*.par2 (par2cmdline's files work too), rebuilt\ninto temporary files beside the bundle, and put in place only if the result matches PATH.sha256 (and\nPATH.parts.sha256); with --trust, PATH.sha256 must carry a signature FILE allows. A failure or Ctrl-C\nleaves every file as it was. Damage beyond the recovery data is refused, saying how many more recovery\nblocks it would need and which images are intact."
+    )]
+    Repair(RepairArgs),
     /// Verify a bundle, then push every image into a private registry with its upstream digest.
     #[command(
         after_help = "Names keep their upstream path under the target:\n  registry.k8s.io/sig-storage/csi-provisioner:v3.6.0 -> HOST/PREFIX/sig-storage/csi-provisioner:v3.6.0\n  docker.io/library/huawei-csi:4.8.0              -> HOST/PREFIX/huawei-csi:4.8.0\nCredentials come from DOCKER_CONFIG/config.json (auths, credHelpers, credsStore) or REGISTRY_AUTH_FILE."
@@ -94,23 +99,24 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; without a release, the newest. May be left out with
-    /// --images-from, --images-from-manifests or --site.
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; without a release, the newest. Several are listed one
+    /// after the other, e.g. kubernetes@1.28.3 huawei-csi@4.8.0 (the kubernetes release gives the others
+    /// their version). May be left out with --images-from, --images-from-manifests or --site.
     #[arg(
         value_name = "CATALOG[@RELEASE]",
         required_unless_present_any = ["lists", "manifests", "site"]
     )]
-    pub release: Option<String>,
+    pub releases: Vec<String>,
     #[command(flatten)]
     pub kubernetes: KubeSelection,
-    /// Only the images of one service (e.g. controller, node).
-    #[arg(long, requires = "release")]
+    /// Only the images of one service (e.g. controller, node), of each release named.
+    #[arg(long, requires = "releases")]
     pub service: Option<String>,
     #[command(flatten)]
     pub files: ImageFiles,
     /// Everything a site file names: each product's images for its Kubernetes versions, then the images
     /// of its lists, manifests and references, with where each was named.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["release", "version", "all"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["releases", "version", "all"])]
     pub site: Option<PathBuf>,
     /// Print JSON instead of lines.
     #[arg(long)]
@@ -122,21 +128,30 @@ pub struct ListArgs {
 #[group(required = false, multiple = false)]
 pub struct KubeSelection {
     /// The cluster's Kubernetes version: 1.28, v1.28.3, 1.28.3+k3s1, v1.27.9-eks-5e0fdde, ...
-    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
+    #[arg(long = "k8s", value_name = "VERSION", requires = "releases")]
     pub version: Option<KubeVersion>,
-    /// Every distinct image set across the Kubernetes versions the release supports.
-    #[arg(long = "all-k8s", requires = "release")]
+    /// Every distinct image set across the Kubernetes versions the release supports (one release only).
+    #[arg(long = "all-k8s", requires = "releases")]
     pub all: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The release running now, CATALOG@RELEASE.
-    #[arg(value_name = "FROM")]
-    pub from: String,
-    /// The release to upgrade to, CATALOG@RELEASE (or CATALOG for its newest).
-    #[arg(value_name = "TO")]
-    pub to: String,
+    /// The release running now, CATALOG@RELEASE; several products joined by +
+    /// (kubernetes@1.28.3+huawei-csi@4.5.0).
+    #[arg(
+        value_name = "FROM",
+        required_unless_present = "sites",
+        requires = "to"
+    )]
+    pub from: Option<String>,
+    /// The release to upgrade to, CATALOG@RELEASE (or CATALOG for its newest); several joined by +.
+    #[arg(value_name = "TO", conflicts_with = "sites")]
+    pub to: Option<String>,
+    /// The site file running now, then the one to upgrade to (give it twice, instead of FROM and TO):
+    /// their products, lists, manifests and extra images compared.
+    #[arg(long = "site", value_name = "FILE", num_args = 1)]
+    pub sites: Vec<PathBuf>,
     /// The cluster's Kubernetes version (not needed when a side is a kubernetes release: each of those
     /// is compared on its own version).
     #[arg(long = "k8s", value_name = "VERSION")]
@@ -166,29 +181,37 @@ pub struct PullArgs {
 /// Which images: a catalog release for a Kubernetes version, plus any images named directly.
 #[derive(Debug, Args)]
 pub struct ImageSelection {
-    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0; may be left out when --image, --images-from or
-    /// --images-from-manifests names every image. With --all-releases: CATALOG, or CATALOG@FROM..TO.
+    /// CATALOG[@RELEASE], e.g. huawei-csi@4.8.0. Several products go into one bundle, each shared blob
+    /// once: kubernetes@1.28.3 huawei-csi@4.8.0 (the kubernetes release gives the others their version).
+    /// May be left out when --image, --images-from, --images-from-manifests or --site names every image.
+    /// With --all-releases: one CATALOG, or CATALOG@FROM..TO.
     #[arg(value_name = "CATALOG[@RELEASE]")]
-    pub release: Option<String>,
-    /// The cluster's Kubernetes version; repeat it for clusters of several versions.
-    #[arg(long = "k8s", value_name = "VERSION", requires = "release")]
+    pub releases: Vec<String>,
+    /// The cluster's Kubernetes version; repeat it for clusters of several versions. Not needed beside a
+    /// kubernetes@VERSION release, which it must then agree with.
+    #[arg(long = "k8s", value_name = "VERSION")]
     pub versions: Vec<KubeVersion>,
-    /// Every distinct image set across the Kubernetes versions the release supports.
-    #[arg(long = "all-k8s", requires = "release", conflicts_with = "versions")]
+    /// Every distinct image set across the Kubernetes versions the release supports (one release only).
+    #[arg(long = "all-k8s", conflicts_with = "versions")]
     pub all_versions: bool,
     /// Every release of the catalog (CATALOG), or a range (CATALOG@3.2.0..3.2.3, ends included), that
     /// supports the --k8s versions: one bundle per release and image set, each shared blob fetched once.
-    /// Releases that do not support a requested version are skipped with a note.
-    #[arg(long = "all-releases", requires = "release")]
+    /// Releases that do not support a requested version are skipped with a note. One catalog only.
+    #[arg(long = "all-releases")]
     pub all_releases: bool,
-    /// Only the images of one service of the release (e.g. controller, node).
-    #[arg(long, requires = "release")]
+    /// Only the images of one service (e.g. controller, node), of each release named.
+    #[arg(long)]
     pub service: Option<String>,
     /// Add an image by reference (repeatable); works without a catalog release.
     #[arg(long = "image", value_name = "REF")]
     pub extra: Vec<Reference>,
     #[command(flatten)]
     pub files: ImageFiles,
+    /// Everything a site file says: its products, Kubernetes versions, platforms, lists, manifests, extra
+    /// images, mirrors and the vendor's images. Flags that say what to carry are refused beside it (the
+    /// reviewed file decides that); --mirror, --vendor-dir, --insecure-registry and --ca-cert add to it.
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
 }
 
 /// Images named in files: lists, and rendered Kubernetes manifests.
@@ -220,9 +243,9 @@ pub struct FetchArgs {
     /// The nodes' platforms, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
     /// A comma list (or the flag repeated) carries several in one bundle, for mixed clusters; every image
     /// must have each of them.
+    /// [default: linux/amd64]
     #[arg(
         long = "platform",
-        default_value = "linux/amd64",
         value_name = "OS/ARCH[/VARIANT],...",
         value_delimiter = ','
     )]
@@ -282,6 +305,12 @@ pub struct BundleArgs {
     /// FERRY_SIGN_PASSPHRASE, or is asked for on the terminal.
     #[arg(long, value_name = "KEY")]
     pub sign: Option<PathBuf>,
+    /// Write PAR2 recovery data beside the bundle, PERCENT of its size (e.g. 5%): PATH.par2 and
+    /// PATH.volFIRST+COUNT.par2, which `ferry repair` (or par2cmdline) uses to rebuild a bundle damaged
+    /// in transit, byte-exact. PATH.sha256 (and its signature) cover them. Split bundles: a lost part is
+    /// rebuilt when PERCENT is at least 100 / the number of parts.
+    #[arg(long, value_name = "PERCENT")]
+    pub recovery: Option<crate::recovery::Redundancy>,
     /// Pin every image's digest in FILE (TOML, sorted, for review). Absent: it is written. Present: the
     /// build must resolve the same digests, or it fails naming each image that moved and writes nothing.
     /// One lock pins one bundle: not with --all-k8s.
@@ -342,6 +371,14 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// The bundle (or its first part, even when that part is lost).
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct InspectArgs {
     /// The bundle (or its first part).
     pub path: PathBuf,
@@ -389,6 +426,11 @@ pub struct PushArgs {
     /// Print where each image would go, and push nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// From a damaged bundle beyond repair, push the images that verified intact and leave the damaged
+    /// ones out (named on stderr). Every pushed blob is still checked; an image with one platform damaged
+    /// is left out whole. --trust and --lock refuse it: the signature and the lock cover the whole bundle.
+    #[arg(long)]
+    pub intact_only: bool,
     /// Write the images: section of the vendor's Helm chart values, pointing at the pushed images.
     #[arg(long, value_name = "FILE")]
     pub helm_values: Option<PathBuf>,
@@ -408,7 +450,9 @@ pub struct PushArgs {
 pub struct LoadArgs {
     /// The bundle (or its first part).
     pub path: PathBuf,
-    /// The runtime to load into [default: the first found: containerd, then docker, then podman].
+    /// The runtime to load into [default: the first found: containerd (at its usual sockets, or where
+    /// kubelet's or containerd's files say), then docker, then podman; never another where containerd is
+    /// in use but not found]
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeArg>,
     /// containerd namespace (kubelet's is k8s.io).

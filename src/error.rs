@@ -60,8 +60,21 @@ pub enum Error {
     Trust(#[from] TrustError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
-    #[error("the bundle is damaged")]
-    Unreadable(#[source] ReadError),
+    /// A bundle that cannot be read through: its message names the file, and the part and offset.
+    #[error(transparent)]
+    Unreadable(ReadError),
+    /// A damaged bundle with recovery data beside it, and what that data can do.
+    #[error("{} is damaged: {check}", .path.display())]
+    DamagedWithRecovery {
+        path: std::path::PathBuf,
+        check: crate::verify::RecoveryCheck,
+        #[source]
+        cause: Option<ReadError>,
+    },
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
+    #[error(transparent)]
+    Repair(#[from] crate::repair::RepairError),
     #[error("{0}")]
     Usage(String),
     /// A check the user asked for that cannot be made (`verify --k8s` with a version the release lacks).
@@ -101,10 +114,14 @@ impl Error {
                 | MergeError::OverInput { .. },
             ) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
-            Error::Unreadable(ReadError::Open { .. }) | Error::Input { .. } => EXIT_USAGE,
+            Error::Unreadable(ReadError::Open { .. } | ReadError::NotABundle { .. })
+            | Error::Input { .. } => EXIT_USAGE,
             Error::Push(PushError::Mapping(_) | PushError::Compressed(_))
             | Error::Load(
-                LoadError::NoRuntime | LoadError::Platform { .. } | LoadError::Compressed(_),
+                LoadError::NoRuntime { .. }
+                | LoadError::ContainerdNotFound { .. }
+                | LoadError::Platform { .. }
+                | LoadError::Compressed(_),
             ) => EXIT_USAGE,
             Error::Serve(
                 ServeError::Compressed(_)
@@ -133,6 +150,9 @@ impl Error {
             | Error::Merge(_)
             | Error::Serve(_)
             | Error::Damaged(_)
+            | Error::DamagedWithRecovery { .. }
+            | Error::Recovery(_)
+            | Error::Repair(_)
             | Error::Unreadable(_)
             | Error::Io { .. }
             | Error::Runtime(_) => EXIT_FAILURE,
@@ -153,18 +173,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A fetch fails for the user's input when a source the command line names is wrong; both sources
 /// failing give the higher code.
 fn fetch_exit_code(error: &FetchStageError) -> u8 {
-    let vendor = |error: &VendorError| match error {
-        VendorError::Missing { .. } | VendorError::Dir { .. } | VendorError::Conflict { .. } => {
-            EXIT_USAGE
-        }
-        _ => EXIT_FAILURE,
-    };
     match error {
-        FetchStageError::Import(import) => vendor(import),
-        FetchStageError::Both { import, .. } => vendor(import),
+        FetchStageError::Import(import) => vendor_exit_code(import),
+        FetchStageError::Both { import, .. } => vendor_exit_code(import),
         FetchStageError::Interrupted(stop) => stop.exit_code(),
         FetchStageError::Source(_) | FetchStageError::WrongPlatform { .. } => EXIT_USAGE,
         FetchStageError::Pull(_) | FetchStageError::Cache(_) => EXIT_FAILURE,
+    }
+}
+
+/// Vendor images the directories lack or hold twice are the user's input; several failures give the
+/// highest code among them.
+fn vendor_exit_code(error: &VendorError) -> u8 {
+    match error {
+        VendorError::Missing { .. } | VendorError::Dir { .. } | VendorError::Conflict { .. } => {
+            EXIT_USAGE
+        }
+        VendorError::Several(errors) => errors
+            .iter()
+            .map(vendor_exit_code)
+            .max()
+            .unwrap_or(EXIT_FAILURE),
+        _ => EXIT_FAILURE,
     }
 }
 

@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::digest::Digest;
 use crate::reference::Reference;
 
-/// What a registry, a vendor archive or a bundle may claim, one set for pull, import and verify, so that
-/// ferry never bundles what its own verify would refuse.
+/// What a registry or a bundle may claim, one set for pull and verify, so that ferry never bundles what
+/// its own verify would refuse. Vendor import holds archives to the tighter limits docker and
+/// containers/image load them with (fetch/import/archive.rs: 4 MiB configs, 125 layers).
 pub mod limits {
     /// Distribution refuses to store a larger manifest, and containerd to fetch one.
     pub const MAX_MANIFEST: u64 = 4 << 20;

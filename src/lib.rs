@@ -8,13 +8,15 @@
 //! 2. `cli` (arguments, mapped to the library's types; the passphrase prompt is in `commands`), `error`
 //!    (every error as one message and an exit code);
 //! 3. `bundle` (the pipeline: plans to bundles on disk, one call), `deliver` (push a verified bundle into
-//!    a registry, load it into a runtime), `serve` (verified bundles as a read-only registry);
+//!    a registry, load it into a runtime), `serve` (verified bundles as a read-only registry), `repair`
+//!    (a damaged bundle rebuilt from its recovery data, accepted only if it matches its `.sha256`);
 //! 4. `trust`: signatures and locks, proof that it is the bundle that was built;
 //! 5. `verify` (proof that a bundle is intact and complete, and the only maker of `Verified`), `fetch`
 //!    (a plan's images into the cache: `pull` from registries, `import` from the vendor's tarballs);
 //! 6. `tarball`: the bundle on disk: its `layout` types, the writer, the strict reader, `ferry.json`;
 //! 7. `resolve` (rows for a version, and the plans: which bundles hold which images), `registry` (auth,
-//!    TLS, retries, transfers), `cache` (the verified blob store and its notes);
+//!    TLS, retries, transfers), `cache` (the verified blob store and its notes), `recovery` (PAR2 recovery
+//!    data beside a bundle's files: written, checked, and repairing them byte-exact);
 //! 8. `catalog` (the vendors' tables), `image` (descriptors, manifests, platforms);
 //! 9. `reference` (Docker-normalized image references), `layer_codec` (what a layer's content hashes to,
 //!    through gzip or zstd, and the one compression setting);
@@ -62,8 +64,10 @@ pub mod io;
 pub mod k8s;
 pub mod layer_codec;
 pub mod progress;
+pub mod recovery;
 pub mod reference;
 pub mod registry;
+pub mod repair;
 pub mod resolve;
 pub mod serve;
 pub mod tarball;

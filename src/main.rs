@@ -2,19 +2,17 @@ use std::error::Error as _;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ferry::progress::line_to_stderr;
 
 fn main() -> ExitCode {
     let cli = ferry::cli::Cli::parse();
     match ferry::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ferry::Error::Output(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
         Err(err) => {
-            eprintln!("error: {err}");
+            line_to_stderr(&format!("error: {err}"));
             let mut cause = err.source();
             while let Some(source) = cause {
-                eprintln!("  caused by: {source}");
+                line_to_stderr(&format!("  caused by: {source}"));
                 cause = source.source();
             }
             ExitCode::from(err.exit_code())

@@ -5,6 +5,11 @@
 //! does: two tasks with the same name (one image on two platforms) are two tasks. On a terminal,
 //! [`TerminalReporter`] draws indicatif bars (one per task plus a total, with rate and ETA); otherwise it
 //! prints a plain line when a task starts and when it ends, which reads well in CI logs and `tee`.
+//!
+//! A closed stdout or stderr (`ferry bundle … 2>&1 | head -1`) must not stop a run or panic (`eprintln!`
+//! panics when it cannot write): stderr is written through [`Stderr`], which loses what it cannot write,
+//! and stdout through [`UntilClosed`], which drops output once its reader is gone, so that the command
+//! still finishes and exits with its own code.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -59,6 +64,76 @@ pub struct Task<'a> {
     pub done: u64,
 }
 
+/// stderr as a writer that never fails: what cannot be written is lost, the run is not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let _ = io::stderr().lock().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Writes `text` on stderr, as [`Stderr`] does.
+pub fn to_stderr(text: &str) {
+    let _ = Stderr.write_all(text.as_bytes());
+}
+
+/// Writes a line on stderr, as [`Stderr`] does.
+pub fn line_to_stderr(line: &str) {
+    to_stderr(&format!("{line}\n"));
+}
+
+/// A writer (stdout) whose reader may go away: once a write finds the pipe closed, this and every later
+/// write are dropped as if written. Any other failure (a full disk behind `>`) is still an error.
+pub struct UntilClosed<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W: Write> UntilClosed<W> {
+    pub fn new(inner: W) -> UntilClosed<W> {
+        UntilClosed {
+            inner,
+            closed: false,
+        }
+    }
+
+    fn dropped<T>(&mut self, result: io::Result<T>, instead: T) -> io::Result<T> {
+        match result {
+            Err(error) if error.kind() == io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(instead)
+            }
+            result => result,
+        }
+    }
+}
+
+impl<W: Write> Write for UntilClosed<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        let written = self.inner.write(buf);
+        self.dropped(written, buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let flushed = self.inner.flush();
+        self.dropped(flushed, ())
+    }
+}
+
 /// Events of a long-running job. Every method has a do-nothing default.
 pub trait Reporter: Send + Sync {
     /// A task starts; its progress and end are reported under the id returned.
@@ -74,7 +149,7 @@ pub trait Reporter: Send + Sync {
     fn note(&self, _message: &str) {}
     /// Something that is probably a mistake of the user's; printed even with `--quiet`.
     fn warning(&self, message: &str) {
-        eprintln!("warning: {message}");
+        line_to_stderr(&format!("warning: {message}"));
     }
     /// A step of a multi-step job, e.g. "writing bundle".
     fn phase(&self, _message: &str) {}
@@ -198,7 +273,7 @@ impl TerminalReporter {
             Output::Bars(bars) => {
                 let _ = bars.multi.println(line);
             }
-            Output::Lines(_) | Output::Quiet => eprintln!("{line}"),
+            Output::Lines(_) | Output::Quiet => line_to_stderr(line),
         }
     }
 }
@@ -283,7 +358,7 @@ impl Reporter for TerminalReporter {
         match &self.output {
             Output::Bars(bars) => bars.start(task, id),
             Output::Lines(tasks) => {
-                eprintln!("{}", start_line(task));
+                line_to_stderr(&start_line(task));
                 let name = format!("{} {}", task.action, task.subject);
                 tasks.lock().expect("progress lock").insert(id, (name, 0));
             }
@@ -313,7 +388,7 @@ impl Reporter for TerminalReporter {
             }
             Output::Lines(tasks) => {
                 if let Some((name, moved)) = tasks.lock().expect("progress lock").remove(&id) {
-                    eprintln!("done: {name} ({})", DecimalBytes(moved));
+                    line_to_stderr(&format!("done: {name} ({})", DecimalBytes(moved)));
                 }
             }
             Output::Quiet => {}

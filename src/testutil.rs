@@ -137,12 +137,7 @@ pub fn verified(path: &Path) -> Verified {
 
 /// ferry.json for a bundle of `images` for `platforms`, built without a catalog release.
 pub fn metadata(images: &[Image], platforms: &[Platform]) -> BundleMetadata {
-    let plan = Plan {
-        release: None,
-        span: None,
-        service: None,
-        images: Vec::new(),
-    };
+    let plan = Plan::of_images(Vec::new());
     BundleMetadata::describe(&plan, platforms, images, &[], &[])
 }
 

@@ -9,9 +9,13 @@ cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
 FERRY_SKIP_LOG="$(mktemp)"
 export FERRY_SKIP_LOG
-trap 'rm -f "$FERRY_SKIP_LOG"' EXIT
+# The banner comes last however the tests end: a failing test ends the script (set -e) with its status.
+skipped_banner() {
+    if [ -s "$FERRY_SKIP_LOG" ]; then
+        echo "==================== SKIPPED: these tests did not run (FERRY_ALLOW_SKIP=1) ====================" >&2
+        cat "$FERRY_SKIP_LOG" >&2
+    fi
+    rm -f "$FERRY_SKIP_LOG"
+}
+trap skipped_banner EXIT
 cargo test --locked --all-targets "$@"
-if [ -s "$FERRY_SKIP_LOG" ]; then
-    echo "==================== SKIPPED: these tests did not run (FERRY_ALLOW_SKIP=1) ====================" >&2
-    cat "$FERRY_SKIP_LOG" >&2
-fi

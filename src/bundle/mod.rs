@@ -10,11 +10,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::cache::{BlobStore, CacheError};
-use crate::fetch::{fetch, FetchSettings, FetchStageError, Fetched, PullReport};
+use crate::fetch::{fetch, FetchSettings, FetchStageError, Fetched, PullReport, VendorSource};
 use crate::image::Image;
 use crate::progress::Reporter;
 use crate::reference::Reference;
-use crate::resolve::{union, Plan};
+use crate::resolve::{union, Plan, ResolveError};
 use crate::tarball::delta::BundleDescription;
 use crate::tarball::{
     check_output, write_bundle, write_delta, BundleMetadata, TarballError, WriteOptions, Written,
@@ -92,6 +92,12 @@ pub struct Report {
     pub bundles: Vec<Built>,
     pub lock: Option<Locked>,
     pub pull: PullReport,
+}
+
+/// The name `ferry bundle` gives the bundle of `plan` by default: what is inside, for which platforms, and
+/// whether the vendor's images are left out.
+pub fn default_name(plan: &Plan, fetch: &FetchSettings) -> Result<String, ResolveError> {
+    plan.file_name(&fetch.platforms, matches!(fetch.vendor, VendorSource::Skip))
 }
 
 /// Builds every bundle of `request` with the cache at `cache`: checks what can be checked before anything
@@ -192,7 +198,7 @@ fn write_one(
     // A delta names the bundle a direct build writes, by the name that build gives it.
     let full_name = match bundle.bases.is_empty() {
         true => String::new(),
-        false => plan.file_name(&request.fetch.platforms)?,
+        false => default_name(plan, &request.fetch)?,
     };
     let write = || match bundle.bases.is_empty() {
         true => write_bundle(
@@ -242,7 +248,6 @@ fn write_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::VendorSource;
     use crate::image::Platform;
     use crate::progress::Silent;
 
@@ -252,12 +257,7 @@ mod tests {
     fn usage_errors_come_before_any_fetch() {
         let dir = tempfile::tempdir().unwrap();
         let cache = dir.path().join("cache");
-        let plan = Plan {
-            release: None,
-            span: None,
-            service: None,
-            images: Vec::new(),
-        };
+        let plan = Plan::of_images(Vec::new());
         let spec = |name: &str| BundleSpec {
             plan: plan.clone(),
             path: dir.path().join(name),

@@ -249,6 +249,12 @@ pub enum CatalogError {
         release: String,
         available: String,
     },
+    #[error(
+        "'{spec}' {why}; a range of releases is CATALOG@FROM..TO, both ends included and either left \
+         out (huawei-csi@3.2.0..3.2.3, huawei-csi@4.10.0..), and only pull and bundle take one, with \
+         --all-releases"
+    )]
+    Range { spec: String, why: String },
     #[error(transparent)]
     Kubernetes(#[from] KubernetesError),
     #[error("{catalog} {release} has no service '{service}'; available: {available}")]
@@ -337,6 +343,12 @@ impl Catalogs {
         let Some(wanted) = release else {
             return Ok(Cow::Borrowed(of_catalog[0]));
         };
+        if wanted.contains("..") {
+            return Err(CatalogError::Range {
+                spec: spec.to_string(),
+                why: "is a range, where one release is expected".into(),
+            });
+        }
         let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
         let exact = |wanted: &str| of_catalog.iter().copied().find(|r| r.release == wanted);
         if name == KUBERNETES {
@@ -389,12 +401,9 @@ impl Catalogs {
             };
         };
         let newest = self.find(name)?;
-        let bound = |text: &str| text.strip_prefix('v').unwrap_or(text).to_string();
-        let (low, high) = (bound(range.0), bound(range.1));
-        let chosen: Vec<&Release> = self
-            .releases
-            .iter()
-            .filter(|r| r.catalog == newest.catalog)
+        let (low, high) = range_bounds(spec, range)?;
+        let of_catalog = || self.releases.iter().filter(|r| r.catalog == newest.catalog);
+        let chosen: Vec<&Release> = of_catalog()
             .filter(|r| low.is_empty() || compare_versions(&r.release, &low) != Ordering::Less)
             .filter(|r| high.is_empty() || compare_versions(&r.release, &high) != Ordering::Greater)
             .collect();
@@ -402,10 +411,7 @@ impl Catalogs {
             return Err(CatalogError::UnknownRelease {
                 catalog: name.to_string(),
                 release: format!("{}..{}", range.0, range.1),
-                available: self
-                    .releases
-                    .iter()
-                    .filter(|r| r.catalog == newest.catalog)
+                available: of_catalog()
                     .map(|r| r.release.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
@@ -413,6 +419,48 @@ impl Catalogs {
         }
         Ok(chosen)
     }
+}
+
+/// The ends of a range `FROM..TO` as release names (a leading `v` dropped), `spec` being what was typed:
+/// each end empty or a version (`4.8.0`, `1.28.3`, `4.9.0-rc1`), one `..` between them, at least one
+/// end, and the older first.
+fn range_bounds(spec: &str, (from, to): (&str, &str)) -> Result<(String, String), CatalogError> {
+    let refused = |why: String| CatalogError::Range {
+        spec: spec.to_string(),
+        why,
+    };
+    let bound = |text: &str| text.strip_prefix('v').unwrap_or(text).to_string();
+    let (low, high) = (bound(from), bound(to));
+    if to.contains("..") {
+        return Err(refused("has more than one '..'".into()));
+    }
+    if low.is_empty() && high.is_empty() {
+        return Err(refused(
+            "names neither end (the catalog alone names every release)".into(),
+        ));
+    }
+    let is_version = |end: &str| {
+        end.is_empty()
+            || (end.starts_with(|c: char| c.is_ascii_digit())
+                && end
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && !end.contains("..")
+                && !end.ends_with('.'))
+    };
+    for (end, text) in [(&low, from), (&high, to)] {
+        if !is_version(end) {
+            return Err(refused(format!(
+                "has '{text}' as an end, which is no release"
+            )));
+        }
+    }
+    if !low.is_empty() && !high.is_empty() && compare_versions(&low, &high) == Ordering::Greater {
+        return Err(refused(format!(
+            "is reversed: {from} is newer than {to} (the older release comes first: {to}..{from})"
+        )));
+    }
+    Ok((low, high))
 }
 
 impl Release {
@@ -736,6 +784,55 @@ mod tests {
         assert!(
             err.starts_with("huawei-csi has no release '5.0..6.0'; available: 4.12.0"),
             "{err}"
+        );
+    }
+
+    /// A range with two `..`, no end, an end that is no version, or its ends reversed is refused naming
+    /// what was typed and how a range is written; so is a range where one release is asked for.
+    #[test]
+    fn malformed_ranges_are_refused_with_the_syntax() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let syntax = "; a range of releases is CATALOG@FROM..TO, both ends included and either left out \
+                      (huawei-csi@3.2.0..3.2.3, huawei-csi@4.10.0..), and only pull and bundle take one, \
+                      with --all-releases";
+        for (spec, why) in [
+            ("huawei-csi@4.8.0..4.9.0..5.0.0", "has more than one '..'"),
+            ("huawei-csi@...", "has '.' as an end, which is no release"),
+            ("huawei-csi@4.8.0..latest", "has 'latest' as an end, which is no release"),
+            (
+                "huawei-csi@..",
+                "names neither end (the catalog alone names every release)",
+            ),
+            (
+                "huawei-csi@4.8.0..4.5.0",
+                "is reversed: 4.8.0 is newer than 4.5.0 (the older release comes first: 4.5.0..4.8.0)",
+            ),
+            (
+                "kubernetes@v1.29..v1.28.3",
+                "is reversed: v1.29 is newer than v1.28.3 (the older release comes first: v1.28.3..v1.29)",
+            ),
+        ] {
+            let err = catalogs.select(spec).unwrap_err();
+            assert_eq!(err.to_string(), format!("'{spec}' {why}{syntax}"));
+        }
+        let err = catalogs.find("huawei-csi@4.5.0..4.8.0").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("'huawei-csi@4.5.0..4.8.0' is a range, where one release is expected{syntax}")
+        );
+        let ids: Vec<String> = catalogs
+            .select("kubernetes@1.28.14..v1.29.0")
+            .unwrap()
+            .iter()
+            .map(|r| r.id())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "kubernetes@1.29.0",
+                "kubernetes@1.28.15",
+                "kubernetes@1.28.14"
+            ]
         );
     }
 

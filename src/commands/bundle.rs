@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::{fetch_setup, plan_images, runtime, FetchSetup};
-use crate::bundle::{build, Built, BundleSpec, LockFile, Request};
+use super::{fetch_setup, load_site, plan_images, runtime, FetchSetup};
+use crate::bundle::{build, default_name, Built, BundleSpec, LockFile, Request};
 use crate::catalog::Catalogs;
 use crate::cli::BundleArgs;
 use crate::error::{Error, Result};
+use crate::fetch::FetchSettings;
 use crate::image::Image;
 use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;
@@ -34,19 +35,22 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         mtime: source_date_epoch()?,
         split: args.split,
         signer,
+        recovery: args.recovery,
     };
-    let plans = plan_images(catalogs, &args.images)?;
+    let site = load_site(&args.images, &args.fetch)?;
+    let plans = plan_images(catalogs, &args.images, site.as_ref())?;
+    // A base that cannot be read is refused before anything is fetched.
     let bases = args
         .since
         .iter()
         .map(|base| describe_base(catalogs, base))
         .collect::<Result<Vec<_>>>()?;
-    let paths = output_paths(&plans, &bases, args)?;
     let FetchSetup {
         cache,
         settings,
         reporter,
-    } = fetch_setup(catalogs, &args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch, site.as_ref())?;
+    let paths = output_paths(&plans, &bases, &settings, args)?;
     let request = Request {
         bundles: plans
             .into_iter()
@@ -65,6 +69,15 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
         }),
     };
     let report = build(&runtime()?, &cache, &request, reporter.as_ref())?;
+    // Bundles share images (--all-k8s); each was fetched once.
+    let images = report
+        .bundles
+        .iter()
+        .flat_map(|built| &built.images)
+        .map(|image| (image.reference.to_string(), &image.manifest.digest))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    super::pull::say_downloaded(reporter.as_ref(), images, &report.pull);
     for built in &report.bundles {
         write_built(out, built, request.write.signer.as_deref()).map_err(Error::Output)?;
     }
@@ -146,6 +159,23 @@ fn write_built(
             image.reference
         )?;
     }
+    if let Some(recovery) = &written.recovery {
+        let names: Vec<String> = recovery
+            .files
+            .iter()
+            .map(|f| crate::tarball::file_name(f))
+            .collect();
+        writeln!(
+            out,
+            "  recovery: {} blocks of {} bytes for {} (repairs up to {} damaged blocks), {}: {}",
+            recovery.recovery_slices,
+            recovery.slice_size,
+            recovery.source_slices,
+            recovery.recovery_slices,
+            DecimalBytes(recovery.bytes),
+            names.join(", ")
+        )?;
+    }
     if let Some(signer) = signer {
         writeln!(
             out,
@@ -189,6 +219,7 @@ fn passphrase(key: &Path) -> std::result::Result<Zeroizing<String>, TrustError> 
 fn output_paths(
     plans: &[Plan],
     bases: &[BundleDescription],
+    fetch: &FetchSettings,
     args: &BundleArgs,
 ) -> Result<Vec<PathBuf>> {
     let dir = match &args.output {
@@ -203,11 +234,10 @@ fn output_paths(
         }
         _ => None,
     };
-    let platforms = super::distinct(&args.fetch.platforms);
     plans
         .iter()
         .map(|plan| {
-            let mut name = plan.file_name(&platforms)?;
+            let mut name = default_name(plan, fetch)?;
             if !bases.is_empty() {
                 name = delta_file_name(&name, bases);
             }

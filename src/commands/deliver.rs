@@ -2,31 +2,37 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::verify::write_verdicts;
+use super::verify::{damaged, verify_or_explain, write_verdicts};
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
 use crate::deliver::helm_values;
 use crate::deliver::load::{
-    detect, explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
+    explain_failure, load as load_bundle, Feed, LoadError, LoadOptions, Loader, Runtime,
 };
+use crate::deliver::node::Node;
 use crate::deliver::platform::images_for;
 use crate::deliver::push::{plan, push as push_bundle, Pushed};
 use crate::error::{Error, Result};
 use crate::image::Platform;
-use crate::progress::{DecimalBytes, Reporter, Silent, TerminalReporter};
+use crate::progress::{
+    line_to_stderr, to_stderr, DecimalBytes, Reporter, Silent, Stderr, TerminalReporter,
+};
 use crate::reference::Reference;
 use crate::registry::RegistryOptions;
+use crate::tarball::ProductRecord;
 use crate::trust::Anchors;
-use crate::verify::{verify, Report, Verified, VerifiedImage, VerifyOptions};
+use crate::verify::{Report, Verified, VerifiedImage, VerifyOptions};
 
-/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse. A
-/// delta is verified with `bases`, which must be the files it names.
+/// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse;
+/// with `intact_only`, the images of a damaged one that verified are. A delta is verified with `bases`,
+/// which must be the files it names.
 pub(super) fn verified(
     catalogs: &Catalogs,
     path: &std::path::Path,
     bases: &[std::path::PathBuf],
     trust: &TrustArgs,
+    intact_only: bool,
     out: &mut dyn Write,
 ) -> Result<Verified> {
     let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
@@ -35,29 +41,49 @@ pub(super) fn verified(
         bases: bases.to_vec(),
         ..Default::default()
     };
-    proven(verify(path, &options, catalogs)?, &anchors, out)
+    let report = verify_or_explain(path, &options, catalogs)?;
+    proven(report, &anchors, intact_only, out)
 }
 
-/// The proof `report` gives, if it is intact and its anchors accept it; its verdicts are printed if not.
-pub(super) fn proven(report: Report, anchors: &Anchors, out: &mut dyn Write) -> Result<Verified> {
+/// The proof `report` gives, if it is intact and its anchors accept it (with `intact_only`, the images
+/// of a damaged one that verified); its verdicts are printed if not.
+pub(super) fn proven(
+    report: Report,
+    anchors: &Anchors,
+    intact_only: bool,
+    out: &mut dyn Write,
+) -> Result<Verified> {
     let path = report.bundle.clone();
     let verdicts = anchors.check(&report);
     let verified = report.into_verified().or_else(|report| {
+        if intact_only {
+            if let Ok((intact, left_out)) = report.clone().into_intact_images() {
+                for name in left_out {
+                    line_to_stderr(&format!("left out (damaged): {name}"));
+                }
+                return Ok(intact);
+            }
+        }
         write_verdicts(out, &report).map_err(Error::Output)?;
-        Err(Error::Damaged(path.clone()))
+        Err(damaged(&report))
     })?;
     if let Some(refusal) = verdicts.refusal(&path) {
         return Err(refusal.into());
     }
     // Say who signed on stderr: stdout is the mapping scripts read.
-    verdicts
-        .write(&mut std::io::stderr())
-        .map_err(Error::Output)?;
+    verdicts.write(&mut Stderr).map_err(Error::Output)?;
     Ok(verified)
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.bases.bases, &args.trust, out)?;
+    let report = verified(
+        catalogs,
+        &args.path,
+        &args.bases.bases,
+        &args.trust,
+        args.intact_only,
+        out,
+    )?;
     if args.dry_run {
         let planned: Vec<Pushed> = plan(&report, &args.to)?
             .into_iter()
@@ -127,6 +153,8 @@ pub(super) fn needs_bases(bundle: &Verified, command: &str) -> Result<()> {
 }
 
 /// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
+/// One product with Helm keys writes FILE; several write one file each, the catalog's name before FILE's
+/// extension (`values.yaml`: `values-huawei-csi.yaml`, ...), each said on stderr.
 fn write_helm_values(
     args: &PushArgs,
     bundle: &Verified,
@@ -136,16 +164,59 @@ fn write_helm_values(
     let Some(file) = &args.helm_values else {
         return Ok(());
     };
-    let values = helm_values(bundle, pushed, catalogs).ok_or_else(|| {
+    let products = bundle.metadata().products();
+    if products.is_empty() {
+        return Err(Error::Usage(format!(
+            "--helm-values {}: the bundle names no catalog release, so there are no Helm values to write",
+            file.display()
+        )));
+    }
+    let values = helm_values(bundle, pushed, catalogs).map_err(|e| {
         Error::Usage(format!(
-            "--helm-values {}: the bundle names no catalog release ferry knows, so there are no Helm values to write",
+            "--helm-values {}: {e}: its chart's keys are not known (add its catalog with --catalog-file)",
             file.display()
         ))
     })?;
-    std::fs::write(file, values).map_err(|source| Error::Io {
-        path: file.clone(),
-        source,
-    })
+    let several = values.len() > 1;
+    if values.is_empty() {
+        return Err(Error::Usage(format!(
+            "--helm-values {}: no release in the bundle ({}) names Helm keys for its images",
+            file.display(),
+            products
+                .iter()
+                .map(ProductRecord::spec)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    for product in values {
+        let path = match several {
+            true => helm_values_path(file, &product.catalog),
+            false => file.clone(),
+        };
+        std::fs::write(&path, &product.yaml).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if several {
+            line_to_stderr(&format!(
+                "Helm values for {}: {}",
+                product.catalog,
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `values.yaml` for `huawei-csi`: `values-huawei-csi.yaml`, in the same directory.
+fn helm_values_path(file: &std::path::Path, catalog: &str) -> std::path::PathBuf {
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match file.extension() {
+        Some(extension) => format!("{stem}-{catalog}.{}", extension.to_string_lossy()),
+        None => format!("{stem}-{catalog}"),
+    };
+    file.with_file_name(name)
 }
 
 fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
@@ -161,14 +232,27 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.bases.bases, &args.trust, out)?;
+    let report = verified(catalogs, &args.path, &args.bases.bases, &args.trust, false, out)?;
     needs_bases(&report, "load")?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),
         address: args.address.clone(),
     };
-    let (runtime, socket) = detect(&options)?;
+    let choice = Node::system().choose(&options)?;
+    // Said before the load, on stderr (stdout is what was loaded): where ferry looked, and why this one.
+    let told = options.runtime.is_some() || options.address.is_some();
+    eprintln!(
+        "runtime: {} ({}){}",
+        choice.runtime.name(),
+        choice.why,
+        if told {
+            ""
+        } else {
+            "; --runtime and --address choose another"
+        }
+    );
+    let (runtime, socket) = (choice.runtime, choice.socket);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {
         bundle: report.bundle().display().to_string(),
@@ -189,7 +273,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let said = load_bundle(&report, &feed, &loader, &reporter)
         .map_err(|error| explain_failure(error, runtime, &report))?;
     reporter.finish();
-    eprint!("{said}");
+    to_stderr(&said);
     let loaded: Vec<&VerifiedImage> = match &feed {
         Feed::Platform { images, .. } => images.clone(),
         Feed::Whole => report.images().iter().collect(),

@@ -10,14 +10,17 @@ use crate::cli::KubeSelection;
 use crate::cli::ListArgs;
 use crate::error::{Error, Result};
 use crate::k8s::KubeVersion;
+use crate::progress::line_to_stderr;
 use crate::resolve::manifests::PassedOver;
 use crate::resolve::named::{NamedImage, NamedImages};
 use crate::resolve::site::Site;
-use crate::resolve::{describe_span, image_sets, resolve, validation_warning, ResolveError};
+use crate::resolve::{
+    describe_span, image_sets, resolve, validation_warning, versions_of, ResolveError,
+};
 
 pub fn run(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Result<()> {
-    match &args.release {
-        Some(spec) if args.files.is_empty() => list_release(catalogs, spec, args, out),
+    match args.releases.as_slice() {
+        [spec] if args.files.is_empty() => list_release(catalogs, spec, args, out),
         _ => list_named(catalogs, args, out),
     }
 }
@@ -93,7 +96,7 @@ fn find<'a>(
 
 fn warn_assumed(release: &Release) {
     if let Some(assumed) = &release.assumed {
-        eprintln!("warning: {assumed}");
+        line_to_stderr(&format!("warning: {assumed}"));
     }
 }
 
@@ -118,7 +121,7 @@ fn resolve_warned<'a>(
 ) -> Result<Vec<&'a CatalogImage>> {
     let images = resolve(release, version, service)?;
     if let Some(warning) = validation_warning(release, version) {
-        eprintln!("warning: {warning}");
+        line_to_stderr(&format!("warning: {warning}"));
     }
     Ok(images)
 }
@@ -207,11 +210,7 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
     let site = args.site.as_deref().map(Site::load).transpose()?;
     let mut products = Vec::new();
     if let Some(site) = &site {
-        for (mirror, line) in &site.fetch.mirrors {
-            mirror
-                .parse::<crate::registry::Mirror>()
-                .map_err(|e| Error::Usage(format!("{} line {line}: {e}", site.path.display())))?;
-        }
+        super::site_mirrors(site)?;
         for found in site.releases(catalogs)? {
             warn_assumed(&found.release);
             let service = found.service.as_ref();
@@ -229,19 +228,32 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
             }
         }
     }
-    if let Some(spec) = &args.release {
-        let (release, service) = find(catalogs, spec, args.service.as_deref())?;
-        let service = service.as_ref();
-        match version_for(&release, &args.kubernetes)? {
-            Some(version) => products.push(ProductListing::on_version(&release, service, version)?),
-            None => {
-                for set in image_sets(&release, service) {
-                    products.push(ProductListing::new(
-                        &release,
-                        service,
-                        set.span.to_string(),
-                        &set.images,
-                    ));
+    let found = args
+        .releases
+        .iter()
+        .map(|spec| find(catalogs, spec, args.service.as_deref()))
+        .collect::<Result<Vec<_>>>()?;
+    match found.as_slice() {
+        [(release, service)] if args.kubernetes.all => {
+            for set in image_sets(release, service.as_ref()) {
+                products.push(ProductListing::new(
+                    release,
+                    service.as_ref(),
+                    set.span.to_string(),
+                    &set.images,
+                ));
+            }
+        }
+        found => {
+            let found: Vec<(&Release, Option<&Service>)> = found
+                .iter()
+                .map(|(release, service)| (release.as_ref(), service.as_ref()))
+                .collect();
+            let asked: Vec<KubeVersion> = args.kubernetes.version.into_iter().collect();
+            let versions = versions_of(&found, &asked, args.kubernetes.all)?;
+            for (release, service) in found {
+                for &version in &versions {
+                    products.push(ProductListing::on_version(release, service, version)?);
                 }
             }
         }
@@ -251,7 +263,7 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
         None => NamedImages::read(&args.files.lists, &args.files.manifests)?,
     };
     if let Some(note) = named.passed_over.note() {
-        eprintln!("{note}");
+        line_to_stderr(&note);
     }
     if args.json {
         let listing = Listing {

@@ -18,7 +18,7 @@ pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result
         .paths
         .split_last()
         .expect("clap requires a base and a delta");
-    let bundle = verified(catalogs, delta, bases, &args.trust, out)?;
+    let bundle = verified(catalogs, delta, bases, &args.trust, false, out)?;
     let Some(record) = bundle.delta() else {
         return Err(MergeError::NotADelta(delta.clone()).into());
     };

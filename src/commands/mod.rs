@@ -7,6 +7,7 @@ mod diff;
 mod list;
 mod merge;
 mod pull;
+mod repair;
 mod serve;
 mod verify;
 
@@ -18,16 +19,18 @@ use crate::catalog::Catalogs;
 use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
-use crate::progress::{Reporter, Silent, TerminalReporter};
+use crate::progress::{line_to_stderr, Reporter, Silent, TerminalReporter, UntilClosed};
 use crate::reference::Reference;
+use crate::registry::Mirror;
 use crate::registry::RegistryOptions;
 use crate::resolve::named::NamedImages;
-use crate::resolve::{Plan, Selection};
+use crate::resolve::site::Site;
+use crate::resolve::{Plan, ProductSpec, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
     let catalogs = Catalogs::load(&cli.catalog.files)?;
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    let mut out = UntilClosed::new(stdout.lock());
     match cli.command {
         Command::Catalogs { all, json } => catalogs::run(&catalogs, all, json, &mut out),
         Command::List(args) => list::run(&catalogs, &args, &mut out),
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),
+        Command::Repair(args) => repair::run(&catalogs, &args, &mut out),
     }
     // Whatever failed after a signal failed because of it; the signal decides the exit code.
     .map_err(|error| crate::interrupt::pending().map_or(error, Error::Interrupted))?;
@@ -99,12 +103,91 @@ struct FetchSetup {
     reporter: Box<dyn Reporter>,
 }
 
-/// The image sets `selection` names, one per bundle (and per release, with --all-releases). Images named
-/// in files join the `--image` ones; a bad line or manifest stops the run before anything is fetched.
-fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Plan>> {
-    let named = NamedImages::read(&selection.files.lists, &selection.files.manifests)?;
+/// The site file `--site` names, read and checked, once the flags beside it are known to be ones that
+/// add to it: flags that say what to carry are refused, since the reviewed file decides that. Without
+/// a site, the flags that choose among a release's images need one.
+fn load_site(selection: &ImageSelection, fetch: &FetchArgs) -> Result<Option<Site>> {
+    let for_releases = [
+        (!selection.versions.is_empty(), "--k8s"),
+        (selection.all_versions, "--all-k8s"),
+        (selection.all_releases, "--all-releases"),
+        (selection.service.is_some(), "--service"),
+    ];
+    let Some(path) = &selection.site else {
+        if let (true, Some((_, flag))) = (
+            selection.releases.is_empty(),
+            for_releases.iter().find(|(given, _)| *given),
+        ) {
+            return Err(Error::Usage(format!(
+                "{flag} chooses among a release's images: name one (CATALOG@RELEASE, e.g. \
+                 huawei-csi@4.8.0)"
+            )));
+        }
+        return Ok(None);
+    };
+    let named = [(!selection.releases.is_empty(), "CATALOG@RELEASE")];
+    let given = [
+        (!selection.extra.is_empty(), "--image"),
+        (!selection.files.lists.is_empty(), "--images-from"),
+        (
+            !selection.files.manifests.is_empty(),
+            "--images-from-manifests",
+        ),
+        (!fetch.platforms.is_empty(), "--platform"),
+        (
+            !fetch.allow_single_platform.is_empty(),
+            "--allow-single-platform",
+        ),
+        (fetch.skip_vendor, "--skip-vendor"),
+        (fetch.vendor_registry.is_some(), "--vendor-registry"),
+    ];
+    let refused: Vec<&str> = named
+        .iter()
+        .chain(&for_releases)
+        .chain(&given)
+        .filter(|(given, _)| *given)
+        .map(|(_, flag)| *flag)
+        .collect();
+    if !refused.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} cannot be given with --site: {} says what to carry (write it there, or leave --site \
+             out); --mirror, --vendor-dir, --insecure-registry and --ca-cert add to it",
+            refused.join(", "),
+            path.display()
+        )));
+    }
+    let site = Site::load(path)?;
+    if !fetch.vendor_dir.is_empty()
+        && (site.fetch.skip_vendor || site.fetch.vendor_registry.is_some())
+    {
+        return Err(Error::Usage(format!(
+            "--vendor-dir cannot be given with --site: {} gets the vendor's images by its {}",
+            path.display(),
+            if site.fetch.skip_vendor {
+                "skip_vendor"
+            } else {
+                "vendor_registry"
+            }
+        )));
+    }
+    Ok(Some(site))
+}
+
+/// The image sets `selection` (or the site file) names, one per bundle (and per release, with
+/// --all-releases). Images named in files join the `--image` ones; a bad line or manifest, a product
+/// that is not in the catalogs or a Kubernetes version that disagrees stops the run before anything is
+/// fetched.
+fn plan_images(
+    catalogs: &Catalogs,
+    selection: &ImageSelection,
+    site: Option<&Site>,
+) -> Result<Vec<Plan>> {
+    let named = match site {
+        Some(site) => NamedImages::read_site(site, &[], &[])?,
+        None => NamedImages::read(&selection.files.lists, &selection.files.manifests)?,
+    };
     if let Some(note) = named.passed_over.note() {
-        eprintln!("{note}");
+        line_to_stderr(&note);
     }
     let mut seen = std::collections::HashSet::new();
     let extra: Vec<Reference> = selection
@@ -114,20 +197,47 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
         .filter(|r| seen.insert(*r))
         .cloned()
         .collect();
-    if extra.is_empty() && selection.release.is_none() && !selection.files.is_empty() {
+    if let Some(site) = site {
+        let found = site.releases(catalogs)?;
+        for product in &found {
+            warn_beyond_validated(&product.release, &site.kubernetes);
+        }
+        return Ok(crate::resolve::plans(
+            catalogs,
+            &Selection {
+                products: site
+                    .products
+                    .iter()
+                    .map(|p| ProductSpec {
+                        release: &p.release,
+                        service: p.service.as_deref(),
+                    })
+                    .collect(),
+                versions: &site.kubernetes,
+                all_versions: false,
+                extra: &extra,
+            },
+        )?);
+    }
+    if extra.is_empty() && selection.releases.is_empty() && !selection.files.is_empty() {
         return Err(Error::Usage(
             "nothing to fetch: the files given name no image".into(),
         ));
     }
     let mut plans = Vec::new();
-    for release in releases_to_plan(catalogs, selection)? {
+    for releases in releases_to_plan(catalogs, selection)? {
         plans.extend(crate::resolve::plans(
             catalogs,
             &Selection {
-                release: release.as_deref(),
+                products: releases
+                    .iter()
+                    .map(|release| ProductSpec {
+                        release,
+                        service: selection.service.as_deref(),
+                    })
+                    .collect(),
                 versions: &selection.versions,
                 all_versions: selection.all_versions,
-                service: selection.service.as_deref(),
                 extra: &extra,
             },
         )?);
@@ -135,16 +245,39 @@ fn plan_images(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Pl
     Ok(plans)
 }
 
-/// The cache, the fetch settings and the progress output `args` say (the catalogs' registries tell a
-/// misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
-fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
+/// The cache, the fetch settings and the progress output `args` (and the site file) say (the catalogs'
+/// registries tell a misspelt --mirror from an unused one). From here on a signal stops the run cleanly.
+fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Result<FetchSetup> {
     crate::interrupt::install();
+    // A --mirror comes first: for a registry the site file mirrors too, the flag's is the one used.
+    let mut mirrors = args.mirrors.clone();
+    if let Some(site) = site {
+        mirrors.extend(site_mirrors(site)?);
+    }
+    let platforms = match (site, args.platforms.as_slice()) {
+        (Some(site), _) if !site.platforms.is_empty() => site.platforms.clone(),
+        (_, []) => vec![crate::image::Platform::linux_amd64()],
+        (_, given) => distinct(given),
+    };
+    let fetch = site.map(|site| &site.fetch);
+    let vendor_dirs: Vec<PathBuf> = fetch
+        .iter()
+        .flat_map(|f| f.vendor_dirs.iter())
+        .chain(&args.vendor_dir)
+        .cloned()
+        .collect();
+    let vendor_registry = fetch
+        .and_then(|f| f.vendor_registry.clone())
+        .or_else(|| args.vendor_registry.clone());
+    let skip_vendor = fetch.is_some_and(|f| f.skip_vendor) || args.skip_vendor;
     let settings = FetchSettings {
-        platforms: distinct(&args.platforms),
-        partial_ok: args.allow_single_platform.clone(),
+        platforms,
+        partial_ok: fetch
+            .map(|f| f.allow_single_platform.clone())
+            .unwrap_or_else(|| args.allow_single_platform.clone()),
         jobs: usize::from(args.jobs),
         registry: RegistryOptions {
-            mirrors: args.mirrors.clone(),
+            mirrors,
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
             catalog_registries: catalogs
@@ -155,9 +288,9 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
                 .collect(),
             ..Default::default()
         },
-        vendor: match (&args.vendor_registry, args.skip_vendor) {
-            _ if !args.vendor_dir.is_empty() => VendorSource::Dirs(args.vendor_dir.clone()),
-            (Some(registry), _) => VendorSource::Registry(registry.clone()),
+        vendor: match (vendor_registry, skip_vendor) {
+            _ if !vendor_dirs.is_empty() => VendorSource::Dirs(vendor_dirs),
+            (Some(registry), _) => VendorSource::Registry(registry),
             (_, true) => VendorSource::Skip,
             _ => VendorSource::Unspecified,
         },
@@ -170,6 +303,19 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs) -> Result<FetchSetup> {
         settings,
         reporter: reporter(args.quiet),
     })
+}
+
+/// A site file's mirrors, each refused with its line when it is not `FROM=HOST[:PORT][/PREFIX]`.
+fn site_mirrors(site: &Site) -> Result<Vec<Mirror>> {
+    site.fetch
+        .mirrors
+        .iter()
+        .map(|(mirror, line)| {
+            mirror
+                .parse::<Mirror>()
+                .map_err(|e| Error::Usage(format!("{} line {line}: {e}", site.path.display())))
+        })
+        .collect()
 }
 
 /// Progress on stderr, or (`--quiet`) warnings only.
@@ -192,22 +338,32 @@ pub(super) fn distinct(platforms: &[crate::image::Platform]) -> Vec<crate::image
     once
 }
 
-/// The releases to plan, as `catalog@release` (or none, for --image alone). Versions newer than the
-/// vendor validated are served (the tables say `v1.20+`), with a word on stderr; with --all-releases,
-/// a release that does not support a requested version is skipped with a note.
-fn releases_to_plan(
-    catalogs: &Catalogs,
-    selection: &ImageSelection,
-) -> Result<Vec<Option<String>>> {
-    let Some(spec) = selection.release.as_deref() else {
-        return Ok(vec![None]);
-    };
+/// The products of each bundle to plan, as `catalog@release` (none, for images alone): the releases
+/// named, together; or, with --all-releases, each release of one catalog on its own. Versions newer
+/// than the vendor validated are served (the tables say `v1.20+`), with a word on stderr; with
+/// --all-releases, a release that does not support a requested version is skipped with a note.
+fn releases_to_plan(catalogs: &Catalogs, selection: &ImageSelection) -> Result<Vec<Vec<String>>> {
+    let specs = &selection.releases;
     if !selection.all_releases {
-        if let Ok(release) = catalogs.find(spec) {
-            warn_beyond_validated(&release, &selection.versions);
+        for spec in specs {
+            if let Ok(release) = catalogs.find(spec) {
+                warn_beyond_validated(&release, &selection.versions);
+            }
         }
-        return Ok(vec![Some(spec.to_string())]);
+        return Ok(vec![specs.clone()]);
     }
+    let spec = match specs.as_slice() {
+        [one] => one,
+        several => {
+            return Err(Error::Usage(format!(
+                "--all-releases makes one bundle per release of one catalog, and {} are named ({}): \
+                 give --all-releases one catalog (huawei-csi, or a range huawei-csi@3.2.0..3.2.3), or \
+                 name each release without it to bundle them together",
+                several.len(),
+                several.join(", ")
+            )))
+        }
+    };
     if spec.contains('@') && !spec.contains("..") {
         return Err(Error::Usage(format!(
             "--all-releases takes a catalog (huawei-csi) or a range (huawei-csi@3.2.0..3.2.3), not {spec}"
@@ -220,10 +376,10 @@ fn releases_to_plan(
             .iter()
             .find_map(|v| crate::resolve::resolve(release, *v, None).err());
         match unsupported {
-            Some(why) => eprintln!("skipped {}: {why}", release.id()),
+            Some(why) => line_to_stderr(&format!("skipped {}: {why}", release.id())),
             None => {
                 warn_beyond_validated(release, &selection.versions);
-                chosen.push(Some(release.id()));
+                chosen.push(vec![release.id()]);
             }
         }
     }
@@ -237,11 +393,11 @@ fn releases_to_plan(
 
 fn warn_beyond_validated(release: &crate::catalog::Release, versions: &[crate::k8s::KubeVersion]) {
     if let Some(assumed) = &release.assumed {
-        eprintln!("warning: {assumed}");
+        line_to_stderr(&format!("warning: {assumed}"));
     }
     for version in versions {
         if let Some(warning) = crate::resolve::validation_warning(release, *version) {
-            eprintln!("warning: {warning}");
+            line_to_stderr(&format!("warning: {warning}"));
         }
     }
 }

@@ -1,21 +1,22 @@
 use std::io::Write;
 
-use super::{fetch_setup, plan_images, runtime, FetchSetup};
+use super::{fetch_setup, load_site, plan_images, runtime, FetchSetup};
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
 use crate::cli::PullArgs;
 use crate::error::{Error, Result};
-use crate::fetch::fetch;
-use crate::progress::DecimalBytes;
+use crate::fetch::{fetch, PullReport};
+use crate::progress::{DecimalBytes, Reporter};
 use crate::resolve::union;
 
 pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<()> {
-    let plans = plan_images(catalogs, &args.images)?;
+    let site = load_site(&args.images, &args.fetch)?;
+    let plans = plan_images(catalogs, &args.images, site.as_ref())?;
     let FetchSetup {
         cache,
         settings,
         reporter,
-    } = fetch_setup(catalogs, &args.fetch)?;
+    } = fetch_setup(catalogs, &args.fetch, site.as_ref())?;
     let store = BlobStore::open(&cache)?;
     let fetched = fetch(
         &runtime()?,
@@ -41,20 +42,22 @@ pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<
     for skipped in &fetched.skipped {
         writeln!(out, "{skipped}  skipped (--skip-vendor)").map_err(Error::Output)?;
     }
-    let pull = &fetched.pull;
-    if pull.downloaded_bytes == 0 {
-        reporter.phase(&format!(
-            "{} image(s): nothing downloaded, every blob was already in the cache",
-            fetched.images.len()
-        ));
+    say_downloaded(reporter.as_ref(), fetched.images.len(), &fetched.pull);
+    Ok(())
+}
+
+/// What the fetch of `images` took from registries: on a warm re-run, that nothing was downloaded.
+pub(super) fn say_downloaded(reporter: &dyn Reporter, images: usize, pull: &PullReport) {
+    reporter.phase(&if pull.downloaded_bytes == 0 {
+        format!(
+            "{images} image(s): nothing downloaded, every registry blob was already in the cache"
+        )
     } else {
-        reporter.phase(&format!(
-            "{} image(s): downloaded {} in {} blob(s); {} blob(s) were already cached",
-            fetched.images.len(),
+        format!(
+            "{images} image(s): downloaded {} in {} blob(s); {} blob(s) were already cached",
             DecimalBytes(pull.downloaded_bytes),
             pull.downloaded_blobs,
             pull.cached_blobs
-        ));
-    }
-    Ok(())
+        )
+    });
 }

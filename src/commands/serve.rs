@@ -2,16 +2,18 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use super::deliver::{needs_bases, proven};
+use super::verify::verify_or_explain;
 use super::runtime;
 use crate::catalog::Catalogs;
 use crate::cli::{LogLevel, ServeArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::progress::{to_stderr, Stderr};
 use crate::reference::DOCKER_HUB;
 use crate::serve::node_config::{node_config, Reach};
 use crate::serve::{serve, Content, ServeOptions};
 use crate::trust::Anchors;
-use crate::verify::{verify, Verified, VerifyOptions};
+use crate::verify::{Verified, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
     let content = Content::load(bundles(catalogs, args, out)?)?;
@@ -39,11 +41,11 @@ pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
                 auth: args.htpasswd.is_some(),
             },
         );
-        eprint!("{}", config.notes);
+        to_stderr(&config.notes);
         return out.write_all(config.text.as_bytes()).map_err(Error::Output);
     }
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| Stderr)
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(match args.log_level {
@@ -97,8 +99,8 @@ fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
     let reports = args
         .paths
         .iter()
-        .map(|path| verify(path, &options, catalogs))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|path| verify_or_explain(path, &options, catalogs))
+        .collect::<Result<Vec<_>>>()?;
     let mut files: Vec<(&PathBuf, Digest)> = args
         .paths
         .iter()
@@ -106,7 +108,7 @@ fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
         .map(|(path, report)| (path, report.sha256.clone()))
         .collect();
     for base in &args.bases.bases {
-        files.push((base, verify(base, &options, catalogs)?.sha256));
+        files.push((base, verify_or_explain(base, &options, catalogs)?.sha256));
     }
     let mut bundles = Vec::with_capacity(reports.len());
     for (path, report) in args.paths.iter().zip(reports) {
@@ -119,7 +121,7 @@ fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
                     })
                     .map(|(file, _)| (*file).clone())
                     .collect();
-                verify(
+                verify_or_explain(
                     path,
                     &VerifyOptions {
                         bases,
@@ -130,7 +132,7 @@ fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
             }
             None => report,
         };
-        let bundle = proven(report, &anchors, out)?;
+        let bundle = proven(report, &anchors, false, out)?;
         needs_bases(&bundle, "serve")?;
         bundles.push(bundle);
     }

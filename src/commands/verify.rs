@@ -10,7 +10,7 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::DecimalBytes;
 use crate::trust::Anchors;
-use crate::verify::{verify, Checksum, Report, VerifyOptions};
+use crate::verify::{check_recovery, verify, Checksum, Report, VerifyError, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Result<()> {
     let anchors = Anchors::load(args.trust.trust.as_deref(), args.trust.lock.as_deref())?;
@@ -19,7 +19,7 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
         kubernetes: args.k8s,
         bases: args.bases.bases.clone(),
     };
-    let report = verify(&args.path, &options, catalogs)?;
+    let report = verify_or_explain(&args.path, &options, catalogs)?;
     let trust = anchors.check(&report);
     if args.json {
         write_json(
@@ -31,16 +31,45 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
         trust.write(out).map_err(Error::Output)?;
     }
     if !report.intact() {
-        return Err(Error::Damaged(args.path.clone()));
+        return Err(damaged(&report));
     }
     trust.refusal(&args.path).map_or(Ok(()), |e| Err(e.into()))
 }
 
+/// Verifies the bundle at `path`; one that cannot even be read, with recovery data beside it, fails
+/// saying what that data can do.
+pub(super) fn verify_or_explain(
+    path: &std::path::Path,
+    options: &VerifyOptions,
+    catalogs: &Catalogs,
+) -> Result<Report> {
+    verify(path, options, catalogs).map_err(|error| match (error, check_recovery(path)) {
+        (VerifyError::Read(read), Some(check)) => Error::DamagedWithRecovery {
+            path: path.to_path_buf(),
+            check,
+            cause: Some(read),
+        },
+        (error, _) => error.into(),
+    })
+}
+
+/// The error for a damaged bundle: what its recovery data can do, if it has some.
+pub(super) fn damaged(report: &Report) -> Error {
+    match &report.recovery {
+        Some(check) => Error::DamagedWithRecovery {
+            path: report.bundle.clone(),
+            check: check.clone(),
+            cause: None,
+        },
+        None => Error::Damaged(report.bundle.clone()),
+    }
+}
 /// Problems quote what the bundle says (names, annotations): shown escaped, and cut at this many
 /// characters.
 const MAX_PROBLEM: usize = 1000;
 
 pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
+    write_caveats(out, report)?;
     match &report.checksum {
         Checksum::Verified { files, .. } => {
             let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
@@ -87,6 +116,15 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
     }
     for problem in &report.problems {
         writeln!(out, "problem: {}", crate::io::shown(problem, MAX_PROBLEM))?;
+    }
+    for file in &report.damaged_recovery_files {
+        writeln!(
+            out,
+            "recovery: {file} does not match its checksum: damaged (its intact blocks are still used)"
+        )?;
+    }
+    if let Some(check) = &report.recovery {
+        writeln!(out, "recovery: {check}")?;
     }
     let bad = report
         .images
@@ -142,6 +180,15 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
     }
 }
 
+/// What the bundle is besides what its releases need (incomplete, extended), first, so that nobody
+/// takes it for the whole set.
+fn write_caveats(out: &mut dyn Write, report: &Report) -> std::io::Result<()> {
+    for caveat in report.metadata.iter().flat_map(|m| m.caveats()) {
+        writeln!(out, "{caveat}")?;
+    }
+    Ok(())
+}
+
 pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> Result<()> {
     let report = verify(&args.path, &VerifyOptions::default(), catalogs)?;
     let mut users: BTreeMap<&Digest, usize> = BTreeMap::new();
@@ -172,6 +219,7 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         value["intact"] = json!(report.intact());
         return write_json(out, &value);
     }
+    write_caveats(out, &report).map_err(Error::Output)?;
     let mut rows = vec![
         ["IMAGE", "PLATFORM", "MANIFEST", "SIZE", "LAYERS", "SHARED"]
             .map(String::from)
@@ -226,16 +274,22 @@ fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Resul
         ),
     )?;
     let dash = || "-".to_string();
+    let products = metadata.map(|m| m.products()).unwrap_or_default();
     line(
         out,
         format!(
-            "release:    {} {}",
-            metadata
-                .and_then(|m| m.catalog.clone())
-                .unwrap_or_else(dash),
-            metadata
-                .and_then(|m| m.release.clone())
-                .unwrap_or_else(dash)
+            "release:    {}",
+            match products.as_slice() {
+                [] => dash(),
+                products => products
+                    .iter()
+                    .map(|p| match &p.service {
+                        Some(service) => format!("{} {} ({service})", p.catalog, p.release),
+                        None => format!("{} {}", p.catalog, p.release),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
         ),
     )?;
     line(

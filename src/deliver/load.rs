@@ -1,17 +1,16 @@
 //! Load a verified bundle into the node's container runtime by running the runtime's own tool, feeding it
-//! the tar on stdin (parts joined, gzip undone), so split and compressed bundles load as they are.
+//! on stdin a tar of what verify proved (parts joined, gzip undone, every blob checked again on its way),
+//! so split and compressed bundles load as they are, and a file that changed since verify loads nothing.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use flate2::read::MultiGzDecoder;
-
-use super::merge;
-use super::platform::{feed_one_platform, one_platform_size};
+use super::feed::{Archive, NotAsVerified, Stopped};
+use super::platform::one_platform;
 use crate::image::Platform;
 use crate::layer_codec::Codec;
-use crate::progress::{Action, Counted, Id, Reporter, Task};
+use crate::progress::{Action, Counted, Reporter, Task};
 use crate::tarball::read::Source;
 use crate::verify::{Verified, VerifiedImage};
 
@@ -22,17 +21,27 @@ pub enum Runtime {
     Podman,
 }
 
-/// Where runtimes listen by default; containerd first, because it is what kubelet uses.
-const CONTAINERD_SOCKETS: &[&str] = &[
-    "/run/containerd/containerd.sock",
-    "/run/k3s/containerd/containerd.sock",
-];
-const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+impl Runtime {
+    /// As `--runtime` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Containerd => "containerd",
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("no container runtime found: no containerd socket ({}), no {DOCKER_SOCKET}, no podman; name one with --runtime and --address", CONTAINERD_SOCKETS.join(", "))]
-    NoRuntime,
+    #[error("no container runtime found ({looked}): name one with --runtime and --address")]
+    NoRuntime { looked: String },
+    #[error(
+        "this node uses containerd ({signs}), but it does not listen where ferry looked ({looked}); \
+         ferry loads into no other runtime unless told: give containerd's socket with --address SOCKET, \
+         or another runtime with --runtime docker or --runtime podman"
+    )]
+    ContainerdNotFound { signs: String, looked: String },
     #[error("cannot run {tool}; is it installed? Run by hand: {command}")]
     Spawn {
         tool: String,
@@ -47,8 +56,33 @@ pub enum LoadError {
         output: String,
         command: String,
     },
-    #[error("cannot read the bundle while loading it")]
-    Read(#[source] io::Error),
+    #[error(
+        "{} no longer reads as it did when verified: {cause}; the feed to {tool} was cut inside that \
+         entry, before any index or manifest, {}. Verify the bundle again, and load it from local disk \
+         if it is on a shared folder or a removable device",
+        .bundle.display(),
+        if *.refused { format!("and {tool} refused it: nothing was loaded") }
+        else { format!("yet {tool} reported success: check what it holds") }
+    )]
+    Changed {
+        bundle: PathBuf,
+        tool: String,
+        cause: NotAsVerified,
+        /// Whether the loader failed, as it does on a tar cut inside an entry.
+        refused: bool,
+    },
+    #[error("{tool} stopped reading the bundle before its end")]
+    Feed {
+        tool: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("lost track of {tool} while it loaded")]
+    Wait {
+        tool: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{bundle}: {why}")]
     Platform { bundle: String, why: String },
     #[error(
@@ -93,40 +127,6 @@ pub struct LoadOptions {
     pub address: Option<PathBuf>,
 }
 
-/// The runtime to use and its socket: the one asked for, or the first found.
-pub fn detect(options: &LoadOptions) -> Result<(Runtime, Option<PathBuf>), LoadError> {
-    let exists = |p: &str| Path::new(p).exists();
-    let containerd = || {
-        options.address.clone().or_else(|| {
-            CONTAINERD_SOCKETS
-                .iter()
-                .find(|s| exists(s))
-                .map(PathBuf::from)
-        })
-    };
-    match options.runtime {
-        Some(Runtime::Containerd) => Ok((Runtime::Containerd, containerd())),
-        Some(Runtime::Docker) => Ok((Runtime::Docker, options.address.clone())),
-        Some(Runtime::Podman) => Ok((Runtime::Podman, options.address.clone())),
-        None => {
-            if let Some(socket) = containerd() {
-                Ok((Runtime::Containerd, Some(socket)))
-            } else if exists(DOCKER_SOCKET) {
-                Ok((Runtime::Docker, Some(PathBuf::from(DOCKER_SOCKET))))
-            } else if which("podman") {
-                Ok((Runtime::Podman, None))
-            } else {
-                Err(LoadError::NoRuntime)
-            }
-        }
-    }
-}
-
-fn which(binary: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
-}
-
 /// How a person gives the bundle to a loader by hand.
 enum Input {
     File(String),
@@ -165,18 +165,6 @@ pub enum Feed<'a> {
         platform: Platform,
         images: Vec<&'a VerifiedImage>,
     },
-}
-
-impl Feed<'_> {
-    /// The bytes fed: the bundle's as they are read (joined, before gzip is undone), or the archive of
-    /// one platform.
-    fn bytes(&self, bundle: &Verified) -> u64 {
-        match (self, bundle.delta()) {
-            (Feed::Platform { images, .. }, _) => one_platform_size(bundle, images),
-            (Feed::Whole, Some(delta)) => merge::whole_size(delta, bundle),
-            (Feed::Whole, None) => bundle.bytes(),
-        }
-    }
 }
 
 /// The command that loads the bundle: as ferry runs it (reading stdin), and as a person would type it.
@@ -261,7 +249,7 @@ pub fn load(
         &Input::of(source),
         platform,
     );
-    let one_platform = match feed {
+    let archive = match feed {
         Feed::Platform { platform, images } if runtime != Runtime::Containerd => {
             if source.is_gzipped().unwrap_or(false) {
                 return Err(LoadError::Compressed(source.whole.clone()));
@@ -270,11 +258,11 @@ pub fn load(
             shown = format!(
                 "ferry load {} --runtime {} --platform {platform}",
                 source.whole.display(),
-                format!("{runtime:?}").to_lowercase()
+                runtime.name()
             );
-            Some(images.as_slice())
+            one_platform(bundle, images)
         }
-        _ => None,
+        _ => Archive::whole(bundle),
     };
     if let Some(delta) = bundle.delta() {
         // A delta is fed as the full bundle it stands for, which no loader command makes of the files.
@@ -286,16 +274,16 @@ pub fn load(
                 .iter()
                 .map(|base| format!(" --base {}", base.display()))
                 .collect::<String>(),
-            format!("{runtime:?}").to_lowercase()
+            runtime.name()
         );
     }
     let id = reporter.on_start(&Task {
         action: Action::Load,
         subject: &source.whole.display().to_string(),
-        total: feed.bytes(bundle),
+        total: archive.size(),
         done: 0,
     });
-    let tool = format!("{:?}", command.get_program());
+    let tool = command.get_program().to_string_lossy().into_owned();
     let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -309,54 +297,47 @@ pub fn load(
     let stdin = child.stdin.take().expect("piped");
     // Fed on a thread of its own while the tool's output is drained here: a tool that writes much before
     // it reads would otherwise fill its output pipe while ferry fills its input pipe, each waiting forever.
+    // The feed's end closes stdin, cut or not.
     let (feeding, output) = std::thread::scope(|scope| {
-        let feeder = scope.spawn(move || match one_platform {
-            Some(images) => {
-                let counted = Counted::new(stdin, reporter, id);
-                feed_one_platform(bundle, images, counted).map(|counted| drop(counted.into_inner()))
-            }
-            None if bundle.delta().is_some() => {
-                merge::write_whole(bundle, Counted::new(stdin, reporter, id)).map(drop)
-            }
-            None => feed_whole(source, stdin, reporter, id),
+        let feeder = scope.spawn(|| {
+            archive
+                .write(source, Counted::new(stdin, reporter, id))
+                .map(|counted| drop(counted.into_inner()))
         });
         let output = child.wait_with_output();
         (feeder.join().expect("feeding does not panic"), output)
     });
-    let output = output.map_err(LoadError::Read)?;
+    let output = output.map_err(|source| LoadError::Wait {
+        tool: tool.clone(),
+        source,
+    })?;
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+    // A bundle that reads differently now is the story, whatever the loader made of the cut feed.
+    if let Err(Stopped::Bundle(cause)) = feeding {
+        return Err(LoadError::Changed {
+            bundle: source.whole.clone(),
+            tool,
+            cause,
+            refused: !output.status.success(),
+        });
+    }
     if !output.status.success() {
         return Err(LoadError::Failed {
-            tool,
+            tool: format!("{tool:?}"),
             status: output.status.to_string(),
             output: said.trim().to_string(),
             command: shown,
         });
     }
-    // The loader succeeded, so the feed did too; a feed error with a successful loader is still reported.
-    feeding.map_err(LoadError::Read)?;
+    if let Err(Stopped::Loader(source)) = feeding {
+        return Err(LoadError::Feed { tool, source });
+    }
     reporter.on_complete(id);
     Ok(said)
-}
-
-/// Writes the bundle as one tar (parts joined, gzip undone) to the tool's stdin, closing it at the end;
-/// the bytes read from the bundle are reported to the task `id`.
-fn feed_whole(
-    source: &Source,
-    mut stdin: impl io::Write,
-    reporter: &dyn Reporter,
-    id: Id,
-) -> io::Result<()> {
-    let mut joined: Box<dyn Read> = Box::new(Counted::new(source.joined(0), reporter, id));
-    if source.is_gzipped()? {
-        joined = Box::new(MultiGzDecoder::new(joined));
-    }
-    io::copy(&mut joined, &mut stdin)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -2,17 +2,16 @@
 //! together: the same documents and blobs in the same order under the same headers, so the same bytes
 //! `ferry bundle` wrote on the connected side. Every blob is hashed again as it passes (the files may
 //! have changed since they were verified), and the output is hashed as it is written: a bundle whose
-//! sha256 is not the one the delta names is never put in place. Loading a delta feeds the same stream.
+//! sha256 is not the one the delta names is never put in place.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::progress::Reporter;
 use crate::tarball::{
-    entries_size, file_name, stream_entries, write_entries, BlobSource, Signer, TarballError,
-    WriteOptions, Written,
+    file_name, write_entries, BlobSource, Signer, TarballError, WriteOptions, Written,
 };
 use crate::verify::{Verified, VerifiedDelta};
 
@@ -69,6 +68,8 @@ pub fn merge(
         mtime: full.mtime,
         split,
         signer: None,
+        // The full bundle is rebuilt alone: recovery data is for a transfer, and the delta had its own.
+        recovery: None,
     };
     reporter.phase(&format!(
         "writing {} ({} blobs, {} from the bases)",
@@ -109,28 +110,6 @@ pub fn merge(
     let signed = signature.is_some();
     let written = staged.place(signature.as_ref().map(|s| s as &dyn Signer))?;
     Ok(Merged { written, signed })
-}
-
-/// The bytes [`write_whole`] writes: the full bundle's.
-pub fn whole_size(delta: &VerifiedDelta, bundle: &Verified) -> u64 {
-    entries_size(&delta.documents, &sizes(bundle))
-}
-
-/// Writes the full bundle `delta` stands for into `out` (a loader's stdin), every blob checked as it
-/// passes; hands `out` back.
-pub fn write_whole<W: Write>(delta: &Verified, out: W) -> io::Result<W> {
-    let record = complete(delta).map_err(io::Error::other)?;
-    stream_entries(
-        out,
-        &Union(delta),
-        &record.documents,
-        &sizes(delta),
-        record.record.bundle.mtime,
-    )
-    .map_err(|error| match error {
-        Ok(bundle) => io::Error::other(bundle),
-        Err(writing) => writing,
-    })
 }
 
 fn complete(delta: &Verified) -> Result<&VerifiedDelta, MergeError> {
@@ -228,6 +207,7 @@ impl Signer for Recorded {
 mod tests {
     use std::path::Path;
 
+    use super::super::feed::Archive;
     use super::*;
     use crate::cache::BlobStore;
     use crate::catalog::Catalogs;
@@ -302,6 +282,21 @@ mod tests {
         verify(path, &options, &Catalogs::load(&[]).unwrap()).unwrap()
     }
 
+    /// A tar's entries, by name, with their bytes.
+    fn entries(tar: &[u8]) -> BTreeMap<String, Vec<u8>> {
+        let mut archive = tar::Archive::new(tar);
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let mut entry = entry.unwrap();
+                let mut data = Vec::new();
+                entry.read_to_end(&mut data).unwrap();
+                (entry.path().unwrap().to_string_lossy().into_owned(), data)
+            })
+            .collect()
+    }
+
     fn blobs_in(path: &Path) -> Vec<Digest> {
         check(path, &[]).locations.keys().cloned().collect()
     }
@@ -338,12 +333,11 @@ mod tests {
         assert_eq!(std::fs::read(&merged).unwrap(), direct_bytes);
         assert_eq!(done.written.sha256, Digest::of(&direct_bytes));
         assert!(!done.signed);
-        let fed = write_whole(&joined, Vec::new()).unwrap();
-        assert_eq!(fed, direct_bytes);
-        assert_eq!(
-            whole_size(joined.delta().unwrap(), &joined),
-            direct_bytes.len() as u64
-        );
+        // What load feeds: every entry of the direct bundle, the delta's own record not among them.
+        let archive = Archive::whole(&joined);
+        let fed = archive.write(joined.source(), Vec::new()).ok().unwrap();
+        assert_eq!(fed.len() as u64, archive.size());
+        assert_eq!(entries(&fed), entries(&direct_bytes));
         let refused = merge(&joined, &base, None, &Silent).unwrap_err();
         assert_eq!(
             refused.to_string(),
@@ -444,8 +438,8 @@ mod tests {
         assert_eq!(
             check(&delta, &[&junk]).problems[0],
             format!(
-                "base {} is not a bundle ferry can read: not a bundle: a header checksum that is \
-                 not a number (at byte 0)",
+                "base {} is not a ferry bundle, or is damaged at its start: a header checksum \
+                 that is not a number at byte 0",
                 junk.display()
             )
         );

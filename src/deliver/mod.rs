@@ -1,33 +1,57 @@
 //! The air-gapped side: push a verified bundle into a private registry, load it into a node's runtime, or
 //! merge a verified delta and its bases into the full bundle.
 
+mod feed;
 pub mod load;
 pub mod merge;
+pub mod node;
 pub mod platform;
 pub mod push;
 
 use std::collections::BTreeMap;
 
-use crate::catalog::{Catalogs, Release};
+use crate::catalog::{CatalogError, Catalogs, Release};
 use crate::verify::Verified;
 
-/// The `images:` section of the vendor's Helm values, pointing at the pushed names, for the bundle's
-/// release (keys from the catalog's `helm_value`). Images the catalog does not know are left out.
+/// The `images:` section of one product's Helm values, pointing at the pushed names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmValues {
+    /// The catalog whose chart takes them, e.g. `huawei-csi`.
+    pub catalog: String,
+    pub yaml: String,
+}
+
+/// The `images:` section of the vendor's Helm values, pointing at the pushed names, for each release the
+/// bundle carries whose rows name Helm keys (the catalog's `helm_value`); a release with none (kubernetes)
+/// has no values. Images the catalog does not know are left out. A release this ferry does not know is an
+/// error: its chart's keys cannot be written.
 pub fn helm_values(
     bundle: &Verified,
     pushed: &[push::Pushed],
     catalogs: &Catalogs,
-) -> Option<String> {
-    let metadata = bundle.metadata();
-    let release = catalogs.find(&metadata.release_spec()?).ok()?;
-    let keyed = pushed.iter().filter_map(|image| {
-        let row = release
-            .images
+) -> Result<Vec<HelmValues>, CatalogError> {
+    let mut values = Vec::new();
+    for product in bundle.metadata().products() {
+        let release = catalogs.find(&product.spec())?;
+        let keyed: Vec<(&str, &str)> = pushed
             .iter()
-            .find(|row| row.reference().to_string() == image.source)?;
-        Some((row.helm_value.as_deref()?, image.target.as_str()))
-    });
-    Some(values_yaml(&release, keyed))
+            .filter_map(|image| {
+                let row = release
+                    .images
+                    .iter()
+                    .find(|row| row.reference().to_string() == image.source)?;
+                Some((row.helm_value.as_deref()?, image.target.as_str()))
+            })
+            .collect();
+        if keyed.is_empty() {
+            continue;
+        }
+        values.push(HelmValues {
+            catalog: release.catalog.clone(),
+            yaml: values_yaml(&release, keyed.into_iter()),
+        });
+    }
+    Ok(values)
 }
 
 /// `images.KEY` and `images.GROUP.KEY` keys as nested YAML mappings. Every key and value is written

@@ -3,13 +3,11 @@
 //! can name one image per tag, so they are fed a docker-archive of the node's platform alone, streamed
 //! from the bundle's byte ranges: nothing is extracted or held in memory.
 
-use std::collections::BTreeSet;
-use std::io::{self, Read, Write};
+use std::borrow::Cow;
 
-use crate::digest::Digest;
+use super::feed::Archive;
 use crate::image::Platform;
-use crate::tarball::layout::{blob_path, pretty, DockerEntry, MANIFEST_JSON};
-use crate::tarball::{append, tar_size};
+use crate::tarball::layout::{pretty, DockerEntry, MANIFEST_JSON};
 use crate::verify::{Verified, VerifiedImage};
 
 /// The images of `bundle` for `platform`; `None` when the bundle carries one platform (then it loads
@@ -41,72 +39,28 @@ pub fn images_for<'a>(
     ))
 }
 
-/// What a docker-archive of `images` holds: `manifest.json`, then each config and layer once.
-struct OnePlatform<'a> {
-    manifest: Vec<u8>,
-    blobs: BTreeSet<&'a Digest>,
-}
-
-impl<'a> OnePlatform<'a> {
-    fn of(images: &[&'a VerifiedImage]) -> OnePlatform<'a> {
-        let entries: Vec<DockerEntry> = images
-            .iter()
-            .map(|image| DockerEntry::new(image.reference(), image.config(), image.layers()))
-            .collect();
-        OnePlatform {
-            manifest: pretty(&entries),
-            blobs: images
-                .iter()
-                .flat_map(|image| std::iter::once(image.config()).chain(image.layers()))
-                .collect(),
-        }
-    }
-}
-
-/// The bytes of the docker-archive [`feed_one_platform`] writes.
-pub fn one_platform_size(bundle: &Verified, images: &[&VerifiedImage]) -> u64 {
-    let archive = OnePlatform::of(images);
-    let blobs = archive
-        .blobs
+/// A docker-archive of `images`: each config and layer once, then `manifest.json` naming them.
+pub fn one_platform<'a>(bundle: &'a Verified, images: &[&'a VerifiedImage]) -> Archive<'a> {
+    let entries: Vec<DockerEntry> = images
         .iter()
-        .map(|digest| location(bundle, digest).1);
-    tar_size(std::iter::once(archive.manifest.len() as u64).chain(blobs))
-}
-
-/// Where a blob of the bundle is: verify proved every blob an image names is there.
-fn location(bundle: &Verified, digest: &Digest) -> (u64, u64) {
-    bundle
-        .location(digest)
-        .expect("a verified bundle holds every blob")
-}
-
-/// Writes a docker-archive of `images` (manifest.json, then each config and layer once) to `out`, and
-/// hands `out` back.
-pub fn feed_one_platform<W: Write>(
-    bundle: &Verified,
-    images: &[&VerifiedImage],
-    out: W,
-) -> io::Result<W> {
-    let archive = OnePlatform::of(images);
-    let mut tar = tar::Builder::new(io::BufWriter::new(out));
-    append(
-        &mut tar,
-        MANIFEST_JSON,
-        archive.manifest.len() as u64,
-        &mut archive.manifest.as_slice(),
-        0,
-    )?;
-    for digest in archive.blobs {
-        let (offset, size) = location(bundle, digest);
-        let mut blob: Box<dyn Read> = Box::new(bundle.source().open_range(offset, size)?);
-        append(&mut tar, &blob_path(digest), size, &mut blob, 0)?;
-    }
-    tar.into_inner()?.into_inner().map_err(|e| e.into_error())
+        .map(|image| DockerEntry::new(image.reference(), image.config(), image.layers()))
+        .collect();
+    let blobs = images
+        .iter()
+        .flat_map(|image| std::iter::once(image.config()).chain(image.layers()));
+    Archive::of(
+        bundle,
+        blobs,
+        vec![(MANIFEST_JSON, Cow::Owned(pretty(&entries)))],
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
+    use crate::tarball::layout::blob_path;
     use crate::testutil::{intact_bundle, verified};
 
     /// A node's platform is fed whole: every image the bundle has for it, each blob once, and nothing
@@ -125,8 +79,9 @@ mod tests {
         );
         let bundle = verified(&path);
         let arm = images_for(&bundle, &both[1]).unwrap().unwrap();
-        let fed = feed_one_platform(&bundle, &arm, Vec::new()).unwrap();
-        assert_eq!(fed.len() as u64, one_platform_size(&bundle, &arm));
+        let archive = one_platform(&bundle, &arm);
+        let fed = archive.write(bundle.source(), Vec::new()).ok().unwrap();
+        assert_eq!(fed.len() as u64, archive.size());
         let mut archive = tar::Archive::new(fed.as_slice());
         let mut names = Vec::new();
         let mut manifest = Vec::new();
@@ -151,8 +106,45 @@ mod tests {
         }
         assert_eq!(
             names.len(),
-            1 + 2 * 2,
-            "manifest.json, then two blobs per image"
+            2 * 2 + 1,
+            "two blobs per image, then manifest.json"
         );
+        assert_eq!(names.last().unwrap(), MANIFEST_JSON, "{names:?}");
+    }
+
+    /// A blob of the platform fed that changed after verify stops the feed, before manifest.json.
+    #[test]
+    fn a_changed_blob_stops_the_feed_of_one_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let (images, path) = intact_bundle(
+            dir.path(),
+            &["quay.io/a/b:1"],
+            &["linux/amd64", "linux/arm64"],
+        );
+        let bundle = verified(&path);
+        let arm = images_for(&bundle, &"linux/arm64".parse().unwrap())
+            .unwrap()
+            .unwrap();
+        let layer = &images
+            .iter()
+            .find(|i| i.platform.architecture == "arm64")
+            .unwrap()
+            .layers[0];
+        let (offset, _) = bundle.location(&layer.digest).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offset as usize] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let mut fed = Vec::new();
+        match one_platform(&bundle, &arm).write(bundle.source(), &mut fed) {
+            Err(super::super::feed::Stopped::Bundle(error)) => {
+                assert!(
+                    error.to_string().starts_with(&blob_path(&layer.digest)),
+                    "{error}"
+                )
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let fed = String::from_utf8_lossy(&fed);
+        assert!(!fed.contains(MANIFEST_JSON), "{fed}");
     }
 }

@@ -14,6 +14,7 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
+use super::feed::{Checked, NotAsVerified};
 use crate::digest::Digest;
 use crate::image::Manifest;
 use crate::progress::{Action, Id, Reporter, Task};
@@ -62,6 +63,17 @@ pub enum PushError {
         registry: String,
         repository: String,
         tried: Vec<String>,
+    },
+    #[error(
+        "{} no longer reads as it did when verified: {cause}; its upload to {target} was stopped before \
+         its last chunk, so the registry does not have it. Verify the bundle again, and push it from local \
+         disk if it is on a shared folder or a removable device",
+        .bundle.display()
+    )]
+    Reread {
+        bundle: std::path::PathBuf,
+        target: String,
+        cause: NotAsVerified,
     },
     #[error("cannot push {image} to {target} ({what}{})", after_attempts(*attempts))]
     Push {
@@ -485,6 +497,8 @@ impl Pusher<'_> {
                 let reader = source
                     .open_range(offset, size)
                     .map_err(FetchError::Bundle)?;
+                // Hashed again on its way: the file may have changed since verify read it.
+                let reader = Checked::new(reader, source, digest, (offset, size, false));
                 let reader = SentBytes {
                     inner: reader,
                     read: 0,
@@ -502,7 +516,31 @@ impl Pusher<'_> {
                 self.reporter.on_progress(id, bytes);
             }
         };
-        tokio::join!(uploading, reporting).0?;
+        tokio::join!(uploading, reporting)
+            .0
+            .map_err(|error| match error {
+                PushError::Push {
+                    cause: FetchError::Bundle(read),
+                    what,
+                    image,
+                    target,
+                    attempts,
+                } => match NotAsVerified::within(read) {
+                    Ok(cause) => PushError::Reread {
+                        bundle: self.report.bundle().to_path_buf(),
+                        target,
+                        cause,
+                    },
+                    Err(read) => PushError::Push {
+                        cause: FetchError::Bundle(read),
+                        what,
+                        image,
+                        target,
+                        attempts,
+                    },
+                },
+                other => other,
+            })?;
         self.uploaded.fetch_add(1, Ordering::Relaxed);
         self.uploaded_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())

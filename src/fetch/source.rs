@@ -111,7 +111,7 @@ fn missing_vendor_images(vendor: &[&Wanted]) -> VendorSourceError {
 mod tests {
     use super::*;
     use crate::catalog::Catalogs;
-    use crate::resolve::{plans, Selection};
+    use crate::resolve::{plans, ProductSpec, Selection};
 
     #[test]
     fn vendor_images_map_under_the_vendor_registry() {
@@ -133,7 +133,10 @@ mod tests {
         let plan = &plans(
             &catalogs,
             &Selection {
-                release: Some("huawei-csi@4.8.0"),
+                products: vec![ProductSpec {
+                    release: "huawei-csi@4.8.0",
+                    service: None,
+                }],
                 versions: &versions,
                 ..Default::default()
             },

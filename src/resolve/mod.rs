@@ -6,13 +6,15 @@ pub mod manifests;
 pub mod named;
 mod plan;
 pub mod site;
+mod upgrade;
 
 use std::collections::BTreeSet;
 
 use crate::catalog::{CatalogError, CatalogImage, PatchVersion, Release, Service};
 use crate::k8s::{KubeRange, KubeVersion};
 
-pub use plan::{plans, union, Plan, Selection, Wanted};
+pub use plan::{plans, union, versions_of, Plan, ProductSpec, ReleaseSet, Selection, Wanted};
+pub use upgrade::{upgrade, Item, Side, Upgrade};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
@@ -31,6 +33,16 @@ pub enum ResolveError {
     NothingSelected,
     #[error("{0} needs --k8s VERSION or --all-k8s")]
     NoVersion(String),
+    #[error("{0}: the products need the cluster's Kubernetes version: --k8s VERSION, or a kubernetes@VERSION release among them")]
+    NoVersionOfSeveral(String),
+    #[error(
+        "--all-k8s takes one release (every image set across the Kubernetes versions it supports), and \
+         several are named ({0}): give the cluster's version (--k8s VERSION, or a kubernetes@VERSION \
+         release among them), or --all-k8s with one release at a time"
+    )]
+    AllVersionsOfSeveral(String),
+    #[error("{first} and {second} are two releases of one catalog: a bundle holds one release of each product (--all-releases makes one bundle per release)")]
+    CatalogTwice { first: String, second: String },
     /// The release or service named is not in the catalogs.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
@@ -43,49 +55,6 @@ pub enum ResolveError {
         stands_for: PatchVersion,
         version: KubeVersion,
     },
-}
-
-/// What moving a cluster from one release to another changes, image by image, for one Kubernetes
-/// version: each list in the target's (or, for `removed`, the source's) table order.
-#[derive(Debug, Clone)]
-pub struct Upgrade<'a> {
-    /// The Kubernetes version the target release's images were resolved for.
-    pub kubernetes: KubeVersion,
-    /// In the target release only: to carry across.
-    pub added: Vec<&'a CatalogImage>,
-    /// In the source release only: no longer needed.
-    pub removed: Vec<&'a CatalogImage>,
-    /// In both (the same fully qualified reference): already on the site.
-    pub kept: Vec<&'a CatalogImage>,
-}
-
-/// Compares the images two releases (each with an optional service of its own) need on `version`;
-/// both must support it. A release of Kubernetes itself is compared on its own version, so that
-/// `kubernetes@1.28.3` to `kubernetes@1.29.0` needs no `--k8s`; another product then takes the target's.
-pub fn upgrade<'a>(
-    from: (&'a Release, Option<&Service>),
-    to: (&'a Release, Option<&Service>),
-    version: Option<KubeVersion>,
-) -> Result<Upgrade<'a>, ResolveError> {
-    let on = |release: &Release| {
-        version
-            .or(release.kubernetes_version())
-            .or(to.0.kubernetes_version())
-            .or(from.0.kubernetes_version())
-            .ok_or_else(|| ResolveError::NoVersion(format!("{} -> {}", from.0.id(), to.0.id())))
-    };
-    let kubernetes = on(to.0)?;
-    let old = resolve(from.0, on(from.0)?, from.1)?;
-    let new = resolve(to.0, kubernetes, to.1)?;
-    let has = |set: &[&CatalogImage], image: &CatalogImage| {
-        set.iter().any(|i| i.reference() == image.reference())
-    };
-    Ok(Upgrade {
-        kubernetes,
-        added: new.iter().copied().filter(|i| !has(&old, i)).collect(),
-        removed: old.iter().copied().filter(|i| !has(&new, i)).collect(),
-        kept: new.iter().copied().filter(|i| has(&old, i)).collect(),
-    })
 }
 
 /// Images that serve one span of Kubernetes versions identically.
@@ -537,49 +506,6 @@ mod tests {
     }
 
     #[test]
-    fn an_upgrade_lists_what_to_carry_drop_and_keep() {
-        let catalogs = Catalogs::load(&[]).unwrap();
-        let from = catalogs.find("huawei-csi@4.10.0").unwrap();
-        let to = catalogs.find("huawei-csi@4.11.0").unwrap();
-        let refs =
-            |rows: &[&CatalogImage]| rows.iter().map(|i| i.image.clone()).collect::<Vec<_>>();
-        let change = upgrade((&from, None), (&to, None), Some(v("1.22"))).unwrap();
-        // 4.11.0 keeps the v6.3.0 snapshot images for 1.20-1.24.
-        assert_eq!(
-            refs(&change.kept),
-            [
-                "registry.k8s.io/sig-storage/csi-snapshotter:v6.3.0",
-                "registry.k8s.io/sig-storage/snapshot-controller:v6.3.0"
-            ]
-        );
-        assert_eq!((change.added.len(), change.removed.len()), (9, 9));
-        // On 1.16 both use the same quay.io sidecars.
-        let change = upgrade(
-            (&from, Some(from.service("controller").unwrap())),
-            (&to, Some(to.service("controller").unwrap())),
-            Some(v("1.16")),
-        )
-        .unwrap();
-        assert_eq!(
-            refs(&change.kept),
-            [
-                "quay.io/k8scsi/csi-provisioner:v1.4.0",
-                "quay.io/k8scsi/csi-attacher:v1.2.1"
-            ]
-        );
-        assert!(refs(&change.added).contains(&"huawei-csi:4.11.0".to_string()));
-        assert!(refs(&change.removed).contains(&"huawei-csi:4.10.0".to_string()));
-        let old = catalogs.find("huawei-csi@4.0.0").unwrap();
-        let err = upgrade((&old, None), (&to, None), Some(v("1.16")))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.starts_with("huawei-csi 4.0.0 does not support Kubernetes 1.16"),
-            "{err}"
-        );
-    }
-
-    #[test]
     fn newer_than_validated_is_served_with_a_warning() {
         let catalogs = Catalogs::load(&[]).unwrap();
         let release = catalogs.find("huawei-csi@4.2.1").unwrap();
@@ -618,12 +544,5 @@ mod tests {
             "huawei-csi@4.8.0 needs --k8s VERSION or --all-k8s"
         );
         assert!(versions_for(&csi, &[], true).unwrap().is_empty());
-        // Across minors each side is resolved on its own version; a product on the target's.
-        let to = catalogs.find("kubernetes@1.29.0").unwrap();
-        let change = upgrade((&release, None), (&to, None), None).unwrap();
-        assert_eq!(change.kubernetes, v("1.29"));
-        assert_eq!((change.added.len(), change.kept.len()), (6, 1));
-        let change = upgrade((&csi, None), (&csi, None), None);
-        assert!(change.is_err());
     }
 }

@@ -497,20 +497,34 @@ vendor_dirs = ["package/image"]
 
     /// The README's example is a valid site file.
     #[test]
-    fn the_readme_example() {
-        let readme = include_str!("../../README.md");
-        let example = readme
-            .split("### Site files")
-            .nth(1)
-            .and_then(|section| section.split("```toml\n").nth(1))
-            .and_then(|block| block.split("```").next())
-            .expect("README has a site file example");
-        let site = Site::parse(example, Path::new("site.toml")).unwrap();
+    fn the_readme_examples() {
+        let example = |section: &str| {
+            include_str!("../../README.md")
+                .split(section)
+                .nth(1)
+                .and_then(|section| section.split("```toml\n").nth(1))
+                .and_then(|block| block.split("```").next())
+                .map(|text| Site::parse(text, Path::new("site.toml")).unwrap())
+                .unwrap_or_else(|| panic!("README has a site file example under {section}"))
+        };
+        let site = example("### Site files");
         assert_eq!(site.products.len(), 2);
         assert_eq!(site.kubernetes, [KubeVersion::new(1, 28)]);
         assert_eq!(site.platforms.len(), 2);
         assert_eq!(site.fetch.mirrors.len(), 2);
         assert_eq!(site.lists, [PathBuf::from("lists/k8s.txt")]);
+        let whole = example("### The whole site in one bundle");
+        let releases: Vec<&str> = whole.products.iter().map(|p| p.release.as_str()).collect();
+        assert_eq!(releases, ["kubernetes@1.28.3", "huawei-csi@4.8.0"]);
+        assert_eq!(whole.kubernetes, [KubeVersion::new(1, 28)]);
+        assert_eq!(
+            (
+                whole.lists.len(),
+                whole.images.len(),
+                whole.fetch.vendor_dirs.len()
+            ),
+            (1, 1, 1)
+        );
     }
 
     /// serde quotes the offending key: a one-line file of 800 kB was echoed whole (issue 21, item 11).

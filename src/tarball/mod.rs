@@ -7,10 +7,12 @@ mod output;
 pub mod read;
 mod write;
 
-pub use metadata::{BundleMetadata, ImageRecord, KubernetesSpan, Producer, RecordSource};
+pub use metadata::{
+    BundleMetadata, ImageRecord, KubernetesSpan, Producer, ProductRecord, RecordSource,
+};
 pub use output::{checksum_text, file_name, sibling, TargetError};
 pub use write::{
-    append, check_output, entries_size, stream_entries, tar_size, write_bundle, write_delta,
+    append, check_output, tar_size, write_bundle, write_delta,
     write_entries, BlobSource, Documents, Staged, WriteOptions, Written,
 };
 
@@ -18,6 +20,7 @@ use std::path::PathBuf;
 
 use crate::cache::CacheError;
 use crate::digest::Digest;
+use crate::progress::DecimalBytes;
 
 /// Signs a bundle's checksum file into the signature file beside it. The writer takes any signer, so
 /// that the bundle's format knows nothing of keys (trust's SSH keys implement it).
@@ -46,12 +49,25 @@ pub enum TarballError {
     },
     #[error("disk full while writing {path}; nothing was left at that path")]
     DiskFull { path: PathBuf },
+    #[error(
+        "not enough space for {path}: the bundle needs {}, and {dir} has {} free; make room there, or \
+         write the bundle where there is room with -o DIR/",
+        DecimalBytes(*.needed), DecimalBytes(*.free)
+    )]
+    NoRoom {
+        path: PathBuf,
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error(transparent)]
     Cache(#[from] CacheError),
     #[error(transparent)]
     Target(#[from] TargetError),
     #[error("{}: blob {digest} is not what verify read there: the file changed since; verify it again", .path.display())]
     Changed { digest: Digest, path: PathBuf },
+    #[error(transparent)]
+    Recovery(#[from] crate::recovery::RecoveryError),
     #[error("cache file {} is damaged: {read} bytes hashing to {actual}, not blob {digest}; it was removed from the cache, so running ferry again fetches it anew", .path.display())]
     DamagedBlob {
         digest: Digest,

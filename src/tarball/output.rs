@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::Signer;
-use crate::digest::{BackgroundHasher, Digest};
+use crate::digest::{BackgroundHasher, Digest, Hashing};
 use crate::interrupt;
+use crate::recovery::{self, CreateOptions, Created, RecoveryError, Redundancy};
 
 /// FAT32 cannot hold a file of 4 GiB; `--split 4G` means "as large as a FAT32 stick allows".
 const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
@@ -33,11 +34,24 @@ const STAGING_SUFFIX: &str = ".ferry-partial";
 pub enum OutputError {
     Io(io::Error),
     Target(TargetError),
+    /// The file system holding the bundle's directory has `free` bytes for a bundle of `needed`.
+    NoRoom {
+        dir: PathBuf,
+        needed: u64,
+        free: u64,
+    },
+    Recovery(RecoveryError),
 }
 
 impl From<io::Error> for OutputError {
     fn from(error: io::Error) -> Self {
         OutputError::Io(error)
+    }
+}
+
+impl From<RecoveryError> for OutputError {
+    fn from(error: RecoveryError) -> Self {
+        OutputError::Recovery(error)
     }
 }
 
@@ -174,12 +188,22 @@ impl Staging {
         }
     }
 
+    /// Where the file to be placed at `target` is staged.
+    fn staged(&self, target: &Path) -> PathBuf {
+        self.dir.path().join(file_name(target))
+    }
+
     /// A new private file, to be placed at `target`.
     fn file(&mut self, target: &Path) -> io::Result<File> {
-        let staged = self.dir.path().join(file_name(target));
+        let staged = self.staged(target);
         let file = File::options().write(true).create_new(true).open(&staged)?;
         self.files.push((staged, target.to_path_buf()));
         Ok(file)
+    }
+
+    /// Has a file written into the staging directory under its target's name placed at `target`.
+    fn adopt(&mut self, target: &Path) {
+        self.files.push((self.staged(target), target.to_path_buf()));
     }
 
     /// Stages `bytes` to be placed at `target`, e.g. a checksum or a signature beside the bundle.
@@ -245,8 +269,12 @@ pub struct Sealed {
     path: PathBuf,
     pub files: Vec<PathBuf>,
     pub checksum_files: Vec<PathBuf>,
+    /// What `PATH.sha256` says, and a signature signs.
+    checksum_text: String,
     pub sha256: Digest,
     pub bytes: u64,
+    /// The recovery data written beside the files, at the paths it is placed at.
+    pub recovery: Option<Created>,
 }
 
 impl Output {
@@ -267,6 +295,7 @@ impl Output {
             }
         }
         prepare(path, split)?;
+        check_room(dir_of(path), bytes)?;
         let mut staging = Staging::create(path)?;
         let first = match part_size {
             Some(_) => sibling(path, &part_suffix(0)),
@@ -305,9 +334,11 @@ impl Output {
         Ok(())
     }
 
-    /// Closes the last part and stages the checksum files beside the parts. Nothing is visible yet:
-    /// [`Sealed::sign`], then [`Staging::place`], put it all in place.
-    pub fn seal(mut self) -> Result<Sealed, OutputError> {
+    /// Closes the last part, writes the recovery data asked for beside the parts, and stages the checksum
+    /// files, which cover the recovery files too: signed, a forged recovery file cannot then repair the
+    /// bundle into something else. Nothing is visible yet: [`Sealed::sign`], then [`Staging::place`], put
+    /// it all in place.
+    pub fn seal(mut self, recovery: Option<Redundancy>) -> Result<Sealed, OutputError> {
         interrupt::check()?;
         self.write_pending()?;
         publishable(&self.part)?;
@@ -327,13 +358,24 @@ impl Output {
                 (files, whole, sums)
             }
         };
+        let (recovery, recovery_sums) = write_recovery(
+            &mut self.staging,
+            &self.path,
+            self.part_size,
+            &files,
+            recovery,
+        )?;
         let mut sums = vec![(
             sibling(&self.path, ".sha256"),
-            checksum_line(sha256.clone(), &self.path),
+            checksum_line(sha256.clone(), &self.path) + &recovery_sums,
         )];
         if self.part_size.is_some() {
-            sums.push((sibling(&self.path, ".parts.sha256"), part_sums));
+            sums.push((
+                sibling(&self.path, ".parts.sha256"),
+                part_sums + &recovery_sums,
+            ));
         }
+        let checksum_text = sums[0].1.clone();
         let mut checksum_files = Vec::new();
         for (target, text) in sums {
             self.staging.text(&target, text.as_bytes())?;
@@ -344,8 +386,10 @@ impl Output {
             path: self.path,
             files,
             checksum_files,
+            checksum_text,
             sha256,
             bytes: self.bytes,
+            recovery,
         })
     }
 }
@@ -357,8 +401,7 @@ impl Sealed {
         let signature = sibling(&self.path, ".sig");
         match signer {
             Some(signer) => {
-                let text =
-                    signer.signature(checksum_line(self.sha256.clone(), &self.path).as_bytes())?;
+                let text = signer.signature(self.checksum_text.as_bytes())?;
                 self.staging.text(&signature, text.as_bytes())?;
                 self.checksum_files.insert(1, signature);
             }
@@ -366,6 +409,43 @@ impl Sealed {
         }
         Ok(self)
     }
+}
+
+/// Writes recovery data for the staged `files` of the bundle at `path` (no volume larger than a part),
+/// staged to be placed beside them; returns it and its files' `sha256sum -c` lines. An earlier bundle's
+/// recovery files at this path are removed once this one is placed: they describe other bytes.
+fn write_recovery(
+    staging: &mut Staging,
+    path: &Path,
+    part_size: Option<u64>,
+    files: &[PathBuf],
+    redundancy: Option<Redundancy>,
+) -> Result<(Option<Created>, String), OutputError> {
+    let earlier = recovery::files_beside(path);
+    let Some(redundancy) = redundancy else {
+        for stale in earlier {
+            staging.remove_after(&stale);
+        }
+        return Ok((None, String::new()));
+    };
+    let staged: Vec<PathBuf> = files.iter().map(|f| staging.staged(f)).collect();
+    let mut options = CreateOptions::new(redundancy);
+    options.volume_limit = part_size;
+    let index = staging.staged(&recovery::index_path(path));
+    let mut created = recovery::create(&staged, &index, &options)?;
+    let mut sums = String::new();
+    for file in &mut created.files {
+        let mut hashing = Hashing::new(io::sink());
+        io::copy(&mut File::open(&*file)?, &mut hashing)?;
+        let target = dir_of(path).join(file_name(file));
+        sums.push_str(&checksum_line(hashing.finish().1, &target));
+        staging.adopt(&target);
+        *file = target;
+    }
+    for stale in earlier.iter().filter(|e| !created.files.contains(e)) {
+        staging.remove_after(stale);
+    }
+    Ok((Some(created), sums))
 }
 
 impl Write for Output {
@@ -420,6 +500,21 @@ pub fn file_name(path: &Path) -> String {
 }
 
 /// The directory a file is created in; temporary files must be there for the final rename to be atomic.
+/// Refuses, before a byte is written, a bundle of `bytes` that the file system of `dir` has no room
+/// for (counting what an unprivileged user may use, as `df` shows it).
+fn check_room(dir: &Path, bytes: u64) -> Result<(), OutputError> {
+    let stats = rustix::fs::statvfs(dir).map_err(io::Error::from)?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if bytes > free {
+        return Err(OutputError::NoRoom {
+            dir: dir.to_path_buf(),
+            needed: bytes,
+            free,
+        });
+    }
+    Ok(())
+}
+
 fn dir_of(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -38,23 +38,103 @@ pub enum ReadError {
         #[source]
         source: io::Error,
     },
-    #[error("read failed at byte {offset}")]
+    /// One of ferry's other files, a later part, or an image archive, given where a bundle was asked for.
+    #[error("{} is {is}, not a bundle: give {give}", .file.display())]
+    NotABundle {
+        file: PathBuf,
+        is: String,
+        give: String,
+    },
+    #[error(
+        "{} is missing: {} is there, and a split bundle is read part after part: copy every part",
+        .missing.display(),
+        .later.display()
+    )]
+    MissingPart { missing: PathBuf, later: PathBuf },
+    #[error("cannot read {} at {}", .at.file.display(), .at.byte())]
     Io {
-        offset: u64,
+        at: Place,
         #[source]
         source: io::Error,
     },
-    #[error("truncated: the file ends inside {what} at byte {offset}")]
-    Truncated { what: String, offset: u64 },
-    #[error("not a bundle: {reason} (at byte {offset})")]
-    Malformed { reason: String, offset: u64 },
-    #[error("refused entry '{name}' at byte {offset}: {reason}")]
+    #[error("{}", truncated(.at, .what, .missing))]
+    Truncated {
+        at: Place,
+        what: String,
+        /// For a split bundle that ends with its last part: the part that is, or may be, missing.
+        missing: String,
+    },
+    #[error("{} is damaged at {}: {reason}", .at.file.display(), .at.byte())]
+    Malformed { at: Place, reason: String },
+    #[error(
+        "{} is not a ferry bundle, or is damaged at its start: {reason} at byte 0",
+        .file.display()
+    )]
+    NotATar { file: PathBuf, reason: String },
+    #[error("{}: entry '{name}' at {} is refused: {reason}", .at.file.display(), .at.byte())]
+    Refused {
+        at: Place,
+        name: String,
+        reason: String,
+    },
+    #[error("{} is a gzip bomb: it expands more than {MAX_EXPANSION} times", .file.display())]
+    Bomb { file: PathBuf },
+}
+
+/// A file cut short, or a split bundle whose last part ends where another should follow.
+fn truncated(at: &Place, what: &str, missing: &str) -> String {
+    let file = at.file.display();
+    match missing {
+        "" => format!(
+            "{file} is truncated: it ends inside {what}, at {}",
+            at.byte()
+        ),
+        _ => format!(
+            "the bundle ends with {file} ({} bytes), inside {what}: {missing}",
+            at.offset
+        ),
+    }
+}
+
+/// Where in the bundle: a file (a part, for a split bundle) and the offset in it, or, for a gzipped
+/// bundle, the offset in its decompressed tar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub gunzipped: bool,
+}
+
+impl Place {
+    /// `byte N`, of the decompressed tar when gzipped.
+    fn byte(&self) -> String {
+        match self.gunzipped {
+            false => format!("byte {}", self.offset),
+            true => format!("byte {} of its gunzipped tar", self.offset),
+        }
+    }
+}
+
+/// What went wrong in the tar stream, and at which of its offsets.
+#[derive(Debug)]
+enum Broken {
+    Io {
+        offset: u64,
+        source: io::Error,
+    },
+    Truncated {
+        what: String,
+        offset: u64,
+    },
+    Malformed {
+        reason: String,
+        offset: u64,
+    },
     Refused {
         name: String,
         reason: String,
         offset: u64,
     },
-    #[error("gzip bomb: the compressed bundle expands more than {MAX_EXPANSION} times")]
     Bomb,
 }
 
@@ -84,6 +164,21 @@ impl Source {
         Ok(self.joined(offset).take(size))
     }
 
+    /// Which file holds byte `offset` of the joined parts, and where in it (the last file, past its end,
+    /// for an offset beyond them all).
+    pub fn place(&self, offset: u64) -> (PathBuf, u64) {
+        let mut start = 0u64;
+        for (index, file) in self.files.iter().enumerate() {
+            // A part that is gone is where the reading stopped.
+            let length = std::fs::metadata(file).map_or(u64::MAX, |m| m.len());
+            if offset < start.saturating_add(length) || index + 1 == self.files.len() {
+                return (file.clone(), offset - start);
+            }
+            start += length;
+        }
+        (self.whole.clone(), offset)
+    }
+
     /// Whether the bundle is gzipped (then entries cannot be read in place).
     pub fn is_gzipped(&self) -> io::Result<bool> {
         let mut magic = [0u8; 2];
@@ -91,31 +186,84 @@ impl Source {
         Ok(n == 2 && magic == [0x1f, 0x8b])
     }
 
-    /// `x.tar`, `x.tar.gz`, or `x.tar.part-000` (then every following part is read too).
+    /// `x.tar`, `x.tar.gz`, or `x.tar.part-000` (then every following part is read too). A later part
+    /// is refused, naming the first; so is a split bundle with a part missing between others.
     pub fn locate(path: &Path) -> Result<Source, ReadError> {
         let open_error = |source| ReadError::Open {
             path: path.to_path_buf(),
             source,
         };
         std::fs::metadata(path).map_err(open_error)?;
-        // Bytes, not text: a name that is not UTF-8 must still find its parts.
-        let Some(whole) = path.as_os_str().as_bytes().strip_suffix(b".part-000") else {
+        let Some((whole, index)) = part_of(path) else {
             return Ok(Source {
                 files: vec![path.to_path_buf()],
                 whole: path.to_path_buf(),
             });
         };
-        let whole = PathBuf::from(OsStr::from_bytes(whole));
-        let mut files = Vec::new();
-        for index in 0.. {
-            let part = super::sibling(&whole, &format!(".part-{index:03}"));
-            if !part.exists() {
-                break;
-            }
-            files.push(part);
+        let part = |index: usize| super::sibling(&whole, &format!(".part-{index:03}"));
+        if index > 0 {
+            let first = part(0);
+            return Err(ReadError::NotABundle {
+                file: path.to_path_buf(),
+                is: format!("the {} part of a split bundle", ordinal(index + 1)),
+                give: format!(
+                    "the first, {}{} (the parts after it are read with it)",
+                    first.display(),
+                    if first.exists() {
+                        ""
+                    } else {
+                        ", which is not beside it"
+                    }
+                ),
+            });
+        }
+        let files: Vec<PathBuf> = (0..MAX_PARTS)
+            .map(part)
+            .take_while(|p| p.exists())
+            .collect();
+        if let Some(later) = (files.len() + 1..MAX_PARTS).map(part).find(|p| p.exists()) {
+            return Err(ReadError::MissingPart {
+                missing: part(files.len()),
+                later,
+            });
         }
         Ok(Source { files, whole })
     }
+}
+
+/// Parts of a split bundle are numbered from 000 to 999.
+const MAX_PARTS: usize = 1000;
+
+/// `x.tar` and N for a path `x.tar.part-N` (three digits); bytes, not text, so that a name that is not
+/// UTF-8 still finds its parts.
+fn part_of(path: &Path) -> Option<(PathBuf, usize)> {
+    let bytes = path.as_os_str().as_bytes();
+    let (whole, digits) = bytes.split_at(bytes.len().checked_sub(9)?);
+    let digits = digits.strip_prefix(b".part-")?;
+    if whole.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let index = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((PathBuf::from(OsStr::from_bytes(whole)), index))
+}
+
+/// `first`, `second`, … `tenth`, then `11th`, `21st`, `22nd`.
+fn ordinal(n: usize) -> String {
+    const WORDS: [&str; 10] = [
+        "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
+        "tenth",
+    ];
+    if let Some(word) = n.checked_sub(1).and_then(|i| WORDS.get(i)) {
+        return (*word).to_string();
+    }
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 /// Receives the raw bytes of each file as they are read (for the outer checksum).
@@ -141,7 +289,9 @@ impl Joined<'_> {
             let Some(next) = self.files.next() else {
                 return Ok(false);
             };
-            let mut file = File::open(&next)?;
+            let mut file = File::open(&next).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open {}: {e}", next.display()))
+            })?;
             if self.skip > 0 {
                 let length = file.metadata()?.len();
                 if self.skip >= length {
@@ -205,18 +355,242 @@ pub fn read_bundle(
         observer: Some(observer),
         ..source.joined(0)
     };
-    if gzipped {
+    let read = if gzipped {
         read_entries(
             &mut Guarded {
                 inner: MultiGzDecoder::new(&mut chained),
                 out: 0,
             },
             &mut visit,
-        )?;
+        )
     } else {
-        read_entries(&mut chained, &mut visit)?;
+        read_entries(&mut chained, &mut visit)
+    };
+    match read {
+        Ok(()) => Ok(chained.raw_bytes),
+        Err(broken) => {
+            let consumed = chained.raw_bytes;
+            Err(source.locate_error(broken, gzipped, consumed))
+        }
     }
-    Ok(chained.raw_bytes)
+}
+
+impl Source {
+    /// `broken` said of the file and offset it is at, or of what the file is when it is no tar at all.
+    fn locate_error(&self, broken: Broken, gzipped: bool, consumed: u64) -> ReadError {
+        let at = |offset: u64| {
+            let (file, offset) = match gzipped {
+                false => self.place(offset),
+                true => (self.files[0].clone(), offset),
+            };
+            Place {
+                file,
+                offset,
+                gunzipped: gzipped,
+            }
+        };
+        // A failure at the very start: the file may be another one ferry knows, given by mistake.
+        let first_entry = match &broken {
+            Broken::Refused {
+                name, offset: 0, ..
+            } => Some(name.as_str()),
+            _ => None,
+        };
+        let at_start = matches!(
+            broken,
+            Broken::Malformed { offset: 0, .. }
+                | Broken::Refused { offset: 0, .. }
+                | Broken::Truncated { offset: 0, .. }
+        );
+        if at_start {
+            if let Some((is, give)) = identify(&self.files[0], first_entry) {
+                return ReadError::NotABundle {
+                    file: self.files[0].clone(),
+                    is,
+                    give,
+                };
+            }
+        }
+        match broken {
+            // A gzip stream cut short.
+            Broken::Io { offset, source } if source.kind() == io::ErrorKind::UnexpectedEof => {
+                self.truncated(at(offset), format!("its gzip stream ({source})"), consumed)
+            }
+            Broken::Io { offset, source } => ReadError::Io {
+                at: at(offset),
+                source,
+            },
+            Broken::Bomb => ReadError::Bomb {
+                file: self.files[0].clone(),
+            },
+            Broken::Malformed { reason, offset: 0 } => ReadError::NotATar {
+                file: self.files[0].clone(),
+                reason,
+            },
+            Broken::Malformed { reason, offset } => ReadError::Malformed {
+                at: at(offset),
+                reason,
+            },
+            Broken::Refused {
+                name,
+                reason,
+                offset,
+            } => ReadError::Refused {
+                at: at(offset),
+                name,
+                reason,
+            },
+            Broken::Truncated { what, offset } => self.truncated(at(offset), what, consumed),
+        }
+    }
+
+    /// The bundle ends at `at`, inside `what`; a split bundle read to the end of its last part is said
+    /// to end there, its next part being or perhaps being missing.
+    fn truncated(&self, at: Place, what: String, consumed: u64) -> ReadError {
+        let lengths: Vec<u64> = self
+            .files
+            .iter()
+            .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+            .collect();
+        let split = self.files.len() > 1 || self.files[0] != self.whole;
+        if !split || consumed < lengths.iter().sum::<u64>() {
+            return ReadError::Truncated {
+                at,
+                what,
+                missing: String::new(),
+            };
+        }
+        let last = self.files.len() - 1;
+        ReadError::Truncated {
+            at: Place {
+                file: self.files[last].clone(),
+                offset: lengths[last],
+                gunzipped: false,
+            },
+            what,
+            missing: self.missing_part(),
+        }
+    }
+
+    /// The part after the last one found, which is missing, or perhaps is.
+    fn missing_part(&self) -> String {
+        let next = super::sibling(&self.whole, &format!(".part-{:03}", self.files.len()));
+        let sums = super::sibling(&self.whole, ".parts.sha256");
+        let listed = crate::io::read_side_text(&sums, 1 << 20).is_ok_and(|text| {
+            let name = super::file_name(&next);
+            text.lines().any(|line| {
+                line.trim_end().ends_with(&format!(" {name}"))
+                    || line.trim_end().ends_with(&format!("*{name}"))
+            })
+        });
+        match listed {
+            true => format!(
+                "the next part, {}, is missing ({} lists it)",
+                next.display(),
+                sums.display()
+            ),
+            false => format!(
+                "is the next part, {}, missing, or is this one cut short?",
+                next.display()
+            ),
+        }
+    }
+}
+
+/// What a file that is no bundle is, when ferry knows it (one of its side files, an image archive a
+/// tool wrote, a Helm chart), and what to give instead. `first_entry` is the tar entry it starts with,
+/// if it is a tar.
+fn identify(file: &Path, first_entry: Option<&str>) -> Option<(String, String)> {
+    let mut head = Vec::with_capacity(4096);
+    File::open(file)
+        .and_then(|f| f.take(4096).read_to_end(&mut head))
+        .ok()?;
+    let text = String::from_utf8_lossy(&head);
+    let dir = file.parent().unwrap_or(Path::new(""));
+    let name = super::file_name(file);
+    let beside = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .filter(|rest| !rest.is_empty())
+            .map(|rest| dir.join(rest))
+    };
+    // A bundle a side file names: the file, or the first part of a split one.
+    let bundle = |path: PathBuf| {
+        let first = super::sibling(&path, ".part-000");
+        match !path.exists() && first.exists() {
+            true => format!("its first part, {}", first.display()),
+            false => format!("the bundle, {}", path.display()),
+        }
+    };
+    let first_line = text.lines().next().unwrap_or("");
+    let hex = first_line
+        .get(..64)
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    if hex && (first_line[64..].starts_with("  ") || first_line[64..].starts_with(" *")) {
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.get(66..))
+            .map(str::trim)
+            .collect();
+        if let Some(first) = names.iter().find(|n| n.ends_with(".part-000")) {
+            return Some((
+                "the checksum file of a split bundle's parts".into(),
+                format!("its first part, {}", dir.join(first).display()),
+            ));
+        }
+        let give = names
+            .first()
+            .map_or_else(|| "the bundle".into(), |n| bundle(dir.join(n)));
+        return Some(("the checksum file of a bundle".into(), give));
+    }
+    if text.starts_with("-----BEGIN SSH SIGNATURE-----") {
+        let give = beside(".sig").map_or("the bundle it signs".into(), bundle);
+        return Some((
+            "the signature of a bundle".into(),
+            format!("{give} (its .sig is read beside it)"),
+        ));
+    }
+    if text.starts_with("# ferry lock") || text.lines().any(|l| l.trim() == "[[image]]") {
+        return Some((
+            "a ferry lock file".into(),
+            "the bundle, and this file with --lock".into(),
+        ));
+    }
+    if text.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        return Some(("an SSH private key".into(), "the bundle".into()));
+    }
+    let key = |line: &str| {
+        ["ssh-", "ecdsa-sha2-", "sk-"]
+            .iter()
+            .any(|p| line.starts_with(p))
+    };
+    if key(first_line) {
+        return Some(("an SSH public key".into(), "the bundle".into()));
+    }
+    if text
+        .lines()
+        .any(|l| l.contains("namespaces=") && l.split_whitespace().any(key))
+    {
+        return Some((
+            "an allowed_signers file".into(),
+            "the bundle, and this file with --trust".into(),
+        ));
+    }
+    let entry = first_entry?;
+    let hex_name = |n: &str| n.len() >= 64 && n[..64].bytes().all(|b| b.is_ascii_hexdigit());
+    // docker save's `<id>/`, `<id>.json`, `<id>.tar`; the directories of an OCI layout; `repositories`.
+    if hex_name(entry) || ["blobs/", "blobs/sha256/", "repositories"].contains(&entry) {
+        return Some((
+            "an image archive (from docker save, podman save or skopeo)".into(),
+            format!(
+                "a ferry bundle; to carry the images in it, run `ferry bundle --vendor-dir DIR` where it \
+                 came from, DIR holding {name}"
+            ),
+        ));
+    }
+    if entry.ends_with("/Chart.yaml") {
+        return Some(("a Helm chart".into(), "the bundle".into()));
+    }
+    None
 }
 
 /// Refuses decompression that expands implausibly (a gzip bomb), keeping time bounded.
@@ -263,22 +637,22 @@ impl Read for Position<'_> {
     }
 }
 
-fn io_error(offset: u64, source: io::Error) -> ReadError {
+fn io_error(offset: u64, source: io::Error) -> Broken {
     if source.get_ref().is_some_and(|e| e.is::<BombMarker>()) {
-        return ReadError::Bomb;
+        return Broken::Bomb;
     }
-    ReadError::Io { offset, source }
+    Broken::Io { offset, source }
 }
 
 /// Fills `buf` completely, or says how much came before the end.
-fn fill(input: &mut Position<'_>, buf: &mut [u8]) -> Result<usize, ReadError> {
+fn fill(input: &mut Position<'_>, buf: &mut [u8]) -> Result<usize, Broken> {
     crate::io::read_full(input, buf).map_err(|e| io_error(input.offset, e))
 }
 
 fn read_entries(
     reader: &mut dyn Read,
     visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>,
-) -> Result<(), ReadError> {
+) -> Result<(), Broken> {
     let mut input = Position {
         inner: reader,
         offset: 0,
@@ -289,14 +663,14 @@ fn read_entries(
         let at = input.offset;
         match fill(&mut input, &mut header)? {
             0 => {
-                return Err(ReadError::Truncated {
+                return Err(Broken::Truncated {
                     what: "the archive (no end-of-archive marker)".into(),
                     offset: at,
                 })
             }
             BLOCK => {}
             _ => {
-                return Err(ReadError::Truncated {
+                return Err(Broken::Truncated {
                     what: "a header".into(),
                     offset: at,
                 })
@@ -307,14 +681,14 @@ fn read_entries(
         }
         let (name, size) = parse_header(&header, at)?;
         if seen.len() == MAX_ENTRIES {
-            return Err(ReadError::Refused {
+            return Err(Broken::Refused {
                 name,
                 reason: format!("a bundle has at most {MAX_ENTRIES} entries"),
                 offset: at,
             });
         }
         if !seen.insert(name.clone()) {
-            return Err(ReadError::Refused {
+            return Err(Broken::Refused {
                 name,
                 reason: "a second entry of the same name".into(),
                 offset: at,
@@ -335,7 +709,7 @@ fn read_entries(
         .map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;
         io::copy(&mut limited, &mut io::sink()).map_err(|e| io_error(data_start, e))?;
         if data.offset < size {
-            return Err(ReadError::Truncated {
+            return Err(Broken::Truncated {
                 what: format!("the data of {name}"),
                 offset: data_start + data.offset,
             });
@@ -344,13 +718,13 @@ fn read_entries(
         let mut pad = [0u8; BLOCK];
         let at = input.offset;
         if fill(&mut input, &mut pad[..padding])? < padding {
-            return Err(ReadError::Truncated {
+            return Err(Broken::Truncated {
                 what: format!("the padding after {name}"),
                 offset: at,
             });
         }
         if pad[..padding].iter().any(|&b| b != 0) {
-            return Err(ReadError::Malformed {
+            return Err(Broken::Malformed {
                 reason: format!("non-zero padding after {name}"),
                 offset: at,
             });
@@ -359,17 +733,17 @@ fn read_entries(
 }
 
 /// After the first zero block: a second one, then nothing but a little zero padding.
-fn end_of_archive(input: &mut Position<'_>) -> Result<(), ReadError> {
+fn end_of_archive(input: &mut Position<'_>) -> Result<(), Broken> {
     let mut block = [0u8; BLOCK];
     let at = input.offset;
     if fill(input, &mut block)? < BLOCK {
-        return Err(ReadError::Truncated {
+        return Err(Broken::Truncated {
             what: "the end-of-archive marker".into(),
             offset: at,
         });
     }
     if block.iter().any(|&b| b != 0) {
-        return Err(ReadError::Malformed {
+        return Err(Broken::Malformed {
             reason: "a damaged end-of-archive marker".into(),
             offset: at,
         });
@@ -379,14 +753,14 @@ fn end_of_archive(input: &mut Position<'_>) -> Result<(), ReadError> {
         let at = input.offset;
         let n = fill(input, &mut block)?;
         if block[..n].iter().any(|&b| b != 0) {
-            return Err(ReadError::Malformed {
+            return Err(Broken::Malformed {
                 reason: "data after the end-of-archive marker".into(),
                 offset: at,
             });
         }
         trailing += n as u64;
         if trailing > MAX_TRAILING_ZEROS {
-            return Err(ReadError::Malformed {
+            return Err(Broken::Malformed {
                 reason: "too much padding after the end-of-archive marker".into(),
                 offset: at,
             });
@@ -398,8 +772,8 @@ fn end_of_archive(input: &mut Position<'_>) -> Result<(), ReadError> {
 }
 
 /// Checks one USTAR header and returns the entry's name and size.
-fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), ReadError> {
-    let malformed = |reason: &str| ReadError::Malformed {
+fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Broken> {
+    let malformed = |reason: &str| Broken::Malformed {
         reason: reason.to_string(),
         offset,
     };
@@ -438,7 +812,7 @@ fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Read
             format!("{prefix}/{name}")
         }
     };
-    let refuse = |reason: &str| ReadError::Refused {
+    let refuse = |reason: &str| Broken::Refused {
         name: name.clone(),
         reason: reason.to_string(),
         offset,
@@ -558,5 +932,57 @@ mod tests {
         let source = Source::locate(&name(".part-000")).unwrap();
         assert_eq!(source.files, [name(".part-000"), name(".part-001")]);
         assert_eq!(source.whole, name(""));
+    }
+
+    /// Side files and other tools' files are named for what they are; anything else is not guessed at.
+    #[test]
+    fn files_ferry_knows_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let named = |name: &str, text: &str, entry: Option<&str>| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            identify(&path, entry).map(|(is, _)| is)
+        };
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq builder";
+        assert_eq!(named("k.pub", key, None).unwrap(), "an SSH public key");
+        assert_eq!(
+            named(
+                "signers",
+                &format!("ops namespaces=\"ferry\" {key}\n"),
+                None
+            )
+            .unwrap(),
+            "an allowed_signers file"
+        );
+        assert_eq!(
+            named("k", "-----BEGIN OPENSSH PRIVATE KEY-----\n", None).unwrap(),
+            "an SSH private key"
+        );
+        assert_eq!(
+            named("c.tgz", "\x1f", Some("csi/Chart.yaml")).unwrap(),
+            "a Helm chart"
+        );
+        assert_eq!(named("b.tar", "garbage", Some("etc/passwd")), None);
+        assert_eq!(named("b.tar", "garbage", Some("blobs/sha256/ab")), None);
+    }
+
+    #[test]
+    fn parts_are_counted_in_words() {
+        let said: Vec<String> = [1, 2, 10, 11, 12, 13, 21, 22, 23, 101, 111]
+            .map(ordinal)
+            .into();
+        assert_eq!(
+            said,
+            [
+                "first", "second", "tenth", "11th", "12th", "13th", "21st", "22nd", "23rd",
+                "101st", "111th"
+            ]
+        );
+        assert_eq!(
+            part_of(Path::new("/x/b.tar.part-012")),
+            Some((PathBuf::from("/x/b.tar"), 12))
+        );
+        assert_eq!(part_of(Path::new("/x/b.tar.part-1")), None);
+        assert_eq!(part_of(Path::new(".part-001")), None);
     }
 }

@@ -24,6 +24,7 @@ use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing, HashingSink};
 use crate::image::{media, Descriptor, Image};
 use crate::progress::{Action, Counted, Reporter, Task};
+use crate::recovery::{Created, Redundancy};
 
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
@@ -33,6 +34,8 @@ pub struct WriteOptions {
     pub split: Option<u64>,
     /// Sign `PATH.sha256` into `PATH.sig`.
     pub signer: Option<Arc<dyn Signer>>,
+    /// Write PAR2 recovery data of this size beside the bundle.
+    pub recovery: Option<Redundancy>,
 }
 
 /// What was written.
@@ -47,6 +50,8 @@ pub struct Written {
     pub blobs: usize,
     /// Bytes not written because images share blobs.
     pub saved_by_sharing: u64,
+    /// The recovery data written beside it.
+    pub recovery: Option<Created>,
     /// A delta's record: the full bundle it stands for and what its bases supply.
     pub delta: Option<DeltaRecord>,
 }
@@ -294,6 +299,7 @@ impl Staged {
             bytes: sealed.bytes,
             blobs,
             saved_by_sharing: 0,
+            recovery: sealed.recovery,
             delta: None,
         })
     }
@@ -329,7 +335,7 @@ pub fn write_entries(
     reporter.on_complete(id);
     let sealed = counted
         .into_inner()
-        .seal()
+        .seal(options.recovery)
         .map_err(|e| output_error(path, e))?;
     Ok(Staged {
         sealed,
@@ -366,7 +372,7 @@ fn hash_entries(
 }
 
 /// The bytes of the tar of `documents` and `blobs`.
-pub fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64 {
+fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64 {
     tar_size(
         documents
             .iter()
@@ -378,7 +384,7 @@ pub fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64
 /// Writes the tar of `documents`, then `blobs` from `source` in digest order, into `out` and hands it
 /// back; every blob is hashed as it passes. The outer error is the bundle's; the inner one, the
 /// writing's.
-pub fn stream_entries<W: Write>(
+fn stream_entries<W: Write>(
     out: W,
     source: &dyn BlobSource,
     documents: &Documents,
@@ -566,6 +572,13 @@ fn output_error(path: &Path, error: OutputError) -> TarballError {
             source,
         },
         OutputError::Target(error) => TarballError::Target(error),
+        OutputError::NoRoom { dir, needed, free } => TarballError::NoRoom {
+            path: path.to_path_buf(),
+            dir,
+            needed,
+            free,
+        },
+        OutputError::Recovery(error) => TarballError::Recovery(error),
     }
 }
 

@@ -1,12 +1,19 @@
 //! The `sha256sum -c` files that travel beside a bundle.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::Checksum;
 use crate::digest::Digest;
 use crate::tarball::read::Source;
 use crate::tarball::{file_name, sibling};
 
+/// The lines of a `sha256sum -c` file as (name, digest); None if one does not read as such.
+pub fn checksum_lines(text: &str) -> Option<Vec<(String, Digest)>> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(checksum_line)
+        .collect()
+}
 /// The most a checksum file may hold: a `.parts.sha256` of the most parts (1000) with the longest file
 /// names (255 bytes) is about 330 kB.
 const MAX_CHECKSUM_FILE: u64 = 1 << 20;
@@ -20,8 +27,25 @@ fn checksum_line(line: &str) -> Option<(String, Digest)> {
     ))
 }
 
-/// Compares the bytes read with every `sha256sum -c` file beside the bundle.
-pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> Checksum {
+/// Compares the bytes read with every `sha256sum -c` file beside the bundle. Lines for the bundle's
+/// recovery files (`NAME.par2`, `NAME.vol*.par2`) are checked against those files and returned apart:
+/// a damaged recovery file does not make the bundle damaged.
+pub(super) fn check_sums(
+    source: &Source,
+    parts: &[Digest],
+    whole: &Digest,
+) -> (Checksum, Vec<String>) {
+    let mut damaged_recovery = Vec::new();
+    let checksum = check_sums_of(source, parts, whole, &mut damaged_recovery);
+    (checksum, damaged_recovery)
+}
+
+fn check_sums_of(
+    source: &Source,
+    parts: &[Digest],
+    whole: &Digest,
+    damaged_recovery: &mut Vec<String>,
+) -> Checksum {
     let mut expected: Vec<(PathBuf, Vec<(String, Digest)>)> = Vec::new();
     let split = source.files.len() > 1 || source.files[0] != source.whole;
     let whole_sums = sibling(&source.whole, ".sha256");
@@ -83,8 +107,19 @@ pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> C
     if split {
         actual.extend(source.files.iter().map(|p| file_name(p)).zip(parts));
     }
+    let recovery_prefix = format!("{}.", file_name(&source.whole));
     for (file, lines) in &expected {
         for (name, digest) in lines {
+            if name.starts_with(&recovery_prefix) && name.ends_with(".par2") && !name.contains('/')
+            {
+                let path = source.whole.with_file_name(name);
+                if recovery_digest(&path).as_ref() != Some(digest)
+                    && !damaged_recovery.contains(name)
+                {
+                    damaged_recovery.push(name.clone());
+                }
+                continue;
+            }
             match actual.iter().find(|(n, _)| n == name) {
                 Some((_, got)) if *got == digest => {}
                 Some((_, got)) => {
@@ -107,4 +142,15 @@ pub(super) fn check_sums(source: &Source, parts: &[Digest], whole: &Digest) -> C
         }
     }
     Checksum::Verified { files, sums }
+}
+
+/// The sha256 of a recovery file, if it is a regular file that can be read.
+fn recovery_digest(path: &Path) -> Option<Digest> {
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    if !metadata.is_file() {
+        return None;
+    }
+    let mut hashing = crate::digest::Hashing::new(std::io::sink());
+    std::io::copy(&mut std::fs::File::open(path).ok()?, &mut hashing).ok()?;
+    Some(hashing.finish().1)
 }

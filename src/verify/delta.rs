@@ -247,11 +247,13 @@ fn read_base(
     let (base, mut base_contents) = match read(path, deep, Some(&wanted)) {
         Ok(read) => read,
         Err(VerifyError::Read(error)) if !matches!(error, ReadError::Open { .. }) => {
-            report.problems.push(format!(
-                "base {} is not a bundle ferry can read: {}",
-                path.display(),
-                crate::causes::chain(&error)
-            ));
+            // Read errors name the file they met, mostly first.
+            let cause = crate::causes::chain(&error);
+            let shown = path.display().to_string();
+            report.problems.push(match cause.starts_with(&shown) {
+                true => format!("base {cause}"),
+                false => format!("base {shown}: {cause}"),
+            });
             return Ok(None);
         }
         Err(error) => return Err(error),
@@ -321,8 +323,12 @@ fn joined_length(files: &[PathBuf]) -> Result<u64, VerifyError> {
             .len();
         total = total.checked_add(length).ok_or_else(|| {
             VerifyError::Read(crate::tarball::read::ReadError::Malformed {
-                reason: "files longer together than any file can be".into(),
-                offset: total,
+                at: crate::tarball::read::Place {
+                    file: file.clone(),
+                    offset: 0,
+                    gunzipped: false,
+                },
+                reason: "the files read together are longer than any file can be".into(),
             })
         })?;
     }

@@ -25,11 +25,13 @@ use serde::Serialize;
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
 pub use self::delta::{BaseVerdict, DeltaReport};
+pub use self::checksum::checksum_lines;
 use self::stream::{Contents, OuterHasher};
 use crate::catalog::Catalogs;
 use crate::digest::Digest;
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
+use crate::recovery::{self, RecoveryError, RecoverySet};
 use crate::reference::Reference;
 use crate::tarball::delta::{BundleDescription, DeltaRecord, DescribedImage, HeldBlob};
 use crate::tarball::layout::METADATA_JSON;
@@ -70,6 +72,100 @@ pub enum Checksum {
     },
 }
 
+/// What the recovery data beside a damaged bundle can do for it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RecoveryCheck {
+    Repairable {
+        bundle: PathBuf,
+        damaged_blocks: usize,
+        recovery_blocks: usize,
+    },
+    NotEnough {
+        bundle: PathBuf,
+        damaged_blocks: usize,
+        recovery_blocks: usize,
+    },
+    /// Every block matches the recovery data: the damage is not in the bundle's bytes.
+    NoDamage {
+        bundle: PathBuf,
+    },
+    Unusable {
+        bundle: PathBuf,
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for RecoveryCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryCheck::Repairable {
+                bundle,
+                damaged_blocks,
+                recovery_blocks,
+            } => write!(
+                f,
+                "{damaged_blocks} damaged blocks; {recovery_blocks} recovery blocks available: run `ferry repair {}`",
+                bundle.display()
+            ),
+            RecoveryCheck::NotEnough {
+                damaged_blocks,
+                recovery_blocks,
+                ..
+            } => write!(
+                f,
+                "{damaged_blocks} damaged blocks, only {recovery_blocks} recovery blocks available: {} more would be needed to repair it",
+                damaged_blocks - recovery_blocks
+            ),
+            RecoveryCheck::NoDamage { .. } => write!(
+                f,
+                "every block matches the recovery data, so the damage is not in the bundle's bytes and repair cannot help"
+            ),
+            RecoveryCheck::Unusable { reason, .. } => {
+                write!(f, "the recovery data cannot be used: {reason}")
+            }
+        }
+    }
+}
+
+/// What the recovery data beside `path` (a bundle, or its first part) says about its damage; None when
+/// there is none.
+pub fn check_recovery(path: &Path) -> Option<RecoveryCheck> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    let bundle = PathBuf::from(std::ffi::OsStr::from_bytes(
+        bytes.strip_suffix(b".part-000").unwrap_or(bytes),
+    ));
+    if recovery::files_beside(&bundle).is_empty() {
+        return None;
+    }
+    let unusable = |error: RecoveryError| RecoveryCheck::Unusable {
+        bundle: path.to_path_buf(),
+        reason: crate::causes::chain(&error),
+    };
+    let damage = match RecoverySet::load(&bundle).and_then(|set| set.check()) {
+        Ok(damage) => damage,
+        Err(error) => return Some(unusable(error)),
+    };
+    let (damaged_blocks, recovery_blocks) = (damage.damaged_slices(), damage.recovery_slices);
+    let bundle = path.to_path_buf();
+    Some(if damage.is_intact() {
+        RecoveryCheck::NoDamage { bundle }
+    } else if damage.is_repairable() {
+        RecoveryCheck::Repairable {
+            bundle,
+            damaged_blocks,
+            recovery_blocks,
+        }
+    } else {
+        RecoveryCheck::NotEnough {
+            bundle,
+            damaged_blocks,
+            recovery_blocks,
+        }
+    })
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageVerdict {
     /// As the index names it (or `ferry.json`, for an image pinned by digest alone); `image #N` when
@@ -100,6 +196,12 @@ pub struct Report {
     /// Of the file (the parts joined) as read.
     pub sha256: Digest,
     pub checksum: Checksum,
+    /// Recovery files a checksum file lists that do not match it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_recovery_files: Vec<String>,
+    /// For a damaged bundle with recovery data beside it: whether it can be repaired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryCheck>,
     pub images: Vec<ImageVerdict>,
     /// Findings that belong to no single image.
     pub problems: Vec<String>,
@@ -114,6 +216,9 @@ pub struct Report {
     /// follow its own files in `source`, so their blobs are located in that joined stream too.
     #[serde(skip)]
     pub locations: BTreeMap<Digest, (u64, u64)>,
+    /// The documents as read, by name: what a loader is fed, rather than the file read again.
+    #[serde(skip)]
+    pub documents: BTreeMap<String, Vec<u8>>,
     #[serde(skip)]
     pub source: Source,
 }
@@ -129,6 +234,7 @@ pub struct Verified {
     platforms: Vec<Platform>,
     images: Vec<VerifiedImage>,
     locations: BTreeMap<Digest, (u64, u64)>,
+    documents: BTreeMap<String, Vec<u8>>,
     delta: Option<VerifiedDelta>,
 }
 
@@ -205,6 +311,12 @@ impl Verified {
     pub fn delta(&self) -> Option<&VerifiedDelta> {
         self.delta.as_ref()
     }
+
+    /// The documents (`oci-layout`, `ferry.json`, `index.json`, `manifest.json`) by name, the very bytes
+    /// checked: the file may have changed since.
+    pub fn documents(&self) -> &BTreeMap<String, Vec<u8>> {
+        &self.documents
+    }
 }
 
 /// One image of a verified bundle, on one platform.
@@ -252,6 +364,53 @@ impl Report {
         if !self.intact() {
             return Err(Box::new(self));
         }
+        self.proof()
+    }
+
+    /// The images of a damaged bundle that verified, as a bundle to deliver alone, and the names of
+    /// the images left out: an image with a platform damaged is left out whole. The report back when
+    /// the damage is not confined to images (a document, the tar past a damaged header) or no image is
+    /// intact.
+    pub fn into_intact_images(mut self) -> Result<(Verified, Vec<String>), Box<Report>> {
+        let mut damaged: Vec<String> = Vec::new();
+        for image in self.images.iter().filter(|i| !i.problems.is_empty()) {
+            if !damaged.contains(&image.name) {
+                damaged.push(image.name.clone());
+            }
+        }
+        let (kept, left_out): (Vec<ImageVerdict>, Vec<ImageVerdict>) = self
+            .images
+            .iter()
+            .cloned()
+            .partition(|i| !damaged.contains(&i.name));
+        // A finding that names no blob of a left-out image, or one of a kept image, is not confined.
+        let blobs = |images: &[ImageVerdict]| -> Vec<String> {
+            images
+                .iter()
+                .flat_map(|i| {
+                    i.manifest
+                        .iter()
+                        .chain(&i.config)
+                        .chain(&i.index)
+                        .chain(&i.layers)
+                })
+                .map(Digest::to_string)
+                .collect()
+        };
+        let (kept_blobs, left_out_blobs) = (blobs(&kept), blobs(&left_out));
+        let confined = |problem: &String| {
+            left_out_blobs.iter().any(|b| problem.contains(b.as_str()))
+                && !kept_blobs.iter().any(|b| problem.contains(b.as_str()))
+        };
+        if kept.is_empty() || !self.missing.is_empty() || !self.problems.iter().all(confined) {
+            return Err(Box::new(self));
+        }
+        self.images = kept;
+        Ok((self.proof()?, damaged))
+    }
+
+    /// The proof that deliver takes, of every image in the report.
+    fn proof(self) -> Result<Verified, Box<Report>> {
         let images: Option<Vec<VerifiedImage>> = self.images.iter().map(verified_image).collect();
         let platforms: Option<Vec<Platform>> = self.metadata.as_ref().and_then(|metadata| {
             let carried = metadata.all_platforms();
@@ -268,6 +427,7 @@ impl Report {
                 images,
                 locations: self.locations,
                 delta,
+                documents: self.documents,
             }),
             // An intact bundle always has all; a report without them is not proof of anything.
             (images, platforms, metadata) => {
@@ -339,9 +499,13 @@ pub fn verify(
     let (mut report, mut contents) = read(path, options.deep, None)?;
     let joined = delta::join_bases(&mut report, &mut contents, &options.bases, options.deep)?;
     contents.cross_check(&mut report, options.deep);
+    report.documents = std::mem::take(&mut contents.documents);
     joined.name_images(&mut report);
     if let Some(version) = options.kubernetes {
         check_completeness(&mut report, version, catalogs)?;
+    }
+    if !report.intact() {
+        report.recovery = check_recovery(path);
     }
     Ok(report)
 }
@@ -370,12 +534,14 @@ fn read(
         false => Ok(()),
     })?;
     let (parts, whole) = hasher.finish();
-    let checksum = check_sums(&source, &parts, &whole);
+    let (checksum, damaged_recovery_files) = check_sums(&source, &parts, &whole);
     let report = Report {
         bundle: path.to_path_buf(),
         bytes,
         sha256: whole,
         checksum,
+        damaged_recovery_files,
+        recovery: None,
         images: Vec::new(),
         problems: std::mem::take(&mut contents.problems),
         missing: Vec::new(),
@@ -383,6 +549,7 @@ fn read(
         metadata: None,
         delta: None,
         locations: std::mem::take(&mut contents.locations),
+        documents: BTreeMap::new(),
         source,
     };
     Ok((report, contents))

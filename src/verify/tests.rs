@@ -224,12 +224,7 @@ fn every_image_must_have_every_platform_the_bundle_carries() {
     let both = ["linux/amd64", "linux/arm64"];
     let platforms: Vec<crate::image::Platform> = both.iter().map(|p| p.parse().unwrap()).collect();
     let mut images = intact_images(&store, &["quay.io/a/b:1", "huawei-csi:4.8.0"], &both);
-    let plan = crate::resolve::Plan {
-        release: None,
-        span: None,
-        service: None,
-        images: Vec::new(),
-    };
+    let plan = crate::resolve::Plan::of_images(Vec::new());
     let check = |images: &[crate::image::Image], partial_ok: &[crate::reference::Reference]| {
         let path = dir.path().join("b.tar");
         let metadata =

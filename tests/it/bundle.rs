@@ -13,7 +13,7 @@ use crate::seed::{
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -324,12 +324,12 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
     assert_eq!(
         files,
         [
-            "huawei-csi-4.8.0-k8s1.16-linux-amd64.tar",
-            "huawei-csi-4.8.0-k8s1.16-linux-amd64.tar.sha256",
-            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64.tar",
-            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64.tar.sha256",
-            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar",
-            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar.sha256",
+            "huawei-csi-4.8.0-k8s1.16-linux-amd64-incomplete.tar",
+            "huawei-csi-4.8.0-k8s1.16-linux-amd64-incomplete.tar.sha256",
+            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64-incomplete.tar",
+            "huawei-csi-4.8.0-k8s1.17-1.19-linux-amd64-incomplete.tar.sha256",
+            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64-incomplete.tar",
+            "huawei-csi-4.8.0-k8s1.20-up-linux-amd64-incomplete.tar.sha256",
         ],
         "{}",
         run.stdout()
@@ -490,4 +490,29 @@ fn a_failed_pull_stops_vendor_compression() {
         })
         .unwrap_or(0);
     assert_eq!(compressed, 0, "no vendor layer was compressed to the end");
+}
+
+/// An empty --vendor-dir names every vendor image the release needs, not only the first.
+#[test]
+fn an_empty_vendor_dir_names_every_vendor_image_missing() {
+    let Some(csi) = Csi480::start() else { return };
+    for tarball in std::fs::read_dir(csi.vendor.path()).unwrap() {
+        std::fs::remove_file(tarball.unwrap().path()).unwrap();
+    }
+    let cache = csi.work.path().join("cache");
+    let run = csi
+        .bundle(cache.to_str().unwrap(), "csi.tar", &[])
+        .fails_with(2);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: the vendor directory {} has none of the images \
+             docker.io/library/storage-backend-controller:4.8.0, \
+             docker.io/library/storage-backend-sidecar:4.8.0, docker.io/library/huawei-csi:4.8.0, \
+             docker.io/library/huawei-csi-extender:4.8.0; it has: no image archives\n\
+             (the tarballs are in the vendor's release package, e.g. its image/ directory)\n",
+            csi.vendor.path().display()
+        )
+    );
+    assert!(!csi.work.path().join("csi.tar").exists());
 }

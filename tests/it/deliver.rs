@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::bundle::{expected_names, Csi480};
-use crate::ferry::{command, run};
+use crate::ferry::{command, run, Run};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 /// The manifest digest of `image` as an independent client (skopeo) reads it from the registry.
@@ -397,4 +397,369 @@ fn load_feeds_a_chatty_loader_without_deadlock() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(child.wait().unwrap().success());
+}
+
+/// What a forgery swapped in after verify needs: the genuine bundle (signed, and pinned by a lock), and a
+/// bundle of the same image name with other content.
+struct Forgery {
+    work: tempfile::TempDir,
+    _registry: Registry,
+    genuine: std::path::PathBuf,
+    forged: std::path::PathBuf,
+}
+
+impl Forgery {
+    fn make() -> Option<Forgery> {
+        use crate::seed::{push_image, Format};
+        let registry = require(Registry::plain())?;
+        let work = tempfile::tempdir().unwrap();
+        let key = work.path().join("builder");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "builder", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success(), "ssh-keygen");
+        let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+        std::fs::write(
+            work.path().join("allowed_signers"),
+            format!("builder namespaces=\"ferry\" {public}"),
+        )
+        .unwrap();
+        let mirror = format!("registry.k8s.io={}", registry.addr());
+        let bundle = |name: &str, extra: &[&str]| {
+            let path = work.path().join(name);
+            run(command()
+                .args([
+                    "bundle",
+                    "--image",
+                    "registry.k8s.io/app/server:1",
+                    "--mirror",
+                ])
+                .arg(&mirror)
+                .arg("--cache-dir")
+                .arg(work.path().join("cache"))
+                .arg("-o")
+                .arg(&path)
+                .arg("-q")
+                .args(extra))
+            .success();
+            path
+        };
+        let seed = |size| {
+            push_image(
+                registry.addr(),
+                "app/server",
+                "1",
+                Format::DockerSingle,
+                &["linux/amd64"],
+                size,
+            )
+        };
+        seed(400_000);
+        let genuine = bundle(
+            "genuine.tar",
+            &[
+                "--sign",
+                key.to_str().unwrap(),
+                "--lock",
+                work.path().join("lock").to_str().unwrap(),
+            ],
+        );
+        // The same name, pushed again with other layers: what the attacker's file holds.
+        seed(400_016);
+        let forged = bundle("forged.tar", &[]);
+        Some(Forgery {
+            work,
+            _registry: registry,
+            genuine,
+            forged,
+        })
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.work.path().join(name).display().to_string()
+    }
+
+    /// Every digest the forged bundle has and the genuine one lacks: what must never reach a runtime.
+    fn forged_blobs(&self) -> Vec<String> {
+        let genuine = blob_entries(&std::fs::read(&self.genuine).unwrap());
+        blob_entries(&std::fs::read(&self.forged).unwrap())
+            .into_iter()
+            .filter(|(name, ..)| !genuine.iter().any(|(n, ..)| n == name))
+            .map(|(name, ..)| name.replace("blobs/sha256/", "sha256:"))
+            .collect()
+    }
+
+    /// `ferry load` of the genuine bundle with `args`, which finds the forgery in its place once verify
+    /// and the trust checks have passed; and the error ferry must give, the feed to `tool` being cut at
+    /// the first blob that now reads differently.
+    fn load_swapped(&self, args: &[&str], env: &[(&str, &str)], tool: &str) -> (Run, String) {
+        let genuine = std::fs::read(&self.genuine).unwrap();
+        let bundle = self.genuine.display().to_string();
+        let mut load = command();
+        load.args(["load", &bundle])
+            .args(args)
+            .envs(env.iter().copied());
+        let run = held_at_first_stderr_line(load, || {
+            let swap = self.work.path().join("swap.tmp");
+            std::fs::copy(&self.forged, &swap).unwrap();
+            std::fs::rename(&swap, &self.genuine).unwrap();
+        });
+        std::fs::write(&self.genuine, &genuine).unwrap();
+        let forged = std::fs::read(&self.forged).unwrap();
+        let mut blobs = blob_entries(&genuine);
+        blobs.sort_by_key(|&(_, offset, _)| offset);
+        let (name, offset, size) = blobs
+            .into_iter()
+            .find(|(name, offset, size)| {
+                forged
+                    .get(*offset as usize..(offset + size) as usize)
+                    .is_none_or(|bytes| {
+                        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))
+                            != name["blobs/sha256/".len()..]
+                    })
+            })
+            .expect("the forgery differs in some blob");
+        let now = forged
+            .get(offset as usize..(offset + size) as usize)
+            .expect("the forgery is no shorter");
+        let expected = format!(
+            "error: {bundle} no longer reads as it did when verified: {name} (at byte {offset} of {bundle}) now \
+             hashes to sha256:{}; the feed to {tool} was cut inside that entry, before any index or manifest, and \
+             {tool} refused it: nothing was loaded. Verify the bundle again, and load it from local disk if it is \
+             on a shared folder or a removable device",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(now))
+        );
+        (run, expected)
+    }
+}
+
+/// Each blob entry of a bundle: its name, where its data starts, and its size.
+fn blob_entries(tar: &[u8]) -> Vec<(String, u64, u64)> {
+    crate::verify::tar_entries(tar)
+        .into_iter()
+        .filter(|(name, ..)| name.starts_with("blobs/"))
+        .map(|(name, _, data, size)| (name, data, size))
+        .collect()
+}
+
+/// Runs `ferry` with its stderr a pipe filled to capacity beforehand, so that it stops at its first line
+/// there, runs `meanwhile`, then lets it go on. `load` writes that line (the trust verdicts) once verify
+/// and the trust checks are done, and before it feeds the loader: the moment a file on a shared folder
+/// or a device can change under it.
+fn held_at_first_stderr_line(mut ferry: Command, meanwhile: impl FnOnce()) -> Run {
+    use std::io::{Read, Write};
+    #[cfg(target_arch = "x86_64")]
+    const WRITE_TO_STDERR: &str = "1 0x2 ";
+    #[cfg(target_arch = "aarch64")]
+    const WRITE_TO_STDERR: &str = "64 0x2 ";
+    let (mut reader, mut writer) = std::io::pipe().unwrap();
+    let capacity = rustix::pipe::fcntl_getpipe_size(&writer).unwrap();
+    writer.write_all(&vec![b'.'; capacity]).unwrap();
+    let mut child = ferry
+        .stdout(std::process::Stdio::piped())
+        .stderr(writer)
+        .spawn()
+        .unwrap();
+    drop(ferry);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let syscall = format!("/proc/{}/syscall", child.id());
+    while !std::fs::read_to_string(&syscall).is_ok_and(|s| s.starts_with(WRITE_TO_STDERR)) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ferry ended before it wrote to stderr"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry never wrote to stderr"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    meanwhile();
+    let draining = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        reader.read_to_end(&mut all).unwrap();
+        all.split_off(capacity)
+    });
+    let mut output = child.wait_with_output().unwrap();
+    output.stderr = draining.join().unwrap();
+    Run { output }
+}
+
+/// A bundle replaced after `--trust` and `--lock` passed (a shared folder, a device that answers a second
+/// read differently) loads nothing into containerd, docker or podman: the feed is made from what verify
+/// proved, each blob checked again on its way, and cut inside the first that reads differently, before
+/// any index or manifest.
+#[test]
+fn a_bundle_swapped_after_verify_loads_nothing() {
+    let Some(forgery) = Forgery::make() else {
+        return;
+    };
+    let forged_blobs = forgery.forged_blobs();
+    assert!(!forged_blobs.is_empty());
+    let trust = forgery.arg("allowed_signers");
+    let lock = forgery.arg("lock");
+    // The trust verdict, the runtime ferry was told to use, then the refusal.
+    let check = |(run, expected): (Run, String), verdict: &str, told: &str| {
+        let run = run.fails_with(1);
+        assert_eq!(
+            run.stderr(),
+            format!("{verdict}\nruntime: {told}\n{expected}\n")
+        );
+        assert_eq!(run.stdout(), "");
+    };
+
+    let Some(containerd) = require(Containerd::start()) else {
+        return;
+    };
+    let socket = containerd.socket().to_str().unwrap().to_string();
+    let signed = format!(
+        "signature: good, signed by builder (ssh-ed25519 {})",
+        String::from_utf8_lossy(
+            &Command::new("ssh-keygen")
+                .args(["-l", "-E", "sha256", "-f", &forgery.arg("builder.pub")])
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+    );
+    check(
+        forgery.load_swapped(
+            &[
+                "--trust",
+                &trust,
+                "--runtime",
+                "containerd",
+                "--address",
+                &socket,
+            ],
+            &[],
+            "ctr",
+        ),
+        &signed,
+        &format!("containerd (--runtime containerd --address {socket})"),
+    );
+    let images = containerd.ctr(&["images", "ls", "-q"]);
+    assert_eq!(String::from_utf8_lossy(&images.stdout), "", "no image");
+    let content =
+        String::from_utf8_lossy(&containerd.ctr(&["content", "ls", "-q"]).stdout).into_owned();
+    for forged in &forged_blobs {
+        assert!(
+            !content.contains(forged.as_str()),
+            "{forged} reached containerd: {content}"
+        );
+    }
+
+    let Some(dockerd) = require(Dockerd::start(&containerd)) else {
+        return;
+    };
+    check(
+        forgery.load_swapped(
+            &[
+                "--lock",
+                &lock,
+                "--runtime",
+                "docker",
+                "--address",
+                &dockerd.socket(),
+            ],
+            &[],
+            "docker",
+        ),
+        &format!("lock: every image matches {lock} (1 images)"),
+        &format!("docker (--runtime docker --address {})", dockerd.socket()),
+    );
+    let images = dockerd.docker(&["images", "-aq"]);
+    assert_eq!(String::from_utf8_lossy(&images.stdout), "", "no image");
+
+    let Some(podman) = require(Podman::new()) else {
+        return;
+    };
+    // podman copies its input into a file under TMPDIR first; a cut feed must not leave it there.
+    let tmp = forgery.work.path().join("podman-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    check(
+        forgery.load_swapped(
+            &["--trust", &trust, "--runtime", "podman"],
+            &[
+                (
+                    "CONTAINERS_STORAGE_CONF",
+                    podman.storage_conf().to_str().unwrap(),
+                ),
+                ("TMPDIR", tmp.to_str().unwrap()),
+            ],
+            "podman",
+        ),
+        &signed,
+        "podman (--runtime podman)",
+    );
+    let images = podman.podman(&["images", "-aq"]);
+    assert_eq!(String::from_utf8_lossy(&images.stdout), "", "no image");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "podman left its copy"
+    );
+
+    // The bundle as verified loads as ever.
+    run(command()
+        .args(["load", forgery.genuine.to_str().unwrap(), "--trust", &trust])
+        .args(["--runtime", "containerd", "--address", &socket]))
+    .success();
+}
+
+/// A layer that changes after verify (a device answering a second read differently) is not pushed: its
+/// upload stops before its last chunk, whatever the registry would make of it.
+#[test]
+fn a_layer_changed_after_verify_is_not_pushed() {
+    let Some(forgery) = Forgery::make() else {
+        return;
+    };
+    let Some(private) = require(Registry::plain()) else {
+        return;
+    };
+    let bundle = forgery.genuine.display().to_string();
+    let genuine = std::fs::read(&forgery.genuine).unwrap();
+    let (layer, offset, size) = blob_entries(&genuine)
+        .into_iter()
+        .max_by_key(|&(_, _, size)| size)
+        .unwrap();
+    let lock = forgery.arg("lock");
+    let mut push = command();
+    push.args(["push", &bundle, "-q", "--lock", &lock, "--to"])
+        .arg(format!("{}/private", private.addr()));
+    let pushed = held_at_first_stderr_line(push, || {
+        let mut changed = genuine.clone();
+        changed[offset as usize + size as usize / 2] ^= 1;
+        // In place, as a device would: the open file reads the new bytes.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&forgery.genuine)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &changed))
+            .unwrap();
+    })
+    .fails_with(1);
+    let changed = std::fs::read(&forgery.genuine).unwrap();
+    let now = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+        &changed[offset as usize..(offset + size) as usize],
+    ));
+    assert_eq!(
+        pushed.stderr(),
+        format!(
+            "lock: every image matches {lock} (1 images)\nerror: {bundle} no longer reads as it did when \
+             verified: {layer} (at byte {offset} of {bundle}) now hashes to sha256:{now}; its upload to \
+             {}/private/app/server:1 was stopped before its last chunk, so the registry does not have it. \
+             Verify the bundle again, and push it from local disk if it is on a shared folder or a removable \
+             device\n",
+            private.addr()
+        )
+    );
+    let blob = layer.replace("blobs/sha256/", "sha256:");
+    let path = format!("/v2/private/app/server/blobs/{blob}");
+    let (status, _, _) = crate::seed::http(private.addr(), "HEAD", &path, "", &[]);
+    assert_eq!(status, 404, "the registry has no such blob");
 }

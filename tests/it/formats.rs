@@ -134,11 +134,15 @@ fn a_zstd_image_bundles_verifies_deep_and_a_flipped_byte_in_its_layer_is_named()
         &dockerd.socket(),
     ])
     .fails_with(1);
+    let told = format!(
+        "runtime: docker (--runtime docker --address {})\n",
+        dockerd.socket()
+    );
     assert!(
-        run.stderr().starts_with(
-            "error: docker load failed, and the bundle has zstd-compressed layers, which Docker Engine \
+        run.stderr().starts_with(&(told
+            + "error: docker load failed, and the bundle has zstd-compressed layers, which Docker Engine \
              before 23.0 cannot load: use --runtime containerd or --runtime podman, or a newer Docker\n  \
-             caused by: \"docker\" failed (exit status: 1): "
+             caused by: \"docker\" failed (exit status: 1): ")
         ),
         "{}",
         run.stderr()

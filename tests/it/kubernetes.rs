@@ -8,6 +8,18 @@ use crate::bundle::seed_small;
 use crate::ferry::ferry;
 use crate::services::{require, Registry};
 
+/// What `kubeadm config images list --kubernetes-version v1.28.3` prints, as (repository, tag) under
+/// registry.k8s.io.
+pub const KUBEADM_1283: [(&str, &str); 7] = [
+    ("kube-apiserver", "v1.28.3"),
+    ("kube-controller-manager", "v1.28.3"),
+    ("kube-scheduler", "v1.28.3"),
+    ("kube-proxy", "v1.28.3"),
+    ("pause", "3.9"),
+    ("etcd", "3.5.9-0"),
+    ("coredns/coredns", "v1.10.1"),
+];
+
 /// The seven references `ferry list kubernetes@VERSION --json` gives, in order.
 fn listed(version: &str) -> Vec<String> {
     ferry(&["list", &format!("kubernetes@{version}"), "--json"])
@@ -624,16 +636,7 @@ fn an_arm64_bundle_through_a_mirror_verifies() {
     let Some(registry) = require(Registry::plain()) else {
         return;
     };
-    let rows = [
-        ("kube-apiserver", "v1.28.3"),
-        ("kube-controller-manager", "v1.28.3"),
-        ("kube-scheduler", "v1.28.3"),
-        ("kube-proxy", "v1.28.3"),
-        ("pause", "3.9"),
-        ("etcd", "3.5.9-0"),
-        ("coredns/coredns", "v1.10.1"),
-    ];
-    seed_small(registry.addr(), &rows);
+    seed_small(registry.addr(), &KUBEADM_1283);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out/");
     let mirror = format!("registry.k8s.io={}", registry.addr());

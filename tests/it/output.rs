@@ -15,8 +15,15 @@ use crate::ferry::{command, run};
 use crate::seed::{push_image, Format, PLATFORMS};
 use crate::services::{require, Registry};
 
-/// `ferry bundle --image` from `mirror` into `out`; returns the command to run.
+/// `ferry bundle --image` from `mirror` into `out`, quiet; returns the command to run.
 fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
+    let mut command = bundle_with_progress(mirror, cache, Path::new(out));
+    command.args(extra).arg("-q");
+    command
+}
+
+/// `ferry bundle --image` from `mirror` into `out`, its progress on stderr.
+fn bundle_with_progress(mirror: &str, cache: &Path, out: &Path) -> Command {
     let mut command = command();
     command
         .args([
@@ -29,9 +36,7 @@ fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
         .arg("--cache-dir")
         .arg(cache)
         .arg("-o")
-        .arg(out)
-        .args(extra)
-        .arg("-q");
+        .arg(out);
     command
 }
 
@@ -224,5 +229,151 @@ fn a_blob_damaged_in_the_cache_is_fetched_anew_and_the_bundle_is_right() {
         hex::encode(sha2::Sha256::digest(std::fs::read(&layer).unwrap())),
         hex,
         "the cache holds the right bytes again"
+    );
+}
+
+/// Runs `command` with stdout and stderr on a pipe whose reader is already gone, as
+/// `ferry … 2>&1 | head -1` leaves them once head has its line; returns the exit code.
+fn with_closed_output(command: &mut Command) -> Option<i32> {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    command
+        .stdout(writer.try_clone().unwrap())
+        .stderr(writer)
+        .status()
+        .unwrap()
+        .code()
+}
+
+/// A closed stdout and stderr stop nothing and panic nowhere: the bundle is written (progress lines
+/// and result lines lost), and every exit code is the documented one, a damaged bundle's 1 and bad
+/// input's 2 included.
+#[test]
+fn a_closed_stdout_and_stderr_stop_no_bundle_and_change_no_exit_code() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(400_000)
+    else {
+        return;
+    };
+    let out = work.path().join("b.tar");
+    // Without -q: a progress line per task goes to stderr.
+    let mut bundle = bundle_with_progress(registry.addr(), &cache, &out);
+    assert_eq!(with_closed_output(&mut bundle), Some(0));
+    sha256sum_check(work.path(), "b.tar.sha256");
+    let mut verify = command();
+    verify.arg("verify").arg(&out);
+    assert_eq!(with_closed_output(&mut verify), Some(0));
+
+    let mut bytes = std::fs::read(&out).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&out, &bytes).unwrap();
+    assert_eq!(with_closed_output(&mut verify), Some(1), "damaged");
+    let mut refused = command();
+    refused
+        .args(["bundle", "--image", "quay.io/a/b:1", "-o"])
+        .arg(work.path().join("missing/x.tar"));
+    assert_eq!(with_closed_output(&mut refused), Some(2), "bad input");
+}
+
+/// A file system of `size` mounted at `dir` for one command (a private mount namespace, as root or in a
+/// user namespace): the runs that need a small disk. Err says why it cannot be had here.
+fn on_small_disk(size: &str, dir: &Path, inner: &Command) -> Result<Command, String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let script = format!(
+        "mount -t tmpfs -o size={size} tmpfs \"$0\" || exit 99; \"$@\"; status=$?; ls -A \"$0\"; exit $status"
+    );
+    let probe = Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .arg(dir)
+        .arg("true")
+        .output()
+        .map_err(|e| format!("unshare: {e}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "cannot mount a tmpfs in a private namespace: {}",
+            String::from_utf8_lossy(&probe.stderr)
+        ));
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["-rm", "sh", "-c", &script])
+        .arg(dir)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    Ok(command)
+}
+
+/// A bundle that cannot fit is refused before a byte is written, saying what it needs against what is
+/// free and where to write it instead; nothing is left on the full disk.
+#[test]
+fn a_bundle_the_disk_cannot_hold_is_refused_before_it_is_written() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(400_000)
+    else {
+        return;
+    };
+    let fits = work.path().join("b.tar");
+    run(&mut bundle(registry.addr(), &cache, fits.as_os_str(), &[])).success();
+    let needed = std::fs::metadata(&fits).unwrap().len();
+    let small = work.path().join("stick");
+    let out = small.join("b.tar");
+    let Some(mut full) = require(on_small_disk(
+        "128k",
+        &small,
+        &bundle(registry.addr(), &cache, out.as_os_str(), &[]),
+    )) else {
+        return;
+    };
+    assert!(needed > 128 << 10, "{needed}");
+    let refused = run(&mut full).fails_with(1);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: not enough space for {}: the bundle needs {}, and {} has {} free; make room there, \
+             or write the bundle where there is room with -o DIR/\n",
+            out.display(),
+            ::ferry::progress::DecimalBytes(needed),
+            small.display(),
+            ::ferry::progress::DecimalBytes(128 << 10),
+        )
+    );
+    assert_eq!(refused.stdout(), "", "nothing left on the small disk");
+}
+
+/// A warm re-run of `bundle` says, as `pull` does, that nothing was downloaded.
+#[test]
+fn a_warm_bundle_says_that_nothing_was_downloaded() {
+    let Some(Seeded {
+        registry,
+        work,
+        cache,
+    }) = seeded(100_000)
+    else {
+        return;
+    };
+    let mut bundle = bundle_with_progress(registry.addr(), &cache, &work.path().join("b.tar"));
+    let cold = run(&mut bundle).success();
+    assert!(
+        cold.stderr()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("1 image(s): downloaded "),
+        "{}",
+        cold.stderr()
+    );
+    let warm = run(&mut bundle).success();
+    assert_eq!(
+        warm.stderr().lines().last(),
+        Some("1 image(s): nothing downloaded, every registry blob was already in the cache"),
+        "{}",
+        warm.stderr()
     );
 }

@@ -237,3 +237,44 @@ fn diff_without_a_cache_lists_the_change_and_no_bytes() {
         run.stderr()
     );
 }
+
+/// A range typed where one release is expected, or one that is malformed or reversed, is refused before
+/// anything is fetched (exit 2), naming what was typed and how a range is written.
+#[test]
+fn ranges_are_explained_and_malformed_ones_refused() {
+    let cache = tempfile::tempdir().unwrap();
+    let missing = cache.path().join("none");
+    let syntax = "; a range of releases is CATALOG@FROM..TO, both ends included and either left out \
+                  (huawei-csi@3.2.0..3.2.3, huawei-csi@4.10.0..), and only pull and bundle take one, \
+                  with --all-releases\n";
+    for (args, typed, why) in [
+        (
+            &["bundle", "huawei-csi@4.5.0..4.8.0"][..],
+            "huawei-csi@4.5.0..4.8.0",
+            "is a range, where one release is expected",
+        ),
+        (
+            &["bundle", "huawei-csi@4.8.0..4.5.0", "--all-releases"],
+            "huawei-csi@4.8.0..4.5.0",
+            "is reversed: 4.8.0 is newer than 4.5.0 (the older release comes first: 4.5.0..4.8.0)",
+        ),
+        (
+            &["pull", "huawei-csi@4.8.0..4.9.0..5.0.0", "--all-releases"],
+            "huawei-csi@4.8.0..4.9.0..5.0.0",
+            "has more than one '..'",
+        ),
+        (
+            &["bundle", "huawei-csi@...", "--all-releases"],
+            "huawei-csi@...",
+            "has '.' as an end, which is no release",
+        ),
+    ] {
+        let run = run(command()
+            .args(args)
+            .args(["--k8s", "1.28", "--skip-vendor", "--cache-dir"])
+            .arg(&missing))
+        .fails_with(2);
+        assert_eq!(run.stderr(), format!("error: '{typed}' {why}{syntax}"));
+        assert!(!missing.exists(), "nothing fetched");
+    }
+}

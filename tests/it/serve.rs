@@ -172,7 +172,7 @@ fn print_config(bundle: &Path, advertised: &str, runtime: &str) -> Run {
 }
 
 /// The exact containerd configuration an operator pastes for `served`, run as printed into `hosts`.
-fn containerd_hosts(bundle: &Path, served: &Served, hosts: &Path) {
+pub fn containerd_hosts(bundle: &Path, served: &Served, hosts: &Path) {
     let script = run(command().args([
         "serve",
         bundle.to_str().unwrap(),

@@ -47,7 +47,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn have(binary: &str) -> Result<(), String> {
+pub fn have(binary: &str) -> Result<(), String> {
     let found = Command::new("sh")
         .arg("-c")
         .arg(format!("command -v {binary}"))

@@ -9,6 +9,14 @@ use crate::services::{require, Registry};
 
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
 fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
+    small_bundle_with(&[], 120_000).map(|(work, bundle, _)| (work, bundle))
+}
+
+/// The same, with more `ferry bundle` arguments and layers of `size` bytes; returns ferry's output too.
+pub fn small_bundle_with(
+    extra: &[&str],
+    size: usize,
+) -> Option<(tempfile::TempDir, PathBuf, crate::ferry::Run)> {
     let registry = require(Registry::plain())?;
     push_image(
         registry.addr(),
@@ -16,7 +24,7 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
         "v2.12.0",
         Format::DockerList,
         &PLATFORMS[..2],
-        120_000,
+        size,
     );
     push_image(
         registry.addr(),
@@ -24,12 +32,13 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
         "v1.9.0",
         Format::OciIndex,
         &PLATFORMS[..2],
-        120_000,
+        size,
     );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    ferry(&[
+    let cache = work.path().join("cache");
+    let mut args = vec![
         "bundle",
         "--image",
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
@@ -38,13 +47,14 @@ fn small_bundle() -> Option<(tempfile::TempDir, PathBuf)> {
         "--mirror",
         &mirror,
         "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
+        cache.to_str().unwrap(),
         "-o",
         bundle.to_str().unwrap(),
         "-q",
-    ])
-    .success();
-    Some((work, bundle))
+    ];
+    args.extend_from_slice(extra);
+    let run = ferry(&args).success();
+    Some((work, bundle, run))
 }
 
 /// Asserts that a failed verify says where the damage is: a tar entry or byte offset, a blob digest, or a
@@ -54,6 +64,7 @@ fn assert_names_the_damage(run: &crate::ferry::Run, context: &str) {
     let named = said.lines().any(|line| {
         let line = line.trim_start();
         let finding = line.starts_with("problem: ")
+            || line.starts_with("error: ")
             || line.starts_with("caused by: ")
             || line.starts_with("checksum: MISMATCH")
             || (run.stdout().contains("BAD   ")
@@ -181,25 +192,30 @@ fn a_flipped_byte_in_padding_or_end_blocks_is_caught() {
         return;
     };
     let bytes = std::fs::read(&bundle).unwrap();
+    let path = work.path().join("damaged.tar");
+    let end = bytes.len() - 512;
     for (what, offset, said) in [
         (
             "end-of-archive block",
             bytes.len() - 10,
-            "not a bundle: a damaged end-of-archive marker (at byte ",
+            format!("damaged at byte {end}: a damaged end-of-archive marker"),
         ),
         (
             "padding after oci-layout",
             512 + 40,
-            "not a bundle: non-zero padding after oci-layout (at byte 542)",
+            "damaged at byte 542: non-zero padding after oci-layout".to_string(),
         ),
     ] {
         let mut damaged = bytes.clone();
         damaged[offset] ^= 0x01;
-        let path = work.path().join("damaged.tar");
         std::fs::write(&path, &damaged).unwrap();
         let run = verify(&path, &[]).fails_with(1);
         assert_names_the_damage(&run, what);
-        assert!(run.stderr().contains(said), "{what}: {}", run.stderr());
+        assert_eq!(
+            run.stderr(),
+            format!("error: {} is {said}\n", path.display()),
+            "{what}"
+        );
     }
 }
 
@@ -256,7 +272,10 @@ fn truncated_bundles_fail() {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let run = verify(&path, &[]).fails_with(1);
         assert!(
-            run.stderr().contains("truncated: the file ends inside"),
+            run.stderr().starts_with(&format!(
+                "error: {} is truncated: it ends inside ",
+                path.display()
+            )),
             "cut at {cut}: {}{}",
             run.stdout(),
             run.stderr()
@@ -303,7 +322,7 @@ fn hostile_archives_are_refused_and_nothing_is_written() {
         (
             "not-a-tar",
             b"this is not a tar archive at all, just text padded out to a block".repeat(10),
-            "not a bundle",
+            "not a ferry bundle, or is damaged at its start: a header checksum that is not a number at byte 0",
         ),
         ("empty", Vec::new(), "truncated"),
     ];
@@ -512,4 +531,189 @@ fn bundles_of_digest_pinned_images_verify_and_push() {
         "{}",
         pushed.stdout()
     );
+}
+
+/// The wrong file given to `verify`, `push` or `load` says what it is and which file to give, the same
+/// from each (they verify first), exit 2: the checksum files, the signature, a lock, a later part, an
+/// image archive of the kind vendors ship.
+#[test]
+fn the_wrong_file_says_what_it_is_and_which_to_give() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key").display().to_string();
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", &key])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let lock = keys.path().join("ferry.lock").display().to_string();
+    let extra = ["--split", "64K", "--sign", &key, "--lock", &lock];
+    let Some((work, _, _)) = small_bundle_with(&extra, 120_000) else {
+        return;
+    };
+    let at = |name: &str| work.path().join(name).display().to_string();
+    std::fs::copy(&lock, at("ferry.lock")).unwrap();
+    crate::seed::vendor_tarball(&work.path().join("vendor.tar"), "huawei-csi:4.8.0", 10_000);
+    let first = at("b.tar.part-000");
+    let cases = [
+        (
+            "b.tar.sha256",
+            format!("the checksum file of a bundle, not a bundle: give its first part, {first}"),
+        ),
+        (
+            "b.tar.parts.sha256",
+            format!(
+                "the checksum file of a split bundle's parts, not a bundle: give its first part, {first}"
+            ),
+        ),
+        (
+            "b.tar.sig",
+            format!(
+                "the signature of a bundle, not a bundle: give its first part, {first} (its .sig is read \
+                 beside it)"
+            ),
+        ),
+        (
+            "ferry.lock",
+            "a ferry lock file, not a bundle: give the bundle, and this file with --lock".to_string(),
+        ),
+        (
+            "b.tar.part-001",
+            format!(
+                "the second part of a split bundle, not a bundle: give the first, {first} (the parts after \
+                 it are read with it)"
+            ),
+        ),
+        (
+            "vendor.tar",
+            "an image archive (from docker save, podman save or skopeo), not a bundle: give a ferry bundle; \
+             to carry the images in it, run `ferry bundle --vendor-dir DIR` where it came from, DIR holding \
+             vendor.tar"
+                .to_string(),
+        ),
+    ];
+    for (file, said) in cases {
+        let path = at(file);
+        for command in [
+            vec!["verify", &path],
+            vec!["push", &path, "--to", "10.0.0.5:5000/x", "--dry-run"],
+            vec![
+                "load",
+                &path,
+                "--runtime",
+                "containerd",
+                "--address",
+                "/nonexistent.sock",
+            ],
+        ] {
+            let run = ferry(&command).fails_with(2);
+            assert_eq!(
+                run.stderr(),
+                format!("error: {path} is {said}\n"),
+                "{command:?}"
+            );
+            assert_eq!(run.stdout(), "", "{command:?}");
+        }
+    }
+}
+
+/// Each tar entry of `tar`: its name, where its header and its data start, and its size.
+pub fn tar_entries(tar: &[u8]) -> Vec<(String, u64, u64, u64)> {
+    let mut archive = tar::Archive::new(tar);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let name = entry.path().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                entry.raw_header_position(),
+                entry.raw_file_position(),
+                entry.size(),
+            )
+        })
+        .collect()
+}
+
+/// A split bundle's damage is named by the part and the offset in that part, not the offset in the
+/// parts joined; a part missing between others, or at the end, is named as missing.
+#[test]
+fn a_split_bundle_names_the_part_and_the_offset_in_it() {
+    let Some((work, bundle)) = small_bundle() else {
+        return;
+    };
+    let bytes = std::fs::read(&bundle).unwrap();
+    let listed = tar_entries(&bytes);
+    let blob = listed
+        .iter()
+        .position(|(name, ..)| name.starts_with("blobs/"))
+        .unwrap();
+    let (name, _, data, size) = listed[blob].clone();
+    let (next, next_header, ..) = listed[blob + 1].clone();
+    // Three parts: cut in the middle of the first blob's data, and a little after.
+    let cuts = [(data + size / 2) as usize, (next_header + 1024) as usize];
+    let split = work.path().join("split");
+    std::fs::create_dir(&split).unwrap();
+    let part = |i: usize| split.join(format!("b.tar.part-{i:03}"));
+    let pieces = [
+        &bytes[..cuts[0]],
+        &bytes[cuts[0]..cuts[1]],
+        &bytes[cuts[1]..],
+    ];
+    let write_parts = || {
+        let mut sums = String::new();
+        for (i, piece) in pieces.iter().enumerate() {
+            std::fs::write(part(i), piece).unwrap();
+            sums.push_str(&format!(
+                "{}  b.tar.part-{i:03}\n",
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(piece))
+            ));
+        }
+        std::fs::write(split.join("b.tar.parts.sha256"), sums).unwrap();
+    };
+    write_parts();
+    verify(&part(0), &[]).success();
+
+    // A damaged header in the second part: that part, and the offset in it.
+    let mut damaged = pieces[1].to_vec();
+    damaged[(next_header - cuts[0] as u64) as usize + 10] ^= 1;
+    std::fs::write(part(1), &damaged).unwrap();
+    let run = verify(&part(0), &[]).fails_with(1);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: {} is damaged at byte {}: a header whose checksum does not match (a damaged header)\n",
+            part(1).display(),
+            next_header - cuts[0] as u64
+        )
+    );
+
+    // The second part missing, the third there.
+    write_parts();
+    std::fs::remove_file(part(1)).unwrap();
+    let run = verify(&part(0), &[]).fails_with(1);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: {} is missing: {} is there, and a split bundle is read part after part: copy every part\n",
+            part(1).display(),
+            part(2).display()
+        )
+    );
+
+    // The last two missing: the bundle ends inside the blob cut in two.
+    std::fs::remove_file(part(2)).unwrap();
+    let run = verify(&part(0), &[]).fails_with(1);
+    assert_eq!(
+        run.stderr(),
+        format!(
+            "error: the bundle ends with {} ({} bytes), inside the data of {name}: the next part, {}, is \
+             missing ({} lists it)\n",
+            part(0).display(),
+            cuts[0],
+            part(1).display(),
+            split.join("b.tar.parts.sha256").display()
+        )
+    );
+    assert!(next.starts_with("blobs/"), "{next}");
 }

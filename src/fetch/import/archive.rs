@@ -7,13 +7,16 @@
 //! `podman save --format oci-archive`) has no manifest.json: its index.json names the manifests, and each
 //! image is named by its index annotation. A plain tar is listed from its headers, seeking past large
 //! entries; its entries are then read in place, several at once. A gzipped tarball cannot be read in place:
-//! listing streams through it, and opening it for import first gunzips it into a private file in the cache.
+//! listing streams through it, and opening it for import first gunzips it into a private file in the cache,
+//! no further than the end of the tar the listing found. A gzipped tarball that expands more than
+//! [`MAX_GZIP_EXPANSION`] times is no vendor's: listing stops there, and it is passed over.
 //!
 //! The tarballs come from outside: names that could lead outside the archive are refused, as are entries
 //! the images name that the tar lacks, JSON blobs that do not hash to their names, and JSON or layer counts
 //! beyond what docker and c/image load. A file that is not a tar, or is cut short, is described in words of
 //! ferry's, never with the bytes a tar parser choked on.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
@@ -28,7 +31,7 @@ use crate::cache::BlobStore;
 use crate::digest::Digest;
 use crate::image::{media, Descriptor, Index, Manifest};
 use crate::interrupt::Cancel;
-use crate::layer_codec::Codec;
+use crate::layer_codec::{Codec, EXPANSION_MARGIN};
 use crate::reference::Reference;
 use crate::tarball::layout::{
     blob_path, index_name, DockerEntry, INDEX_JSON, MANIFEST_JSON, REF_NAME_ANNOTATION,
@@ -44,6 +47,10 @@ pub(super) const MAX_LAYERS: usize = 125;
 pub(super) const MAX_CONFIG: u64 = 4 << 20;
 /// docker never links to a link; a few hops spare odd but honest tools, and cut loops.
 const MAX_LINK_HOPS: usize = 8;
+/// How many times its size a gzipped tarball may expand (beyond [`EXPANSION_MARGIN`]): docker-save
+/// tarballs hold uncompressed layers, which gzip 2 to 10 times smaller; a run of zeros expands a
+/// thousandfold, so a small file cannot fill the cache or keep the scan busy.
+const MAX_GZIP_EXPANSION: u64 = 100;
 
 /// The image an OCI archive's manifest describes, as docker's `manifest.json` would list it.
 fn saved_from_oci(manifest: &Manifest, name: Option<String>) -> DockerEntry {
@@ -84,22 +91,34 @@ pub(super) struct Span {
     pub size: u64,
 }
 
-/// The images of the tarball at `path`, each with its config's bytes, checked as [`DockerSave::open`]
-/// checks them. [`VendorError::NotAnArchive`] when it is no image archive.
-pub(super) fn saved_images(path: &Path) -> Result<Vec<(DockerEntry, Vec<u8>)>, VendorError> {
+/// What a scan learns of one tarball.
+pub(super) struct Scanned {
+    /// The images, each with its config's bytes.
+    pub images: Vec<(DockerEntry, Vec<u8>)>,
+    /// The bytes of its tar (uncompressed) up to its last entry: all that import needs of it.
+    pub tar_bytes: u64,
+}
+
+/// The images of the tarball at `path`, checked as [`DockerSave::open`] checks them.
+/// [`VendorError::NotAnArchive`] when it is no image archive.
+pub(super) fn scan_archive(path: &Path) -> Result<Scanned, VendorError> {
     let file = File::open(path).map_err(|source| VendorError::Read {
         archive: path.to_path_buf(),
         source,
     })?;
     let mut listing = list(path, &file)?;
     let images = std::mem::take(&mut listing.images);
-    images
+    let images = images
         .into_iter()
         .map(|image| {
             let config = listing.json(path, &image.config)?.to_vec();
             Ok((image, config))
         })
-        .collect()
+        .collect::<Result<_, VendorError>>()?;
+    Ok(Scanned {
+        images,
+        tar_bytes: listing.end,
+    })
 }
 
 /// A docker-save tarball opened for import: a plain tar whose entries are read in place, by several
@@ -114,8 +133,11 @@ pub(super) struct DockerSave {
 }
 
 impl DockerSave {
+    /// Opens the tarball at `path`, of which import needs the first `tar_bytes` bytes of tar (what its
+    /// scan listed).
     pub fn open(
         path: &Path,
+        tar_bytes: u64,
         store: &BlobStore,
         cancel: &Cancel,
     ) -> Result<DockerSave, VendorError> {
@@ -126,7 +148,7 @@ impl DockerSave {
         let file = File::open(path).map_err(read_error)?;
         let (file, gunzipped) = match compression_at(&file, 0, u64::MAX).map_err(read_error)? {
             Codec::Gzip => {
-                let (file, temp) = gunzip(path, file, store, cancel)?;
+                let (file, temp) = gunzip(path, file, tar_bytes, store, cancel)?;
                 (file, Some(temp))
             }
             _ => (file, None),
@@ -215,6 +237,8 @@ struct Listing {
     /// manifest.json.
     json: HashMap<String, Vec<u8>>,
     images: Vec<DockerEntry>,
+    /// Where the last entry (its data padded to a block) ends in the uncompressed tar.
+    end: u64,
 }
 
 impl Listing {
@@ -281,25 +305,70 @@ impl Listing {
     }
 }
 
-/// Lists the tar in `file` (gunzipping it when its magic bytes say so); `archive` names it in errors.
+/// Lists the tar in `file` (gunzipping it when its magic bytes say so, at most [`MAX_GZIP_EXPANSION`]
+/// times its size); `archive` names it in errors.
 fn list(archive: &Path, mut file: &File) -> Result<Listing, VendorError> {
     let read_error = |source| VendorError::Read {
         archive: archive.to_path_buf(),
         source,
     };
     file.rewind().map_err(read_error)?; // a freshly gunzipped file was just written to its end
+    let length = file.metadata().map_err(read_error)?.len();
     if compression_at(file, 0, u64::MAX).map_err(read_error)? == Codec::Gzip {
-        let mut tar =
-            tar::Archive::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file)));
-        index(archive, tar.entries().map_err(read_error)?, None)
+        let limit = length
+            .saturating_mul(MAX_GZIP_EXPANSION)
+            .saturating_add(EXPANSION_MARGIN);
+        let exceeded = Cell::new(false);
+        let gunzipped = MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
+        let mut tar = tar::Archive::new(Bounded {
+            inner: gunzipped,
+            left: limit,
+            exceeded: &exceeded,
+        });
+        let listed = index(archive, tar.entries().map_err(read_error)?, None);
+        if exceeded.get() {
+            return Err(VendorError::NotAnArchive {
+                archive: archive.to_path_buf(),
+                why: format!(
+                    "gunzipped, it expands beyond {limit} bytes from its {length}, more than \
+                     {MAX_GZIP_EXPANSION} times, as no image tarball does (a gzip bomb?); if it is the \
+                     vendor's, gunzip it and ferry reads the .tar"
+                ),
+            });
+        }
+        listed
     } else {
-        let length = file.metadata().map_err(read_error)?.len();
         let mut tar = tar::Archive::new(file);
         index(
             archive,
             tar.entries_with_seek().map_err(read_error)?,
             Some(length),
         )
+    }
+}
+
+/// A reader that fails, and says so in `exceeded`, once more than `left` bytes would pass.
+struct Bounded<'a, R> {
+    inner: R,
+    left: u64,
+    exceeded: &'a Cell<bool>,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded.set(true);
+                Err(io::Error::other(
+                    "the bound on decompressed bytes was reached",
+                ))
+            }
+        }
     }
 }
 
@@ -311,6 +380,9 @@ fn index<R: Read>(
 ) -> Result<Listing, VendorError> {
     let mut listing = Listing::default();
     let mut json_total = 0u64;
+    // The first JSON entry beyond MAX_JSON_TOTAL: refused only if the tar turns out to be an image
+    // archive, since a tarball of data is no image archive and is passed over.
+    let mut json_overflow: Option<String> = None;
     // The last entry read whole, to say where a damaged tar goes wrong.
     let mut last: Option<String> = None;
     for entry in entries {
@@ -324,6 +396,10 @@ fn index<R: Read>(
         let mut entry = entry.map_err(|_| unreadable(&last))?;
         let name = clean_name(archive, &entry.path_bytes())?;
         let kind = entry.header().entry_type();
+        let data_end = entry
+            .raw_file_position()
+            .checked_add(entry.size().div_ceil(512).saturating_mul(512));
+        listing.end = listing.end.max(data_end.unwrap_or(u64::MAX));
         if kind.is_symlink() {
             let target = entry.link_name_bytes().unwrap_or_default();
             let resolved = link_target(archive, &name, &target)?;
@@ -356,20 +432,26 @@ fn index<R: Read>(
                 let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
                 if matches!(first, Some(b'{' | b'[')) {
                     json_total += span.size;
-                    if json_total > MAX_JSON_TOTAL {
-                        return Err(VendorError::TooLarge {
-                            archive: archive.to_path_buf(),
-                            entry: format!("the JSON entries up to {name}"),
-                            size: json_total,
-                            limit: MAX_JSON_TOTAL,
-                        });
+                    if json_total <= MAX_JSON_TOTAL {
+                        listing.json.insert(name.clone(), bytes);
+                    } else if json_overflow.is_none() {
+                        json_overflow = Some(name.clone());
                     }
-                    listing.json.insert(name.clone(), bytes);
                 }
             }
             listing.files.insert(name.clone(), span);
         }
         last = Some(name);
+    }
+    let is_image_archive =
+        listing.files.contains_key(MANIFEST_JSON) || listing.files.contains_key(INDEX_JSON);
+    if let (true, Some(name)) = (is_image_archive, json_overflow) {
+        return Err(VendorError::TooLarge {
+            archive: archive.to_path_buf(),
+            entry: format!("the JSON entries up to {name}"),
+            size: json_total,
+            limit: MAX_JSON_TOTAL,
+        });
     }
     listing.images = if let Some(span) = listing.files.get(MANIFEST_JSON) {
         if span.size > MAX_MANIFEST_JSON {
@@ -566,25 +648,29 @@ fn compression_at(file: &File, offset: u64, size: u64) -> io::Result<Codec> {
     Ok(Codec::sniff(&head[..filled]))
 }
 
-/// Gunzips a compressed tarball into a private file in the cache, so that its entries can be read in
-/// place like those of a plain tar.
+/// Gunzips the first `tar_bytes` bytes of a compressed tarball (all its listing found) into a private
+/// file in the cache, so that its entries can be read in place like those of a plain tar.
 fn gunzip(
     archive: &Path,
     file: File,
+    tar_bytes: u64,
     store: &BlobStore,
     cancel: &Cancel,
 ) -> Result<(File, TempPath), VendorError> {
     let temp = store.temp_file()?;
     let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
-    io::copy(
-        &mut MultiGzDecoder::new(BufReader::with_capacity(1 << 20, cancel.reader(file))),
-        &mut output,
-    )
-    .and_then(|_| output.flush())
-    .map_err(|source| VendorError::Gunzip {
-        archive: archive.to_path_buf(),
-        source,
-    })?;
+    let gunzipped = MultiGzDecoder::new(BufReader::with_capacity(1 << 20, cancel.reader(file)));
+    let copied = io::copy(&mut gunzipped.take(tar_bytes), &mut output)
+        .and_then(|copied| output.flush().map(|()| copied))
+        .map_err(|source| VendorError::Gunzip {
+            archive: archive.to_path_buf(),
+            source,
+        })?;
+    if copied != tar_bytes {
+        return Err(VendorError::Changed {
+            archive: archive.to_path_buf(),
+        });
+    }
     drop(output);
     Ok(temp.into_parts())
 }

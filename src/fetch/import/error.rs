@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::cache::CacheError;
+use crate::causes::chain;
 use crate::digest::Digest;
 use crate::image::Platform;
 use crate::reference::{Reference, ReferenceError};
@@ -118,14 +119,11 @@ pub enum VendorError {
         expected: Digest,
         actual: Digest,
     },
-    #[error(
-        "the vendor directory {dir} has no image {reference}; it has: {}\n{}\
-         (the tarballs are in the vendor's release package, e.g. its image/ directory)",
-        names(.available), passed_over_lines(.passed_over)
-    )]
+    #[error("{}", missing(.dirs, .references, .available, .passed_over))]
     Missing {
-        dir: PathBuf,
-        reference: Reference,
+        dirs: Vec<PathBuf>,
+        /// Every image asked for that no directory holds.
+        references: Vec<Reference>,
         available: Vec<Reference>,
         passed_over: Vec<PassedOver>,
     },
@@ -142,6 +140,60 @@ pub enum VendorError {
     },
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// Every image that cannot be taken, said together so that one run shows all there is to fix.
+    #[error("{} vendor images cannot be imported:\n  {}", count_images(.0), .0.iter().map(|e| chain(e).replace('\n', "\n    ")).collect::<Vec<_>>().join("\n  "))]
+    Several(Vec<VendorError>),
+}
+
+impl VendorError {
+    /// The images this error is about.
+    fn images(&self) -> usize {
+        match self {
+            VendorError::Missing { references, .. } => references.len(),
+            VendorError::Several(errors) => count_images(errors),
+            _ => 1,
+        }
+    }
+}
+
+fn count_images(errors: &[VendorError]) -> usize {
+    errors.iter().map(VendorError::images).sum()
+}
+
+/// `the vendor directory D has no image X; it has: …`, then the files passed over and where the
+/// tarballs usually are.
+fn missing(
+    dirs: &[PathBuf],
+    references: &[Reference],
+    available: &[Reference],
+    passed_over: &[PassedOver],
+) -> String {
+    let shown = |dirs: &[PathBuf]| {
+        dirs.iter()
+            .map(|dir| dir.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (subject, they) = match dirs {
+        [dir] => (
+            format!("the vendor directory {} has", dir.display()),
+            "it has",
+        ),
+        dirs => (
+            format!("the vendor directories {} have", shown(dirs)),
+            "they have",
+        ),
+    };
+    let wanted = match references {
+        [one] => format!("no image {one}"),
+        several => format!("none of the images {}", names(several)),
+    };
+    format!(
+        "{subject} {wanted}; {they}: {}\n{}(the tarballs are in the vendor's release package, e.g. its \
+         image/ directory)",
+        names(available),
+        passed_over_lines(passed_over)
+    )
 }
 
 fn names_of_platforms(has: &[(Platform, PathBuf)]) -> String {

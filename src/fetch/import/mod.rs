@@ -56,7 +56,8 @@ impl Importer<'_> {
     /// each of `platforms` (by its config's platform: file names mean nothing).
     ///
     /// With several platforms, each image is imported once per platform, the tarball taken for each is
-    /// said, and `partial_ok` images may lack some.
+    /// said, and `partial_ok` images may lack some. Every image is looked for before any is imported:
+    /// all that are missing or ambiguous are refused together.
     pub fn import_all(
         &self,
         dirs: &[PathBuf],
@@ -66,24 +67,38 @@ impl Importer<'_> {
     ) -> Result<Vec<Image>, VendorError> {
         let vendor = VendorDir::scan_all(dirs)?;
         let mut requests = Vec::new();
+        let mut missing = Vec::new();
+        let mut refused = Vec::new();
         for reference in references {
-            let [platform] = platforms else {
-                for found in
-                    vendor.choose_each(reference, platforms, partial_ok.contains(reference))?
-                {
-                    self.reporter.note(&format!(
-                        "{reference} for {}: took {}",
-                        found
-                            .platform
-                            .as_ref()
-                            .map_or("?".into(), Platform::to_string),
-                        found.archive.display()
-                    ));
-                    requests.push((found, reference));
-                }
-                continue;
+            let chosen = match platforms {
+                [platform] => vendor.choose(reference, platform).map(|found| vec![found]),
+                _ => vendor.choose_each(reference, platforms, partial_ok.contains(reference)),
             };
-            requests.push((vendor.choose(reference, platform)?, reference));
+            match chosen {
+                Ok(found) => requests.extend(found.into_iter().map(|found| (found, reference))),
+                Err(VendorError::Missing { .. }) => missing.push(reference.clone()),
+                Err(error) => refused.push(error),
+            }
+        }
+        if !missing.is_empty() {
+            refused.insert(0, vendor.missing(missing));
+        }
+        match refused.len() {
+            0 => {}
+            1 => return Err(refused.remove(0)),
+            _ => return Err(VendorError::Several(refused)),
+        }
+        if platforms.len() > 1 {
+            for (found, reference) in &requests {
+                self.reporter.note(&format!(
+                    "{reference} for {}: took {}",
+                    found
+                        .platform
+                        .as_ref()
+                        .map_or("?".into(), Platform::to_string),
+                    found.archive.display()
+                ));
+            }
         }
         self.import_each(&requests, platforms.len() > 1)
     }
@@ -99,7 +114,8 @@ impl Importer<'_> {
         for &(found, _) in requests {
             let path = found.archive.as_path();
             if !archives.contains_key(path) {
-                archives.insert(path, DockerSave::open(path, self.store, self.cancel)?);
+                let archive = DockerSave::open(path, found.tar_bytes, self.store, self.cancel)?;
+                archives.insert(path, archive);
             }
         }
         let images = requests

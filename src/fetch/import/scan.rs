@@ -13,7 +13,8 @@ use crate::reference::Reference;
 /// The image archives of a vendor directory, indexed by the names of the images they hold.
 #[derive(Debug, Default)]
 pub struct VendorDir {
-    pub(super) dir: PathBuf,
+    /// The directories scanned, as given.
+    pub(super) dirs: Vec<PathBuf>,
     /// Every image claiming each name, in path order.
     pub(super) images: BTreeMap<Reference, Vec<Found>>,
     pub(super) passed_over: Vec<PassedOver>,
@@ -28,7 +29,18 @@ pub struct Found {
     /// The digest of its config, docker's image ID: the same ID is the same content, as the config
     /// records every layer's diff_id, which the import checks.
     pub id: Digest,
+    /// What its config says; `None` when it names none, and the image could be for any platform.
     pub(super) platform: Option<Platform>,
+    /// The bytes of its archive's tar, uncompressed, that the scan listed: a gzipped archive is
+    /// gunzipped no further.
+    pub(super) tar_bytes: u64,
+}
+
+impl Found {
+    /// Whether its config names `platform`.
+    fn is_for(&self, platform: &Platform) -> bool {
+        self.platform.as_ref().is_some_and(|p| platform.matches(p))
+    }
 }
 
 impl VendorDir {
@@ -39,7 +51,7 @@ impl VendorDir {
         find_archives(dir, &mut archives)?;
         archives.sort();
         let mut vendor = VendorDir {
-            dir: dir.to_path_buf(),
+            dirs: vec![dir.to_path_buf()],
             ..VendorDir::default()
         };
         for path in archives {
@@ -49,23 +61,25 @@ impl VendorDir {
     }
 
     pub(super) fn add(&mut self, path: &Path) -> Result<(), VendorError> {
-        let saved = match archive::saved_images(path) {
+        let scanned = match archive::scan_archive(path) {
             Err(VendorError::NotAnArchive { archive, why }) => {
                 self.passed_over.push(PassedOver { file: archive, why });
                 return Ok(());
             }
-            saved => saved?,
+            scanned => scanned?,
         };
-        for (at, (image, config)) in saved.iter().enumerate() {
+        for (at, (image, config)) in scanned.images.iter().enumerate() {
             let platform = ImageConfig::parse(config)
                 .ok()
-                .map(|config| config.platform());
+                .map(|config| config.platform())
+                .filter(|p| !p.os.is_empty() && !p.architecture.is_empty());
             for reference in archive::references(image, path)? {
                 self.images.entry(reference).or_default().push(Found {
                     archive: path.to_path_buf(),
                     at,
                     id: Digest::of(config),
                     platform: platform.clone(),
+                    tar_bytes: scanned.tar_bytes,
                 });
             }
         }
@@ -77,9 +91,7 @@ impl VendorDir {
         let mut all = VendorDir::default();
         for dir in dirs {
             let one = VendorDir::scan(dir)?;
-            if all.dir.as_os_str().is_empty() {
-                all.dir = one.dir;
-            }
+            all.dirs.extend(one.dirs);
             for (reference, found) in one.images {
                 all.images.entry(reference).or_default().extend(found);
             }
@@ -104,7 +116,7 @@ impl VendorDir {
                 .get(reference)
                 .map_or(&[][..], Vec::as_slice)
                 .iter()
-                .filter(|found| found.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .filter(|found| found.is_for(platform))
                 .collect();
             match for_platform.as_slice() {
                 [] => lacking = lacking.or(Some(platform)),
@@ -116,7 +128,7 @@ impl VendorDir {
         }
         match lacking {
             _ if chosen.is_empty() && !self.images.contains_key(reference) => {
-                Err(self.choose(reference, &platforms[0]).unwrap_err())
+                Err(self.missing(vec![reference.clone()]))
             }
             Some(wanted) if !partial_ok || chosen.is_empty() => Err(VendorError::PlatformMissing {
                 reference: reference.clone(),
@@ -135,29 +147,24 @@ impl VendorDir {
         self.images.keys().cloned().collect()
     }
 
-    /// The image named `reference`, preferring those for `platform`: refused when two of them differ.
+    /// The image named `reference`, preferring those whose config names `platform`. Every image of the
+    /// name that could be the one is compared, those whose config names no platform included (a real
+    /// image without one must not let an impostor for `platform` through): two that differ are refused.
     pub fn choose(
         &self,
         reference: &Reference,
         platform: &Platform,
     ) -> Result<&Found, VendorError> {
         let all = self.images.get(reference).map_or(&[][..], Vec::as_slice);
-        let for_platform: Vec<&Found> = all
-            .iter()
-            .filter(|found| found.platform.as_ref().is_some_and(|p| platform.matches(p)))
-            .collect();
-        let pool = if for_platform.is_empty() {
-            all.iter().collect()
+        let pool: Vec<&Found> = if all.iter().any(|found| found.is_for(platform)) {
+            all.iter()
+                .filter(|found| found.is_for(platform) || found.platform.is_none())
+                .collect()
         } else {
-            for_platform
+            all.iter().collect()
         };
         let Some(&first) = pool.first() else {
-            return Err(VendorError::Missing {
-                dir: self.dir.clone(),
-                reference: reference.clone(),
-                available: self.available(),
-                passed_over: self.passed_over.clone(),
-            });
+            return Err(self.missing(vec![reference.clone()]));
         };
         if let Some(other) = pool.iter().find(|found| found.id != first.id) {
             return Err(VendorError::Conflict {
@@ -167,6 +174,16 @@ impl VendorDir {
             });
         }
         Ok(first)
+    }
+
+    /// The refusal for images the directories do not hold, with what they do hold.
+    pub(super) fn missing(&self, references: Vec<Reference>) -> VendorError {
+        VendorError::Missing {
+            dirs: self.dirs.clone(),
+            references,
+            available: self.available(),
+            passed_over: self.passed_over.clone(),
+        }
     }
 }
 

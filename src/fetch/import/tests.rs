@@ -214,7 +214,7 @@ fn reference(text: &str) -> Reference {
 /// Imports `tag` from the one archive, as `import_all` does from a directory.
 fn import_one(store: &BlobStore, archive: &Path, tag: &str) -> Result<Image, VendorError> {
     let mut vendor = VendorDir {
-        dir: archive.parent().unwrap().to_path_buf(),
+        dirs: vec![archive.parent().unwrap().to_path_buf()],
         ..VendorDir::default()
     };
     vendor.add(archive)?;
@@ -558,7 +558,8 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
         .collect();
     let archives: Vec<DockerSave> = paths
         .iter()
-        .map(|path| DockerSave::open(path, &store, &NEVER).unwrap())
+        .zip(&found)
+        .map(|(path, f)| DockerSave::open(path, f.tar_bytes, &store, &NEVER).unwrap())
         .collect();
     let prepared: Vec<Prepared> = archives
         .iter()
@@ -812,35 +813,35 @@ fn import_tag(store: &BlobStore, dir: &Path, tag: &str) -> Result<Vec<Image>, Ve
     )
 }
 
+/// Writes `real` where the vendor's package has it and `impostor` in a tarball whose path sorts first;
+/// returns the refusal that names both.
+fn real_and_impostor(vendor: &Path, real: &Saved, impostor: &Saved) -> String {
+    let (real_at, impostor_at) = (
+        vendor.join("image/huawei-csi.tar"),
+        vendor.join("aaa-anything.tar"),
+    );
+    write_tar(&real_at, &legacy(&[real]), false);
+    write_tar(&impostor_at, &legacy(&[impostor]), false);
+    format!(
+        "two vendor images are named docker.io/library/huawei-csi:4.8.0, with different content: \
+         {} (image sha256:{}) and {} (image sha256:{}); remove the one that is not the vendor's \
+         from the vendor directory",
+        impostor_at.display(),
+        impostor.config_hex(),
+        real_at.display(),
+        real.config_hex()
+    )
+}
+
 #[test]
 fn two_images_of_one_name_with_different_content_are_refused_naming_both() {
     let (dir, store) = store();
     let vendor = dir.path().join("vendor");
     let real = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
     let impostor = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(9, 2_000)]);
-    write_tar(
-        &vendor.join("image/huawei-csi.tar"),
-        &legacy(&[&real]),
-        false,
-    );
-    write_tar(
-        &vendor.join("aaa-anything.tar"),
-        &legacy(&[&impostor]),
-        false,
-    );
+    let conflict = real_and_impostor(&vendor, &real, &impostor);
     let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "two vendor images are named docker.io/library/huawei-csi:4.8.0, with different content: \
-             {} (image sha256:{}) and {} (image sha256:{}); remove the one that is not the vendor's \
-             from the vendor directory",
-            vendor.join("aaa-anything.tar").display(),
-            impostor.config_hex(),
-            vendor.join("image/huawei-csi.tar").display(),
-            real.config_hex()
-        )
-    );
+    assert_eq!(err.to_string(), conflict);
     assert_eq!(
         crate::Error::from(crate::fetch::FetchStageError::from(err)).exit_code(),
         2
@@ -1208,4 +1209,256 @@ fn an_image_on_two_platforms_is_two_tasks_of_progress() {
     );
     assert_eq!(recorder.bytes(crate::progress::Id(0)), sizes[0]);
     assert_eq!(recorder.bytes(crate::progress::Id(1)), sizes[1]);
+}
+
+/// A real image whose config names no platform does not let an impostor for the platform asked for
+/// through: every image of the name is compared.
+#[test]
+fn an_impostor_is_refused_when_the_real_config_names_no_platform() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let mut real = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let mut config: Value = serde_json::from_slice(&real.config).unwrap();
+    for field in ["os", "architecture", "variant"] {
+        config.as_object_mut().unwrap().remove(field);
+    }
+    real.config = serde_json::to_vec(&config).unwrap();
+    let impostor = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(9, 2_000)]);
+    let conflict = real_and_impostor(&vendor, &real, &impostor);
+    let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
+    assert_eq!(err.to_string(), conflict);
+    let both = [Platform::linux_amd64(), "linux/arm64".parse().unwrap()];
+    let err = importer(&store)
+        .import_all(
+            std::slice::from_ref(&vendor),
+            &[reference("huawei-csi:4.8.0")],
+            &both,
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(err.to_string(), conflict);
+}
+
+/// Like the registry side, vendor import names every image it cannot take in one run: all that are
+/// missing in one line, each name two different images claim, each platform a package lacks.
+#[test]
+fn every_missing_or_ambiguous_vendor_image_is_reported_at_once() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    fs::create_dir_all(&vendor).unwrap();
+    let tags = [
+        "huawei-csi:4.8.0",
+        "storage-backend-controller:4.8.0",
+        "storage-backend-sidecar:4.8.0",
+        "huawei-csi-extender:4.8.0",
+    ];
+    let wanted: Vec<Reference> = tags.iter().map(|tag| reference(tag)).collect();
+    // The refusal, which is the user's to fix (exit 2).
+    let refusal = || {
+        let err = importer(&store)
+            .import_all(
+                std::slice::from_ref(&vendor),
+                &wanted,
+                &[Platform::linux_amd64()],
+                &[],
+            )
+            .unwrap_err();
+        let message = err.to_string();
+        let code = crate::Error::from(crate::fetch::FetchStageError::from(err)).exit_code();
+        assert_eq!(code, 2, "{message}");
+        message
+    };
+    assert_eq!(
+        refusal(),
+        format!(
+            "the vendor directory {} has none of the images docker.io/library/huawei-csi:4.8.0, \
+             docker.io/library/storage-backend-controller:4.8.0, \
+             docker.io/library/storage-backend-sidecar:4.8.0, docker.io/library/huawei-csi-extender:4.8.0; \
+             it has: no image archives\n\
+             (the tarballs are in the vendor's release package, e.g. its image/ directory)",
+            vendor.display()
+        )
+    );
+
+    // Two present, one of them twice with different content, and two missing: the missing ones
+    // together, then the conflict.
+    let csi = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    let controller = Saved::new(
+        "storage-backend-controller:4.8.0",
+        "linux/amd64",
+        vec![layer_tar(3, 2_000)],
+    );
+    write_tar(&vendor.join("a.tar"), &legacy(&[&csi, &controller]), false);
+    write_tar(&vendor.join("b.tar"), &legacy(&[&other]), false);
+    assert_eq!(
+        refusal(),
+        format!(
+            "3 vendor images cannot be imported:\n  \
+             the vendor directory {dir} has none of the images \
+             docker.io/library/storage-backend-sidecar:4.8.0, docker.io/library/huawei-csi-extender:4.8.0; \
+             it has: docker.io/library/huawei-csi:4.8.0, docker.io/library/storage-backend-controller:4.8.0\n    \
+             (the tarballs are in the vendor's release package, e.g. its image/ directory)\n  \
+             two vendor images are named docker.io/library/huawei-csi:4.8.0, with different content: \
+             {a} (image sha256:{}) and {b} (image sha256:{}); remove the one that is not the vendor's \
+             from the vendor directory",
+            csi.config_hex(),
+            other.config_hex(),
+            dir = vendor.display(),
+            a = vendor.join("a.tar").display(),
+            b = vendor.join("b.tar").display(),
+        )
+    );
+}
+
+/// Writes a gzipped tar whose entries are streamed from readers (larger than a test holds in memory),
+/// then `after_end` zeros past the tar's end.
+fn write_streamed_tgz(path: &Path, entries: Vec<(String, u64, Box<dyn Read>)>, after_end: u64) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = fs::File::create(path).unwrap();
+    let encoder = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+    for (name, size, data) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(size);
+        header.set_mode(0o644);
+        builder.append_data(&mut header, name, data).unwrap();
+    }
+    let mut encoder = builder.into_inner().unwrap();
+    io::copy(&mut io::repeat(0).take(after_end), &mut encoder).unwrap();
+    encoder.finish().unwrap();
+}
+
+/// A docker save of one image whose layer is `zeros` zero bytes in one file, as streamed entries.
+fn image_of_zeros(tag: &str, zeros: u64) -> Vec<(String, u64, Box<dyn Read>)> {
+    use sha2::Digest as _;
+    let mut header = tar::Header::new_gnu();
+    header.set_path("opt/zeros").unwrap();
+    header.set_size(zeros);
+    header.set_mode(0o644);
+    header.set_cksum();
+    let head = header.as_bytes().to_vec();
+    // The file's data, padded to a block, then the tar's two end blocks.
+    let tail = zeros.div_ceil(512) * 512 + 1024;
+    let layer = move || io::Cursor::new(head.clone()).chain(io::repeat(0).take(tail));
+    let mut hasher = sha2::Sha256::new();
+    io::copy(&mut layer(), &mut hasher).unwrap();
+    let diff_id: Digest = format!("sha256:{}", hex::encode(hasher.finalize()))
+        .parse()
+        .unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .unwrap();
+    let config_name = format!("{}.json", Digest::of(&config).hex());
+    let manifest = serde_json::to_vec(
+        &json!([{"Config": config_name, "RepoTags": [tag], "Layers": ["zeros/layer.tar"]}]),
+    )
+    .unwrap();
+    vec![
+        ("zeros/layer.tar".into(), 512 + tail, Box::new(layer())),
+        (
+            config_name,
+            config.len() as u64,
+            Box::new(io::Cursor::new(config)),
+        ),
+        (
+            "manifest.json".into(),
+            manifest.len() as u64,
+            Box::new(io::Cursor::new(manifest)),
+        ),
+    ]
+}
+
+/// A `.tar.gz` that expands more than a hundredfold (a gzip bomb) is passed over while it is listed,
+/// and named with why; nothing of it reaches the cache.
+#[test]
+fn a_gzipped_tarball_that_expands_a_hundredfold_is_passed_over() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let bomb = vendor.join("csi.tar.gz");
+    write_streamed_tgz(&bomb, image_of_zeros("huawei-csi:4.8.0", 128 << 20), 0);
+    let length = fs::metadata(&bomb).unwrap().len();
+    let limit = length * 100 + (64 << 20);
+    assert!(
+        limit < 128 << 20,
+        "a {length}-byte file expands a thousandfold"
+    );
+    let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the vendor directory {} has no image docker.io/library/huawei-csi:4.8.0; it has: no image \
+             archives\npassed over {}: gunzipped, it expands beyond {limit} bytes from its {length}, more \
+             than 100 times, as no image tarball does (a gzip bomb?); if it is the vendor's, gunzip it \
+             and ferry reads the .tar\n\
+             (the tarballs are in the vendor's release package, e.g. its image/ directory)",
+            vendor.display(),
+            bomb.display()
+        )
+    );
+    let partial = dir.path().join("ferry-v1/partial");
+    assert_eq!(fs::read_dir(partial).unwrap().count(), 0);
+}
+
+/// What follows a gzipped tar's end is not gunzipped into the cache: import copies the tar its scan
+/// listed, and no byte more.
+#[test]
+fn a_gzipped_tarball_is_gunzipped_no_further_than_its_tar() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let archive = vendor.join("csi.tar.gz");
+    write_streamed_tgz(
+        &archive,
+        image_of_zeros("huawei-csi:4.8.0", 1 << 20),
+        48 << 20,
+    );
+    let scanned = VendorDir::scan(&vendor).unwrap();
+    let wanted = reference("huawei-csi:4.8.0");
+    let found = scanned.choose(&wanted, &Platform::linux_amd64()).unwrap();
+    let opened = DockerSave::open(&archive, found.tar_bytes, &store, &NEVER).unwrap();
+    let copies: Vec<u64> = fs::read_dir(dir.path().join("ferry-v1/partial"))
+        .unwrap()
+        .map(|entry| entry.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(copies, [found.tar_bytes]);
+    assert!(found.tar_bytes < 2 << 20, "{}", found.tar_bytes);
+    drop(opened);
+    let images = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap();
+    assert_eq!(images.len(), 1);
+}
+
+/// A tarball of large JSON documents (data, not images) is passed over like any other file that is no
+/// image archive, instead of failing the scan.
+#[test]
+fn a_tarball_of_large_json_entries_is_passed_over() {
+    let (dir, store) = store();
+    let vendor = dir.path().join("vendor");
+    let data = vendor.join("data.tar.gz");
+    let document =
+        || -> Box<dyn Read> { Box::new(b"[".chain(io::repeat(b' ').take((4 << 20) - 1))) };
+    write_streamed_tgz(
+        &data,
+        (0..17)
+            .map(|at| (format!("data/{at}.json"), 4 << 20, document()))
+            .collect(),
+        0,
+    );
+    let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the vendor directory {} has no image docker.io/library/huawei-csi:4.8.0; it has: no image \
+             archives\npassed over {}: it is a tar without manifest.json (docker save) or index.json (OCI \
+             archive)\n(the tarballs are in the vendor's release package, e.g. its image/ directory)",
+            vendor.display(),
+            data.display()
+        )
+    );
+    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    write_tar(&vendor.join("csi.tar"), &legacy(&[&saved]), false);
+    let images = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap();
+    assert_imported(&store, &images[0], &saved);
 }
