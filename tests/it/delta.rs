@@ -713,7 +713,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     )
     .success();
     let base = site.path("out/kubernetes-1.28.3-k8s1.28-linux-amd64.tar");
-    let full = site.path("out/kubernetes-1.28.4-k8s1.28-linux-amd64.tar");
+    let full = site.path("out/kubernetes-1.28.4+1-images-k8s1.28-linux-amd64.tar");
     let built = site
         .bundle(
             &release_1284,
@@ -728,7 +728,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         )
         .success();
     let delta =
-        site.path("deltas/kubernetes-1.28.4-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3.tar");
+        site.path("deltas/kubernetes-1.28.4+1-images-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3.tar");
     assert!(
         built
             .stdout()
@@ -819,7 +819,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         &["-o", &into_dir, "--trust", allowed, "-q"],
     )
     .success();
-    let merged_path = merged_dir.join("kubernetes-1.28.4-k8s1.28-linux-amd64.tar");
+    let merged_path = merged_dir.join("kubernetes-1.28.4+1-images-k8s1.28-linux-amd64.tar");
     assert_eq!(
         merged.stdout(),
         format!(
@@ -850,7 +850,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         &["-o", renamed.to_str().unwrap(), "-q"],
     )
     .success();
-    assert!(unsigned.stdout().ends_with("  not signed: the delta carries the signature of kubernetes-1.28.4-k8s1.28-linux-amd64.tar; merge to that name to keep it\n"), "{}", unsigned.stdout());
+    assert!(unsigned.stdout().ends_with("  not signed: the delta carries the signature of kubernetes-1.28.4+1-images-k8s1.28-linux-amd64.tar; merge to that name to keep it\n"), "{}", unsigned.stdout());
     assert_eq!(sha256_of(&renamed), sha256_of(&full));
 
     // Pushed after the base: every image with its upstream digest.
