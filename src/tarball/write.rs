@@ -86,8 +86,8 @@ impl BlobSource for BlobStore {
     }
 }
 
-/// The entries of a bundle before its blobs: `oci-layout`, `ferry.json`, `index.json`, docker's
-/// `manifest.json`, and in a delta `ferry-delta.json`, in that order.
+/// The entries of a bundle before its blobs: `oci-layout`, `ferry.json`, `index.json` and docker's
+/// `manifest.json`, in that order (a delta's `ferry-delta.json` comes after its blobs).
 pub type Documents = Vec<(&'static str, Vec<u8>)>;
 
 /// What a bundle of some images holds: its documents and every blob, each in the cache.
@@ -183,10 +183,11 @@ pub fn write_bundle(
 }
 
 /// Writes a delta of `images` at `path`: the documents of the bundle [`write_bundle`] would write (named
-/// `full_name` by default), `ferry-delta.json`, every manifest and config, and only the blobs no base
-/// holds. The full bundle is hashed first (every blob read from the cache and checked on the way), so
-/// that the delta names the bundle a merge must rebuild; with a signer, that bundle's signature is
-/// recorded too.
+/// `full_name` by default), every manifest and config, only the blobs no base holds, and last
+/// `ferry-delta.json`. Every blob is read from the cache once and checked on the way, and the full bundle
+/// is hashed in the same pass (every entry passes through its hash, only the delta's own into the file),
+/// so that `ferry-delta.json` names the bundle a merge must rebuild: building a delta reads what building
+/// the full bundle reads, and writes less. With a signer, the full bundle's signature is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub fn write_delta(
     store: &BlobStore,
@@ -210,39 +211,83 @@ pub fn write_delta(
         .filter(|(digest, _)| !expected.contains(digest))
         .map(|(digest, size)| (digest.clone(), *size))
         .collect();
-    reporter.phase(&format!(
-        "hashing the full bundle {full_name}, which the delta stands for"
-    ));
-    let (sha256, bytes) = hash_entries(store, &layout.documents, &all, options.mtime, reporter)?;
-    let signature = match &options.signer {
-        Some(signer) => Some(
-            signer
-                .signature(output::checksum_text(&sha256, full_name).as_bytes())
-                .map_err(|e| write_error(path, e))?,
-        ),
-        None => None,
+    let full_signature = |sha256: &Digest| {
+        options
+            .signer
+            .as_ref()
+            .map(|signer| signer.signature(output::checksum_text(sha256, full_name).as_bytes()))
+            .transpose()
+            .map_err(|e| write_error(path, e))
     };
-    let record = DeltaRecord {
+    let mut record = DeltaRecord {
         format: DELTA_FORMAT,
         bundle: FullBundle {
             name: full_name.to_string(),
-            sha256,
-            bytes,
+            // Of the same length as the sha256 and the signature to come: the delta's size is known first.
+            sha256: Digest::of(b""),
+            bytes: entries_size(&layout.documents, &all),
             mtime: options.mtime,
-            signature,
+            signature: full_signature(&Digest::of(b""))?,
         },
         bases,
     };
     let mut documents = layout.documents.clone();
     documents.push((DELTA_JSON, pretty(&record)));
+    let total = entries_size(&documents, &carried);
     reporter.phase(&format!(
-        "writing {} ({} images, {} of {} blobs)",
+        "writing {} ({} images, {} of {} blobs; the full bundle {full_name} hashed on the way)",
         path.display(),
         images.len(),
         carried.len(),
         all.len()
     ));
-    let staged = write_entries(store, &documents, &carried, path, options, reporter)?;
+    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
+    let id = reporter.on_start(&Task {
+        action: Action::Write,
+        subject: &path.display().to_string(),
+        total,
+        done: 0,
+    });
+    let mut tar = tar::Builder::new(Routed {
+        out: Counted::new(output, reporter, id),
+        full: Some(HashingSink::new()),
+        to_out: true,
+    });
+    let written = stream_entries(
+        &mut tar,
+        store,
+        &layout.documents,
+        &all,
+        |digest| carried.contains_key(digest),
+        options.mtime,
+    )
+    .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))
+    .and_then(|()| {
+        // The full bundle ends here; the delta's record follows in the delta alone.
+        let routed = tar.get_mut();
+        routed.to_out = false;
+        routed.write_all(&[0; 1024]).map_err(|e| write_error(path, e))?;
+        let (sha256, bytes) = routed.full.take().expect("hashing").finish();
+        routed.to_out = true;
+        record.bundle.signature = full_signature(&sha256)?;
+        record.bundle.sha256 = sha256;
+        debug_assert_eq!(bytes, record.bundle.bytes);
+        let json = pretty(&record);
+        append(&mut tar, DELTA_JSON, json.len() as u64, &mut json.as_slice(), options.mtime)
+            .map_err(|e| write_error(path, e))?;
+        tar.into_inner().map_err(|e| write_error(path, e))
+    })?;
+    reporter.on_complete(id);
+    let sealed = written
+        .out
+        .into_inner()
+        .seal(options.recovery)
+        .map_err(|e| output_error(path, e))?;
+    let staged = Staged {
+        sealed,
+        path: path.to_path_buf(),
+        blobs: carried.len(),
+    };
     Ok(Written {
         saved_by_sharing: layout.saved_by_sharing(),
         delta: Some(record),
@@ -324,16 +369,17 @@ pub fn write_entries(
         total,
         done: 0,
     });
-    let counted = stream_entries(
-        Counted::new(output, reporter, id),
-        source,
-        documents,
-        blobs,
-        options.mtime,
-    )
-    .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
+    let mut tar = tar::Builder::new(Routed::<HashingSink, _> {
+        out: Counted::new(output, reporter, id),
+        full: None,
+        to_out: true,
+    });
+    let routed = stream_entries(&mut tar, source, documents, blobs, |_| true, options.mtime)
+        .and_then(|()| tar.into_inner().map_err(Err))
+        .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
     reporter.on_complete(id);
-    let sealed = counted
+    let sealed = routed
+        .out
         .into_inner()
         .seal(options.recovery)
         .map_err(|e| output_error(path, e))?;
@@ -342,33 +388,6 @@ pub fn write_entries(
         path: path.to_path_buf(),
         blobs: blobs.len(),
     })
-}
-
-/// The sha256 and size of the tar [`write_entries`] would write, written nowhere.
-fn hash_entries(
-    source: &dyn BlobSource,
-    documents: &Documents,
-    blobs: &BTreeMap<Digest, u64>,
-    mtime: u64,
-    reporter: &dyn Reporter,
-) -> Result<(Digest, u64), TarballError> {
-    let total = entries_size(documents, blobs);
-    let id = reporter.on_start(&Task {
-        action: Action::Write,
-        subject: "sha256 of the full bundle",
-        total,
-        done: 0,
-    });
-    let hashed = stream_entries(
-        Counted::new(HashingSink::new(), reporter, id),
-        source,
-        documents,
-        blobs,
-        mtime,
-    )
-    .map_err(|e| e.unwrap_or_else(|e| write_error(Path::new("(hash)"), e)))?;
-    reporter.on_complete(id);
-    Ok(hashed.into_inner().finish())
 }
 
 /// The bytes of the tar of `documents` and `blobs`.
@@ -381,31 +400,50 @@ fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64 {
     )
 }
 
-/// Writes the tar of `documents`, then `blobs` from `source` in digest order, into `out` and hands it
-/// back; every blob is hashed as it passes. The outer error is the bundle's; the inner one, the
-/// writing's.
-fn stream_entries<W: Write>(
-    out: W,
+/// What a tar builder writes, routed: into `full`, when there is one, everything (a delta's writer hashes
+/// the full bundle on the way); into `out` only while `to_out` (the entries the output holds).
+struct Routed<F, O> {
+    out: O,
+    full: Option<F>,
+    to_out: bool,
+}
+
+impl<F: Write, O: Write> Write for Routed<F, O> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(full) = self.full.as_mut() {
+            full.write_all(buf)?;
+        }
+        if self.to_out {
+            self.out.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, every blob hashed as it
+/// passes; a blob reaches the output only if `in_output` says so. The outer error is the bundle's; the
+/// inner one, the writing's.
+fn stream_entries<F: Write, O: Write>(
+    tar: &mut tar::Builder<Routed<F, O>>,
     source: &dyn BlobSource,
     documents: &Documents,
     blobs: &BTreeMap<Digest, u64>,
+    in_output: impl Fn(&Digest) -> bool,
     mtime: u64,
-) -> Result<W, Result<TarballError, io::Error>> {
-    let mut tar = tar::Builder::new(out);
+) -> Result<(), Result<TarballError, io::Error>> {
     for (name, bytes) in documents {
-        append(
-            &mut tar,
-            name,
-            bytes.len() as u64,
-            &mut bytes.as_slice(),
-            mtime,
-        )
-        .map_err(Err)?;
+        append(tar, name, bytes.len() as u64, &mut bytes.as_slice(), mtime).map_err(Err)?;
     }
     for (digest, size) in blobs {
-        copy_blob(&mut tar, source, digest, *size, mtime)?;
+        tar.get_mut().to_out = in_output(digest);
+        copy_blob(tar, source, digest, *size, mtime)?;
     }
-    tar.into_inner().map_err(Err)
+    tar.get_mut().to_out = true;
+    Ok(())
 }
 
 /// Copies one blob into the tar, hashing it on the way: what does not hash to its name is its source's
