@@ -111,11 +111,21 @@ pub struct DescribedImage {
 }
 
 impl BundleDescription {
-    /// How a delta's default name calls it: its release (`huawei-csi-4.5.0`), or the start of its sha256.
-    pub fn label(&self) -> String {
+    /// How a delta's default name calls it: its release or releases as its own name does
+    /// (`huawei-csi-4.5.0`, `kubernetes-1.28.3+huawei-csi-4.5.0`), or, for a bundle of no release or one
+    /// whose releases would make a long name, the start of its sha256. The release comes from the base's
+    /// `ferry.json`: whatever is not a letter, a digit or one of `.+_-` becomes `-`, so it can never make
+    /// a path.
+    fn label(&self) -> String {
         match &self.release {
-            Some(release) => release.replace('@', "-"),
-            None => format!("sha256-{}", &self.sha256.hex()[..12]),
+            Some(release) if release.len() <= MAX_LABEL => release
+                .chars()
+                .map(|c| match c.is_ascii_alphanumeric() || ".+_-".contains(c) {
+                    true => c,
+                    false => '-',
+                })
+                .collect(),
+            _ => format!("sha256-{}", &self.sha256.hex()[..12]),
         }
     }
 
@@ -173,12 +183,27 @@ pub fn assign(
     records
 }
 
-/// `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar` from bases labelled `huawei-csi-4.5.0` →
-/// `huawei-csi-4.8.0-k8s1.20-up-linux-amd64-delta-from-huawei-csi-4.5.0.tar`.
+/// A base's label longer than this (a site of many products) is its sha256's start instead.
+const MAX_LABEL: usize = 64;
+
+/// Bases named in a delta's default name, the others counted: a name stays far below the 255 bytes a
+/// file system allows however many bases `--since` gives.
+const NAMED_BASES: usize = 2;
+
+/// `huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar` from a base labelled `huawei-csi-4.5.0` →
+/// `huawei-csi-4.8.0-k8s1.20-up-linux-amd64-delta-from-huawei-csi-4.5.0.tar`. Several bases are joined
+/// by `-and-` (a label joins a bundle's own products by `+`), past two as `-and-N-more`.
 pub fn delta_file_name(full: &str, bases: &[BundleDescription]) -> String {
     let stem = full.strip_suffix(".tar").unwrap_or(full);
-    let labels: Vec<String> = bases.iter().map(BundleDescription::label).collect();
-    format!("{stem}-delta-from-{}.tar", labels.join("+"))
+    let mut labels: Vec<String> = bases
+        .iter()
+        .take(NAMED_BASES)
+        .map(BundleDescription::label)
+        .collect();
+    if bases.len() > NAMED_BASES {
+        labels.push(format!("{}-more", bases.len() - NAMED_BASES));
+    }
+    format!("{stem}-delta-from-{}.tar", labels.join("-and-"))
 }
 
 #[cfg(test)]
@@ -232,12 +257,42 @@ mod tests {
             records[1].blobs[0].images,
             ["quay.io/a/b:1".parse::<Reference>().unwrap()]
         );
+    }
+
+    /// A delta's name says what it is and from what: each base's releases as its own name gives them, or
+    /// its sha256's start; a release that could make a path, or a long name, is never copied into it.
+    #[test]
+    fn a_deltas_name_says_from_what_and_stays_a_short_file_name() {
+        let named = |release: Option<&str>, file: &str| base(file, release, &[]);
+        let sha = |file: &str| format!("sha256-{}", &Digest::of(file.as_bytes()).hex()[..12]);
+        let full = "kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-linux-amd64.tar";
+        let site = named(Some("kubernetes@1.28.3+huawei-csi@4.5.0"), "site.tar");
         assert_eq!(
-            delta_file_name("x-linux-amd64.tar", &bases),
+            delta_file_name(full, &[site.clone()]),
+            "kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0.tar"
+        );
+        let older = named(None, "older.tar");
+        assert_eq!(
+            delta_file_name("x-linux-amd64.tar", &[site.clone(), older.clone()]),
             format!(
-                "x-linux-amd64-delta-from-huawei-csi-4.5.0+sha256-{}.tar",
-                &Digest::of(b"older.tar").hex()[..12]
+                "x-linux-amd64-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0-and-{}.tar",
+                sha("older.tar")
             )
         );
+        let hostile = named(Some("../../etc/x@1\n"), "hostile.tar");
+        let long = named(Some(&"kubernetes@1.28.3+".repeat(5)), "long.tar");
+        assert_eq!(
+            delta_file_name("x.tar", &[hostile, long]),
+            format!("x-delta-from-..-..-etc-x-1--and-{}.tar", sha("long.tar"))
+        );
+        let many: Vec<BundleDescription> = (0..40)
+            .map(|i| named(Some("kubernetes@1.28.3+huawei-csi@4.5.0"), &format!("{i}.tar")))
+            .collect();
+        let name = delta_file_name(full, &many);
+        assert_eq!(
+            name,
+            "kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0-and-kubernetes-1.28.3+huawei-csi-4.5.0-and-38-more.tar"
+        );
+        assert!(name.len() < 255);
     }
 }
