@@ -268,12 +268,12 @@ mod tests {
         let full = "kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-linux-amd64.tar";
         let site = named(Some("kubernetes@1.28.3+huawei-csi@4.5.0"), "site.tar");
         assert_eq!(
-            delta_file_name(full, &[site.clone()]),
+            delta_file_name(full, std::slice::from_ref(&site)),
             "kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0.tar"
         );
         let older = named(None, "older.tar");
         assert_eq!(
-            delta_file_name("x-linux-amd64.tar", &[site.clone(), older.clone()]),
+            delta_file_name("x-linux-amd64.tar", &[site, older]),
             format!(
                 "x-linux-amd64-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0-and-{}.tar",
                 sha("older.tar")
