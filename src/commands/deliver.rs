@@ -232,7 +232,14 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.bases.bases, &args.trust, false, out)?;
+    let report = verified(
+        catalogs,
+        &args.path,
+        &args.bases.bases,
+        &args.trust,
+        false,
+        out,
+    )?;
     needs_bases(&report, "load")?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),

@@ -2,8 +2,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use super::deliver::{needs_bases, proven};
-use super::verify::verify_or_explain;
 use super::runtime;
+use super::verify::verify_or_explain;
 use crate::catalog::Catalogs;
 use crate::cli::{LogLevel, ServeArgs};
 use crate::digest::Digest;

@@ -286,7 +286,12 @@ mod tests {
             format!("x-delta-from-..-..-etc-x-1--and-{}.tar", sha("long.tar"))
         );
         let many: Vec<BundleDescription> = (0..40)
-            .map(|i| named(Some("kubernetes@1.28.3+huawei-csi@4.5.0"), &format!("{i}.tar")))
+            .map(|i| {
+                named(
+                    Some("kubernetes@1.28.3+huawei-csi@4.5.0"),
+                    &format!("{i}.tar"),
+                )
+            })
             .collect();
         let name = delta_file_name(full, &many);
         assert_eq!(

@@ -266,15 +266,23 @@ pub fn write_delta(
         // The full bundle ends here; the delta's record follows in the delta alone.
         let routed = tar.get_mut();
         routed.to_out = false;
-        routed.write_all(&[0; 1024]).map_err(|e| write_error(path, e))?;
+        routed
+            .write_all(&[0; 1024])
+            .map_err(|e| write_error(path, e))?;
         let (sha256, bytes) = routed.full.take().expect("hashing").finish();
         routed.to_out = true;
         record.bundle.signature = full_signature(&sha256)?;
         record.bundle.sha256 = sha256;
         debug_assert_eq!(bytes, record.bundle.bytes);
         let json = pretty(&record);
-        append(&mut tar, DELTA_JSON, json.len() as u64, &mut json.as_slice(), options.mtime)
-            .map_err(|e| write_error(path, e))?;
+        append(
+            &mut tar,
+            DELTA_JSON,
+            json.len() as u64,
+            &mut json.as_slice(),
+            options.mtime,
+        )
+        .map_err(|e| write_error(path, e))?;
         tar.into_inner().map_err(|e| write_error(path, e))
     })?;
     reporter.on_complete(id);

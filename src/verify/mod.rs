@@ -24,8 +24,8 @@ use serde::Serialize;
 
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
-pub use self::delta::{BaseVerdict, DeltaReport};
 pub use self::checksum::checksum_lines;
+pub use self::delta::{BaseVerdict, DeltaReport};
 use self::stream::{Contents, OuterHasher};
 use crate::catalog::Catalogs;
 use crate::digest::Digest;

@@ -2,7 +2,8 @@
 //! Kubernetes 1.28.3 → 1.28.4, each built against the earlier bundle: it holds exactly the blobs the base
 //! lacks (and every manifest and config), merges into the bundle a direct build writes, pushes into the
 //! registry that holds the pushed base with every upstream digest, loads into containerd, and is served.
-//! A tampered base and a registry without the base are refused by name, before anything is pushed.
+//! A tampered base and a registry without the base are refused by name, before anything is pushed. A
+//! bundle of several products (Kubernetes and CSI, as a site's) makes a delta named after both sides.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -416,6 +417,71 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         "huawei-csi-4.8.0-k8s1.20-up-linux-amd64.tar.sha256",
     );
 
+    // Several products in one bundle, as a site file makes: the delta is named after the full bundle's
+    // name (products joined by +) and from the base's products, and merges into the direct build.
+    let kubernetes: Vec<(&str, &str)> =
+        KUBERNETES_1283.into_iter().chain(KUBERNETES_1284).collect();
+    seed_versions(&addr, "registry.k8s.io", &kubernetes, &mut BTreeMap::new());
+    let site_old = ["kubernetes@1.28.3", "huawei-csi@4.5.0"];
+    let site_new = ["kubernetes@1.28.4", "huawei-csi@4.8.0"];
+    let sites = site.path("sites");
+    let into_sites = format!("{}/", sites.display());
+    site.bundle(&site_old, &[&v450[..], &["-o", &into_sites]].concat())
+        .success();
+    site.bundle(&site_new, &[&v480[..], &["-o", &into_sites]].concat())
+        .success();
+    let named = |prefix: &str| {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&sites)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| {
+                let name = path.file_name().unwrap().to_str().unwrap();
+                name.starts_with(prefix) && name.ends_with(".tar")
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found.remove(0)
+    };
+    let (site_base, site_full) = (
+        named("kubernetes-1.28.3+huawei-csi-4.5.0-k8s1.28-"),
+        named("kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-"),
+    );
+    let site_deltas = site.path("site-deltas");
+    site.bundle(
+        &site_new,
+        &[
+            &v480[..],
+            &[
+                "--since",
+                site_base.to_str().unwrap(),
+                "-o",
+                &format!("{}/", site_deltas.display()),
+            ],
+        ]
+        .concat(),
+    )
+    .success();
+    let site_delta = site_deltas.join(format!(
+        "{}-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0.tar",
+        site_full
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .strip_suffix(".tar")
+            .unwrap()
+    ));
+    assert!(site_delta.is_file(), "{}", site_delta.display());
+    assert_holds_what_the_base_lacks(&site_delta, &site_full, &site_base);
+    let site_merged = site.path("site-merged.tar");
+    ferry_on(
+        "merge",
+        &[&site_base, &site_delta],
+        &["-o", site_merged.to_str().unwrap(), "-q"],
+    )
+    .success();
+    assert_eq!(sha256_of(&site_merged), sha256_of(&site_full));
+
     // Pushed into the registry that holds the pushed base: every image with its upstream digest.
     let Some(private) = require(Registry::plain()) else {
         return;
@@ -727,8 +793,9 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
             ],
         )
         .success();
-    let delta =
-        site.path("deltas/kubernetes-1.28.4+1-images-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3.tar");
+    let delta = site.path(
+        "deltas/kubernetes-1.28.4+1-images-k8s1.28-linux-amd64-delta-from-kubernetes-1.28.3.tar",
+    );
     assert!(
         built
             .stdout()
