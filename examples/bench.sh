@@ -160,6 +160,8 @@ for round in $(seq 1 "$ROUNDS"); do
   /usr/bin/time -f "%e %M" -o "$W/time" bash -c "cp '$FULL' '$W/copy.tar' && sync '$W/copy.tar'"
   echo "cp+sync $(cat "$W/time") $(stat -c %s "$W/copy.tar")" >> "$W/results"
 done
+# What the delta's file holds besides its blobs: tar headers and padding, and the JSON documents.
+echo "delta-blobs 0 0 $("$FERRY" inspect "$W/delta.tar" --json | python3 -c 'import json, sys; print(sum(b["size"] for b in json.load(sys.stdin)["blobs"]))')" >> "$W/results"
 
 # verify against sha256sum on the same file, page cache warm for both
 BUNDLE=$W/out-ferry-warm.tar
@@ -309,6 +311,7 @@ if 'merge' in med:
     print(f"delta (of the base's tar) / full bundle wall  {ratio('delta-of-tar','ferry-warm',0):.2f}  (target <= 1.00)")
     print(f"delta (of inspect --json) / full bundle wall  {ratio('delta-of-json','ferry-warm',0):.2f}  (target <= 1.00)")
     print(f"delta / full bundle bytes  {ratio('delta-of-tar','ferry-warm',2):.2f}  ({med['delta-of-tar'][2]/1e6:.1f} MB of {med['ferry-warm'][2]/1e6:.1f} MB)")
+    print(f"delta bytes / its blobs    {ratio('delta-of-tar','delta-blobs',2):.4f}  (the rest: tar headers, JSON documents)")
     print(f"merge / cp wall            {ratio('merge','cp',0):.2f}  (merge verifies delta and base first; cp+sync: {ratio('merge','cp+sync',0):.2f})")
 print(f"serve / Distribution wall  {ratio('serve-8x','distribution-8x',0):.2f}  (8 clients pulling every image)")
 print(f"serve / Distribution RSS   {ratio('serve-8x','distribution-8x',1):.2f}  (peak RSS of the server)")
