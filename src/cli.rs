@@ -116,7 +116,7 @@ pub struct ListArgs {
     pub files: ImageFiles,
     /// Everything a site file names: each product's images for its Kubernetes versions, then the images
     /// of its lists, manifests and references, with where each was named.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["releases", "version", "all"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["releases", "version", "all", "lists", "manifests"])]
     pub site: Option<PathBuf>,
     /// Print JSON instead of lines.
     #[arg(long)]
@@ -464,6 +464,11 @@ pub struct LoadArgs {
     /// The platform to load from a bundle of several [default: this machine's, e.g. linux/arm64 on Kunpeng].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
+    /// From a damaged bundle beyond repair, load the images that verified intact and leave the damaged
+    /// ones out (named on stderr). Every fed blob is still checked; an image with one platform damaged
+    /// is left out whole. --trust and --lock refuse it: the signature and the lock cover the whole bundle.
+    #[arg(long)]
+    pub intact_only: bool,
     #[command(flatten)]
     pub bases: BaseArgs,
     #[command(flatten)]

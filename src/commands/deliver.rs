@@ -237,7 +237,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         &args.path,
         &args.bases.bases,
         &args.trust,
-        false,
+        args.intact_only,
         out,
     )?;
     needs_bases(&report, "load")?;
@@ -249,7 +249,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let choice = Node::system().choose(&options)?;
     // Said before the load, on stderr (stdout is what was loaded): where ferry looked, and why this one.
     let told = options.runtime.is_some() || options.address.is_some();
-    eprintln!(
+    line_to_stderr(&format!(
         "runtime: {} ({}){}",
         choice.runtime.name(),
         choice.why,
@@ -258,7 +258,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         } else {
             "; --runtime and --address choose another"
         }
-    );
+    ));
     let (runtime, socket) = (choice.runtime, choice.socket);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {

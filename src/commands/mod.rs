@@ -183,7 +183,7 @@ fn plan_images(
     site: Option<&Site>,
 ) -> Result<Vec<Plan>> {
     let named = match site {
-        Some(site) => NamedImages::read_site(site, &[], &[])?,
+        Some(site) => NamedImages::read_site(site)?,
         None => NamedImages::read(&selection.files.lists, &selection.files.manifests)?,
     };
     if let Some(note) = named.passed_over.note() {

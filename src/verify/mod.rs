@@ -236,6 +236,7 @@ pub struct Verified {
     locations: BTreeMap<Digest, (u64, u64)>,
     documents: BTreeMap<String, Vec<u8>>,
     delta: Option<VerifiedDelta>,
+    partial: bool,
 }
 
 /// What a verified delta stands for and where its blobs are.
@@ -260,6 +261,12 @@ impl VerifiedDelta {
 }
 
 impl Verified {
+    /// Damaged images were left out (`--intact-only`): [`Verified::images`] holds the intact ones, while
+    /// the documents still name every image.
+    pub fn is_partial(&self) -> bool {
+        self.partial
+    }
+
     /// The path it was verified at (the first part's, for a split bundle).
     pub fn bundle(&self) -> &Path {
         &self.bundle
@@ -406,7 +413,9 @@ impl Report {
             return Err(Box::new(self));
         }
         self.images = kept;
-        Ok((self.proof()?, damaged))
+        let mut intact = self.proof()?;
+        intact.partial = !damaged.is_empty();
+        Ok((intact, damaged))
     }
 
     /// The proof that deliver takes, of every image in the report.
@@ -428,6 +437,7 @@ impl Report {
                 locations: self.locations,
                 delta,
                 documents: self.documents,
+                partial: false,
             }),
             // An intact bundle always has all; a report without them is not proof of anything.
             (images, platforms, metadata) => {
