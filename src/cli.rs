@@ -237,19 +237,38 @@ impl ImageFiles {
     }
 }
 
+/// One `--platform` value: a platform, or `all` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformArg {
+    All,
+    One(Platform),
+}
+
+impl std::str::FromStr for PlatformArg {
+    type Err = crate::image::PlatformError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "all" => Ok(PlatformArg::All),
+            _ => text.parse().map(PlatformArg::One),
+        }
+    }
+}
+
 /// Where and how to fetch: platform, cache, registries, vendor images.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The nodes' platforms, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
     /// A comma list (or the flag repeated) carries several in one bundle, for mixed clusters; every image
-    /// must have each of them.
+    /// must have each of them. `all` carries each image's whole upstream index as it is (attestations
+    /// too), so that pins to the index digest resolve after push and from serve.
     /// [default: linux/amd64]
     #[arg(
         long = "platform",
-        value_name = "OS/ARCH[/VARIANT],...",
+        value_name = "OS/ARCH[/VARIANT],...|all",
         value_delimiter = ','
     )]
-    pub platforms: Vec<Platform>,
+    pub platforms: Vec<PlatformArg>,
     /// With several --platform: carry this image (as the catalog or --image names it) with the platforms
     /// it has, even if it lacks some of those asked for (repeatable).
     #[arg(long = "allow-single-platform", value_name = "REF")]

@@ -8,7 +8,8 @@ pub mod read;
 mod write;
 
 pub use metadata::{
-    BundleMetadata, ImageRecord, KubernetesSpan, Producer, ProductRecord, RecordSource,
+    platforms_met, BundleMetadata, ImageRecord, KubernetesSpan, PlatformPin, Producer,
+    ProductRecord, RecordSource, UncarriedIndex, EVERY_PLATFORM,
 };
 pub use output::{checksum_text, file_name, sibling, TargetError};
 pub use write::{

@@ -180,9 +180,13 @@ pub struct ImageVerdict {
     /// What its config says.
     #[serde(serialize_with = "as_text")]
     pub platform: Option<Platform>,
-    /// ferry's index of the image's platforms, when the bundle carries several.
+    /// ferry's index of the image's platforms, when the bundle carries several; with `--platform all`,
+    /// the upstream index it came whole from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<Digest>,
+    /// `index` is the upstream's, not ferry's.
+    #[serde(skip)]
+    pub upstream_index: bool,
     pub size: u64,
     pub layers: Vec<Digest>,
     pub problems: Vec<String>,
