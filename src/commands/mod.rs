@@ -7,6 +7,7 @@ mod deliver;
 mod diff;
 mod list;
 mod manpages;
+mod merge;
 mod pull;
 mod repair;
 mod serve;
@@ -40,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(args) => bundle::run(&catalogs, &args, &mut out),
         Command::Verify(args) => verify::run(&catalogs, &args, &mut out),
         Command::Inspect(args) => verify::inspect(&catalogs, &args, &mut out),
+        Command::Merge(args) => merge::run(&catalogs, &args, &mut out),
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),

@@ -655,6 +655,7 @@ fn man_pages_replace_what_is_in_their_place_and_completions_survive_a_closed_pip
             "bundle",
             "verify",
             "inspect",
+            "merge",
             "repair",
             "push",
             "load",

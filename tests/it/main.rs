@@ -4,6 +4,7 @@
 mod bundle;
 mod cli;
 mod deliver;
+mod delta;
 mod far_side;
 mod faults;
 mod ferry;
