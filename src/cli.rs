@@ -111,7 +111,7 @@ pub struct ListArgs {
     pub files: ImageFiles,
     /// Everything a site file names: each product's images for its Kubernetes versions, then the images
     /// of its lists, manifests and references, with where each was named.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["releases", "version", "all"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["releases", "version", "all", "lists", "manifests"])]
     pub site: Option<PathBuf>,
     /// Print JSON instead of lines.
     #[arg(long)]
@@ -232,19 +232,38 @@ impl ImageFiles {
     }
 }
 
+/// One `--platform` value: a platform, or `all` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformArg {
+    All,
+    One(Platform),
+}
+
+impl std::str::FromStr for PlatformArg {
+    type Err = crate::image::PlatformError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "all" => Ok(PlatformArg::All),
+            _ => text.parse().map(PlatformArg::One),
+        }
+    }
+}
+
 /// Where and how to fetch: platform, cache, registries, vendor images.
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// The nodes' platforms, picked from multi-platform images: linux/amd64, linux/arm64, linux/arm/v7, ...
     /// A comma list (or the flag repeated) carries several in one bundle, for mixed clusters; every image
-    /// must have each of them.
+    /// must have each of them. `all` carries each image's whole upstream index as it is (attestations
+    /// too), so that pins to the index digest resolve after push and from serve.
     /// [default: linux/amd64]
     #[arg(
         long = "platform",
-        value_name = "OS/ARCH[/VARIANT],...",
+        value_name = "OS/ARCH[/VARIANT],...|all",
         value_delimiter = ','
     )]
-    pub platforms: Vec<Platform>,
+    pub platforms: Vec<PlatformArg>,
     /// With several --platform: carry this image (as the catalog or --image names it) with the platforms
     /// it has, even if it lacks some of those asked for (repeatable).
     #[arg(long = "allow-single-platform", value_name = "REF")]
@@ -422,6 +441,11 @@ pub struct LoadArgs {
     /// The platform to load from a bundle of several [default: this machine's, e.g. linux/arm64 on Kunpeng].
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     pub platform: Option<Platform>,
+    /// From a damaged bundle beyond repair, load the images that verified intact and leave the damaged
+    /// ones out (named on stderr). Every fed blob is still checked; an image with one platform damaged
+    /// is left out whole. --trust and --lock refuse it: the signature and the lock cover the whole bundle.
+    #[arg(long)]
+    pub intact_only: bool,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

@@ -96,6 +96,12 @@ impl Platform {
         }
     }
 
+    /// `unknown/unknown`: what no node runs, such as buildkit's attestation manifests (SBOM, provenance)
+    /// in an image index.
+    pub fn is_unknown(&self) -> bool {
+        self.os == "unknown"
+    }
+
     /// Whether an index entry serves this platform. A missing variant on either side matches, except
     /// that arm64's implicit variant is v8 (as containerd normalizes it).
     pub fn matches(&self, other: &Platform) -> bool {
@@ -203,6 +209,22 @@ pub struct Index {
     #[serde(rename = "mediaType", default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
     pub manifests: Vec<Descriptor>,
+}
+
+impl Index {
+    /// The media type it declares, or the OCI index's, which one that declares none is.
+    pub fn media_type(&self) -> &str {
+        self.media_type.as_deref().unwrap_or(media::OCI_INDEX)
+    }
+
+    /// The media type the bytes of an index declare (ferry's own, or an upstream Docker list), to
+    /// send or name it by; the OCI index's when they declare none or are not an index.
+    pub fn media_type_of(bytes: &[u8]) -> String {
+        serde_json::from_slice::<Index>(bytes).map_or_else(
+            |_| media::OCI_INDEX.to_string(),
+            |i| i.media_type().to_string(),
+        )
+    }
 }
 
 /// Where an image's bytes came from.

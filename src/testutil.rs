@@ -113,17 +113,21 @@ pub fn intact_bundle(dir: &Path, names: &[&str], platforms: &[&str]) -> (Vec<Ima
     let images = intact_images(&store, names, platforms);
     let carried: Vec<Platform> = platforms.iter().map(|p| p.parse().unwrap()).collect();
     let path = dir.join("b.tar");
-    let metadata = metadata(&images, &carried);
+    write_plain(&store, &images, &metadata(&images, &carried), &path);
+    (images, path)
+}
+
+/// Writes `images` to `path` as `metadata` describes them, with the default options and no progress.
+pub fn write_plain(store: &BlobStore, images: &[Image], metadata: &BundleMetadata, path: &Path) {
     write_bundle(
-        &store,
-        &images,
-        &metadata,
-        &path,
+        store,
+        images,
+        metadata,
+        path,
         &WriteOptions::default(),
         &Silent,
     )
     .unwrap();
-    (images, path)
 }
 
 /// The proof verify makes of the intact bundle at `path`.

@@ -120,7 +120,10 @@ pub fn build(
     let fetched = fetch(runtime, store, &union(&plans), &request.fetch, reporter)?;
     reporter.finish();
     let lock = match &request.lock {
-        Some(file) => Some((file, Lock::of(&fetched.images)?)),
+        Some(file) => Some((
+            file,
+            Lock::of(&fetched.images, request.fetch.platforms.is_empty())?,
+        )),
         None => None,
     };
     if let (Some((file, built)), Some(existing)) = (&lock, &existing_lock) {

@@ -2,7 +2,7 @@ use std::io::Write;
 
 use serde_json::json;
 
-use super::verify::{damaged, verify_or_explain, write_verdicts};
+use super::verify::{damaged, verify_or_explain, write_uncarried, write_verdicts};
 use super::{runtime, write_json};
 use crate::catalog::Catalogs;
 use crate::cli::{LoadArgs, PushArgs, TrustArgs};
@@ -73,9 +73,11 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
             .collect();
         write_helm_values(args, &report, &planned, catalogs)?;
         if args.json {
-            return write_json(out, &json!({"dry_run": true, "images": planned}));
+            write_json(out, &json!({"dry_run": true, "images": planned}))?;
+        } else {
+            write_mapping(out, &planned)?;
         }
-        return write_mapping(out, &planned);
+        return write_pin_note(args, &report, &planned);
     }
     let options = RegistryOptions {
         insecure: args.insecure.clone(),
@@ -97,9 +99,11 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
     reporter.finish();
     write_helm_values(args, &report, &summary.images, catalogs)?;
     if args.json {
-        return write_json(out, &json!(summary));
+        write_json(out, &json!(summary))?;
+        return write_pin_note(args, &report, &summary.images);
     }
     write_mapping(out, &summary.images)?;
+    write_pin_note(args, &report, &summary.images)?;
     reporter.phase(&format!(
         "pushed {} image(s): uploaded {} in {} blob(s), mounted {}, {} already present",
         summary.images.len(),
@@ -178,6 +182,19 @@ fn helm_values_path(file: &std::path::Path, catalog: &str) -> std::path::PathBuf
     file.with_file_name(name)
 }
 
+/// On stderr, after the mapping: which upstream index pins will not resolve in the target registry, as
+/// the bundle does not carry those indexes, and the pushed platform manifests to pin instead.
+fn write_pin_note(args: &PushArgs, bundle: &Verified, pushed: &[Pushed]) -> Result<()> {
+    let pin = |image: &Reference, manifest: &crate::digest::Digest| {
+        let source = image.by_tag_if_tagged().to_string();
+        pushed.iter().find(|p| p.source == source)?;
+        let target = args.to.map(image).ok()?;
+        Some(target.by_digest(manifest.clone()).to_string())
+    };
+    let place = format!("from {}", args.to);
+    write_uncarried(&mut std::io::stderr(), bundle.metadata(), &place, pin).map_err(Error::Output)
+}
+
 fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
     for image in images {
         writeln!(
@@ -191,7 +208,7 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, false, out)?;
+    let report = verified(catalogs, &args.path, &args.trust, args.intact_only, out)?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),
@@ -200,7 +217,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
     let choice = Node::system().choose(&options)?;
     // Said before the load, on stderr (stdout is what was loaded): where ferry looked, and why this one.
     let told = options.runtime.is_some() || options.address.is_some();
-    eprintln!(
+    line_to_stderr(&format!(
         "runtime: {} ({}){}",
         choice.runtime.name(),
         choice.why,
@@ -209,7 +226,7 @@ pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result
         } else {
             "; --runtime and --address choose another"
         }
-    );
+    ));
     let (runtime, socket) = (choice.runtime, choice.socket);
     let platform = args.platform.clone().unwrap_or_else(Platform::host);
     let feed = match images_for(&report, &platform).map_err(|why| LoadError::Platform {

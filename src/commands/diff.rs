@@ -224,7 +224,7 @@ impl<'a> Chosen<'a> {
             .into_iter()
             .map(|found| (Cow::Owned(found.release.into_owned()), found.service))
             .collect();
-        let named = NamedImages::read_site(&site, &[], &[])?
+        let named = NamedImages::read_site(&site)?
             .references()
             .cloned()
             .collect();

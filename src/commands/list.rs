@@ -259,7 +259,7 @@ fn list_named(catalogs: &Catalogs, args: &ListArgs, out: &mut dyn Write) -> Resu
         }
     }
     let named = match &site {
-        Some(site) => NamedImages::read_site(site, &args.files.lists, &args.files.manifests)?,
+        Some(site) => NamedImages::read_site(site)?,
         None => NamedImages::read(&args.files.lists, &args.files.manifests)?,
     };
     if let Some(note) = named.passed_over.note() {

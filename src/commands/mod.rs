@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::cache::BlobStore;
 use crate::catalog::Catalogs;
-use crate::cli::{Cli, Command, FetchArgs, ImageSelection};
+use crate::cli::{Cli, Command, FetchArgs, ImageSelection, PlatformArg};
 use crate::error::{Error, Result};
 use crate::fetch::{FetchSettings, VendorSource};
 use crate::progress::{line_to_stderr, Reporter, Silent, TerminalReporter, UntilClosed};
@@ -181,7 +181,7 @@ fn plan_images(
     site: Option<&Site>,
 ) -> Result<Vec<Plan>> {
     let named = match site {
-        Some(site) => NamedImages::read_site(site, &[], &[])?,
+        Some(site) => NamedImages::read_site(site)?,
         None => NamedImages::read(&selection.files.lists, &selection.files.manifests)?,
     };
     if let Some(note) = named.passed_over.note() {
@@ -255,7 +255,7 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Re
     let platforms = match (site, args.platforms.as_slice()) {
         (Some(site), _) if !site.platforms.is_empty() => site.platforms.clone(),
         (_, []) => vec![crate::image::Platform::linux_amd64()],
-        (_, given) => distinct(given),
+        (_, given) => distinct(given)?,
     };
     let fetch = site.map(|site| &site.fetch);
     let vendor_dirs: Vec<PathBuf> = fetch
@@ -325,15 +325,24 @@ fn reporter(quiet: bool) -> Box<dyn Reporter> {
     }
 }
 
-/// `--platform` values in the order given, each once.
-pub(super) fn distinct(platforms: &[crate::image::Platform]) -> Vec<crate::image::Platform> {
+/// `--platform` values in the order given, each once; none for `all`, which stands alone.
+pub(super) fn distinct(platforms: &[PlatformArg]) -> Result<Vec<crate::image::Platform>> {
     let mut once: Vec<crate::image::Platform> = Vec::new();
     for platform in platforms {
-        if !once.contains(platform) {
-            once.push(platform.clone());
+        match platform {
+            PlatformArg::One(platform) if !once.contains(platform) => once.push(platform.clone()),
+            PlatformArg::One(_) => {}
+            PlatformArg::All if platforms.len() == 1 => return Ok(Vec::new()),
+            PlatformArg::All => {
+                return Err(Error::Usage(
+                    "--platform all carries every platform each image has; name no other platform \
+                     beside it"
+                        .into(),
+                ))
+            }
         }
     }
-    once
+    Ok(once)
 }
 
 /// The products of each bundle to plan, as `catalog@release` (none, for images alone): the releases

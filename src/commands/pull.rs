@@ -26,7 +26,7 @@ pub fn run(catalogs: &Catalogs, args: &PullArgs, out: &mut dyn Write) -> Result<
         reporter.as_ref(),
     )?;
     reporter.finish();
-    let several = settings.platforms.len() > 1;
+    let several = settings.platforms.len() != 1;
     for image in &fetched.images {
         if several {
             writeln!(

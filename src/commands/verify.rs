@@ -9,6 +9,8 @@ use crate::cli::{InspectArgs, VerifyArgs};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::DecimalBytes;
+use crate::reference::Reference;
+use crate::tarball::BundleMetadata;
 use crate::trust::Anchors;
 use crate::verify::{check_recovery, verify, Checksum, Report, VerifyError, VerifyOptions};
 
@@ -185,9 +187,10 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
                 })
             })
             .collect();
+        let uncarried = metadata.map(BundleMetadata::uncarried_indexes);
         return write_json(
             out,
-            &json!({"images": images, "bytes": stored, "referenced_bytes": referenced, "metadata": metadata, "intact": report.intact()}),
+            &json!({"images": images, "bytes": stored, "referenced_bytes": referenced, "metadata": metadata, "intact": report.intact(), "unresolvable_index_pins": uncarried.unwrap_or_default()}),
         );
     }
     write_caveats(out, &report).map_err(Error::Output)?;
@@ -276,7 +279,13 @@ fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Resul
         out,
         format!(
             "platform:   {}",
-            metadata.map_or_else(dash, |m| m.all_platforms().join(", "))
+            metadata.map_or_else(dash, |m| match m.carries_every_platform() {
+                true => format!(
+                    "{} (each image's upstream index whole, attestations too)",
+                    m.all_platforms().join(", ")
+                ),
+                false => m.all_platforms().join(", "),
+            })
         ),
     )?;
     line(
@@ -305,6 +314,55 @@ fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Resul
             out,
             "warning:    this bundle is damaged; run `ferry verify` for the details".into(),
         )?;
+    }
+    if let Some(metadata) = metadata {
+        write_uncarried(
+            out,
+            metadata,
+            "after push or from ferry serve",
+            |image, manifest| Some(image.by_digest(manifest.clone()).to_string()),
+        )
+        .map_err(Error::Output)?;
+    }
+    Ok(())
+}
+
+/// The note that pods pinned to an upstream index the bundle does not carry will not pull (`where_`),
+/// and each image's platforms' manifests to pin instead, as `pin` names them in the registry pulled
+/// from (an image it gives no name is left out).
+pub(super) fn write_uncarried(
+    out: &mut dyn Write,
+    metadata: &BundleMetadata,
+    where_: &str,
+    pin: impl Fn(&Reference, &Digest) -> Option<String>,
+) -> std::io::Result<()> {
+    let mut lines = Vec::new();
+    for uncarried in metadata.uncarried_indexes() {
+        let Ok(image) = uncarried.image.parse::<Reference>() else {
+            continue;
+        };
+        let pins: Option<Vec<String>> = uncarried
+            .pin_instead
+            .iter()
+            .map(|p| Some(format!("    {}  {}", p.platform, pin(&image, &p.manifest)?)))
+            .collect();
+        if let Some(pins) = pins {
+            lines.push(format!("  {image} (upstream index {})", uncarried.index));
+            lines.extend(pins);
+        }
+    }
+    if lines.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "note: a pod pinned to the upstream index of an image below will not pull {where_}: this \
+         bundle carries {} only, not the indexes (`--platform all` carries them whole); pin a \
+         platform's manifest instead:",
+        metadata.all_platforms().join(", ")
+    )?;
+    for line in lines {
+        writeln!(out, "{}", crate::io::shown(&line, MAX_PROBLEM))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! Memory stays flat: blobs stream through; the documents are what verify already held.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
@@ -16,7 +17,9 @@ use flate2::read::MultiGzDecoder;
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
-use crate::tarball::layout::blob_path;
+use crate::tarball::layout::{
+    blob_path, pretty, BundleIndex, DockerEntry, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON,
+};
 use crate::tarball::read::{Joined, Source};
 use crate::tarball::{append, tar_size};
 use crate::verify::Verified;
@@ -91,14 +94,58 @@ pub enum Stopped {
 }
 
 impl<'a> Archive<'a> {
-    /// Every entry verify read.
+    /// Every entry verify read; of a bundle whose damaged images were left out, what [`Archive::intact`]
+    /// holds.
     pub fn whole(bundle: &'a Verified) -> Archive<'a> {
+        if bundle.is_partial() {
+            return Archive::intact(bundle);
+        }
         let documents = bundle
             .documents()
             .iter()
             .map(|(name, bytes)| (name.as_str(), Cow::Borrowed(bytes.as_slice())))
             .collect();
         Archive::of(bundle, bundle.locations().keys(), documents)
+    }
+
+    /// The intact images' blobs alone, under an `index.json` and a `manifest.json` that name only them, so
+    /// that no loader asks for a damaged blob; `ferry.json`, which describes the whole bundle, stays out.
+    fn intact(bundle: &'a Verified) -> Archive<'a> {
+        let images = bundle.images();
+        let blobs: BTreeSet<&Digest> = images
+            .iter()
+            .flat_map(|image| {
+                let documents = image.index().into_iter().chain([image.manifest()]);
+                documents.chain([image.config()]).chain(image.layers())
+            })
+            .collect();
+        let configs: BTreeSet<String> = images.iter().map(|i| blob_path(i.config())).collect();
+        let documents = bundle
+            .documents()
+            .iter()
+            .filter_map(|(name, bytes)| {
+                let kept = match name.as_str() {
+                    LAYOUT_JSON => Cow::Borrowed(bytes.as_slice()),
+                    INDEX_JSON => {
+                        let mut index: BundleIndex = serde_json::from_slice(bytes).ok()?;
+                        index
+                            .manifests
+                            .retain(|entry| blobs.contains(&entry.digest));
+                        // The pins name ferry.json and the full manifest.json, neither of which is fed.
+                        index.annotations = None;
+                        Cow::Owned(pretty(&index))
+                    }
+                    MANIFEST_JSON => {
+                        let mut entries: Vec<DockerEntry> = serde_json::from_slice(bytes).ok()?;
+                        entries.retain(|entry| configs.contains(&entry.config));
+                        Cow::Owned(pretty(&entries))
+                    }
+                    _ => return None,
+                };
+                Some((name.as_str(), kept))
+            })
+            .collect();
+        Archive::of(bundle, blobs, documents)
     }
 
     /// The blobs `digests` of `bundle` (each once), then `documents`.

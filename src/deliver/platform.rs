@@ -30,13 +30,17 @@ pub fn images_for<'a>(
                 .join(", ")
         ));
     }
-    Ok(Some(
-        bundle
-            .images()
-            .iter()
-            .filter(|image| platform.matches(image.platform()))
-            .collect(),
-    ))
+    // Each image once: an upstream index (`--platform all`) may list two manifests this platform runs
+    // (linux/amd64 and linux/amd64/v2, say), and a tag names one image: the first.
+    let mut images: Vec<&VerifiedImage> = Vec::new();
+    for image in bundle.images() {
+        if platform.matches(image.platform())
+            && !images.iter().any(|i| i.reference() == image.reference())
+        {
+            images.push(image);
+        }
+    }
+    Ok(Some(images))
 }
 
 /// A docker-archive of `images`: each config and layer once, then `manifest.json` naming them.

@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 
 use super::feed::{Checked, NotAsVerified};
 use crate::digest::Digest;
-use crate::image::Manifest;
+use crate::image::{Index, Manifest};
 use crate::progress::{Action, Id, Reporter, Task};
 use crate::reference::Reference;
 use crate::registry::retry::after_attempts;
@@ -233,9 +233,11 @@ impl Pusher<'_> {
             }
             let index = read_manifest(self.report, &planned.digest)?;
             let size = index.len() as u64;
+            // ferry's own, or (`--platform all`) the upstream one, which may be a Docker manifest list.
+            let media_type = Index::media_type_of(&index);
             self.retry(upstream, target, "index", |_| {
                 self.client
-                    .push_manifest(target, index.clone(), crate::image::media::OCI_INDEX)
+                    .push_manifest(target, index.clone(), &media_type)
             })
             .await?;
             self.reporter.on_progress(id, size);

@@ -70,6 +70,8 @@ pub enum VendorSource {
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
     /// Every image is fetched for each, in this order; the first is the one docker's view of a bundle shows.
+    /// None (`--platform all`): every manifest of each image's upstream index, the index carried as it is;
+    /// a vendor image on each platform its tarballs have.
     pub platforms: Vec<Platform>,
     /// Images carried with the platforms they have when they lack some of `platforms`.
     pub partial_ok: Vec<Reference>,
@@ -161,13 +163,25 @@ pub fn fetch(
     })
 }
 
-/// Plan order, so that listings and bundles read like the vendor's table; then platform order. An image
-/// of a platform not asked for (a vendor's tarball of another architecture) is refused.
+/// Plan order, so that listings and bundles read like the vendor's table; then platform order (with
+/// every platform, the order of each image's index). An image of a platform not asked for (a vendor's
+/// tarball of another architecture) is refused.
 fn in_plan_order(
     plan: &Plan,
     platforms: &[Platform],
     mut fetched: Vec<Image>,
 ) -> Result<Vec<Image>, FetchStageError> {
+    if platforms.is_empty() {
+        let mut images = Vec::with_capacity(fetched.len());
+        for wanted in &plan.images {
+            let (own, rest) = fetched
+                .into_iter()
+                .partition(|i: &Image| i.reference == wanted.reference);
+            images.extend(own);
+            fetched = rest;
+        }
+        return Ok(images);
+    }
     if let Some(wrong) = fetched
         .iter()
         .find(|i| !platforms.iter().any(|p| p.matches(&i.platform)))

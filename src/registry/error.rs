@@ -45,6 +45,17 @@ pub enum RegistryError {
         wanted: String,
         actual: String,
     },
+    #[error(
+        "{image}: its index lists manifest {manifest} as {listed}, but its config says {actual}"
+    )]
+    IndexPlatform {
+        image: String,
+        manifest: Digest,
+        listed: String,
+        actual: String,
+    },
+    #[error("{image}: its index lists another index ({digest}); --platform all carries an index of manifests, not of indexes")]
+    NestedIndex { image: String, digest: Digest },
     #[error("{image}: the registry sent an unreadable manifest ({media_type}): {message}")]
     BadManifest {
         image: String,

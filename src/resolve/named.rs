@@ -125,16 +125,9 @@ impl NamedImages {
         Ok(named)
     }
 
-    /// What a site file names besides its products: its lists, manifests and references, with `lists`
-    /// and `manifests` given on the command line besides.
-    pub fn read_site(
-        site: &Site,
-        lists: &[PathBuf],
-        manifests: &[PathBuf],
-    ) -> Result<NamedImages, NamedError> {
-        let all_lists: Vec<PathBuf> = site.lists.iter().chain(lists).cloned().collect();
-        let all_manifests: Vec<PathBuf> = site.manifests.iter().chain(manifests).cloned().collect();
-        let mut named = NamedImages::read(&all_lists, &all_manifests)?;
+    /// What a site file names besides its products: its lists, manifests and references.
+    pub fn read_site(site: &Site) -> Result<NamedImages, NamedError> {
+        let mut named = NamedImages::read(&site.lists, &site.manifests)?;
         for image in &site.images {
             named.add(
                 image.reference.clone(),

@@ -56,7 +56,8 @@ impl Plan {
     /// `+` (`kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64.tar`, or past 80 characters the first
     /// and `+N-more`), images beyond the releases' tables are counted (`huawei-csi-4.8.0+2-images-…`),
     /// and a bundle that leaves the vendor's images out (`vendor_skipped`) ends in `-incomplete.tar`.
-    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`.
+    /// Several platforms are all named: `…-linux-amd64-linux-arm64.tar`; none (`--platform all`, whatever
+    /// each image's index lists) is `…-all-platforms.tar`.
     /// The catalog's grammar keeps separators out of its names; this is the check before a path.
     pub fn file_name(
         &self,
@@ -71,11 +72,14 @@ impl Plan {
     }
 
     fn unchecked_file_name(&self, platforms: &[Platform], vendor_skipped: bool) -> String {
-        let platform = platforms
-            .iter()
-            .map(|p| p.to_string().replace('/', "-"))
-            .collect::<Vec<_>>()
-            .join("-");
+        let platform = match platforms {
+            [] => "all-platforms".to_string(),
+            named => named
+                .iter()
+                .map(|p| p.to_string().replace('/', "-"))
+                .collect::<Vec<_>>()
+                .join("-"),
+        };
         let incomplete = if vendor_skipped && self.has_vendor_images() {
             "-incomplete"
         } else {
@@ -463,6 +467,11 @@ mod tests {
         assert_eq!(
             plan.file_name(&platforms[..1], true).unwrap(),
             "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-linux-amd64-incomplete.tar"
+        );
+        assert_eq!(
+            plan.file_name(&[], false).unwrap(),
+            "kubernetes-1.28.3+huawei-csi-4.8.0-k8s1.28-all-platforms.tar",
+            "--platform all"
         );
         // --k8s may say the same version; each service goes with its product.
         let versions = [v("1.28.9")];

@@ -214,12 +214,14 @@ impl Site {
                 if !kubernetes.contains(&minor) {
                     kubernetes.push(minor);
                 }
-            } else if !kubernetes.contains(&minor) {
+            } else if kubernetes != [minor] {
+                // A bundle holds one kubernetes release, so its clusters run that one version.
                 return Err(invalid_line(
                     path,
                     product.line,
                     format!(
-                        "{} is Kubernetes {minor}, but the site's kubernetes are {}",
+                        "{} is Kubernetes {minor}, but the site's kubernetes are {}: with a kubernetes \
+                         product, leave kubernetes out or write [\"{minor}\"]",
                         product.release,
                         kubernetes
                             .iter()
@@ -575,7 +577,12 @@ vendor_dirs = ["package/image"]
         assert_eq!(
             error("kubernetes = [\"1.27\"]\n[[product]]\nrelease = \"kubernetes@1.28.3\"\n"),
             "sites/plant7.toml line 3: kubernetes@1.28.3 is Kubernetes 1.28, but the site's \
-             kubernetes are 1.27"
+             kubernetes are 1.27: with a kubernetes product, leave kubernetes out or write [\"1.28\"]"
+        );
+        assert_eq!(
+            error("kubernetes = [\"1.27\", \"1.28\"]\n[[product]]\nrelease = \"kubernetes@1.28.3\"\n"),
+            "sites/plant7.toml line 3: kubernetes@1.28.3 is Kubernetes 1.28, but the site's \
+             kubernetes are 1.27, 1.28: with a kubernetes product, leave kubernetes out or write [\"1.28\"]"
         );
         assert_eq!(
             error("kubernetes = [\"1.28\"]\n"),

@@ -5,12 +5,16 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
-use crate::image::{Descriptor, Image, ImageSource};
+use crate::image::{Descriptor, Image, ImageSource, Platform};
 use crate::reference::Reference;
 use crate::resolve::{describe_span, Plan};
 
 /// Version of ferry.json's layout, for readers of old bundles.
 pub const METADATA_FORMAT: u32 = 1;
+
+/// `platform` of a bundle made with `--platform all`: each image is carried with its whole upstream
+/// index, whatever platforms that lists.
+pub const EVERY_PLATFORM: &str = "all";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,10 +29,13 @@ pub struct BundleMetadata {
     /// product's image set serves. Absent for one product, so that such bundles keep their bytes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub products: Vec<ProductRecord>,
-    /// The one platform, or with several the first: the one `manifest.json` describes.
+    /// The one platform, or with several the first: the one `manifest.json` describes. [`EVERY_PLATFORM`]
+    /// for `--platform all`, where `manifest.json` describes each image's first platform that is not
+    /// `unknown/unknown`.
     pub platform: String,
     /// Every platform carried, when there are several (absent for one, so that such bundles keep their
     /// bytes). Each image is then listed once per platform it has, its upstream manifest digest each time.
+    /// With `--platform all`, those of any image but `unknown/unknown` (attestations, listed too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platforms: Option<Vec<String>>,
     /// Images allowed (`--allow-single-platform`) to come with fewer platforms than the bundle carries.
@@ -95,6 +102,35 @@ pub struct ImageRecord {
     pub source: RecordSource,
 }
 
+/// What `platforms` of a bundle made with `--platform all` lists: each platform once, in the order met,
+/// attestations' (`unknown/unknown`) left out.
+pub fn platforms_met<'a>(platforms: impl IntoIterator<Item = &'a Platform>) -> Vec<String> {
+    let mut met: Vec<String> = Vec::new();
+    for platform in platforms {
+        let name = platform.to_string();
+        if !platform.is_unknown() && !met.contains(&name) {
+            met.push(name);
+        }
+    }
+    met
+}
+
+/// An upstream index an image was picked from that the bundle does not carry, and what to pin instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UncarriedIndex {
+    /// As `ferry.json` names the image.
+    pub image: String,
+    pub index: Digest,
+    pub pin_instead: Vec<PlatformPin>,
+}
+
+/// One platform's manifest of an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlatformPin {
+    pub platform: String,
+    pub manifest: Digest,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum RecordSource {
@@ -113,8 +149,12 @@ impl BundleMetadata {
         skipped: &[Reference],
         partial_ok: &[Reference],
     ) -> BundleMetadata {
-        let names: Vec<String> = platforms.iter().map(ToString::to_string).collect();
-        let several = names.len() > 1;
+        let every = platforms.is_empty();
+        let names = match every {
+            true => platforms_met(images.iter().map(|i| &i.platform)),
+            false => platforms.iter().map(ToString::to_string).collect(),
+        };
+        let several = names.len() > 1 || every;
         let one = match plan.products.as_slice() {
             [one] => Some(one),
             _ => None,
@@ -141,8 +181,11 @@ impl BundleMetadata {
                     })
                     .collect(),
             },
-            platform: names.first().cloned().unwrap_or_default(),
-            partial_platforms: match several {
+            platform: match every {
+                true => EVERY_PLATFORM.to_string(),
+                false => names.first().cloned().unwrap_or_default(),
+            },
+            partial_platforms: match several && !every {
                 true => partial_ok
                     .iter()
                     .filter(|r| images.iter().any(|i| &i.reference == *r))
@@ -166,11 +209,47 @@ impl BundleMetadata {
         super::layout::pretty(self)
     }
 
+    /// Whether it was made with `--platform all`: each image with its whole upstream index.
+    pub fn carries_every_platform(&self) -> bool {
+        self.platform == EVERY_PLATFORM
+    }
+
     /// Every platform the bundle carries.
     pub fn all_platforms(&self) -> Vec<String> {
         self.platforms
             .clone()
             .unwrap_or_else(|| vec![self.platform.clone()])
+    }
+
+    /// The upstream indexes its images were picked from and it does not carry (made without
+    /// `--platform all`): a pod pinned to one of their digests finds nothing after push or from serve.
+    /// Each with the platforms' manifest digests to pin instead, in the bundle's order.
+    pub fn uncarried_indexes(&self) -> Vec<UncarriedIndex> {
+        let mut uncarried: Vec<UncarriedIndex> = Vec::new();
+        if self.carries_every_platform() {
+            return uncarried;
+        }
+        for record in &self.images {
+            let Some(index) = &record.index_digest else {
+                continue;
+            };
+            let pin = PlatformPin {
+                platform: record.platform.clone(),
+                manifest: record.manifest.digest.clone(),
+            };
+            match uncarried
+                .iter_mut()
+                .find(|u| u.image == record.name && &u.index == index)
+            {
+                Some(known) => known.pin_instead.push(pin),
+                None => uncarried.push(UncarriedIndex {
+                    image: record.name.clone(),
+                    index: index.clone(),
+                    pin_instead: vec![pin],
+                }),
+            }
+        }
+        uncarried
     }
 
     /// `catalog@release` when the bundle was built from a catalog release; with several, each joined by

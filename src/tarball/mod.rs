@@ -7,7 +7,8 @@ pub mod read;
 mod write;
 
 pub use metadata::{
-    BundleMetadata, ImageRecord, KubernetesSpan, Producer, ProductRecord, RecordSource,
+    platforms_met, BundleMetadata, ImageRecord, KubernetesSpan, PlatformPin, Producer,
+    ProductRecord, RecordSource, UncarriedIndex, EVERY_PLATFORM,
 };
 pub use output::{file_name, sibling, TargetError};
 pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};

@@ -21,7 +21,7 @@ use super::output::{self, Output, OutputError};
 use super::{Signer, TarballError};
 use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing};
-use crate::image::{media, Descriptor, Image};
+use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::{Action, Counted, Reporter, Task};
 use crate::recovery::{Created, Redundancy};
 
@@ -62,11 +62,16 @@ pub fn write_bundle(
     options: &WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written, TarballError> {
-    let tops = tops(store, images, metadata.platforms.is_some())?;
+    let tops = tops(
+        store,
+        images,
+        metadata.platforms.is_some(),
+        metadata.carries_every_platform(),
+    )?;
     let mut blobs = distinct_blobs(images);
     for top in tops
         .iter()
-        .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
+        .filter(|top| media::is_index(&top.descriptor.media_type))
     {
         blobs.insert(top.descriptor.digest.clone(), top.descriptor.clone());
     }
@@ -83,7 +88,7 @@ pub fn write_bundle(
     let referenced: u64 = images.iter().map(Image::size).sum::<u64>()
         + tops
             .iter()
-            .filter(|top| top.descriptor.media_type == media::OCI_INDEX)
+            .filter(|top| media::is_index(&top.descriptor.media_type))
             .map(|top| top.descriptor.size)
             .sum::<u64>();
     let stored: u64 = blobs.values().map(|d| d.size).sum();
@@ -250,14 +255,30 @@ struct Top<'a> {
 /// its upstream manifest's media type, digest and size, so that containerd's importer finds every blob
 /// its walk reaches (none is left out of the bundle) and a push keeps every platform's digest. Images
 /// arrive grouped by name, platforms in the order asked for; the first platform is docker's.
+///
+/// With `every` platform (`--platform all`), an image taken whole from its upstream index is that index,
+/// byte for byte from the cache, so that pins to its digest resolve; one without (a single manifest
+/// upstream, a vendor's tarball) is its manifest, or ferry's index of a vendor's several. Docker's is
+/// the first platform that is not `unknown/unknown` (an attestation).
 fn tops<'a>(
     store: &BlobStore,
     images: &'a [Image],
     multi: bool,
+    every: bool,
 ) -> Result<Vec<Top<'a>>, TarballError> {
     let mut tops = Vec::new();
     for group in images.chunk_by(|a, b| a.reference == b.reference) {
-        if !multi {
+        if every {
+            let shown = group
+                .iter()
+                .find(|image| !image.platform.is_unknown())
+                .unwrap_or(&group[0]);
+            if let Some(descriptor) = upstream_index(store, group)? {
+                tops.push(Top { descriptor, shown });
+                continue;
+            }
+        }
+        if !multi || (every && group.len() == 1) {
             tops.extend(group.iter().map(|image| Top {
                 descriptor: image.manifest.clone(),
                 shown: image,
@@ -287,6 +308,28 @@ fn tops<'a>(
         });
     }
     Ok(tops)
+}
+
+/// The upstream index `group` was taken whole from (every image of it names the same), as the cache
+/// holds it; `None` when it has none.
+fn upstream_index(store: &BlobStore, group: &[Image]) -> Result<Option<Descriptor>, TarballError> {
+    let Some(digest) = &group[0].index_digest else {
+        return Ok(None);
+    };
+    if group
+        .iter()
+        .any(|image| image.index_digest.as_ref() != Some(digest))
+    {
+        return Ok(None);
+    }
+    let bytes = store.read(digest)?;
+    Ok(Some(Descriptor {
+        media_type: Index::media_type_of(&bytes),
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+        platform: None,
+        annotations: None,
+    }))
 }
 
 /// One descriptor per image, at its manifest or (several platforms) ferry's index of them, named the

@@ -2,9 +2,11 @@
 //! with a lock must resolve the same digests (a retagged upstream, a poisoned mirror or another vendor
 //! tarball fail it), and on arrival every image of the bundle must match it.
 //!
-//! Registry images are pinned by their upstream manifest digest. Vendor images are pinned by their
-//! config digest, which names the uncompressed content of every layer through its diff_ids (the manifest
-//! is ferry's own, as ferry compresses the vendor's layers), and by the sha256 of the vendor tarball.
+//! Registry images are pinned by their upstream manifest digest; with `--platform all`, one taken whole
+//! from its upstream index by that index's digest (platform `all`), which names every manifest in it.
+//! Vendor images are pinned by their config digest, which names the uncompressed content of every layer
+//! through its diff_ids (the manifest is ferry's own, as ferry compresses the vendor's layers), and by
+//! the sha256 of the vendor tarball.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,6 +19,7 @@ use super::TrustError;
 use crate::digest::{Digest, Hashing};
 use crate::image::{Image, ImageSource};
 use crate::reference::Reference;
+use crate::tarball::EVERY_PLATFORM;
 use crate::verify::Report;
 
 const FORMAT: u32 = 1;
@@ -71,14 +74,24 @@ pub fn image_name(reference: &Reference) -> String {
 }
 
 impl Lock {
-    /// Pins `images`, hashing each vendor tarball once, streaming.
-    pub fn of(images: &[Image]) -> Result<Lock, TrustError> {
+    /// Pins `images`, hashing each vendor tarball once, streaming; with `every` platform, an image
+    /// taken whole from its upstream index by that index.
+    pub fn of(images: &[Image], every: bool) -> Result<Lock, TrustError> {
         let mut tarballs: BTreeMap<&Path, Digest> = BTreeMap::new();
         let mut locked = Vec::new();
         for image in images {
+            let mut platform = image.platform.to_string();
             let pin = match &image.source {
-                ImageSource::Registry { .. } => Pin::Registry {
-                    manifest: image.manifest.digest.clone(),
+                ImageSource::Registry { .. } => match &image.index_digest {
+                    Some(index) if every => {
+                        platform = EVERY_PLATFORM.to_string();
+                        Pin::Registry {
+                            manifest: index.clone(),
+                        }
+                    }
+                    _ => Pin::Registry {
+                        manifest: image.manifest.digest.clone(),
+                    },
                 },
                 ImageSource::Vendor { file } => {
                     let sha256 = match tarballs.get(file.as_path()) {
@@ -98,7 +111,7 @@ impl Lock {
             };
             locked.push(Locked {
                 name: image_name(&image.reference),
-                platform: image.platform.to_string(),
+                platform,
                 pin,
             });
         }
@@ -208,23 +221,31 @@ impl Lock {
         let platforms: Vec<String> = report
             .images
             .iter()
-            .map(|image| {
-                image
+            .map(|image| match image.upstream_index {
+                true => EVERY_PLATFORM.into(),
+                false => image
                     .platform
                     .as_ref()
-                    .map_or("?".into(), ToString::to_string)
+                    .map_or("?".into(), ToString::to_string),
             })
             .collect();
         let mut seen = Vec::new();
         for (image, platform) in report.images.iter().zip(&platforms) {
             let key = (image.name.as_str(), platform.as_str());
+            if image.upstream_index && seen.contains(&key) {
+                continue; // the manifests of one upstream index, pinned by it once
+            }
             seen.push(key);
+            let pinned = match image.upstream_index {
+                true => image.index.as_ref(),
+                false => image.manifest.as_ref(),
+            };
             let (wanted, actual) = match locked.get(&key) {
                 None => {
                     problems.push(format!("{}: in the bundle, not in the lock", show(&key)));
                     continue;
                 }
-                Some(Pin::Registry { manifest }) => (manifest, image.manifest.as_ref()),
+                Some(Pin::Registry { manifest }) => (manifest, pinned),
                 Some(Pin::Vendor { config, .. }) => (config, image.config.as_ref()),
             };
             if Some(wanted) != actual {

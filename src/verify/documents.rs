@@ -11,7 +11,7 @@ use crate::reference::Reference;
 use crate::tarball::layout::{
     blob_path, index_name, pretty, DockerEntry, MANIFEST_JSON, METADATA_JSON,
 };
-use crate::tarball::BundleMetadata;
+use crate::tarball::{platforms_met, BundleMetadata};
 
 impl Contents {
     /// A document that must be exactly as ferry writes it; `None` (with a problem recorded) otherwise.
@@ -119,6 +119,22 @@ pub(super) fn check_metadata(
                 entry.size, image.size
             ));
         }
+        // With every platform, an image's index is its upstream one exactly when ferry.json says it
+        // came from one.
+        let carried = image
+            .upstream_index
+            .then_some(image.index.as_ref())
+            .flatten();
+        if metadata.carries_every_platform() && carried != entry.index_digest.as_ref() {
+            image.problems.push(format!(
+                "{METADATA_JSON} records {} as its upstream index, the bundle holds {}",
+                entry
+                    .index_digest
+                    .as_ref()
+                    .map_or("none".into(), ToString::to_string),
+                carried.map_or("none".into(), ToString::to_string)
+            ));
+        }
         if image
             .platform
             .as_ref()
@@ -133,8 +149,20 @@ pub(super) fn check_metadata(
 }
 
 /// Each image must come with exactly the platforms `ferry.json` says the bundle carries (fewer only for
-/// an image it allows to), each once.
+/// an image it allows to), each once. With every platform, each image has those its index lists, and
+/// `ferry.json` names all of them but attestations' (`unknown/unknown`), in the order first met.
 fn check_platforms(metadata: &BundleMetadata, images: &[ImageVerdict], problems: &mut Vec<String>) {
+    if metadata.carries_every_platform() {
+        let met = platforms_met(images.iter().filter_map(|i| i.platform.as_ref()));
+        if metadata.platforms.as_ref() != Some(&met) {
+            problems.push(format!(
+                "the images have platforms {}, but {METADATA_JSON} says the bundle carries {}",
+                met.join(", "),
+                metadata.all_platforms().join(", ")
+            ));
+        }
+        return;
+    }
     let carried: Vec<Platform> = metadata
         .all_platforms()
         .iter()

@@ -7,7 +7,7 @@ use super::documents::{check_docker_manifest, check_metadata};
 use super::stream::{Contents, SeenBlob};
 use super::{ImageVerdict, Report};
 use crate::digest::Digest;
-use crate::image::{limits, media, Descriptor, ImageConfig, Index, Manifest};
+use crate::image::{limits, media, Descriptor, ImageConfig, Index, Manifest, Platform};
 use crate::layer_codec::Codec;
 use crate::reference::Reference;
 use crate::tarball::layout::{
@@ -67,12 +67,32 @@ impl Contents {
         let descriptors = &index.manifests;
         let mut referenced = BTreeSet::new();
         let mut budget = Budget(MAX_PARSED);
+        // Upstream indexes are carried only by a bundle made with `--platform all`, each one ferry.json
+        // records (an upstream index may have ferry's own bytes: one that ferry pushed).
+        let every = metadata
+            .as_ref()
+            .is_some_and(BundleMetadata::carries_every_platform);
+        let upstream: BTreeSet<&Digest> = metadata
+            .iter()
+            .filter(|_| every)
+            .flat_map(|m| m.images.iter().filter_map(|i| i.index_digest.as_ref()))
+            .collect();
         // One verdict per image and platform; each remembers its entry in index.json, and the first of
-        // each entry is what manifest.json describes.
+        // each entry (with every platform, the first that is not an attestation) is what manifest.json
+        // describes.
         let (mut entries, mut firsts) = (Vec::new(), Vec::new());
         for (position, descriptor) in descriptors.iter().enumerate() {
-            let verdicts = self.check_top(position, descriptor, deep, &mut referenced, &mut budget);
-            firsts.push(report.images.len());
+            let top = Top {
+                position,
+                descriptor,
+                upstream: upstream.contains(&descriptor.digest),
+            };
+            let verdicts = self.check_top(&top, deep, &mut referenced, &mut budget);
+            let shown = verdicts
+                .iter()
+                .position(|v| !every || v.platform.as_ref().is_some_and(|p| !p.is_unknown()))
+                .unwrap_or(0);
+            firsts.push(report.images.len() + shown);
             entries.extend(std::iter::repeat_n(descriptor, verdicts.len()));
             report.images.extend(verdicts);
         }
@@ -95,17 +115,18 @@ impl Contents {
         report.metadata = metadata;
     }
 
-    /// One entry of index.json: an image's manifest, or ferry's index of its platforms (one verdict each).
+    /// One entry of index.json: an image's manifest, or an index of its platforms (one verdict each):
+    /// ferry's, or with every platform the upstream one.
     fn check_top(
         &self,
-        position: usize,
-        descriptor: &Descriptor,
+        top: &Top,
         deep: bool,
         referenced: &mut BTreeSet<Digest>,
         budget: &mut Budget,
     ) -> Vec<ImageVerdict> {
+        let descriptor = top.descriptor;
         let name =
-            index_name(descriptor).map_or(format!("image #{}", position + 1), str::to_string);
+            index_name(descriptor).map_or(format!("image #{}", top.position + 1), str::to_string);
         let mut verdict = ImageVerdict {
             name,
             reference: None,
@@ -113,6 +134,7 @@ impl Contents {
             config: None,
             platform: None,
             index: None,
+            upstream_index: false,
             size: 0,
             layers: Vec::new(),
             problems: Vec::new(),
@@ -121,7 +143,7 @@ impl Contents {
             Ok(reference) => verdict.reference = reference,
             Err(problem) => verdict.problems.push(problem),
         }
-        if descriptor.media_type != media::OCI_INDEX {
+        if !media::is_index(&descriptor.media_type) {
             self.check_image(&mut verdict, descriptor, deep, referenced, budget);
             return vec![verdict];
         }
@@ -130,18 +152,20 @@ impl Contents {
             .check_blob(&descriptor.digest, descriptor.size, "index")
             .and_then(|blob| budget.spend(blob))
             .and_then(|blob| {
-                blob.kept
-                    .as_deref()
-                    .and_then(|bytes| {
-                        let index: Index = serde_json::from_slice(bytes).ok()?;
-                        (platform_index_bytes(index.manifests.clone()) == bytes).then_some(index)
-                    })
-                    .ok_or_else(|| {
-                        format!(
-                            "index {} is not the index of platforms ferry writes",
-                            descriptor.digest
-                        )
-                    })
+                let bytes = blob.kept.as_deref().unwrap_or_default();
+                match serde_json::from_slice::<Index>(bytes) {
+                    Ok(index) if top.upstream => {
+                        verdict.upstream_index = true;
+                        upstream_index(descriptor, index)
+                    }
+                    Ok(index) if platform_index_bytes(index.manifests.clone()) == bytes => {
+                        Ok(index)
+                    }
+                    _ => Err(format!(
+                        "index {} is not the index of platforms ferry writes",
+                        descriptor.digest
+                    )),
+                }
             });
         let index = match index {
             Ok(index) if !index.manifests.is_empty() => index,
@@ -161,7 +185,8 @@ impl Contents {
         for entry in &index.manifests {
             let mut one = verdict.clone();
             self.check_image(&mut one, entry, deep, referenced, budget);
-            if verdicts.iter().any(|v| v.platform == one.platform) {
+            // An upstream index is what its registry serves, duplicates and attestations included.
+            if !one.upstream_index && verdicts.iter().any(|v| v.platform == one.platform) {
                 one.problems.push(format!(
                     "index {} lists platform {} twice",
                     descriptor.digest,
@@ -288,7 +313,13 @@ impl Contents {
             }
         };
         let platform = config.platform();
-        if let Some(listed) = descriptor.platform.as_ref().filter(|p| **p != platform) {
+        // ferry writes its index from the configs; an upstream one may say less (no variant, or arm64's
+        // implicit v8), as containerd reads it.
+        let differs = |listed: &Platform| match verdict.upstream_index {
+            true => !listed.matches(&platform),
+            false => *listed != platform,
+        };
+        if let Some(listed) = descriptor.platform.as_ref().filter(|p| differs(p)) {
             verdict.problems.push(format!(
                 "its index lists it as {listed}, but its config says {platform}"
             ));
@@ -303,6 +334,37 @@ impl Contents {
         }
         config.rootfs.diff_ids
     }
+}
+
+/// An entry of index.json, where it is, and whether ferry.json records it as an upstream index.
+struct Top<'a> {
+    position: usize,
+    descriptor: &'a Descriptor,
+    upstream: bool,
+}
+
+/// An upstream index, carried whole: of the media type its entry says, and naming manifests only (one
+/// level, as `--platform all` takes them).
+fn upstream_index(descriptor: &Descriptor, index: Index) -> Result<Index, String> {
+    if index.media_type() != descriptor.media_type {
+        return Err(format!(
+            "its media type in {INDEX_JSON} is {}, but index {} is {}",
+            descriptor.media_type,
+            descriptor.digest,
+            index.media_type()
+        ));
+    }
+    if let Some(nested) = index
+        .manifests
+        .iter()
+        .find(|m| media::is_index(&m.media_type))
+    {
+        return Err(format!(
+            "index {} lists another index, {}",
+            descriptor.digest, nested.digest
+        ));
+    }
+    Ok(index)
 }
 
 /// A manifest's descriptor must carry the manifest's own media type, as runtimes act on it.

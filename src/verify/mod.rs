@@ -170,9 +170,13 @@ pub struct ImageVerdict {
     /// What its config says.
     #[serde(serialize_with = "as_text")]
     pub platform: Option<Platform>,
-    /// ferry's index of the image's platforms, when the bundle carries several.
+    /// ferry's index of the image's platforms, when the bundle carries several; with `--platform all`,
+    /// the upstream index it came whole from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<Digest>,
+    /// `index` is the upstream's, not ferry's.
+    #[serde(skip)]
+    pub upstream_index: bool,
     pub size: u64,
     pub layers: Vec<Digest>,
     pub problems: Vec<String>,
@@ -219,9 +223,16 @@ pub struct Verified {
     images: Vec<VerifiedImage>,
     locations: BTreeMap<Digest, (u64, u64)>,
     documents: BTreeMap<String, Vec<u8>>,
+    partial: bool,
 }
 
 impl Verified {
+    /// Damaged images were left out (`--intact-only`): [`Verified::images`] holds the intact ones, while
+    /// the documents still name every image.
+    pub fn is_partial(&self) -> bool {
+        self.partial
+    }
+
     /// The path it was verified at (the first part's, for a split bundle).
     pub fn bundle(&self) -> &Path {
         &self.bundle
@@ -354,7 +365,9 @@ impl Report {
             return Err(Box::new(self));
         }
         self.images = kept;
-        Ok((self.proof()?, damaged))
+        let mut intact = self.proof()?;
+        intact.partial = !damaged.is_empty();
+        Ok((intact, damaged))
     }
 
     /// The proof that deliver takes, of every image in the report.
@@ -374,6 +387,7 @@ impl Report {
                 images,
                 locations: self.locations,
                 documents: self.documents,
+                partial: false,
             }),
             // An intact bundle always has all; a report without them is not proof of anything.
             (images, platforms, metadata) => {

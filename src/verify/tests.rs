@@ -310,6 +310,7 @@ fn a_docker_manifest_naming_another_blob_as_config_is_a_finding() {
         config: Some(config.clone()),
         platform: Some(crate::image::Platform::linux_amd64()),
         index: None,
+        upstream_index: false,
         size: 0,
         layers: vec![layer.clone()],
         problems: Vec::new(),
@@ -322,5 +323,64 @@ fn a_docker_manifest_naming_another_blob_as_config_is_a_finding() {
     assert_eq!(
         verdict.problems,
         ["its Config in manifest.json is not its manifest's config"]
+    );
+}
+
+/// `--platform all`: an image's upstream index is carried byte for byte, a Docker list included, and is
+/// intact with every manifest it lists; one it lists and the bundle lacks is named.
+#[test]
+fn an_upstream_index_is_intact_only_with_every_manifest_it_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::open(&dir.path().join("cache")).unwrap();
+    let both = ["linux/amd64", "linux/arm64"];
+    let images = intact_images(&store, &["quay.io/a/b:1"], &both);
+    let entry = |image: &crate::image::Image| {
+        serde_json::json!({"mediaType": image.manifest.media_type, "digest": image.manifest.digest,
+            "size": image.manifest.size, "platform": {"os": "linux", "architecture": image.platform.architecture}})
+    };
+    let absent = serde_json::json!({"mediaType": media::OCI_MANIFEST, "size": 3,
+        "digest": Digest::of(b"abc"), "platform": {"os": "unknown", "architecture": "unknown"}});
+    let write = |images: &[crate::image::Image], listed: Vec<serde_json::Value>| {
+        // Upstream's bytes, unlike ferry's: compact, a Docker list.
+        let upstream = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "mediaType": media::DOCKER_LIST, "manifests": listed}))
+        .unwrap();
+        let digest = Digest::of(&upstream);
+        store.put(&digest, &upstream).unwrap();
+        let images: Vec<crate::image::Image> = images
+            .iter()
+            .cloned()
+            .map(|mut image| {
+                image.index_digest = Some(digest.clone());
+                image
+            })
+            .collect();
+        let plan = crate::resolve::Plan::of_images(Vec::new());
+        let metadata = crate::tarball::BundleMetadata::describe(&plan, &[], &images, &[], &[]);
+        let path = dir.path().join("b.tar");
+        crate::testutil::write_plain(&store, &images, &metadata, &path);
+        let report = verify(
+            &path,
+            &VerifyOptions::default(),
+            &Catalogs::load(&[]).unwrap(),
+        )
+        .unwrap();
+        (digest, report)
+    };
+    let (digest, report) = write(&images, images.iter().map(entry).collect());
+    assert!(report.intact(), "{:?} {:?}", report.problems, report.images);
+    assert!(report
+        .images
+        .iter()
+        .all(|i| i.index == Some(digest.clone()) && i.upstream_index));
+    let original = std::fs::read(dir.path().join("b.tar")).unwrap();
+    no_mutation_passes(dir.path(), &original, &findings(&report), 300);
+
+    let mut listed: Vec<serde_json::Value> = images.iter().map(entry).collect();
+    listed.push(absent);
+    let (_, report) = write(&images, listed);
+    assert_eq!(
+        report.images[2].problems,
+        [format!("manifest {} is missing", Digest::of(b"abc"))]
     );
 }

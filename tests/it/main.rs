@@ -23,4 +23,5 @@ mod serve;
 mod services;
 mod site;
 mod trust;
+mod upstream_index;
 pub mod verify;

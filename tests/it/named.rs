@@ -494,6 +494,18 @@ fn a_site_file_is_listed_and_an_unknown_key_refused_with_its_line() {
             site.display()
         )
     );
+    // As bundle and pull: the reviewed file says what to carry, and a list beside it is refused.
+    let run = ferry(&[
+        "list",
+        "--site",
+        site.to_str().unwrap(),
+        "--images-from",
+        "k8s.txt",
+    ]);
+    assert_eq!(
+        run.fails_with(2).stderr().lines().next().unwrap(),
+        "error: the argument '--site <FILE>' cannot be used with '--images-from <FILE>'"
+    );
 }
 
 /// A bundle built from a kubeadm-style list and a folder of rendered manifests, through mirrors of three

@@ -384,14 +384,20 @@ fn a_zeroed_mebibyte_beyond_the_recovery_data_is_refused_naming_what_is_missing_
     );
 }
 
+/// Two blocks damaged inside csi-resizer's own layer (the shared base is in the middle), one recovery
+/// block: livenessprobe stays intact, and the bundle is beyond repair.
+fn damaged_beyond_repair() -> Option<(tempfile::TempDir, PathBuf)> {
+    let (work, bundle, _) = recovered_bundle(&["--recovery", "0.05%"])?;
+    let size = std::fs::metadata(&bundle).unwrap().len();
+    flip_bytes(&bundle, &[size * 20 / 100, size * 22 / 100]);
+    Some((work, bundle))
+}
+
 #[test]
 fn damage_beyond_repair_inside_blobs_names_the_intact_images() {
-    let Some((_work, bundle, _)) = recovered_bundle(&["--recovery", "0.05%"]) else {
+    let Some((_work, bundle)) = damaged_beyond_repair() else {
         return;
     };
-    let size = std::fs::metadata(&bundle).unwrap().len();
-    // Inside csi-resizer's own layer (the shared base is in the middle): livenessprobe stays intact.
-    flip_bytes(&bundle, &[size * 20 / 100, size * 22 / 100]);
     let verified = ferry(&["verify", text(&bundle)]).fails_with(1);
     let mut ok: Vec<String> = verified
         .stdout()
@@ -439,10 +445,70 @@ fn damage_beyond_repair_inside_blobs_names_the_intact_images() {
         .map(|l| l.split(" -> ").next().unwrap().to_string())
         .collect();
     assert_eq!(mapped, ok);
+    // Then the note on index pins (tests/it/upstream_index.rs checks it).
     assert_eq!(
-        pushed.stderr(),
+        pushed.stderr().split("note: a pod pinned").next().unwrap(),
         "left out (damaged): registry.k8s.io/sig-storage/csi-resizer:v1.9.0\n"
     );
+}
+
+/// `load --intact-only` feeds containerd the intact images alone, under their own digests; without the
+/// flag nothing is loaded.
+#[test]
+fn load_intact_only_loads_the_intact_images_of_a_bundle_beyond_repair() {
+    let Some((_work, bundle)) = damaged_beyond_repair() else {
+        return;
+    };
+    let Some(containerd) = services::require(services::Containerd::start()) else {
+        return;
+    };
+    let socket = text(containerd.socket());
+    let load = [
+        "load",
+        text(&bundle),
+        "--runtime",
+        "containerd",
+        "--address",
+        socket,
+        "--platform",
+        "linux/amd64",
+    ];
+    let refused = ferry(&load).fails_with(1);
+    assert!(
+        refused
+            .stdout()
+            .contains("BAD   registry.k8s.io/sig-storage/csi-resizer:v1.9.0"),
+        "{}",
+        refused.stdout()
+    );
+    // By name: ctr also lists each image under its index digest.
+    let listed = |containerd: &services::Containerd| {
+        let output = containerd.ctr(&["images", "ls", "-q"]);
+        let names = String::from_utf8_lossy(&output.stdout).into_owned();
+        let names = names.lines().filter(|l| !l.starts_with("sha256:"));
+        names.map(|l| format!("{l}\n")).collect::<String>()
+    };
+    assert_eq!(
+        listed(&containerd),
+        "",
+        "nothing was loaded without the flag"
+    );
+
+    let loaded = ferry(&[&load[..], &["--intact-only"]].concat()).success();
+    let intact = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
+    let (_, _, manifest) = crate::multiarch::inspected(&bundle)
+        .into_iter()
+        .find(|(name, platform, _)| name == intact && platform == "linux/amd64")
+        .unwrap();
+    assert_eq!(
+        loaded.stdout(),
+        format!("loaded {intact}  {manifest}  linux/amd64  into Containerd\n")
+    );
+    assert_eq!(
+        loaded.stderr().lines().next().unwrap(),
+        "left out (damaged): registry.k8s.io/sig-storage/csi-resizer:v1.9.0"
+    );
+    assert_eq!(listed(&containerd), format!("{intact}\n"));
 }
 
 #[test]

@@ -417,3 +417,74 @@ pub fn vendor_dir_480_for(dir: &Path, size: usize, platform: &str) {
         );
     }
 }
+
+/// Pushes `repository:tag` as buildkit does with attestations: an OCI index of one manifest per platform
+/// and, for the first platform, an attestation manifest (platform unknown/unknown, an in-toto layer)
+/// that refers to it. `manifests` holds it as "unknown/unknown".
+pub fn push_image_with_attestation(
+    addr: &str,
+    repository: &str,
+    tag: &str,
+    platforms: &[&str],
+    size: usize,
+) -> Seeded {
+    let mut manifests = Vec::new();
+    let mut entries = Vec::new();
+    for platform in platforms {
+        let bytes = push_platform(addr, repository, repository, platform, size, true, 0);
+        let digest = push_manifest(addr, repository, &sha256(&bytes), OCI_MANIFEST, &bytes);
+        let (os, architecture) = platform.split_once('/').unwrap();
+        entries.push(json!({"mediaType": OCI_MANIFEST, "size": bytes.len(), "digest": digest, "platform": {"os": os, "architecture": architecture}}));
+        manifests.push((platform.to_string(), digest));
+    }
+    let statement = serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "predicateType": "https://spdx.dev/Document",
+        "subject": [{"name": repository, "digest": {"sha256": &manifests[0].1[7..]}}],
+        "predicate": {"spdxVersion": "SPDX-2.3", "name": "sbom"},
+    }))
+    .unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "unknown",
+        "os": "unknown",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&statement)]},
+    }))
+    .unwrap();
+    let descriptor = |media_type: &str, bytes: &[u8]| json!({"mediaType": media_type, "size": bytes.len(), "digest": push_blob(addr, repository, bytes)});
+    let mut layer = descriptor("application/vnd.in-toto+json", &statement);
+    layer["annotations"] = json!({"in-toto.io/predicate-type": "https://spdx.dev/Document"});
+    let attestation = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": [layer],
+    }))
+    .unwrap();
+    let digest = push_manifest(
+        addr,
+        repository,
+        &sha256(&attestation),
+        OCI_MANIFEST,
+        &attestation,
+    );
+    entries.push(json!({
+        "mediaType": OCI_MANIFEST,
+        "size": attestation.len(),
+        "digest": digest,
+        "platform": {"os": "unknown", "architecture": "unknown"},
+        "annotations": {
+            "vnd.docker.reference.digest": manifests[0].1,
+            "vnd.docker.reference.type": "attestation-manifest",
+        },
+    }));
+    manifests.push(("unknown/unknown".to_string(), digest));
+    let index = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}),
+    )
+    .unwrap();
+    Seeded {
+        top_digest: push_manifest(addr, repository, tag, OCI_INDEX, &index),
+        manifests,
+    }
+}

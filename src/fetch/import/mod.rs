@@ -58,8 +58,9 @@ impl Importer<'_> {
     /// each of `platforms` (by its config's platform: file names mean nothing).
     ///
     /// With several platforms, each image is imported once per platform, the tarball taken for each is
-    /// said, and `partial_ok` images may lack some. Every image is looked for before any is imported:
-    /// all that are missing or ambiguous are refused together.
+    /// said, and `partial_ok` images may lack some. With none (`--platform all`), each image is imported
+    /// for every platform its tarballs have. Every image is looked for before any is imported: all that
+    /// are missing or ambiguous are refused together.
     pub fn import_all(
         &self,
         dirs: &[PathBuf],
@@ -72,6 +73,14 @@ impl Importer<'_> {
         let mut missing = Vec::new();
         let mut refused = Vec::new();
         for reference in references {
+            let own;
+            let platforms = match platforms {
+                [] => {
+                    own = vendor.platforms_of(reference);
+                    own.as_slice()
+                }
+                asked => asked,
+            };
             let chosen = match platforms {
                 [platform] => vendor.choose(reference, platform).map(|found| vec![found]),
                 _ => vendor.choose_each(reference, platforms, partial_ok.contains(reference)),
@@ -90,7 +99,7 @@ impl Importer<'_> {
             1 => return Err(refused.remove(0)),
             _ => return Err(VendorError::Several(refused)),
         }
-        if platforms.len() > 1 {
+        if platforms.len() != 1 {
             for (found, reference) in &requests {
                 self.reporter.note(&format!(
                     "{reference} for {}: took {}",
@@ -102,7 +111,7 @@ impl Importer<'_> {
                 ));
             }
         }
-        self.import_each(&requests, platforms.len() > 1)
+        self.import_each(&requests, platforms.len() != 1)
     }
 
     /// Imports each requested image: every layer not brought in by an earlier run, in parallel, then

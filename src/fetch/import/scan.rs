@@ -142,6 +142,22 @@ impl VendorDir {
         }
     }
 
+    /// The platforms the images named `reference` are for, each once, in path order; one platform
+    /// (any: the image is refused by name) when none is.
+    pub(super) fn platforms_of(&self, reference: &Reference) -> Vec<Platform> {
+        let mut platforms: Vec<Platform> = Vec::new();
+        let found = self.images.get(reference).map_or(&[][..], Vec::as_slice);
+        for platform in found.iter().filter_map(|f| f.platform.as_ref()) {
+            if !platforms.iter().any(|p| p == platform) {
+                platforms.push(platform.clone());
+            }
+        }
+        if platforms.is_empty() {
+            platforms.push(Platform::linux_amd64());
+        }
+        platforms
+    }
+
     /// Every image the directory holds, sorted: what to tell a user who asked for another.
     pub fn available(&self) -> Vec<Reference> {
         self.images.keys().cloned().collect()

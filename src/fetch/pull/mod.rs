@@ -130,7 +130,7 @@ pub async fn pull(
         .collect()
         .await;
     let images: Vec<Image> = all_or_every_failure(excuse_allowed(resolved))?;
-    let (blob_jobs, ids, cached_blobs) = puller.plan_blobs(items, &images, platforms.len() > 1);
+    let (blob_jobs, ids, cached_blobs) = puller.plan_blobs(items, &images, platforms.len() != 1);
     all_or_every_failure(
         stream::iter(&blob_jobs)
             .map(|job| puller.fetch_blob(job))

@@ -1,5 +1,6 @@
 //! From a reference to single-platform images: the top manifest is fetched once per image (a list or
-//! index is then read for each platform asked for), each platform's manifest and config after it.
+//! index is then read for each platform asked for, or with none asked, `--platform all`, each of its
+//! manifests is taken and the index kept in the cache), each platform's manifest and config after it.
 
 use super::{BlobJob, PullError, PullItem, Puller};
 use crate::digest::Digest;
@@ -38,11 +39,52 @@ impl Puller<'_> {
             Ok(top) => top,
             Err(error) => return vec![Err(error.into())],
         };
+        if platforms.is_empty() {
+            return match self.every_entry(item, &top) {
+                Ok(entries) => {
+                    let mut images = Vec::with_capacity(entries.len());
+                    for entry in &entries {
+                        images.push(self.resolve_listed(item, &top, entry).await);
+                    }
+                    images
+                }
+                Err(error) => vec![Err(error)],
+            };
+        }
         let mut images = Vec::with_capacity(platforms.len());
         for platform in platforms {
             images.push(self.resolve_platform(item, &top, platform).await);
         }
         images
+    }
+
+    /// `--platform all`: every manifest a list or index names, in its order, the index itself kept in
+    /// the cache to be carried byte for byte; a single manifest is the one entry, as it is.
+    fn every_entry(
+        &self,
+        item: &PullItem,
+        top: &Top,
+    ) -> Result<Vec<Option<Descriptor>>, PullError> {
+        let image = item.upstream.to_string();
+        if !media::is_index(&top.media_type) {
+            return Ok(vec![None]);
+        }
+        let index = parse_index(&image, &top.bytes)?;
+        if let Some(nested) = index
+            .manifests
+            .iter()
+            .find(|m| media::is_index(&m.media_type))
+        {
+            return Err(RegistryError::NestedIndex {
+                image,
+                digest: nested.digest.clone(),
+            }
+            .into());
+        }
+        self.store
+            .put(&top.digest, &top.bytes)
+            .map_err(|cause| PullError::Cache { image, cause })?;
+        Ok(index.manifests.into_iter().map(Some).collect())
     }
 
     /// One platform of an image: its manifest (from the index, or the top manifest itself) and config.
@@ -53,9 +95,56 @@ impl Puller<'_> {
         platform: &Platform,
     ) -> Result<Image, PullError> {
         let image = item.upstream.to_string();
+        let chosen = match media::is_index(&top.media_type) {
+            true => Some(choose_platform(&image, &top.bytes, platform)?),
+            false => None,
+        };
+        let resolved = self.resolve_entry(item, top, &chosen).await?;
+        if !platform.matches(&resolved.platform) {
+            return Err(RegistryError::PlatformMismatch {
+                image,
+                wanted: platform.to_string(),
+                actual: resolved.platform.to_string(),
+            }
+            .into());
+        }
+        Ok(resolved)
+    }
+
+    /// One entry of the top's index as it is (`None`: the top is the manifest): its config's platform
+    /// must be the one the entry lists, as verify holds the bundle to.
+    async fn resolve_listed(
+        &self,
+        item: &PullItem,
+        top: &Top,
+        entry: &Option<Descriptor>,
+    ) -> Result<Image, PullError> {
+        let resolved = self.resolve_entry(item, top, entry).await?;
+        match entry.as_ref().and_then(|e| e.platform.as_ref()) {
+            Some(listed) if !listed.matches(&resolved.platform) => {
+                Err(RegistryError::IndexPlatform {
+                    image: item.upstream.to_string(),
+                    manifest: resolved.manifest.digest,
+                    listed: listed.to_string(),
+                    actual: resolved.platform.to_string(),
+                }
+                .into())
+            }
+            _ => Ok(resolved),
+        }
+    }
+
+    /// The image of one entry of the top's index (`None`: the top is the manifest): its manifest and
+    /// config.
+    async fn resolve_entry(
+        &self,
+        item: &PullItem,
+        top: &Top,
+        entry: &Option<Descriptor>,
+    ) -> Result<Image, PullError> {
+        let image = item.upstream.to_string();
         let location = &item.location.reference;
-        let (index_digest, manifest_bytes, manifest_type) = if media::is_index(&top.media_type) {
-            let chosen = choose_platform(&image, &top.bytes, platform)?;
+        let (index_digest, manifest_bytes, manifest_type) = if let Some(chosen) = entry {
             within(&image, "manifest", chosen.size, limits::MAX_MANIFEST)?;
             let bytes = self
                 .fetch_manifest(&image, &location.with_digest(chosen.digest.clone()))
@@ -74,14 +163,6 @@ impl Puller<'_> {
                 cause,
             })?;
         let image_platform = self.config_platform(item, location, &manifest).await?;
-        if !platform.matches(&image_platform) {
-            return Err(RegistryError::PlatformMismatch {
-                image,
-                wanted: platform.to_string(),
-                actual: image_platform.to_string(),
-            }
-            .into());
-        }
         Ok(Image {
             reference: item.upstream.clone(),
             source: ImageSource::Registry {
@@ -211,12 +292,7 @@ fn choose_platform(
     index_bytes: &[u8],
     wanted: &Platform,
 ) -> Result<Descriptor, RegistryError> {
-    let index: Index =
-        serde_json::from_slice(index_bytes).map_err(|e| RegistryError::BadManifest {
-            image: image.to_string(),
-            media_type: "index".into(),
-            message: e.to_string(),
-        })?;
+    let index = parse_index(image, index_bytes)?;
     if let Some(found) = index
         .manifests
         .iter()
@@ -235,6 +311,14 @@ fn choose_platform(
         image: image.to_string(),
         wanted: wanted.to_string(),
         available: available.join(", "),
+    })
+}
+
+fn parse_index(image: &str, bytes: &[u8]) -> Result<Index, RegistryError> {
+    serde_json::from_slice(bytes).map_err(|e| RegistryError::BadManifest {
+        image: image.to_string(),
+        media_type: "index".into(),
+        message: e.to_string(),
     })
 }
 
