@@ -128,7 +128,8 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// SHA-256 on a thread of its own, of a stream cut into parts: each part's digest and the whole's, while
-/// the caller reads or writes the next chunk. Chunks travel through a bounded queue, so memory stays flat.
+/// the caller reads or writes the next chunk. Chunks travel through a bounded queue, so memory stays flat:
+/// four chunks keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
 pub struct BackgroundHasher {
     sender: Option<std::sync::mpsc::SyncSender<Option<Vec<u8>>>>,
     worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
@@ -136,7 +137,7 @@ pub struct BackgroundHasher {
 
 impl BackgroundHasher {
     pub fn start() -> BackgroundHasher {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(16);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(4);
         let worker = std::thread::spawn(move || {
             // While the first part passes, the whole's hash is that part's too: a stream of one part, the
             // common case, is hashed once. A part hasher starts only with the second part.

@@ -25,25 +25,29 @@ pub const EXPANSION_MARGIN: u64 = 64 << 20;
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
 
 /// The one setting ferry compresses uncompressed (docker-save) layers with, named in every bundle's
-/// `ferry.json` and in the cache's notes of what each layer became: another backend or level gives other
-/// bytes, so the name changes with either.
+/// `ferry.json` and in the cache's notes of what each layer became: another library, level or block size
+/// gives other bytes, so the name changes with any of them.
 ///
-/// zlib-rs at level 1. Measured with flate2 (release build, one core):
-/// - on 90 MB of /usr/lib binaries: level 1 keeps 43.4 % at 215 MB/s, level 2 35.7 % at 121 MB/s,
-///   level 3 34.4 % at 108 MB/s; on other /usr tars level 1 kept 43-50 %, level 2 36-42 %;
-/// - an earlier measurement on another 86 MB layer saw 71 % at level 1 (zlib-rs's level 1 is
-///   deflate_quick, static Huffman codes), so a vendor whose layers compress that badly gets a larger bundle.
+/// libdeflate at level [`LEVEL`], one gzip member per [`BLOCK`] bytes of input, the blocks compressed on
+/// every core (fetch/import/members.rs). Measured per core (CPU time, release build, one run, libdeflater
+/// 1.26 against flate2 1.x on zlib-rs 0.6):
+/// - on 90 MB of /usr/lib binaries: libdeflate level 1 keeps 35.0 % at 231 MB/s, level 2 33.6 % at
+///   167 MB/s; zlib-rs level 1 (before) kept 43.4 % at 230 MB/s;
+/// - on the benchmark's vendor layers: libdeflate level 1 keeps 58.2 %, zlib-rs level 1 63.0 %, at the same
+///   speed.
 ///
-/// The benchmark's targets decide it: a cold bundle must take at most half of skopeo's time, and the
-/// bundle at most 0.75x docker save's bytes. With level 2 the cold build measured 0.63x skopeo (vendor
-/// compression was 80 % of it) at 0.60x docker's bytes; level 1 makes compression 1.8x faster and still
-/// leaves the size far inside its target (see README's benchmark table).
-pub const COMPRESSION: &str = "gzip-zlib-rs-1";
+/// So libdeflate's level 1 costs what zlib-rs's did for 5-20 % fewer bytes (zlib-rs's level 1 uses static
+/// Huffman codes only). Cutting the layer into blocks is what lets one large layer use every core; blocks of
+/// 512 KiB give output 0.1 point larger than 1 MiB blocks (58.3 % of the input against 58.2 %, 35.1 % against
+/// 35.0 %) and 0.1 point smaller than 256 KiB blocks, at the same speed, and keep the blocks in flight to a few MiB
+/// (members.rs): the cold bundle's peak memory stays under its 32 MiB target.
+pub const COMPRESSION: &str = "gzip-libdeflate-1-members-512KiB";
 
-/// The gzip level [`COMPRESSION`] names.
-pub fn compression_level() -> flate2::Compression {
-    flate2::Compression::new(1)
-}
+/// libdeflate's level, as [`COMPRESSION`] names it.
+pub const LEVEL: i32 = 1;
+
+/// The input bytes of each gzip member, as [`COMPRESSION`] names it.
+pub const BLOCK: usize = 512 << 10;
 
 /// How a layer is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

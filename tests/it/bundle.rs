@@ -165,13 +165,30 @@ impl Csi480 {
     }
 }
 
+/// Vendor tarballs whose two layers are 1.5 MB each: ferry gzips each into 3 members (512 KiB of input each).
+const MULTI_MEMBER_VENDOR_SIZE: usize = 3_000_000;
+
+/// How many gzip members `blob` holds (0 if it is no gzip).
+fn gzip_members(mut blob: &[u8]) -> usize {
+    let mut members = 0;
+    while blob.starts_with(&[0x1f, 0x8b]) {
+        let mut member = flate2::bufread::GzDecoder::new(blob);
+        std::io::copy(&mut member, &mut std::io::sink()).unwrap();
+        blob = member.into_inner();
+        members += 1;
+    }
+    members
+}
+
 #[test]
 fn csi_480_bundle_is_checksummed_reproducible_and_loads_everywhere() {
-    let Some(csi) = Csi480::start() else { return };
+    let Some(csi) = Csi480::with_vendor_size(MULTI_MEMBER_VENDOR_SIZE) else {
+        return;
+    };
     let cache = csi.work.path().join("cache");
     let cache = cache.to_str().unwrap();
-    let run = csi.bundle(cache, "csi.tar", &[]).success();
-    assert!(run.stdout().contains("11 image(s)"), "{}", run.stdout());
+    let built = csi.bundle(cache, "csi.tar", &[]).success();
+    assert!(built.stdout().contains("11 image(s)"), "{}", built.stdout());
     sha256sum_check(csi.work.path(), "csi.tar.sha256");
     let bundle = csi.work.path().join("csi.tar");
 
@@ -189,6 +206,28 @@ fn csi_480_bundle_is_checksummed_reproducible_and_loads_everywhere() {
         bytes == std::fs::read(csi.work.path().join("fresh.tar")).unwrap(),
         "cold rebuild is byte-identical"
     );
+    // On one core the vendor layers are compressed by one thread, not by every core: the same bytes.
+    let one_core_cache = csi.work.path().join("one-core-cache");
+    let on_all_cores = csi.bundle_command(one_core_cache.to_str().unwrap(), "one-core.tar", &[]);
+    let mut on_one_core = Command::new("taskset");
+    on_one_core
+        .args(["-c", "0"])
+        .arg(on_all_cores.get_program())
+        .args(on_all_cores.get_args());
+    run(&mut on_one_core).success();
+    assert!(
+        bytes == std::fs::read(csi.work.path().join("one-core.tar")).unwrap(),
+        "a cold build on one core is byte-identical"
+    );
+    // The 5 distinct vendor layers (a base the 4 images share, one of each's own) are several gzip
+    // members each: what the loaders below must read whole.
+    let members: Vec<usize> = crate::verify::tar_entries(&bytes)
+        .into_iter()
+        .filter(|(name, ..)| name.starts_with("blobs/"))
+        .map(|(_, _, data, size)| gzip_members(&bytes[data as usize..(data + size) as usize]))
+        .filter(|&members| members > 1)
+        .collect();
+    assert_eq!(members, [3; 5], "vendor layers of 1.5 MB, 512 KiB a member");
 
     let Some(containerd) = require(Containerd::start()) else {
         return;

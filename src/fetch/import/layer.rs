@@ -7,15 +7,14 @@
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 
-use flate2::write::GzEncoder;
-
 use super::archive::{DockerSave, Span};
 use super::error::VendorError;
+use super::members::gzip_members;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::{Digest, Hashing};
 use crate::image::{media, Descriptor};
 use crate::interrupt::Cancel;
-use crate::layer_codec::{compression_level, Codec, ContentHasher, COMPRESSION};
+use crate::layer_codec::{Codec, ContentHasher, COMPRESSION};
 use crate::progress::{Counted, Id, Reporter};
 
 /// A layer as its archive holds it.
@@ -79,13 +78,14 @@ pub(super) struct Written {
     pub diff_id: Digest,
 }
 
-/// Gzips an uncompressed layer from `input` into `output`. flate2 writes a gzip header with mtime 0 and no
-/// file name, so the same input and setting always give the same bytes.
+/// Gzips an uncompressed layer from `input` into `output` on every core, hashing what is read and what is
+/// written as it passes. libdeflate writes gzip headers with mtime 0 and no file name, so the same input and
+/// setting always give the same bytes.
 pub(super) fn gzip(input: impl Read, output: impl Write) -> io::Result<Written> {
     let mut content = Hashing::new(input);
-    let mut encoder = GzEncoder::new(Hashing::new(output), compression_level());
-    io::copy(&mut content, &mut encoder)?;
-    let (_, digest, size) = encoder.finish()?.finish();
+    let mut stored = Hashing::new(output);
+    gzip_members(&mut content, &mut stored)?;
+    let (_, digest, size) = stored.finish();
     let (_, diff_id, _) = content.finish();
     Ok(Written {
         digest,

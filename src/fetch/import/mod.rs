@@ -7,20 +7,22 @@
 //! asked for. Files that are no image archive are passed over, and named if an image is then missing.
 //!
 //! The config is stored byte for byte, so the image ID docker shows stays the vendor's. Each uncompressed
-//! layer is gzipped into the cache (layer.rs), the layers of all requested images in parallel, one per core,
-//! each distinct layer once; a new OCI manifest then names config and layers. Its bytes depend only on the
-//! tarballs and [`COMPRESSION`](crate::layer_codec::COMPRESSION) (with the zlib-rs version Cargo.lock pins), so importing the same package
-//! twice, into any cache, gives the same manifest digest.
+//! layer is gzipped into the cache (layer.rs) on every core (members.rs), each distinct layer once, while
+//! layers that come compressed are hashed in parallel, one per core; a new OCI manifest then names config
+//! and layers. Its bytes depend only on the tarballs and [`COMPRESSION`](crate::layer_codec::COMPRESSION)
+//! (with the libdeflate version Cargo.lock pins), never on the number of cores, so importing the same
+//! package twice, into any cache, on any machine, gives the same manifest digest.
 //!
 //! The steps, one file each: scan.rs finds the archives and the images they hold, prepare.rs reads each
 //! requested image's config and decides which layers this run must bring in, layer.rs brings one in (in
-//! parallel.rs's threads), manifest.rs stores the image's config and new manifest; error.rs names what
+//! parallel.rs's threads; members.rs gzips on every core), manifest.rs stores the image's config and new manifest; error.rs names what
 //! can go wrong, and archive.rs reads a tarball in place.
 
 mod archive;
 mod error;
 mod layer;
 mod manifest;
+mod members;
 mod parallel;
 mod prepare;
 mod scan;
