@@ -8,8 +8,8 @@ use crate::faults::FaultProxy;
 use crate::ferry::{command, ferry, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, vendor_tarball, Format,
-    Seeded, PLATFORMS, VENDOR_480,
+    push_image, push_image_with_long_history, registry_with_livenessprobe, seed_csi_480,
+    vendor_dir_480, vendor_tarball, Format, Seeded, PLATFORMS, VENDOR_480,
 };
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
@@ -342,17 +342,9 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
 
 #[test]
 fn a_failed_bundle_leaves_no_file_at_its_path() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, _)) = registry_with_livenessprobe(&PLATFORMS[..1], 50_000) else {
         return;
     };
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..1],
-        50_000,
-    );
     let work = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
     let out = work.path().join("x.tar");

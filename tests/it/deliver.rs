@@ -328,37 +328,19 @@ fn load_without_a_runtime_says_what_to_do() {
 /// mood) must not deadlock against ferry writing the bundle to it.
 #[test]
 fn load_feeds_a_chatty_loader_without_deadlock() {
-    use crate::seed::{push_image, Format, PLATFORMS};
-    let Some(registry) = require(Registry::plain()) else {
+    use crate::seed::{registry_with_livenessprobe, PLATFORMS};
+    let Some((registry, _)) = registry_with_livenessprobe(&PLATFORMS[..1], 400_000) else {
         return;
     };
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..1],
-        400_000,
-    );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
-    let mirror = format!("registry.k8s.io={}", registry.addr());
     let cache = work.path().join("cache");
-    run(command()
-        .args([
-            "bundle",
-            "--image",
-            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-            "--mirror",
-            &mirror,
-        ])
-        .args([
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "-o",
-            bundle.to_str().unwrap(),
-            "-q",
-        ]))
+    run(&mut crate::output::bundle(
+        registry.addr(),
+        &cache,
+        bundle.as_os_str(),
+        &[],
+    ))
     .success();
     let bin = work.path().join("bin");
     std::fs::create_dir(&bin).unwrap();

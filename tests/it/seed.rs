@@ -317,6 +317,18 @@ pub fn registry_with_image(
     Some((registry, seeded))
 }
 
+/// A plain registry holding sig-storage/livenessprobe:v2.12.0, the image most bundle tests carry, as a
+/// Docker manifest list of `platforms`.
+pub fn registry_with_livenessprobe(platforms: &[&str], size: usize) -> Option<(Registry, Seeded)> {
+    registry_with_image(
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        platforms,
+        size,
+    )
+}
+
 /// Pushes a single-platform linux/amd64 `repository:tag` whose config is about `config_bytes` long.
 pub fn push_image_with_long_history(
     addr: &str,

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::ferry::ferry;
-use crate::seed::{push_image, seed_csi_480, Format, PLATFORMS};
+use crate::seed::{push_image, registry_with_livenessprobe, seed_csi_480, Format, PLATFORMS};
 use crate::services::{require, Registry};
 
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
@@ -17,15 +17,7 @@ pub fn small_bundle_with(
     extra: &[&str],
     size: usize,
 ) -> Option<(tempfile::TempDir, PathBuf, crate::ferry::Run)> {
-    let registry = require(Registry::plain())?;
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        size,
-    );
+    let (registry, _) = registry_with_livenessprobe(&PLATFORMS[..2], size)?;
     push_image(
         registry.addr(),
         "sig-storage/csi-resizer",
@@ -469,17 +461,9 @@ fn a_missing_bundle_is_a_usage_error() {
 
 #[test]
 fn bundles_of_digest_pinned_images_verify_and_push() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, pinned)) = registry_with_livenessprobe(&PLATFORMS[..2], 50_000) else {
         return;
     };
-    let pinned = push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        50_000,
-    );
     let only = push_image(
         registry.addr(),
         "sig-storage/csi-resizer",
