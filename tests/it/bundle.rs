@@ -230,13 +230,8 @@ fn csi_480_bundle_is_checksummed_reproducible_and_loads_everywhere() {
     };
     let load = podman.podman(&["load", "-i", bundle.to_str().unwrap()]);
     assert!(load.status.success(), "podman load: {}", text(&load));
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
     assert_eq!(
-        names,
+        podman.image_names(),
         expected_names(),
         "podman files every image under its fully qualified name"
     );

@@ -1,11 +1,10 @@
 //! The air-gapped side: `ferry push` into a TLS + basic-auth Distribution registry, read back with skopeo;
 //! `ferry load` into real containerd, dockerd and podman.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::bundle::{expected_names, Csi480};
-use crate::ferry::{command, run, Run};
+use crate::ferry::{command, ferry, run, Run};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 /// The manifest digest of `image` as an independent client (skopeo) reads it from the registry.
@@ -30,6 +29,18 @@ pub fn skopeo_digest(registry: &Registry, image: &str) -> String {
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&output.stdout))
     )
+}
+
+/// `ferry load BUNDLE --runtime RUNTIME --address ADDRESS`, as a user at a node runs it.
+pub fn load(bundle: &str, runtime: &str, address: &str) -> Run {
+    ferry(&["load", bundle, "--runtime", runtime, "--address", address])
+}
+
+/// `ferry load BUNDLE --runtime podman` into the storage of `podman`.
+pub fn load_into_podman(bundle: &str, podman: &Podman) -> Run {
+    run(command()
+        .args(["load", bundle, "--runtime", "podman"])
+        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
 }
 
 #[test]
@@ -209,25 +220,10 @@ fn load_into_containerd_docker_and_podman() {
         return;
     };
     let socket = containerd.socket().to_str().unwrap().to_string();
-    let loaded = run(command().args([
-        "load",
-        first_part,
-        "--runtime",
-        "containerd",
-        "--address",
-        &socket,
-    ]))
-    .success();
+    let loaded = load(first_part, "containerd", &socket).success();
     assert_eq!(loaded.stdout().lines().count(), 11, "{}", loaded.stdout());
-    let listed =
-        String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
-    let names: BTreeSet<String> = listed
-        .lines()
-        .filter(|l| !l.starts_with("sha256:"))
-        .map(str::to_string)
-        .collect();
     assert_eq!(
-        names,
+        containerd.image_names(),
         expected_names(),
         "containerd's k8s.io namespace has every image"
     );
@@ -246,31 +242,15 @@ fn load_into_containerd_docker_and_podman() {
         return;
     };
     let docker_socket = dockerd.socket();
-    run(command().args([
-        "load",
-        first_part,
-        "--runtime",
-        "docker",
-        "--address",
-        &docker_socket,
-    ]))
-    .success();
+    load(first_part, "docker", &docker_socket).success();
     let images = dockerd.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(String::from_utf8_lossy(&images.stdout).lines().count(), 11);
 
     let Some(podman) = require(Podman::new()) else {
         return;
     };
-    run(command()
-        .args(["load", first_part, "--runtime", "podman"])
-        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
-    .success();
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, expected_names());
+    load_into_podman(first_part, &podman).success();
+    assert_eq!(podman.image_names(), expected_names());
 
     // --address reaches a podman service: its storage gets the images, whatever this shell's podman uses.
     let Some(served) = require(Podman::new()) else {
@@ -279,21 +259,8 @@ fn load_into_containerd_docker_and_podman() {
     let Some(service) = require(served.serve()) else {
         return;
     };
-    run(command().args([
-        "load",
-        first_part,
-        "--runtime",
-        "podman",
-        "--address",
-        service.socket.to_str().unwrap(),
-    ]))
-    .success();
-    let images = served.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, expected_names());
+    load(first_part, "podman", service.socket.to_str().unwrap()).success();
+    assert_eq!(served.image_names(), expected_names());
 }
 
 #[test]
@@ -306,14 +273,11 @@ fn load_without_a_runtime_says_what_to_do() {
     )
     .success();
     let bundle = csi.work.path().join("csi.tar");
-    let failed = run(command().args([
-        "load",
+    let failed = load(
         bundle.to_str().unwrap(),
-        "--runtime",
         "containerd",
-        "--address",
         "/nonexistent/containerd.sock",
-    ]))
+    )
     .fails_with(1);
     assert!(
         failed

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::bundle::{expected_names, files_in, sha256sum_check, text};
-use crate::deliver::skopeo_digest;
+use crate::deliver::{load, load_into_podman, skopeo_digest};
 use crate::ferry::{command, ferry, run, Run};
 use crate::kubernetes::KUBEADM_1283;
 use crate::pull::TEST_IMAGE_SIZE;
@@ -350,14 +350,11 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
             .iter()
             .map(|(repository, tag)| format!("registry.k8s.io/{repository}:{tag}")),
     );
-    let loaded = run(command().args([
-        "load",
+    let loaded = load(
         bundle.to_str().unwrap(),
-        "--runtime",
         "containerd",
-        "--address",
         containerd.socket().to_str().unwrap(),
-    ]))
+    )
     .success();
     assert_eq!(loaded.stdout().lines().count(), 18, "{}", loaded.stdout());
     for (image, _) in &plant.seeded {
@@ -371,26 +368,11 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
             loaded.stdout()
         );
     }
-    let listed =
-        String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
-    let names: BTreeSet<String> = listed
-        .lines()
-        .filter(|l| !l.starts_with("sha256:"))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, all_names);
+    assert_eq!(containerd.image_names(), all_names);
     let Some(dockerd) = require(Dockerd::start(&containerd)) else {
         return;
     };
-    run(command().args([
-        "load",
-        bundle.to_str().unwrap(),
-        "--runtime",
-        "docker",
-        "--address",
-        &dockerd.socket(),
-    ]))
-    .success();
+    load(bundle.to_str().unwrap(), "docker", &dockerd.socket()).success();
     let images = dockerd.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(
         String::from_utf8_lossy(&images.stdout).lines().count(),
@@ -401,16 +383,8 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
     let Some(podman) = require(Podman::new()) else {
         return;
     };
-    run(command()
-        .args(["load", bundle.to_str().unwrap(), "--runtime", "podman"])
-        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
-    .success();
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, all_names);
+    load_into_podman(bundle.to_str().unwrap(), &podman).success();
+    assert_eq!(podman.image_names(), all_names);
     // docker and podman make their own manifests on load; what they keep is the image ID, the upstream
     // config's digest.
     for image in by_digest {

@@ -4,6 +4,7 @@
 
 use sha2::{Digest as _, Sha256};
 
+use crate::deliver::load;
 use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image_with_attestation, request, Seeded, OCI_INDEX};
@@ -176,15 +177,7 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
     let Some(fresh) = require(Containerd::start()) else {
         return;
     };
-    let loaded = run(command().args([
-        "load",
-        &bundle,
-        "--runtime",
-        "containerd",
-        "--address",
-        fresh.socket().to_str().unwrap(),
-    ]))
-    .success();
+    let loaded = load(&bundle, "containerd", fresh.socket().to_str().unwrap()).success();
     assert_eq!(
         loaded.stdout(),
         format!(
