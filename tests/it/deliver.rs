@@ -43,6 +43,18 @@ pub fn load_into_podman(bundle: &str, podman: &Podman) -> Run {
         .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
 }
 
+/// `ferry push BUNDLE --to TO EXTRA...` into `private` (TLS and basic auth), trusting its CA and holding
+/// its credentials.
+pub fn push_into(private: &Registry, bundle: &str, to: &str, extra: &[&str]) -> Command {
+    let mut command = command();
+    command
+        .args(["push", bundle, "--to", to, "--ca-cert"])
+        .arg(private.ca_cert())
+        .args(extra)
+        .env("DOCKER_CONFIG", private.docker_config());
+    command
+}
+
 #[test]
 fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
     let Some(csi) = Csi480::start() else { return };
@@ -55,20 +67,15 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
     let bundle = csi.work.path().join("csi.tar");
     let to = format!("{}/csi", private.addr());
     let values = csi.work.path().join("values.yaml");
-    let args = [
-        "push",
-        bundle.to_str().unwrap(),
-        "--to",
-        &to,
-        "--ca-cert",
-        private.ca_cert().to_str().unwrap(),
-        "--helm-values",
-        values.to_str().unwrap(),
-    ];
-    let first = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .success();
+    let push = || {
+        push_into(
+            &private,
+            bundle.to_str().unwrap(),
+            &to,
+            &["--helm-values", values.to_str().unwrap()],
+        )
+    };
+    let first = run(&mut push()).success();
     assert_eq!(first.stdout().lines().count(), 11, "{}", first.stdout());
     assert!(
         first.stderr().contains("mounted") && !first.stderr().contains("mounted 0,"),
@@ -95,10 +102,7 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
             );
         }
     }
-    let again = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .success();
+    let again = run(&mut push()).success();
     assert!(
         again.stderr().contains("uploaded 0 B in 0 blob(s)"),
         "the second push uploads nothing: {}",
@@ -130,7 +134,7 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
         "{values}"
     );
 
-    let anonymous = run(command().args(args).env("DOCKER_CONFIG", csi.work.path())).fails_with(1);
+    let anonymous = run(push().env("DOCKER_CONFIG", csi.work.path())).fails_with(1);
     assert!(
         anonymous.stderr().contains(private.addr()),
         "{}",

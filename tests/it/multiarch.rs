@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::bundle::expected_names;
-use crate::deliver::{load, skopeo_digest};
+use crate::deliver::{load, push_into, skopeo_digest};
 use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image, seed_csi_480, vendor_dir_480_for, Format, Seeded};
@@ -261,17 +261,7 @@ fn a_pushed_two_platform_bundle_serves_each_node_its_own() {
         .success();
     let bundle = mixed.path("mixed.tar");
     let to = format!("{}/csi", private.addr());
-    let pushed = run(command()
-        .args([
-            "push",
-            &bundle,
-            "--to",
-            &to,
-            "--ca-cert",
-            private.ca_cert().to_str().unwrap(),
-        ])
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .success();
+    let pushed = run(&mut push_into(&private, &bundle, &to, &[])).success();
     assert_eq!(pushed.stdout().lines().count(), 11, "{}", pushed.stdout());
     let listed = mixed.listed("mixed.tar");
     let digest_of = |name: &str, platform: &str| -> String {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::bundle::{expected_names, files_in, sha256sum_check, text};
-use crate::deliver::{load, load_into_podman, skopeo_digest};
+use crate::deliver::{load, load_into_podman, push_into, skopeo_digest};
 use crate::ferry::{command, ferry, run, Run};
 use crate::kubernetes::KUBEADM_1283;
 use crate::pull::TEST_IMAGE_SIZE;
@@ -415,19 +415,12 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
     };
     let to = format!("{}/site", private.addr());
     let values = plant.path("values.yaml");
-    let pushed = run(command()
-        .args([
-            "push",
-            bundle.to_str().unwrap(),
-            "--to",
-            &to,
-            "--ca-cert",
-            private.ca_cert().to_str().unwrap(),
-            "--helm-values",
-            values.to_str().unwrap(),
-            "-q",
-        ])
-        .env("DOCKER_CONFIG", private.docker_config()))
+    let pushed = run(&mut push_into(
+        &private,
+        bundle.to_str().unwrap(),
+        &to,
+        &["--helm-values", values.to_str().unwrap(), "-q"],
+    ))
     .success();
     assert_eq!(pushed.stdout().lines().count(), 18, "{}", pushed.stdout());
     for image in by_digest {
