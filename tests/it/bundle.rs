@@ -21,6 +21,19 @@ pub fn text(output: &Output) -> String {
     )
 }
 
+/// `ferry bundle ARGS... --cache-dir WORK/cache -o OUT -q`: a quiet bundle, its cache in the test's work
+/// directory.
+pub fn bundle_quietly(work: &Path, out: &Path, args: &[&str]) -> Run {
+    run(command()
+        .arg("bundle")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(work.join("cache"))
+        .arg("-o")
+        .arg(out)
+        .arg("-q"))
+}
+
 pub fn sha256sum_check(dir: &Path, file: &str) {
     let check = Command::new("sha256sum")
         .arg("-c")
@@ -343,20 +356,18 @@ fn a_failed_bundle_leaves_no_file_at_its_path() {
     let work = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
     let out = work.path().join("x.tar");
-    let run = ferry(&[
-        "bundle",
-        "--image",
-        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-        "--image",
-        "registry.k8s.io/sig-storage/absent:v1",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
+    let run = bundle_quietly(
+        work.path(),
+        &out,
+        &[
+            "--image",
+            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+            "--image",
+            "registry.k8s.io/sig-storage/absent:v1",
+            "--mirror",
+            &mirror,
+        ],
+    )
     .fails_with(1);
     assert!(run.stderr().contains("absent"), "{}", run.stderr());
     let left: Vec<_> = std::fs::read_dir(work.path())

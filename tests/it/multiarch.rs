@@ -141,12 +141,7 @@ fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
     let Some(containerd) = require(Containerd::start()) else {
         return;
     };
-    let imported = containerd.ctr(&["images", "import", "--all-platforms", &bundle]);
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    containerd.import_all_platforms(&bundle);
     let content =
         String::from_utf8_lossy(&containerd.ctr(&["content", "ls", "-q"]).stdout).into_owned();
     for (_, _, digest) in &listed {
@@ -215,12 +210,7 @@ fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
         BTreeSet::from(["arm64".to_string()])
     );
     let podman_plain = require(Podman::new()).unwrap();
-    let direct = podman_plain.podman(&["load", "-i", &bundle]);
-    assert!(
-        direct.status.success(),
-        "{}",
-        String::from_utf8_lossy(&direct.stderr)
-    );
+    podman_plain.load_file(&bundle);
     assert_eq!(
         architectures(podman_plain.podman(&inspect)),
         BTreeSet::from(["amd64".to_string()])

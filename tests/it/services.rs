@@ -448,6 +448,12 @@ impl Containerd {
             .args(args))
     }
 
+    /// `ctr images import --all-platforms FILE`, as a node's own tools load an image archive; panics with
+    /// ctr's stderr unless it succeeds.
+    pub fn import_all_platforms(&self, file: &str) {
+        succeeded(self.ctr(&["images", "import", "--all-platforms", file]));
+    }
+
     /// The names of the images in the k8s.io namespace; containerd also files each image under its
     /// config digest, which is left out.
     pub fn image_names(&self) -> BTreeSet<String> {
@@ -537,6 +543,14 @@ impl Dockerd {
 /// The `--format` of `docker images` and `podman images` that lists `REPOSITORY:TAG`, one a line.
 const REPOSITORY_TAG: &str = "{{.Repository}}:{{.Tag}}";
 
+fn succeeded(output: Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 fn repository_tags(listing: &Output) -> BTreeSet<String> {
     String::from_utf8_lossy(&listing.stdout)
         .lines()
@@ -575,6 +589,12 @@ impl Podman {
         run(Command::new("podman")
             .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
             .args(args))
+    }
+
+    /// `podman load -i FILE`, podman reading an image archive itself; panics with podman's stderr unless
+    /// it succeeds.
+    pub fn load_file(&self, file: &str) {
+        succeeded(self.podman(&["load", "-i", file]));
     }
 
     /// `REPOSITORY:TAG` of each image in this instance's storage.

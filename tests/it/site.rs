@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bundle::{expected_names, files_in, sha256sum_check, text};
+use crate::bundle::{bundle_quietly, expected_names, files_in, sha256sum_check, text};
 use crate::deliver::{load, load_into_podman, push_into, skopeo_digest};
 use crate::ferry::{command, ferry, run, Run};
 use crate::kubernetes::KUBEADM_1283;
@@ -704,22 +704,20 @@ fn incomplete_and_extended_bundles_say_so() {
     );
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out/");
-    let built = ferry(&[
-        "bundle",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--image",
-        "registry.k8s.io/kube-proxy:v1.28.3",
-        "--mirror",
-        &format!("registry.k8s.io={}", registry.addr()),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
+    let built = bundle_quietly(
+        work.path(),
+        &out,
+        &[
+            "huawei-csi@4.8.0",
+            "--k8s",
+            "1.28",
+            "--skip-vendor",
+            "--image",
+            "registry.k8s.io/kube-proxy:v1.28.3",
+            "--mirror",
+            &format!("registry.k8s.io={}", registry.addr()),
+        ],
+    )
     .success();
     let name = "huawei-csi-4.8.0+1-images-k8s1.20-up-linux-amd64-incomplete.tar";
     let bundle = out.join(name);

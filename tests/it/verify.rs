@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::bundle::bundle_quietly;
 use crate::ferry::{command, ferry, run};
 use crate::seed::{
     push_image, registry_with_livenessprobe, seed_csi_480, Format, Seeded, PLATFORMS,
@@ -398,20 +399,18 @@ fn verify_k8s_reports_images_the_bundle_lacks_and_inspect_shows_sharing() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("csi.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    ferry(&[
-        "bundle",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-        "-q",
-    ])
+    bundle_quietly(
+        work.path(),
+        &bundle,
+        &[
+            "huawei-csi@4.8.0",
+            "--k8s",
+            "1.28",
+            "--skip-vendor",
+            "--mirror",
+            &mirror,
+        ],
+    )
     .success();
     verify(&bundle, &[]).success();
     let run = verify(&bundle, &["--k8s", "1.28"]).fails_with(1);
