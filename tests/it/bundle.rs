@@ -8,9 +8,10 @@ use crate::faults::FaultProxy;
 use crate::ferry::{command, ferry, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    push_image, push_image_with_long_history, registry_with_livenessprobe, seed_csi_480,
-    vendor_dir_480, vendor_tarball, Format, Seeded, PLATFORMS, VENDOR_480,
+    push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, vendor_tarball, Format,
+    Seeded, PLATFORMS, VENDOR_480,
 };
+use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 pub fn text(output: &Output) -> String {

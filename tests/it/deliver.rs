@@ -296,7 +296,8 @@ fn load_without_a_runtime_says_what_to_do() {
 /// mood) must not deadlock against ferry writing the bundle to it.
 #[test]
 fn load_feeds_a_chatty_loader_without_deadlock() {
-    use crate::seed::{registry_with_livenessprobe, PLATFORMS};
+    use crate::seed::PLATFORMS;
+    use crate::seeded::registry_with_livenessprobe;
     let Some((registry, _)) = registry_with_livenessprobe(&PLATFORMS[..1], 400_000) else {
         return;
     };

@@ -12,7 +12,8 @@ use sha2::Digest as _;
 
 use crate::bundle::sha256sum_check;
 use crate::ferry::{command, run};
-use crate::seed::{registry_with_livenessprobe, PLATFORMS};
+use crate::seed::PLATFORMS;
+use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Registry};
 
 /// `ferry bundle --image` from `mirror` into `out`, quiet; returns the command to run.

@@ -5,7 +5,8 @@ use std::process::Command;
 
 use crate::faults::{fast_retries, Fault, FaultProxy, Rule};
 use crate::ferry::{command, ferry, run, Run};
-use crate::seed::{push_image, registry_with_image, seed_csi_480, Format, Seeded, PLATFORMS};
+use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
+use crate::seeded::registry_with_image;
 use crate::services::{require, Registry};
 
 /// Uncompressed bytes per test image: small enough to be fast, large enough for several TCP reads.

@@ -11,8 +11,6 @@ use flate2::write::GzEncoder;
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::services::{require, Registry};
-
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -301,32 +299,6 @@ pub fn push_image(
         top_digest,
         manifests,
     }
-}
-
-/// A plain registry holding `repository:tag` as [`push_image`] pushes it; `None` where the test is
-/// skipped (see [`require`]).
-pub fn registry_with_image(
-    repository: &str,
-    tag: &str,
-    format: Format,
-    platforms: &[&str],
-    size: usize,
-) -> Option<(Registry, Seeded)> {
-    let registry = require(Registry::plain())?;
-    let seeded = push_image(registry.addr(), repository, tag, format, platforms, size);
-    Some((registry, seeded))
-}
-
-/// A plain registry holding sig-storage/livenessprobe:v2.12.0, the image most bundle tests carry, as a
-/// Docker manifest list of `platforms`.
-pub fn registry_with_livenessprobe(platforms: &[&str], size: usize) -> Option<(Registry, Seeded)> {
-    registry_with_image(
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        platforms,
-        size,
-    )
 }
 
 /// Pushes a single-platform linux/amd64 `repository:tag` whose config is about `config_bytes` long.

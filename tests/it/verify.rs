@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::bundle::bundle_quietly;
 use crate::ferry::{command, ferry, run};
-use crate::seed::{
-    push_image, registry_with_livenessprobe, seed_csi_480, Format, Seeded, PLATFORMS,
-};
+use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
+use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Registry};
 
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
