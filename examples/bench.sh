@@ -130,6 +130,39 @@ ferry_both() { ferry_platforms linux/amd64,linux/arm64 "$1"; }
 measure ferry-arm64 ferry_arm64 "$W/out-ferry-arm64.tar"
 measure ferry-2-platf ferry_both "$W/out-ferry-both.tar"
 
+# Deltas: the base is the bundle of the public images alone (what a site has before the vendor's images
+# change), the delta carries the rest. Building it (against the base file, which it reads whole, or against
+# what `ferry inspect --json` said of it) against building the full bundle, warm cache; merging base and
+# delta back into the full bundle against `cp` of that bundle, page cache warm for all.
+"$FERRY" bundle huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror "registry.k8s.io=$ADDR" \
+  --cache-dir "$W/cache-warm" -o "$W/base.tar" -q >/dev/null
+"$FERRY" inspect "$W/base.tar" --json > "$W/base.json"
+ferry_delta() { # $1 = output, $2 = base
+  "$FERRY" bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir "$W/vendor" --mirror "registry.k8s.io=$ADDR" \
+    --cache-dir "$W/cache-warm" --since "$2" -o "$1" -q >/dev/null
+}
+FULL=$W/out-ferry-warm.tar
+for round in $(seq 1 "$ROUNDS"); do
+  cat "$W/base.tar" "$FULL" > /dev/null
+  /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f ferry_delta); $(declare -p W ADDR FERRY); ferry_delta '$W/delta.tar' '$W/base.tar'"
+  echo "delta-of-tar $(cat "$W/time") $(stat -c %s "$W/delta.tar")" >> "$W/results"
+  /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f ferry_delta); $(declare -p W ADDR FERRY); ferry_delta '$W/delta.tar' '$W/base.json'"
+  echo "delta-of-json $(cat "$W/time") $(stat -c %s "$W/delta.tar")" >> "$W/results"
+  cat "$W/base.tar" "$W/delta.tar" > /dev/null
+  rm -f "$W/merged.tar"
+  /usr/bin/time -f "%e %M" -o "$W/time" "$FERRY" merge "$W/base.tar" "$W/delta.tar" -o "$W/merged.tar" -q >/dev/null
+  echo "merge $(cat "$W/time") $(stat -c %s "$W/merged.tar")" >> "$W/results"
+  cmp -s "$W/merged.tar" "$FULL" || { echo "merge is not byte-identical to the direct build" >&2; exit 1; }
+  rm -f "$W/copy.tar"
+  /usr/bin/time -f "%e %M" -o "$W/time" cp "$FULL" "$W/copy.tar"
+  echo "cp $(cat "$W/time") $(stat -c %s "$W/copy.tar")" >> "$W/results"
+  rm -f "$W/copy.tar"
+  /usr/bin/time -f "%e %M" -o "$W/time" bash -c "cp '$FULL' '$W/copy.tar' && sync '$W/copy.tar'"
+  echo "cp+sync $(cat "$W/time") $(stat -c %s "$W/copy.tar")" >> "$W/results"
+done
+# What the delta's file holds besides its blobs: tar headers and padding, and the JSON documents.
+echo "delta-blobs 0 0 $("$FERRY" inspect "$W/delta.tar" --json | python3 -c 'import json, sys; print(sum(b["size"] for b in json.load(sys.stdin)["blobs"]))')" >> "$W/results"
+
 # verify against sha256sum on the same file, page cache warm for both
 BUNDLE=$W/out-ferry-warm.tar
 rm -f "$BUNDLE.sha256"
@@ -274,6 +307,12 @@ print(f"recovery bytes ferry/par2  {ratio('ferry-par2-create','par2-create',2):.
 if 'ferry-2-platf' in med:
     both, apart = med['ferry-2-platf'][2], med['ferry-warm'][2] + med['ferry-arm64'][2]
     print(f"2-platform / amd64+arm64   {both / apart:.2f}  ({both/1e6:.1f} MB against {apart/1e6:.1f} MB in two bundles)")
+if 'merge' in med:
+    print(f"delta (of the base's tar) / full bundle wall  {ratio('delta-of-tar','ferry-warm',0):.2f}  (target <= 1.00)")
+    print(f"delta (of inspect --json) / full bundle wall  {ratio('delta-of-json','ferry-warm',0):.2f}  (target <= 1.00)")
+    print(f"delta / full bundle bytes  {ratio('delta-of-tar','ferry-warm',2):.2f}  ({med['delta-of-tar'][2]/1e6:.1f} MB of {med['ferry-warm'][2]/1e6:.1f} MB)")
+    print(f"delta bytes / its blobs    {ratio('delta-of-tar','delta-blobs',2):.4f}  (the rest: tar headers, JSON documents)")
+    print(f"merge / cp wall            {ratio('merge','cp',0):.2f}  (merge verifies delta and base first; cp+sync: {ratio('merge','cp+sync',0):.2f})")
 print(f"serve / Distribution wall  {ratio('serve-8x','distribution-8x',0):.2f}  (8 clients pulling every image)")
 print(f"serve / Distribution RSS   {ratio('serve-8x','distribution-8x',1):.2f}  (peak RSS of the server)")
 EOF

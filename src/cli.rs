@@ -73,6 +73,11 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a bundle holds: images, sizes, shared layers, and its metadata.
     Inspect(InspectArgs),
+    /// Rebuild the full bundle from a delta and its bases, byte for byte the one `ferry bundle` writes.
+    #[command(
+        after_help = "Examples:\n  ferry merge huawei-csi-4.5.0-k8s1.20-up-linux-amd64.tar huawei-csi-4.8.0-k8s1.20-up-linux-amd64-delta-from-huawei-csi-4.5.0.tar -o bundles/\n  ferry merge base.tar delta1.tar delta2.tar -o new.tar --trust allowed_signers\n\nThe last file is the delta; the others are its bases, in any order. Everything is verified first\n(each base must be the file the delta names by sha256), then written with PATH.sha256, and, when the\ndelta was signed and the output keeps the full bundle's name, PATH.sig: `sha256sum -c` and\n`ferry verify --trust` check it like a bundle built directly."
+    )]
+    Merge(MergeArgs),
     /// Rebuild a bundle damaged in transit from the recovery data beside it (`bundle --recovery`), then verify it.
     #[command(
         after_help = "Examples:\n  ferry repair csi.tar\n  ferry repair csi.tar.part-000 --trust allowed_signers\n\nThe damaged blocks are found from PATH.par2 and PATH.vol*.par2 (par2cmdline's files work too), rebuilt\ninto temporary files beside the bundle, and put in place only if the result matches PATH.sha256 (and\nPATH.parts.sha256); with --trust, PATH.sha256 must carry a signature FILE allows. A failure or Ctrl-C\nleaves every file as it was. Damage beyond the recovery data is refused, saying how many more recovery\nblocks it would need and which images are intact."
@@ -333,8 +338,22 @@ pub struct BundleArgs {
     /// Rewrite the --lock file with the digests resolved now, on purpose.
     #[arg(long, requires = "lock")]
     pub update_lock: bool,
+    /// Write a delta: only the blobs BASE lacks (every manifest and config still travels). BASE is a
+    /// bundle or delta the far side holds, or what `ferry inspect --json` printed of it. Repeat it for
+    /// everything the site holds; the default name says `-delta-from-` and the bases' releases.
+    #[arg(long, value_name = "BASE")]
+    pub since: Vec<PathBuf>,
     #[command(flatten)]
     pub fetch: FetchArgs,
+}
+
+/// What a delta is read with: the files that supply the blobs it left out.
+#[derive(Debug, Args)]
+pub struct BaseArgs {
+    /// A base of a delta (repeatable, any order): it must be a file the delta names by sha256, and
+    /// supplies the blobs the delta left out.
+    #[arg(long = "base", value_name = "BASE")]
+    pub bases: Vec<PathBuf>,
 }
 
 /// What a bundle must prove besides being intact: who signed it, and which digests it may hold.
@@ -365,6 +384,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
+    pub bases: BaseArgs,
+    #[command(flatten)]
     pub trust: TrustArgs,
 }
 
@@ -383,6 +404,25 @@ pub struct InspectArgs {
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The bases, then the delta last.
+    #[arg(required = true, num_args = 2.., value_name = "BASE... DELTA")]
+    pub paths: Vec<PathBuf>,
+    /// The full bundle to write, or a directory for its own name (ending in /: created when missing)
+    /// [default: its own name, in the current directory].
+    #[arg(long, short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Cut the bundle into numbered parts of at most SIZE, as `ferry bundle --split` does.
+    #[arg(long, value_name = "SIZE", value_parser = crate::tarball::parse_size)]
+    pub split: Option<u64>,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// No progress output.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -420,6 +460,8 @@ pub struct PushArgs {
     #[arg(long, short = 'q')]
     pub quiet: bool,
     #[command(flatten)]
+    pub bases: BaseArgs,
+    #[command(flatten)]
     pub trust: TrustArgs,
 }
 
@@ -446,6 +488,8 @@ pub struct LoadArgs {
     /// is left out whole. --trust and --lock refuse it: the signature and the lock cover the whole bundle.
     #[arg(long)]
     pub intact_only: bool,
+    #[command(flatten)]
+    pub bases: BaseArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
 }
@@ -479,6 +523,8 @@ pub struct ServeArgs {
     /// HOST[:PORT] nodes reach this server at, for --print-config [default: the --listen address].
     #[arg(long, value_name = "HOST[:PORT]")]
     pub advertise: Option<crate::serve::node_config::Advertised>,
+    #[command(flatten)]
+    pub bases: BaseArgs,
     #[command(flatten)]
     pub trust: TrustArgs,
 }

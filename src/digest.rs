@@ -127,6 +127,112 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// SHA-256 on a thread of its own, of a stream cut into parts: each part's digest and the whole's, while
+/// the caller reads or writes the next chunk. Chunks travel through a bounded queue, so memory stays flat.
+pub struct BackgroundHasher {
+    sender: Option<std::sync::mpsc::SyncSender<Option<Vec<u8>>>>,
+    worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
+}
+
+impl BackgroundHasher {
+    pub fn start() -> BackgroundHasher {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(16);
+        let worker = std::thread::spawn(move || {
+            // While the first part passes, the whole's hash is that part's too: a stream of one part, the
+            // common case, is hashed once. A part hasher starts only with the second part.
+            let (mut whole, mut parts, mut part) = (Sha256::new(), Vec::new(), None::<Sha256>);
+            for message in receiver {
+                match message {
+                    None => {
+                        let finished = part.replace(Sha256::new()).unwrap_or_else(|| whole.clone());
+                        parts.push(Digest::from_hasher(finished));
+                    }
+                    Some(chunk) => {
+                        whole.update(&chunk);
+                        if let Some(part) = part.as_mut() {
+                            part.update(&chunk);
+                        }
+                    }
+                }
+            }
+            parts.push(Digest::from_hasher(part.unwrap_or_else(|| whole.clone())));
+            (parts, Digest::from_hasher(whole))
+        });
+        BackgroundHasher {
+            sender: Some(sender),
+            worker: Some(worker),
+        }
+    }
+
+    /// The bytes that follow belong to the next part.
+    pub fn next_part(&self) {
+        let _ = self.sender.as_ref().expect("open").send(None);
+    }
+
+    pub fn update(&self, chunk: Vec<u8>) {
+        let _ = self.sender.as_ref().expect("open").send(Some(chunk));
+    }
+
+    /// Each part's digest, in order, and the whole's.
+    pub fn finish(mut self) -> (Vec<Digest>, Digest) {
+        drop(self.sender.take());
+        self.worker
+            .take()
+            .expect("started")
+            .join()
+            .expect("the hasher thread does not panic")
+    }
+}
+
+/// A writer that keeps nothing: it hashes what it is given, on a [`BackgroundHasher`] thread.
+pub struct HashingSink {
+    pending: Vec<u8>,
+    hasher: BackgroundHasher,
+    bytes: u64,
+}
+
+impl HashingSink {
+    /// The bytes handed to the hasher thread at a time.
+    const CHUNK: usize = 1 << 20;
+
+    pub fn new() -> HashingSink {
+        HashingSink {
+            pending: Vec::with_capacity(Self::CHUNK),
+            hasher: BackgroundHasher::start(),
+            bytes: 0,
+        }
+    }
+
+    /// The digest of everything written, and its size.
+    pub fn finish(self) -> (Digest, u64) {
+        self.hasher.update(self.pending);
+        (self.hasher.finish().1, self.bytes)
+    }
+}
+
+impl Default for HashingSink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Write for HashingSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(Self::CHUNK - self.pending.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == Self::CHUNK {
+            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(Self::CHUNK));
+            self.hasher.update(full);
+        }
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +256,23 @@ mod tests {
         ] {
             assert!(text.parse::<Digest>().is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn the_background_hasher_hashes_each_part_and_the_whole() {
+        let hasher = BackgroundHasher::start();
+        hasher.update(b"ab".to_vec());
+        hasher.update(b"c".to_vec());
+        hasher.next_part();
+        hasher.update(b"de".to_vec());
+        let (parts, whole) = hasher.finish();
+        assert_eq!(parts, [Digest::of(b"abc"), Digest::of(b"de")]);
+        assert_eq!(whole, Digest::of(b"abcde"));
+        assert_eq!(BackgroundHasher::start().finish().1, Digest::of(b""));
+        let mut sink = HashingSink::new();
+        let big = vec![7u8; (1 << 20) + 5];
+        sink.write_all(&big).unwrap();
+        assert_eq!(sink.finish(), (Digest::of(&big), big.len() as u64));
     }
 
     #[test]

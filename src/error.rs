@@ -4,6 +4,7 @@ use crate::bundle::BundleError;
 use crate::cache::CacheError;
 use crate::catalog::CatalogError;
 use crate::deliver::load::LoadError;
+use crate::deliver::merge::MergeError;
 use crate::deliver::push::PushError;
 use crate::fetch::{FetchStageError, VendorError};
 use crate::interrupt::Interrupted;
@@ -51,6 +52,8 @@ pub enum Error {
     Push(#[from] PushError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
     #[error(transparent)]
     Serve(#[from] ServeError),
     #[error(transparent)]
@@ -104,7 +107,12 @@ impl Error {
             Error::Registry(RegistryError::BadMirror { .. } | RegistryError::CaFile(_)) => {
                 EXIT_USAGE
             }
-            Error::Tarball(TarballError::Target(_)) => EXIT_USAGE,
+            Error::Tarball(TarballError::Target(_))
+            | Error::Merge(
+                MergeError::Tarball(TarballError::Target(_))
+                | MergeError::NotADelta(_)
+                | MergeError::OverInput { .. },
+            ) => EXIT_USAGE,
             Error::Interrupted(stop) => stop.exit_code(),
             Error::Unreadable(ReadError::Open { .. } | ReadError::NotABundle { .. })
             | Error::Input { .. } => EXIT_USAGE,
@@ -139,6 +147,7 @@ impl Error {
             | Error::Tarball(_)
             | Error::Push(_)
             | Error::Load(_)
+            | Error::Merge(_)
             | Error::Serve(_)
             | Error::Damaged(_)
             | Error::DamagedWithRecovery { .. }
@@ -197,6 +206,7 @@ impl From<BundleError> for Error {
             BundleError::Tarball(error) => Error::Tarball(error),
             BundleError::Trust(error) => Error::Trust(error),
             BundleError::Cache(error) => Error::Cache(error),
+            BundleError::Resolve(error) => Error::Resolve(error),
             usage @ BundleError::LockOfSeveral(_) => Error::Usage(usage.to_string()),
         }
     }

@@ -3,9 +3,9 @@
 //! one bundle (tarball/) described by its `ferry.json`; a blob found damaged in the cache while writing
 //! is fetched anew, once.
 //!
-//! What a bundle holds is decided by its [`BundleSpec`] entry alone: its plan and its path. A plan names any
-//! set of images (one release's for a span of Kubernetes versions, images named directly); what else a
-//! bundle may need to say (a base whose blobs it leaves out) belongs there too, beside the plan.
+//! What a bundle holds is decided by its [`BundleSpec`] entry alone: its plan, its path, and the bases whose
+//! blobs it leaves out (then it is a delta). A plan names any set of images (one release's for a span of
+//! Kubernetes versions, images named directly).
 
 use std::path::{Path, PathBuf};
 
@@ -15,8 +15,9 @@ use crate::image::Image;
 use crate::progress::Reporter;
 use crate::reference::Reference;
 use crate::resolve::{union, Plan, ResolveError};
+use crate::tarball::delta::BundleDescription;
 use crate::tarball::{
-    check_output, write_bundle, BundleMetadata, TarballError, WriteOptions, Written,
+    check_output, write_bundle, write_delta, BundleMetadata, TarballError, WriteOptions, Written,
 };
 use crate::trust::lock::Lock;
 use crate::trust::TrustError;
@@ -31,15 +32,19 @@ pub enum BundleError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     Cache(#[from] CacheError),
+    #[error(transparent)]
+    Resolve(#[from] crate::resolve::ResolveError),
     #[error("--lock pins the images of one bundle, and this selection makes {0}: lock each Kubernetes version's bundle (--k8s) on its own")]
     LockOfSeveral(usize),
 }
 
-/// One bundle to build: the images of `plan`, written at `path`.
+/// One bundle to build: the images of `plan`, written at `path`; with bases, a delta that leaves out the
+/// blobs they hold.
 #[derive(Debug, Clone)]
 pub struct BundleSpec {
     pub plan: Plan,
     pub path: PathBuf,
+    pub bases: Vec<BundleDescription>,
 }
 
 /// A lock file to hold the build to: it pins every image's digest, and is written when absent.
@@ -193,15 +198,30 @@ fn write_one(
         &skipped,
         &request.fetch.partial_ok,
     );
-    let write = || {
-        write_bundle(
+    // A delta names the bundle a direct build writes, by the name that build gives it.
+    let full_name = match bundle.bases.is_empty() {
+        true => String::new(),
+        false => default_name(plan, &request.fetch)?,
+    };
+    let write = || match bundle.bases.is_empty() {
+        true => write_bundle(
             store,
             &images,
             &metadata,
             &bundle.path,
             &request.write,
             reporter,
-        )
+        ),
+        false => write_delta(
+            store,
+            &images,
+            &metadata,
+            &bundle.bases,
+            &full_name,
+            &bundle.path,
+            &request.write,
+            reporter,
+        ),
     };
     let written = match write() {
         Err(TarballError::DamagedBlob {
@@ -244,6 +264,7 @@ mod tests {
         let spec = |name: &str| BundleSpec {
             plan: plan.clone(),
             path: dir.path().join(name),
+            bases: Vec::new(),
         };
         let mut request = Request {
             bundles: vec![spec("a.tar"), spec("b.tar")],

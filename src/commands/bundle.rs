@@ -15,6 +15,7 @@ use crate::image::Image;
 use crate::layer_codec::Codec;
 use crate::progress::DecimalBytes;
 use crate::resolve::Plan;
+use crate::tarball::delta::{delta_file_name, BundleDescription};
 use crate::tarball::{Signer, WriteOptions};
 use crate::trust::signature::SigningKey;
 use crate::trust::TrustError;
@@ -38,17 +39,27 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
     };
     let site = load_site(&args.images, &args.fetch)?;
     let plans = plan_images(catalogs, &args.images, site.as_ref())?;
+    // A base that cannot be read is refused before anything is fetched.
+    let bases = args
+        .since
+        .iter()
+        .map(|base| describe_base(catalogs, base))
+        .collect::<Result<Vec<_>>>()?;
     let FetchSetup {
         cache,
         settings,
         reporter,
     } = fetch_setup(catalogs, &args.fetch, site.as_ref())?;
-    let paths = output_paths(&plans, &settings, args)?;
+    let paths = output_paths(&plans, &bases, &settings, args)?;
     let request = Request {
         bundles: plans
             .into_iter()
             .zip(paths)
-            .map(|(plan, path)| BundleSpec { plan, path })
+            .map(|(plan, path)| BundleSpec {
+                plan,
+                path,
+                bases: bases.clone(),
+            })
             .collect(),
         fetch: settings,
         write,
@@ -117,6 +128,26 @@ fn write_built(
             String::new()
         }
     )?;
+    if let Some(delta) = &written.delta {
+        let full = &delta.bundle;
+        writeln!(
+            out,
+            "  a delta of {} ({}, sha256 {}): {} of its blobs inside",
+            full.name,
+            DecimalBytes(full.bytes),
+            full.sha256.hex(),
+            written.blobs
+        )?;
+        for base in &delta.bases {
+            writeln!(
+                out,
+                "  left to base {}: {} blob(s), {}",
+                base.shown(),
+                base.blobs.len(),
+                DecimalBytes(base.blob_bytes())
+            )?;
+        }
+    }
     for skipped in &built.skipped {
         writeln!(out, "  not included (--skip-vendor): {skipped}")?;
     }
@@ -185,7 +216,12 @@ fn passphrase(key: &Path) -> std::result::Result<Zeroizing<String>, TrustError> 
 /// Where each bundle goes. -o names the file, or the directory for the default names: always so for
 /// several bundles, and when it ends with `/`; such a directory is created when missing. The library
 /// checks each path before anything is fetched.
-fn output_paths(plans: &[Plan], fetch: &FetchSettings, args: &BundleArgs) -> Result<Vec<PathBuf>> {
+fn output_paths(
+    plans: &[Plan],
+    bases: &[BundleDescription],
+    fetch: &FetchSettings,
+    args: &BundleArgs,
+) -> Result<Vec<PathBuf>> {
     let dir = match &args.output {
         Some(out)
             if plans.len() > 1 || out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") =>
@@ -201,13 +237,54 @@ fn output_paths(plans: &[Plan], fetch: &FetchSettings, args: &BundleArgs) -> Res
     plans
         .iter()
         .map(|plan| {
+            let mut name = default_name(plan, fetch)?;
+            if !bases.is_empty() {
+                name = delta_file_name(&name, bases);
+            }
             Ok(match (dir, &args.output) {
-                (Some(dir), _) => dir.join(default_name(plan, fetch)?),
+                (Some(dir), _) => dir.join(&name),
                 (None, Some(path)) => path.clone(),
-                (None, None) => PathBuf::from(default_name(plan, fetch)?),
+                (None, None) => PathBuf::from(name),
             })
         })
         .collect()
+}
+
+/// The most a base's description (what `ferry inspect --json` printed) may hold: 65536 blobs and images
+/// take a few megabytes.
+const MAX_DESCRIPTION: u64 = 64 << 20;
+
+/// What `--since BASE` says of the base: read from the bundle or delta itself, verified whole, or from
+/// what `ferry inspect --json` printed of it (a regular file of JSON, read within a bound).
+fn describe_base(catalogs: &Catalogs, base: &Path) -> Result<BundleDescription> {
+    let refused = |e: std::io::Error| Error::Usage(format!("--since {}: {e}", base.display()));
+    let mut file = crate::io::open_side_file(base).map_err(refused)?;
+    let mut head = [0u8; 1];
+    let read = std::io::Read::read(&mut file, &mut head).map_err(refused)?;
+    if read == 1 && head[0] == b'{' {
+        #[derive(serde::Deserialize)]
+        struct Inspected {
+            #[serde(flatten)]
+            description: BundleDescription,
+            intact: bool,
+        }
+        let text = crate::io::read_side_text(base, MAX_DESCRIPTION).map_err(refused)?;
+        let inspected: Inspected = serde_json::from_str(&text).map_err(|e| {
+            Error::Usage(format!(
+                "--since {}: not what `ferry inspect --json` prints of a bundle ({e})",
+                base.display()
+            ))
+        })?;
+        if !inspected.intact {
+            return Err(Error::Damaged(base.to_path_buf()));
+        }
+        return Ok(inspected.description);
+    }
+    let report = crate::verify::verify(base, &Default::default(), catalogs)?;
+    if !report.intact() {
+        return Err(Error::Damaged(base.to_path_buf()));
+    }
+    Ok(report.describe())
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

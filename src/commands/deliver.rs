@@ -22,13 +22,15 @@ use crate::reference::Reference;
 use crate::registry::RegistryOptions;
 use crate::tarball::ProductRecord;
 use crate::trust::Anchors;
-use crate::verify::{Verified, VerifiedImage, VerifyOptions};
+use crate::verify::{Report, Verified, VerifiedImage, VerifyOptions};
 
 /// Nothing is delivered from a bundle that is not provably intact, nor from one its anchors refuse;
-/// with `intact_only`, the images of a damaged one that verified are.
+/// with `intact_only`, the images of a damaged one that verified are. A delta is verified with `bases`,
+/// which must be the files it names.
 pub(super) fn verified(
     catalogs: &Catalogs,
     path: &std::path::Path,
+    bases: &[std::path::PathBuf],
     trust: &TrustArgs,
     intact_only: bool,
     out: &mut dyn Write,
@@ -36,9 +38,22 @@ pub(super) fn verified(
     let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
     let options = VerifyOptions {
         deep: anchors.needs_deep(),
+        bases: bases.to_vec(),
         ..Default::default()
     };
     let report = verify_or_explain(path, &options, catalogs)?;
+    proven(report, &anchors, intact_only, out)
+}
+
+/// The proof `report` gives, if it is intact and its anchors accept it (with `intact_only`, the images
+/// of a damaged one that verified); its verdicts are printed if not.
+pub(super) fn proven(
+    report: Report,
+    anchors: &Anchors,
+    intact_only: bool,
+    out: &mut dyn Write,
+) -> Result<Verified> {
+    let path = report.bundle.clone();
     let verdicts = anchors.check(&report);
     let verified = report.into_verified().or_else(|report| {
         if intact_only {
@@ -52,7 +67,7 @@ pub(super) fn verified(
         write_verdicts(out, &report).map_err(Error::Output)?;
         Err(damaged(&report))
     })?;
-    if let Some(refusal) = verdicts.refusal(path) {
+    if let Some(refusal) = verdicts.refusal(&path) {
         return Err(refusal.into());
     }
     // Say who signed on stderr: stdout is the mapping scripts read.
@@ -61,7 +76,14 @@ pub(super) fn verified(
 }
 
 pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, args.intact_only, out)?;
+    let report = verified(
+        catalogs,
+        &args.path,
+        &args.bases.bases,
+        &args.trust,
+        args.intact_only,
+        out,
+    )?;
     if args.dry_run {
         let planned: Vec<Pushed> = plan(&report, &args.to)?
             .into_iter()
@@ -113,6 +135,25 @@ pub fn push(catalogs: &Catalogs, args: &PushArgs, out: &mut dyn Write) -> Result
         summary.present_blobs
     ));
     Ok(())
+}
+
+/// A delta whose bases were not given holds too little to be loaded or served: say which to give.
+pub(super) fn needs_bases(bundle: &Verified, command: &str) -> Result<()> {
+    let Some(delta) = bundle.delta().filter(|delta| !delta.complete()) else {
+        return Ok(());
+    };
+    let bases: Vec<String> = delta
+        .record
+        .bases
+        .iter()
+        .filter(|base| !base.blobs.is_empty())
+        .map(|base| base.shown())
+        .collect();
+    Err(Error::Usage(format!(
+        "{} is a delta: {command} needs the base(s) it was made from as well, {}: give each with --base",
+        bundle.bundle().display(),
+        bases.join(", ")
+    )))
 }
 
 /// `--helm-values FILE`: the chart's `images:` section pointing at the pushed (or, dry, planned) names.
@@ -208,7 +249,15 @@ fn write_mapping(out: &mut dyn Write, images: &[Pushed]) -> Result<()> {
 }
 
 pub fn load(catalogs: &Catalogs, args: &LoadArgs, out: &mut dyn Write) -> Result<()> {
-    let report = verified(catalogs, &args.path, &args.trust, args.intact_only, out)?;
+    let report = verified(
+        catalogs,
+        &args.path,
+        &args.bases.bases,
+        &args.trust,
+        args.intact_only,
+        out,
+    )?;
+    needs_bases(&report, "load")?;
     let options = LoadOptions {
         runtime: args.runtime.map(Runtime::from),
         namespace: args.namespace.clone(),

@@ -51,6 +51,9 @@ struct Entry {
 #[derive(Debug, Serialize)]
 struct Carry {
     bytes: u64,
+    /// About the size of a delta from a bundle of FROM (`ferry bundle TO --since`): these blobs and
+    /// every manifest and config of TO, as a tar; its documents are left out.
+    delta_bytes: u64,
     /// Added images the cache has not seen: their bytes are not counted.
     not_cached: Vec<String>,
 }
@@ -122,12 +125,24 @@ pub fn run(catalogs: &Catalogs, args: &DiffArgs, out: &mut dyn Write) -> Result<
         };
         let mut on_site = blobs(&change.kept);
         on_site.extend(blobs(&change.removed));
-        Carry {
-            bytes: blobs(&change.added)
+        let mut carried: BTreeMap<Digest, u64> = blobs(&change.added)
+            .into_iter()
+            .filter(|(digest, _)| !on_site.contains_key(digest))
+            .collect();
+        let bytes = carried.values().sum();
+        // A delta carries every manifest and config of TO, those of the kept images too.
+        carried.extend(
+            change
+                .added
                 .iter()
-                .filter(|(digest, _)| !on_site.contains_key(*digest))
-                .map(|(_, size)| size)
-                .sum(),
+                .chain(&change.kept)
+                .filter_map(&cached)
+                .flat_map(|image| [image.manifest, image.config])
+                .map(|d| (d.digest, d.size)),
+        );
+        Carry {
+            bytes,
+            delta_bytes: crate::tarball::tar_size(carried.into_values()),
             not_cached: change
                 .added
                 .iter()
@@ -295,8 +310,12 @@ fn write_text(report: &Report, out: &mut dyn Write) -> Result<()> {
         };
         writeln!(
             out,
-            "# to carry: {} of blobs the site does not have{missing}",
-            DecimalBytes(carry.bytes)
+            "# to carry: {} of blobs the site does not have{missing}\n\
+             # a delta from a bundle of {} (ferry bundle {} --since it): about {}, with every manifest and config",
+            DecimalBytes(carry.bytes),
+            report.from,
+            report.to,
+            DecimalBytes(carry.delta_bytes)
         )
         .map_err(Error::Output)?;
     }

@@ -5,6 +5,7 @@ mod catalogs;
 mod deliver;
 mod diff;
 mod list;
+mod merge;
 mod pull;
 mod repair;
 mod serve;
@@ -38,6 +39,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bundle(args) => bundle::run(&catalogs, &args, &mut out),
         Command::Verify(args) => verify::run(&catalogs, &args, &mut out),
         Command::Inspect(args) => verify::inspect(&catalogs, &args, &mut out),
+        Command::Merge(args) => merge::run(&catalogs, &args, &mut out),
         Command::Push(args) => deliver::push(&catalogs, &args, &mut out),
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),

@@ -1,22 +1,22 @@
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 
-use super::deliver::verified;
+use super::deliver::{needs_bases, proven};
 use super::runtime;
+use super::verify::verify_or_explain;
 use crate::catalog::Catalogs;
 use crate::cli::{LogLevel, ServeArgs};
+use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::progress::{to_stderr, Stderr};
 use crate::reference::DOCKER_HUB;
 use crate::serve::node_config::{node_config, Reach};
 use crate::serve::{serve, Content, ServeOptions};
+use crate::trust::Anchors;
+use crate::verify::{Verified, VerifyOptions};
 
 pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result<()> {
-    let bundles = args
-        .paths
-        .iter()
-        .map(|path| verified(catalogs, path, &args.trust, false, out))
-        .collect::<Result<Vec<_>>>()?;
-    let content = Content::load(bundles)?;
+    let content = Content::load(bundles(catalogs, args, out)?)?;
     let tls = args.tls_cert.clone().zip(args.tls_key.clone());
     if let Some(runtime) = args.print_config {
         let address = advertised(args)?;
@@ -86,6 +86,57 @@ pub fn run(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result
         announced = writeln!(out, "listening on {scheme}://{bound}").and_then(|()| out.flush());
     }))?;
     announced.map_err(Error::Output)
+}
+
+/// Every bundle to serve, verified. A delta among them is verified again with its bases: the other
+/// bundles served and the --base files, those of them it names by sha256.
+fn bundles(catalogs: &Catalogs, args: &ServeArgs, out: &mut dyn Write) -> Result<Vec<Verified>> {
+    let anchors = Anchors::load(args.trust.trust.as_deref(), args.trust.lock.as_deref())?;
+    let options = VerifyOptions {
+        deep: anchors.needs_deep(),
+        ..Default::default()
+    };
+    let reports = args
+        .paths
+        .iter()
+        .map(|path| verify_or_explain(path, &options, catalogs))
+        .collect::<Result<Vec<_>>>()?;
+    let mut files: Vec<(&PathBuf, Digest)> = args
+        .paths
+        .iter()
+        .zip(&reports)
+        .map(|(path, report)| (path, report.sha256.clone()))
+        .collect();
+    for base in &args.bases.bases {
+        files.push((base, verify_or_explain(base, &options, catalogs)?.sha256));
+    }
+    let mut bundles = Vec::with_capacity(reports.len());
+    for (path, report) in args.paths.iter().zip(reports) {
+        let report = match &report.delta {
+            Some(delta) => {
+                let bases = files
+                    .iter()
+                    .filter(|(file, sha256)| {
+                        *file != path && delta.bases.iter().any(|b| &b.sha256 == sha256)
+                    })
+                    .map(|(file, _)| (*file).clone())
+                    .collect();
+                verify_or_explain(
+                    path,
+                    &VerifyOptions {
+                        bases,
+                        ..options.clone()
+                    },
+                    catalogs,
+                )?
+            }
+            None => report,
+        };
+        let bundle = proven(report, &anchors, false, out)?;
+        needs_bases(&bundle, "serve")?;
+        bundles.push(bundle);
+    }
+    Ok(bundles)
 }
 
 /// `HOST:PORT` as nodes reach the server: --advertise (with --listen's port if it has none), or --listen

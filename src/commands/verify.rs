@@ -19,6 +19,7 @@ pub fn run(catalogs: &Catalogs, args: &VerifyArgs, out: &mut dyn Write) -> Resul
     let options = VerifyOptions {
         deep: args.deep || anchors.needs_deep(),
         kubernetes: args.k8s,
+        bases: args.bases.bases.clone(),
     };
     let report = verify_or_explain(&args.path, &options, catalogs)?;
     let trust = anchors.check(&report);
@@ -112,6 +113,9 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             "MISSING  {missing} (the catalog lists it for this Kubernetes version)"
         )?;
     }
+    for line in report.delta.iter().flat_map(|delta| delta.lines()) {
+        writeln!(out, "{line}")?;
+    }
     for problem in &report.problems {
         writeln!(out, "problem: {}", crate::io::shown(problem, MAX_PROBLEM))?;
     }
@@ -141,10 +145,30 @@ pub(super) fn write_verdicts(out: &mut dyn Write, report: &Report) -> std::io::R
             ),
             None => format!("{} images", report.images.len()),
         };
+        // A delta's blobs: its own, and those its bases supplied (checked) or would (not checked).
+        let from_bases = |given: bool| -> usize {
+            report
+                .delta
+                .iter()
+                .flat_map(|delta| &delta.bases)
+                .filter(|base| base.file.is_some() == given)
+                .map(|base| base.blobs)
+                .sum()
+        };
+        let (supplied, unchecked) = (from_bases(true), from_bases(false));
+        let blobs = match supplied {
+            0 => format!("{} blobs", report.blobs),
+            n => format!("{} blobs ({n} from its bases)", report.blobs + n),
+        };
+        let bases = match unchecked {
+            0 => String::new(),
+            n => format!(
+                "; {n} blob(s) it expects from its bases were not (give the bases with --base)"
+            ),
+        };
         writeln!(
             out,
-            "intact: {count}, {} blobs, {}; every byte checked",
-            report.blobs,
+            "intact: {count}, {blobs}, {}; every byte checked{bases}",
             DecimalBytes(report.bytes)
         )
     } else {
@@ -174,24 +198,31 @@ pub fn inspect(catalogs: &Catalogs, args: &InspectArgs, out: &mut dyn Write) -> 
         *users.entry(layer).or_default() += 1;
     }
     let referenced: u64 = report.images.iter().map(|i| i.size).sum();
-    let stored: u64 = report.bytes;
     let metadata = report.metadata.as_ref();
     if args.json {
-        let images: Vec<_> = report
+        // What `bundle --since` reads of a base (its identity, every blob, each image's blobs), and more.
+        let description = report.describe();
+        let mut value = serde_json::to_value(&description).map_err(|e| Error::Output(e.into()))?;
+        value["images"] = report
             .images
             .iter()
-            .map(|i| {
+            .zip(&description.images)
+            .map(|(i, described)| {
                 json!({
                     "name": i.name, "platform": i.platform.as_ref().map(ToString::to_string), "manifest": i.manifest, "index": i.index, "size": i.size,
                     "layers": i.layers.len(), "shared_layers": i.layers.iter().filter(|l| users[l] > 1).count(),
+                    "blobs": described.blobs,
                 })
             })
             .collect();
-        let uncarried = metadata.map(BundleMetadata::uncarried_indexes);
-        return write_json(
-            out,
-            &json!({"images": images, "bytes": stored, "referenced_bytes": referenced, "metadata": metadata, "intact": report.intact(), "unresolvable_index_pins": uncarried.unwrap_or_default()}),
-        );
+        value["referenced_bytes"] = json!(referenced);
+        value["metadata"] = json!(metadata);
+        value["delta"] = json!(report.delta);
+        value["intact"] = json!(report.intact());
+        value["unresolvable_index_pins"] = json!(metadata
+            .map(BundleMetadata::uncarried_indexes)
+            .unwrap_or_default());
+        return write_json(out, &value);
     }
     write_caveats(out, &report).map_err(Error::Output)?;
     let mut rows = vec![
@@ -309,6 +340,9 @@ fn write_summary(out: &mut dyn Write, report: &Report, referenced: u64) -> Resul
             }
         ),
     )?;
+    for delta in report.delta.iter().flat_map(|delta| delta.lines()) {
+        line(out, delta)?;
+    }
     if !report.intact() {
         line(
             out,

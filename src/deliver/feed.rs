@@ -95,16 +95,24 @@ pub enum Stopped {
 
 impl<'a> Archive<'a> {
     /// Every entry verify read; of a bundle whose damaged images were left out, what [`Archive::intact`]
-    /// holds.
+    /// holds; of a delta verified with its bases, every entry of the full bundle it stands for (its
+    /// documents, not the delta's own record).
     pub fn whole(bundle: &'a Verified) -> Archive<'a> {
         if bundle.is_partial() {
             return Archive::intact(bundle);
         }
-        let documents = bundle
-            .documents()
-            .iter()
-            .map(|(name, bytes)| (name.as_str(), Cow::Borrowed(bytes.as_slice())))
-            .collect();
+        let documents = match bundle.delta() {
+            Some(delta) => delta
+                .documents
+                .iter()
+                .map(|(name, bytes)| (*name, Cow::Borrowed(bytes.as_slice())))
+                .collect(),
+            None => bundle
+                .documents()
+                .iter()
+                .map(|(name, bytes)| (name.as_str(), Cow::Borrowed(bytes.as_slice())))
+                .collect(),
+        };
         Archive::of(bundle, bundle.locations().keys(), documents)
     }
 

@@ -264,6 +264,19 @@ pub fn load(
         }
         _ => Archive::whole(bundle),
     };
+    if let Some(delta) = bundle.delta() {
+        // A delta is fed as the full bundle it stands for, which no loader command makes of the files.
+        shown = format!(
+            "ferry load {}{} --runtime {}",
+            source.whole.display(),
+            delta
+                .files
+                .iter()
+                .map(|base| format!(" --base {}", base.display()))
+                .collect::<String>(),
+            runtime.name()
+        );
+    }
     let id = reporter.on_start(&Task {
         action: Action::Load,
         subject: &source.whole.display().to_string(),

@@ -1,7 +1,9 @@
-//! The air-gapped side: push a verified bundle into a private registry, or load it into a node's runtime.
+//! The air-gapped side: push a verified bundle into a private registry, load it into a node's runtime, or
+//! merge a verified delta and its bases into the full bundle.
 
 mod feed;
 pub mod load;
+pub mod merge;
 pub mod node;
 pub mod platform;
 pub mod push;

@@ -1,8 +1,13 @@
 //! Push a verified bundle into a private registry, bytes unchanged, so every manifest keeps its upstream
 //! digest: blobs the registry has are skipped (HEAD), blobs pushed to another repository in this run are
 //! mounted instead of uploaded again, the rest are uploaded in chunks straight from the bundle file.
+//!
+//! A delta pushed without its bases finds the blobs it left out in the registry its bases were pushed
+//! into: in each image's own repository, or mounted from a repository the base's push filled (CNCF
+//! Distribution links blobs per repository and refuses a manifest whose blobs are not linked). Every such
+//! blob is placed for every image before any manifest is pushed, so that a missing one pushes nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -50,6 +55,15 @@ pub enum PushError {
     Read(#[source] std::io::Error),
     #[error("{} changed since it was verified; verify it again", .0.display())]
     Changed(std::path::PathBuf),
+    #[error("blob {digest} of {image} is expected from base {base}, but {registry} holds it neither in {repository} nor in {}; push that base there first, or give it with --base: no manifest was pushed", tried_text(.tried))]
+    FromBase {
+        digest: Digest,
+        image: String,
+        base: String,
+        registry: String,
+        repository: String,
+        tried: Vec<String>,
+    },
     #[error(
         "{} no longer reads as it did when verified: {cause}; its upload to {target} was stopped before \
          its last chunk, so the registry does not have it. Verify the bundle again, and push it from local \
@@ -70,6 +84,14 @@ pub enum PushError {
         #[source]
         cause: FetchError,
     },
+}
+
+/// The base's repositories a blob was looked for in, as a message says it.
+fn tried_text(tried: &[String]) -> String {
+    match tried {
+        [] => "any repository of the base's images the delta names".to_string(),
+        _ => format!("the base's repositories {}", tried.join(", ")),
+    }
 }
 
 /// One tag to push: the image's upstream name, its name in the target registry, and the manifest the tag
@@ -118,7 +140,7 @@ pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushErro
                         .chain(image.layers())
                 })
                 .chain(image.index())
-                .map(|digest| report.location(digest).map_or(0, |(_, size)| size))
+                .map(|digest| report.size(digest).unwrap_or(0))
                 .fold(0u64, u64::saturating_add);
             Ok(Planned {
                 upstream,
@@ -134,6 +156,7 @@ pub fn plan(report: &Verified, target: &Target) -> Result<Vec<Planned>, PushErro
 struct Pusher<'a> {
     client: RegistryClient,
     report: &'a Verified,
+    target: &'a Target,
     options: &'a RegistryOptions,
     reporter: &'a dyn Reporter,
     /// Which target reference already holds each blob pushed in this run, for mounting; the lock makes two
@@ -143,6 +166,9 @@ struct Pusher<'a> {
     uploaded: AtomicUsize,
     mounted: AtomicUsize,
     present: AtomicUsize,
+    /// Blobs of a delta's bases mounted before the push, in (repository, digest): counted as mounted,
+    /// not again as present.
+    mounted_from_bases: std::sync::Mutex<HashSet<(String, Digest)>>,
 }
 
 pub async fn push(
@@ -160,6 +186,7 @@ pub async fn push(
     let pusher = Pusher {
         client: RegistryClient::connect(options, &hosts).await?,
         report,
+        target,
         options,
         reporter,
         holders: Mutex::new(HashMap::new()),
@@ -167,7 +194,9 @@ pub async fn push(
         uploaded: AtomicUsize::new(0),
         mounted: AtomicUsize::new(0),
         present: AtomicUsize::new(0),
+        mounted_from_bases: std::sync::Mutex::new(HashSet::new()),
     };
+    pusher.place_base_blobs(&mapping, jobs).await?;
     let images: Vec<Pushed> = stream::iter(&mapping)
         .map(|planned| pusher.push_image(planned))
         .buffered(jobs.max(1))
@@ -184,7 +213,114 @@ pub async fn push(
 
 impl Pusher<'_> {
     fn size(&self, digest: &Digest) -> u64 {
-        location(self.report, digest).1
+        self.report.size(digest).unwrap_or(0)
+    }
+
+    /// A delta pushed without its bases: each blob it expects from them, for each image that needs it,
+    /// present in the image's repository or mounted there, before anything else is pushed.
+    async fn place_base_blobs(&self, mapping: &[Planned], jobs: usize) -> Result<(), PushError> {
+        let Some(delta) = self.report.delta().filter(|delta| !delta.complete()) else {
+            return Ok(());
+        };
+        let mut seen = HashSet::new();
+        let mut needed = Vec::new();
+        for planned in mapping {
+            let images = self
+                .report
+                .images()
+                .iter()
+                .filter(|image| image.reference() == &planned.upstream);
+            for image in images {
+                for digest in std::iter::once(image.config()).chain(image.layers()) {
+                    let repository = planned.target.repository().to_string();
+                    if delta.expected.contains_key(digest) && seen.insert((repository, digest)) {
+                        needed.push((planned, digest));
+                    }
+                }
+            }
+        }
+        // In order, so that of several missing blobs the first image's first is the one named.
+        stream::iter(needed)
+            .map(|(planned, digest)| self.place_base_blob(planned, digest))
+            .buffered(jobs.max(1))
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    /// One blob a delta expects from a base, in the repository of `planned`: there already, or mounted
+    /// from the repository of an image of the base that holds it.
+    async fn place_base_blob(&self, planned: &Planned, digest: &Digest) -> Result<(), PushError> {
+        let (upstream, target) = (&planned.upstream, &planned.target);
+        let what = format!("blob {digest}");
+        if self
+            .retry(upstream, target, &what, |_| {
+                self.client.blob_exists(target, digest)
+            })
+            .await?
+        {
+            return Ok(());
+        }
+        let mut tried = Vec::new();
+        for holder in self.holders_in_bases(digest) {
+            let Ok(from) = self.target.map(holder) else {
+                continue;
+            };
+            if from.repository() == target.repository() {
+                continue;
+            }
+            tried.push(from.repository().to_string());
+            // A declined mount opens an upload session, which the registry lets expire unused.
+            if let Ok(Mount::Mounted) = self.client.mount_blob(target, &from, digest).await {
+                self.mounted.fetch_add(1, Ordering::Relaxed);
+                self.mounted_from_bases
+                    .lock()
+                    .expect("not poisoned")
+                    .insert((target.repository().to_string(), digest.clone()));
+                return Ok(());
+            }
+        }
+        Err(self.missing_from_base(upstream, target, digest, tried))
+    }
+
+    /// The images of the delta's base that hold `digest`, as the delta names them.
+    fn holders_in_bases(&self, digest: &Digest) -> Vec<&Reference> {
+        let Some(delta) = self.report.delta() else {
+            return Vec::new();
+        };
+        delta
+            .record
+            .bases
+            .iter()
+            .flat_map(|base| &base.blobs)
+            .filter(|blob| &blob.digest == digest)
+            .flat_map(|blob| &blob.images)
+            .collect()
+    }
+
+    fn missing_from_base(
+        &self,
+        upstream: &Reference,
+        target: &Reference,
+        digest: &Digest,
+        tried: Vec<String>,
+    ) -> PushError {
+        let base = self
+            .report
+            .delta()
+            .and_then(|delta| {
+                let (index, _) = delta.expected.get(digest)?;
+                Some(delta.record.bases[*index].shown())
+            })
+            .unwrap_or_default();
+        PushError::FromBase {
+            digest: digest.clone(),
+            image: upstream.to_string(),
+            base,
+            registry: target.registry().to_string(),
+            repository: target.repository().to_string(),
+            tried,
+        }
     }
 
     async fn retry<T, F, Fut>(
@@ -303,8 +439,18 @@ impl Pusher<'_> {
             })
             .await?
         {
-            self.present.fetch_add(1, Ordering::Relaxed);
+            let key = (target.repository().to_string(), digest.clone());
+            if !self
+                .mounted_from_bases
+                .lock()
+                .expect("not poisoned")
+                .remove(&key)
+            {
+                self.present.fetch_add(1, Ordering::Relaxed);
+            }
             self.reporter.on_progress(id, self.size(digest));
+        } else if self.report.location(digest).is_none() {
+            return Err(self.missing_from_base(upstream, target, digest, Vec::new()));
         } else if let Some(from) = holder
             .as_ref()
             .filter(|from| from.repository() != target.repository())

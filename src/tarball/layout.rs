@@ -8,6 +8,7 @@
 //!   documents that are not blobs;
 //! - `manifest.json`: docker's view, one [`DockerEntry`] per image;
 //! - `ferry.json`: the metadata (metadata.rs);
+//! - `ferry-delta.json`: only in a delta, what its bases supply (delta.rs);
 //! - `blobs/sha256/<hex>`: [`blob_path`].
 //!
 //! Every document is serialized one way, [`pretty`]: `verify` re-serializes what it reads and compares
@@ -26,6 +27,7 @@ pub const LAYOUT_BYTES: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 pub const METADATA_JSON: &str = "ferry.json";
 pub const INDEX_JSON: &str = "index.json";
 pub const MANIFEST_JSON: &str = "manifest.json";
+pub const DELTA_JSON: &str = "ferry-delta.json";
 pub const BLOBS_DIR: &str = "blobs/sha256/";
 
 /// The index annotation containerd reads an image's full name from.

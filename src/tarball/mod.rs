@@ -1,5 +1,6 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
+pub mod delta;
 pub mod layout;
 mod metadata;
 mod output;
@@ -10,8 +11,11 @@ pub use metadata::{
     platforms_met, BundleMetadata, ImageRecord, KubernetesSpan, PlatformPin, Producer,
     ProductRecord, RecordSource, UncarriedIndex, EVERY_PLATFORM,
 };
-pub use output::{file_name, sibling, TargetError};
-pub use write::{append, check_output, tar_size, write_bundle, WriteOptions, Written};
+pub use output::{checksum_text, file_name, sibling, TargetError};
+pub use write::{
+    append, check_output, tar_size, write_bundle, write_delta, write_entries, BlobSource,
+    Documents, Staged, WriteOptions, Written,
+};
 
 use std::path::PathBuf;
 
@@ -38,6 +42,12 @@ pub enum TarballError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("disk full while writing {path}; nothing was left at that path")]
     DiskFull { path: PathBuf },
     #[error(
@@ -55,6 +65,8 @@ pub enum TarballError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error("{}: blob {digest} is not what verify read there: the file changed since; verify it again", .path.display())]
+    Changed { digest: Digest, path: PathBuf },
     #[error(transparent)]
     Recovery(#[from] crate::recovery::RecoveryError),
     #[error("cache file {} is damaged: {read} bytes hashing to {actual}, not blob {digest}; it was removed from the cache, so running ferry again fetches it anew", .path.display())]

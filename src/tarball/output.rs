@@ -1,18 +1,18 @@
 //! Where the bundle's bytes go: one file, or numbered parts. Everything is first written into a hidden
 //! directory beside the bundle (`.NAME.XXXXXX.ferry-partial`), locked while this process lives, then
 //! renamed into place together with its `sha256sum -c` files once every byte is written and synced. The
-//! whole stream is hashed as it passes, so the checksum costs no second read. Only the part being
-//! written is open, so memory and file descriptors stay flat however many parts there are.
+//! whole stream is hashed as it passes, on a thread of its own while the next bytes are written, so the
+//! checksum costs no second read. Only the part being written is open, so memory and file descriptors
+//! stay flat however many parts there are.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
 use tempfile::TempDir;
 
 use super::Signer;
-use crate::digest::{Digest, Hashing};
+use crate::digest::{BackgroundHasher, Digest, Hashing};
 use crate::interrupt;
 use crate::recovery::{self, CreateOptions, Created, RecoveryError, Redundancy};
 
@@ -22,6 +22,10 @@ const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 /// Parts are numbered with three digits, so that `cat PATH.part-*` joins them in order: part-1000
 /// would sort between part-100 and part-101.
 pub const MAX_PARTS: u64 = 1000;
+
+/// The bytes written to a part and hashed at a time: a write syscall per MiB, and the hasher's queue holds
+/// a few of them.
+const CHUNK: usize = 1 << 20;
 
 /// What marks ferry's staging directories, so that a later run can sweep those of a killed one.
 const STAGING_SUFFIX: &str = ".ferry-partial";
@@ -247,21 +251,26 @@ pub struct Output {
     path: PathBuf,
     part_size: Option<u64>,
     /// The part being written; the earlier ones are closed.
-    part: Hashing<BufWriter<File>>,
+    part: File,
+    /// Bytes of the open part, `pending` included.
+    part_bytes: u64,
+    /// Bytes not yet written to the part, handed to the hasher with them.
+    pending: Vec<u8>,
     /// Parts written so far, the open one included.
     parts: u64,
-    /// `sha256sum -c` lines of the closed parts.
-    part_sums: String,
-    /// The whole stream's hash when it is cut into parts; unsplit, the one part's is the whole's.
-    whole: Sha256,
+    /// Every part's hash and the whole's, on a thread of their own.
+    hasher: BackgroundHasher,
     bytes: u64,
 }
 
 /// An output whose every byte is written and synced, its files staged and not yet placed.
 pub struct Sealed {
     pub staging: Staging,
+    path: PathBuf,
     pub files: Vec<PathBuf>,
     pub checksum_files: Vec<PathBuf>,
+    /// What `PATH.sha256` says, and a signature signs.
+    checksum_text: String,
     pub sha256: Digest,
     pub bytes: u64,
     /// The recovery data written beside the files, at the paths it is placed at.
@@ -292,62 +301,61 @@ impl Output {
             Some(_) => sibling(path, &part_suffix(0)),
             None => path.to_path_buf(),
         };
-        let part = Hashing::new(BufWriter::with_capacity(1 << 20, staging.file(&first)?));
+        let part = staging.file(&first)?;
         Ok(Output {
             staging,
             path: path.to_path_buf(),
             part_size,
             part,
+            part_bytes: 0,
+            pending: Vec::with_capacity(CHUNK),
             parts: 1,
-            part_sums: String::new(),
-            whole: Sha256::new(),
+            hasher: BackgroundHasher::start(),
             bytes: 0,
         })
     }
 
-    /// Syncs and closes the open part; returns its digest.
-    fn close_part(part: Hashing<BufWriter<File>>) -> io::Result<Digest> {
-        let (writer, digest, _) = part.finish();
-        let file = writer.into_inner().map_err(|e| e.into_error())?;
-        publishable(&file)?;
-        Ok(digest)
+    /// Writes what is pending to the open part, and hands it to the hasher.
+    fn write_pending(&mut self) -> io::Result<()> {
+        self.part.write_all(&self.pending)?;
+        let written = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+        self.hasher.update(written);
+        Ok(())
     }
 
     fn next_part(&mut self) -> io::Result<()> {
+        self.write_pending()?;
         let target = sibling(&self.path, &part_suffix(self.parts));
-        let file = self.staging.file(&target)?;
-        let done = std::mem::replace(
-            &mut self.part,
-            Hashing::new(BufWriter::with_capacity(1 << 20, file)),
-        );
-        let closed = sibling(&self.path, &part_suffix(self.parts - 1));
-        self.part_sums
-            .push_str(&checksum_line(Self::close_part(done)?, &closed));
+        let done = std::mem::replace(&mut self.part, self.staging.file(&target)?);
+        publishable(&done)?;
+        self.hasher.next_part();
         self.parts += 1;
+        self.part_bytes = 0;
         Ok(())
     }
 
     /// Closes the last part, writes the recovery data asked for beside the parts, and stages the checksum
-    /// files, which cover the recovery files too, and with a key `PATH.sig` over `PATH.sha256`: a forged
-    /// recovery file cannot then repair the bundle into something else. Nothing is visible yet:
-    /// [`Staging::place`] puts it all in place.
-    pub fn seal(
-        mut self,
-        signer: Option<&dyn Signer>,
-        recovery: Option<Redundancy>,
-    ) -> Result<Sealed, OutputError> {
+    /// files, which cover the recovery files too: signed, a forged recovery file cannot then repair the
+    /// bundle into something else. Nothing is visible yet: [`Sealed::sign`], then [`Staging::place`], put
+    /// it all in place.
+    pub fn seal(mut self, recovery: Option<Redundancy>) -> Result<Sealed, OutputError> {
         interrupt::check()?;
-        let digest = Self::close_part(self.part)?;
-        let (files, sha256) = match self.part_size {
+        self.write_pending()?;
+        publishable(&self.part)?;
+        let (digests, whole) = self.hasher.finish();
+        let (files, sha256, part_sums) = match self.part_size {
             // The only part is the whole.
-            None => (vec![self.path.clone()], digest),
+            None => (vec![self.path.clone()], whole, String::new()),
             Some(_) => {
-                let last = sibling(&self.path, &part_suffix(self.parts - 1));
-                self.part_sums.push_str(&checksum_line(digest, &last));
-                let files = (0..self.parts)
+                let files: Vec<PathBuf> = (0..self.parts)
                     .map(|index| sibling(&self.path, &part_suffix(index)))
                     .collect();
-                (files, Digest::from_hasher(self.whole))
+                let sums = files
+                    .iter()
+                    .zip(digests)
+                    .map(|(file, digest)| checksum_line(digest, file))
+                    .collect();
+                (files, whole, sums)
             }
         };
         let (recovery, recovery_sums) = write_recovery(
@@ -361,20 +369,13 @@ impl Output {
             sibling(&self.path, ".sha256"),
             checksum_line(sha256.clone(), &self.path) + &recovery_sums,
         )];
-        let signature = sibling(&self.path, ".sig");
-        match signer {
-            Some(signer) => {
-                sums.push((signature, signer.signature(sums[0].1.as_bytes())?));
-            }
-            // An earlier bundle's signature would be refused beside this one, as if it were forged.
-            None => self.staging.remove_after(&signature),
-        }
         if self.part_size.is_some() {
             sums.push((
                 sibling(&self.path, ".parts.sha256"),
-                self.part_sums + &recovery_sums,
+                part_sums + &recovery_sums,
             ));
         }
+        let checksum_text = sums[0].1.clone();
         let mut checksum_files = Vec::new();
         for (target, text) in sums {
             self.staging.text(&target, text.as_bytes())?;
@@ -382,12 +383,31 @@ impl Output {
         }
         Ok(Sealed {
             staging: self.staging,
+            path: self.path,
             files,
             checksum_files,
+            checksum_text,
             sha256,
             bytes: self.bytes,
             recovery,
         })
+    }
+}
+
+impl Sealed {
+    /// With a key, stages `PATH.sig` over `PATH.sha256`; without, has an earlier bundle's signature
+    /// removed, as it would be refused beside this one as if it were forged.
+    pub fn sign(mut self, signer: Option<&dyn Signer>) -> Result<Sealed, OutputError> {
+        let signature = sibling(&self.path, ".sig");
+        match signer {
+            Some(signer) => {
+                let text = signer.signature(self.checksum_text.as_bytes())?;
+                self.staging.text(&signature, text.as_bytes())?;
+                self.checksum_files.insert(1, signature);
+            }
+            None => self.staging.remove_after(&signature),
+        }
+        Ok(self)
     }
 }
 
@@ -433,24 +453,28 @@ impl Write for Output {
         interrupt::check()?;
         let room = match self.part_size {
             Some(size) => {
-                if self.part.bytes() == size {
+                if self.part_bytes == size {
                     self.next_part()?;
                 }
-                size - self.part.bytes()
+                size - self.part_bytes
             }
             None => u64::MAX,
         };
-        let chunk = &buf[..buf.len().min(usize::try_from(room).unwrap_or(usize::MAX))];
-        let n = self.part.write(chunk)?;
-        if self.part_size.is_some() {
-            self.whole.update(&chunk[..n]);
+        let room = usize::try_from(room).unwrap_or(usize::MAX);
+        let chunk = &buf[..buf.len().min(room).min(CHUNK - self.pending.len())];
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() == CHUNK {
+            self.write_pending()?;
         }
-        self.bytes += n as u64;
-        Ok(n)
+        self.part_bytes += chunk.len() as u64;
+        self.bytes += chunk.len() as u64;
+        Ok(chunk.len())
     }
 
+    /// What is pending is written when a chunk is full, or at a part's end: the file is the output's
+    /// own until it is sealed, so nothing needs it sooner.
     fn flush(&mut self) -> io::Result<()> {
-        self.part.flush()
+        Ok(())
     }
 }
 
@@ -500,5 +524,10 @@ fn dir_of(path: &Path) -> &Path {
 /// One line of a `sha256sum -c` file; the name is relative so the check works wherever the files are
 /// carried. [`prepare`] refused the names sha256sum would have to escape.
 fn checksum_line(digest: Digest, path: &Path) -> String {
-    format!("{}  {}\n", digest.hex(), file_name(path))
+    checksum_text(&digest, &file_name(path))
+}
+
+/// The text of `NAME.sha256` for a bundle named `name` whose sha256 is `digest`: what a signature signs.
+pub fn checksum_text(digest: &Digest, name: &str) -> String {
+    format!("{}  {name}\n", digest.hex())
 }

@@ -3,7 +3,8 @@
 //! Stricter than a general tar reader on purpose: every header's checksum, every padding byte and the
 //! end-of-archive blocks are checked, so a byte flipped anywhere in the file is noticed even where no
 //! hash covers it. Only the entries a ferry bundle has are accepted: regular files named `oci-layout`,
-//! `ferry.json`, `index.json`, `manifest.json` or `blobs/sha256/<hex>`, each once. A gzipped bundle is
+//! `ferry.json`, `index.json`, `manifest.json`, `ferry-delta.json` (a delta's) or `blobs/sha256/<hex>`,
+//! each once. A gzipped bundle is
 //! read through a decompressor that refuses implausible expansion; split parts are read as one stream.
 //! The raw bytes are also handed to an observer (the outer checksum runs on another thread).
 
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::MultiGzDecoder;
 
-use super::layout::{BLOBS_DIR, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use super::layout::{BLOBS_DIR, DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
 
 const BLOCK: usize = 512;
 /// A decompressed bundle may be at most this many times its compressed size (plus a margin): registry
@@ -833,7 +834,14 @@ fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Brok
     if name.starts_with('/') || name.split('/').any(|part| part == ".." || part == ".") {
         return Err(refuse("the name points outside the bundle"));
     }
-    let known = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON].contains(&name.as_str())
+    let known = [
+        LAYOUT_JSON,
+        METADATA_JSON,
+        INDEX_JSON,
+        MANIFEST_JSON,
+        DELTA_JSON,
+    ]
+    .contains(&name.as_str())
         || name
             .strip_prefix(BLOBS_DIR)
             .is_some_and(|hex| crate::digest::Digest::from_hex(hex).is_ok());

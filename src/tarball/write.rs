@@ -7,20 +7,21 @@
 //! blobs pass. Headers are pinned (uid 0, mode 0644, one mtime, sorted names) so the same inputs give the
 //! same bytes. The output is hashed while written and renamed into place only when complete.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::delta::{assign, BundleDescription, DeltaRecord, FullBundle, DELTA_FORMAT};
 use super::layout::{
     blob_path, name_annotations, platform_index_bytes, pretty, BundleIndex, DockerEntry, Pins,
-    INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
+    DELTA_JSON, INDEX_JSON, LAYOUT_BYTES, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON,
 };
 use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
 use super::{Signer, TarballError};
 use crate::cache::BlobStore;
-use crate::digest::{Digest, Hashing};
+use crate::digest::{Digest, Hashing, HashingSink};
 use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::{Action, Counted, Reporter, Task};
 use crate::recovery::{Created, Redundancy};
@@ -51,6 +52,109 @@ pub struct Written {
     pub saved_by_sharing: u64,
     /// The recovery data written beside it.
     pub recovery: Option<Created>,
+    /// A delta's record: the full bundle it stands for and what its bases supply.
+    pub delta: Option<DeltaRecord>,
+}
+
+/// Where the blobs of a bundle being written come from: the cache (`ferry bundle`), or verified bundles
+/// (`ferry merge`). Every blob is hashed as it passes, whatever its source.
+pub trait BlobSource {
+    /// The `size` bytes of blob `digest`.
+    fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError>;
+    /// The error for a blob whose `read` bytes hashed to `actual`, not to `digest`, once dealt with.
+    fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError;
+}
+
+/// A cache file damaged on this machine (a flipped bit, a truncation) must not ship under its name with a
+/// matching `.sha256`, to be found only on the far side of the air gap: it is removed from the cache, so
+/// that the next run fetches it again.
+impl BlobSource for BlobStore {
+    fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError> {
+        Ok(Box::new(self.open_blob(digest)?.take(size)))
+    }
+
+    fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError {
+        match self.evict(digest) {
+            Ok(path) => TarballError::DamagedBlob {
+                digest: digest.clone(),
+                path,
+                actual,
+                read,
+            },
+            Err(e) => e.into(),
+        }
+    }
+}
+
+/// The entries of a bundle before its blobs: `oci-layout`, `ferry.json`, `index.json` and docker's
+/// `manifest.json`, in that order (a delta's `ferry-delta.json` comes after its blobs).
+pub type Documents = Vec<(&'static str, Vec<u8>)>;
+
+/// What a bundle of some images holds: its documents and every blob, each in the cache.
+struct Layout {
+    documents: Documents,
+    blobs: BTreeMap<Digest, Descriptor>,
+    /// Manifests, configs and ferry's indexes of platforms: what a delta always carries.
+    documents_as_blobs: BTreeSet<Digest>,
+    /// The bytes the images reference, a shared blob once per image.
+    referenced: u64,
+}
+
+impl Layout {
+    fn of(
+        store: &BlobStore,
+        images: &[Image],
+        metadata: &BundleMetadata,
+    ) -> Result<Layout, TarballError> {
+        let tops = tops(
+            store,
+            images,
+            metadata.platforms.is_some(),
+            metadata.carries_every_platform(),
+        )?;
+        let indexes = tops
+            .iter()
+            .filter(|top| media::is_index(&top.descriptor.media_type))
+            .map(|top| &top.descriptor);
+        let mut blobs = distinct_blobs(images);
+        let mut documents_as_blobs: BTreeSet<Digest> = images
+            .iter()
+            .flat_map(|image| [image.manifest.digest.clone(), image.config.digest.clone()])
+            .collect();
+        for index in indexes.clone() {
+            blobs.insert(index.digest.clone(), index.clone());
+            documents_as_blobs.insert(index.digest.clone());
+        }
+        for image in images {
+            for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
+                if !store.contains(&blob.digest, Some(blob.size)) {
+                    return Err(TarballError::MissingBlob {
+                        image: image.reference.to_string(),
+                        digest: blob.digest.clone(),
+                    });
+                }
+            }
+        }
+        let referenced = images.iter().map(Image::size).sum::<u64>()
+            + indexes.map(|index| index.size).sum::<u64>();
+        Ok(Layout {
+            documents: documents(&tops, metadata).into(),
+            blobs,
+            documents_as_blobs,
+            referenced,
+        })
+    }
+
+    fn sizes(&self) -> BTreeMap<Digest, u64> {
+        self.blobs
+            .iter()
+            .map(|(digest, descriptor)| (digest.clone(), descriptor.size))
+            .collect()
+    }
+
+    fn saved_by_sharing(&self) -> u64 {
+        self.referenced - self.blobs.values().map(|d| d.size).sum::<u64>()
+    }
 }
 
 /// Writes `images` and `metadata` as one bundle at `path` (or its parts).
@@ -62,59 +166,145 @@ pub fn write_bundle(
     options: &WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written, TarballError> {
-    let tops = tops(
-        store,
-        images,
-        metadata.platforms.is_some(),
-        metadata.carries_every_platform(),
-    )?;
-    let mut blobs = distinct_blobs(images);
-    for top in tops
-        .iter()
-        .filter(|top| media::is_index(&top.descriptor.media_type))
-    {
-        blobs.insert(top.descriptor.digest.clone(), top.descriptor.clone());
-    }
-    for image in images {
-        for blob in std::iter::once(&image.manifest).chain(image.blobs()) {
-            if !store.contains(&blob.digest, Some(blob.size)) {
-                return Err(TarballError::MissingBlob {
-                    image: image.reference.to_string(),
-                    digest: blob.digest.clone(),
-                });
-            }
-        }
-    }
-    let referenced: u64 = images.iter().map(Image::size).sum::<u64>()
-        + tops
-            .iter()
-            .filter(|top| media::is_index(&top.descriptor.media_type))
-            .map(|top| top.descriptor.size)
-            .sum::<u64>();
-    let stored: u64 = blobs.values().map(|d| d.size).sum();
+    let layout = Layout::of(store, images, metadata)?;
     reporter.phase(&format!(
         "writing {} ({} images, {} blobs)",
         path.display(),
         images.len(),
-        blobs.len()
+        layout.blobs.len()
     ));
-    let sealed = write_tar(
+    let staged = write_entries(
         store,
-        &documents(&tops, metadata),
-        &blobs,
+        &layout.documents,
+        &layout.sizes(),
         path,
         options,
         reporter,
     )?;
-    sealed.staging.place().map_err(|e| output_error(path, e))?;
     Ok(Written {
-        files: sealed.files,
-        checksum_files: sealed.checksum_files,
-        sha256: sealed.sha256,
-        bytes: sealed.bytes,
-        blobs: blobs.len(),
-        saved_by_sharing: referenced - stored,
-        recovery: sealed.recovery,
+        saved_by_sharing: layout.saved_by_sharing(),
+        ..staged.place(options.signer.as_deref())?
+    })
+}
+
+/// Writes a delta of `images` at `path`: the documents of the bundle [`write_bundle`] would write (named
+/// `full_name` by default), every manifest and config, only the blobs no base holds, and last
+/// `ferry-delta.json`. Every blob is read from the cache once and checked on the way, and the full bundle
+/// is hashed in the same pass (every entry passes through its hash, only the delta's own into the file),
+/// so that `ferry-delta.json` names the bundle a merge must rebuild: building a delta reads what building
+/// the full bundle reads, and writes less. With a signer, the full bundle's signature is recorded too.
+#[allow(clippy::too_many_arguments)]
+pub fn write_delta(
+    store: &BlobStore,
+    images: &[Image],
+    metadata: &BundleMetadata,
+    bases: &[BundleDescription],
+    full_name: &str,
+    path: &Path,
+    options: &WriteOptions,
+    reporter: &dyn Reporter,
+) -> Result<Written, TarballError> {
+    let layout = Layout::of(store, images, metadata)?;
+    let all = layout.sizes();
+    let bases = assign(&all, &layout.documents_as_blobs, bases);
+    let expected: BTreeSet<&Digest> = bases
+        .iter()
+        .flat_map(|base| base.blobs.iter().map(|b| &b.digest))
+        .collect();
+    let carried: BTreeMap<Digest, u64> = all
+        .iter()
+        .filter(|(digest, _)| !expected.contains(digest))
+        .map(|(digest, size)| (digest.clone(), *size))
+        .collect();
+    let full_signature = |sha256: &Digest| {
+        options
+            .signer
+            .as_ref()
+            .map(|signer| signer.signature(output::checksum_text(sha256, full_name).as_bytes()))
+            .transpose()
+            .map_err(|e| write_error(path, e))
+    };
+    let mut record = DeltaRecord {
+        format: DELTA_FORMAT,
+        bundle: FullBundle {
+            name: full_name.to_string(),
+            // Of the same length as the sha256 and the signature to come: the delta's size is known first.
+            sha256: Digest::of(b""),
+            bytes: entries_size(&layout.documents, &all),
+            mtime: options.mtime,
+            signature: full_signature(&Digest::of(b""))?,
+        },
+        bases,
+    };
+    let mut documents = layout.documents.clone();
+    documents.push((DELTA_JSON, pretty(&record)));
+    let total = entries_size(&documents, &carried);
+    reporter.phase(&format!(
+        "writing {} ({} images, {} of {} blobs; the full bundle {full_name} hashed on the way)",
+        path.display(),
+        images.len(),
+        carried.len(),
+        all.len()
+    ));
+    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
+    let id = reporter.on_start(&Task {
+        action: Action::Write,
+        subject: &path.display().to_string(),
+        total,
+        done: 0,
+    });
+    let mut tar = tar::Builder::new(Routed {
+        out: Counted::new(output, reporter, id),
+        full: Some(HashingSink::new()),
+        to_out: true,
+    });
+    let written = stream_entries(
+        &mut tar,
+        store,
+        &layout.documents,
+        &all,
+        |digest| carried.contains_key(digest),
+        options.mtime,
+    )
+    .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))
+    .and_then(|()| {
+        // The full bundle ends here; the delta's record follows in the delta alone.
+        let routed = tar.get_mut();
+        routed.to_out = false;
+        routed
+            .write_all(&[0; 1024])
+            .map_err(|e| write_error(path, e))?;
+        let (sha256, bytes) = routed.full.take().expect("hashing").finish();
+        routed.to_out = true;
+        record.bundle.signature = full_signature(&sha256)?;
+        record.bundle.sha256 = sha256;
+        debug_assert_eq!(bytes, record.bundle.bytes);
+        let json = pretty(&record);
+        append(
+            &mut tar,
+            DELTA_JSON,
+            json.len() as u64,
+            &mut json.as_slice(),
+            options.mtime,
+        )
+        .map_err(|e| write_error(path, e))?;
+        tar.into_inner().map_err(|e| write_error(path, e))
+    })?;
+    reporter.on_complete(id);
+    let sealed = written
+        .out
+        .into_inner()
+        .seal(options.recovery)
+        .map_err(|e| output_error(path, e))?;
+    let staged = Staged {
+        sealed,
+        path: path.to_path_buf(),
+        blobs: carried.len(),
+    };
+    Ok(Written {
+        saved_by_sharing: layout.saved_by_sharing(),
+        delta: Some(record),
+        ..staged.place(options.signer.as_deref())?
     })
 }
 
@@ -138,21 +328,53 @@ fn documents(tops: &[Top], metadata: &BundleMetadata) -> [(&'static str, Vec<u8>
     ]
 }
 
-/// Writes the documents and blobs as a tar into a staged output of the size they make, its progress one
-/// task; the output is sealed (checksums, signature) but not yet in place.
-fn write_tar(
-    store: &BlobStore,
-    documents: &[(&str, Vec<u8>)],
-    blobs: &BTreeMap<Digest, Descriptor>,
+/// A bundle whose every byte is written and synced, not yet in place.
+pub struct Staged {
+    sealed: output::Sealed,
+    path: PathBuf,
+    blobs: usize,
+}
+
+impl Staged {
+    /// The sha256 of everything written.
+    pub fn sha256(&self) -> &Digest {
+        &self.sealed.sha256
+    }
+
+    /// Puts the bundle and its checksum files in place, with `PATH.sig` from `signer` when there is one.
+    pub fn place(self, signer: Option<&dyn Signer>) -> Result<Written, TarballError> {
+        let Staged {
+            sealed,
+            path,
+            blobs,
+        } = self;
+        let sealed = sealed.sign(signer).map_err(|e| output_error(&path, e))?;
+        sealed.staging.place().map_err(|e| output_error(&path, e))?;
+        Ok(Written {
+            files: sealed.files,
+            checksum_files: sealed.checksum_files,
+            sha256: sealed.sha256,
+            bytes: sealed.bytes,
+            blobs,
+            saved_by_sharing: 0,
+            recovery: sealed.recovery,
+            delta: None,
+        })
+    }
+}
+
+/// Writes `documents`, then `blobs` from `source` in digest order, as a tar into a staged output of the
+/// size they make (its progress one task), each blob hashed as it passes; the output is written and
+/// synced, not yet signed or in place.
+pub fn write_entries(
+    source: &dyn BlobSource,
+    documents: &Documents,
+    blobs: &BTreeMap<Digest, u64>,
     path: &Path,
     options: &WriteOptions,
     reporter: &dyn Reporter,
-) -> Result<output::Sealed, TarballError> {
-    let sizes = documents
-        .iter()
-        .map(|(_, bytes)| bytes.len() as u64)
-        .chain(blobs.values().map(|d| d.size));
-    let total = tar_size(sizes);
+) -> Result<Staged, TarballError> {
+    let total = entries_size(documents, blobs);
     let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
     let id = reporter.on_start(&Task {
         action: Action::Write,
@@ -160,60 +382,101 @@ fn write_tar(
         total,
         done: 0,
     });
-    let mut tar = tar::Builder::new(Counted::new(output, reporter, id));
-    for (name, bytes) in documents {
-        append(
-            &mut tar,
-            name,
-            bytes.len() as u64,
-            &mut bytes.as_slice(),
-            options.mtime,
-        )
-        .map_err(|e| write_error(path, e))?;
-    }
-    for (digest, descriptor) in blobs {
-        copy_blob(&mut tar, store, digest, descriptor.size, options.mtime)
-            .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
-    }
-    tar.finish().map_err(|e| write_error(path, e))?;
-    let output = tar
-        .into_inner()
-        .map_err(|e| write_error(path, e))?
-        .into_inner();
+    let mut tar = tar::Builder::new(Routed::<HashingSink, _> {
+        out: Counted::new(output, reporter, id),
+        full: None,
+        to_out: true,
+    });
+    let routed = stream_entries(&mut tar, source, documents, blobs, |_| true, options.mtime)
+        .and_then(|()| tar.into_inner().map_err(Err))
+        .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
     reporter.on_complete(id);
-    output
-        .seal(options.signer.as_deref(), options.recovery)
-        .map_err(|e| output_error(path, e))
+    let sealed = routed
+        .out
+        .into_inner()
+        .seal(options.recovery)
+        .map_err(|e| output_error(path, e))?;
+    Ok(Staged {
+        sealed,
+        path: path.to_path_buf(),
+        blobs: blobs.len(),
+    })
 }
 
-/// Copies one blob from the cache into the tar, hashing it on the way: a cache file damaged on this
-/// machine (a flipped bit, a truncation) must not ship under its name with a matching `.sha256`, to be
-/// found only on the far side of the air gap. A damaged blob is removed from the cache, so that the next
-/// run fetches it again. The outer error is the bundle's; the inner one, the writing's.
+/// The bytes of the tar of `documents` and `blobs`.
+fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64 {
+    tar_size(
+        documents
+            .iter()
+            .map(|(_, bytes)| bytes.len() as u64)
+            .chain(blobs.values().copied()),
+    )
+}
+
+/// What a tar builder writes, routed: into `full`, when there is one, everything (a delta's writer hashes
+/// the full bundle on the way); into `out` only while `to_out` (the entries the output holds).
+struct Routed<F, O> {
+    out: O,
+    full: Option<F>,
+    to_out: bool,
+}
+
+impl<F: Write, O: Write> Write for Routed<F, O> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(full) = self.full.as_mut() {
+            full.write_all(buf)?;
+        }
+        if self.to_out {
+            self.out.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, every blob hashed as it
+/// passes; a blob reaches the output only if `in_output` says so. The outer error is the bundle's; the
+/// inner one, the writing's.
+fn stream_entries<F: Write, O: Write>(
+    tar: &mut tar::Builder<Routed<F, O>>,
+    source: &dyn BlobSource,
+    documents: &Documents,
+    blobs: &BTreeMap<Digest, u64>,
+    in_output: impl Fn(&Digest) -> bool,
+    mtime: u64,
+) -> Result<(), Result<TarballError, io::Error>> {
+    for (name, bytes) in documents {
+        append(tar, name, bytes.len() as u64, &mut bytes.as_slice(), mtime).map_err(Err)?;
+    }
+    for (digest, size) in blobs {
+        tar.get_mut().to_out = in_output(digest);
+        copy_blob(tar, source, digest, *size, mtime)?;
+    }
+    tar.get_mut().to_out = true;
+    Ok(())
+}
+
+/// Copies one blob into the tar, hashing it on the way: what does not hash to its name is its source's
+/// to explain.
 fn copy_blob<W: Write>(
     tar: &mut tar::Builder<W>,
-    store: &BlobStore,
+    source: &dyn BlobSource,
     digest: &Digest,
     size: u64,
     mtime: u64,
 ) -> Result<(), Result<TarballError, io::Error>> {
-    let file = store.open_blob(digest).map_err(|e| Ok(e.into()))?;
+    let blob = source.open(digest, size).map_err(Ok)?;
     // tar copies in 8 KiB reads; a large buffer makes that one read syscall per MiB.
-    let mut reading = Hashing::new(io::BufReader::with_capacity(1 << 20, file.take(size)));
+    let mut reading = Hashing::new(io::BufReader::with_capacity(1 << 20, blob));
     append(tar, &blob_path(digest), size, &mut reading, mtime).map_err(Err)?;
     let (_, actual, read) = reading.finish();
     if actual == *digest && read == size {
         return Ok(());
     }
-    Err(Ok(match store.evict(digest) {
-        Ok(path) => TarballError::DamagedBlob {
-            digest: digest.clone(),
-            path,
-            actual,
-            read,
-        },
-        Err(e) => e.into(),
-    }))
+    Err(Ok(source.damaged(digest, actual, read)))
 }
 
 /// The bytes of a tar holding entries of `sizes`: a header and the data padded to 512 bytes each,

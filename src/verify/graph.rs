@@ -264,7 +264,7 @@ impl Contents {
         for (i, layer) in manifest.layers.iter().enumerate() {
             match self.check_blob(&layer.digest, layer.size, "layer") {
                 Err(problem) => verdict.problems.push(problem),
-                Ok(blob) if deep => {
+                Ok(blob) if deep && !blob.is_elsewhere() => {
                     let content = if Codec::of_media_type(&layer.media_type) != Codec::Plain {
                         blob.uncompressed.clone()
                     } else {

@@ -2,9 +2,15 @@
 //! blob as it passes (the whole file is hashed on another thread for the `.sha256`), then every reference
 //! is checked: index → manifests → configs and layers, `manifest.json` and `ferry.json` against the index,
 //! and, with a Kubernetes version, the catalog against the bundle. Every finding is collected.
+//!
+//! A delta is checked with its bases (delta.rs): each base file must be one the delta names by sha256,
+//! and supplies the blobs the delta expects from it, each hashed as it passes; the union is then checked
+//! as the full bundle it stands for. Without its bases, what the delta holds is checked, and what
+//! it expects from where is listed.
 
 mod catalog;
 mod checksum;
+mod delta;
 mod documents;
 mod graph;
 mod stream;
@@ -19,6 +25,7 @@ use serde::Serialize;
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
 pub use self::checksum::checksum_lines;
+pub use self::delta::{BaseVerdict, DeltaReport};
 use self::stream::{Contents, OuterHasher};
 use crate::catalog::Catalogs;
 use crate::digest::Digest;
@@ -26,9 +33,10 @@ use crate::image::Platform;
 use crate::k8s::KubeVersion;
 use crate::recovery::{self, RecoveryError, RecoverySet};
 use crate::reference::Reference;
+use crate::tarball::delta::{BundleDescription, DeltaRecord, DescribedImage, HeldBlob};
 use crate::tarball::layout::METADATA_JSON;
 use crate::tarball::read::{read_bundle, ReadError, Source};
-use crate::tarball::BundleMetadata;
+use crate::tarball::{file_name, BundleMetadata, Documents};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
@@ -36,6 +44,8 @@ pub struct VerifyOptions {
     pub deep: bool,
     /// Check the bundle holds every image the catalog lists for this Kubernetes version.
     pub kubernetes: Option<KubeVersion>,
+    /// A delta's bases, in any order: each must be a file the delta names.
+    pub bases: Vec<PathBuf>,
 }
 
 /// What `.sha256` files beside the bundle said.
@@ -187,6 +197,8 @@ pub struct ImageVerdict {
 pub struct Report {
     pub bundle: PathBuf,
     pub bytes: u64,
+    /// Of the file (the parts joined) as read.
+    pub sha256: Digest,
     pub checksum: Checksum,
     /// Recovery files a checksum file lists that do not match it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -201,7 +213,11 @@ pub struct Report {
     pub missing: Vec<String>,
     pub blobs: usize,
     pub metadata: Option<BundleMetadata>,
-    /// Where each blob's bytes are in the tar stream (offset, size), for delivery.
+    /// What a delta is a delta of, and of which bases.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaReport>,
+    /// Where each blob's bytes are in the tar stream (offset, size), for delivery. A delta's bases
+    /// follow its own files in `source`, so their blobs are located in that joined stream too.
     #[serde(skip)]
     pub locations: BTreeMap<Digest, (u64, u64)>,
     /// The documents as read, by name: what a loader is fed, rather than the file read again.
@@ -223,7 +239,29 @@ pub struct Verified {
     images: Vec<VerifiedImage>,
     locations: BTreeMap<Digest, (u64, u64)>,
     documents: BTreeMap<String, Vec<u8>>,
+    delta: Option<VerifiedDelta>,
     partial: bool,
+}
+
+/// What a verified delta stands for and where its blobs are.
+#[derive(Debug)]
+pub struct VerifiedDelta {
+    /// Its `ferry-delta.json`.
+    pub record: DeltaRecord,
+    /// The documents of the full bundle, in the order it has them.
+    pub documents: Documents,
+    /// The blobs expected from bases that were not given (push finds them in the registry instead),
+    /// each with the index of its base in the record, and its size.
+    pub expected: BTreeMap<Digest, (usize, u64)>,
+    /// The base files read with it.
+    pub files: Vec<PathBuf>,
+}
+
+impl VerifiedDelta {
+    /// Whether every blob is at hand (the bases were given): then it is as good as the full bundle.
+    pub fn complete(&self) -> bool {
+        self.expected.is_empty()
+    }
 }
 
 impl Verified {
@@ -269,6 +307,20 @@ impl Verified {
     /// Every blob, with where its bytes are in the tar stream (offset, size).
     pub fn locations(&self) -> &BTreeMap<Digest, (u64, u64)> {
         &self.locations
+    }
+
+    /// A blob's size, whether it is at hand or expected from a base that was not given.
+    pub fn size(&self, digest: &Digest) -> Option<u64> {
+        self.location(digest).map(|(_, size)| size).or_else(|| {
+            self.delta
+                .as_ref()
+                .and_then(|delta| delta.expected.get(digest).map(|&(_, size)| size))
+        })
+    }
+
+    /// When it is a delta: what it stands for, and what it expects from bases not given.
+    pub fn delta(&self) -> Option<&VerifiedDelta> {
+        self.delta.as_ref()
     }
 
     /// The documents (`oci-layout`, `ferry.json`, `index.json`, `manifest.json`) by name, the very bytes
@@ -377,6 +429,7 @@ impl Report {
             let carried = metadata.all_platforms();
             carried.iter().map(|p| p.parse().ok()).collect()
         });
+        let delta = self.delta.as_ref().map(DeltaReport::verified);
         match (images, platforms, self.metadata) {
             (Some(images), Some(platforms), Some(metadata)) => Ok(Verified {
                 bundle: self.bundle,
@@ -386,6 +439,7 @@ impl Report {
                 platforms,
                 images,
                 locations: self.locations,
+                delta,
                 documents: self.documents,
                 partial: false,
             }),
@@ -456,17 +510,49 @@ pub fn verify(
     options: &VerifyOptions,
     catalogs: &Catalogs,
 ) -> Result<Report, VerifyError> {
+    let (mut report, mut contents) = read(path, options.deep, None)?;
+    let joined = delta::join_bases(&mut report, &mut contents, &options.bases, options.deep)?;
+    contents.cross_check(&mut report, options.deep);
+    report.documents = std::mem::take(&mut contents.documents);
+    joined.name_images(&mut report);
+    if let Some(version) = options.kubernetes {
+        check_completeness(&mut report, version, catalogs)?;
+    }
+    if !report.intact() {
+        report.recovery = check_recovery(path);
+    }
+    Ok(report)
+}
+
+/// Reads a bundle in one pass: the report of what the pass found, and what it saw for the checks. With
+/// `only`, the blobs not in it are passed over, hashed only as part of the whole file.
+fn read(
+    path: &Path,
+    deep: bool,
+    only: Option<&std::collections::BTreeSet<Digest>>,
+) -> Result<(Report, Contents), VerifyError> {
     let source = Source::locate(path)?;
     let mut hasher = OuterHasher::start();
     let mut contents = Contents::default();
-    let bytes = read_bundle(&source, &mut hasher, |entry| {
-        contents.take(entry, options.deep)
+    let wanted = |name: &str| {
+        let blob = name
+            .strip_prefix(crate::tarball::layout::BLOBS_DIR)
+            .and_then(|hex| Digest::from_hex(hex).ok());
+        match (only, blob) {
+            (Some(only), Some(digest)) => only.contains(&digest),
+            _ => true,
+        }
+    };
+    let bytes = read_bundle(&source, &mut hasher, |entry| match wanted(&entry.name) {
+        true => contents.take(entry, deep),
+        false => Ok(()),
     })?;
     let (parts, whole) = hasher.finish();
     let (checksum, damaged_recovery_files) = check_sums(&source, &parts, &whole);
-    let mut report = Report {
+    let report = Report {
         bundle: path.to_path_buf(),
         bytes,
+        sha256: whole,
         checksum,
         damaged_recovery_files,
         recovery: None,
@@ -475,17 +561,41 @@ pub fn verify(
         missing: Vec::new(),
         blobs: contents.blobs.len(),
         metadata: None,
+        delta: None,
         locations: std::mem::take(&mut contents.locations),
         documents: BTreeMap::new(),
         source,
     };
-    contents.cross_check(&mut report, options.deep);
-    report.documents = std::mem::take(&mut contents.documents);
-    if let Some(version) = options.kubernetes {
-        check_completeness(&mut report, version, catalogs)?;
+    Ok((report, contents))
+}
+
+impl Report {
+    /// What a delta built against this bundle needs to know of it: its identity and every blob it holds.
+    pub fn describe(&self) -> BundleDescription {
+        BundleDescription {
+            file: file_name(&self.source.whole),
+            sha256: self.sha256.clone(),
+            bytes: self.bytes,
+            release: self
+                .metadata
+                .as_ref()
+                .and_then(BundleMetadata::release_spec),
+            blobs: self
+                .locations
+                .iter()
+                .map(|(digest, &(_, size))| HeldBlob {
+                    digest: digest.clone(),
+                    size,
+                })
+                .collect(),
+            images: self
+                .images
+                .iter()
+                .map(|image| DescribedImage {
+                    name: image.name.clone(),
+                    blobs: image.config.iter().chain(&image.layers).cloned().collect(),
+                })
+                .collect(),
+        }
     }
-    if !report.intact() {
-        report.recovery = check_recovery(path);
-    }
-    Ok(report)
 }

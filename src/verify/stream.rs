@@ -4,11 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::sync::mpsc;
 
-use sha2::{Digest as _, Sha256};
-
-use crate::digest::{Digest, Hashing};
+use crate::digest::{BackgroundHasher, Digest, Hashing};
 use crate::layer_codec::{Codec, ContentHasher};
 use crate::tarball::read::{Entry, Observer};
 
@@ -28,6 +25,24 @@ pub(super) struct SeenBlob {
     pub(super) kept: Option<Vec<u8>>,
     /// The digest of its decompressed content (`--deep`, gzip and zstd layers only).
     pub(super) uncompressed: Option<Digest>,
+    /// Not read: expected from a delta's base that was not given, as the delta names it.
+    elsewhere: bool,
+}
+
+impl SeenBlob {
+    /// A blob of a delta's base that was not read, standing in as the delta names it.
+    pub(super) fn elsewhere(digest: &Digest, size: u64) -> SeenBlob {
+        SeenBlob {
+            size,
+            actual: Some(digest.clone()),
+            elsewhere: true,
+            ..SeenBlob::default()
+        }
+    }
+
+    pub(super) fn is_elsewhere(&self) -> bool {
+        self.elsewhere
+    }
 }
 
 #[derive(Default)]
@@ -39,65 +54,28 @@ pub(super) struct Contents {
     pub(super) locations: BTreeMap<Digest, (u64, u64)>,
 }
 
-/// Hashes the raw file(s) on a second thread: per part and whole.
-pub(super) struct OuterHasher {
-    sender: Option<mpsc::SyncSender<Option<Vec<u8>>>>,
-    worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
-}
+/// Hashes the raw file(s) as they are read, on a second thread: per part and whole.
+pub(super) struct OuterHasher(BackgroundHasher);
 
 impl OuterHasher {
     pub(super) fn start() -> OuterHasher {
-        let (sender, receiver) = mpsc::sync_channel::<Option<Vec<u8>>>(16);
-        let worker = std::thread::spawn(move || {
-            // While the first part is read, the whole's hash is that part's too: an unsplit bundle, the
-            // common case, is hashed once. A part hasher starts only with the second part.
-            let (mut whole, mut parts, mut part) = (Sha256::new(), Vec::new(), None::<Sha256>);
-            for message in receiver {
-                match message {
-                    None => {
-                        let finished = part.replace(Sha256::new()).unwrap_or_else(|| whole.clone());
-                        parts.push(Digest::from_hasher(finished));
-                    }
-                    Some(chunk) => {
-                        whole.update(&chunk);
-                        if let Some(part) = part.as_mut() {
-                            part.update(&chunk);
-                        }
-                    }
-                }
-            }
-            parts.push(Digest::from_hasher(part.unwrap_or_else(|| whole.clone())));
-            (parts, Digest::from_hasher(whole))
-        });
-        OuterHasher {
-            sender: Some(sender),
-            worker: Some(worker),
-        }
+        OuterHasher(BackgroundHasher::start())
     }
 
-    pub(super) fn finish(mut self) -> (Vec<Digest>, Digest) {
-        drop(self.sender.take());
-        self.worker
-            .take()
-            .expect("started")
-            .join()
-            .expect("hasher thread does not panic")
+    pub(super) fn finish(self) -> (Vec<Digest>, Digest) {
+        self.0.finish()
     }
 }
 
 impl Observer for OuterHasher {
     fn part_started(&mut self, index: usize) {
         if index > 0 {
-            let _ = self.sender.as_ref().expect("open").send(None);
+            self.0.next_part();
         }
     }
 
     fn bytes(&mut self, chunk: &[u8]) {
-        let _ = self
-            .sender
-            .as_ref()
-            .expect("open")
-            .send(Some(chunk.to_vec()));
+        self.0.update(chunk.to_vec());
     }
 }
 
@@ -169,6 +147,7 @@ impl Contents {
                 actual: Some(actual),
                 kept,
                 uncompressed,
+                elsewhere: false,
             },
         );
         Ok(())

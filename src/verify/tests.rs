@@ -53,7 +53,7 @@ fn no_mutation_of_a_bundle_passes_and_none_panics() {
     let catalogs = Catalogs::load(&[]).unwrap();
     let deep = VerifyOptions {
         deep: true,
-        kubernetes: None,
+        ..Default::default()
     };
     let baseline = verify(&path, &deep, &catalogs).unwrap();
     assert!(
@@ -80,7 +80,7 @@ fn no_mutation_passes(
     let catalogs = Catalogs::load(&[]).unwrap();
     let deep = VerifyOptions {
         deep: true,
-        kubernetes: None,
+        ..Default::default()
     };
     let mutated = dir.join("m.tar");
     let mut state = 0x2545_f491_4f6c_dd1d;
@@ -242,7 +242,7 @@ fn every_image_must_have_every_platform_the_bundle_carries() {
             &path,
             &VerifyOptions {
                 deep: true,
-                kubernetes: None,
+                ..Default::default()
             },
             &Catalogs::load(&[]).unwrap(),
         )

@@ -4,6 +4,7 @@
 mod bundle;
 mod cli;
 mod deliver;
+mod delta;
 mod faults;
 mod ferry;
 mod formats;

@@ -265,12 +265,26 @@ pub fn push_image(
     platforms: &[&str],
     size: usize,
 ) -> Seeded {
+    push_image_as(addr, repository, tag, repository, format, platforms, size)
+}
+
+/// [`push_image`] whose own layer is made of `name` (the repository's other tags share it only if they
+/// are pushed under the same name): a release's images of new versions, all new but the base layer.
+pub fn push_image_as(
+    addr: &str,
+    repository: &str,
+    tag: &str,
+    name: &str,
+    format: Format,
+    platforms: &[&str],
+    size: usize,
+) -> Seeded {
     let oci = format == Format::OciIndex;
     let manifest_type = if oci { OCI_MANIFEST } else { DOCKER_MANIFEST };
     let mut manifests = Vec::new();
     let mut entries = Vec::new();
     for platform in platforms {
-        let bytes = push_platform(addr, repository, repository, platform, size, oci, 0);
+        let bytes = push_platform(addr, repository, name, platform, size, oci, 0);
         let digest = sha256(&bytes);
         if format == Format::DockerSingle {
             push_manifest(addr, repository, tag, manifest_type, &bytes);

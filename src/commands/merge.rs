@@ -1,0 +1,69 @@
+//! `ferry merge BASE... DELTA`: the full bundle, rebuilt from a delta and its bases.
+
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::deliver::verified;
+use super::reporter;
+use crate::catalog::Catalogs;
+use crate::cli::MergeArgs;
+use crate::deliver::merge::{merge, MergeError};
+use crate::error::{Error, Result};
+use crate::progress::DecimalBytes;
+
+pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result<()> {
+    crate::interrupt::install();
+    let (delta, bases) = args
+        .paths
+        .split_last()
+        .expect("clap requires a base and a delta");
+    let bundle = verified(catalogs, delta, bases, &args.trust, false, out)?;
+    let Some(record) = bundle.delta() else {
+        return Err(MergeError::NotADelta(delta.clone()).into());
+    };
+    let full = &record.record.bundle;
+    let path = output_path(args.output.as_deref(), &full.name)?;
+    let reporter = reporter(args.quiet);
+    let merged = merge(&bundle, &path, args.split, reporter.as_ref())?;
+    reporter.finish();
+    let written = &merged.written;
+    let images: std::collections::BTreeSet<&String> =
+        bundle.metadata().images.iter().map(|i| &i.name).collect();
+    let line = format!(
+        "{}  {} image(s), {}, sha256 {}, as the delta names it",
+        path.display(),
+        images.len(),
+        DecimalBytes(written.bytes),
+        written.sha256.hex()
+    );
+    writeln!(out, "{line}").map_err(Error::Output)?;
+    let note = match (&full.signature, merged.signed) {
+        (Some(_), true) => format!(
+            "  signed: {} (the signature the delta carries)",
+            crate::tarball::sibling(&path, ".sig").display()
+        ),
+        (Some(_), false) => format!(
+            "  not signed: the delta carries the signature of {}; merge to that name to keep it",
+            full.name
+        ),
+        (None, _) => return Ok(()),
+    };
+    writeln!(out, "{note}").map_err(Error::Output)
+}
+
+/// `-o` as `ferry bundle` takes it: a file, or a directory (existing, or ending in `/`) for the full
+/// bundle's own name, which the current directory gets by default.
+fn output_path(output: Option<&Path>, name: &str) -> Result<PathBuf> {
+    match output {
+        Some(out) if out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") => {
+            std::fs::create_dir_all(out).map_err(|source| Error::Io {
+                path: out.to_path_buf(),
+                source,
+            })?;
+            Ok(out.join(name))
+        }
+        Some(out) => Ok(out.to_path_buf()),
+        None => Ok(PathBuf::from(name)),
+    }
+}
