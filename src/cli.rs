@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::catalog::Catalogs;
 use crate::deliver::load::Runtime;
 use crate::image::Platform;
 use crate::k8s::KubeVersion;
@@ -95,6 +96,59 @@ pub enum Command {
         after_help = "Examples:\n  ferry serve csi.tar --listen 10.0.0.5:5000\n  ferry serve csi.tar --listen 10.0.0.5:5000 --print-config containerd > nodes.sh\n  ferry serve a.tar b.tar.part-000 --listen 0.0.0.0:5443 --tls-cert reg.pem --tls-key reg.key --htpasswd htpasswd\n\nNames are those ferry push gives, without a host: 10.0.0.5:5000/sig-storage/csi-provisioner:v3.6.0, 10.0.0.5:5000/huawei-csi:4.8.0. As a mirror, the upstream registry comes with containerd's ns= parameter, or as the first path component (10.0.0.5:5000/registry.k8s.io/sig-storage/csi-provisioner:v3.6.0).\n\nWrites are refused. Ctrl-C or SIGTERM stops it; transfers under way get 10 s to finish."
     )]
     Serve(ServeArgs),
+    /// Print the completion script for a shell, generated from the same definitions as --help.
+    #[command(
+        after_help = "Where each shell looks for it:\n  ferry completions bash > /etc/bash_completion.d/ferry   (or ~/.local/share/bash-completion/completions/ferry)\n  ferry completions zsh > /usr/local/share/zsh/site-functions/_ferry   (a directory on $fpath)\n  ferry completions fish > ~/.config/fish/completions/ferry.fish\n  ferry completions powershell >> $PROFILE"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages of ferry and of each subcommand (ferry.1, ferry-verify.1, ...) into DIR.
+    #[command(
+        after_help = "Example:\n  ferry manpages /usr/local/share/man/man1 && man ferry-verify\n\nDIR is created when missing; a page already there is replaced."
+    )]
+    Manpages {
+        /// The directory to write the pages into.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+}
+
+/// Parses the command line, with the long `--version` that [`command`] gives.
+pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
+}
+
+/// ferry's command line as --help, `ferry completions` and `ferry manpages` show it: one definition.
+pub fn command() -> clap::Command {
+    Cli::command().long_version(long_version())
+}
+
+/// What `ferry --version` says besides the version: the commit it was built from (build.rs), and the
+/// newest release of each catalog compiled in, so that an operator knows which tables a binary carries.
+fn long_version() -> String {
+    let newest = match Catalogs::load(&[]) {
+        Ok(catalogs) => {
+            let mut newest: Vec<String> = Vec::new();
+            let mut catalog = None;
+            // Releases come sorted by catalog, newest first: the first of each catalog is its newest.
+            for release in catalogs.releases() {
+                if catalog != Some(&release.catalog) {
+                    catalog = Some(&release.catalog);
+                    newest.push(release.id());
+                }
+            }
+            newest.join(", ")
+        }
+        Err(error) => format!("cannot be read: {error}"),
+    };
+    format!(
+        "{} ({})\nnewest catalog releases: {newest}",
+        env!("CARGO_PKG_VERSION"),
+        env!("FERRY_BUILD_COMMIT")
+    )
 }
 
 #[derive(Debug, Args)]

@@ -1,11 +1,10 @@
 use std::error::Error as _;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ferry::progress::line_to_stderr;
 
 fn main() -> ExitCode {
-    let cli = ferry::cli::Cli::parse();
+    let cli = ferry::cli::parse();
     match ferry::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -2,9 +2,11 @@
 
 mod bundle;
 mod catalogs;
+mod completions;
 mod deliver;
 mod diff;
 mod list;
+mod manpages;
 mod merge;
 mod pull;
 mod repair;
@@ -44,6 +46,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Load(args) => deliver::load(&catalogs, &args, &mut out),
         Command::Serve(args) => serve::run(&catalogs, &args, &mut out),
         Command::Repair(args) => repair::run(&catalogs, &args, &mut out),
+        Command::Completions { shell } => completions::run(shell, &mut out),
+        Command::Manpages { dir } => manpages::run(&dir, &mut out),
     }
     // Whatever failed after a signal failed because of it; the signal decides the exit code.
     .map_err(|error| crate::interrupt::pending().map_or(error, Error::Interrupted))?;

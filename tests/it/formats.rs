@@ -32,6 +32,21 @@ fn skopeo(args: &[&str]) {
     succeeded(output, &format!("skopeo {args:?}"));
 }
 
+/// `skopeo copy` between plain-HTTP registries into an OCI image with zstd layers (`extra`: `--all` for
+/// every platform).
+pub fn copy_as_zstd(from: &str, to: &str, extra: &[&str]) {
+    let args = [
+        "copy",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        "--format",
+        "oci",
+        "--dest-compress-format",
+        "zstd",
+    ];
+    skopeo(&[&args[..], extra, &[from, to]].concat());
+}
+
 /// Every blob of an uncompressed tar whose content starts with `magic`: (entry name, data offset, size).
 fn blobs_starting_with(bundle: &Path, magic: &[u8]) -> Vec<(String, u64, u64)> {
     let file = std::fs::File::open(bundle).unwrap();
@@ -84,17 +99,7 @@ fn a_zstd_image_bundles_verifies_deep_and_a_flipped_byte_in_its_layer_is_named()
         format!("docker://{}/csi/app:v1", registry.addr()),
         format!("docker://{}/csi/zstd:v1", registry.addr()),
     );
-    skopeo(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--dest-tls-verify=false",
-        "--format",
-        "oci",
-        "--dest-compress-format",
-        "zstd",
-        &from,
-        &to,
-    ]);
+    copy_as_zstd(&from, &to, &[]);
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("zstd.tar");
     let image = format!("{}/csi/zstd:v1", registry.addr());

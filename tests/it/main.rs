@@ -5,6 +5,7 @@ mod bundle;
 mod cli;
 mod deliver;
 mod delta;
+mod far_side;
 mod faults;
 mod ferry;
 mod formats;

@@ -35,7 +35,12 @@ pub struct Served {
 
 impl Served {
     pub fn start(args: &[&str], log: PathBuf) -> Served {
-        let mut child = command()
+        Served::start_with(command(), args, log)
+    }
+
+    /// `ferry serve` run by `ferry` (a static binary, or one under qemu-user).
+    pub fn start_with(mut ferry: Command, args: &[&str], log: PathBuf) -> Served {
+        let mut child = ferry
             .arg("serve")
             .args(args)
             .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
@@ -110,7 +115,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap()
 }
 
-fn text(output: &Output) -> String {
+pub fn text(output: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -118,7 +123,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-fn digest_of(bytes: &[u8]) -> String {
+pub fn digest_of(bytes: &[u8]) -> String {
     format!(
         "sha256:{}",
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes))

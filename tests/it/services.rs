@@ -23,6 +23,13 @@ pub fn require<T>(service: Result<T, String>) -> Option<T> {
     if std::env::var("FERRY_ALLOW_SKIP").as_deref() != Ok("1") {
         panic!("a service this test needs cannot start: {why}\n(FERRY_ALLOW_SKIP=1 skips such tests, and lists them)");
     }
+    record_skip(&why);
+    None
+}
+
+/// Says on stderr, and in the list tests/run-all.sh shows at the end (FERRY_SKIP_LOG), that the running
+/// test did not run, and why.
+pub fn record_skip(why: &str) {
     let test = std::thread::current()
         .name()
         .unwrap_or("a test")
@@ -37,7 +44,6 @@ pub fn require<T>(service: Result<T, String>) -> Option<T> {
             .unwrap_or_else(|e| panic!("cannot write the skip log {log}: {e}"));
         writeln!(file, "{test}: {why}").unwrap();
     }
-    None
 }
 
 fn free_port() -> u16 {
