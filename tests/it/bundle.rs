@@ -11,6 +11,7 @@ use crate::seed::{
     push_image, push_image_with_long_history, seed_csi_480, vendor_dir_480, vendor_tarball, Format,
     Seeded, PLATFORMS, VENDOR_480,
 };
+use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 pub fn text(output: &Output) -> String {
@@ -19,6 +20,19 @@ pub fn text(output: &Output) -> String {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// `ferry bundle ARGS... --cache-dir WORK/cache -o OUT -q`: a quiet bundle, its cache in the test's work
+/// directory.
+pub fn bundle_quietly(work: &Path, out: &Path, args: &[&str]) -> Run {
+    run(command()
+        .arg("bundle")
+        .args(args)
+        .arg("--cache-dir")
+        .arg(work.join("cache"))
+        .arg("-o")
+        .arg(out)
+        .arg("-q"))
 }
 
 pub fn sha256sum_check(dir: &Path, file: &str) {
@@ -269,13 +283,8 @@ fn csi_480_bundle_is_checksummed_reproducible_and_loads_everywhere() {
     };
     let load = podman.podman(&["load", "-i", bundle.to_str().unwrap()]);
     assert!(load.status.success(), "podman load: {}", text(&load));
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
     assert_eq!(
-        names,
+        podman.image_names(),
         expected_names(),
         "podman files every image under its fully qualified name"
     );
@@ -381,34 +390,24 @@ fn all_k8s_writes_one_bundle_per_image_set_fetching_shared_blobs_once() {
 
 #[test]
 fn a_failed_bundle_leaves_no_file_at_its_path() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, _)) = registry_with_livenessprobe(&PLATFORMS[..1], 50_000) else {
         return;
     };
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..1],
-        50_000,
-    );
     let work = tempfile::tempdir().unwrap();
     let mirror = format!("registry.k8s.io={}", registry.addr());
     let out = work.path().join("x.tar");
-    let run = ferry(&[
-        "bundle",
-        "--image",
-        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-        "--image",
-        "registry.k8s.io/sig-storage/absent:v1",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
+    let run = bundle_quietly(
+        work.path(),
+        &out,
+        &[
+            "--image",
+            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+            "--image",
+            "registry.k8s.io/sig-storage/absent:v1",
+            "--mirror",
+            &mirror,
+        ],
+    )
     .fails_with(1);
     assert!(run.stderr().contains("absent"), "{}", run.stderr());
     let left: Vec<_> = std::fs::read_dir(work.path())

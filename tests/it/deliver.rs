@@ -1,11 +1,10 @@
 //! The air-gapped side: `ferry push` into a TLS + basic-auth Distribution registry, read back with skopeo;
 //! `ferry load` into real containerd, dockerd and podman.
 
-use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::bundle::{expected_names, Csi480};
-use crate::ferry::{command, run, Run};
+use crate::ferry::{command, ferry, run, Run};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
 
 /// The manifest digest of `image` as an independent client (skopeo) reads it from the registry.
@@ -32,6 +31,30 @@ pub fn skopeo_digest(registry: &Registry, image: &str) -> String {
     )
 }
 
+/// `ferry load BUNDLE --runtime RUNTIME --address ADDRESS`, as a user at a node runs it.
+pub fn load(bundle: &str, runtime: &str, address: &str) -> Run {
+    ferry(&["load", bundle, "--runtime", runtime, "--address", address])
+}
+
+/// `ferry load BUNDLE --runtime podman` into the storage of `podman`.
+pub fn load_into_podman(bundle: &str, podman: &Podman) -> Run {
+    run(command()
+        .args(["load", bundle, "--runtime", "podman"])
+        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
+}
+
+/// `ferry push BUNDLE --to TO EXTRA...` into `private` (TLS and basic auth), trusting its CA and holding
+/// its credentials.
+pub fn push_into(private: &Registry, bundle: &str, to: &str, extra: &[&str]) -> Command {
+    let mut command = command();
+    command
+        .args(["push", bundle, "--to", to, "--ca-cert"])
+        .arg(private.ca_cert())
+        .args(extra)
+        .env("DOCKER_CONFIG", private.docker_config());
+    command
+}
+
 #[test]
 fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
     let Some(csi) = Csi480::start() else { return };
@@ -44,20 +67,15 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
     let bundle = csi.work.path().join("csi.tar");
     let to = format!("{}/csi", private.addr());
     let values = csi.work.path().join("values.yaml");
-    let args = [
-        "push",
-        bundle.to_str().unwrap(),
-        "--to",
-        &to,
-        "--ca-cert",
-        private.ca_cert().to_str().unwrap(),
-        "--helm-values",
-        values.to_str().unwrap(),
-    ];
-    let first = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .success();
+    let push = || {
+        push_into(
+            &private,
+            bundle.to_str().unwrap(),
+            &to,
+            &["--helm-values", values.to_str().unwrap()],
+        )
+    };
+    let first = run(&mut push()).success();
     assert_eq!(first.stdout().lines().count(), 11, "{}", first.stdout());
     assert!(
         first.stderr().contains("mounted") && !first.stderr().contains("mounted 0,"),
@@ -84,10 +102,7 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
             );
         }
     }
-    let again = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .success();
+    let again = run(&mut push()).success();
     assert!(
         again.stderr().contains("uploaded 0 B in 0 blob(s)"),
         "the second push uploads nothing: {}",
@@ -119,7 +134,7 @@ fn push_480_into_a_tls_auth_registry_keeps_upstream_digests() {
         "{values}"
     );
 
-    let anonymous = run(command().args(args).env("DOCKER_CONFIG", csi.work.path())).fails_with(1);
+    let anonymous = run(push().env("DOCKER_CONFIG", csi.work.path())).fails_with(1);
     assert!(
         anonymous.stderr().contains(private.addr()),
         "{}",
@@ -209,25 +224,10 @@ fn load_into_containerd_docker_and_podman() {
         return;
     };
     let socket = containerd.socket().to_str().unwrap().to_string();
-    let loaded = run(command().args([
-        "load",
-        first_part,
-        "--runtime",
-        "containerd",
-        "--address",
-        &socket,
-    ]))
-    .success();
+    let loaded = load(first_part, "containerd", &socket).success();
     assert_eq!(loaded.stdout().lines().count(), 11, "{}", loaded.stdout());
-    let listed =
-        String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
-    let names: BTreeSet<String> = listed
-        .lines()
-        .filter(|l| !l.starts_with("sha256:"))
-        .map(str::to_string)
-        .collect();
     assert_eq!(
-        names,
+        containerd.image_names(),
         expected_names(),
         "containerd's k8s.io namespace has every image"
     );
@@ -246,31 +246,15 @@ fn load_into_containerd_docker_and_podman() {
         return;
     };
     let docker_socket = dockerd.socket();
-    run(command().args([
-        "load",
-        first_part,
-        "--runtime",
-        "docker",
-        "--address",
-        &docker_socket,
-    ]))
-    .success();
+    load(first_part, "docker", &docker_socket).success();
     let images = dockerd.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(String::from_utf8_lossy(&images.stdout).lines().count(), 11);
 
     let Some(podman) = require(Podman::new()) else {
         return;
     };
-    run(command()
-        .args(["load", first_part, "--runtime", "podman"])
-        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
-    .success();
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, expected_names());
+    load_into_podman(first_part, &podman).success();
+    assert_eq!(podman.image_names(), expected_names());
 
     // --address reaches a podman service: its storage gets the images, whatever this shell's podman uses.
     let Some(served) = require(Podman::new()) else {
@@ -279,21 +263,8 @@ fn load_into_containerd_docker_and_podman() {
     let Some(service) = require(served.serve()) else {
         return;
     };
-    run(command().args([
-        "load",
-        first_part,
-        "--runtime",
-        "podman",
-        "--address",
-        service.socket.to_str().unwrap(),
-    ]))
-    .success();
-    let images = served.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, expected_names());
+    load(first_part, "podman", service.socket.to_str().unwrap()).success();
+    assert_eq!(served.image_names(), expected_names());
 }
 
 #[test]
@@ -306,14 +277,11 @@ fn load_without_a_runtime_says_what_to_do() {
     )
     .success();
     let bundle = csi.work.path().join("csi.tar");
-    let failed = run(command().args([
-        "load",
+    let failed = load(
         bundle.to_str().unwrap(),
-        "--runtime",
         "containerd",
-        "--address",
         "/nonexistent/containerd.sock",
-    ]))
+    )
     .fails_with(1);
     assert!(
         failed
@@ -328,37 +296,20 @@ fn load_without_a_runtime_says_what_to_do() {
 /// mood) must not deadlock against ferry writing the bundle to it.
 #[test]
 fn load_feeds_a_chatty_loader_without_deadlock() {
-    use crate::seed::{push_image, Format, PLATFORMS};
-    let Some(registry) = require(Registry::plain()) else {
+    use crate::seed::PLATFORMS;
+    use crate::seeded::registry_with_livenessprobe;
+    let Some((registry, _)) = registry_with_livenessprobe(&PLATFORMS[..1], 400_000) else {
         return;
     };
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..1],
-        400_000,
-    );
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("b.tar");
-    let mirror = format!("registry.k8s.io={}", registry.addr());
     let cache = work.path().join("cache");
-    run(command()
-        .args([
-            "bundle",
-            "--image",
-            "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-            "--mirror",
-            &mirror,
-        ])
-        .args([
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "-o",
-            bundle.to_str().unwrap(),
-            "-q",
-        ]))
+    run(&mut crate::output::bundle(
+        registry.addr(),
+        &cache,
+        bundle.as_os_str(),
+        &[],
+    ))
     .success();
     let bin = work.path().join("bin");
     std::fs::create_dir(&bin).unwrap();

@@ -11,18 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::ferry::{command, run, Run};
-
 /// ferry with its pauses between attempts cut to 1 ms (as go-containerregistry's tests use a
 /// `fastBackoff`): for tests whose injected failures make it go through every attempt. A `Retry-After`
 /// is still honoured.
 pub fn fast_retries(command: &mut Command) -> &mut Command {
     command.env(ferry::registry::retry::BASE_DELAY_ENV, "1")
-}
-
-/// `ferry ARGS...` with [`fast_retries`].
-pub fn ferry_fast(args: &[&str]) -> Run {
-    run(fast_retries(command().args(args)))
 }
 
 #[derive(Debug)]

@@ -2,12 +2,12 @@
 //! zstd`), OCI archives (skopeo `oci-archive:`, `podman save --format oci-archive`), docker-archives
 //! (skopeo `docker-archive:`, `docker save`).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::bundle::expected_names;
-use crate::ferry::{command, ferry, run, Run};
+use crate::deliver::{load, load_into_podman};
+use crate::ferry::{ferry, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image, seed_csi_480, Format, VENDOR_480};
 use crate::services::{require, Containerd, Dockerd, Podman, Registry};
@@ -130,15 +130,7 @@ fn a_zstd_image_bundles_verifies_deep_and_a_flipped_byte_in_its_layer_is_named()
     let Some(dockerd) = require(Dockerd::start(&containerd)) else {
         return;
     };
-    let run = ferry(&[
-        "load",
-        bundle,
-        "--runtime",
-        "docker",
-        "--address",
-        &dockerd.socket(),
-    ])
-    .fails_with(1);
+    let run = load(bundle, "docker", &dockerd.socket()).fails_with(1);
     let told = format!(
         "runtime: docker (--runtime docker --address {})\n",
         dockerd.socket()
@@ -152,15 +144,7 @@ fn a_zstd_image_bundles_verifies_deep_and_a_flipped_byte_in_its_layer_is_named()
         "{}",
         run.stderr()
     );
-    let run = ferry(&[
-        "load",
-        bundle,
-        "--runtime",
-        "containerd",
-        "--address",
-        containerd.socket().to_str().unwrap(),
-    ])
-    .success();
+    let run = load(bundle, "containerd", containerd.socket().to_str().unwrap()).success();
     assert!(run.stdout().contains(&image), "{}", run.stdout());
 
     // A byte flipped inside a zstd layer: verify names the layer.
@@ -270,50 +254,23 @@ fn oci_and_docker_archives_from_real_tools_bundle_verify_and_load_everywhere() {
     let bundle = bundle.to_str().unwrap();
     ferry(&["verify", bundle, "--deep", "--k8s", "1.28"]).success();
 
-    let loaded = ferry(&[
-        "load",
-        bundle,
-        "--runtime",
-        "containerd",
-        "--address",
-        containerd.socket().to_str().unwrap(),
-    ])
-    .success();
-    let listed = String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout)
-        .lines()
-        .filter(|name| !name.starts_with("sha256:"))
-        .map(str::to_string)
-        .collect::<BTreeSet<_>>();
-    assert_eq!(listed, expected_names(), "{}", loaded.stdout());
+    let loaded = load(bundle, "containerd", containerd.socket().to_str().unwrap()).success();
+    assert_eq!(
+        containerd.image_names(),
+        expected_names(),
+        "{}",
+        loaded.stdout()
+    );
 
-    ferry(&[
-        "load",
-        bundle,
-        "--runtime",
-        "docker",
-        "--address",
-        &dockerd.socket(),
-    ])
-    .success();
-    let images = dockerd.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let docker_names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    load(bundle, "docker", &dockerd.socket()).success();
+    let docker_names = dockerd.image_names();
     for (_, name) in [&controller, &sidecar, &csi, &extender] {
         let short = name.trim_start_matches("docker.io/library/");
         assert!(docker_names.contains(short), "{short}: {docker_names:?}");
     }
 
-    run(command()
-        .args(["load", bundle, "--runtime", "podman"])
-        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
-    .success();
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let podman_names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    load_into_podman(bundle, &podman).success();
+    let podman_names = podman.image_names();
     for name in expected_names() {
         assert!(podman_names.contains(&name), "{name}: {podman_names:?}");
     }

@@ -89,40 +89,21 @@ fn stop_with(child: Child, name: &str) -> (Option<i32>, String) {
     )
 }
 
-struct Setup {
-    csi: Csi480,
-    /// An empty directory for the bundles.
-    out: PathBuf,
-    /// A cache holding every blob.
-    warm: PathBuf,
-    /// Where a cache may be made from nothing.
-    cold: PathBuf,
-}
-
-fn setup() -> Option<Setup> {
+/// The CSI's images and vendor packages; then an empty directory for the bundles, a cache holding every
+/// blob (warm), and where a cache may be made from nothing (cold).
+fn setup() -> Option<(Csi480, PathBuf, PathBuf, PathBuf)> {
     let csi = Csi480::with_vendor_size(VENDOR_SIZE)?;
     let work = csi.work.path().to_path_buf();
     let warm = work.join("warm");
     csi.bundle(warm.to_str().unwrap(), "warm-up.tar", &[])
         .success();
     std::fs::create_dir(work.join("out")).unwrap();
-    Some(Setup {
-        csi,
-        out: work.join("out"),
-        warm,
-        cold: work.join("cold"),
-    })
+    Some((csi, work.join("out"), warm, work.join("cold")))
 }
 
 #[test]
 fn a_signal_while_fetching_or_writing_leaves_nothing_and_exits_128_plus_its_number() {
-    let Some(Setup {
-        csi,
-        out,
-        warm,
-        cold,
-    }) = setup()
-    else {
+    let Some((csi, out, warm, cold)) = setup() else {
         return;
     };
     for (phase, name, code) in [
@@ -171,13 +152,7 @@ fn a_signal_while_fetching_or_writing_leaves_nothing_and_exits_128_plus_its_numb
 
 #[test]
 fn what_killed_runs_left_is_swept_and_a_live_runs_files_are_kept() {
-    let Some(Setup {
-        csi,
-        out,
-        warm,
-        cold,
-    }) = setup()
-    else {
+    let Some((csi, out, warm, cold)) = setup() else {
         return;
     };
     let staging = || names(&out, |n| n.ends_with(".ferry-partial"));

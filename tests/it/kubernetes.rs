@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::bundle::seed_small;
+use crate::bundle::{bundle_quietly, seed_small};
 use crate::ferry::ferry;
 use crate::services::{require, Registry};
 
@@ -640,19 +640,17 @@ fn an_arm64_bundle_through_a_mirror_verifies() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out/");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    ferry(&[
-        "bundle",
-        "kubernetes@1.28.3",
-        "--platform",
-        "linux/arm64",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
+    bundle_quietly(
+        work.path(),
+        &out,
+        &[
+            "kubernetes@1.28.3",
+            "--platform",
+            "linux/arm64",
+            "--mirror",
+            &mirror,
+        ],
+    )
     .success();
     let bundle = out.join("kubernetes-1.28.3-k8s1.28-linux-arm64.tar");
     let verified = ferry(&[

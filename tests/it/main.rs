@@ -21,6 +21,7 @@ mod recovery;
 mod releases;
 mod run_all;
 mod seed;
+mod seeded;
 mod serve;
 mod services;
 mod site;

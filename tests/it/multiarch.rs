@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 use crate::bundle::expected_names;
-use crate::deliver::skopeo_digest;
+use crate::deliver::{load, push_into, skopeo_digest};
 use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image, seed_csi_480, vendor_dir_480_for, Format, Seeded};
@@ -141,42 +141,19 @@ fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
     let Some(containerd) = require(Containerd::start()) else {
         return;
     };
-    let imported = containerd.ctr(&["images", "import", "--all-platforms", &bundle]);
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    containerd.import_all_platforms(&bundle);
     let content =
         String::from_utf8_lossy(&containerd.ctr(&["content", "ls", "-q"]).stdout).into_owned();
     for (_, _, digest) in &listed {
         assert!(content.contains(digest.as_str()), "{digest} in containerd");
     }
-    let names = |listing: &[u8]| -> BTreeSet<String> {
-        String::from_utf8_lossy(listing)
-            .lines()
-            .filter(|l| !l.starts_with("sha256:"))
-            .map(str::to_string)
-            .collect()
-    };
-    assert_eq!(
-        names(&containerd.ctr(&["images", "ls", "-q"]).stdout),
-        expected_names()
-    );
+    assert_eq!(containerd.image_names(), expected_names());
 
     // ferry load on this amd64 node: the names kubelet asks for, amd64.
     let Some(fresh) = require(Containerd::start()) else {
         return;
     };
-    let loaded = run(command().args([
-        "load",
-        &bundle,
-        "--runtime",
-        "containerd",
-        "--address",
-        fresh.socket().to_str().unwrap(),
-    ]))
-    .success();
+    let loaded = load(&bundle, "containerd", fresh.socket().to_str().unwrap()).success();
     assert_eq!(loaded.stdout().lines().count(), 11, "{}", loaded.stdout());
     for (upstream, seeded) in &mixed.seeded {
         let line = format!(
@@ -185,24 +162,13 @@ fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
         );
         assert!(loaded.stdout().contains(&line), "{}", loaded.stdout());
     }
-    assert_eq!(
-        names(&fresh.ctr(&["images", "ls", "-q"]).stdout),
-        expected_names()
-    );
+    assert_eq!(fresh.image_names(), expected_names());
 
     // docker: `docker load` of the bundle itself, and ferry load, give amd64 (manifest.json's platform).
     let Some(dockerd) = require(Dockerd::start(&fresh)) else {
         return;
     };
-    run(command().args([
-        "load",
-        &bundle,
-        "--runtime",
-        "docker",
-        "--address",
-        &dockerd.socket(),
-    ]))
-    .success();
+    load(&bundle, "docker", &dockerd.socket()).success();
     let architectures = |output: std::process::Output| {
         String::from_utf8_lossy(&output.stdout)
             .lines()
@@ -244,12 +210,7 @@ fn a_two_platform_bundle_keeps_every_digest_and_loads_the_nodes_platform() {
         BTreeSet::from(["arm64".to_string()])
     );
     let podman_plain = require(Podman::new()).unwrap();
-    let direct = podman_plain.podman(&["load", "-i", &bundle]);
-    assert!(
-        direct.status.success(),
-        "{}",
-        String::from_utf8_lossy(&direct.stderr)
-    );
+    podman_plain.load_file(&bundle);
     assert_eq!(
         architectures(podman_plain.podman(&inspect)),
         BTreeSet::from(["amd64".to_string()])
@@ -290,17 +251,7 @@ fn a_pushed_two_platform_bundle_serves_each_node_its_own() {
         .success();
     let bundle = mixed.path("mixed.tar");
     let to = format!("{}/csi", private.addr());
-    let pushed = run(command()
-        .args([
-            "push",
-            &bundle,
-            "--to",
-            &to,
-            "--ca-cert",
-            private.ca_cert().to_str().unwrap(),
-        ])
-        .env("DOCKER_CONFIG", private.docker_config()))
-    .success();
+    let pushed = run(&mut push_into(&private, &bundle, &to, &[])).success();
     assert_eq!(pushed.stdout().lines().count(), 11, "{}", pushed.stdout());
     let listed = mixed.listed("mixed.tar");
     let digest_of = |name: &str, platform: &str| -> String {

@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use crate::bundle::seed_small;
+use crate::bundle::{bundle_quietly, seed_small};
 use crate::ferry::{command, ferry, Run};
 use crate::multiarch::inspected;
 use crate::seed::{push_image, Format, PLATFORMS};
@@ -560,24 +560,22 @@ fn a_bundle_holds_exactly_the_images_a_list_and_manifests_name() {
     )
     .unwrap();
     let out = work.path().join("site.tar");
-    let run = ferry(&[
-        "bundle",
-        "--images-from",
-        list.to_str().unwrap(),
-        "--images-from-manifests",
-        rendered.to_str().unwrap(),
-        "--mirror",
-        &format!("registry.k8s.io={addr}"),
-        "--mirror",
-        &format!("docker.io={addr}/hub"),
-        "--mirror",
-        &format!("quay.io={addr}/quay"),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
+    let run = bundle_quietly(
+        work.path(),
+        &out,
+        &[
+            "--images-from",
+            list.to_str().unwrap(),
+            "--images-from-manifests",
+            rendered.to_str().unwrap(),
+            "--mirror",
+            &format!("registry.k8s.io={addr}"),
+            "--mirror",
+            &format!("docker.io={addr}/hub"),
+            "--mirror",
+            &format!("quay.io={addr}/quay"),
+        ],
+    )
     .success();
     assert!(
         run.stderr().starts_with(

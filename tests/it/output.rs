@@ -12,11 +12,12 @@ use sha2::Digest as _;
 
 use crate::bundle::sha256sum_check;
 use crate::ferry::{command, run};
-use crate::seed::{push_image, Format, PLATFORMS};
+use crate::seed::PLATFORMS;
+use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Registry};
 
 /// `ferry bundle --image` from `mirror` into `out`, quiet; returns the command to run.
-fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
+pub fn bundle(mirror: &str, cache: &Path, out: &OsStr, extra: &[&str]) -> Command {
     let mut command = bundle_with_progress(mirror, cache, Path::new(out));
     command.args(extra).arg("-q");
     command
@@ -99,41 +100,18 @@ fn output_paths_are_refused_before_anything_is_fetched() {
     assert_eq!(std::fs::read(&elsewhere).unwrap(), b"keep me");
 }
 
-/// A registry holding the livenessprobe image the tests bundle, and a place for the cache and bundles.
-struct Seeded {
-    registry: Registry,
-    work: tempfile::TempDir,
-    cache: PathBuf,
-}
-
-/// [`Seeded`] with an image of `size` uncompressed bytes.
-fn seeded(size: usize) -> Option<Seeded> {
-    let registry = require(Registry::plain())?;
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..1],
-        size,
-    );
+/// A registry holding the livenessprobe image the tests bundle, of `size` uncompressed bytes, and a place
+/// for the cache and bundles: (the registry, the work directory, the cache in it).
+fn seeded(size: usize) -> Option<(Registry, tempfile::TempDir, PathBuf)> {
+    let (registry, _) = registry_with_livenessprobe(&PLATFORMS[..1], size)?;
     let work = tempfile::tempdir().unwrap();
     let cache = work.path().join("cache");
-    Some(Seeded {
-        registry,
-        work,
-        cache,
-    })
+    Some((registry, work, cache))
 }
 
 #[test]
 fn o_with_a_trailing_slash_creates_the_directory_and_split_keeps_one_part_open() {
-    let Some(Seeded {
-        registry,
-        work,
-        cache,
-    }) = seeded(4_000_000)
-    else {
+    let Some((registry, work, cache)) = seeded(4_000_000) else {
         return;
     };
     let new_dir = work.path().join("new/bundles/");
@@ -190,12 +168,7 @@ fn o_with_a_trailing_slash_creates_the_directory_and_split_keeps_one_part_open()
 
 #[test]
 fn a_blob_damaged_in_the_cache_is_fetched_anew_and_the_bundle_is_right() {
-    let Some(Seeded {
-        registry,
-        work,
-        cache,
-    }) = seeded(400_000)
-    else {
+    let Some((registry, work, cache)) = seeded(400_000) else {
         return;
     };
     let out = work.path().join("b.tar");
@@ -250,12 +223,7 @@ fn with_closed_output(command: &mut Command) -> Option<i32> {
 /// input's 2 included.
 #[test]
 fn a_closed_stdout_and_stderr_stop_no_bundle_and_change_no_exit_code() {
-    let Some(Seeded {
-        registry,
-        work,
-        cache,
-    }) = seeded(400_000)
-    else {
+    let Some((registry, work, cache)) = seeded(400_000) else {
         return;
     };
     let out = work.path().join("b.tar");
@@ -311,12 +279,7 @@ fn on_small_disk(size: &str, dir: &Path, inner: &Command) -> Result<Command, Str
 /// free and where to write it instead; nothing is left on the full disk.
 #[test]
 fn a_bundle_the_disk_cannot_hold_is_refused_before_it_is_written() {
-    let Some(Seeded {
-        registry,
-        work,
-        cache,
-    }) = seeded(400_000)
-    else {
+    let Some((registry, work, cache)) = seeded(400_000) else {
         return;
     };
     let fits = work.path().join("b.tar");
@@ -350,12 +313,7 @@ fn a_bundle_the_disk_cannot_hold_is_refused_before_it_is_written() {
 /// A warm re-run of `bundle` says, as `pull` does, that nothing was downloaded.
 #[test]
 fn a_warm_bundle_says_that_nothing_was_downloaded() {
-    let Some(Seeded {
-        registry,
-        work,
-        cache,
-    }) = seeded(100_000)
-    else {
+    let Some((registry, work, cache)) = seeded(100_000) else {
         return;
     };
     let mut bundle = bundle_with_progress(registry.addr(), &cache, &work.path().join("b.tar"));

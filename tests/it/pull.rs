@@ -3,9 +3,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::faults::{fast_retries, ferry_fast, Fault, FaultProxy, Rule};
+use crate::faults::{fast_retries, Fault, FaultProxy, Rule};
 use crate::ferry::{command, ferry, run, Run};
 use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
+use crate::seeded::registry_with_image;
 use crate::services::{require, Registry};
 
 /// Uncompressed bytes per test image: small enough to be fast, large enough for several TCP reads.
@@ -30,22 +31,68 @@ pub fn pull_image(command: &mut Command, image: &str, cache: &Path, extra: &[&st
         .args(extra))
 }
 
-fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> crate::ferry::Run {
+/// `ferry pull huawei-csi@4.8.0 --k8s 1.28 --skip-vendor` from `mirror`, with [`fast_retries`].
+fn pull_480_command(mirror: &str, cache: &Path, extra: &[&str]) -> Command {
+    let mut command = command();
+    fast_retries(&mut command)
+        .args(["pull", "huawei-csi@4.8.0", "--k8s", "1.28", "--skip-vendor"])
+        .arg("--mirror")
+        .arg(format!("registry.k8s.io={mirror}"))
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(extra);
+    command
+}
+
+fn pull_480(mirror: &str, cache: &Path, extra: &[&str]) -> Run {
+    run(&mut pull_480_command(mirror, cache, extra))
+}
+
+/// A plain registry holding `repository:tag` as a Docker manifest list for linux/amd64 and linux/arm64.
+fn registry_with_two_platforms(
+    repository: &str,
+    tag: &str,
+    size: usize,
+) -> Option<(Registry, Seeded)> {
+    registry_with_image(repository, tag, Format::DockerList, &PLATFORMS[..2], size)
+}
+
+/// A plain registry holding csi-attacher v4.4.0 as an OCI index of every platform.
+fn registry_with_attacher() -> Option<(Registry, Seeded)> {
+    registry_with_image(
+        "sig-storage/csi-attacher",
+        "v4.4.0",
+        Format::OciIndex,
+        &PLATFORMS,
+        100_000,
+    )
+}
+
+/// `ferry pull --image IMAGE --mirror registry.k8s.io=MIRROR --cache-dir CACHE EXTRA...`.
+fn pull_mirrored(
+    command: &mut Command,
+    image: &str,
+    mirror: &str,
+    cache: &Path,
+    extra: &[&str],
+) -> Run {
     let mirror = format!("registry.k8s.io={mirror}");
-    let mut args = vec![
-        "pull",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-    ];
-    let cache = cache.to_str().unwrap();
-    args.push(cache);
-    args.extend_from_slice(extra);
-    ferry_fast(&args)
+    pull_image(
+        command,
+        image,
+        cache,
+        &[&["--mirror", &mirror], extra].concat(),
+    )
+}
+
+/// Panics unless ferry printed the linux/amd64 manifest of `seeded`: the platform pulled when none is
+/// asked for.
+fn assert_printed_amd64(pulled: &Run, seeded: &Seeded) {
+    assert!(
+        pulled.stdout().contains(seeded.manifest_for("linux/amd64")),
+        "{}",
+        pulled.stdout()
+    );
 }
 
 fn printed_digests(stdout: &str) -> Vec<(String, String)> {
@@ -150,17 +197,15 @@ fn pull_survives_503s_cuts_and_429_then_a_warm_cache_downloads_nothing() {
 
 #[test]
 fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
-    let Some(registry) = require(Registry::plain()) else {
-        return;
-    };
-    let seeded = push_image(
-        registry.addr(),
+    let Some((registry, seeded)) = registry_with_image(
         "sig-storage/livenessprobe",
         "v2.12.0",
         Format::DockerList,
         &PLATFORMS,
         TEST_IMAGE_SIZE,
-    );
+    ) else {
+        return;
+    };
     let proxy = FaultProxy::start(
         registry.addr(),
         vec![Rule::new(
@@ -170,17 +215,13 @@ fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
         )],
     );
     let cache = tempfile::tempdir().unwrap();
-    let mirror = format!("registry.k8s.io={}", proxy.addr());
-    let run = ferry_fast(&[
-        "pull",
-        "--image",
+    let run = pull_mirrored(
+        fast_retries(&mut command()),
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ])
+        proxy.addr(),
+        cache.path(),
+        &["-q"],
+    )
     .fails_with(1);
     // Every layer is corrupted; each is named, none is cached, no partial is kept to resume from.
     let stderr = run.stderr();
@@ -215,17 +256,9 @@ fn a_corrupted_blob_fails_naming_its_digest_and_is_never_cached() {
 
 #[test]
 fn platform_selection_and_missing_platforms() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, listed)) = registry_with_attacher() else {
         return;
     };
-    let listed = push_image(
-        registry.addr(),
-        "sig-storage/csi-attacher",
-        "v4.4.0",
-        Format::OciIndex,
-        &PLATFORMS,
-        100_000,
-    );
     let single = push_image(
         registry.addr(),
         "k8scsi/csi-attacher",
@@ -286,53 +319,36 @@ fn platform_selection_and_missing_platforms() {
 
 #[test]
 fn digest_pinned_references_are_checked() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, seeded)) =
+        registry_with_two_platforms("sig-storage/csi-resizer", "v1.9.0", 100_000)
+    else {
         return;
     };
-    let seeded = push_image(
-        registry.addr(),
-        "sig-storage/csi-resizer",
-        "v1.9.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        100_000,
-    );
     let cache = tempfile::tempdir().unwrap();
-    let mirror = format!("registry.k8s.io={}", registry.addr());
     let pinned = format!(
         "registry.k8s.io/sig-storage/csi-resizer:v1.9.0@{}",
         seeded.top_digest
     );
-    let ok = ferry(&[
-        "pull",
-        "--image",
+    let ok = pull_mirrored(
+        &mut command(),
         &pinned,
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ])
+        registry.addr(),
+        cache.path(),
+        &["-q"],
+    )
     .success();
-    assert!(
-        ok.stdout().contains(seeded.manifest_for("linux/amd64")),
-        "{}",
-        ok.stdout()
-    );
+    assert_printed_amd64(&ok, &seeded);
     let wrong = format!(
         "registry.k8s.io/sig-storage/csi-resizer:v1.9.0@sha256:{}",
         "0".repeat(64)
     );
-    let run = ferry(&[
-        "pull",
-        "--image",
+    let run = pull_mirrored(
+        &mut command(),
         &wrong,
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ])
+        registry.addr(),
+        cache.path(),
+        &["-q"],
+    )
     .fails_with(1);
     assert!(
         run.stderr().starts_with(&format!(
@@ -350,16 +366,13 @@ fn digest_pinned_references_are_checked() {
             usize::MAX,
         )],
     );
-    let lied = ferry_fast(&[
-        "pull",
-        "--image",
+    let lied = pull_mirrored(
+        fast_retries(&mut command()),
         &pinned,
-        "--mirror",
-        &format!("registry.k8s.io={}", lying.addr()),
-        "--cache-dir",
-        tempfile::tempdir().unwrap().path().to_str().unwrap(),
-        "-q",
-    ])
+        lying.addr(),
+        tempfile::tempdir().unwrap().path(),
+        &["-q"],
+    )
     .fails_with(1)
     .stderr();
     let (first, causes) = lied.split_once('\n').unwrap_or((&lied, ""));
@@ -377,28 +390,19 @@ fn digest_pinned_references_are_checked() {
 
 #[test]
 fn frozen_k8s_gcr_io_is_fetched_from_registry_k8s_io_and_said() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, seeded)) =
+        registry_with_two_platforms("sig-storage/livenessprobe", "v2.5.0", 100_000)
+    else {
         return;
     };
-    let seeded = push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.5.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        100_000,
-    );
     let cache = tempfile::tempdir().unwrap();
-    let mirror = format!("registry.k8s.io={}", registry.addr());
-    let run = ferry(&[
-        "pull",
-        "--image",
+    let run = pull_mirrored(
+        &mut command(),
         "k8s.gcr.io/sig-storage/livenessprobe:v2.5.0",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ])
+        registry.addr(),
+        cache.path(),
+        &[],
+    )
     .success();
     assert!(
         run.stdout()
@@ -406,7 +410,7 @@ fn frozen_k8s_gcr_io_is_fetched_from_registry_k8s_io_and_said() {
         "keeps its upstream name: {}",
         run.stdout()
     );
-    assert!(run.stdout().contains(seeded.manifest_for("linux/amd64")));
+    assert_printed_amd64(&run, &seeded);
     assert!(
         run.stderr().contains("k8s.gcr.io is frozen"),
         "{}",
@@ -421,18 +425,12 @@ fn tls_registry_with_docker_config_credentials_and_ca_cert() {
     };
     let cache = tempfile::tempdir().unwrap();
     let ca = private.ca_cert().to_str().unwrap().to_string();
-    let args = [
-        "pull",
-        "--image",
+    let anonymous = pull_image(
+        command().env("DOCKER_CONFIG", cache.path().join("none")),
         &image,
-        "--ca-cert",
-        &ca,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-    ];
-    let anonymous = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", cache.path().join("none")))
+        cache.path(),
+        &["--ca-cert", &ca],
+    )
     .fails_with(1);
     assert!(
         anonymous.stderr().to_lowercase().contains("auth"),
@@ -440,15 +438,14 @@ fn tls_registry_with_docker_config_credentials_and_ca_cert() {
         anonymous.stderr()
     );
 
-    let authed = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", private.docker_config()))
+    let authed = pull_image(
+        command().env("DOCKER_CONFIG", private.docker_config()),
+        &image,
+        cache.path(),
+        &["--ca-cert", &ca],
+    )
     .success();
-    assert!(
-        authed.stdout().contains(seeded.manifest_for("linux/amd64")),
-        "{}",
-        authed.stdout()
-    );
+    assert_printed_amd64(&authed, &seeded);
     for text in [authed.stdout(), authed.stderr(), anonymous.stderr()] {
         assert!(
             !text.contains(private.password()),
@@ -456,15 +453,12 @@ fn tls_registry_with_docker_config_credentials_and_ca_cert() {
         );
     }
 
-    let untrusted = run(command()
-        .args([
-            "pull",
-            "--image",
-            &image,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-        ])
-        .env("DOCKER_CONFIG", private.docker_config()))
+    let untrusted = pull_image(
+        command().env("DOCKER_CONFIG", private.docker_config()),
+        &image,
+        cache.path(),
+        &[],
+    )
     .fails_with(1);
     assert!(
         untrusted.stderr().contains(private.addr()),
@@ -480,23 +474,9 @@ fn two_processes_share_one_cache_safely() {
     };
     seed_csi_480(registry.addr(), TEST_IMAGE_SIZE);
     let cache = tempfile::tempdir().unwrap();
-    let mirror = format!("registry.k8s.io={}", registry.addr());
-    let args = [
-        "pull",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ];
     let children: Vec<_> = (0..2)
         .map(|_| {
-            command()
-                .args(args)
+            pull_480_command(registry.addr(), cache.path(), &["-q"])
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -508,7 +488,7 @@ fn two_processes_share_one_cache_safely() {
         .collect();
     assert!(outputs.iter().all(|o| o.status.success()), "{outputs:?}");
     assert_eq!(outputs[0].stdout, outputs[1].stdout);
-    let warm = ferry(&args[..args.len() - 1]).success();
+    let warm = pull_480(registry.addr(), cache.path(), &[]).success();
     assert!(
         warm.stderr().contains("nothing downloaded"),
         "a complete, valid cache: {}",
@@ -611,18 +591,15 @@ fn certs_d_ca_files_are_trusted_like_dockers_and_podmans() {
     };
     for base in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
         let cache = tempfile::tempdir().unwrap();
-        let args = [
-            "pull",
-            "--image",
-            &image,
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-            "-q",
-        ];
-        let untrusted = run(command()
-            .args(args)
-            .env("DOCKER_CONFIG", private.docker_config()))
-        .fails_with(1);
+        let pull = || {
+            pull_image(
+                command().env("DOCKER_CONFIG", private.docker_config()),
+                &image,
+                cache.path(),
+                &["-q"],
+            )
+        };
+        let untrusted = pull().fails_with(1);
         assert!(
             untrusted.stderr().contains(private.addr()),
             "{}",
@@ -634,10 +611,7 @@ fn certs_d_ca_files_are_trusted_like_dockers_and_podmans() {
             return;
         };
         std::fs::copy(private.ca_cert(), dir.path.join("ca.crt")).unwrap();
-        let trusted = run(command()
-            .args(args)
-            .env("DOCKER_CONFIG", private.docker_config()))
-        .success();
+        let trusted = pull().success();
         assert!(
             trusted
                 .stdout()
@@ -661,29 +635,20 @@ fn credentials_from_podman_auth_json_and_from_a_credential_helper() {
     let work = tempfile::tempdir().unwrap();
     let ca = private.ca_cert().to_str().unwrap().to_string();
     let cache = work.path().join("cache");
-    let args = [
-        "pull",
-        "--image",
-        &image,
-        "--ca-cert",
-        &ca,
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "-q",
-    ];
+    let args = ["--ca-cert", &ca, "-q"];
     let empty_docker_config = work.path().join("no-docker-config");
 
     let auth_json = private.docker_config().join("config.json");
-    let podman = run(command()
-        .args(args)
-        .env("REGISTRY_AUTH_FILE", &auth_json)
-        .env("DOCKER_CONFIG", &empty_docker_config))
+    let podman = pull_image(
+        command()
+            .env("REGISTRY_AUTH_FILE", &auth_json)
+            .env("DOCKER_CONFIG", &empty_docker_config),
+        &image,
+        &cache,
+        &args,
+    )
     .success();
-    assert!(
-        podman.stdout().contains(seeded.manifest_for("linux/amd64")),
-        "{}",
-        podman.stdout()
-    );
+    assert_printed_amd64(&podman, &seeded);
 
     // A credential helper on PATH, answering as docker-credential-* helpers do.
     let bin = work.path().join("bin");
@@ -707,16 +672,14 @@ fn credentials_from_podman_auth_json_and_from_a_credential_helper() {
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let helped = run(command()
-        .args(args)
-        .env("DOCKER_CONFIG", &config)
-        .env("PATH", path))
+    let helped = pull_image(
+        command().env("DOCKER_CONFIG", &config).env("PATH", path),
+        &image,
+        &cache,
+        &args,
+    )
     .success();
-    assert!(
-        helped.stdout().contains(seeded.manifest_for("linux/amd64")),
-        "{}",
-        helped.stdout()
-    );
+    assert_printed_amd64(&helped, &seeded);
     for text in [podman.stderr(), helped.stderr(), helped.stdout()] {
         assert!(!text.contains(private.password()));
     }
@@ -775,42 +738,31 @@ fn vendor_images_from_a_vendor_registry() {
 
 #[test]
 fn http_proxy_from_the_environment_is_used() {
-    let Some(registry) = require(Registry::plain()) else {
-        return;
-    };
-    let seeded = push_image(
-        registry.addr(),
+    let Some((registry, seeded)) = registry_with_image(
         "sig-storage/csi-resizer",
         "v1.9.0",
         Format::DockerList,
         &PLATFORMS[..1],
         50_000,
-    );
+    ) else {
+        return;
+    };
     // The proxy forwards absolute-form requests to the registry, which accepts them: a forward proxy.
     let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let cache = tempfile::tempdir().unwrap();
     let image = format!("{}/sig-storage/csi-resizer:v1.9.0", registry.addr());
-    let run = run(command()
-        .args([
-            "pull",
-            "--image",
-            &image,
-            "--insecure-registry",
-            registry.addr(),
-            "--cache-dir",
-            cache.path().to_str().unwrap(),
-            "-q",
-        ])
-        .env("HTTP_PROXY", format!("http://{}", proxy.addr()))
-        .env("http_proxy", format!("http://{}", proxy.addr()))
-        .env_remove("NO_PROXY")
-        .env_remove("no_proxy"))
+    let run = pull_image(
+        command()
+            .env("HTTP_PROXY", format!("http://{}", proxy.addr()))
+            .env("http_proxy", format!("http://{}", proxy.addr()))
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy"),
+        &image,
+        cache.path(),
+        &["--insecure-registry", registry.addr(), "-q"],
+    )
     .success();
-    assert!(
-        run.stdout().contains(seeded.manifest_for("linux/amd64")),
-        "{}",
-        run.stdout()
-    );
+    assert_printed_amd64(&run, &seeded);
     assert!(
         proxy.seen().iter().any(|s| s.path.contains("/blobs/")),
         "requests went through the proxy: {:?}",
@@ -822,17 +774,15 @@ fn http_proxy_from_the_environment_is_used() {
 /// would send the fetch upstream.
 #[test]
 fn a_mirror_that_matches_no_image_is_warned_about() {
-    let Some(registry) = require(Registry::plain()) else {
-        return;
-    };
-    push_image(
-        registry.addr(),
+    let Some((registry, _)) = registry_with_image(
         "sig-storage/livenessprobe",
         "v2.12.0",
         Format::DockerSingle,
         &["linux/amd64"],
         50_000,
-    );
+    ) else {
+        return;
+    };
     let cache = tempfile::tempdir().unwrap();
     // A site's standing mirrors for registries the catalogs use (quay.io, k8s.gcr.io) are no typos,
     // even when these images need none of them; only the misspelt one is warned about.
@@ -865,31 +815,18 @@ fn a_mirror_that_matches_no_image_is_warned_about() {
 /// platform's manifest.
 #[test]
 fn a_multi_platform_image_fetches_its_index_once() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, listed)) = registry_with_attacher() else {
         return;
     };
-    let listed = push_image(
-        registry.addr(),
-        "sig-storage/csi-attacher",
-        "v4.4.0",
-        Format::OciIndex,
-        &PLATFORMS,
-        100_000,
-    );
     let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let cache = tempfile::tempdir().unwrap();
-    let out = ferry(&[
-        "pull",
-        "--image",
+    let out = pull_mirrored(
+        &mut command(),
         "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
-        "--platform",
-        "linux/amd64,linux/arm64,linux/s390x",
-        "--mirror",
-        &format!("registry.k8s.io={}", proxy.addr()),
-        "--cache-dir",
-        cache.path().to_str().unwrap(),
-        "-q",
-    ])
+        proxy.addr(),
+        cache.path(),
+        &["--platform", "linux/amd64,linux/arm64,linux/s390x", "-q"],
+    )
     .success()
     .stdout();
     for platform in ["linux/amd64", "linux/arm64", "linux/s390x"] {
@@ -979,17 +916,11 @@ fn a_reference_whose_registry_is_no_host_is_refused_at_parse_time() {
 /// so does ferry, naming both.
 #[test]
 fn a_manifest_whose_digest_header_names_another_digest_is_refused() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, seeded)) =
+        registry_with_two_platforms("sig-storage/livenessprobe", "v2.12.0", 50_000)
+    else {
         return;
     };
-    let seeded = push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        50_000,
-    );
     let other = seeded.manifest_for("linux/arm64").to_string();
     let lying = FaultProxy::start(
         registry.addr(),
@@ -1004,12 +935,12 @@ fn a_manifest_whose_digest_header_names_another_digest_is_refused() {
     );
     let cache = tempfile::tempdir().unwrap();
     let image = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
-    let mirror = format!("registry.k8s.io={}", lying.addr());
-    let refused = pull_image(
+    let refused = pull_mirrored(
         fast_retries(&mut command()),
         image,
+        lying.addr(),
         cache.path(),
-        &["--mirror", &mirror, "-q"],
+        &["-q"],
     )
     .fails_with(1);
     assert_eq!(
@@ -1029,17 +960,15 @@ fn a_manifest_whose_digest_header_names_another_digest_is_refused() {
 /// bytes are kept and the rest is asked for with a Range request.
 #[test]
 fn a_blob_declared_shorter_than_its_manifest_says_is_completed_with_a_range_request() {
-    let Some(registry) = require(Registry::plain()) else {
-        return;
-    };
-    let seeded = push_image(
-        registry.addr(),
+    let Some((registry, seeded)) = registry_with_image(
         "sig-storage/csi-resizer",
         "v1.9.0",
         Format::DockerSingle,
         &["linux/amd64"],
         TEST_IMAGE_SIZE,
-    );
+    ) else {
+        return;
+    };
     // 10 000 bytes short: more than a config has, so the first layer is the one cut.
     let short = FaultProxy::start(
         registry.addr(),
@@ -1047,12 +976,12 @@ fn a_blob_declared_shorter_than_its_manifest_says_is_completed_with_a_range_requ
     );
     let cache = tempfile::tempdir().unwrap();
     let image = "registry.k8s.io/sig-storage/csi-resizer:v1.9.0";
-    let mirror = format!("registry.k8s.io={}", short.addr());
-    let pulled = pull_image(
+    let pulled = pull_mirrored(
         fast_retries(&mut command()),
         image,
+        short.addr(),
         cache.path(),
-        &["--mirror", &mirror],
+        &[],
     )
     .success();
     assert_eq!(pulled.stdout(), format!("{image}  {}\n", seeded.top_digest));

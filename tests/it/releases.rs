@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use crate::bundle::{each_blob_fetched_once, files_in, seed_small};
+use crate::deliver::load;
 use crate::faults::FaultProxy;
 use crate::ferry::{command, ferry, run};
 use crate::seed::vendor_tarball;
@@ -166,32 +167,14 @@ fn csi_32x_bundles_once_pushes_with_its_own_helm_keys_loads_and_diffs() {
         return;
     };
     let socket = containerd.socket().to_str().unwrap().to_string();
-    let loaded = run(command().args([
-        "load",
-        bundle,
-        "--runtime",
-        "containerd",
-        "--address",
-        &socket,
-    ]))
-    .success();
+    let loaded = load(bundle, "containerd", &socket).success();
     assert_eq!(loaded.stdout().lines().count(), 6, "{}", loaded.stdout());
-    let listed =
-        String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
-    // containerd also files each image under its config digest.
-    let names: BTreeSet<&str> = listed
-        .lines()
-        .filter(|n| !n.starts_with("sha256:"))
-        .collect();
     let expected: BTreeSet<String> = PUBLIC_32X_116
         .iter()
         .map(|(host, repository, tag)| format!("{host}/{repository}:{tag}"))
         .chain(["docker.io/library/huawei-csi:3.2.1".to_string()])
         .collect();
-    assert_eq!(
-        names,
-        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
-    );
+    assert_eq!(containerd.image_names(), expected);
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! out with `FERRY_ALLOW_SKIP=1`; each test skipped that way is then listed in `$FERRY_SKIP_LOG`, which the
 //! README's test command prints at the end, so that a green run never hides what it did not test.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -452,6 +453,22 @@ impl Containerd {
             .args(["-n", "k8s.io"])
             .args(args))
     }
+
+    /// `ctr images import --all-platforms FILE`, as a node's own tools load an image archive; panics with
+    /// ctr's stderr unless it succeeds.
+    pub fn import_all_platforms(&self, file: &str) {
+        succeeded(self.ctr(&["images", "import", "--all-platforms", file]));
+    }
+
+    /// The names of the images in the k8s.io namespace; containerd also files each image under its
+    /// config digest, which is left out.
+    pub fn image_names(&self) -> BTreeSet<String> {
+        String::from_utf8_lossy(&self.ctr(&["images", "ls", "-q"]).stdout)
+            .lines()
+            .filter(|name| !name.starts_with("sha256:"))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 /// dockerd on its own socket, using the given containerd.
@@ -522,6 +539,29 @@ impl Dockerd {
             .env("DOCKER_HOST", &self.host)
             .args(args))
     }
+
+    /// `REPOSITORY:TAG` of each image docker has.
+    pub fn image_names(&self) -> BTreeSet<String> {
+        repository_tags(&self.docker(&["images", "--format", REPOSITORY_TAG]))
+    }
+}
+
+/// The `--format` of `docker images` and `podman images` that lists `REPOSITORY:TAG`, one a line.
+const REPOSITORY_TAG: &str = "{{.Repository}}:{{.Tag}}";
+
+fn succeeded(output: Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn repository_tags(listing: &Output) -> BTreeSet<String> {
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// A podman API service, stopped on drop.
@@ -555,6 +595,17 @@ impl Podman {
         run(Command::new("podman")
             .env("CONTAINERS_STORAGE_CONF", self.storage_conf())
             .args(args))
+    }
+
+    /// `podman load -i FILE`, podman reading an image archive itself; panics with podman's stderr unless
+    /// it succeeds.
+    pub fn load_file(&self, file: &str) {
+        succeeded(self.podman(&["load", "-i", file]));
+    }
+
+    /// `REPOSITORY:TAG` of each image in this instance's storage.
+    pub fn image_names(&self) -> BTreeSet<String> {
+        repository_tags(&self.podman(&["images", "--format", REPOSITORY_TAG]))
     }
 
     /// `podman system service` on a socket of its own, over this instance's storage.

@@ -10,8 +10,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::bundle::{expected_names, files_in, sha256sum_check, text};
-use crate::deliver::skopeo_digest;
+use crate::bundle::{bundle_quietly, expected_names, files_in, sha256sum_check, text};
+use crate::deliver::{load, load_into_podman, push_into, skopeo_digest};
 use crate::ferry::{command, ferry, run, Run};
 use crate::kubernetes::KUBEADM_1283;
 use crate::pull::TEST_IMAGE_SIZE;
@@ -350,14 +350,11 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
             .iter()
             .map(|(repository, tag)| format!("registry.k8s.io/{repository}:{tag}")),
     );
-    let loaded = run(command().args([
-        "load",
+    let loaded = load(
         bundle.to_str().unwrap(),
-        "--runtime",
         "containerd",
-        "--address",
         containerd.socket().to_str().unwrap(),
-    ]))
+    )
     .success();
     assert_eq!(loaded.stdout().lines().count(), 18, "{}", loaded.stdout());
     for (image, _) in &plant.seeded {
@@ -371,26 +368,11 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
             loaded.stdout()
         );
     }
-    let listed =
-        String::from_utf8_lossy(&containerd.ctr(&["images", "ls", "-q"]).stdout).into_owned();
-    let names: BTreeSet<String> = listed
-        .lines()
-        .filter(|l| !l.starts_with("sha256:"))
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, all_names);
+    assert_eq!(containerd.image_names(), all_names);
     let Some(dockerd) = require(Dockerd::start(&containerd)) else {
         return;
     };
-    run(command().args([
-        "load",
-        bundle.to_str().unwrap(),
-        "--runtime",
-        "docker",
-        "--address",
-        &dockerd.socket(),
-    ]))
-    .success();
+    load(bundle.to_str().unwrap(), "docker", &dockerd.socket()).success();
     let images = dockerd.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert_eq!(
         String::from_utf8_lossy(&images.stdout).lines().count(),
@@ -401,16 +383,8 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
     let Some(podman) = require(Podman::new()) else {
         return;
     };
-    run(command()
-        .args(["load", bundle.to_str().unwrap(), "--runtime", "podman"])
-        .env("CONTAINERS_STORAGE_CONF", podman.storage_conf()))
-    .success();
-    let images = podman.podman(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    let names: BTreeSet<String> = String::from_utf8_lossy(&images.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(names, all_names);
+    load_into_podman(bundle.to_str().unwrap(), &podman).success();
+    assert_eq!(podman.image_names(), all_names);
     // docker and podman make their own manifests on load; what they keep is the image ID, the upstream
     // config's digest.
     for image in by_digest {
@@ -441,19 +415,12 @@ fn kubernetes_and_the_csi_in_one_bundle_load_push_and_serve() {
     };
     let to = format!("{}/site", private.addr());
     let values = plant.path("values.yaml");
-    let pushed = run(command()
-        .args([
-            "push",
-            bundle.to_str().unwrap(),
-            "--to",
-            &to,
-            "--ca-cert",
-            private.ca_cert().to_str().unwrap(),
-            "--helm-values",
-            values.to_str().unwrap(),
-            "-q",
-        ])
-        .env("DOCKER_CONFIG", private.docker_config()))
+    let pushed = run(&mut push_into(
+        &private,
+        bundle.to_str().unwrap(),
+        &to,
+        &["--helm-values", values.to_str().unwrap(), "-q"],
+    ))
     .success();
     assert_eq!(pushed.stdout().lines().count(), 18, "{}", pushed.stdout());
     for image in by_digest {
@@ -737,22 +704,20 @@ fn incomplete_and_extended_bundles_say_so() {
     );
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out/");
-    let built = ferry(&[
-        "bundle",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--image",
-        "registry.k8s.io/kube-proxy:v1.28.3",
-        "--mirror",
-        &format!("registry.k8s.io={}", registry.addr()),
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ])
+    let built = bundle_quietly(
+        work.path(),
+        &out,
+        &[
+            "huawei-csi@4.8.0",
+            "--k8s",
+            "1.28",
+            "--skip-vendor",
+            "--image",
+            "registry.k8s.io/kube-proxy:v1.28.3",
+            "--mirror",
+            &format!("registry.k8s.io={}", registry.addr()),
+        ],
+    )
     .success();
     let name = "huawei-csi-4.8.0+1-images-k8s1.20-up-linux-amd64-incomplete.tar";
     let bundle = out.join(name);

@@ -337,16 +337,15 @@ fn forge(bundle: &Path, image: &str, forgery: Forgery) {
     let mut builder = tar::Builder::new(Vec::new());
     for name in documents.iter().chain(&blobs) {
         let bytes = &entries[name];
-        let mut header = tar::Header::new_ustar();
-        header.set_path(name).unwrap();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        builder.append(&header, bytes.as_slice()).unwrap();
+        // The headers ferry's own writer gives every entry: only the signature tells the forgery apart.
+        ::ferry::tarball::append(
+            &mut builder,
+            name,
+            bytes.len() as u64,
+            &mut bytes.as_slice(),
+            mtime,
+        )
+        .unwrap();
     }
     let forged = builder.into_inner().unwrap();
     std::fs::write(bundle, &forged).unwrap();

@@ -4,6 +4,7 @@
 
 use sha2::{Digest as _, Sha256};
 
+use crate::deliver::load;
 use crate::ferry::{command, run, Run};
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{push_image_with_attestation, request, Seeded, OCI_INDEX};
@@ -164,27 +165,14 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
     let Some(containerd) = require(Containerd::start()) else {
         return;
     };
-    let imported = containerd.ctr(&["images", "import", "--all-platforms", &bundle]);
-    assert!(
-        imported.status.success(),
-        "{}",
-        String::from_utf8_lossy(&imported.stderr)
-    );
+    containerd.import_all_platforms(&bundle);
     let images = String::from_utf8_lossy(&containerd.ctr(&["images", "ls"]).stdout).into_owned();
     assert!(images.contains(top.as_str()), "{images}");
     // ferry load on an amd64 node: the amd64 image under its name, once.
     let Some(fresh) = require(Containerd::start()) else {
         return;
     };
-    let loaded = run(command().args([
-        "load",
-        &bundle,
-        "--runtime",
-        "containerd",
-        "--address",
-        fresh.socket().to_str().unwrap(),
-    ]))
-    .success();
+    let loaded = load(&bundle, "containerd", fresh.socket().to_str().unwrap()).success();
     assert_eq!(
         loaded.stdout(),
         format!(
@@ -196,12 +184,7 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
     let Some(podman) = require(Podman::new()) else {
         return;
     };
-    let direct = podman.podman(&["load", "-i", &bundle]);
-    assert!(
-        direct.status.success(),
-        "{}",
-        String::from_utf8_lossy(&direct.stderr)
-    );
+    podman.load_file(&bundle);
     let inspect = podman.podman(&[
         "image",
         "inspect",

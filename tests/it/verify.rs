@@ -3,8 +3,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::ferry::ferry;
-use crate::seed::{push_image, seed_csi_480, Format, PLATFORMS};
+use crate::bundle::bundle_quietly;
+use crate::ferry::{command, ferry, run};
+use crate::seed::{push_image, seed_csi_480, Format, Seeded, PLATFORMS};
+use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Registry};
 
 /// A small real bundle of two images sharing their base layer; returns (work dir, bundle path).
@@ -17,16 +19,21 @@ pub fn small_bundle_with(
     extra: &[&str],
     size: usize,
 ) -> Option<(tempfile::TempDir, PathBuf, crate::ferry::Run)> {
-    let registry = require(Registry::plain())?;
-    push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        size,
-    );
-    push_image(
+    let (registry, _, _) = registry_with_two_images(size)?;
+    let work = tempfile::tempdir().unwrap();
+    let images = [
+        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
+        "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
+    ];
+    let (bundle, run) = bundle_from(&registry, &images, work.path(), extra);
+    Some((work, bundle, run))
+}
+
+/// A plain registry holding livenessprobe v2.12.0 (a Docker manifest list) and csi-resizer v1.9.0 (an
+/// OCI index), both for linux/amd64 and linux/arm64 with layers of `size` bytes; returns their digests.
+fn registry_with_two_images(size: usize) -> Option<(Registry, Seeded, Seeded)> {
+    let (registry, livenessprobe) = registry_with_livenessprobe(&PLATFORMS[..2], size)?;
+    let resizer = push_image(
         registry.addr(),
         "sig-storage/csi-resizer",
         "v1.9.0",
@@ -34,27 +41,33 @@ pub fn small_bundle_with(
         &PLATFORMS[..2],
         size,
     );
-    let work = tempfile::tempdir().unwrap();
-    let bundle = work.path().join("b.tar");
-    let mirror = format!("registry.k8s.io={}", registry.addr());
-    let cache = work.path().join("cache");
-    let mut args = vec![
-        "bundle",
-        "--image",
-        "registry.k8s.io/sig-storage/livenessprobe:v2.12.0",
-        "--image",
-        "registry.k8s.io/sig-storage/csi-resizer:v1.9.0",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let run = ferry(&args).success();
-    Some((work, bundle, run))
+    Some((registry, livenessprobe, resizer))
+}
+
+/// `ferry bundle -q` of `images` from `registry` (the mirror of registry.k8s.io) into `work`/b.tar, its
+/// cache beside it; returns the bundle's path and ferry's output.
+fn bundle_from(
+    registry: &Registry,
+    images: &[&str],
+    work: &Path,
+    extra: &[&str],
+) -> (PathBuf, crate::ferry::Run) {
+    let bundle = work.join("b.tar");
+    let mut bundling = command();
+    bundling.arg("bundle");
+    for image in images {
+        bundling.args(["--image", image]);
+    }
+    bundling
+        .arg("--mirror")
+        .arg(format!("registry.k8s.io={}", registry.addr()))
+        .arg("--cache-dir")
+        .arg(work.join("cache"))
+        .arg("-o")
+        .arg(&bundle)
+        .arg("-q")
+        .args(extra);
+    (bundle, run(&mut bundling).success())
 }
 
 /// Asserts that a failed verify says where the damage is: a tar entry or byte offset, a blob digest, or a
@@ -385,20 +398,18 @@ fn verify_k8s_reports_images_the_bundle_lacks_and_inspect_shows_sharing() {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("csi.tar");
     let mirror = format!("registry.k8s.io={}", registry.addr());
-    ferry(&[
-        "bundle",
-        "huawei-csi@4.8.0",
-        "--k8s",
-        "1.28",
-        "--skip-vendor",
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        work.path().join("cache").to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-        "-q",
-    ])
+    bundle_quietly(
+        work.path(),
+        &bundle,
+        &[
+            "huawei-csi@4.8.0",
+            "--k8s",
+            "1.28",
+            "--skip-vendor",
+            "--mirror",
+            &mirror,
+        ],
+    )
     .success();
     verify(&bundle, &[]).success();
     let run = verify(&bundle, &["--k8s", "1.28"]).fails_with(1);
@@ -469,28 +480,10 @@ fn a_missing_bundle_is_a_usage_error() {
 
 #[test]
 fn bundles_of_digest_pinned_images_verify_and_push() {
-    let Some(registry) = require(Registry::plain()) else {
+    let Some((registry, pinned, only)) = registry_with_two_images(50_000) else {
         return;
     };
-    let pinned = push_image(
-        registry.addr(),
-        "sig-storage/livenessprobe",
-        "v2.12.0",
-        Format::DockerList,
-        &PLATFORMS[..2],
-        50_000,
-    );
-    let only = push_image(
-        registry.addr(),
-        "sig-storage/csi-resizer",
-        "v1.9.0",
-        Format::OciIndex,
-        &PLATFORMS[..2],
-        50_000,
-    );
     let work = tempfile::tempdir().unwrap();
-    let bundle = work.path().join("b.tar");
-    let mirror = format!("registry.k8s.io={}", registry.addr());
     let tagged = format!(
         "registry.k8s.io/sig-storage/livenessprobe:v2.12.0@{}",
         pinned.top_digest
@@ -499,22 +492,7 @@ fn bundles_of_digest_pinned_images_verify_and_push() {
         "registry.k8s.io/sig-storage/csi-resizer@{}",
         only.top_digest
     );
-    let cache = work.path().join("cache");
-    ferry(&[
-        "bundle",
-        "--image",
-        &tagged,
-        "--image",
-        &bare,
-        "--mirror",
-        &mirror,
-        "--cache-dir",
-        cache.to_str().unwrap(),
-        "-o",
-        bundle.to_str().unwrap(),
-        "-q",
-    ])
-    .success();
+    let (bundle, _) = bundle_from(&registry, &[&tagged, &bare], work.path(), &[]);
     let run = verify(&bundle, &[]).success();
     assert!(
         run.stdout().contains(&format!("ok    {bare}")),

@@ -89,6 +89,17 @@ impl Saved {
         }
     }
 
+    /// `huawei-csi:4.8.0` for linux/amd64: the image most tests save.
+    fn csi(layers: Vec<Vec<u8>>) -> Saved {
+        Saved::new("huawei-csi:4.8.0", "linux/amd64", layers)
+    }
+
+    /// Writes this image to `archive` as docker before 25 saved it, and imports its tag from there.
+    fn save_and_import(&self, store: &BlobStore, archive: &Path) -> Result<Image, VendorError> {
+        write_tar(archive, &legacy(&[self]), false);
+        import_one(store, archive, &self.tag)
+    }
+
     fn config_hex(&self) -> String {
         Digest::of(&self.config).hex().to_string()
     }
@@ -148,15 +159,25 @@ fn legacy(images: &[&Saved]) -> Vec<(String, Entry)> {
     entries
 }
 
-/// What `docker save` of Docker 25 writes: `blobs/sha256/<hex>` beside oci-layout and index.json.
-fn docker_25(image: &Saved) -> Vec<(String, Entry)> {
-    let blob = |bytes: &[u8]| format!("blobs/sha256/{}", Digest::of(bytes).hex());
+/// Where an OCI layout keeps a blob.
+fn blob(bytes: &[u8]) -> String {
+    format!("blobs/sha256/{}", Digest::of(bytes).hex())
+}
+
+/// The image's layers and config, each as a file under `blobs/sha256/`.
+fn layer_and_config_blobs(image: &Saved) -> Vec<(String, Entry)> {
     let mut entries: Vec<_> = image
         .layers
         .iter()
         .map(|layer| file(blob(layer), layer.clone()))
         .collect();
     entries.push(file(blob(&image.config), image.config.clone()));
+    entries
+}
+
+/// What `docker save` of Docker 25 writes: `blobs/sha256/<hex>` beside oci-layout and index.json.
+fn docker_25(image: &Saved) -> Vec<(String, Entry)> {
+    let mut entries = layer_and_config_blobs(image);
     entries.push(file("index.json", r#"{"schemaVersion":2,"manifests":[]}"#));
     let layers: Vec<String> = image.layers.iter().map(|layer| blob(layer)).collect();
     entries.push(manifest_json(vec![
@@ -288,7 +309,7 @@ fn scan_finds_every_layout_under_normalized_names() {
         "linux/amd64",
         vec![layer_tar(1, 3000)],
     );
-    let csi = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 3000)]);
+    let csi = Saved::csi(vec![layer_tar(2, 3000)]);
     let extender = Saved::new(
         "example.com/vendor/huawei-csi-extender:4.8.0",
         "linux/amd64",
@@ -363,9 +384,7 @@ fn a_legacy_save_imports_with_its_config_kept_and_its_layers_gzipped() {
         vec![layer_tar(1, 20_000), layer_tar(2, 9_000)],
     );
     let archive = dir.path().join("huawei-csi.tar");
-    write_tar(&archive, &legacy(&[&saved]), false);
-
-    let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
+    let image = saved.save_and_import(&store, &archive).unwrap();
     assert_imported(&store, &image, &saved);
     assert_eq!(
         image.reference.to_string(),
@@ -436,14 +455,9 @@ fn a_gzipped_archive_imports_like_a_plain_one_and_leaves_no_copy() {
 fn an_already_gzipped_layer_is_kept_byte_for_byte() {
     let (dir, store) = store();
     let vendor_gzip = gzipped(&layer_tar(1, 8_000));
-    let saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![vendor_gzip.clone(), layer_tar(2, 8_000)],
-    );
+    let saved = Saved::csi(vec![vendor_gzip.clone(), layer_tar(2, 8_000)]);
     let archive = dir.path().join("csi.tar");
-    write_tar(&archive, &legacy(&[&saved]), false);
-    let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
+    let image = saved.save_and_import(&store, &archive).unwrap();
     assert_imported(&store, &image, &saved);
     assert_eq!(image.layers[0].digest, Digest::of(&vendor_gzip));
 }
@@ -451,15 +465,11 @@ fn an_already_gzipped_layer_is_kept_byte_for_byte() {
 #[test]
 fn a_layer_saved_twice_is_found_through_its_symlink() {
     let (dir, store) = store();
-    let saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![
-            layer_tar(1, 4_000),
-            layer_tar(2, 4_000),
-            layer_tar(1, 4_000),
-        ],
-    );
+    let saved = Saved::csi(vec![
+        layer_tar(1, 4_000),
+        layer_tar(2, 4_000),
+        layer_tar(1, 4_000),
+    ]);
     let entries = legacy(&[&saved]);
     assert!(entries
         .iter()
@@ -474,14 +484,9 @@ fn a_layer_saved_twice_is_found_through_its_symlink() {
 #[test]
 fn a_warm_import_compresses_nothing_again() {
     let (dir, store) = store();
-    let saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![layer_tar(1, 30_000)],
-    );
+    let saved = Saved::csi(vec![layer_tar(1, 30_000)]);
     let archive = dir.path().join("csi.tar");
-    write_tar(&archive, &legacy(&[&saved]), false);
-    let cold = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
+    let cold = saved.save_and_import(&store, &archive).unwrap();
     let layer = &cold.layers[0];
     let diff_id = Digest::of(&saved.layers[0]);
     let note = String::from_utf8(store.note(COMPRESSION, &diff_id).unwrap()).unwrap();
@@ -508,11 +513,7 @@ fn a_warm_import_compresses_nothing_again() {
 #[test]
 fn imports_into_fresh_caches_give_the_same_manifest() {
     let dir = tempfile::tempdir().unwrap();
-    let saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![layer_tar(1, 20_000), layer_tar(2, 20_000)],
-    );
+    let saved = Saved::csi(vec![layer_tar(1, 20_000), layer_tar(2, 20_000)]);
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &legacy(&[&saved]), false);
     let ((_a, first), (_b, second)) = (store(), store());
@@ -592,7 +593,7 @@ fn import_all_keeps_request_order_and_gzips_a_shared_base_once() {
 fn a_missing_image_is_reported_with_what_the_directory_has() {
     let (dir, store) = store();
     let vendor = dir.path().join("vendor");
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
+    let saved = Saved::csi(vec![layer_tar(1, 1_000)]);
     write_tar(&vendor.join("csi.tar"), &legacy(&[&saved]), false);
     let amd64 = Platform::linux_amd64();
     let err = importer(&store)
@@ -619,16 +620,11 @@ fn a_missing_image_is_reported_with_what_the_directory_has() {
 #[test]
 fn a_tampered_layer_is_refused_naming_it() {
     let (dir, store) = store();
-    let mut saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![layer_tar(1, 5_000), layer_tar(2, 5_000)],
-    );
+    let mut saved = Saved::csi(vec![layer_tar(1, 5_000), layer_tar(2, 5_000)]);
     let expected = Digest::of(&saved.layers[1]);
     saved.layers[1] = layer_tar(3, 5_000);
     let archive = dir.path().join("csi.tar");
-    write_tar(&archive, &legacy(&[&saved]), false);
-    let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
+    let err = saved.save_and_import(&store, &archive).unwrap_err();
     let VendorError::DiffIdMismatch {
         archive: named,
         entry,
@@ -651,7 +647,7 @@ fn a_tampered_layer_is_refused_naming_it() {
 #[test]
 fn paths_leading_outside_the_archive_are_refused() {
     let (dir, store) = store();
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
+    let saved = Saved::csi(vec![layer_tar(1, 1_000)]);
     let layer_name = saved.legacy_layer_name(0);
     let cases: Vec<(&str, Vec<(String, Entry)>)> = vec![
         (
@@ -689,7 +685,7 @@ fn paths_leading_outside_the_archive_are_refused() {
 #[test]
 fn entries_missing_from_the_archive_are_refused() {
     let (dir, store) = store();
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
+    let saved = Saved::csi(vec![layer_tar(1, 1_000)]);
     let config_name = format!("{}.json", saved.config_hex());
     for missing in [config_name, saved.legacy_layer_name(0)] {
         let entries: Vec<_> = legacy(&[&saved])
@@ -716,7 +712,7 @@ fn entries_missing_from_the_archive_are_refused() {
 #[test]
 fn oversized_json_and_too_many_layers_are_refused() {
     let (dir, store) = store();
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)]);
+    let saved = Saved::csi(vec![layer_tar(1, 1_000)]);
 
     let mut entries = legacy(&[&saved]);
     let Entry::File(manifest) = &mut entries.last_mut().unwrap().1 else {
@@ -753,9 +749,7 @@ fn oversized_json_and_too_many_layers_are_refused() {
         "{err}"
     );
 
-    let deep = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
+    let deep = Saved::csi(
         (0..=MAX_LAYERS as u64)
             .map(|seed| layer_tar(seed, 10))
             .collect(),
@@ -772,14 +766,9 @@ fn oversized_json_and_too_many_layers_are_refused() {
 fn a_zstd_layer_is_kept_as_it_is_and_checked_against_its_diff_id() {
     let (dir, store) = store();
     let zstd = zstd::encode_all(&layer_tar(1, 20_000)[..], 3).unwrap();
-    let saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![zstd.clone(), layer_tar(2, 5_000)],
-    );
+    let saved = Saved::csi(vec![zstd.clone(), layer_tar(2, 5_000)]);
     let archive = dir.path().join("csi.tar");
-    write_tar(&archive, &legacy(&[&saved]), false);
-    let image = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap();
+    let image = saved.save_and_import(&store, &archive).unwrap();
     assert_imported(&store, &image, &saved);
     assert_eq!(
         (
@@ -795,8 +784,7 @@ fn a_zstd_layer_is_kept_as_it_is_and_checked_against_its_diff_id() {
         layers: vec![fake, saved.layers[1].clone()],
         ..saved
     };
-    write_tar(&archive, &legacy(&[&saved]), false);
-    let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
+    let err = saved.save_and_import(&store, &archive).unwrap_err();
     assert!(
         matches!(&err, VendorError::Layer { entry, .. } if entry == &saved.legacy_layer_name(0)),
         "{err}"
@@ -837,8 +825,8 @@ fn real_and_impostor(vendor: &Path, real: &Saved, impostor: &Saved) -> String {
 fn two_images_of_one_name_with_different_content_are_refused_naming_both() {
     let (dir, store) = store();
     let vendor = dir.path().join("vendor");
-    let real = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
-    let impostor = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(9, 2_000)]);
+    let real = Saved::csi(vec![layer_tar(1, 2_000)]);
+    let impostor = Saved::csi(vec![layer_tar(9, 2_000)]);
     let conflict = real_and_impostor(&vendor, &real, &impostor);
     let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
     assert_eq!(err.to_string(), conflict);
@@ -875,7 +863,7 @@ fn of_one_name_in_two_platforms_the_platform_asked_for_is_imported() {
     let (dir, store) = store();
     let vendor = dir.path().join("vendor");
     let arm = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(1, 2_000)]);
-    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    let amd = Saved::csi(vec![layer_tar(2, 2_000)]);
     write_tar(&vendor.join("arm/csi.tar"), &legacy(&[&arm]), false);
     write_tar(&vendor.join("x86/csi.tar"), &legacy(&[&amd]), false);
     for (platform, saved) in [("linux/amd64", &amd), ("linux/arm64", &arm)] {
@@ -898,7 +886,7 @@ fn of_one_name_in_two_platforms_the_platform_asked_for_is_imported() {
 fn several_platforms_come_from_several_packages_by_their_configs() {
     let (dir, store) = store();
     let (x86, arm) = (dir.path().join("X86_64"), dir.path().join("ARM_64"));
-    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let amd = Saved::csi(vec![layer_tar(1, 2_000)]);
     let arm64 = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(2, 2_000)]);
     // The file names lie: only the configs say which is which.
     write_tar(&x86.join("huawei-csi-arm64.tar"), &legacy(&[&amd]), false);
@@ -935,7 +923,7 @@ fn several_platforms_come_from_several_packages_by_their_configs() {
     assert_eq!(allowed.len(), 1, "the platform it has");
 
     // Another tarball for amd64 with other content is refused, naming both.
-    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(3, 2_000)]);
+    let other = Saved::csi(vec![layer_tar(3, 2_000)]);
     write_tar(&arm.join("extra.tar"), &legacy(&[&other]), false);
     let err = importer(&store)
         .import_all(&dirs, &wanted, &both, &[])
@@ -951,11 +939,7 @@ fn files_that_are_no_image_archive_are_named_with_why_and_no_binary() {
     let mut rng = fastrand::Rng::with_seed(3);
     let random: Vec<u8> = (0..20_000).map(|_| rng.u8(..)).collect();
     fs::write(vendor.join("random.tar"), &random).unwrap();
-    let saved = Saved::new(
-        "huawei-csi:4.8.0",
-        "linux/amd64",
-        vec![layer_tar(1, 30_000)],
-    );
+    let saved = Saved::csi(vec![layer_tar(1, 30_000)]);
     write_tar(&vendor.join("full.tar"), &legacy(&[&saved]), false);
     let full = fs::read(vendor.join("full.tar")).unwrap();
     fs::remove_file(vendor.join("full.tar")).unwrap();
@@ -1005,7 +989,6 @@ fn files_that_are_no_image_archive_are_named_with_why_and_no_binary() {
 /// An OCI archive as `podman save --format oci-archive` and skopeo `oci-archive:` write it: blobs, an
 /// index.json whose entry is annotated with `ref_name`, oci-layout; no manifest.json.
 fn oci_archive(image: &Saved, ref_name: Option<&str>) -> Vec<(String, Entry)> {
-    let blob = |bytes: &[u8]| format!("blobs/sha256/{}", Digest::of(bytes).hex());
     let descriptor = |media_type: &str, bytes: &[u8]| json!({"mediaType": media_type, "digest": Digest::of(bytes), "size": bytes.len()});
     let layers: Vec<Value> = image
         .layers
@@ -1030,12 +1013,7 @@ fn oci_archive(image: &Saved, ref_name: Option<&str>) -> Vec<(String, Entry)> {
     if let Some(name) = ref_name {
         entry["annotations"] = json!({"org.opencontainers.image.ref.name": name});
     }
-    let mut entries: Vec<_> = image
-        .layers
-        .iter()
-        .map(|layer| file(blob(layer), layer.clone()))
-        .collect();
-    entries.push(file(blob(&image.config), image.config.clone()));
+    let mut entries = layer_and_config_blobs(image);
     entries.push(file(blob(&manifest), manifest));
     entries.push(file(
         "index.json",
@@ -1101,11 +1079,10 @@ fn a_config_that_is_not_json_is_refused_naming_it() {
     let (dir, store) = store();
     let saved = Saved {
         config: b"not a config".to_vec(),
-        ..Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 1_000)])
+        ..Saved::csi(vec![layer_tar(1, 1_000)])
     };
     let archive = dir.path().join("csi.tar");
-    write_tar(&archive, &legacy(&[&saved]), false);
-    let err = import_one(&store, &archive, "huawei-csi:4.8.0").unwrap_err();
+    let err = saved.save_and_import(&store, &archive).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -1138,10 +1115,7 @@ fn an_oci_archive_of_a_multi_platform_index_imports_the_platforms_it_holds() {
         "digest": Digest::of(&nested), "size": nested.len(),
         "annotations": {"org.opencontainers.image.ref.name": "example.com/vendor/csi:1"}}]});
     entries[index_at] = file("index.json", serde_json::to_vec(&top).unwrap());
-    entries.push(file(
-        format!("blobs/sha256/{}", Digest::of(&nested).hex()),
-        nested,
-    ));
+    entries.push(file(blob(&nested), nested));
     let archive = dir.path().join("csi.tar");
     write_tar(&archive, &entries, false);
     let image = import_one(&store, &archive, "example.com/vendor/csi:1").unwrap();
@@ -1152,8 +1126,8 @@ fn an_oci_archive_of_a_multi_platform_index_imports_the_platforms_it_holds() {
 fn an_archive_replaced_between_scan_and_import_is_refused() {
     let (dir, store) = store();
     let vendor = dir.path().join("vendor");
-    let first = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
-    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    let first = Saved::csi(vec![layer_tar(1, 2_000)]);
+    let other = Saved::csi(vec![layer_tar(2, 2_000)]);
     let archive = vendor.join("csi.tar");
     write_tar(&archive, &legacy(&[&first]), false);
     let scanned = VendorDir::scan(&vendor).unwrap();
@@ -1178,7 +1152,7 @@ fn an_archive_replaced_between_scan_and_import_is_refused() {
 fn an_image_on_two_platforms_is_two_tasks_of_progress() {
     let (dir, store) = store();
     let (x86, arm) = (dir.path().join("X86_64"), dir.path().join("ARM_64"));
-    let amd = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let amd = Saved::csi(vec![layer_tar(1, 2_000)]);
     let arm64 = Saved::new("huawei-csi:4.8.0", "linux/arm64", vec![layer_tar(2, 3_000)]);
     write_tar(&x86.join("csi.tar"), &legacy(&[&amd]), false);
     write_tar(&arm.join("csi.tar"), &legacy(&[&arm64]), false);
@@ -1217,13 +1191,13 @@ fn an_image_on_two_platforms_is_two_tasks_of_progress() {
 fn an_impostor_is_refused_when_the_real_config_names_no_platform() {
     let (dir, store) = store();
     let vendor = dir.path().join("vendor");
-    let mut real = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let mut real = Saved::csi(vec![layer_tar(1, 2_000)]);
     let mut config: Value = serde_json::from_slice(&real.config).unwrap();
     for field in ["os", "architecture", "variant"] {
         config.as_object_mut().unwrap().remove(field);
     }
     real.config = serde_json::to_vec(&config).unwrap();
-    let impostor = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(9, 2_000)]);
+    let impostor = Saved::csi(vec![layer_tar(9, 2_000)]);
     let conflict = real_and_impostor(&vendor, &real, &impostor);
     let err = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap_err();
     assert_eq!(err.to_string(), conflict);
@@ -1282,8 +1256,8 @@ fn every_missing_or_ambiguous_vendor_image_is_reported_at_once() {
 
     // Two present, one of them twice with different content, and two missing: the missing ones
     // together, then the conflict.
-    let csi = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
-    let other = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(2, 2_000)]);
+    let csi = Saved::csi(vec![layer_tar(1, 2_000)]);
+    let other = Saved::csi(vec![layer_tar(2, 2_000)]);
     let controller = Saved::new(
         "storage-backend-controller:4.8.0",
         "linux/amd64",
@@ -1457,7 +1431,7 @@ fn a_tarball_of_large_json_entries_is_passed_over() {
             data.display()
         )
     );
-    let saved = Saved::new("huawei-csi:4.8.0", "linux/amd64", vec![layer_tar(1, 2_000)]);
+    let saved = Saved::csi(vec![layer_tar(1, 2_000)]);
     write_tar(&vendor.join("csi.tar"), &legacy(&[&saved]), false);
     let images = import_tag(&store, &vendor, "huawei-csi:4.8.0").unwrap();
     assert_imported(&store, &images[0], &saved);
