@@ -54,28 +54,55 @@ pub(super) struct Contents {
     pub(super) locations: BTreeMap<Digest, (u64, u64)>,
 }
 
-/// Hashes the raw file(s) as they are read, on a second thread: per part and whole.
-pub(super) struct OuterHasher(BackgroundHasher);
+/// Hashes the raw file(s) as they are read, on a second thread: per part and whole. The reads come in
+/// all sizes (512-byte tar headers, 256 KiB of a blob), so they are gathered into chunks of 1 MiB first:
+/// one hand-over per MiB keeps both threads busy instead of waiting on each other.
+pub(super) struct OuterHasher {
+    hasher: BackgroundHasher,
+    pending: Vec<u8>,
+}
 
 impl OuterHasher {
+    const CHUNK: usize = 1 << 20;
+
     pub(super) fn start() -> OuterHasher {
-        OuterHasher(BackgroundHasher::start())
+        OuterHasher {
+            hasher: BackgroundHasher::start(),
+            pending: Vec::with_capacity(Self::CHUNK),
+        }
     }
 
-    pub(super) fn finish(self) -> (Vec<Digest>, Digest) {
-        self.0.finish()
+    fn hand_over(&mut self) {
+        if !self.pending.is_empty() {
+            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(Self::CHUNK));
+            self.hasher.update(chunk);
+        }
+    }
+
+    pub(super) fn finish(mut self) -> (Vec<Digest>, Digest) {
+        self.hand_over();
+        self.hasher.finish()
     }
 }
 
 impl Observer for OuterHasher {
     fn part_started(&mut self, index: usize) {
         if index > 0 {
-            self.0.next_part();
+            self.hand_over();
+            self.hasher.next_part();
         }
     }
 
-    fn bytes(&mut self, chunk: &[u8]) {
-        self.0.update(chunk.to_vec());
+    fn bytes(&mut self, mut chunk: &[u8]) {
+        while !chunk.is_empty() {
+            let room = Self::CHUNK - self.pending.len();
+            let (now, later) = chunk.split_at(chunk.len().min(room));
+            self.pending.extend_from_slice(now);
+            if self.pending.len() == Self::CHUNK {
+                self.hand_over();
+            }
+            chunk = later;
+        }
     }
 }
 
