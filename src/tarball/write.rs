@@ -23,7 +23,7 @@ use super::{Signer, TarballError};
 use crate::cache::BlobStore;
 use crate::digest::{Digest, Hashing, HashingSink};
 use crate::image::{media, Descriptor, Image, Index};
-use crate::progress::{Action, Counted, Reporter, Task};
+use crate::progress::{Action, Counted, Id, Reporter, Task};
 use crate::recovery::{Created, Redundancy};
 
 #[derive(Debug, Clone, Default)]
@@ -246,15 +246,9 @@ pub fn write_delta(
         carried.len(),
         all.len()
     ));
-    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
-    let id = reporter.on_start(&Task {
-        action: Action::Write,
-        subject: &path.display().to_string(),
-        total,
-        done: 0,
-    });
+    let (out, id) = open_output(path, options, total, reporter)?;
     let mut tar = tar::Builder::new(Routed {
-        out: Counted::new(output, reporter, id),
+        out,
         full: Some(HashingSink::new()),
         to_out: true,
     });
@@ -375,15 +369,9 @@ pub fn write_entries(
     reporter: &dyn Reporter,
 ) -> Result<Staged, TarballError> {
     let total = entries_size(documents, blobs);
-    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
-    let id = reporter.on_start(&Task {
-        action: Action::Write,
-        subject: &path.display().to_string(),
-        total,
-        done: 0,
-    });
+    let (out, id) = open_output(path, options, total, reporter)?;
     let mut tar = tar::Builder::new(Routed::<HashingSink, _> {
-        out: Counted::new(output, reporter, id),
+        out,
         full: None,
         to_out: true,
     });
@@ -647,6 +635,23 @@ pub fn append<W: Write>(
 
 fn write_error(path: &Path, source: io::Error) -> TarballError {
     output_error(path, OutputError::Io(source))
+}
+
+/// The staged output of `total` bytes at `path`, its progress one write task.
+fn open_output<'r>(
+    path: &Path,
+    options: &WriteOptions,
+    total: u64,
+    reporter: &'r dyn Reporter,
+) -> Result<(Counted<'r, Output>, Id), TarballError> {
+    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
+    let id = reporter.on_start(&Task {
+        action: Action::Write,
+        subject: &path.display().to_string(),
+        total,
+        done: 0,
+    });
+    Ok((Counted::new(output, reporter, id), id))
 }
 
 fn output_error(path: &Path, error: OutputError) -> TarballError {

@@ -13,6 +13,7 @@ use serde_json::Value;
 use crate::bundle::sha256sum_check;
 use crate::deliver::skopeo_digest;
 use crate::ferry::{command, ferry, run, Run};
+use crate::kubernetes::KUBEADM_1283;
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
     http, push_image_as, seed_csi_480, vendor_dir_480, vendor_tarball, Format, Seeded, PLATFORMS,
@@ -419,8 +420,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
 
     // Several products in one bundle, as a site file makes: the delta is named after the full bundle's
     // name (products joined by +) and from the base's products, and merges into the direct build.
-    let kubernetes: Vec<(&str, &str)> =
-        KUBERNETES_1283.into_iter().chain(KUBERNETES_1284).collect();
+    let kubernetes: Vec<(&str, &str)> = KUBEADM_1283.into_iter().chain(KUBERNETES_1284).collect();
     seed_versions(&addr, "registry.k8s.io", &kubernetes, &mut BTreeMap::new());
     let site_old = ["kubernetes@1.28.3", "huawei-csi@4.5.0"];
     let site_new = ["kubernetes@1.28.4", "huawei-csi@4.8.0"];
@@ -708,16 +708,7 @@ fn accounted_by_diff(delta: &Path, diff: &Value, full: &Value, extra: u64) -> (u
     (inside, kept_bytes, size_of(delta) - inside)
 }
 
-/// The images of Kubernetes 1.28.3 and the four that 1.28.4 changes, as (repository, tag).
-const KUBERNETES_1283: [(&str, &str); 7] = [
-    ("kube-apiserver", "v1.28.3"),
-    ("kube-controller-manager", "v1.28.3"),
-    ("kube-scheduler", "v1.28.3"),
-    ("kube-proxy", "v1.28.3"),
-    ("pause", "3.9"),
-    ("etcd", "3.5.9-0"),
-    ("coredns/coredns", "v1.10.1"),
-];
+/// The four images that 1.28.4 changes from 1.28.3's, as (repository, tag).
 const KUBERNETES_1284: [(&str, &str); 4] = [
     ("kube-apiserver", "v1.28.4"),
     ("kube-controller-manager", "v1.28.4"),
@@ -754,7 +745,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
     };
     let addr = registry.addr().to_string();
     let mut seeded = BTreeMap::new();
-    let images: Vec<(&str, &str)> = KUBERNETES_1283
+    let images: Vec<(&str, &str)> = KUBEADM_1283
         .into_iter()
         .chain(KUBERNETES_1284)
         .chain([KUBECTL])
@@ -935,7 +926,7 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
         pushed.stderr()
     );
     let upstream_digests = |to: &str| {
-        for (repository, tag) in KUBERNETES_1283
+        for (repository, tag) in KUBEADM_1283
             .iter()
             .skip(4)
             .chain(&KUBERNETES_1284)
