@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
@@ -131,13 +132,13 @@ impl<W: Write> Write for Hashing<W> {
 /// the caller reads or writes the next chunk. Chunks travel through a bounded queue, so memory stays flat:
 /// four chunks keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
 pub struct BackgroundHasher {
-    sender: Option<std::sync::mpsc::SyncSender<Option<Vec<u8>>>>,
+    sender: Option<std::sync::mpsc::SyncSender<Option<Arc<Vec<u8>>>>>,
     worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
 }
 
 impl BackgroundHasher {
     pub fn start() -> BackgroundHasher {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Vec<u8>>>(4);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Arc<Vec<u8>>>>(4);
         let worker = std::thread::spawn(move || {
             // While the first part passes, the whole's hash is that part's too: a stream of one part, the
             // common case, is hashed once. A part hasher starts only with the second part.
@@ -149,9 +150,9 @@ impl BackgroundHasher {
                         parts.push(Digest::from_hasher(finished));
                     }
                     Some(chunk) => {
-                        whole.update(&chunk);
+                        whole.update(chunk.as_slice());
                         if let Some(part) = part.as_mut() {
-                            part.update(&chunk);
+                            part.update(chunk.as_slice());
                         }
                     }
                 }
@@ -170,8 +171,10 @@ impl BackgroundHasher {
         let _ = self.sender.as_ref().expect("open").send(None);
     }
 
-    pub fn update(&self, chunk: Vec<u8>) {
-        let _ = self.sender.as_ref().expect("open").send(Some(chunk));
+    /// Hashes `chunk` next: a Vec of its own, or one shared with the caller (who may reuse it once the
+    /// hasher has dropped it).
+    pub fn update(&self, chunk: impl Into<Arc<Vec<u8>>>) {
+        let _ = self.sender.as_ref().expect("open").send(Some(chunk.into()));
     }
 
     /// Each part's digest, in order, and the whole's.

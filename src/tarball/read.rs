@@ -8,14 +8,15 @@
 //! read through a decompressor that refuses implausible expansion; split parts are read as one stream.
 //! The raw bytes are also handed to an observer (the outer checksum runs on another thread).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use flate2::read::MultiGzDecoder;
+use flate2::bufread::MultiGzDecoder;
 
 use super::layout::{BLOBS_DIR, DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
 
@@ -156,6 +157,9 @@ impl Source {
             skip: offset,
             observer: None,
             raw_bytes: 0,
+            block: Block::default(),
+            served: 0,
+            lent: VecDeque::new(),
         }
     }
 
@@ -266,21 +270,36 @@ fn ordinal(n: usize) -> String {
     format!("{n}{suffix}")
 }
 
+/// A block of raw bytes as read from a file, shared with the observer rather than copied for it.
+pub type Block = Arc<Vec<u8>>;
+
+/// The most read from a file at once: one read call each, and one hand-over to the observer. Small enough
+/// to be still in the CPU's caches when the observer's thread hashes it after the reader's.
+const READ_BLOCK: usize = 1 << 20;
+
 /// Receives the raw bytes of each file as they are read (for the outer checksum).
 pub trait Observer {
     fn part_started(&mut self, index: usize);
-    fn bytes(&mut self, chunk: &[u8]);
+    /// The next bytes read, all of `block`; the reader reuses the block once the observer drops it.
+    fn block(&mut self, block: &Block);
 }
 
 /// The parts of a source read one after another as one stream, each byte shown to the observer if any.
+/// It buffers itself, in blocks it hands to the observer as they are, so it is a [`BufRead`]: wrapping it
+/// in a `BufReader` would only copy.
 pub struct Joined<'o> {
     files: std::vec::IntoIter<PathBuf>,
-    current: Option<BufReader<File>>,
+    current: Option<File>,
     index: usize,
     /// Bytes of the whole still to pass over before the first one read.
     skip: u64,
     observer: Option<&'o mut (dyn Observer + Send)>,
     raw_bytes: u64,
+    /// The block being served, from `served` on.
+    block: Block,
+    served: usize,
+    /// Blocks handed to the observer, oldest first, taken back once it has dropped them.
+    lent: VecDeque<Block>,
 }
 
 impl Joined<'_> {
@@ -305,29 +324,80 @@ impl Joined<'_> {
                 observer.part_started(self.index);
             }
             self.index += 1;
-            self.current = Some(BufReader::with_capacity(1 << 20, file));
+            self.current = Some(file);
             return Ok(true);
         }
+    }
+
+    /// A block to read into: the oldest one lent, if the observer is done with it, or a new one.
+    fn spare_block(&mut self) -> Block {
+        let spent = std::mem::take(&mut self.block);
+        if self.lent.front().is_some_and(|b| Arc::strong_count(b) == 1) {
+            self.lent.push_back(spent);
+            return self.lent.pop_front().expect("checked above");
+        }
+        match Arc::strong_count(&spent) {
+            1 => spent,
+            _ => {
+                self.lent.push_back(spent);
+                Arc::new(Vec::new())
+            }
+        }
+    }
+
+    /// Reads the next block of the current file (opening the next when one ends); false at the end.
+    fn refill(&mut self) -> io::Result<bool> {
+        let mut block = self.spare_block();
+        let buffer = Arc::get_mut(&mut block).expect("a block no one else holds");
+        buffer.resize(READ_BLOCK, 0);
+        loop {
+            if self.current.is_none() && !self.open_next()? {
+                buffer.clear();
+                self.block = block;
+                self.served = 0;
+                return Ok(false);
+            }
+            let n = match self.current.as_mut().expect("opened above").read(buffer) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => read?,
+            };
+            if n == 0 {
+                self.current = None;
+                continue;
+            }
+            buffer.truncate(n);
+            break;
+        }
+        if let Some(observer) = self.observer.as_mut() {
+            observer.block(&block);
+        }
+        self.raw_bytes += block.len() as u64;
+        self.block = block;
+        self.served = 0;
+        Ok(true)
+    }
+}
+
+impl BufRead for Joined<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.served == self.block.len() && !self.refill()? {
+            return Ok(&[]);
+        }
+        Ok(&self.block[self.served..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.served = (self.served + amount).min(self.block.len());
     }
 }
 
 impl Read for Joined<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if self.current.is_none() && !self.open_next()? {
-                return Ok(0);
-            }
-            let n = self.current.as_mut().expect("opened above").read(buf)?;
-            if n == 0 {
-                self.current = None;
-                continue;
-            }
-            if let Some(observer) = self.observer.as_mut() {
-                observer.bytes(&buf[..n]);
-            }
-            self.raw_bytes += n as u64;
-            return Ok(n);
-        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
@@ -337,7 +407,8 @@ pub struct Entry<'r> {
     pub size: u64,
     /// Where the data starts in the (decompressed, parts joined) tar stream.
     pub offset: u64,
-    pub data: &'r mut dyn Read,
+    /// Buffered: what is read can be hashed where it lies, with `fill_buf`.
+    pub data: &'r mut dyn BufRead,
 }
 
 /// Reads every entry of `source`, calling `visit` with each; `visit` may read the data or not (the rest is
@@ -357,10 +428,13 @@ pub fn read_bundle(
     };
     let read = if gzipped {
         read_entries(
-            &mut Guarded {
-                inner: MultiGzDecoder::new(&mut chained),
-                out: 0,
-            },
+            &mut BufReader::with_capacity(
+                READ_BLOCK,
+                Guarded {
+                    inner: MultiGzDecoder::new(&mut chained),
+                    out: 0,
+                },
+            ),
             &mut visit,
         )
     } else {
@@ -625,7 +699,7 @@ impl std::error::Error for BombMarker {}
 
 /// Counts what was consumed, so errors can say where.
 struct Position<'r> {
-    inner: &'r mut dyn Read,
+    inner: &'r mut dyn BufRead,
     offset: u64,
 }
 
@@ -634,6 +708,28 @@ impl Read for Position<'_> {
         let n = self.inner.read(buf)?;
         self.offset += n as u64;
         Ok(n)
+    }
+}
+
+impl BufRead for Position<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.inner.consume(amount);
+        self.offset += amount as u64;
+    }
+}
+
+/// Passes over the rest of `reader`, without copying it anywhere.
+fn skip_rest(reader: &mut impl BufRead) -> io::Result<()> {
+    loop {
+        let n = reader.fill_buf()?.len();
+        if n == 0 {
+            return Ok(());
+        }
+        reader.consume(n);
     }
 }
 
@@ -650,7 +746,7 @@ fn fill(input: &mut Position<'_>, buf: &mut [u8]) -> Result<usize, Broken> {
 }
 
 fn read_entries(
-    reader: &mut dyn Read,
+    reader: &mut dyn BufRead,
     visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<(), Broken> {
     let mut input = Position {
@@ -707,7 +803,7 @@ fn read_entries(
             data: &mut limited,
         })
         .map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;
-        io::copy(&mut limited, &mut io::sink()).map_err(|e| io_error(data_start, e))?;
+        skip_rest(&mut limited).map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;
         if data.offset < size {
             return Err(Broken::Truncated {
                 what: format!("the data of {name}"),
@@ -893,7 +989,7 @@ mod tests {
 
     impl Observer for Nothing {
         fn part_started(&mut self, _: usize) {}
-        fn bytes(&mut self, _: &[u8]) {}
+        fn block(&mut self, _: &Block) {}
     }
 
     /// Memory grows with the entries, and a hostile tar of empty ones has one every 512 bytes.

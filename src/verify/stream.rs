@@ -3,11 +3,14 @@
 //! thread for the checksum files.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
+use std::sync::Arc;
 
-use crate::digest::{BackgroundHasher, Digest, Hashing};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::{BackgroundHasher, Digest};
 use crate::layer_codec::{Codec, ContentHasher};
-use crate::tarball::read::{Entry, Observer};
+use crate::tarball::read::{Block, Entry, Observer};
 
 /// JSON documents larger than this are refused (containerd's own limit).
 const MAX_DOCUMENT: u64 = 20 << 20;
@@ -54,33 +57,21 @@ pub(super) struct Contents {
     pub(super) locations: BTreeMap<Digest, (u64, u64)>,
 }
 
-/// Hashes the raw file(s) as they are read, on a second thread: per part and whole. The reads come in
-/// all sizes (512-byte tar headers, 256 KiB of a blob), so they are gathered into chunks of 1 MiB first:
-/// one hand-over per MiB keeps both threads busy instead of waiting on each other.
+/// Hashes the raw file(s) as they are read, on a second thread: per part and whole. The reader hands over
+/// each block it read (1 MiB) as it is, shared, not copied: the hasher thread hashes it while this one
+/// hashes the blobs in it.
 pub(super) struct OuterHasher {
     hasher: BackgroundHasher,
-    pending: Vec<u8>,
 }
 
 impl OuterHasher {
-    const CHUNK: usize = 1 << 20;
-
     pub(super) fn start() -> OuterHasher {
         OuterHasher {
             hasher: BackgroundHasher::start(),
-            pending: Vec::with_capacity(Self::CHUNK),
         }
     }
 
-    fn hand_over(&mut self) {
-        if !self.pending.is_empty() {
-            let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(Self::CHUNK));
-            self.hasher.update(chunk);
-        }
-    }
-
-    pub(super) fn finish(mut self) -> (Vec<Digest>, Digest) {
-        self.hand_over();
+    pub(super) fn finish(self) -> (Vec<Digest>, Digest) {
         self.hasher.finish()
     }
 }
@@ -88,21 +79,12 @@ impl OuterHasher {
 impl Observer for OuterHasher {
     fn part_started(&mut self, index: usize) {
         if index > 0 {
-            self.hand_over();
             self.hasher.next_part();
         }
     }
 
-    fn bytes(&mut self, mut chunk: &[u8]) {
-        while !chunk.is_empty() {
-            let room = Self::CHUNK - self.pending.len();
-            let (now, later) = chunk.split_at(chunk.len().min(room));
-            self.pending.extend_from_slice(now);
-            if self.pending.len() == Self::CHUNK {
-                self.hand_over();
-            }
-            chunk = later;
-        }
+    fn block(&mut self, block: &Block) {
+        self.hasher.update(Arc::clone(block));
     }
 }
 
@@ -134,25 +116,30 @@ impl Contents {
             && size <= MAX_KEPT_BLOB
             && self.kept_total + size <= MAX_KEPT_TOTAL;
         let codec = Codec::sniff(&head);
-        let mut data = head.chain(data);
         let mut kept = keep.then(|| Vec::with_capacity(size as usize));
         let mut inflater = deep.then(|| ContentHasher::new(codec, size)).flatten();
-        let mut hashing = Hashing::new(io::sink());
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = data.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            hashing.write_all(&buffer[..n])?;
+        let mut hasher = Sha256::new();
+        let mut take = |bytes: &[u8]| {
+            hasher.update(bytes);
             if let Some(kept) = kept.as_mut() {
-                kept.extend_from_slice(&buffer[..n]);
+                kept.extend_from_slice(bytes);
             }
             if let Some(inflater) = inflater.as_mut() {
-                inflater.write(&buffer[..n]);
+                inflater.write(bytes);
             }
+        };
+        // Hashed where the reader holds it: no copy on this thread.
+        take(&head);
+        loop {
+            let available = data.fill_buf()?;
+            if available.is_empty() {
+                break;
+            }
+            take(available);
+            let n = available.len();
+            data.consume(n);
         }
-        let (_, actual, _) = hashing.finish();
+        let actual = Digest::from_hasher(hasher);
         let uncompressed = match inflater.map(ContentHasher::finish) {
             Some(Ok(content)) => Some(content),
             Some(Err(problem)) => {
