@@ -14,6 +14,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Arc;
 
 use flate2::bufread::MultiGzDecoder;
@@ -150,15 +151,20 @@ pub struct Source {
 impl Source {
     /// The parts read one after another as one stream, from `offset` of the whole.
     pub fn joined(&self, offset: u64) -> Joined<'static> {
-        Joined {
+        Joined::from(Blocks::Here(self.blocks(offset, None)))
+    }
+
+    fn blocks<'o>(
+        &self,
+        offset: u64,
+        observer: Option<&'o mut (dyn Observer + Send)>,
+    ) -> FileBlocks<'o> {
+        FileBlocks {
             files: self.files.clone().into_iter(),
             current: None,
             index: 0,
             skip: offset,
-            observer: None,
-            raw_bytes: 0,
-            block: Block::default(),
-            served: 0,
+            observer,
             lent: VecDeque::new(),
         }
     }
@@ -284,25 +290,23 @@ pub trait Observer {
     fn block(&mut self, block: &Block);
 }
 
-/// The parts of a source read one after another as one stream, each byte shown to the observer if any.
-/// It buffers itself, in blocks it hands to the observer as they are, so it is a [`BufRead`]: wrapping it
-/// in a `BufReader` would only copy.
-pub struct Joined<'o> {
+/// Blocks read ahead of the reader that parses them, on a thread of their own: the kernel's copy into
+/// them runs beside the hashing of the blocks before.
+const READ_AHEAD: usize = 2;
+
+/// The parts of a source read one after another in blocks, each shown to the observer if any.
+struct FileBlocks<'o> {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<File>,
     index: usize,
     /// Bytes of the whole still to pass over before the first one read.
     skip: u64,
     observer: Option<&'o mut (dyn Observer + Send)>,
-    raw_bytes: u64,
-    /// The block being served, from `served` on.
-    block: Block,
-    served: usize,
-    /// Blocks handed to the observer, oldest first, taken back once it has dropped them.
+    /// Blocks handed out, oldest first, read into again once everyone has dropped them.
     lent: VecDeque<Block>,
 }
 
-impl Joined<'_> {
+impl FileBlocks<'_> {
     fn open_next(&mut self) -> io::Result<bool> {
         loop {
             let Some(next) = self.files.next() else {
@@ -329,33 +333,18 @@ impl Joined<'_> {
         }
     }
 
-    /// A block to read into: the oldest one lent, if the observer is done with it, or a new one.
-    fn spare_block(&mut self) -> Block {
-        let spent = std::mem::take(&mut self.block);
-        if self.lent.front().is_some_and(|b| Arc::strong_count(b) == 1) {
-            self.lent.push_back(spent);
-            return self.lent.pop_front().expect("checked above");
-        }
-        match Arc::strong_count(&spent) {
-            1 => spent,
-            _ => {
-                self.lent.push_back(spent);
-                Arc::new(Vec::new())
-            }
-        }
-    }
-
-    /// Reads the next block of the current file (opening the next when one ends); false at the end.
-    fn refill(&mut self) -> io::Result<bool> {
-        let mut block = self.spare_block();
+    /// The next block of the current file (the next file's, when one ends), in one read; None at the end.
+    fn next_block(&mut self) -> io::Result<Option<Block>> {
+        // Blocks come back in the order they went out: only the oldest can be free.
+        let mut block = match self.lent.front() {
+            Some(oldest) if Arc::strong_count(oldest) == 1 => self.lent.pop_front().expect("there"),
+            _ => Block::default(),
+        };
         let buffer = Arc::get_mut(&mut block).expect("a block no one else holds");
         buffer.resize(READ_BLOCK, 0);
         loop {
             if self.current.is_none() && !self.open_next()? {
-                buffer.clear();
-                self.block = block;
-                self.served = 0;
-                return Ok(false);
+                return Ok(None);
             }
             let n = match self.current.as_mut().expect("opened above").read(buffer) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -371,9 +360,65 @@ impl Joined<'_> {
         if let Some(observer) = self.observer.as_mut() {
             observer.block(&block);
         }
+        self.lent.push_back(Arc::clone(&block));
+        Ok(Some(block))
+    }
+
+    /// Reads every block into `ahead`, until the end, an error, or the receiver is gone.
+    fn read_ahead(mut self, ahead: SyncSender<io::Result<Block>>) {
+        while let Some(next) = self.next_block().transpose() {
+            let failed = next.is_err();
+            if ahead.send(next).is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// Where a [`Joined`] gets its blocks.
+enum Blocks<'o> {
+    /// Read on the caller's thread.
+    Here(FileBlocks<'o>),
+    /// Read ahead on another ([`FileBlocks::read_ahead`]); the sender gone is the end.
+    Ahead(Receiver<io::Result<Block>>),
+}
+
+/// The parts of a source read one after another as one stream. It buffers itself, in the blocks it
+/// shows the observer as they are, so it is a [`BufRead`]: wrapping it in a `BufReader` would only copy.
+pub struct Joined<'o> {
+    blocks: Blocks<'o>,
+    /// The block being served, from `served` on.
+    block: Block,
+    served: usize,
+    raw_bytes: u64,
+}
+
+impl<'o> From<Blocks<'o>> for Joined<'o> {
+    fn from(blocks: Blocks<'o>) -> Self {
+        Joined {
+            blocks,
+            block: Block::default(),
+            served: 0,
+            raw_bytes: 0,
+        }
+    }
+}
+
+impl Joined<'_> {
+    /// Moves on to the next block; false at the end.
+    fn refill(&mut self) -> io::Result<bool> {
+        // Dropped first, so that it can be read into again.
+        drop(std::mem::take(&mut self.block));
+        self.served = 0;
+        let next = match &mut self.blocks {
+            Blocks::Here(files) => files.next_block()?,
+            Blocks::Ahead(ahead) => ahead.recv().ok().transpose()?,
+        };
+        let Some(block) = next else {
+            return Ok(false);
+        };
         self.raw_bytes += block.len() as u64;
         self.block = block;
-        self.served = 0;
         Ok(true)
     }
 }
@@ -422,30 +467,39 @@ pub fn read_bundle(
         path: source.files[0].clone(),
         source: e,
     })?;
-    let mut chained = Joined {
-        observer: Some(observer),
-        ..source.joined(0)
-    };
-    let read = if gzipped {
+    std::thread::scope(|scope| {
+        let (ahead, blocks) = std::sync::mpsc::sync_channel(READ_AHEAD);
+        let files = source.blocks(0, Some(observer));
+        scope.spawn(move || files.read_ahead(ahead));
+        let mut chained = Joined::from(Blocks::Ahead(blocks));
+        let read = read_all(&mut chained, gzipped, &mut visit);
+        // Dropped before the scope ends: a reader thread still reading ahead then stops.
+        let consumed = chained.raw_bytes;
+        drop(chained);
+        read.map(|()| consumed)
+            .map_err(|broken| source.locate_error(broken, gzipped, consumed))
+    })
+}
+
+/// Every entry of the tar in `chained`, gunzipped first if need be.
+fn read_all(
+    chained: &mut Joined<'_>,
+    gzipped: bool,
+    visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>,
+) -> Result<(), Broken> {
+    if gzipped {
         read_entries(
             &mut BufReader::with_capacity(
                 READ_BLOCK,
                 Guarded {
-                    inner: MultiGzDecoder::new(&mut chained),
+                    inner: MultiGzDecoder::new(chained),
                     out: 0,
                 },
             ),
-            &mut visit,
+            visit,
         )
     } else {
-        read_entries(&mut chained, &mut visit)
-    };
-    match read {
-        Ok(()) => Ok(chained.raw_bytes),
-        Err(broken) => {
-            let consumed = chained.raw_bytes;
-            Err(source.locate_error(broken, gzipped, consumed))
-        }
+        read_entries(chained, visit)
     }
 }
 
