@@ -6,7 +6,8 @@
 //! `ferry.json`, `index.json`, `manifest.json`, `ferry-delta.json` (a delta's) or `blobs/sha256/<hex>`,
 //! each once. A gzipped bundle is
 //! read through a decompressor that refuses implausible expansion; split parts are read as one stream.
-//! The raw bytes are also handed to an observer (the outer checksum runs on another thread).
+//! The raw bytes are read ahead on a thread of their own, in blocks handed as they are (shared, not
+//! copied) to the parser and to an observer (the outer checksum runs on a third thread).
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
