@@ -83,6 +83,11 @@ impl Anchors {
         })
     }
 
+    /// Neither a signature nor a lock is required.
+    pub fn require_nothing(&self) -> bool {
+        self.signers.is_none() && self.lock.is_none()
+    }
+
     /// A lock pins vendor images by config digest; only decompressing their layers proves the layers are
     /// the ones the config's diff_ids name.
     pub fn needs_deep(&self) -> bool {

@@ -399,6 +399,68 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         refused.stdout()
     );
 
+    // Merge copies a blob the delta takes from the base without hashing it first; changed in place, the
+    // output hashes otherwise, and merge verifies every byte to name the file. Nothing is written.
+    let taken = blobs(&inspect(&full))
+        .intersection(&blobs(&inspect(&base)))
+        .find(|digest| !blobs(&inspect(&delta)).contains(*digest))
+        .cloned()
+        .unwrap();
+    let header = format!("blobs/sha256/{}", taken.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&base).unwrap();
+    let at = (0..bytes.len())
+        .step_by(512)
+        .find(|&at| bytes[at..].starts_with(header.as_bytes()))
+        .unwrap();
+    bytes[at + 512 + 100] ^= 0x01;
+    let changed = site.path("changed.tar");
+    std::fs::write(&changed, bytes).unwrap();
+    let not_merged = site.path("not-merged.tar");
+    let refused = ferry_on(
+        "merge",
+        &[&changed, &delta],
+        &["-o", not_merged.to_str().unwrap(), "-q"],
+    )
+    .fails_with(1);
+    let merge_line = refused
+        .stderr()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        merge_line.starts_with("merge: the bundle copied hashes to sha256:")
+            && merge_line.ends_with(&format!(
+                ", not to the sha256:{full_sha} the delta names; verifying the delta and its bases \
+                 byte for byte to say what is wrong"
+            )),
+        "{}",
+        refused.stderr()
+    );
+    assert!(
+        refused.stdout().contains(&format!(
+            "problem: {} is not a base of this delta: its sha256 is {}",
+            changed.display(),
+            sha256_of(&changed)
+        )),
+        "{}",
+        refused.stdout()
+    );
+    assert!(!not_merged.exists());
+    assert_eq!(
+        std::fs::read_dir(site.path(""))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("not-merged")
+            })
+            .count(),
+        0
+    );
+
     // Merged with its base it is the bundle a direct build wrote, by name and by every byte.
     let merged_dir = site.path("merged");
     let into_dir = format!("{}/", merged_dir.display());
