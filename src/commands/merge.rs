@@ -10,9 +10,10 @@ use crate::catalog::Catalogs;
 use crate::cli::MergeArgs;
 use crate::deliver::merge::{locate, merge, MergeError, Merged, Quick};
 use crate::error::{Error, Result};
-use crate::progress::{line_to_stderr, DecimalBytes};
+use crate::progress::{line_to_stderr, DecimalBytes, Stderr};
 use crate::tarball::delta::FullBundle;
-use crate::trust::Anchors;
+use crate::tarball::layout::DELTA_JSON;
+use crate::trust::{Anchors, Verdicts};
 
 pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result<()> {
     crate::interrupt::install();
@@ -21,23 +22,33 @@ pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result
         .split_last()
         .expect("clap requires a base and a delta");
     let reporter = reporter(args.quiet);
-    // With nothing to check but the bytes, the output's sha256 (which the delta names) proves them all.
     let anchors = Anchors::load(args.trust.trust.as_deref(), args.trust.lock.as_deref())?;
-    if anchors.require_nothing() {
-        let declined = match locate(delta, bases)? {
-            Quick::Done(located) => {
-                let path = output_path(args.output.as_deref(), &located.record().bundle.name)?;
-                match located.write(&path, args.split, reporter.as_ref())? {
+    // A lock is checked against every image, which only the byte-for-byte way reads.
+    let quick = match anchors.has_lock() {
+        true => None,
+        false => Some(locate(delta, bases)?),
+    };
+    let declined = match quick {
+        None => None,
+        Some(Quick::Done(located)) => {
+            let full = &located.record().bundle;
+            let path = output_path(args.output.as_deref(), &full.name)?;
+            match recorded_signature(&anchors, delta, full) {
+                Err(reason) => Some(reason),
+                Ok(verdicts) => match located.write(&path, args.split, reporter.as_ref())? {
                     Quick::Done(merged) => {
                         reporter.finish();
+                        verdicts.write(&mut Stderr).map_err(Error::Output)?;
                         let images = located.metadata().images.iter().map(|i| &i.name);
-                        return report(out, &path, &merged, &located.record().bundle, images);
+                        return report(out, &path, &merged, full, images);
                     }
-                    Quick::Declined(reason) => reason,
-                }
+                    Quick::Declined(reason) => Some(reason),
+                },
             }
-            Quick::Declined(reason) => reason,
-        };
+        }
+        Some(Quick::Declined(reason)) => Some(reason),
+    };
+    if let Some(declined) = declined {
         line_to_stderr(&format!(
             "merge: {declined}; verifying the delta and its bases byte for byte to say what is wrong"
         ));
@@ -52,6 +63,27 @@ pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result
     reporter.finish();
     let images = bundle.metadata().images.iter().map(|i| &i.name);
     report(out, &path, &merged, full, images)
+}
+
+/// What the anchors say of the full bundle's signature the delta carries, checked over the checksum file
+/// that bundle has: the output's sha256, checked before it is put in place, then carries it over. A
+/// refusal is explained by the byte-for-byte way.
+fn recorded_signature(
+    anchors: &Anchors,
+    delta: &Path,
+    full: &FullBundle,
+) -> std::result::Result<Verdicts, String> {
+    let checksum = crate::tarball::checksum_text(&full.sha256, &full.name);
+    let signature = full.signature.as_deref().unwrap_or_default();
+    let shown = delta.join(DELTA_JSON);
+    let verdicts =
+        anchors.check_signature_over(&shown, signature.as_bytes(), &shown, checksum.as_bytes());
+    match verdicts.refusal(delta) {
+        Some(refusal) => Err(format!(
+            "the full bundle's signature was refused ({refusal})"
+        )),
+        None => Ok(verdicts),
+    }
 }
 
 /// The merged bundle's line, and whether it is signed.

@@ -950,6 +950,51 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
             merged_path.display()
         )
     );
+    // The quick way: the full bundle's signature the delta carries is checked before anything is written.
+    assert!(
+        merged
+            .stderr()
+            .starts_with("signature: good, signed by build@example.com (ssh-ed25519 SHA256:"),
+        "{}",
+        merged.stderr()
+    );
+    assert_eq!(merged.stderr().lines().count(), 1, "{}", merged.stderr());
+    let stranger_dir = site.path("stranger");
+    std::fs::create_dir_all(&stranger_dir).unwrap();
+    keygen(&stranger_dir);
+    let stranger = stranger_dir.join("allowed_signers");
+    let unmerged = site.path("unmerged.tar");
+    let refused = ferry_on(
+        "merge",
+        &[&base, &delta],
+        &[
+            "-o",
+            unmerged.to_str().unwrap(),
+            "--trust",
+            stranger.to_str().unwrap(),
+            "-q",
+        ],
+    )
+    .fails_with(1);
+    let stderr = refused.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let refusal = format!(
+        "{} is not trusted: signature: made by ssh-ed25519 SHA256:",
+        delta.display()
+    );
+    assert!(
+        lines.len() == 2
+            && lines[1].starts_with(&format!("error: {refusal}"))
+            && lines[1].ends_with(&format!(", a key {} does not hold", stranger.display()))
+            && lines[0]
+                == format!(
+                    "merge: the full bundle's signature was refused ({}); verifying the delta and \
+                     its bases byte for byte to say what is wrong",
+                    &lines[1]["error: ".len()..]
+                ),
+        "{stderr}"
+    );
+    assert!(!unmerged.exists());
     for suffix in ["", ".sha256", ".sig"] {
         assert_eq!(
             std::fs::read(format!("{}{suffix}", merged_path.display())).unwrap(),
