@@ -1,6 +1,7 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
 pub mod delta;
+pub mod headers;
 pub mod layout;
 mod metadata;
 mod output;
