@@ -27,6 +27,10 @@ pub const MAX_PARTS: u64 = 1000;
 /// a few of them.
 const CHUNK: usize = 1 << 20;
 
+/// How much of a part is written before the kernel is told to write it out and let it go from the page
+/// cache (see [`Output::pass_on`]).
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
 /// What marks ferry's staging directories, so that a later run can sweep those of a killed one.
 const STAGING_SUFFIX: &str = ".ferry-partial";
 
@@ -254,6 +258,12 @@ pub struct Output {
     part: File,
     /// Bytes of the open part, `pending` included.
     part_bytes: u64,
+    /// Let the bytes written go from the page cache as they reach the disk: nothing reads them back.
+    pass_on: bool,
+    /// The bytes of the open part written to it, those whose writeback was started, and those let go of.
+    part_written: u64,
+    writeback_started: u64,
+    let_go: u64,
     /// Bytes not yet written to the part, handed to the hasher with them.
     pending: Vec<u8>,
     /// Parts written so far, the open one included.
@@ -278,8 +288,15 @@ pub struct Sealed {
 }
 
 impl Output {
-    /// Starts writing a bundle of `bytes` bytes at `path`, cut into parts of `split` bytes.
-    pub fn create(path: &Path, split: Option<u64>, bytes: u64) -> Result<Output, OutputError> {
+    /// Starts writing a bundle of `bytes` bytes at `path`, cut into parts of `split` bytes. Unless the
+    /// files are to be read again once written (`reread`: recovery data is computed from them), their
+    /// bytes are let go from the page cache as they reach the disk.
+    pub fn create(
+        path: &Path,
+        split: Option<u64>,
+        bytes: u64,
+        reread: bool,
+    ) -> Result<Output, OutputError> {
         interrupt::check()?;
         let part_size = split.map(part_size);
         if let (Some(split), Some(size)) = (split, part_size) {
@@ -308,6 +325,10 @@ impl Output {
             part_size,
             part,
             part_bytes: 0,
+            pass_on: !reread,
+            part_written: 0,
+            writeback_started: 0,
+            let_go: 0,
             pending: Vec::with_capacity(CHUNK),
             parts: 1,
             hasher: BackgroundHasher::start(),
@@ -318,9 +339,39 @@ impl Output {
     /// Writes what is pending to the open part, and hands it to the hasher.
     fn write_pending(&mut self) -> io::Result<()> {
         self.part.write_all(&self.pending)?;
+        self.part_written += self.pending.len() as u64;
         let written = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
         self.hasher.update(written);
+        if self.pass_on {
+            self.pass_on();
+        }
         Ok(())
+    }
+
+    /// With every [`WRITEBACK_WINDOW`] written, has the kernel start writing that window out, and let go of
+    /// the window before (written out by now) from the page cache. The disk then writes while the next
+    /// bytes are hashed, instead of all at the final sync; and the page cache holds a few windows of the
+    /// bundle, not all of it, so the pages let go of are the ones the next bytes are written into (fresh
+    /// pages cost more: on a virtual machine, several times the copy). Both are only advice to the kernel
+    /// (`posix_fadvise(DONTNEED)` starts the writeback of dirty pages and drops clean ones, never data):
+    /// should it refuse, the final sync still writes everything, so its refusal is not an error.
+    fn pass_on(&mut self) {
+        let written = self.part_written;
+        if written - self.writeback_started < WRITEBACK_WINDOW {
+            return;
+        }
+        let advise = |from: u64, to: u64| {
+            let _ = rustix::fs::fadvise(
+                &self.part,
+                from,
+                std::num::NonZeroU64::new(to - from),
+                rustix::fs::Advice::DontNeed,
+            );
+        };
+        advise(self.writeback_started, written);
+        advise(self.let_go, self.writeback_started);
+        self.let_go = self.writeback_started;
+        self.writeback_started = written;
     }
 
     fn next_part(&mut self) -> io::Result<()> {
@@ -331,6 +382,9 @@ impl Output {
         self.hasher.next_part();
         self.parts += 1;
         self.part_bytes = 0;
+        self.part_written = 0;
+        self.writeback_started = 0;
+        self.let_go = 0;
         Ok(())
     }
 

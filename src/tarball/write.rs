@@ -681,7 +681,8 @@ fn open_output<'r>(
     total: u64,
     reporter: &'r dyn Reporter,
 ) -> Result<(Counted<'r, Output>, Id), TarballError> {
-    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
+    let output = Output::create(path, options.split, total, options.recovery.is_some())
+        .map_err(|e| output_error(path, e))?;
     let id = reporter.on_start(&Task {
         action: Action::Write,
         subject: &path.display().to_string(),
