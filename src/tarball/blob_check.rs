@@ -4,15 +4,16 @@
 //! chunk is hashed; a blob that is not what its name says is reported when the copy is done, before the
 //! bundle is sealed or placed.
 
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 
-/// How many chunks may wait for the hasher: with 1 MiB chunks, 4 MiB, as the output's hasher.
-const QUEUE: usize = 4;
+/// How many chunks may wait for the hasher: with 1 MiB chunks, 2 MiB. The output's hasher lets 4 wait, and
+/// hashes the same bytes at the same speed.
+const QUEUE: usize = 2;
 
 enum Message {
     Chunk(Vec<u8>),
@@ -31,12 +32,16 @@ pub struct Mismatch {
 
 pub struct BlobChecker {
     sender: Option<SyncSender<Message>>,
+    /// Chunks hashed, to be filled again: the same few buffers go round, instead of a fresh MiB (and its
+    /// page faults) for every MiB copied.
+    spare: Receiver<Vec<u8>>,
     worker: Option<JoinHandle<Vec<Mismatch>>>,
 }
 
 impl BlobChecker {
     pub fn start() -> BlobChecker {
         let (sender, receiver) = mpsc::sync_channel::<Message>(QUEUE);
+        let (give_back, spare) = mpsc::sync_channel::<Vec<u8>>(QUEUE + 2);
         let worker = std::thread::spawn(move || {
             let (mut hasher, mut read, mut mismatches) = (Sha256::new(), 0u64, Vec::new());
             for message in receiver {
@@ -44,6 +49,8 @@ impl BlobChecker {
                     Message::Chunk(chunk) => {
                         hasher.update(&chunk);
                         read += chunk.len() as u64;
+                        // When every buffer is already back, this one is freed.
+                        let _ = give_back.try_send(chunk);
                     }
                     Message::End(digest) => {
                         let actual = Digest::from_hasher(std::mem::take(&mut hasher));
@@ -62,6 +69,7 @@ impl BlobChecker {
         });
         BlobChecker {
             sender: Some(sender),
+            spare,
             worker: Some(worker),
         }
     }
@@ -69,6 +77,14 @@ impl BlobChecker {
     fn send(&self, message: Message) {
         // The worker ends only when the sender is dropped: a send cannot fail before `finish`.
         let _ = self.sender.as_ref().expect("open").send(message);
+    }
+
+    /// An empty buffer of at least `capacity` bytes for the next chunk: one that went round, or a new one.
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut buffer = self.spare.try_recv().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve_exact(capacity);
+        buffer
     }
 
     /// Bytes of the blob being copied, in order.

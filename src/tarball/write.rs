@@ -481,7 +481,7 @@ fn copy_blob(
     let mut left = size;
     while left > 0 {
         let want = left.min(BLOB_CHUNK as u64);
-        let mut chunk = Vec::with_capacity(want as usize);
+        let mut chunk = checker.buffer(want as usize);
         let read = (&mut blob)
             .take(want)
             .read_to_end(&mut chunk)
