@@ -11,8 +11,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::digest::Digest;
 
-/// How many chunks may wait for the hasher: with 1 MiB chunks, 2 MiB. The output's hasher lets 4 wait, and
-/// hashes the same bytes at the same speed.
+/// How many chunks may wait for the hasher: the output's hasher lets 4 MiB wait, and hashes the same bytes
+/// at the same speed.
 const QUEUE: usize = 2;
 
 enum Message {
@@ -41,7 +41,7 @@ pub struct BlobChecker {
 impl BlobChecker {
     pub fn start() -> BlobChecker {
         let (sender, receiver) = mpsc::sync_channel::<Message>(QUEUE);
-        let (give_back, spare) = mpsc::sync_channel::<Vec<u8>>(QUEUE + 2);
+        let (give_back, spare) = mpsc::sync_channel::<Vec<u8>>(QUEUE + 1);
         let worker = std::thread::spawn(move || {
             let (mut hasher, mut read, mut mismatches) = (Sha256::new(), 0u64, Vec::new());
             for message in receiver {

@@ -23,9 +23,10 @@ const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 /// would sort between part-100 and part-101.
 pub const MAX_PARTS: u64 = 1000;
 
-/// The bytes written to a part and hashed at a time: a write syscall per MiB, and the hasher's queue holds
-/// a few of them.
-const CHUNK: usize = 1 << 20;
+/// The bytes written to a part and hashed at a time: a write syscall per 512 KiB, and the hasher's queue
+/// holds a few of them. The copy keeps ahead of the hasher (blobs are hashed on their own thread), so its
+/// queue is full: a small chunk keeps that to 2 MiB.
+const CHUNK: usize = 512 << 10;
 
 /// How much of a part is written before the kernel is told to write it out and let it go from the page
 /// cache (see [`Output::pass_on`]).

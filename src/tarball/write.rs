@@ -460,8 +460,9 @@ fn stream_entries<F: Write, O: Write>(
     }
 }
 
-/// The bytes of a blob read and written at a time: a read and a write syscall per MiB.
-const BLOB_CHUNK: usize = 1 << 20;
+/// The bytes of a blob read and written at a time: few syscalls, and few enough bytes in the blob hasher's
+/// hands (blob_check.rs) that peak memory stays where it was before that thread.
+const BLOB_CHUNK: usize = 512 << 10;
 
 /// Copies one blob into the tar written to `out`, header and padding included, handing each chunk to
 /// `checker` to be hashed: what does not hash to its name is its source's to explain once the copy is
