@@ -477,8 +477,12 @@ fn copy_blob(
     checker: &BlobChecker,
 ) -> Result<(), Result<TarballError, io::Error>> {
     let mut blob = source.open(digest, size).map_err(Ok)?;
-    out.write_all(header(&blob_path(digest), size, mtime).map_err(Err)?.as_bytes())
-        .map_err(Err)?;
+    out.write_all(
+        header(&blob_path(digest), size, mtime)
+            .map_err(Err)?
+            .as_bytes(),
+    )
+    .map_err(Err)?;
     let mut left = size;
     while left > 0 {
         let want = left.min(BLOB_CHUNK as u64);
