@@ -1,8 +1,13 @@
-//! The full bundle a delta stands for, rebuilt from the delta and its bases once they are verified
-//! together: the same documents and blobs in the same order under the same headers, so the same bytes
-//! `ferry bundle` wrote on the connected side. Every blob is hashed again as it passes (the files may
-//! have changed since they were verified), and the output is hashed as it is written: a bundle whose
-//! sha256 is not the one the delta names is never put in place.
+//! The full bundle a delta stands for, rebuilt from the delta and its bases: the same documents and blobs
+//! in the same order under the same headers, so the same bytes `ferry bundle` wrote on the connected
+//! side. The output is hashed as it is written, and a bundle whose sha256 is not the one the delta names
+//! is never put in place.
+//!
+//! Two ways, one result. [`locate`] and [`Located::write`] reads only the inputs' tar headers and copies each blob once:
+//! the output's sha256, which the delta names, proves every byte of it (each blob, and so each base),
+//! at the cost of one hash pass. When anything is off (a file that is not a base, a blob missing, an
+//! output that hashes otherwise), it says so and [`merge`] takes over: the delta verified with every
+//! base first, each blob hashed again as it is copied, so that what is wrong is named.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -10,8 +15,13 @@ use std::path::{Path, PathBuf};
 
 use crate::digest::Digest;
 use crate::progress::Reporter;
+use crate::tarball::delta::{BaseRecord, DeltaRecord, FullBundle, DELTA_FORMAT};
+use crate::tarball::headers::{self, Contents};
+use crate::tarball::layout::{DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use crate::tarball::read::Source;
 use crate::tarball::{
-    file_name, write_entries, BlobSource, Signer, TarballError, WriteOptions, Written,
+    file_name, write_entries, BlobSource, BundleMetadata, Documents, Signer, Staged, TarballError,
+    WriteOptions, Written,
 };
 use crate::verify::{Verified, VerifiedDelta};
 
@@ -43,6 +53,234 @@ pub struct Merged {
     pub signed: bool,
 }
 
+/// Refuses an output path that is one of the inputs: writing it would destroy what is read.
+pub fn check_output(inputs: &[PathBuf], path: &Path) -> Result<(), MergeError> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    match inputs.iter().find(|input| same(input, path)) {
+        Some(input) => Err(MergeError::OverInput {
+            output: path.to_path_buf(),
+            input: input.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The quick way's answer: done, or declined for a reason (nothing was written).
+#[derive(Debug)]
+pub enum Quick<T> {
+    Done(T),
+    Declined(String),
+}
+
+/// A delta and its bases as their headers describe them, ready to be copied into the full bundle.
+#[derive(Debug)]
+pub struct Located {
+    record: DeltaRecord,
+    metadata: BundleMetadata,
+    documents: Documents,
+    sources: Vec<Source>,
+    /// Each blob of the full bundle: the source that holds it, its offset there, its size.
+    blobs: BTreeMap<Digest, (usize, u64, u64)>,
+}
+
+/// Reads the headers of `delta` and `bases` (not their blobs). Only a file the delta was made from (by
+/// size, holding every blob the delta expects from it) serves as a base, and every base must be given.
+pub fn locate(delta: &Path, bases: &[PathBuf]) -> Result<Quick<Located>, MergeError> {
+    let read = |file: &Path, documents: bool| -> Result<Option<(Source, Contents)>, MergeError> {
+        let Ok(source) = Source::locate(file) else {
+            return Ok(None);
+        };
+        let contents =
+            headers::contents(&source, documents).map_err(|source| TarballError::Read {
+                path: file.to_path_buf(),
+                source,
+            })?;
+        Ok(contents.map(|contents| (source, contents)))
+    };
+    let declined = |reason: String| Ok(Quick::Declined(reason));
+    let Some((delta_source, mut delta_contents)) = read(delta, true)? else {
+        return declined(format!(
+            "{} is not laid out as ferry writes a delta",
+            delta.display()
+        ));
+    };
+    let parsed = |name: &str| delta_contents.documents.get(name).map(Vec::as_slice);
+    let record =
+        parsed(DELTA_JSON).and_then(|bytes| serde_json::from_slice::<DeltaRecord>(bytes).ok());
+    let metadata = parsed(METADATA_JSON)
+        .and_then(|bytes| serde_json::from_slice::<BundleMetadata>(bytes).ok());
+    let (Some(record), Some(metadata)) = (record, metadata) else {
+        return declined(format!(
+            "{} holds no delta record ferry reads",
+            delta.display()
+        ));
+    };
+    if record.format != DELTA_FORMAT {
+        return declined(format!("{DELTA_JSON} is of format {}", record.format));
+    }
+    let mut sources = vec![delta_source];
+    let mut blobs: BTreeMap<Digest, (usize, u64, u64)> = delta_contents
+        .blobs
+        .iter()
+        .map(|(digest, &(offset, size))| (digest.clone(), (0, offset, size)))
+        .collect();
+    let mut matched = vec![false; record.bases.len()];
+    for file in bases {
+        let Some((source, contents)) = read(file, false)? else {
+            return declined(format!(
+                "{} is not laid out as ferry writes a bundle",
+                file.display()
+            ));
+        };
+        let bytes: u64 = source
+            .files
+            .iter()
+            .map(|part| std::fs::metadata(part).map_or(0, |m| m.len()))
+            .sum();
+        let holds = |base: &BaseRecord| {
+            base.bytes == bytes
+                && base.blobs.iter().all(|blob| {
+                    contents
+                        .blobs
+                        .get(&blob.digest)
+                        .is_some_and(|&(_, size)| size == blob.size)
+                })
+        };
+        let Some(index) = (0..record.bases.len()).find(|&i| !matched[i] && holds(&record.bases[i]))
+        else {
+            return declined(format!(
+                "{} is not one of the delta's bases",
+                file.display()
+            ));
+        };
+        matched[index] = true;
+        for blob in &record.bases[index].blobs {
+            let (offset, size) = contents.blobs[&blob.digest];
+            blobs.insert(blob.digest.clone(), (sources.len(), offset, size));
+        }
+        sources.push(source);
+    }
+    let unmatched =
+        (0..record.bases.len()).find(|&i| !matched[i] && !record.bases[i].blobs.is_empty());
+    if let Some(missing) = unmatched {
+        return declined(format!(
+            "base {} was not given",
+            record.bases[missing].shown()
+        ));
+    }
+    let documents: Documents = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON]
+        .map(|name| {
+            (
+                name,
+                delta_contents.documents.remove(name).unwrap_or_default(),
+            )
+        })
+        .into();
+    Ok(Quick::Done(Located {
+        record,
+        metadata,
+        documents,
+        sources,
+        blobs,
+    }))
+}
+
+impl Located {
+    /// The delta's record: the full bundle it stands for, and its bases.
+    pub fn record(&self) -> &DeltaRecord {
+        &self.record
+    }
+
+    /// The full bundle's `ferry.json`.
+    pub fn metadata(&self) -> &BundleMetadata {
+        &self.metadata
+    }
+
+    /// Every file read: the delta's, then the bases'.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.sources.iter().flat_map(|s| s.files.clone()).collect()
+    }
+
+    /// Copies every blob once into the full bundle at `path`, put in place only if it hashes to the
+    /// sha256 the delta names.
+    pub fn write(
+        &self,
+        path: &Path,
+        split: Option<u64>,
+        reporter: &dyn Reporter,
+    ) -> Result<Quick<Merged>, MergeError> {
+        check_output(&self.files(), path)?;
+        let full = &self.record.bundle;
+        let sizes: BTreeMap<Digest, u64> = self
+            .blobs
+            .iter()
+            .map(|(digest, &(_, _, size))| (digest.clone(), size))
+            .collect();
+        reporter.phase(&format!(
+            "writing {} ({} blobs, {} from the bases)",
+            path.display(),
+            sizes.len(),
+            self.record
+                .bases
+                .iter()
+                .map(|base| base.blobs.len())
+                .sum::<usize>()
+        ));
+        let staged = write_entries(
+            self,
+            &self.documents,
+            &sizes,
+            path,
+            &options(full, split),
+            reporter,
+        )?;
+        if staged.sha256() != &full.sha256 {
+            return Ok(Quick::Declined(format!(
+                "the bundle copied hashes to {}, not to the {} the delta names",
+                staged.sha256(),
+                full.sha256
+            )));
+        }
+        place(staged, &self.record, path).map(Quick::Done)
+    }
+}
+
+/// Blobs as the headers located them; not hashed one by one (see [`BlobSource::hashes_each_blob`]).
+impl BlobSource for Located {
+    fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError> {
+        let &(index, offset, _) = self
+            .blobs
+            .get(digest)
+            .ok_or_else(|| TarballError::Changed {
+                digest: digest.clone(),
+                path: self.sources[0].whole.clone(),
+            })?;
+        let source = &self.sources[index];
+        let reader = source
+            .open_range(offset, size)
+            .map_err(|error| TarballError::Read {
+                path: source.place(offset).0,
+                source: error,
+            })?;
+        Ok(Box::new(reader))
+    }
+
+    fn damaged(&self, digest: &Digest, _: Digest, _: u64) -> TarballError {
+        let index = self.blobs.get(digest).map_or(0, |&(index, _, _)| index);
+        TarballError::Changed {
+            digest: digest.clone(),
+            path: self.sources[index].whole.clone(),
+        }
+    }
+
+    fn hashes_each_blob(&self) -> bool {
+        false
+    }
+}
+
 /// Writes the full bundle `delta` (verified with every base) stands for at `path`.
 pub fn merge(
     delta: &Verified,
@@ -51,26 +289,8 @@ pub fn merge(
     reporter: &dyn Reporter,
 ) -> Result<Merged, MergeError> {
     let record = complete(delta)?;
-    for input in &delta.source().files {
-        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-            (Ok(a), Ok(b)) => a == b,
-            _ => false,
-        };
-        if same(input, path) {
-            return Err(MergeError::OverInput {
-                output: path.to_path_buf(),
-                input: input.clone(),
-            });
-        }
-    }
+    check_output(&delta.source().files, path)?;
     let full = &record.record.bundle;
-    let options = WriteOptions {
-        mtime: full.mtime,
-        split,
-        signer: None,
-        // The full bundle is rebuilt alone: recovery data is for a transfer, and the delta had its own.
-        recovery: None,
-    };
     reporter.phase(&format!(
         "writing {} ({} blobs, {} from the bases)",
         path.display(),
@@ -87,7 +307,7 @@ pub fn merge(
         &record.documents,
         &sizes(delta),
         path,
-        &options,
+        &options(full, split),
         reporter,
     )?;
     if staged.sha256() != &full.sha256 {
@@ -99,6 +319,23 @@ pub fn merge(
             theirs: delta.metadata().ferry.version.clone(),
         });
     }
+    place(staged, &record.record, path)
+}
+
+fn options(full: &FullBundle, split: Option<u64>) -> WriteOptions {
+    WriteOptions {
+        mtime: full.mtime,
+        split,
+        signer: None,
+        // The full bundle is rebuilt alone: recovery data is for a transfer, and the delta had its own.
+        recovery: None,
+    }
+}
+
+/// Puts the merged bundle in place, with the full bundle's signature when the delta carries one and
+/// the output keeps the name it signs.
+fn place(staged: Staged, record: &DeltaRecord, path: &Path) -> Result<Merged, MergeError> {
+    let full = &record.bundle;
     let signature = full
         .signature
         .as_ref()
@@ -347,6 +584,83 @@ mod tests {
                 base.display()
             )
         );
+    }
+
+    /// The quick way: headers read, each blob copied once, the output proven by the sha256 the delta
+    /// names; split too. A base changed in place (its size kept), a file that is no base and a base not
+    /// given make it decline, saying why, with nothing written.
+    #[test]
+    fn the_quick_merge_is_the_direct_bundle_or_declines_with_nothing_written() {
+        let site = Site::new();
+        let base = site.bundle("base.tar", &["quay.io/a/x:1", "quay.io/a/y:1"]);
+        let direct = site.bundle("direct.tar", &["quay.io/a/y:1", "quay.io/a/z:1"]);
+        let delta = site.delta("delta.tar", &["quay.io/a/y:1", "quay.io/a/z:1"], &[&base]);
+        let quick = |bases: &[PathBuf], out: &Path, split| match locate(&delta, bases).unwrap() {
+            Quick::Done(located) => match located.write(out, split, &Silent).unwrap() {
+                Quick::Done(merged) => Ok(merged),
+                Quick::Declined(reason) => Err(reason),
+            },
+            Quick::Declined(reason) => Err(reason),
+        };
+        let merged = site.path("merged.tar");
+        let done = quick(std::slice::from_ref(&base), &merged, None).unwrap();
+        let direct_bytes = std::fs::read(&direct).unwrap();
+        assert_eq!(std::fs::read(&merged).unwrap(), direct_bytes);
+        assert_eq!(done.written.sha256, Digest::of(&direct_bytes));
+        let parts = site.path("parts.tar");
+        quick(std::slice::from_ref(&base), &parts, Some(2048)).unwrap();
+        let mut joined = Vec::new();
+        for index in 0.. {
+            match std::fs::read(site.path(&format!("parts.tar.part-{index:03}"))) {
+                Ok(bytes) => joined.extend(bytes),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(joined, direct_bytes);
+
+        // The layer of y, which the delta takes from the base: one bit flipped in place.
+        let layer = &check(&direct, &[]).images[0].layers[0];
+        let mut bytes = std::fs::read(&base).unwrap();
+        let name = format!("blobs/sha256/{}", layer.hex());
+        let header_of = |tar: &[u8]| {
+            // The entry's header: manifest.json names the same path, not at a block's start.
+            (0..tar.len())
+                .step_by(512)
+                .find(|&at| tar[at..].starts_with(name.as_bytes()))
+                .unwrap()
+        };
+        let at = header_of(&bytes);
+        bytes[at + 512] ^= 1;
+        let tampered = site.path("tampered.tar");
+        std::fs::write(&tampered, &bytes).unwrap();
+        let out = site.path("out.tar");
+        let full_sha = Digest::of(&direct_bytes);
+        let mut wrong = direct_bytes.clone();
+        let at = header_of(&wrong);
+        wrong[at + 512] ^= 1;
+        assert_eq!(
+            quick(&[tampered], &out, None).unwrap_err(),
+            format!(
+                "the bundle copied hashes to {}, not to the {full_sha} the delta names",
+                Digest::of(&wrong)
+            )
+        );
+        let other = site.bundle("other.tar", &["quay.io/a/y:1"]);
+        assert_eq!(
+            quick(std::slice::from_ref(&other), &out, None).unwrap_err(),
+            format!("{} is not one of the delta's bases", other.display())
+        );
+        let base_sha = Digest::of(&std::fs::read(&base).unwrap());
+        assert_eq!(
+            quick(&[], &out, None).unwrap_err(),
+            format!("base base.tar (sha256 {}) was not given", base_sha.hex())
+        );
+        let left: Vec<String> = std::fs::read_dir(site.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("out") || name.starts_with(".out"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     /// Several bases, one of them a delta itself: each blob comes from the file that holds it.

@@ -2,6 +2,7 @@
 
 mod blob_check;
 pub mod delta;
+pub mod headers;
 pub mod layout;
 mod metadata;
 mod output;

@@ -771,6 +771,11 @@ fn end_of_archive(input: &mut Position<'_>) -> Result<(), Broken> {
     }
 }
 
+/// The entry's name and size, from a header [`read_bundle`] accepts.
+pub(super) fn accepted_header(header: &[u8; BLOCK]) -> Option<(String, u64)> {
+    parse_header(header, 0).ok()
+}
+
 /// Checks one USTAR header and returns the entry's name and size.
 fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Broken> {
     let malformed = |reason: &str| Broken::Malformed {

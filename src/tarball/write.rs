@@ -64,6 +64,12 @@ pub trait BlobSource {
     fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError>;
     /// The error for a blob whose `read` bytes hashed to `actual`, not to `digest`, once dealt with.
     fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError;
+    /// Whether each blob is hashed on its way. Only a source whose output is checked whole against a
+    /// sha256 known before writing (merge's, against the one its delta names) may pass: the output's
+    /// hash then proves every blob, and a mismatch is explained by a second, blob-by-blob run.
+    fn hashes_each_blob(&self) -> bool {
+        true
+    }
 }
 
 /// A cache file damaged on this machine (a flipped bit, a truncation) must not ship under its name with a
@@ -427,7 +433,7 @@ impl<F: Write, O: Write> Write for Routed<F, O> {
 }
 
 /// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, every blob hashed as it
-/// passes (on a thread of its own, beside the copy); a blob reaches the output only if `in_output` says
+/// passes (on a thread of its own, beside the copy) unless its source hashes none; a blob reaches the output only if `in_output` says
 /// so. The outer error is the bundle's; the inner one, the writing's.
 fn stream_entries<F: Write, O: Write>(
     tar: &mut tar::Builder<Routed<F, O>>,
@@ -440,14 +446,21 @@ fn stream_entries<F: Write, O: Write>(
     for (name, bytes) in documents {
         append(tar, name, bytes.len() as u64, &mut bytes.as_slice(), mtime).map_err(Err)?;
     }
-    let checker = BlobChecker::start();
+    let checker = source.hashes_each_blob().then(BlobChecker::start);
     for (digest, size) in blobs {
         tar.get_mut().to_out = in_output(digest);
-        copy_blob(tar.get_mut(), source, digest, *size, mtime, &checker)?;
+        copy_blob(
+            tar.get_mut(),
+            source,
+            digest,
+            *size,
+            mtime,
+            checker.as_ref(),
+        )?;
     }
     tar.get_mut().to_out = true;
     let mut damaged = checker
-        .finish()
+        .map_or_else(Vec::new, BlobChecker::finish)
         .into_iter()
         .map(|m| source.damaged(&m.digest, m.actual, m.read));
     match damaged.next() {
@@ -467,14 +480,15 @@ const BLOB_CHUNK: usize = 512 << 10;
 /// Copies one blob into the tar written to `out`, header and padding included, handing each chunk to
 /// `checker` to be hashed: what does not hash to its name is its source's to explain once the copy is
 /// done. A blob cut short still ends where its header says, so that the output stays a tar of the size
-/// announced until the check refuses it.
+/// announced until the check refuses it; without a checker (a source that hashes no blob), it is refused
+/// at once.
 fn copy_blob(
     out: &mut impl Write,
     source: &dyn BlobSource,
     digest: &Digest,
     size: u64,
     mtime: u64,
-    checker: &BlobChecker,
+    checker: Option<&BlobChecker>,
 ) -> Result<(), Result<TarballError, io::Error>> {
     let mut blob = source.open(digest, size).map_err(Ok)?;
     out.write_all(
@@ -483,22 +497,45 @@ fn copy_blob(
             .as_bytes(),
     )
     .map_err(Err)?;
+    // Without a hasher, the one buffer goes round.
+    let mut own = Vec::new();
     let mut left = size;
     while left > 0 {
         let want = left.min(BLOB_CHUNK as u64);
-        let mut chunk = checker.buffer(want as usize);
+        let mut chunk = match checker {
+            Some(checker) => checker.buffer(want as usize),
+            None => std::mem::take(&mut own),
+        };
+        chunk.clear();
+        chunk.reserve_exact(want as usize);
         let read = (&mut blob)
             .take(want)
             .read_to_end(&mut chunk)
             .map_err(Err)? as u64;
         out.write_all(&chunk).map_err(Err)?;
-        checker.chunk(chunk);
+        match checker {
+            Some(checker) => checker.chunk(chunk),
+            None => own = chunk,
+        }
         left -= read;
         if read < want {
             break;
         }
     }
-    checker.end(digest.clone());
+    match checker {
+        Some(checker) => checker.end(digest.clone()),
+        // Nothing else would notice.
+        None if left > 0 => {
+            return Err(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "blob {digest} ended after {} of its {size} bytes",
+                    size - left
+                ),
+            )))
+        }
+        None => {}
+    }
     let padding = left + size.next_multiple_of(512) - size;
     io::copy(&mut io::repeat(0).take(padding), out).map_err(Err)?;
     Ok(())

@@ -83,6 +83,40 @@ impl Anchors {
         })
     }
 
+    /// A lock is given: it is checked against every image of a verified bundle.
+    pub fn has_lock(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// The signature's verdict on `signature` over `checksum`, the text of a checksum file, as for a
+    /// bundle's `.sig` over its `.sha256` (merge checks the full bundle's, which its delta carries,
+    /// before writing that bundle); the lock is not checked.
+    pub fn check_signature_over(
+        &self,
+        signature_file: &Path,
+        signature: &[u8],
+        checksum_file: &Path,
+        checksum: &[u8],
+    ) -> Verdicts {
+        let signature = self.signers.as_ref().map(|signers| {
+            match signature::check(
+                signature_file,
+                signature,
+                checksum_file,
+                checksum,
+                signers,
+                now(),
+            ) {
+                Ok(signed) => SignatureVerdict::Good(signed),
+                Err(reason) => SignatureVerdict::Refused { reason },
+            }
+        });
+        Verdicts {
+            signature,
+            lock: None,
+        }
+    }
+
     /// A lock pins vendor images by config digest; only decompressing their layers proves the layers are
     /// the ones the config's diff_ids name.
     pub fn needs_deep(&self) -> bool {
@@ -148,17 +182,21 @@ fn check_signature(report: &Report, signers: &AllowedSigners) -> Result<Signed, 
             ))
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     signature::check(
         &signature_file,
         &signature,
         &checksum_file,
         checksum,
         signers,
-        now,
+        now(),
     )
+}
+
+/// Seconds since the epoch, for signers' validity periods.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 #[derive(Debug, Clone, Serialize)]

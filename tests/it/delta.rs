@@ -399,6 +399,68 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         refused.stdout()
     );
 
+    // Merge copies a blob the delta takes from the base without hashing it first; changed in place, the
+    // output hashes otherwise, and merge verifies every byte to name the file. Nothing is written.
+    let taken = blobs(&inspect(&full))
+        .intersection(&blobs(&inspect(&base)))
+        .find(|digest| !blobs(&inspect(&delta)).contains(*digest))
+        .cloned()
+        .unwrap();
+    let header = format!("blobs/sha256/{}", taken.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&base).unwrap();
+    let at = (0..bytes.len())
+        .step_by(512)
+        .find(|&at| bytes[at..].starts_with(header.as_bytes()))
+        .unwrap();
+    bytes[at + 512 + 100] ^= 0x01;
+    let changed = site.path("changed.tar");
+    std::fs::write(&changed, bytes).unwrap();
+    let not_merged = site.path("not-merged.tar");
+    let refused = ferry_on(
+        "merge",
+        &[&changed, &delta],
+        &["-o", not_merged.to_str().unwrap(), "-q"],
+    )
+    .fails_with(1);
+    let merge_line = refused
+        .stderr()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        merge_line.starts_with("merge: the bundle copied hashes to sha256:")
+            && merge_line.ends_with(&format!(
+                ", not to the sha256:{full_sha} the delta names; verifying the delta and its bases \
+                 byte for byte to say what is wrong"
+            )),
+        "{}",
+        refused.stderr()
+    );
+    assert!(
+        refused.stdout().contains(&format!(
+            "problem: {} is not a base of this delta: its sha256 is {}",
+            changed.display(),
+            sha256_of(&changed)
+        )),
+        "{}",
+        refused.stdout()
+    );
+    assert!(!not_merged.exists());
+    assert_eq!(
+        std::fs::read_dir(site.path(""))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("not-merged")
+            })
+            .count(),
+        0
+    );
+
     // Merged with its base it is the bundle a direct build wrote, by name and by every byte.
     let merged_dir = site.path("merged");
     let into_dir = format!("{}/", merged_dir.display());
@@ -888,6 +950,51 @@ fn kubernetes_patch_upgrade_is_a_signed_delta_that_merges_and_pushes() {
             merged_path.display()
         )
     );
+    // The quick way: the full bundle's signature the delta carries is checked before anything is written.
+    assert!(
+        merged
+            .stderr()
+            .starts_with("signature: good, signed by build@example.com (ssh-ed25519 SHA256:"),
+        "{}",
+        merged.stderr()
+    );
+    assert_eq!(merged.stderr().lines().count(), 1, "{}", merged.stderr());
+    let stranger_dir = site.path("stranger");
+    std::fs::create_dir_all(&stranger_dir).unwrap();
+    keygen(&stranger_dir);
+    let stranger = stranger_dir.join("allowed_signers");
+    let unmerged = site.path("unmerged.tar");
+    let refused = ferry_on(
+        "merge",
+        &[&base, &delta],
+        &[
+            "-o",
+            unmerged.to_str().unwrap(),
+            "--trust",
+            stranger.to_str().unwrap(),
+            "-q",
+        ],
+    )
+    .fails_with(1);
+    let stderr = refused.stderr();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let refusal = format!(
+        "{} is not trusted: signature: made by ssh-ed25519 SHA256:",
+        delta.display()
+    );
+    assert!(
+        lines.len() == 2
+            && lines[1].starts_with(&format!("error: {refusal}"))
+            && lines[1].ends_with(&format!(", a key {} does not hold", stranger.display()))
+            && lines[0]
+                == format!(
+                    "merge: the full bundle's signature was refused ({}); verifying the delta and \
+                     its bases byte for byte to say what is wrong",
+                    &lines[1]["error: ".len()..]
+                ),
+        "{stderr}"
+    );
+    assert!(!unmerged.exists());
     for suffix in ["", ".sha256", ".sig"] {
         assert_eq!(
             std::fs::read(format!("{}{suffix}", merged_path.display())).unwrap(),
