@@ -3,7 +3,8 @@
 //! renamed into place together with its `sha256sum -c` files once every byte is written and synced. The
 //! whole stream is hashed as it passes, on a thread of its own while the next bytes are written, so the
 //! checksum costs no second read. Only the part being written is open, so memory and file descriptors
-//! stay flat however many parts there are.
+//! stay flat however many parts there are; and the kernel writes each part out as it grows, so that the
+//! final sync has little left to wait for and the page cache holds a few MiB of the bundle, not all of it.
 
 use std::fs::File;
 use std::io::{self, Write};
