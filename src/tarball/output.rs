@@ -363,12 +363,15 @@ impl Output {
             return;
         }
         let advise = |from: u64, to: u64| {
-            let _ = rustix::fs::fadvise(
-                &self.part,
-                from,
-                std::num::NonZeroU64::new(to - from),
-                rustix::fs::Advice::DontNeed,
-            );
+            // An empty range would mean the rest of the file to fadvise.
+            if let Some(length) = std::num::NonZeroU64::new(to - from) {
+                let _ = rustix::fs::fadvise(
+                    &self.part,
+                    from,
+                    Some(length),
+                    rustix::fs::Advice::DontNeed,
+                );
+            }
         };
         advise(self.writeback_started, written);
         advise(self.let_go, self.writeback_started);
