@@ -590,3 +590,39 @@ fn checksum_line(digest: Digest, path: &Path) -> String {
 pub fn checksum_text(digest: &Digest, name: &str) -> String {
     format!("{}  {name}\n", digest.hex())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writing more than a few windows, the page cache let go of as it goes, loses no byte: the files
+    /// hold what was written, whole or cut into parts that are no multiple of a window, and the sums say so.
+    #[test]
+    fn bytes_let_go_of_from_the_page_cache_are_all_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let bytes: Vec<u8> = (0..3 * WRITEBACK_WINDOW + 12345)
+            .map(|_| rng.u8(..))
+            .collect();
+        for split in [None, Some(WRITEBACK_WINDOW + 4097)] {
+            let path = dir.path().join(format!("b-{split:?}.tar"));
+            let mut output = Output::create(&path, split, bytes.len() as u64, false).unwrap();
+            for piece in bytes.chunks(300_001) {
+                output.write_all(piece).unwrap();
+            }
+            let sealed = output.seal(None).unwrap().sign(None).unwrap();
+            let (files, sha256) = (sealed.files.clone(), sealed.sha256.clone());
+            sealed.staging.place().unwrap();
+            let joined: Vec<u8> = files
+                .iter()
+                .flat_map(|f| std::fs::read(f).unwrap())
+                .collect();
+            assert!(joined == bytes, "{split:?}: the files hold other bytes");
+            assert_eq!(sha256, Digest::of(&bytes));
+            assert_eq!(
+                files.len(),
+                split.map_or(1, |s| bytes.len().div_ceil(s as usize))
+            );
+        }
+    }
+}
