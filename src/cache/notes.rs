@@ -31,8 +31,12 @@ impl BlobStore {
         Some(bytes)
     }
 
-    /// Writes the note of `kind` under `key`, replacing an earlier one whole.
+    /// Writes the note of `kind` under `key`, replacing an earlier one whole; a note that already says
+    /// `bytes` is left as it is (a warm rebuild notes again what every image resolved to, unchanged).
     pub fn write_note(&self, kind: &str, key: &Digest, bytes: &[u8]) -> Result<(), CacheError> {
+        if self.note(kind, key).as_deref() == Some(bytes) {
+            return Ok(());
+        }
         let path = self.note_path(kind, key);
         let dir = path.parent().expect("notes live in a directory");
         fs::create_dir_all(dir).map_err(io_error(dir, "cannot create directory"))?;

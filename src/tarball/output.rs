@@ -3,7 +3,8 @@
 //! renamed into place together with its `sha256sum -c` files once every byte is written and synced. The
 //! whole stream is hashed as it passes, on a thread of its own while the next bytes are written, so the
 //! checksum costs no second read. Only the part being written is open, so memory and file descriptors
-//! stay flat however many parts there are.
+//! stay flat however many parts there are; and the kernel writes each part out as it grows, so that the
+//! final sync has little left to wait for and the page cache holds a few MiB of the bundle, not all of it.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -23,9 +24,14 @@ const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 /// would sort between part-100 and part-101.
 pub const MAX_PARTS: u64 = 1000;
 
-/// The bytes written to a part and hashed at a time: a write syscall per MiB, and the hasher's queue holds
-/// a few of them.
-const CHUNK: usize = 1 << 20;
+/// The bytes written to a part and hashed at a time: a write syscall per 512 KiB, and the hasher's queue
+/// holds a few of them. The copy keeps ahead of the hasher (blobs are hashed on their own thread), so its
+/// queue is full: a small chunk keeps that to 2 MiB.
+const CHUNK: usize = 512 << 10;
+
+/// How much of a part is written before the kernel is told to write it out and let it go from the page
+/// cache (see [`Output::pass_on`]).
+const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 /// What marks ferry's staging directories, so that a later run can sweep those of a killed one.
 const STAGING_SUFFIX: &str = ".ferry-partial";
@@ -254,6 +260,12 @@ pub struct Output {
     part: File,
     /// Bytes of the open part, `pending` included.
     part_bytes: u64,
+    /// Let the bytes written go from the page cache as they reach the disk: nothing reads them back.
+    pass_on: bool,
+    /// The bytes of the open part written to it, those whose writeback was started, and those let go of.
+    part_written: u64,
+    writeback_started: u64,
+    let_go: u64,
     /// Bytes not yet written to the part, handed to the hasher with them.
     pending: Vec<u8>,
     /// Parts written so far, the open one included.
@@ -278,8 +290,15 @@ pub struct Sealed {
 }
 
 impl Output {
-    /// Starts writing a bundle of `bytes` bytes at `path`, cut into parts of `split` bytes.
-    pub fn create(path: &Path, split: Option<u64>, bytes: u64) -> Result<Output, OutputError> {
+    /// Starts writing a bundle of `bytes` bytes at `path`, cut into parts of `split` bytes. Unless the
+    /// files are to be read again once written (`reread`: recovery data is computed from them), their
+    /// bytes are let go from the page cache as they reach the disk.
+    pub fn create(
+        path: &Path,
+        split: Option<u64>,
+        bytes: u64,
+        reread: bool,
+    ) -> Result<Output, OutputError> {
         interrupt::check()?;
         let part_size = split.map(part_size);
         if let (Some(split), Some(size)) = (split, part_size) {
@@ -308,6 +327,10 @@ impl Output {
             part_size,
             part,
             part_bytes: 0,
+            pass_on: !reread,
+            part_written: 0,
+            writeback_started: 0,
+            let_go: 0,
             pending: Vec::with_capacity(CHUNK),
             parts: 1,
             hasher: BackgroundHasher::start(),
@@ -318,9 +341,42 @@ impl Output {
     /// Writes what is pending to the open part, and hands it to the hasher.
     fn write_pending(&mut self) -> io::Result<()> {
         self.part.write_all(&self.pending)?;
+        self.part_written += self.pending.len() as u64;
         let written = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
         self.hasher.update(written);
+        if self.pass_on {
+            self.pass_on();
+        }
         Ok(())
+    }
+
+    /// With every [`WRITEBACK_WINDOW`] written, has the kernel start writing that window out, and let go of
+    /// the window before (written out by now) from the page cache. The disk then writes while the next
+    /// bytes are hashed, instead of all at the final sync; and the page cache holds a few windows of the
+    /// bundle, not all of it, so the pages let go of are the ones the next bytes are written into (fresh
+    /// pages cost more: on a virtual machine, several times the copy). Both are only advice to the kernel
+    /// (`posix_fadvise(DONTNEED)` starts the writeback of dirty pages and drops clean ones, never data):
+    /// should it refuse, the final sync still writes everything, so its refusal is not an error.
+    fn pass_on(&mut self) {
+        let written = self.part_written;
+        if written - self.writeback_started < WRITEBACK_WINDOW {
+            return;
+        }
+        let advise = |from: u64, to: u64| {
+            // An empty range would mean the rest of the file to fadvise.
+            if let Some(length) = std::num::NonZeroU64::new(to - from) {
+                let _ = rustix::fs::fadvise(
+                    &self.part,
+                    from,
+                    Some(length),
+                    rustix::fs::Advice::DontNeed,
+                );
+            }
+        };
+        advise(self.writeback_started, written);
+        advise(self.let_go, self.writeback_started);
+        self.let_go = self.writeback_started;
+        self.writeback_started = written;
     }
 
     fn next_part(&mut self) -> io::Result<()> {
@@ -331,6 +387,9 @@ impl Output {
         self.hasher.next_part();
         self.parts += 1;
         self.part_bytes = 0;
+        self.part_written = 0;
+        self.writeback_started = 0;
+        self.let_go = 0;
         Ok(())
     }
 
@@ -530,4 +589,40 @@ fn checksum_line(digest: Digest, path: &Path) -> String {
 /// The text of `NAME.sha256` for a bundle named `name` whose sha256 is `digest`: what a signature signs.
 pub fn checksum_text(digest: &Digest, name: &str) -> String {
     format!("{}  {name}\n", digest.hex())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writing more than a few windows, the page cache let go of as it goes, loses no byte: the files
+    /// hold what was written, whole or cut into parts that are no multiple of a window, and the sums say so.
+    #[test]
+    fn bytes_let_go_of_from_the_page_cache_are_all_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let bytes: Vec<u8> = (0..3 * WRITEBACK_WINDOW + 12345)
+            .map(|_| rng.u8(..))
+            .collect();
+        for split in [None, Some(WRITEBACK_WINDOW + 4097)] {
+            let path = dir.path().join(format!("b-{split:?}.tar"));
+            let mut output = Output::create(&path, split, bytes.len() as u64, false).unwrap();
+            for piece in bytes.chunks(300_001) {
+                output.write_all(piece).unwrap();
+            }
+            let sealed = output.seal(None).unwrap().sign(None).unwrap();
+            let (files, sha256) = (sealed.files.clone(), sealed.sha256.clone());
+            sealed.staging.place().unwrap();
+            let joined: Vec<u8> = files
+                .iter()
+                .flat_map(|f| std::fs::read(f).unwrap())
+                .collect();
+            assert!(joined == bytes, "{split:?}: the files hold other bytes");
+            assert_eq!(sha256, Digest::of(&bytes));
+            assert_eq!(
+                files.len(),
+                split.map_or(1, |s| bytes.len().div_ceil(s as usize))
+            );
+        }
+    }
 }

@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::blob_check::BlobChecker;
 use super::delta::{assign, BundleDescription, DeltaRecord, FullBundle, DELTA_FORMAT};
 use super::layout::{
     blob_path, name_annotations, platform_index_bytes, pretty, BundleIndex, DockerEntry, Pins,
@@ -21,7 +22,7 @@ use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
 use super::{Signer, TarballError};
 use crate::cache::BlobStore;
-use crate::digest::{Digest, Hashing, HashingSink};
+use crate::digest::{Digest, HashingSink};
 use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::{Action, Counted, Id, Reporter, Task};
 use crate::recovery::{Created, Redundancy};
@@ -432,8 +433,8 @@ impl<F: Write, O: Write> Write for Routed<F, O> {
 }
 
 /// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, every blob hashed as it
-/// passes; a blob reaches the output only if `in_output` says so. The outer error is the bundle's; the
-/// inner one, the writing's.
+/// passes (on a thread of its own, beside the copy) unless its source hashes none; a blob reaches the output only if `in_output` says
+/// so. The outer error is the bundle's; the inner one, the writing's.
 fn stream_entries<F: Write, O: Write>(
     tar: &mut tar::Builder<Routed<F, O>>,
     source: &dyn BlobSource,
@@ -445,64 +446,99 @@ fn stream_entries<F: Write, O: Write>(
     for (name, bytes) in documents {
         append(tar, name, bytes.len() as u64, &mut bytes.as_slice(), mtime).map_err(Err)?;
     }
+    let checker = source.hashes_each_blob().then(BlobChecker::start);
     for (digest, size) in blobs {
         tar.get_mut().to_out = in_output(digest);
-        copy_blob(tar, source, digest, *size, mtime)?;
+        copy_blob(
+            tar.get_mut(),
+            source,
+            digest,
+            *size,
+            mtime,
+            checker.as_ref(),
+        )?;
     }
     tar.get_mut().to_out = true;
-    Ok(())
+    let mut damaged = checker
+        .map_or_else(Vec::new, BlobChecker::finish)
+        .into_iter()
+        .map(|m| source.damaged(&m.digest, m.actual, m.read));
+    match damaged.next() {
+        // Every damaged blob is dealt with (evicted from the cache), the first is said.
+        Some(first) => {
+            damaged.for_each(drop);
+            Err(Ok(first))
+        }
+        None => Ok(()),
+    }
 }
 
-/// Copies one blob into the tar, hashing it on the way: what does not hash to its name is its source's
-/// to explain.
-fn copy_blob<W: Write>(
-    tar: &mut tar::Builder<W>,
+/// The bytes of a blob read and written at a time: few syscalls, and few enough bytes in the blob hasher's
+/// hands (blob_check.rs) that peak memory stays where it was before that thread.
+const BLOB_CHUNK: usize = 512 << 10;
+
+/// Copies one blob into the tar written to `out`, header and padding included, handing each chunk to
+/// `checker` to be hashed: what does not hash to its name is its source's to explain once the copy is
+/// done. A blob cut short still ends where its header says, so that the output stays a tar of the size
+/// announced until the check refuses it; without a checker (a source that hashes no blob), it is refused
+/// at once.
+fn copy_blob(
+    out: &mut impl Write,
     source: &dyn BlobSource,
     digest: &Digest,
     size: u64,
     mtime: u64,
+    checker: Option<&BlobChecker>,
 ) -> Result<(), Result<TarballError, io::Error>> {
-    let blob = source.open(digest, size).map_err(Ok)?;
-    // tar copies in 8 KiB reads; a large buffer makes that one read syscall per MiB.
-    let buffered = io::BufReader::with_capacity(1 << 20, blob);
-    if !source.hashes_each_blob() {
-        let mut counted = Tally {
-            inner: buffered,
-            bytes: 0,
+    let mut blob = source.open(digest, size).map_err(Ok)?;
+    out.write_all(
+        header(&blob_path(digest), size, mtime)
+            .map_err(Err)?
+            .as_bytes(),
+    )
+    .map_err(Err)?;
+    // Without a hasher, the one buffer goes round.
+    let mut own = Vec::new();
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(BLOB_CHUNK as u64);
+        let mut chunk = match checker {
+            Some(checker) => checker.buffer(want as usize),
+            None => std::mem::take(&mut own),
         };
-        append(tar, &blob_path(digest), size, &mut counted, mtime).map_err(Err)?;
-        return match counted.bytes == size {
-            true => Ok(()),
-            false => Err(Err(io::Error::new(
+        chunk.clear();
+        chunk.reserve_exact(want as usize);
+        let read = (&mut blob)
+            .take(want)
+            .read_to_end(&mut chunk)
+            .map_err(Err)? as u64;
+        out.write_all(&chunk).map_err(Err)?;
+        match checker {
+            Some(checker) => checker.chunk(chunk),
+            None => own = chunk,
+        }
+        left -= read;
+        if read < want {
+            break;
+        }
+    }
+    match checker {
+        Some(checker) => checker.end(digest.clone()),
+        // Nothing else would notice.
+        None if left > 0 => {
+            return Err(Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
                     "blob {digest} ended after {} of its {size} bytes",
-                    counted.bytes
+                    size - left
                 ),
-            ))),
-        };
+            )))
+        }
+        None => {}
     }
-    let mut reading = Hashing::new(buffered);
-    append(tar, &blob_path(digest), size, &mut reading, mtime).map_err(Err)?;
-    let (_, actual, read) = reading.finish();
-    if actual == *digest && read == size {
-        return Ok(());
-    }
-    Err(Ok(source.damaged(digest, actual, read)))
-}
-
-/// Counts what passes, so that a blob cut short is not taken for whole.
-struct Tally<R> {
-    inner: R,
-    bytes: u64,
-}
-
-impl<R: io::Read> io::Read for Tally<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
+    let padding = left + size.next_multiple_of(512) - size;
+    io::copy(&mut io::repeat(0).take(padding), out).map_err(Err)?;
+    Ok(())
 }
 
 /// The bytes of a tar holding entries of `sizes`: a header and the data padded to 512 bytes each,
@@ -659,6 +695,11 @@ pub fn append<W: Write>(
     data: &mut dyn io::Read,
     mtime: u64,
 ) -> io::Result<()> {
+    tar.append(&header(name, size, mtime)?, data)
+}
+
+/// The pinned header of a regular entry: uid 0, mode 0644, the bundle's one mtime.
+fn header(name: &str, size: u64, mtime: u64) -> io::Result<tar::Header> {
     let mut header = tar::Header::new_ustar();
     header.set_path(name)?;
     header.set_size(size);
@@ -668,7 +709,7 @@ pub fn append<W: Write>(
     header.set_mtime(mtime);
     header.set_entry_type(tar::EntryType::Regular);
     header.set_cksum();
-    tar.append(&header, data)
+    Ok(header)
 }
 
 fn write_error(path: &Path, source: io::Error) -> TarballError {
@@ -682,7 +723,8 @@ fn open_output<'r>(
     total: u64,
     reporter: &'r dyn Reporter,
 ) -> Result<(Counted<'r, Output>, Id), TarballError> {
-    let output = Output::create(path, options.split, total).map_err(|e| output_error(path, e))?;
+    let output = Output::create(path, options.split, total, options.recovery.is_some())
+        .map_err(|e| output_error(path, e))?;
     let id = reporter.on_start(&Task {
         action: Action::Write,
         subject: &path.display().to_string(),

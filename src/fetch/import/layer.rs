@@ -46,7 +46,10 @@ pub(super) fn bring_in(
     let read = cancel.reader(saved.read(layer.span));
     let input = BufReader::with_capacity(1 << 18, Counted::new(read, reporter, id));
     let temp = store.temp_file()?;
-    let mut output = BufWriter::with_capacity(1 << 20, temp.as_file());
+    // Gzip members (a few hundred KiB of a 512 KiB block) and kept chunks (256 KiB) are larger than the
+    // buffer, so they go to the file as they are, without a copy into it; only tiny members (a block of
+    // zeros) are gathered.
+    let mut output = BufWriter::with_capacity(64 << 10, temp.as_file());
     let written = match layer.codec {
         Codec::Plain => gzip(input, &mut output),
         codec => keep(input, &mut output, codec, layer.span.size),

@@ -24,9 +24,11 @@ use crate::layer_codec::{BLOCK, LEVEL};
 /// `(MAX_WORKERS + 2) * 2 * BLOCK` (10 MiB) on a machine of any size.
 const MAX_WORKERS: usize = 8;
 
-/// A block and the buffer its member is compressed into; both go back to the feeder with the member, to be
-/// used again, so that memory is a fixed set of buffers, not a stream of allocations.
-type Buffers = (Vec<u8>, Vec<u8>);
+/// A block, the buffer its member is compressed into, and the member's length in it; both buffers go back
+/// to the feeder with the member, to be used again, so that memory is a fixed set of buffers, not a stream
+/// of allocations. The member's buffer keeps the length of the largest member possible, so that it is
+/// zeroed once, not before every block.
+type Buffers = (Vec<u8>, Vec<u8>, usize);
 
 /// A block to compress, and where its member goes.
 type Job = (Buffers, SyncSender<io::Result<Buffers>>);
@@ -72,7 +74,7 @@ fn feed(
         if pending.len() == in_flight {
             spare.push(write_oldest(&mut pending, output)?);
         }
-        let (mut block, member) = spare.pop().unwrap_or_default();
+        let (mut block, member, _) = spare.pop().unwrap_or_default();
         block.clear();
         input.take(BLOCK as u64).read_to_end(&mut block)?;
         let last = block.len() < BLOCK;
@@ -81,7 +83,7 @@ fn feed(
         }
         blocks += 1;
         let (done, compressed) = mpsc::sync_channel(1);
-        jobs.send(((block, member), done))
+        jobs.send(((block, member, 0), done))
             .map_err(|_| workers_gone())?;
         pending.push_back(compressed);
         if last {
@@ -100,9 +102,9 @@ fn write_oldest(
     output: &mut impl Write,
 ) -> io::Result<Buffers> {
     let compressed = pending.pop_front().expect("a block in flight");
-    let (block, member) = compressed.recv().map_err(|_| workers_gone())??;
-    output.write_all(&member)?;
-    Ok((block, member))
+    let (block, member, size) = compressed.recv().map_err(|_| workers_gone())??;
+    output.write_all(&member[..size])?;
+    Ok((block, member, size))
 }
 
 /// Compresses blocks until no more come.
@@ -112,15 +114,12 @@ fn compress_jobs(queue: &Mutex<Receiver<Job>>) {
     let bound = compressor.gzip_compress_bound(BLOCK);
     loop {
         let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        let Ok(((block, mut member), done)) = job else {
+        let Ok(((block, mut member, _), done)) = job else {
             return;
         };
         member.resize(bound, 0);
         let compressed = match compressor.gzip_compress(&block, &mut member) {
-            Ok(size) => {
-                member.truncate(size);
-                Ok((block, member))
-            }
+            Ok(size) => Ok((block, member, size)),
             Err(e) => Err(io::Error::other(e)),
         };
         // The feeder is gone only when it failed; it says why.
