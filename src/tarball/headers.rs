@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
-use super::layout::{BLOBS_DIR, DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use super::layout::{BLOBS_DIR, DOCUMENTS};
 use super::read::{accepted_header, Source};
 use crate::digest::Digest;
 
@@ -64,14 +64,7 @@ pub fn contents(source: &Source, read_documents: bool) -> io::Result<Option<Cont
                 return Ok(None);
             }
         } else {
-            let known = [
-                LAYOUT_JSON,
-                METADATA_JSON,
-                INDEX_JSON,
-                MANIFEST_JSON,
-                DELTA_JSON,
-            ];
-            let Some(&document) = known.iter().find(|&&known| known == name) else {
+            let Some(&document) = DOCUMENTS.iter().find(|&&known| known == name) else {
                 return Ok(None);
             };
             if size > MAX_DOCUMENT || found.documents.contains_key(document) {

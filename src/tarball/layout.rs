@@ -29,6 +29,14 @@ pub const INDEX_JSON: &str = "index.json";
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const DELTA_JSON: &str = "ferry-delta.json";
 pub const BLOBS_DIR: &str = "blobs/sha256/";
+/// Every entry of a bundle that is not a blob.
+pub const DOCUMENTS: [&str; 5] = [
+    LAYOUT_JSON,
+    METADATA_JSON,
+    INDEX_JSON,
+    MANIFEST_JSON,
+    DELTA_JSON,
+];
 
 /// The index annotation containerd reads an image's full name from.
 pub const NAME_ANNOTATION: &str = "io.containerd.image.name";

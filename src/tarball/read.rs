@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use flate2::bufread::MultiGzDecoder;
 
-use super::layout::{BLOBS_DIR, DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use super::layout::{BLOBS_DIR, DOCUMENTS};
 
 const BLOCK: usize = 512;
 /// A decompressed bundle may be at most this many times its compressed size (plus a margin): registry
@@ -990,14 +990,7 @@ fn parse_header(header: &[u8; BLOCK], offset: u64) -> Result<(String, u64), Brok
     if name.starts_with('/') || name.split('/').any(|part| part == ".." || part == ".") {
         return Err(refuse("the name points outside the bundle"));
     }
-    let known = [
-        LAYOUT_JSON,
-        METADATA_JSON,
-        INDEX_JSON,
-        MANIFEST_JSON,
-        DELTA_JSON,
-    ]
-    .contains(&name.as_str())
+    let known = DOCUMENTS.contains(&name.as_str())
         || name
             .strip_prefix(BLOBS_DIR)
             .is_some_and(|hex| crate::digest::Digest::from_hex(hex).is_ok());
