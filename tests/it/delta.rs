@@ -461,6 +461,34 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         0
     );
 
+    // Nor is a delta built against it: the base is read and verified whole first, and refused by name.
+    let refused_deltas = site.path("refused-deltas");
+    let against_changed = site
+        .bundle(
+            &release_480,
+            &[
+                &v480[..],
+                &[
+                    "--since",
+                    changed.to_str().unwrap(),
+                    "-o",
+                    &format!("{}/", refused_deltas.display()),
+                ],
+            ]
+            .concat(),
+        )
+        .fails_with(1);
+    assert_eq!(
+        against_changed.stderr().lines().last().unwrap_or_default(),
+        format!("error: {} is damaged or incomplete", changed.display()),
+        "{}",
+        against_changed.stderr()
+    );
+    assert_eq!(
+        std::fs::read_dir(&refused_deltas).map_or(0, |d| d.count()),
+        0
+    );
+
     // Merged with its base it is the bundle a direct build wrote, by name and by every byte.
     let merged_dir = site.path("merged");
     let into_dir = format!("{}/", merged_dir.display());
