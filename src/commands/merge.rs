@@ -32,7 +32,7 @@ pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result
         None => None,
         Some(Quick::Done(located)) => {
             let full = &located.record().bundle;
-            let path = output_path(args.output.as_deref(), &full.name)?;
+            let path = output_path(args.output.as_deref(), &full.name, delta)?;
             match recorded_signature(&anchors, delta, full) {
                 Err(reason) => Some(reason),
                 Ok(verdicts) => match located.write(&path, args.split, reporter.as_ref())? {
@@ -58,7 +58,7 @@ pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result
         return Err(MergeError::NotADelta(delta.clone()).into());
     };
     let full = &record.record.bundle;
-    let path = output_path(args.output.as_deref(), &full.name)?;
+    let path = output_path(args.output.as_deref(), &full.name, delta)?;
     let merged = merge(&bundle, &path, args.split, reporter.as_ref())?;
     reporter.finish();
     let images = bundle.metadata().images.iter().map(|i| &i.name);
@@ -119,10 +119,26 @@ fn report<'a>(
 }
 
 /// `-o` as `ferry bundle` takes it: a file, or a directory (existing, or ending in `/`) for the full
-/// bundle's own name, which the current directory gets by default.
-fn output_path(output: Option<&Path>, name: &str) -> Result<PathBuf> {
+/// bundle's own name, which the current directory gets by default. That name comes from the delta, so it
+/// is used only when it is a plain file name: a crafted one must not write elsewhere.
+fn output_path(output: Option<&Path>, name: &str, delta: &Path) -> Result<PathBuf> {
+    let own_name = || {
+        let plain = !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains('/')
+            && !name.chars().any(char::is_control);
+        match plain {
+            true => Ok(PathBuf::from(name)),
+            false => Err(MergeError::NotAFileName {
+                delta: delta.to_path_buf(),
+                name: name.to_string(),
+            }),
+        }
+    };
     match output {
         Some(out) if out.is_dir() || out.as_os_str().as_bytes().ends_with(b"/") => {
+            let name = own_name()?;
             std::fs::create_dir_all(out).map_err(|source| Error::Io {
                 path: out.to_path_buf(),
                 source,
@@ -130,6 +146,6 @@ fn output_path(output: Option<&Path>, name: &str) -> Result<PathBuf> {
             Ok(out.join(name))
         }
         Some(out) => Ok(out.to_path_buf()),
-        None => Ok(PathBuf::from(name)),
+        None => Ok(own_name()?),
     }
 }

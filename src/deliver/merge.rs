@@ -33,6 +33,8 @@ pub enum MergeError {
     Incomplete(PathBuf),
     #[error("-o {}: that is {}, one of the files merged; write the bundle elsewhere", .output.display(), .input.display())]
     OverInput { output: PathBuf, input: PathBuf },
+    #[error("{}: the delta names its full bundle {name:?}, which is not a file name; give the output with -o FILE", .delta.display())]
+    NotAFileName { delta: PathBuf, name: String },
     #[error(transparent)]
     Tarball(#[from] TarballError),
     #[error("the bundle merged from {} hashes to {actual}, but the delta names {expected}: this ferry ({ours}) writes bundles otherwise than the one that made the delta ({theirs}); nothing was written", .delta.display())]

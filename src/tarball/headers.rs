@@ -5,10 +5,12 @@
 //! answer `None`: the caller then reads the bundle the slow, explaining way.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 
 use super::layout::{BLOBS_DIR, DOCUMENTS};
-use super::read::{accepted_header, Source};
+use super::read::{accepted_header, Source, MAX_ENTRIES};
 use crate::digest::Digest;
 
 /// A document larger than this is no ferry document.
@@ -29,20 +31,17 @@ pub fn contents(source: &Source, read_documents: bool) -> io::Result<Option<Cont
     if source.is_gzipped()? {
         return Ok(None);
     }
-    let length = source.files.iter().try_fold(0u64, |total, file| {
-        let length = std::fs::metadata(file)?.len();
-        total
-            .checked_add(length)
-            .ok_or_else(|| io::Error::other("the parts' sizes overflow"))
-    })?;
+    let parts = Parts::open(source)?;
+    let length = parts.length;
     let mut found = Contents::default();
     let mut offset = 0u64;
-    loop {
+    for _ in 0..=MAX_ENTRIES {
+        crate::interrupt::check()?;
         let Some(data) = offset.checked_add(512).filter(|&end| end <= length) else {
             return Ok(None);
         };
         let mut block = [0u8; 512];
-        source.open_range(offset, 512)?.read_exact(&mut block)?;
+        parts.read_exact_at(&mut block, offset)?;
         if block.iter().all(|&b| b == 0) {
             return Ok(Some(found));
         }
@@ -72,14 +71,56 @@ pub fn contents(source: &Source, read_documents: bool) -> io::Result<Option<Cont
             }
             let mut bytes = Vec::new();
             if read_documents {
-                source.open_range(data, size)?.read_to_end(&mut bytes)?;
-                if bytes.len() as u64 != size {
-                    return Ok(None);
-                }
+                bytes = vec![0; size as usize];
+                parts.read_exact_at(&mut bytes, data)?;
             }
             found.documents.insert(document, bytes);
         }
         offset = next;
+    }
+    // More entries than any bundle ferry reads.
+    Ok(None)
+}
+
+/// The files of a source, opened once, read at offsets of their joined bytes.
+struct Parts {
+    files: Vec<(File, u64)>,
+    length: u64,
+}
+
+impl Parts {
+    fn open(source: &Source) -> io::Result<Parts> {
+        let mut files = Vec::new();
+        let mut length = 0u64;
+        for path in &source.files {
+            let file = File::open(path)?;
+            let size = file.metadata()?.len();
+            length = length
+                .checked_add(size)
+                .ok_or_else(|| io::Error::other("the parts' sizes overflow"))?;
+            files.push((file, size));
+        }
+        Ok(Parts { files, length })
+    }
+
+    /// Fills `buf` from `offset` of the joined parts (a header may span two parts of a split bundle).
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let (mut filled, mut start) = (0usize, 0u64);
+        for (file, size) in &self.files {
+            let end = start + size;
+            let at = offset + filled as u64;
+            if filled < buf.len() && at < end {
+                let take = usize::try_from(end - at)
+                    .map_or(buf.len() - filled, |left| left.min(buf.len() - filled));
+                file.read_exact_at(&mut buf[filled..filled + take], at - start)?;
+                filled += take;
+            }
+            start = end;
+        }
+        match filled == buf.len() {
+            true => Ok(()),
+            false => Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+        }
     }
 }
 
@@ -120,6 +161,24 @@ mod tests {
         assert_eq!(&tar[offset as usize..(offset + size) as usize], blob);
         let unread = contents(&source, false).unwrap().unwrap();
         assert!(unread.documents["index.json"].is_empty());
+    }
+
+    /// Parts cut at sizes that are no multiple of 512: a header spans two of them.
+    #[test]
+    fn a_split_bundle_is_read_across_its_parts() {
+        let blob = vec![7u8; 3000];
+        let digest = Digest::of(&blob);
+        let name = format!("{BLOBS_DIR}{}", digest.hex());
+        let tar = tar_of(&[("index.json", b"{\"a\":1}"), (&name, &blob)]);
+        let dir = tempfile::tempdir().unwrap();
+        for (index, part) in tar.chunks(700).enumerate() {
+            std::fs::write(dir.path().join(format!("b.tar.part-{index:03}")), part).unwrap();
+        }
+        let source = Source::locate(&dir.path().join("b.tar.part-000")).unwrap();
+        let found = contents(&source, true).unwrap().unwrap();
+        assert_eq!(found.documents["index.json"], b"{\"a\":1}");
+        let (offset, size) = found.blobs[&digest];
+        assert_eq!(&tar[offset as usize..(offset + size) as usize], &blob[..]);
     }
 
     #[test]

@@ -29,7 +29,7 @@ const MAX_EXPANSION: u64 = 100;
 const EXPANSION_MARGIN: u64 = 64 << 20;
 /// Entries in one bundle: a thousand images of sixty blobs each. What is kept per entry (its name, its
 /// digest, where it is) is small, but a hostile tar of empty entries has one every 512 bytes.
-const MAX_ENTRIES: usize = 1 << 16;
+pub(super) const MAX_ENTRIES: usize = 1 << 16;
 /// Zeros tolerated after the end-of-archive blocks (tar writers pad to records of up to this size).
 const MAX_TRAILING_ZEROS: u64 = 1 << 20;
 

@@ -461,6 +461,46 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         0
     );
 
+    // A delta crafted to name its full bundle by a path, not a file name, writes nothing anywhere.
+    let escape = site.path("escape");
+    let crafted = site.path("crafted.tar");
+    let mut rebuilt = tar::Builder::new(Vec::new());
+    let delta_bytes = std::fs::read(&delta).unwrap();
+    let mut archive = tar::Archive::new(delta_bytes.as_slice());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let name = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        if name == "ferry-delta.json" {
+            let mut record: Value = serde_json::from_slice(&data).unwrap();
+            record["bundle"]["name"] = Value::from(format!("{}/pwned.tar", escape.display()));
+            data = serde_json::to_vec(&record).unwrap();
+        }
+        let mut header = entry.header().clone();
+        header.set_size(data.len() as u64);
+        header.set_cksum();
+        rebuilt.append(&header, data.as_slice()).unwrap();
+    }
+    std::fs::write(&crafted, rebuilt.into_inner().unwrap()).unwrap();
+    let into = site.path("into");
+    let refused = ferry_on(
+        "merge",
+        &[&base, &crafted],
+        &["-o", &format!("{}/", into.display()), "-q"],
+    )
+    .fails_with(1);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: {}: the delta names its full bundle \"{}/pwned.tar\", which is not a file name; \
+             give the output with -o FILE\n",
+            crafted.display(),
+            escape.display()
+        )
+    );
+    assert!(!escape.exists());
+
     // Nor is a delta built against it: the base is read and verified whole first, and refused by name.
     let refused_deltas = site.path("refused-deltas");
     let against_changed = site
