@@ -91,19 +91,14 @@ pub struct Located {
 /// Reads the headers of `delta` and `bases` (not their blobs). Only a file the delta was made from (by
 /// size, holding every blob the delta expects from it) serves as a base, and every base must be given.
 pub fn locate(delta: &Path, bases: &[PathBuf]) -> Result<Quick<Located>, MergeError> {
-    let read = |file: &Path, documents: bool| -> Result<Option<(Source, Contents)>, MergeError> {
-        let Ok(source) = Source::locate(file) else {
-            return Ok(None);
-        };
-        let contents =
-            headers::contents(&source, documents).map_err(|source| TarballError::Read {
-                path: file.to_path_buf(),
-                source,
-            })?;
-        Ok(contents.map(|contents| (source, contents)))
+    // What cannot be read here (a directory, a part gone, Ctrl-C) is left to the explaining way.
+    let read = |file: &Path, documents: bool| -> Option<(Source, Contents)> {
+        let source = Source::locate(file).ok()?;
+        let contents = headers::contents(&source, documents).ok()??;
+        Some((source, contents))
     };
     let declined = |reason: String| Ok(Quick::Declined(reason));
-    let Some((delta_source, mut delta_contents)) = read(delta, true)? else {
+    let Some((delta_source, mut delta_contents)) = read(delta, true) else {
         return declined(format!(
             "{} is not laid out as ferry writes a delta",
             delta.display()
@@ -131,7 +126,7 @@ pub fn locate(delta: &Path, bases: &[PathBuf]) -> Result<Quick<Located>, MergeEr
         .collect();
     let mut matched = vec![false; record.bases.len()];
     for file in bases {
-        let Some((source, contents)) = read(file, false)? else {
+        let Some((source, contents)) = read(file, false) else {
             return declined(format!(
                 "{} is not laid out as ferry writes a bundle",
                 file.display()
