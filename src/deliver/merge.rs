@@ -3,9 +3,9 @@
 //! side. The output is hashed as it is written, and a bundle whose sha256 is not the one the delta names
 //! is never put in place.
 //!
-//! Two ways, one result. [`locate`] and [`Located::write`] reads only the inputs' tar headers and copies each blob once:
-//! the output's sha256, which the delta names, proves every byte of it (each blob, and so each base),
-//! at the cost of one hash pass. When anything is off (a file that is not a base, a blob missing, an
+//! Two ways, one result. [`locate`] and [`Located::write`] read only the inputs' tar headers and copy
+//! each blob once: the output's sha256, which the delta names, proves every byte of it (each blob, and
+//! so each base), at the cost of one hash pass. When anything is off (a file that is not a base, a blob missing, an
 //! output that hashes otherwise), it says so and [`merge`] takes over: the delta verified with every
 //! base first, each blob hashed again as it is copied, so that what is wrong is named.
 
@@ -17,7 +17,7 @@ use crate::digest::Digest;
 use crate::progress::Reporter;
 use crate::tarball::delta::{BaseRecord, DeltaRecord, FullBundle, DELTA_FORMAT};
 use crate::tarball::headers::{self, Contents};
-use crate::tarball::layout::{DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use crate::tarball::layout::{DELTA_JSON, LEADING_DOCUMENTS, METADATA_JSON};
 use crate::tarball::read::Source;
 use crate::tarball::{
     file_name, write_entries, BlobSource, BundleMetadata, Documents, Signer, Staged, TarballError,
@@ -56,7 +56,7 @@ pub struct Merged {
 }
 
 /// Refuses an output path that is one of the inputs: writing it would destroy what is read.
-pub fn check_output(inputs: &[PathBuf], path: &Path) -> Result<(), MergeError> {
+fn check_output(inputs: &[PathBuf], path: &Path) -> Result<(), MergeError> {
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
@@ -90,14 +90,14 @@ pub struct Located {
 
 /// Reads the headers of `delta` and `bases` (not their blobs). Only a file the delta was made from (by
 /// size, holding every blob the delta expects from it) serves as a base, and every base must be given.
-pub fn locate(delta: &Path, bases: &[PathBuf]) -> Result<Quick<Located>, MergeError> {
+pub fn locate(delta: &Path, bases: &[PathBuf]) -> Quick<Located> {
     // What cannot be read here (a directory, a part gone, Ctrl-C) is left to the explaining way.
     let read = |file: &Path, documents: bool| -> Option<(Source, Contents)> {
         let source = Source::locate(file).ok()?;
         let contents = headers::contents(&source, documents).ok()??;
         Some((source, contents))
     };
-    let declined = |reason: String| Ok(Quick::Declined(reason));
+    let declined = Quick::Declined;
     let Some((delta_source, mut delta_contents)) = read(delta, true) else {
         return declined(format!(
             "{} is not laid out as ferry writes a delta",
@@ -168,7 +168,7 @@ pub fn locate(delta: &Path, bases: &[PathBuf]) -> Result<Quick<Located>, MergeEr
             record.bases[missing].shown()
         ));
     }
-    let documents: Documents = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON]
+    let documents: Documents = LEADING_DOCUMENTS
         .map(|name| {
             (
                 name,
@@ -176,13 +176,13 @@ pub fn locate(delta: &Path, bases: &[PathBuf]) -> Result<Quick<Located>, MergeEr
             )
         })
         .into();
-    Ok(Quick::Done(Located {
+    Quick::Done(Located {
         record,
         metadata,
         documents,
         sources,
         blobs,
-    }))
+    })
 }
 
 impl Located {
@@ -209,39 +209,29 @@ impl Located {
         split: Option<u64>,
         reporter: &dyn Reporter,
     ) -> Result<Quick<Merged>, MergeError> {
-        check_output(&self.files(), path)?;
-        let full = &self.record.bundle;
         let sizes: BTreeMap<Digest, u64> = self
             .blobs
             .iter()
             .map(|(digest, &(_, _, size))| (digest.clone(), size))
             .collect();
-        reporter.phase(&format!(
-            "writing {} ({} blobs, {} from the bases)",
-            path.display(),
-            sizes.len(),
-            self.record
-                .bases
-                .iter()
-                .map(|base| base.blobs.len())
-                .sum::<usize>()
-        ));
-        let staged = write_entries(
+        let full = &self.record.bundle;
+        let written = write_full(
             self,
             &self.documents,
             &sizes,
+            &self.record,
+            &self.files(),
             path,
-            &options(full, split),
+            split,
             reporter,
         )?;
-        if staged.sha256() != &full.sha256 {
-            return Ok(Quick::Declined(format!(
-                "the bundle copied hashes to {}, not to the {} the delta names",
-                staged.sha256(),
+        Ok(match written {
+            Ok(merged) => Quick::Done(merged),
+            Err(actual) => Quick::Declined(format!(
+                "the bundle copied hashes to {actual}, not to the {} the delta names",
                 full.sha256
-            )));
-        }
-        place(staged, &self.record, path).map(Quick::Done)
+            )),
+        })
     }
 }
 
@@ -286,37 +276,62 @@ pub fn merge(
     reporter: &dyn Reporter,
 ) -> Result<Merged, MergeError> {
     let record = complete(delta)?;
-    check_output(&delta.source().files, path)?;
-    let full = &record.record.bundle;
+    let written = write_full(
+        &Union(delta),
+        &record.documents,
+        &sizes(delta),
+        &record.record,
+        &delta.source().files,
+        path,
+        split,
+        reporter,
+    )?;
+    written.map_err(|actual| MergeError::Mismatch {
+        delta: delta.bundle().to_path_buf(),
+        expected: record.record.bundle.sha256.clone(),
+        actual,
+        ours: env!("CARGO_PKG_VERSION").to_string(),
+        theirs: delta.metadata().ferry.version.clone(),
+    })
+}
+
+/// Writes the full bundle `record` names from `source` at `path` (none of `inputs`), and puts it in
+/// place if it hashes to the sha256 the record names; else returns what it hashed to, nothing written.
+#[allow(clippy::too_many_arguments)]
+fn write_full(
+    source: &dyn BlobSource,
+    documents: &Documents,
+    sizes: &BTreeMap<Digest, u64>,
+    record: &DeltaRecord,
+    inputs: &[PathBuf],
+    path: &Path,
+    split: Option<u64>,
+    reporter: &dyn Reporter,
+) -> Result<Result<Merged, Digest>, MergeError> {
+    check_output(inputs, path)?;
+    let full = &record.bundle;
     reporter.phase(&format!(
         "writing {} ({} blobs, {} from the bases)",
         path.display(),
-        delta.locations().len(),
+        sizes.len(),
         record
-            .record
             .bases
             .iter()
             .map(|base| base.blobs.len())
             .sum::<usize>()
     ));
     let staged = write_entries(
-        &Union(delta),
-        &record.documents,
-        &sizes(delta),
+        source,
+        documents,
+        sizes,
         path,
         &options(full, split),
         reporter,
     )?;
     if staged.sha256() != &full.sha256 {
-        return Err(MergeError::Mismatch {
-            delta: delta.bundle().to_path_buf(),
-            expected: full.sha256.clone(),
-            actual: staged.sha256().clone(),
-            ours: env!("CARGO_PKG_VERSION").to_string(),
-            theirs: delta.metadata().ferry.version.clone(),
-        });
+        return Ok(Err(staged.sha256().clone()));
     }
-    place(staged, &record.record, path)
+    place(staged, record, path).map(Ok)
 }
 
 fn options(full: &FullBundle, split: Option<u64>) -> WriteOptions {
@@ -592,7 +607,7 @@ mod tests {
         let base = site.bundle("base.tar", &["quay.io/a/x:1", "quay.io/a/y:1"]);
         let direct = site.bundle("direct.tar", &["quay.io/a/y:1", "quay.io/a/z:1"]);
         let delta = site.delta("delta.tar", &["quay.io/a/y:1", "quay.io/a/z:1"], &[&base]);
-        let quick = |bases: &[PathBuf], out: &Path, split| match locate(&delta, bases).unwrap() {
+        let quick = |bases: &[PathBuf], out: &Path, split| match locate(&delta, bases) {
             Quick::Done(located) => match located.write(out, split, &Silent).unwrap() {
                 Quick::Done(merged) => Ok(merged),
                 Quick::Declined(reason) => Err(reason),

@@ -29,6 +29,8 @@ pub const INDEX_JSON: &str = "index.json";
 pub const MANIFEST_JSON: &str = "manifest.json";
 pub const DELTA_JSON: &str = "ferry-delta.json";
 pub const BLOBS_DIR: &str = "blobs/sha256/";
+/// The documents a bundle begins with, in this order (a delta carries the full bundle's, byte for byte).
+pub const LEADING_DOCUMENTS: [&str; 4] = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON];
 /// Every entry of a bundle that is not a blob.
 pub const DOCUMENTS: [&str; 5] = [
     LAYOUT_JSON,

@@ -14,7 +14,7 @@ use super::{read, Report, VerifiedDelta, VerifyError};
 use crate::digest::Digest;
 use crate::progress::DecimalBytes;
 use crate::tarball::delta::{DeltaRecord, DELTA_FORMAT};
-use crate::tarball::layout::{DELTA_JSON, INDEX_JSON, LAYOUT_JSON, MANIFEST_JSON, METADATA_JSON};
+use crate::tarball::layout::{DELTA_JSON, LEADING_DOCUMENTS};
 use crate::tarball::read::ReadError;
 use crate::tarball::Documents;
 
@@ -193,7 +193,7 @@ pub(super) fn join_bases(
             .entry(digest.clone())
             .or_insert_with(|| SeenBlob::elsewhere(digest, size));
     }
-    let documents: Documents = [LAYOUT_JSON, METADATA_JSON, INDEX_JSON, MANIFEST_JSON]
+    let documents: Documents = LEADING_DOCUMENTS
         .map(|name| {
             (
                 name,
