@@ -36,13 +36,25 @@ pub(super) fn verified(
     out: &mut dyn Write,
 ) -> Result<Verified> {
     let anchors = Anchors::load(trust.trust.as_deref(), trust.lock.as_deref())?;
+    verified_by(catalogs, path, bases, &anchors, intact_only, out)
+}
+
+/// [`verified`], with the anchors already loaded.
+pub(super) fn verified_by(
+    catalogs: &Catalogs,
+    path: &std::path::Path,
+    bases: &[std::path::PathBuf],
+    anchors: &Anchors,
+    intact_only: bool,
+    out: &mut dyn Write,
+) -> Result<Verified> {
     let options = VerifyOptions {
         deep: anchors.needs_deep(),
         bases: bases.to_vec(),
         ..Default::default()
     };
     let report = verify_or_explain(path, &options, catalogs)?;
-    proven(report, &anchors, intact_only, out)
+    proven(report, anchors, intact_only, out)
 }
 
 /// The proof `report` gives, if it is intact and its anchors accept it (with `intact_only`, the images

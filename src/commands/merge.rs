@@ -4,7 +4,7 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::deliver::verified;
+use super::deliver::verified_by;
 use super::reporter;
 use crate::catalog::Catalogs;
 use crate::cli::MergeArgs;
@@ -53,7 +53,7 @@ pub fn run(catalogs: &Catalogs, args: &MergeArgs, out: &mut dyn Write) -> Result
             "merge: {declined}; verifying the delta and its bases byte for byte to say what is wrong"
         ));
     }
-    let bundle = verified(catalogs, delta, bases, &args.trust, false, out)?;
+    let bundle = verified_by(catalogs, delta, bases, &anchors, false, out)?;
     let Some(record) = bundle.delta() else {
         return Err(MergeError::NotADelta(delta.clone()).into());
     };
