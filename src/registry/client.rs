@@ -12,12 +12,11 @@ use reqwest::{RequestBuilder, Response, StatusCode};
 
 use super::auth::CredentialStore;
 use super::error::{Asked, FetchError, Refusal, RefusalKind, RegistryError};
+use super::probe::answers_tls;
 use super::response::{host_of, registry_said, retry_after};
 use super::route::RegistryOptions;
 use super::scope::Scope;
-use super::tls::{
-    handshake_failure, is_loopback, peer_speaks_tls, trusted_certificates, CaFileError, PemFile,
-};
+use super::tls::{is_loopback, trusted_certificates, CaFileError, PemFile};
 use super::token::Authorizer;
 use crate::reference::{Reference, DOCKER_HUB};
 
@@ -236,21 +235,18 @@ struct InsecureRedirect {
     to: String,
 }
 
-/// Whether a loopback `host` speaks plain HTTP: its HTTPS answer fails with bytes that are no TLS (or no
-/// handshake at all), and a plain request gets an answer. A TLS server whose certificate is refused is
-/// not one: its requests go over HTTPS and fail naming the certificate, never in clear.
+/// Whether a loopback `host` speaks plain HTTP: it does not answer a ClientHello with TLS, and a plain
+/// request gets an answer. A TLS server, whatever its certificate, is not one: its requests go over HTTPS
+/// and fail naming the certificate, never in clear. (A TLS server answers a plain request too, with a 400,
+/// so the order matters.)
 async fn speaks_plain_http(probe: &reqwest::Client, host: &str) -> bool {
-    let root = |scheme: &str| {
-        probe
-            .get(format!("{scheme}://{host}/v2/"))
+    !answers_tls(host, PROBE_TIMEOUT).await
+        && probe
+            .get(format!("http://{host}/v2/"))
             .timeout(PROBE_TIMEOUT)
             .send()
-    };
-    match root("https").await {
-        Ok(_) => false,
-        Err(error) if handshake_failure(&error).is_some_and(peer_speaks_tls) => false,
-        Err(_) => root("http").await.is_ok(),
-    }
+            .await
+            .is_ok()
 }
 
 #[cfg(test)]

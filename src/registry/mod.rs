@@ -9,6 +9,7 @@ pub mod auth;
 mod client;
 mod download;
 mod error;
+mod probe;
 mod response;
 pub mod retry;
 mod route;

@@ -1,7 +1,7 @@
 //! TLS: which CA certificates to trust (the system's roots, `--ca-cert` files, and the per-registry
 //! `ca.crt` files docker and podman users already keep in `/etc/docker/certs.d/HOST/` and
 //! `/etc/containers/certs.d/HOST/`), and what a failed handshake says: a certificate this machine does
-//! not trust (final, and the way out named), or a peer that does not speak TLS at all.
+//! not trust (final, and the way out named).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -99,12 +99,6 @@ pub fn handshake_failure<'a>(
     causes(error).find_map(|cause| cause.downcast_ref::<rustls::Error>())
 }
 
-/// Whether a failed handshake shows that the peer speaks TLS: anything but bytes that are no TLS record
-/// (a plain HTTP server's answer to a ClientHello).
-pub fn peer_speaks_tls(failure: &rustls::Error) -> bool {
-    !matches!(failure, rustls::Error::InvalidMessage(_))
-}
-
 /// `error` and its causes. TLS and name-lookup errors reach the HTTP client inside `io::Error`s, whose
 /// `source()` passes over the error they wrap, so each `io::Error` is opened here.
 pub fn causes<'a>(
@@ -146,9 +140,6 @@ mod tests {
         let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
         let carried = std::io::Error::new(std::io::ErrorKind::InvalidData, refused.clone());
         assert_eq!(handshake_failure(&carried), Some(&refused));
-        assert!(peer_speaks_tls(&refused));
-        let plain_http = rustls::Error::InvalidMessage(rustls::InvalidMessage::InvalidContentType);
-        assert!(!peer_speaks_tls(&plain_http));
         assert_eq!(
             Untrusted {
                 host: "harbor.local".into(),
