@@ -5,11 +5,11 @@
 //! already gzip or zstd is stored as it is, its content hashed through a decompressor. Which blob an uncompressed
 //! layer became is noted per compression setting, so that a warm rebuild never compresses again.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 
 use super::archive::{DockerSave, Span};
 use super::error::VendorError;
-use super::members::gzip_members;
+use super::members::GzipPool;
 use crate::cache::{BlobStore, CacheError};
 use crate::digest::{Digest, Hashing};
 use crate::image::{media, Descriptor};
@@ -31,6 +31,7 @@ pub(super) struct SavedLayer {
 /// writing. What is read is reported to the task `id`; `cancel` stops the reading.
 pub(super) fn bring_in(
     store: &BlobStore,
+    pool: &GzipPool,
     cancel: &Cancel,
     reporter: &dyn Reporter,
     saved: &DockerSave,
@@ -43,15 +44,16 @@ pub(super) fn bring_in(
         entry: layer.entry.clone(),
         source,
     };
-    let read = cancel.reader(saved.read(layer.span));
-    let input = BufReader::with_capacity(1 << 18, Counted::new(read, reporter, id));
+    // Unbuffered: gzip reads whole blocks, and keep 256 KiB chunks, straight from the file into their own
+    // buffers, with one positioned read each.
+    let input = Counted::new(cancel.reader(saved.read(layer.span)), reporter, id);
     let temp = store.temp_file()?;
     // Gzip members (a few hundred KiB of a 512 KiB block) and kept chunks (256 KiB) are larger than the
     // buffer, so they go to the file as they are, without a copy into it; only tiny members (a block of
     // zeros) are gathered.
     let mut output = BufWriter::with_capacity(64 << 10, temp.as_file());
     let written = match layer.codec {
-        Codec::Plain => gzip(input, &mut output),
+        Codec::Plain => gzip(pool, input, &mut output),
         codec => keep(input, &mut output, codec, layer.span.size),
     };
     let written = written
@@ -81,13 +83,13 @@ pub(super) struct Written {
     pub diff_id: Digest,
 }
 
-/// Gzips an uncompressed layer from `input` into `output` on every core, hashing what is read and what is
-/// written as it passes. libdeflate writes gzip headers with mtime 0 and no file name, so the same input and
+/// Gzips an uncompressed layer from `input` into `output` on the `pool`'s threads, hashing what is read and
+/// what is written as it passes. libdeflate writes gzip headers with mtime 0 and no file name, so the same input and
 /// setting always give the same bytes.
-pub(super) fn gzip(input: impl Read, output: impl Write) -> io::Result<Written> {
+pub(super) fn gzip(pool: &GzipPool, input: impl Read, output: impl Write) -> io::Result<Written> {
     let mut content = Hashing::new(input);
     let mut stored = Hashing::new(output);
-    gzip_members(&mut content, &mut stored)?;
+    pool.gzip_members(&mut content, &mut stored)?;
     let (_, digest, size) = stored.finish();
     let (_, diff_id, _) = content.finish();
     Ok(Written {
@@ -154,14 +156,15 @@ pub(super) fn layer_descriptor(codec: Codec, digest: Digest, size: u64) -> Descr
 
 #[cfg(test)]
 mod tests {
+    use super::super::members::with_gzip_pool;
     use super::*;
 
     #[test]
     fn gzip_output_carries_no_time_or_name_and_is_reproducible() {
         let input = b"a layer's bytes, a layer's bytes, a layer's bytes".repeat(100);
         let (mut first, mut second) = (Vec::new(), Vec::new());
-        let written = gzip(&input[..], &mut first).unwrap();
-        gzip(&input[..], &mut second).unwrap();
+        let written = with_gzip_pool(|pool| gzip(pool, &input[..], &mut first)).unwrap();
+        with_gzip_pool(|pool| gzip(pool, &input[..], &mut second)).unwrap();
         assert_eq!(first, second);
         assert_eq!(
             &first[..4],
@@ -179,7 +182,7 @@ mod tests {
     #[test]
     fn a_gzip_layer_is_kept_as_it_is_and_hashed_inside() {
         let mut gzipped = Vec::new();
-        gzip(&b"content"[..], &mut gzipped).unwrap();
+        with_gzip_pool(|pool| gzip(pool, &b"content"[..], &mut gzipped)).unwrap();
         let mut stored = Vec::new();
         let written = keep(&gzipped[..], &mut stored, Codec::Gzip, gzipped.len() as u64).unwrap();
         assert_eq!(stored, gzipped);

@@ -35,6 +35,7 @@ pub use self::error::PassedOver;
 pub use self::error::VendorError;
 use self::layer::bring_in;
 use self::manifest::finish;
+use self::members::with_gzip_pool;
 use self::parallel::in_parallel;
 use self::prepare::{plan_layers, prepare, LayerBlob};
 pub use self::scan::{Found, VendorDir};
@@ -158,16 +159,19 @@ impl Importer<'_> {
                 })
             })
             .collect();
-        let stored = in_parallel(&jobs, |job| {
-            let id = ids[job.owner];
-            bring_in(
-                self.store,
-                self.cancel,
-                self.reporter,
-                job.archive,
-                job.layer,
-                id,
-            )
+        let stored = with_gzip_pool(|pool| {
+            in_parallel(&jobs, |job| {
+                let id = ids[job.owner];
+                bring_in(
+                    self.store,
+                    pool,
+                    self.cancel,
+                    self.reporter,
+                    job.archive,
+                    job.layer,
+                    id,
+                )
+            })
         })?;
         let mut imported = Vec::with_capacity(images.len());
         for ((image, blobs), id) in images.into_iter().zip(blobs).zip(ids) {
