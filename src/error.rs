@@ -211,7 +211,7 @@ impl From<BundleError> for Error {
             BundleError::Trust(error) => Error::Trust(error),
             BundleError::Cache(error) => Error::Cache(error),
             BundleError::Resolve(error) => Error::Resolve(error),
-            BundleError::Base(BaseProofError::Unreadable(error)) => error.into(),
+            BundleError::Base(BaseProofError::Interrupted(stop)) => Error::Interrupted(stop),
             BundleError::Base(error) => Error::Base(error),
             usage @ BundleError::LockOfSeveral(_) => Error::Usage(usage.to_string()),
         }

@@ -232,7 +232,7 @@ fn write_one(
             reporter,
         )?;
         for proof in &bundle.proofs {
-            proof.confirm()?;
+            proof.confirm(reporter)?;
         }
         Ok(staged.place(request.write.signer.as_deref())?)
     };

@@ -40,7 +40,8 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
     };
     let site = load_site(&args.images, &args.fetch)?;
     let plans = plan_images(catalogs, &args.images, site.as_ref())?;
-    // A base that cannot be read is refused before anything is fetched.
+    // A base whose headers and documents cannot be read is refused before anything is fetched; one that
+    // is not the file its .sha256 names, once the delta is written, before it is placed.
     let (bases, proofs): (Vec<_>, Vec<_>) = args
         .since
         .iter()
@@ -290,7 +291,7 @@ fn describe_base(
         }
         return Ok((inspected.description, None));
     }
-    if let Some((description, proof)) = crate::verify::describe_base(base) {
+    if let Some((description, proof)) = crate::verify::describe_from_headers(base) {
         return Ok((description, Some(proof)));
     }
     let report = crate::verify::verify(base, &Default::default(), catalogs)?;

@@ -103,6 +103,11 @@ impl Parts {
         Ok(Parts { files, length })
     }
 
+    /// The files, in order.
+    pub fn files(&self) -> impl Iterator<Item = &File> {
+        self.files.iter().map(|(file, _)| file)
+    }
+
     /// Fills `buf` from `offset` of the joined parts (a header may span two parts of a split bundle).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let (mut filled, mut start) = (0usize, 0u64);
