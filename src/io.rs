@@ -48,7 +48,9 @@ pub fn open_side_file(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-fn refuse_special(kind: FileType) -> io::Result<()> {
+/// Refuses what is not a regular file (a FIFO would block its reader, a device never ends), naming what
+/// it is.
+pub fn refuse_special(kind: FileType) -> io::Result<()> {
     let what = if kind.is_file() {
         return Ok(());
     } else if kind.is_dir() {

@@ -27,6 +27,7 @@ use crate::registry::Mirror;
 use crate::registry::RegistryOptions;
 use crate::resolve::named::NamedImages;
 use crate::resolve::site::Site;
+use crate::resolve::site::SitePlatforms;
 use crate::resolve::{Plan, ProductSpec, Selection};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -258,8 +259,10 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Re
     if let Some(site) = site {
         mirrors.extend(site_mirrors(site)?);
     }
-    let platforms = match (site, args.platforms.as_slice()) {
-        (Some(site), _) if !site.platforms.is_empty() => site.platforms.clone(),
+    // A site file's platforms exclude --platform (site_selection); none carried means every one.
+    let platforms = match (site.map(|s| &s.platforms), args.platforms.as_slice()) {
+        (Some(SitePlatforms::Listed(listed)), _) => listed.clone(),
+        (Some(SitePlatforms::Every), _) => Vec::new(),
         (_, []) => vec![crate::image::Platform::linux_amd64()],
         (_, given) => distinct(given)?,
     };

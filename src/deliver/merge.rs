@@ -518,6 +518,7 @@ mod tests {
                 &WriteOptions::default(),
                 &Silent,
             )
+            .and_then(|staged| staged.place(None))
             .unwrap();
             path
         }

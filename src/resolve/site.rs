@@ -28,8 +28,8 @@ pub struct Site {
     pub path: PathBuf,
     /// The clusters' Kubernetes versions, each once; from the `kubernetes` product when not written.
     pub kubernetes: Vec<KubeVersion>,
-    /// The nodes' platforms; empty when not written (ferry's default then applies).
-    pub platforms: Vec<Platform>,
+    /// The nodes' platforms.
+    pub platforms: SitePlatforms,
     pub products: Vec<Product>,
     /// Image list files (`--images-from`).
     pub lists: Vec<PathBuf>,
@@ -38,6 +38,18 @@ pub struct Site {
     /// Images named by reference (`--image`).
     pub images: Vec<SiteImage>,
     pub fetch: Fetch,
+}
+
+/// What a site file says of platforms.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SitePlatforms {
+    /// Not written: ferry's default (or `--platform`) applies.
+    #[default]
+    Unsaid,
+    /// These, each once, in the order written.
+    Listed(Vec<Platform>),
+    /// `["all"]`: each image's whole upstream index, as `--platform all` carries it.
+    Every,
 }
 
 /// One product: a catalog release, optionally one service of it.
@@ -244,17 +256,32 @@ impl Site {
             });
         }
 
-        let mut platforms = Vec::new();
-        for platform in file.platforms {
-            let at = platform.span().start;
-            let parsed: Platform = platform
-                .get_ref()
-                .parse()
-                .map_err(|e: crate::image::PlatformError| invalid(at, e.to_string()))?;
-            if !platforms.contains(&parsed) {
-                platforms.push(parsed);
-            }
-        }
+        let mut listed = Vec::new();
+        let every = file.platforms.iter().find(|p| p.get_ref() == "all");
+        let platforms =
+            match every {
+                Some(all) if file.platforms.len() > 1 => return Err(invalid(
+                    all.span().start,
+                    "platforms = [\"all\"] carries every platform each image has; name no other \
+                     platform beside it"
+                        .into(),
+                )),
+                Some(_) => SitePlatforms::Every,
+                None if file.platforms.is_empty() => SitePlatforms::Unsaid,
+                None => {
+                    for platform in file.platforms {
+                        let at = platform.span().start;
+                        let parsed: Platform = platform
+                            .get_ref()
+                            .parse()
+                            .map_err(|e: crate::image::PlatformError| invalid(at, e.to_string()))?;
+                        if !listed.contains(&parsed) {
+                            listed.push(parsed);
+                        }
+                    }
+                    SitePlatforms::Listed(listed)
+                }
+            };
 
         let fetch = file.fetch;
         let vendor_ways = [
@@ -415,10 +442,10 @@ vendor_dirs = ["package/image"]
             Site {
                 path: "sites/plant7.toml".into(),
                 kubernetes: vec![KubeVersion::new(1, 28)],
-                platforms: vec![
+                platforms: SitePlatforms::Listed(vec![
                     "linux/amd64".parse().unwrap(),
                     "linux/arm64".parse().unwrap()
-                ],
+                ]),
                 products: vec![
                     Product {
                         release: "kubernetes@1.28.3".into(),
@@ -512,7 +539,7 @@ vendor_dirs = ["package/image"]
         let site = example("### Site files");
         assert_eq!(site.products.len(), 2);
         assert_eq!(site.kubernetes, [KubeVersion::new(1, 28)]);
-        assert_eq!(site.platforms.len(), 2);
+        assert!(matches!(&site.platforms, SitePlatforms::Listed(p) if p.len() == 2));
         assert_eq!(site.fetch.mirrors.len(), 2);
         assert_eq!(site.lists, [PathBuf::from("lists/k8s.txt")]);
         let whole = example("### The whole site in one bundle");
@@ -593,6 +620,23 @@ vendor_dirs = ["package/image"]
             error("[images]\nextra = [\"busybox:1\", \"Busybox:1\"]\n"),
             "sites/plant7.toml line 2: invalid image reference 'Busybox:1': repository path \
              components must be lowercase [a-z0-9] separated by . _ __ or -"
+        );
+        assert_eq!(
+            error("platforms = [\"linux/amd64\", \"all\"]\n[images]\nextra = [\"busybox:1\"]\n"),
+            "sites/plant7.toml line 1: platforms = [\"all\"] carries every platform each image has; \
+             name no other platform beside it"
+        );
+        assert_eq!(
+            parse("platforms = [\"all\"]\n[images]\nextra = [\"busybox:1\"]\n")
+                .unwrap()
+                .platforms,
+            SitePlatforms::Every
+        );
+        assert_eq!(
+            parse("[images]\nextra = [\"busybox:1\"]\n")
+                .unwrap()
+                .platforms,
+            SitePlatforms::Unsaid
         );
         assert_eq!(
             error("platforms = [\"linux\"]\n[images]\nextra = [\"busybox:1\"]\n"),

@@ -83,13 +83,13 @@ pub fn contents(source: &Source, read_documents: bool) -> io::Result<Option<Cont
 }
 
 /// The files of a source, opened once, read at offsets of their joined bytes.
-struct Parts {
+pub struct Parts {
     files: Vec<(File, u64)>,
     length: u64,
 }
 
 impl Parts {
-    fn open(source: &Source) -> io::Result<Parts> {
+    pub fn open(source: &Source) -> io::Result<Parts> {
         let mut files = Vec::new();
         let mut length = 0u64;
         for path in &source.files {
@@ -103,8 +103,13 @@ impl Parts {
         Ok(Parts { files, length })
     }
 
+    /// The files, in order.
+    pub fn files(&self) -> impl Iterator<Item = &File> {
+        self.files.iter().map(|(file, _)| file)
+    }
+
     /// Fills `buf` from `offset` of the joined parts (a header may span two parts of a split bundle).
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let (mut filled, mut start) = (0usize, 0u64);
         for (file, size) in &self.files {
             let end = start + size;

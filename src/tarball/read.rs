@@ -200,11 +200,16 @@ impl Source {
     /// `x.tar`, `x.tar.gz`, or `x.tar.part-000` (then every following part is read too). A later part
     /// is refused, naming the first; so is a split bundle with a part missing between others.
     pub fn locate(path: &Path) -> Result<Source, ReadError> {
-        let open_error = |source| ReadError::Open {
-            path: path.to_path_buf(),
-            source,
+        // What a bundle is read from must be a regular file: a FIFO would hold ferry on its open forever.
+        let regular = |file: &Path| {
+            std::fs::metadata(file)
+                .and_then(|m| crate::io::refuse_special(m.file_type()))
+                .map_err(|source| ReadError::Open {
+                    path: file.to_path_buf(),
+                    source,
+                })
         };
-        std::fs::metadata(path).map_err(open_error)?;
+        regular(path)?;
         let Some((whole, index)) = part_of(path) else {
             return Ok(Source {
                 files: vec![path.to_path_buf()],
@@ -232,6 +237,7 @@ impl Source {
             .map(part)
             .take_while(|p| p.exists())
             .collect();
+        files.iter().try_for_each(|file| regular(file))?;
         if let Some(later) = (files.len() + 1..MAX_PARTS).map(part).find(|p| p.exists()) {
             return Err(ReadError::MissingPart {
                 missing: part(files.len()),

@@ -144,6 +144,18 @@ fn check_sums_of(
     Checksum::Verified { files, sums }
 }
 
+/// `BUNDLE.sha256` beside `source` and the sha256 it names for the bundle's whole file; None when there is
+/// no such file or it does not read as `sha256sum` output naming the bundle.
+pub(super) fn claimed(source: &Source) -> Option<(PathBuf, Digest)> {
+    let file = sibling(&source.whole, ".sha256");
+    let text = crate::io::read_side_text(&file, MAX_CHECKSUM_FILE).ok()?;
+    let name = file_name(&source.whole);
+    let (_, digest) = checksum_lines(&text)?
+        .into_iter()
+        .find(|(named, _)| *named == name)?;
+    Some((file, digest))
+}
+
 /// The sha256 of a recovery file, if it is a regular file that can be read.
 fn recovery_digest(path: &Path) -> Option<Digest> {
     let metadata = std::fs::symlink_metadata(path).ok()?;

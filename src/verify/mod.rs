@@ -8,6 +8,7 @@
 //! as the full bundle it stands for. Without its bases, what the delta holds is checked, and what
 //! it expects from where is listed.
 
+mod base;
 mod catalog;
 mod checksum;
 mod delta;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub use self::base::{describe_from_headers, BaseProof, BaseProofError};
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
 pub use self::checksum::checksum_lines;

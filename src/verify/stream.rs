@@ -43,6 +43,17 @@ impl SeenBlob {
         }
     }
 
+    /// A blob of a base described for a delta, not hashed on its own: its bundle's `.sha256` vouches for
+    /// it until the proof of the whole file holds (base.rs).
+    pub(super) fn vouched(digest: &Digest, size: u64, kept: Option<Vec<u8>>) -> SeenBlob {
+        SeenBlob {
+            size,
+            actual: Some(digest.clone()),
+            kept,
+            ..SeenBlob::default()
+        }
+    }
+
     pub(super) fn is_elsewhere(&self) -> bool {
         self.elsewhere
     }
@@ -89,6 +100,13 @@ impl Observer for OuterHasher {
 }
 
 impl Contents {
+    /// Whether a blob of `size` that starts with `head` is kept for parsing: a manifest or a config.
+    pub(super) fn keeps(&self, head: &[u8], size: u64) -> bool {
+        head.first() == Some(&b'{')
+            && size <= MAX_KEPT_BLOB
+            && self.kept_total + size <= MAX_KEPT_TOTAL
+    }
+
     pub(super) fn take(&mut self, entry: Entry<'_>, deep: bool) -> io::Result<()> {
         let Entry {
             name,
@@ -112,9 +130,7 @@ impl Contents {
         self.locations.insert(named.clone(), (offset, size));
         let mut head = Vec::with_capacity(4);
         (&mut *data).take(4).read_to_end(&mut head)?;
-        let keep = head.first() == Some(&b'{')
-            && size <= MAX_KEPT_BLOB
-            && self.kept_total + size <= MAX_KEPT_TOTAL;
+        let keep = self.keeps(&head, size);
         let codec = Codec::sniff(&head);
         let mut kept = keep.then(|| Vec::with_capacity(size as usize));
         let mut inflater = deep.then(|| ContentHasher::new(codec, size)).flatten();

@@ -501,32 +501,61 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     );
     assert!(!escape.exists());
 
-    // Nor is a delta built against it: the base is read and verified whole first, and refused by name.
+    // Nor is a delta built against it: without its `.sha256`, the base is read and verified whole first,
+    // and refused by name. With the base's `.sha256` beside it, the base is described from its headers and
+    // proved against that file while the delta is built: changed in place, it is refused naming both
+    // files once the delta is written, and the delta is not placed. Either way nothing is written.
     let refused_deltas = site.path("refused-deltas");
-    let against_changed = site
-        .bundle(
-            &release_480,
-            &[
-                &v480[..],
+    let last_error_of_delta_against = |changed_base: &Path| {
+        let refused = site
+            .bundle(
+                &release_480,
                 &[
-                    "--since",
-                    changed.to_str().unwrap(),
-                    "-o",
-                    &format!("{}/", refused_deltas.display()),
-                ],
-            ]
-            .concat(),
-        )
-        .fails_with(1);
+                    &v480[..],
+                    &[
+                        "--since",
+                        changed_base.to_str().unwrap(),
+                        "-o",
+                        &format!("{}/", refused_deltas.display()),
+                    ],
+                ]
+                .concat(),
+            )
+            .fails_with(1);
+        assert_eq!(
+            std::fs::read_dir(&refused_deltas).map_or(0, |d| d.count()),
+            0
+        );
+        refused
+            .stderr()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    };
     assert_eq!(
-        against_changed.stderr().lines().last().unwrap_or_default(),
+        last_error_of_delta_against(&changed),
         format!("error: {} is damaged or incomplete", changed.display()),
-        "{}",
-        against_changed.stderr()
     );
+    let vouched = site.path("vouched");
+    std::fs::create_dir_all(&vouched).unwrap();
+    let vouched_base = vouched.join(base.file_name().unwrap());
+    std::fs::copy(&changed, &vouched_base).unwrap();
+    let sums = vouched.join(format!(
+        "{}.sha256",
+        base.file_name().unwrap().to_str().unwrap()
+    ));
+    std::fs::copy(format!("{}.sha256", base.display()), &sums).unwrap();
     assert_eq!(
-        std::fs::read_dir(&refused_deltas).map_or(0, |d| d.count()),
-        0
+        last_error_of_delta_against(&vouched_base),
+        format!(
+            "error: --since {}: the file hashes to sha256:{}, not to the sha256:{} that {} names: it was damaged or changed since it was written, and no delta is written against it (`ferry verify {}` says where)",
+            vouched_base.display(),
+            sha256_of(&changed),
+            sha256_of(&base),
+            sums.display(),
+            vouched_base.display()
+        ),
     );
 
     // Merged with its base it is the bundle a direct build wrote, by name and by every byte.

@@ -265,3 +265,45 @@ fn serve_and_pull_refuse_fifos_in_place_of_their_files() {
         )
     );
 }
+
+/// A bundle given as a FIFO held verify, inspect and merge on their open until a second signal; whatever a
+/// bundle is read from must be a regular file, and anything else is refused naming it and what it is.
+#[test]
+fn a_bundle_that_is_not_a_regular_file_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("b.tar");
+    mkfifo(&fifo);
+    let device = dir.path().join("z.tar");
+    std::os::unix::fs::symlink("/dev/zero", &device).unwrap();
+    let base = dir.path().join("base.tar");
+    std::fs::write(&base, b"").unwrap();
+    let merged = dir.path().join("merged.tar");
+    for (path, what) in [
+        (&fifo, "a FIFO (named pipe)"),
+        (&device, "a character device"),
+    ] {
+        for args in [
+            vec!["verify".as_ref(), path.as_os_str()],
+            vec!["inspect".as_ref(), path.as_os_str()],
+            vec!["load".as_ref(), path.as_os_str()],
+            vec![
+                "merge".as_ref(),
+                base.as_os_str(),
+                path.as_os_str(),
+                "-o".as_ref(),
+                merged.as_os_str(),
+            ],
+        ] {
+            let refused = run_within(command().args(&args), Duration::from_secs(20)).fails_with(2);
+            assert!(
+                refused.stderr().ends_with(&format!(
+                    "error: cannot read {}\n  caused by: it is {what}, not a regular file\n",
+                    path.display()
+                )),
+                "{args:?}: {}",
+                refused.stderr()
+            );
+        }
+    }
+    assert!(!merged.exists());
+}

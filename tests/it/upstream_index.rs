@@ -104,6 +104,29 @@ fn platform_all_pushes_and_serves_the_upstream_index_unchanged() {
          checked\n",
     );
     assert_eq!(verified.stdout(), said);
+    // A site file says the same with platforms = ["all"]: the same bundle, byte for byte.
+    let site_file = upstream.path("site.toml");
+    std::fs::write(
+        &site_file,
+        format!(
+            "platforms = [\"all\"]\n[images]\nextra = [\"{IMAGE}\"]\n[fetch]\nmirrors = {{ \"registry.k8s.io\" = \"{}\" }}\n",
+            upstream.registry.addr()
+        ),
+    )
+    .unwrap();
+    let from_site = upstream.path("from-site.tar");
+    run(command().args([
+        "bundle",
+        "--site",
+        &site_file,
+        "--cache-dir",
+        &upstream.path("cache"),
+        "-q",
+        "-o",
+        &from_site,
+    ]))
+    .success();
+    assert!(std::fs::read(&from_site).unwrap() == std::fs::read(&bundle).unwrap());
     let inspected = run(command().args(["inspect", &bundle])).success();
     assert!(
         inspected.stdout().ends_with(
