@@ -102,9 +102,12 @@ impl GzipPool {
     ) -> io::Result<()> {
         let mut pending = VecDeque::with_capacity(self.in_flight);
         let fed = self.feed(input, output, &mut pending);
-        // After a failure, the blocks still being compressed come back before their buffers are reused.
+        // After a failure, the blocks still being compressed come back to the pool (unless its threads
+        // are gone, and the pool with them).
         for compressed in pending {
-            self.give_back(compressed.recv().map_err(|_| workers_gone())?.0);
+            if let Ok((block, _)) = compressed.recv() {
+                self.give_back(block);
+            }
         }
         fed
     }
