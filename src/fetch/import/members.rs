@@ -290,10 +290,12 @@ mod tests {
 
     #[test]
     fn layers_gzipped_at_once_share_the_pool_and_each_gets_its_own_bytes() {
-        let inputs: Vec<Vec<u8>> = (0..3)
+        // More layers than blocks: some feeders wait for a block while others hold them all.
+        let layers = in_flight(MAX_WORKERS) as u64 + 1;
+        let inputs: Vec<Vec<u8>> = (0..layers)
             .map(|seed| {
                 let mut rng = fastrand::Rng::with_seed(seed);
-                (0..BLOCK * 3 + seed as usize * 1000)
+                (0..BLOCK * 2 + seed as usize * 1000)
                     .map(|_| b"ferry layer "[rng.usize(..12)])
                     .collect()
             })
