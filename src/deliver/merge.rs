@@ -263,6 +263,14 @@ impl BlobSource for Located {
         }
     }
 
+    fn unreadable(&self, digest: &Digest, at: u64, error: std::io::Error) -> TarballError {
+        let (index, offset) = self.blobs.get(digest).map_or((0, 0), |&(i, o, _)| (i, o));
+        TarballError::Read {
+            path: self.sources[index].place(offset.saturating_add(at)).0,
+            source: error,
+        }
+    }
+
     fn hashes_each_blob(&self) -> bool {
         false
     }
@@ -425,6 +433,14 @@ impl BlobSource for Union<'_> {
         TarballError::Changed {
             digest: digest.clone(),
             path: self.file_at(offset),
+        }
+    }
+
+    fn unreadable(&self, digest: &Digest, at: u64, error: std::io::Error) -> TarballError {
+        let offset = self.0.location(digest).map_or(0, |(offset, _)| offset);
+        TarballError::Read {
+            path: self.file_at(offset.saturating_add(at)),
+            source: error,
         }
     }
 }

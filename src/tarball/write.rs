@@ -64,6 +64,8 @@ pub trait BlobSource {
     fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError>;
     /// The error for a blob whose `read` bytes hashed to `actual`, not to `digest`, once dealt with.
     fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError;
+    /// The error for blob `digest` that could not be read `at` bytes into it: it names the file.
+    fn unreadable(&self, digest: &Digest, at: u64, error: io::Error) -> TarballError;
     /// Whether each blob is hashed on its way. Only a source whose output is checked whole against a
     /// sha256 known before writing (merge's, against the one its delta names) may pass: the output's
     /// hash then proves every blob, and a mismatch is explained by a second, blob-by-blob run.
@@ -89,6 +91,13 @@ impl BlobSource for BlobStore {
                 read,
             },
             Err(e) => e.into(),
+        }
+    }
+
+    fn unreadable(&self, digest: &Digest, _: u64, error: io::Error) -> TarballError {
+        TarballError::Read {
+            path: self.path(digest),
+            source: error,
         }
     }
 }
@@ -530,7 +539,9 @@ fn copy_blob(
         let read = (&mut blob)
             .take(want)
             .read_to_end(&mut chunk)
-            .map_err(Err)? as u64;
+            // What was read before the error is in `chunk`: the failing byte is named.
+            .map_err(|e| Ok(source.unreadable(digest, size - left + chunk.len() as u64, e)))?
+            as u64;
         out.write_all(&chunk).map_err(Err)?;
         match checker {
             Some(checker) => checker.chunk(chunk),
@@ -545,13 +556,14 @@ fn copy_blob(
         Some(checker) => checker.end(digest.clone()),
         // Nothing else would notice.
         None if left > 0 => {
-            return Err(Err(io::Error::new(
+            let ended = io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
                     "blob {digest} ended after {} of its {size} bytes",
                     size - left
                 ),
-            )))
+            );
+            return Err(Ok(source.unreadable(digest, size - left, ended)));
         }
         None => {}
     }
@@ -1113,5 +1125,69 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["cache"]);
+    }
+
+    /// A source that cannot be read in the middle of a blob (an I/O error from a failing disk), or that
+    /// ends early: the error names the source's file, not the bundle being written, and nothing is left.
+    #[test]
+    fn a_blob_that_cannot_be_read_names_its_file() {
+        struct Failing {
+            after: usize,
+            error: bool,
+        }
+        impl BlobSource for Failing {
+            fn open(&self, _: &Digest, _: u64) -> Result<Box<dyn Read + '_>, TarballError> {
+                let head = io::repeat(7).take(self.after as u64);
+                match self.error {
+                    true => Ok(Box::new(head.chain(FailingRead))),
+                    false => Ok(Box::new(head)),
+                }
+            }
+            fn damaged(&self, _: &Digest, _: Digest, _: u64) -> TarballError {
+                unreachable!("this source hashes no blob")
+            }
+            fn unreadable(&self, digest: &Digest, at: u64, error: io::Error) -> TarballError {
+                TarballError::Read {
+                    path: PathBuf::from(format!("source of {digest} at {at}")),
+                    source: error,
+                }
+            }
+            fn hashes_each_blob(&self) -> bool {
+                false
+            }
+        }
+        struct FailingRead;
+        impl Read for FailingRead {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("Input/output error"))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let digest = Digest::of(b"blob");
+        let blobs = BTreeMap::from([(digest.clone(), 3 << 20)]);
+        let path = dir.path().join("out.tar");
+        for (error, said) in [
+            (true, "Input/output error".to_string()),
+            (
+                false,
+                format!("blob {digest} ended after 1000 of its 3145728 bytes"),
+            ),
+        ] {
+            let failed = write_entries(
+                &Failing { after: 1000, error },
+                &Documents::default(),
+                &blobs,
+                &path,
+                &WriteOptions::default(),
+                &Silent,
+            )
+            .err()
+            .unwrap();
+            assert_eq!(
+                crate::causes::chain(&failed),
+                format!("cannot read source of {digest} at 1000: {said}")
+            );
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        }
     }
 }
