@@ -134,11 +134,18 @@ impl<W: Write> Write for Hashing<W> {
 pub struct BackgroundHasher {
     sender: Option<std::sync::mpsc::SyncSender<Option<Arc<Vec<u8>>>>>,
     worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
+    /// Chunks the worker hashed and no one else holds, to be written into again: reused pages, not
+    /// fresh ones (a fresh page costs a fault and its zeroing, more than the copy into it).
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
+
+/// How many hashed chunks wait to be reused, at most: as many as the queue holds.
+const SPARE_CHUNKS: usize = 4;
 
 impl BackgroundHasher {
     pub fn start() -> BackgroundHasher {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Arc<Vec<u8>>>>(4);
+        let (spare_sender, spare) = std::sync::mpsc::sync_channel(SPARE_CHUNKS);
         let worker = std::thread::spawn(move || {
             // While the first part passes, the whole's hash is that part's too: a stream of one part, the
             // common case, is hashed once. A part hasher starts only with the second part.
@@ -154,6 +161,9 @@ impl BackgroundHasher {
                         if let Some(part) = part.as_mut() {
                             part.update(chunk.as_slice());
                         }
+                        if let Ok(buffer) = Arc::try_unwrap(chunk) {
+                            let _ = spare_sender.try_send(buffer);
+                        }
                     }
                 }
             }
@@ -163,7 +173,16 @@ impl BackgroundHasher {
         BackgroundHasher {
             sender: Some(sender),
             worker: Some(worker),
+            spare,
         }
+    }
+
+    /// An empty buffer of at least `capacity` bytes for a chunk to come: one hashed already, or a new one.
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        let mut buffer = self.spare.try_recv().unwrap_or_default();
+        buffer.clear();
+        buffer.reserve_exact(capacity);
+        buffer
     }
 
     /// The bytes that follow belong to the next part.
@@ -225,7 +244,7 @@ impl Write for HashingSink {
         let n = buf.len().min(Self::CHUNK - self.pending.len());
         self.pending.extend_from_slice(&buf[..n]);
         if self.pending.len() == Self::CHUNK {
-            let full = std::mem::replace(&mut self.pending, Vec::with_capacity(Self::CHUNK));
+            let full = std::mem::replace(&mut self.pending, self.hasher.buffer(Self::CHUNK));
             self.hasher.update(full);
         }
         self.bytes += n as u64;

@@ -31,7 +31,11 @@ pub fn contents(source: &Source, read_documents: bool) -> io::Result<Option<Cont
     if source.is_gzipped()? {
         return Ok(None);
     }
-    let parts = Parts::open(source)?;
+    contents_of(&Parts::open(source)?, read_documents)
+}
+
+/// [`contents`], read through `parts` (of a bundle that is not gzipped).
+pub fn contents_of(parts: &Parts, read_documents: bool) -> io::Result<Option<Contents>> {
     let length = parts.length;
     let mut found = Contents::default();
     let mut offset = 0u64;

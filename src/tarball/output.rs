@@ -342,7 +342,7 @@ impl Output {
     fn write_pending(&mut self) -> io::Result<()> {
         self.part.write_all(&self.pending)?;
         self.part_written += self.pending.len() as u64;
-        let written = std::mem::replace(&mut self.pending, Vec::with_capacity(CHUNK));
+        let written = std::mem::replace(&mut self.pending, self.hasher.buffer(CHUNK));
         self.hasher.update(written);
         if self.pass_on {
             self.pass_on();

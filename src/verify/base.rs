@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 use super::checksum::{self, check_sums};
 use super::stream::{Contents, SeenBlob};
 use super::{Checksum, Report};
-use crate::digest::{BackgroundHasher, Digest};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 use crate::interrupt::Interrupted;
 use crate::progress::Reporter;
 use crate::tarball::delta::BundleDescription;
@@ -84,11 +86,15 @@ fn disagreement(checksum: &Checksum) -> String {
 pub fn describe_from_headers(path: &Path) -> Option<(BundleDescription, BaseProof)> {
     let source = Source::locate(path).ok()?;
     let (sums, sha256) = checksum::claimed(&source)?;
-    let found = headers::contents(&source, true).ok()??;
+    if source.is_gzipped().ok()? {
+        return None;
+    }
+    // The headers, the documents, the manifests and configs and the proof are all read through these.
+    let parts = Parts::open(&source).ok()?;
+    let found = headers::contents_of(&parts, true).ok()??;
     if found.documents.contains_key(DELTA_JSON) {
         return None;
     }
-    let parts = Parts::open(&source).ok()?;
     let mut contents = Contents {
         documents: found
             .documents
@@ -162,26 +168,35 @@ pub fn describe_from_headers(path: &Path) -> Option<(BundleDescription, BaseProo
 /// The bytes of a base read at a time for its proof.
 const PROOF_BLOCK: usize = 1 << 20;
 
-/// Each part's sha256 and the whole's, read through the descriptors the description was read from.
+/// Each part's sha256 and the whole's, read through the descriptors the description was read from, on
+/// this one thread into one buffer (the description's thread fetches and writes meanwhile). A bundle of
+/// one part is hashed once: its part's sha256 is the whole's.
 fn hash(parts: &Parts) -> std::io::Result<Hashes> {
-    let hasher = BackgroundHasher::start();
-    for (index, mut file) in parts.files().enumerate() {
-        if index > 0 {
-            hasher.next_part();
-        }
+    let split = parts.files().count() > 1;
+    let (mut whole, mut each) = (Sha256::new(), Vec::new());
+    let mut block = vec![0; PROOF_BLOCK];
+    for mut file in parts.files() {
+        let mut part = Sha256::new();
         file.seek(SeekFrom::Start(0))?;
         loop {
             crate::interrupt::check()?;
-            let mut block = vec![0; PROOF_BLOCK];
             let read = crate::io::read_full(&mut file, &mut block)?;
             if read == 0 {
                 break;
             }
-            block.truncate(read);
-            hasher.update(block);
+            whole.update(&block[..read]);
+            if split {
+                part.update(&block[..read]);
+            }
         }
+        each.push(part);
     }
-    Ok(hasher.finish())
+    let whole = Digest::from_hasher(whole);
+    let each = match split {
+        true => each.into_iter().map(Digest::from_hasher).collect(),
+        false => vec![whole.clone()],
+    };
+    Ok((each, whole))
 }
 
 impl BaseProof {
