@@ -115,9 +115,15 @@ pub enum Command {
     },
 }
 
-/// Parses the command line, with the long `--version` that [`command`] gives.
+/// Parses the command line, with the long `--version` that [`command`] gives. That text lists the newest
+/// release of each catalog, which takes loading the catalogs: it is made only when `--version` is asked.
 pub fn parse() -> Cli {
-    let matches = command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Err(error) if error.kind() == clap::error::ErrorKind::DisplayVersion => {
+            command().get_matches()
+        }
+        parsed => parsed.unwrap_or_else(|error| error.exit()),
+    };
     Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit())
 }
 

@@ -479,3 +479,18 @@ fn k8s_or_all_k8s_is_required() {
     let run = ferry(&["list", "huawei-csi"]).fails_with(2);
     assert!(run.stderr().contains("--k8s"), "{}", run.stderr());
 }
+
+/// `--version` names the commit and each catalog's newest release (the catalogs are loaded for it alone);
+/// `-V` is the version.
+#[test]
+fn version_names_the_newest_catalog_releases() {
+    let long = ferry(&["--version"]).success();
+    let lines: Vec<&str> = long.stdout().lines().collect();
+    assert_eq!(lines.len(), 2, "{}", long.stdout());
+    assert!(lines[0].starts_with("ferry 0.1.0 ("), "{}", lines[0]);
+    assert_eq!(
+        lines[1],
+        "newest catalog releases: huawei-csi@4.12.0, kubernetes@1.35.7"
+    );
+    assert_eq!(ferry(&["-V"]).success().stdout(), "ferry 0.1.0\n");
+}
