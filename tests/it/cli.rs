@@ -492,5 +492,6 @@ fn version_names_the_newest_catalog_releases() {
         lines[1],
         "newest catalog releases: huawei-csi@4.12.0, kubernetes@1.35.7"
     );
-    assert_eq!(ferry(&["-V"]).success().stdout(), "ferry 0.1.0\n");
+    let short = ferry(&["-V"]).success();
+    assert_eq!(short.stdout(), "ferry 0.1.0\n");
 }
