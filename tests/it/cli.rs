@@ -485,8 +485,9 @@ fn k8s_or_all_k8s_is_required() {
 #[test]
 fn version_names_the_newest_catalog_releases() {
     let long = ferry(&["--version"]).success();
-    let lines: Vec<&str> = long.stdout().lines().collect();
-    assert_eq!(lines.len(), 2, "{}", long.stdout());
+    let text = long.stdout();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
     assert!(lines[0].starts_with("ferry 0.1.0 ("), "{}", lines[0]);
     assert_eq!(
         lines[1],
