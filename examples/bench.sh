@@ -75,17 +75,20 @@ run_ferry() { # $1 = cache dir, $2 = output
   "$FERRY" bundle huawei-csi@4.8.0 --k8s 1.28 --vendor-dir "$W/vendor" --mirror "registry.k8s.io=$ADDR" \
     --cache-dir "$1" -o "$2" -q >/dev/null
 }
-ferry_cold() { rm -rf "$W/cache-cold"; run_ferry "$W/cache-cold" "$1"; }
+# Each tool starts from nothing (`NAME_setup`, untimed, empties what it keeps between runs) and writes to a
+# path that does not exist (the previous output is removed before the clock starts, as for `cp` below).
+ferry_cold_setup() { rm -rf "$W/cache-cold"; }
+ferry_cold() { run_ferry "$W/cache-cold" "$1"; }
 ferry_warm() { run_ferry "$W/cache-warm" "$1"; }
 skopeo_all() { # one copy per image into one docker-archive each (skopeo writes one image per docker-archive)
-  rm -rf "$1"; mkdir -p "$1"
+  mkdir -p "$1"
   for image in $PUBLIC; do
     skopeo copy -q --src-tls-verify=false "docker://$ADDR/$image" "docker-archive:$1/$(echo "$image" | tr '/:' '__').tar:registry.k8s.io/$image"
   done
   for tarball in "$W"/vendor/*.tar; do skopeo copy -q "docker-archive:$tarball" "docker-archive:$1/$(basename "$tarball")"; done
 }
+docker_all_setup() { docker image rm -f $(docker images -q) >/dev/null 2>&1 || true; }
 docker_all() {
-  docker image rm -f $(docker images -q) >/dev/null 2>&1 || true
   local names=()
   for image in $PUBLIC; do
     docker pull -q "$ADDR/$image" >/dev/null && docker tag "$ADDR/$image" "registry.k8s.io/$image"
@@ -94,8 +97,8 @@ docker_all() {
   for tarball in "$W"/vendor/*.tar; do docker load -q -i "$tarball" >/dev/null; done
   docker save -o "$1" "${names[@]}" $VENDOR_NAMES
 }
+ctr_all_setup() { "${CTR[@]}" images rm $("${CTR[@]}" images ls -q) >/dev/null 2>&1 || true; }
 ctr_all() {
-  "${CTR[@]}" images rm $("${CTR[@]}" images ls -q) >/dev/null 2>&1 || true
   local names=()
   for image in $PUBLIC; do
     "${CTR[@]}" images pull --plain-http --platform linux/amd64 "$ADDR/$image" >/dev/null
@@ -109,6 +112,8 @@ ctr_all() {
 run_ferry "$W/cache-warm" "$W/prime.tar"   # the warm cache, filled before any timing
 measure() { # label, function, output path
   local label=$1 fn=$2 out=$3
+  if declare -F "${fn}_setup" >/dev/null; then "${fn}_setup"; fi
+  rm -rf "$out"
   sync
   /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f "$fn" run_ferry ferry_platforms); $(declare -p W ADDR FERRY PUBLIC VENDOR_NAMES CTR 2>/dev/null); export DOCKER_HOST=$DOCKER_HOST; $fn '$out'"
   local bytes; bytes=$(du -sb "$out" | cut -f1)
@@ -161,8 +166,10 @@ ferry_delta() { # $1 = output, $2 = base
 FULL=$W/out-ferry-warm.tar
 for round in $(seq 1 "$ROUNDS"); do
   cat "$W/base.tar" "$FULL" > /dev/null
+  rm -f "$W/delta.tar"
   /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f ferry_delta); $(declare -p W ADDR FERRY); ferry_delta '$W/delta.tar' '$W/base.tar'"
   echo "delta-of-tar $(cat "$W/time") $(stat -c %s "$W/delta.tar")" >> "$W/results"
+  rm -f "$W/delta.tar"
   /usr/bin/time -f "%e %M" -o "$W/time" bash -c "$(declare -f ferry_delta); $(declare -p W ADDR FERRY); ferry_delta '$W/delta.tar' '$W/base.json'"
   echo "delta-of-json $(cat "$W/time") $(stat -c %s "$W/delta.tar")" >> "$W/results"
   cat "$W/base.tar" "$W/delta.tar" > /dev/null
