@@ -152,8 +152,8 @@ echo "gzip-floor $("$FLOORS" gzip "$W"/layers/*) 0 $(du -cb "$W"/layers/* | tail
 rm -rf "$W/layers"
 
 # Deltas: the base is the bundle of the public images alone (what a site has before the vendor's images
-# change), the delta carries the rest. Building it (against the base file, proved whole against its .sha256
-# while the delta is built, or against what `ferry inspect --json` said of it) against building the full
+# change), the delta carries the rest. Building it (against the base file, of which its headers and
+# documents are read, or against what `ferry inspect --json` said of it) against building the full
 # bundle, warm cache; merging base and delta back into the full bundle against `cp` of that bundle, page
 # cache warm for all.
 "$FERRY" bundle huawei-csi@4.8.0 --k8s 1.28 --skip-vendor --mirror "registry.k8s.io=$ADDR" \

@@ -399,10 +399,10 @@ pub struct BundleArgs {
     #[arg(long, requires = "lock")]
     pub update_lock: bool,
     /// Write a delta: only the blobs BASE lacks (every manifest and config still travels). BASE is a
-    /// bundle or delta the far side holds, or what `ferry inspect --json` printed of it. A bundle with its
-    /// .sha256 beside it is proved against that file while the delta is built; one without, or a delta,
-    /// is verified whole first. Repeat it for everything the site holds; the default name says
-    /// `-delta-from-` and the bases' releases.
+    /// bundle or delta the far side holds, or what `ferry inspect --json` printed of it. Of a bundle with
+    /// its .sha256 beside it only the headers and documents are read (a delta takes no byte from its
+    /// base); one without, or a delta, is verified whole first. Repeat it for everything the site holds;
+    /// the default name says `-delta-from-` and the bases' releases.
     #[arg(long, value_name = "BASE")]
     pub since: Vec<PathBuf>,
     #[command(flatten)]

@@ -18,7 +18,7 @@ use crate::serve::ServeError;
 use crate::tarball::read::ReadError;
 use crate::tarball::TarballError;
 use crate::trust::TrustError;
-use crate::verify::{BaseProofError, VerifyError};
+use crate::verify::VerifyError;
 
 /// Exit codes: 0 success, 1 the job failed (network, disk, a damaged bundle), 2 the input was wrong,
 /// 128 + N stopped by signal N (130 SIGINT, 143 SIGTERM, 129 SIGHUP).
@@ -58,9 +58,6 @@ pub enum Error {
     Serve(#[from] ServeError),
     #[error(transparent)]
     Trust(#[from] TrustError),
-    /// A base of a delta that is not the file its `.sha256` named.
-    #[error(transparent)]
-    Base(BaseProofError),
     #[error("{} is damaged or incomplete", .0.display())]
     Damaged(std::path::PathBuf),
     /// A bundle that cannot be read through: its message names the file, and the part and offset.
@@ -153,7 +150,6 @@ impl Error {
             | Error::Merge(_)
             | Error::Serve(_)
             | Error::Damaged(_)
-            | Error::Base(_)
             | Error::DamagedWithRecovery { .. }
             | Error::Recovery(_)
             | Error::Repair(_)
@@ -211,8 +207,6 @@ impl From<BundleError> for Error {
             BundleError::Trust(error) => Error::Trust(error),
             BundleError::Cache(error) => Error::Cache(error),
             BundleError::Resolve(error) => Error::Resolve(error),
-            BundleError::Base(BaseProofError::Interrupted(stop)) => Error::Interrupted(stop),
-            BundleError::Base(error) => Error::Base(error),
             usage @ BundleError::LockOfSeveral(_) => Error::Usage(usage.to_string()),
         }
     }

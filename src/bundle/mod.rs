@@ -8,7 +8,6 @@
 //! Kubernetes versions, images named directly).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::cache::{BlobStore, CacheError};
 use crate::fetch::{fetch, FetchSettings, FetchStageError, Fetched, PullReport, VendorSource};
@@ -22,7 +21,6 @@ use crate::tarball::{
 };
 use crate::trust::lock::Lock;
 use crate::trust::TrustError;
-use crate::verify::{BaseProof, BaseProofError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
@@ -36,8 +34,6 @@ pub enum BundleError {
     Cache(#[from] CacheError),
     #[error(transparent)]
     Resolve(#[from] crate::resolve::ResolveError),
-    #[error(transparent)]
-    Base(#[from] BaseProofError),
     #[error("--lock pins the images of one bundle, and this selection makes {0}: lock each Kubernetes version's bundle (--k8s) on its own")]
     LockOfSeveral(usize),
 }
@@ -49,9 +45,6 @@ pub struct BundleSpec {
     pub plan: Plan,
     pub path: PathBuf,
     pub bases: Vec<BundleDescription>,
-    /// The proofs of bases described from their headers, still under way: the delta is placed only once
-    /// each holds.
-    pub proofs: Vec<Arc<BaseProof>>,
 }
 
 /// A lock file to hold the build to: it pins every image's digest, and is written when absent.
@@ -210,18 +203,16 @@ fn write_one(
         true => String::new(),
         false => default_name(plan, &request.fetch)?,
     };
-    let write = || -> Result<Written, BundleError> {
-        if bundle.bases.is_empty() {
-            return Ok(write_bundle(
-                store,
-                &images,
-                &metadata,
-                &bundle.path,
-                &request.write,
-                reporter,
-            )?);
-        }
-        let staged = write_delta(
+    let write = || match bundle.bases.is_empty() {
+        true => write_bundle(
+            store,
+            &images,
+            &metadata,
+            &bundle.path,
+            &request.write,
+            reporter,
+        ),
+        false => write_delta(
             store,
             &images,
             &metadata,
@@ -230,18 +221,14 @@ fn write_one(
             &bundle.path,
             &request.write,
             reporter,
-        )?;
-        for proof in &bundle.proofs {
-            proof.confirm(reporter)?;
-        }
-        Ok(staged.place(request.write.signer.as_deref())?)
+        ),
     };
     let written = match write() {
-        Err(BundleError::Tarball(TarballError::DamagedBlob {
+        Err(TarballError::DamagedBlob {
             digest,
             path: damaged,
             ..
-        })) => {
+        }) => {
             reporter.warning(&format!(
                 "cache file {} was damaged (not blob {digest}); fetching it again",
                 damaged.display()
@@ -278,7 +265,6 @@ mod tests {
             plan: plan.clone(),
             path: dir.path().join(name),
             bases: Vec::new(),
-            proofs: Vec::new(),
         };
         let mut request = Request {
             bundles: vec![spec("a.tar"), spec("b.tar")],

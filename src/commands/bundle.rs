@@ -19,7 +19,6 @@ use crate::tarball::delta::{delta_file_name, BundleDescription};
 use crate::tarball::{Signer, WriteOptions};
 use crate::trust::signature::SigningKey;
 use crate::trust::TrustError;
-use crate::verify::BaseProof;
 
 /// Where scripts put the passphrase of an encrypted signing key.
 const PASSPHRASE_ENV: &str = "FERRY_SIGN_PASSPHRASE";
@@ -40,16 +39,12 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
     };
     let site = load_site(&args.images, &args.fetch)?;
     let plans = plan_images(catalogs, &args.images, site.as_ref())?;
-    // A base whose headers and documents cannot be read is refused before anything is fetched; one that
-    // is not the file its .sha256 names, once the delta is written, before it is placed.
-    let (bases, proofs): (Vec<_>, Vec<_>) = args
+    // A base that cannot be read is refused before anything is fetched.
+    let bases = args
         .since
         .iter()
         .map(|base| describe_base(catalogs, base))
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let proofs: Vec<Arc<BaseProof>> = proofs.into_iter().flatten().map(Arc::new).collect();
+        .collect::<Result<Vec<_>>>()?;
     let FetchSetup {
         cache,
         settings,
@@ -64,7 +59,6 @@ pub fn run(catalogs: &Catalogs, args: &BundleArgs, out: &mut dyn Write) -> Resul
                 plan,
                 path,
                 bases: bases.clone(),
-                proofs: proofs.clone(),
             })
             .collect(),
         fetch: settings,
@@ -260,14 +254,10 @@ fn output_paths(
 /// take a few megabytes.
 const MAX_DESCRIPTION: u64 = 64 << 20;
 
-/// What `--since BASE` says of the base: from what `ferry inspect --json` printed of it (a regular file
-/// of JSON, read within a bound), or read from the bundle itself: from its headers and documents when
-/// its `.sha256` is beside it, the proof that it is that file then running while the delta is built;
-/// else verified whole first.
-fn describe_base(
-    catalogs: &Catalogs,
-    base: &Path,
-) -> Result<(BundleDescription, Option<BaseProof>)> {
+/// What `--since BASE` says of the base: what `ferry inspect --json` printed of it (a regular file of
+/// JSON, read within a bound), or the bundle itself: read from its tar headers and documents when its
+/// `.sha256` is beside it (a delta takes no byte from its base), else verified whole.
+fn describe_base(catalogs: &Catalogs, base: &Path) -> Result<BundleDescription> {
     let refused = |e: std::io::Error| Error::Usage(format!("--since {}: {e}", base.display()));
     let mut file = crate::io::open_side_file(base).map_err(refused)?;
     let mut head = [0u8; 1];
@@ -289,16 +279,16 @@ fn describe_base(
         if !inspected.intact {
             return Err(Error::Damaged(base.to_path_buf()));
         }
-        return Ok((inspected.description, None));
+        return Ok(inspected.description);
     }
-    if let Some((description, proof)) = crate::verify::describe_from_headers(base) {
-        return Ok((description, Some(proof)));
+    if let Some(description) = crate::verify::describe_from_headers(base) {
+        return Ok(description);
     }
     let report = crate::verify::verify(base, &Default::default(), catalogs)?;
     if !report.intact() {
         return Err(Error::Damaged(base.to_path_buf()));
     }
-    Ok((report.describe(), None))
+    Ok(report.describe())
 }
 
 /// Reproducible builds' convention for "the time to stamp": https://reproducible-builds.org/specs/source-date-epoch/

@@ -534,7 +534,6 @@ mod tests {
                 &WriteOptions::default(),
                 &Silent,
             )
-            .and_then(|staged| staged.place(None))
             .unwrap();
             path
         }

@@ -16,7 +16,7 @@ pub use metadata::{
 pub use output::{checksum_text, file_name, sibling, TargetError};
 pub use write::{
     append, check_output, tar_size, write_bundle, write_delta, write_entries, BlobSource,
-    Documents, Staged, StagedDelta, WriteOptions, Written,
+    Documents, Staged, WriteOptions, Written,
 };
 
 use std::path::PathBuf;

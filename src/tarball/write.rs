@@ -205,11 +205,10 @@ pub fn write_bundle(
 
 /// Writes a delta of `images` at `path`: the documents of the bundle [`write_bundle`] would write (named
 /// `full_name` by default), every manifest and config, only the blobs no base holds, and last
-/// `ferry-delta.json`, staged for the caller to place. Every blob is read from the cache once and checked
-/// on the way, and the full bundle is hashed in the same pass (every entry passes through its hash, only
-/// the delta's own into the file), so that `ferry-delta.json` names the bundle a merge must rebuild:
-/// building a delta reads what building the full bundle reads, and writes less. With a signer, the full
-/// bundle's signature is recorded too.
+/// `ferry-delta.json`. Every blob is read from the cache once and checked on the way, and the full bundle
+/// is hashed in the same pass (every entry passes through its hash, only the delta's own into the file),
+/// so that `ferry-delta.json` names the bundle a merge must rebuild: building a delta reads what building
+/// the full bundle reads, and writes less. With a signer, the full bundle's signature is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub fn write_delta(
     store: &BlobStore,
@@ -220,7 +219,7 @@ pub fn write_delta(
     path: &Path,
     options: &WriteOptions,
     reporter: &dyn Reporter,
-) -> Result<StagedDelta, TarballError> {
+) -> Result<Written, TarballError> {
     let layout = Layout::of(store, images, metadata)?;
     let all = layout.sizes();
     let bases = assign(&all, &layout.documents_as_blobs, bases);
@@ -307,34 +306,16 @@ pub fn write_delta(
         .into_inner()
         .seal(options.recovery)
         .map_err(|e| output_error(path, e))?;
-    Ok(StagedDelta {
-        staged: Staged {
-            sealed,
-            path: path.to_path_buf(),
-            blobs: carried.len(),
-        },
-        record,
+    let staged = Staged {
+        sealed,
+        path: path.to_path_buf(),
+        blobs: carried.len(),
+    };
+    Ok(Written {
         saved_by_sharing: layout.saved_by_sharing(),
+        delta: Some(record),
+        ..staged.place(options.signer.as_deref())?
     })
-}
-
-/// A delta whose every byte is written and synced, not yet in place: what its bases are proved to be
-/// may still be awaited.
-pub struct StagedDelta {
-    staged: Staged,
-    record: DeltaRecord,
-    saved_by_sharing: u64,
-}
-
-impl StagedDelta {
-    /// Puts the delta and its checksum files in place, with `PATH.sig` from `signer` when there is one.
-    pub fn place(self, signer: Option<&dyn Signer>) -> Result<Written, TarballError> {
-        Ok(Written {
-            saved_by_sharing: self.saved_by_sharing,
-            delta: Some(self.record),
-            ..self.staged.place(signer)?
-        })
-    }
 }
 
 /// The documents that come first, in the order written: `oci-layout`, `ferry.json`, `index.json`, and

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use self::base::{describe_from_headers, BaseProof, BaseProofError};
+pub use self::base::describe_from_headers;
 use self::catalog::check_completeness;
 use self::checksum::check_sums;
 pub use self::checksum::checksum_lines;
