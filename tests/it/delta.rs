@@ -67,6 +67,12 @@ impl Upgrade {
             .args(extra))
     }
 
+    /// `ferry bundle RELEASE EXTRA --since BASE -o DIR/`: a delta against `base`, written into `dir`.
+    fn delta(&self, release: &[&str], extra: &[&str], base: &Path, dir: &Path) -> Run {
+        let (base, into) = (base.to_str().unwrap(), format!("{}/", dir.display()));
+        self.bundle(release, &[extra, &["--since", base, "-o", &into]].concat())
+    }
+
     /// The upstream manifest digest of `reference` for linux/amd64.
     fn upstream(&self, reference: &str) -> &str {
         self.seeded[reference].manifest_for("linux/amd64")
@@ -267,21 +273,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
 
     // The delta, against the base itself, named for what it is.
     let deltas = site.path("deltas");
-    let built = site
-        .bundle(
-            &release_480,
-            &[
-                &v480[..],
-                &[
-                    "--since",
-                    base.to_str().unwrap(),
-                    "-o",
-                    &format!("{}/", deltas.display()),
-                ],
-            ]
-            .concat(),
-        )
-        .success();
+    let built = site.delta(&release_480, &v480, &base, &deltas).success();
     let delta =
         deltas.join("huawei-csi-4.8.0-k8s1.20-up-linux-amd64-delta-from-huawei-csi-4.5.0.tar");
     let full_sha = sha256_of(&full);
@@ -509,19 +501,7 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     let refused_deltas = site.path("refused-deltas");
     let last_error_of_delta_against = |changed_base: &Path| {
         let refused = site
-            .bundle(
-                &release_480,
-                &[
-                    &v480[..],
-                    &[
-                        "--since",
-                        changed_base.to_str().unwrap(),
-                        "-o",
-                        &format!("{}/", refused_deltas.display()),
-                    ],
-                ]
-                .concat(),
-            )
+            .delta(&release_480, &v480, changed_base, &refused_deltas)
             .fails_with(1);
         assert_eq!(
             std::fs::read_dir(&refused_deltas).map_or(0, |d| d.count()),
@@ -548,20 +528,8 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
     ));
     std::fs::copy(format!("{}.sha256", base.display()), &sums).unwrap();
     let vouched_deltas = site.path("vouched-deltas");
-    site.bundle(
-        &release_480,
-        &[
-            &v480[..],
-            &[
-                "--since",
-                vouched_base.to_str().unwrap(),
-                "-o",
-                &format!("{}/", vouched_deltas.display()),
-            ],
-        ]
-        .concat(),
-    )
-    .success();
+    site.delta(&release_480, &v480, &vouched_base, &vouched_deltas)
+        .success();
     assert!(
         std::fs::read(vouched_deltas.join(delta.file_name().unwrap())).unwrap()
             == std::fs::read(&delta).unwrap()
@@ -615,20 +583,8 @@ fn csi_450_to_480_carries_only_what_changed_and_rebuilds_the_direct_bundle() {
         named("kubernetes-1.28.4+huawei-csi-4.8.0-k8s1.28-"),
     );
     let site_deltas = site.path("site-deltas");
-    site.bundle(
-        &site_new,
-        &[
-            &v480[..],
-            &[
-                "--since",
-                site_base.to_str().unwrap(),
-                "-o",
-                &format!("{}/", site_deltas.display()),
-            ],
-        ]
-        .concat(),
-    )
-    .success();
+    site.delta(&site_new, &v480, &site_base, &site_deltas)
+        .success();
     let site_delta = site_deltas.join(format!(
         "{}-delta-from-kubernetes-1.28.3+huawei-csi-4.5.0.tar",
         site_full
