@@ -273,7 +273,7 @@ mod tests {
                 partial_ok: Vec::new(),
                 jobs: 1,
                 registry: Default::default(),
-                vendor: VendorSource::Unspecified,
+                vendor: VendorSource::Unspecified { site: None },
             },
             write: WriteOptions::default(),
             lock: Some(LockFile {

@@ -299,7 +299,9 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Re
             _ if !vendor_dirs.is_empty() => VendorSource::Dirs(vendor_dirs),
             (Some(registry), _) => VendorSource::Registry(registry),
             (_, true) => VendorSource::Skip,
-            _ => VendorSource::Unspecified,
+            _ => VendorSource::Unspecified {
+                site: site.map(|site| site.path.clone()),
+            },
         },
     };
     Ok(FetchSetup {

@@ -57,8 +57,9 @@ pub enum FetchStageError {
 /// Where the images that only the vendor's package has come from.
 #[derive(Debug, Clone)]
 pub enum VendorSource {
-    /// Not said: fail if the plan has vendor images.
-    Unspecified,
+    /// Not said (on the command line, nor in the site file at `site`): fail if the plan has vendor
+    /// images, saying where to say it.
+    Unspecified { site: Option<PathBuf> },
     /// docker-save or OCI archives in these directories (one per architecture package, say).
     Dirs(Vec<PathBuf>),
     /// A registry (`HOST[:PORT][/PREFIX]`) where an operator pushed them.

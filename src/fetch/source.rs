@@ -1,6 +1,8 @@
 //! Where each image of a plan is fetched from: its registry (or the mirror that stands in for it), the
 //! registry an operator pushed the vendor's images to, or the vendor's package (import/).
 
+use std::path::{Path, PathBuf};
+
 use super::pull::PullItem;
 use super::{FetchSettings, VendorSource};
 use crate::catalog::ImageSource;
@@ -13,13 +15,16 @@ use crate::resolve::{Plan, Wanted};
 #[derive(Debug, thiserror::Error)]
 pub enum VendorSourceError {
     #[error(
-        "{} image(s) come only from the vendor's release package, not from a public registry:\n  {}\n\
-         supply them with --vendor-dir DIR (the directory holding the package's image tarballs), or \
-         --vendor-registry HOST/PREFIX (a registry where they were pushed), or leave them out with --skip-vendor",
-        .0.len(),
-        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  ")
+        "{} image(s) come only from the vendor's release package, not from a public registry:\n  {}\n{}",
+        .images.len(),
+        .images.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "),
+        how_to_supply(.site.as_deref())
     )]
-    Missing(Vec<Reference>),
+    Missing {
+        images: Vec<Reference>,
+        /// The site file the build follows, where the source is said.
+        site: Option<PathBuf>,
+    },
     #[error("--vendor-registry '{target}' does not make a valid image reference: {why}")]
     BadRegistry { target: String, why: String },
 }
@@ -47,7 +52,9 @@ pub(super) fn pull_items(
     let mut skipped = Vec::new();
     match &settings.vendor {
         _ if vendor.is_empty() => {}
-        VendorSource::Unspecified => return Err(missing_vendor_images(vendor)),
+        VendorSource::Unspecified { site } => {
+            return Err(missing_vendor_images(vendor, site.clone()))
+        }
         VendorSource::Skip => skipped.extend(vendor.iter().map(|w| w.reference.clone())),
         VendorSource::Registry(target) => {
             for wanted in vendor {
@@ -103,8 +110,28 @@ fn vendor_location(target: &str, upstream: &Reference) -> Result<Location, Vendo
     })
 }
 
-fn missing_vendor_images(vendor: &[&Wanted]) -> VendorSourceError {
-    VendorSourceError::Missing(vendor.iter().map(|w| w.reference.clone()).collect())
+fn missing_vendor_images(vendor: &[&Wanted], site: Option<PathBuf>) -> VendorSourceError {
+    VendorSourceError::Missing {
+        images: vendor.iter().map(|w| w.reference.clone()).collect(),
+        site,
+    }
+}
+
+/// Where the vendor's images are said to come from: the command line's flags, or a site file's keys
+/// (a site file refuses --vendor-registry and --skip-vendor beside it).
+fn how_to_supply(site: Option<&Path>) -> String {
+    match site {
+        None => "supply them with --vendor-dir DIR (the directory holding the package's image tarballs), or \
+                 --vendor-registry HOST/PREFIX (a registry where they were pushed), or leave them out with \
+                 --skip-vendor"
+            .into(),
+        Some(site) => format!(
+            "supply them under [fetch] in {} with vendor_dirs = [\"DIR\"] (the directory holding the \
+             package's image tarballs), or vendor_registry = \"HOST/PREFIX\" (a registry where they were \
+             pushed), or leave them out with skip_vendor = true; or give --vendor-dir DIR",
+            site.display()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -147,7 +174,7 @@ mod tests {
             .iter()
             .filter(|w| w.source == ImageSource::Vendor)
             .collect();
-        let message = missing_vendor_images(&vendor).to_string();
+        let message = missing_vendor_images(&vendor, None).to_string();
         for name in [
             "storage-backend-controller:4.8.0",
             "storage-backend-sidecar:4.8.0",
@@ -159,6 +186,20 @@ mod tests {
         assert!(
             message.contains("--vendor-dir") && message.contains("--skip-vendor"),
             "{message}"
+        );
+        // A build that follows a site file is told the file's keys (it refuses --vendor-registry and
+        // --skip-vendor beside it).
+        let in_site = missing_vendor_images(&vendor, Some("sites/plant7.toml".into())).to_string();
+        assert_eq!(
+            in_site.lines().last().unwrap(),
+            "supply them under [fetch] in sites/plant7.toml with vendor_dirs = [\"DIR\"] (the directory \
+             holding the package's image tarballs), or vendor_registry = \"HOST/PREFIX\" (a registry where \
+             they were pushed), or leave them out with skip_vendor = true; or give --vendor-dir DIR"
+        );
+        assert_eq!(
+            in_site.lines().count(),
+            message.lines().count(),
+            "the same images named: {in_site}"
         );
     }
 }

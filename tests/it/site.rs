@@ -1132,3 +1132,42 @@ fn helm_values_of_several_products_go_to_one_file_each() {
         )
     );
 }
+
+/// A site file that names a product with vendor images and no way to get them is told the file's keys,
+/// not the flags it refuses beside it; nothing is fetched (no registry is started).
+#[test]
+fn vendor_images_without_a_source_are_asked_for_in_the_site_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = dir.path().join("plant7.toml");
+    std::fs::write(
+        &site,
+        "kubernetes = [\"1.28\"]\n[[product]]\nrelease = \"huawei-csi@4.8.0\"\n",
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let out = format!("{}/", dir.path().display());
+    let refused = ferry(&[
+        "bundle",
+        "--site",
+        site.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "-o",
+        &out,
+    ])
+    .fails_with(2);
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: 4 image(s) come only from the vendor's release package, not from a public registry:\n  \
+             docker.io/library/storage-backend-controller:4.8.0\n  \
+             docker.io/library/storage-backend-sidecar:4.8.0\n  \
+             docker.io/library/huawei-csi:4.8.0\n  \
+             docker.io/library/huawei-csi-extender:4.8.0\n\
+             supply them under [fetch] in {} with vendor_dirs = [\"DIR\"] (the directory holding the \
+             package's image tarballs), or vendor_registry = \"HOST/PREFIX\" (a registry where they were \
+             pushed), or leave them out with skip_vendor = true; or give --vendor-dir DIR\n",
+            site.display()
+        )
+    );
+}
