@@ -128,6 +128,15 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// An empty buffer of at least `capacity` bytes: one that a hashing thread gave back through `spare`, or
+/// a new one.
+pub fn reused(spare: &std::sync::mpsc::Receiver<Vec<u8>>, capacity: usize) -> Vec<u8> {
+    let mut buffer = spare.try_recv().unwrap_or_default();
+    buffer.clear();
+    buffer.reserve_exact(capacity);
+    buffer
+}
+
 /// SHA-256 on a thread of its own, of a stream cut into parts: each part's digest and the whole's, while
 /// the caller reads or writes the next chunk. Chunks travel through a bounded queue, so memory stays flat:
 /// four chunks keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
@@ -179,10 +188,7 @@ impl BackgroundHasher {
 
     /// An empty buffer of at least `capacity` bytes for a chunk to come: one hashed already, or a new one.
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut buffer = self.spare.try_recv().unwrap_or_default();
-        buffer.clear();
-        buffer.reserve_exact(capacity);
-        buffer
+        reused(&self.spare, capacity)
     }
 
     /// The bytes that follow belong to the next part.

@@ -256,7 +256,6 @@ impl Site {
             });
         }
 
-        let mut listed = Vec::new();
         let every = file.platforms.iter().find(|p| p.get_ref() == "all");
         let platforms =
             match every {
@@ -269,6 +268,7 @@ impl Site {
                 Some(_) => SitePlatforms::Every,
                 None if file.platforms.is_empty() => SitePlatforms::Unsaid,
                 None => {
+                    let mut listed = Vec::new();
                     for platform in file.platforms {
                         let at = platform.span().start;
                         let parsed: Platform = platform

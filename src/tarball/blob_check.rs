@@ -81,10 +81,7 @@ impl BlobChecker {
 
     /// An empty buffer of at least `capacity` bytes for the next chunk: one that went round, or a new one.
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
-        let mut buffer = self.spare.try_recv().unwrap_or_default();
-        buffer.clear();
-        buffer.reserve_exact(capacity);
-        buffer
+        crate::digest::reused(&self.spare, capacity)
     }
 
     /// Bytes of the blob being copied, in order.

@@ -107,9 +107,9 @@ impl Parts {
         Ok(Parts { files, length })
     }
 
-    /// The files, in order.
-    pub fn files(&self) -> impl Iterator<Item = &File> {
-        self.files.iter().map(|(file, _)| file)
+    /// The bytes of all the parts, as they were when opened.
+    pub fn length(&self) -> u64 {
+        self.length
     }
 
     /// Fills `buf` from `offset` of the joined parts (a header may span two parts of a split bundle).

@@ -25,7 +25,7 @@ use crate::tarball::read::Source;
 /// reads does not check out (the whole verification then says what is wrong).
 pub fn describe_from_headers(path: &Path) -> Option<BundleDescription> {
     let source = Source::locate(path).ok()?;
-    let (_, sha256) = checksum::claimed(&source)?;
+    let sha256 = checksum::claimed(&source)?;
     if source.is_gzipped().ok()? {
         return None;
     }
@@ -63,15 +63,9 @@ pub fn describe_from_headers(path: &Path) -> Option<BundleDescription> {
             .blobs
             .insert(digest.clone(), SeenBlob::vouched(digest, size, kept));
     }
-    let bytes = source
-        .files
-        .iter()
-        .map(|part| std::fs::metadata(part).map(|m| m.len()))
-        .sum::<std::io::Result<u64>>()
-        .ok()?;
     let mut report = Report {
         bundle: path.to_path_buf(),
-        bytes,
+        bytes: parts.length(),
         sha256,
         checksum: Checksum::Absent,
         damaged_recovery_files: Vec::new(),

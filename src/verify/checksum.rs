@@ -144,16 +144,16 @@ fn check_sums_of(
     Checksum::Verified { files, sums }
 }
 
-/// `BUNDLE.sha256` beside `source` and the sha256 it names for the bundle's whole file; None when there is
+/// The sha256 that `BUNDLE.sha256` beside `source` names for the bundle's whole file; None when there is
 /// no such file or it does not read as `sha256sum` output naming the bundle.
-pub(super) fn claimed(source: &Source) -> Option<(PathBuf, Digest)> {
+pub(super) fn claimed(source: &Source) -> Option<Digest> {
     let file = sibling(&source.whole, ".sha256");
     let text = crate::io::read_side_text(&file, MAX_CHECKSUM_FILE).ok()?;
     let name = file_name(&source.whole);
-    let (_, digest) = checksum_lines(&text)?
+    checksum_lines(&text)?
         .into_iter()
-        .find(|(named, _)| *named == name)?;
-    Some((file, digest))
+        .find(|(named, _)| *named == name)
+        .map(|(_, digest)| digest)
 }
 
 /// The sha256 of a recovery file, if it is a regular file that can be read.

@@ -43,8 +43,8 @@ impl SeenBlob {
         }
     }
 
-    /// A blob of a base described for a delta, not hashed on its own: its bundle's `.sha256` vouches for
-    /// it until the proof of the whole file holds (base.rs).
+    /// A blob of a base described for a delta (base.rs), not read: its tar header names it, and a delta
+    /// takes none of its bytes.
     pub(super) fn vouched(digest: &Digest, size: u64, kept: Option<Vec<u8>>) -> SeenBlob {
         SeenBlob {
             size,
