@@ -24,6 +24,13 @@ impl Digest {
         Digest::from_hasher(Sha256::new_with_prefix(bytes))
     }
 
+    /// The digest a [`sha256_pair::Sha256`] comes to.
+    pub fn finished(hasher: sha256_pair::Sha256) -> Digest {
+        Digest {
+            hex: hex::encode(hasher.finalize()),
+        }
+    }
+
     pub fn from_hasher(hasher: Sha256) -> Digest {
         Digest {
             hex: hex::encode(hasher.finalize()),
@@ -137,53 +144,191 @@ pub fn reused(spare: &std::sync::mpsc::Receiver<Vec<u8>>, capacity: usize) -> Ve
     buffer
 }
 
-/// SHA-256 on a thread of its own, of a stream cut into parts: each part's digest and the whole's, while
-/// the caller reads or writes the next chunk. Chunks travel through a bounded queue, so memory stays flat:
-/// four chunks keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
+/// SHA-256 on a thread of its own, of a stream cut into parts, and of blobs within it: each part's digest,
+/// each blob's and the whole's, while the caller reads or writes the next chunk. A blob starts at a
+/// multiple of 64 bytes in the stream (a tar's entries start at multiples of 512), so its hash and the
+/// whole's advance side by side over the same bytes, two for about the price of one
+/// ([`sha256_pair::update_both`]). Chunks travel through a bounded queue, so memory stays flat: four chunks
+/// keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
 pub struct BackgroundHasher {
-    sender: Option<std::sync::mpsc::SyncSender<Option<Arc<Vec<u8>>>>>,
-    worker: Option<std::thread::JoinHandle<(Vec<Digest>, Digest)>>,
+    sender: Option<std::sync::mpsc::SyncSender<Message>>,
+    worker: Option<std::thread::JoinHandle<Hashed>>,
     /// Chunks the worker hashed and no one else holds, to be written into again: reused pages, not
     /// fresh ones (a fresh page costs a fault and its zeroing, more than the copy into it).
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
 }
 
+enum Message {
+    Chunk(Arc<Vec<u8>>),
+    NextPart,
+    Blob(Span),
+    /// The blob announced last ends at this offset of the stream, before the end announced: it was cut
+    /// short, and what follows it is not its.
+    Cut(u64),
+}
+
+/// The bytes `at..end` of the stream are blob `digest`.
+struct Span {
+    digest: Digest,
+    at: u64,
+    end: u64,
+}
+
+/// A blob whose bytes in the stream hash to something else than its name.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Mismatch {
+    pub digest: Digest,
+    pub actual: Digest,
+    /// Its bytes in the stream.
+    pub read: u64,
+}
+
+/// What a [`BackgroundHasher`] found.
+#[derive(Debug)]
+pub struct Hashed {
+    /// Each part's digest, in order.
+    pub parts: Vec<Digest>,
+    pub whole: Digest,
+    /// The blobs announced that are not what their names say, in stream order.
+    pub mismatches: Vec<Mismatch>,
+}
+
 /// How many hashed chunks wait to be reused, at most: as many as the queue holds.
 const SPARE_CHUNKS: usize = 4;
 
+/// The hashes a [`BackgroundHasher`]'s thread keeps.
+struct Lanes {
+    whole: sha256_pair::Sha256,
+    /// While the first part passes, the whole's hash is that part's too: a stream of one part, the
+    /// common case, is hashed once. A part hasher starts only with the second part.
+    part: Option<sha256_pair::Sha256>,
+    parts: Vec<Digest>,
+    /// The stream offset of the next byte.
+    at: u64,
+    /// Blobs announced and not yet passed, in stream order; the first one's hash is `blob`.
+    spans: std::collections::VecDeque<Span>,
+    blob: sha256_pair::Sha256,
+    mismatches: Vec<Mismatch>,
+}
+
+impl Lanes {
+    fn new() -> Lanes {
+        Lanes {
+            whole: sha256_pair::Sha256::new(),
+            part: None,
+            parts: Vec::new(),
+            at: 0,
+            spans: std::collections::VecDeque::new(),
+            blob: sha256_pair::Sha256::new(),
+            mismatches: Vec::new(),
+        }
+    }
+
+    fn take(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            self.close_passed();
+            let n = match self.spans.front() {
+                Some(span) if span.at <= self.at => {
+                    let n = bytes
+                        .len()
+                        .min(usize::try_from(span.end - self.at).unwrap_or(usize::MAX));
+                    sha256_pair::update_both(&mut self.whole, &mut self.blob, &bytes[..n]);
+                    n
+                }
+                next => {
+                    let before = next.map_or(u64::MAX, |span| span.at - self.at);
+                    let n = bytes
+                        .len()
+                        .min(usize::try_from(before).unwrap_or(usize::MAX));
+                    self.whole.update(&bytes[..n]);
+                    n
+                }
+            };
+            if let Some(part) = self.part.as_mut() {
+                part.update(&bytes[..n]);
+            }
+            self.at += n as u64;
+            bytes = &bytes[n..];
+        }
+        self.close_passed();
+    }
+
+    /// Checks every blob the stream has passed the end of (an empty one as soon as it is reached).
+    fn close_passed(&mut self) {
+        while let Some(span) = self.spans.front() {
+            if span.end > self.at {
+                return;
+            }
+            let span = self.spans.pop_front().expect("there");
+            let actual = Digest::finished(std::mem::take(&mut self.blob));
+            if actual != span.digest {
+                self.mismatches.push(Mismatch {
+                    digest: span.digest,
+                    actual,
+                    read: span.end - span.at,
+                });
+            }
+        }
+    }
+
+    fn next_part(&mut self) {
+        let finished = self
+            .part
+            .replace(sha256_pair::Sha256::new())
+            .unwrap_or_else(|| self.whole.clone());
+        self.parts.push(Digest::finished(finished));
+    }
+
+    fn finish(mut self) -> Hashed {
+        let last = self.part.take().unwrap_or_else(|| self.whole.clone());
+        self.parts.push(Digest::finished(last));
+        Hashed {
+            parts: self.parts,
+            whole: Digest::finished(self.whole),
+            mismatches: self.mismatches,
+        }
+    }
+}
+
 impl BackgroundHasher {
     pub fn start() -> BackgroundHasher {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<Option<Arc<Vec<u8>>>>(4);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<Message>(4);
         let (spare_sender, spare) = std::sync::mpsc::sync_channel(SPARE_CHUNKS);
         let worker = std::thread::spawn(move || {
-            // While the first part passes, the whole's hash is that part's too: a stream of one part, the
-            // common case, is hashed once. A part hasher starts only with the second part.
-            let (mut whole, mut parts, mut part) = (Sha256::new(), Vec::new(), None::<Sha256>);
+            let mut lanes = Lanes::new();
             for message in receiver {
                 match message {
-                    None => {
-                        let finished = part.replace(Sha256::new()).unwrap_or_else(|| whole.clone());
-                        parts.push(Digest::from_hasher(finished));
-                    }
-                    Some(chunk) => {
-                        whole.update(chunk.as_slice());
-                        if let Some(part) = part.as_mut() {
-                            part.update(chunk.as_slice());
-                        }
+                    Message::NextPart => lanes.next_part(),
+                    Message::Chunk(chunk) => {
+                        lanes.take(chunk.as_slice());
                         if let Ok(buffer) = Arc::try_unwrap(chunk) {
                             let _ = spare_sender.try_send(buffer);
                         }
                     }
+                    Message::Blob(span) => {
+                        lanes.spans.push_back(span);
+                        lanes.close_passed();
+                    }
+                    Message::Cut(end) => {
+                        if let Some(span) = lanes.spans.back_mut() {
+                            span.end = end.clamp(span.at, span.end);
+                        }
+                        lanes.close_passed();
+                    }
                 }
             }
-            parts.push(Digest::from_hasher(part.unwrap_or_else(|| whole.clone())));
-            (parts, Digest::from_hasher(whole))
+            lanes.finish()
         });
         BackgroundHasher {
             sender: Some(sender),
             worker: Some(worker),
             spare,
         }
+    }
+
+    fn send(&self, message: Message) {
+        // The worker ends only when the sender is dropped: a send cannot fail before `finish`.
+        let _ = self.sender.as_ref().expect("open").send(message);
     }
 
     /// An empty buffer of at least `capacity` bytes for a chunk to come: one hashed already, or a new one.
@@ -193,17 +338,35 @@ impl BackgroundHasher {
 
     /// The bytes that follow belong to the next part.
     pub fn next_part(&self) {
-        let _ = self.sender.as_ref().expect("open").send(None);
+        self.send(Message::NextPart);
     }
 
     /// Hashes `chunk` next: a Vec of its own, or one shared with the caller (who may reuse it once the
     /// hasher has dropped it).
     pub fn update(&self, chunk: impl Into<Arc<Vec<u8>>>) {
-        let _ = self.sender.as_ref().expect("open").send(Some(chunk.into()));
+        self.send(Message::Chunk(chunk.into()));
     }
 
-    /// Each part's digest, in order, and the whole's.
-    pub fn finish(mut self) -> (Vec<Digest>, Digest) {
+    /// The `size` bytes from offset `at` of the stream (a multiple of 64, at or after the end of the blob
+    /// announced before) are blob `digest`: they are hashed on their own too, and a blob that is not what
+    /// its name says is among [`Hashed::mismatches`]. Announced before its bytes are handed over, or
+    /// with its first chunk still to come.
+    pub fn blob(&self, digest: &Digest, at: u64, size: u64) {
+        self.send(Message::Blob(Span {
+            digest: digest.clone(),
+            at,
+            end: at + size,
+        }));
+    }
+
+    /// The blob announced last ends at offset `end` of the stream, short of its size: announced before
+    /// the bytes after `end` are handed over.
+    pub fn cut(&self, end: u64) {
+        self.send(Message::Cut(end));
+    }
+
+    /// Each part's digest, the whole's, and the blobs that are not what their names say.
+    pub fn finish(mut self) -> Hashed {
         drop(self.sender.take());
         self.worker
             .take()
@@ -232,10 +395,20 @@ impl HashingSink {
         }
     }
 
-    /// The digest of everything written, and its size.
-    pub fn finish(self) -> (Digest, u64) {
+    /// The next `size` bytes written are blob `digest` ([`BackgroundHasher::blob`]).
+    pub fn blob(&self, digest: &Digest, size: u64) {
+        self.hasher.blob(digest, self.bytes, size);
+    }
+
+    /// The blob being written ends here, short of its size ([`BackgroundHasher::cut`]).
+    pub fn cut(&self) {
+        self.hasher.cut(self.bytes);
+    }
+
+    /// The hashes of everything written, and its size.
+    pub fn finish(self) -> (Hashed, u64) {
         self.hasher.update(self.pending);
-        (self.hasher.finish().1, self.bytes)
+        (self.hasher.finish(), self.bytes)
     }
 }
 
@@ -294,14 +467,41 @@ mod tests {
         hasher.update(b"c".to_vec());
         hasher.next_part();
         hasher.update(b"de".to_vec());
-        let (parts, whole) = hasher.finish();
-        assert_eq!(parts, [Digest::of(b"abc"), Digest::of(b"de")]);
-        assert_eq!(whole, Digest::of(b"abcde"));
-        assert_eq!(BackgroundHasher::start().finish().1, Digest::of(b""));
+        let hashed = hasher.finish();
+        assert_eq!(hashed.parts, [Digest::of(b"abc"), Digest::of(b"de")]);
+        assert_eq!(hashed.whole, Digest::of(b"abcde"));
+        assert_eq!(BackgroundHasher::start().finish().whole, Digest::of(b""));
         let mut sink = HashingSink::new();
         let big = vec![7u8; (1 << 20) + 5];
         sink.write_all(&big).unwrap();
-        assert_eq!(sink.finish(), (Digest::of(&big), big.len() as u64));
+        let (hashed, bytes) = sink.finish();
+        assert_eq!((hashed.whole, bytes), (Digest::of(&big), big.len() as u64));
+    }
+
+    /// Blobs announced at their offsets: each hashed from its own bytes however the chunks cut them, an
+    /// empty one, one cut short (hashed as far as it went), and a damaged one named with what it hashed to.
+    #[test]
+    fn the_background_hasher_checks_each_blob_announced() {
+        let stream: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let hasher = BackgroundHasher::start();
+        hasher.blob(&Digest::of(&stream[64..1000]), 64, 936);
+        hasher.blob(&Digest::of(b""), 1024, 0);
+        hasher.blob(&Digest::of(&stream[1024..1600]), 1024, 1000);
+        hasher.cut(1600);
+        hasher.blob(&Digest::of(b"something else"), 2048, 2000);
+        for chunk in stream.chunks(700) {
+            hasher.update(chunk.to_vec());
+        }
+        let hashed = hasher.finish();
+        assert_eq!(hashed.whole, Digest::of(&stream));
+        assert_eq!(
+            hashed.mismatches,
+            [Mismatch {
+                digest: Digest::of(b"something else"),
+                actual: Digest::of(&stream[2048..4048]),
+                read: 2000,
+            }]
+        );
     }
 
     #[test]

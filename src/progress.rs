@@ -192,6 +192,10 @@ impl<'r, T> Counted<'r, T> {
         }
     }
 
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// The reader or writer, after the bytes not yet reported are.
     pub fn into_inner(mut self) -> T {
         self.count(0);

@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-deps.sh
-cargo fmt --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -- -D warnings
 FERRY_SKIP_LOG="$(mktemp)"
 export FERRY_SKIP_LOG
 # The banner comes last however the tests end: a failing test ends the script (set -e) with its status.
@@ -25,7 +25,7 @@ trap skipped_banner EXIT
 # with them: .ci/static-checked holds the digest of those files at the last run whose far-side tests passed,
 # and a passing run that built them writes it anew (commit it). A checkout that has built them before
 # rebuilds what changed. FERRY_STATIC_BUILD=always or never overrides.
-static_inputs=(Cargo.lock Cargo.toml build.rs scripts .ci tests/run-all.sh tests/it/far_side.rs)
+static_inputs=(Cargo.lock Cargo.toml build.rs crates scripts .ci tests/run-all.sh tests/it/far_side.rs)
 static_stamp=.ci/static-checked
 static_inputs_digest() {
     git ls-files -z -- "${static_inputs[@]}" ":!:$static_stamp" | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64
@@ -54,7 +54,7 @@ elif [ "${FERRY_STATIC_BUILD:-auto}" = never ]; then
 else
     export FERRY_STATIC_NOT_BUILT="the static binaries were not built: ${static_inputs[*]} are as $static_stamp records them checked (FERRY_STATIC_BUILD=always builds them)"
 fi
-cargo test --locked --all-targets "$@"
+cargo test --locked --workspace --all-targets "$@"
 # The far-side tests passed with binaries built from these inputs: record them as checked.
 if [ -n "$static_reason" ] && [ $# -eq 0 ] && git rev-parse -q --verify HEAD >/dev/null 2>&1; then
     static_inputs_digest > "$static_stamp"

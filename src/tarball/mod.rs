@@ -1,6 +1,5 @@
 //! The bundle on disk: a plain tar that is both a docker-archive and an OCI image layout.
 
-mod blob_check;
 pub mod delta;
 pub mod headers;
 pub mod layout;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::Signer;
-use crate::digest::{BackgroundHasher, Digest, Hashing};
+use crate::digest::{BackgroundHasher, Digest, Hashing, Mismatch};
 use crate::interrupt;
 use crate::recovery::{self, CreateOptions, Created, RecoveryError, Redundancy};
 
@@ -393,15 +393,57 @@ impl Output {
         Ok(())
     }
 
-    /// Closes the last part, writes the recovery data asked for beside the parts, and stages the checksum
-    /// files, which cover the recovery files too: signed, a forged recovery file cannot then repair the
-    /// bundle into something else. Nothing is visible yet: [`Sealed::sign`], then [`Staging::place`], put
-    /// it all in place.
-    pub fn seal(mut self, recovery: Option<Redundancy>) -> Result<Sealed, OutputError> {
+    /// The next `size` bytes written are blob `digest`: hashed on their own too, beside the output's
+    /// hash, and checked by [`Output::finish`].
+    pub fn blob(&self, digest: &Digest, size: u64) {
+        self.hasher.blob(digest, self.bytes, size);
+    }
+
+    /// The blob being written ends here, short of its size.
+    pub fn cut(&self) {
+        self.hasher.cut(self.bytes);
+    }
+
+    /// Writes what is pending and waits for the hashes: of each part, of the whole, and of each blob
+    /// announced, whose mismatches the caller refuses before it seals.
+    pub fn finish(mut self) -> Result<Finished, OutputError> {
         interrupt::check()?;
         self.write_pending()?;
         publishable(&self.part)?;
-        let (digests, whole) = self.hasher.finish();
+        let hashed = self.hasher.finish();
+        Ok(Finished {
+            staging: self.staging,
+            path: self.path,
+            part_size: self.part_size,
+            parts: self.parts,
+            bytes: self.bytes,
+            part_digests: hashed.parts,
+            whole: hashed.whole,
+            mismatches: hashed.mismatches,
+        })
+    }
+}
+
+/// An output whose every byte is written, synced and hashed, not yet sealed.
+pub struct Finished {
+    staging: Staging,
+    path: PathBuf,
+    part_size: Option<u64>,
+    parts: u64,
+    bytes: u64,
+    part_digests: Vec<Digest>,
+    whole: Digest,
+    /// The blobs announced that are not what their names say, in the order written.
+    pub mismatches: Vec<Mismatch>,
+}
+
+impl Finished {
+    /// Writes the recovery data asked for beside the parts, and stages the checksum files, which cover
+    /// the recovery files too: signed, a forged recovery file cannot then repair the bundle into something
+    /// else. Nothing is visible yet: [`Sealed::sign`], then [`Staging::place`], put it all in place.
+    pub fn seal(mut self, recovery: Option<Redundancy>) -> Result<Sealed, OutputError> {
+        interrupt::check()?;
+        let (digests, whole) = (self.part_digests, self.whole);
         let (files, sha256, part_sums) = match self.part_size {
             // The only part is the whole.
             None => (vec![self.path.clone()], whole, String::new()),
@@ -610,7 +652,13 @@ mod tests {
             for piece in bytes.chunks(300_001) {
                 output.write_all(piece).unwrap();
             }
-            let sealed = output.seal(None).unwrap().sign(None).unwrap();
+            let sealed = output
+                .finish()
+                .unwrap()
+                .seal(None)
+                .unwrap()
+                .sign(None)
+                .unwrap();
             let (files, sha256) = (sealed.files.clone(), sealed.sha256.clone());
             sealed.staging.place().unwrap();
             let joined: Vec<u8> = files

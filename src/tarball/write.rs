@@ -12,7 +12,6 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::blob_check::BlobChecker;
 use super::delta::{assign, BundleDescription, DeltaRecord, FullBundle, DELTA_FORMAT};
 use super::layout::{
     blob_path, name_annotations, platform_index_bytes, pretty, BundleIndex, DockerEntry, Pins,
@@ -22,7 +21,7 @@ use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
 use super::{Signer, TarballError};
 use crate::cache::BlobStore;
-use crate::digest::{Digest, HashingSink};
+use crate::digest::{Digest, HashingSink, Mismatch};
 use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::{Action, Counted, Id, Reporter, Task};
 use crate::recovery::{Created, Redundancy};
@@ -284,7 +283,11 @@ pub fn write_delta(
         routed
             .write_all(&[0; 1024])
             .map_err(|e| write_error(path, e))?;
-        let (sha256, bytes) = routed.full.take().expect("hashing").finish();
+        let (hashed, bytes) = routed.full.take().expect("hashing").finish();
+        if let Some(refusal) = damaged(store, hashed.mismatches) {
+            return Err(refusal);
+        }
+        let sha256 = hashed.whole;
         routed.to_out = true;
         record.bundle.signature = full_signature(&sha256)?;
         record.bundle.sha256 = sha256;
@@ -301,11 +304,7 @@ pub fn write_delta(
         tar.into_inner().map_err(|e| write_error(path, e))
     })?;
     reporter.on_complete(id);
-    let sealed = written
-        .out
-        .into_inner()
-        .seal(options.recovery)
-        .map_err(|e| output_error(path, e))?;
+    let sealed = seal(written.out, store, options.recovery, path)?;
     let staged = Staged {
         sealed,
         path: path.to_path_buf(),
@@ -395,11 +394,7 @@ pub fn write_entries(
         .and_then(|()| tar.into_inner().map_err(Err))
         .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
     reporter.on_complete(id);
-    let sealed = routed
-        .out
-        .into_inner()
-        .seal(options.recovery)
-        .map_err(|e| output_error(path, e))?;
+    let sealed = seal(routed.out, source, options.recovery, path)?;
     Ok(Staged {
         sealed,
         path: path.to_path_buf(),
@@ -441,10 +436,11 @@ impl<F: Write, O: Write> Write for Routed<F, O> {
     }
 }
 
-/// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, every blob hashed as it
-/// passes (on a thread of its own, beside the copy) unless its source hashes none; a blob reaches the output only if `in_output` says
-/// so. The outer error is the bundle's; the inner one, the writing's.
-fn stream_entries<F: Write, O: Write>(
+/// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, each blob announced to the
+/// stream it goes to (the output, or for a blob not in the output, the full bundle's hash) to be hashed as
+/// it passes, unless its source hashes none; a blob reaches the output only if `in_output` says so. The
+/// outer error is the bundle's; the inner one, the writing's.
+fn stream_entries<F: BlobStream, O: BlobStream>(
     tar: &mut tar::Builder<Routed<F, O>>,
     source: &dyn BlobSource,
     documents: &Documents,
@@ -455,49 +451,105 @@ fn stream_entries<F: Write, O: Write>(
     for (name, bytes) in documents {
         append(tar, name, bytes.len() as u64, &mut bytes.as_slice(), mtime).map_err(Err)?;
     }
-    let checker = source.hashes_each_blob().then(BlobChecker::start);
     for (digest, size) in blobs {
         tar.get_mut().to_out = in_output(digest);
-        copy_blob(
-            tar.get_mut(),
-            source,
-            digest,
-            *size,
-            mtime,
-            checker.as_ref(),
-        )?;
+        copy_blob(tar.get_mut(), source, digest, *size, mtime)?;
     }
     tar.get_mut().to_out = true;
-    let mut damaged = checker
-        .map_or_else(Vec::new, BlobChecker::finish)
-        .into_iter()
-        .map(|m| source.damaged(&m.digest, m.actual, m.read));
-    match damaged.next() {
-        // Every damaged blob is dealt with (evicted from the cache), the first is said.
-        Some(first) => {
-            damaged.for_each(drop);
-            Err(Ok(first))
-        }
-        None => Ok(()),
+    Ok(())
+}
+
+/// Where blobs are written: a stream that hashes each blob announced, beside its own hash, on its
+/// hasher's thread ([`crate::digest::BackgroundHasher`]).
+trait BlobStream: Write {
+    /// The next `size` bytes written are blob `digest`.
+    fn blob(&mut self, digest: &Digest, size: u64);
+    /// The blob being written ends here, short of its size.
+    fn cut(&mut self);
+}
+
+impl BlobStream for Counted<'_, Output> {
+    fn blob(&mut self, digest: &Digest, size: u64) {
+        self.get_mut().blob(digest, size);
+    }
+
+    fn cut(&mut self) {
+        self.get_mut().cut();
     }
 }
 
-/// The bytes of a blob read and written at a time: few syscalls, and few enough bytes in the blob hasher's
-/// hands (blob_check.rs) that peak memory stays where it was before that thread.
+impl BlobStream for HashingSink {
+    fn blob(&mut self, digest: &Digest, size: u64) {
+        HashingSink::blob(self, digest, size);
+    }
+
+    fn cut(&mut self) {
+        HashingSink::cut(self);
+    }
+}
+
+/// A blob is hashed once: in the output when it goes there (beside the output's hash), else in the full
+/// bundle's.
+impl<F: BlobStream, O: BlobStream> BlobStream for Routed<F, O> {
+    fn blob(&mut self, digest: &Digest, size: u64) {
+        match (self.to_out, self.full.as_mut()) {
+            (true, _) => self.out.blob(digest, size),
+            (false, Some(full)) => full.blob(digest, size),
+            (false, None) => {}
+        }
+    }
+
+    fn cut(&mut self) {
+        match (self.to_out, self.full.as_mut()) {
+            (true, _) => self.out.cut(),
+            (false, Some(full)) => full.cut(),
+            (false, None) => {}
+        }
+    }
+}
+
+/// The refusal of the blobs written that are not what their names say, once each is dealt with by its
+/// source (evicted from the cache); the first is said. None when all are.
+fn damaged(source: &dyn BlobSource, mismatches: Vec<Mismatch>) -> Option<TarballError> {
+    let mut errors = mismatches
+        .into_iter()
+        .map(|m| source.damaged(&m.digest, m.actual, m.read));
+    let first = errors.next();
+    errors.for_each(drop);
+    first
+}
+
+/// Seals what was written to `out` (at `path`), unless a blob in it is not what its name says.
+fn seal(
+    out: Counted<'_, Output>,
+    source: &dyn BlobSource,
+    recovery: Option<Redundancy>,
+    path: &Path,
+) -> Result<output::Sealed, TarballError> {
+    let mut finished = out
+        .into_inner()
+        .finish()
+        .map_err(|e| output_error(path, e))?;
+    if let Some(refusal) = damaged(source, std::mem::take(&mut finished.mismatches)) {
+        return Err(refusal);
+    }
+    finished.seal(recovery).map_err(|e| output_error(path, e))
+}
+
+/// The bytes of a blob read and written at a time: few syscalls, and little memory.
 const BLOB_CHUNK: usize = 512 << 10;
 
-/// Copies one blob into the tar written to `out`, header and padding included, handing each chunk to
-/// `checker` to be hashed: what does not hash to its name is its source's to explain once the copy is
-/// done. A blob cut short still ends where its header says, so that the output stays a tar of the size
-/// announced until the check refuses it; without a checker (a source that hashes no blob), it is refused
-/// at once.
+/// Copies one blob into the tar written to `out`, header and padding included, announced to `out` to be
+/// hashed as it passes when its source wants each blob hashed: what does not hash to its name is its
+/// source's to explain once the output is finished. A blob cut short still ends where its header says, so
+/// that the output stays a tar of the size announced until the check refuses it; from a source that
+/// hashes no blob, it is refused at once.
 fn copy_blob(
-    out: &mut impl Write,
+    out: &mut impl BlobStream,
     source: &dyn BlobSource,
     digest: &Digest,
     size: u64,
     mtime: u64,
-    checker: Option<&BlobChecker>,
 ) -> Result<(), Result<TarballError, io::Error>> {
     let mut blob = source.open(digest, size).map_err(Ok)?;
     out.write_all(
@@ -506,15 +558,14 @@ fn copy_blob(
             .as_bytes(),
     )
     .map_err(Err)?;
-    // Without a hasher, the one buffer goes round.
-    let mut own = Vec::new();
+    let hashed = source.hashes_each_blob();
+    if hashed {
+        out.blob(digest, size);
+    }
+    let mut chunk = Vec::new();
     let mut left = size;
     while left > 0 {
         let want = left.min(BLOB_CHUNK as u64);
-        let mut chunk = match checker {
-            Some(checker) => checker.buffer(want as usize),
-            None => std::mem::take(&mut own),
-        };
         chunk.clear();
         chunk.reserve_exact(want as usize);
         let read = (&mut blob)
@@ -524,19 +575,14 @@ fn copy_blob(
             .map_err(|e| Ok(source.unreadable(digest, size - left + chunk.len() as u64, e)))?
             as u64;
         out.write_all(&chunk).map_err(Err)?;
-        match checker {
-            Some(checker) => checker.chunk(chunk),
-            None => own = chunk,
-        }
         left -= read;
         if read < want {
             break;
         }
     }
-    match checker {
-        Some(checker) => checker.end(digest.clone()),
-        // Nothing else would notice.
-        None if left > 0 => {
+    if left > 0 {
+        if !hashed {
+            // Nothing else would notice.
             let ended = io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!(
@@ -546,7 +592,7 @@ fn copy_blob(
             );
             return Err(Ok(source.unreadable(digest, size - left, ended)));
         }
-        None => {}
+        out.cut();
     }
     let padding = left + size.next_multiple_of(512) - size;
     io::copy(&mut io::repeat(0).take(padding), out).map_err(Err)?;

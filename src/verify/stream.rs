@@ -83,7 +83,8 @@ impl OuterHasher {
     }
 
     pub(super) fn finish(self) -> (Vec<Digest>, Digest) {
-        self.hasher.finish()
+        let hashed = self.hasher.finish();
+        (hashed.parts, hashed.whole)
     }
 }
 
