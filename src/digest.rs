@@ -154,8 +154,9 @@ pub struct BackgroundHasher {
     sender: Option<std::sync::mpsc::SyncSender<Message>>,
     worker: Option<std::thread::JoinHandle<Hashed>>,
     /// Chunks the worker hashed and no one else holds, to be written into again: reused pages, not
-    /// fresh ones (a fresh page costs a fault and its zeroing, more than the copy into it).
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// fresh ones (a fresh page costs a fault and its zeroing, more than the copy into it). In a mutex,
+    /// never contended, so that the hasher can be shared (verify announces blobs while it reads).
+    spare: std::sync::Mutex<std::sync::mpsc::Receiver<Vec<u8>>>,
 }
 
 enum Message {
@@ -322,7 +323,7 @@ impl BackgroundHasher {
         BackgroundHasher {
             sender: Some(sender),
             worker: Some(worker),
-            spare,
+            spare: std::sync::Mutex::new(spare),
         }
     }
 
@@ -333,7 +334,10 @@ impl BackgroundHasher {
 
     /// An empty buffer of at least `capacity` bytes for a chunk to come: one hashed already, or a new one.
     pub fn buffer(&self, capacity: usize) -> Vec<u8> {
-        reused(&self.spare, capacity)
+        match self.spare.lock() {
+            Ok(spare) => reused(&spare, capacity),
+            Err(_) => Vec::with_capacity(capacity),
+        }
     }
 
     /// The bytes that follow belong to the next part.

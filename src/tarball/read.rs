@@ -7,7 +7,8 @@
 //! each once. A gzipped bundle is
 //! read through a decompressor that refuses implausible expansion; split parts are read as one stream.
 //! The raw bytes are read ahead on a thread of their own, in blocks handed as they are (shared, not
-//! copied) to the parser and to an observer (the outer checksum runs on a third thread).
+//! copied) to the parser, and to an observer once the parser is done with them (the outer checksum runs
+//! on a third thread, which then knows where each entry the parser found starts).
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
@@ -152,20 +153,15 @@ pub struct Source {
 impl Source {
     /// The parts read one after another as one stream, from `offset` of the whole.
     pub fn joined(&self, offset: u64) -> Joined<'static> {
-        Joined::from(Blocks::Here(self.blocks(offset, None)))
+        Joined::new(Blocks::Here(self.blocks(offset)), None)
     }
 
-    fn blocks<'o>(
-        &self,
-        offset: u64,
-        observer: Option<&'o mut (dyn Observer + Send)>,
-    ) -> FileBlocks<'o> {
+    fn blocks(&self, offset: u64) -> FileBlocks {
         FileBlocks {
             files: self.files.clone().into_iter(),
             current: None,
             index: 0,
             skip: offset,
-            observer,
             lent: VecDeque::new(),
         }
     }
@@ -290,30 +286,36 @@ pub type Block = Arc<Vec<u8>>;
 /// to be still in the CPU's caches when the observer's thread hashes it after the reader's.
 const READ_BLOCK: usize = 1 << 20;
 
-/// Receives the raw bytes of each file as they are read (for the outer checksum).
+/// Receives the raw bytes of each file (for the outer checksum), each block once the parser has passed
+/// all of it: by then the parser has met every entry that starts in it.
 pub trait Observer {
     fn part_started(&mut self, index: usize);
     /// The next bytes read, all of `block`; the reader reuses the block once the observer drops it.
     fn block(&mut self, block: &Block);
 }
 
+/// What the reader hands on: a part's start (even of an empty part), or the next block read.
+enum Piece {
+    Part(usize),
+    Block(Block),
+}
+
 /// Blocks read ahead of the reader that parses them, on a thread of their own: the kernel's copy into
 /// them runs beside the hashing of the blocks before.
 const READ_AHEAD: usize = 2;
 
-/// The parts of a source read one after another in blocks, each shown to the observer if any.
-struct FileBlocks<'o> {
+/// The parts of a source read one after another in blocks.
+struct FileBlocks {
     files: std::vec::IntoIter<PathBuf>,
     current: Option<File>,
     index: usize,
     /// Bytes of the whole still to pass over before the first one read.
     skip: u64,
-    observer: Option<&'o mut (dyn Observer + Send)>,
     /// Blocks handed out, oldest first, read into again once everyone has dropped them.
     lent: VecDeque<Block>,
 }
 
-impl FileBlocks<'_> {
+impl FileBlocks {
     fn open_next(&mut self) -> io::Result<bool> {
         loop {
             let Some(next) = self.files.next() else {
@@ -331,17 +333,18 @@ impl FileBlocks<'_> {
                 io::Seek::seek(&mut file, io::SeekFrom::Start(self.skip))?;
                 self.skip = 0;
             }
-            if let Some(observer) = self.observer.as_mut() {
-                observer.part_started(self.index);
-            }
             self.index += 1;
             self.current = Some(file);
             return Ok(true);
         }
     }
 
-    /// The next block of the current file (the next file's, when one ends), in one read; None at the end.
-    fn next_block(&mut self) -> io::Result<Option<Block>> {
+    /// The next block of the current file in one read, or the start of the next file when one ends; None
+    /// at the end.
+    fn next_piece(&mut self) -> io::Result<Option<Piece>> {
+        if self.current.is_none() {
+            return Ok(self.open_next()?.then(|| Piece::Part(self.index - 1)));
+        }
         // Blocks come back in the order they went out: only the oldest can be free.
         let mut block = match self.lent.front() {
             Some(oldest) if Arc::strong_count(oldest) == 1 => self.lent.pop_front().expect("there"),
@@ -349,31 +352,26 @@ impl FileBlocks<'_> {
         };
         let buffer = Arc::get_mut(&mut block).expect("a block no one else holds");
         buffer.resize(READ_BLOCK, 0);
-        loop {
-            if self.current.is_none() && !self.open_next()? {
-                return Ok(None);
-            }
-            let n = match self.current.as_mut().expect("opened above").read(buffer) {
+        let n = loop {
+            match self.current.as_mut().expect("open").read(buffer) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                read => read?,
-            };
-            if n == 0 {
-                self.current = None;
-                continue;
+                read => break read?,
             }
-            buffer.truncate(n);
-            break;
+        };
+        if n == 0 {
+            // Not handed out: the next block read goes into it.
+            self.lent.push_front(block);
+            self.current = None;
+            return self.next_piece();
         }
-        if let Some(observer) = self.observer.as_mut() {
-            observer.block(&block);
-        }
+        buffer.truncate(n);
         self.lent.push_back(Arc::clone(&block));
-        Ok(Some(block))
+        Ok(Some(Piece::Block(block)))
     }
 
     /// Reads every block into `ahead`, until the end, an error, or the receiver is gone.
-    fn read_ahead(mut self, ahead: SyncSender<io::Result<Block>>) {
-        while let Some(next) = self.next_block().transpose() {
+    fn read_ahead(mut self, ahead: SyncSender<io::Result<Piece>>) {
+        while let Some(next) = self.next_piece().transpose() {
             let failed = next.is_err();
             if ahead.send(next).is_err() || failed {
                 return;
@@ -383,50 +381,64 @@ impl FileBlocks<'_> {
 }
 
 /// Where a [`Joined`] gets its blocks.
-enum Blocks<'o> {
+enum Blocks {
     /// Read on the caller's thread.
-    Here(FileBlocks<'o>),
+    Here(FileBlocks),
     /// Read ahead on another ([`FileBlocks::read_ahead`]); the sender gone is the end.
-    Ahead(Receiver<io::Result<Block>>),
+    Ahead(Receiver<io::Result<Piece>>),
 }
 
 /// The parts of a source read one after another as one stream. It buffers itself, in the blocks it
 /// shows the observer as they are, so it is a [`BufRead`]: wrapping it in a `BufReader` would only copy.
 pub struct Joined<'o> {
-    blocks: Blocks<'o>,
+    blocks: Blocks,
     /// The block being served, from `served` on.
     block: Block,
     served: usize,
     raw_bytes: u64,
+    /// Shown each block once it is served, and each part's start.
+    observer: Option<&'o mut (dyn Observer + Send)>,
 }
 
-impl<'o> From<Blocks<'o>> for Joined<'o> {
-    fn from(blocks: Blocks<'o>) -> Self {
+impl<'o> Joined<'o> {
+    fn new(blocks: Blocks, observer: Option<&'o mut (dyn Observer + Send)>) -> Self {
         Joined {
             blocks,
             block: Block::default(),
             served: 0,
             raw_bytes: 0,
+            observer,
         }
     }
-}
 
-impl Joined<'_> {
-    /// Moves on to the next block; false at the end.
+    /// Moves on to the next block, the one served shown to the observer; false at the end.
     fn refill(&mut self) -> io::Result<bool> {
-        // Dropped first, so that it can be read into again.
-        drop(std::mem::take(&mut self.block));
+        // Dropped once shown, so that it can be read into again.
+        let done = std::mem::take(&mut self.block);
+        if let Some(observer) = self.observer.as_mut().filter(|_| !done.is_empty()) {
+            observer.block(&done);
+        }
+        drop(done);
         self.served = 0;
-        let next = match &mut self.blocks {
-            Blocks::Here(files) => files.next_block()?,
-            Blocks::Ahead(ahead) => ahead.recv().ok().transpose()?,
-        };
-        let Some(block) = next else {
-            return Ok(false);
-        };
-        self.raw_bytes += block.len() as u64;
-        self.block = block;
-        Ok(true)
+        loop {
+            let next = match &mut self.blocks {
+                Blocks::Here(files) => files.next_piece()?,
+                Blocks::Ahead(ahead) => ahead.recv().ok().transpose()?,
+            };
+            match next {
+                None => return Ok(false),
+                Some(Piece::Part(index)) => {
+                    if let Some(observer) = self.observer.as_mut() {
+                        observer.part_started(index);
+                    }
+                }
+                Some(Piece::Block(block)) => {
+                    self.raw_bytes += block.len() as u64;
+                    self.block = block;
+                    return Ok(true);
+                }
+            }
+        }
     }
 }
 
@@ -476,16 +488,25 @@ pub fn read_bundle(
     })?;
     std::thread::scope(|scope| {
         let (ahead, blocks) = std::sync::mpsc::sync_channel(READ_AHEAD);
-        let files = source.blocks(0, Some(observer));
+        let files = source.blocks(0);
         scope.spawn(move || files.read_ahead(ahead));
-        let mut chained = Joined::from(Blocks::Ahead(blocks));
-        let read = read_all(&mut chained, gzipped, &mut visit);
+        let mut chained = Joined::new(Blocks::Ahead(blocks), Some(observer));
+        // Past the tar's end, what is left (nothing, in a tar that ended well) is shown too.
+        let read = read_all(&mut chained, gzipped, &mut visit).and_then(|()| {
+            while_refilled(&mut chained).map_err(|e| io_error(chained.raw_bytes, e))
+        });
         // Dropped before the scope ends: a reader thread still reading ahead then stops.
         let consumed = chained.raw_bytes;
         drop(chained);
         read.map(|()| consumed)
             .map_err(|broken| source.locate_error(broken, gzipped, consumed))
     })
+}
+
+/// Moves through every block left.
+fn while_refilled(chained: &mut Joined<'_>) -> io::Result<()> {
+    while chained.refill()? {}
+    Ok(())
 }
 
 /// Every entry of the tar in `chained`, gunzipped first if need be.

@@ -534,7 +534,12 @@ fn read(
     only: Option<&std::collections::BTreeSet<Digest>>,
 ) -> Result<(Report, Contents), VerifyError> {
     let source = Source::locate(path)?;
-    let mut hasher = OuterHasher::start();
+    let hasher = OuterHasher::start();
+    // A gzipped tar's blobs are not the file's bytes: each is hashed on its own as it passes.
+    let alongside = match source.is_gzipped() {
+        Ok(false) => Some(&hasher),
+        _ => None,
+    };
     let mut contents = Contents::default();
     let wanted = |name: &str| {
         let blob = name
@@ -545,11 +550,13 @@ fn read(
             _ => true,
         }
     };
-    let bytes = read_bundle(&source, &mut hasher, |entry| match wanted(&entry.name) {
-        true => contents.take(entry, deep),
+    let bytes = read_bundle(&source, &mut &hasher, |entry| match wanted(&entry.name) {
+        true => contents.take(entry, deep, alongside),
         false => Ok(()),
     })?;
-    let (parts, whole) = hasher.finish();
+    let hashed = hasher.finish();
+    contents.settle(&hashed);
+    let (parts, whole) = (hashed.parts, hashed.whole);
     let (checksum, damaged_recovery_files) = check_sums(&source, &parts, &whole);
     let report = Report {
         bundle: path.to_path_buf(),

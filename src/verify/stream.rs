@@ -1,6 +1,7 @@
 //! The single pass over the tar stream: every blob hashed as it passes (and, with `--deep`, inflated),
 //! manifests and configs kept for the graph check, documents kept whole, the outer file hashed on a second
-//! thread for the checksum files.
+//! thread for the checksum files. In a tar that is not gzipped, each blob's bytes are the file's too: that
+//! thread hashes the blob beside the file, two hashes for about the price of one.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read};
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::digest::{BackgroundHasher, Digest};
+use crate::digest::{BackgroundHasher, Digest, Hashed};
 use crate::layer_codec::{Codec, ContentHasher};
 use crate::tarball::read::{Block, Entry, Observer};
 
@@ -68,9 +69,9 @@ pub(super) struct Contents {
     pub(super) locations: BTreeMap<Digest, (u64, u64)>,
 }
 
-/// Hashes the raw file(s) as they are read, on a second thread: per part and whole. The reader hands over
-/// each block it read (1 MiB) as it is, shared, not copied: the hasher thread hashes it while this one
-/// hashes the blobs in it.
+/// Hashes the raw file(s) as they are read, on a second thread: per part and whole, and the blobs
+/// announced to it. The reader hands over each block it read (1 MiB) as it is, shared, not copied, once
+/// the parser is past it.
 pub(super) struct OuterHasher {
     hasher: BackgroundHasher,
 }
@@ -82,13 +83,17 @@ impl OuterHasher {
         }
     }
 
-    pub(super) fn finish(self) -> (Vec<Digest>, Digest) {
-        let hashed = self.hasher.finish();
-        (hashed.parts, hashed.whole)
+    /// The `size` bytes at `offset` of the file are blob `digest`: hashed beside the file.
+    fn blob(&self, digest: &Digest, offset: u64, size: u64) {
+        self.hasher.blob(digest, offset, size);
+    }
+
+    pub(super) fn finish(self) -> Hashed {
+        self.hasher.finish()
     }
 }
 
-impl Observer for OuterHasher {
+impl Observer for &OuterHasher {
     fn part_started(&mut self, index: usize) {
         if index > 0 {
             self.hasher.next_part();
@@ -101,6 +106,22 @@ impl Observer for OuterHasher {
 }
 
 impl Contents {
+    fn damaged(&mut self, named: &Digest, actual: &Digest) {
+        self.problems.push(format!(
+            "blob {named} is damaged: its content hashes to {actual}"
+        ));
+    }
+
+    /// The blobs announced to the file's hasher that are not what their names say, once it is done.
+    pub(super) fn settle(&mut self, hashed: &Hashed) {
+        for mismatch in &hashed.mismatches {
+            self.damaged(&mismatch.digest, &mismatch.actual);
+            if let Some(blob) = self.blobs.get_mut(&mismatch.digest) {
+                blob.actual = Some(mismatch.actual.clone());
+            }
+        }
+    }
+
     /// Whether a blob of `size` that starts with `head` is kept for parsing: a manifest or a config.
     pub(super) fn keeps(&self, head: &[u8], size: u64) -> bool {
         head.first() == Some(&b'{')
@@ -108,7 +129,15 @@ impl Contents {
             && self.kept_total + size <= MAX_KEPT_TOTAL
     }
 
-    pub(super) fn take(&mut self, entry: Entry<'_>, deep: bool) -> io::Result<()> {
+    /// Takes the entry the parser is at. With `alongside`, a blob is announced to the file's hasher,
+    /// which hashes it (its offset in the tar is its offset in the file); [`Contents::settle`] then
+    /// reports what it found.
+    pub(super) fn take(
+        &mut self,
+        entry: Entry<'_>,
+        deep: bool,
+        alongside: Option<&OuterHasher>,
+    ) -> io::Result<()> {
         let Entry {
             name,
             size,
@@ -129,15 +158,20 @@ impl Contents {
         };
         let named = Digest::from_hex(hex).expect("the reader accepts only hex blob names");
         self.locations.insert(named.clone(), (offset, size));
+        if let Some(hasher) = alongside {
+            hasher.blob(&named, offset, size);
+        }
         let mut head = Vec::with_capacity(4);
         (&mut *data).take(4).read_to_end(&mut head)?;
         let keep = self.keeps(&head, size);
         let codec = Codec::sniff(&head);
         let mut kept = keep.then(|| Vec::with_capacity(size as usize));
         let mut inflater = deep.then(|| ContentHasher::new(codec, size)).flatten();
-        let mut hasher = Sha256::new();
+        let mut hasher = alongside.is_none().then(Sha256::new);
         let mut take = |bytes: &[u8]| {
-            hasher.update(bytes);
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(bytes);
+            }
             if let Some(kept) = kept.as_mut() {
                 kept.extend_from_slice(bytes);
             }
@@ -156,7 +190,8 @@ impl Contents {
             let n = available.len();
             data.consume(n);
         }
-        let actual = Digest::from_hasher(hasher);
+        // Announced, it is taken for what it is named until settled.
+        let actual = hasher.map_or_else(|| named.clone(), Digest::from_hasher);
         let uncompressed = match inflater.map(ContentHasher::finish) {
             Some(Ok(content)) => Some(content),
             Some(Err(problem)) => {
@@ -166,9 +201,7 @@ impl Contents {
             None => None,
         };
         if actual != named {
-            self.problems.push(format!(
-                "blob {named} is damaged: its content hashes to {actual}"
-            ));
+            self.damaged(&named, &actual);
         }
         self.kept_total += kept.as_ref().map_or(0, |k| k.len() as u64);
         self.blobs.insert(
