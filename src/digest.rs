@@ -281,6 +281,16 @@ impl Lanes {
     }
 
     fn finish(mut self) -> Hashed {
+        // A blob the stream ended before the end of is not what its name says: what it hashed to is what
+        // of it came (nothing, for one not begun).
+        while let Some(span) = self.spans.pop_front() {
+            let read = self.at.saturating_sub(span.at).min(span.end - span.at);
+            self.mismatches.push(Mismatch {
+                digest: span.digest,
+                actual: Digest::finished(std::mem::take(&mut self.blob)),
+                read,
+            });
+        }
         let last = self.part.take().unwrap_or_else(|| self.whole.clone());
         self.parts.push(Digest::finished(last));
         Hashed {
@@ -359,7 +369,8 @@ impl BackgroundHasher {
         self.send(Message::Blob(Span {
             digest: digest.clone(),
             at,
-            end: at + size,
+            // A size no stream reaches stays out of reach: the blob ends short of it, a mismatch.
+            end: at.saturating_add(size),
         }));
     }
 
@@ -493,6 +504,9 @@ mod tests {
         hasher.blob(&Digest::of(&stream[1024..1600]), 1024, 1000);
         hasher.cut(1600);
         hasher.blob(&Digest::of(b"something else"), 2048, 2000);
+        // Past the stream's end: the first begun and cut off by it, the second never begun.
+        hasher.blob(&Digest::of(&stream[4608..]), 4608, 1000);
+        hasher.blob(&Digest::of(b""), 5120, u64::MAX);
         for chunk in stream.chunks(700) {
             hasher.update(chunk.to_vec());
         }
@@ -500,11 +514,23 @@ mod tests {
         assert_eq!(hashed.whole, Digest::of(&stream));
         assert_eq!(
             hashed.mismatches,
-            [Mismatch {
-                digest: Digest::of(b"something else"),
-                actual: Digest::of(&stream[2048..4048]),
-                read: 2000,
-            }]
+            [
+                Mismatch {
+                    digest: Digest::of(b"something else"),
+                    actual: Digest::of(&stream[2048..4048]),
+                    read: 2000,
+                },
+                Mismatch {
+                    digest: Digest::of(&stream[4608..]),
+                    actual: Digest::of(&stream[4608..]),
+                    read: 392,
+                },
+                Mismatch {
+                    digest: Digest::of(b""),
+                    actual: Digest::of(b""),
+                    read: 0,
+                },
+            ]
         );
     }
 

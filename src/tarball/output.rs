@@ -25,8 +25,8 @@ const FAT32_LIMIT: u64 = 4 * 1024 * 1024 * 1024;
 pub const MAX_PARTS: u64 = 1000;
 
 /// The bytes written to a part and hashed at a time: a write syscall per 512 KiB, and the hasher's queue
-/// holds a few of them. The copy keeps ahead of the hasher (blobs are hashed on their own thread), so its
-/// queue is full: a small chunk keeps that to 2 MiB.
+/// holds a few of them. The copy keeps ahead of the hasher (which hashes each blob beside the output), so
+/// its queue is full: a small chunk keeps that to 2 MiB.
 const CHUNK: usize = 512 << 10;
 
 /// How much of a part is written before the kernel is told to write it out and let it go from the page

@@ -488,22 +488,21 @@ impl BlobStream for HashingSink {
     }
 }
 
-/// A blob is hashed once: in the output when it goes there (beside the output's hash), else in the full
-/// bundle's.
+/// A blob is hashed once: in the full bundle's stream when there is one (a delta's: it holds every blob,
+/// so every damaged one is found, in order, before the full bundle is signed), else in the output.
+/// Without a full bundle, every blob goes to the output ([`write_entries`]).
 impl<F: BlobStream, O: BlobStream> BlobStream for Routed<F, O> {
     fn blob(&mut self, digest: &Digest, size: u64) {
-        match (self.to_out, self.full.as_mut()) {
-            (true, _) => self.out.blob(digest, size),
-            (false, Some(full)) => full.blob(digest, size),
-            (false, None) => {}
+        match self.full.as_mut() {
+            Some(full) => full.blob(digest, size),
+            None => self.out.blob(digest, size),
         }
     }
 
     fn cut(&mut self) {
-        match (self.to_out, self.full.as_mut()) {
-            (true, _) => self.out.cut(),
-            (false, Some(full)) => full.cut(),
-            (false, None) => {}
+        match self.full.as_mut() {
+            Some(full) => full.cut(),
+            None => self.out.cut(),
         }
     }
 }
@@ -1216,5 +1215,57 @@ mod tests {
             );
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
+    }
+
+    /// A delta whose base holds one damaged blob and which carries another: both are evicted in the one
+    /// refusal (bundle::build fetches what was evicted and writes once more), nothing is left behind.
+    #[test]
+    fn a_delta_with_a_damaged_blob_carried_and_one_held_by_its_base_evicts_both() {
+        use super::super::delta::HeldBlob;
+        let (dir, store, images) = fixture();
+        // The shared base layer, which the base holds; the second image's own layer, which is carried.
+        let held = images[0].layers[0].clone();
+        let carried = images[1].layers[1].clone();
+        for digest in [&held.digest, &carried.digest] {
+            let cached = store.path(digest);
+            let mut bytes = std::fs::read(&cached).unwrap();
+            bytes[3] ^= 0x10;
+            std::fs::write(&cached, &bytes).unwrap();
+        }
+        let base = BundleDescription {
+            file: "base.tar".into(),
+            sha256: Digest::of(b"base"),
+            bytes: 10240,
+            release: None,
+            blobs: vec![HeldBlob {
+                digest: held.digest.clone(),
+                size: held.size,
+            }],
+            images: vec![],
+        };
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let error = write_delta(
+            &store,
+            &images,
+            &loose_metadata(&images),
+            &[base],
+            "full.tar",
+            &out.join("d.tar"),
+            &WriteOptions::default(),
+            &Silent,
+        )
+        .unwrap_err();
+        let first = (&held.digest).min(&carried.digest).clone();
+        assert!(
+            matches!(&error, TarballError::DamagedBlob { digest, .. } if *digest == first),
+            "{error}"
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing left");
+        assert!(!store.path(&held.digest).exists(), "the held blob evicted");
+        assert!(
+            !store.path(&carried.digest).exists(),
+            "the carried blob evicted"
+        );
     }
 }
