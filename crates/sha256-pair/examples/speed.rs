@@ -1,4 +1,5 @@
-//! Two hashes of 256 MiB: side by side with `update_both`, and one alone (this crate's, and sha2's).
+//! Hashes of 256 MiB: two and three side by side with `update_all`, and one alone (this crate's, and
+//! sha2's).
 
 use std::time::Instant;
 
@@ -16,6 +17,12 @@ fn main() {
         }
         let both = started.elapsed().as_secs_f64();
         let started = Instant::now();
+        let mut three: [sha256_pair::Sha256; 3] = Default::default();
+        for chunk in data.chunks(1 << 20) {
+            sha256_pair::update_all(three.each_mut(), chunk);
+        }
+        let all_three = started.elapsed().as_secs_f64();
+        let started = Instant::now();
         let mut one = sha256_pair::Sha256::new();
         one.update(&data);
         let alone = started.elapsed().as_secs_f64();
@@ -25,6 +32,9 @@ fn main() {
         assert_eq!(first.finalize(), reference);
         assert_eq!(second.finalize(), reference);
         assert_eq!(one.finalize(), reference);
-        println!("two hashes side by side {both:.3} s; one alone {alone:.3} s; one with sha2 {sha2:.3} s");
+        assert!(three.into_iter().all(|hash| hash.finalize() == reference));
+        println!(
+            "two side by side {both:.3} s; three {all_three:.3} s; one alone {alone:.3} s; one with sha2 {sha2:.3} s"
+        );
     }
 }

@@ -1,12 +1,12 @@
-//! Two SHA-256 states advanced over the same blocks with the x86-64 SHA extensions, their rounds
+//! Several SHA-256 states advanced over the same blocks with the x86-64 SHA extensions, their rounds
 //! interleaved: `sha256rnds2` waits for the result of the one before it in the same stream, so the other
-//! stream's rounds fill that wait. The message schedule (`sha256msg1`/`sha256msg2`) depends on the block
-//! alone and is computed once for both. The structure is the one of the sha2 crate's one-stream backend.
+//! streams' rounds fill that wait. The message schedule (`sha256msg1`/`sha256msg2`) depends on the block
+//! alone and is computed once for all. The structure is the one of the sha2 crate's one-stream backend.
 
 use std::arch::x86_64::{
     __m128i, _mm_add_epi32, _mm_alignr_epi8, _mm_blend_epi16, _mm_loadu_si128, _mm_set_epi64x,
-    _mm_sha256msg1_epu32, _mm_sha256msg2_epu32, _mm_sha256rnds2_epu32, _mm_shuffle_epi32,
-    _mm_shuffle_epi8, _mm_storeu_si128,
+    _mm_setzero_si128, _mm_sha256msg1_epu32, _mm_sha256msg2_epu32, _mm_sha256rnds2_epu32,
+    _mm_shuffle_epi32, _mm_shuffle_epi8, _mm_storeu_si128,
 };
 
 const K: [u32; 64] = [
@@ -20,7 +20,7 @@ const K: [u32; 64] = [
     0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
 ];
 
-/// Whether this CPU has the instructions [`compress_both`] uses (std caches the answer).
+/// Whether this CPU has the instructions [`compress_all`] uses (std caches the answer).
 pub(crate) fn available() -> bool {
     std::is_x86_feature_detected!("sha")
         && std::is_x86_feature_detected!("sse2")
@@ -28,16 +28,16 @@ pub(crate) fn available() -> bool {
         && std::is_x86_feature_detected!("sse4.1")
 }
 
-/// Both states advanced over `blocks`. Only where [`available`] said yes.
-pub(crate) fn compress_both(first: &mut [u32; 8], second: &mut [u32; 8], blocks: &[[u8; 64]]) {
+/// Each of `states` advanced over the same `blocks`. Only where [`available`] said yes.
+pub(crate) fn compress_all<const N: usize>(states: [&mut [u32; 8]; N], blocks: &[[u8; 64]]) {
     assert!(available(), "the caller checked the CPU");
     // SAFETY: the CPU has every feature the function is compiled for (checked just above).
-    unsafe { rounds(first, second, blocks) }
+    unsafe { rounds(states, blocks) }
 }
 
 /// The state as the rounds instruction wants it: (A, B, E, F) and (C, D, G, H).
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn load(state: &[u32; 8]) -> (__m128i, __m128i) {
+fn load(state: &[u32; 8]) -> [__m128i; 2] {
     // SAFETY: two unaligned 16-byte reads within the 32 bytes of `state`.
     let (dcba, efgh) = unsafe {
         let words = state.as_ptr().cast::<__m128i>();
@@ -45,14 +45,14 @@ fn load(state: &[u32; 8]) -> (__m128i, __m128i) {
     };
     let cdab = _mm_shuffle_epi32(dcba, 0xB1);
     let efgh = _mm_shuffle_epi32(efgh, 0x1B);
-    (
+    [
         _mm_alignr_epi8(cdab, efgh, 8),
         _mm_blend_epi16(efgh, cdab, 0xF0),
-    )
+    ]
 }
 
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn store(state: &mut [u32; 8], abef: __m128i, cdgh: __m128i) {
+fn store(state: &mut [u32; 8], [abef, cdgh]: [__m128i; 2]) {
     let feba = _mm_shuffle_epi32(abef, 0x1B);
     let dchg = _mm_shuffle_epi32(cdgh, 0xB1);
     // SAFETY: two unaligned 16-byte writes within the 32 bytes of `state`.
@@ -73,34 +73,34 @@ macro_rules! schedule {
     };
 }
 
-/// Four rounds of both streams with the schedule's words `w` (and the constants of group `group`).
-macro_rules! rounds4 {
-    ($abef1:ident, $cdgh1:ident, $abef2:ident, $cdgh2:ident, $w:expr, $k:expr) => {{
-        let low = _mm_add_epi32($w, $k);
-        let high = _mm_shuffle_epi32(low, 0x0E);
-        $cdgh1 = _mm_sha256rnds2_epu32($cdgh1, $abef1, low);
-        $cdgh2 = _mm_sha256rnds2_epu32($cdgh2, $abef2, low);
-        $abef1 = _mm_sha256rnds2_epu32($abef1, $cdgh1, high);
-        $abef2 = _mm_sha256rnds2_epu32($abef2, $cdgh2, high);
-    }};
-}
-
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-fn rounds(first: &mut [u32; 8], second: &mut [u32; 8], blocks: &[[u8; 64]]) {
+fn rounds<const N: usize>(mut states: [&mut [u32; 8]; N], blocks: &[[u8; 64]]) {
     // Big-endian words: each 32-bit lane's bytes reversed.
     let byte_swap = _mm_set_epi64x(0x0C0D_0E0F_0809_0A0B, 0x0405_0607_0001_0203);
-    // Read where used: sixteen registers of constants would leave too few for the rest (SSE has 16).
-    macro_rules! k {
-        ($group:expr) => {{
+    let mut lanes: [[__m128i; 2]; N] = std::array::from_fn(|_| [_mm_setzero_si128(); 2]);
+    for (lane, state) in lanes.iter_mut().zip(states.iter()) {
+        *lane = load(state);
+    }
+    // Four rounds of every stream with the schedule's words `w` and the constants of `group` (read where
+    // used: sixteen registers of constants would leave too few for the rest, as SSE has 16). Each
+    // stream's step waits for its previous one; the other streams' steps fill that wait.
+    macro_rules! rounds4 {
+        ($w:expr, $group:expr) => {{
             const { assert!($group < 16) };
             // SAFETY: a 16-byte read within the 256 bytes of `K`.
-            unsafe { _mm_loadu_si128(K.as_ptr().cast::<__m128i>().add($group)) }
+            let k = unsafe { _mm_loadu_si128(K.as_ptr().cast::<__m128i>().add($group)) };
+            let low = _mm_add_epi32($w, k);
+            let high = _mm_shuffle_epi32(low, 0x0E);
+            for [abef, cdgh] in lanes.iter_mut() {
+                *cdgh = _mm_sha256rnds2_epu32(*cdgh, *abef, low);
+            }
+            for [abef, cdgh] in lanes.iter_mut() {
+                *abef = _mm_sha256rnds2_epu32(*abef, *cdgh, high);
+            }
         }};
     }
-    let (mut abef1, mut cdgh1) = load(first);
-    let (mut abef2, mut cdgh2) = load(second);
     for block in blocks {
-        let (saved_abef1, saved_cdgh1, saved_abef2, saved_cdgh2) = (abef1, cdgh1, abef2, cdgh2);
+        let saved = lanes;
         // SAFETY: four unaligned 16-byte reads within the 64 bytes of `block`.
         let (mut w0, mut w1, mut w2, mut w3) = unsafe {
             let bytes = block.as_ptr().cast::<__m128i>();
@@ -116,13 +116,13 @@ fn rounds(first: &mut [u32; 8], second: &mut [u32; 8], blocks: &[[u8; 64]]) {
         macro_rules! next {
             ($a:ident, $b:ident, $c:ident, $d:ident, $into:ident, $group:expr) => {{
                 $into = schedule!($a, $b, $c, $d);
-                rounds4!(abef1, cdgh1, abef2, cdgh2, $into, k!($group));
+                rounds4!($into, $group);
             }};
         }
-        rounds4!(abef1, cdgh1, abef2, cdgh2, w0, k!(0));
-        rounds4!(abef1, cdgh1, abef2, cdgh2, w1, k!(1));
-        rounds4!(abef1, cdgh1, abef2, cdgh2, w2, k!(2));
-        rounds4!(abef1, cdgh1, abef2, cdgh2, w3, k!(3));
+        rounds4!(w0, 0);
+        rounds4!(w1, 1);
+        rounds4!(w2, 2);
+        rounds4!(w3, 3);
         next!(w0, w1, w2, w3, w4, 4);
         next!(w1, w2, w3, w4, w0, 5);
         next!(w2, w3, w4, w0, w1, 6);
@@ -135,11 +135,12 @@ fn rounds(first: &mut [u32; 8], second: &mut [u32; 8], blocks: &[[u8; 64]]) {
         next!(w4, w0, w1, w2, w3, 13);
         next!(w0, w1, w2, w3, w4, 14);
         next!(w1, w2, w3, w4, w0, 15);
-        abef1 = _mm_add_epi32(abef1, saved_abef1);
-        cdgh1 = _mm_add_epi32(cdgh1, saved_cdgh1);
-        abef2 = _mm_add_epi32(abef2, saved_abef2);
-        cdgh2 = _mm_add_epi32(cdgh2, saved_cdgh2);
+        for ([abef, cdgh], [saved_abef, saved_cdgh]) in lanes.iter_mut().zip(saved) {
+            *abef = _mm_add_epi32(*abef, saved_abef);
+            *cdgh = _mm_add_epi32(*cdgh, saved_cdgh);
+        }
     }
-    store(first, abef1, cdgh1);
-    store(second, abef2, cdgh2);
+    for (lane, state) in lanes.into_iter().zip(states.iter_mut()) {
+        store(state, lane);
+    }
 }
