@@ -160,7 +160,15 @@ pub struct BackgroundHasher {
 }
 
 enum Message {
-    Chunk(Arc<Vec<u8>>),
+    /// The next bytes: the output's, or (not `output`) bytes of the full stream that are not the
+    /// output's (a delta leaves out the blobs its bases hold).
+    Chunk {
+        bytes: Arc<Vec<u8>>,
+        output: bool,
+    },
+    /// The full stream ends here: its digest, its length and the blobs in it that are not what their
+    /// names say, back through the channel; what follows is the output's alone.
+    EndFull(std::sync::mpsc::SyncSender<(Digest, u64, Vec<Mismatch>)>),
     NextPart,
     Blob(Span),
     /// The blob announced last ends at this offset of the stream, before the end announced: it was cut
@@ -199,12 +207,15 @@ const SPARE_CHUNKS: usize = 4;
 
 /// The hashes a [`BackgroundHasher`]'s thread keeps.
 struct Lanes {
+    /// The full stream an output is cut from (a delta's full bundle): every byte, the output's and the
+    /// shadow ones. Spans are offsets in it while it lasts.
+    full: Option<sha256_pair::Sha256>,
     whole: sha256_pair::Sha256,
     /// While the first part passes, the whole's hash is that part's too: a stream of one part, the
     /// common case, is hashed once. A part hasher starts only with the second part.
     part: Option<sha256_pair::Sha256>,
     parts: Vec<Digest>,
-    /// The stream offset of the next byte.
+    /// The stream offset of the next byte (of the full stream, while there is one).
     at: u64,
     /// Blobs announced and not yet passed, in stream order; the first one's hash is `blob`.
     spans: std::collections::VecDeque<Span>,
@@ -213,8 +224,9 @@ struct Lanes {
 }
 
 impl Lanes {
-    fn new() -> Lanes {
+    fn new(full: bool) -> Lanes {
         Lanes {
+            full: full.then(sha256_pair::Sha256::new),
             whole: sha256_pair::Sha256::new(),
             part: None,
             parts: Vec::new(),
@@ -225,33 +237,49 @@ impl Lanes {
         }
     }
 
-    fn take(&mut self, mut bytes: &[u8]) {
+    /// Hashes the next `bytes` of the stream: the output's (`output`), or only the full stream's.
+    fn take(&mut self, mut bytes: &[u8], output: bool) {
+        use sha256_pair::update_all;
         while !bytes.is_empty() {
             self.close_passed();
-            let n = match self.spans.front() {
-                Some(span) if span.at <= self.at => {
-                    let n = bytes
-                        .len()
-                        .min(usize::try_from(span.end - self.at).unwrap_or(usize::MAX));
-                    sha256_pair::update_both(&mut self.whole, &mut self.blob, &bytes[..n]);
-                    n
-                }
-                next => {
-                    let before = next.map_or(u64::MAX, |span| span.at - self.at);
-                    let n = bytes
-                        .len()
-                        .min(usize::try_from(before).unwrap_or(usize::MAX));
-                    self.whole.update(&bytes[..n]);
-                    n
-                }
+            let (in_blob, until) = match self.spans.front() {
+                Some(span) if span.at <= self.at => (true, span.end - self.at),
+                next => (false, next.map_or(u64::MAX, |span| span.at - self.at)),
             };
-            if let Some(part) = self.part.as_mut() {
-                part.update(&bytes[..n]);
+            let n = bytes
+                .len()
+                .min(usize::try_from(until).unwrap_or(usize::MAX));
+            let (these, whole, blob) = (&bytes[..n], &mut self.whole, &mut self.blob);
+            match (self.full.as_mut(), output, in_blob) {
+                (Some(full), true, true) => update_all([full, whole, blob], these),
+                (Some(full), true, false) => update_all([full, whole], these),
+                (Some(full), false, true) => update_all([full, blob], these),
+                (Some(full), false, false) => full.update(these),
+                (None, true, true) => update_all([whole, blob], these),
+                (None, true, false) => whole.update(these),
+                // Shadow bytes of a full stream that ended: nothing hashes them (no writer sends any).
+                (None, false, _) => {}
+            }
+            if let Some(part) = self.part.as_mut().filter(|_| output) {
+                part.update(these);
             }
             self.at += n as u64;
             bytes = &bytes[n..];
         }
         self.close_passed();
+    }
+
+    /// Ends the full stream: its digest and length, and the mismatches found so far (every blob in it
+    /// passed), which are the caller's now.
+    fn end_full(&mut self) -> (Digest, u64, Vec<Mismatch>) {
+        self.close_unfinished();
+        let full = self.full.take().unwrap_or_default();
+        let length = full.length();
+        (
+            Digest::finished(full),
+            length,
+            std::mem::take(&mut self.mismatches),
+        )
     }
 
     /// Checks every blob the stream has passed the end of (an empty one as soon as it is reached).
@@ -280,9 +308,9 @@ impl Lanes {
         self.parts.push(Digest::finished(finished));
     }
 
-    fn finish(mut self) -> Hashed {
-        // A blob the stream ended before the end of is not what its name says: what it hashed to is what
-        // of it came (nothing, for one not begun).
+    /// A blob the stream ended before the end of is not what its name says: what it hashed to is what
+    /// of it came (nothing, for one not begun).
+    fn close_unfinished(&mut self) {
         while let Some(span) = self.spans.pop_front() {
             let read = self.at.saturating_sub(span.at).min(span.end - span.at);
             self.mismatches.push(Mismatch {
@@ -291,6 +319,10 @@ impl Lanes {
                 read,
             });
         }
+    }
+
+    fn finish(mut self) -> Hashed {
+        self.close_unfinished();
         let last = self.part.take().unwrap_or_else(|| self.whole.clone());
         self.parts.push(Digest::finished(last));
         Hashed {
@@ -303,18 +335,32 @@ impl Lanes {
 
 impl BackgroundHasher {
     pub fn start() -> BackgroundHasher {
+        Self::start_with(false)
+    }
+
+    /// A hasher of a stream cut from a full one, which it hashes too: the output's bytes through
+    /// [`BackgroundHasher::update`], the others through [`BackgroundHasher::shadow`], until
+    /// [`BackgroundHasher::end_full`]. Blobs are announced at their offsets in the full stream.
+    pub fn start_cut_from_full() -> BackgroundHasher {
+        Self::start_with(true)
+    }
+
+    fn start_with(full: bool) -> BackgroundHasher {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<Message>(4);
         let (spare_sender, spare) = std::sync::mpsc::sync_channel(SPARE_CHUNKS);
         let worker = std::thread::spawn(move || {
-            let mut lanes = Lanes::new();
+            let mut lanes = Lanes::new(full);
             for message in receiver {
                 match message {
                     Message::NextPart => lanes.next_part(),
-                    Message::Chunk(chunk) => {
-                        lanes.take(chunk.as_slice());
-                        if let Ok(buffer) = Arc::try_unwrap(chunk) {
+                    Message::Chunk { bytes, output } => {
+                        lanes.take(bytes.as_slice(), output);
+                        if let Ok(buffer) = Arc::try_unwrap(bytes) {
                             let _ = spare_sender.try_send(buffer);
                         }
+                    }
+                    Message::EndFull(reply) => {
+                        let _ = reply.send(lanes.end_full());
                     }
                     Message::Blob(span) => {
                         lanes.spans.push_back(span);
@@ -358,7 +404,28 @@ impl BackgroundHasher {
     /// Hashes `chunk` next: a Vec of its own, or one shared with the caller (who may reuse it once the
     /// hasher has dropped it).
     pub fn update(&self, chunk: impl Into<Arc<Vec<u8>>>) {
-        self.send(Message::Chunk(chunk.into()));
+        self.send(Message::Chunk {
+            bytes: chunk.into(),
+            output: true,
+        });
+    }
+
+    /// Hashes `chunk` next as bytes of the full stream only (see [`BackgroundHasher::start_cut_from_full`]).
+    pub fn shadow(&self, chunk: impl Into<Arc<Vec<u8>>>) {
+        self.send(Message::Chunk {
+            bytes: chunk.into(),
+            output: false,
+        });
+    }
+
+    /// Ends the full stream, once every byte of it was handed over: its digest, its length, and the
+    /// blobs in it that are not what their names say.
+    pub fn end_full(&self) -> (Digest, u64, Vec<Mismatch>) {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Message::EndFull(reply));
+        answer
+            .recv()
+            .expect("the hasher thread answers while it is open")
     }
 
     /// The `size` bytes from offset `at` of the stream (a multiple of 64, at or after the end of the blob
@@ -388,65 +455,6 @@ impl BackgroundHasher {
             .expect("started")
             .join()
             .expect("the hasher thread does not panic")
-    }
-}
-
-/// A writer that keeps nothing: it hashes what it is given, on a [`BackgroundHasher`] thread.
-pub struct HashingSink {
-    pending: Vec<u8>,
-    hasher: BackgroundHasher,
-    bytes: u64,
-}
-
-impl HashingSink {
-    /// The bytes handed to the hasher thread at a time.
-    const CHUNK: usize = 1 << 20;
-
-    pub fn new() -> HashingSink {
-        HashingSink {
-            pending: Vec::with_capacity(Self::CHUNK),
-            hasher: BackgroundHasher::start(),
-            bytes: 0,
-        }
-    }
-
-    /// The next `size` bytes written are blob `digest` ([`BackgroundHasher::blob`]).
-    pub fn blob(&self, digest: &Digest, size: u64) {
-        self.hasher.blob(digest, self.bytes, size);
-    }
-
-    /// The blob being written ends here, short of its size ([`BackgroundHasher::cut`]).
-    pub fn cut(&self) {
-        self.hasher.cut(self.bytes);
-    }
-
-    /// The hashes of everything written, and its size.
-    pub fn finish(self) -> (Hashed, u64) {
-        self.hasher.update(self.pending);
-        (self.hasher.finish(), self.bytes)
-    }
-}
-
-impl Default for HashingSink {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Write for HashingSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(Self::CHUNK - self.pending.len());
-        self.pending.extend_from_slice(&buf[..n]);
-        if self.pending.len() == Self::CHUNK {
-            let full = std::mem::replace(&mut self.pending, self.hasher.buffer(Self::CHUNK));
-            self.hasher.update(full);
-        }
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
@@ -486,11 +494,45 @@ mod tests {
         assert_eq!(hashed.parts, [Digest::of(b"abc"), Digest::of(b"de")]);
         assert_eq!(hashed.whole, Digest::of(b"abcde"));
         assert_eq!(BackgroundHasher::start().finish().whole, Digest::of(b""));
-        let mut sink = HashingSink::new();
-        let big = vec![7u8; (1 << 20) + 5];
-        sink.write_all(&big).unwrap();
-        let (hashed, bytes) = sink.finish();
-        assert_eq!((hashed.whole, bytes), (Digest::of(&big), big.len() as u64));
+    }
+
+    /// A delta's stream, cut from its full bundle's: the full one hashed whole, the output only from what
+    /// it was given as its own, each blob in either checked (a damaged one in the full stream's part
+    /// alone named), and the output going on after the full stream ended.
+    #[test]
+    fn a_stream_cut_from_a_full_one_hashes_both_and_every_blob_in_them() {
+        let bytes: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let (head, held, carried, tail) = (
+            &bytes[..512],
+            &bytes[512..3584],
+            &bytes[3584..8192],
+            &bytes[8192..],
+        );
+        let hasher = BackgroundHasher::start_cut_from_full();
+        hasher.update(head.to_vec());
+        hasher.blob(&Digest::of(b"not these bytes"), 512, held.len() as u64);
+        hasher.shadow(held.to_vec());
+        hasher.blob(&Digest::of(carried), 3584, carried.len() as u64);
+        for chunk in carried.chunks(1000) {
+            hasher.update(chunk.to_vec());
+        }
+        hasher.shadow(tail.to_vec());
+        let (full, length, mismatches) = hasher.end_full();
+        assert_eq!((full, length), (Digest::of(&bytes), bytes.len() as u64));
+        assert_eq!(
+            mismatches,
+            [Mismatch {
+                digest: Digest::of(b"not these bytes"),
+                actual: Digest::of(held),
+                read: held.len() as u64,
+            }]
+        );
+        hasher.update(b"record".to_vec());
+        let hashed = hasher.finish();
+        let output = [head, carried, b"record"].concat();
+        assert_eq!(hashed.whole, Digest::of(&output));
+        assert_eq!(hashed.parts, [Digest::of(&output)]);
+        assert!(hashed.mismatches.is_empty());
     }
 
     /// Blobs announced at their offsets: each hashed from its own bytes however the chunks cut them, an

@@ -273,6 +273,8 @@ pub struct Output {
     /// Every part's hash and the whole's, on a thread of their own.
     hasher: BackgroundHasher,
     bytes: u64,
+    /// Bytes of the full stream this output is cut from that are not in it (see [`Output::shadow`]).
+    shadowed: u64,
 }
 
 /// An output whose every byte is written and synced, its files staged and not yet placed.
@@ -292,12 +294,14 @@ pub struct Sealed {
 impl Output {
     /// Starts writing a bundle of `bytes` bytes at `path`, cut into parts of `split` bytes. Unless the
     /// files are to be read again once written (`reread`: recovery data is computed from them), their
-    /// bytes are let go from the page cache as they reach the disk.
+    /// bytes are let go from the page cache as they reach the disk. `cut_from_full`: the bundle is a delta,
+    /// whose full bundle is hashed beside it, from its bytes and the [`Output::shadow`] ones.
     pub fn create(
         path: &Path,
         split: Option<u64>,
         bytes: u64,
         reread: bool,
+        cut_from_full: bool,
     ) -> Result<Output, OutputError> {
         interrupt::check()?;
         let part_size = split.map(part_size);
@@ -333,8 +337,12 @@ impl Output {
             let_go: 0,
             pending: Vec::with_capacity(CHUNK),
             parts: 1,
-            hasher: BackgroundHasher::start(),
+            hasher: match cut_from_full {
+                true => BackgroundHasher::start_cut_from_full(),
+                false => BackgroundHasher::start(),
+            },
             bytes: 0,
+            shadowed: 0,
         })
     }
 
@@ -393,15 +401,40 @@ impl Output {
         Ok(())
     }
 
-    /// The next `size` bytes written are blob `digest`: hashed on their own too, beside the output's
-    /// hash, and checked by [`Output::finish`].
+    /// The next `size` bytes written (or shadowed) are blob `digest`: hashed on their own too, beside the
+    /// output's hash, and checked by [`Output::finish`] (by [`Output::end_full`], in the full stream).
     pub fn blob(&self, digest: &Digest, size: u64) {
-        self.hasher.blob(digest, self.bytes, size);
+        self.hasher.blob(digest, self.bytes + self.shadowed, size);
     }
 
     /// The blob being written ends here, short of its size.
     pub fn cut(&self) {
-        self.hasher.cut(self.bytes);
+        self.hasher.cut(self.bytes + self.shadowed);
+    }
+
+    /// Bytes of the full stream this output was created cut from that are not written to it: hashed
+    /// with the full stream, in order with the bytes written.
+    pub fn shadow(&mut self, bytes: &[u8]) -> io::Result<()> {
+        interrupt::check()?;
+        if !self.pending.is_empty() {
+            self.write_pending()?;
+        }
+        for piece in bytes.chunks(CHUNK) {
+            let mut chunk = self.hasher.buffer(CHUNK);
+            chunk.extend_from_slice(piece);
+            self.hasher.shadow(chunk);
+        }
+        self.shadowed += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Ends the full stream this output was created cut from: its sha256, its length, and the blobs in
+    /// it that are not what their names say. What is written after is the output's alone.
+    pub fn end_full(&mut self) -> io::Result<(Digest, u64, Vec<Mismatch>)> {
+        if !self.pending.is_empty() {
+            self.write_pending()?;
+        }
+        Ok(self.hasher.end_full())
     }
 
     /// Writes what is pending and waits for the hashes: of each part, of the whole, and of each blob
@@ -648,7 +681,8 @@ mod tests {
             .collect();
         for split in [None, Some(WRITEBACK_WINDOW + 4097)] {
             let path = dir.path().join(format!("b-{split:?}.tar"));
-            let mut output = Output::create(&path, split, bytes.len() as u64, false).unwrap();
+            let mut output =
+                Output::create(&path, split, bytes.len() as u64, false, false).unwrap();
             for piece in bytes.chunks(300_001) {
                 output.write_all(piece).unwrap();
             }

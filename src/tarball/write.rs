@@ -21,7 +21,7 @@ use super::metadata::BundleMetadata;
 use super::output::{self, Output, OutputError};
 use super::{Signer, TarballError};
 use crate::cache::BlobStore;
-use crate::digest::{Digest, HashingSink, Mismatch};
+use crate::digest::{Digest, Mismatch};
 use crate::image::{media, Descriptor, Image, Index};
 use crate::progress::{Action, Counted, Id, Reporter, Task};
 use crate::recovery::{Created, Redundancy};
@@ -261,12 +261,8 @@ pub fn write_delta(
         carried.len(),
         all.len()
     ));
-    let (out, id) = open_output(path, options, total, reporter)?;
-    let mut tar = tar::Builder::new(Routed {
-        out,
-        full: Some(HashingSink::new()),
-        to_out: true,
-    });
+    let (out, id) = open_output(path, options, total, true, reporter)?;
+    let mut tar = tar::Builder::new(Routed { out, to_out: true });
     let written = stream_entries(
         &mut tar,
         store,
@@ -283,11 +279,14 @@ pub fn write_delta(
         routed
             .write_all(&[0; 1024])
             .map_err(|e| write_error(path, e))?;
-        let (hashed, bytes) = routed.full.take().expect("hashing").finish();
-        if let Some(refusal) = damaged(store, hashed.mismatches) {
+        let (sha256, bytes, mismatches) = routed
+            .out
+            .get_mut()
+            .end_full()
+            .map_err(|e| write_error(path, e))?;
+        if let Some(refusal) = damaged(store, mismatches) {
             return Err(refusal);
         }
-        let sha256 = hashed.whole;
         routed.to_out = true;
         record.bundle.signature = full_signature(&sha256)?;
         record.bundle.sha256 = sha256;
@@ -384,12 +383,8 @@ pub fn write_entries(
     reporter: &dyn Reporter,
 ) -> Result<Staged, TarballError> {
     let total = entries_size(documents, blobs);
-    let (out, id) = open_output(path, options, total, reporter)?;
-    let mut tar = tar::Builder::new(Routed::<HashingSink, _> {
-        out,
-        full: None,
-        to_out: true,
-    });
+    let (out, id) = open_output(path, options, total, false, reporter)?;
+    let mut tar = tar::Builder::new(Routed { out, to_out: true });
     let routed = stream_entries(&mut tar, source, documents, blobs, |_| true, options.mtime)
         .and_then(|()| tar.into_inner().map_err(Err))
         .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
@@ -412,21 +407,19 @@ fn entries_size(documents: &Documents, blobs: &BTreeMap<Digest, u64>) -> u64 {
     )
 }
 
-/// What a tar builder writes, routed: into `full`, when there is one, everything (a delta's writer hashes
-/// the full bundle on the way); into `out` only while `to_out` (the entries the output holds).
-struct Routed<F, O> {
-    out: O,
-    full: Option<F>,
+/// What a tar builder writes: into the output while `to_out`, else (a delta's entries that its bases
+/// hold) only into the hash of the full bundle the delta stands for, which its output hashes beside its
+/// own ([`Output::shadow`]).
+struct Routed<'r> {
+    out: Counted<'r, Output>,
     to_out: bool,
 }
 
-impl<F: Write, O: Write> Write for Routed<F, O> {
+impl Write for Routed<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if let Some(full) = self.full.as_mut() {
-            full.write_all(buf)?;
-        }
-        if self.to_out {
-            self.out.write_all(buf)?;
+        match self.to_out {
+            true => self.out.write_all(buf)?,
+            false => self.out.get_mut().shadow(buf)?,
         }
         Ok(buf.len())
     }
@@ -436,12 +429,24 @@ impl<F: Write, O: Write> Write for Routed<F, O> {
     }
 }
 
-/// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, each blob announced to the
-/// stream it goes to (the output, or for a blob not in the output, the full bundle's hash) to be hashed as
-/// it passes, unless its source hashes none; a blob reaches the output only if `in_output` says so. The
-/// outer error is the bundle's; the inner one, the writing's.
-fn stream_entries<F: BlobStream, O: BlobStream>(
-    tar: &mut tar::Builder<Routed<F, O>>,
+impl Routed<'_> {
+    /// The next `size` bytes written are blob `digest`, hashed as they pass beside the output's (and a
+    /// delta's full bundle's) hash.
+    fn blob(&mut self, digest: &Digest, size: u64) {
+        self.out.get_mut().blob(digest, size);
+    }
+
+    /// The blob being written ends here, short of its size.
+    fn cut(&mut self) {
+        self.out.get_mut().cut();
+    }
+}
+
+/// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, each blob announced to be
+/// hashed as it passes, unless its source hashes none; a blob reaches the output only if `in_output` says
+/// so (else only the full bundle's hash). The outer error is the bundle's; the inner one, the writing's.
+fn stream_entries(
+    tar: &mut tar::Builder<Routed<'_>>,
     source: &dyn BlobSource,
     documents: &Documents,
     blobs: &BTreeMap<Digest, u64>,
@@ -457,54 +462,6 @@ fn stream_entries<F: BlobStream, O: BlobStream>(
     }
     tar.get_mut().to_out = true;
     Ok(())
-}
-
-/// Where blobs are written: a stream that hashes each blob announced, beside its own hash, on its
-/// hasher's thread ([`crate::digest::BackgroundHasher`]).
-trait BlobStream: Write {
-    /// The next `size` bytes written are blob `digest`.
-    fn blob(&mut self, digest: &Digest, size: u64);
-    /// The blob being written ends here, short of its size.
-    fn cut(&mut self);
-}
-
-impl BlobStream for Counted<'_, Output> {
-    fn blob(&mut self, digest: &Digest, size: u64) {
-        self.get_mut().blob(digest, size);
-    }
-
-    fn cut(&mut self) {
-        self.get_mut().cut();
-    }
-}
-
-impl BlobStream for HashingSink {
-    fn blob(&mut self, digest: &Digest, size: u64) {
-        HashingSink::blob(self, digest, size);
-    }
-
-    fn cut(&mut self) {
-        HashingSink::cut(self);
-    }
-}
-
-/// A blob is hashed once: in the full bundle's stream when there is one (a delta's: it holds every blob,
-/// so every damaged one is found, in order, before the full bundle is signed), else in the output.
-/// Without a full bundle, every blob goes to the output ([`write_entries`]).
-impl<F: BlobStream, O: BlobStream> BlobStream for Routed<F, O> {
-    fn blob(&mut self, digest: &Digest, size: u64) {
-        match self.full.as_mut() {
-            Some(full) => full.blob(digest, size),
-            None => self.out.blob(digest, size),
-        }
-    }
-
-    fn cut(&mut self) {
-        match self.full.as_mut() {
-            Some(full) => full.cut(),
-            None => self.out.cut(),
-        }
-    }
 }
 
 /// The refusal of the blobs written that are not what their names say, once each is dealt with by its
@@ -544,7 +501,7 @@ const BLOB_CHUNK: usize = 512 << 10;
 /// that the output stays a tar of the size announced until the check refuses it; from a source that
 /// hashes no blob, it is refused at once.
 fn copy_blob(
-    out: &mut impl BlobStream,
+    out: &mut Routed<'_>,
     source: &dyn BlobSource,
     digest: &Digest,
     size: u64,
@@ -778,10 +735,17 @@ fn open_output<'r>(
     path: &Path,
     options: &WriteOptions,
     total: u64,
+    cut_from_full: bool,
     reporter: &'r dyn Reporter,
 ) -> Result<(Counted<'r, Output>, Id), TarballError> {
-    let output = Output::create(path, options.split, total, options.recovery.is_some())
-        .map_err(|e| output_error(path, e))?;
+    let output = Output::create(
+        path,
+        options.split,
+        total,
+        options.recovery.is_some(),
+        cut_from_full,
+    )
+    .map_err(|e| output_error(path, e))?;
     let id = reporter.on_start(&Task {
         action: Action::Write,
         subject: &path.display().to_string(),
