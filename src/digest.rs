@@ -147,8 +147,8 @@ pub fn reused(spare: &std::sync::mpsc::Receiver<Vec<u8>>, capacity: usize) -> Ve
 /// SHA-256 on a thread of its own, of a stream cut into parts, and of blobs within it: each part's digest,
 /// each blob's and the whole's, while the caller reads or writes the next chunk. A blob starts at a
 /// multiple of 64 bytes in the stream (a tar's entries start at multiples of 512), so its hash and the
-/// whole's advance side by side over the same bytes, two for about the price of one
-/// ([`sha256_pair::update_both`]). Chunks travel through a bounded queue, so memory stays flat: four chunks
+/// whole's (and a delta's full bundle's, [`BackgroundHasher::start_cut_from_full`]) advance side by side
+/// over the same bytes, for about the price of one ([`sha256_pair::update_all`]). Chunks travel through a bounded queue, so memory stays flat: four chunks
 /// keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
 pub struct BackgroundHasher {
     sender: Option<std::sync::mpsc::SyncSender<Message>>,
@@ -257,8 +257,9 @@ impl Lanes {
                 (Some(full), false, false) => full.update(these),
                 (None, true, true) => update_all([whole, blob], these),
                 (None, true, false) => whole.update(these),
-                // Shadow bytes of a full stream that ended: nothing hashes them (no writer sends any).
-                (None, false, _) => {}
+                // Bytes of a full stream that ended: no writer sends any (a delta's writes to its output
+                // again as soon as the full bundle ends), and none of its hashes would take them.
+                (None, false, _) => debug_assert!(false, "bytes of a full stream after its end"),
             }
             if let Some(part) = self.part.as_mut().filter(|_| output) {
                 part.update(these);
@@ -273,7 +274,10 @@ impl Lanes {
     /// passed), which are the caller's now.
     fn end_full(&mut self) -> (Digest, u64, Vec<Mismatch>) {
         self.close_unfinished();
-        let full = self.full.take().unwrap_or_default();
+        let full = self
+            .full
+            .take()
+            .expect("a stream cut from a full one, whose end comes once");
         let length = full.length();
         (
             Digest::finished(full),

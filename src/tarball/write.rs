@@ -284,10 +284,11 @@ pub fn write_delta(
             .get_mut()
             .end_full()
             .map_err(|e| write_error(path, e))?;
+        // What follows is the delta's alone, even the end a refused tar still gets when it is dropped.
+        routed.to_out = true;
         if let Some(refusal) = damaged(store, mismatches) {
             return Err(refusal);
         }
-        routed.to_out = true;
         record.bundle.signature = full_signature(&sha256)?;
         record.bundle.sha256 = sha256;
         debug_assert_eq!(bytes, record.bundle.bytes);
@@ -1231,5 +1232,101 @@ mod tests {
             !store.path(&carried.digest).exists(),
             "the carried blob evicted"
         );
+    }
+
+    /// A delta of large blobs, held by its base and carried in turn (an empty one among them), written
+    /// whole, split and split with recovery data: each names the full bundle's sha256 and size, and
+    /// holds the full bundle's entries but the held ones, the same bytes however it is cut.
+    #[test]
+    fn a_delta_of_large_blobs_names_its_full_bundle_however_it_is_cut() {
+        use super::super::delta::HeldBlob;
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(&dir.path().join("cache")).unwrap();
+        let mut rng = fastrand::Rng::with_seed(5);
+        let layers: Vec<Descriptor> = [1_300_000, 2_500_000, 700_000, 1 << 20, 0, 3_000_001, 511]
+            .into_iter()
+            .map(|size| {
+                let bytes: Vec<u8> = (0..size).map(|_| rng.u8(..)).collect();
+                crate::testutil::put(&store, &bytes, media::DOCKER_LAYER_GZIP)
+            })
+            .collect();
+        let mut images = two_images(&store);
+        images[0].layers.extend(layers.iter().cloned());
+        let held: Vec<HeldBlob> = layers
+            .iter()
+            .step_by(2)
+            .chain([&images[0].layers[0]])
+            .map(|layer| HeldBlob {
+                digest: layer.digest.clone(),
+                size: layer.size,
+            })
+            .collect();
+        let full_path = dir.path().join("full.tar");
+        let metadata = loose_metadata(&images);
+        let full = write_bundle(
+            &store,
+            &images,
+            &metadata,
+            &full_path,
+            &WriteOptions::default(),
+            &Silent,
+        )
+        .unwrap();
+        let base = BundleDescription {
+            file: "base.tar".into(),
+            sha256: Digest::of(b"base"),
+            bytes: 10240,
+            release: None,
+            blobs: held,
+            images: vec![],
+        };
+        let expected: Vec<(String, Vec<u8>)> = entries(&full_path)
+            .into_iter()
+            .filter(|(name, _)| !base.blobs.iter().any(|b| name.ends_with(b.digest.hex())))
+            .collect();
+        let mut written = Vec::new();
+        for (name, split, recovery) in [
+            ("whole", None, None),
+            ("split", Some(1_500_000), None),
+            ("recovered", Some(1_000_000), Some("5%".parse().unwrap())),
+        ] {
+            let out = dir.path().join(name);
+            std::fs::create_dir(&out).unwrap();
+            let options = WriteOptions {
+                split,
+                recovery,
+                ..WriteOptions::default()
+            };
+            let delta = write_delta(
+                &store,
+                &images,
+                &metadata,
+                std::slice::from_ref(&base),
+                "full.tar",
+                &out.join("d.tar"),
+                &options,
+                &Silent,
+            )
+            .unwrap();
+            let record = delta.delta.as_ref().unwrap();
+            assert_eq!(
+                (&record.bundle.sha256, record.bundle.bytes),
+                (&full.sha256, full.bytes),
+                "{name}"
+            );
+            let bytes: Vec<u8> = delta
+                .files
+                .iter()
+                .flat_map(|file| std::fs::read(file).unwrap())
+                .collect();
+            assert_eq!(Digest::of(&bytes), delta.sha256, "{name}");
+            let joined = dir.path().join(format!("{name}.joined"));
+            std::fs::write(&joined, &bytes).unwrap();
+            let held_out = entries(&joined);
+            assert_eq!(held_out[..expected.len()], expected[..], "{name}");
+            assert_eq!(held_out.len(), expected.len() + 1, "{name}: and the record");
+            written.push(bytes);
+        }
+        assert!(written.windows(2).all(|pair| pair[0] == pair[1]));
     }
 }

@@ -1,4 +1,4 @@
-//! SHA-256 that can hash the same bytes into two hashes at once.
+//! SHA-256 that can hash the same bytes into several hashes at once.
 //!
 //! ferry hashes most bytes twice: a blob's own digest and the digest of the bundle that carries it (a
 //! delta's, three times: the blob, the delta and the full bundle it stands for). With the x86-64 SHA
@@ -132,6 +132,7 @@ pub fn update_both(first: &mut Sha256, second: &mut Sha256, data: &[u8]) {
 /// ([`update_both`] for two; three, such as a blob, the delta that carries it and the full bundle the
 /// delta stands for, cost little more than one).
 pub fn update_all<const N: usize>(hashes: [&mut Sha256; N], data: &[u8]) {
+    const { assert!(N > 0, "at least one hash") };
     let filled = hashes.first().map(|hash| hash.filled);
     if hashes.iter().any(|hash| Some(hash.filled) != filled) {
         for hash in hashes {
