@@ -148,8 +148,9 @@ pub fn reused(spare: &std::sync::mpsc::Receiver<Vec<u8>>, capacity: usize) -> Ve
 /// each blob's and the whole's, while the caller reads or writes the next chunk. A blob starts at a
 /// multiple of 64 bytes in the stream (a tar's entries start at multiples of 512), so its hash and the
 /// whole's (and a delta's full bundle's, [`BackgroundHasher::start_cut_from_full`]) advance side by side
-/// over the same bytes, for about the price of one ([`sha256_pair::update_all`]). Chunks travel through a bounded queue, so memory stays flat: four chunks
-/// keep the hasher busy (it runs at about disk speed) and bound the lag to 4 MiB of 1 MiB chunks.
+/// over the same bytes, for about the price of one ([`sha256_pair::update_all`]). Chunks travel through
+/// a bounded queue, so memory stays flat: four chunks keep the hasher busy (it runs at about disk speed)
+/// and bound the lag to 4 MiB of 1 MiB chunks.
 pub struct BackgroundHasher {
     sender: Option<std::sync::mpsc::SyncSender<Message>>,
     worker: Option<std::thread::JoinHandle<Hashed>>,

@@ -471,6 +471,9 @@ pub struct Entry<'r> {
     pub size: u64,
     /// Where the data starts in the (decompressed, parts joined) tar stream.
     pub offset: u64,
+    /// Whether the tar stream is the file's bytes (not gzipped), so that `offset` is where the data
+    /// starts in the file too.
+    pub in_file: bool,
     /// Buffered: what is read can be hashed where it lies, with `fill_buf`.
     pub data: &'r mut dyn BufRead,
 }
@@ -524,10 +527,11 @@ fn read_all(
                     out: 0,
                 },
             ),
+            false,
             visit,
         )
     } else {
-        read_entries(chained, visit)
+        read_entries(chained, true, visit)
     }
 }
 
@@ -829,6 +833,7 @@ fn fill(input: &mut Position<'_>, buf: &mut [u8]) -> Result<usize, Broken> {
 
 fn read_entries(
     reader: &mut dyn BufRead,
+    in_file: bool,
     visit: &mut dyn FnMut(Entry<'_>) -> io::Result<()>,
 ) -> Result<(), Broken> {
     let mut input = Position {
@@ -882,6 +887,7 @@ fn read_entries(
             name: name.clone(),
             size,
             offset: data_start,
+            in_file,
             data: &mut limited,
         })
         .map_err(|e| io_error(data_start + limited.get_ref().offset, e))?;

@@ -535,11 +535,6 @@ fn read(
 ) -> Result<(Report, Contents), VerifyError> {
     let source = Source::locate(path)?;
     let hasher = OuterHasher::start();
-    // A gzipped tar's blobs are not the file's bytes: each is hashed on its own as it passes.
-    let alongside = match source.is_gzipped() {
-        Ok(false) => Some(&hasher),
-        _ => None,
-    };
     let mut contents = Contents::default();
     let wanted = |name: &str| {
         let blob = name
@@ -551,7 +546,7 @@ fn read(
         }
     };
     let bytes = read_bundle(&source, &mut &hasher, |entry| match wanted(&entry.name) {
-        true => contents.take(entry, deep, alongside),
+        true => contents.take(entry, deep, &hasher),
         false => Ok(()),
     })?;
     let hashed = hasher.finish();

@@ -129,19 +129,20 @@ impl Contents {
             && self.kept_total + size <= MAX_KEPT_TOTAL
     }
 
-    /// Takes the entry the parser is at. With `alongside`, a blob is announced to the file's hasher,
-    /// which hashes it (its offset in the tar is its offset in the file); [`Contents::settle`] then
-    /// reports what it found.
+    /// Takes the entry the parser is at. A blob whose bytes are the file's (the tar is not gzipped) is
+    /// announced to the file's hasher, which hashes it beside the file; [`Contents::settle`] then reports
+    /// what it found. A gzipped tar's blobs are hashed here, as they pass.
     pub(super) fn take(
         &mut self,
         entry: Entry<'_>,
         deep: bool,
-        alongside: Option<&OuterHasher>,
+        file_hasher: &OuterHasher,
     ) -> io::Result<()> {
         let Entry {
             name,
             size,
             offset,
+            in_file,
             data,
         } = entry;
         let Some(hex) = name.strip_prefix(crate::tarball::layout::BLOBS_DIR) else {
@@ -158,8 +159,8 @@ impl Contents {
         };
         let named = Digest::from_hex(hex).expect("the reader accepts only hex blob names");
         self.locations.insert(named.clone(), (offset, size));
-        if let Some(hasher) = alongside {
-            hasher.blob(&named, offset, size);
+        if in_file {
+            file_hasher.blob(&named, offset, size);
         }
         let mut head = Vec::with_capacity(4);
         (&mut *data).take(4).read_to_end(&mut head)?;
@@ -167,7 +168,7 @@ impl Contents {
         let codec = Codec::sniff(&head);
         let mut kept = keep.then(|| Vec::with_capacity(size as usize));
         let mut inflater = deep.then(|| ContentHasher::new(codec, size)).flatten();
-        let mut hasher = alongside.is_none().then(Sha256::new);
+        let mut hasher = (!in_file).then(Sha256::new);
         let mut take = |bytes: &[u8]| {
             if let Some(hasher) = hasher.as_mut() {
                 hasher.update(bytes);
