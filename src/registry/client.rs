@@ -4,7 +4,7 @@
 //! and `Retry-After`, uploads need to re-send one chunk: reasons enough to speak HTTP directly.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -43,37 +43,21 @@ impl RegistryClient {
     ) -> Result<RegistryClient, RegistryError> {
         let certificates =
             trusted_certificates(&options.ca_certs, hosts.iter().map(String::as_str))?;
-        let probe = http_client(&certificates, reqwest::redirect::Policy::none())?;
-        let mut plain_http: BTreeSet<String> = options.insecure.iter().cloned().collect();
-        let undeclared_loopback: Vec<&String> = hosts
-            .iter()
-            .filter(|h| is_loopback(h) && !plain_http.contains(*h))
-            .collect();
-        for host in undeclared_loopback {
-            if speaks_plain_http(&probe, host).await {
-                plain_http.insert(host.clone());
-            }
-        }
-        let plain_http = Arc::new(plain_http);
-        let allowed = plain_http.clone();
-        let policy = reqwest::redirect::Policy::custom(move |attempt| {
-            if attempt.previous().len() > MAX_REDIRECTS {
-                return attempt.error("too many redirects");
-            }
-            let from = attempt.previous().last().cloned();
-            match from {
-                Some(from) if !redirect_allowed(&from, attempt.url(), &allowed) => {
-                    let refusal = InsecureRedirect {
-                        from: host_of(&from),
-                        to: attempt.url().to_string(),
-                    };
-                    attempt.error(refusal)
-                }
-                _ => attempt.follow(),
-            }
+        // Building the client reads the system's root certificates (a few milliseconds, hundreds of
+        // files): done beside the probes and the credential files, as the redirect policy reads the
+        // hosts allowed plain HTTP only when a request is redirected, after the probes.
+        let allowed = Arc::new(OnceLock::new());
+        let http = tokio::task::spawn_blocking({
+            let allowed = allowed.clone();
+            move || http_client(&certificates, redirect_policy(allowed))
         });
-        let http = http_client(&certificates, policy)?;
-        let store = tokio::task::spawn_blocking(CredentialStore::from_environment)
+        let store = tokio::task::spawn_blocking(CredentialStore::from_environment);
+        let plain_http = Arc::new(plain_http_hosts(options, hosts).await?);
+        allowed
+            .set(plain_http.clone())
+            .expect("the hosts allowed plain HTTP are decided once");
+        let http = http.await.expect("building the client does not panic")?;
+        let store = store
             .await
             .expect("reading credential files does not panic")?;
         Ok(RegistryClient {
@@ -217,6 +201,57 @@ fn http_client(
         }
     }
     http.build().map_err(RegistryError::Client)
+}
+
+/// Follows at most [`MAX_REDIRECTS`] redirects, none from HTTPS to plain HTTP but to a host in `allowed`
+/// (decided by the probes, before any request is sent).
+fn redirect_policy(allowed: Arc<OnceLock<Arc<BTreeSet<String>>>>) -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() > MAX_REDIRECTS {
+            return attempt.error("too many redirects");
+        }
+        let from = attempt.previous().last().cloned();
+        let none = BTreeSet::new();
+        let plain_http = allowed.get().map_or(&none, |hosts| &**hosts);
+        match from {
+            Some(from) if !redirect_allowed(&from, attempt.url(), plain_http) => {
+                let refusal = InsecureRedirect {
+                    from: host_of(&from),
+                    to: attempt.url().to_string(),
+                };
+                attempt.error(refusal)
+            }
+            _ => attempt.follow(),
+        }
+    })
+}
+
+/// The hosts to speak plain HTTP to: those declared insecure, and the loopback ones that do not speak TLS.
+async fn plain_http_hosts(
+    options: &RegistryOptions,
+    hosts: &BTreeSet<String>,
+) -> Result<BTreeSet<String>, RegistryError> {
+    let mut plain_http: BTreeSet<String> = options.insecure.iter().cloned().collect();
+    let undeclared_loopback: Vec<&String> = hosts
+        .iter()
+        .filter(|h| is_loopback(h) && !plain_http.contains(*h))
+        .collect();
+    if undeclared_loopback.is_empty() {
+        return Ok(plain_http);
+    }
+    // The probe asks over plain HTTP only, so it needs no root certificates.
+    let probe = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_only([])
+        .build()
+        .map_err(RegistryError::Client)?;
+    for host in undeclared_loopback {
+        if speaks_plain_http(&probe, host).await {
+            plain_http.insert(host.clone());
+        }
+    }
+    Ok(plain_http)
 }
 
 /// A registry that answers over HTTPS and sends a blob elsewhere over plain HTTP would have it travel

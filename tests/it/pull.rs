@@ -812,40 +812,64 @@ fn a_mirror_that_matches_no_image_is_warned_about() {
 
 /// A multi-platform image is resolved from one fetch of its index, however many platforms are asked
 /// for: registries that count manifest GETs (Docker Hub's rate limit) count one per image, plus one per
-/// platform's manifest.
+/// platform's manifest the cache does not hold. A warm cache asks for the tag alone; a manifest changed
+/// in the cache is fetched again, not believed.
 #[test]
-fn a_multi_platform_image_fetches_its_index_once() {
+fn a_multi_platform_image_fetches_its_index_once_and_cached_manifests_not_again() {
     let Some((registry, listed)) = registry_with_attacher() else {
         return;
     };
-    let proxy = FaultProxy::start(registry.addr(), Vec::new());
     let cache = tempfile::tempdir().unwrap();
-    let out = pull_mirrored(
-        &mut command(),
-        "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
-        proxy.addr(),
-        cache.path(),
-        &["--platform", "linux/amd64,linux/arm64,linux/s390x", "-q"],
-    )
-    .success()
-    .stdout();
-    for platform in ["linux/amd64", "linux/arm64", "linux/s390x"] {
-        assert!(
-            out.contains(listed.manifest_for(platform)),
-            "{platform}: {out}"
-        );
-    }
-    let manifest_gets: Vec<String> = proxy
-        .seen()
-        .into_iter()
-        .filter(|s| s.method == "GET" && s.path.contains("/manifests/"))
-        .map(|s| s.path)
-        .collect();
-    let by_tag = manifest_gets
-        .iter()
-        .filter(|p| p.ends_with("/manifests/v4.4.0"));
-    assert_eq!(by_tag.count(), 1, "{manifest_gets:?}");
-    assert_eq!(manifest_gets.len(), 1 + 3, "{manifest_gets:?}");
+    let platforms = ["linux/amd64", "linux/arm64", "linux/s390x"];
+    // The manifest paths one pull asks for, each pull through a proxy of its own.
+    let manifest_gets = || {
+        let proxy = FaultProxy::start(registry.addr(), Vec::new());
+        let out = pull_mirrored(
+            &mut command(),
+            "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
+            proxy.addr(),
+            cache.path(),
+            &["--platform", &platforms.join(","), "-q"],
+        )
+        .success()
+        .stdout();
+        for platform in platforms {
+            assert!(
+                out.contains(listed.manifest_for(platform)),
+                "{platform}: {out}"
+            );
+        }
+        let gets: Vec<String> = proxy
+            .seen()
+            .into_iter()
+            .filter(|s| s.method == "GET" && s.path.contains("/manifests/"))
+            .map(|s| s.path)
+            .collect();
+        gets
+    };
+    let by_tag = "/v2/sig-storage/csi-attacher/manifests/v4.4.0".to_string();
+    let cold = manifest_gets();
+    assert_eq!(cold[0], by_tag, "{cold:?}");
+    assert_eq!(cold.len(), 1 + 3, "{cold:?}");
+
+    assert_eq!(manifest_gets(), std::slice::from_ref(&by_tag));
+
+    let arm64 = listed.manifest_for("linux/arm64");
+    let stored = cache
+        .path()
+        .join("ferry-v1/blobs/sha256")
+        .join(arm64.trim_start_matches("sha256:"));
+    let mut changed = std::fs::read(&stored).unwrap();
+    *changed.last_mut().unwrap() = b' ';
+    std::fs::write(&stored, changed).unwrap();
+    assert_eq!(
+        manifest_gets(),
+        [
+            by_tag.clone(),
+            format!("/v2/sig-storage/csi-attacher/manifests/{arm64}")
+        ]
+    );
+    assert_eq!(manifest_gets(), [by_tag], "the damaged copy was replaced");
 }
 
 /// `ferry pull -q --image IMAGE` into an empty cache, which must fail (exit 1) at once: in less time than
