@@ -4,7 +4,7 @@
 //! and `Retry-After`, uploads need to re-send one chunk: reasons enough to speak HTTP directly.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -16,7 +16,7 @@ use super::probe::answers_tls;
 use super::response::{host_of, registry_said, retry_after};
 use super::route::RegistryOptions;
 use super::scope::Scope;
-use super::tls::{is_loopback, trusted_certificates, CaFileError, PemFile};
+use super::tls::{is_loopback, trusted_certificates, SystemRoots};
 use super::token::Authorizer;
 use crate::reference::{Reference, DOCKER_HUB};
 
@@ -43,20 +43,15 @@ impl RegistryClient {
     ) -> Result<RegistryClient, RegistryError> {
         let certificates =
             trusted_certificates(&options.ca_certs, hosts.iter().map(String::as_str))?;
-        // Building the client reads the system's root certificates (a few milliseconds, hundreds of
-        // files): done beside the probes and the credential files, as the redirect policy reads the
-        // hosts allowed plain HTTP only when a request is redirected, after the probes.
-        let allowed = Arc::new(OnceLock::new());
-        let http = tokio::task::spawn_blocking({
-            let allowed = allowed.clone();
-            move || http_client(&certificates, redirect_policy(allowed))
-        });
+        let roots = Arc::new(SystemRoots::new(&certificates)?);
         let store = tokio::task::spawn_blocking(CredentialStore::from_environment);
         let plain_http = Arc::new(plain_http_hosts(options, hosts).await?);
-        allowed
-            .set(plain_http.clone())
-            .expect("the hosts allowed plain HTTP are decided once");
-        let http = http.await.expect("building the client does not panic")?;
+        if hosts.iter().any(|host| !plain_http.contains(host)) {
+            // A handshake is ahead: the system's roots are read now, beside what comes before it.
+            let roots = roots.clone();
+            tokio::task::spawn_blocking(move || roots.load());
+        }
+        let http = http_client(&roots, redirect_policy(plain_http.clone()))?;
         let store = store
             .await
             .expect("reading credential files does not panic")?;
@@ -183,38 +178,29 @@ pub(super) fn manifest_path(image: &Reference, by_tag: bool) -> String {
 }
 
 fn http_client(
-    certificates: &[PemFile],
+    roots: &Arc<SystemRoots>,
     redirects: reqwest::redirect::Policy,
 ) -> Result<reqwest::Client, RegistryError> {
-    let mut http = reqwest::Client::builder()
+    reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
-        .redirect(redirects);
-    for file in certificates {
-        for certificate in reqwest::Certificate::from_pem_bundle(&file.pem).map_err(|_| {
-            CaFileError::NoCertificate {
-                path: file.path.clone(),
-            }
-        })? {
-            http = http.add_root_certificate(certificate);
-        }
-    }
-    http.build().map_err(RegistryError::Client)
+        .redirect(redirects)
+        .tls_backend_preconfigured(roots.client_config())
+        .build()
+        .map_err(RegistryError::Client)
 }
 
-/// Follows at most [`MAX_REDIRECTS`] redirects, none from HTTPS to plain HTTP but to a host in `allowed`
-/// (decided by the probes, before any request is sent).
-fn redirect_policy(allowed: Arc<OnceLock<Arc<BTreeSet<String>>>>) -> reqwest::redirect::Policy {
+/// Follows at most [`MAX_REDIRECTS`] redirects, none from HTTPS to plain HTTP but to a host in
+/// `plain_http`.
+fn redirect_policy(plain_http: Arc<BTreeSet<String>>) -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() > MAX_REDIRECTS {
             return attempt.error("too many redirects");
         }
         let from = attempt.previous().last().cloned();
-        let none = BTreeSet::new();
-        let plain_http = allowed.get().map_or(&none, |hosts| &**hosts);
         match from {
-            Some(from) if !redirect_allowed(&from, attempt.url(), plain_http) => {
+            Some(from) if !redirect_allowed(&from, attempt.url(), &plain_http) => {
                 let refusal = InsecureRedirect {
                     from: host_of(&from),
                     to: attempt.url().to_string(),

@@ -5,6 +5,14 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_platform_verifier::Verifier;
 
 const CERTS_D: &[&str] = &["/etc/docker/certs.d", "/etc/containers/certs.d"];
 
@@ -57,6 +65,132 @@ pub fn trusted_certificates<'a>(
         .collect()
 }
 
+/// The certificates a registry's chain must lead to: the system's roots, and the CA files given. The
+/// system's (hundreds of files, about 10 ms to read) are read at the first handshake, or by
+/// [`SystemRoots::load`] ahead of it: a run that speaks only plain HTTP (a loopback mirror) never reads
+/// them, nor needs a machine that has any.
+#[derive(Debug)]
+pub struct SystemRoots {
+    extra: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    verifier: OnceLock<Result<Verifier, rustls::Error>>,
+}
+
+impl SystemRoots {
+    pub fn new(files: &[PemFile]) -> Result<SystemRoots, CaFileError> {
+        let mut extra = Vec::new();
+        for file in files {
+            for certificate in CertificateDer::pem_slice_iter(&file.pem) {
+                extra.push(certificate.map_err(|_| CaFileError::NoCertificate {
+                    path: file.path.clone(),
+                })?);
+            }
+        }
+        // The provider reqwest would choose: the process's default, else aws-lc-rs.
+        let provider = CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        Ok(SystemRoots {
+            extra,
+            provider,
+            verifier: OnceLock::new(),
+        })
+    }
+
+    /// Reads the system's roots now, unless they have been; a failure is the first handshake's to report.
+    pub fn load(&self) {
+        let _ = self.verifier();
+    }
+
+    /// The verifier, or why the certificates to check against cannot be had (none on this machine): a
+    /// certificate that cannot be checked is not accepted, which no retry changes.
+    fn verifier(&self) -> Result<&Verifier, rustls::Error> {
+        self.verifier
+            .get_or_init(|| {
+                Verifier::new_with_extra_roots(self.extra.clone(), self.provider.clone()).map_err(
+                    |cause| {
+                        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
+                            rustls::OtherError(Arc::new(NoRoots(cause))),
+                        ))
+                    },
+                )
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// TLS 1.2 and 1.3, HTTP/1.1, the certificates checked against these roots.
+    pub fn client_config(self: &Arc<Self>) -> rustls::ClientConfig {
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("the crypto provider speaks TLS 1.2 and 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(self.clone())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("there are no CA certificates to check it against: {0}")]
+struct NoRoots(rustls::Error);
+
+/// The platform verifier's checks, its roots read when the first certificate is to be checked; the
+/// handshake's signatures are checked as it checks them, with the provider's algorithms.
+impl ServerCertVerifier for SystemRoots {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.verifier()?.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 fn crt_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -83,13 +217,27 @@ pub fn is_loopback(host: &str) -> bool {
 /// A registry (or its token service) whose certificate this machine refuses: no retry changes that.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "{host} presented a TLS certificate that ferry does not accept ({cause}); if it comes from a private \
+    "{host} presented a TLS certificate that ferry does not accept ({}); if it comes from a private \
      CA, give that CA with --ca-cert FILE, or put it in {}",
+    reason(cause),
     CERTS_D.iter().map(|dir| format!("{dir}/{host}/ca.crt")).collect::<Vec<_>>().join(" or ")
 )]
 pub struct Untrusted {
     pub host: String,
     pub cause: rustls::Error,
+}
+
+/// Why a certificate was refused, in words (rustls shows a cause of its own kind, [`NoRoots`], as Rust).
+fn reason(cause: &rustls::Error) -> String {
+    match cause {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<NoRoots>() {
+                Some(no_roots) => no_roots.to_string(),
+                None => cause.to_string(),
+            }
+        }
+        _ => cause.to_string(),
+    }
 }
 
 /// The TLS failure among the causes of an HTTP client's error, if there is one.

@@ -911,6 +911,50 @@ fn an_untrusted_certificate_is_final_and_names_the_ways_to_trust_it() {
     );
 }
 
+/// A machine without CA certificates (a minimal image; here SSL_CERT_FILE and SSL_CERT_DIR name nothing)
+/// pulls from a plain-HTTP loopback registry, which needs none; a TLS registry is refused at once, naming
+/// why and the way out.
+#[test]
+fn without_ca_certificates_plain_http_pulls_and_tls_is_refused_at_once() {
+    let Some((plain, _)) = registry_with_attacher() else {
+        return;
+    };
+    let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else {
+        return;
+    };
+    let no_roots = || {
+        let mut command = command();
+        command
+            .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+            .env("SSL_CERT_DIR", "/nonexistent");
+        command
+    };
+    let cache = tempfile::tempdir().unwrap();
+    pull_mirrored(
+        &mut no_roots(),
+        "registry.k8s.io/sig-storage/csi-attacher:v4.4.0",
+        plain.addr(),
+        cache.path(),
+        &["-q"],
+    )
+    .success();
+    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
+    let refused = pull_fails_at_once(
+        no_roots().env("DOCKER_CONFIG", private.docker_config()),
+        &image,
+    );
+    let addr = private.addr();
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: cannot fetch the manifest of {image} from {addr}\n  caused by: {addr} presented a TLS \
+             certificate that ferry does not accept (there are no CA certificates to check it \
+             against: unexpected error: No CA certificates were loaded from the system); if it comes from a private CA, give that CA with --ca-cert FILE, or put it in \
+             /etc/docker/certs.d/{addr}/ca.crt or /etc/containers/certs.d/{addr}/ca.crt\n"
+        )
+    );
+}
+
 /// A registry name that no resolver knows does not become known in the next 14 s of retries.
 #[test]
 fn a_host_name_that_does_not_resolve_is_not_retried() {
