@@ -231,7 +231,8 @@ impl Index {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum ImageSource {
-    /// Pulled from a registry; `fetched_from` is the host actually contacted (a mirror, perhaps).
+    /// Pulled from a registry; `fetched_from` is the host it is fetched from (a mirror, perhaps), for
+    /// what the cache does not already hold.
     Registry { fetched_from: String },
     /// Read from a docker-save tarball of the vendor's package.
     Vendor { file: PathBuf },

@@ -26,6 +26,10 @@ pub enum CaFileError {
     },
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
+    #[error(
+        "{path} holds a CERTIFICATE block that is no certificate (its bytes are not X.509 DER)"
+    )]
+    NotACertificate { path: PathBuf },
 }
 
 /// Far more than any CA bundle (the system's whole bundle is about 200 kB).
@@ -81,9 +85,17 @@ impl SystemRoots {
         let mut extra = Vec::new();
         for file in files {
             for certificate in CertificateDer::pem_slice_iter(&file.pem) {
-                extra.push(certificate.map_err(|_| CaFileError::NoCertificate {
+                let certificate = certificate.map_err(|_| CaFileError::NoCertificate {
                     path: file.path.clone(),
-                })?);
+                })?;
+                // Parsed now, so that a bad file is named at once, not blamed on a server at the first
+                // handshake (where only the system's roots are left to fail).
+                rustls::RootCertStore::empty()
+                    .add(certificate.clone())
+                    .map_err(|_| CaFileError::NotACertificate {
+                        path: file.path.clone(),
+                    })?;
+                extra.push(certificate);
             }
         }
         // The provider reqwest would choose: the process's default, else aws-lc-rs.
@@ -266,6 +278,22 @@ pub fn causes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CA file whose PEM armour holds no certificate is named when the client is set up, before any
+    /// server is contacted.
+    #[test]
+    fn a_ca_file_that_holds_no_parsable_certificate_is_named_at_once() {
+        let file = PemFile {
+            path: "/etc/docker/certs.d/r.local/ca.crt".into(),
+            pem: b"-----BEGIN CERTIFICATE-----\nAAECAwQF\n-----END CERTIFICATE-----\n".to_vec(),
+        };
+        let refused = SystemRoots::new(&[file]).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "/etc/docker/certs.d/r.local/ca.crt holds a CERTIFICATE block that is no certificate (its \
+             bytes are not X.509 DER)"
+        );
+    }
 
     #[test]
     fn loopback_hosts_are_recognised() {

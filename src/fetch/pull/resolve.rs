@@ -27,7 +27,7 @@ impl Puller<'_> {
     ) -> Vec<Result<Image, PullError>> {
         let image = item.upstream.to_string();
         let location = &item.location.reference;
-        // A digest-pinned reference is fetched by its digest, which the client checks.
+        // A digest-pinned reference is read from the cache, or fetched, by its digest, which is checked.
         let top = match self.fetch_manifest(&image, location).await {
             Ok(bytes) => media_type_of(&image, &bytes).map(|media_type| Top {
                 digest: Digest::of(&bytes),
