@@ -887,6 +887,26 @@ fn pull_fails_at_once(command: &mut Command, image: &str) -> Run {
     failed
 }
 
+/// Pulls an image from `private` (a TLS registry) with `command`, which must fail at once, its whole
+/// message the refusal of the registry's certificate for `cause`, the two ways to trust a CA named.
+fn assert_certificate_refused(private: &Registry, command: &mut Command, cause: &str) {
+    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
+    let refused = pull_fails_at_once(
+        command.env("DOCKER_CONFIG", private.docker_config()),
+        &image,
+    );
+    let addr = private.addr();
+    assert_eq!(
+        refused.stderr(),
+        format!(
+            "error: cannot fetch the manifest of {image} from {addr}\n  caused by: {addr} presented a TLS \
+             certificate that ferry does not accept ({cause}); if it comes from a private CA, give that CA \
+             with --ca-cert FILE, or put it in /etc/docker/certs.d/{addr}/ca.crt or \
+             /etc/containers/certs.d/{addr}/ca.crt\n"
+        )
+    );
+}
+
 /// A TLS registry whose CA this machine does not trust: one attempt, no plain-HTTP fallback (which made
 /// it "answer HTTP 400"), and the two ways to trust it named.
 #[test]
@@ -894,20 +914,10 @@ fn an_untrusted_certificate_is_final_and_names_the_ways_to_trust_it() {
     let Some(private) = require(Registry::tls_with_auth("ferry", "s3cret-Pa55")) else {
         return;
     };
-    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
-    let untrusted = pull_fails_at_once(
-        command().env("DOCKER_CONFIG", private.docker_config()),
-        &image,
-    );
-    let addr = private.addr();
-    assert_eq!(
-        untrusted.stderr(),
-        format!(
-            "error: cannot fetch the manifest of {image} from {addr}\n  caused by: {addr} presented a TLS \
-             certificate that ferry does not accept (invalid peer certificate: UnknownIssuer); if it comes \
-             from a private CA, give that CA with --ca-cert FILE, or put it in \
-             /etc/docker/certs.d/{addr}/ca.crt or /etc/containers/certs.d/{addr}/ca.crt\n"
-        )
+    assert_certificate_refused(
+        &private,
+        &mut command(),
+        "invalid peer certificate: UnknownIssuer",
     );
 }
 
@@ -938,20 +948,11 @@ fn without_ca_certificates_plain_http_pulls_and_tls_is_refused_at_once() {
         &["-q"],
     )
     .success();
-    let image = format!("{}/csi/livenessprobe:v2.12.0", private.addr());
-    let refused = pull_fails_at_once(
-        no_roots().env("DOCKER_CONFIG", private.docker_config()),
-        &image,
-    );
-    let addr = private.addr();
-    assert_eq!(
-        refused.stderr(),
-        format!(
-            "error: cannot fetch the manifest of {image} from {addr}\n  caused by: {addr} presented a TLS \
-             certificate that ferry does not accept (there are no CA certificates to check it \
-             against: unexpected error: No CA certificates were loaded from the system); if it comes from a private CA, give that CA with --ca-cert FILE, or put it in \
-             /etc/docker/certs.d/{addr}/ca.crt or /etc/containers/certs.d/{addr}/ca.crt\n"
-        )
+    assert_certificate_refused(
+        &private,
+        &mut no_roots(),
+        "there are no CA certificates to check it against: unexpected error: No CA certificates were \
+         loaded from the system",
     );
 }
 
