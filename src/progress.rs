@@ -162,6 +162,140 @@ pub struct Silent;
 
 impl Reporter for Silent {}
 
+/// Holds back what a job reports until it is known to count, then replays it and passes on the rest as
+/// it comes: a bundle written ahead, while the registry is still asked what its tags name, is shown only
+/// once the answers confirm it ([`Held::release`]); thrown away, it was never shown. Warnings pass at once.
+pub struct Held<'r> {
+    inner: &'r dyn Reporter,
+    state: Mutex<HeldState>,
+}
+
+#[derive(Default)]
+struct HeldState {
+    /// The ids this reporter gave out, and the inner reporter's for each once released.
+    given: usize,
+    released: Option<HashMap<Id, Id>>,
+    /// Until released: the events in order, each task's bytes summed.
+    events: Vec<HeldEvent>,
+    moved: HashMap<Id, u64>,
+}
+
+enum HeldEvent {
+    Start {
+        id: Id,
+        action: Action,
+        subject: String,
+        total: u64,
+        done: u64,
+    },
+    Complete(Id),
+    Note(String),
+    Phase(String),
+}
+
+impl<'r> Held<'r> {
+    pub fn new(inner: &'r dyn Reporter) -> Held<'r> {
+        Held {
+            inner,
+            state: Mutex::default(),
+        }
+    }
+
+    /// Reports everything held, in order; what comes after is passed on as it comes.
+    pub fn release(&self) {
+        let mut state = self.state.lock().expect("progress lock");
+        let mut ids = HashMap::new();
+        for event in std::mem::take(&mut state.events) {
+            let started = match &event {
+                HeldEvent::Start { id, .. } => Some(*id),
+                _ => None,
+            };
+            self.pass(&mut ids, event);
+            // A task's bytes so far, before anything that follows its start (its end).
+            if let Some(id) = started {
+                if let Some(bytes) = state.moved.remove(&id) {
+                    self.inner.on_progress(ids[&id], bytes);
+                }
+            }
+        }
+        state.released = Some(ids);
+    }
+
+    /// Passes `event` on to the inner reporter, which gives `ids` its own id for each task started.
+    fn pass(&self, ids: &mut HashMap<Id, Id>, event: HeldEvent) {
+        match event {
+            HeldEvent::Start {
+                id,
+                action,
+                subject,
+                total,
+                done,
+            } => {
+                let task = Task {
+                    action,
+                    subject: &subject,
+                    total,
+                    done,
+                };
+                ids.insert(id, self.inner.on_start(&task));
+            }
+            HeldEvent::Complete(id) => self.inner.on_complete(ids[&id]),
+            HeldEvent::Note(message) => self.inner.note(&message),
+            HeldEvent::Phase(message) => self.inner.phase(&message),
+        }
+    }
+
+    fn pass_or_hold(&self, event: HeldEvent) {
+        let mut state = self.state.lock().expect("progress lock");
+        match &mut state.released {
+            Some(ids) => self.pass(ids, event),
+            None => state.events.push(event),
+        }
+    }
+}
+
+impl Reporter for Held<'_> {
+    fn on_start(&self, task: &Task) -> Id {
+        let id = {
+            let mut state = self.state.lock().expect("progress lock");
+            state.given += 1;
+            Id(state.given)
+        };
+        self.pass_or_hold(HeldEvent::Start {
+            id,
+            action: task.action,
+            subject: task.subject.to_string(),
+            total: task.total,
+            done: task.done,
+        });
+        id
+    }
+
+    fn on_progress(&self, id: Id, bytes: u64) {
+        let mut state = self.state.lock().expect("progress lock");
+        match &state.released {
+            Some(ids) => self.inner.on_progress(ids[&id], bytes),
+            None => *state.moved.entry(id).or_default() += bytes,
+        }
+    }
+
+    fn on_complete(&self, id: Id) {
+        self.pass_or_hold(HeldEvent::Complete(id));
+    }
+
+    fn note(&self, message: &str) {
+        self.pass_or_hold(HeldEvent::Note(message.to_string()));
+    }
+
+    fn phase(&self, message: &str) {
+        self.pass_or_hold(HeldEvent::Phase(message.to_string()));
+    }
+
+    fn warning(&self, message: &str) {
+        self.inner.warning(message);
+    }
+}
+
 /// Reports the bytes that pass through a reader or writer to one task, in steps of at least
 /// [`Counted::STEP`] bytes, so that a tar copying in 8 KiB pieces does not call the reporter per piece.
 /// The last step is reported at the end of the input, or by [`Counted::into_inner`].
@@ -431,6 +565,75 @@ impl Drop for TerminalReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a reporter was told, in order.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl Reporter for Recorded {
+        fn on_start(&self, task: &Task) -> Id {
+            let mut events = self.0.lock().unwrap();
+            events.push(format!("start {} {}", task.subject, task.total));
+            Id(100 + events.len())
+        }
+        fn on_progress(&self, id: Id, bytes: u64) {
+            self.0.lock().unwrap().push(format!("{} +{bytes}", id.0));
+        }
+        fn on_complete(&self, id: Id) {
+            self.0.lock().unwrap().push(format!("{} done", id.0));
+        }
+        fn phase(&self, message: &str) {
+            self.0.lock().unwrap().push(message.to_string());
+        }
+    }
+
+    /// A held job shows nothing until released; then what it reported so far, in order (each task's
+    /// bytes summed, under the id the inner reporter gave it), and what follows as it comes. Unreleased,
+    /// nothing ever reaches the inner reporter.
+    #[test]
+    fn held_events_are_replayed_in_order_once_released_and_never_otherwise() {
+        let inner = Recorded::default();
+        let held = Held::new(&inner);
+        let task = |subject| Task {
+            action: Action::Write,
+            subject,
+            total: 10,
+            done: 0,
+        };
+        held.phase("writing a.tar");
+        let a = held.on_start(&task("a.tar"));
+        held.on_progress(a, 3);
+        held.on_progress(a, 4);
+        assert!(
+            inner.0.lock().unwrap().is_empty(),
+            "nothing shown while held"
+        );
+        held.release();
+        held.on_progress(a, 3);
+        held.on_complete(a);
+        let b = held.on_start(&task("b.tar"));
+        held.on_complete(b);
+        assert_eq!(
+            *inner.0.lock().unwrap(),
+            [
+                "writing a.tar",
+                "start a.tar 10",
+                "102 +7",
+                "102 +3",
+                "102 done",
+                "start b.tar 10",
+                "106 done",
+            ]
+        );
+
+        let unseen = Recorded::default();
+        let held = Held::new(&unseen);
+        let id = held.on_start(&task("c.tar"));
+        held.on_progress(id, 10);
+        held.on_complete(id);
+        drop(held);
+        assert!(unseen.0.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn counted_bytes_reach_the_reporter_in_steps_and_all_of_them() {

@@ -6,18 +6,29 @@
 //! What a bundle holds is decided by its [`BundleSpec`] entry alone: its plan, its path, and the bases whose
 //! blobs it leaves out (then it is a delta). A plan names any set of images (one release's for a span of
 //! Kubernetes versions, images named directly).
+//!
+//! A rebuild from a warm cache spends most of its time hashing what it writes, and before that, waiting
+//! for the registry to say what each tag names. So when the cache has noted, for every image of a lone
+//! bundle, what it resolved to last time (with every blob still there), the bundle is written ahead from
+//! those notes while the registry is asked ([`Stoppable`]), and put in place only if the fetch finds
+//! exactly those images; otherwise it is thrown away unseen and written again from what was fetched.
 
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cache::{BlobStore, CacheError};
+use crate::catalog::ImageSource as CatalogSource;
+use crate::digest::Digest;
 use crate::fetch::{fetch, FetchSettings, FetchStageError, Fetched, PullReport, VendorSource};
 use crate::image::Image;
-use crate::progress::Reporter;
+use crate::progress::{Held, Reporter};
 use crate::reference::Reference;
 use crate::resolve::{union, Plan, ResolveError};
 use crate::tarball::delta::BundleDescription;
 use crate::tarball::{
-    check_output, write_bundle, write_delta, BundleMetadata, TarballError, WriteOptions, Written,
+    check_output, stage_bundle, stage_delta, BlobSource, BundleMetadata, Staged, TarballError,
+    WriteOptions, Written,
 };
 use crate::trust::lock::Lock;
 use crate::trust::TrustError;
@@ -122,7 +133,38 @@ pub fn build(
     }
     let store = &BlobStore::open(cache)?;
     let plans: Vec<Plan> = request.bundles.iter().map(|b| b.plan.clone()).collect();
-    let fetched = fetch(runtime, store, &union(&plans), &request.fetch, reporter)?;
+    let ahead = match request.bundles.as_slice() {
+        [bundle] => Chosen::recalled(store, bundle, &request.fetch),
+        _ => None,
+    };
+    let held = Held::new(reporter);
+    let stop = AtomicBool::new(false);
+    let (fetched, mut written_ahead) = std::thread::scope(|scope| {
+        let writing = ahead.as_ref().map(|ahead| {
+            let source = Stoppable { store, stop: &stop };
+            let held = &held;
+            scope.spawn(move || stage(store, &source, request, &request.bundles[0], ahead, held))
+        });
+        let fetched = fetch(runtime, store, &union(&plans), &request.fetch, reporter);
+        let confirmed = match (&fetched, &ahead) {
+            (Ok(fetched), Some(ahead)) => Chosen::fetched(&request.bundles[0], fetched) == *ahead,
+            _ => false,
+        };
+        match confirmed {
+            true => {
+                reporter.note(&format!(
+                    "the registry's tags name what the cache noted: writing {} began while they \
+                     were asked",
+                    request.bundles[0].path.display()
+                ));
+                held.release();
+            }
+            false => stop.store(true, Ordering::Relaxed),
+        }
+        let staged = writing.map(|writing| writing.join().expect("the write ahead does not panic"));
+        (fetched, staged.filter(|_| confirmed))
+    });
+    let fetched = fetched?;
     reporter.finish();
     let lock = match &request.lock {
         Some(file) => Some((
@@ -144,7 +186,13 @@ pub fn build(
     let mut bundles = Vec::with_capacity(request.bundles.len());
     for bundle in &request.bundles {
         bundles.push(write_one(
-            runtime, store, request, bundle, &fetched, reporter,
+            runtime,
+            store,
+            request,
+            bundle,
+            &fetched,
+            written_ahead.take(),
+            reporter,
         )?);
     }
     let lock = match lock {
@@ -168,84 +216,184 @@ pub fn build(
     })
 }
 
-/// Writes one bundle of the images fetched; a cache file found damaged (and removed) on the way is
-/// fetched anew, once.
+/// The images a bundle holds, in the order of its plan and platforms, and its vendor images that
+/// `--skip-vendor` leaves out: all that its bytes depend on besides the request.
+#[derive(Debug, PartialEq)]
+struct Chosen {
+    images: Vec<Image>,
+    skipped: Vec<Reference>,
+}
+
+impl Chosen {
+    /// The images of `bundle` among those fetched.
+    fn fetched(bundle: &BundleSpec, fetched: &Fetched) -> Chosen {
+        let plan = &bundle.plan;
+        Chosen {
+            images: plan
+                .images
+                .iter()
+                .flat_map(|w| fetched.images.iter().filter(|i| i.reference == w.reference))
+                .cloned()
+                .collect(),
+            skipped: fetched
+                .skipped
+                .iter()
+                .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The images of `bundle` as the cache noted them when last fetched, each on each platform asked
+    /// for, all its blobs still there: what a fetch gives if every tag still names the same image. None
+    /// where one is not noted (a first fetch, `--platform all`, an image that lacks a platform).
+    fn recalled(
+        store: &BlobStore,
+        bundle: &BundleSpec,
+        settings: &FetchSettings,
+    ) -> Option<Chosen> {
+        let skip = matches!(settings.vendor, VendorSource::Skip);
+        let (skipped, carried): (Vec<_>, Vec<_>) = bundle
+            .plan
+            .images
+            .iter()
+            .partition(|w| skip && w.source == CatalogSource::Vendor);
+        let images = carried
+            .iter()
+            .flat_map(|w| settings.platforms.iter().map(move |p| (w, p)))
+            .map(|(w, platform)| store.recall_image(&w.reference, platform))
+            .collect::<Option<Vec<Image>>>()?;
+        let skipped = skipped.into_iter().map(|w| w.reference.clone()).collect();
+        (!images.is_empty()).then_some(Chosen { images, skipped })
+    }
+
+    fn metadata(&self, bundle: &BundleSpec, settings: &FetchSettings) -> BundleMetadata {
+        BundleMetadata::describe(
+            &bundle.plan,
+            &settings.platforms,
+            &self.images,
+            &self.skipped,
+            &settings.partial_ok,
+        )
+    }
+}
+
+/// Writes `bundle` of `chosen` (its blobs from `source`) and leaves it staged, not yet in place.
+fn stage(
+    store: &BlobStore,
+    source: &dyn BlobSource,
+    request: &Request,
+    bundle: &BundleSpec,
+    chosen: &Chosen,
+    reporter: &dyn Reporter,
+) -> Result<Staged, BundleError> {
+    let metadata = chosen.metadata(bundle, &request.fetch);
+    let (images, path, options) = (&chosen.images, &bundle.path, &request.write);
+    Ok(match bundle.bases.is_empty() {
+        true => stage_bundle(store, source, images, &metadata, path, options, reporter)?,
+        // A delta names the bundle a direct build writes, by the name that build gives it.
+        false => stage_delta(
+            store,
+            source,
+            images,
+            &metadata,
+            &bundle.bases,
+            &default_name(&bundle.plan, &request.fetch)?,
+            path,
+            options,
+            reporter,
+        )?,
+    })
+}
+
+/// Writes one bundle of the images fetched (or places the one written ahead of them); a cache file
+/// found damaged (and removed) on the way is fetched anew, once.
 fn write_one(
     runtime: &tokio::runtime::Runtime,
     store: &BlobStore,
     request: &Request,
     bundle: &BundleSpec,
     fetched: &Fetched,
+    written_ahead: Option<Result<Staged, BundleError>>,
     reporter: &dyn Reporter,
 ) -> Result<Built, BundleError> {
-    let plan = &bundle.plan;
-    let images: Vec<Image> = plan
-        .images
-        .iter()
-        .flat_map(|w| fetched.images.iter().filter(|i| i.reference == w.reference))
-        .cloned()
-        .collect();
-    let skipped: Vec<Reference> = fetched
-        .skipped
-        .iter()
-        .filter(|s| plan.images.iter().any(|w| &w.reference == *s))
-        .cloned()
-        .collect();
-    let metadata = BundleMetadata::describe(
-        plan,
-        &request.fetch.platforms,
-        &images,
-        &skipped,
-        &request.fetch.partial_ok,
-    );
-    // A delta names the bundle a direct build writes, by the name that build gives it.
-    let full_name = match bundle.bases.is_empty() {
-        true => String::new(),
-        false => default_name(plan, &request.fetch)?,
+    let chosen = Chosen::fetched(bundle, fetched);
+    let write = || stage(store, store, request, bundle, &chosen, reporter);
+    // A write ahead that failed (on a blob it found damaged, left for this write to deal with; on a full
+    // disk) is written again, to fail or succeed as any write does.
+    let staged = match written_ahead {
+        Some(Ok(staged)) => Ok(staged),
+        _ => write(),
     };
-    let write = || match bundle.bases.is_empty() {
-        true => write_bundle(
-            store,
-            &images,
-            &metadata,
-            &bundle.path,
-            &request.write,
-            reporter,
-        ),
-        false => write_delta(
-            store,
-            &images,
-            &metadata,
-            &bundle.bases,
-            &full_name,
-            &bundle.path,
-            &request.write,
-            reporter,
-        ),
-    };
-    let written = match write() {
-        Err(TarballError::DamagedBlob {
+    let staged = match staged {
+        Err(BundleError::Tarball(TarballError::DamagedBlob {
             digest,
             path: damaged,
             ..
-        }) => {
+        })) => {
             reporter.warning(&format!(
                 "cache file {} was damaged (not blob {digest}); fetching it again",
                 damaged.display()
             ));
-            fetch(runtime, store, plan, &request.fetch, reporter)?;
+            fetch(runtime, store, &bundle.plan, &request.fetch, reporter)?;
             reporter.finish();
             write()?
         }
-        written => written?,
+        staged => staged?,
     };
+    let written = staged.place(request.write.signer.as_deref())?;
     Ok(Built {
         path: bundle.path.clone(),
-        metadata,
+        metadata: chosen.metadata(bundle, &request.fetch),
         written,
-        images,
-        skipped,
+        images: chosen.images,
+        skipped: chosen.skipped,
     })
+}
+
+/// The cache as a write ahead reads it: it stops at the next read once `stop` is set (the fetch found
+/// other images, or failed), and changes nothing: a blob it finds damaged is left for the write after
+/// the fetch to find again, evict and fetch anew.
+struct Stoppable<'a> {
+    store: &'a BlobStore,
+    stop: &'a AtomicBool,
+}
+
+impl BlobSource for Stoppable<'_> {
+    fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError> {
+        let blob = self.store.open_blob(digest)?.take(size);
+        Ok(Box::new(Stopping {
+            blob,
+            stop: self.stop,
+        }))
+    }
+
+    fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError {
+        TarballError::DamagedBlob {
+            digest: digest.clone(),
+            path: self.store.path(digest),
+            actual,
+            read,
+        }
+    }
+
+    fn unreadable(&self, digest: &Digest, at: u64, error: io::Error) -> TarballError {
+        self.store.unreadable(digest, at, error)
+    }
+}
+
+struct Stopping<'a, R> {
+    blob: R,
+    stop: &'a AtomicBool,
+}
+
+impl<R: Read> Read for Stopping<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.stop.load(Ordering::Relaxed) {
+            true => Err(io::Error::other("the write ahead was stopped")),
+            false => self.blob.read(buf),
+        }
+    }
 }
 
 #[cfg(test)]

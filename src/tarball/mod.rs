@@ -14,8 +14,8 @@ pub use metadata::{
 };
 pub use output::{checksum_text, file_name, sibling, TargetError};
 pub use write::{
-    append, check_output, tar_size, write_bundle, write_delta, write_entries, BlobSource,
-    Documents, Staged, WriteOptions, Written,
+    append, check_output, stage_bundle, stage_delta, tar_size, write_bundle, write_delta,
+    write_entries, BlobSource, Documents, Staged, WriteOptions, Written,
 };
 
 use std::path::PathBuf;

@@ -181,6 +181,21 @@ pub fn write_bundle(
     options: &WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written, TarballError> {
+    stage_bundle(store, store, images, metadata, path, options, reporter)?
+        .place(options.signer.as_deref())
+}
+
+/// Writes the bundle [`write_bundle`] writes, its blobs from `source`, and leaves it staged: written and
+/// synced, not yet in place.
+pub fn stage_bundle(
+    store: &BlobStore,
+    source: &dyn BlobSource,
+    images: &[Image],
+    metadata: &BundleMetadata,
+    path: &Path,
+    options: &WriteOptions,
+    reporter: &dyn Reporter,
+) -> Result<Staged, TarballError> {
     let layout = Layout::of(store, images, metadata)?;
     reporter.phase(&format!(
         "writing {} ({} images, {} blobs)",
@@ -189,16 +204,16 @@ pub fn write_bundle(
         layout.blobs.len()
     ));
     let staged = write_entries(
-        store,
+        source,
         &layout.documents,
         &layout.sizes(),
         path,
         options,
         reporter,
     )?;
-    Ok(Written {
+    Ok(Staged {
         saved_by_sharing: layout.saved_by_sharing(),
-        ..staged.place(options.signer.as_deref())?
+        ..staged
     })
 }
 
@@ -219,6 +234,26 @@ pub fn write_delta(
     options: &WriteOptions,
     reporter: &dyn Reporter,
 ) -> Result<Written, TarballError> {
+    stage_delta(
+        store, store, images, metadata, bases, full_name, path, options, reporter,
+    )?
+    .place(options.signer.as_deref())
+}
+
+/// Writes the delta [`write_delta`] writes, its blobs from `source`, and leaves it staged: written and
+/// synced, not yet in place.
+#[allow(clippy::too_many_arguments)]
+pub fn stage_delta(
+    store: &BlobStore,
+    source: &dyn BlobSource,
+    images: &[Image],
+    metadata: &BundleMetadata,
+    bases: &[BundleDescription],
+    full_name: &str,
+    path: &Path,
+    options: &WriteOptions,
+    reporter: &dyn Reporter,
+) -> Result<Staged, TarballError> {
     let layout = Layout::of(store, images, metadata)?;
     let all = layout.sizes();
     let bases = assign(&all, &layout.documents_as_blobs, bases);
@@ -265,7 +300,7 @@ pub fn write_delta(
     let mut tar = tar::Builder::new(Routed { out, to_out: true });
     let written = stream_entries(
         &mut tar,
-        store,
+        source,
         &layout.documents,
         &all,
         |digest| carried.contains_key(digest),
@@ -286,7 +321,7 @@ pub fn write_delta(
             .map_err(|e| write_error(path, e))?;
         // What follows is the delta's alone, even the end a refused tar still gets when it is dropped.
         routed.to_out = true;
-        if let Some(refusal) = damaged(store, mismatches) {
+        if let Some(refusal) = damaged(source, mismatches) {
             return Err(refusal);
         }
         record.bundle.signature = full_signature(&sha256)?;
@@ -303,17 +338,14 @@ pub fn write_delta(
         .map_err(|e| write_error(path, e))?;
         tar.into_inner().map_err(|e| write_error(path, e))
     })?;
+    let out = written.out.into_inner();
     reporter.on_complete(id);
-    let sealed = seal(written.out, store, options.recovery, path)?;
-    let staged = Staged {
-        sealed,
+    Ok(Staged {
+        sealed: seal(out, source, options.recovery, path)?,
         path: path.to_path_buf(),
         blobs: carried.len(),
-    };
-    Ok(Written {
         saved_by_sharing: layout.saved_by_sharing(),
         delta: Some(record),
-        ..staged.place(options.signer.as_deref())?
     })
 }
 
@@ -337,11 +369,13 @@ fn documents(tops: &[Top], metadata: &BundleMetadata) -> [(&'static str, Vec<u8>
     ]
 }
 
-/// A bundle whose every byte is written and synced, not yet in place.
+/// A bundle whose every byte is written and synced, not yet in place; dropped, it is removed.
 pub struct Staged {
     sealed: output::Sealed,
     path: PathBuf,
     blobs: usize,
+    saved_by_sharing: u64,
+    delta: Option<DeltaRecord>,
 }
 
 impl Staged {
@@ -356,6 +390,8 @@ impl Staged {
             sealed,
             path,
             blobs,
+            saved_by_sharing,
+            delta,
         } = self;
         let sealed = sealed.sign(signer).map_err(|e| output_error(&path, e))?;
         sealed.staging.place().map_err(|e| output_error(&path, e))?;
@@ -365,9 +401,9 @@ impl Staged {
             sha256: sealed.sha256,
             bytes: sealed.bytes,
             blobs,
-            saved_by_sharing: 0,
+            saved_by_sharing,
             recovery: sealed.recovery,
-            delta: None,
+            delta,
         })
     }
 }
@@ -389,12 +425,15 @@ pub fn write_entries(
     let routed = stream_entries(&mut tar, source, documents, blobs, |_| true, options.mtime)
         .and_then(|()| tar.into_inner().map_err(Err))
         .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))?;
+    // The last bytes are counted before the task is said to be done.
+    let out = routed.out.into_inner();
     reporter.on_complete(id);
-    let sealed = seal(routed.out, source, options.recovery, path)?;
     Ok(Staged {
-        sealed,
+        sealed: seal(out, source, options.recovery, path)?,
         path: path.to_path_buf(),
         blobs: blobs.len(),
+        saved_by_sharing: 0,
+        delta: None,
     })
 }
 
@@ -478,15 +517,12 @@ fn damaged(source: &dyn BlobSource, mismatches: Vec<Mismatch>) -> Option<Tarball
 
 /// Seals what was written to `out` (at `path`), unless a blob in it is not what its name says.
 fn seal(
-    out: Counted<'_, Output>,
+    out: Output,
     source: &dyn BlobSource,
     recovery: Option<Redundancy>,
     path: &Path,
 ) -> Result<output::Sealed, TarballError> {
-    let mut finished = out
-        .into_inner()
-        .finish()
-        .map_err(|e| output_error(path, e))?;
+    let mut finished = out.finish().map_err(|e| output_error(path, e))?;
     if let Some(refusal) = damaged(source, std::mem::take(&mut finished.mismatches)) {
         return Err(refusal);
     }

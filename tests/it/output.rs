@@ -11,8 +11,8 @@ use std::process::Command;
 use sha2::Digest as _;
 
 use crate::bundle::sha256sum_check;
-use crate::ferry::{command, run};
-use crate::seed::PLATFORMS;
+use crate::ferry::{command, ferry, run};
+use crate::seed::{push_image, Format, PLATFORMS};
 use crate::seeded::registry_with_livenessprobe;
 use crate::services::{require, Registry};
 
@@ -333,5 +333,78 @@ fn a_warm_bundle_says_that_nothing_was_downloaded() {
         Some("1 image(s): nothing downloaded, every registry blob was already in the cache"),
         "{}",
         warm.stderr()
+    );
+}
+
+/// A warm rebuild writes the bundle from what the cache noted each image resolved to while it asks the
+/// registry what the tags name, and keeps that bundle only if they name the same images: a moved tag
+/// gets the image it names now, and a registry that cannot be asked leaves nothing behind.
+#[test]
+fn a_bundle_written_ahead_is_kept_only_if_the_tags_name_what_the_cache_noted() {
+    let Some((registry, work, cache)) = seeded(400_000) else {
+        return;
+    };
+    let out = work.path().join("b.tar");
+    let mut bundle = bundle_with_progress(registry.addr(), &cache, &out);
+    let note = format!(
+        "note: the registry's tags name what the cache noted: writing {} began while they were asked",
+        out.display()
+    );
+    let cold = run(&mut bundle).success();
+    assert!(!cold.stderr().contains("began while"), "{}", cold.stderr());
+    let warm = run(&mut bundle).success();
+    assert!(
+        warm.stderr().lines().any(|line| line == note),
+        "{}",
+        warm.stderr()
+    );
+    assert_eq!(
+        warm.stdout(),
+        cold.stdout(),
+        "the same bundle, byte for byte"
+    );
+    let first = std::fs::read(&out).unwrap();
+
+    let moved = push_image(
+        registry.addr(),
+        "sig-storage/livenessprobe",
+        "v2.12.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        300_000,
+    );
+    let rebuilt = run(&mut bundle).success();
+    assert!(
+        !rebuilt.stderr().contains("began while"),
+        "{}",
+        rebuilt.stderr()
+    );
+    let inspected = ferry(&["inspect", out.to_str().unwrap(), "--json"]).success();
+    let manifest = &moved.manifests[0].1;
+    assert!(
+        inspected.stdout().contains(manifest.as_str()),
+        "the bundle holds the image the tag names now, {manifest}: {}",
+        inspected.stdout()
+    );
+    ferry(&["verify", out.to_str().unwrap()]).success();
+    assert_ne!(std::fs::read(&out).unwrap(), first);
+
+    let kept = std::fs::read(&out).unwrap();
+    drop(registry);
+    run(&mut bundle).fails_with(1);
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        kept,
+        "the bundle in place is left as it was"
+    );
+    let mut left: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["b.tar", "b.tar.sha256", "cache"],
+        "nothing written ahead is left"
     );
 }
