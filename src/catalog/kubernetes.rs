@@ -241,12 +241,18 @@ impl Table {
         })
     }
 
-    /// One release per row, for the catalog.
-    pub fn releases(&self) -> Vec<Release> {
-        self.rows
-            .iter()
-            .map(|row| self.release(row, row.version, None))
-            .collect()
+    /// Every release the table knows, oldest first; each one's index is its row's, for
+    /// [`Table::release_at`].
+    pub fn versions(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = PatchVersion> + ExactSizeIterator + '_ {
+        self.rows.iter().map(|row| row.version)
+    }
+
+    /// The release of the `index`th row of [`Table::versions`].
+    pub fn release_at(&self, index: usize) -> Release {
+        let row = &self.rows[index];
+        self.release(row, row.version, None)
     }
 
     /// Finds `wanted`: a known release, the newest of a minor (`1.28`), or a patch newer than the table

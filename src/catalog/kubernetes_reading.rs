@@ -97,7 +97,8 @@ fn read(text: &str) -> Reading {
 fn catalog_images(catalogs: &Catalogs) -> BTreeMap<PatchVersion, Vec<String>> {
     catalogs
         .releases()
-        .iter()
+        .unwrap()
+        .into_iter()
         .filter(|r| r.catalog == KUBERNETES)
         .map(|r| {
             (

@@ -1,8 +1,9 @@
 //! Product catalogs: per release, which image each container uses on which Kubernetes versions.
 //!
 //! The shipped catalogs are TOML files in `manifests/`, compiled into the binary so that ferry works alone
-//! on any machine; a user may add their own file of the same schema with `--catalog-file`. Every file is
-//! validated when it is loaded, so a typo in a table never becomes a wrong bundle.
+//! on any machine; a user may add their own file of the same schema with `--catalog-file`. Every release is
+//! validated before it is used (a user's file when it is loaded, a built-in one when first asked for, and
+//! every built-in one by the tests), so a typo in a table never becomes a wrong bundle.
 
 mod kubernetes;
 
@@ -11,6 +12,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -25,93 +27,53 @@ const BUILT_IN_KUBERNETES: (&str, &str) = (
     include_str!("../../manifests/kubernetes.toml"),
 );
 
-/// The catalogs built into the binary: (file name, contents). Every file in manifests/ must be here (a
-/// test says so), each with its second reading in manifests/readings/.
-const BUILT_IN: &[(&str, &str)] = &[
-    (
-        "huawei-csi-4.12.0.toml",
-        include_str!("../../manifests/huawei-csi-4.12.0.toml"),
-    ),
-    (
-        "huawei-csi-4.11.0.toml",
-        include_str!("../../manifests/huawei-csi-4.11.0.toml"),
-    ),
-    (
-        "huawei-csi-4.10.1.toml",
-        include_str!("../../manifests/huawei-csi-4.10.1.toml"),
-    ),
-    (
-        "huawei-csi-4.10.0.toml",
-        include_str!("../../manifests/huawei-csi-4.10.0.toml"),
-    ),
-    (
-        "huawei-csi-4.9.0.toml",
-        include_str!("../../manifests/huawei-csi-4.9.0.toml"),
-    ),
-    (
-        "huawei-csi-4.8.0.toml",
-        include_str!("../../manifests/huawei-csi-4.8.0.toml"),
-    ),
-    (
-        "huawei-csi-4.7.0.toml",
-        include_str!("../../manifests/huawei-csi-4.7.0.toml"),
-    ),
-    (
-        "huawei-csi-4.6.0.toml",
-        include_str!("../../manifests/huawei-csi-4.6.0.toml"),
-    ),
-    (
-        "huawei-csi-4.5.0.toml",
-        include_str!("../../manifests/huawei-csi-4.5.0.toml"),
-    ),
-    (
-        "huawei-csi-4.4.0.toml",
-        include_str!("../../manifests/huawei-csi-4.4.0.toml"),
-    ),
-    (
-        "huawei-csi-4.3.0.toml",
-        include_str!("../../manifests/huawei-csi-4.3.0.toml"),
-    ),
-    (
-        "huawei-csi-4.2.1.toml",
-        include_str!("../../manifests/huawei-csi-4.2.1.toml"),
-    ),
-    (
-        "huawei-csi-4.2.0.toml",
-        include_str!("../../manifests/huawei-csi-4.2.0.toml"),
-    ),
-    (
-        "huawei-csi-4.1.1.toml",
-        include_str!("../../manifests/huawei-csi-4.1.1.toml"),
-    ),
-    (
-        "huawei-csi-4.1.0.toml",
-        include_str!("../../manifests/huawei-csi-4.1.0.toml"),
-    ),
-    (
-        "huawei-csi-4.0.0.toml",
-        include_str!("../../manifests/huawei-csi-4.0.0.toml"),
-    ),
-    (
-        "huawei-csi-3.2.3.toml",
-        include_str!("../../manifests/huawei-csi-3.2.3.toml"),
-    ),
-    (
-        "huawei-csi-3.2.2.toml",
-        include_str!("../../manifests/huawei-csi-3.2.2.toml"),
-    ),
-    (
-        "huawei-csi-3.2.1.toml",
-        include_str!("../../manifests/huawei-csi-3.2.1.toml"),
-    ),
-    (
-        "huawei-csi-3.2.0.toml",
-        include_str!("../../manifests/huawei-csi-3.2.0.toml"),
-    ),
-    (
-        "huawei-csi-3.1.0.toml",
-        include_str!("../../manifests/huawei-csi-3.1.0.toml"),
-    ),
+/// A catalog file compiled into the binary, filed under the catalog and release it holds, so that a run
+/// knows every release by name and parses only those it uses (a file saying otherwise is refused).
+#[derive(Debug)]
+struct BuiltIn {
+    catalog: &'static str,
+    release: &'static str,
+    /// `CATALOG-RELEASE.toml` in manifests/.
+    file: &'static str,
+    text: &'static str,
+}
+
+/// `"huawei-csi" @ "4.8.0"` stands for manifests/huawei-csi-4.8.0.toml.
+macro_rules! built_in {
+    ($($catalog:literal @ $release:literal,)*) => {
+        &[$(BuiltIn {
+            catalog: $catalog,
+            release: $release,
+            file: concat!($catalog, "-", $release, ".toml"),
+            text: include_str!(concat!("../../manifests/", $catalog, "-", $release, ".toml")),
+        },)*]
+    };
+}
+
+/// The catalogs built into the binary. Every file in manifests/ must be here (a test says so), each with
+/// its second reading in manifests/readings/.
+const BUILT_IN: &[BuiltIn] = built_in![
+    "huawei-csi" @ "4.12.0",
+    "huawei-csi" @ "4.11.0",
+    "huawei-csi" @ "4.10.1",
+    "huawei-csi" @ "4.10.0",
+    "huawei-csi" @ "4.9.0",
+    "huawei-csi" @ "4.8.0",
+    "huawei-csi" @ "4.7.0",
+    "huawei-csi" @ "4.6.0",
+    "huawei-csi" @ "4.5.0",
+    "huawei-csi" @ "4.4.0",
+    "huawei-csi" @ "4.3.0",
+    "huawei-csi" @ "4.2.1",
+    "huawei-csi" @ "4.2.0",
+    "huawei-csi" @ "4.1.1",
+    "huawei-csi" @ "4.1.0",
+    "huawei-csi" @ "4.0.0",
+    "huawei-csi" @ "3.2.3",
+    "huawei-csi" @ "3.2.2",
+    "huawei-csi" @ "3.2.1",
+    "huawei-csi" @ "3.2.0",
+    "huawei-csi" @ "3.1.0",
 ];
 
 /// Where a release's data came from, for messages and `ferry catalogs`.
@@ -266,34 +228,73 @@ pub enum CatalogError {
     },
 }
 
-/// Every release ferry knows: the built-in ones plus any loaded from files.
-#[derive(Debug, Clone)]
+/// Every release ferry knows: the built-in ones plus any loaded from files. Each is known by name from the
+/// start, but a built-in one is parsed (or expanded from the kubernetes table) and checked only when first
+/// asked for: a run uses one or two of hundreds, and every command starts by loading the catalogs.
+#[derive(Debug)]
 pub struct Catalogs {
-    releases: Vec<Release>,
-    /// The `kubernetes` catalog's rows, for names it does not hold as releases (`1.28`, a newer patch).
-    kubernetes: kubernetes::Table,
+    /// Every release but the kubernetes table's, sorted by catalog name, newest first.
+    files: Vec<Entry>,
+    /// Parsed when a `kubernetes` release is first asked for.
+    kubernetes: OnceLock<KubernetesTable>,
+}
+
+/// The kubernetes table, for names it does not hold as releases (`1.28`, a newer patch), and its releases.
+#[derive(Debug)]
+struct KubernetesTable {
+    table: kubernetes::Table,
+    /// One per row that no user's file replaces, newest first.
+    releases: Vec<Entry>,
+}
+
+/// A release by name, and where it is made from.
+#[derive(Debug)]
+struct Entry {
+    catalog: Cow<'static, str>,
+    release: Cow<'static, str>,
+    made: Made,
+}
+
+/// Where a release comes from, and the release once made.
+#[derive(Debug)]
+enum Made {
+    /// Parsed and checked when first asked for.
+    BuiltIn(&'static BuiltIn, OnceLock<Release>),
+    /// The kubernetes table's row of this index, expanded and checked when first asked for.
+    Row(usize, OnceLock<Release>),
+    /// A user's file, read and checked at load: a mistake in it stops any command.
+    File(Box<Release>),
+}
+
+impl Entry {
+    /// The release, if it has been made.
+    fn made_yet(&self) -> Option<&Release> {
+        match &self.made {
+            Made::File(release) => Some(release),
+            Made::BuiltIn(_, release) | Made::Row(_, release) => release.get(),
+        }
+    }
 }
 
 impl Catalogs {
     /// The built-in catalogs, then each user file; a user's release replaces a built-in one of the same
     /// name and version, so an operator can correct a table without waiting for a ferry release.
     pub fn load(user_files: &[PathBuf]) -> Result<Catalogs, CatalogError> {
-        let mut releases = Vec::new();
-        for (name, text) in BUILT_IN {
-            releases.push(parse_release(text, Origin::BuiltIn(name))?);
-        }
-        let (name, text) = BUILT_IN_KUBERNETES;
-        let origin = Origin::BuiltIn(name);
-        let kubernetes = kubernetes::Table::parse(text, origin.clone()).map_err(|message| {
-            CatalogError::Parse {
-                origin: origin.clone(),
-                message,
-            }
-        })?;
-        for release in kubernetes.releases() {
-            validate(&release)?;
-            releases.push(release);
-        }
+        Catalogs::with_built_in(BUILT_IN, user_files)
+    }
+
+    fn with_built_in(
+        built_in: &'static [BuiltIn],
+        user_files: &[PathBuf],
+    ) -> Result<Catalogs, CatalogError> {
+        let mut files: Vec<Entry> = built_in
+            .iter()
+            .map(|file| Entry {
+                catalog: Cow::Borrowed(file.catalog),
+                release: Cow::Borrowed(file.release),
+                made: Made::BuiltIn(file, OnceLock::new()),
+            })
+            .collect();
         for path in user_files {
             let text = crate::io::read_side_text(path, MAX_CATALOG_FILE).map_err(|source| {
                 CatalogError::Read {
@@ -302,25 +303,78 @@ impl Catalogs {
                 }
             })?;
             let release = parse_release(&text, Origin::File(path.clone()))?;
-            releases.retain(|r: &Release| {
-                !(r.catalog == release.catalog && r.release == release.release)
+            files.retain(|e| !(e.catalog == release.catalog && e.release == release.release));
+            files.push(Entry {
+                catalog: Cow::Owned(release.catalog.clone()),
+                release: Cow::Owned(release.release.clone()),
+                made: Made::File(Box::new(release)),
             });
-            releases.push(release);
         }
-        releases.sort_by(|a, b| {
+        files.sort_by(|a, b| {
             a.catalog
                 .cmp(&b.catalog)
                 .then_with(|| compare_versions(&b.release, &a.release))
         });
         Ok(Catalogs {
-            releases,
-            kubernetes,
+            files,
+            kubernetes: OnceLock::new(),
         })
     }
 
-    /// Releases sorted by catalog name, newest release first.
-    pub fn releases(&self) -> &[Release] {
-        &self.releases
+    /// Every release, sorted by catalog name, newest first. Each is made: only `ferry catalogs` and checks
+    /// of everything ask for them all.
+    pub fn releases(&self) -> Result<Vec<&Release>, CatalogError> {
+        let mut releases = Vec::new();
+        for name in self.names() {
+            for entry in self.of_catalog(name)? {
+                releases.push(self.made(entry)?);
+            }
+        }
+        Ok(releases)
+    }
+
+    /// `catalog@release` of each catalog's newest release, by catalog name, known without making any.
+    pub fn newest(&self) -> Result<Vec<String>, CatalogError> {
+        self.names()
+            .into_iter()
+            .map(|name| Ok(format!("{name}@{}", self.of_catalog(name)?[0].release)))
+            .collect()
+    }
+
+    /// Of `registries`, those some release takes images from. The releases already made are looked at
+    /// first (a run's mirrors are most often for the images it fetches); the others are made only while
+    /// one is left to find.
+    pub fn registries_among<'a>(
+        &self,
+        registries: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeSet<String>, CatalogError> {
+        let mut left: BTreeSet<&str> = registries.into_iter().collect();
+        let mut found = BTreeSet::new();
+        let mut look = |release: &Release, left: &mut BTreeSet<&str>| {
+            for image in &release.images {
+                if let Some(registry) = left.take(image.reference().registry()) {
+                    found.insert(registry.to_string());
+                }
+            }
+        };
+        let table = self.kubernetes.get().into_iter();
+        for release in self
+            .files
+            .iter()
+            .chain(table.flat_map(|t| &t.releases))
+            .filter_map(Entry::made_yet)
+        {
+            look(release, &mut left);
+        }
+        'all: for name in self.names() {
+            for entry in self.of_catalog(name)? {
+                if left.is_empty() {
+                    break 'all;
+                }
+                look(self.made(entry)?, &mut left);
+            }
+        }
+        Ok(found)
     }
 
     /// Finds `name@release`, or the newest release of `name` when no release is given. A `kubernetes`
@@ -331,17 +385,9 @@ impl Catalogs {
             Some((name, release)) => (name, Some(release)),
             None => (spec, None),
         };
-        let of_catalog: Vec<&Release> =
-            self.releases.iter().filter(|r| r.catalog == name).collect();
-        if of_catalog.is_empty() {
-            let names: BTreeSet<&str> = self.releases.iter().map(|r| r.catalog.as_str()).collect();
-            return Err(CatalogError::UnknownCatalog {
-                name: name.to_string(),
-                available: names.into_iter().collect::<Vec<_>>().join(", "),
-            });
-        }
+        let of_catalog = self.of_catalog(name)?;
         let Some(wanted) = release else {
-            return Ok(Cow::Borrowed(of_catalog[0]));
+            return self.made(of_catalog[0]).map(Cow::Borrowed);
         };
         if wanted.contains("..") {
             return Err(CatalogError::Range {
@@ -350,34 +396,29 @@ impl Catalogs {
             });
         }
         let wanted = wanted.strip_prefix('v').unwrap_or(wanted);
-        let exact = |wanted: &str| of_catalog.iter().copied().find(|r| r.release == wanted);
+        let exact = |wanted: &str| of_catalog.iter().copied().find(|e| e.release == wanted);
         if name == KUBERNETES {
             // A release replaced from a user's file is found as it is; the table knows the rest.
-            if let Some(release) = exact(wanted) {
-                return Ok(Cow::Borrowed(release));
+            if let Some(entry) = exact(wanted) {
+                return self.made(entry).map(Cow::Borrowed);
             }
-            return match self.kubernetes.lookup(wanted)? {
-                kubernetes::Lookup::Known(version) => Ok(Cow::Borrowed(
-                    exact(&version.to_string()).expect("every row of the table is a release"),
-                )),
+            return match self.kubernetes()?.table.lookup(wanted)? {
+                kubernetes::Lookup::Known(version) => self
+                    .made(exact(&version.to_string()).expect("every row of the table is a release"))
+                    .map(Cow::Borrowed),
                 kubernetes::Lookup::Assumed(release) => Ok(Cow::Owned(*release)),
             };
         }
-        exact(wanted)
-            .map(Cow::Borrowed)
-            .ok_or_else(|| CatalogError::UnknownRelease {
+        match exact(wanted) {
+            Some(entry) => self.made(entry).map(Cow::Borrowed),
+            None => Err(CatalogError::UnknownRelease {
                 catalog: name.to_string(),
                 release: wanted.to_string(),
-                available: of_catalog
-                    .iter()
-                    .map(|r| r.release.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+                available: release_names(&of_catalog),
+            }),
+        }
     }
-}
 
-impl Catalogs {
     /// The releases `spec` names, newest first: `huawei-csi` (every release), `huawei-csi@3.2.0..3.2.3`
     /// (a range, both ends included; either end may be left out), or one `huawei-csi@4.8.0`.
     pub fn select(&self, spec: &str) -> Result<Vec<&Release>, CatalogError> {
@@ -394,30 +435,142 @@ impl Catalogs {
                         available: "the releases `ferry catalogs --all` lists".into(),
                     }),
                 },
-                None => {
-                    self.find(spec)?; // an unknown catalog lists the known ones
-                    Ok(self.releases.iter().filter(|r| r.catalog == spec).collect())
-                }
+                None => self.made_all(&self.of_catalog(spec)?),
             };
         };
-        let newest = self.find(name)?;
+        let of_catalog = self.of_catalog(name)?;
         let (low, high) = range_bounds(spec, range)?;
-        let of_catalog = || self.releases.iter().filter(|r| r.catalog == newest.catalog);
-        let chosen: Vec<&Release> = of_catalog()
-            .filter(|r| low.is_empty() || compare_versions(&r.release, &low) != Ordering::Less)
-            .filter(|r| high.is_empty() || compare_versions(&r.release, &high) != Ordering::Greater)
+        let chosen: Vec<&Entry> = of_catalog
+            .iter()
+            .copied()
+            .filter(|e| low.is_empty() || compare_versions(&e.release, &low) != Ordering::Less)
+            .filter(|e| high.is_empty() || compare_versions(&e.release, &high) != Ordering::Greater)
             .collect();
         if chosen.is_empty() {
             return Err(CatalogError::UnknownRelease {
                 catalog: name.to_string(),
                 release: format!("{}..{}", range.0, range.1),
-                available: of_catalog()
-                    .map(|r| r.release.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                available: release_names(&of_catalog),
             });
         }
-        Ok(chosen)
+        self.made_all(&chosen)
+    }
+
+    /// Every catalog's name, in order.
+    fn names(&self) -> BTreeSet<&str> {
+        self.files
+            .iter()
+            .map(|e| e.catalog.as_ref())
+            .chain([KUBERNETES])
+            .collect()
+    }
+
+    /// The releases of catalog `name`, newest first; an unknown name is refused listing the known ones.
+    fn of_catalog(&self, name: &str) -> Result<Vec<&Entry>, CatalogError> {
+        let files = self.files.iter().filter(|e| e.catalog == name);
+        if name != KUBERNETES {
+            let of_catalog: Vec<&Entry> = files.collect();
+            if of_catalog.is_empty() {
+                return Err(CatalogError::UnknownCatalog {
+                    name: name.to_string(),
+                    available: self.names().into_iter().collect::<Vec<_>>().join(", "),
+                });
+            }
+            return Ok(of_catalog);
+        }
+        let mut of_catalog: Vec<&Entry> = self.kubernetes()?.releases.iter().collect();
+        let table = of_catalog.len();
+        of_catalog.extend(files);
+        // The table's releases are in order; a user's go among them.
+        if of_catalog.len() > table {
+            of_catalog.sort_by(|a, b| compare_versions(&b.release, &a.release));
+        }
+        Ok(of_catalog)
+    }
+
+    /// The kubernetes table, parsed the first time a `kubernetes` release is asked for.
+    fn kubernetes(&self) -> Result<&KubernetesTable, CatalogError> {
+        once(&self.kubernetes, || {
+            let (name, text) = BUILT_IN_KUBERNETES;
+            let origin = Origin::BuiltIn(name);
+            let table = kubernetes::Table::parse(text, origin.clone())
+                .map_err(|message| CatalogError::Parse { origin, message })?;
+            let replaced = |release: &str| {
+                self.files
+                    .iter()
+                    .any(|e| e.catalog == KUBERNETES && e.release == release)
+            };
+            let releases = table
+                .versions()
+                .enumerate()
+                .rev()
+                .map(|(index, version)| (index, version.to_string()))
+                .filter(|(_, release)| !replaced(release))
+                .map(|(index, release)| Entry {
+                    catalog: Cow::Borrowed(KUBERNETES),
+                    release: Cow::Owned(release),
+                    made: Made::Row(index, OnceLock::new()),
+                })
+                .collect();
+            Ok(KubernetesTable { table, releases })
+        })
+    }
+
+    /// The release `entry` names, made (parsed or expanded, and checked) the first time it is asked for.
+    fn made<'a>(&'a self, entry: &'a Entry) -> Result<&'a Release, CatalogError> {
+        match &entry.made {
+            Made::File(release) => Ok(release),
+            Made::BuiltIn(file, release) => once(release, || file.parse()),
+            Made::Row(index, release) => once(release, || {
+                let release = self.kubernetes()?.table.release_at(*index);
+                validate(&release)?;
+                Ok(release)
+            }),
+        }
+    }
+
+    fn made_all<'a>(&'a self, entries: &[&'a Entry]) -> Result<Vec<&'a Release>, CatalogError> {
+        entries.iter().map(|entry| self.made(entry)).collect()
+    }
+}
+
+/// What `cell` holds, made by `make` the first time. A failure is not kept: it is made, and fails, again
+/// when asked again, so every caller gets the typed error.
+fn once<T>(
+    cell: &OnceLock<T>,
+    make: impl FnOnce() -> Result<T, CatalogError>,
+) -> Result<&T, CatalogError> {
+    if let Some(made) = cell.get() {
+        return Ok(made);
+    }
+    let made = make()?;
+    Ok(cell.get_or_init(|| made))
+}
+
+/// `4.12.0, 4.11.0, …`, for messages.
+fn release_names(entries: &[&Entry]) -> String {
+    entries
+        .iter()
+        .map(|e| e.release.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl BuiltIn {
+    fn parse(&self) -> Result<Release, CatalogError> {
+        let release = parse_release(self.text, Origin::BuiltIn(self.file))?;
+        if (release.catalog.as_str(), release.release.as_str()) != (self.catalog, self.release) {
+            return Err(CatalogError::Invalid {
+                message: format!(
+                    "holds {}, but is built in as {}@{}",
+                    release.id(),
+                    self.catalog,
+                    self.release
+                ),
+                origin: release.origin,
+            });
+        }
+        Ok(release)
     }
 }
 
@@ -728,14 +881,189 @@ mod tests {
         let catalogs = Catalogs::load(&[]).expect("built-in catalogs load");
         let kubernetes = catalogs
             .releases()
-            .iter()
+            .unwrap()
+            .into_iter()
             .filter(|r| r.catalog == KUBERNETES)
             .count();
         assert_eq!(
             kubernetes, 313,
             "published Kubernetes releases 1.16.0-1.35.7"
         );
-        assert_eq!(catalogs.releases().len(), BUILT_IN.len() + kubernetes);
+        assert_eq!(
+            catalogs.releases().unwrap().len(),
+            BUILT_IN.len() + kubernetes
+        );
+    }
+
+    /// A built-in file is known by the name it is filed under before it is parsed: what it holds must
+    /// be that release.
+    #[test]
+    fn every_built_in_file_holds_the_release_it_is_filed_under() {
+        for file in BUILT_IN {
+            let release = file
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {e}", file.file));
+            assert_eq!(
+                (release.catalog.as_str(), release.release.as_str()),
+                (file.catalog, file.release),
+                "{}",
+                file.file
+            );
+        }
+    }
+
+    /// A run makes the releases it names and no other: `list huawei-csi@4.8.0` parses one file and not
+    /// the kubernetes table.
+    #[test]
+    fn only_the_releases_asked_for_are_made() {
+        let catalogs = Catalogs::load(&[]).unwrap();
+        let made = |catalogs: &Catalogs| {
+            let table = catalogs.kubernetes.get().into_iter();
+            (catalogs.files.iter())
+                .chain(table.flat_map(|t| &t.releases))
+                .filter_map(Entry::made_yet)
+                .map(Release::id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(catalogs.find("huawei-csi@4.8.0").unwrap().release, "4.8.0");
+        assert_eq!(made(&catalogs), ["huawei-csi@4.8.0"]);
+        assert!(catalogs.kubernetes.get().is_none());
+        assert_eq!(
+            catalogs.newest().unwrap(),
+            ["huawei-csi@4.12.0", "kubernetes@1.35.7"]
+        );
+        assert_eq!(catalogs.find("kubernetes@1.28").unwrap().release, "1.28.15");
+        assert_eq!(made(&catalogs), ["huawei-csi@4.8.0", "kubernetes@1.28.15"]);
+        // A mirror's registry is found among the releases made before any other is parsed; one that no
+        // release names takes them all.
+        let registries = catalogs.registries_among(["registry.k8s.io"]).unwrap();
+        assert_eq!(Vec::from_iter(registries), ["registry.k8s.io"]);
+        assert_eq!(made(&catalogs).len(), 2);
+        let registries = catalogs
+            .registries_among(["quay.io", "docker.io", "k8s.gcr.io", "regisry.k8s.io"])
+            .unwrap();
+        assert_eq!(
+            Vec::from_iter(registries),
+            ["docker.io", "k8s.gcr.io", "quay.io"]
+        );
+    }
+
+    /// A built-in file that does not parse, or holds another release than it is filed under, is refused
+    /// with the same typed error as at load, each time it is asked for; the other releases still serve.
+    #[test]
+    fn a_broken_built_in_file_is_refused_when_asked_for() {
+        let leak = |text: String| -> &'static str { Box::leak(text.into_boxed_str()) };
+        let valid = release_with_rows(&row("a", "a:1", "v1.16+", "{ min = \"1.16\" }"));
+        let built_in: &'static [BuiltIn] = Box::leak(Box::new([
+            BuiltIn {
+                catalog: "x",
+                release: "2.0",
+                file: "x-2.0.toml",
+                text: "catalog = \"x\"\nrelease = ",
+            },
+            BuiltIn {
+                catalog: "x",
+                release: "1.1",
+                file: "x-1.1.toml",
+                text: leak(valid.clone()),
+            },
+            BuiltIn {
+                catalog: "x",
+                release: "1.0",
+                file: "x-1.0.toml",
+                text: leak(valid),
+            },
+        ]));
+        let catalogs = Catalogs::with_built_in(built_in, &[]).unwrap();
+        assert_eq!(catalogs.newest().unwrap(), ["kubernetes@1.35.7", "x@2.0"]);
+        assert_eq!(catalogs.find("x@1.0").unwrap().release, "1.0");
+        for _ in 0..2 {
+            let err = catalogs.find("x").unwrap_err();
+            assert!(matches!(err, CatalogError::Parse { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                "built-in manifests/x-2.0.toml: not a valid catalog: line 2, column 11: string \
+                 values must be quoted, expected literal string (at the end of the line)"
+            );
+        }
+        let err = catalogs.find("x@1.1").unwrap_err();
+        assert!(matches!(err, CatalogError::Invalid { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "built-in manifests/x-1.1.toml: holds x@1.0, but is built in as x@1.1"
+        );
+        assert_eq!(
+            catalogs.select("x@..1.1").unwrap_err().to_string(),
+            err.to_string()
+        );
+        assert!(catalogs.releases().is_err());
+    }
+
+    /// A user's file replaces the built-in release of the same catalog and release, a kubernetes table
+    /// row too, in its place among the others.
+    #[test]
+    fn a_users_file_replaces_the_built_in_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |catalog: &str, release: &str| {
+            let path = dir.path().join(format!("{catalog}-{release}.toml"));
+            let text = release_with_rows(&row("a", "a:1", "v1.16+", "{ min = \"1.16\" }"))
+                .replace("catalog = \"x\"", &format!("catalog = \"{catalog}\""))
+                .replace("release = \"1.0\"", &format!("release = \"{release}\""));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let files = [
+            file("huawei-csi", "4.8.0"),
+            file("kubernetes", "1.28.15"),
+            file("kubernetes", "1.28.16"),
+        ];
+        let catalogs = Catalogs::load(&files).unwrap();
+        let from_file = |spec: &str| {
+            let release = catalogs.find(spec).unwrap();
+            (release.id(), matches!(release.origin, Origin::File(_)))
+        };
+        assert_eq!(
+            from_file("huawei-csi@4.8.0"),
+            ("huawei-csi@4.8.0".into(), true)
+        );
+        assert_eq!(
+            from_file("huawei-csi@4.9.0"),
+            ("huawei-csi@4.9.0".into(), false)
+        );
+        assert_eq!(
+            from_file("kubernetes@1.28.15"),
+            ("kubernetes@1.28.15".into(), true)
+        );
+        // The table's newest 1.28 release, as the file replaces it; 1.28.16 only by its name.
+        assert_eq!(
+            from_file("kubernetes@1.28"),
+            ("kubernetes@1.28.15".into(), true)
+        );
+        assert_eq!(
+            from_file("kubernetes@1.28.16"),
+            ("kubernetes@1.28.16".into(), true)
+        );
+        assert_eq!(
+            from_file("kubernetes@1.28.14"),
+            ("kubernetes@1.28.14".into(), false)
+        );
+        let ids: Vec<String> = catalogs
+            .releases()
+            .unwrap()
+            .into_iter()
+            .map(Release::id)
+            .collect();
+        assert_eq!(ids.len(), 21 + 313 + 1);
+        let mut sorted = ids.clone();
+        sorted.sort_by(|a, b| {
+            let (a, b) = (a.split_once('@').unwrap(), b.split_once('@').unwrap());
+            a.0.cmp(b.0).then_with(|| compare_versions(b.1, a.1))
+        });
+        sorted.dedup();
+        assert_eq!(ids, sorted);
+        let at = |id: &str| ids.iter().position(|i| i == id).unwrap();
+        assert_eq!(at("kubernetes@1.28.16") + 1, at("kubernetes@1.28.15"));
+        assert_eq!(at("kubernetes@1.29.0") + 1, at("kubernetes@1.28.16"));
     }
 
     #[test]
@@ -842,7 +1170,8 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         for release in catalogs
             .releases()
-            .iter()
+            .unwrap()
+            .into_iter()
             .filter(|r| r.catalog == "huawei-csi")
         {
             let key = |container: &str| {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{parse_release, Origin, Release, BUILT_IN, BUILT_IN_KUBERNETES};
+use super::{Release, BUILT_IN, BUILT_IN_KUBERNETES};
 use crate::catalog::ImageSource;
 
 /// One row as both files can state it.
@@ -118,11 +118,12 @@ fn differences(catalog: &[Row], reading: &[Row]) -> Vec<String> {
 
 fn check(release: &str, reading: &str) {
     let file = format!("huawei-csi-{release}.toml");
-    let (name, text) = BUILT_IN
+    let release = BUILT_IN
         .iter()
-        .find(|(name, _)| *name == file)
-        .unwrap_or_else(|| panic!("{file} is not built in"));
-    let release = parse_release(text, Origin::BuiltIn(name)).expect("valid");
+        .find(|built_in| built_in.file == file)
+        .unwrap_or_else(|| panic!("{file} is not built in"))
+        .parse()
+        .expect("valid");
     let catalog = catalog_rows(&release);
     let reading = reading_rows(reading);
     assert_eq!(
@@ -189,7 +190,7 @@ fn files_in(dir: &str, extension: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_manifest_is_built_in_and_has_a_second_reading() {
-    let built_in: BTreeSet<String> = BUILT_IN.iter().map(|(name, _)| name.to_string()).collect();
+    let built_in: BTreeSet<String> = BUILT_IN.iter().map(|b| b.file.to_string()).collect();
     let mut shipped = built_in.clone();
     shipped.insert(BUILT_IN_KUBERNETES.0.to_string());
     assert_eq!(

@@ -10,9 +10,9 @@ use crate::resolve::{describe_span, supported_span};
 /// One table row per release, except that the kubernetes catalog's releases (hundreds of patch versions)
 /// are summed up per minor unless `all` asks for every one; JSON always lists every release.
 pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> Result<()> {
+    let releases = catalogs.releases()?;
     if json {
-        let releases: Vec<_> = catalogs
-            .releases()
+        let releases: Vec<_> = releases
             .iter()
             .map(|r| {
                 json!({
@@ -39,7 +39,7 @@ pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> R
         "FROM".into(),
     ]];
     let mut summed = false;
-    for group in groups(catalogs.releases(), all) {
+    for group in groups(&releases, all) {
         let (newest, oldest) = (group[0], group[group.len() - 1]);
         let mut id = match group.len() {
             1 => newest.id(),
@@ -76,9 +76,9 @@ pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> R
 
 /// The releases to show as one row each: a kubernetes minor's releases together (newest first), unless
 /// `all`.
-fn groups(releases: &[Release], all: bool) -> Vec<Vec<&Release>> {
+fn groups<'a>(releases: &[&'a Release], all: bool) -> Vec<Vec<&'a Release>> {
     let mut groups: Vec<Vec<&Release>> = Vec::new();
-    for release in releases {
+    for &release in releases {
         match groups.last_mut() {
             Some(group)
                 if !all

@@ -266,6 +266,8 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Re
         (_, []) => vec![crate::image::Platform::linux_amd64()],
         (_, given) => distinct(given)?,
     };
+    // Only a mirror's registry is ever looked up among them, and finding one may take parsing releases.
+    let catalog_registries = catalogs.registries_among(mirrors.iter().map(|m| m.from.as_str()))?;
     let fetch = site.map(|site| &site.fetch);
     let vendor_dirs: Vec<PathBuf> = fetch
         .iter()
@@ -287,12 +289,7 @@ fn fetch_setup(catalogs: &Catalogs, args: &FetchArgs, site: Option<&Site>) -> Re
             mirrors,
             insecure: args.insecure.clone(),
             ca_certs: args.ca_certs.clone(),
-            catalog_registries: catalogs
-                .releases()
-                .iter()
-                .flat_map(|release| &release.images)
-                .map(|image| image.reference().registry().to_string())
-                .collect(),
+            catalog_registries,
             ..Default::default()
         },
         vendor: match (vendor_registry, skip_vendor) {

@@ -20,8 +20,8 @@ pub struct RegistryOptions {
     /// Extra CA certificates (PEM) trusted for every registry.
     pub ca_certs: Vec<PathBuf>,
     pub retry: RetryPolicy,
-    /// The registries some catalog release takes images from: a site's standing `--mirror` for one of
-    /// them is no typo when this run's images do not need it.
+    /// Of the mirrors' registries, those some catalog release takes images from: a site's standing
+    /// `--mirror` for one of them is no typo when this run's images do not need it.
     pub catalog_registries: BTreeSet<String>,
 }
 

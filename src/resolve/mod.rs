@@ -457,7 +457,8 @@ mod tests {
         let catalogs = Catalogs::load(&[]).unwrap();
         for release in catalogs
             .releases()
-            .iter()
+            .unwrap()
+            .into_iter()
             .filter(|r| r.kubernetes_release.is_none())
         {
             let floor = release.min_kubernetes;
