@@ -260,8 +260,12 @@ struct Entry {
 enum Made {
     /// Parsed and checked when first asked for.
     BuiltIn(&'static BuiltIn, OnceLock<Release>),
-    /// The kubernetes table's row of this index, expanded and checked when first asked for.
-    Row(usize, OnceLock<Release>),
+    /// The kubernetes table's `index`th row, expanded and checked when first asked for.
+    Row {
+        index: usize,
+        version: PatchVersion,
+        release: OnceLock<Release>,
+    },
     /// A user's file, read and checked at load: a mistake in it stops any command.
     File(Box<Release>),
 }
@@ -271,7 +275,7 @@ impl Entry {
     fn made_yet(&self) -> Option<&Release> {
         match &self.made {
             Made::File(release) => Some(release),
-            Made::BuiltIn(_, release) | Made::Row(_, release) => release.get(),
+            Made::BuiltIn(_, release) | Made::Row { release, .. } => release.get(),
         }
     }
 }
@@ -324,21 +328,21 @@ impl Catalogs {
     /// Every release, sorted by catalog name, newest first. Each is made: only `ferry catalogs` and checks
     /// of everything ask for them all.
     pub fn releases(&self) -> Result<Vec<&Release>, CatalogError> {
-        let mut releases = Vec::new();
-        for name in self.names() {
-            for entry in self.of_catalog(name)? {
-                releases.push(self.made(entry)?);
-            }
-        }
-        Ok(releases)
+        self.listed()?.iter().map(Listed::release).collect()
     }
 
-    /// `catalog@release` of each catalog's newest release, by catalog name, known without making any.
-    pub fn newest(&self) -> Result<Vec<String>, CatalogError> {
-        self.names()
-            .into_iter()
-            .map(|name| Ok(format!("{name}@{}", self.of_catalog(name)?[0].release)))
-            .collect()
+    /// Every release by name, sorted as [`Catalogs::releases`], none made yet.
+    pub fn listed(&self) -> Result<Vec<Listed<'_>>, CatalogError> {
+        let mut listed = Vec::new();
+        for name in self.names() {
+            for entry in self.of_catalog(name)? {
+                listed.push(Listed {
+                    catalogs: self,
+                    entry,
+                });
+            }
+        }
+        Ok(listed)
     }
 
     /// Of `registries`, those some release takes images from. The releases already made are looked at
@@ -504,12 +508,16 @@ impl Catalogs {
                 .versions()
                 .enumerate()
                 .rev()
-                .map(|(index, version)| (index, version.to_string()))
-                .filter(|(_, release)| !replaced(release))
-                .map(|(index, release)| Entry {
+                .map(|(index, version)| (index, version, version.to_string()))
+                .filter(|(_, _, release)| !replaced(release))
+                .map(|(index, version, release)| Entry {
                     catalog: Cow::Borrowed(KUBERNETES),
                     release: Cow::Owned(release),
-                    made: Made::Row(index, OnceLock::new()),
+                    made: Made::Row {
+                        index,
+                        version,
+                        release: OnceLock::new(),
+                    },
                 })
                 .collect();
             Ok(KubernetesTable { table, releases })
@@ -521,7 +529,7 @@ impl Catalogs {
         match &entry.made {
             Made::File(release) => Ok(release),
             Made::BuiltIn(file, release) => once(release, || file.parse()),
-            Made::Row(index, release) => once(release, || {
+            Made::Row { index, release, .. } => once(release, || {
                 let release = self.kubernetes()?.table.release_at(*index);
                 validate(&release)?;
                 Ok(release)
@@ -531,6 +539,39 @@ impl Catalogs {
 
     fn made_all<'a>(&'a self, entries: &[&'a Entry]) -> Result<Vec<&'a Release>, CatalogError> {
         entries.iter().map(|entry| self.made(entry)).collect()
+    }
+}
+
+/// A release by name, made when asked for: `ferry catalogs` sums a kubernetes minor's releases up from
+/// the newest alone.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a> {
+    catalogs: &'a Catalogs,
+    entry: &'a Entry,
+}
+
+impl<'a> Listed<'a> {
+    pub fn catalog(&self) -> &'a str {
+        &self.entry.catalog
+    }
+
+    /// `catalog@release`, the name users type.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.entry.catalog, self.entry.release)
+    }
+
+    /// The Kubernetes release a release of the kubernetes table stands for, as its `kubernetes_release`
+    /// says (a user's file says none).
+    pub fn kubernetes_release(&self) -> Option<PatchVersion> {
+        match self.entry.made {
+            Made::Row { version, .. } => Some(version),
+            Made::BuiltIn(..) | Made::File(_) => None,
+        }
+    }
+
+    /// The release, made (parsed or expanded, and checked) the first time it is asked for.
+    pub fn release(&self) -> Result<&'a Release, CatalogError> {
+        self.catalogs.made(self.entry)
     }
 }
 
@@ -928,10 +969,11 @@ mod tests {
         assert_eq!(catalogs.find("huawei-csi@4.8.0").unwrap().release, "4.8.0");
         assert_eq!(made(&catalogs), ["huawei-csi@4.8.0"]);
         assert!(catalogs.kubernetes.get().is_none());
-        assert_eq!(
-            catalogs.newest().unwrap(),
-            ["huawei-csi@4.12.0", "kubernetes@1.35.7"]
-        );
+        let listed = catalogs.listed().unwrap();
+        assert_eq!(listed.len(), 21 + 313);
+        assert_eq!(listed[0].id(), "huawei-csi@4.12.0");
+        assert_eq!(listed[21].id(), "kubernetes@1.35.7");
+        assert_eq!(made(&catalogs), ["huawei-csi@4.8.0"]);
         assert_eq!(catalogs.find("kubernetes@1.28").unwrap().release, "1.28.15");
         assert_eq!(made(&catalogs), ["huawei-csi@4.8.0", "kubernetes@1.28.15"]);
         // A mirror's registry is found among the releases made before any other is parsed; one that no
@@ -975,7 +1017,8 @@ mod tests {
             },
         ]));
         let catalogs = Catalogs::with_built_in(built_in, &[]).unwrap();
-        assert_eq!(catalogs.newest().unwrap(), ["kubernetes@1.35.7", "x@2.0"]);
+        let listed: Vec<String> = catalogs.listed().unwrap().iter().map(Listed::id).collect();
+        assert_eq!(listed[313..], ["x@2.0", "x@1.1", "x@1.0"]);
         assert_eq!(catalogs.find("x@1.0").unwrap().release, "1.0");
         for _ in 0..2 {
             let err = catalogs.find("x").unwrap_err();

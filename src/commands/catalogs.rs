@@ -3,16 +3,16 @@ use std::io::Write;
 use serde_json::json;
 
 use super::{write_json, write_table};
-use crate::catalog::{Catalogs, Release};
+use crate::catalog::{Catalogs, Listed, Release};
 use crate::error::{Error, Result};
 use crate::resolve::{describe_span, supported_span};
 
 /// One table row per release, except that the kubernetes catalog's releases (hundreds of patch versions)
 /// are summed up per minor unless `all` asks for every one; JSON always lists every release.
 pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> Result<()> {
-    let releases = catalogs.releases()?;
     if json {
-        let releases: Vec<_> = releases
+        let releases: Vec<_> = catalogs
+            .releases()?
             .iter()
             .map(|r| {
                 json!({
@@ -39,8 +39,9 @@ pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> R
         "FROM".into(),
     ]];
     let mut summed = false;
-    for group in groups(&releases, all) {
-        let (newest, oldest) = (group[0], group[group.len() - 1]);
+    // A summed-up row shows its newest release: the others need not be made.
+    for group in groups(catalogs.listed()?, all) {
+        let (newest, oldest) = (group[0].release()?, group[group.len() - 1]);
         let mut id = match group.len() {
             1 => newest.id(),
             n => format!("{}..{} ({n} releases)", oldest.id(), newest.release),
@@ -76,15 +77,16 @@ pub fn run(catalogs: &Catalogs, all: bool, json: bool, out: &mut dyn Write) -> R
 
 /// The releases to show as one row each: a kubernetes minor's releases together (newest first), unless
 /// `all`.
-fn groups<'a>(releases: &[&'a Release], all: bool) -> Vec<Vec<&'a Release>> {
-    let mut groups: Vec<Vec<&Release>> = Vec::new();
-    for &release in releases {
+fn groups(releases: Vec<Listed<'_>>, all: bool) -> Vec<Vec<Listed<'_>>> {
+    let minor = |release: &Listed| release.kubernetes_release().map(|v| v.minor_version());
+    let mut groups: Vec<Vec<Listed>> = Vec::new();
+    for release in releases {
         match groups.last_mut() {
             Some(group)
                 if !all
-                    && release.kubernetes_release.is_some()
-                    && group[0].catalog == release.catalog
-                    && group[0].kubernetes_version() == release.kubernetes_version() =>
+                    && release.kubernetes_release().is_some()
+                    && group[0].catalog() == release.catalog()
+                    && minor(&group[0]) == minor(&release) =>
             {
                 group.push(release)
             }
