@@ -287,6 +287,7 @@ impl Catalogs {
         Catalogs::with_built_in(BUILT_IN, user_files)
     }
 
+    /// [`Catalogs::load`] with other built-in files (a test's broken ones).
     fn with_built_in(
         built_in: &'static [BuiltIn],
         user_files: &[PathBuf],
@@ -325,13 +326,13 @@ impl Catalogs {
         })
     }
 
-    /// Every release, sorted by catalog name, newest first. Each is made: only `ferry catalogs` and checks
-    /// of everything ask for them all.
+    /// Every release, sorted by catalog name, newest first, each made: for `ferry catalogs --json` and
+    /// `--all`, and checks of everything.
     pub fn releases(&self) -> Result<Vec<&Release>, CatalogError> {
         self.listed()?.iter().map(Listed::release).collect()
     }
 
-    /// Every release by name, sorted as [`Catalogs::releases`], none made yet.
+    /// Every release by name, sorted as [`Catalogs::releases`], each made only when asked for.
     pub fn listed(&self) -> Result<Vec<Listed<'_>>, CatalogError> {
         let mut listed = Vec::new();
         for name in self.names() {
