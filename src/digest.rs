@@ -401,6 +401,17 @@ impl BackgroundHasher {
         }
     }
 
+    /// A buffer of `len` bytes to be filled before it is handed over: a chunk hashed already, its old
+    /// bytes still in it to be written over (its pages are not zeroed again), or a new one.
+    pub fn chunk_to_fill(&self, len: usize) -> Vec<u8> {
+        let mut buffer = match self.spare.lock() {
+            Ok(spare) => spare.try_recv().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        buffer.resize(len, 0);
+        buffer
+    }
+
     /// The bytes that follow belong to the next part.
     pub fn next_part(&self) {
         self.send(Message::NextPart);

@@ -330,6 +330,11 @@ impl<'r, T> Counted<'r, T> {
         &mut self.inner
     }
 
+    /// `n` bytes went through the reader or writer by another way than this one.
+    pub fn passed(&mut self, n: usize) {
+        self.count(n);
+    }
+
     /// The reader or writer, after the bytes not yet reported are.
     pub fn into_inner(mut self) -> T {
         self.count(0);

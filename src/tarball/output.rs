@@ -7,7 +7,7 @@
 //! final sync has little left to wait for and the page cache holds a few MiB of the bundle, not all of it.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
@@ -266,8 +266,9 @@ pub struct Output {
     part_written: u64,
     writeback_started: u64,
     let_go: u64,
-    /// Bytes not yet written to the part, handed to the hasher with them.
+    /// Bytes not yet written to the part, the first `filled` of a chunk, handed to the hasher with them.
     pending: Vec<u8>,
+    filled: usize,
     /// Parts written so far, the open one included.
     parts: u64,
     /// Every part's hash and the whole's, on a thread of their own.
@@ -338,7 +339,8 @@ impl Output {
             part_written: 0,
             writeback_started: 0,
             let_go: 0,
-            pending: Vec::with_capacity(CHUNK),
+            pending: vec![0; CHUNK],
+            filled: 0,
             parts: 1,
             hasher: match cut_from_full {
                 true => BackgroundHasher::start_cut_from_full(),
@@ -352,9 +354,10 @@ impl Output {
 
     /// Writes what is pending to the open part, and hands it to the hasher.
     fn write_pending(&mut self) -> io::Result<()> {
-        self.part.write_all(&self.pending)?;
-        self.part_written += self.pending.len() as u64;
-        let written = std::mem::replace(&mut self.pending, self.hasher.buffer(CHUNK));
+        self.part.write_all(&self.pending[..self.filled])?;
+        self.part_written += self.filled as u64;
+        let mut written = std::mem::replace(&mut self.pending, self.hasher.chunk_to_fill(CHUNK));
+        written.truncate(std::mem::take(&mut self.filled));
         self.hasher.update(written);
         if self.pass_on {
             self.pass_on();
@@ -424,7 +427,7 @@ impl Output {
     /// with the full stream, in order with the bytes written.
     pub fn shadow(&mut self, bytes: &[u8]) -> io::Result<()> {
         interrupt::check()?;
-        if !self.pending.is_empty() {
+        if self.filled > 0 {
             self.write_pending()?;
         }
         for piece in bytes.chunks(CHUNK) {
@@ -436,10 +439,76 @@ impl Output {
         Ok(())
     }
 
+    /// Reads up to `limit` bytes from `reader` straight into what is pending, as writing them would (no
+    /// copy on the way; the bytes are hashed and written as any are), and says how many: 0 at its end.
+    /// The outer error is the output's, the inner one the reader's.
+    pub fn fill_from(
+        &mut self,
+        reader: &mut dyn Read,
+        limit: usize,
+    ) -> io::Result<io::Result<usize>> {
+        interrupt::check()?;
+        let room = self.room()?.min(limit);
+        let read = match retried(|| reader.read(&mut self.pending[self.filled..][..room])) {
+            Ok(read) => read,
+            error => return Ok(error),
+        };
+        self.advance(read)?;
+        Ok(Ok(read))
+    }
+
+    /// Reads up to `limit` bytes from `reader` into the full stream only, as [`Output::shadow`] of them
+    /// would, and says how many: 0 at its end. The outer error is the output's, the inner the reader's.
+    pub fn shadow_from(
+        &mut self,
+        reader: &mut dyn Read,
+        limit: usize,
+    ) -> io::Result<io::Result<usize>> {
+        interrupt::check()?;
+        if self.filled > 0 {
+            self.write_pending()?;
+        }
+        let mut chunk = self.hasher.chunk_to_fill(limit.min(CHUNK));
+        let read = match retried(|| reader.read(&mut chunk)) {
+            Ok(read) => read,
+            error => return Ok(error),
+        };
+        chunk.truncate(read);
+        self.hasher.shadow(chunk);
+        self.shadowed += read as u64;
+        Ok(Ok(read))
+    }
+
+    /// The bytes that can be added to what is pending: to the end of its chunk, and of the part (the next
+    /// part is opened when this one is full).
+    fn room(&mut self) -> io::Result<usize> {
+        let part_room = match self.part_size {
+            Some(size) => {
+                if self.part_bytes == size {
+                    self.next_part()?;
+                }
+                usize::try_from(size - self.part_bytes).unwrap_or(usize::MAX)
+            }
+            None => usize::MAX,
+        };
+        Ok(part_room.min(CHUNK - self.filled))
+    }
+
+    /// `n` more bytes are pending; a full chunk is written.
+    fn advance(&mut self, n: usize) -> io::Result<()> {
+        self.filled += n;
+        self.part_bytes += n as u64;
+        self.bytes += n as u64;
+        if self.filled == CHUNK {
+            self.write_pending()?;
+        }
+        Ok(())
+    }
+
     /// Ends the full stream this output was created cut from: its sha256, its length, and the blobs in
     /// it that are not what their names say. What is written after is the output's alone.
     pub fn end_full(&mut self) -> io::Result<(Digest, u64, Vec<Mismatch>)> {
-        if !self.pending.is_empty() {
+        if self.filled > 0 {
             self.write_pending()?;
         }
         Ok(self.hasher.end_full())
@@ -593,30 +662,26 @@ fn write_recovery(
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         interrupt::check()?;
-        let room = match self.part_size {
-            Some(size) => {
-                if self.part_bytes == size {
-                    self.next_part()?;
-                }
-                size - self.part_bytes
-            }
-            None => u64::MAX,
-        };
-        let room = usize::try_from(room).unwrap_or(usize::MAX);
-        let chunk = &buf[..buf.len().min(room).min(CHUNK - self.pending.len())];
-        self.pending.extend_from_slice(chunk);
-        if self.pending.len() == CHUNK {
-            self.write_pending()?;
-        }
-        self.part_bytes += chunk.len() as u64;
-        self.bytes += chunk.len() as u64;
-        Ok(chunk.len())
+        let n = buf.len().min(self.room()?);
+        self.pending[self.filled..][..n].copy_from_slice(&buf[..n]);
+        self.advance(n)?;
+        Ok(n)
     }
 
     /// What is pending is written when a chunk is full, or at a part's end: the file is the output's
     /// own until it is sealed, so nothing needs it sooner.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// A read tried again for as long as a signal interrupts it, as `read_to_end` does.
+fn retried(mut read: impl FnMut() -> io::Result<usize>) -> io::Result<usize> {
+    loop {
+        match read() {
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            result => return result,
+        }
     }
 }
 

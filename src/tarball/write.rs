@@ -480,6 +480,21 @@ impl Routed<'_> {
     fn cut(&mut self) {
         self.out.get_mut().cut();
     }
+
+    /// Reads up to `limit` bytes of the blob being written from `blob`, straight into the output (or the
+    /// full bundle's hash alone) as writing them would, and says how many: 0 at its end. The outer error
+    /// is the output's, the inner one the blob's.
+    fn fill_from(&mut self, blob: &mut dyn Read, limit: u64) -> io::Result<io::Result<usize>> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if !self.to_out {
+            return self.out.get_mut().shadow_from(blob, limit);
+        }
+        let read = self.out.get_mut().fill_from(blob, limit)?;
+        if let Ok(n) = read {
+            self.out.passed(n);
+        }
+        Ok(read)
+    }
 }
 
 /// Appends `documents`, then `blobs` from `source` in digest order, to `tar`, each blob announced to be
@@ -529,9 +544,6 @@ fn seal(
     finished.seal(recovery).map_err(|e| output_error(path, e))
 }
 
-/// The bytes of a blob read and written at a time: few syscalls, and little memory.
-const BLOB_CHUNK: usize = 512 << 10;
-
 /// Copies one blob into the tar written to `out`, header and padding included, announced to `out` to be
 /// hashed as it passes when its source wants each blob hashed: what does not hash to its name is its
 /// source's to explain once the output is finished. A blob cut short still ends where its header says, so
@@ -555,22 +567,13 @@ fn copy_blob(
     if hashed {
         out.blob(digest, size);
     }
-    let mut chunk = Vec::new();
     let mut left = size;
     while left > 0 {
-        let want = left.min(BLOB_CHUNK as u64);
-        chunk.clear();
-        chunk.reserve_exact(want as usize);
-        let read = (&mut blob)
-            .take(want)
-            .read_to_end(&mut chunk)
-            // What was read before the error is in `chunk`: the failing byte is named.
-            .map_err(|e| Ok(source.unreadable(digest, size - left + chunk.len() as u64, e)))?
-            as u64;
-        out.write_all(&chunk).map_err(Err)?;
-        left -= read;
-        if read < want {
-            break;
+        match out.fill_from(&mut blob, left).map_err(Err)? {
+            Ok(0) => break,
+            Ok(read) => left -= read as u64,
+            // What was read before the error is in the output: the failing byte is named.
+            Err(error) => return Err(Ok(source.unreadable(digest, size - left, error))),
         }
     }
     if left > 0 {
