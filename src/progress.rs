@@ -191,6 +191,12 @@ enum HeldEvent {
     Complete(Id),
     Note(String),
     Phase(String),
+    Retry {
+        subject: String,
+        what: String,
+        attempt: u32,
+        cause: String,
+    },
 }
 
 impl<'r> Held<'r> {
@@ -242,6 +248,12 @@ impl<'r> Held<'r> {
             HeldEvent::Complete(id) => self.inner.on_complete(ids[&id]),
             HeldEvent::Note(message) => self.inner.note(&message),
             HeldEvent::Phase(message) => self.inner.phase(&message),
+            HeldEvent::Retry {
+                subject,
+                what,
+                attempt,
+                cause,
+            } => self.inner.retry(&subject, &what, attempt, &cause),
         }
     }
 
@@ -289,6 +301,15 @@ impl Reporter for Held<'_> {
 
     fn phase(&self, message: &str) {
         self.pass_or_hold(HeldEvent::Phase(message.to_string()));
+    }
+
+    fn retry(&self, subject: &str, what: &str, attempt: u32, cause: &str) {
+        self.pass_or_hold(HeldEvent::Retry {
+            subject: subject.to_string(),
+            what: what.to_string(),
+            attempt,
+            cause: cause.to_string(),
+        });
     }
 
     fn warning(&self, message: &str) {

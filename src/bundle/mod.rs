@@ -10,18 +10,18 @@
 //! A rebuild from a warm cache spends most of its time hashing what it writes, and before that, waiting
 //! for the registry to say what each tag names. So when the cache has noted, for every image of a lone
 //! bundle, what it resolved to last time (with every blob still there), the bundle is written ahead from
-//! those notes while the registry is asked ([`Stoppable`]), and put in place only if the fetch finds
-//! exactly those images; otherwise it is thrown away unseen and written again from what was fetched.
+//! those notes while the registry is asked, and put in place only if the fetch finds exactly those images
+//! (and the lock accepts them); otherwise it is thrown away unseen and written again from what was fetched.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::cache::{BlobStore, CacheError};
 use crate::catalog::ImageSource as CatalogSource;
 use crate::digest::Digest;
 use crate::fetch::{fetch, FetchSettings, FetchStageError, Fetched, PullReport, VendorSource};
 use crate::image::Image;
+use crate::interrupt::{self, Cancel};
 use crate::progress::{Held, Reporter};
 use crate::reference::Reference;
 use crate::resolve::{union, Plan, ResolveError};
@@ -138,16 +138,30 @@ pub fn build(
         _ => None,
     };
     let held = Held::new(reporter);
-    let stop = AtomicBool::new(false);
-    let (fetched, mut written_ahead) = std::thread::scope(|scope| {
+    let stop = Cancel::new();
+    let (checked, mut written_ahead) = std::thread::scope(|scope| {
         let writing = ahead.as_ref().map(|ahead| {
-            let source = Stoppable { store, stop: &stop };
+            let source = Ahead {
+                store,
+                cancel: &stop,
+            };
             let held = &held;
             scope.spawn(move || stage(store, &source, request, &request.bundles[0], ahead, held))
         });
-        let fetched = fetch(runtime, store, &union(&plans), &request.fetch, reporter);
-        let confirmed = match (&fetched, &ahead) {
-            (Ok(fetched), Some(ahead)) => Chosen::fetched(&request.bundles[0], fetched) == *ahead,
+        let checked = fetch_locked(
+            runtime,
+            store,
+            &plans,
+            request,
+            existing_lock.as_ref(),
+            reporter,
+        );
+        // What is drawn of the fetch goes before the write's progress.
+        reporter.finish();
+        let confirmed = match (&checked, &ahead) {
+            (Ok((fetched, _)), Some(ahead)) => {
+                Chosen::fetched(&request.bundles[0], fetched) == *ahead
+            }
             _ => false,
         };
         match confirmed {
@@ -159,30 +173,12 @@ pub fn build(
                 ));
                 held.release();
             }
-            false => stop.store(true, Ordering::Relaxed),
+            false => stop.cancel(),
         }
         let staged = writing.map(|writing| writing.join().expect("the write ahead does not panic"));
-        (fetched, staged.filter(|_| confirmed))
+        (checked, staged.filter(|_| confirmed))
     });
-    let fetched = fetched?;
-    reporter.finish();
-    let lock = match &request.lock {
-        Some(file) => Some((
-            file,
-            Lock::of(&fetched.images, request.fetch.platforms.is_empty())?,
-        )),
-        None => None,
-    };
-    if let (Some((file, built)), Some(existing)) = (&lock, &existing_lock) {
-        let changes = existing.changes(built);
-        if !changes.is_empty() {
-            return Err(TrustError::LockMoved {
-                path: file.path.clone(),
-                changes,
-            }
-            .into());
-        }
-    }
+    let (fetched, lock) = checked?;
     let mut bundles = Vec::with_capacity(request.bundles.len());
     for bundle in &request.bundles {
         bundles.push(write_one(
@@ -214,6 +210,40 @@ pub fn build(
         lock,
         pull: fetched.pull,
     })
+}
+
+/// A lock file asked for, and the lock the images fetched make.
+type Made<'r> = Option<(&'r LockFile, Lock)>;
+
+/// Fetches every image of `plans` once and holds them to the lock `existing` (the lock file's, when it
+/// is not to be rewritten): the images, and the lock they make when a lock file is asked for.
+fn fetch_locked<'r>(
+    runtime: &tokio::runtime::Runtime,
+    store: &BlobStore,
+    plans: &[Plan],
+    request: &'r Request,
+    existing: Option<&Lock>,
+    reporter: &dyn Reporter,
+) -> Result<(Fetched, Made<'r>), BundleError> {
+    let fetched = fetch(runtime, store, &union(plans), &request.fetch, reporter)?;
+    let lock = match &request.lock {
+        Some(file) => Some((
+            file,
+            Lock::of(&fetched.images, request.fetch.platforms.is_empty())?,
+        )),
+        None => None,
+    };
+    if let (Some((file, built)), Some(existing)) = (&lock, existing) {
+        let changes = existing.changes(built);
+        if !changes.is_empty() {
+            return Err(TrustError::LockMoved {
+                path: file.path.clone(),
+                changes,
+            }
+            .into());
+        }
+    }
+    Ok((fetched, lock))
 }
 
 /// The images a bundle holds, in the order of its plan and platforms, and its vendor images that
@@ -319,10 +349,18 @@ fn write_one(
 ) -> Result<Built, BundleError> {
     let chosen = Chosen::fetched(bundle, fetched);
     let write = || stage(store, store, request, bundle, &chosen, reporter);
-    // A write ahead that failed (on a blob it found damaged, left for this write to deal with; on a full
-    // disk) is written again, to fail or succeed as any write does.
     let staged = match written_ahead {
         Some(Ok(staged)) => Ok(staged),
+        // The write ahead left the blob it found damaged in the cache: dealt with here, as any write
+        // deals with one.
+        Some(Err(BundleError::Tarball(TarballError::DamagedBlob {
+            digest,
+            actual,
+            read,
+            ..
+        }))) => Err(BlobSource::damaged(store, &digest, actual, read).into()),
+        Some(Err(stopped)) if interrupt::pending().is_some() => Err(stopped),
+        // Else it failed on what the fetch changed in the cache, or as this write will fail too.
         _ => write(),
     };
     let staged = match staged {
@@ -351,21 +389,19 @@ fn write_one(
     })
 }
 
-/// The cache as a write ahead reads it: it stops at the next read once `stop` is set (the fetch found
-/// other images, or failed), and changes nothing: a blob it finds damaged is left for the write after
-/// the fetch to find again, evict and fetch anew.
-struct Stoppable<'a> {
+/// The cache as a write ahead reads it: its reads fail once `cancel` is cancelled (the fetch found
+/// other images, or failed), and a blob it finds damaged is left in the cache, for the write after the
+/// fetch to find again, evict and fetch anew. (It stores ferry's own index of an image's platforms, as
+/// any write does: a blob named by its bytes.)
+struct Ahead<'a> {
     store: &'a BlobStore,
-    stop: &'a AtomicBool,
+    cancel: &'a Cancel,
 }
 
-impl BlobSource for Stoppable<'_> {
+impl BlobSource for Ahead<'_> {
     fn open(&self, digest: &Digest, size: u64) -> Result<Box<dyn Read + '_>, TarballError> {
-        let blob = self.store.open_blob(digest)?.take(size);
-        Ok(Box::new(Stopping {
-            blob,
-            stop: self.stop,
-        }))
+        let blob = BlobSource::open(self.store, digest, size)?;
+        Ok(Box::new(self.cancel.reader(blob)))
     }
 
     fn damaged(&self, digest: &Digest, actual: Digest, read: u64) -> TarballError {
@@ -379,20 +415,6 @@ impl BlobSource for Stoppable<'_> {
 
     fn unreadable(&self, digest: &Digest, at: u64, error: io::Error) -> TarballError {
         self.store.unreadable(digest, at, error)
-    }
-}
-
-struct Stopping<'a, R> {
-    blob: R,
-    stop: &'a AtomicBool,
-}
-
-impl<R: Read> Read for Stopping<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.stop.load(Ordering::Relaxed) {
-            true => Err(io::Error::other("the write ahead was stopped")),
-            false => self.blob.read(buf),
-        }
     }
 }
 

@@ -14,9 +14,11 @@ pub use metadata::{
 };
 pub use output::{checksum_text, file_name, sibling, TargetError};
 pub use write::{
-    append, check_output, stage_bundle, stage_delta, tar_size, write_bundle, write_delta,
-    write_entries, BlobSource, Documents, Staged, WriteOptions, Written,
+    append, check_output, stage_bundle, stage_delta, tar_size, write_entries, BlobSource,
+    Documents, Staged, WriteOptions, Written,
 };
+#[cfg(test)]
+pub use write::{write_bundle, write_delta};
 
 use std::path::PathBuf;
 

@@ -172,7 +172,9 @@ impl Layout {
     }
 }
 
-/// Writes `images` and `metadata` as one bundle at `path` (or its parts).
+/// [`stage_bundle`] from the cache, placed at once: how tests build bundles (ferry's stages choose when
+/// to place what they stage).
+#[cfg(test)]
 pub fn write_bundle(
     store: &BlobStore,
     images: &[Image],
@@ -185,8 +187,8 @@ pub fn write_bundle(
         .place(options.signer.as_deref())
 }
 
-/// Writes the bundle [`write_bundle`] writes, its blobs from `source`, and leaves it staged: written and
-/// synced, not yet in place.
+/// Writes `images` and `metadata` as one bundle at `path` (or its parts), its blobs from `source`, and
+/// leaves it staged: written and synced, not yet in place.
 pub fn stage_bundle(
     store: &BlobStore,
     source: &dyn BlobSource,
@@ -217,12 +219,8 @@ pub fn stage_bundle(
     })
 }
 
-/// Writes a delta of `images` at `path`: the documents of the bundle [`write_bundle`] would write (named
-/// `full_name` by default), every manifest and config, only the blobs no base holds, and last
-/// `ferry-delta.json`. Every blob is read from the cache once and checked on the way, and the full bundle
-/// is hashed in the same pass (every entry passes through its hash, only the delta's own into the file),
-/// so that `ferry-delta.json` names the bundle a merge must rebuild: building a delta reads what building
-/// the full bundle reads, and writes less. With a signer, the full bundle's signature is recorded too.
+/// [`stage_delta`] from the cache, placed at once: how tests build deltas.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn write_delta(
     store: &BlobStore,
@@ -240,8 +238,13 @@ pub fn write_delta(
     .place(options.signer.as_deref())
 }
 
-/// Writes the delta [`write_delta`] writes, its blobs from `source`, and leaves it staged: written and
-/// synced, not yet in place.
+/// Writes a delta of `images` at `path`: the documents of the bundle [`stage_bundle`] would write (named
+/// `full_name` by default), every manifest and config, only the blobs no base holds, and last
+/// `ferry-delta.json`, and leaves it staged. Every blob is read from `source` once and checked on the
+/// way, and the full bundle is hashed in the same pass (every entry passes through its hash, only the
+/// delta's own into the file), so that `ferry-delta.json` names the bundle a merge must rebuild: building
+/// a delta reads what building the full bundle reads, and writes less. With a signer, the full bundle's
+/// signature is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub fn stage_delta(
     store: &BlobStore,

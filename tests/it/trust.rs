@@ -680,6 +680,18 @@ fn a_lock_pins_every_image_at_build_and_on_arrival() {
         .unwrap()
         .contains(&format!("manifest = \"{moved}\"")));
     std::fs::write(&lock, &text).unwrap();
+    // The cache now notes what the tag names, so the rebuild is written ahead while the registry is
+    // asked; the lock still refuses it, and what was written ahead is gone with it.
+    std::fs::remove_file(site.path("moved.tar")).unwrap();
+    std::fs::remove_file(site.path("moved.tar.sha256")).unwrap();
+    let refused = site.bundle("moved.tar", &["--lock", &lock]).fails_with(1);
+    assert_eq!(refused.stderr(), failed.stderr());
+    let left: Vec<_> = std::fs::read_dir(site.path("."))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("moved.tar"))
+        .collect();
+    assert!(left.is_empty(), "nothing written ahead is left: {left:?}");
 
     // On arrival: the real bundle passes, a consistent forgery is refused by verify, push and load.
     let good = site.verify("good.tar", &["--lock", &lock]).success();
