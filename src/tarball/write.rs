@@ -101,6 +101,10 @@ impl BlobSource for BlobStore {
     }
 }
 
+/// The kind of cache note that says what the full bundle of a layout hashes to. A change to how entries
+/// are written ([`header`], the documents' order) must change this name.
+const FULL_BUNDLES: &str = "full-bundles-v1";
+
 /// The entries of a bundle before its blobs: `oci-layout`, `ferry.json`, `index.json` and docker's
 /// `manifest.json`, in that order (a delta's `ferry-delta.json` comes after its blobs).
 pub type Documents = Vec<(&'static str, Vec<u8>)>;
@@ -167,6 +171,36 @@ impl Layout {
             .collect()
     }
 
+    /// What the bytes of the bundle of this layout follow from: its documents, its blobs (named by their
+    /// digests, each checked against its bytes as it is written) and the entries' mtime, through
+    /// [`header`]. Two builds of one key write the same bytes.
+    fn key(&self, mtime: u64) -> Digest {
+        let mut text = format!("{FULL_BUNDLES} mtime {mtime}\n");
+        for (name, bytes) in &self.documents {
+            text.push_str(&format!("{name} {}\n", Digest::of(bytes)));
+        }
+        for (digest, descriptor) in &self.blobs {
+            text.push_str(&format!("{digest} {}\n", descriptor.size));
+        }
+        Digest::of(text.as_bytes())
+    }
+
+    /// Notes in the cache what the full bundle of this layout hashes to, for a delta of it to come.
+    fn remember_sha256(&self, store: &BlobStore, mtime: u64, sha256: &Digest) {
+        // Only a fact the next delta would otherwise work out again: a note not written is not an error.
+        let _ = store.write_note(
+            FULL_BUNDLES,
+            &self.key(mtime),
+            sha256.to_string().as_bytes(),
+        );
+    }
+
+    /// The sha256 of the full bundle of this layout, when a build of it noted it.
+    fn recalled_sha256(&self, store: &BlobStore, mtime: u64) -> Option<Digest> {
+        let note = store.note(FULL_BUNDLES, &self.key(mtime))?;
+        std::str::from_utf8(&note).ok()?.parse().ok()
+    }
+
     fn saved_by_sharing(&self) -> u64 {
         self.referenced - self.blobs.values().map(|d| d.size).sum::<u64>()
     }
@@ -213,6 +247,7 @@ pub fn stage_bundle(
         options,
         reporter,
     )?;
+    layout.remember_sha256(store, options.mtime, staged.sha256());
     Ok(Staged {
         saved_by_sharing: layout.saved_by_sharing(),
         ..staged
@@ -292,44 +327,59 @@ pub fn stage_delta(
     let mut documents = layout.documents.clone();
     documents.push((DELTA_JSON, pretty(&record)));
     let total = entries_size(&documents, &carried);
+    // A build of the full bundle noted its sha256: then only the delta's own blobs are read, else every
+    // blob, for the full bundle's hash.
+    let known = layout.recalled_sha256(store, options.mtime);
     reporter.phase(&format!(
-        "writing {} ({} images, {} of {} blobs; the full bundle {full_name} hashed on the way)",
+        "writing {} ({} images, {} of {} blobs; {})",
         path.display(),
         images.len(),
         carried.len(),
-        all.len()
+        all.len(),
+        match known {
+            Some(_) => format!("the full bundle {full_name} as its build noted it"),
+            None => format!("the full bundle {full_name} hashed on the way"),
+        }
     ));
-    let (out, id) = open_output(path, options, total, true, reporter)?;
+    let (out, id) = open_output(path, options, total, known.is_none(), reporter)?;
     let mut tar = tar::Builder::new(Routed { out, to_out: true });
     let written = stream_entries(
         &mut tar,
         source,
         &layout.documents,
-        &all,
+        if known.is_some() { &carried } else { &all },
         |digest| carried.contains_key(digest),
         options.mtime,
     )
     .map_err(|e| e.unwrap_or_else(|e| write_error(path, e)))
     .and_then(|()| {
-        // The full bundle ends here; the delta's record follows in the delta alone.
-        let routed = tar.get_mut();
-        routed.to_out = false;
-        routed
-            .write_all(&[0; 1024])
-            .map_err(|e| write_error(path, e))?;
-        let (sha256, bytes, mismatches) = routed
-            .out
-            .get_mut()
-            .end_full()
-            .map_err(|e| write_error(path, e))?;
-        // What follows is the delta's alone, even the end a refused tar still gets when it is dropped.
-        routed.to_out = true;
-        if let Some(refusal) = damaged(source, mismatches) {
-            return Err(refusal);
-        }
+        let sha256 = match known {
+            Some(sha256) => sha256,
+            None => {
+                // The full bundle ends here; the delta's record follows in the delta alone.
+                let routed = tar.get_mut();
+                routed.to_out = false;
+                routed
+                    .write_all(&[0; 1024])
+                    .map_err(|e| write_error(path, e))?;
+                let (sha256, bytes, mismatches) = routed
+                    .out
+                    .get_mut()
+                    .end_full()
+                    .map_err(|e| write_error(path, e))?;
+                // What follows is the delta's alone, even the end a refused tar still gets when it
+                // is dropped.
+                routed.to_out = true;
+                if let Some(refusal) = damaged(source, mismatches) {
+                    return Err(refusal);
+                }
+                debug_assert_eq!(bytes, record.bundle.bytes);
+                layout.remember_sha256(store, options.mtime, &sha256);
+                sha256
+            }
+        };
         record.bundle.signature = full_signature(&sha256)?;
         record.bundle.sha256 = sha256;
-        debug_assert_eq!(bytes, record.bundle.bytes);
         let json = pretty(&record);
         append(
             &mut tar,

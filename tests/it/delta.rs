@@ -16,8 +16,10 @@ use crate::ferry::{command, ferry, run, Run};
 use crate::kubernetes::KUBEADM_1283;
 use crate::pull::TEST_IMAGE_SIZE;
 use crate::seed::{
-    http, push_image_as, seed_csi_480, vendor_dir_480, vendor_tarball, Format, Seeded, PLATFORMS,
+    http, push_image, push_image_as, seed_csi_480, vendor_dir_480, vendor_tarball, Format, Seeded,
+    PLATFORMS,
 };
+use crate::seeded::registry_with_livenessprobe;
 use crate::serve::Served;
 use crate::services::{require, Containerd, Registry};
 
@@ -1158,4 +1160,96 @@ fn a_base_that_is_no_bundle_is_refused_by_name_before_anything_is_fetched() {
         )
     );
     assert!(!cache.exists(), "nothing fetched");
+}
+
+/// A delta built after its full bundle takes the full bundle's sha256 from what that build noted in the
+/// cache, so it reads only the blobs it carries: a blob its base holds, damaged in the cache since, is not
+/// read, and the delta still merges into the full bundle byte for byte. Without the note (a cache that
+/// never built the full bundle), the delta reads every blob to hash the full bundle, and finds the
+/// damaged one, which is fetched anew.
+#[test]
+fn a_delta_after_its_full_bundle_reads_only_the_blobs_it_carries() {
+    const PROBE: &str = "registry.k8s.io/sig-storage/livenessprobe:v2.12.0";
+    const RESIZER: &str = "registry.k8s.io/sig-storage/csi-resizer:v1.9.0";
+    let Some((registry, _)) = registry_with_livenessprobe(&PLATFORMS[..1], 300_000) else {
+        return;
+    };
+    push_image(
+        registry.addr(),
+        "sig-storage/csi-resizer",
+        "v1.9.0",
+        Format::DockerList,
+        &PLATFORMS[..1],
+        200_000,
+    );
+    let work = tempfile::tempdir().unwrap();
+    let cache = work.path().join("cache");
+    let bundle = |out: &str, images: &[&str], extra: &[&str]| {
+        let mut command = command();
+        command.arg("bundle");
+        for image in images {
+            command.args(["--image", image]);
+        }
+        command
+            .arg("--mirror")
+            .arg(format!("registry.k8s.io={}", registry.addr()))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .arg("-o")
+            .arg(work.path().join(out))
+            .arg("-q")
+            .args(extra);
+        run(&mut command)
+    };
+    let base = work.path().join("base.tar");
+    let full = work.path().join("full.tar");
+    bundle("base.tar", &[PROBE], &[]).success();
+    bundle("full.tar", &[PROBE, RESIZER], &[]).success();
+    let since = ["--since", base.to_str().unwrap()];
+    let base_layer = blobs(&inspect(&base))
+        .into_iter()
+        .map(|digest| {
+            cache
+                .join("ferry-v1/blobs/sha256")
+                .join(&digest["sha256:".len()..])
+        })
+        .filter(|path| path.exists())
+        .max_by_key(|path| size_of(path))
+        .unwrap();
+    let mut bytes = std::fs::read(&base_layer).unwrap();
+    bytes[1000] ^= 0x01;
+    std::fs::write(&base_layer, &bytes).unwrap();
+
+    let merged = work.path().join("merged.tar");
+    let merge = || {
+        ferry(&[
+            "merge",
+            base.to_str().unwrap(),
+            work.path().join("delta.tar").to_str().unwrap(),
+            "-o",
+            merged.to_str().unwrap(),
+            "-q",
+        ])
+        .success();
+        sha256_of(&merged)
+    };
+    let noted = bundle("delta.tar", &[PROBE, RESIZER], &since).success();
+    assert_eq!(
+        noted.stderr(),
+        "",
+        "the damaged blob the base holds is not read"
+    );
+    assert_eq!(merge(), sha256_of(&full));
+
+    std::fs::remove_dir_all(cache.join("ferry-v1/notes/full-bundles-v1")).unwrap();
+    let hashed = bundle("delta.tar", &[PROBE, RESIZER], &since).success();
+    let hex = base_layer.file_name().unwrap().to_str().unwrap();
+    assert_eq!(
+        hashed.stderr(),
+        format!(
+            "warning: cache file {} was damaged (not blob sha256:{hex}); fetching it again\n",
+            base_layer.display()
+        )
+    );
+    assert_eq!(merge(), sha256_of(&full));
 }
