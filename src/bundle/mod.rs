@@ -351,16 +351,9 @@ fn write_one(
     let write = || stage(store, store, request, bundle, &chosen, reporter);
     let staged = match written_ahead {
         Some(Ok(staged)) => Ok(staged),
-        // The write ahead left the blob it found damaged in the cache: dealt with here, as any write
-        // deals with one.
-        Some(Err(BundleError::Tarball(TarballError::DamagedBlob {
-            digest,
-            actual,
-            read,
-            ..
-        }))) => Err(BlobSource::damaged(store, &digest, actual, read).into()),
         Some(Err(stopped)) if interrupt::pending().is_some() => Err(stopped),
-        // Else it failed on what the fetch changed in the cache, or as this write will fail too.
+        // Else it failed on what the fetch changed in the cache, on damaged blobs it left in the cache
+        // (this write finds and evicts every one of them), or as this write will fail too.
         _ => write(),
     };
     let staged = match staged {
@@ -391,8 +384,9 @@ fn write_one(
 
 /// The cache as a write ahead reads it: its reads fail once `cancel` is cancelled (the fetch found
 /// other images, or failed), and a blob it finds damaged is left in the cache, for the write after the
-/// fetch to find again, evict and fetch anew. (It stores ferry's own index of an image's platforms, as
-/// any write does: a blob named by its bytes.)
+/// fetch to find again, evict and fetch anew (evicted now, it could go missing under the fetch). What it
+/// stores in the cache is what any write stores: ferry's own index of an image's platforms (a blob named
+/// by its bytes) and the note of the full bundle's sha256 (keyed by the layout it wrote).
 struct Ahead<'a> {
     store: &'a BlobStore,
     cancel: &'a Cancel,

@@ -105,6 +105,11 @@ impl BlobSource for BlobStore {
 /// are written ([`header`], the documents' order) must change this name.
 const FULL_BUNDLES: &str = "full-bundles-v1";
 
+/// What a full-bundle note holds beside the sha256, so that a note damaged on disk is not believed.
+fn note_check(key: &Digest, sha256: &Digest) -> Digest {
+    Digest::of(format!("{key} {sha256}").as_bytes())
+}
+
 /// The entries of a bundle before its blobs: `oci-layout`, `ferry.json`, `index.json` and docker's
 /// `manifest.json`, in that order (a delta's `ferry-delta.json` comes after its blobs).
 pub type Documents = Vec<(&'static str, Vec<u8>)>;
@@ -171,34 +176,44 @@ impl Layout {
             .collect()
     }
 
-    /// What the bytes of the bundle of this layout follow from: its documents, its blobs (named by their
-    /// digests, each checked against its bytes as it is written) and the entries' mtime, through
-    /// [`header`]. Two builds of one key write the same bytes.
-    fn key(&self, mtime: u64) -> Digest {
-        let mut text = format!("{FULL_BUNDLES} mtime {mtime}\n");
-        for (name, bytes) in &self.documents {
-            text.push_str(&format!("{name} {}\n", Digest::of(bytes)));
+    /// What the bytes of the bundle of this layout follow from: each entry's tar header (its name, size
+    /// and mtime, as [`header`] encodes them) and its content, the documents' by their digests and the
+    /// blobs' by their names (each checked against its bytes as it is written), in the order written. Two
+    /// builds of one key write the same bytes; ferry's version is in `ferry.json`, a document.
+    /// None where an entry has no header (the write itself then says why).
+    fn key(&self, mtime: u64) -> Option<Digest> {
+        let documents = self
+            .documents
+            .iter()
+            .map(|(name, bytes)| (name.to_string(), bytes.len() as u64, Digest::of(bytes)));
+        let blobs = self
+            .blobs
+            .iter()
+            .map(|(digest, blob)| (blob_path(digest), blob.size, digest.clone()));
+        let mut key = FULL_BUNDLES.as_bytes().to_vec();
+        for (name, size, digest) in documents.chain(blobs) {
+            key.extend_from_slice(header(&name, size, mtime).ok()?.as_bytes());
+            key.extend_from_slice(digest.to_string().as_bytes());
         }
-        for (digest, descriptor) in &self.blobs {
-            text.push_str(&format!("{digest} {}\n", descriptor.size));
-        }
-        Digest::of(text.as_bytes())
+        Some(Digest::of(&key))
     }
 
-    /// Notes in the cache what the full bundle of this layout hashes to, for a delta of it to come.
+    /// Notes in the cache what the full bundle of this layout hashes to, for a delta of it to come, with
+    /// a check of its own: a note damaged on disk is passed over, never recorded in a delta.
     fn remember_sha256(&self, store: &BlobStore, mtime: u64, sha256: &Digest) {
+        let Some(key) = self.key(mtime) else { return };
+        let note = format!("{sha256} {}", note_check(&key, sha256));
         // Only a fact the next delta would otherwise work out again: a note not written is not an error.
-        let _ = store.write_note(
-            FULL_BUNDLES,
-            &self.key(mtime),
-            sha256.to_string().as_bytes(),
-        );
+        let _ = store.write_note(FULL_BUNDLES, &key, note.as_bytes());
     }
 
     /// The sha256 of the full bundle of this layout, when a build of it noted it.
     fn recalled_sha256(&self, store: &BlobStore, mtime: u64) -> Option<Digest> {
-        let note = store.note(FULL_BUNDLES, &self.key(mtime))?;
-        std::str::from_utf8(&note).ok()?.parse().ok()
+        let key = self.key(mtime)?;
+        let note = store.note(FULL_BUNDLES, &key)?;
+        let (sha256, check) = std::str::from_utf8(&note).ok()?.split_once(' ')?;
+        let sha256: Digest = sha256.parse().ok()?;
+        (check == note_check(&key, &sha256).to_string()).then_some(sha256)
     }
 
     fn saved_by_sharing(&self) -> u64 {
@@ -247,7 +262,10 @@ pub fn stage_bundle(
         options,
         reporter,
     )?;
-    layout.remember_sha256(store, options.mtime, staged.sha256());
+    // Noted only when every blob was hashed on its way: then the sha256 is of bytes each checked.
+    if source.hashes_each_blob() {
+        layout.remember_sha256(store, options.mtime, staged.sha256());
+    }
     Ok(Staged {
         saved_by_sharing: layout.saved_by_sharing(),
         ..staged
@@ -275,11 +293,11 @@ pub fn write_delta(
 
 /// Writes a delta of `images` at `path`: the documents of the bundle [`stage_bundle`] would write (named
 /// `full_name` by default), every manifest and config, only the blobs no base holds, and last
-/// `ferry-delta.json`, and leaves it staged. Every blob is read from `source` once and checked on the
-/// way, and the full bundle is hashed in the same pass (every entry passes through its hash, only the
-/// delta's own into the file), so that `ferry-delta.json` names the bundle a merge must rebuild: building
-/// a delta reads what building the full bundle reads, and writes less. With a signer, the full bundle's
-/// signature is recorded too.
+/// `ferry-delta.json`, and leaves it staged. `ferry-delta.json` names the bundle a merge must rebuild by
+/// its sha256: when a build of it (or an earlier delta) noted that in the cache, only the delta's own
+/// blobs are read, each checked on the way; else every blob is read from `source` once and checked, and
+/// the full bundle is hashed in the same pass (every entry passes through its hash, only the delta's own
+/// into the file), and its sha256 noted. With a signer, the full bundle's signature is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub fn stage_delta(
     store: &BlobStore,
@@ -337,7 +355,7 @@ pub fn stage_delta(
         carried.len(),
         all.len(),
         match known {
-            Some(_) => format!("the full bundle {full_name} as its build noted it"),
+            Some(_) => format!("the full bundle {full_name} as the cache noted it"),
             None => format!("the full bundle {full_name} hashed on the way"),
         }
     ));

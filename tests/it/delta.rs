@@ -1240,6 +1240,7 @@ fn a_delta_after_its_full_bundle_reads_only_the_blobs_it_carries() {
         "the damaged blob the base holds is not read"
     );
     assert_eq!(merge(), sha256_of(&full));
+    let noted_delta = sha256_of(&work.path().join("delta.tar"));
 
     std::fs::remove_dir_all(cache.join("ferry-v1/notes/full-bundles-v1")).unwrap();
     let hashed = bundle("delta.tar", &[PROBE, RESIZER], &since).success();
@@ -1252,4 +1253,9 @@ fn a_delta_after_its_full_bundle_reads_only_the_blobs_it_carries() {
         )
     );
     assert_eq!(merge(), sha256_of(&full));
+    assert_eq!(
+        sha256_of(&work.path().join("delta.tar")),
+        noted_delta,
+        "the same delta, byte for byte, either way"
+    );
 }

@@ -205,6 +205,52 @@ fn a_blob_damaged_in_the_cache_is_fetched_anew_and_the_bundle_is_right() {
     );
 }
 
+/// Two blobs damaged in the cache (the warm rebuild is written ahead, which leaves them for the write
+/// after it to find): both are fetched anew, once, and the bundle is right.
+#[test]
+fn two_blobs_damaged_in_the_cache_are_both_fetched_anew() {
+    let Some((registry, work, cache)) = seeded(400_000) else {
+        return;
+    };
+    let out = work.path().join("b.tar");
+    let good = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).success();
+    let mut blobs: Vec<PathBuf> = std::fs::read_dir(cache.join("ferry-v1/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    blobs.sort_by_key(|p| std::cmp::Reverse(std::fs::metadata(p).unwrap().len()));
+    let damaged = &mut blobs[..2];
+    for blob in damaged.iter() {
+        let mut bytes = std::fs::read(blob).unwrap();
+        bytes[100] ^= 0x01;
+        std::fs::write(blob, &bytes).unwrap();
+    }
+    // The first one written (blobs go in digest order) is named.
+    damaged.sort();
+    let repaired = run(&mut bundle(registry.addr(), &cache, out.as_os_str(), &[])).success();
+    let hex = |p: &Path| p.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(
+        repaired.stderr(),
+        format!(
+            "warning: cache file {} was damaged (not blob sha256:{}); fetching it again\n",
+            damaged[0].display(),
+            hex(&damaged[0])
+        )
+    );
+    assert_eq!(
+        repaired.stdout(),
+        good.stdout(),
+        "the same bundle, byte for byte"
+    );
+    for blob in damaged.iter() {
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(std::fs::read(blob).unwrap())),
+            hex(blob),
+            "the cache holds the right bytes again"
+        );
+    }
+}
+
 /// Runs `command` with stdout and stderr on a pipe whose reader is already gone, as
 /// `ferry … 2>&1 | head -1` leaves them once head has its line; returns the exit code.
 fn with_closed_output(command: &mut Command) -> Option<i32> {
